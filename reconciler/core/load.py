@@ -1,0 +1,211 @@
+"""Load a config repository's files into validated documents, collecting every problem."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from reconciler.core.diagnostics import Diagnostic, format_field
+from reconciler.core.documents import Config, Located, SourceFile
+from reconciler.core.validation import explain
+from reconciler.core.yamlparse import PositionedMap, locate, parse_yaml
+from schemas.base import Metadata, StrictModel
+from schemas.kinds import API_VERSIONS, KINDS
+from schemas.route import GatewayRoute, RouteDocument, RouteSpec
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """The valid documents of one file and the problems found in it."""
+
+    documents: list[Located[Any]]
+    diagnostics: list[Diagnostic]
+
+
+# Parsed and validated files by (path, git blob SHA): unchanged files are never parsed twice.
+ParseCache = MutableMapping[tuple[str, str], FileResult]
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """A loaded configuration and every diagnostic of the load."""
+
+    config: Config
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == "error" for d in self.diagnostics)
+
+
+def _subject_of(raw: Any) -> str:
+    if not isinstance(raw, dict):
+        return ""
+    kind = raw.get("kind")
+    metadata = raw.get("metadata")
+    if not isinstance(metadata, dict):
+        return kind if isinstance(kind, str) else ""
+    name = metadata.get("name")
+    if isinstance(kind, str) and isinstance(name, str):
+        namespace = metadata.get("namespace", "default") if kind == "Canary" else None
+        return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
+    return kind if isinstance(kind, str) else ""
+
+
+def _validation_diagnostics(
+    path: str,
+    raw: Any,
+    error: ValidationError,
+    model: type[BaseModel],
+    subject: str,
+    prefix: tuple[str | int, ...] = (),
+) -> list[Diagnostic]:
+    found = []
+    for detail in error.errors(include_url=False):
+        loc = prefix + tuple(detail["loc"])
+        line, column = locate(raw, loc) or (1, 1)
+        found.append(
+            Diagnostic(path, line, column, subject, format_field(loc), explain(detail, model))
+        )
+    return found
+
+
+def _rule_diagnostics(document: Located[Any]) -> list[Diagnostic]:
+    model: StrictModel = document.model
+    return [document.diagnostic(where, message) for where, message in model.problems()]
+
+
+def _load_gateway(path: str, raw: PositionedMap) -> FileResult:
+    documents: list[Located[Any]] = []
+    diagnostics: list[Diagnostic] = []
+    extra = sorted(str(key) for key in raw if key != "routes")
+    for key in extra:
+        line, column = raw.positions[key]
+        diagnostics.append(
+            Diagnostic(path, line, column, "", key, f"unknown field {key!r} in a gateway file")
+        )
+    entries = raw.get("routes")
+    if not isinstance(entries, list):
+        line, column = locate(raw, ("routes",)) or (1, 1)
+        diagnostics.append(Diagnostic(path, line, column, "", "routes", "expected a list"))
+        return FileResult(documents, diagnostics)
+    for index, entry in enumerate(entries):
+        route_id = entry.get("id") if isinstance(entry, dict) else None
+        subject = f"Route/{route_id}" if isinstance(route_id, str) else ""
+        try:
+            gateway_route = GatewayRoute.model_validate(entry)
+        except ValidationError as error:
+            diagnostics += _validation_diagnostics(
+                path, raw, error, GatewayRoute, subject, ("routes", index)
+            )
+            continue
+        spec = RouteSpec(**{name: getattr(gateway_route, name) for name in RouteSpec.model_fields})
+        model = RouteDocument(metadata=Metadata(name=gateway_route.id), spec=spec)
+        located = Located(model, "Route", path, raw, ("routes", index))
+        documents.append(located)
+        diagnostics += _rule_diagnostics(located)
+    return FileResult(documents, diagnostics)
+
+
+def _load_document(path: str, raw: Any) -> FileResult:
+    if not isinstance(raw, PositionedMap):
+        line, column = getattr(raw, "start", (1, 1))
+        message = f"expected a mapping with apiVersion and kind, got {type(raw).__name__}"
+        return FileResult([], [Diagnostic(path, line, column, "", "", message)])
+    if "routes" in raw and "apiVersion" not in raw:
+        return _load_gateway(path, raw)
+    api_version, kind = raw.get("apiVersion"), raw.get("kind")
+    subject = _subject_of(raw)
+    if api_version not in API_VERSIONS:
+        line, column = locate(raw, ("apiVersion",)) or raw.start
+        known = ", ".join(sorted(API_VERSIONS))
+        message = f"unknown apiVersion {api_version!r} (expected one of: {known})"
+        return FileResult([], [Diagnostic(path, line, column, subject, "apiVersion", message)])
+    if kind not in API_VERSIONS[api_version]:
+        line, column = locate(raw, ("kind",)) or raw.start
+        known = ", ".join(sorted(API_VERSIONS[api_version]))
+        message = f"unknown kind {kind!r} for {api_version} (expected one of: {known})"
+        return FileResult([], [Diagnostic(path, line, column, subject, "kind", message)])
+    model_type = KINDS[kind]
+    try:
+        model = model_type.model_validate(raw)
+    except ValidationError as error:
+        return FileResult([], _validation_diagnostics(path, raw, error, model_type, subject))
+    located = Located(model, kind, path, raw)
+    return FileResult([located], _rule_diagnostics(located))
+
+
+def load_file(path: str, content: bytes) -> FileResult:
+    """Parse and validate every document of one file."""
+    parsed = parse_yaml(content)
+    documents: list[Located[Any]] = []
+    diagnostics = [Diagnostic(path, p.line, p.column, "", "", p.message) for p in parsed.problems]
+    for raw in parsed.documents:
+        if raw is None:
+            continue
+        result = _load_document(path, raw)
+        documents += result.documents
+        diagnostics += result.diagnostics
+    return FileResult(documents, diagnostics)
+
+
+def _collect(documents: Iterable[Located[Any]]) -> tuple[Config, list[Diagnostic]]:
+    config = Config()
+    tables: dict[str, dict[str, Located[Any]]] = {
+        "Region": config.regions,
+        "Agent": config.agents,
+        "Canary": config.canaries,
+        "Route": config.routes,
+    }
+    diagnostics: list[Diagnostic] = []
+    for document in documents:
+        table = tables[document.kind]
+        first = table.get(document.key)
+        if first is not None:
+            line, _ = locate(first.raw, first.file_field(("metadata", "name"))) or (1, 1)
+            message = f"{document.subject} is already defined at {first.path}:{line}"
+            diagnostics.append(document.diagnostic(("metadata", "name"), message))
+            continue
+        table[document.key] = document
+    return config, diagnostics
+
+
+def _reference_diagnostics(config: Config) -> list[Diagnostic]:
+    found = []
+    for agent in config.agents.values():
+        region = agent.model.spec.region
+        if region not in config.regions:
+            known = ", ".join(sorted(config.regions)) or "none defined"
+            message = f"region {region!r} does not exist (regions: {known})"
+            found.append(agent.diagnostic(("spec", "region"), message))
+    return found
+
+
+def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) -> LoadResult:
+    """Load every file of a repository revision into one configuration.
+
+    Args:
+        files: the repository's YAML files.
+        cache: parsed files by (path, blob SHA), read and filled in; pass the same mapping
+            to later loads so only changed files are parsed again.
+
+    Returns:
+        The configuration of every valid document and all diagnostics, sorted by place.
+    """
+    documents: list[Located[Any]] = []
+    diagnostics: list[Diagnostic] = []
+    for source in sorted(files, key=lambda f: f.path):
+        cache_key = (source.path, source.blob)
+        result = cache.get(cache_key) if cache is not None else None
+        if result is None:
+            result = load_file(source.path, source.read())
+            if cache is not None:
+                cache[cache_key] = result
+        documents += result.documents
+        diagnostics += result.diagnostics
+    config, duplicates = _collect(documents)
+    diagnostics += duplicates + _reference_diagnostics(config)
+    return LoadResult(config, sorted(diagnostics))

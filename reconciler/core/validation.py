@@ -1,0 +1,82 @@
+"""Turn pydantic validation errors into messages that say what was expected."""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel
+from pydantic_core import ErrorDetails
+
+from reconciler.core.diagnostics import FieldPath
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _models_in(typing.get_args(annotation)[0])
+    if origin in (list, dict, typing.Union, types.UnionType):
+        for argument in typing.get_args(annotation):
+            found.extend(_models_in(argument))
+    return found
+
+
+def _names(name: str, alias: object) -> list[str]:
+    if isinstance(alias, str):
+        return [name, alias]
+    if isinstance(alias, AliasChoices):
+        return [name, *(choice for choice in alias.choices if isinstance(choice, str))]
+    return [name]
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [
+        n for name, info in model.model_fields.items() for n in _names(name, info.validation_alias)
+    ]
+
+
+def allowed_fields(model: type[BaseModel], path: FieldPath) -> list[str]:
+    """The field names allowed at `path` (the mapping holding the last part) in `model`."""
+    current: list[type[BaseModel]] = [model]
+    for part in path[:-1]:
+        if isinstance(part, int):
+            continue
+        following: list[type[BaseModel]] = []
+        for candidate in current:
+            for name, info in candidate.model_fields.items():
+                if part in _names(name, info.validation_alias):
+                    following.extend(_models_in(info.annotation))
+        current = following
+    return sorted({name for candidate in current for name in _field_names(candidate)})
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def explain(error: ErrorDetails, model: type[BaseModel]) -> str:
+    """A message for one validation error, with the offending value or a suggestion."""
+    kind = error["type"]
+    loc = tuple(error["loc"])
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        allowed = allowed_fields(model, loc)
+        close = difflib.get_close_matches(name, allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        listing = f" (allowed: {', '.join(allowed)})" if allowed and not close else ""
+        return f"unknown field {name!r}{hint}{listing}"
+    if kind == "missing":
+        return "required field is missing"
+    message = error["msg"]
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+        return message
+    if kind in ("model_type", "dataclass_type") or kind.endswith("_type"):
+        return f"{message} (got {type(error['input']).__name__} {_shown(error['input'])})"
+    return f"{message} (got {_shown(error['input'])})"

@@ -1,0 +1,96 @@
+"""Everything that talks to git: reading a ref's files and describing revisions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import git
+
+from reconciler.core.documents import SourceFile
+from reconciler.core.plan import Revision
+from reconciler.worktree import is_config_path
+
+
+class GitSourceError(Exception):
+    """A git repository or ref could not be read."""
+
+
+@dataclass(frozen=True)
+class GitLocation:
+    """A config directory inside a git repository: the repo and the subdirectory."""
+
+    repo: git.Repo
+    subdirectory: str  # '' for the repository root, else a posix path
+
+
+def find_repository(path: Path) -> GitLocation | None:
+    """The git repository containing `path`, or None when it is in none."""
+    try:
+        repo = git.Repo(path, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+    if repo.bare:
+        return GitLocation(repo, "")
+    top = Path(repo.working_tree_dir or path).resolve()
+    relative = Path(path).resolve().relative_to(top).as_posix()
+    return GitLocation(repo, "" if relative == "." else relative)
+
+
+def _revision(commit: git.Commit, ref: str | None, dirty: bool = False) -> Revision:
+    return Revision(
+        sha=commit.hexsha,
+        ref=ref,
+        author=f"{commit.author.name} <{commit.author.email}>",
+        committed_at=commit.committed_datetime.isoformat(),
+        message=str(commit.message).strip().splitlines()[0] if commit.message else "",
+        dirty=dirty,
+    )
+
+
+def _resolve(location: GitLocation, ref: str) -> git.Commit:
+    try:
+        return location.repo.commit(ref)
+    except (git.BadName, ValueError, git.GitCommandError) as error:
+        raise GitSourceError(f"unknown git ref {ref!r}: {error}") from error
+
+
+def _blob_reader(blob: git.Blob) -> Callable[[], bytes]:
+    return lambda: bytes(blob.data_stream.read())
+
+
+def files_at(location: GitLocation, ref: str) -> tuple[list[SourceFile], Revision]:
+    """The config YAML files of `ref`, read from git objects without a checkout.
+
+    Raises:
+        GitSourceError: when the ref does not exist or the directory is not in it.
+    """
+    commit = _resolve(location, ref)
+    tree = commit.tree
+    if location.subdirectory:
+        try:
+            tree = tree / location.subdirectory
+        except KeyError as error:
+            raise GitSourceError(
+                f"{location.subdirectory!r} does not exist at {ref} ({commit.hexsha[:12]})"
+            ) from error
+    files = []
+    for item in tree.traverse():
+        if not isinstance(item, git.Blob):
+            continue
+        path = str(item.path)
+        relative = str(PurePosixPath(path).relative_to(str(tree.path))) if tree.path else path
+        if is_config_path(relative):
+            files.append(SourceFile(relative, item.hexsha, _blob_reader(item)))
+    return files, _revision(commit, ref)
+
+
+def worktree_revision(location: GitLocation) -> Revision:
+    """The revision a working tree is at: HEAD, and whether its config files have edits."""
+    try:
+        head = location.repo.head.commit
+    except ValueError:
+        return Revision(None, None, None, None, dirty=True)
+    dirty = location.repo.is_dirty(untracked_files=True, path=location.subdirectory or None)
+    return _revision(head, None, dirty)

@@ -1,0 +1,37 @@
+"""JSON Schemas of the document kinds, for editors (yaml-language-server) and tools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from schemas.kinds import JSON_SCHEMA_MODELS
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of each kind, by file stem."""
+    schemas: dict[str, dict[str, Any]] = {}
+    for stem, model in JSON_SCHEMA_MODELS.items():
+        schema = model.model_json_schema(by_alias=True, mode="validation")
+        schemas[stem] = {"$schema": DIALECT, **schema}
+    return schemas
+
+
+def render_schema(schema: dict[str, Any]) -> bytes:
+    """A schema as the bytes committed under schemas/jsonschema/."""
+    return orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def write_json_schemas(directory: Path) -> list[Path]:
+    """Write `<kind>.json` for every kind into `directory`; returns the paths written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem, schema in json_schemas().items():
+        path = directory / f"{stem}.json"
+        path.write_bytes(render_schema(schema))
+        written.append(path)
+    return written

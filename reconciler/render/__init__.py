@@ -1,0 +1,1 @@
+"""Renderers that turn a plan or diagnostics into text for people and CI. Pure."""

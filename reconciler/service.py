@@ -1,0 +1,173 @@
+"""The Python API behind the CLI: load a revision, plan it against state, apply it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from reconciler.core.compile import DEFAULT_LOCAL_REGION, DesiredState, compile_config
+from reconciler.core.diagnostics import Diagnostic
+from reconciler.core.diff import plan_changes
+from reconciler.core.load import LoadResult, ParseCache, load_config
+from reconciler.core.plan import Plan, Revision
+from reconciler.core.resources import header_of
+from reconciler.gitsource import GitSourceError, files_at, find_repository, worktree_revision
+from reconciler.store.db import open_state, state_ref
+from reconciler.store.resources import ApplyResult, apply_plan, fetch_resources, read_headers
+from reconciler.worktree import read_worktree
+
+
+class SourceError(Exception):
+    """The config repository or ref cannot be read."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What planning needs beyond the repository."""
+
+    local_region: str = DEFAULT_LOCAL_REGION
+    lock_timeout: float = 10.0
+
+
+@dataclass
+class Loaded:
+    """A loaded and compiled revision (desired is None when the load has errors)."""
+
+    result: LoadResult
+    revision: Revision
+    desired: DesiredState | None
+    files: int
+    parsed: int
+
+    @property
+    def diagnostics(self) -> list[Diagnostic]:
+        extra = self.desired.diagnostics if self.desired else []
+        return sorted(self.result.diagnostics + extra)
+
+    @property
+    def ok(self) -> bool:
+        return self.desired is not None
+
+
+@dataclass
+class Session:
+    """Keeps parsed files between loads, so a re-plan parses only what changed."""
+
+    settings: Settings = field(default_factory=Settings)
+    cache: ParseCache = field(default_factory=dict)
+
+    def load(self, repo: Path, ref: str | None = None) -> Loaded:
+        """Load and compile the working tree of `repo`, or `ref` of its git repository.
+
+        Raises:
+            SourceError: the directory, repository or ref cannot be read.
+        """
+        if ref is None:
+            try:
+                files = read_worktree(repo)
+            except FileNotFoundError as error:
+                raise SourceError(str(error)) from error
+            location = find_repository(repo)
+            revision = (
+                worktree_revision(location)
+                if location
+                else Revision(None, None, None, None, dirty=False)
+            )
+        else:
+            location = find_repository(repo)
+            if location is None:
+                raise SourceError(f"{repo} is not in a git repository, so --ref cannot be used")
+            try:
+                files, revision = files_at(location, ref)
+            except GitSourceError as error:
+                raise SourceError(str(error)) from error
+        before = len(self.cache)
+        result = load_config(files, self.cache)
+        desired = compile_config(result.config, self.settings.local_region) if result.ok else None
+        return Loaded(result, revision, desired, len(files), len(self.cache) - before)
+
+    def plan_against_base(self, loaded: Loaded, repo: Path, base_ref: str) -> Plan:
+        """Plan `loaded` against the desired state of another ref (no state file needed).
+
+        Raises:
+            SourceError: the base ref cannot be read or is itself invalid.
+        """
+        assert loaded.desired is not None
+        base = self.load(repo, base_ref)
+        if base.desired is None:
+            raise SourceError(
+                f"the base ref {base_ref} does not load: {len(base.result.diagnostics)} "
+                f"error(s), first: {base.diagnostics[0].format()}"
+            )
+        current = base.desired.resources
+        headers = {address: header_of(r) for address, r in current.items()}
+        return plan_changes(
+            loaded.desired,
+            headers,
+            lambda addresses: {a: current[a] for a in addresses},
+            None,
+            loaded.revision,
+        )
+
+    def plan_against_state(self, loaded: Loaded, state: Path) -> Plan:
+        """Plan `loaded` against a state file, read-only; a missing file is an empty state.
+
+        Raises:
+            StateError: the file is locked or not a state file.
+        """
+        assert loaded.desired is not None
+        connection = open_state(state, read_only=True, lock_timeout=self.settings.lock_timeout)
+        if connection is None:
+            return plan_changes(loaded.desired, {}, lambda _: {}, None, loaded.revision)
+        with connection:
+            return plan_changes(
+                loaded.desired,
+                read_headers(connection),
+                lambda addresses: fetch_resources(connection, addresses),
+                state_ref(connection),
+                loaded.revision,
+            )
+
+    def apply(
+        self,
+        loaded: Loaded,
+        state: Path,
+        now: Callable[[], datetime],
+        approve: Callable[[Plan], bool],
+    ) -> tuple[Plan, ApplyResult | None]:
+        """Plan `loaded` under the state's write lock and apply it if `approve` says so.
+
+        Returns:
+            The plan, and the apply result (None when not approved).
+
+        Raises:
+            StateError: the state file is locked or unusable.
+        """
+        assert loaded.desired is not None
+        connection = open_state(state, lock_timeout=self.settings.lock_timeout)
+        assert connection is not None
+        with connection:
+            plan = plan_changes(
+                loaded.desired,
+                read_headers(connection),
+                lambda addresses: fetch_resources(connection, addresses),
+                state_ref(connection),
+                loaded.revision,
+            )
+            if plan.changes and not approve(plan):
+                return plan, None
+            return plan, apply_plan(connection, plan, now())
+
+    def apply_saved(self, plan: Plan, state: Path, now: Callable[[], datetime]) -> ApplyResult:
+        """Apply a saved plan exactly, refusing it when the state moved since.
+
+        Raises:
+            StalePlan: the state's serial or lineage differs from the plan's.
+            StateError: the state file is locked or unusable.
+        """
+        connection = open_state(state, lock_timeout=self.settings.lock_timeout)
+        assert connection is not None
+        with connection:
+            return apply_plan(connection, plan, now())

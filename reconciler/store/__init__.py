@@ -1,0 +1,1 @@
+"""The DuckDB state file: the only package that imports duckdb."""

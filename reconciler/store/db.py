@@ -1,0 +1,167 @@
+"""Opening the state file: locking, schema migrations, serial and lineage."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+
+from reconciler.core.plan import StateRef
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS meta (key VARCHAR NOT NULL, value VARCHAR NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS resources (
+        address VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        name VARCHAR NOT NULL,
+        parent VARCHAR,
+        agent VARCHAR,
+        spec JSON NOT NULL,
+        fingerprint VARCHAR NOT NULL,
+        run_fingerprint VARCHAR,
+        serial BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS revisions (
+        serial BIGINT NOT NULL,
+        sha VARCHAR,
+        ref VARCHAR,
+        author VARCHAR,
+        committed_at VARCHAR,
+        message VARCHAR,
+        dirty BOOLEAN NOT NULL,
+        applied_at TIMESTAMPTZ NOT NULL,
+        added INTEGER NOT NULL,
+        changed INTEGER NOT NULL,
+        destroyed INTEGER NOT NULL,
+        canary_runs INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS canary_runs (
+        id VARCHAR NOT NULL,
+        route VARCHAR NOT NULL,
+        run_fingerprint VARCHAR NOT NULL,
+        state VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        steps JSON NOT NULL,
+        created_serial BIGINT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    )""",
+]
+
+Connection = duckdb.DuckDBPyConnection
+
+
+class StateError(Exception):
+    """The state file cannot be used as asked."""
+
+
+class StateLocked(StateError):
+    """Another process holds the state file."""
+
+
+def _lock_message(path: Path, error: Exception) -> str:
+    holder = re.search(r"PID (\d+)", str(error))
+    who = f"process {holder.group(1)}" if holder else "another process"
+    return (
+        f"state file {path} is in use by {who}. If `reconcile serve` holds it, stop it or "
+        "plan with `--base REF` instead; otherwise retry, or raise --lock-timeout."
+    )
+
+
+def _connect(
+    path: Path, read_only: bool, lock_timeout: float, sleep: Callable[[float], None]
+) -> Connection:
+    deadline = time.monotonic() + lock_timeout
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower():
+                raise StateError(f"cannot open state file {path}: {error}") from error
+            if time.monotonic() >= deadline:
+                raise StateLocked(_lock_message(path, error)) from error
+            sleep(delay)
+            delay = min(delay * 2, 0.5)
+        except duckdb.Error as error:
+            raise StateError(f"cannot open state file {path}: {error}") from error
+
+
+def _migrate(connection: Connection) -> None:
+    for statement in _SCHEMA:
+        connection.execute(statement)
+    found = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if found is None:
+        connection.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [
+                ("schema_version", str(SCHEMA_VERSION)),
+                ("lineage", str(uuid.uuid4())),
+                ("serial", "0"),
+            ],
+        )
+    elif int(found[0]) > SCHEMA_VERSION:
+        raise StateError(
+            f"the state file has schema version {found[0]}, newer than this reconciler "
+            f"understands ({SCHEMA_VERSION}); upgrade canary-reconciler"
+        )
+
+
+def open_state(
+    path: Path,
+    *,
+    read_only: bool = False,
+    lock_timeout: float = 10.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Connection | None:
+    """Open the state file, creating and migrating it when writing.
+
+    Args:
+        path: the DuckDB file.
+        read_only: open for reading; returns None when the file does not exist yet.
+        lock_timeout: seconds to wait for another process to release the file.
+        sleep: how to wait between attempts.
+
+    Raises:
+        StateLocked: another process kept the file locked for `lock_timeout` seconds.
+        StateError: the file is not a usable state file.
+    """
+    if read_only and not path.exists():
+        return None
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    connection = _connect(path, read_only, lock_timeout, sleep)
+    try:
+        if read_only:
+            tables = {row[0] for row in connection.execute("SHOW TABLES").fetchall()}
+            if "meta" not in tables:
+                raise StateError(f"{path} is not a canary-reconciler state file")
+        else:
+            connection.execute("BEGIN TRANSACTION")
+            _migrate(connection)
+            connection.execute("COMMIT")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def state_ref(connection: Connection) -> StateRef:
+    """The state's current serial and lineage."""
+    rows = dict(
+        connection.execute(
+            "SELECT key, value FROM meta WHERE key IN ('serial', 'lineage')"
+        ).fetchall()
+    )
+    return StateRef(int(rows["serial"]), rows["lineage"])
+
+
+def set_serial(connection: Connection, serial: int) -> None:
+    """Record a new serial (inside the caller's transaction)."""
+    connection.execute("UPDATE meta SET value = ? WHERE key = 'serial'", [str(serial)])

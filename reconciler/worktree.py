@@ -1,0 +1,50 @@
+"""Read a config repository's YAML files from a directory on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from reconciler.core.documents import SourceFile
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def git_blob_sha(content: bytes) -> str:
+    """The SHA git gives a blob with this content, so disk and git files share cache keys."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    digest.update(b"blob %d\0" % len(content))
+    digest.update(content)
+    return digest.hexdigest()
+
+
+def is_config_path(relative: str) -> bool:
+    """A YAML file outside hidden directories (`.git`, `.github`, ...)."""
+    parts = relative.split("/")
+    return relative.endswith(YAML_SUFFIXES) and not any(p.startswith(".") for p in parts)
+
+
+def _constant(content: bytes) -> Callable[[], bytes]:
+    return lambda: content
+
+
+def read_worktree(root: Path) -> list[SourceFile]:
+    """Every YAML file under `root`, skipping hidden files and directories.
+
+    Raises:
+        FileNotFoundError: when `root` is not a directory.
+    """
+    if not root.is_dir():
+        raise FileNotFoundError(f"config repository {root} is not a directory")
+    files: list[SourceFile] = []
+    for directory, subdirectories, names in os.walk(root):
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+        for name in sorted(names):
+            relative = os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/")
+            if not is_config_path(relative):
+                continue
+            content = Path(directory, name).read_bytes()
+            files.append(SourceFile(relative, git_blob_sha(content), _constant(content)))
+    return files
