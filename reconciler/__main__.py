@@ -1,0 +1,5 @@
+"""`python -m reconciler` runs the `reconcile` command line."""
+
+from reconciler.cli import run
+
+run()

@@ -1,0 +1,232 @@
+"""Apply: one transaction, revisions, idempotency, saved plans and concurrent writers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.conftest import ROOT, ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
+
+
+@pytest.fixture
+def repo(config_repo: ConfigRepo) -> ConfigRepo:
+    config_repo.write("regions.yaml", region_doc("eu"))
+    config_repo.write("agents/eu-1.yaml", agent_doc("eu-1", "eu"))
+    config_repo.write("canaries/web.yaml", canary_doc("web"))
+    config_repo.commit("initial config")
+    return config_repo
+
+
+def query(state: Path, sql: str) -> list[tuple[object, ...]]:
+    with duckdb.connect(str(state), read_only=True) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def serial(state: Path) -> int:
+    [(value,)] = query(state, "SELECT value FROM meta WHERE key = 'serial'")
+    return int(str(value))
+
+
+def apply(repo: ConfigRepo, state: Path, *extra: str) -> str:
+    result = run_cli("apply", "--repo", repo.path, "--state", state, "--auto-approve", *extra)
+    assert result.code == 0, result.err
+    return result.out
+
+
+def test_apply_records_resources_and_the_revision(repo: ConfigRepo, tmp_path: Path) -> None:
+    state = tmp_path / "state.duckdb"
+    out = apply(repo, state)
+
+    assert "Apply complete! Resources: 4 added, 0 changed, 0 destroyed. State serial 1." in out
+    assert sorted(row[0] for row in query(state, "SELECT address FROM resources")) == [
+        "agent.eu-1",
+        "canary.default/web",
+        "derived_canary.default/web@eu-1",
+        "region.eu",
+    ]
+    [(sha, author, message, added)] = query(
+        state, "SELECT sha, author, message, added FROM revisions"
+    )
+    assert sha == repo.git("rev-parse", "HEAD")
+    assert author == "Test Author <author@example.com>"
+    assert (message, added) == ("initial config", 4)
+
+
+def test_applying_the_same_commit_twice_changes_nothing(repo: ConfigRepo, tmp_path: Path) -> None:
+    state = tmp_path / "state.duckdb"
+    apply(repo, state)
+    [(lineage,)] = query(state, "SELECT value FROM meta WHERE key = 'lineage'")
+
+    out = apply(repo, state)
+
+    assert "No changes." in out
+    assert serial(state) == 1
+    assert query(state, "SELECT value FROM meta WHERE key = 'lineage'") == [(lineage,)]
+    assert len(query(state, "SELECT * FROM revisions")) == 1
+
+
+def test_serial_bumps_and_lineage_stays(repo: ConfigRepo, tmp_path: Path) -> None:
+    state = tmp_path / "state.duckdb"
+    apply(repo, state)
+    [(lineage,)] = query(state, "SELECT value FROM meta WHERE key = 'lineage'")
+    repo.write("agents/eu-2.yaml", agent_doc("eu-2", "eu"))
+    repo.commit("add eu-2")
+
+    apply(repo, state)
+
+    assert serial(state) == 2
+    assert query(state, "SELECT value FROM meta WHERE key = 'lineage'") == [(lineage,)]
+    assert query(state, "SELECT serial, added FROM revisions ORDER BY serial") == [(1, 4), (2, 2)]
+
+
+def test_saved_plan_is_applied_exactly(repo: ConfigRepo, tmp_path: Path) -> None:
+    state, saved = tmp_path / "state.duckdb", tmp_path / "plan.json"
+    planned = run_cli("plan", "--repo", repo.path, "--state", state, "--out", saved, "-q")
+    assert planned.code == 0
+    # Edits after planning are not part of the saved plan.
+    repo.write("agents/eu-2.yaml", agent_doc("eu-2", "eu"))
+
+    result = run_cli("apply", saved, "--state", state)
+
+    assert result.code == 0, result.err
+    assert sorted(row[0] for row in query(state, "SELECT name FROM resources")) == [
+        "default/web",
+        "default/web@eu-1",
+        "eu",
+        "eu-1",
+    ]
+
+
+def test_stale_saved_plan_is_refused(repo: ConfigRepo, tmp_path: Path) -> None:
+    state, saved = tmp_path / "state.duckdb", tmp_path / "plan.json"
+    apply(repo, state)
+    repo.write("agents/eu-2.yaml", agent_doc("eu-2", "eu"))
+    assert run_cli("plan", "--repo", repo.path, "--state", state, "--out", saved).code == 0
+    repo.write("agents/eu-3.yaml", agent_doc("eu-3", "eu"))
+    apply(repo, state)  # the state moves on to serial 2
+
+    result = run_cli("apply", saved, "--state", state)
+
+    assert result.code == 1
+    assert "stale plan: it was made at serial 1, the state is now at serial 2" in result.err
+    assert serial(state) == 2
+
+
+def test_saved_plan_for_another_state_file_is_refused(repo: ConfigRepo, tmp_path: Path) -> None:
+    first, second, saved = tmp_path / "a.duckdb", tmp_path / "b.duckdb", tmp_path / "plan.json"
+    apply(repo, first)
+    apply(repo, second)
+    repo.write("agents/eu-2.yaml", agent_doc("eu-2", "eu"))
+    assert run_cli("plan", "--repo", repo.path, "--state", first, "--out", saved).code == 0
+
+    result = run_cli("apply", saved, "--state", second)
+
+    assert result.code == 1
+    assert "the plan belongs to another state file" in result.err
+
+
+def test_a_failed_load_leaves_the_state_untouched(repo: ConfigRepo, tmp_path: Path) -> None:
+    state = tmp_path / "state.duckdb"
+    apply(repo, state)
+    before = state.read_bytes()
+    repo.write("canaries/web.yaml", canary_doc("web").replace("url:", "uri:"))
+
+    result = run_cli("apply", "--repo", repo.path, "--state", state, "--auto-approve")
+
+    assert result.code == 1
+    assert "canaries/web.yaml:11:7: Canary/default/web: spec.http[0].uri: unknown field" in (
+        result.err
+    )
+    assert state.read_bytes() == before
+
+
+def test_invalid_repo_never_creates_a_state_file(repo: ConfigRepo, tmp_path: Path) -> None:
+    repo.write("agents/eu-1.yaml", agent_doc("eu-1", "nowhere"))
+    state = tmp_path / "state.duckdb"
+    assert run_cli("apply", "--repo", repo.path, "--state", state, "--auto-approve").code == 1
+    assert not state.exists()
+
+
+def test_apply_without_approval_refuses_when_not_interactive(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.duckdb"
+    result = subprocess.run(
+        [sys.executable, "-m", "reconciler", "apply", "--repo", repo.path, "--state", state],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "pass --auto-approve" in result.stderr
+    assert len(query(state, "SELECT * FROM resources")) == 0
+
+
+def test_concurrent_applies_never_corrupt_the_state(repo: ConfigRepo, tmp_path: Path) -> None:
+    state = tmp_path / "state.duckdb"
+    command = [
+        sys.executable, "-m", "reconciler", "apply", "--repo", str(repo.path),
+        "--state", str(state), "--auto-approve", "--lock-timeout", "60",
+    ]  # fmt: skip
+    processes = [
+        subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    outcomes = [(p.wait(timeout=120), p.communicate()) for p in processes]
+
+    for code, (_, stderr) in outcomes:
+        assert code == 0 or b"is in use by" in stderr, stderr
+    assert sum(code == 0 for code, _ in outcomes) >= 1
+    assert serial(state) == 1, "the first apply writes, the others find nothing to do"
+    assert len(query(state, "SELECT * FROM resources")) == 4
+
+
+def test_locked_state_fails_with_a_clear_message(repo: ConfigRepo, tmp_path: Path) -> None:
+    state = tmp_path / "state.duckdb"
+    apply(repo, state)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
+            "sys.stdin.read()",
+            str(state),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == b"ready"
+        result = run_cli(
+            "apply", "--repo", repo.path, "--state", state, "--auto-approve", "--lock-timeout", "0"
+        )
+    finally:
+        holder.communicate(b"", timeout=30)
+    assert result.code == 1
+    assert f"state file {state} is in use by process {holder.pid}" in result.err
+
+
+def test_revisions_command_lists_applied_revisions(repo: ConfigRepo, tmp_path: Path) -> None:
+    state = tmp_path / "state.duckdb"
+    apply(repo, state)
+    result = run_cli("revisions", "--state", state)
+    assert result.code == 0
+    sha = repo.git("rev-parse", "HEAD")[:12]
+    assert result.out.split()[:2] == ["1", sha]
+    assert "+4 ~0 -0  initial config" in result.out
+
+
+def test_plan_json_is_what_apply_reads(repo: ConfigRepo, tmp_path: Path) -> None:
+    saved = tmp_path / "plan.json"
+    run_cli("plan", "--repo", repo.path, "--state", tmp_path / "s.duckdb", "--out", saved)
+    document = json.loads(saved.read_text())
+    assert document["format_version"] == "1.0"
+    assert set(document["changes"][0]) >= {"address", "kind", "actions", "before", "after"}

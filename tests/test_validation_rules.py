@@ -1,0 +1,310 @@
+"""Every validation rule: a broken document gives an error naming its file, line and field."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+VALID_BASE = """
+apiVersion: canary-reconciler/v1
+kind: Region
+metadata:
+  name: eu
+---
+apiVersion: canary-reconciler/v1
+kind: Agent
+metadata:
+  name: eu-1
+spec:
+  region: eu
+"""
+
+
+ROUTE_HEAD = """\
+apiVersion: canary-reconciler/v1
+kind: Route
+metadata:
+  name: api
+spec:
+  path: /api
+"""
+
+SPLIT = """\
+  traffic_split:
+    - name: stable
+      weight: 90
+      backends: [{url: 'http://v1:8080'}]
+    - name: canary
+      weight: 10
+      backends: [{url: 'http://v2:8080'}]
+"""
+
+
+def route(split: str = SPLIT, canary: str = "") -> str:
+    """A route document; `canary` lines are indented under spec.canary."""
+    block = "  canary:\n" + textwrap.indent(textwrap.dedent(canary).strip("\n"), "    ") + "\n"
+    return ROUTE_HEAD + split + (block if canary else "")
+
+
+def analysis(line: str) -> str:
+    return route(canary=f"canary_group: canary\nsteps: [{{weight: 10}}]\nanalysis:\n  {line}")
+
+
+def canary(body: str, schedule: str = "'@every 30s'") -> str:
+    return (
+        textwrap.dedent(
+            f"""
+    apiVersion: canary-reconciler/v1
+    kind: Canary
+    metadata:
+      name: web
+    spec:
+      schedule: {schedule}
+      agentSelector: ['*']
+    """
+        )
+        + textwrap.indent(textwrap.dedent(body).strip("\n"), "  ")
+        + "\n"
+    )
+
+
+CASES: dict[str, tuple[str, str, str]] = {
+    # name: (document with the bad line marked '#!', expected field, expected message part)
+    "canary needs a traffic_split": (
+        ROUTE_HEAD + "  traffic_split: []\n  canary:  #!\n    canary_group: canary\n"
+        "    steps: [{weight: 5}]\n",
+        "spec.canary",
+        "a canary needs a traffic_split on the route",
+    ),
+    "canary needs a traffic_split (absent)": (
+        textwrap.dedent(
+            """
+            apiVersion: canary-reconciler/v1
+            kind: Route
+            metadata:
+              name: api
+            spec:
+              path: /api
+              canary:  #!
+                canary_group: canary
+                steps: [{weight: 10}]
+            """
+        ),
+        "spec.canary",
+        "needs a traffic_split",
+    ),
+    "canary_group must be a group": (
+        route(canary="canary_group: canry  #!\nsteps: [{weight: 10}]"),
+        "spec.canary.canary_group",
+        "'canry' is not a traffic_split group",
+    ),
+    "at least one step": (
+        route(canary="canary_group: canary\nsteps: []  #!"),
+        "spec.canary.steps",
+        "at least one step",
+    ),
+    "step weight at most 100": (
+        route(canary="canary_group: canary\nsteps:\n  - weight: 101  #!"),
+        "spec.canary.steps[0].weight",
+        "less than or equal to 100",
+    ),
+    "step weight at least 0": (
+        route(canary="canary_group: canary\nsteps:\n  - weight: -1  #!"),
+        "spec.canary.steps[0].weight",
+        "greater than or equal to 0",
+    ),
+    "step weights must not decrease": (
+        route(canary="canary_group: canary\nsteps:\n  - weight: 50\n  - weight: 20  #!"),
+        "spec.canary.steps[1].weight",
+        "must not decrease (50 then 20)",
+    ),
+    "error_threshold within 0-1": (
+        analysis("error_threshold: 1.5  #!"),
+        "spec.canary.analysis.error_threshold",
+        "less than or equal to 1",
+    ),
+    "interval not negative": (
+        analysis("interval: -5s  #!"),
+        "spec.canary.analysis.interval",
+        "invalid duration",
+    ),
+    "max_error_rate_increase not negative": (
+        analysis("max_error_rate_increase: -1.0  #!"),
+        "spec.canary.analysis.max_error_rate_increase",
+        "greater than or equal to 0",
+    ),
+    "max_latency_increase not negative": (
+        analysis("max_latency_increase: -2.0  #!"),
+        "spec.canary.analysis.max_latency_increase",
+        "greater than or equal to 0",
+    ),
+    "max_failures not negative": (
+        analysis("max_failures: -1  #!"),
+        "spec.canary.analysis.max_failures",
+        "greater than or equal to 0",
+    ),
+    "traffic split sums to 100": (
+        route(split=SPLIT.replace("weight: 90", "weight: 80").replace("split:", "split:  #!")),
+        "spec.traffic_split",
+        "sum to 90; they must sum to 100",
+    ),
+    "names are slugs": (
+        "apiVersion: canary-reconciler/v1\nkind: Region\nmetadata:\n  name: EU_West  #!\n",
+        "metadata.name",
+        "is not a valid name",
+    ),
+    "an agent's region exists": (
+        "apiVersion: canary-reconciler/v1\nkind: Agent\nmetadata:\n  name: us-1\n"
+        "spec:\n  region: us-east  #!\n",
+        "spec.region",
+        "region 'us-east' does not exist",
+    ),
+    "schedule parses": (
+        canary("http:\n  - name: home\n    url: https://example.com/", "'61 * * * *'  #!"),
+        "spec.schedule",
+        "minute value 61 out of range 0-59",
+    ),
+    "timeout shorter than the schedule period": (
+        canary("http:\n  - name: home\n    url: https://example.com/\n    timeout: 30s  #!"),
+        "spec.http[0].timeout",
+        "must be shorter than the schedule period (30s)",
+    ),
+    "unknown keys are errors": (
+        canary("http:\n  - name: home\n    url: https://example.com/\n    responseCode: [200]  #!"),
+        "spec.http[0].responseCode",
+        "did you mean 'responseCodes'?",
+    ),
+    "check names are unique": (
+        canary(
+            "http:\n  - name: home\n    url: https://example.com/\n"
+            "tcp:\n  - name: home  #!\n    endpoint: example.com:443"
+        ),
+        "spec.tcp[0].name",
+        "already used by a http check",
+    ),
+    "a canary has a check": (
+        "apiVersion: canary-reconciler/v1\nkind: Canary\nmetadata:\n  name: web\n"
+        "spec:  #!\n  schedule: '@every 1m'\n",
+        "spec",
+        "needs at least one check",
+    ),
+    "endpoints are host:port": (
+        canary("tcp:\n  - name: db\n    endpoint: db.example.com  #!"),
+        "spec.tcp[0].endpoint",
+        "is not host:port",
+    ),
+    "a header has value or valueFrom": (
+        canary(
+            "http:\n  - name: home\n    url: https://example.com/\n    headers:\n"
+            "      - name: X-Token  #!\n"
+        ),
+        "spec.http[0].headers[0]",
+        "exactly one of 'value' and 'valueFrom'",
+    ),
+    "incidentPolicy is a known policy": (
+        canary("incidentPolicy: most  #!\nhttp:\n  - name: home\n    url: https://example.com/"),
+        "spec.incidentPolicy",
+        "expected 'any', 'majority', 'all' or {count: N}",
+    ),
+    "'local' is reserved": (
+        "apiVersion: canary-reconciler/v1\nkind: Agent\nmetadata:\n  name: local  #!\n"
+        "spec:\n  region: eu\n",
+        "metadata.name",
+        "reserved for the control plane",
+    ),
+    "unknown kind": (
+        "apiVersion: canary-reconciler/v1\nkind: Probe  #!\nmetadata:\n  name: x\n",
+        "kind",
+        "unknown kind 'Probe'",
+    ),
+    "unknown apiVersion": (
+        "apiVersion: canary-reconciler/v2  #!\nkind: Region\nmetadata:\n  name: x\n",
+        "apiVersion",
+        "unknown apiVersion",
+    ),
+    "duplicate YAML keys": (
+        "apiVersion: canary-reconciler/v1\nkind: Region\nmetadata:\n  name: x\n"
+        "metadata:  #!\n  name: y\n",
+        "",
+        "duplicate key 'metadata' (first set on line 3)",
+    ),
+    "YAML syntax": (
+        "apiVersion: canary-reconciler/v1\nkind: Region\nmetadata: name: x  #!\n",
+        "",
+        "invalid YAML: mapping values are not allowed",
+    ),
+    "required fields": (
+        "apiVersion: canary-reconciler/v1\nkind: Agent\nmetadata:\n  name: x\nspec:  #!\n"
+        "  enabled: true\n",
+        "spec.region",
+        "required field is missing",
+    ),
+    "gateway route ids are slugs": (
+        "routes:\n  - id: Bad Id  #!\n    path: /x\n",
+        "routes[0].id",
+        "is not a valid name",
+    ),
+}
+
+
+def _marked_line(text: str) -> int:
+    lines = text.lstrip("\n").splitlines()
+    [line] = [number for number, content in enumerate(lines, 1) if "#!" in content]
+    return line
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rule_reports_file_line_and_field(case: str, tmp_path: Path) -> None:
+    text, field, message = CASES[case]
+    (tmp_path / "base.yaml").write_text(VALID_BASE.lstrip("\n"))
+    broken = tmp_path / "team" / "broken.yaml"
+    broken.parent.mkdir()
+    broken.write_text(text.lstrip("\n"))
+
+    result = run_cli("validate", "--repo", tmp_path, "-q")
+
+    assert result.code == 1
+    line = _marked_line(text)
+    expected_start = f"team/broken.yaml:{line}:"
+    errors = [row for row in result.out.splitlines() if row.startswith("Error: ")]
+    matching = [row for row in errors if row.removeprefix("Error: ").startswith(expected_start)]
+    assert matching, f"no error at {expected_start} in:\n{result.out}"
+    assert any(f": {field}: " in row or not field for row in matching), matching
+    assert any(message in row for row in matching), matching
+    assert "base.yaml" not in result.out
+
+
+def test_all_errors_of_a_load_are_reported_together(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"apiVersion: canary-reconciler/v1\nkind: Region\nmetadata:\n  name: {name.upper()}\n"
+        )
+    result = run_cli("validate", "--repo", tmp_path, "-q")
+    assert result.code == 1
+    assert [row.split(":")[1] for row in result.out.splitlines() if "Error:" in row] == [
+        " a.yaml",
+        " b.yaml",
+        " c.yaml",
+    ]
+
+
+def test_duplicate_documents_name_both_places(tmp_path: Path) -> None:
+    region = "apiVersion: canary-reconciler/v1\nkind: Region\nmetadata:\n  name: eu\n"
+    (tmp_path / "one.yaml").write_text(region)
+    (tmp_path / "two.yaml").write_text("# another copy\n" + region)
+    result = run_cli("validate", "--repo", tmp_path, "-q")
+    assert result.code == 1
+    assert "two.yaml:5:3: Region/eu: metadata.name: Region/eu is already defined at one.yaml:4" in (
+        result.out
+    )
+
+
+def test_valid_repo_exits_zero(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(VALID_BASE.lstrip("\n"))
+    result = run_cli("validate", "--repo", tmp_path, "-q")
+    assert result.code == 0, result.out
+    assert "valid" in result.out
