@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import itertools
 import os
 import pstats
 import random
@@ -204,9 +205,7 @@ def selector_yaml(selector: list[str] | None) -> str:
     return "  agentSelector: [" + ", ".join(f"'{p}'" for p in selector) + "]\n"
 
 
-def canary_yaml(
-    index: int, namespace: str, selector: list[str] | None, rng: random.Random
-) -> str:
+def canary_yaml(index: int, namespace: str, selector: list[str] | None, rng: random.Random) -> str:
     """One Canary document of roughly 600 bytes."""
     name = f"{namespace}-probe-{index:05d}"
     return (
@@ -319,7 +318,9 @@ def commit_all(root: Path, message: str) -> None:
 def edit_canary(path: Path, failure_threshold: int) -> None:
     """Change one spec field of a canary file, so it and all its derived canaries update."""
     text = path.read_text()
-    edited, count = re.subn(r"failureThreshold: \d+", f"failureThreshold: {failure_threshold}", text)
+    edited, count = re.subn(
+        r"failureThreshold: \d+", f"failureThreshold: {failure_threshold}", text
+    )
     if count != 1 or edited == text:
         raise SystemExit(f"bench: could not edit {path}")
     path.write_text(edited)
@@ -398,6 +399,7 @@ def approve_all(_plan: Plan) -> bool:
 def apply_once(root: Path, state: Path) -> float:
     """Load the repository and apply it to an empty state file; seconds taken."""
     state.unlink(missing_ok=True)
+    Path(f"{state}.wal").unlink(missing_ok=True)
     started = time.perf_counter()
     session = Session()
     loaded = session.load(root)
@@ -507,44 +509,51 @@ def measure_ref_load(root: Path, runs: int) -> Measurement:
     return measurement
 
 
+PHASES = (
+    "read_worktree (read + sha1 all files)",
+    "find_repository + worktree_revision",
+    "load_config (parse + validate)",
+    "compile_config",
+    "open_state + read_headers (all rows)",
+    "plan_changes (diff + fetch moved)",
+)
+
+
+def phase_times(root: Path, state: Path) -> list[float]:
+    """Seconds of each of PHASES in one cold plan, calling the steps Session runs."""
+    clock = [time.perf_counter()]
+    files = read_worktree(root)
+    clock.append(time.perf_counter())
+    location = find_repository(root)
+    assert location is not None
+    revision = worktree_revision(location)
+    clock.append(time.perf_counter())
+    result = load_config(files, {})
+    clock.append(time.perf_counter())
+    desired = compile_config(result.config)
+    clock.append(time.perf_counter())
+    connection = open_state(state, read_only=True)
+    assert connection is not None
+    with connection:
+        headers = read_headers(connection)
+        clock.append(time.perf_counter())
+        plan_changes(
+            desired,
+            headers,
+            lambda addresses: fetch_resources(connection, addresses),
+            state_ref(connection),
+            revision,
+        )
+    clock.append(time.perf_counter())
+    return [after - before for before, after in itertools.pairwise(clock)]
+
+
 def measure_phases(root: Path, state: Path, runs: int) -> list[Measurement]:
     """The cold plan split into the steps Session.load and plan_against_state run."""
-    names = [
-        "read_worktree (read + sha1 all files)",
-        "find_repository + worktree_revision",
-        "load_config (parse + validate)",
-        "compile_config",
-        "read_headers (all state rows)",
-        "plan_changes (diff + fetch moved)",
-    ]
-    measurements = [Measurement(f"  {name}") for name in names]
+    measurements = [Measurement(f"  {name}") for name in PHASES]
     for _ in range(runs):
-        clock = [time.perf_counter()]
-        files = read_worktree(root)
-        clock.append(time.perf_counter())
-        location = find_repository(root)
-        assert location is not None
-        revision = worktree_revision(location)
-        clock.append(time.perf_counter())
-        result = load_config(files, {})
-        clock.append(time.perf_counter())
-        desired = compile_config(result.config)
-        clock.append(time.perf_counter())
-        connection = open_state(state, read_only=True)
-        assert connection is not None
-        with connection:
-            headers = read_headers(connection)
-            clock.append(time.perf_counter())
-            plan_changes(
-                desired,
-                headers,
-                lambda addresses: fetch_resources(connection, addresses),
-                state_ref(connection),
-                revision,
-            )
-        clock.append(time.perf_counter())
-        for index, measurement in enumerate(measurements):
-            measurement.samples.append(clock[index + 1] - clock[index])
+        for measurement, seconds in zip(measurements, phase_times(root, state), strict=True):
+            measurement.samples.append(seconds)
     return measurements
 
 
@@ -567,9 +576,7 @@ def profile_cold(root: Path, state: Path, top: int) -> str:
 def describe_plan(plan: Plan) -> str:
     """`N changes (+add ~change -destroy)`."""
     summary = plan.summary
-    return (
-        f"{len(plan.changes)} changes (+{summary.add} ~{summary.change} -{summary.destroy})"
-    )
+    return f"{len(plan.changes)} changes (+{summary.add} ~{summary.change} -{summary.destroy})"
 
 
 def print_counts(counts: Sequence[tuple[str, str]]) -> None:
@@ -587,10 +594,11 @@ def print_table(measurements: Sequence[Measurement]) -> None:
     print("-" * len(header))
     for m in measurements:
         target = f"<= {m.target:g}s" if m.target is not None else ""
-        print(
+        line = (
             f"{m.name:<40} {len(m.samples):>4} {m.median:>8.3f}s {m.best:>8.3f}s "
             f"{target:>8}  {m.verdict}"
         )
+        print(line.rstrip())
     print()
 
 
