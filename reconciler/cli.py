@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 import orjson
 
@@ -46,6 +46,14 @@ exit codes: 0 success (with --detailed-exitcode: no changes), 1 error or invalid
 config, 2 changes present (only with --detailed-exitcode).
 environment: RECONCILER_STATE (default state file), RECONCILER_LOCAL_REGION.
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on usage errors; here 2 means "changes", so usage errors exit 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
 class _Console:
@@ -96,14 +104,14 @@ def _add_state_argument(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="reconcile",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     validate = commands.add_parser(
         "validate",
@@ -248,6 +256,9 @@ def _render(plan: Plan, fmt: str, root: str) -> str:
 
 
 def _plan(args: argparse.Namespace, console: _Console) -> int:
+    if args.out and args.base:
+        console.error("--out saves plans made against a state file; it cannot be used with --base")
+        return EXIT_ERROR
     session = Session(Settings(args.local_region, args.lock_timeout))
     loaded = _load(args, session, console)
     if loaded is None:
@@ -265,9 +276,6 @@ def _plan(args: argparse.Namespace, console: _Console) -> int:
         return EXIT_ERROR
     console.out.write(_render(plan, args.format, str(args.repo)))
     if args.out:
-        if args.base:
-            console.error("--out saves plans made against a state file; drop --base")
-            return EXIT_ERROR
         args.out.write_bytes(orjson.dumps(plan_to_dict(plan), option=orjson.OPT_INDENT_2))
         console.progress(
             f"saved the plan to {args.out}; apply it with `reconcile apply {args.out}`"
@@ -346,8 +354,8 @@ def _apply_saved(args: argparse.Namespace, session: Session, console: _Console) 
     except (OSError, orjson.JSONDecodeError, PlanFileError) as error:
         console.error(f"cannot read the plan {args.plan_file}: {error}")
         return EXIT_ERROR
-    console.out.write(render_text(plan))
     result = session.apply_saved(plan, args.state, _now)
+    console.out.write(render_text(plan))
     _applied(result, console)
     return EXIT_OK
 

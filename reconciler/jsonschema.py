@@ -17,6 +17,14 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     schemas: dict[str, dict[str, Any]] = {}
     for stem, model in JSON_SCHEMA_MODELS.items():
         schema = model.model_json_schema(by_alias=True, mode="validation")
+        properties = schema.get("properties", {})
+        # The models default apiVersion and kind for building documents in code; in a file
+        # they are required, and the loader requires them.
+        envelope = [name for name in ("apiVersion", "kind") if name in properties]
+        if envelope:
+            schema["required"] = envelope + [
+                r for r in schema.get("required", []) if r not in envelope
+            ]
         schemas[stem] = {"$schema": DIALECT, **schema}
     return schemas
 

@@ -52,7 +52,9 @@ Duration = Annotated[
     AfterValidator(_check_duration),
     Field(
         description="A duration such as '500ms', '30s', '5m' or '1h30m'.",
-        json_schema_extra={"pattern": r"^(0|([0-9]+(\.[0-9]+)?(ms|us|µs|s|m|h))+)$"},
+        json_schema_extra={
+            "pattern": r"^\s*(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ms|us|µs|μs|s|m|h))+)\s*$"
+        },
     ),
 ]
 

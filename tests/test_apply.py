@@ -166,7 +166,7 @@ def test_apply_without_approval_refuses_when_not_interactive(
     )
     assert result.returncode == 1
     assert "pass --auto-approve" in result.stderr
-    assert len(query(state, "SELECT * FROM resources")) == 0
+    assert not state.exists(), "a refused first apply leaves no state file behind"
 
 
 def test_concurrent_applies_never_corrupt_the_state(repo: ConfigRepo, tmp_path: Path) -> None:
@@ -230,3 +230,36 @@ def test_plan_json_is_what_apply_reads(repo: ConfigRepo, tmp_path: Path) -> None
     document = json.loads(saved.read_text())
     assert document["format_version"] == "1.0"
     assert set(document["changes"][0]) >= {"address", "kind", "actions", "before", "after"}
+
+
+def test_a_modified_saved_plan_is_refused(repo: ConfigRepo, tmp_path: Path) -> None:
+    state, saved = tmp_path / "state.duckdb", tmp_path / "plan.json"
+    assert run_cli("plan", "--repo", repo.path, "--state", state, "--out", saved).code == 0
+    document = json.loads(saved.read_text())
+    document["changes"][0]["after"]["enabled"] = False
+    saved.write_text(json.dumps(document))
+
+    result = run_cli("apply", saved, "--state", state)
+
+    assert result.code == 1
+    assert "the plan was modified after it was made (checksum mismatch)" in result.err
+    assert not state.exists()
+
+
+def test_out_with_base_is_refused_before_planning(repo: ConfigRepo, tmp_path: Path) -> None:
+    result = run_cli("plan", "--repo", repo.path, "--base", "HEAD", "--out", tmp_path / "p.json")
+    assert result.code == 1
+    assert result.out == ""
+    assert "cannot be used with --base" in result.err
+
+
+def test_usage_errors_exit_1_not_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "reconciler", "plan", "--no-such-flag"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "unrecognized arguments: --no-such-flag" in result.stderr

@@ -94,3 +94,21 @@ def test_gateway_file_errors_point_into_the_routes_list() -> None:
         "gateway.yaml:17:7: Route/api: routes[0].canary.canary_group: 'canari' is not a "
         "traffic_split group (groups: canary, stable)"
     )
+
+
+def test_both_names_of_one_field_is_a_clear_error() -> None:
+    both = CANARY_CHECKER.replace(
+        b"responseCodes: [200]", b"maxResponseTime: 500\n      thresholdMillis: 400"
+    )
+    result = load_config([SourceFile("canary.yaml", "sha", lambda: both)])
+    [error] = result.diagnostics
+    assert error.field == "spec.http[0].maxResponseTime"
+    assert error.message == (
+        "'maxResponseTime' names a field that is already set under another name; keep one"
+    )
+
+
+def test_a_document_that_is_not_a_mapping_says_what_it_got() -> None:
+    result = load_config([SourceFile("list.yaml", "sha", lambda: b"- a\n- b\n")])
+    [error] = result.diagnostics
+    assert error.message == "expected a mapping with apiVersion and kind, got a list"

@@ -114,7 +114,7 @@ def test_a_selector_that_matches_nothing_is_a_warning() -> None:
     [warning] = desired.diagnostics
     assert warning.severity == "warning"
     line = content.decode().splitlines().index("  agentSelector: ['us-*']") + 1
-    assert warning.format().startswith(f"web.yaml:{line}:3: warning: Canary/default/web:")
+    assert warning.format().startswith(f"web.yaml:{line}:3: Canary/default/web:")
     assert "matches no enabled agent" in warning.message
 
 

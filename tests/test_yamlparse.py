@@ -43,9 +43,10 @@ def test_duplicate_keys_are_problems() -> None:
     assert problem.message == "duplicate key 'c' (first set on line 3)"
 
 
-def test_merge_keys_still_work() -> None:
-    [document] = parse_yaml(b"base: &b {x: 1}\nitem:\n  <<: *b\n  y: 2\n").documents
-    assert document["item"] == {"x": 1, "y": 2}
+def test_merge_keys_still_work_and_may_be_overridden() -> None:
+    parsed = parse_yaml(b"base: &b {x: 1, y: 1}\nitem:\n  <<: *b\n  y: 2\n")
+    assert parsed.problems == []
+    assert parsed.documents[0]["item"] == {"x": 1, "y": 2}
 
 
 def test_syntax_error_keeps_earlier_documents_and_names_the_line() -> None:

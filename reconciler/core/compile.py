@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.documents import Config, Located
@@ -25,33 +25,71 @@ class DesiredState:
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
-def _derived(
+@dataclass(frozen=True)
+class CompiledCanary:
+    """A canary's parent and derived resources, valid while its model and the fleet stay."""
+
+    model: CanaryDocument
+    fleet: str
+    resources: tuple[Resource, ...]
+    warning: Diagnostic | None
+
+
+# Compiled canaries by key. Loads return the same model objects for unchanged files, so an
+# unchanged canary in an unchanged fleet is reused instead of being derived again.
+CompileCache = MutableMapping[str, CompiledCanary]
+
+
+def _compile_canary(
     canary: Located[CanaryDocument],
-    spec: dict[str, Any],
-    spec_fingerprint: str,
-    agent: str,
-    region: str,
-) -> Resource:
-    name = f"{canary.key}@{agent}"
-    derived_spec = {"parent": canary.key, "agent": agent, "region": region, **spec}
-    return Resource(
-        "DerivedCanary",
-        name,
-        derived_spec,
-        fingerprint(spec_fingerprint, agent, region),
-        parent=canary.key,
-        agent=agent,
-        source=canary.location(),
-    )
+    eligible: Sequence[str],
+    region_of: Mapping[str, str],
+    local_region: str | None,
+    fleet: str,
+) -> CompiledCanary:
+    key, source = canary.key, canary.location()
+    spec = dump(canary.model.spec)
+    resources = [Resource("Canary", key, spec, fingerprint(spec), source=source)]
+    derived_base = {k: v for k, v in spec.items() if k != "agentSelector"}
+    base_fingerprint = fingerprint(derived_base)
+    selection = select_agents(canary.model.spec.agentSelector, eligible)
+    targets = [(agent, region_of[agent]) for agent in selection.agents]
+    if selection.local and local_region is not None:
+        targets.append((LOCAL, local_region))
+    for agent, region in targets:
+        resources.append(
+            Resource(
+                "DerivedCanary",
+                f"{key}@{agent}",
+                {"parent": key, "agent": agent, "region": region, **derived_base},
+                fingerprint(base_fingerprint, agent, region),
+                parent=key,
+                agent=agent,
+                source=source,
+            )
+        )
+    warning = None
+    if not targets:
+        warning = canary.diagnostic(
+            ("spec", "agentSelector"),
+            "matches no enabled agent: this canary will not run anywhere",
+            "warning",
+        )
+    return CompiledCanary(canary.model, fleet, tuple(resources), warning)
 
 
-def compile_config(config: Config, local_region: str = DEFAULT_LOCAL_REGION) -> DesiredState:
+def compile_config(
+    config: Config,
+    local_region: str = DEFAULT_LOCAL_REGION,
+    cache: CompileCache | None = None,
+) -> DesiredState:
     """Compile desired state: every document, one derived canary per (canary, matched agent),
     and each route's canary step schedule.
 
     Args:
         config: a loaded configuration without errors.
         local_region: the control plane's own region; `local` derived canaries run there.
+        cache: compiled canaries of earlier compiles, read and refilled.
 
     Returns:
         The resources by address, the step schedules by route, and warnings.
@@ -72,27 +110,21 @@ def compile_config(config: Config, local_region: str = DEFAULT_LOCAL_REGION) -> 
     region_of = {name: agent.model.spec.region for name, agent in config.agents.items()}
     local_enabled = local_region in enabled_regions or local_region not in config.regions
 
+    target_region = local_region if local_enabled else None
+    fleet = fingerprint(eligible, [region_of[a] for a in eligible], target_region or "")
     for key, canary in config.canaries.items():
-        spec = dump(canary.model.spec)
-        parent = Resource("Canary", key, spec, fingerprint(spec), source=canary.location())
-        state.resources[parent.address] = parent
-        derived_base = {k: v for k, v in spec.items() if k != "agentSelector"}
-        base_fingerprint = fingerprint(derived_base)
-        selection = select_agents(canary.model.spec.agentSelector, eligible)
-        targets = [(agent, region_of[agent]) for agent in selection.agents]
-        if selection.local and local_enabled:
-            targets.append((LOCAL, local_region))
-        if not targets:
-            state.diagnostics.append(
-                canary.diagnostic(
-                    ("spec", "agentSelector"),
-                    "matches no enabled agent: this canary will not run anywhere",
-                    "warning",
-                )
-            )
-        for agent, region in targets:
-            derived = _derived(canary, derived_base, base_fingerprint, agent, region)
-            state.resources[derived.address] = derived
+        compiled = cache.get(key) if cache is not None else None
+        if compiled is None or compiled.model is not canary.model or compiled.fleet != fleet:
+            compiled = _compile_canary(canary, eligible, region_of, target_region, fleet)
+            if cache is not None:
+                cache[key] = compiled
+        for resource in compiled.resources:
+            state.resources[resource.address] = resource
+        if compiled.warning is not None:
+            state.diagnostics.append(compiled.warning)
+    if cache is not None:
+        for stale in [key for key in cache if key not in config.canaries]:
+            del cache[stale]
 
     for key, route in config.routes.items():
         spec = dump(route.model.spec)

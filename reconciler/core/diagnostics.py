@@ -36,8 +36,6 @@ class Diagnostic:
     def format(self) -> str:
         """`path:line:column: kind/name: field: message`, leaving out empty parts."""
         parts = [f"{self.path}:{self.line}:{self.column}"]
-        if self.severity == "warning":
-            parts.append("warning")
         parts.extend(part for part in (self.subject, self.field) if part)
         parts.append(self.message)
         return ": ".join(parts)

@@ -78,17 +78,22 @@ def _create_reason(resource: Resource, current: Mapping[str, ResourceHeader]) ->
     return f"agent {resource.agent} now matches the agentSelector"
 
 
-def _delete_reason(header: ResourceHeader, desired: DesiredState) -> str:
-    if header.kind != "DerivedCanary":
+def _delete_reason(gone: Resource, desired: DesiredState) -> str:
+    if gone.kind != "DerivedCanary":
         return "removed from the config"
-    if f"canary.{header.parent}" not in desired.resources:
+    if f"canary.{gone.parent}" not in desired.resources:
         return "its canary was removed"
-    agent = desired.resources.get(f"agent.{header.agent}")
-    if header.agent != "local" and agent is None:
-        return f"agent {header.agent} was removed"
-    if agent is not None and not agent.spec.get("enabled", True):
-        return f"agent {header.agent} is disabled"
-    return f"agent {header.agent} no longer matches the agentSelector"
+    if gone.agent == "local":
+        return "the control plane no longer runs it ('local' not selected or region disabled)"
+    agent = desired.resources.get(f"agent.{gone.agent}")
+    if agent is None:
+        return f"agent {gone.agent} was removed"
+    if not agent.spec.get("enabled", True):
+        return f"agent {gone.agent} is disabled"
+    region = desired.resources.get(f"region.{agent.spec.get('region')}")
+    if region is not None and not region.spec.get("enabled", True):
+        return f"region {region.name} of agent {gone.agent} is disabled"
+    return f"agent {gone.agent} no longer matches the agentSelector"
 
 
 def _update_reason(resource: Resource, fields: tuple[FieldChange, ...]) -> str:
@@ -131,6 +136,7 @@ def plan_changes(
     fetch: FetchResources,
     state: StateRef | None = None,
     revision: Revision | None = None,
+    base: Revision | None = None,
 ) -> Plan:
     """Plan what turns the current state into the desired state.
 
@@ -140,6 +146,7 @@ def plan_changes(
         fetch: reads full current resources for the addresses whose fingerprint changed.
         state: the serial and lineage planned against, None for an empty or base state.
         revision: the config revision being planned.
+        base: the revision planned against, when that is a ref rather than a state file.
 
     Returns:
         The plan: creates, updates and deletes, the canary runs it starts, and warnings.
@@ -175,19 +182,18 @@ def plan_changes(
                     )
                 )
     for address in removed:
-        header = current[address]
-        gone = befores.get(address)
+        gone = befores[address]
         changes.append(
             Change(
-                header.kind,
-                header.name,
+                gone.kind,
+                gone.name,
                 "delete",
-                gone.spec if gone else None,
+                gone.spec,
                 None,
-                _delete_reason(header, desired),
-                parent=header.parent,
-                agent=header.agent,
+                _delete_reason(gone, desired),
+                parent=gone.parent,
+                agent=gone.agent,
             )
         )
     changes.sort(key=_sort_key)
-    return Plan(state, revision, tuple(changes), tuple(runs), tuple(desired.diagnostics))
+    return Plan(state, revision, tuple(changes), tuple(runs), tuple(desired.diagnostics), base)

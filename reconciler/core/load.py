@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from reconciler.core.diagnostics import Diagnostic, format_field
 from reconciler.core.documents import Config, Located, SourceFile
-from reconciler.core.validation import explain
+from reconciler.core.validation import explain, type_name
 from reconciler.core.yamlparse import PositionedMap, locate, parse_yaml
 from schemas.base import Metadata, StrictModel
 from schemas.kinds import API_VERSIONS, KINDS
@@ -113,7 +113,7 @@ def _load_gateway(path: str, raw: PositionedMap) -> FileResult:
 def _load_document(path: str, raw: Any) -> FileResult:
     if not isinstance(raw, PositionedMap):
         line, column = getattr(raw, "start", (1, 1))
-        message = f"expected a mapping with apiVersion and kind, got {type(raw).__name__}"
+        message = f"expected a mapping with apiVersion and kind, got {type_name(raw)}"
         return FileResult([], [Diagnostic(path, line, column, "", "", message)])
     if "routes" in raw and "apiVersion" not in raw:
         return _load_gateway(path, raw)

@@ -103,6 +103,7 @@ class Plan:
     changes: tuple[Change, ...] = ()
     canary_runs: tuple[CanaryRun, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = field(default_factory=tuple)
+    base: Revision | None = None  # set when planned against another ref, not a state file
 
     @property
     def summary(self) -> Summary:

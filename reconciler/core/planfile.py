@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict
 from typing import Any
 
@@ -15,6 +16,7 @@ from reconciler.core.plan import (
     Revision,
     StateRef,
 )
+from reconciler.core.resources import canonical_json
 from reconciler.core.weights import Step, StepSchedule
 
 
@@ -68,18 +70,27 @@ def _run(run: CanaryRun) -> dict[str, Any]:
     }
 
 
+def _checksum(document: dict[str, Any]) -> str:
+    body = {key: value for key, value in document.items() if key != "checksum"}
+    return "sha256:" + hashlib.sha256(canonical_json(body)).hexdigest()
+
+
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    """The versioned JSON document of a plan."""
+    """The versioned JSON document of a plan, sealed with a checksum of its content."""
     summary = plan.summary
-    return {
+    document = {
         "format_version": FORMAT_VERSION,
+        "valid": True,
         "state": asdict(plan.state) if plan.state else None,
+        "base": asdict(plan.base) if plan.base else None,
         "revision": asdict(plan.revision) if plan.revision else None,
         "summary": {"add": summary.add, "change": summary.change, "destroy": summary.destroy},
         "changes": [_change(c) for c in plan.changes],
         "canary_runs": [_run(r) for r in plan.canary_runs],
         "diagnostics": [_diagnostic(d) for d in plan.diagnostics],
     }
+    document["checksum"] = _checksum(document)
+    return document
 
 
 def _read_change(data: dict[str, Any]) -> Change:
@@ -119,6 +130,10 @@ def plan_from_dict(data: Any) -> Plan:
         raise PlanFileError(
             f"plan format {data['format_version']} is not supported (expected {FORMAT_VERSION})"
         )
+    if data.get("checksum") != _checksum(data):
+        raise PlanFileError("the plan was modified after it was made (checksum mismatch)")
+    if data.get("base"):
+        raise PlanFileError("a plan made against --base cannot be applied; plan against --state")
     try:
         state = StateRef(**data["state"]) if data.get("state") else None
         revision = Revision(**data["revision"]) if data.get("revision") else None

@@ -65,21 +65,10 @@ class Resource:
 class ResourceHeader:
     """What a plan needs to know of a current resource before it looks at its spec."""
 
-    kind: ResourceKind
-    name: str
     fingerprint: str
-    parent: str | None = None
-    agent: str | None = None
     run_fingerprint: str | None = None
 
 
 def header_of(resource: Resource) -> ResourceHeader:
     """The header of a full resource."""
-    return ResourceHeader(
-        resource.kind,
-        resource.name,
-        resource.fingerprint,
-        resource.parent,
-        resource.agent,
-        resource.run_fingerprint,
-    )
+    return ResourceHeader(resource.fingerprint, resource.run_fingerprint)

@@ -55,6 +55,23 @@ def allowed_fields(model: type[BaseModel], path: FieldPath) -> list[str]:
     return sorted({name for candidate in current for name in _field_names(candidate)})
 
 
+def type_name(value: Any) -> str:
+    """How a YAML value's type is called in messages."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, str):
+        return "a string"
+    return type(value).__name__
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -67,6 +84,8 @@ def explain(error: ErrorDetails, model: type[BaseModel]) -> str:
     if kind == "extra_forbidden":
         name = str(loc[-1])
         allowed = allowed_fields(model, loc)
+        if name in allowed:
+            return f"{name!r} names a field that is already set under another name; keep one"
         close = difflib.get_close_matches(name, allowed, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         listing = f" (allowed: {', '.join(allowed)})" if allowed and not close else ""
@@ -78,5 +97,5 @@ def explain(error: ErrorDetails, model: type[BaseModel]) -> str:
         message = message.removeprefix("Value error, ")
         return message
     if kind in ("model_type", "dataclass_type") or kind.endswith("_type"):
-        return f"{message} (got {type(error['input']).__name__} {_shown(error['input'])})"
+        return f"{message} (got {type_name(error['input'])}: {_shown(error['input'])})"
     return f"{message} (got {_shown(error['input'])})"

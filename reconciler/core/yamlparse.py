@@ -13,12 +13,13 @@ Position = tuple[int, int]  # 1-based line and column
 class PositionedMap(dict[Any, Any]):
     """A mapping that knows the position of itself and of each of its keys."""
 
-    __slots__ = ("start", "positions")
+    __slots__ = ("start", "positions", "explicit")
 
     def __init__(self, start: Position) -> None:
         super().__init__()
         self.start = start
         self.positions: dict[Any, Position] = {}
+        self.explicit: set[Any] = set()  # keys written here, not merged in with '<<'
 
 
 class PositionedList(list[Any]):
@@ -54,9 +55,11 @@ class _Loader(yaml.CSafeLoader):
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> PositionedMap:
+    explicit = sum(1 for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge")
     loader.flatten_mapping(node)
+    merged = len(node.value) - explicit  # flatten_mapping puts merged pairs first
     mapping = PositionedMap(_position(node))
-    for key_node, value_node in node.value:
+    for index, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=True)
         where = _position(key_node)
         try:
@@ -64,13 +67,15 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> PositionedMap:
         except TypeError:
             loader.problems.append(YamlProblem(*where, "a mapping key must be a plain value"))
             continue
-        if key in mapping.positions:
+        if key in mapping.positions and (index >= merged and key in mapping.explicit):
             first = mapping.positions[key][0]
             loader.problems.append(
                 YamlProblem(*where, f"duplicate key {key!r} (first set on line {first})")
             )
         mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.positions[key] = where
+        if index >= merged:
+            mapping.explicit.add(key)
     return mapping
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable
 
 from reconciler.core.diagnostics import Diagnostic
@@ -17,7 +18,7 @@ def _escape_property(text: str) -> str:
 
 def annotation(diagnostic: Diagnostic, root: str = "") -> str:
     """One `::error file=…,line=…,col=…::message` (or `::warning`) line."""
-    path = f"{root.rstrip('/')}/{diagnostic.path}" if root else diagnostic.path
+    path = posixpath.normpath(posixpath.join(root, diagnostic.path)) if root else diagnostic.path
     title = diagnostic.subject or "canary-reconciler"
     message = (
         f"{diagnostic.field}: {diagnostic.message}" if diagnostic.field else diagnostic.message

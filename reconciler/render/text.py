@@ -91,11 +91,12 @@ def render_text(plan: Plan) -> str:
     lines: list[str] = []
     if plan.revision:
         lines.append(f"Config revision: {plan.revision.label}")
-    lines.append(
-        f"State: serial {plan.state.serial}, lineage {plan.state.lineage}"
-        if plan.state
-        else "State: empty"
-    )
+    if plan.base:
+        lines.append(f"Compared with: {plan.base.label} ({plan.base.ref})")
+    elif plan.state:
+        lines.append(f"State: serial {plan.state.serial}, lineage {plan.state.lineage}")
+    else:
+        lines.append("State: empty (no state file yet)")
     lines.append("")
     if plan.diagnostics:
         lines += diagnostic_lines(plan.diagnostics) + [""]

@@ -165,3 +165,18 @@ def state_ref(connection: Connection) -> StateRef:
 def set_serial(connection: Connection, serial: int) -> None:
     """Record a new serial (inside the caller's transaction)."""
     connection.execute("UPDATE meta SET value = ? WHERE key = 'serial'", [str(serial)])
+
+
+def state_is_empty(path: Path) -> bool:
+    """True when a state file was created but nothing was ever applied to it."""
+    connection = open_state(path, read_only=True, lock_timeout=0)
+    if connection is None:
+        return False
+    with connection:
+        return state_ref(connection).serial == 0
+
+
+def remove_state(path: Path) -> None:
+    """Delete a state file and its write-ahead log."""
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".wal").unlink(missing_ok=True)

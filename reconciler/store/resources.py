@@ -32,9 +32,9 @@ class ApplyResult:
 def read_headers(connection: Connection) -> dict[str, ResourceHeader]:
     """Every current resource's header, by address."""
     rows = connection.execute(
-        "SELECT address, kind, name, fingerprint, parent, agent, run_fingerprint FROM resources"
+        "SELECT address, fingerprint, run_fingerprint FROM resources"
     ).fetchall()
-    return {row[0]: ResourceHeader(*row[1:]) for row in rows}
+    return {address: ResourceHeader(fp, run_fp) for address, fp, run_fp in rows}
 
 
 def fetch_resources(connection: Connection, addresses: Iterable[str]) -> dict[str, Resource]:
