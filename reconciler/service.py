@@ -166,13 +166,17 @@ class Session:
         if connection is None:
             return plan_changes(loaded.desired, {}, lambda _: {}, None, loaded.revision)
         with connection:
-            return plan_changes(
-                loaded.desired,
-                self._current_headers(connection),
-                lambda addresses: fetch_resources(connection, addresses),
-                state_ref(connection),
-                loaded.revision,
-            )
+            return self._plan_on(loaded, connection)
+
+    def _plan_on(self, loaded: Loaded, connection: Connection) -> Plan:
+        assert loaded.desired is not None
+        return plan_changes(
+            loaded.desired,
+            self._current_headers(connection),
+            lambda addresses: fetch_resources(connection, addresses),
+            state_ref(connection),
+            loaded.revision,
+        )
 
     def apply(
         self,
@@ -207,14 +211,7 @@ class Session:
         now: Callable[[], datetime],
         approve: Callable[[Plan], bool],
     ) -> tuple[Plan, ApplyResult | None]:
-        assert loaded.desired is not None
-        plan = plan_changes(
-            loaded.desired,
-            read_headers(connection),
-            lambda addresses: fetch_resources(connection, addresses),
-            state_ref(connection),
-            loaded.revision,
-        )
+        plan = self._plan_on(loaded, connection)
         if plan.changes and not approve(plan):
             return plan, None
         return plan, apply_plan(connection, plan, now())
