@@ -109,6 +109,12 @@ class Session:
                 files, revision = files_at(location, ref)
             except GitSourceError as error:
                 raise SourceError(str(error)) from error
+        if not files:
+            where = f"{repo} at {ref}" if ref else str(repo)
+            raise SourceError(
+                f"no YAML files found in {where}: refusing to plan an empty configuration "
+                "(it would delete everything); check --repo"
+            )
         with _collector_paused():
             before = len(self.cache)
             result = load_config(files, self.cache)

@@ -263,3 +263,18 @@ def test_usage_errors_exit_1_not_2() -> None:
     )
     assert result.returncode == 1
     assert "unrecognized arguments: --no-such-flag" in result.stderr
+
+
+def test_an_empty_directory_is_refused_not_planned_as_delete_all(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.duckdb"
+    apply(repo, state)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    result = run_cli("apply", "--repo", empty, "--state", state, "--auto-approve")
+
+    assert result.code == 1
+    assert "no YAML files found" in result.err
+    assert len(query(state, "SELECT * FROM resources")) == 4
