@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -14,6 +14,7 @@ from typing import NoReturn, TextIO
 import orjson
 
 from reconciler import __version__
+from reconciler.cli_serve import add_server_commands, run_agents, run_serve
 from reconciler.core.plan import Plan
 from reconciler.core.planfile import PlanFileError, plan_from_dict, plan_to_dict
 from reconciler.jsonschema import write_json_schemas
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write one JSON Schema per document kind, for editors and other tools.",
     )
     schema.add_argument("--out", type=Path, required=True, metavar="DIR")
+
+    add_server_commands(commands, _Parser)
 
     revisions = commands.add_parser("revisions", help="list the revisions applied to a state")
     _add_state_argument(revisions)
@@ -393,12 +396,14 @@ def main(
     parser = build_parser()
     args = parser.parse_args(_normalise(sys.argv[1:] if argv is None else argv))
     console = _Console(out or sys.stdout, err or sys.stderr, getattr(args, "quiet", False))
-    handlers = {
+    handlers: dict[str, Callable[[argparse.Namespace, _Console], int]] = {
         "validate": _validate,
         "plan": _plan,
         "apply": _apply,
         "schema": _schema,
         "revisions": _revisions,
+        "serve": lambda a, c: run_serve(a, c.err),
+        "agents": lambda a, c: run_agents(a, c.out, c.err),
     }
     if args.command is None:
         parser.print_help(console.out)

@@ -94,3 +94,43 @@ def worktree_revision(location: GitLocation) -> Revision:
         return Revision(None, None, None, None, dirty=True)
     dirty = location.repo.is_dirty(untracked_files=True, path=location.subdirectory or None)
     return _revision(head, None, dirty)
+
+
+def mirror(url: str, directory: Path) -> git.Repo:
+    """A bare mirror of a remote repository in `directory`, cloned on first use.
+
+    Raises:
+        GitSourceError: the repository cannot be cloned or opened.
+    """
+    try:
+        if (directory / "HEAD").exists():
+            return git.Repo(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        return git.Repo.clone_from(url, directory, mirror=True)
+    except (git.GitCommandError, git.InvalidGitRepositoryError) as error:
+        raise GitSourceError(f"cannot clone {url}: {error}") from error
+
+
+def fetch(repo: git.Repo) -> None:
+    """Fetch every ref of a mirror from its remote.
+
+    Raises:
+        GitSourceError: the fetch failed (network, authentication, missing repository).
+    """
+    try:
+        repo.git.fetch("--prune", "origin", "+refs/heads/*:refs/heads/*")
+    except git.GitCommandError as error:
+        raise GitSourceError(f"git fetch failed: {error.stderr.strip() or error}") from error
+
+
+def commit_files(
+    location: GitLocation, paths: list[Path], message: str, author: str, email: str
+) -> str:
+    """Stage the given files (written or deleted) and commit them; returns the new SHA."""
+    repo = location.repo
+    top = Path(repo.working_tree_dir or ".")
+    relative = [str(p.resolve().relative_to(top.resolve())) for p in paths]
+    repo.git.add("-A", "--", *relative)
+    actor = git.Actor(author, email)
+    commit = repo.index.commit(message, author=actor, committer=actor)
+    return commit.hexsha

@@ -17,6 +17,7 @@ from reconciler.core.compile import (
 )
 from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.diff import plan_changes
+from reconciler.core.documents import SourceFile
 from reconciler.core.load import LoadResult, ParseCache, load_config
 from reconciler.core.plan import Plan, Revision, StateRef
 from reconciler.core.resources import ResourceHeader, header_of
@@ -88,7 +89,7 @@ class Session:
         """Load and compile the working tree of `repo`, or `ref` of its git repository.
 
         Raises:
-            SourceError: the directory, repository or ref cannot be read.
+            SourceError: the directory, repository or ref cannot be read, or has no YAML.
         """
         if ref is None:
             try:
@@ -115,6 +116,10 @@ class Session:
                 f"no YAML files found in {where}: refusing to plan an empty configuration "
                 "(it would delete everything); check --repo"
             )
+        return self.load_files(files, revision)
+
+    def load_files(self, files: list[SourceFile], revision: Revision) -> Loaded:
+        """Load and compile a set of files, parsing only those not seen before."""
         with _collector_paused():
             before = len(self.cache)
             result = load_config(files, self.cache)
@@ -205,18 +210,19 @@ class Session:
         assert connection is not None
         try:
             with connection:
-                return self._plan_and_apply(loaded, connection, now, approve)
+                return self.apply_on(loaded, connection, now, approve)
         finally:
             if not existed and state_is_empty(state):
                 remove_state(state)
 
-    def _plan_and_apply(
+    def apply_on(
         self,
         loaded: Loaded,
         connection: Connection,
         now: Callable[[], datetime],
-        approve: Callable[[Plan], bool],
+        approve: Callable[[Plan], bool] = lambda _: True,
     ) -> tuple[Plan, ApplyResult | None]:
+        """Plan `loaded` against an open, writable state connection and apply it if approved."""
         plan = self._plan_on(loaded, connection)
         if plan.changes and not approve(plan):
             return plan, None

@@ -245,10 +245,11 @@ class CanarySpec(StrictModel):
             yield ((), "a canary needs at least one check (http, tcp, dns or tls)")
 
 
-def effective_timeout(check: CheckBase, period: float | None) -> float:
-    """The timeout a check runs with: its own, else 10s capped at 90% of the period."""
-    if check.timeout is not None:
-        return parse_duration(check.timeout)
+def effective_timeout(timeout: str | None, period: float | None) -> float:
+    """The timeout a check runs with, in seconds: its own, else 10s capped at 90% of the
+    schedule period."""
+    if timeout is not None:
+        return parse_duration(timeout)
     if period is None:
         return DEFAULT_TIMEOUT_SECONDS
     return min(DEFAULT_TIMEOUT_SECONDS, round(period * 0.9, 3))

@@ -52,6 +52,26 @@ _SCHEMA = [
         created_serial BIGINT NOT NULL,
         created_at TIMESTAMPTZ NOT NULL
     )""",
+    """CREATE TABLE IF NOT EXISTS results (
+        agent VARCHAR NOT NULL,
+        region VARCHAR NOT NULL,
+        canary VARCHAR NOT NULL,
+        parent VARCHAR NOT NULL,
+        check_name VARCHAR NOT NULL,
+        check_type VARCHAR NOT NULL,
+        started_at TIMESTAMPTZ NOT NULL,
+        duration_ms DOUBLE NOT NULL,
+        status VARCHAR NOT NULL,
+        code INTEGER,
+        message VARCHAR,
+        phases JSON,
+        received_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS agent_tokens (
+        agent VARCHAR NOT NULL,
+        token_hash VARCHAR NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    )""",
 ]
 
 Connection = duckdb.DuckDBPyConnection

@@ -51,6 +51,14 @@ def fetch_resources(connection: Connection, addresses: Iterable[str]) -> dict[st
     }
 
 
+def all_resources(connection: Connection) -> list[Resource]:
+    """Every current resource."""
+    rows = connection.execute(
+        "SELECT kind, name, spec, fingerprint, parent, agent, run_fingerprint FROM resources"
+    ).fetchall()
+    return [Resource(r[0], r[1], orjson.loads(r[2]), *r[3:]) for r in rows]
+
+
 def _check_fresh(plan: Plan, current: StateRef) -> None:
     if plan.state is None:
         if current.serial != 0:

@@ -1,0 +1,310 @@
+"""The control plane: follows the config repository, serves agents, takes their results."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from reconciler.core.agentconfig import AgentConfig, agent_access, agent_configs
+from reconciler.core.ingest import IngestPolicy, validate_rows
+from reconciler.core.plan import Revision, Summary
+from reconciler.core.resources import Resource
+from reconciler.ingestion import IngestQueue
+from reconciler.metrics import Metrics
+from reconciler.service import Session, Settings
+from reconciler.settings import ServeSettings
+from reconciler.sources import ConfigSource
+from reconciler.store.handle import StateHandle
+from reconciler.store.resources import all_resources, list_revisions
+from reconciler.store.results import results_per_agent
+from reconciler.store.tokens import agent_of, mint_token, token_hashes, token_matches
+
+log = logging.getLogger("reconciler.serve")
+
+
+class AccessDenied(Exception):
+    """The bearer token is unknown (401) or its agent may not pull (403)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class Attempt:
+    """One reconcile: which revision, when, what it did or why it failed."""
+
+    trigger: str
+    at: datetime
+    revision: Revision | None = None
+    applied: bool = False
+    summary: Summary | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AgentStatus:
+    """What the control plane saw of an agent since it started."""
+
+    last_pull: datetime | None = None
+    config_served: str | None = None
+    last_results: datetime | None = None
+
+
+class ControlPlane:
+    """Reconciles commits into the state, builds agent configs and ingests results."""
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        state: StateHandle,
+        source: ConfigSource,
+        environ: Mapping[str, str],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.source = source
+        self.environ = environ
+        self.clock = clock
+        self.metrics = Metrics()
+        self.session = Session(Settings(local_region=settings.local_region))
+        self.ingest_queue = IngestQueue(state, clock)
+        self.policy = IngestPolicy(
+            skew=timedelta(seconds=settings.clock_skew),
+            max_age=timedelta(seconds=settings.max_result_age),
+        )
+        self.resources: dict[str, Resource] = {}
+        self.configs: dict[str, AgentConfig] = {}
+        self.access: dict[str, str | None] = {}
+        self.agents: dict[str, AgentStatus] = {}
+        self.tokens: dict[str, str] = {}
+        self.current: Revision | None = None
+        self.last_attempt: Attempt | None = None
+        self.last_good_attempt: Attempt | None = None
+        self.ready = asyncio.Event()
+        self.revision_changed = asyncio.Condition()
+        self._reconcile_lock = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start_serving(self) -> None:
+        """Serve what the state holds at once; the first reconcile follows (readyz waits)."""
+        self.ingest_queue.start()
+        self.tokens = await self.state.read(token_hashes)
+        resources = await self.state.read(all_resources)
+        revisions = await self.state.read(lambda c: list_revisions(c, 1))
+        if revisions:
+            row = revisions[0]
+            self.current = Revision(row.sha, None, row.author, None, row.message)
+        self._publish(resources)
+
+    async def stop(self) -> None:
+        """Store every result already accepted, then release the state file."""
+        await self.ingest_queue.drain()
+        self.state.close()
+
+    # -- reconcile -------------------------------------------------------------------------
+
+    async def reconcile(self, trigger: str) -> Attempt:
+        """Fetch, load, plan and apply the repository's current revision.
+
+        An invalid revision is not applied: the last good one keeps serving, and the errors
+        show in the status and the logs.
+        """
+        async with self._reconcile_lock:
+            attempt = Attempt(trigger, self.clock())
+            try:
+                await asyncio.to_thread(self.source.refresh)
+                files, revision = await asyncio.to_thread(self.source.snapshot)
+                attempt.revision = revision
+                loaded = await asyncio.to_thread(self.session.load_files, files, revision)
+            except Exception as error:  # noqa: BLE001 - reported, and the server keeps serving
+                attempt.errors = [f"cannot read {self.source.description}: {error}"]
+                return self._finish(attempt)
+            if loaded.desired is None:
+                attempt.errors = [d.format() for d in loaded.diagnostics if d.severity == "error"]
+                return self._finish(attempt)
+            try:
+                plan, result = await self.state.write(
+                    lambda c: self.session.apply_on(loaded, c, self.clock)
+                )
+            except Exception as error:  # noqa: BLE001
+                attempt.errors = [f"apply failed: {error}"]
+                return self._finish(attempt)
+            attempt.applied = True
+            attempt.summary = plan.summary
+            self.current = revision
+            self._publish(list(loaded.desired.resources.values()))
+            return self._finish(attempt)
+
+    def _finish(self, attempt: Attempt) -> Attempt:
+        self.last_attempt = attempt
+        label = attempt.revision.label if attempt.revision else "?"
+        if attempt.errors:
+            self.metrics.count("reconciles_total", result="error")
+            log.error(
+                "revision %s (%s) not applied, %d error(s); still serving %s:\n  %s",
+                label,
+                attempt.trigger,
+                len(attempt.errors),
+                self.current.label if self.current else "nothing",
+                "\n  ".join(attempt.errors[:20]),
+            )
+        else:
+            self.last_good_attempt = attempt
+            self.metrics.count("reconciles_total", result="applied")
+            summary = attempt.summary
+            log.info(
+                "revision %s applied (%s): %d to add, %d to change, %d to destroy",
+                label,
+                attempt.trigger,
+                summary.add if summary else 0,
+                summary.change if summary else 0,
+                summary.destroy if summary else 0,
+            )
+            self.ready.set()
+        return attempt
+
+    def _publish(self, resources: list[Resource]) -> None:
+        """Swap in new agent configs; readers see the old set or the new, never a mix."""
+        self.resources = {r.address: r for r in resources}
+        self.configs = agent_configs(resources, self.environ)
+        self.access = agent_access(resources)
+        for config in self.configs.values():
+            for problem in config.problems:
+                log.warning("agent %s: canary left out: %s", config.agent, problem)
+
+    # -- agents ----------------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> str:
+        """The agent a bearer token belongs to.
+
+        Raises:
+            AccessDenied: 401 for a missing or unknown token, 403 for a disabled agent/region.
+        """
+        token = _bearer(authorization)
+        agent = agent_of(token) if token else None
+        stored = self.tokens.get(agent) if agent else None
+        if token is None or agent is None or stored is None or not token_matches(token, stored):
+            raise AccessDenied(401, "unknown or missing agent token")
+        if agent not in self.access:
+            raise AccessDenied(401, f"agent {agent} is not in the configuration")
+        reason = self.access[agent]
+        if reason is not None:
+            raise AccessDenied(403, reason)
+        return agent
+
+    def agent_config(self, agent: str) -> AgentConfig:
+        """The config an authenticated agent pulls; records the pull."""
+        config = self.configs[agent]
+        status = self.agents.setdefault(agent, AgentStatus())
+        status.last_pull = self.clock()
+        status.config_served = config.etag
+        return config
+
+    async def ingest(self, agent: str, rows: list[Any], sent_at: datetime | None) -> dict[str, Any]:
+        """Validate a batch row by row and store the rest; says what landed and what did not."""
+        config = self.configs[agent]
+        verdict = validate_rows(rows, config, self.clock(), sent_at, self.policy)
+        inserted = await self.ingest_queue.submit(agent, config.region, verdict.accepted)
+        duplicates = len(verdict.accepted) - inserted
+        self.metrics.count("ingest_rows_total", inserted, outcome="accepted")
+        self.metrics.count("ingest_rows_total", duplicates, outcome="duplicate")
+        for reason, count in verdict.dropped.items():
+            self.metrics.count("ingest_rows_dropped_total", count, reason=reason)
+        status = self.agents.setdefault(agent, AgentStatus())
+        status.last_results = self.clock()
+        return {"accepted": inserted, "duplicates": duplicates, "dropped": dict(verdict.dropped)}
+
+    async def mint_token(self, agent: str) -> str:
+        """Mint (or rotate) an agent's token; the old one stops working at once."""
+        token = await self.state.write(lambda c: mint_token(c, agent, self.clock()))
+        self.tokens = await self.state.read(token_hashes)
+        return token
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def resources_of(self, kind: str) -> list[Resource]:
+        """The served revision's resources of one kind, by name."""
+        return sorted((r for r in self.resources.values() if r.kind == kind), key=lambda r: r.name)
+
+    async def results_last_hour(self) -> dict[str, int]:
+        """Rows stored per agent over the last hour."""
+        since = self.clock() - timedelta(hours=1)
+        return await self.state.read(lambda c: results_per_agent(c, since))
+
+    def render_metrics(self) -> str:
+        """Prometheus text: counters plus gauges computed now."""
+        gauges: list[tuple[str, str, tuple[tuple[str, str], ...], float]] = []
+        if self.current is not None:
+            gauges.append(
+                (
+                    "revision_info",
+                    "The revision being served.",
+                    (("sha", self.current.sha or ""),),
+                    1,
+                )
+            )
+        gauges.append(
+            ("ready", "1 once the first revision is applied.", (), float(self.ready.is_set()))
+        )
+        by_status: dict[str, int] = {}
+        for agent, reason in self.access.items():
+            seen = self.agents.get(agent)
+            key = "disabled" if reason else ("active" if seen and seen.last_pull else "never_seen")
+            by_status[key] = by_status.get(key, 0) + 1
+        for key, count in sorted(by_status.items()):
+            gauges.append(("agents", "Agents by status.", (("status", key),), count))
+        gauges.append(
+            (
+                "last_attempt_failed",
+                "1 when the last reconcile failed.",
+                (),
+                float(bool(self.last_attempt and self.last_attempt.errors)),
+            )
+        )
+        return self.metrics.render(gauges)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The revision served, the last attempt and its errors."""
+        attempt = self.last_attempt
+        return {
+            "source": self.source.description,
+            "current_revision": _revision(self.current),
+            "last_attempt": None
+            if attempt is None
+            else {
+                "trigger": attempt.trigger,
+                "at": attempt.at.isoformat(),
+                "revision": _revision(attempt.revision),
+                "applied": attempt.applied,
+                "errors": attempt.errors,
+            },
+            "ready": self.ready.is_set(),
+        }
+
+
+def _revision(revision: Revision | None) -> dict[str, Any] | None:
+    if revision is None:
+        return None
+    return {
+        "sha": revision.sha,
+        "label": revision.label,
+        "author": revision.author,
+        "message": revision.message,
+        "dirty": revision.dirty,
+    }
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        return None
+    return authorization[7:].strip() or None

@@ -1,0 +1,145 @@
+"""What each agent runs: its derived canaries as check specs, secrets resolved (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from reconciler.core.resources import Resource
+from schemas.canary import CHECK_TYPES, effective_timeout
+from schemas.schedule import parse_schedule
+
+_ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class MissingSecret(ValueError):
+    """A check refers to an environment variable the control plane does not have."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """The exact bytes served to one agent and their strong ETag."""
+
+    agent: str
+    region: str
+    body: bytes
+    etag: str
+    canaries: frozenset[str]
+    checks: Mapping[str, Mapping[str, str]]  # derived canary id -> check name -> check type
+    problems: tuple[str, ...] = ()
+
+
+def resolve_secrets(value: str, environment: Mapping[str, str], where: str) -> str:
+    """Replace each `${env:NAME}` in a string with the variable's value.
+
+    Raises:
+        MissingSecret: a referenced variable is not set.
+    """
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environment:
+            raise MissingSecret(f"{where}: environment variable {name} is not set")
+        return environment[name]
+
+    return _ENV_REFERENCE.sub(substitute, value)
+
+
+def _check_spec(
+    check_type: str,
+    check: Mapping[str, Any],
+    period: float | None,
+    env: Mapping[str, str],
+    where: str,
+) -> dict[str, Any]:
+    spec = {"type": check_type, **{k: v for k, v in check.items() if k != "timeout"}}
+    spec["timeout_ms"] = round(effective_timeout(check.get("timeout"), period) * 1000)
+    if check_type == "http":
+        spec["url"] = resolve_secrets(check["url"], env, f"{where}.url")
+        headers = []
+        for header in check.get("headers", []):
+            if "valueFrom" in header:
+                name = header["valueFrom"]["env"]
+                if name not in env:
+                    raise MissingSecret(f"{where}: environment variable {name} is not set")
+                value = env[name]
+            else:
+                value = resolve_secrets(header["value"], env, f"{where}.headers")
+            headers.append({"name": header["name"], "value": value})
+        spec["headers"] = headers
+        if "body" in check:
+            spec["body"] = resolve_secrets(check["body"], env, f"{where}.body")
+    return spec
+
+
+def canary_payload(resource: Resource, environment: Mapping[str, str]) -> dict[str, Any]:
+    """One derived canary as an agent receives it.
+
+    Raises:
+        MissingSecret: a check refers to an unset environment variable.
+    """
+    spec = resource.spec
+    period = parse_schedule(spec["schedule"]).period_seconds()
+    checks = []
+    for check_type in CHECK_TYPES:
+        for check in spec.get(check_type, []):
+            where = f"{resource.name} {check_type} check {check['name']!r}"
+            checks.append(_check_spec(check_type, check, period, environment, where))
+    return {"id": resource.name, "schedule": spec["schedule"], "checks": checks}
+
+
+def agent_configs(
+    resources: Iterable[Resource], environment: Mapping[str, str]
+) -> dict[str, AgentConfig]:
+    """Build every agent's config (the control plane's own as agent `local`).
+
+    A derived canary whose secrets cannot be resolved is left out of its agent's config and
+    named in that config's `problems`, so one missing variable stops one canary, not a fleet.
+    """
+    by_agent: dict[str, list[Resource]] = {}
+    regions: dict[str, str] = {}
+    for resource in resources:
+        if resource.kind == "DerivedCanary" and resource.agent is not None:
+            by_agent.setdefault(resource.agent, []).append(resource)
+            regions[resource.agent] = resource.spec["region"]
+        elif resource.kind == "Agent":
+            by_agent.setdefault(resource.name, [])
+            regions.setdefault(resource.name, resource.spec["region"])
+    configs = {}
+    for agent, derived in by_agent.items():
+        canaries, problems = [], []
+        for resource in sorted(derived, key=lambda r: r.name):
+            try:
+                canaries.append(canary_payload(resource, environment))
+            except MissingSecret as error:
+                problems.append(str(error))
+        document = {"agent": agent, "region": regions[agent], "canaries": canaries}
+        body = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        checks = {c["id"]: {k["name"]: k["type"] for k in c["checks"]} for c in canaries}
+        configs[agent] = AgentConfig(
+            agent, regions[agent], body, etag, frozenset(checks), checks, tuple(problems)
+        )
+    return configs
+
+
+def agent_access(resources: Collection[Resource]) -> dict[str, str | None]:
+    """For every agent, None when it may pull config, else why not (disabled agent or region)."""
+    regions = {r.name: r.spec.get("enabled", True) for r in resources if r.kind == "Region"}
+    access: dict[str, str | None] = {}
+    for resource in resources:
+        if resource.kind != "Agent":
+            continue
+        region = resource.spec["region"]
+        if not resource.spec.get("enabled", True):
+            access[resource.name] = f"agent {resource.name} is disabled"
+        elif not regions.get(region, True):
+            access[resource.name] = f"region {region} is disabled"
+        else:
+            access[resource.name] = None
+    return access

@@ -1,0 +1,1 @@
+"""The HTTP API of `reconcile serve`: thin FastAPI routes over the control plane."""

@@ -1,0 +1,44 @@
+"""The FastAPI application of `reconcile serve`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+
+from reconciler import __version__
+from reconciler.controlplane import ControlPlane
+from reconciler.http import agent_api, operator_api, ops_api
+
+
+def create_app(control: ControlPlane, trigger: Callable[[str], None]) -> FastAPI:
+    """The app, wired to a control plane and to the reconcile trigger of the serve loop."""
+    app = FastAPI(
+        title="canary-reconciler",
+        version=__version__,
+        description="Control plane of canary-reconciler: agent config and results, "
+        "operator API, read API, operations.",
+    )
+    app.state.control = control
+    app.state.trigger = trigger
+
+    @app.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        control.metrics.observe(
+            "http_request_duration_seconds",
+            time.perf_counter() - started,
+            route=path,
+            status=f"{response.status_code // 100}xx",
+        )
+        return response
+
+    for module in (agent_api, operator_api, ops_api):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,81 @@
+"""The ingest queue: requests hand over validated rows, one writer inserts them in groups."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from reconciler.core.ingest import AcceptedRows
+from reconciler.store.handle import StateHandle
+from reconciler.store.results import IngestBatch, insert_results
+
+MAX_ROWS_PER_INSERT = 50_000
+
+
+@dataclass
+class _Pending:
+    batch: IngestBatch
+    done: asyncio.Future[int]
+
+
+class IngestQueue:
+    """Group commit: while one insert runs, the next requests queue up and go in together.
+
+    Each request still learns exactly how many of its own rows were new.
+    """
+
+    def __init__(self, state: StateHandle, clock: Callable[[], datetime]) -> None:
+        self._state = state
+        self._clock = clock
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._ids = itertools.count(1)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ingest-writer")
+
+    async def submit(self, agent: str, region: str, rows: AcceptedRows) -> int:
+        """Queue rows for insertion and wait until they are stored; returns how many were new."""
+        if not len(rows):
+            return 0
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(IngestBatch(next(self._ids), agent, region, rows), done))
+        return await done
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                return
+            group, rows = [first], len(first.batch.rows)
+            while not self._queue.empty() and rows < MAX_ROWS_PER_INSERT:
+                item = self._queue.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
+                group.append(item)
+                rows += len(item.batch.rows)
+            batches = [p.batch for p in group]
+            try:
+                counts = await self._state.write(
+                    functools.partial(insert_results, batches=batches, now=self._clock())
+                )
+            except Exception as error:  # noqa: BLE001 - every waiting request must hear of it
+                for pending in group:
+                    if not pending.done.done():
+                        pending.done.set_exception(error)
+                continue
+            for pending in group:
+                if not pending.done.done():
+                    pending.done.set_result(counts[pending.batch.batch])
+
+    async def drain(self) -> None:
+        """Store every row queued so far, then stop the writer (graceful shutdown)."""
+        await self._queue.put(None)
+        if self._task is not None:
+            await self._task

@@ -1,0 +1,82 @@
+"""Counters, gauges and latency histograms in Prometheus' text exposition format."""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterable
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+Labels = tuple[tuple[str, str], ...]
+
+HELP = {
+    "reconciles_total": "Reconcile attempts by result (applied or error).",
+    "ingest_rows_total": "Result rows stored (accepted) or skipped as already stored (duplicate).",
+    "ingest_rows_dropped_total": "Result rows dropped by validation, by reason.",
+    "http_request_duration_seconds": "HTTP request latency by route and status class.",
+}
+
+
+def _labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(
+        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for k, v in labels
+    )
+    return "{" + inner + "}"
+
+
+class Metrics:
+    """In-process metrics; the values live as long as the process."""
+
+    def __init__(self) -> None:
+        self._counters: dict[str, dict[Labels, float]] = defaultdict(dict)
+        self._histograms: dict[str, dict[Labels, list[float]]] = defaultdict(dict)
+
+    def count(self, name: str, amount: float = 1, **labels: str) -> None:
+        """Add to a counter."""
+        key = tuple(sorted(labels.items()))
+        series = self._counters[name]
+        series[key] = series.get(key, 0) + amount
+
+    def observe(self, name: str, seconds: float, **labels: str) -> None:
+        """Record a latency."""
+        key = tuple(sorted(labels.items()))
+        series = self._histograms[name].setdefault(key, [0.0] * (len(LATENCY_BUCKETS) + 2))
+        series[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        series[-1] += seconds
+
+    def render(self, gauges: Iterable[tuple[str, str, Labels, float]] = ()) -> str:
+        """The exposition text; `gauges` are (name, help, labels, value) computed by the caller."""
+        lines: list[str] = []
+        for name, series in sorted(self._counters.items()):
+            lines += [f"# HELP reconciler_{name} {HELP.get(name, name)}"]
+            lines += [f"# TYPE reconciler_{name} counter"]
+            lines += [f"reconciler_{name}{_labels(k)} {v:g}" for k, v in sorted(series.items())]
+        seen: set[str] = set()
+        for name, help_text, labels, value in gauges:
+            if name not in seen:
+                lines += [
+                    f"# HELP reconciler_{name} {help_text}",
+                    f"# TYPE reconciler_{name} gauge",
+                ]
+                seen.add(name)
+            lines.append(f"reconciler_{name}{_labels(labels)} {value:g}")
+        for name, histograms in sorted(self._histograms.items()):
+            lines += [f"# HELP reconciler_{name} {HELP.get(name, name)}"]
+            lines += [f"# TYPE reconciler_{name} histogram"]
+            for key, buckets in sorted(histograms.items()):
+                total = 0.0
+                for bound, count in zip(LATENCY_BUCKETS, buckets, strict=False):
+                    total += count
+                    bucket = _labels((*key, ("le", f"{bound:g}")))
+                    lines.append(f"reconciler_{name}_bucket{bucket} {total:g}")
+                total += buckets[len(LATENCY_BUCKETS)]
+                lines.append(
+                    f"reconciler_{name}_bucket{_labels(key + (('le', '+Inf'),))} {total:g}"
+                )
+                lines.append(f"reconciler_{name}_count{_labels(key)} {total:g}")
+                lines.append(f"reconciler_{name}_sum{_labels(key)} {buckets[-1]:g}")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,107 @@
+"""Settings of `reconcile serve`: flags over environment over a TOML file over defaults."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENVIRONMENT = {
+    "repo": "RECONCILER_REPO",
+    "state": "RECONCILER_STATE",
+    "host": "RECONCILER_HOST",
+    "port": "RECONCILER_PORT",
+    "branch": "RECONCILER_BRANCH",
+    "poll_interval": "RECONCILER_POLL_INTERVAL",
+    "debounce": "RECONCILER_DEBOUNCE",
+    "local_region": "RECONCILER_LOCAL_REGION",
+    "clock_skew": "RECONCILER_CLOCK_SKEW",
+    "max_result_age": "RECONCILER_MAX_RESULT_AGE",
+    "max_batch_bytes": "RECONCILER_MAX_BATCH_BYTES",
+    "cache_dir": "RECONCILER_CACHE_DIR",
+}
+
+# Secrets come from the environment only: never from flags (visible in `ps`) or files in git.
+SECRETS = {
+    "admin_token": "RECONCILER_ADMIN_TOKEN",
+    "read_token": "RECONCILER_READ_TOKEN",
+    "webhook_secret": "RECONCILER_WEBHOOK_SECRET",
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything `reconcile serve` is configured with."""
+
+    repo: str = "."
+    state: Path = Path("reconciler.duckdb")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    branch: str | None = None
+    poll_interval: float = 60.0
+    debounce: float = 0.3
+    local_region: str = "default"
+    clock_skew: float = 300.0
+    max_result_age: float = 86_400.0
+    max_batch_bytes: int = 4 * 1024 * 1024
+    cache_dir: Path | None = None
+    admin_token: str | None = field(default=None, repr=False)
+    read_token: str | None = field(default=None, repr=False)
+    webhook_secret: str | None = field(default=None, repr=False)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = {f.name: f.type for f in fields(ServeSettings)}[name]
+    try:
+        if kind in ("int",):
+            return int(value)
+        if kind in ("float",):
+            return float(value)
+        if "Path" in str(kind):
+            return Path(value)
+    except (TypeError, ValueError) as error:
+        raise SettingsError(f"{name}: {value!r} is not a valid {kind}") from error
+    return str(value)
+
+
+def load_settings(
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+    config_file: Path | None = None,
+) -> ServeSettings:
+    """Merge the sources of settings, most specific first: flags, environment, TOML file.
+
+    Raises:
+        SettingsError: an unknown key in the file, or a value of the wrong type.
+    """
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            document = tomllib.loads(config_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise SettingsError(f"{config_file}: {error}") from error
+        section = document.get("serve", document)
+        known = set(ENVIRONMENT)
+        for key, value in section.items():
+            if key not in known:
+                allowed = ", ".join(sorted(known))
+                hint = " (secrets come from the environment only)" if key in SECRETS else ""
+                raise SettingsError(
+                    f"{config_file}: unknown setting {key!r}{hint}; known: {allowed}"
+                )
+            values[key] = _coerce(key, value)
+    for key, variable in ENVIRONMENT.items():
+        if environ.get(variable):
+            values[key] = _coerce(key, environ[variable])
+    for key, value in flags.items():
+        if value is not None:
+            values[key] = _coerce(key, value)
+    for key, variable in SECRETS.items():
+        values[key] = environ.get(variable) or None
+    return replace(ServeSettings(), **values)

@@ -1,0 +1,114 @@
+"""Where `reconcile serve` reads its config: a local working tree, or a git repository it
+mirrors and polls."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from reconciler.core.documents import SourceFile
+from reconciler.core.plan import Revision
+from reconciler.gitsource import (
+    GitLocation,
+    GitSourceError,
+    fetch,
+    files_at,
+    find_repository,
+    mirror,
+    worktree_revision,
+)
+from reconciler.worktree import read_worktree
+
+_URL = re.compile(r"^([a-z+]+://|[\w.-]+@[\w.-]+:)")
+
+
+class ConfigSource(Protocol):
+    """A config repository the server follows."""
+
+    description: str
+
+    def refresh(self) -> None:
+        """Bring the local view up to date (a fetch for remote repositories)."""
+
+    def snapshot(self) -> tuple[list[SourceFile], Revision]:
+        """The files and revision to reconcile now."""
+
+    @property
+    def writable(self) -> GitLocation | None:
+        """The working tree the operator API may commit to, or None when read-only."""
+
+
+@dataclass
+class WorktreeSource:
+    """A local directory: what is on disk is what is applied; HEAD names the revision."""
+
+    path: Path
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self.description = f"working tree {self.path}"
+
+    def refresh(self) -> None:
+        return None
+
+    def snapshot(self) -> tuple[list[SourceFile], Revision]:
+        location = find_repository(self.path)
+        files = read_worktree(self.path)
+        if location is None:
+            return files, Revision(None, None, None, None)
+        return files, worktree_revision(location)
+
+    @property
+    def writable(self) -> GitLocation | None:
+        location = find_repository(self.path)
+        return location if location is not None and not location.repo.bare else None
+
+
+@dataclass
+class MirrorSource:
+    """A remote (or bare) git repository, mirrored under the cache directory and fetched."""
+
+    url: str
+    cache: Path
+    branch: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self.description = f"git repository {self.url}" + (
+            f" ({self.branch})" if self.branch else ""
+        )
+        self._repo = mirror(self.url, self.cache)
+        self._location = GitLocation(self._repo, "")
+
+    def refresh(self) -> None:
+        fetch(self._repo)
+
+    def snapshot(self) -> tuple[list[SourceFile], Revision]:
+        ref = self.branch or "HEAD"
+        return files_at(self._location, ref)
+
+    @property
+    def writable(self) -> GitLocation | None:
+        return None
+
+
+def open_source(repo: str, cache_dir: Path, branch: str | None) -> ConfigSource:
+    """A local working tree for a plain path; a mirror for a URL or a bare repository.
+
+    Raises:
+        GitSourceError: a URL or bare repository cannot be cloned.
+        FileNotFoundError: a local path does not exist.
+    """
+    if _URL.match(repo):
+        return MirrorSource(repo, cache_dir / "mirror", branch)
+    path = Path(repo)
+    if not path.exists():
+        raise FileNotFoundError(f"config repository {path} does not exist")
+    location = find_repository(path)
+    if location is not None and location.repo.bare:
+        return MirrorSource(str(path.resolve()), cache_dir / "mirror", branch)
+    if branch:
+        raise GitSourceError("--branch applies to git URLs and bare repositories only")
+    return WorktreeSource(path)

@@ -1,0 +1,50 @@
+"""Agent tokens: minted at random, shown once, stored only as a hash."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+
+from reconciler.store.db import Connection
+
+TOKEN_PREFIX = "cra_"
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a token. Tokens carry 256 random bits, so a plain SHA-256 suffices."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def agent_of(token: str) -> str | None:
+    """The agent a token names (`cra_<agent>.<secret>`), or None if it is not one of ours."""
+    if not token.startswith(TOKEN_PREFIX) or "." not in token:
+        return None
+    return token[len(TOKEN_PREFIX) :].split(".", 1)[0] or None
+
+
+def token_matches(token: str, stored_hash: str) -> bool:
+    """Compare a presented token with a stored hash in constant time."""
+    return hmac.compare_digest(hash_token(token), stored_hash)
+
+
+def mint_token(connection: Connection, agent: str, now: datetime) -> str:
+    """Create a new token for an agent, replacing (and so revoking) any earlier one."""
+    token = f"{TOKEN_PREFIX}{agent}.{secrets.token_urlsafe(32)}"
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        connection.execute("DELETE FROM agent_tokens WHERE agent = ?", [agent])
+        connection.execute(
+            "INSERT INTO agent_tokens VALUES (?, ?, ?)", [agent, hash_token(token), now]
+        )
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    return token
+
+
+def token_hashes(connection: Connection) -> dict[str, str]:
+    """Every agent's current token hash."""
+    return dict(connection.execute("SELECT agent, token_hash FROM agent_tokens").fetchall())

@@ -1,0 +1,73 @@
+"""Wire models of the agent protocol: the config an agent pulls and the results it posts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ResultStatus = Literal["pass", "fail", "error"]
+
+
+class WireModel(BaseModel):
+    """Wire documents: unknown keys are rejected, values are coerced only where JSON must."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Phases(WireModel):
+    """Timing phases of an HTTP check, in milliseconds."""
+
+    connect_ms: float | None = Field(default=None, ge=0)
+    tls_ms: float | None = Field(default=None, ge=0)
+    first_byte_ms: float | None = Field(default=None, ge=0)
+    total_ms: float | None = Field(default=None, ge=0)
+
+
+class ResultRow(WireModel):
+    """One check run, as an agent reports it."""
+
+    canary: str = Field(min_length=1, max_length=300, description="Derived canary id.")
+    check: str = Field(min_length=1, max_length=128, description="Check name.")
+    started_at: datetime = Field(description="RFC 3339 time the run started, with offset.")
+    duration_ms: float = Field(ge=0, le=86_400_000)
+    status: ResultStatus
+    code: int | None = Field(default=None, ge=0, le=999, description="HTTP status, if any.")
+    message: str | None = Field(default=None, max_length=4096)
+    phases: Phases | None = None
+
+
+class ResultBatch(WireModel):
+    """A POST /api/agent/results body. Rows are validated one by one by the server."""
+
+    results: list[Any]
+    sent_at: datetime | None = Field(
+        default=None, description="The agent's clock when it sent the batch (skew detection)."
+    )
+
+
+class CheckSpec(BaseModel):
+    """One check as served to an agent: its name, type and every field of its spec."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+    type: Literal["http", "tcp", "dns", "tls"]
+    timeout_ms: int
+
+
+class DerivedCanarySpec(WireModel):
+    """One derived canary as served to its agent."""
+
+    id: str
+    schedule: str
+    checks: list[CheckSpec]
+
+
+class AgentTargets(WireModel):
+    """The GET /api/agent/targets body: everything one agent runs."""
+
+    agent: str
+    region: str
+    canaries: list[DerivedCanarySpec]
