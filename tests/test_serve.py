@@ -1,0 +1,190 @@
+"""`reconcile serve` follows its source, and the CLI works beside a running server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reconciler.settings import ServeSettings, SettingsError, load_settings
+from tests.conftest import ROOT, ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
+from tests.server import ADMIN_TOKEN, running_server, wait_for
+
+
+@pytest.fixture
+def repo(config_repo: ConfigRepo) -> ConfigRepo:
+    config_repo.write("regions.yaml", region_doc("eu"))
+    config_repo.write("agents.yaml", agent_doc("eu-1", "eu"))
+    config_repo.write("canaries/web.yaml", canary_doc("web"))
+    config_repo.commit("initial")
+    return config_repo
+
+
+def _urls(server_client: httpx.Client, token: str) -> list[str]:
+    body = server_client.get("/api/agent/targets", headers={"Authorization": f"Bearer {token}"})
+    return [c["checks"][0]["url"] for c in body.json()["canaries"]]
+
+
+def test_a_commit_to_the_watched_working_tree_is_applied(repo: ConfigRepo, tmp_path: Path) -> None:
+    with running_server(repo.path, tmp_path / "state.duckdb") as server:
+        server.wait_ready()
+        token = server.token("eu-1")
+        repo.write("canaries/web.yaml", canary_doc("web", url="https://example.com/watched"))
+        sha = repo.commit("edit web")
+        wait_for(
+            lambda: (
+                server.status()["current_revision"]["sha"] == sha
+                and not server.status()["current_revision"]["dirty"]
+            ),
+            10,
+            "the commit to be applied without a webhook",
+        )
+        assert _urls(server.client, token) == ["https://example.com/watched"]
+
+
+def test_a_bare_repository_is_mirrored_and_fetched(repo: ConfigRepo, tmp_path: Path) -> None:
+    bare = tmp_path / "config.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo.path), str(bare)], check=True)
+    extra = ("--poll-interval", "3600")  # only the webhook may trigger a fetch here
+    with running_server(bare, tmp_path / "state.duckdb", extra=extra) as server:
+        server.wait_ready()
+        assert server.status()["source"] == f"git repository {bare}"
+        token = server.token("eu-1")
+        repo.write("canaries/web.yaml", canary_doc("web", url="https://example.com/pushed"))
+        sha = repo.commit("edit web")
+        repo.git("push", "-q", str(bare), "main")
+        assert server.webhook().status_code == 202
+        wait_for(lambda: server.status()["current_revision"]["sha"] == sha, 5, "fetch + apply")
+        assert _urls(server.client, token) == ["https://example.com/pushed"]
+
+
+def test_agents_token_without_a_server(repo: ConfigRepo, tmp_path: Path) -> None:
+    state = tmp_path / "state.duckdb"
+    assert run_cli("apply", "--repo", repo.path, "--state", state, "--auto-approve").code == 0
+    minted = run_cli("agents", "token", "eu-1", "--state", state)
+    assert minted.code == 0
+    assert minted.out.startswith("cra_eu-1.")
+    unknown = run_cli("agents", "token", "nobody", "--state", state)
+    assert unknown.code == 1
+    assert "agent nobody is not in" in unknown.err
+    with running_server(repo.path, state) as server:
+        server.wait_ready()
+        headers = {"Authorization": f"Bearer {minted.out.strip()}"}
+        assert server.client.get("/api/agent/targets", headers=headers).status_code == 200
+
+
+def test_agents_token_while_a_server_holds_the_state(repo: ConfigRepo, tmp_path: Path) -> None:
+    state = tmp_path / "state.duckdb"
+    command = [sys.executable, "-m", "reconciler", "agents", "token", "eu-1", "--state", str(state)]
+    with running_server(repo.path, state) as server:
+        server.wait_ready()
+        without = subprocess.run(
+            command,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={k: v for k, v in os.environ.items() if k != "RECONCILER_ADMIN_TOKEN"},
+            check=False,
+        )
+        assert without.returncode == 1
+        assert "held by a running `reconcile serve`" in without.stderr
+        assert "RECONCILER_ADMIN_TOKEN" in without.stderr
+        with_token = subprocess.run(
+            command,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "RECONCILER_ADMIN_TOKEN": ADMIN_TOKEN},
+            check=False,
+        )
+        assert with_token.returncode == 0, with_token.stderr
+        token = with_token.stdout.strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        assert server.client.get("/api/agent/targets", headers=headers).status_code == 200
+
+
+def test_operator_api_is_404_without_an_admin_token(repo: ConfigRepo, tmp_path: Path) -> None:
+    env = {"RECONCILER_ADMIN_TOKEN": ""}
+    with running_server(repo.path, tmp_path / "state.duckdb", env=env) as server:
+        server.wait_ready()
+        for method, path in [
+            ("GET", "/operator/agents"),
+            ("GET", "/operator/regions"),
+            ("POST", "/operator/agents/eu-1/token"),
+        ]:
+            response = server.client.request(
+                method, path, headers={"Authorization": "Bearer anything"}
+            )
+            assert response.status_code == 404, path
+
+
+def test_operator_lists_agents_with_live_status(repo: ConfigRepo, tmp_path: Path) -> None:
+    with running_server(repo.path, tmp_path / "state.duckdb") as server:
+        server.wait_ready()
+        assert server.client.get("/operator/agents").status_code == 401
+        token = server.token("eu-1")
+        served = server.client.get(
+            "/api/agent/targets", headers={"Authorization": f"Bearer {token}"}
+        ).headers["etag"]
+        [agent] = server.admin("GET", "/operator/agents").json()["agents"]
+        assert agent["name"] == "eu-1"
+        assert agent["last_pull"] is not None
+        assert agent["config_version_served"] == served.strip('"')
+        assert agent["results_last_hour"] == 0
+        [region] = server.admin("GET", "/operator/regions").json()["regions"]
+        assert region["agents"] == ["eu-1"]
+
+
+def test_operations_endpoints(repo: ConfigRepo, tmp_path: Path) -> None:
+    with running_server(repo.path, tmp_path / "state.duckdb") as server:
+        assert server.client.get("/healthz").status_code == 200
+        server.wait_ready()
+        metrics = server.client.get("/metrics")
+        assert metrics.headers["content-type"].startswith("text/plain")
+        assert 'reconciler_reconciles_total{result="applied"} 1' in metrics.text
+        assert "reconciler_revision_info{sha=" in metrics.text
+        assert "reconciler_http_request_duration_seconds_bucket" in metrics.text
+        spec = server.client.get("/openapi.json").json()
+        assert "/api/agent/targets" in spec["paths"]
+        assert "/hooks/git" in spec["paths"]
+
+
+def test_a_locked_state_file_is_a_clear_error(repo: ConfigRepo, tmp_path: Path) -> None:
+    state = tmp_path / "state.duckdb"
+    with running_server(repo.path, state) as server:
+        server.wait_ready()
+        second = subprocess.run(
+            [sys.executable, "-m", "reconciler", "serve", "--repo", str(repo.path),
+             "--state", str(state), "--port", "0"],
+            cwd=ROOT, capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+    assert second.returncode == 1
+    assert f"state file {state} is in use by process" in second.stderr
+
+
+def test_settings_precedence(tmp_path: Path) -> None:
+    config = tmp_path / "serve.toml"
+    config.write_text('[serve]\nport = 9000\nhost = "0.0.0.0"\npoll_interval = 5\n')
+    settings = load_settings(
+        {"port": 9100, "host": None},
+        {"RECONCILER_HOST": "127.0.0.2", "RECONCILER_ADMIN_TOKEN": "secret"},
+        config,
+    )
+    assert (settings.port, settings.host, settings.poll_interval) == (9100, "127.0.0.2", 5.0)
+    assert settings.admin_token == "secret"
+    assert "secret" not in repr(settings)
+    assert load_settings({}, {}).port == ServeSettings().port
+
+
+def test_settings_file_refuses_secrets_and_unknown_keys(tmp_path: Path) -> None:
+    config = tmp_path / "serve.toml"
+    config.write_text('admin_token = "x"\n')
+    with pytest.raises(SettingsError, match="secrets come from the environment only"):
+        load_settings({}, {}, config)
+    config.write_text("prot = 1\n")
+    with pytest.raises(SettingsError, match="unknown setting 'prot'"):
+        load_settings({}, {}, config)
