@@ -1,0 +1,88 @@
+"""The scheduler runs checks on their schedules and applies config changes in place."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from agent.scheduler import Scheduler
+
+
+def canary(canary_id: str, every: str = "50ms", checks: tuple[str, ...] = ("a",)) -> dict[str, Any]:
+    return {
+        "id": canary_id,
+        "schedule": f"@every {every}",
+        "checks": [{"name": name, "type": "tcp", "timeout_ms": 10} for name in checks],
+    }
+
+
+async def _until(condition: Any, timeout: float = 5.0) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def test_runs_every_check_and_applies_updates_in_place() -> None:
+    runs: Counter[tuple[str, str]] = Counter()
+
+    async def run(canary_id: str, check: Mapping[str, Any]) -> None:
+        runs[(canary_id, check["name"])] += 1
+
+    async def scenario() -> None:
+        scheduler = Scheduler(run, random.Random(1))
+        assert scheduler.update([canary("x"), canary("y", checks=("a", "b"))]) == (2, 0, 0)
+        await _until(lambda: min(runs[("x", "a")], runs[("y", "a")], runs[("y", "b")]) >= 3)
+
+        assert scheduler.update([canary("y", checks=("a", "b")), canary("z")]) == (1, 0, 1)
+        stopped_at = runs[("x", "a")]
+        before_z = runs[("z", "a")]
+        await _until(lambda: runs[("z", "a")] >= before_z + 4)
+        assert runs[("x", "a")] <= stopped_at + 1, "a removed canary stops running"
+
+        assert scheduler.update([canary("y", checks=("b",)), canary("z")]) == (0, 1, 0)
+        a_then = runs[("y", "a")]
+        b_then = runs[("y", "b")]
+        await _until(lambda: runs[("y", "b")] >= b_then + 4)
+        assert runs[("y", "a")] <= a_then + 1, "a removed check stops running"
+        await scheduler.stop()
+        assert scheduler.canaries == []
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_check_does_not_delay_the_schedule() -> None:
+    started: list[float] = []
+    release = asyncio.Event()
+
+    async def run(canary_id: str, check: Mapping[str, Any]) -> None:
+        started.append(asyncio.get_running_loop().time())
+        await release.wait()  # every run hangs until the end of the test
+
+    async def scenario() -> None:
+        scheduler = Scheduler(run, random.Random(2))
+        scheduler.update([canary("slow", every="40ms")])
+        # Every run hangs until released, so five starts prove runs never queue behind it.
+        await _until(lambda: len(started) >= 5)
+        release.set()
+        await scheduler.stop()
+        assert scheduler.lateness.runs >= 5
+
+    asyncio.run(scenario())
+
+
+def test_never_schedules_nothing() -> None:
+    async def run(canary_id: str, check: Mapping[str, Any]) -> None:
+        raise AssertionError("must not run")
+
+    async def scenario() -> None:
+        scheduler = Scheduler(run)
+        scheduler.update([{"id": "n", "schedule": "@never", "checks": [{"name": "a"}]}])
+        await asyncio.sleep(0)
+        await scheduler.stop()
+
+    asyncio.run(scenario())
