@@ -7,18 +7,21 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from reconciler.core.agentconfig import AgentConfig, agent_access, agent_configs
 from reconciler.core.ingest import IngestPolicy, validate_rows
 from reconciler.core.plan import Revision, Summary
 from reconciler.core.resources import Resource
+from reconciler.gitsource import GitSourceError, commit_files
 from reconciler.ingestion import IngestQueue
 from reconciler.metrics import Metrics
 from reconciler.service import Session, Settings
 from reconciler.settings import ServeSettings
 from reconciler.sources import ConfigSource
 from reconciler.store.handle import StateHandle
+from reconciler.store.reports import Reports
 from reconciler.store.resources import all_resources, list_revisions
 from reconciler.store.results import results_per_agent
 from reconciler.store.tokens import agent_of, mint_token, token_hashes, token_matches
@@ -69,6 +72,7 @@ class ControlPlane:
     ) -> None:
         self.settings = settings
         self.state = state
+        self.reports = Reports(state)
         self.source = source
         self.environ = environ
         self.clock = clock
@@ -142,6 +146,36 @@ class ControlPlane:
             self.current = revision
             self._publish(list(loaded.desired.resources.values()))
             return self._finish(attempt)
+
+    async def commit_and_reconcile(
+        self, paths: list[Path], message: str, author: str, email: str
+    ) -> tuple[str, Attempt]:
+        """Commit files written to the working tree, then reconcile the new revision at once.
+
+        Args:
+            paths: the files written or deleted, in the working tree.
+            message: the commit message.
+            author: the author and committer name.
+            email: the author and committer email.
+
+        Returns:
+            The new commit's SHA and the reconcile attempt.
+
+        Raises:
+            GitSourceError: the source is read-only, or the commit failed (nothing committed).
+        """
+        location = self.source.writable
+        if location is None:
+            raise GitSourceError(f"{self.source.description} is read-only")
+        try:
+            # Shielded: once started, the commit finishes even if the request is cancelled.
+            sha = await asyncio.shield(
+                asyncio.to_thread(commit_files, location, paths, message, author, email)
+            )
+        except Exception as error:
+            raise GitSourceError(f"cannot commit to {self.source.description}: {error}") from error
+        attempt = await self.reconcile(f"operator API commit {sha[:12]}")
+        return sha, attempt
 
     def _finish(self, attempt: Attempt) -> Attempt:
         self.last_attempt = attempt

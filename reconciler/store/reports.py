@@ -1,0 +1,380 @@
+"""Read-side reports over stored check results and revisions, computed by DuckDB."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from reconciler.store.db import Connection
+from reconciler.store.handle import StateHandle
+
+# Every report rounds durations to the microsecond (3 decimals of a millisecond), so JSON
+# shows 85.5 rather than 85.49999999999999.
+_QUANTILES = "list_transform(quantile_cont(duration_ms, [0.5, 0.95, 0.99]), lambda q: round(q, 3))"
+_RFC3339 = "'%Y-%m-%dT%H:%M:%S.%fZ'"
+# Timestamps leave DuckDB as RFC 3339 text in UTC, whatever the session's TimeZone.
+_ISO_STARTED = f"strftime(make_timestamp(epoch_us(started_at)), {_RFC3339})"
+_BUCKET = "epoch_us(started_at) // $step * $step"
+_BUCKET_AT = "strftime(make_timestamp(bucket), '%Y-%m-%dT%H:%M:%SZ')"
+_SCOPE = """parent = $parent AND started_at >= $since AND started_at < $until
+            AND ($region::VARCHAR IS NULL OR region = $region)"""
+
+
+def _scope(parent: str, since: datetime, until: datetime, region: str | None) -> dict[str, Any]:
+    return {"parent": parent, "since": since, "until": until, "region": region}
+
+
+def _ratio(passed: int, total: int) -> float | None:
+    return passed / total if total else None
+
+
+def _quantiles(values: Sequence[float] | None) -> dict[str, float | None]:
+    p50, p95, p99 = values if values is not None else (None, None, None)
+    return {"p50": p50, "p95": p95, "p99": p99}
+
+
+def target_statuses(
+    connection: Connection, checks: Iterable[tuple[str, str]], since: datetime
+) -> dict[str, dict[str, Any]]:
+    """Each canary's blended status from the latest run of each of its current checks.
+
+    The latest run since `since` of every (derived canary, check) pair given is taken; a
+    region is up when all of its latest runs passed and down otherwise; a canary is `up`
+    when every region with data is up, `down` when every one is down, `degraded` in between.
+    A canary with no run is left out (its status is unknown).
+
+    Args:
+        connection: a state file connection or cursor.
+        checks: the (derived canary id, check name) pairs of the served revision.
+        since: ignore runs that started before this time.
+
+    Returns:
+        By parent canary key: `status`, and `regions_up` / `regions_down` (sorted names).
+    """
+    pairs = list(checks)
+    rows = connection.execute(
+        """WITH wanted AS (
+               SELECT unnest($canaries::VARCHAR[]) AS canary,
+                      unnest($checks::VARCHAR[]) AS check_name
+           ),
+           latest AS (
+               SELECT r.parent, r.region, r.status
+               FROM results r JOIN wanted w USING (canary, check_name)
+               WHERE r.started_at >= $since
+               QUALIFY row_number() OVER (
+                   PARTITION BY r.canary, r.check_name ORDER BY r.started_at DESC
+               ) = 1
+           ),
+           regions AS (
+               SELECT parent, region, bool_and(status = 'pass') AS up
+               FROM latest GROUP BY parent, region
+           )
+           SELECT parent,
+                  CASE WHEN bool_and(up) THEN 'up'
+                       WHEN NOT bool_or(up) THEN 'down'
+                       ELSE 'degraded' END,
+                  list(region ORDER BY region) FILTER (WHERE up),
+                  list(region ORDER BY region) FILTER (WHERE NOT up)
+           FROM regions GROUP BY parent""",
+        {
+            "canaries": [canary for canary, _ in pairs],
+            "checks": [check for _, check in pairs],
+            "since": since,
+        },
+    ).fetchall()
+    return {
+        parent: {"status": status, "regions_up": up or [], "regions_down": down or []}
+        for parent, status, up, down in rows
+    }
+
+
+def recent_results(
+    connection: Connection,
+    parent: str,
+    since: datetime,
+    until: datetime,
+    region: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """A canary's runs in a time window, newest first.
+
+    Args:
+        connection: a state file connection or cursor.
+        parent: the canary key (`namespace/name`).
+        since: first start time included.
+        until: start times before this are included.
+        region: only this region's runs, or every region's when None.
+        limit: at most this many rows.
+
+    Returns:
+        One dict per run: agent, region, check, started_at (RFC 3339), duration_ms, status,
+        code, message and phases.
+    """
+    rows = connection.execute(
+        f"""SELECT agent, region, check_name, {_ISO_STARTED}, duration_ms, status, code,
+                   message, phases
+            FROM results WHERE {_SCOPE}
+            ORDER BY started_at DESC, agent, check_name LIMIT $limit""",
+        {**_scope(parent, since, until, region), "limit": limit},
+    ).fetchall()
+    return [
+        {
+            "agent": agent,
+            "region": region_,
+            "check": check,
+            "started_at": started_at,
+            "duration_ms": duration_ms,
+            "status": status,
+            "code": code,
+            "message": message,
+            "phases": orjson.loads(phases) if phases is not None else None,
+        }
+        for agent, region_, check, started_at, duration_ms, status, code, message, phases in rows
+    ]
+
+
+def uptime(
+    connection: Connection, parent: str, since: datetime, until: datetime, region: str | None
+) -> dict[str, Any]:
+    """Runs, passed runs and their ratio for a canary in a window, overall and per check.
+
+    Args:
+        connection: a state file connection or cursor.
+        parent: the canary key (`namespace/name`).
+        since: first start time included.
+        until: start times before this are included.
+        region: only this region's runs, or every region's when None.
+
+    Returns:
+        `total`, `passed`, `uptime` (passed / total, None without runs) and `checks`: the
+        same per check name, sorted by name.
+    """
+    rows = connection.execute(
+        f"""SELECT check_name, grouping(check_name) AS overall, count(*),
+                   count(*) FILTER (WHERE status = 'pass')
+            FROM results WHERE {_SCOPE}
+            GROUP BY GROUPING SETS ((), (check_name))
+            ORDER BY overall DESC, check_name""",
+        _scope(parent, since, until, region),
+    ).fetchall()
+    total = passed = 0
+    checks = []
+    for check, overall, count, ok in rows:
+        if overall:
+            total, passed = count, ok
+        else:
+            checks.append(
+                {"check": check, "total": count, "passed": ok, "uptime": _ratio(ok, count)}
+            )
+    return {"total": total, "passed": passed, "uptime": _ratio(passed, total), "checks": checks}
+
+
+def latency(
+    connection: Connection,
+    parent: str,
+    since: datetime,
+    until: datetime,
+    region: str | None,
+    step_seconds: int,
+) -> dict[str, Any]:
+    """p50/p95/p99 of a canary's run durations over a window and per time bucket.
+
+    Every run counts, whatever its status. Buckets are `step_seconds` wide, aligned to the
+    Unix epoch; buckets without runs are left out of the series.
+
+    Args:
+        connection: a state file connection or cursor.
+        parent: the canary key (`namespace/name`).
+        since: first start time included.
+        until: start times before this are included.
+        region: only this region's runs, or every region's when None.
+        step_seconds: the bucket width.
+
+    Returns:
+        `count`, `p50`, `p95`, `p99` over the window (None without runs) and `series`: one
+        point per bucket, oldest first, with `at` (the bucket's start, RFC 3339), `count`
+        and the three quantiles.
+    """
+    rows = connection.execute(
+        f"""SELECT {_BUCKET} AS bucket, grouping(bucket) AS overall, {_BUCKET_AT},
+                   count(*), {_QUANTILES}
+            FROM results WHERE {_SCOPE}
+            GROUP BY GROUPING SETS ((), (bucket))
+            ORDER BY overall DESC, bucket""",
+        {**_scope(parent, since, until, region), "step": step_seconds * 1_000_000},
+    ).fetchall()
+    return _series_of(rows)
+
+
+def latency_by_region(
+    connection: Connection,
+    parent: str,
+    since: datetime,
+    until: datetime,
+    region: str | None,
+    step_seconds: int,
+) -> dict[str, dict[str, Any]]:
+    """`latency` for every region with runs in the window, in one pass over the rows.
+
+    Args:
+        connection: a state file connection or cursor.
+        parent: the canary key (`namespace/name`).
+        since: first start time included.
+        until: start times before this are included.
+        region: only this region, or every region when None.
+        step_seconds: the bucket width.
+
+    Returns:
+        By region name: what `latency` returns for that region alone.
+    """
+    rows = connection.execute(
+        f"""SELECT region, {_BUCKET} AS bucket, grouping(bucket) AS overall, {_BUCKET_AT},
+                   count(*), {_QUANTILES}
+            FROM results WHERE {_SCOPE}
+            GROUP BY GROUPING SETS ((region), (region, bucket))
+            ORDER BY region, overall DESC, bucket""",
+        {**_scope(parent, since, until, region), "step": step_seconds * 1_000_000},
+    ).fetchall()
+    grouped: dict[str, list[tuple[Any, ...]]] = {}
+    for name, *rest in rows:
+        grouped.setdefault(name, []).append(tuple(rest))
+    return {name: _series_of(region_rows) for name, region_rows in grouped.items()}
+
+
+def _series_of(rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
+    """Shape (bucket, overall flag, bucket start, count, quantiles) rows, overall first."""
+    summary: dict[str, Any] = {"count": 0, **_quantiles(None)}
+    series = []
+    for _, overall, at, count, quantiles in rows:
+        if overall:
+            summary = {"count": count, **_quantiles(quantiles)}
+        else:
+            series.append({"at": at, "count": count, **_quantiles(quantiles)})
+    return {**summary, "series": series}
+
+
+def region_summaries(
+    connection: Connection, parent: str, since: datetime, until: datetime, region: str | None
+) -> dict[str, dict[str, Any]]:
+    """Per region of a canary over a window: runs, uptime, p50, p95 and the latest status.
+
+    `status` is the region's verdict in the blended target status, over the window: `up`
+    when the latest run of each (agent, check) passed, `down` otherwise. `last_status` and
+    `last_run_at` describe the single most recent run.
+
+    Args:
+        connection: a state file connection or cursor.
+        parent: the canary key (`namespace/name`).
+        since: first start time included.
+        until: start times before this are included.
+        region: only this region, or every region when None.
+
+    Returns:
+        By region name: total, passed, uptime, p50, p95, status, last_status, last_run_at.
+    """
+    rows = connection.execute(
+        f"""WITH scoped AS (
+                SELECT *, row_number() OVER (
+                    PARTITION BY canary, check_name ORDER BY started_at DESC
+                ) AS recency
+                FROM results WHERE {_SCOPE}
+            )
+            SELECT region, count(*), count(*) FILTER (WHERE status = 'pass'), {_QUANTILES},
+                   bool_and(status = 'pass') FILTER (WHERE recency = 1),
+                   arg_max(status, started_at),
+                   strftime(make_timestamp(max(epoch_us(started_at))), {_RFC3339})
+            FROM scoped GROUP BY region""",
+        _scope(parent, since, until, region),
+    ).fetchall()
+    summaries = {}
+    for name, total, passed, quantiles, up, last_status, last_run_at in rows:
+        p50, p95, _ = quantiles
+        summaries[name] = {
+            "total": total,
+            "passed": passed,
+            "uptime": _ratio(passed, total),
+            "p50": p50,
+            "p95": p95,
+            "status": "up" if up else "down",
+            "last_status": last_status,
+            "last_run_at": last_run_at,
+        }
+    return summaries
+
+
+def revisions(connection: Connection, limit: int) -> list[dict[str, Any]]:
+    """The most recently applied revisions, newest first.
+
+    Args:
+        connection: a state file connection or cursor.
+        limit: at most this many.
+
+    Returns:
+        One dict per revision: serial, sha, ref, author, message, dirty, applied_at
+        (RFC 3339), added, changed, destroyed.
+    """
+    rows = connection.execute(
+        f"""SELECT serial, sha, ref, author, message, dirty,
+                   strftime(make_timestamp(epoch_us(applied_at)), {_RFC3339}),
+                   added, changed, destroyed
+            FROM revisions ORDER BY serial DESC LIMIT ?""",
+        [limit],
+    ).fetchall()
+    keys = ("serial", "sha", "ref", "author", "message", "dirty", "applied_at", "added",
+            "changed", "destroyed")  # fmt: skip
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+class Reports:
+    """The reports above, each run on a reader thread of the server's state handle."""
+
+    def __init__(self, state: StateHandle) -> None:
+        self._state = state
+
+    async def target_statuses(
+        self, checks: Iterable[tuple[str, str]], since: datetime
+    ) -> dict[str, dict[str, Any]]:
+        """`target_statuses` on a reader thread."""
+        pairs = list(checks)
+        return await self._state.read(lambda c: target_statuses(c, pairs, since))
+
+    async def recent_results(
+        self, parent: str, since: datetime, until: datetime, region: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """`recent_results` on a reader thread."""
+        return await self._state.read(
+            lambda c: recent_results(c, parent, since, until, region, limit)
+        )
+
+    async def uptime(
+        self, parent: str, since: datetime, until: datetime, region: str | None
+    ) -> dict[str, Any]:
+        """`uptime` on a reader thread."""
+        return await self._state.read(lambda c: uptime(c, parent, since, until, region))
+
+    async def latency(
+        self, parent: str, since: datetime, until: datetime, region: str | None, step: int
+    ) -> dict[str, Any]:
+        """`latency` on a reader thread."""
+        return await self._state.read(lambda c: latency(c, parent, since, until, region, step))
+
+    async def latency_by_region(
+        self, parent: str, since: datetime, until: datetime, region: str | None, step: int
+    ) -> dict[str, dict[str, Any]]:
+        """`latency_by_region` on a reader thread."""
+        return await self._state.read(
+            lambda c: latency_by_region(c, parent, since, until, region, step)
+        )
+
+    async def region_summaries(
+        self, parent: str, since: datetime, until: datetime, region: str | None
+    ) -> dict[str, dict[str, Any]]:
+        """`region_summaries` on a reader thread."""
+        return await self._state.read(lambda c: region_summaries(c, parent, since, until, region))
+
+    async def revisions(self, limit: int) -> list[dict[str, Any]]:
+        """`revisions` on a reader thread."""
+        return await self._state.read(lambda c: revisions(c, limit))
