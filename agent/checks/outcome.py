@@ -1,0 +1,116 @@
+"""The result of one check run and the verdict a check type hands to the dispatcher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from schemas.wire import Phases, ResultRow
+
+Status = Literal["pass", "fail", "error"]
+MAX_MESSAGE = 1024
+WIRE_PHASES = ("connect_ms", "tls_ms", "first_byte_ms", "total_ms")
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One finished check run, ready to become a `ResultRow`."""
+
+    started_at: datetime
+    duration_ms: float
+    status: Status
+    code: int | None = None
+    message: str | None = None
+    phases: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a check type decided; the dispatcher adds the start time and duration."""
+
+    status: Status
+    message: str | None = None
+    code: int | None = None
+    phases: dict[str, float] | None = None
+
+
+def clip(message: str | None) -> str | None:
+    """Shorten a message to what a result row may carry.
+
+    Args:
+        message: The full message, or None.
+
+    Returns:
+        The message cut to `MAX_MESSAGE` characters (with an ellipsis), or None.
+    """
+    if message is None or len(message) <= MAX_MESSAGE:
+        return message
+    return message[: MAX_MESSAGE - 1] + "…"
+
+
+def judge(
+    failures: list[str],
+    message: str | None = None,
+    *,
+    code: int | None = None,
+    phases: dict[str, float] | None = None,
+) -> Verdict:
+    """Turn the conditions that failed into a verdict.
+
+    Args:
+        failures: One sentence per failed condition; empty means the check passed.
+        message: The message of a passing check.
+        code: The HTTP status, if any.
+        phases: Timing phases, if any.
+
+    Returns:
+        A "fail" verdict naming every failed condition, else a "pass" verdict.
+    """
+    if failures:
+        return Verdict("fail", "; ".join(failures), code, phases)
+    return Verdict("pass", message, code, phases)
+
+
+def over_threshold(elapsed_ms: float, threshold: object) -> list[str]:
+    """The failure of a `thresholdMillis` condition, if the check was too slow.
+
+    Args:
+        elapsed_ms: How long the check took.
+        threshold: The check's `thresholdMillis` (None or absent means no limit).
+
+    Returns:
+        One failure sentence, or an empty list.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        return []
+    if elapsed_ms > threshold:
+        return [f"took {elapsed_ms:.1f}ms, over thresholdMillis {threshold}"]
+    return []
+
+
+def result_row(canary: str, check: str, outcome: CheckOutcome) -> ResultRow:
+    """The wire row of an outcome (phases other than the four wire ones are left out).
+
+    Args:
+        canary: The derived canary id.
+        check: The check name.
+        outcome: The finished run.
+
+    Returns:
+        A `ResultRow` to post to the control plane.
+    """
+    phases = None
+    if outcome.phases is not None:
+        wire = {k: v for k, v in outcome.phases.items() if k in WIRE_PHASES and v >= 0}
+        phases = Phases(**wire) if wire else None
+    return ResultRow(
+        canary=canary,
+        check=check,
+        started_at=outcome.started_at,
+        duration_ms=max(0.0, outcome.duration_ms),
+        status=outcome.status,
+        code=outcome.code if outcome.code is not None and 0 <= outcome.code <= 999 else None,
+        message=clip(outcome.message),
+        phases=phases,
+    )

@@ -1,0 +1,108 @@
+"""The dispatcher: runs one check of any type under its timeout and never raises."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from agent.checks.dns_check import check_dns
+from agent.checks.http_check import check_http
+from agent.checks.outcome import CheckOutcome, Verdict, clip
+from agent.checks.pool import ClientPool
+from agent.checks.tcp_check import check_tcp
+from agent.checks.tls_check import check_tls
+from schemas.canary import DEFAULT_TIMEOUT_SECONDS
+
+Clock = Callable[[], datetime]
+CheckFunction = Callable[[Mapping[str, Any], ClientPool, Clock], Awaitable[Verdict]]
+
+
+async def _tcp(check: Mapping[str, Any], clients: ClientPool, now: Clock) -> Verdict:
+    return await check_tcp(check)
+
+
+async def _dns(check: Mapping[str, Any], clients: ClientPool, now: Clock) -> Verdict:
+    return await check_dns(check)
+
+
+async def _tls(check: Mapping[str, Any], clients: ClientPool, now: Clock) -> Verdict:
+    return await check_tls(check, now)
+
+
+CHECKS: dict[str, CheckFunction] = {"http": check_http, "tcp": _tcp, "dns": _dns, "tls": _tls}
+
+
+def _timeout_ms(check: Mapping[str, Any]) -> int:
+    value = check.get("timeout_ms")
+    if value is None:
+        return round(DEFAULT_TIMEOUT_SECONDS * 1000)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"timeout_ms must be a positive integer, got {value!r}")
+    return value
+
+
+def _utc(now: Clock) -> datetime:
+    try:
+        moment = now()
+    except Exception:  # a broken clock must not break the check; fall back to the system's
+        moment = datetime.now(UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def describe_error(error: BaseException) -> str:
+    """An exception as `Type: text` (just the type when it has no text)."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+async def _verdict(check: Mapping[str, Any], clients: ClientPool, now: Clock) -> Verdict:
+    timeout_ms = None
+    try:
+        timeout_ms = _timeout_ms(check)
+        check_type = check.get("type")
+        run = CHECKS.get(check_type) if isinstance(check_type, str) else None
+        if run is None:
+            return Verdict("error", f"unknown check type {check_type!r}")
+        async with asyncio.timeout(timeout_ms / 1000):
+            return await run(check, clients, now)
+    except (TimeoutError, httpx.TimeoutException) as error:
+        if timeout_ms is None:
+            return Verdict("error", describe_error(error))
+        return Verdict("error", f"timed out after {timeout_ms}ms")
+    except Exception as error:  # a check never raises: any failure is reported as "error"
+        return Verdict("error", describe_error(error))
+
+
+async def run_check(check: Mapping[str, Any], clients: ClientPool, now: Clock) -> CheckOutcome:
+    """Run one check as served to the agent; never raises (except on cancellation).
+
+    Args:
+        check: The check: `name`, `type` (http, tcp, dns or tls), `timeout_ms` and the
+            fields of its type.
+        clients: The shared HTTP clients.
+        now: The clock for `started_at` and certificate days left (UTC, aware).
+
+    Returns:
+        The outcome: "pass"; "fail" when the target answered but a condition failed; or
+        "error" when the check could not run (an exception, as `Type: text`, or
+        "timed out after Nms").
+    """
+    started_at = _utc(now)
+    start = time.perf_counter()
+    verdict = await _verdict(check, clients, now)
+    duration_ms = round((time.perf_counter() - start) * 1000, 3)
+    return CheckOutcome(
+        started_at=started_at,
+        duration_ms=duration_ms,
+        status=verdict.status,
+        code=verdict.code,
+        message=clip(verdict.message),
+        phases=verdict.phases,
+    )
