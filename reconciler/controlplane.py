@@ -91,6 +91,7 @@ class ControlPlane:
         self.current: Revision | None = None
         self.last_attempt: Attempt | None = None
         self.last_good_attempt: Attempt | None = None
+        self.on_publish: list[Callable[[], None]] = []
         self.ready = asyncio.Event()
         self.revision_changed = asyncio.Condition()
         self._reconcile_lock = asyncio.Lock()
@@ -210,6 +211,8 @@ class ControlPlane:
         self.resources = {r.address: r for r in resources}
         self.configs = agent_configs(resources, self.environ)
         self.access = agent_access(resources)
+        for listener in self.on_publish:
+            listener()
         for config in self.configs.values():
             for problem in config.problems:
                 log.warning("agent %s: canary left out: %s", config.agent, problem)
@@ -244,7 +247,10 @@ class ControlPlane:
 
     async def ingest(self, agent: str, rows: list[Any], sent_at: datetime | None) -> dict[str, Any]:
         """Validate a batch row by row and store the rest; says what landed and what did not."""
-        config = self.configs[agent]
+        config = self.configs.get(agent)
+        if config is None:  # e.g. no canary selects `local` any more
+            self.metrics.count("ingest_rows_dropped_total", len(rows), reason="unassigned_canary")
+            return {"accepted": 0, "duplicates": 0, "dropped": {"unassigned_canary": len(rows)}}
         verdict = validate_rows(rows, config, self.clock(), sent_at, self.policy)
         inserted = await self.ingest_queue.submit(agent, config.region, verdict.accepted)
         duplicates = len(verdict.accepted) - inserted

@@ -20,6 +20,7 @@ import watchfiles
 from reconciler.controlplane import ControlPlane
 from reconciler.gitsource import find_repository
 from reconciler.http.app import create_app
+from reconciler.localagent import LocalAgent
 from reconciler.settings import ServeSettings
 from reconciler.sources import ConfigSource, WorktreeSource, open_source
 from reconciler.store.handle import StateHandle
@@ -151,6 +152,8 @@ async def run_server(
     for signum in (signal.SIGTERM, signal.SIGINT):
         running.add_signal_handler(signum, _request_exit, server)
     await control.start_serving()
+    local_agent = LocalAgent(control)
+    await local_agent.start()
     tasks = [asyncio.create_task(loop.run(), name="reconcile-loop")]
     if isinstance(source, WorktreeSource):
         tasks.append(asyncio.create_task(_watch_worktree(source, loop.trigger), name="watch"))
@@ -176,6 +179,7 @@ async def run_server(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await local_agent.stop()
         await control.stop()
         info.unlink(missing_ok=True)
         for signum in (signal.SIGTERM, signal.SIGINT):

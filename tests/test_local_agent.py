@@ -1,0 +1,83 @@
+"""Canaries selected with `local` run inside the control plane and land like any result."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ConfigRepo, region_doc
+from tests.server import running_server, wait_for
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        body = b'{"status": "healthy"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def target() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/health"
+    server.shutdown()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_local_canaries_run_in_the_control_plane(
+    config_repo: ConfigRepo, tmp_path: Path, target: str
+) -> None:
+    config_repo.write("regions.yaml", region_doc("default"))
+    config_repo.write(
+        "canaries/local.yaml",
+        f"""
+        apiVersion: canary-reconciler/v1
+        kind: Canary
+        metadata:
+          name: api
+        spec:
+          schedule: '@every 1s'
+          http:
+            - name: health
+              url: {target}
+              test:
+                expr: json.status == 'healthy'
+          tcp:
+            - name: closed
+              endpoint: 127.0.0.1:{_closed_port()}
+        """,
+    )
+    config_repo.commit("local canary")
+    with running_server(config_repo.path, tmp_path / "state.duckdb") as server:
+        server.wait_ready()
+
+        def results() -> list[dict[str, object]]:
+            response = server.client.get("/api/v1/targets/default.api/results")
+            rows: list[dict[str, object]] = response.json()["results"]
+            return rows
+
+        wait_for(lambda: {r["check"] for r in results()} == {"health", "closed"}, 15, "results")
+        rows = results()
+        health = next(r for r in rows if r["check"] == "health")
+        closed = next(r for r in rows if r["check"] == "closed")
+        assert (health["agent"], health["region"], health["status"]) == ("local", "default", "pass")
+        assert health["code"] == 200
+        assert closed["status"] == "fail"
