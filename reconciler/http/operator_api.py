@@ -1,13 +1,32 @@
-"""The operator API: regions and agents with live status, and agent tokens."""
+"""The operator API: regions and agents with live status, tokens, and edits committed to git."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
+import orjson
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from reconciler import configedit
+from reconciler.configedit import ConfigTree, Edited, EditRefused
 from reconciler.controlplane import ControlPlane
-from reconciler.http.common import bearer_matches, control_of, json_response, problem
+from reconciler.gitsource import GitSourceError
+from reconciler.http.common import (
+    BodyTooLarge,
+    bearer_matches,
+    control_of,
+    json_response,
+    problem,
+    read_body,
+)
+from reconciler.service import Session, Settings
+from schemas.base import Slug
 
 router = APIRouter(prefix="/operator", tags=["operator"])
 
@@ -59,14 +78,7 @@ async def list_agents(request: Request) -> Response:
     return json_response({"agents": _agent_rows(control, recent)})
 
 
-@router.get("/regions", summary="Regions with their agents' status")
-async def list_regions(request: Request) -> Response:
-    denied = _guard(request)
-    if denied is not None:
-        return denied
-    control = control_of(request)
-    recent = await control.results_last_hour()
-    agents = _agent_rows(control, recent)
+def _region_rows(control: ControlPlane, agents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     regions = []
     for resource in control.resources_of("Region"):
         members = [a for a in agents if a["region"] == resource.name]
@@ -80,7 +92,17 @@ async def list_regions(request: Request) -> Response:
                 "results_last_hour": sum(a["results_last_hour"] for a in members),
             }
         )
-    return json_response({"regions": regions})
+    return regions
+
+
+@router.get("/regions", summary="Regions with their agents' status")
+async def list_regions(request: Request) -> Response:
+    denied = _guard(request)
+    if denied is not None:
+        return denied
+    control = control_of(request)
+    recent = await control.results_last_hour()
+    return json_response({"regions": _region_rows(control, _agent_rows(control, recent))})
 
 
 @router.post("/agents/{name}/token", summary="Mint or rotate an agent's token (shown once)")
@@ -93,3 +115,339 @@ async def mint(request: Request, name: str) -> Response:
         return problem(404, f"agent {name} is not in the configuration")
     token = await control.mint_token(name)
     return json_response({"agent": name, "token": token}, 201)
+
+
+# -- edits: every write is a commit to the config repository, then a reconcile ----------------
+
+AUTHOR = "canary-reconciler operator API"
+AUTHOR_EMAIL = "operator@canary-reconciler.invalid"
+MAX_BODY_BYTES = 64 * 1024
+
+REGION_FIELDS = {
+    "name": "the region's name: lowercase letters, digits and '-' (required to create; "
+    "a different name renames)",
+    "displayName": "a string shown on the site (null removes it)",
+    "location": "free text such as 'Frankfurt, DE' (null removes it)",
+    "enabled": "true or false",
+}
+AGENT_FIELDS = {
+    "name": "the agent's name: lowercase letters, digits and '-' (required to create; "
+    "a different name renames)",
+    "region": "the name of an existing region (required to create; a different one moves it)",
+    "enabled": "true or false",
+    "labels": "an object of string values (replaces all labels; null removes them)",
+}
+NOT_NULL = frozenset({"name", "region", "enabled"})
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class RegionCreate(_Body):
+    """Body of `POST /operator/regions`."""
+
+    name: Slug
+    displayName: str | None = None
+    location: str | None = None
+    enabled: bool | None = None
+
+
+class RegionPatch(_Body):
+    """Body of `PATCH /operator/regions/{name}`: only the fields given change."""
+
+    name: Slug | None = None
+    displayName: str | None = None
+    location: str | None = None
+    enabled: bool | None = None
+
+
+class AgentCreate(_Body):
+    """Body of `POST /operator/agents`."""
+
+    name: Slug
+    region: Slug
+    enabled: bool | None = None
+    labels: dict[str, str] | None = None
+
+
+class AgentPatch(_Body):
+    """Body of `PATCH /operator/agents/{name}`: only the fields given change."""
+
+    name: Slug | None = None
+    region: Slug | None = None
+    enabled: bool | None = None
+    labels: dict[str, str] | None = None
+
+
+async def _parse_body(
+    request: Request, model: type[_Body], expected: dict[str, str], patch: bool = False
+) -> dict[str, Any] | Response:
+    """The fields a JSON body gives, validated; a 413/422 response saying what was expected."""
+    try:
+        raw = await read_body(request, MAX_BODY_BYTES)
+    except BodyTooLarge:
+        return problem(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        return problem(422, f"the body is not JSON: {error}", expected=expected)
+    if not isinstance(data, dict):
+        return problem(422, "the body must be a JSON object", expected=expected)
+    try:
+        body = model.model_validate(data)
+    except ValidationError as error:
+        errors = [
+            f"{'.'.join(str(part) for part in e['loc']) or 'body'}: {e['msg']}"
+            for e in error.errors()
+        ]
+        return problem(422, "invalid body", errors=errors, expected=expected)
+    given = body.model_fields_set
+    fields = {key: getattr(body, key) for key in type(body).model_fields if key in given}
+    nulls = sorted(key for key in fields if key in NOT_NULL and fields[key] is None)
+    if nulls:
+        errors = [f"{key}: may not be null" for key in nulls]
+        return problem(422, "invalid body", errors=errors, expected=expected)
+    if patch and not fields:
+        return problem(422, "nothing to change: give at least one field", expected=expected)
+    return fields
+
+
+@dataclass
+class _Writer:
+    """Serialises a control plane's edits; keeps a parse cache for validating them."""
+
+    session: Session
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+_writers: WeakKeyDictionary[ControlPlane, _Writer] = WeakKeyDictionary()
+
+
+def _writer(control: ControlPlane) -> _Writer:
+    writer = _writers.get(control)
+    if writer is None:
+        writer = _Writer(Session(Settings(local_region=control.settings.local_region)))
+        _writers[control] = writer
+    return writer
+
+
+@dataclass(frozen=True)
+class _Committed:
+    edited: Edited
+    revision: str | None
+    changed: bool
+    files: list[str]
+    warnings: list[str]
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "changed": self.changed,
+            "message": self.edited.message or None,
+            "files": self.files,
+            "warnings": self.warnings,
+        }
+
+
+Edit = Callable[[ConfigTree, configedit.SchemaFor], Edited]
+
+
+async def _commit(control: ControlPlane, edit: Edit) -> _Committed | Response:
+    """Edit the working tree, validate, commit and reconcile; or say why not.
+
+    Nothing is written unless the edited config loads without errors; the files are put back
+    when the commit fails.
+    """
+    location = control.source.writable
+    if location is None:
+        description = control.source.description
+        return problem(
+            409,
+            f"{description} is read-only: the operator API commits to a local working tree "
+            "the server owns; change this repository with a commit instead",
+            repository=description,
+        )
+    writer = _writer(control)
+    async with writer.lock:
+        root = configedit.config_root(location)
+        top = Path(location.repo.working_tree_dir or root)
+        tree = await asyncio.to_thread(configedit.read_tree, root)
+
+        def schema_for(path: str, kind: str) -> str | None:
+            return configedit.schema_reference(root, top, path, kind)
+
+        try:
+            edited = edit(tree, schema_for)
+        except EditRefused as refused:
+            return problem(refused.status, refused.message, **refused.details)
+        changes = tree.changes()
+        if not changes:
+            current = control.current.sha if control.current else None
+            return _Committed(edited, current, False, [], [])
+        dirty = await asyncio.to_thread(configedit.uncommitted, location, tree, list(changes))
+        if dirty:
+            return problem(
+                409,
+                "the files this edit touches have uncommitted changes in the server's working "
+                "tree; commit or discard them first",
+                files=dirty,
+            )
+        checked = await asyncio.to_thread(configedit.validate, writer.session, tree)
+        if checked.errors:
+            return problem(
+                422,
+                "the edit would make the configuration invalid; nothing was changed",
+                errors=checked.errors,
+            )
+        paths = await asyncio.to_thread(configedit.write_tree, root, changes)
+        try:
+            sha, attempt = await control.commit_and_reconcile(
+                paths, edited.message, AUTHOR, AUTHOR_EMAIL
+            )
+        except GitSourceError as error:
+            await asyncio.to_thread(configedit.restore_tree, root, tree, changes)
+            return problem(500, str(error))
+    if not attempt.applied:
+        return problem(
+            500,
+            f"committed {sha[:12]} but the control plane did not apply it",
+            revision=sha,
+            errors=attempt.errors,
+        )
+    return _Committed(edited, sha, True, sorted(changes), checked.warnings)
+
+
+async def _region_response(control: ControlPlane, done: _Committed, status: int) -> Response:
+    recent = await control.results_last_hour()
+    rows = _region_rows(control, _agent_rows(control, recent))
+    region = next((r for r in rows if r["name"] == done.edited.name), None)
+    return json_response({"region": region, **done.document()}, status)
+
+
+async def _agent_response(
+    control: ControlPlane, done: _Committed, status: int, token: str | None = None
+) -> Response:
+    recent = await control.results_last_hour()
+    agent = next((a for a in _agent_rows(control, recent) if a["name"] == done.edited.name), None)
+    extra = {"token": token} if token is not None else {}
+    return json_response({"agent": agent, **extra, **done.document()}, status)
+
+
+async def _revoke(control: ControlPlane, agent: str) -> bool:
+    """Make a removed agent's token useless (rotated to one nobody sees)."""
+    if agent not in control.tokens:
+        return False
+    await control.mint_token(agent)
+    return True
+
+
+@router.post("/regions", summary="Create a region (committed to the config repository)")
+async def create_region(request: Request) -> Response:
+    """Commit a new Region document; 201 with the region and the new revision."""
+    denied = _guard(request)
+    if denied is not None:
+        return denied
+    fields = await _parse_body(request, RegionCreate, REGION_FIELDS)
+    if isinstance(fields, Response):
+        return fields
+    name = str(fields.pop("name"))
+    control = control_of(request)
+    done = await _commit(
+        control, lambda tree, schema: configedit.create_region(tree, name, fields, schema)
+    )
+    if isinstance(done, Response):
+        return done
+    return await _region_response(control, done, 201)
+
+
+@router.patch("/regions/{name}", summary="Rename, relocate, enable or disable a region")
+async def update_region(request: Request, name: str) -> Response:
+    """Commit changes to a region (a rename also moves its agents); 200 with the region."""
+    denied = _guard(request)
+    if denied is not None:
+        return denied
+    fields = await _parse_body(request, RegionPatch, REGION_FIELDS, patch=True)
+    if isinstance(fields, Response):
+        return fields
+    control = control_of(request)
+    local = control.settings.local_region
+    done = await _commit(
+        control, lambda tree, _: configedit.update_region(tree, name, fields, local)
+    )
+    if isinstance(done, Response):
+        return done
+    return await _region_response(control, done, 200)
+
+
+@router.delete("/regions/{name}", summary="Delete a region no agent or canary uses")
+async def delete_region(request: Request, name: str) -> Response:
+    """Commit the removal of a region; 409 while agents or canaries are in it."""
+    denied = _guard(request)
+    if denied is not None:
+        return denied
+    control = control_of(request)
+    canaries = [
+        r.name for r in control.resources_of("DerivedCanary") if r.spec.get("region") == name
+    ]
+    done = await _commit(control, lambda tree, _: configedit.delete_region(tree, name, canaries))
+    if isinstance(done, Response):
+        return done
+    return json_response({"deleted": {"kind": "Region", "name": name}, **done.document()})
+
+
+@router.post("/agents", summary="Create an agent and mint its token (shown once)")
+async def create_agent(request: Request) -> Response:
+    """Commit a new Agent document, then mint its token; 201 with the token, shown once."""
+    denied = _guard(request)
+    if denied is not None:
+        return denied
+    fields = await _parse_body(request, AgentCreate, AGENT_FIELDS)
+    if isinstance(fields, Response):
+        return fields
+    name = str(fields.pop("name"))
+    control = control_of(request)
+    done = await _commit(
+        control, lambda tree, schema: configedit.create_agent(tree, name, fields, schema)
+    )
+    if isinstance(done, Response):
+        return done
+    token = await control.mint_token(name)
+    return await _agent_response(control, done, 201, token)
+
+
+@router.patch("/agents/{name}", summary="Rename, move, enable or disable an agent, set labels")
+async def update_agent(request: Request, name: str) -> Response:
+    """Commit changes to an agent; a rename revokes the old token and returns a new one."""
+    denied = _guard(request)
+    if denied is not None:
+        return denied
+    fields = await _parse_body(request, AgentPatch, AGENT_FIELDS, patch=True)
+    if isinstance(fields, Response):
+        return fields
+    control = control_of(request)
+    done = await _commit(control, lambda tree, _: configedit.update_agent(tree, name, fields))
+    if isinstance(done, Response):
+        return done
+    token = None
+    if done.edited.previous is not None:
+        # A token names its agent: the old one cannot work under the new name.
+        await _revoke(control, done.edited.previous)
+        token = await control.mint_token(done.edited.name)
+    return await _agent_response(control, done, 200, token)
+
+
+@router.delete("/agents/{name}", summary="Delete an agent and revoke its token")
+async def delete_agent(request: Request, name: str) -> Response:
+    """Commit the removal of an agent and revoke its token."""
+    denied = _guard(request)
+    if denied is not None:
+        return denied
+    control = control_of(request)
+    done = await _commit(control, lambda tree, _: configedit.delete_agent(tree, name))
+    if isinstance(done, Response):
+        return done
+    revoked = await _revoke(control, name)
+    return json_response(
+        {"deleted": {"kind": "Agent", "name": name}, "token_revoked": revoked, **done.document()}
+    )
