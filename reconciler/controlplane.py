@@ -24,7 +24,13 @@ from reconciler.store.handle import StateHandle
 from reconciler.store.reports import Reports
 from reconciler.store.resources import all_resources, list_revisions
 from reconciler.store.results import results_per_agent
-from reconciler.store.tokens import agent_of, mint_token, token_hashes, token_matches
+from reconciler.store.tokens import (
+    agent_of,
+    mint_token,
+    revoke_token,
+    token_hashes,
+    token_matches,
+)
 
 log = logging.getLogger("reconciler.serve")
 
@@ -267,6 +273,12 @@ class ControlPlane:
         token = await self.state.write(lambda c: mint_token(c, agent, self.clock()))
         self.tokens = await self.state.read(token_hashes)
         return token
+
+    async def revoke_token(self, agent: str) -> bool:
+        """Revoke an agent's token (it was deleted or renamed); returns whether it had one."""
+        revoked = await self.state.write(lambda c: revoke_token(c, agent))
+        self.tokens = await self.state.read(token_hashes)
+        return revoked
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -126,11 +126,25 @@ def fetch(repo: git.Repo) -> None:
 def commit_files(
     location: GitLocation, paths: list[Path], message: str, author: str, email: str
 ) -> str:
-    """Stage the given files (written or deleted) and commit them; returns the new SHA."""
+    """Commit exactly the given files (written or deleted), whatever else is staged.
+
+    Returns:
+        The new commit's SHA.
+    """
     repo = location.repo
-    top = Path(repo.working_tree_dir or ".")
-    relative = [str(p.resolve().relative_to(top.resolve())) for p in paths]
-    repo.git.add("-A", "--", *relative)
-    actor = git.Actor(author, email)
-    commit = repo.index.commit(message, author=actor, committer=actor)
-    return commit.hexsha
+    top = Path(repo.working_tree_dir or ".").resolve()
+    relative = [str(p.parent.resolve().relative_to(top) / p.name) for p in paths]
+    identity = {
+        "GIT_AUTHOR_NAME": author,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": author,
+        "GIT_COMMITTER_EMAIL": email,
+    }
+    try:
+        repo.git.add("-A", "--", *relative)
+        with repo.git.custom_environment(**identity):
+            repo.git.commit("--no-verify", "-m", message, "--only", "--", *relative)
+    except git.GitCommandError:
+        repo.git.reset("-q", "--", *relative)  # leave the index as it was
+        raise
+    return str(repo.head.commit.hexsha)

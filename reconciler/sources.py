@@ -49,21 +49,21 @@ class WorktreeSource:
 
     def __post_init__(self) -> None:
         self.description = f"working tree {self.path}"
+        self._location = find_repository(self.path)
 
     def refresh(self) -> None:
-        return None
+        if self._location is None:  # `git init` may have happened since
+            self._location = find_repository(self.path)
 
     def snapshot(self) -> tuple[list[SourceFile], Revision]:
-        location = find_repository(self.path)
         files = read_worktree(self.path)
-        if location is None:
+        if self._location is None:
             return files, Revision(None, None, None, None)
-        return files, worktree_revision(location)
+        return files, worktree_revision(self._location)
 
     @property
     def writable(self) -> GitLocation | None:
-        location = find_repository(self.path)
-        return location if location is not None and not location.repo.bare else None
+        return self._location
 
 
 @dataclass

@@ -335,11 +335,8 @@ async def _agent_response(
 
 
 async def _revoke(control: ControlPlane, agent: str) -> bool:
-    """Make a removed agent's token useless (rotated to one nobody sees)."""
-    if agent not in control.tokens:
-        return False
-    await control.mint_token(agent)
-    return True
+    """Revoke a removed or renamed agent's token."""
+    return await control.revoke_token(agent)
 
 
 @router.post("/regions", summary="Create a region (committed to the config repository)")

@@ -48,3 +48,11 @@ def mint_token(connection: Connection, agent: str, now: datetime) -> str:
 def token_hashes(connection: Connection) -> dict[str, str]:
     """Every agent's current token hash."""
     return dict(connection.execute("SELECT agent, token_hash FROM agent_tokens").fetchall())
+
+
+def revoke_token(connection: Connection, agent: str) -> bool:
+    """Forget an agent's token; returns whether it had one."""
+    removed = connection.execute(
+        "DELETE FROM agent_tokens WHERE agent = ? RETURNING agent", [agent]
+    ).fetchall()
+    return bool(removed)
