@@ -139,6 +139,7 @@ class ControlPlane:
                 attempt.errors = [f"cannot read {self.source.description}: {error}"]
                 return self._finish(attempt)
             if loaded.desired is None:
+                self.metrics.count("invalid_revisions_total")
                 attempt.errors = [d.format() for d in loaded.diagnostics if d.severity == "error"]
                 return self._finish(attempt)
             try:
@@ -146,6 +147,7 @@ class ControlPlane:
                     lambda c: self.session.apply_on(loaded, c, self.clock)
                 )
             except Exception as error:  # noqa: BLE001
+                self.metrics.count("apply_errors_total")
                 attempt.errors = [f"apply failed: {error}"]
                 return self._finish(attempt)
             attempt.applied = True
