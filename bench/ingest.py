@@ -1,0 +1,589 @@
+"""Benchmark result ingest end to end: a real `reconcile serve` and concurrent agents posting."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import math
+import os
+import pstats
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import httpx
+import orjson
+
+TARGET_ROWS_PER_SECOND = 20_000
+ADMIN_TOKEN = "bench-admin-token"
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_SECONDS = 60
+NAMESPACES = ("web", "payments", "identity", "search", "platform")
+
+
+# ---------------------------------------------------------------------------------------------
+# The config repository
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """What the generated repository declares: agents (with regions) and canary ids."""
+
+    agents: list[tuple[str, str]]
+    canaries: list[str]  # namespace/name
+    check: str = "health"
+
+
+def git(root: Path, *args: str) -> None:
+    """Run git in `root` with a fixed identity and no signing."""
+    identity = ("-c", "user.name=bench", "-c", "user.email=bench@example.com")
+    subprocess.run(
+        ["git", *identity, "-c", "commit.gpgsign=false", *args],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+
+
+def write_repo(root: Path, regions: int, agents: int, canaries: int) -> Fleet:
+    """Regions, agents spread over them, canaries on every agent (`['*']`), one http check each;
+    committed with `git init`."""
+    root.mkdir(parents=True)
+    region_names = [f"region-{index}" for index in range(regions)]
+    members = [(f"agent-{index:02d}", region_names[index % regions]) for index in range(agents)]
+    (root / "regions.yaml").write_text(
+        "---\n".join(
+            f"apiVersion: canary-reconciler/v1\nkind: Region\nmetadata:\n  name: {name}\n"
+            "spec:\n  enabled: true\n"
+            for name in region_names
+        )
+    )
+    (root / "agents.yaml").write_text(
+        "---\n".join(
+            f"apiVersion: canary-reconciler/v1\nkind: Agent\nmetadata:\n  name: {name}\n"
+            f"spec:\n  region: {region}\n  enabled: true\n"
+            for name, region in members
+        )
+    )
+    ids = []
+    for index in range(canaries):
+        namespace, name = NAMESPACES[index % len(NAMESPACES)], f"service-{index:03d}"
+        folder = root / "canaries" / namespace
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.yaml").write_text(
+            f"apiVersion: canary-reconciler/v1\nkind: Canary\nmetadata:\n  name: {name}\n"
+            f"  namespace: {namespace}\nspec:\n  schedule: '@every 30s'\n"
+            "  agentSelector: ['*']\n  http:\n    - name: health\n"
+            f"      url: https://{name}.{namespace}.example.com/health\n"
+        )
+        ids.append(f"{namespace}/{name}")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "generated config")
+    return Fleet(members, ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# The server
+# ---------------------------------------------------------------------------------------------
+
+
+class Server:
+    """`reconcile serve` as a subprocess on 127.0.0.1, port 0; optionally under cProfile."""
+
+    def __init__(self, repo: Path, state: Path, profile: Path | None) -> None:
+        self.state = state
+        self.log = state.with_name("serve.log")
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
+        environment["RECONCILER_ADMIN_TOKEN"] = ADMIN_TOKEN
+        runner = [sys.executable]
+        if profile is not None:
+            runner += ["-m", "cProfile", "-o", str(profile)]
+        command = [
+            *runner, "-m", "reconciler", "serve", "--repo", str(repo), "--state", str(state),
+            "--host", "127.0.0.1", "--port", "0", "--log-format", "json",
+        ]  # fmt: skip
+        started = time.perf_counter()
+        self._log_file = self.log.open("wb")
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=self._log_file, stderr=self._log_file
+        )
+        info = state.with_name(state.name + ".serve.json")
+        while not info.exists():
+            if self.process.poll() is not None or time.perf_counter() - started > STARTUP_SECONDS:
+                self.stop()
+                raise SystemExit(f"bench: the server did not start:\n{self.log.read_text()}")
+            time.sleep(0.05)
+        served = orjson.loads(info.read_bytes())
+        self.url: str = served["url"]
+        self.pid: int = served["pid"]
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while client.get("/readyz").status_code != 200:
+                if time.perf_counter() - started > STARTUP_SECONDS:
+                    self.stop()
+                    raise SystemExit(f"bench: the server never got ready:\n{self.log.read_text()}")
+                time.sleep(0.05)
+        self.startup = time.perf_counter() - started
+
+    def mint_tokens(self, agents: Sequence[str]) -> dict[str, str]:
+        """A fresh token per agent through the operator API."""
+        tokens = {}
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        with httpx.Client(base_url=self.url, timeout=10, headers=headers) as client:
+            for agent in agents:
+                response = client.post(f"/operator/agents/{agent}/token")
+                if response.status_code != 201:
+                    raise SystemExit(f"bench: minting a token for {agent}: {response.text}")
+                tokens[agent] = response.json()["token"]
+        return tokens
+
+    def handling_time(self) -> tuple[int, float]:
+        """Requests to /api/agent/results and their summed in-server time, from /metrics."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        count = total = 0.0
+        for line in text.splitlines():
+            if 'route="/api/agent/results"' not in line:
+                continue
+            name, value = line.rsplit(" ", 1)
+            if name.startswith("reconciler_http_request_duration_seconds_count"):
+                count += float(value)
+            elif name.startswith("reconciler_http_request_duration_seconds_sum"):
+                total += float(value)
+        return int(count), total
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) the server process has used so far; None off Linux."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> int:
+        """SIGTERM, then wait: the server stores every accepted row before it exits."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+        return self.process.returncode
+
+
+# ---------------------------------------------------------------------------------------------
+# The load
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One request: whose token it carries, its rows pre-encoded, how many rows."""
+
+    agent: str
+    rows: bytes
+    size: int
+
+
+def make_batches(fleet: Fleet, count: int, size: int, now: datetime) -> list[Batch]:
+    """`count` batches of `size` valid rows, each batch from one agent about its own canaries.
+
+    Every row gets its own started_at, 50 µs apart (600,000 rows span 30 s, so every row is
+    within the last minute when it is sent), so no two rows share an identity.
+    """
+    batches, serial = [], 0
+    step = timedelta(microseconds=50)
+    newest = now - timedelta(seconds=1)
+    for index in range(count):
+        agent = fleet.agents[index % len(fleet.agents)][0]
+        rows = []
+        for position in range(size):
+            canary = fleet.canaries[(index + position) % len(fleet.canaries)]
+            failed = serial % 97 == 0
+            rows.append(
+                {
+                    "canary": f"{canary}@{agent}",
+                    "check": fleet.check,
+                    "started_at": (newest - serial * step).isoformat(),
+                    "duration_ms": 20.0 + serial % 180,
+                    "status": "fail" if failed else "pass",
+                    "code": 503 if failed else 200,
+                    "message": "unexpected status 503" if failed else None,
+                    "phases": {
+                        "connect_ms": 1.5,
+                        "tls_ms": 4.0,
+                        "first_byte_ms": 15.0 + serial % 170,
+                        "total_ms": 20.0 + serial % 180,
+                    },
+                }
+            )
+            serial += 1
+        batches.append(Batch(agent, orjson.dumps(rows), size))
+    return batches
+
+
+def body(batch: Batch) -> bytes:
+    """The request body: the pre-encoded rows plus the agent's clock now."""
+    sent_at = orjson.dumps(datetime.now(UTC).isoformat())
+    return b'{"sent_at":' + sent_at + b',"results":' + batch.rows + b"}"
+
+
+@dataclass
+class Run:
+    """What the clients saw."""
+
+    latencies: list[float] = field(default_factory=list)
+    accepted: int = 0
+    duplicates: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    rows: int = 0
+    first_send: float = float("inf")
+    last_response: float = 0.0
+
+    @property
+    def wall(self) -> float:
+        return max(0.0, self.last_response - self.first_send)
+
+
+async def post_all(
+    url: str, tokens: dict[str, str], batches: Sequence[Batch], clients: int, deadline: float
+) -> Run:
+    """Send the batches from `clients` concurrent tasks, each with its own one-connection
+    AsyncClient; no new batch starts after `deadline` (a perf_counter time)."""
+    run, queue = Run(), iter(batches)
+    headers = {agent: {"Authorization": f"Bearer {token}"} for agent, token in tokens.items()}
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+
+    async def client_task(client: httpx.AsyncClient) -> None:
+        async with client:
+            for batch in queue:
+                if time.perf_counter() > deadline:
+                    return
+                content = body(batch)
+                started = time.perf_counter()
+                run.first_send = min(run.first_send, started)
+                try:
+                    response = await client.post(
+                        "/api/agent/results", content=content, headers=headers[batch.agent]
+                    )
+                except httpx.HTTPError as error:
+                    run.errors[type(error).__name__] += 1
+                    continue
+                finished = time.perf_counter()
+                run.last_response = max(run.last_response, finished)
+                run.latencies.append(finished - started)
+                run.batches += 1
+                run.rows += batch.size
+                if response.status_code != 200:
+                    run.errors[f"HTTP {response.status_code}"] += 1
+                    continue
+                outcome = orjson.loads(response.content)
+                run.accepted += outcome["accepted"]
+                run.duplicates += outcome["duplicates"]
+                run.dropped.update(outcome["dropped"])
+
+    # Clients are made before the first send: building one (its TLS context) is not load.
+    pool = [httpx.AsyncClient(base_url=url, limits=limits, timeout=60) for _ in range(clients)]
+    await asyncio.gather(*(client_task(client) for client in pool))
+    return run
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of unsorted values."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
+    return ordered[rank]
+
+
+def stored_rows(state: Path) -> int:
+    """Rows in the results table, read after the server has released the file."""
+    with duckdb.connect(str(state), read_only=True) as connection:
+        found = connection.execute("SELECT count(*) FROM results").fetchone()
+    return int(found[0]) if found else 0
+
+
+WAIT_FRAMES = (
+    "_worker (concurrent/futures/thread.py)",
+    "WorkerThread.run (anyio/_backends/_asyncio.py)",
+    "EpollSelector.select (selectors.py)",
+)
+OUTER_FRAMES = ("(reconciler/cli.py)", "(reconciler/cli_serve.py)", "(reconciler/__main__.py)")
+
+
+class Sampler:
+    """py-spy attached to the server for the timed run only (`pip install py-spy` first)."""
+
+    RATE = 200
+
+    def __init__(self, pid: int, output: Path) -> None:
+        executable = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(executable).exists():
+            raise SystemExit("bench: --py-spy needs py-spy: .venv/bin/pip install py-spy")
+        self.output = output
+        self.process = subprocess.Popen(
+            [executable, "record", "--pid", str(pid), "--format", "raw", "--output", str(output),
+             "--threads", "--nolineno", "--nonblocking", "--rate", str(self.RATE)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(0.5)  # let it attach before the load starts
+
+    def stop(self) -> None:
+        """Stop sampling; py-spy writes its file on SIGINT."""
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=60)
+
+    def report(self, top: int) -> str:
+        """Busy samples by thread, functions by own samples, project functions inclusive."""
+        threads: Counter[str] = Counter()
+        own: Counter[str] = Counter()
+        inclusive: Counter[str] = Counter()
+        waiting = 0
+        for line in self.output.read_text().splitlines():
+            stack, _, count_text = line.rpartition(" ")
+            thread, *calls = stack.split(";")
+            count = int(count_text)
+            if not calls or calls[-1] in WAIT_FRAMES:
+                waiting += count  # a thread blocked in C that py-spy did not see as idle
+                continue
+            threads[thread.split(": ", 1)[-1].rstrip("_0123456789")] += count
+            own[calls[-1]] += count
+            for frame in set(calls):
+                if "(reconciler/" in frame and not frame.endswith(OUTER_FRAMES):
+                    inclusive[frame] += count
+        total = sum(threads.values()) or 1
+        lines = [
+            f"py-spy, {self.RATE} samples/s: {total} busy samples (~{total / self.RATE:.1f} "
+            f"thread-seconds, including waits for the GIL), {waiting} more blocked in a queue "
+            "or selector (left out)",
+            "busy samples by thread: "
+            + ", ".join(f"{name} {n / total:.0%}" for name, n in threads.most_common()),
+            f"top {top} functions by own samples (C calls count in their Python caller):",
+        ]
+        lines += [f"  {n / total:6.1%}  {frame}" for frame, n in own.most_common(top)]
+        lines.append("project functions by inclusive samples:")
+        lines += [f"  {n / total:6.1%}  {frame}" for frame, n in inclusive.most_common(top)]
+        return "\n".join(lines)
+
+
+def profile_report(path: Path, top: int) -> str:
+    """The server's cProfile: top entries by own time and by cumulative time."""
+    text = io.StringIO()
+    stats = pstats.Stats(str(path), stream=text)
+    stats.strip_dirs()
+    for key in ("tottime", "cumulative"):
+        text.write(f"\n--- server profile, top {top} by {key} ---\n")
+        stats.sort_stats(key).print_stats(top)
+    return text.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The benchmark's options."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batches", type=int, default=400, help="batches to send (default 400)")
+    parser.add_argument("--batch-size", type=int, default=500, help="rows per batch (500)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (8)")
+    parser.add_argument("--regions", type=int, default=5)
+    parser.add_argument("--agents", type=int, default=20)
+    parser.add_argument("--canaries", type=int, default=50)
+    parser.add_argument("--resend", type=int, default=20, help="batches re-sent (20)")
+    parser.add_argument(
+        "--max-seconds", type=float, default=120, help="stop starting batches after this (120)"
+    )
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="build in DIR (must not exist) and keep it"
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the server under cProfile and print its top N entries (slows it down)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=int,
+        default=0,
+        metavar="N",
+        help="sample the server with py-spy during the timed run; print the top N functions",
+    )
+    arguments = parser.parse_args(argv)
+    if arguments.batch_size * arguments.batches > 600_000:
+        parser.error("at most 600,000 rows, so that every started_at is within the last minute")
+    return arguments
+
+
+def workspace(keep: Path | None) -> Path:
+    """The directory for the repository and state: DIR from --keep, else a temporary one."""
+    if keep is None:
+        return Path(tempfile.mkdtemp(prefix="reconcile-ingest-bench-"))
+    if keep.exists():
+        raise SystemExit(f"bench: --keep {keep} already exists; choose a new directory")
+    keep.mkdir(parents=True)
+    return keep.resolve()
+
+
+@dataclass
+class Outcome:
+    """What the load phase measured and checked."""
+
+    rate: float
+    accepted: int
+    clean: bool  # no transport or HTTP errors, no dropped rows
+    resend_ok: bool
+    sampler: Sampler | None
+
+
+def drive(arguments: argparse.Namespace, server: Server, fleet: Fleet, base: Path) -> Outcome:
+    """Mint tokens, send the batches, re-send some; print what the clients saw."""
+    tokens = server.mint_tokens([name for name, _ in fleet.agents])
+    print(f"minted {len(tokens)} tokens through POST /operator/agents/NAME/token")
+
+    started = time.perf_counter()
+    batches = make_batches(fleet, arguments.batches, arguments.batch_size, datetime.now(UTC))
+    size = sum(len(b.rows) for b in batches)
+    print(
+        f"encoded {len(batches)} batches ({len(batches) * arguments.batch_size:,} rows, "
+        f"{size / 1e6:.1f} MB) in {time.perf_counter() - started:.1f}s, before timing"
+    )
+
+    sampler = Sampler(server.pid, base / "serve.pyspy") if arguments.py_spy else None
+    deadline = time.perf_counter() + arguments.max_seconds
+    server_cpu, own_cpu = server.cpu_seconds(), time.process_time()
+    run = asyncio.run(post_all(server.url, tokens, batches, arguments.clients, deadline))
+    own_cpu = time.process_time() - own_cpu
+    server_end = server.cpu_seconds()
+    if sampler is not None:
+        sampler.stop()
+    requests, in_server = server.handling_time()
+    rate = run.accepted / run.wall if run.wall else 0.0
+    wall = run.wall or float("inf")
+    print(
+        f"sent {run.batches} batches ({run.rows:,} rows) in {run.wall:.2f}s "
+        f"(first send to last response)"
+    )
+    print(
+        f"responses: accepted {run.accepted:,}, duplicates {run.duplicates:,}, "
+        f"dropped {dict(run.dropped) or 0}, errors {dict(run.errors) or 0}"
+    )
+    print(f"throughput: {rate:,.0f} rows/s accepted end to end ({run.batches / wall:.1f} req/s)")
+    print(
+        "latency per request: "
+        + ", ".join(
+            f"p{int(q * 100)} {percentile(run.latencies, q) * 1000:.0f} ms"
+            for q in (0.5, 0.95, 0.99)
+        )
+        + f", max {max(run.latencies, default=0) * 1000:.0f} ms"
+    )
+    if requests:
+        print(
+            f"in-server time per request (/metrics, middleware to response): "
+            f"mean {in_server / requests * 1000:.0f} ms over {requests} requests"
+        )
+    if server_cpu is not None and server_end is not None and run.wall:
+        print(
+            f"CPU during the timed run: server {server_end - server_cpu:.1f}s "
+            f"({(server_end - server_cpu) / run.wall:.0%} of one CPU), load generator "
+            f"{own_cpu:.1f}s ({own_cpu / run.wall:.0%} of one CPU)"
+        )
+
+    resend_count = min(arguments.resend, len(batches))
+    again = asyncio.run(
+        post_all(server.url, tokens, batches[:resend_count], arguments.clients, float("inf"))
+    )
+    expected_duplicates = sum(b.size for b in batches[:resend_count])
+    resend_ok = again.accepted == 0 and again.duplicates == expected_duplicates
+    print(
+        f"re-send of {resend_count} batches: accepted {again.accepted}, duplicates "
+        f"{again.duplicates:,} (expected 0 and {expected_duplicates:,}): "
+        + ("OK" if resend_ok else "WRONG")
+    )
+
+    return Outcome(
+        rate,
+        run.accepted + again.accepted,
+        not run.errors and not run.dropped and not again.errors,
+        resend_ok,
+        sampler,
+    )
+
+
+def run_benchmark(arguments: argparse.Namespace, base: Path) -> bool:
+    """Generate, serve, load, re-send, stop, count; print the report. True if all checks hold."""
+    fleet = write_repo(base / "repo", arguments.regions, arguments.agents, arguments.canaries)
+    derived = len(fleet.agents) * len(fleet.canaries)
+    print(
+        f"ingest benchmark: {arguments.regions} regions, {len(fleet.agents)} agents, "
+        f"{len(fleet.canaries)} canaries ({derived:,} derived), {arguments.batches} batches x "
+        f"{arguments.batch_size} rows, {arguments.clients} clients (asyncio tasks, one "
+        f"httpx.AsyncClient with one connection each)"
+    )
+    print(
+        f"machine: {os.cpu_count()} CPUs shared by the server (one process) and this load "
+        "generator (one process)"
+    )
+    profile = base / "serve.prof" if arguments.profile else None
+    server = Server(base / "repo", base / "state.duckdb", profile)
+    print(
+        f"server ready in {server.startup:.1f}s at {server.url}" + (" (cProfile)" * bool(profile))
+    )
+    try:
+        outcome = drive(arguments, server, fleet, base)
+    finally:
+        stopping = time.perf_counter()
+        code = server.stop()
+    print(f"server stopped by SIGTERM in {time.perf_counter() - stopping:.1f}s, exit code {code}")
+    stored = stored_rows(server.state)
+    stored_ok = stored == outcome.accepted and outcome.clean
+    print(
+        f"stored rows in the DuckDB file: {stored:,}; accepted in responses: "
+        f"{outcome.accepted:,}: " + ("OK" if stored_ok else "WRONG")
+    )
+    verdict = "PASS" if outcome.rate >= TARGET_ROWS_PER_SECOND else "MISS"
+    print(
+        f"{verdict}: {outcome.rate:,.0f} rows/s against a target of "
+        f"{TARGET_ROWS_PER_SECOND:,} rows/s"
+    )
+    if outcome.sampler is not None:
+        print("\n(py-spy samples the server during the timed run; it slows it a little)")
+        print(outcome.sampler.report(arguments.py_spy))
+    if profile is not None:
+        print("\n(cProfile slows the server: the throughput above is not comparable)")
+        print(profile_report(profile, arguments.profile))
+    return outcome.resend_ok and stored_ok and code == 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; exit 1 when a correctness check fails, 0 otherwise (PASS or MISS)."""
+    arguments = parse_arguments(argv)
+    base = workspace(arguments.keep)
+    try:
+        ok = run_benchmark(arguments, base)
+    finally:
+        if arguments.keep is None:
+            shutil.rmtree(base, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
