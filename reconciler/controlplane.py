@@ -53,6 +53,7 @@ class Attempt:
     revision: Revision | None = None
     applied: bool = False
     summary: Summary | None = None
+    changed: bool = False
     errors: list[str] = field(default_factory=list)
 
 
@@ -152,6 +153,7 @@ class ControlPlane:
                 return self._finish(attempt)
             attempt.applied = True
             attempt.summary = plan.summary
+            attempt.changed = result is not None and result.wrote
             self.current = revision
             self._publish(list(loaded.desired.resources.values()))
             return self._finish(attempt)
@@ -199,6 +201,11 @@ class ControlPlane:
                 self.current.label if self.current else "nothing",
                 "\n  ".join(attempt.errors[:20]),
             )
+        elif not attempt.changed:
+            self.last_good_attempt = attempt
+            self.metrics.count("reconciles_total", result="unchanged")
+            log.debug("revision %s unchanged (%s)", label, attempt.trigger)
+            self.ready.set()
         else:
             self.last_good_attempt = attempt
             self.metrics.count("reconciles_total", result="applied")

@@ -3,6 +3,7 @@ mirrors and polls."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,13 @@ class MirrorSource:
         return None
 
 
+def _mirror_dir(cache_dir: Path, url: str) -> Path:
+    """One mirror per repository URL, so changing --repo never follows the old remote."""
+    return (
+        cache_dir / f"mirror-{hashlib.sha1(url.encode(), usedforsecurity=False).hexdigest()[:12]}"
+    )
+
+
 def open_source(repo: str, cache_dir: Path, branch: str | None) -> ConfigSource:
     """A local working tree for a plain path; a mirror for a URL or a bare repository.
 
@@ -102,13 +110,14 @@ def open_source(repo: str, cache_dir: Path, branch: str | None) -> ConfigSource:
         FileNotFoundError: a local path does not exist.
     """
     if _URL.match(repo):
-        return MirrorSource(repo, cache_dir / "mirror", branch)
+        return MirrorSource(repo, _mirror_dir(cache_dir, repo), branch)
     path = Path(repo)
     if not path.exists():
         raise FileNotFoundError(f"config repository {path} does not exist")
     location = find_repository(path)
     if location is not None and location.repo.bare:
-        return MirrorSource(str(path.resolve()), cache_dir / "mirror", branch)
+        url = str(path.resolve())
+        return MirrorSource(url, _mirror_dir(cache_dir, url), branch)
     if branch:
         raise GitSourceError("--branch applies to git URLs and bare repositories only")
     return WorktreeSource(path)

@@ -188,3 +188,27 @@ def test_settings_file_refuses_secrets_and_unknown_keys(tmp_path: Path) -> None:
     config.write_text("prot = 1\n")
     with pytest.raises(SettingsError, match="unknown setting 'prot'"):
         load_settings({}, {}, config)
+
+
+def test_agents_token_never_creates_a_state_file(tmp_path: Path) -> None:
+    state = tmp_path / "typo.duckdb"
+    result = run_cli("agents", "token", "eu-1", "--state", state)
+    assert result.code == 1
+    assert "no state file at" in result.err
+    assert not state.exists()
+
+
+def test_agents_token_through_an_explicit_server(repo: ConfigRepo, tmp_path: Path) -> None:
+    with running_server(repo.path, tmp_path / "state.duckdb") as server:
+        server.wait_ready()
+        result = subprocess.run(
+            [sys.executable, "-m", "reconciler", "agents", "token", "eu-1",
+             "--state", str(tmp_path / "elsewhere.duckdb"), "--server", server.url],
+            cwd=ROOT, capture_output=True, text=True, check=False,
+            env={**os.environ, "RECONCILER_ADMIN_TOKEN": ADMIN_TOKEN},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        headers = {"Authorization": f"Bearer {result.stdout.strip()}"}
+        assert server.client.get("/api/agent/targets", headers=headers).status_code == 200
+        unauthorized = server.client.get("/api/agent/targets")
+        assert unauthorized.headers["www-authenticate"] == "Bearer"

@@ -27,8 +27,9 @@ def json_response(
 
 
 def problem(status: int, detail: str, **extra: Any) -> Response:
-    """An error body that says what went wrong."""
-    return json_response({"error": detail, **extra}, status)
+    """An error body that says what went wrong (401s say which scheme to use)."""
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return json_response({"error": detail, **extra}, status, headers)
 
 
 def bearer_matches(authorization: str | None, expected: str) -> bool:
