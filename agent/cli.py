@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.settings import SettingsError, load_settings
+
+EPILOG = """\
+environment: RECONCILER_URL (the control plane), AGENT_TOKEN (required; never put it in a file
+in git — mint it with `reconcile agents token NAME`), and AGENT_PULL_INTERVAL,
+AGENT_FLUSH_INTERVAL, AGENT_BUFFER_CAPACITY, AGENT_BATCH_SIZE, AGENT_SPOOL, AGENT_LISTEN,
+AGENT_RECONNECT_AFTER, AGENT_SHUTDOWN_TIMEOUT, AGENT_HTTP_CLIENTS for the flags below.
+
+signals: SIGTERM or Ctrl-C stop scheduling, ship buffered results (bounded by
+--shutdown-timeout) and exit 0; SIGUSR1 disconnects from the control plane while checks keep
+running, and reconnects after --reconnect-after seconds (like POST /disconnect).
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,8 +35,72 @@ def build_parser() -> argparse.ArgumentParser:
         "and ships the results.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("run", help="run the agent (not built yet)")
+    run = commands.add_parser(
+        "run",
+        help="run the agent until SIGTERM",
+        description="Pull this agent's checks (with ETags), run them on their schedules, "
+        "spool results to a local file and ship them in batches.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--url", help="control plane URL (default: $RECONCILER_URL)")
+    run.add_argument("--pull-interval", type=float, metavar="SECONDS", help="default 30")
+    run.add_argument("--flush-interval", type=float, metavar="SECONDS", help="default 5")
+    run.add_argument("--buffer-capacity", type=int, metavar="ROWS", help="default 10000")
+    run.add_argument("--batch-size", type=int, metavar="ROWS", help="rows per POST, default 500")
+    run.add_argument("--spool", type=Path, help="spool file (default agent-spool.sqlite)")
+    run.add_argument(
+        "--listen", metavar="HOST:PORT", help="status endpoint (default 127.0.0.1:9470; off)"
+    )
+    run.add_argument("--reconnect-after", type=float, metavar="SECONDS", help="default 60")
+    run.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="default 10")
+    run.add_argument("--http-clients", type=int, help="HTTP clients checks share (default 16)")
+    run.add_argument("--log-format", choices=["text", "json"], default=None)
     return parser
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+        )
+
+
+def _configure_logging(fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    )
+    logging.getLogger().handlers[:] = [handler]
+    logging.getLogger().setLevel(logging.INFO)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from agent.runtime import Agent  # imported here: `agent --help` stays fast
+
+    flags = {
+        name: getattr(args, name)
+        for name in (
+            "url", "pull_interval", "flush_interval", "buffer_capacity", "batch_size",
+            "spool", "listen", "reconnect_after", "shutdown_timeout", "http_clients",
+        )
+    }  # fmt: skip
+    settings = load_settings(flags, os.environ)
+    agent = Agent(settings)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, agent.stop)
+    loop.add_signal_handler(signal.SIGINT, agent.stop)
+    loop.add_signal_handler(signal.SIGUSR1, agent.disconnect)
+    logging.getLogger("agent").info("agent starting against %s", settings.url)
+    await agent.run()
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,8 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 1
-    print("agent: `agent run` is not built yet in this version", file=sys.stderr)
-    return 1
+    _configure_logging(args.log_format or ("text" if sys.stderr.isatty() else "json"))
+    try:
+        return asyncio.run(_run(args))
+    except SettingsError as error:
+        print(f"agent: error: {error}", file=sys.stderr)
+        return 1
 
 
 def run() -> None:

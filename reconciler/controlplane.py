@@ -10,13 +10,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from agent.metrics import Metrics
 from reconciler.core.agentconfig import AgentConfig, agent_access, agent_configs
 from reconciler.core.ingest import IngestPolicy, validate_rows
 from reconciler.core.plan import Revision, Summary
 from reconciler.core.resources import Resource
 from reconciler.gitsource import GitSourceError, commit_files
 from reconciler.ingestion import IngestQueue
-from reconciler.metrics import Metrics
 from reconciler.service import Session, Settings
 from reconciler.settings import ServeSettings
 from reconciler.sources import ConfigSource

@@ -1,4 +1,8 @@
-"""Counters, gauges and latency histograms in Prometheus' text exposition format."""
+"""Counters, gauges and latency histograms in Prometheus' text exposition format.
+
+Shared by the agent and the control plane (the reconciler may import the agent package,
+never the other way round).
+"""
 
 from __future__ import annotations
 
@@ -33,7 +37,11 @@ def _labels(labels: Labels) -> str:
 class Metrics:
     """In-process metrics; the values live as long as the process."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, prefix: str = "reconciler", help_texts: dict[str, str] | None = None
+    ) -> None:
+        self.prefix = prefix
+        self.help = {**HELP, **(help_texts or {})}
         self._counters: dict[str, dict[Labels, float]] = defaultdict(dict)
         self._histograms: dict[str, dict[Labels, list[float]]] = defaultdict(dict)
 
@@ -54,31 +62,31 @@ class Metrics:
         """The exposition text; `gauges` are (name, help, labels, value) computed by the caller."""
         lines: list[str] = []
         for name, series in sorted(self._counters.items()):
-            lines += [f"# HELP reconciler_{name} {HELP.get(name, name)}"]
-            lines += [f"# TYPE reconciler_{name} counter"]
-            lines += [f"reconciler_{name}{_labels(k)} {v:g}" for k, v in sorted(series.items())]
+            lines += [f"# HELP {self.prefix}_{name} {self.help.get(name, name)}"]
+            lines += [f"# TYPE {self.prefix}_{name} counter"]
+            lines += [f"{self.prefix}_{name}{_labels(k)} {v:g}" for k, v in sorted(series.items())]
         seen: set[str] = set()
         for name, help_text, labels, value in gauges:
             if name not in seen:
                 lines += [
-                    f"# HELP reconciler_{name} {help_text}",
-                    f"# TYPE reconciler_{name} gauge",
+                    f"# HELP {self.prefix}_{name} {help_text}",
+                    f"# TYPE {self.prefix}_{name} gauge",
                 ]
                 seen.add(name)
-            lines.append(f"reconciler_{name}{_labels(labels)} {value:g}")
+            lines.append(f"{self.prefix}_{name}{_labels(labels)} {value:g}")
         for name, histograms in sorted(self._histograms.items()):
-            lines += [f"# HELP reconciler_{name} {HELP.get(name, name)}"]
-            lines += [f"# TYPE reconciler_{name} histogram"]
+            lines += [f"# HELP {self.prefix}_{name} {self.help.get(name, name)}"]
+            lines += [f"# TYPE {self.prefix}_{name} histogram"]
             for key, buckets in sorted(histograms.items()):
                 total = 0.0
                 for bound, count in zip(LATENCY_BUCKETS, buckets, strict=False):
                     total += count
                     bucket = _labels((*key, ("le", f"{bound:g}")))
-                    lines.append(f"reconciler_{name}_bucket{bucket} {total:g}")
+                    lines.append(f"{self.prefix}_{name}_bucket{bucket} {total:g}")
                 total += buckets[len(LATENCY_BUCKETS)]
                 lines.append(
-                    f"reconciler_{name}_bucket{_labels(key + (('le', '+Inf'),))} {total:g}"
+                    f"{self.prefix}_{name}_bucket{_labels(key + (('le', '+Inf'),))} {total:g}"
                 )
-                lines.append(f"reconciler_{name}_count{_labels(key)} {total:g}")
-                lines.append(f"reconciler_{name}_sum{_labels(key)} {buckets[-1]:g}")
+                lines.append(f"{self.prefix}_{name}_count{_labels(key)} {total:g}")
+                lines.append(f"{self.prefix}_{name}_sum{_labels(key)} {buckets[-1]:g}")
         return "\n".join(lines) + "\n"

@@ -1,0 +1,321 @@
+"""The agent: pull config, run checks on schedule, spool results, ship them; never lose them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from agent.checks import ClientPool, result_row, run_check
+from agent.metrics import Metrics
+from agent.scheduler import Scheduler
+from agent.settings import AgentSettings
+from agent.spool import Spool
+from agent.status_server import start_status_server
+
+log = logging.getLogger("agent")
+
+MAX_BACKOFF_SECONDS = 300.0
+MAX_DOUBLINGS = 5  # back off to at most 32x the normal interval (and never past 5 minutes)
+REVOKED_RETRY_SECONDS = 60.0
+
+HELP = {
+    "checks_run_total": "Check runs by type.",
+    "checks_failed_total": "Check runs that failed or errored, by type and status.",
+    "pulls_total": "Config pulls by outcome.",
+    "pushes_total": "Result batches sent, by outcome.",
+    "rows_shipped_total": "Result rows the control plane accepted or already had.",
+    "rows_rejected_total": "Result rows the control plane dropped, by reason.",
+}
+
+
+def _jittered(seconds: float, rng: random.Random) -> float:
+    return seconds * rng.uniform(0.8, 1.2)
+
+
+class Agent:
+    """One probe process. Stateless apart from its spool of unshipped results."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.metrics = Metrics("agent", HELP)
+        self.spool = Spool(settings.spool, settings.buffer_capacity)
+        self.scheduler = Scheduler(self._run_check, self.rng)
+        self.etag: str | None = None
+        self.ready = False
+        self.connected = True
+        self.last_pull: datetime | None = None
+        self.last_push: datetime | None = None
+        self.agent_name: str | None = None
+        self._reconnect = asyncio.Event()
+        self._ship_now = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._pool: ClientPool | None = None
+        self._api: httpx.AsyncClient | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until `stop()`; then stop scheduling, ship what can be shipped, return."""
+        status = None
+        if self.settings.listen is not None:
+            host, port = self.settings.listen
+            status = await start_status_server(self._status, host, port)
+            log.info("status endpoint on http://%s:%d (/ready, /disconnect, /metrics)", host, port)
+        async with ClientPool(size=self.settings.http_clients) as pool:
+            self._pool = pool
+            self._api = self._new_api()
+            tasks = [
+                asyncio.create_task(self._pull_loop(), name="pull"),
+                asyncio.create_task(self._ship_loop(), name="ship"),
+            ]
+            await self._stopping.wait()
+            log.info("stopping: no new check runs; shipping buffered results")
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.scheduler.stop(wait_seconds=self.settings.shutdown_timeout / 2)
+            if self.connected:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ship_all(), self.settings.shutdown_timeout / 2)
+            await self._api.aclose()
+        if status is not None:
+            status.close()
+        left = self.spool.depth()
+        self.spool.close()
+        log.info("stopped; %d result rows stay spooled for the next start", left)
+
+    def stop(self) -> None:
+        """Ask the agent to stop (SIGTERM)."""
+        self._stopping.set()
+
+    def disconnect(self) -> None:
+        """Drop the API connection, keep probing and spooling; reconnect after a while."""
+        if not self.connected:
+            return
+        log.warning(
+            "disconnecting from the control plane; checks keep running, reconnecting in %.0fs",
+            self.settings.reconnect_after,
+        )
+        self.connected = False
+        self.ready = False
+        api, self._api = self._api, None
+        if api is not None:
+            asyncio.get_running_loop().create_task(api.aclose())
+        self._reconnect.clear()
+        asyncio.get_running_loop().call_later(self.settings.reconnect_after, self._reconnect.set)
+
+    def _new_api(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.settings.url,
+            headers={"Authorization": f"Bearer {self.settings.token}"},
+            timeout=httpx.Timeout(10.0),
+        )
+
+    async def _connected(self) -> httpx.AsyncClient:
+        """The API client, waiting out a disconnect first."""
+        if not self.connected:
+            await self._reconnect.wait()
+            log.info("reconnecting to the control plane")
+            self.connected = True
+            self._api = self._new_api()
+        assert self._api is not None
+        return self._api
+
+    # -- config ------------------------------------------------------------------------
+
+    async def _pull_loop(self) -> None:
+        failures = 0
+        while True:
+            delay = await self._pull_once()
+            if delay is None:
+                failures = 0
+                delay = self.settings.pull_interval
+            else:
+                failures += 1
+                delay = min(MAX_BACKOFF_SECONDS, delay * 2 ** min(failures - 1, MAX_DOUBLINGS))
+            await asyncio.sleep(_jittered(delay, self.rng))
+
+    async def _pull_once(self) -> float | None:
+        """Pull once; None on success, else the base delay before retrying."""
+        api = await self._connected()
+        headers = {"If-None-Match": self.etag} if self.etag else {}
+        try:
+            response = await api.get("/api/agent/targets", headers=headers)
+        except httpx.HTTPError as error:
+            self.metrics.count("pulls_total", outcome="unreachable")
+            log.warning("config pull failed (%s); keeping the last config", error)
+            return self.settings.pull_interval / 2
+        if response.status_code == 304:
+            self.metrics.count("pulls_total", outcome="not_modified")
+        elif response.status_code == 200:
+            self.metrics.count("pulls_total", outcome="updated")
+            self._apply_config(response)
+        elif response.status_code in (401, 403):
+            self.metrics.count("pulls_total", outcome=f"denied_{response.status_code}")
+            self._revoked(response)
+            return max(self.settings.pull_interval, REVOKED_RETRY_SECONDS)
+        else:
+            self.metrics.count("pulls_total", outcome="server_error")
+            log.warning("config pull answered %d; keeping the last config", response.status_code)
+            return self.settings.pull_interval / 2
+        self.last_pull = self.clock()
+        self.ready = True
+        return None
+
+    def _apply_config(self, response: httpx.Response) -> None:
+        document = orjson.loads(response.content)
+        self.etag = response.headers.get("etag")
+        self.agent_name = document.get("agent")
+        added, changed, removed = self.scheduler.update(document["canaries"])
+        log.info(
+            "config %s for %s in %s: %d canaries (%d added, %d changed, %d removed)",
+            (self.etag or "").strip('"')[:12],
+            document.get("agent"),
+            document.get("region"),
+            len(document["canaries"]),
+            added,
+            changed,
+            removed,
+        )
+
+    def _revoked(self, response: httpx.Response) -> None:
+        was_running = bool(self.scheduler.canaries)
+        self.scheduler.clear()
+        self.etag = None
+        self.ready = False
+        reason = response.json().get("error", "") if response.content else ""
+        log.error(
+            "the control plane refused this agent (%d %s)%s; retrying slowly",
+            response.status_code,
+            reason,
+            ": stopped all checks and cleared the config" if was_running else "",
+        )
+
+    # -- checks and results ------------------------------------------------------------
+
+    async def _run_check(self, canary_id: str, check: Mapping[str, Any]) -> None:
+        assert self._pool is not None
+        outcome = await run_check(check, self._pool, self.clock)
+        kind = str(check.get("type"))
+        self.metrics.count("checks_run_total", type=kind)
+        if outcome.status != "pass":
+            self.metrics.count("checks_failed_total", type=kind, status=outcome.status)
+        row = result_row(canary_id, str(check.get("name")), outcome).model_dump(mode="json")
+        dropped = await self.spool.append_async([row])
+        if dropped:
+            log.warning("spool full (%d rows): dropped the %d oldest", self.spool.capacity, dropped)
+        if self.spool.depth() >= self.settings.buffer_capacity // 2:
+            self._ship_now.set()
+
+    async def _ship_loop(self) -> None:
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ship_now.wait(), self.settings.flush_interval)
+            self._ship_now.clear()
+            if not self.connected:
+                continue
+            if await self._ship_all():
+                failures = 0
+            else:
+                failures += 1
+                doublings = min(failures, MAX_DOUBLINGS)
+                backoff = min(MAX_BACKOFF_SECONDS, self.settings.flush_interval * 2**doublings)
+                await asyncio.sleep(_jittered(backoff, self.rng))
+
+    async def _ship_all(self) -> bool:
+        """Send spooled rows oldest first until the spool is empty; False on a failure."""
+        while self.spool.depth() and self.connected:
+            marker, rows = await self.spool.peek_async(self.settings.batch_size)
+            if not rows:
+                return True
+            if not await self._ship(rows):
+                return False
+            await self.spool.ack_async(marker)
+        return True
+
+    async def _ship(self, rows: list[dict[str, Any]]) -> bool:
+        api = self._api
+        if api is None:
+            return False
+        body = orjson.dumps({"results": rows, "sent_at": self.clock().isoformat()})
+        try:
+            response = await api.post(
+                "/api/agent/results", content=body, headers={"Content-Type": "application/json"}
+            )
+        except httpx.HTTPError as error:
+            self.metrics.count("pushes_total", outcome="unreachable")
+            log.warning("shipping %d rows failed (%s); they stay spooled", len(rows), error)
+            return False
+        if response.status_code != 200:
+            self.metrics.count("pushes_total", outcome=f"http_{response.status_code}")
+            log.warning(
+                "shipping %d rows answered %d; they stay spooled", len(rows), response.status_code
+            )
+            return False
+        outcome = response.json()
+        self.metrics.count("pushes_total", outcome="ok")
+        self.metrics.count("rows_shipped_total", outcome["accepted"], outcome="accepted")
+        self.metrics.count("rows_shipped_total", outcome["duplicates"], outcome="duplicate")
+        for reason, count in Counter(outcome.get("dropped", {})).items():
+            self.metrics.count("rows_rejected_total", count, reason=reason)
+        self.last_push = self.clock()
+        return True
+
+    # -- status endpoint ---------------------------------------------------------------
+
+    def _status(self, method: str, path: str) -> tuple[int, str, bytes]:
+        if path == "/ready":
+            if self.ready and self.connected:
+                return 200, "text/plain", b"ready\n"
+            return 503, "text/plain", b"not ready\n"
+        if path == "/disconnect":
+            if method != "POST":
+                return 405, "text/plain", b"use POST\n"
+            self.disconnect()
+            return 200, "text/plain", b"disconnected; reconnecting later\n"
+        if path == "/metrics":
+            return 200, "text/plain; version=0.0.4", self._metrics().encode()
+        return 404, "text/plain", b"not found\n"
+
+    def _metrics(self) -> str:
+        lateness = self.scheduler.lateness
+        recent = sorted(lateness.recent[-2000:])
+        p99 = recent[int(len(recent) * 0.99) - 1] if recent else 0.0
+        gauges: list[tuple[str, str, tuple[tuple[str, str], ...], float]] = [
+            ("buffer_rows", "Result rows waiting to be shipped.", (), self.spool.depth()),
+            ("spooled_rows", "Result rows in the spool file.", (), self.spool.depth()),
+            ("dropped_rows_total", "Oldest rows dropped because the spool was full.", (),
+             self.spool.dropped_total),
+            ("canaries", "Canaries scheduled.", (), len(self.scheduler.canaries)),
+            ("ready", "1 when a config was pulled and the API is connected.", (),
+             float(self.ready and self.connected)),
+            ("connected", "0 while disconnected (SIGUSR1 or /disconnect).", (),
+             float(self.connected)),
+            ("last_pull_timestamp_seconds", "Last successful config pull.", (),
+             self.last_pull.timestamp() if self.last_pull else 0.0),
+            ("last_push_timestamp_seconds", "Last successful result push.", (),
+             self.last_push.timestamp() if self.last_push else 0.0),
+            ("schedule_lateness_p99_seconds", "p99 of how late recent runs started.", (), p99),
+            ("schedule_lateness_max_seconds", "Latest run start vs plan, worst case.", (),
+             lateness.worst_seconds),
+        ]  # fmt: skip
+        return self.metrics.render(gauges)

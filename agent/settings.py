@@ -1,0 +1,86 @@
+"""Settings of `agent run`: flags over environment over defaults. The token never in a file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting is missing or has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Everything the agent is configured with."""
+
+    url: str
+    token: str = field(repr=False)
+    pull_interval: float = 30.0
+    flush_interval: float = 5.0
+    buffer_capacity: int = 10_000
+    batch_size: int = 500
+    spool: Path = Path("agent-spool.sqlite")
+    listen: tuple[str, int] | None = ("127.0.0.1", 9470)
+    reconnect_after: float = 60.0
+    shutdown_timeout: float = 10.0
+    http_clients: int = 16
+
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """`HOST:PORT` (`[::1]:PORT` for IPv6), or `off`."""
+    if text == "off":
+        return None
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise SettingsError(f"--listen {text!r}: expected HOST:PORT (e.g. 127.0.0.1:9470) or off")
+    return host.strip("[]"), int(port)
+
+
+def load_settings(
+    flags: Mapping[str, object], environ: Mapping[str, str] = os.environ
+) -> AgentSettings:
+    """Merge flags and environment (`RECONCILER_URL`, `AGENT_TOKEN`, `AGENT_*`).
+
+    Raises:
+        SettingsError: the control plane URL or the token is missing, or a value is invalid.
+    """
+    url = flags.get("url") or environ.get("RECONCILER_URL")
+    token = environ.get("AGENT_TOKEN")
+    if not url:
+        raise SettingsError("no control plane URL: pass --url or set RECONCILER_URL")
+    if not token:
+        raise SettingsError(
+            "no agent token: set AGENT_TOKEN (mint one with `reconcile agents token NAME`)"
+        )
+    values: dict[str, Any] = {}
+    numeric = {
+        "pull_interval": ("AGENT_PULL_INTERVAL", float),
+        "flush_interval": ("AGENT_FLUSH_INTERVAL", float),
+        "buffer_capacity": ("AGENT_BUFFER_CAPACITY", int),
+        "batch_size": ("AGENT_BATCH_SIZE", int),
+        "reconnect_after": ("AGENT_RECONNECT_AFTER", float),
+        "shutdown_timeout": ("AGENT_SHUTDOWN_TIMEOUT", float),
+        "http_clients": ("AGENT_HTTP_CLIENTS", int),
+    }
+    for name, (variable, kind) in numeric.items():
+        raw = flags.get(name) if flags.get(name) is not None else environ.get(variable)
+        if raw is None or raw == "":
+            continue
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError) as error:
+            raise SettingsError(f"{name}: {raw!r} is not a valid {kind.__name__}") from error
+        if value <= 0:
+            raise SettingsError(f"{name}: must be greater than 0, got {raw!r}")
+        values[name] = value
+    spool = flags.get("spool") or environ.get("AGENT_SPOOL")
+    if spool:
+        values["spool"] = Path(str(spool))
+    listen = flags.get("listen") or environ.get("AGENT_LISTEN")
+    if listen:
+        values["listen"] = parse_listen(str(listen))
+    return AgentSettings(url=str(url).rstrip("/"), token=token, **values)

@@ -1,0 +1,449 @@
+"""A bounded, crash-safe local queue of check results waiting to be shipped (SQLite in WAL mode)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import orjson
+
+log = logging.getLogger("agent.spool")
+
+_T = TypeVar("_T")
+
+SCHEMA_VERSION: Final = 1
+# Bounds the WAL file left on disk after a checkpoint; the database file itself holds at most
+# `capacity` rows (~350 bytes each on disk) and reuses the pages freed by acks and drops.
+WAL_SIZE_LIMIT_BYTES: Final = 8 * 1024 * 1024
+BUSY_TIMEOUT_SECONDS: Final = 5.0
+
+_CORRUPTION_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+_CONTENTION_CODES: Final = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+class CorruptSpoolError(sqlite3.DatabaseError):
+    """The spool file is readable SQLite but its content is not a usable spool."""
+
+
+class Spool:
+    """A bounded FIFO of JSON rows on disk, delivered at least once.
+
+    Rows are appended by the check runner and shipped by a sender that calls `peek`, posts the
+    batch to the control plane and then `ack`s the marker `peek` returned. A row stays in the
+    file until it is acked, so a crash, a restart or a control-plane outage loses nothing that
+    fits in `capacity`; a retry after a failed post sends the same rows again, which the
+    server's idempotency makes harmless. When an append would exceed `capacity`, the oldest rows
+    are deleted to make room; they are counted in `dropped_total`.
+
+    Durability (SQLite WAL, ``synchronous=NORMAL``): each `append` and `ack` is one transaction,
+    all or nothing. Once a call has returned, its transaction survives a crash of the process
+    (SIGKILL, OOM kill, segfault): the commit is in the WAL file, the kernel writes it out, and
+    the next `Spool` on the path replays it. A call interrupted by the crash leaves no trace.
+    A power loss or an OS crash can lose the transactions committed since the last WAL sync
+    (NORMAL syncs only at checkpoints, i.e. every ~1000 pages ≈ 4 MiB of WAL ≈ 10,000 rows): the
+    spool then reopens consistent, at an earlier committed state, so it may miss the newest rows
+    or re-send rows whose ack was lost. Given a disk that honours fsync, it never comes back
+    corrupt because of that.
+
+    Corrupt or unreadable files: if the file cannot be opened as a spool (not SQLite, failing
+    ``PRAGMA quick_check``, an unknown schema version, unreadable), it is renamed to
+    ``<name>.corrupt-<UTC timestamp>`` together with its ``-wal`` and ``-shm`` files, a warning
+    is logged and the spool starts empty. If SQLite reports corruption later, while in use, the
+    same happens and the rows that were waiting are added to `dropped_total`. If even a fresh
+    file cannot be created (e.g. the directory is not writable), an error is logged and the
+    spool runs in memory (`durable` is False) so that the agent keeps working. Rows whose stored
+    body is not a JSON object are deleted when `peek` meets them and counted as dropped.
+
+    Threads and the event loop: every method takes an internal lock, so one `Spool` may be used
+    from several threads. The synchronous methods do SQLite I/O in the calling thread; appending
+    a batch of 50 rows usually takes well under a millisecond, but a commit that triggers a WAL
+    checkpoint fsyncs the files, which on a slow disk can take tens of milliseconds. Code on the
+    asyncio event loop should therefore use `append_async`, `peek_async` and `ack_async`: they
+    encode the rows in the calling thread (so later mutations of the rows do not matter) and
+    run the SQLite work on the spool's own single worker thread, in the order the calls were
+    made. The synchronous methods are meant for other threads, tests, tools and shutdown.
+    Opening runs ``PRAGMA quick_check`` (about 40 ms for 100,000 rows) and `close` waits for
+    the queued async calls: do both at startup and shutdown, not in the middle of the loop.
+
+    One process per spool file: `depth` is a counter kept in memory (read from the file at
+    open), and `dropped_total` counts the drops since this `Spool` was opened.
+
+    Attributes:
+        path: The spool file.
+        capacity: The most rows the spool holds.
+    """
+
+    def __init__(self, path: Path, capacity: int) -> None:
+        """Open the spool at `path`, creating the file and its table if missing.
+
+        Args:
+            path: The SQLite file; its parent directories are created if needed.
+            capacity: The most rows kept; at least 1.
+
+        Raises:
+            ValueError: If `capacity` is less than 1.
+            sqlite3.OperationalError: If another process keeps the file locked.
+        """
+        if capacity < 1:
+            raise ValueError(f"spool capacity must be at least 1, got {capacity}")
+        self.path: Final = Path(path)
+        self.capacity: Final = capacity
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-spool")
+        self._dropped_total = 0
+        # The highest marker handed out by `peek`: `ack` never deletes past it, and a file
+        # recreated after corruption numbers its rows above it, so stale markers match nothing.
+        self._max_marker = 0
+        self._overflowing = False
+        self._closed = False
+        self._durable = True
+        self._conn, self._depth = self._open()
+
+    # -- public API -------------------------------------------------------------------------
+
+    @property
+    def dropped_total(self) -> int:
+        """Rows lost since this spool was opened: dropped for capacity, corrupt or unreadable."""
+        return self._dropped_total
+
+    @property
+    def durable(self) -> bool:
+        """False when the file could not be created and the rows are only kept in memory."""
+        return self._durable
+
+    def depth(self) -> int:
+        """The number of rows waiting to be acked."""
+        return self._depth
+
+    def append(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Store `rows` at the end of the spool, in one transaction.
+
+        Args:
+            rows: JSON-able mappings (orjson types: also datetimes, UUIDs, dataclasses).
+
+        Returns:
+            How many rows were dropped to respect `capacity`: the oldest waiting rows first,
+            then the first rows of `rows` itself if it alone is larger than `capacity`.
+
+        Raises:
+            TypeError: If a row cannot be encoded as JSON; nothing is stored then.
+            sqlite3.OperationalError: On an I/O error such as a full disk; nothing is stored.
+            ValueError: If the spool is closed.
+        """
+        return self._append_bodies(_encode(rows))
+
+    def peek(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """Return the oldest rows, up to `limit`, without removing them.
+
+        Args:
+            limit: The most rows to return; at least 1.
+
+        Returns:
+            The marker to pass to `ack` once the rows are delivered (the id of the last row
+            returned; 0 when the spool is empty) and the rows, oldest first.
+
+        Raises:
+            ValueError: If `limit` is less than 1 or the spool is closed.
+        """
+        if limit < 1:
+            raise ValueError(f"peek limit must be at least 1, got {limit}")
+        return self._guarded(lambda: self._read(limit), lambda: (0, []))
+
+    def ack(self, marker: int) -> None:
+        """Remove every row up to and including `marker`, once the control plane accepted them.
+
+        A stale marker (already acked, or for rows since dropped) is harmless, and a marker
+        larger than any `peek` returned is capped at the last one, so rows that were never
+        handed out are never removed.
+
+        Args:
+            marker: A marker returned by `peek`.
+
+        Raises:
+            ValueError: If the spool is closed.
+        """
+        self._guarded(lambda: self._delete_through(marker), lambda: None)
+
+    def append_async(self, rows: Sequence[Mapping[str, Any]]) -> asyncio.Future[int]:
+        """`append` for the event loop: encodes `rows` now, writes on the spool's worker thread.
+
+        Call it from the event loop thread and await the result. The work is queued when the
+        method is called, so calls complete in the order they were made, and changing `rows`
+        afterwards does not change what is stored.
+        """
+        self._check_open()
+        bodies = _encode(rows)
+        return self._in_worker(self._append_bodies, bodies)
+
+    def peek_async(self, limit: int) -> asyncio.Future[tuple[int, list[dict[str, Any]]]]:
+        """`peek` for the event loop, queued now on the spool's worker thread."""
+        self._check_open()
+        return self._in_worker(self.peek, limit)
+
+    def ack_async(self, marker: int) -> asyncio.Future[None]:
+        """`ack` for the event loop, queued now on the spool's worker thread."""
+        self._check_open()
+        return self._in_worker(self.ack, marker)
+
+    def close(self) -> None:
+        """Finish the queued async calls and close the file; closing twice is harmless."""
+        self._executor.shutdown(wait=True)
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _in_worker(self, function: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        return asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def _append_bodies(self, bodies: list[bytes]) -> int:
+        if not bodies:
+            self._check_open()
+            return 0
+        return self._guarded(lambda: self._write(bodies), lambda: self._write(bodies))
+
+    def _guarded(self, operation: Callable[[], _T], after_reset: Callable[[], _T]) -> _T:
+        """Run `operation` under the lock; on corruption, start a new file and `after_reset`."""
+        with self._lock:
+            self._check_open()
+            try:
+                return operation()
+            except sqlite3.DatabaseError as exc:
+                if not _is_corruption(exc):
+                    raise
+                self._reset(exc)
+            return after_reset()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"spool {self.path} is closed")
+
+    def _write(self, bodies: list[bytes]) -> int:
+        keep = bodies[-self.capacity :]
+        excess = self._depth + len(keep) - self.capacity
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = 0
+            if excess > 0:
+                deleted = conn.execute(
+                    "DELETE FROM spool WHERE id IN (SELECT id FROM spool ORDER BY id LIMIT ?)",
+                    (excess,),
+                ).rowcount
+            conn.executemany("INSERT INTO spool (body) VALUES (?)", [(body,) for body in keep])
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        dropped = deleted + len(bodies) - len(keep)
+        self._depth += len(keep) - deleted
+        if dropped:
+            self._dropped_total += dropped
+            if not self._overflowing:
+                self._overflowing = True
+                log.warning(
+                    "spool %s is full (%d rows): dropping the oldest rows until it drains",
+                    self.path,
+                    self.capacity,
+                )
+        return dropped
+
+    def _read(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        rows: list[dict[str, Any]] = []
+        marker = 0
+        bad: list[int] = []
+        after = 0
+        while len(rows) < limit:
+            fetched: list[tuple[int, bytes]] = self._conn.execute(
+                "SELECT id, body FROM spool WHERE id > ? ORDER BY id LIMIT ?",
+                (after, limit - len(rows)),
+            ).fetchall()
+            if not fetched:
+                break
+            for row_id, body in fetched:
+                try:
+                    row = orjson.loads(body)
+                except (orjson.JSONDecodeError, TypeError):
+                    row = None
+                if isinstance(row, dict):
+                    rows.append(row)
+                    marker = row_id
+                else:
+                    bad.append(row_id)
+            after = fetched[-1][0]
+        if bad:
+            self._discard(bad)
+        self._max_marker = max(self._max_marker, marker)
+        return marker, rows
+
+    def _discard(self, ids: list[int]) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = conn.executemany("DELETE FROM spool WHERE id = ?", [(i,) for i in ids])
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        self._depth -= deleted.rowcount
+        self._dropped_total += deleted.rowcount
+        log.warning("spool %s: dropped %d rows that are not JSON objects", self.path, len(ids))
+
+    def _delete_through(self, marker: int) -> None:
+        through = min(marker, self._max_marker)
+        if through < 1:
+            return
+        deleted = self._conn.execute("DELETE FROM spool WHERE id <= ?", (through,)).rowcount
+        self._depth -= deleted
+        if self._depth < self.capacity:
+            self._overflowing = False
+
+    def _reset(self, exc: sqlite3.DatabaseError) -> None:
+        log.warning(
+            "spool %s is corrupt (%s): moving it aside and starting empty; %d rows are lost",
+            self.path,
+            exc,
+            self._depth,
+        )
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        self._dropped_total += self._depth
+        self._move_aside()
+        self._conn, self._depth = self._open()
+
+    def _open(self) -> tuple[sqlite3.Connection, int]:
+        try:
+            conn, depth = _open_file(self.path)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if isinstance(exc, sqlite3.Error) and _error_code(exc) in _CONTENTION_CODES:
+                raise
+            log.warning(
+                "spool %s is corrupt or unreadable (%s): moving it aside and starting empty",
+                self.path,
+                exc,
+            )
+            self._move_aside()
+            try:
+                conn, depth = _open_file(self.path)
+            except (sqlite3.Error, OSError) as exc2:
+                log.error(
+                    "cannot create spool %s (%s): spooling in memory, a crash or a restart "
+                    "will lose the rows waiting",
+                    self.path,
+                    exc2,
+                )
+                conn, depth = _open_memory()
+                self._durable = False
+            else:
+                self._durable = True
+        else:
+            self._durable = True
+        if self._max_marker and depth == 0:
+            # A recreated file: number its rows above every marker handed out before.
+            seeded = conn.execute(
+                "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'spool'",
+                (self._max_marker,),
+            ).rowcount
+            if not seeded:
+                conn.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('spool', ?)",
+                    (self._max_marker,),
+                )
+        return conn, depth
+
+    def _move_aside(self) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        attempt = 1
+        while target.exists():
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{attempt}")
+            attempt += 1
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.path}{suffix}")
+            if not source.exists():
+                continue
+            try:
+                os.replace(source, f"{target}{suffix}")
+            except OSError as exc:
+                log.error("cannot move %s aside: %s", source, exc)
+            else:
+                if not suffix:
+                    log.warning("moved the unusable spool file to %s", target)
+
+
+def _encode(rows: Sequence[Mapping[str, Any]]) -> list[bytes]:
+    return [orjson.dumps(row if isinstance(row, dict) else dict(row)) for row in rows]
+
+
+def _error_code(exc: sqlite3.Error) -> int:
+    # Extended result codes (e.g. SQLITE_CORRUPT_INDEX) keep the primary code in the low byte.
+    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    return isinstance(exc, CorruptSpoolError) or _error_code(exc) in _CORRUPTION_CODES
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        conn.rollback()
+
+
+def _open_file(path: Path) -> tuple[sqlite3.Connection, int]:
+    """Open (or create) the spool file, check it and return it with its row count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+    )
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            log.warning("spool %s: WAL mode unavailable, using journal mode %s", path, mode)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            raise CorruptSpoolError(f"unknown spool schema version {version}")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS spool"
+            " (id INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL)"
+        )
+        if version == 0:
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise CorruptSpoolError("; ".join(problems[:3]))
+        depth: int = conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0]
+    except BaseException:
+        conn.close()
+        raise
+    return conn, depth
+
+
+def _open_memory() -> tuple[sqlite3.Connection, int]:
+    conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE spool (id INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL)")
+    return conn, 0
