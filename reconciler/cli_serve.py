@@ -51,6 +51,12 @@ def add_server_commands(commands: Any, parser_class: type[argparse.ArgumentParse
     serve.add_argument("--max-result-age", type=float, metavar="SECONDS", help="default 86400")
     serve.add_argument("--max-batch-bytes", type=int, help="default 4194304 (413 above)")
     serve.add_argument("--cache-dir", type=Path, help="where git mirrors are kept")
+    serve.add_argument(
+        "--notify-urls",
+        metavar="URLS",
+        help="comma-separated webhooks for incident and canary events; prefix slack+ for "
+        "Slack-compatible messages (signed with RECONCILER_NOTIFY_SECRET)",
+    )
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     serve.add_argument(
         "--log-format",
@@ -93,6 +99,7 @@ def run_serve(args: argparse.Namespace, err: Any) -> int:
         for key in (
             "repo", "state", "host", "port", "branch", "poll_interval", "debounce",
             "local_region", "clock_skew", "max_result_age", "max_batch_bytes", "cache_dir",
+            "notify_urls",
         )
     }  # fmt: skip
     try:

@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from agent.metrics import Metrics
 from reconciler.core.agentconfig import AgentConfig, agent_access, agent_configs
 from reconciler.core.ingest import IngestPolicy, validate_rows
@@ -17,6 +19,7 @@ from reconciler.core.plan import Revision, Summary
 from reconciler.core.resources import Resource
 from reconciler.gitsource import GitSourceError, commit_files
 from reconciler.ingestion import IngestQueue
+from reconciler.notify import Notifier
 from reconciler.service import Session, Settings
 from reconciler.settings import ServeSettings
 from reconciler.sources import ConfigSource
@@ -99,6 +102,7 @@ class ControlPlane:
         self.last_attempt: Attempt | None = None
         self.last_good_attempt: Attempt | None = None
         self.on_publish: list[Callable[[], None]] = []
+        self.notifier: Notifier | None = None
         self.ready = asyncio.Event()
         self.revision_changed = asyncio.Condition()
         self._reconcile_lock = asyncio.Lock()
@@ -288,6 +292,12 @@ class ControlPlane:
         revoked = await self.state.write(lambda c: revoke_token(c, agent))
         self.tokens = await self.state.read(token_hashes)
         return revoked
+
+    def notify(self, event: dict[str, Any]) -> None:
+        """Hand an event (incident, canary) to the notification webhooks, if any."""
+        log.info("event %s", orjson.dumps(event).decode())
+        if self.notifier is not None:
+            self.notifier.send(event)
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from reconciler.controlplane import ControlPlane
 from reconciler.gitsource import find_repository
 from reconciler.http.app import create_app
 from reconciler.localagent import LocalAgent
+from reconciler.notify import Notifier, parse_hooks
 from reconciler.settings import ServeSettings
 from reconciler.sources import ConfigSource, WorktreeSource, open_source
 from reconciler.store.handle import StateHandle
@@ -151,6 +152,11 @@ async def run_server(
     running = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         running.add_signal_handler(signum, _request_exit, server)
+    hooks = parse_hooks(settings.notify_urls)
+    if hooks:
+        control.notifier = Notifier(hooks, settings.notify_secret, control.metrics, clock)
+        control.notifier.start()
+        log.info("notifications go to %d webhook(s)", len(hooks))
     await control.start_serving()
     local_agent = LocalAgent(control)
     await local_agent.start()
@@ -180,6 +186,8 @@ async def run_server(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await local_agent.stop()
+        if control.notifier is not None:
+            await control.notifier.stop()
         await control.stop()
         info.unlink(missing_ok=True)
         for signum in (signal.SIGTERM, signal.SIGINT):

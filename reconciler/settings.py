@@ -21,6 +21,7 @@ ENVIRONMENT = {
     "max_result_age": "RECONCILER_MAX_RESULT_AGE",
     "max_batch_bytes": "RECONCILER_MAX_BATCH_BYTES",
     "cache_dir": "RECONCILER_CACHE_DIR",
+    "notify_urls": "RECONCILER_NOTIFY_URLS",
 }
 
 # Secrets come from the environment only: never from flags (visible in `ps`) or files in git.
@@ -28,6 +29,7 @@ SECRETS = {
     "admin_token": "RECONCILER_ADMIN_TOKEN",
     "read_token": "RECONCILER_READ_TOKEN",
     "webhook_secret": "RECONCILER_WEBHOOK_SECRET",
+    "notify_secret": "RECONCILER_NOTIFY_SECRET",
 }
 
 
@@ -51,9 +53,11 @@ class ServeSettings:
     max_result_age: float = 86_400.0
     max_batch_bytes: int = 4 * 1024 * 1024
     cache_dir: Path | None = None
+    notify_urls: str | None = None
     admin_token: str | None = field(default=None, repr=False)
     read_token: str | None = field(default=None, repr=False)
     webhook_secret: str | None = field(default=None, repr=False)
+    notify_secret: str | None = field(default=None, repr=False)
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -1,0 +1,136 @@
+"""Delivers events to notification webhooks: signed, in order per hook, retried with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from agent.metrics import Metrics
+from reconciler.core.notifications import payload
+
+log = logging.getLogger("reconciler.notify")
+
+SIGNATURE_HEADER = "X-Canary-Reconciler-Signature-256"
+EVENT_HEADER = "X-Canary-Reconciler-Event"
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A webhook: where to post, and whether it wants Slack's message shape."""
+
+    url: str
+    format: str = "json"  # json | slack
+
+
+def parse_hooks(text: str | None) -> list[Hook]:
+    """`URL[,URL...]`, each optionally prefixed `slack+` for a Slack-compatible payload."""
+    hooks = []
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item.startswith("slack+"):
+            hooks.append(Hook(item.removeprefix("slack+"), "slack"))
+        else:
+            hooks.append(Hook(item))
+    return hooks
+
+
+def sign(secret: str, body: bytes) -> str:
+    """`sha256=<hex HMAC of the body>`, the way GitHub signs its webhooks."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class Notifier:
+    """One queue and worker per hook, so a slow or failing hook never delays the others."""
+
+    def __init__(
+        self,
+        hooks: list[Hook],
+        secret: str | None,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+        attempts: int = 6,
+        first_delay: float = 1.0,
+    ) -> None:
+        self._hooks = hooks
+        self._secret = secret
+        self._metrics = metrics
+        self._clock = clock
+        self._attempts = attempts
+        self._first_delay = first_delay
+        self._queues: list[asyncio.Queue[dict[str, Any]]] = [asyncio.Queue() for _ in hooks]
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client: httpx.AsyncClient | None = None
+
+    def start(self) -> None:
+        self._client = httpx.AsyncClient(timeout=10.0)
+        self._tasks = [
+            asyncio.create_task(self._deliver(hook, queue), name=f"notify {hook.url}")
+            for hook, queue in zip(self._hooks, self._queues, strict=True)
+        ]
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Queue an event for every hook (returns at once)."""
+        stamped = {"at": self._clock().isoformat(), **event}
+        for queue in self._queues:
+            queue.put_nowait(stamped)
+
+    async def stop(self, wait_seconds: float = 5.0) -> None:
+        """Give queued events a moment to go out, then stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(q.join() for q in self._queues)), wait_seconds)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _deliver(self, hook: Hook, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            event = await queue.get()
+            try:
+                await self._post(hook, event)
+            finally:
+                queue.task_done()
+
+    async def _post(self, hook: Hook, event: dict[str, Any]) -> None:
+        assert self._client is not None
+        body = orjson.dumps(payload(event, hook.format))
+        headers = {"Content-Type": "application/json", EVENT_HEADER: str(event.get("type"))}
+        if self._secret:
+            headers[SIGNATURE_HEADER] = sign(self._secret, body)
+        delay = self._first_delay
+        for attempt in range(1, self._attempts + 1):
+            try:
+                response = await self._client.post(hook.url, content=body, headers=headers)
+                if response.status_code < 300:
+                    self._metrics.count("notifications_total", outcome="delivered")
+                    return
+                problem = f"HTTP {response.status_code}"
+                if 400 <= response.status_code < 500 and response.status_code != 429:
+                    break  # the hook rejects it; retrying will not help
+            except httpx.HTTPError as error:
+                problem = str(error) or type(error).__name__
+            if attempt < self._attempts:
+                log.warning(
+                    "notification %s to %s failed (%s); retry %d in %.1fs",
+                    event.get("type"), hook.url, problem, attempt, delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 300.0)
+        self._metrics.count("notifications_total", outcome="failed")
+        log.error("gave up on notification %s to %s: %s", event.get("type"), hook.url, problem)
