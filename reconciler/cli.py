@@ -14,6 +14,7 @@ from typing import NoReturn, TextIO
 import orjson
 
 from reconciler import __version__
+from reconciler.cli_canary import add_canary_command, run_canary
 from reconciler.cli_serve import add_server_commands, run_agents, run_serve
 from reconciler.core.plan import Plan
 from reconciler.core.planfile import PlanFileError, plan_from_dict, plan_to_dict
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--out", type=Path, required=True, metavar="DIR")
 
     add_server_commands(commands, _Parser)
+    add_canary_command(commands)
 
     revisions = commands.add_parser("revisions", help="list the revisions applied to a state")
     _add_state_argument(revisions)
@@ -404,6 +406,7 @@ def main(
         "revisions": _revisions,
         "serve": lambda a, c: run_serve(a, c.err),
         "agents": lambda a, c: run_agents(a, c.out, c.err),
+        "canary": lambda a, c: run_canary(a, c.out, c.err),
     }
     if args.command is None:
         parser.print_help(console.out)

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
+from reconciler.gateway.base import GatewayError
 from reconciler.gitsource import GitSourceError
 from reconciler.serve import configure_logging, run_server, server_file
 from reconciler.settings import SettingsError, load_settings
@@ -57,6 +58,15 @@ def add_server_commands(commands: Any, parser_class: type[argparse.ArgumentParse
         help="comma-separated webhooks for incident and canary events; prefix slack+ for "
         "Slack-compatible messages (signed with RECONCILER_NOTIFY_SECRET)",
     )
+    serve.add_argument(
+        "--gateway",
+        choices=["none", "nginx"],
+        help="data plane for canary weights: nginx (managed by the server) or none "
+        "(metrics pushed to /api/routes/ROUTE/metrics only); default none",
+    )
+    serve.add_argument("--gateway-listen", metavar="HOST:PORT", help="default 127.0.0.1:8088")
+    serve.add_argument("--gateway-dir", type=Path, help="nginx prefix (default <state>.gateway)")
+    serve.add_argument("--canary-interval", type=float, metavar="SECONDS", help="default 1")
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     serve.add_argument(
         "--log-format",
@@ -99,7 +109,7 @@ def run_serve(args: argparse.Namespace, err: Any) -> int:
         for key in (
             "repo", "state", "host", "port", "branch", "poll_interval", "debounce",
             "local_region", "clock_skew", "max_result_age", "max_batch_bytes", "cache_dir",
-            "notify_urls",
+            "notify_urls", "gateway", "gateway_listen", "gateway_dir", "canary_interval",
         )
     }  # fmt: skip
     try:
@@ -111,7 +121,7 @@ def run_serve(args: argparse.Namespace, err: Any) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(run_server(settings, os.environ, lambda: datetime.now(UTC)))
-    except (StateError, GitSourceError, FileNotFoundError) as error:
+    except (StateError, GitSourceError, GatewayError, FileNotFoundError) as error:
         print(f"Error: {error}", file=err)
         return 1
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -34,6 +34,9 @@ from reconciler.store.tokens import (
     token_hashes,
     token_matches,
 )
+
+if TYPE_CHECKING:
+    from reconciler.deployments import DeploymentController
 
 log = logging.getLogger("reconciler.serve")
 
@@ -103,6 +106,9 @@ class ControlPlane:
         self.last_good_attempt: Attempt | None = None
         self.on_publish: list[Callable[[], None]] = []
         self.notifier: Notifier | None = None
+        self.deployments: DeploymentController | None = None
+        # Set by the incident controller (reconciler/incidents.py) for the metrics gauge.
+        self.open_incidents = 0
         self.ready = asyncio.Event()
         self.revision_changed = asyncio.Condition()
         self._reconcile_lock = asyncio.Lock()
@@ -340,6 +346,7 @@ class ControlPlane:
                 float(bool(self.last_attempt and self.last_attempt.errors)),
             )
         )
+        gauges.append(("incidents_open", "Open incidents.", (), self.open_incidents))
         return self.metrics.render(gauges)
 
     # -- status ----------------------------------------------------------------------------

@@ -18,8 +18,11 @@ import uvicorn
 import watchfiles
 
 from reconciler.controlplane import ControlPlane
+from reconciler.deployments import DeploymentController
+from reconciler.gateway.nginx import NginxGateway
 from reconciler.gitsource import find_repository
 from reconciler.http.app import create_app
+from reconciler.incidents import IncidentController, interval_from
 from reconciler.localagent import LocalAgent
 from reconciler.notify import Notifier, parse_hooks
 from reconciler.settings import ServeSettings
@@ -116,6 +119,22 @@ def server_file(state: Path) -> Path:
     return state.with_name(state.name + ".serve.json")
 
 
+def _open_gateway(settings: ServeSettings) -> NginxGateway | None:
+    """Start the nginx the server manages for canary weights, when asked to.
+
+    Raises:
+        GatewayError: nginx is not installed or does not start.
+    """
+    if settings.gateway != "nginx":
+        return None
+    host, _, port = settings.gateway_listen.rpartition(":")
+    directory = settings.gateway_dir or settings.state.with_name(settings.state.name + ".gateway")
+    gateway = NginxGateway(directory, (host.strip("[]"), int(port)))
+    gateway.start()
+    log.info("nginx gateway on http://%s (prefix %s)", settings.gateway_listen, directory)
+    return gateway
+
+
 def _request_exit(server: uvicorn.Server) -> None:
     log.info("stopping: no new requests; finishing in-flight ones and storing queued results")
     server.should_exit = True
@@ -160,6 +179,11 @@ async def run_server(
     await control.start_serving()
     local_agent = LocalAgent(control)
     await local_agent.start()
+    incidents = IncidentController(control, interval_from(environ))
+    await incidents.start()
+    gateway = _open_gateway(settings)
+    control.deployments = DeploymentController(control, gateway, settings.canary_interval)
+    await control.deployments.start()
     tasks = [asyncio.create_task(loop.run(), name="reconcile-loop")]
     if isinstance(source, WorktreeSource):
         tasks.append(asyncio.create_task(_watch_worktree(source, loop.trigger), name="watch"))
@@ -186,6 +210,10 @@ async def run_server(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await local_agent.stop()
+        await incidents.stop()
+        await control.deployments.stop()
+        if gateway is not None:
+            gateway.stop()
         if control.notifier is not None:
             await control.notifier.stop()
         await control.stop()

@@ -22,6 +22,10 @@ ENVIRONMENT = {
     "max_batch_bytes": "RECONCILER_MAX_BATCH_BYTES",
     "cache_dir": "RECONCILER_CACHE_DIR",
     "notify_urls": "RECONCILER_NOTIFY_URLS",
+    "gateway": "RECONCILER_GATEWAY",
+    "gateway_listen": "RECONCILER_GATEWAY_LISTEN",
+    "gateway_dir": "RECONCILER_GATEWAY_DIR",
+    "canary_interval": "RECONCILER_CANARY_INTERVAL",
 }
 
 # Secrets come from the environment only: never from flags (visible in `ps`) or files in git.
@@ -54,6 +58,10 @@ class ServeSettings:
     max_batch_bytes: int = 4 * 1024 * 1024
     cache_dir: Path | None = None
     notify_urls: str | None = None
+    gateway: str = "none"
+    gateway_listen: str = "127.0.0.1:8088"
+    gateway_dir: Path | None = None
+    canary_interval: float = 1.0
     admin_token: str | None = field(default=None, repr=False)
     read_token: str | None = field(default=None, repr=False)
     webhook_secret: str | None = field(default=None, repr=False)
@@ -108,4 +116,7 @@ def load_settings(
             values[key] = _coerce(key, value)
     for key, variable in SECRETS.items():
         values[key] = environ.get(variable) or None
-    return replace(ServeSettings(), **values)
+    settings = replace(ServeSettings(), **values)
+    if settings.gateway not in ("none", "nginx"):
+        raise SettingsError(f"gateway: {settings.gateway!r} is not one of: none, nginx")
+    return settings

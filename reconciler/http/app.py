@@ -9,7 +9,14 @@ from fastapi import FastAPI, Request, Response
 
 from reconciler import __version__
 from reconciler.controlplane import ControlPlane
-from reconciler.http import agent_api, operator_api, ops_api, read_api
+from reconciler.http import (
+    agent_api,
+    canary_api,
+    incidents_api,
+    operator_api,
+    ops_api,
+    read_api,
+)
 
 
 def create_app(control: ControlPlane, trigger: Callable[[str], None]) -> FastAPI:
@@ -39,6 +46,6 @@ def create_app(control: ControlPlane, trigger: Callable[[str], None]) -> FastAPI
         )
         return response
 
-    for module in (agent_api, operator_api, ops_api, read_api):
+    for module in (agent_api, operator_api, ops_api, read_api, incidents_api, canary_api):
         app.include_router(module.router)
     return app

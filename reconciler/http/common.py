@@ -63,3 +63,13 @@ def read_denied(request: Request) -> Response | None:
     if expected and not bearer_matches(request.headers.get("authorization"), expected):
         return problem(401, "this API requires the read token (RECONCILER_READ_TOKEN)")
     return None
+
+
+def admin_denied(request: Request) -> Response | None:
+    """404 when the admin APIs are off (no admin token set), 401 for a wrong token, else None."""
+    expected = control_of(request).settings.admin_token
+    if not expected:
+        return problem(404, "not found")
+    if not bearer_matches(request.headers.get("authorization"), expected):
+        return problem(401, "missing or invalid admin token")
+    return None

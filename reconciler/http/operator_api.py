@@ -19,7 +19,7 @@ from reconciler.controlplane import ControlPlane
 from reconciler.gitsource import GitSourceError
 from reconciler.http.common import (
     BodyTooLarge,
-    bearer_matches,
+    admin_denied,
     control_of,
     json_response,
     problem,
@@ -29,16 +29,6 @@ from reconciler.service import Session, Settings
 from schemas.base import Slug
 
 router = APIRouter(prefix="/operator", tags=["operator"])
-
-
-def _guard(request: Request) -> Response | None:
-    """404 when the operator API is off (no admin token set), 401 for a wrong token."""
-    expected = control_of(request).settings.admin_token
-    if not expected:
-        return problem(404, "not found")
-    if not bearer_matches(request.headers.get("authorization"), expected):
-        return problem(401, "missing or invalid admin token")
-    return None
 
 
 def _agent_rows(control: ControlPlane, recent: dict[str, int]) -> list[dict[str, Any]]:
@@ -70,7 +60,7 @@ def _agent_rows(control: ControlPlane, recent: dict[str, int]) -> list[dict[str,
 
 @router.get("/agents", summary="Agents with live status")
 async def list_agents(request: Request) -> Response:
-    denied = _guard(request)
+    denied = admin_denied(request)
     if denied is not None:
         return denied
     control = control_of(request)
@@ -97,7 +87,7 @@ def _region_rows(control: ControlPlane, agents: list[dict[str, Any]]) -> list[di
 
 @router.get("/regions", summary="Regions with their agents' status")
 async def list_regions(request: Request) -> Response:
-    denied = _guard(request)
+    denied = admin_denied(request)
     if denied is not None:
         return denied
     control = control_of(request)
@@ -107,7 +97,7 @@ async def list_regions(request: Request) -> Response:
 
 @router.post("/agents/{name}/token", summary="Mint or rotate an agent's token (shown once)")
 async def mint(request: Request, name: str) -> Response:
-    denied = _guard(request)
+    denied = admin_denied(request)
     if denied is not None:
         return denied
     control = control_of(request)
@@ -342,7 +332,7 @@ async def _revoke(control: ControlPlane, agent: str) -> bool:
 @router.post("/regions", summary="Create a region (committed to the config repository)")
 async def create_region(request: Request) -> Response:
     """Commit a new Region document; 201 with the region and the new revision."""
-    denied = _guard(request)
+    denied = admin_denied(request)
     if denied is not None:
         return denied
     fields = await _parse_body(request, RegionCreate, REGION_FIELDS)
@@ -361,7 +351,7 @@ async def create_region(request: Request) -> Response:
 @router.patch("/regions/{name}", summary="Rename, relocate, enable or disable a region")
 async def update_region(request: Request, name: str) -> Response:
     """Commit changes to a region (a rename also moves its agents); 200 with the region."""
-    denied = _guard(request)
+    denied = admin_denied(request)
     if denied is not None:
         return denied
     fields = await _parse_body(request, RegionPatch, REGION_FIELDS, patch=True)
@@ -380,7 +370,7 @@ async def update_region(request: Request, name: str) -> Response:
 @router.delete("/regions/{name}", summary="Delete a region no agent or canary uses")
 async def delete_region(request: Request, name: str) -> Response:
     """Commit the removal of a region; 409 while agents or canaries are in it."""
-    denied = _guard(request)
+    denied = admin_denied(request)
     if denied is not None:
         return denied
     control = control_of(request)
@@ -396,7 +386,7 @@ async def delete_region(request: Request, name: str) -> Response:
 @router.post("/agents", summary="Create an agent and mint its token (shown once)")
 async def create_agent(request: Request) -> Response:
     """Commit a new Agent document, then mint its token; 201 with the token, shown once."""
-    denied = _guard(request)
+    denied = admin_denied(request)
     if denied is not None:
         return denied
     fields = await _parse_body(request, AgentCreate, AGENT_FIELDS)
@@ -416,7 +406,7 @@ async def create_agent(request: Request) -> Response:
 @router.patch("/agents/{name}", summary="Rename, move, enable or disable an agent, set labels")
 async def update_agent(request: Request, name: str) -> Response:
     """Commit changes to an agent; a rename revokes the old token and returns a new one."""
-    denied = _guard(request)
+    denied = admin_denied(request)
     if denied is not None:
         return denied
     fields = await _parse_body(request, AgentPatch, AGENT_FIELDS, patch=True)
@@ -437,7 +427,7 @@ async def update_agent(request: Request, name: str) -> Response:
 @router.delete("/agents/{name}", summary="Delete an agent and revoke its token")
 async def delete_agent(request: Request, name: str) -> Response:
     """Commit the removal of an agent and revoke its token."""
-    denied = _guard(request)
+    denied = admin_denied(request)
     if denied is not None:
         return denied
     control = control_of(request)

@@ -72,6 +72,66 @@ _SCHEMA = [
         token_hash VARCHAR NOT NULL,
         created_at TIMESTAMPTZ NOT NULL
     )""",
+    # Incidents (store/incidents.py): at most one open per canary; state open | resolved.
+    """CREATE TABLE IF NOT EXISTS incidents (
+        id BIGINT NOT NULL,
+        canary VARCHAR NOT NULL,
+        opened_at TIMESTAMPTZ NOT NULL,
+        resolved_at TIMESTAMPTZ,
+        state VARCHAR NOT NULL
+    )""",
+    # Which regions went down | up | unknown, and when, while an incident was open.
+    """CREATE TABLE IF NOT EXISTS incident_timeline (
+        incident BIGINT NOT NULL,
+        changed_at TIMESTAMPTZ NOT NULL,
+        region VARCHAR NOT NULL,
+        change VARCHAR NOT NULL
+    )""",
+    # The incident controller's region verdict per canary, and each agent's streaks and cursor.
+    """CREATE TABLE IF NOT EXISTS incident_regions (
+        canary VARCHAR NOT NULL,
+        region VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        last_known VARCHAR,
+        changed_at TIMESTAMPTZ
+    )""",
+    """CREATE TABLE IF NOT EXISTS incident_agents (
+        canary VARCHAR NOT NULL,
+        region VARCHAR NOT NULL,
+        agent VARCHAR NOT NULL,
+        verdict VARCHAR,
+        fails INTEGER NOT NULL,
+        passes INTEGER NOT NULL,
+        changed_at TIMESTAMPTZ,
+        last_run_at TIMESTAMPTZ
+    )""",
+    # Canary deployments (store/deployments.py): runtime state, evaluations, actions, pushes.
+    "ALTER TABLE canary_runs ADD COLUMN IF NOT EXISTS runtime JSON",
+    "ALTER TABLE canary_runs ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ",
+    """CREATE TABLE IF NOT EXISTS canary_evaluations (
+        run_id VARCHAR NOT NULL,
+        route VARCHAR NOT NULL,
+        evaluated_at TIMESTAMPTZ NOT NULL,
+        step INTEGER NOT NULL,
+        verdict VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        detail JSON NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS canary_actions (
+        run_id VARCHAR NOT NULL,
+        route VARCHAR NOT NULL,
+        action VARCHAR NOT NULL,
+        acted_at TIMESTAMPTZ NOT NULL,
+        outcome VARCHAR NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS route_metrics (
+        route VARCHAR NOT NULL,
+        grp VARCHAR NOT NULL,
+        received_at TIMESTAMPTZ NOT NULL,
+        requests BIGINT NOT NULL,
+        errors BIGINT NOT NULL,
+        p99_ms DOUBLE
+    )""",
 ]
 
 Connection = duckdb.DuckDBPyConnection

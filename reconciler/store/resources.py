@@ -125,7 +125,9 @@ def _start_runs(connection: Connection, plan: Plan, serial: int, now: datetime) 
             [run.route],
         )
         connection.execute(
-            "INSERT INTO canary_runs VALUES (?, ?, ?, 'pending', ?, ?::JSON, ?, ?)",
+            """INSERT INTO canary_runs
+                   (id, route, run_fingerprint, state, reason, steps, created_serial, created_at)
+               VALUES (?, ?, ?, 'pending', ?, ?::JSON, ?, ?)""",
             [
                 run_id,
                 run.route,

@@ -1,0 +1,605 @@
+"""The nginx data plane: one nginx master of our own, its route configs, and its access log.
+
+Layout of `directory` (the nginx prefix):
+
+    nginx.conf              main config, rewritten by `start()`
+    routes/<id>.conf        per route, http context: one upstream per group, split_clients, map
+    routes/<id>.locations   per route, server context: the location(s) proxying to the split
+    logs/access.json        one JSON line per response (see `accesslog`)
+    logs/error.log          nginx's error log; logs/stderr.log its standard error
+    nginx.pid, temp/        the master's pid file and nginx's temporary files
+
+`<id>` is the route name with every character but [a-z0-9] written as `_xx` (hex), so it is
+safe as a file name and inside nginx variable and upstream names. The first lines of each
+`routes/<id>.conf` carry the applied weights and the config generation as JSON: the file nginx
+tested is the record of what is applied.
+
+nginx runs in the foreground of its own session (`daemon off`), so it outlives a controller
+restart; a later `start()` adopts the master named by `nginx.pid` when /proc shows it runs our
+config. When run as root, nginx's workers drop to `nobody` and need to traverse `directory`
+to buffer large request bodies in `temp/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any, Literal
+from urllib.parse import urlsplit
+
+import orjson
+
+from reconciler.gateway.accesslog import LogEntry, aggregate, parse_line
+from reconciler.gateway.base import GatewayError, GroupMetrics, check_weights
+from schemas.route import RouteSpec
+
+_ROUTE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,252}$")
+_HOST = re.compile(r"^[A-Za-z0-9._:-]+$")
+_STATE_PREFIX = "# state: "
+_INSTALL_HINT = (
+    "install it with `apt-get install nginx` (Debian/Ubuntu) or pass its path as "
+    "NginxGateway(nginx=...)"
+)
+_LOG_FORMAT = (
+    '\'{"time":$msec,"route":"$gw_route","group":"$gw_group","status":$status,'
+    '"request_time":$request_time,"upstream_response_time":"$upstream_response_time",'
+    '"upstream_status":"$upstream_status","upstream_addr":"$upstream_addr",'
+    '"generation":"$gw_generation","request_id":"$request_id",'
+    '"method":"$request_method","uri":"$uri"}\''
+)
+
+
+def _ident(name: str) -> str:
+    """`name` with every character but [a-z0-9] as `_xx`: injective, never contains `__`."""
+    return "".join(
+        c if c.isascii() and (c.islower() or c.isdigit()) else f"_{ord(c):02x}" for c in name
+    )
+
+
+def _quote(text: str) -> str:
+    """A double-quoted nginx string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _server(route: str, group: str, url: str) -> tuple[str, str]:
+    """(scheme, `host:port`) of a backend URL, rejecting what cannot go into an upstream."""
+    where = f"route {route!r}, group {group!r}: backend {url!r}"
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError as error:
+        raise GatewayError(f"{where}: {error}") from None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not _HOST.match(host):
+        raise GatewayError(f"{where}: expected http(s)://host[:port]")
+    if (
+        parts.username
+        or parts.password
+        or parts.query
+        or parts.fragment
+        or parts.path not in ("", "/")
+    ):
+        raise GatewayError(
+            f"{where}: a backend is scheme://host[:port] only; nginx sends every group the "
+            "client's own path, so a path, query or credentials cannot be honoured"
+        )
+    host = f"[{host}]" if ":" in host else host
+    default = 443 if parts.scheme == "https" else 80
+    return parts.scheme, f"{host}:{default if port is None else port}"
+
+
+def render_route(
+    route: str, spec: RouteSpec, weights: Mapping[str, int], generation: int, split_key: str
+) -> tuple[str, str]:
+    """The http-context and server-context config of one route.
+
+    Zero-weight groups keep their upstream but get no share of split_clients (nginx rejects
+    `0%`); the last group with weight takes `*`, so rounding can never leave traffic unrouted.
+
+    Returns:
+        (routes/<id>.conf, routes/<id>.locations) contents.
+    """
+    if not _ROUTE.match(route):
+        raise GatewayError(f"route name {route!r}: use letters, digits and . _ / - only")
+    full = check_weights(route, spec, weights)
+    rid = _ident(route)
+    state = {"route": route, "generation": generation, "weights": full}
+    http = [
+        f"# canary-reconciler gateway route {route} (generated; edits are overwritten)",
+        _STATE_PREFIX + orjson.dumps(state).decode(),
+    ]
+    targets = []
+    for group in spec.traffic_split or []:
+        servers = [_server(route, group.name, backend.url) for backend in group.backends]
+        schemes = {scheme for scheme, _ in servers}
+        if len(schemes) > 1:
+            raise GatewayError(f"route {route!r}, group {group.name!r}: mixes http and https")
+        upstream = f"gw_{rid}__{_ident(group.name)}"
+        http += [f"upstream {upstream} {{"]
+        http += [f"    server {address};" for _, address in servers]
+        http += ["    keepalive 16;", "}"]
+        targets.append(f"    {group.name} {schemes.pop()}://{upstream};")
+    shares = [(name, weight) for name, weight in full.items() if weight > 0]
+    http += [f"split_clients {_quote(split_key)} $gw_split_{rid} {{"]
+    http += [f"    {weight}% {name};" for name, weight in shares[:-1]]
+    http += [f"    * {shares[-1][0]};", "}", f"map $gw_split_{rid} $gw_target_{rid} {{"]
+    http += [*targets, "}", ""]
+    body = [
+        f"    set $gw_route {_quote(route)};",
+        f"    set $gw_group $gw_split_{rid};",
+        f"    set $gw_generation {generation};",
+        "    add_header X-Gateway-Generation $gw_generation always;",
+        f"    proxy_pass $gw_target_{rid};",
+        "}",
+    ]
+    if spec.path_prefix and spec.path.endswith("/"):
+        matches = [f"^~ {_quote(spec.path)}"]
+    elif spec.path_prefix:
+        matches = [f"= {_quote(spec.path)}", f"^~ {_quote(spec.path + '/')}"]
+    else:
+        matches = [f"= {_quote(spec.path)}"]
+    locations = [line for match in matches for line in [f"location {match} {{", *body]]
+    return "\n".join(http), "\n".join([*locations, ""])
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    """The state line of a route file, None when the file is absent or carries none."""
+    try:
+        lines = path.read_text().splitlines()[:5]
+    except FileNotFoundError:
+        return None
+    for line in lines:
+        if line.startswith(_STATE_PREFIX):
+            try:
+                state: dict[str, Any] = orjson.loads(line[len(_STATE_PREFIX) :])
+            except orjson.JSONDecodeError:
+                return None
+            return state
+    return None
+
+
+def _write_atomic(path: Path, text: str | None) -> None:
+    """Replace `path` with `text` in one rename (remove it when `text` is None)."""
+    if text is None:
+        path.unlink(missing_ok=True)
+        return
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def _wait(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _signal(pid: int, number: signal.Signals) -> None:
+    """Send a signal to a process that may have exited meanwhile."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, number)
+
+
+def _children(pid: int) -> set[int]:
+    """The pids of `pid`'s child processes (empty without /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+class _Tail:
+    """An open file, read on from where the last read stopped; keeps an unfinished line."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.partial = b""
+
+    def lines(self) -> list[bytes]:
+        *complete, self.partial = (self.partial + self.handle.read()).split(b"\n")
+        return complete
+
+
+class _LogFollower:
+    """Reads the lines appended to a file, across truncation and rotation (rename + reopen)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._current: _Tail | None = None
+        # A rotated file stays followed: workers write to it until they reopen their logs.
+        self._previous: _Tail | None = None
+
+    def lines(self) -> list[bytes]:
+        """Every complete line written since the last call."""
+        found = self._previous.lines() if self._previous else []
+        if self._current is not None:
+            mine = os.fstat(self._current.handle.fileno())
+            try:
+                rotated = os.stat(self._path).st_ino != mine.st_ino
+            except FileNotFoundError:
+                rotated = False  # renamed, not yet reopened: keep reading the old file
+            if rotated:
+                found += self._current.lines()
+                if self._previous:
+                    self._previous.handle.close()
+                self._previous, self._current = self._current, None
+            elif mine.st_size < self._current.handle.tell():  # truncated
+                self._current.handle.seek(0)
+                self._current.partial = b""
+        if self._current is None:
+            try:
+                self._current = _Tail(open(self._path, "rb"))  # noqa: SIM115 - stays open
+            except FileNotFoundError:
+                return found
+        return found + self._current.lines()
+
+    def close(self) -> None:
+        """Close the followed files."""
+        for tail in (self._previous, self._current):
+            if tail is not None:
+                tail.handle.close()
+        self._previous = self._current = None
+
+
+class NginxGateway:
+    """A gateway backed by an nginx master process this object starts, reloads and stops.
+
+    `apply` and `metrics` work whether or not nginx runs: config applied while it is stopped
+    is served from `start()`. A reload is asynchronous; responses carry the config generation
+    in `X-Gateway-Generation`, and `generation(route)` says which one `apply` wrote.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        listen: tuple[str, int],
+        nginx: str = "nginx",
+        *,
+        worker_processes: int | Literal["auto"] = "auto",
+        split_key: str = "$request_id",
+        retention: timedelta = timedelta(hours=1),
+    ) -> None:
+        """Set up the adapter; nothing is written or started yet.
+
+        Args:
+            directory: nginx's prefix, owned by this gateway.
+            listen: the (address, port) nginx listens on.
+            nginx: the nginx binary, a name on PATH or a path.
+            worker_processes: nginx worker processes.
+            split_key: what split_clients hashes; `$request_id` splits per request, a cookie
+                variable would keep a client on one group.
+            retention: how long parsed access-log entries are kept for `metrics`.
+        """
+        self._dir = directory.resolve()
+        self._listen = listen
+        self._nginx = nginx
+        self._workers = worker_processes
+        self._split_key = split_key
+        self._retention_ms = int(retention.total_seconds() * 1000)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.RLock()
+        self._log = _LogFollower(self._dir / "logs" / "access.json")
+        self._entries: dict[str, deque[LogEntry]] = {}
+        self._retiring: set[int] = set()  # workers of configs replaced by a reload
+
+    # -- interface --------------------------------------------------------------------------
+
+    def apply(self, route: str, spec: RouteSpec, weights: Mapping[str, int]) -> None:
+        """Write the route's config, check it with `nginx -t` and reload nginx.
+
+        Raises:
+            GatewayError: the weights or spec cannot be rendered, or nginx rejected the
+                config; the previous files are restored and nginx keeps serving them.
+        """
+        with self._lock:
+            http, locations = render_route(
+                route, spec, weights, self._next_generation(), self._split_key
+            )
+            self._replace(route, http, locations)
+
+    def remove(self, route: str) -> None:
+        """Stop serving `route` (its requests get 404)."""
+        with self._lock:
+            self._replace(route, None, None)
+
+    def weights(self, route: str) -> dict[str, int] | None:
+        """The weights in the route's applied config file, None when it has none."""
+        state = _read_state(self._route_file(route, "conf"))
+        return None if state is None else dict(state["weights"])
+
+    def generation(self, route: str) -> int | None:
+        """The config generation `apply` last wrote for `route` (the X-Gateway-Generation)."""
+        state = _read_state(self._route_file(route, "conf"))
+        return None if state is None else int(state["generation"])
+
+    def metrics(self, route: str, since: datetime) -> dict[str, GroupMetrics]:
+        """Per group: requests, 5xx and latencies logged from `since` (naive means UTC).
+
+        Groups of the applied config appear even when they served nothing. Entries older than
+        the retention are forgotten, so a `since` further back sees only the retained ones.
+        """
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        with self._lock:
+            self._read_log()
+            state = _read_state(self._route_file(route, "conf"))
+            groups = state["weights"] if state is not None else ()
+            entries = self._entries.get(route, deque())
+            return aggregate(entries, route, int(since.timestamp() * 1000), groups)
+
+    # -- process ----------------------------------------------------------------------------
+
+    @property
+    def directory(self) -> Path:
+        """nginx's prefix directory, absolute."""
+        return self._dir
+
+    @property
+    def listen(self) -> tuple[str, int]:
+        """The (address, port) nginx listens on."""
+        return self._listen
+
+    @property
+    def running(self) -> bool:
+        """Whether our nginx master is alive."""
+        return self._master_pid() is not None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Write nginx.conf and start nginx, or adopt (and reload) a master already running.
+
+        Raises:
+            GatewayError: nginx is missing, or exited at start (its message included).
+        """
+        with self._lock:
+            binary = self._binary()
+            config = self._main_config()
+            if self._master_pid() is not None:
+                self._swap({self._dir / "nginx.conf": config}, "nginx.conf")
+                return
+            _write_atomic(self._dir / "nginx.conf", config)
+            self._pid_file.unlink(missing_ok=True)
+            stderr_path = self._dir / "logs" / "stderr.log"
+            with open(stderr_path, "ab") as stderr:
+                offset = stderr.tell()
+                self._process = subprocess.Popen(
+                    [binary, *self._args()],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    start_new_session=True,  # survives the controller's Ctrl-C and restarts
+                )
+            process = self._process
+            ready = _wait(
+                lambda: process.poll() is not None or self._pid_written(process.pid), timeout
+            )
+            if process.poll() is not None or not ready:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)  # its own group: workers too
+                process.wait()
+                self._process = None
+                with open(stderr_path, "rb") as stderr:
+                    stderr.seek(offset)
+                    message = stderr.read().decode(errors="replace").strip()
+                raise GatewayError(
+                    f"nginx did not start (listen {self._listen_address()}, prefix {self._dir}): "
+                    f"{message or f'no pid file after {timeout:g}s'}"
+                )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop nginx gracefully (SIGQUIT: in-flight requests finish); SIGTERM after `timeout`."""
+        with self._lock:
+            pid = self._master_pid()
+            if pid is not None:
+                _signal(pid, signal.SIGQUIT)
+                if not self._wait_exit(pid, timeout):
+                    _signal(pid, signal.SIGTERM)
+                    self._wait_exit(pid, 5.0)
+            self._process = None
+            self._log.close()
+
+    def wait_reloaded(self, timeout: float = 30.0) -> bool:
+        """Wait until every worker that predates the last reload has exited.
+
+        nginx reloads asynchronously, and old workers accept for a moment after the new ones
+        start, then finish their open connections. Once they are gone, only the newest config
+        serves. False on timeout: nginx refused the reload (see logs/error.log) or long-lived
+        connections keep old workers (at most `worker_shutdown_timeout`, 30s).
+        """
+        pid = self._master_pid()
+        if pid is None:
+            return True
+        done = _wait(lambda: not self._retiring & _children(pid), timeout)
+        if done:
+            self._retiring.clear()
+        return done
+
+    def reopen_logs(self) -> None:
+        """Make nginx reopen its logs (SIGUSR1), e.g. after logrotate renamed them."""
+        pid = self._master_pid()
+        if pid is not None:
+            _signal(pid, signal.SIGUSR1)
+
+    def __enter__(self) -> NginxGateway:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- internals --------------------------------------------------------------------------
+
+    @property
+    def _pid_file(self) -> Path:
+        return self._dir / "nginx.pid"
+
+    def _route_file(self, route: str, suffix: str) -> Path:
+        return self._dir / "routes" / f"{_ident(route)}.{suffix}"
+
+    def _binary(self) -> str:
+        found = shutil.which(self._nginx)
+        if found is None:
+            raise GatewayError(f"nginx binary {self._nginx!r} not found; {_INSTALL_HINT}")
+        return found
+
+    def _args(self) -> list[str]:
+        error_log = str(self._dir / "logs" / "error.log")
+        return ["-p", f"{self._dir}/", "-c", str(self._dir / "nginx.conf"), "-e", error_log]
+
+    def _listen_address(self) -> str:
+        host, port = self._listen
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def _main_config(self) -> str:
+        for sub in ("routes", "logs", "temp"):
+            (self._dir / sub).mkdir(parents=True, exist_ok=True)
+        temp = [
+            f"    {kind}_temp_path temp/{kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        ]
+        config = [
+            "# canary-reconciler gateway (generated by NginxGateway.start; edits are overwritten)",
+            "daemon off;",
+            f"worker_processes {self._workers};",
+            "pid nginx.pid;",
+            "error_log logs/error.log warn;",
+            "worker_shutdown_timeout 30s;",
+            "events { worker_connections 1024; }",
+            "http {",
+            "    server_tokens off;",
+            *temp,
+            f"    log_format gateway_json escape=json {_LOG_FORMAT};",
+            "    proxy_http_version 1.1;",
+            '    proxy_set_header Connection "";',
+            "    proxy_set_header Host $http_host;",
+            "    proxy_set_header X-Request-Id $request_id;",
+            "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+            "    proxy_set_header X-Forwarded-Proto $scheme;",
+            "    proxy_connect_timeout 5s;",
+            "    include routes/*.conf;",
+            "    server {",
+            f"        listen {self._listen_address()};",
+            '        set $gw_route "";',
+            '        set $gw_group "";',
+            '        set $gw_generation "";',
+            "        access_log logs/access.json gateway_json;",
+            "        include routes/*.locations;",
+            '        location ~ "^" { access_log off; return 404; }',
+            "    }",
+            "}",
+            "",
+        ]
+        return "\n".join(config)
+
+    def _next_generation(self) -> int:
+        states = (_read_state(path) for path in (self._dir / "routes").glob("*.conf"))
+        return 1 + max((int(state["generation"]) for state in states if state), default=0)
+
+    def _replace(self, route: str, http: str | None, locations: str | None) -> None:
+        if not (self._dir / "nginx.conf").exists():
+            _write_atomic(self._dir / "nginx.conf", self._main_config())
+        files = {
+            self._route_file(route, "conf"): http,
+            self._route_file(route, "locations"): locations,
+        }
+        self._swap(files, f"route {route!r}")
+
+    def _swap(self, files: Mapping[Path, str | None], subject: str) -> None:
+        """Write `files`; restore the old ones unless `nginx -t` passes, else reload nginx."""
+        previous = {path: path.read_text() if path.exists() else None for path in files}
+        try:
+            for path, text in files.items():
+                _write_atomic(path, text)
+            self._test_config()
+        except (GatewayError, OSError) as error:
+            for path, text in previous.items():
+                _write_atomic(path, text)
+            raise GatewayError(
+                f"{subject} not applied, the previous config keeps serving: {error}"
+            ) from None
+        self._reload()
+
+    def _test_config(self) -> None:
+        """Run `nginx -t` on the files as they are on disk."""
+        try:
+            result = subprocess.run(
+                [self._binary(), "-t", "-q", *self._args()],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except subprocess.TimeoutExpired:
+            raise GatewayError("`nginx -t` did not finish within 60s") from None
+        if result.returncode != 0:
+            raise GatewayError(f"nginx -t failed: {result.stderr.strip()}")
+
+    def _reload(self) -> None:
+        pid = self._master_pid()
+        if pid is not None:
+            self._retiring |= _children(pid)
+            _signal(pid, signal.SIGHUP)
+
+    def _pid_written(self, pid: int) -> bool:
+        try:
+            return self._pid_file.read_text().strip() == str(pid)
+        except FileNotFoundError:
+            return False
+
+    def _master_pid(self) -> int | None:
+        """The live master's pid: our child, or the pid file's nginx if it runs on our prefix."""
+        if self._process is not None:
+            if self._process.poll() is None:
+                return self._process.pid
+            self._process = None
+        try:
+            pid = int(self._pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if self._is_ours(pid) else None
+
+    def _is_ours(self, pid: int) -> bool:
+        """Whether `pid` is an nginx master on our config (not a reused pid)."""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            return False
+        return b"nginx" in cmdline and os.fsencode(str(self._dir / "nginx.conf")) in cmdline
+
+    def _wait_exit(self, pid: int, timeout: float) -> bool:
+        process = self._process
+        if process is not None and process.pid == pid:
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        return _wait(lambda: not self._is_ours(pid), timeout)
+
+    def _read_log(self) -> None:
+        """Parse what nginx appended to the access log and forget entries past retention."""
+        for line in self._log.lines():
+            entry = parse_line(line)
+            if entry is not None:
+                self._entries.setdefault(entry.route, deque()).append(entry)
+        horizon = int(time.time() * 1000) - self._retention_ms
+        for entries in self._entries.values():
+            while entries and entries[0].time_ms < horizon:
+                entries.popleft()

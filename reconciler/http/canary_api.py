@@ -1,0 +1,87 @@
+"""The canary admin API: deployment status, manual actions, and metrics pushed by gateways."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reconciler.deployments import DeploymentController
+from reconciler.http.common import (
+    admin_denied,
+    control_of,
+    json_response,
+    problem,
+    read_denied,
+)
+
+router = APIRouter(tags=["canary"])
+
+ACTIONS = ("start", "pause", "resume", "promote", "rollback")
+
+
+class PushedGroup(BaseModel):
+    """One traffic group's counts since the gateway's last push."""
+
+    model_config = ConfigDict(extra="forbid")
+    requests: int = Field(ge=0)
+    errors: int = Field(ge=0)
+    p99_ms: float | None = Field(default=None, ge=0)
+
+
+class PushedMetrics(BaseModel):
+    """`POST /api/routes/{route}/metrics`: per-group counts observed by a gateway."""
+
+    model_config = ConfigDict(extra="forbid")
+    groups: dict[str, PushedGroup]
+
+
+def _controller(request: Request) -> DeploymentController | None:
+    controller: DeploymentController | None = control_of(request).deployments
+    return controller
+
+
+@router.get("/canary", summary="Every route's canary deployment with its evaluations")
+async def status(request: Request) -> Response:
+    denied = read_denied(request)
+    if denied is not None:
+        return denied
+    controller = _controller(request)
+    runs = await controller.snapshot() if controller else []
+    return json_response({"canaries": runs})
+
+
+@router.post("/canary/{route}/{action}", summary="start, pause, resume, promote or rollback")
+async def act(request: Request, route: str, action: str) -> Response:
+    denied = admin_denied(request)
+    if denied is not None:
+        return denied
+    if action not in ACTIONS:
+        return problem(404, f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+    controller = _controller(request)
+    if controller is None:
+        return problem(503, "the canary controller is not running")
+    status_code, body = await controller.act(route, action)
+    return json_response(body, status_code)
+
+
+@router.post("/api/routes/{route}/metrics", summary="Per-group metrics pushed by a gateway")
+async def push(request: Request, route: str) -> Response:
+    denied = admin_denied(request)
+    if denied is not None:
+        return denied
+    controller = _controller(request)
+    if controller is None:
+        return problem(503, "the canary controller is not running")
+    try:
+        document = PushedMetrics.model_validate(orjson.loads(await request.body()))
+    except (orjson.JSONDecodeError, ValidationError) as error:
+        return problem(
+            422, f'expected {{"groups": {{name: {{requests, errors, p99_ms}}}}}}: {error}'
+        )
+    known = {r.name for r in control_of(request).resources_of("Route")}
+    if route not in known:
+        return problem(404, f"route {route} is not in the configuration")
+    groups = {g: (m.requests, m.errors, m.p99_ms) for g, m in document.groups.items()}
+    await controller.push(route, groups)
+    return json_response({"stored": len(groups)}, 202)

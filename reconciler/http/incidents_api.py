@@ -1,0 +1,45 @@
+"""The incidents API: open and recent incidents across regions, with their timelines."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from reconciler.http.common import control_of, json_response, problem, read_denied
+from reconciler.incidents import recent_incidents
+
+router = APIRouter(prefix="/api/v1", tags=["read"])
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
+STATES = ("open", "resolved")
+
+
+@router.get("/incidents", summary="Open incidents first, then the most recent ones")
+async def list_incidents(request: Request) -> Response:
+    """Incidents with their region timelines: open ones first, then newest first.
+
+    Filters: `canary=<id>` (the read API's target id, `namespace.name`), `state=open` or
+    `state=resolved`, and `limit=` (50, at most 1000). An incident covers every region of its
+    canary, so its `region` is always null; `regions_down` and `timeline` say which regions
+    were down, and when.
+    """
+    denied = read_denied(request)
+    if denied is not None:
+        return denied
+    params = request.query_params
+    canary = params.get("canary") or None
+    state = params.get("state") or None
+    if state is not None and state not in STATES:
+        return problem(400, f"state: expected 'open' or 'resolved', got {state!r}")
+    limit = DEFAULT_LIMIT
+    text = params.get("limit")
+    if text:
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
+            return problem(
+                400, f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {text!r}"
+            )
+        limit = int(text)
+    key = canary.replace(".", "/", 1) if canary is not None else None
+    found = await recent_incidents(control_of(request), key, state, limit)
+    incidents = [{"target": str(i["canary"]).replace("/", "."), **i} for i in found]
+    return json_response({"incidents": incidents})

@@ -1,0 +1,260 @@
+"""The incident controller: every few seconds, load new runs, decide, store and announce."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from reconciler.controlplane import ControlPlane
+from reconciler.core.incidents import (
+    Decision,
+    IncidentEvent,
+    OpenIncident,
+    Probe,
+    RegionHealth,
+    Run,
+    Target,
+    decide,
+    describe_policy,
+    group_runs,
+    run_window,
+    targets_of,
+)
+from reconciler.core.resources import Resource
+from reconciler.store.incidents import (
+    IncidentWrite,
+    changed_canaries,
+    list_incidents,
+    load_state,
+    recent_rows,
+    save,
+)
+
+log = logging.getLogger("reconciler.incidents")
+
+INTERVAL_VARIABLE = "RECONCILER_INCIDENT_INTERVAL"
+DEFAULT_INTERVAL = 5.0
+# Rows are stamped `received_at` before the writer thread commits them; looking this far
+# back for changes catches rows that were committed after the previous tick looked.
+RECEIVED_OVERLAP = timedelta(seconds=60)
+# Bounded work per tick: derived canaries loaded, and rows per derived canary.
+MAX_PROBES_PER_TICK = 2_000
+MAX_ROWS_PER_PROBE = 1_000
+
+HELP = {
+    "incidents_opened_total": "Incidents opened since the process started.",
+    "incidents_resolved_total": "Incidents resolved since the process started.",
+}
+
+
+def interval_from(environ: Mapping[str, str]) -> float:
+    """The evaluation interval in seconds: RECONCILER_INCIDENT_INTERVAL, else 5.
+
+    Args:
+        environ: the process environment.
+
+    Returns:
+        A positive number of seconds.
+    """
+    text = environ.get(INTERVAL_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_INTERVAL
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        log.warning("%s=%r is not a positive number of seconds; using 5", INTERVAL_VARIABLE, text)
+        return DEFAULT_INTERVAL
+    return seconds
+
+
+def event_document(event: IncidentEvent, incident: int, target: Target | None) -> dict[str, Any]:
+    """The JSON form of an incident event, as notifications carry it."""
+    return {
+        "type": event.type,
+        "incident": incident,
+        "canary": event.canary,
+        "target": event.canary.replace("/", "."),
+        "at": event.at.isoformat().replace("+00:00", "Z"),
+        "policy": describe_policy(target.policy) if target is not None else None,
+        "regions_down": list(event.regions_down),
+        "regions_unknown": list(event.regions_unknown),
+        "reason": event.reason,
+    }
+
+
+async def recent_incidents(
+    control: ControlPlane, canary: str | None, state: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Open incidents first, then the most recent, with timelines (see `list_incidents`).
+
+    Args:
+        control: the control plane whose state file holds the incidents.
+        canary: only this canary key's incidents, or all.
+        state: `open`, `resolved`, or None for both.
+        limit: at most this many.
+
+    Returns:
+        One document per incident.
+    """
+    return await control.state.read(lambda c: list_incidents(c, canary, state, limit))
+
+
+@dataclass
+class _Loaded:
+    """What one tick read: new runs by canary and agent, and probes still waiting."""
+
+    runs: dict[str, dict[str, list[Run]]]
+    pending: set[str]
+
+
+class IncidentController:
+    """Load → decide → apply, every `interval` seconds, on the control plane's state file.
+
+    Memory holds the region states and open incidents (loaded from the state file at
+    start), so a tick reads only the results of derived canaries that received rows
+    since the previous tick, starting after each agent's cursor. Every change is written
+    in one transaction before it is announced, so a restart neither reopens nor duplicates
+    an incident.
+    """
+
+    def __init__(self, control: ControlPlane, interval: float = DEFAULT_INTERVAL) -> None:
+        self._control = control
+        self._interval = interval
+        self._health: dict[str, dict[str, RegionHealth]] = {}
+        self._open: dict[str, OpenIncident] = {}
+        self._pending: set[str] = set()
+        self._since: datetime | None = None
+        self._resources: dict[str, Resource] | None = None
+        self._targets: dict[str, Target] = {}
+        self._probes: dict[str, Probe] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        """Load the stored state, then evaluate every `interval` seconds."""
+        for name, text in HELP.items():
+            self._control.metrics.help.setdefault(name, text)
+            self._control.metrics.count(name, 0)
+        self._health, self._open = await self._control.state.read(load_state)
+        self._control.open_incidents = len(self._open)
+        self._task = asyncio.create_task(self._loop(), name="incidents")
+
+    async def stop(self) -> None:
+        """Stop evaluating; a tick in progress finishes, so what it stored is announced."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.tick()
+            except Exception:  # noqa: BLE001 - logged; the next tick starts over
+                log.exception("incident evaluation failed")
+                self._since = None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
+
+    def _current_targets(self) -> None:
+        # A derived canary new to the configuration is loaded when its first rows arrive.
+        resources = self._control.resources
+        if resources is not self._resources:  # a revision was (re)published
+            self._targets, self._probes = targets_of(resources.values())
+            self._resources = resources
+
+    async def tick(self) -> None:
+        """One evaluation of every target; reads only what changed since the last one."""
+        self._current_targets()
+        now = self._control.clock()
+        loaded = await self._load(now)
+        writes: list[tuple[Decision, IncidentWrite]] = []
+        for canary in sorted(self._targets.keys() | self._open.keys() | self._health.keys()):
+            target = self._targets.get(canary) or Target(canary, "any", 1, 1, 60.0, {})
+            incident = self._open.get(canary)
+            decision = decide(
+                target, self._health.get(canary, {}), loaded.runs.get(canary, {}), incident, now
+            )
+            if decision.health_changed or decision.action != "none":
+                regions = decision.regions if decision.health_changed else None
+                write = IncidentWrite(
+                    canary, regions, decision.action, incident, decision.timeline, now
+                )
+                writes.append((decision, write))
+        ids: dict[str, int] = {}
+        if writes:
+            ids = await self._control.state.write(lambda c: save(c, [w for _, w in writes]))
+        self._pending = loaded.pending
+        self._since = now
+        for decision, write in writes:
+            self._apply(decision, write, ids.get(write.canary))
+
+    async def _load(self, now: datetime) -> _Loaded:
+        """Group the new rows of changed (or still pending) derived canaries into runs."""
+        if self._since is None:
+            wanted = set(self._probes)
+        else:
+            since = self._since - RECEIVED_OVERLAP
+            changed = await self._control.state.read(lambda c: changed_canaries(c, since))
+            wanted = (changed | self._pending) & self._probes.keys()
+        ordered = sorted(wanted)
+        pending = set(ordered[MAX_PROBES_PER_TICK:])
+        cursors = {probe: self._cursor(probe, now) for probe in ordered[:MAX_PROBES_PER_TICK]}
+        rows = await self._control.state.read(lambda c: recent_rows(c, cursors, MAX_ROWS_PER_PROBE))
+        runs: dict[str, dict[str, list[Run]]] = {}
+        for derived, (found, truncated) in rows.items():
+            probe = self._probes[derived]
+            period = self._targets[probe.canary].period
+            final, waiting = group_runs(found, period, probe.checks, now, truncated)
+            if waiting:
+                pending.add(derived)
+            if final:
+                runs.setdefault(probe.canary, {}).setdefault(probe.agent, []).extend(final)
+        return _Loaded(runs, pending)
+
+    def _cursor(self, derived: str, now: datetime) -> datetime:
+        """Rows of a derived canary starting from this time are new: those after the window
+        of its agent's last run, or a lookback of enough periods to reach the thresholds (at
+        most the maximum result age) for an agent without one."""
+        probe = self._probes[derived]
+        target = self._targets[probe.canary]
+        region = self._health.get(probe.canary, {}).get(probe.region)
+        agent = region.agents.get(probe.agent) if region is not None else None
+        if agent is not None and agent.last_run_at is not None:
+            return agent.last_run_at + run_window(target.period)
+        periods = max(target.failure_threshold, target.success_threshold) + 1
+        lookback = min(periods * target.period, self._control.settings.max_result_age)
+        return now - timedelta(seconds=lookback)
+
+    def _apply(self, decision: Decision, write: IncidentWrite, incident: int | None) -> None:
+        """Take a stored decision into memory, the metrics and the notifications."""
+        canary = write.canary
+        if decision.health_changed:
+            if decision.regions:
+                self._health[canary] = dict(decision.regions)
+            else:
+                self._health.pop(canary, None)
+        if incident is None:
+            return
+        if decision.action == "open":
+            self._open[canary] = OpenIncident(incident, write.at)
+            self._control.metrics.count("incidents_opened_total")
+        elif decision.action == "resolve":
+            self._open.pop(canary, None)
+            self._control.metrics.count("incidents_resolved_total")
+        self._control.open_incidents = len(self._open)
+        for event in decision.events:
+            self._announce(event_document(event, incident, self._targets.get(canary)))
+
+    def _announce(self, document: dict[str, Any]) -> None:
+        try:
+            self._control.notify(document)
+        except Exception:  # noqa: BLE001 - a notification failure must not stop detection
+            log.exception("cannot send %s for %s", document["type"], document["canary"])

@@ -1,0 +1,143 @@
+"""Canary deployment runs in the state file: their runtime state, evaluations, actions, and
+per-group metrics pushed by gateways."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from reconciler.store.db import Connection
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A run as stored: its identity, the state column, and the runtime document."""
+
+    run_id: str
+    route: str
+    run_fingerprint: str
+    state: str
+    reason: str
+    created_serial: int
+    runtime: dict[str, Any] | None
+
+
+def latest_runs(connection: Connection) -> dict[str, StoredRun]:
+    """The newest run of every route (superseded runs are history)."""
+    rows = connection.execute(
+        """SELECT id, route, run_fingerprint, state, reason, created_serial, runtime
+           FROM canary_runs
+           QUALIFY row_number() OVER (PARTITION BY route ORDER BY created_serial DESC) = 1"""
+    ).fetchall()
+    return {
+        row[1]: StoredRun(
+            run_id=row[0],
+            route=row[1],
+            run_fingerprint=row[2],
+            state=row[3],
+            reason=row[4],
+            created_serial=row[5],
+            runtime=orjson.loads(row[6]) if row[6] else None,
+        )
+        for row in rows
+    }
+
+
+def save_run(
+    connection: Connection, run_id: str, state: str, runtime: dict[str, Any], now: datetime
+) -> None:
+    """Store a run's runtime state."""
+    connection.execute(
+        "UPDATE canary_runs SET state = ?, runtime = ?::JSON, updated_at = ? WHERE id = ?",
+        [state, orjson.dumps(runtime).decode(), now, run_id],
+    )
+
+
+def add_evaluation(
+    connection: Connection, run_id: str, route: str, at: datetime, step: int,
+    verdict: str, reason: str, detail: dict[str, Any],
+) -> None:  # fmt: skip
+    """Record one evaluation with its values and thresholds."""
+    connection.execute(
+        "INSERT INTO canary_evaluations VALUES (?, ?, ?, ?, ?, ?, ?::JSON)",
+        [run_id, route, at, step, verdict, reason, orjson.dumps(detail).decode()],
+    )
+
+
+def evaluations(connection: Connection, run_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    """A run's most recent evaluations, newest first."""
+    rows = connection.execute(
+        """SELECT strftime(evaluated_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%gZ'), step,
+                  verdict, reason, detail
+           FROM canary_evaluations WHERE run_id = ? ORDER BY evaluated_at DESC LIMIT ?""",
+        [run_id, limit],
+    ).fetchall()
+    return [
+        {"at": r[0], "step": r[1], "verdict": r[2], "reason": r[3], **orjson.loads(r[4])}
+        for r in rows
+    ]
+
+
+def record_action(
+    connection: Connection, run_id: str, route: str, action: str, at: datetime, outcome: str
+) -> None:
+    """Audit a manual action (accepted or refused)."""
+    connection.execute(
+        "INSERT INTO canary_actions VALUES (?, ?, ?, ?, ?)", [run_id, route, action, at, outcome]
+    )
+
+
+def push_metrics(
+    connection: Connection, route: str, groups: dict[str, tuple[int, int, float | None]],
+    at: datetime,
+) -> None:  # fmt: skip
+    """Store per-group counts a gateway pushed."""
+    for group, (requests, errors, p99) in groups.items():
+        connection.execute(
+            "INSERT INTO route_metrics VALUES (?, ?, ?, ?, ?, ?)",
+            [route, group, at, requests, errors, p99],
+        )
+
+
+def pushed_metrics(
+    connection: Connection, route: str, since: datetime
+) -> dict[str, tuple[int, int, float | None]]:
+    """Per-group requests, errors and the worst pushed p99 since a time."""
+    rows = connection.execute(
+        """SELECT grp, sum(requests), sum(errors), max(p99_ms) FROM route_metrics
+           WHERE route = ? AND received_at >= ? GROUP BY grp""",
+        [route, since],
+    ).fetchall()
+    return {r[0]: (int(r[1]), int(r[2]), r[3]) for r in rows}
+
+
+def synthetic_metrics(
+    connection: Connection, prefixes: dict[str, list[str]], since: datetime
+) -> dict[str, tuple[int, int, float | None]]:
+    """Per-group samples from synthetic HTTP checks whose URL points at a group's backends.
+
+    Args:
+        connection: the state.
+        prefixes: group name to backend URLs (a check URL starting with one counts).
+        since: only runs started since.
+    """
+    found: dict[str, tuple[int, int, float | None]] = {}
+    for group, urls in prefixes.items():
+        if not urls:
+            continue
+        row = connection.execute(
+            """SELECT count(*), count(*) FILTER (WHERE r.status <> 'pass'),
+                      quantile_cont(r.duration_ms, 0.99)
+               FROM results r JOIN resources d ON d.address = 'derived_canary.' || r.canary
+               WHERE r.started_at >= ? AND r.check_type = 'http' AND EXISTS (
+                   SELECT 1 FROM unnest(CAST(d.spec->'$.http[*].url' AS VARCHAR[])) AS u(url),
+                                 unnest(?::VARCHAR[]) AS p(prefix)
+                   WHERE starts_with(u.url, p.prefix))""",
+            [since, urls],
+        ).fetchone()
+        if row and row[0]:
+            found[group] = (int(row[0]), int(row[1]), row[2])
+    return found

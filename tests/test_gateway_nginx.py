@@ -1,0 +1,311 @@
+"""The nginx data plane against a real nginx and real backends, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from reconciler.gateway import GatewayError, GroupMetrics, NginxGateway
+from reconciler.gateway.accesslog import aggregate, parse_line
+from schemas.route import RouteSpec
+
+ROUTE = "shop/checkout"
+NGINX = shutil.which("nginx")
+needs_nginx = pytest.mark.skipif(
+    NGINX is None, reason="nginx is not installed (apt-get install nginx; `make test` does it)"
+)
+
+
+class Backend(ThreadingHTTPServer):
+    """A backend answering its name, or 500 when failing, after an optional delay."""
+
+    daemon_threads = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.name = name
+        self.status = 200
+        self.delay = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Backend
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
+        if self.server.delay:
+            time.sleep(self.server.delay)  # the backend's latency, not test timing
+        body = self.server.name.encode()
+        self.send_response(self.server.status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+Backends = dict[str, Backend]
+
+
+@pytest.fixture
+def backends() -> Iterator[Backends]:
+    servers = {name: Backend(name) for name in ("stable", "canary")}
+    threads = [
+        threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True)
+        for s in servers.values()
+    ]
+    for thread in threads:
+        thread.start()
+    yield servers
+    for server in servers.values():
+        server.shutdown()
+        server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[NginxGateway]:
+    gw = NginxGateway(tmp_path / "gw", ("127.0.0.1", free_port()), worker_processes=1)
+    gw.start()
+    yield gw
+    gw.stop()
+    assert not gw.running
+
+
+def spec(backends: Backends, *, canary_url: str | None = None) -> RouteSpec:
+    return RouteSpec.model_validate(
+        {
+            "path": "/checkout",
+            "path_prefix": True,
+            "traffic_split": [
+                {"name": "stable", "weight": 100, "backends": [{"url": backends["stable"].url}]},
+                {
+                    "name": "canary",
+                    "weight": 0,
+                    "backends": [{"url": canary_url or backends["canary"].url}],
+                },
+            ],
+        }
+    )
+
+
+def get(gw: NginxGateway, path: str = "/checkout/cart") -> tuple[int, str, str | None]:
+    """(status, body, X-Gateway-Generation) of one request on a fresh connection."""
+    connection = http.client.HTTPConnection("127.0.0.1", gw_port(gw), timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode(), response.getheader("X-Gateway-Generation")
+    finally:
+        connection.close()
+
+
+def gw_port(gw: NginxGateway) -> int:
+    return gw.listen[1]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(0.01)
+
+
+def applied(gw: NginxGateway, route_spec: RouteSpec, weights: dict[str, int]) -> None:
+    """Apply and wait until only the new generation serves."""
+    gw.apply(ROUTE, route_spec, weights)
+    assert gw.wait_reloaded(timeout=10)
+    assert get(gw)[2] == str(gw.generation(ROUTE))
+
+
+def bodies(gw: NginxGateway, count: int, path: str = "/checkout/cart") -> Counter[str]:
+    return Counter(get(gw, path)[1] for _ in range(count))
+
+
+def later_than_now() -> datetime:
+    """A time strictly after every response logged so far, at the log's millisecond grain."""
+    now_ms = int(time.time() * 1000)
+    wait_for(lambda: int(time.time() * 1000) > now_ms)
+    return datetime.now(UTC)
+
+
+@needs_nginx
+def test_100_0_sends_everything_to_stable(gateway: NginxGateway, backends: Backends) -> None:
+    applied(gateway, spec(backends), {"stable": 100, "canary": 0})
+    assert bodies(gateway, 50) == {"stable": 50}
+    assert get(gateway, "/checkout")[1] == "stable"
+    assert get(gateway, "/checkoutx")[0] == 404
+    assert get(gateway, "/elsewhere")[0] == 404
+
+
+@needs_nginx
+def test_50_50_lands_in_a_loose_band(gateway: NginxGateway, backends: Backends) -> None:
+    applied(gateway, spec(backends), {"stable": 50, "canary": 50})
+    counts = bodies(gateway, 400)
+    assert set(counts) == {"stable", "canary"}
+    assert 120 <= counts["canary"] <= 280, counts
+
+
+@needs_nginx
+def test_0_100_sends_everything_to_canary(gateway: NginxGateway, backends: Backends) -> None:
+    applied(gateway, spec(backends), {"stable": 100, "canary": 0})
+    applied(gateway, spec(backends), {"stable": 0, "canary": 100})
+    assert bodies(gateway, 50) == {"canary": 50}
+
+
+@needs_nginx
+def test_weights_read_back_also_from_a_new_adapter(
+    gateway: NginxGateway, backends: Backends, tmp_path: Path
+) -> None:
+    assert gateway.weights(ROUTE) is None
+    applied(gateway, spec(backends), {"stable": 90, "canary": 10})
+    applied(gateway, spec(backends), {"stable": 75, "canary": 25})
+    assert gateway.weights(ROUTE) == {"stable": 75, "canary": 25}
+
+    again = NginxGateway(tmp_path / "gw", ("127.0.0.1", gw_port(gateway)), worker_processes=1)
+    assert again.weights(ROUTE) == {"stable": 75, "canary": 25}
+    again.start()  # adopts the running master: a second one could not bind the port
+    assert again.running
+    assert get(gateway)[0] == 200
+
+
+@needs_nginx
+def test_rejected_config_keeps_the_previous_one_serving(
+    gateway: NginxGateway, backends: Backends
+) -> None:
+    applied(gateway, spec(backends), {"stable": 100, "canary": 0})
+    (conf,) = (gateway.directory / "routes").glob("*.conf")
+    before = conf.read_text()
+
+    with pytest.raises(GatewayError, match="invalid port in upstream") as raised:
+        gateway.apply(ROUTE, spec(backends, canary_url="http://127.0.0.1:0"), {"canary": 100})
+    assert "previous config keeps serving" in str(raised.value)
+
+    assert conf.read_text() == before
+    assert gateway.weights(ROUTE) == {"stable": 100, "canary": 0}
+    assert bodies(gateway, 20) == {"stable": 20}
+    # Still healthy: the next good config goes through.
+    applied(gateway, spec(backends), {"stable": 0, "canary": 100})
+    assert bodies(gateway, 5) == {"canary": 5}
+
+
+@needs_nginx
+def test_metrics_per_group_since_a_time(gateway: NginxGateway, backends: Backends) -> None:
+    backends["canary"].status = 500
+    backends["canary"].delay = 0.02
+    applied(gateway, spec(backends), {"stable": 50, "canary": 50})
+    start = later_than_now()
+    counts = bodies(gateway, 80)
+
+    def settled() -> dict[str, GroupMetrics]:
+        result: dict[str, GroupMetrics] = {}
+
+        def complete() -> bool:
+            result.update(gateway.metrics(ROUTE, start))
+            return sum(m.requests for m in result.values()) == 80
+
+        wait_for(complete)
+        return result
+
+    metrics = settled()
+    assert metrics["stable"].requests == counts["stable"]
+    assert metrics["canary"].requests == counts["canary"]
+    assert metrics["stable"].errors == 0
+    assert metrics["canary"].errors == counts["canary"]
+    assert metrics["canary"].p99_ms is not None and metrics["canary"].p99_ms >= 20
+    assert metrics["canary"].error_rate == 1.0
+
+    step = later_than_now()
+    after = gateway.metrics(ROUTE, step)
+    assert after == {"stable": GroupMetrics(), "canary": GroupMetrics()}
+    get(gateway)
+    wait_for(lambda: sum(m.requests for m in gateway.metrics(ROUTE, step).values()) == 1)
+    assert sum(m.requests for m in gateway.metrics(ROUTE, start).values()) == 81
+
+
+@needs_nginx
+def test_metrics_follow_log_truncation_and_rotation(
+    gateway: NginxGateway, backends: Backends, tmp_path: Path
+) -> None:
+    applied(gateway, spec(backends), {"stable": 100, "canary": 0})
+    start = later_than_now()
+
+    def wait_total(total: int) -> None:
+        wait_for(lambda: gateway.metrics(ROUTE, start)["stable"].requests == total)
+
+    bodies(gateway, 20)
+    wait_total(20)
+    log = tmp_path / "gw" / "logs" / "access.json"
+    os.truncate(log, 0)
+    bodies(gateway, 5)
+    wait_total(25)
+    log.rename(log.with_name("access.json.1"))
+    gateway.reopen_logs()
+    bodies(gateway, 7)
+    wait_for(log.exists)
+    bodies(gateway, 3)
+    wait_total(35)
+
+
+@needs_nginx
+def test_remove_stops_serving_the_route(gateway: NginxGateway, backends: Backends) -> None:
+    applied(gateway, spec(backends), {"stable": 100, "canary": 0})
+    gateway.remove(ROUTE)
+    assert gateway.wait_reloaded(timeout=10)
+    assert gateway.weights(ROUTE) is None
+    assert get(gateway)[0] == 404
+
+
+@needs_nginx
+def test_a_taken_port_is_reported(gateway: NginxGateway, tmp_path: Path) -> None:
+    other = NginxGateway(tmp_path / "other", gateway.listen, worker_processes=1)
+    with pytest.raises(GatewayError, match="did not start.*Address already in use"):
+        other.start()
+    assert not other.running
+
+
+def test_missing_nginx_says_how_to_install_it(tmp_path: Path) -> None:
+    gw = NginxGateway(tmp_path, ("127.0.0.1", 1), nginx="no-such-nginx-binary")
+    with pytest.raises(GatewayError, match="apt-get install nginx"):
+        gw.start()
+
+
+def test_access_log_aggregation() -> None:
+    lines = [
+        b'{"time":1000.000,"route":"r","group":"a","status":200,"request_time":0.010}',
+        b'{"time":1000.500,"route":"r","group":"a","status":502,"request_time":0.030}',
+        b'{"time":1001.000,"route":"r","group":"b","status":200,"request_time":0.020}',
+        b'{"time":1001.000,"route":"other","group":"a","status":500,"request_time":1}',
+        b'{"time":1001.000,"route":"","group":"","status":404,"request_time":0}',
+        b'{"time":10',
+        b"",
+    ]
+    entries = [e for e in map(parse_line, lines) if e is not None]
+    assert len(entries) == 4
+    metrics = aggregate(entries, "r", 1_000_000, groups=["a", "b", "c"])
+    assert metrics["a"].requests == 2 and metrics["a"].errors == 1
+    assert metrics["a"].p99_ms == pytest.approx(10 + 20 * 0.99)
+    assert metrics["b"].p99_ms == pytest.approx(20)
+    assert metrics["c"] == GroupMetrics()
+    assert aggregate(entries, "r", 1_000_500, groups=["a"])["a"].requests == 1
