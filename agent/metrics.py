@@ -15,7 +15,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 Labels = tuple[tuple[str, str], ...]
 
 HELP = {
-    "reconciles_total": "Reconcile attempts by result (applied or error).",
+    "reconciles_total": "Reconcile attempts by result (applied, unchanged or error).",
+    "notifications_total": "Notification webhook deliveries by outcome (delivered or failed).",
     "apply_errors_total": "Valid revisions whose apply to the state file failed.",
     "invalid_revisions_total": "Revisions not applied because the config did not load.",
     "ingest_rows_total": "Result rows stored (accepted) or skipped as already stored (duplicate).",

@@ -95,7 +95,9 @@ def run_canary(args: argparse.Namespace, out: Any, err: Any) -> int:
     if args.action == "status":
         try:
             if url is not None:
-                response = httpx.get(f"{url}/canary", timeout=10)
+                read = os.environ.get("RECONCILER_READ_TOKEN")
+                headers = {"Authorization": f"Bearer {read}"} if read else {}
+                response = httpx.get(f"{url}/canary", headers=headers, timeout=10)
                 response.raise_for_status()
                 views = response.json()["canaries"]
             else:

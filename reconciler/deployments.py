@@ -142,20 +142,41 @@ class DeploymentController:
     async def tick_all(self) -> None:
         """One pass over every route with a canary."""
         async with self._lock:
-            for route, spec in self._routes().items():
-                current = await self._current(route, spec)
-                if current is None:
-                    await self._ensure_weights(route, spec, None)
-                    continue
-                run, schedule = current
-                if run.state in TERMINAL or run.state == "paused":
-                    await self._ensure_weights(route, spec, run.weights)
-                    await self._save(run)
-                    continue
-                since = run.step_started_at or run.started_at or self.control.clock()
-                samples = await self._samples(route, spec, since)
-                result = tick(run, spec, schedule, samples, self.control.clock())
-                await self._apply(route, spec, result)
+            routes = self._routes()
+            for route, spec in routes.items():
+                try:
+                    await self._tick_route(route, spec)
+                except Exception:  # one route's trouble must not stop the others
+                    log.exception("route %s: canary controller tick failed", route)
+            for gone in [r for r in self._applied if r not in routes]:
+                await self._remove(gone)
+
+    async def _tick_route(self, route: str, spec: RouteSpec) -> None:
+        current = await self._current(route, spec)
+        if current is None:
+            await self._ensure_weights(route, spec, None)
+            return
+        run, schedule = current
+        if run.state in TERMINAL or run.state == "paused":
+            await self._ensure_weights(route, spec, run.weights)
+            await self._save(run)
+            return
+        since = run.step_started_at or run.started_at or self.control.clock()
+        samples = await self._samples(route, spec, since)
+        result = tick(run, spec, schedule, samples, self.control.clock())
+        await self._apply(route, spec, result)
+
+    async def _remove(self, route: str) -> None:
+        """Stop serving a route that left the configuration."""
+        self._applied.pop(route, None)
+        if self.gateway is None:
+            return
+        try:
+            await asyncio.to_thread(self.gateway.remove, route)
+        except GatewayError as error:
+            log.error("route %s: removing it from the gateway failed: %s", route, error)
+            return
+        log.info("route %s: removed from the gateway", route)
 
     async def _ensure_weights(
         self, route: str, spec: RouteSpec, weights: dict[str, int] | None

@@ -35,10 +35,13 @@ class Analysis(StrictModel):
     """Health thresholds evaluated every `interval` while a canary progresses."""
 
     error_threshold: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="Roll back above this error rate (0.0-1.0)."
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="An evaluation fails above this error rate (0.0-1.0).",
     )
     latency_threshold: Duration | None = Field(
-        default=None, description="Roll back when the canary's p99 exceeds this."
+        default=None, description="An evaluation fails when the canary's p99 exceeds this."
     )
     max_error_rate_increase: float = Field(
         default=0.0, ge=0.0, description="Max canary/baseline error-rate ratio; 0 disables."
@@ -59,7 +62,7 @@ class Analysis(StrictModel):
     min_requests: int = Field(default=0, ge=0, description="Skip evaluation below this count.")
     interval: Duration = Field(default="30s", description="How often to evaluate.")
     progress_deadline: Duration | None = Field(
-        default=None, description="Roll back a step that has not reached min_requests by then."
+        default=None, description="Roll back a step that has not seen min_requests by then."
     )
 
 
@@ -68,7 +71,7 @@ class CanaryDeployment(StrictModel):
 
     enabled: bool = True
     canary_group: Slug
-    auto_start: bool = Field(default=False, description="Start when the route is applied.")
+    auto_start: bool = Field(default=False, description="Start the run without a manual start.")
     steps: list[CanaryStep] = Field(default_factory=list)
     analysis: Analysis = Field(default_factory=Analysis)
     rollback_to: Literal["original", "zero"] = Field(

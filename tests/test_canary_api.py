@@ -96,6 +96,11 @@ def test_transitions_and_illegal_ones(repo: ConfigRepo, tmp_path: Path) -> None:
         assert act(server, "promote").status_code == 409
         assert canary(server)["weights"] == {"stable": 60, "beta": 30, "canary": 10}
         assert act(server, "dance").status_code == 404
+        bad = {"groups": {"canary": {"requests": 1, "errors": 5}}}
+        pushed = server.admin("POST", "/api/routes/checkout/metrics", json=bad)
+        assert pushed.status_code == 422
+        assert "errors (5) exceed requests (1)" in pushed.text
+        assert server.client.get("/canary").status_code == 200
 
 
 def test_healthy_canary_progresses_to_completion(repo: ConfigRepo, tmp_path: Path) -> None:

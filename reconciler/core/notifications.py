@@ -11,6 +11,8 @@ EVENT_TYPES = (
     "canary_step",
     "canary_rolled_back",
     "canary_completed",
+    "canary_paused",
+    "canary_resumed",
 )
 
 
@@ -28,11 +30,17 @@ def summary(event: dict[str, Any]) -> str:
     if kind == "canary_started":
         return f":rocket: Canary started on route {route} ({split})"
     if kind == "canary_step":
-        return f":arrow_up: Canary on route {route} at step {event.get('step')} ({split})"
+        step = event.get("step")
+        shown = step + 1 if isinstance(step, int) else "?"
+        return f":arrow_up: Canary on route {route} at step {shown} ({split})"
     if kind == "canary_rolled_back":
         return f":rewind: Canary on route {route} rolled back: {event.get('reason', '')}".rstrip()
     if kind == "canary_completed":
         return f":white_check_mark: Canary on route {route} completed ({split})"
+    if kind == "canary_paused":
+        return f":pause_button: Canary on route {route} paused ({split})"
+    if kind == "canary_resumed":
+        return f":arrow_forward: Canary on route {route} resumed ({split})"
     return f"{kind}: {event}"
 
 

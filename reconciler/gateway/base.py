@@ -76,6 +76,10 @@ class Gateway(Protocol):
         """
         ...
 
+    def remove(self, route: str) -> None:
+        """Stop serving `route` (it left the configuration)."""
+        ...
+
     def weights(self, route: str) -> dict[str, int] | None:
         """The weights currently applied to `route`, or None when it is not applied."""
         ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from reconciler.deployments import DeploymentController
 from reconciler.http.common import (
@@ -27,6 +27,12 @@ class PushedGroup(BaseModel):
     requests: int = Field(ge=0)
     errors: int = Field(ge=0)
     p99_ms: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _errors_within_requests(self) -> PushedGroup:
+        if self.errors > self.requests:
+            raise ValueError(f"errors ({self.errors}) exceed requests ({self.requests})")
+        return self
 
 
 class PushedMetrics(BaseModel):

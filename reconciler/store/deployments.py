@@ -135,7 +135,7 @@ def synthetic_metrics(
                WHERE r.started_at >= ? AND r.check_type = 'http' AND EXISTS (
                    SELECT 1 FROM unnest(CAST(d.spec->'$.http[*].url' AS VARCHAR[])) AS u(url),
                                  unnest(?::VARCHAR[]) AS p(prefix)
-                   WHERE starts_with(u.url, p.prefix))""",
+                   WHERE u.url = p.prefix OR starts_with(u.url, rtrim(p.prefix, '/') || '/'))""",
             [since, urls],
         ).fetchone()
         if row and row[0]:
