@@ -80,6 +80,8 @@ def _configure_logging(fmt: str) -> None:
     )
     logging.getLogger().handlers[:] = [handler]
     logging.getLogger().setLevel(logging.INFO)
+    # httpx logs every request at INFO: one line per check, URLs (and secrets in them) included.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 async def _run(args: argparse.Namespace) -> int:

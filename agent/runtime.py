@@ -242,20 +242,25 @@ class Agent:
                 await asyncio.sleep(_jittered(backoff, self.rng))
 
     async def _ship_all(self) -> bool:
-        """Send spooled rows oldest first until the spool is empty; False on a failure."""
+        """Send spooled rows oldest first, in full batches, until fewer than a batch remain
+        (they go with the next flush); False on a failure."""
         while self.spool.depth() and self.connected:
             marker, rows = await self.spool.peek_async(self.settings.batch_size)
             if not rows:
                 return True
-            if not await self._ship(rows):
+            outcome = await self._ship(rows)
+            if outcome == "retry":
                 return False
-            await self.spool.ack_async(marker)
+            await self.spool.ack_async(marker)  # shipped, or refused for good
+            if len(rows) < self.settings.batch_size:
+                return True
         return True
 
-    async def _ship(self, rows: list[dict[str, Any]]) -> bool:
+    async def _ship(self, rows: list[dict[str, Any]]) -> str:
+        """POST one batch: "ok", "refused" (the server will never take it), or "retry"."""
         api = self._api
         if api is None:
-            return False
+            return "retry"
         body = orjson.dumps({"results": rows, "sent_at": self.clock().isoformat()})
         try:
             response = await api.post(
@@ -264,13 +269,24 @@ class Agent:
         except httpx.HTTPError as error:
             self.metrics.count("pushes_total", outcome="unreachable")
             log.warning("shipping %d rows failed (%s); they stay spooled", len(rows), error)
-            return False
+            return "retry"
+        if response.status_code in (400, 413, 422):
+            # The same bytes will be refused again: drop them, count them, say so.
+            self.metrics.count("pushes_total", outcome=f"http_{response.status_code}")
+            self.metrics.count(
+                "rows_rejected_total", len(rows), reason=f"http_{response.status_code}"
+            )
+            log.error(
+                "the control plane refused a batch of %d rows (%d %s); dropped them",
+                len(rows), response.status_code, response.text[:200],
+            )  # fmt: skip
+            return "refused"
         if response.status_code != 200:
             self.metrics.count("pushes_total", outcome=f"http_{response.status_code}")
             log.warning(
                 "shipping %d rows answered %d; they stay spooled", len(rows), response.status_code
             )
-            return False
+            return "retry"
         outcome = response.json()
         self.metrics.count("pushes_total", outcome="ok")
         self.metrics.count("rows_shipped_total", outcome["accepted"], outcome="accepted")
@@ -278,7 +294,7 @@ class Agent:
         for reason, count in Counter(outcome.get("dropped", {})).items():
             self.metrics.count("rows_rejected_total", count, reason=reason)
         self.last_push = self.clock()
-        return True
+        return "ok"
 
     # -- status endpoint ---------------------------------------------------------------
 

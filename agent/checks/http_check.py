@@ -18,7 +18,6 @@ from agent.checks.phases import PhaseRecorder
 from agent.checks.pool import ClientPool
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
-BACKSTOP_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class HttpSpec:
             threshold_ms=threshold(check),
             follow_redirects=flag(check, "followRedirects", True),
             expr=_expression(check.get("test")),
-            timeout_s=None if timeout_ms is None else timeout_ms / 1000 + BACKSTOP_SECONDS,
+            timeout_s=None if timeout_ms is None else timeout_ms / 1000,
         )
 
 

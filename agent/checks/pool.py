@@ -9,7 +9,7 @@ from types import TracebackType
 import httpx
 
 DEFAULT_SIZE = 16
-DEFAULT_CONNECTIONS = 8
+DEFAULT_CONNECTIONS = 32
 USER_AGENT = "canary-reconciler-agent/0.1"
 
 

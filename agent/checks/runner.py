@@ -35,6 +35,7 @@ async def _tls(check: Mapping[str, Any], clients: ClientPool, now: Clock) -> Ver
 
 
 CHECKS: dict[str, CheckFunction] = {"http": check_http, "tcp": _tcp, "dns": _dns, "tls": _tls}
+SELF_TIMED = {"http": 1.0, "dns": 1.0}  # seconds of grace before the outer timeout cancels
 
 
 def _timeout_ms(check: Mapping[str, Any]) -> int:
@@ -70,7 +71,11 @@ async def _verdict(check: Mapping[str, Any], clients: ClientPool, now: Clock) ->
         run = CHECKS.get(check_type) if isinstance(check_type, str) else None
         if run is None:
             return Verdict("error", f"unknown check type {check_type!r}")
-        async with asyncio.timeout(timeout_ms / 1000):
+        # HTTP and DNS checks enforce their timeout themselves: cancelling an httpx request
+        # that waits for a pooled connection can leave that connection stuck in the pool
+        # (encode/httpcore#1093), so the outer timeout is only a backstop for them.
+        backstop = SELF_TIMED.get(check_type, 0.0)
+        async with asyncio.timeout(timeout_ms / 1000 + backstop):
             return await run(check, clients, now)
     except (TimeoutError, httpx.TimeoutException) as error:
         if timeout_ms is None:

@@ -1,0 +1,903 @@
+"""Benchmark one `agent run` process: HTTP checks per second and scheduling drift under load.
+
+A real `reconcile serve`, a real `agent run` subprocess and a fast local HTTP target (nginx, or
+an asyncio responder in its own process). The agent runs N canaries of one HTTP check each on
+`@every <period>`; after a warm-up the script measures, over a fixed window, the agent's own
+counters and gauges on its /metrics, the CPU of every process, and, after the run, the stored
+rows in the control plane's DuckDB file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+NGINX = Path("/usr/sbin/nginx")
+ADMIN_TOKEN = "bench-admin-token"
+AGENT = "bench-1"
+REGION = "bench"
+TARGET_CHECKS_PER_SECOND = 500.0
+TARGET_DRIFT_SECONDS = 0.100
+STARTUP_SECONDS = 60.0
+STOP_SECONDS = 30.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """Poll `condition` every 50 ms; SystemExit after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: timed out after {seconds:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_cpu() -> tuple[float, float]:
+    """Busy and total CPU seconds of the whole machine so far (all CPUs, from /proc/stat)."""
+    try:
+        fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields) - idle) / CLK_TCK, sum(fields) / CLK_TCK
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of `pid` (nginx workers of the master)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile; NaN for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def parse_duration(text: str) -> float:
+    """`500ms`, `1s`, `2.5s` or `1m` in seconds (just what --every needs)."""
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[: -len(suffix)]) * scale
+    raise argparse.ArgumentTypeError(f"{text!r}: expected a duration like 500ms, 1s or 1m")
+
+
+class Process:
+    """A subprocess with its output in a log file; `stop` always ends it."""
+
+    def __init__(
+        self,
+        name: str,
+        command: Sequence[str],
+        log: Path,
+        *,
+        cwd: Path = ROOT,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name, self.log = name, log
+        self._log_file = log.open("wb")
+        self.process = subprocess.Popen(
+            list(command), cwd=cwd, env=env, stdout=self._log_file, stderr=self._log_file
+        )
+        self.pid = self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def fail_if_dead(self) -> None:
+        if not self.alive():
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise SystemExit(f"bench: {self.name} exited ({self.process.returncode}):\n{tail}")
+
+    def stop(self, signum: int = signal.SIGTERM, seconds: float = STOP_SECONDS) -> int | None:
+        """Send `signum`, wait up to `seconds`, then SIGKILL; the exit code."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signum)
+            try:
+                self.process.wait(timeout=seconds)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+        return self.process.returncode
+
+
+# ---------------------------------------------------------------------------------------------
+# The config repository
+# ---------------------------------------------------------------------------------------------
+
+
+def write_repo(root: Path, canaries: int, every: str, timeout: str, url: str) -> None:
+    """One region, one agent, `canaries` canaries on it with one HTTP check each; git-committed."""
+    root.mkdir(parents=True)
+    (root / "regions.yaml").write_text(
+        f"apiVersion: canary-reconciler/v1\nkind: Region\nmetadata:\n  name: {REGION}\n"
+        "spec:\n  enabled: true\n"
+    )
+    (root / "agents.yaml").write_text(
+        f"apiVersion: canary-reconciler/v1\nkind: Agent\nmetadata:\n  name: {AGENT}\n"
+        f"spec:\n  region: {REGION}\n  enabled: true\n"
+    )
+    folder = root / "canaries"
+    folder.mkdir()
+    for index in range(canaries):
+        name = f"svc-{index:04d}"
+        (folder / f"{name}.yaml").write_text(
+            f"apiVersion: canary-reconciler/v1\nkind: Canary\nmetadata:\n  name: {name}\n"
+            f"  namespace: bench\nspec:\n  schedule: '@every {every}'\n"
+            f"  agentSelector: ['{AGENT}']\n  http:\n    - name: health\n"
+            f"      url: {url}?c={index}\n      timeout: {timeout}\n"
+        )
+    identity = ["-c", "user.name=bench", "-c", "user.email=bench@example.com"]
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "bench"]):
+        subprocess.run(
+            ["git", *identity, "-c", "commit.gpgsign=false", *args],
+            cwd=root,
+            check=True,
+            capture_output=True,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The HTTP target
+# ---------------------------------------------------------------------------------------------
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {base}/nginx.pid;
+error_log {base}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {base}/nginx-access.log combined buffer=256k flush=1s;
+    client_body_temp_path {base}/nginx-tmp/body;
+    proxy_temp_path {base}/nginx-tmp/proxy;
+    fastcgi_temp_path {base}/nginx-tmp/fastcgi;
+    uwsgi_temp_path {base}/nginx-tmp/uwsgi;
+    scgi_temp_path {base}/nginx-tmp/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            default_type text/plain;
+            return 200 'ok';
+        }}
+    }}
+}}
+"""
+
+
+def start_target(kind: str, base: Path) -> tuple[Process, str]:
+    """Start the HTTP target; the process and the URL checks use."""
+    port = free_port()
+    if kind == "nginx":
+        (base / "nginx-tmp").mkdir()
+        conf = base / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(base=base, port=port))
+        error_log = str(base / "nginx-error.log")
+        command = [str(NGINX), "-p", str(base), "-c", str(conf), "-e", error_log]
+        target = Process("nginx", command, base / "nginx.log")
+    else:
+        command = [sys.executable, str(Path(__file__).resolve()), "--serve-target", str(port)]
+        target = Process("the asyncio target", command, base / "target.log")
+    url = f"http://127.0.0.1:{port}/health"
+
+    def answers() -> bool:
+        target.fail_if_dead()
+        try:
+            return httpx.get(url, timeout=1).text == "ok"
+        except httpx.HTTPError:
+            return False
+
+    wait_until(answers, 20, f"{target.name} on port {port}")
+    return target, url
+
+
+class _Responder(asyncio.Protocol):
+    """HTTP/1.1 `200 ok` to every request; keep-alive unless the client asks to close."""
+
+    RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            head, found, rest = self.buffer.partition(b"\r\n\r\n")
+            if not found:
+                return
+            lowered = head.lower()
+            length = 0
+            for line in lowered.split(b"\r\n")[1:]:
+                if line.startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            if len(rest) < length:
+                return
+            self.buffer = rest[length:]
+            self.transport.write(self.RESPONSE)
+            if b"connection: close" in lowered:
+                self.transport.close()
+                return
+
+
+def serve_target(port: int) -> None:
+    """The asyncio target, run by `--serve-target PORT` in its own process."""
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(_Responder, "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# The control plane and the agent
+# ---------------------------------------------------------------------------------------------
+
+
+def clean_environment() -> dict[str, str]:
+    """The environment without RECONCILER_* and AGENT_* settings of the caller."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("RECONCILER_", "AGENT_"))}
+
+
+def start_server(repo: Path, state: Path) -> tuple[Process, str]:
+    """`reconcile serve` on 127.0.0.1, port 0, ready; the process and its URL."""
+    env = clean_environment() | {"RECONCILER_ADMIN_TOKEN": ADMIN_TOKEN}
+    command = [
+        sys.executable, "-m", "reconciler", "serve", "--repo", str(repo), "--state", str(state),
+        "--host", "127.0.0.1", "--port", "0", "--log-format", "json",
+    ]  # fmt: skip
+    server = Process("reconcile serve", command, state.with_name("serve.log"), env=env)
+    info = state.with_name(state.name + ".serve.json")
+
+    def listening() -> bool:
+        server.fail_if_dead()
+        return info.exists()
+
+    wait_until(listening, STARTUP_SECONDS, "the server to listen")
+    url: str = orjson.loads(info.read_bytes())["url"]
+
+    def ready() -> bool:
+        server.fail_if_dead()
+        try:
+            return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, STARTUP_SECONDS, "the server's /readyz")
+    return server, url
+
+
+def mint_token(url: str) -> str:
+    """A token for the bench agent through the operator API."""
+    response = httpx.post(
+        f"{url}/operator/agents/{AGENT}/token",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=10,
+    )
+    if response.status_code != 201:
+        raise SystemExit(f"bench: minting a token: {response.status_code} {response.text}")
+    return str(response.json()["token"])
+
+
+def start_agent(
+    arguments: argparse.Namespace, url: str, token: str, base: Path
+) -> tuple[Process, str]:
+    """`agent run` with its status endpoint on a free port; the process and that endpoint."""
+    port = free_port()
+    env = clean_environment() | {"RECONCILER_URL": url, "AGENT_TOKEN": token}
+    if arguments.agent_root != ROOT:
+        env["PYTHONPATH"] = str(arguments.agent_root)
+    command = [
+        sys.executable, "-m", "agent", "run", "--spool", str(base / "agent-spool.sqlite"),
+        "--listen", f"127.0.0.1:{port}", "--pull-interval", str(arguments.pull_interval),
+        "--flush-interval", str(arguments.flush_interval), "--log-format", "json",
+    ]  # fmt: skip
+    if arguments.batch_size:
+        command += ["--batch-size", str(arguments.batch_size)]
+    if arguments.http_clients:
+        command += ["--http-clients", str(arguments.http_clients)]
+    agent = Process("agent run", command, base / "agent.log", cwd=arguments.agent_root, env=env)
+    return agent, f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class Scrape:
+    """One read of the agent's /metrics: series summed by name, and by name and label set."""
+
+    at: float
+    totals: dict[str, float]
+    series: dict[str, float]
+
+    def get(self, name: str) -> float:
+        return self.totals.get(f"agent_{name}", 0.0)
+
+    def labelled(self, name: str) -> dict[str, float]:
+        prefix = f"agent_{name}{{"
+        return {k[len(prefix) - 1 :]: v for k, v in self.series.items() if k.startswith(prefix)}
+
+
+def scrape(status: httpx.Client, attempts: int = 3) -> Scrape:
+    """Read the agent's /metrics (retried: an overloaded agent answers slowly)."""
+    for attempt in range(attempts):
+        try:
+            text = status.get("/metrics").text
+            break
+        except httpx.HTTPError:
+            if attempt == attempts - 1:
+                raise
+    at = time.monotonic()
+    totals: dict[str, float] = defaultdict(float)
+    series: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        series[key] = float(value)
+        totals[key.split("{", 1)[0]] += float(value)
+    return Scrape(at, dict(totals), series)
+
+
+# ---------------------------------------------------------------------------------------------
+# py-spy on the agent
+# ---------------------------------------------------------------------------------------------
+
+IDLE_FRAMES = (
+    "select (selectors.py)",
+    "_worker (concurrent/futures/thread.py)",
+    "wait (threading.py)",
+)
+
+
+class Sampler:
+    """py-spy attached to the agent for the measured window (`--py-spy N`)."""
+
+    RATE = 100
+
+    def __init__(self, pid: int, output: Path) -> None:
+        executable = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(executable).exists():
+            raise SystemExit("bench: --py-spy needs py-spy: .venv/bin/pip install py-spy")
+        self.output = output
+        self.process = subprocess.Popen(
+            [executable, "record", "--pid", str(pid), "--format", "raw", "--output", str(output),
+             "--threads", "--nolineno", "--nonblocking", "--rate", str(self.RATE)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def report(self, top: int) -> str:
+        """Busy samples by thread, then functions by own and by inclusive samples."""
+        if not self.output.exists():
+            return "py-spy wrote no samples (is ptrace allowed?)"
+        threads: Counter[str] = Counter()
+        own: Counter[str] = Counter()
+        inclusive: Counter[str] = Counter()
+        idle = 0
+        for line in self.output.read_text().splitlines():
+            stack, _, count_text = line.rpartition(" ")
+            thread, *calls = stack.split(";")
+            count = int(count_text)
+            if not calls or calls[-1].endswith(IDLE_FRAMES):
+                idle += count
+                continue
+            threads[thread.split(": ", 1)[-1].rstrip("_0123456789")] += count
+            own[calls[-1]] += count
+            for frame in set(calls):
+                inclusive[frame] += count
+        busy = sum(threads.values()) or 1
+        lines = [
+            f"py-spy on the agent, {self.RATE} samples/s: {busy} busy samples "
+            f"(~{busy / self.RATE:.1f} thread-seconds), {idle} idle (selector, queue waits)",
+            "busy samples by thread: "
+            + ", ".join(f"{name} {n / busy:.0%}" for name, n in threads.most_common()),
+            f"top {top} functions by own samples:",
+        ]
+        lines += [f"  {n / busy:6.1%}  {frame}" for frame, n in own.most_common(top)]
+        lines.append(f"top {top} functions by inclusive samples:")
+        lines += [f"  {n / busy:6.1%}  {frame}" for frame, n in inclusive.most_common(top)]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The measurement
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    """What was measured between the first and the last scrape of the window."""
+
+    first: Scrape
+    last: Scrape
+    p99_samples: list[float] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)  # seconds in the window, by process
+    machine_busy: float = 0.0  # CPU seconds of the whole machine in the window
+    missed_samples: int = 0
+    wall_start: float = 0.0  # time.time() at the first scrape
+    wall_end: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return self.last.at - self.first.at
+
+    def rate(self, name: str) -> float:
+        return (self.last.get(name) - self.first.get(name)) / self.seconds
+
+
+def measure(
+    status: httpx.Client,
+    seconds: float,
+    processes: dict[str, list[int]],
+    sampler_pid: int | None,
+    base: Path,
+) -> tuple[Window, Sampler | None]:
+    """Scrape at the start, once a second (the p99 gauge), and at the end; CPU of every process."""
+    sampler = Sampler(sampler_pid, base / "agent.pyspy") if sampler_pid else None
+    try:
+        if sampler is not None:
+            time.sleep(0.5)  # let py-spy attach before the window opens
+        first = scrape(status)
+        cpu_start = {name: sum(cpu_seconds(p) for p in pids) for name, pids in processes.items()}
+        busy_start, _ = machine_cpu()
+        wall_start = time.time()
+        samples = [first.get("schedule_lateness_p99_seconds")]
+        missed = 0
+        last = first
+        while time.monotonic() - first.at < seconds:
+            time.sleep(min(1.0, max(0.05, seconds - (time.monotonic() - first.at))))
+            try:
+                last = scrape(status, attempts=1)
+            except httpx.HTTPError:
+                missed += 1
+                continue
+            samples.append(last.get("schedule_lateness_p99_seconds"))
+        if time.monotonic() - last.at > 1.0:
+            last = scrape(status)
+            samples.append(last.get("schedule_lateness_p99_seconds"))
+        wall_end = time.time()
+        busy_end, _ = machine_cpu()
+        cpu_end = {name: sum(cpu_seconds(p) for p in pids) for name, pids in processes.items()}
+    finally:
+        if sampler is not None:
+            sampler.stop()
+    cpu = {name: cpu_end[name] - cpu_start[name] for name in processes}
+    window = Window(
+        first,
+        last,
+        samples,
+        cpu,
+        machine_busy=busy_end - busy_start,
+        missed_samples=missed,
+        wall_start=wall_start,
+        wall_end=wall_end,
+    )
+    return window, sampler
+
+
+@dataclass
+class Stored:
+    """Rows the control plane stored whose run started inside the window."""
+
+    rows: int
+    statuses: Counter[str]
+    durations_ms: list[float]
+    start_lag_ms: list[float]  # per canary: start time minus its earliest-aligned start
+
+
+def stored_rows(state: Path, start: float, end: float, period: float) -> Stored:
+    """Read the results table (after the server stopped) for runs started in [start, end).
+
+    The start lag of a run is how much later it started than its canary's least-late run in the
+    window, on the canary's period grid: a lower bound of its real lateness, measured where the
+    check actually began (after the scheduler woke and its task got the loop), not where the
+    scheduler's gauge measures it.
+    """
+    with duckdb.connect(str(state), read_only=True) as connection:
+        fetched = connection.execute(
+            "SELECT canary, epoch(started_at), duration_ms, status FROM results "
+            "WHERE epoch(started_at) >= ? AND epoch(started_at) < ? ORDER BY canary, started_at",
+            [start, end],
+        ).fetchall()
+    statuses: Counter[str] = Counter(str(row[3]) for row in fetched)
+    durations = [float(row[2]) for row in fetched]
+    by_canary: dict[str, list[float]] = defaultdict(list)
+    for canary, started, _, _ in fetched:
+        by_canary[str(canary)].append(float(started))
+    lags: list[float] = []
+    for starts in by_canary.values():
+        offsets = [(t - starts[0]) - round((t - starts[0]) / period) * period for t in starts]
+        best = min(offsets)
+        lags += [(offset - best) * 1000 for offset in offsets]
+    return Stored(len(fetched), statuses, durations, lags)
+
+
+def log_levels(log: Path) -> Counter[str]:
+    """Lines of the agent's JSON log by level."""
+    levels: Counter[str] = Counter()
+    for line in log.read_bytes().splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+            levels[str(orjson.loads(line).get("level"))] += 1
+    return levels
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The benchmark's options."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--canaries", type=int, default=300, help="canaries (300)")
+    parser.add_argument("--every", default="500ms", help="schedule period of every canary (500ms)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured window (20)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before it (5)")
+    parser.add_argument(
+        "--target",
+        choices=["nginx", "asyncio"],
+        default="nginx" if NGINX.exists() else "asyncio",
+        help="the HTTP target (nginx when /usr/sbin/nginx exists, else asyncio)",
+    )
+    parser.add_argument(
+        "--timeout", default=None, help="check timeout (default: 80%% of the period)"
+    )
+    parser.add_argument("--pull-interval", type=float, default=5.0, help="agent flag (5)")
+    parser.add_argument("--flush-interval", type=float, default=1.0, help="agent flag (1)")
+    parser.add_argument("--batch-size", type=int, default=0, help="agent flag (its default)")
+    parser.add_argument("--http-clients", type=int, default=0, help="agent flag (its default)")
+    parser.add_argument(
+        "--agent-root",
+        type=Path,
+        default=ROOT,
+        help="run the agent package found in this directory (a patched copy, for experiments)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=int,
+        default=0,
+        metavar="N",
+        help="sample the agent with py-spy during the window; print the top N functions",
+    )
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="work in DIR (must not exist) and keep it"
+    )
+    parser.add_argument("--serve-target", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    arguments = parser.parse_args(argv)
+    if arguments.serve_target is None:
+        if arguments.canaries < 1 or arguments.seconds <= 0 or arguments.warmup < 0:
+            parser.error("--canaries must be at least 1, --seconds positive")
+        if arguments.target == "nginx" and not NGINX.exists():
+            parser.error(f"--target nginx: {NGINX} not found (apt-get install -y nginx)")
+        arguments.period = parse_duration(arguments.every)
+        if arguments.timeout is None:
+            arguments.timeout = f"{max(1, int(arguments.period * 800))}ms"
+        arguments.agent_root = arguments.agent_root.resolve()
+    return arguments
+
+
+@contextlib.contextmanager
+def workspace(keep: Path | None) -> Iterator[Path]:
+    """A temporary directory (removed afterwards), or DIR from --keep (kept)."""
+    if keep is not None:
+        if keep.exists():
+            raise SystemExit(f"bench: --keep {keep} already exists; choose a new directory")
+        keep.mkdir(parents=True)
+        yield keep.resolve()
+        return
+    base = Path(tempfile.mkdtemp(prefix="agent-bench-"))
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def row(name: str, value: str, note: str = "") -> str:
+    return f"  {name:<38} {value:>14}  {note}"
+
+
+def report(
+    arguments: argparse.Namespace,
+    window: Window,
+    stored: Stored | None,
+    levels: Counter[str],
+) -> tuple[float, float]:
+    """Print the table; return the passing checks/s and the drift p99 (seconds) judged."""
+    first, last = window.first, window.last
+    checks = window.rate("checks_run_total")
+    failed = last.get("checks_failed_total") - first.get("checks_failed_total")
+    ran = last.get("checks_run_total") - first.get("checks_run_total")
+    passed = (ran - failed) / window.seconds
+    failures = {
+        k: v - first.labelled("checks_failed_total").get(k, 0.0)
+        for k, v in last.labelled("checks_failed_total").items()
+    }
+    p99_end = last.get("schedule_lateness_p99_seconds")
+    p99_worst = max(window.p99_samples)
+    max_start, max_end = (s.get("schedule_lateness_max_seconds") for s in (first, last))
+    offered = arguments.canaries / arguments.period
+    missed = window.missed_samples
+    print(
+        f"measured window: {window.seconds:.1f}s"
+        + (f" ({missed} of the 1 s /metrics samples timed out)" if missed else "")
+    )
+    print(row("metric", "value", "note"))
+    print(row("checks offered (schedule)", f"{offered:,.1f}/s"))
+    print(row("checks run", f"{checks:,.1f}/s", f"{ran:,.0f} runs (agent_checks_run_total)"))
+    print(row("checks passed", f"{passed:,.1f}/s", "run minus agent_checks_failed_total"))
+    print(
+        row(
+            "checks failed or errored",
+            f"{failed:,.0f}",
+            ", ".join(f"{k} {v:,.0f}" for k, v in failures.items() if v) or "none",
+        )
+    )
+    print(row("rows shipped (accepted+dup)", f"{window.rate('rows_shipped_total'):,.1f}/s"))
+    pushes = window.last.labelled("pushes_total")
+    print(
+        row(
+            "pushes in the window",
+            f"{window.rate('pushes_total') * window.seconds:,.0f}",
+            "lifetime: " + ", ".join(f"{k} {v:,.0f}" for k, v in pushes.items()),
+        )
+    )
+    print(
+        row(
+            "spool at the end",
+            f"{last.get('spooled_rows'):,.0f} rows",
+            f"dropped total {last.get('dropped_rows_total'):,.0f}",
+        )
+    )
+    print(row("lateness p99 at the end", f"{p99_end * 1000:,.1f} ms", "last 2,000 runs"))
+    print(
+        row(
+            "lateness p99, worst 1 s sample",
+            f"{p99_worst * 1000:,.1f} ms",
+            f"median sample {percentile(window.p99_samples, 0.5) * 1000:,.1f} ms",
+        )
+    )
+    print(
+        row(
+            "lateness max (since start)",
+            f"{max_end * 1000:,.1f} ms",
+            "unchanged in the window"
+            if max_end == max_start
+            else f"was {max_start * 1000:,.1f} ms at the window's start",
+        )
+    )
+    for name, seconds in window.cpu.items():
+        print(row(f"CPU {name}", f"{seconds / window.seconds:.0%}", f"{seconds:.1f}s of one CPU"))
+    others = window.machine_busy - sum(window.cpu.values())
+    print(
+        row(
+            "CPU everything else on the machine",
+            f"{max(0.0, others) / window.seconds:.0%}",
+            f"machine busy {window.machine_busy / window.seconds:.0%} of "
+            f"{(os.cpu_count() or 1) * 100}% (this script, other users)",
+        )
+    )
+    if window.cpu.get("agent") and ran:
+        per_check = window.cpu["agent"] / ran * 1e6
+        print(row("agent CPU per check", f"{per_check:,.0f} µs"))
+    if stored is not None:
+        print(
+            row(
+                "stored rows started in window",
+                f"{stored.rows:,}",
+                ", ".join(f"{k} {v:,}" for k, v in stored.statuses.most_common()),
+            )
+        )
+        print(
+            row(
+                "check duration p50 / p99",
+                f"{percentile(stored.durations_ms, 0.5):.1f} / "
+                f"{percentile(stored.durations_ms, 0.99):.1f} ms",
+                "duration_ms of the stored rows",
+            )
+        )
+        print(
+            row(
+                "start lag p50 / p99 / max",
+                f"{percentile(stored.start_lag_ms, 0.5):.1f} / "
+                f"{percentile(stored.start_lag_ms, 0.99):.1f} ms",
+                f"max {max(stored.start_lag_ms, default=0):.1f} ms; started_at vs the "
+                "canary's best run",
+            )
+        )
+    print(
+        row(
+            "agent log lines by level",
+            f"{sum(levels.values()):,}",
+            ", ".join(f"{k} {v}" for k, v in levels.most_common()),
+        )
+    )
+    return passed, p99_worst
+
+
+def run_benchmark(arguments: argparse.Namespace, base: Path) -> int:
+    """Start everything, warm up, measure, stop everything, report; the exit code."""
+    started: list[Process] = []
+    try:
+        target, url = start_target(arguments.target, base)
+        started.append(target)
+        write_repo(base / "repo", arguments.canaries, arguments.every, arguments.timeout, url)
+        print(
+            f"agent benchmark: {arguments.canaries} canaries x @every {arguments.every}, one "
+            f"HTTP check each (timeout {arguments.timeout}) = "
+            f"{arguments.canaries / arguments.period:,.0f} checks/s offered; target "
+            f"{arguments.target} at {url}"
+        )
+        print(
+            f"machine: {os.cpu_count()} CPUs shared by the agent, the control plane, "
+            f"the target and this script; Python {sys.version.split()[0]}"
+        )
+        clock = time.monotonic()
+        server, server_url = start_server(base / "repo", base / "state.duckdb")
+        started.append(server)
+        token = mint_token(server_url)
+        print(f"control plane ready in {time.monotonic() - clock:.1f}s at {server_url}")
+        clock = time.monotonic()
+        agent, status_url = start_agent(arguments, server_url, token, base)
+        started.append(agent)
+        status = httpx.Client(base_url=status_url, timeout=20)
+
+        def scheduled() -> bool:
+            agent.fail_if_dead()
+            try:
+                return bool(scrape(status).get("canaries") >= arguments.canaries)
+            except httpx.HTTPError:
+                return False
+
+        wait_until(scheduled, STARTUP_SECONDS, "the agent to schedule every canary")
+        flags = [
+            f"--pull-interval {arguments.pull_interval:g}",
+            f"--flush-interval {arguments.flush_interval:g}",
+        ]
+        flags += [f"--batch-size {arguments.batch_size}"] * bool(arguments.batch_size)
+        flags += [f"--http-clients {arguments.http_clients}"] * bool(arguments.http_clients)
+        where = "" if arguments.agent_root == ROOT else f" from {arguments.agent_root}"
+        print(
+            f"agent{where} scheduled {arguments.canaries} canaries in "
+            f"{time.monotonic() - clock:.1f}s ({' '.join(flags)}); warming up "
+            f"{arguments.warmup:g}s, then measuring {arguments.seconds:g}s"
+        )
+        time.sleep(arguments.warmup)
+        agent.fail_if_dead()
+        processes = {"agent": [agent.pid], "control plane": [server.pid], "target": [target.pid]}
+        if arguments.target == "nginx":
+            processes["target"] += children(target.pid)
+        try:
+            window, sampler = measure(
+                status,
+                arguments.seconds,
+                processes,
+                agent.pid if arguments.py_spy else None,
+                base,
+            )
+        except httpx.HTTPError as error:
+            agent.fail_if_dead()
+            raise SystemExit(f"bench: the agent's /metrics did not answer: {error!r}") from None
+        agent.fail_if_dead()
+        status.close()
+        clock = time.monotonic()
+        agent_code = agent.stop()
+        print(f"agent stopped by SIGTERM in {time.monotonic() - clock:.1f}s, exit {agent_code}")
+        server_code = server.stop()
+        target.stop(signal.SIGQUIT if arguments.target == "nginx" else signal.SIGTERM)
+        # Runs started in the last period may still have been running when the window closed.
+        stored = stored_rows(
+            base / "state.duckdb",
+            window.wall_start,
+            window.wall_end - arguments.period,
+            arguments.period,
+        )
+        checks, drift = report(arguments, window, stored, log_levels(agent.log))
+        if sampler is not None:
+            print(sampler.report(arguments.py_spy))
+    finally:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: still clean
+        for process in reversed(started):
+            process.stop()
+        signal.signal(signal.SIGINT, previous)
+    print(
+        ("PASS" if checks >= TARGET_CHECKS_PER_SECOND else "MISS")
+        + f": {checks:,.1f} passing checks/s against a target of >= "
+        f"{TARGET_CHECKS_PER_SECOND:.0f} (a check that timed out or failed does not count)"
+    )
+    print(
+        ("PASS" if drift < TARGET_DRIFT_SECONDS else "MISS")
+        + f": drift p99 {drift * 1000:.1f} ms (worst 1 s sample of "
+        f"agent_schedule_lateness_p99_seconds) against a target of < "
+        f"{TARGET_DRIFT_SECONDS * 1000:.0f} ms"
+    )
+    return 0 if agent_code == 0 and server_code == 0 and window.rate("checks_run_total") else 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    if arguments.serve_target is not None:
+        serve_target(arguments.serve_target)
+        return 0
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (`cmd &`)
+    try:
+        with workspace(arguments.keep) as base:
+            if arguments.keep:
+                print(f"working in {base} (kept)")
+            return run_benchmark(arguments, base)
+    except KeyboardInterrupt:
+        print("bench: interrupted; every process it started was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
