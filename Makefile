@@ -1,12 +1,12 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   - install, then validate, plan and apply sample-repo/ into .state/sample.duckdb
+#   make demo   - install, then run the whole product on loopback (`reconcile demo`; Ctrl-C stops)
 #   make test   - install, then lint, type-check and run the test suite (what CI runs)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean system-deps
+.PHONY: demo test lint install clean system-deps browser-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,7 @@ system-deps:
 	fi
 
 demo: system-deps $(STAMP)
-	$(BIN)/reconcile validate --repo sample-repo
-	$(BIN)/reconcile --plan --repo sample-repo --state .state/sample.duckdb
-	$(BIN)/reconcile apply --repo sample-repo --state .state/sample.duckdb --auto-approve
-	$(BIN)/reconcile revisions --state .state/sample.duckdb
+	$(BIN)/reconcile demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -40,7 +37,18 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: system-deps lint
+# Chromium (Debian's package) for the browser test of the status site, driven by Playwright with
+# the system binary; installed like nginx, and the browser test skips saying why without it.
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
+		echo "warning: chromium is missing and cannot be installed here;" \
+			"install it with: sudo apt-get install chromium" >&2; \
+	fi
+
+test: system-deps browser-deps lint
 	$(BIN)/pytest -q
 
 clean:

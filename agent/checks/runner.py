@@ -74,7 +74,7 @@ async def _verdict(check: Mapping[str, Any], clients: ClientPool, now: Clock) ->
         # HTTP and DNS checks enforce their timeout themselves: cancelling an httpx request
         # that waits for a pooled connection can leave that connection stuck in the pool
         # (encode/httpcore#1093), so the outer timeout is only a backstop for them.
-        backstop = SELF_TIMED.get(check_type, 0.0)
+        backstop = SELF_TIMED.get(str(check_type), 0.0)
         async with asyncio.timeout(timeout_ms / 1000 + backstop):
             return await run(check, clients, now)
     except (TimeoutError, httpx.TimeoutException) as error:
