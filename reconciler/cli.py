@@ -15,7 +15,9 @@ import orjson
 
 from reconciler import __version__
 from reconciler.cli_canary import add_canary_command, run_canary
+from reconciler.cli_demo import add_demo_command, run_demo
 from reconciler.cli_serve import add_server_commands, run_agents, run_serve
+from reconciler.cli_site import add_site_command, run_site
 from reconciler.core.plan import Plan
 from reconciler.core.planfile import PlanFileError, plan_from_dict, plan_to_dict
 from reconciler.jsonschema import write_json_schemas
@@ -169,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_server_commands(commands, _Parser)
     add_canary_command(commands)
+    add_site_command(commands)
+    add_demo_command(commands)
 
     revisions = commands.add_parser("revisions", help="list the revisions applied to a state")
     _add_state_argument(revisions)
@@ -407,6 +411,8 @@ def main(
         "serve": lambda a, c: run_serve(a, c.err),
         "agents": lambda a, c: run_agents(a, c.out, c.err),
         "canary": lambda a, c: run_canary(a, c.out, c.err),
+        "site": lambda a, c: run_site(a, c.out, c.err),
+        "demo": lambda a, c: run_demo(a, c.out, c.err),
     }
     if args.command is None:
         parser.print_help(console.out)

@@ -67,6 +67,12 @@ def add_server_commands(commands: Any, parser_class: type[argparse.ArgumentParse
     serve.add_argument("--gateway-listen", metavar="HOST:PORT", help="default 127.0.0.1:8088")
     serve.add_argument("--gateway-dir", type=Path, help="nginx prefix (default <state>.gateway)")
     serve.add_argument("--canary-interval", type=float, metavar="SECONDS", help="default 1")
+    serve.add_argument(
+        "--site-dir", type=Path, help="where the status site is built (default <state>.site)"
+    )
+    serve.add_argument(
+        "--site-interval", type=float, metavar="SECONDS", help="rebuild period (default 60)"
+    )
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     serve.add_argument(
         "--log-format",
@@ -110,6 +116,7 @@ def run_serve(args: argparse.Namespace, err: Any) -> int:
             "repo", "state", "host", "port", "branch", "poll_interval", "debounce",
             "local_region", "clock_skew", "max_result_age", "max_batch_bytes", "cache_dir",
             "notify_urls", "gateway", "gateway_listen", "gateway_dir", "canary_interval",
+            "site_dir", "site_interval",
         )
     }  # fmt: skip
     try:

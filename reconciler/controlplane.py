@@ -37,6 +37,7 @@ from reconciler.store.tokens import (
 
 if TYPE_CHECKING:
     from reconciler.deployments import DeploymentController
+    from reconciler.siteloop import SiteRebuilder
 
 log = logging.getLogger("reconciler.serve")
 
@@ -107,6 +108,7 @@ class ControlPlane:
         self.on_publish: list[Callable[[], None]] = []
         self.notifier: Notifier | None = None
         self.deployments: DeploymentController | None = None
+        self.site: SiteRebuilder | None = None
         # Set by the incident controller (reconciler/incidents.py) for the metrics gauge.
         self.open_incidents = 0
         self.ready = asyncio.Event()

@@ -92,7 +92,10 @@ def worktree_revision(location: GitLocation) -> Revision:
         head = location.repo.head.commit
     except ValueError:
         return Revision(None, None, None, None, dirty=True)
-    dirty = location.repo.is_dirty(untracked_files=True, path=location.subdirectory or None)
+    # A status check may refresh the index and take .git/index.lock; a commit running at the
+    # same time (the operator API) would then fail. Reads never need that lock.
+    with location.repo.git.custom_environment(GIT_OPTIONAL_LOCKS="0"):
+        dirty = location.repo.is_dirty(untracked_files=True, path=location.subdirectory or None)
     return _revision(head, None, dirty)
 
 

@@ -26,6 +26,7 @@ from reconciler.incidents import IncidentController, interval_from
 from reconciler.localagent import LocalAgent
 from reconciler.notify import Notifier, parse_hooks
 from reconciler.settings import ServeSettings
+from reconciler.siteloop import SiteRebuilder
 from reconciler.sources import ConfigSource, WorktreeSource, open_source
 from reconciler.store.handle import StateHandle
 from reconciler.worktree import is_config_path
@@ -184,6 +185,9 @@ async def run_server(
     gateway = _open_gateway(settings)
     control.deployments = DeploymentController(control, gateway, settings.canary_interval)
     await control.deployments.start()
+    site_dir = settings.site_dir or settings.state.with_name(settings.state.name + ".site")
+    control.site = SiteRebuilder(control, site_dir, settings.site_interval)
+    await control.site.start()
     tasks = [asyncio.create_task(loop.run(), name="reconcile-loop")]
     if isinstance(source, WorktreeSource):
         tasks.append(asyncio.create_task(_watch_worktree(source, loop.trigger), name="watch"))
@@ -212,6 +216,7 @@ async def run_server(
         await local_agent.stop()
         await incidents.stop()
         await control.deployments.stop()
+        await control.site.stop()
         if gateway is not None:
             gateway.stop()
         if control.notifier is not None:

@@ -26,6 +26,8 @@ ENVIRONMENT = {
     "gateway_listen": "RECONCILER_GATEWAY_LISTEN",
     "gateway_dir": "RECONCILER_GATEWAY_DIR",
     "canary_interval": "RECONCILER_CANARY_INTERVAL",
+    "site_dir": "RECONCILER_SITE_DIR",
+    "site_interval": "RECONCILER_SITE_INTERVAL",
 }
 
 # Secrets come from the environment only: never from flags (visible in `ps`) or files in git.
@@ -62,6 +64,8 @@ class ServeSettings:
     gateway_listen: str = "127.0.0.1:8088"
     gateway_dir: Path | None = None
     canary_interval: float = 1.0
+    site_dir: Path | None = None
+    site_interval: float = 60.0
     admin_token: str | None = field(default=None, repr=False)
     read_token: str | None = field(default=None, repr=False)
     webhook_secret: str | None = field(default=None, repr=False)

@@ -16,6 +16,7 @@ from reconciler.http import (
     operator_api,
     ops_api,
     read_api,
+    site_api,
 )
 
 
@@ -46,6 +47,7 @@ def create_app(control: ControlPlane, trigger: Callable[[str], None]) -> FastAPI
         )
         return response
 
-    for module in (agent_api, operator_api, ops_api, read_api, incidents_api, canary_api):
+    routers = (agent_api, operator_api, ops_api, read_api, incidents_api, canary_api, site_api)
+    for module in routers:
         app.include_router(module.router)
     return app

@@ -1,0 +1,352 @@
+"""Benchmark the status site: a full build over ~50M results, then rebuilds minute by minute.
+
+    .venv/bin/python bench/site.py                         # 1,000 canaries x 5 regions x 7 days
+    .venv/bin/python bench/site.py --canaries 200 --days 2 # quicker
+    .venv/bin/python bench/site.py --keep /tmp/site-bench  # keep the repo, state and site
+
+Steps:
+
+1. Generate a config repository (5 regions, one agent each, 1,000 canaries on every agent with
+   one HTTP check, two routes with canary blocks), commit it and apply it with
+   `reconcile apply` (in-process), so the resources are the project's own.
+2. Generate one-minute results for every derived canary over the days before the bench's
+   clock with DuckDB SQL (`range` x the derived canaries, a day per statement; ~50M rows), plus
+   a regional outage, an incident with a timeline and canary evaluations.
+3. **Full build**: `build_site` on a fresh output directory (rollups from scratch, every page).
+4. **Rebuilds**: insert one more minute of results, advance the clock a minute, rebuild
+   (a fresh `SiteBuilder`, as `reconcile site build` would, on the open connection). Three
+   cases: a minute inside a 5-minute step (4 minutes in 5: live status and failures only),
+   the minute that moves the 24-hour window (every 5 minutes: every canary's 24-hour page),
+   and the minute that moves the 7- and 30-day windows at midnight (every 2 hours; at
+   midnight the day's histogram is finished too).
+
+Targets: full build <= 15 s, rebuild <= 2 s; PASS or MISS is printed for each, exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+# Running `bench/site.py` puts bench/ first on sys.path, where bench/agent.py would shadow the
+# `agent` package that the reconciler imports.
+sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
+
+from reconciler.cli import main as reconcile  # noqa: E402
+from reconciler.sitebuild import Report, SiteBuilder  # noqa: E402
+from reconciler.sitebuild.windows import SETTLE, WINDOWS, Window  # noqa: E402
+from reconciler.store.db import open_state  # noqa: E402
+
+FULL_TARGET, REBUILD_TARGET = 15.0, 2.0
+NAMESPACES = ("web", "payments", "identity", "search", "platform")
+ROUTE = """apiVersion: canary-reconciler/v1
+kind: Route
+metadata:
+  name: {name}
+spec:
+  path: /{name}
+  traffic_split:
+    - name: stable
+      weight: 90
+      backends:
+        - url: http://{name}-stable.internal:8080
+    - name: canary
+      weight: 10
+      backends:
+        - url: http://{name}-canary.internal:8080
+  canary:
+    canary_group: canary
+    steps:
+      - weight: 10
+        pause: 5m
+      - weight: 50
+        pause: 10m
+      - weight: 100
+    analysis:
+      error_threshold: 0.02
+      latency_threshold: 800ms
+      max_error_rate_increase: 1.5
+      max_latency_increase: 2.0
+      min_requests: 50
+"""
+
+
+def say(message: str) -> None:
+    """Progress on stderr, flushed."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def git(root: Path, *args: str) -> None:
+    identity = ("-c", "user.name=bench", "-c", "user.email=bench@example.com")
+    subprocess.run(
+        ["git", *identity, "-c", "commit.gpgsign=false", *args],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+
+
+def write_repo(root: Path, regions: int, canaries: int) -> None:
+    """Regions with one agent each, canaries on every agent, two routes; committed."""
+    root.mkdir(parents=True)
+    names = [f"region-{index}" for index in range(regions)]
+    (root / "regions.yaml").write_text(
+        "---\n".join(
+            f"apiVersion: canary-reconciler/v1\nkind: Region\nmetadata:\n  name: {name}\n"
+            f"spec:\n  displayName: Region {index}\n  enabled: true\n"
+            for index, name in enumerate(names)
+        )
+    )
+    (root / "agents.yaml").write_text(
+        "---\n".join(
+            f"apiVersion: canary-reconciler/v1\nkind: Agent\nmetadata:\n  name: agent-{index}\n"
+            f"spec:\n  region: {name}\n  enabled: true\n"
+            for index, name in enumerate(names)
+        )
+    )
+    for index in range(canaries):
+        namespace, name = NAMESPACES[index % len(NAMESPACES)], f"service-{index:04d}"
+        folder = root / "canaries" / namespace
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.yaml").write_text(
+            f"apiVersion: canary-reconciler/v1\nkind: Canary\nmetadata:\n  name: {name}\n"
+            f"  namespace: {namespace}\nspec:\n  schedule: '@every 1m'\n"
+            "  agentSelector: ['*']\n  http:\n    - name: health\n"
+            f"      url: https://{name}.{namespace}.example.com/health\n"
+        )
+    (root / "routes.yaml").write_text(
+        "---\n".join(ROUTE.format(name=name) for name in ("checkout", "search"))
+    )
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "generated config")
+
+
+# One row per derived canary and minute. Latency: a per-canary base (20-300 ms), a regional
+# factor, +-30% noise and a 1% tail of slow runs; 0.5% of runs fail, and region-1 of the first
+# canary is down for the last 40 minutes of the data (an incident).
+INSERT = """
+INSERT INTO results
+SELECT s.agent, s.region, s.canary, s.parent, 'health', 'http',
+       make_timestamptz(CAST(m AS BIGINT) * 60000000 + s.offset_us) AS started_at,
+       round(s.base * (0.7 + (hash(m, s.id) % 1000) / 1666.0)
+             + CASE WHEN hash(s.id, m, 7) % 100 = 0 THEN 200 + hash(m, s.id, 3) % 2000 ELSE 0 END,
+             1) AS duration_ms,
+       CASE WHEN hash(m, s.id, 11) % 200 = 0 OR (s.id = 1 AND m >= $outage) THEN 'fail'
+            ELSE 'pass' END,
+       CASE WHEN hash(m, s.id, 11) % 200 = 0 OR (s.id = 1 AND m >= $outage) THEN 503
+            ELSE 200 END,
+       CASE WHEN hash(m, s.id, 11) % 200 = 0 OR (s.id = 1 AND m >= $outage)
+            THEN 'HTTP 503 Service Unavailable' END,
+       NULL,
+       make_timestamptz(CAST(m AS BIGINT) * 60000000 + s.offset_us + 5000000)
+FROM bench_series s, range($lo, $hi) t(m)
+"""
+
+SERIES = """
+CREATE OR REPLACE TEMP TABLE bench_series AS
+SELECT row_number() OVER (ORDER BY name) AS id, agent, spec->>'region' AS region, name AS canary,
+       parent,
+       CAST(20 + hash(parent) % 280 AS DOUBLE)
+           * (1 + CAST(hash(spec->>'region') % 5 AS DOUBLE) / 10) AS base,
+       CAST(hash(name) % 60 AS BIGINT) * 1000000 AS offset_us
+FROM resources WHERE kind = 'DerivedCanary'
+"""
+
+
+def generate(connection: duckdb.DuckDBPyConnection, first: int, last: int, outage: int) -> None:
+    """Insert results for the minutes [first, last) a day at a time, with progress."""
+    connection.execute(SERIES)
+    lower = first
+    while lower < last:
+        upper = min(last, (lower // 1440 + 1) * 1440)
+        started = time.perf_counter()
+        connection.execute(INSERT, {"lo": lower, "hi": upper, "outage": outage})
+        say(
+            f"  results for {datetime.fromtimestamp(lower * 60, UTC):%Y-%m-%d %H:%M}"
+            f"-{datetime.fromtimestamp(upper * 60, UTC):%H:%M}: "
+            f"{time.perf_counter() - started:.1f}s"
+        )
+        lower = upper
+
+
+def runtime_rows(connection: duckdb.DuckDBPyConnection, now: datetime) -> None:
+    """An incident with a timeline and a progressing canary run with evaluations."""
+    parent = connection.execute("SELECT parent FROM bench_series WHERE id = 1").fetchone()
+    assert parent is not None
+    opened = now - timedelta(minutes=38)
+    connection.execute("INSERT INTO incidents VALUES (1, ?, ?, NULL, 'open')", [parent[0], opened])
+    connection.execute("INSERT INTO incident_timeline VALUES (1, ?, 'region-1', 'down')", [opened])
+    runtime = (
+        '{"step": 1, "weights": {"stable": 50, "canary": 50}, "consecutive_failures": 0, '
+        '"reason": "step 2 holding"}'
+    )
+    connection.execute(
+        "UPDATE canary_runs SET state = 'progressing', runtime = ?::JSON WHERE route = 'checkout'",
+        [runtime],
+    )
+    detail = (
+        '{"failed_rules": [], "canary_group": "canary", "baseline_group": "stable", '
+        '"canary_requests": 420, "canary_errors": 2, "canary_error_rate": 0.0047, '
+        '"canary_p99_ms": 310.0, "baseline_requests": 3800, "baseline_errors": 15, '
+        '"baseline_error_rate": 0.0039, "baseline_p99_ms": 290.0, "error_rate_ratio": 1.2, '
+        '"latency_ratio": 1.07, "error_rate_delta_pp": 0.08, "thresholds": {'
+        '"error_threshold": 0.02, "latency_threshold_ms": 800.0, '
+        '"max_error_rate_increase": 1.5, "max_latency_increase": 2.0, '
+        '"max_error_rate_delta": null, "min_requests": 50}}'
+    )
+    for minutes in range(10):
+        connection.execute(
+            """INSERT INTO canary_evaluations
+               SELECT id, route, ?, 1, 'pass', 'all rules pass', ?::JSON
+               FROM canary_runs WHERE route = 'checkout'""",
+            [now - timedelta(minutes=minutes), detail],
+        )
+
+
+def describe(report: Report) -> str:
+    published = report.published
+    phases = ", ".join(f"{name} {seconds:.2f}" for name, seconds in report.timings.items())
+    windows = ",".join(report.windows) or "-"
+    return (
+        f"{published.rendered} rendered, {published.written} written; windows moved: {windows}; "
+        f"phases (s): {phases}"
+    )
+
+
+def timed(work: Callable[[], Report]) -> tuple[float, Report]:
+    started = time.perf_counter()
+    report = work()
+    return time.perf_counter() - started, report
+
+
+def first_move(window: Window, since: datetime) -> timedelta:
+    """How many whole minutes after `since` the window moves."""
+    bounds = window.bounds(int(since.timestamp()))
+    minutes = 1
+    while window.bounds(int((since + timedelta(minutes=minutes)).timestamp())) == bounds:
+        minutes += 1
+    return timedelta(minutes=minutes)
+
+
+def verdict(seconds: float, target: float) -> str:
+    return "PASS" if seconds <= target else "MISS"
+
+
+def run(args: argparse.Namespace, root: Path) -> None:
+    usage = shutil.disk_usage(root)
+    rows = args.canaries * args.regions * args.days * 1440
+    say(f"{rows:,} rows to generate; {usage.free / 2**30:.0f} GiB free under {root}")
+    if usage.free < rows * 60:
+        raise SystemExit(
+            f"bench: not enough disk space under {root} (about {rows * 60 // 2**30} GiB)"
+        )
+    repo, state, out = root / "config", root / "state.duckdb", root / "site"
+    write_repo(repo, args.regions, args.canaries)
+    applied = reconcile(
+        ["apply", "--repo", str(repo), "--state", str(state), "--auto-approve", "-q"],
+        out=io.StringIO(),
+        err=io.StringIO(),
+    )
+    if applied != 0:
+        raise SystemExit("bench: applying the generated config failed")
+    say(f"applied {args.canaries} canaries x {args.regions} regions")
+
+    # The clock: 22:07 plus the settling delay, so that the 24-hour window is mid-step; the
+    # data ends a minute before.
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    now = midnight - timedelta(hours=2) + timedelta(seconds=SETTLE, minutes=7)
+    end_minute = int(now.timestamp()) // 60
+    connection = open_state(state)
+    assert connection is not None
+    started = time.perf_counter()
+    generate(connection, end_minute - args.days * 1440, end_minute, end_minute - 40)
+    runtime_rows(connection, now)
+    connection.execute("CHECKPOINT")
+    say(
+        f"generated {rows:,} rows in {time.perf_counter() - started:.0f}s "
+        f"({state.stat().st_size / 2**30:.1f} GiB)"
+    )
+
+    def build(moment: datetime) -> Report:
+        return SiteBuilder(out, workers=args.workers).build(connection, moment)
+
+    say("full build (rollups from scratch, every page)")
+    full, report = timed(lambda: build(now))
+    pages = report.published.pages
+    say(f"  {full:.2f}s: {describe(report)}")
+    results = [("full build", full, FULL_TARGET, report)]
+
+    def add_minute() -> None:
+        nonlocal now, end_minute
+        connection.execute(
+            INSERT, {"lo": end_minute, "hi": end_minute + 1, "outage": end_minute - 40}
+        )
+        end_minute += 1
+        now += timedelta(minutes=1)
+
+    # Each case: results arrive minute by minute up to the minute before the case (the server
+    # would have rebuilt on its timer meanwhile: one untimed build), then one more minute
+    # arrives and the rebuild is timed.
+    origin = now
+    cases = (
+        ("rebuild, +1 minute within a 5-minute step", timedelta(minutes=1)),
+        ("rebuild, +1 minute moving the 24 h window", first_move(WINDOWS[0], origin)),
+        ("rebuild, +1 minute at midnight (7 d, 30 d move)", first_move(WINDOWS[1], origin)),
+    )
+    for label, offset in cases:
+        if origin + offset - now > timedelta(minutes=1):
+            while now < origin + offset - timedelta(minutes=1):
+                add_minute()
+            build(now)
+        add_minute()
+        seconds, report = timed(lambda: build(now))
+        say(f"{label}: {seconds:.2f}s: {describe(report)}")
+        results.append((label, seconds, REBUILD_TARGET, report))
+    seconds, report = timed(lambda: build(now))
+    results.append(("rebuild, nothing new", seconds, REBUILD_TARGET, report))
+    connection.close()
+
+    print(
+        f"\nstatus site, {args.canaries} canaries x {args.regions} regions x {args.days} days "
+        f"= {rows:,} results, {pages:,} pages, {args.workers} render worker(s)"
+    )
+    print(f"{'case':<50} {'seconds':>8}  target  result  rendered/written")
+    for label, seconds, target, report in results:
+        print(
+            f"{label:<50} {seconds:>8.2f}  <= {target:>4.0f}  {verdict(seconds, target):<6}  "
+            f"{report.published.rendered}/{report.published.written}"
+        )
+    print(f"\nsite: {out}; state: {state}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--canaries", type=int, default=1000)
+    parser.add_argument("--regions", type=int, default=5)
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    args = parser.parse_args()
+    if args.keep:
+        if args.keep.exists():
+            raise SystemExit(f"bench: {args.keep} exists; pass a new directory")
+        args.keep.mkdir(parents=True)
+        run(args, args.keep)
+        return
+    with tempfile.TemporaryDirectory(prefix="site-bench-") as directory:
+        run(args, Path(directory))
+
+
+if __name__ == "__main__":
+    main()

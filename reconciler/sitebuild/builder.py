@@ -1,0 +1,209 @@
+"""Building the status site: refresh the rollups, read a snapshot, render what changed.
+
+`build_site` does one build on a connection (what `reconcile site build` calls). A
+`SiteBuilder` keeps its manifest between builds, and splits a build in three so that a
+server can run each part where it belongs:
+
+    builder = SiteBuilder(out_dir)
+    await state.write(lambda c: builder.refresh(c, clock()))       # writes rollups; fast
+    build = await state.read(lambda c: builder.collect(c, clock()))  # reads only
+    await asyncio.to_thread(builder.publish, build)                  # renders and writes files
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from reconciler.sitebuild import queries
+from reconciler.sitebuild.canary_page import FAILURES_SHOWN
+from reconciler.sitebuild.model import Page, Snapshot, canaries_of, checks_of, regions_of
+from reconciler.sitebuild.pages import plan
+from reconciler.sitebuild.publish import SITE_DIR, Published, Publisher
+from reconciler.sitebuild.rollups import backfill, update
+from reconciler.sitebuild.tables import Tables, ensure_tables
+from reconciler.store.db import Connection
+from reconciler.store.deployments import evaluations, latest_runs
+from reconciler.store.incidents import list_incidents
+from reconciler.store.reports import revisions, target_statuses
+from reconciler.store.resources import all_resources
+
+# Runs older than this do not count for the blended status (the read API's default).
+STATUS_HORIZON = timedelta(hours=24)
+FAILURE_HORIZON = timedelta(hours=24)
+INCIDENTS_SHOWN = 200
+EVALUATIONS_SHOWN = 10
+
+
+@dataclass
+class Build:
+    """A snapshot and the pages to render from it."""
+
+    snapshot: Snapshot
+    pages: list[Page]
+    render: list[Page]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a build did and how long each phase took."""
+
+    published: Published
+    windows: list[str]
+    timings: dict[str, float]
+
+
+def _seconds(now: datetime) -> int:
+    return int(now.timestamp())
+
+
+class SiteBuilder:
+    """Builds the site into one directory, build after build, touching only what changed.
+
+    Args:
+        out_dir: where the site goes.
+        site_dir: the templates and static files (`site/` of the project).
+        workers: processes rendering pages (forked; use 1 inside a threaded server).
+        temporary: keep the rollups in the connection's `temp` catalog (for a read-only
+            connection: every build then starts from scratch).
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        site_dir: Path = SITE_DIR,
+        workers: int = 1,
+        temporary: bool = False,
+    ) -> None:
+        self.tables = Tables("temp" if temporary else "main")
+        self.publisher = Publisher(out_dir, site_dir, workers)
+        self.windows: list[str] = []
+        self.timings: dict[str, float] = {}
+
+    def refresh(self, connection: Connection, now: datetime) -> list[str]:
+        """Update rollups and window tables in one transaction (needs a writing connection).
+
+        Returns:
+            The windows whose figures were recomputed.
+        """
+        started = time.perf_counter()
+        ensure_tables(connection, self.tables)
+        backfill(connection, self.tables, _seconds(now))
+        connection.execute("BEGIN TRANSACTION")
+        try:
+            refreshed = update(connection, self.tables, _seconds(now))
+            middle = time.perf_counter()
+            self.windows = queries.update_windows(
+                connection, self.tables, _seconds(now), refreshed.late_from
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        self.timings = {
+            "rollups": middle - started,
+            "windows": time.perf_counter() - middle,
+        }
+        return self.windows
+
+    def collect(self, connection: Connection, now: datetime) -> Build:
+        """Read what the pages show and decide which pages to render (reads only)."""
+        started = time.perf_counter()
+        resources = all_resources(connection)
+        canaries = canaries_of(resources)
+        checks = checks_of(resources)
+        since = queries.status_since(connection, self.tables, checks, now - STATUS_HORIZON)
+        statuses = target_statuses(connection, checks, since)
+        live = time.perf_counter()
+        runs = latest_runs(connection)
+        steps = queries.run_steps(connection, [run.run_id for run in runs.values()])
+        deployments = []
+        for route, run in sorted(runs.items()):
+            runtime = run.runtime or {}
+            deployments.append(
+                {
+                    "route": route,
+                    "run": run.run_id,
+                    "state": run.state,
+                    "reason": runtime.get("reason") or run.reason,
+                    "step": runtime.get("step", -1),
+                    "weights": runtime.get("weights") or {},
+                    "consecutive_failures": runtime.get("consecutive_failures", 0),
+                    "steps": steps.get(run.run_id, []),
+                    "evaluations": evaluations(connection, run.run_id, EVALUATIONS_SHOWN),
+                }
+            )
+        latest = revisions(connection, 1)
+        snapshot = Snapshot(
+            now=_seconds(now),
+            canaries=canaries,
+            regions=regions_of(resources, canaries),
+            statuses=statuses,
+            failures=queries.recent_failures(
+                connection, now - FAILURE_HORIZON, now + timedelta(days=1), FAILURES_SHOWN
+            ),
+            figures=queries.window_figures(connection, self.tables),
+            windows=queries.window_states(connection, self.tables),
+            incidents=list_incidents(connection, None, None, INCIDENTS_SHOWN),
+            deployments=deployments,
+            revision=latest[0] if latest else None,
+            latest=queries.latest_result(connection, now),
+        )
+        read = time.perf_counter()
+        pages = plan(snapshot)
+        render = self.publisher.stale(pages)
+        charts = {page.chart for page in render if page.chart}
+        snapshot.charts = queries.chart_series(
+            connection, self.tables, None if len(charts) * 2 > len(pages) else charts
+        )
+        done = time.perf_counter()
+        return Build(
+            snapshot,
+            pages,
+            render,
+            {
+                "statuses": live - started,
+                "snapshot": read - live,
+                "plan+charts": done - read,
+            },
+        )
+
+    def publish(self, build: Build) -> Report:
+        """Render the chosen pages and write the site."""
+        started = time.perf_counter()
+        published = self.publisher.publish(build.pages, build.render)
+        timings = {**self.timings, **build.timings, "render+write": time.perf_counter() - started}
+        return Report(published, self.windows, timings)
+
+    def build(self, connection: Connection, now: datetime | None = None) -> Report:
+        """Refresh, collect and publish on one writing connection."""
+        moment = now or datetime.now(UTC)
+        self.refresh(connection, moment)
+        return self.publish(self.collect(connection, moment))
+
+
+def build_site(
+    connection: Connection,
+    out_dir: Path,
+    now: datetime | None = None,
+    *,
+    workers: int = 1,
+    temporary: bool = False,
+    site_dir: Path = SITE_DIR,
+) -> Report:
+    """Build (or rebuild) the status site from a state file connection.
+
+    Args:
+        connection: the state; it must be writable unless `temporary`.
+        out_dir: where the site goes (created by the first build).
+        now: the build's clock (default: the current time).
+        workers: processes rendering pages.
+        temporary: keep rollups in `temp` (read-only connection: a full build every time).
+        site_dir: the templates and static files.
+    """
+    builder = SiteBuilder(out_dir, site_dir=site_dir, workers=workers, temporary=temporary)
+    return builder.build(connection, now)

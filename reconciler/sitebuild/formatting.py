@@ -1,0 +1,57 @@
+"""How figures read on the pages (one place, so tests can format expected values the same way)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+NO_DATA = "—"
+STATUS_LABELS = {"up": "Up", "degraded": "Degraded", "down": "Down", "unknown": "No data"}
+
+
+def percent(passes: int, runs: int) -> str:
+    """Uptime as a percentage, never rounded up to 100% (`99.99%`, `100%`, `—` without runs)."""
+    if not runs:
+        return NO_DATA
+    if passes == runs:
+        return "100%"
+    return f"{math.floor(passes / runs * 10_000) / 100:.2f}%"
+
+
+def millis(value: float | None) -> str:
+    """A latency in milliseconds with one decimal (`1,234.5 ms`)."""
+    return NO_DATA if value is None else f"{value:,.1f} ms"
+
+
+def count(value: int) -> str:
+    """A whole number with thousands separators."""
+    return f"{value:,}"
+
+
+def moment(value: datetime | int | None, seconds: bool = False) -> str:
+    """A UTC time as `2026-11-20 13:05 UTC` (an int is seconds since the epoch)."""
+    if value is None:
+        return NO_DATA
+    when = datetime.fromtimestamp(value, UTC) if isinstance(value, int) else value.astimezone(UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+
+
+def iso(value: datetime | int) -> str:
+    """A UTC time in RFC 3339 (for `<time datetime>`)."""
+    when = datetime.fromtimestamp(value, UTC) if isinstance(value, int) else value.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_label(status: str) -> str:
+    """`up` → `Up`, `unknown` → `No data`."""
+    return STATUS_LABELS.get(status, status.capitalize())
+
+
+def ratio(value: float | None, digits: int = 2) -> str:
+    """A plain number (ratios, thresholds)."""
+    return NO_DATA if value is None else f"{value:.{digits}f}"
+
+
+def rate(value: float | None) -> str:
+    """A fraction as a percentage with two decimals (error rates)."""
+    return NO_DATA if value is None else f"{value * 100:.2f}%"

@@ -1,0 +1,181 @@
+"""What a build knows (a `Snapshot` of the state), the pages it makes and where they go."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from reconciler.core.resources import Resource
+from reconciler.sitebuild.queries import Figures, WindowState
+from reconciler.sitebuild.windows import WINDOWS, Window
+from schemas.canary import CHECK_TYPES
+
+INDEX, STATUS, INCIDENTS, DEPLOYMENTS = (
+    "index.html",
+    "status.html",
+    "incidents.html",
+    "deployments.html",
+)
+STYLESHEET = "static/site.css"
+DEFAULT_WINDOW = WINDOWS[0]
+
+
+@dataclass(frozen=True)
+class CanaryInfo:
+    """A canary of the served revision, as the site shows it."""
+
+    key: str  # namespace/name
+    ident: str  # namespace.name: the page name, as the read API's target id
+    regions: tuple[str, ...]
+    agents: tuple[str, ...]
+    checks: tuple[tuple[str, str], ...]  # (type, name)
+
+
+@dataclass(frozen=True)
+class RegionInfo:
+    """A region some canary runs in."""
+
+    name: str
+    display: str | None = None
+    location: str | None = None
+
+
+Series = dict[str, tuple[list[int], list[float]]]
+
+
+@dataclass
+class Snapshot:
+    """Everything the pages of one build read, taken from the state in one go."""
+
+    now: int
+    canaries: list[CanaryInfo]
+    regions: list[RegionInfo]
+    statuses: dict[str, dict[str, Any]]
+    failures: dict[str, list[dict[str, Any]]]
+    figures: dict[tuple[str, str, str | None], Figures]
+    windows: dict[str, WindowState]
+    incidents: list[dict[str, Any]]
+    deployments: list[dict[str, Any]]
+    revision: dict[str, Any] | None
+    latest: datetime | None
+    charts: dict[tuple[str, str], Series] = field(default_factory=dict)
+
+    def figure(self, window: str, canary: str, region: str | None) -> Figures | None:
+        """A stored figure, or None without runs."""
+        return self.figures.get((window, canary, region))
+
+    def region_names(self) -> list[str]:
+        """The site's regions, sorted."""
+        return [region.name for region in self.regions]
+
+
+@dataclass(eq=False)
+class Fragment:
+    """Part of several pages, rendered once per build and reused (a canary's failures)."""
+
+    template: str
+    context: Callable[[], dict[str, Any]]
+
+
+@dataclass
+class Page:
+    """One page to produce."""
+
+    path: str
+    template: str
+    context: Callable[[], dict[str, Any]]
+    key: str | None = None  # None: always rendered (then written only if its bytes changed)
+    leaf: bool = False
+    chart: tuple[str, str] | None = None  # the (window, canary) chart points it needs
+
+
+def fingerprint(*parts: Any) -> str:
+    """A digest of JSON-serialisable parts."""
+    return hashlib.blake2b(orjson.dumps(parts), digest_size=16).hexdigest()
+
+
+def canaries_of(resources: list[Resource]) -> list[CanaryInfo]:
+    """The canaries of a revision with their derived canaries' regions, agents and checks."""
+    derived: dict[str, list[Resource]] = {}
+    for resource in resources:
+        if resource.kind == "DerivedCanary" and resource.parent:
+            derived.setdefault(resource.parent, []).append(resource)
+    infos = []
+    for canary in sorted((r for r in resources if r.kind == "Canary"), key=lambda r: r.name):
+        mine = derived.get(canary.name, [])
+        checks = tuple(
+            (kind, str(check["name"]))
+            for kind in CHECK_TYPES
+            for check in canary.spec.get(kind, [])
+        )
+        infos.append(
+            CanaryInfo(
+                key=canary.name,
+                ident=canary.name.replace("/", "."),
+                regions=tuple(sorted({str(d.spec["region"]) for d in mine})),
+                agents=tuple(sorted({d.agent for d in mine if d.agent})),
+                checks=checks,
+            )
+        )
+    return infos
+
+
+def regions_of(resources: list[Resource], canaries: list[CanaryInfo]) -> list[RegionInfo]:
+    """The regions canaries run in, with their display names where declared."""
+    declared = {r.name: r.spec for r in resources if r.kind == "Region"}
+    names = sorted({region for canary in canaries for region in canary.regions})
+    return [
+        RegionInfo(
+            name,
+            declared.get(name, {}).get("displayName"),
+            declared.get(name, {}).get("location"),
+        )
+        for name in names
+    ]
+
+
+def checks_of(resources: list[Resource]) -> list[tuple[str, str]]:
+    """Every (derived canary, check name) pair of a revision: what the blended status reads."""
+    return [
+        (resource.name, str(check["name"]))
+        for resource in resources
+        if resource.kind == "DerivedCanary"
+        for kind in CHECK_TYPES
+        for check in resource.spec.get(kind, [])
+    ]
+
+
+def _suffix(window: Window) -> str:
+    return "" if window == DEFAULT_WINDOW else f"-{window.name}"
+
+
+def overview_path(window: Window) -> str:
+    """`index.html` (24 h), `index-7d.html`, `index-30d.html`."""
+    return f"index{_suffix(window)}.html"
+
+
+def region_path(region: str, window: Window) -> str:
+    """`region-<name>.html`, `region-<name>-7d.html`, …"""
+    return f"region-{region}{_suffix(window)}.html"
+
+
+def canary_path(ident: str, window: Window) -> str:
+    """`canary/<namespace>.<name>.html`, `canary/<namespace>.<name>-7d.html`, …"""
+    return f"canary/{ident}{_suffix(window)}.html"
+
+
+def link(source: str, target: str) -> str:
+    """The relative URL of `target` from the page at `source` (both relative to the site root).
+
+    Plain string work (this runs tens of thousands of times a build); `posixpath.relpath`
+    gives the same answers, several times slower.
+    """
+    folder = source.rpartition("/")[0]
+    if folder and target.startswith(folder + "/"):
+        return target[len(folder) + 1 :]
+    return "../" * source.count("/") + target

@@ -1,0 +1,80 @@
+"""Every page of a build: a `Page` per canary and window, region, overview and the rest.
+
+Canary pages carry a `key`, a fingerprint of everything they show, so that a rebuild renders
+only the pages whose key moved; they are `leaf`s, written before the pages linking to them.
+A canary's recent failures are a `Fragment` rendered once for its three pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from reconciler.sitebuild.canary_page import canary_context, canary_key, failure_rows
+from reconciler.sitebuild.fleet_pages import overview_context, status_context
+from reconciler.sitebuild.model import (
+    DEPLOYMENTS,
+    INCIDENTS,
+    STATUS,
+    Fragment,
+    Page,
+    Snapshot,
+    canary_path,
+    overview_path,
+    region_path,
+)
+from reconciler.sitebuild.ops_pages import deployments_context, incidents_context
+from reconciler.sitebuild.queries import Figures
+from reconciler.sitebuild.windows import WINDOWS
+
+
+def plan(snapshot: Snapshot) -> list[Page]:
+    """Every page of the site for this snapshot (canary pages first)."""
+    by_canary: dict[tuple[str, str], dict[str | None, Figures]] = {}
+    for (window_name, parent, scope), figure in snapshot.figures.items():
+        by_canary.setdefault((window_name, parent), {})[scope] = figure
+    pages: list[Page] = []
+    for canary in snapshot.canaries:
+        failures = Fragment(
+            "_failures.html",
+            _bind(_failures, snapshot.failures.get(canary.key, [])),
+        )
+        for window in WINDOWS:
+            figures = by_canary.get((window.name, canary.key), {})
+            pages.append(
+                Page(
+                    canary_path(canary.ident, window),
+                    "canary.html",
+                    _bind(canary_context, snapshot, canary, window, figures, failures),
+                    key=canary_key(snapshot, canary, window, figures),
+                    leaf=True,
+                    chart=(window.name, canary.key),
+                )
+            )
+    for window in WINDOWS:
+        for region in snapshot.regions:
+            pages.append(
+                Page(
+                    region_path(region.name, window),
+                    "overview.html",
+                    _bind(overview_context, snapshot, window, region),
+                )
+            )
+    pages += [
+        Page(INCIDENTS, "incidents.html", _bind(incidents_context, snapshot)),
+        Page(DEPLOYMENTS, "deployments.html", _bind(deployments_context, snapshot)),
+        Page(STATUS, "status.html", _bind(status_context, snapshot)),
+    ]
+    pages += [
+        Page(overview_path(w), "overview.html", _bind(overview_context, snapshot, w, None))
+        for w in WINDOWS
+    ]
+    return pages
+
+
+def _failures(failures: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"failures": failure_rows(failures)}
+
+
+def _bind(function: Callable[..., dict[str, Any]], *args: Any) -> Callable[[], dict[str, Any]]:
+    return lambda: function(*args)

@@ -1,0 +1,148 @@
+"""The status site's tables in DuckDB: their schema, watermarks, and the rows they hold.
+
+They live in the state file (`main`) when the builder may write it, else in the connection's
+`temp` catalog (rebuilt on every run). `rollups.py` keeps them up to date; `queries.py`
+reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from reconciler.sitebuild.sketch import BIN_SQL
+from reconciler.sitebuild.windows import DAY, ROLLUP_STEP
+from reconciler.store.db import Connection
+
+# Bump when a table's shape or meaning changes: the tables are then dropped and rebuilt.
+FORMAT = "4"
+US = 1_000_000
+BUCKET_SQL = f"epoch_us(started_at) // {ROLLUP_STEP * US} * {ROLLUP_STEP}"
+DAY_SQL = f"CAST(epoch_us(started_at) // {DAY * US} AS INTEGER)"
+ROLLUP_COLUMNS = "parent, region, bucket, runs, passes, p95"
+HIST_COLUMNS = "parent, region, day, bin, n"
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Where the site's tables live: `main` (the state file) or `temp` (this connection)."""
+
+    schema: str = "main"
+
+    def named(self, table: str) -> str:
+        """The qualified name of `site_<table>`."""
+        return f"{self.schema}.site_{table}"
+
+    @property
+    def temporary(self) -> bool:
+        """Whether the tables vanish with the connection."""
+        return self.schema == "temp"
+
+    @property
+    def meta(self) -> str:
+        """Format version and watermarks."""
+        return self.named("meta")
+
+    @property
+    def rollup(self) -> str:
+        """15-minute buckets per canary and region."""
+        return self.named("rollup")
+
+    @property
+    def hist(self) -> str:
+        """Daily latency histograms per canary and region."""
+        return self.named("hist")
+
+    @property
+    def latest(self) -> str:
+        """The newest run of each derived canary and check."""
+        return self.named("latest")
+
+    @property
+    def window(self) -> str:
+        """Window figures per canary and region."""
+        return self.named("window")
+
+    @property
+    def chart(self) -> str:
+        """Chart points per window, canary and region."""
+        return self.named("chart")
+
+
+DDL = {
+    "meta": "key VARCHAR NOT NULL, value VARCHAR NOT NULL",
+    "rollup": """parent VARCHAR NOT NULL, region VARCHAR NOT NULL, bucket BIGINT NOT NULL,
+                 runs BIGINT NOT NULL, passes BIGINT NOT NULL, p95 DOUBLE NOT NULL""",
+    "hist": """parent VARCHAR NOT NULL, region VARCHAR NOT NULL,
+               day INTEGER NOT NULL, bin SMALLINT NOT NULL, n BIGINT NOT NULL""",
+    # The newest run of each (derived canary, check): how far back the blended status looks.
+    "latest": """canary VARCHAR NOT NULL, check_name VARCHAR NOT NULL,
+                 started_at TIMESTAMPTZ NOT NULL""",
+    # Window figures: one row per canary and region, plus one with region NULL (all regions).
+    "window": """win VARCHAR NOT NULL, parent VARCHAR NOT NULL, region VARCHAR,
+                 runs BIGINT NOT NULL, passes BIGINT NOT NULL,
+                 p50 DOUBLE, p95 DOUBLE, p99 DOUBLE""",
+    # Chart points: the p95 of each slot of a window's frame, per canary and region.
+    "chart": """win VARCHAR NOT NULL, parent VARCHAR NOT NULL, region VARCHAR NOT NULL,
+                slot INTEGER NOT NULL, p95 DOUBLE NOT NULL""",
+}
+
+
+def ensure_tables(connection: Connection, tables: Tables) -> None:
+    """Create the site's tables where missing; drop them all when their format is outdated."""
+    create = "CREATE TEMP TABLE" if tables.temporary else "CREATE TABLE"
+    connection.execute(f"{create} IF NOT EXISTS {tables.meta} ({DDL['meta']})")
+    if read_meta(connection, tables).get("format", FORMAT) != FORMAT:
+        for name in DDL:
+            if name != "meta":
+                connection.execute(f"DROP TABLE IF EXISTS {tables.named(name)}")
+        connection.execute(f"DELETE FROM {tables.meta}")
+    for name, columns in DDL.items():
+        connection.execute(f"{create} IF NOT EXISTS {tables.named(name)} ({columns})")
+
+
+def read_meta(connection: Connection, tables: Tables) -> dict[str, str]:
+    """Every `site_meta` entry."""
+    return dict(connection.execute(f"SELECT key, value FROM {tables.meta}").fetchall())
+
+
+def write_meta(connection: Connection, tables: Tables, values: dict[str, str]) -> None:
+    """Set `site_meta` entries (inside the caller's transaction)."""
+    connection.execute(
+        f"DELETE FROM {tables.meta} WHERE key IN (SELECT unnest($keys::VARCHAR[]))",
+        {"keys": list(values)},
+    )
+    connection.execute(
+        f"INSERT INTO {tables.meta} SELECT unnest($keys::VARCHAR[]), unnest($values::VARCHAR[])",
+        {"keys": list(values), "values": list(values.values())},
+    )
+
+
+def at(seconds: int) -> datetime:
+    """A whole-second epoch time as an aware datetime (a TIMESTAMPTZ parameter)."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def scalar(connection: Connection, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+    """The first column of a query's first row (None without rows)."""
+    row = connection.execute(sql, parameters or {}).fetchone()
+    return row[0] if row else None
+
+
+def rollup_select(where: str) -> str:
+    """SQL computing rollup rows (ROLLUP_COLUMNS) from the results matching `where`."""
+    return f"""SELECT parent, region, bucket, runs, passes, p95
+               FROM (SELECT parent, region, bucket, count(*) AS runs,
+                            count(*) FILTER (WHERE status = 'pass') AS passes,
+                            quantile_cont(duration_ms, 0.95) AS p95
+                     FROM (SELECT parent, region, {BUCKET_SQL} AS bucket, status, duration_ms
+                           FROM results WHERE {where})
+                     GROUP BY parent, region, bucket)"""
+
+
+def hist_select(where: str) -> str:
+    """SQL computing histogram rows (HIST_COLUMNS) from the results matching `where`."""
+    return f"""SELECT parent, region, {DAY_SQL} AS day, {BIN_SQL} AS bin, count(*)
+               FROM results WHERE {where}
+               GROUP BY parent, region, day, bin"""

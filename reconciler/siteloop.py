@@ -1,0 +1,63 @@
+"""The server's status-site rebuilds: on a timer, after each applied revision, and on request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from reconciler.controlplane import ControlPlane
+from reconciler.sitebuild.builder import Report, SiteBuilder
+
+log = logging.getLogger("reconciler.site")
+
+
+class SiteRebuilder:
+    """Keeps one site directory up to date from the server's own connection.
+
+    The rollups are refreshed on the writer thread (short), the snapshot is read on a reader
+    thread, and pages are rendered and swapped in atomically off the event loop, so a reader
+    of the directory never sees a half-built site.
+    """
+
+    def __init__(self, control: ControlPlane, out_dir: Path, interval: float) -> None:
+        self.control = control
+        self.out_dir = out_dir
+        self.interval = interval
+        self._builders: dict[Path, SiteBuilder] = {}
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.control.on_publish.append(self._wake.set)
+        self._task = asyncio.create_task(self._loop(), name="site-rebuilds")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def build(self, out_dir: Path | None = None) -> Report:
+        """Build into `out_dir` (default: the server's site directory) now."""
+        target = (out_dir or self.out_dir).resolve()
+        builder = self._builders.setdefault(target, SiteBuilder(target, workers=1))
+        async with self._lock:
+            now = self.control.clock()
+            await self.control.state.write(lambda c: builder.refresh(c, now))
+            collected = await self.control.state.read(lambda c: builder.collect(c, now))
+            return await asyncio.to_thread(builder.publish, collected)
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            try:
+                report = await self.build()
+            except Exception:  # the site must never take the server down
+                log.exception("status site rebuild failed")
+                continue
+            log.debug("status site rebuilt in %s: %s", self.out_dir, report.timings)

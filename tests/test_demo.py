@@ -1,0 +1,176 @@
+"""`reconcile demo`: headless runs on loopback, and the local pieces it is built from."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dns.resolver
+import duckdb
+import httpx
+import pytest
+import yaml
+
+from reconciler.demo.backends import DemoBackends
+from reconciler.demo.http_backends import HttpService, RouteBackend, flaky_search
+from reconciler.demo.listeners import DnsResponder
+from reconciler.demo.rewrite import rewrite_config
+from reconciler.service import Session, Settings
+from tests.conftest import ROOT, SAMPLE_REPO
+
+DEMO_TIMEOUT = 85  # seconds: --duration 30, start-up and an orderly stop fit well within
+
+
+def _demo_command(directory: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "reconciler", "demo", "--port", "0", "--dir", str(directory),
+        *extra,
+    ]  # fmt: skip
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Processes whose command line mentions `text` (the demo directory is in every child's)."""
+    found = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            cmdline = path.read_bytes()
+        except OSError:
+            continue
+        if text.encode() in cmdline:
+            words = cmdline.replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"{path.parent.name}: {words}")
+    return found
+
+
+def _agent_regions(state: Path) -> set[str]:
+    with duckdb.connect(str(state), read_only=True) as connection:
+        rows = connection.execute(
+            "SELECT DISTINCT region FROM results WHERE agent <> 'local'"
+        ).fetchall()
+    return {str(region) for (region,) in rows}
+
+
+def _site_command_exists() -> bool:
+    command = [sys.executable, "-m", "reconciler", "site", "--help"]
+    return subprocess.run(command, capture_output=True, cwd=ROOT, timeout=60).returncode == 0
+
+
+def test_the_demo_runs_headless_and_leaves_nothing_running(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    started = time.monotonic()
+    result = subprocess.run(
+        _demo_command(directory, "--duration", "30"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr[-6000:]
+    assert time.monotonic() - started < DEMO_TIMEOUT
+    assert not _processes_mentioning(str(directory))
+    assert len(_agent_regions(directory / "state.duckdb")) >= 3
+    for step in range(1, 7):
+        assert f"[{step}/6]" in result.stderr
+    assert "Plan: 47 to add" in result.stdout
+    assert "What to try" in result.stdout
+    assert "demo stopped after" in result.stdout
+    if _site_command_exists():
+        assert (directory / "site" / "index.html").is_file()
+
+
+def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    output = tmp_path / "demo.out"
+    with output.open("w") as out:
+        process = subprocess.Popen(
+            _demo_command(directory, "--gateway", "none"),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "What to try" not in output.read_text() and process.poll() is None:
+                assert time.monotonic() < deadline, output.read_text()[-4000:]
+                time.sleep(0.2)
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=60) == 0, output.read_text()[-4000:]
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert not _processes_mentioning(str(directory))
+    text = output.read_text()
+    assert "stopping (SIGINT)" in text
+    assert "install nginx (apt-get install nginx)" in text
+
+
+# -- the pieces, in-process -------------------------------------------------------------------
+
+
+def test_the_rewritten_sample_points_only_at_loopback_and_is_valid(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(SAMPLE_REPO, config)
+    backends = DemoBackends(tmp_path / "backends")
+    try:
+        changes, routes = rewrite_config(config, backends)
+        loaded = Session(Settings()).load(config)
+    finally:
+        backends.close()
+    assert loaded.ok, loaded.diagnostics
+    text = "\n".join(p.read_text() for p in sorted(config.rglob("*.yaml")))
+    assert "example.com/" not in text and "example.com:" not in text and ".internal" not in text
+    assert "# yaml-language-server" in text, "comments are kept"
+    assert {r.name for r in routes} == {"api", "checkout"}
+    fields = {(c.file, c.field) for c in changes}
+    assert ("routes/checkout.yaml", "spec.canary.steps[0].pause") in fields
+    assert ("canaries/dns.yaml", "spec.dns[1].server") in fields
+    schedules = [
+        document["spec"]["schedule"]
+        for path in sorted((config / "canaries").glob("*.yaml"))
+        for document in yaml.safe_load_all(path.read_text())
+    ]
+    assert set(schedules) == {"@every 10s"}
+
+
+def test_route_backends_break_and_heal() -> None:
+    backend = RouteBackend("checkout/canary/v43", latency=(0, 0))
+    try:
+        with httpx.Client(base_url=backend.url, trust_env=False) as client:
+            assert client.get("/checkout").text == "checkout/canary/v43\n"
+            client.post("/break")
+            assert client.get("/checkout").status_code == 500
+            client.post("/fix")
+            assert client.get("/checkout").status_code == 200
+    finally:
+        backend.close()
+
+
+def test_the_flaky_service_fails_a_share_of_requests() -> None:
+    service = HttpService("flaky", flaky_search(0.3))
+    try:
+        with httpx.Client(base_url=service.url, trust_env=False) as client:
+            codes = [client.get("/api/search?q=shoes").status_code for _ in range(200)]
+    finally:
+        service.close()
+    assert set(codes) == {200, 503}
+    assert 20 < codes.count(503) < 100
+
+
+def test_the_dns_responder_answers_the_expected_records() -> None:
+    responder = DnsResponder()
+    responder.add("example.com", "MX", ["10 mx1.example.com.", "20 mx2.example.com"])
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port = ["127.0.0.1"], responder.port
+    try:
+        answer = resolver.resolve("example.com", "MX", lifetime=5)
+        with pytest.raises(dns.resolver.NXDOMAIN):
+            resolver.resolve("nothing.example.com", "A", lifetime=5)
+    finally:
+        responder.close()
+    assert sorted(r.to_text() for r in answer) == ["10 mx1.example.com.", "20 mx2.example.com."]

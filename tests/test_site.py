@@ -1,0 +1,442 @@
+"""The status site (`reconcile site build`): figures, scoping, links, incremental rebuilds."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from reconciler.sitebuild import build_site
+from reconciler.sitebuild.fleet_pages import verdict
+from reconciler.sitebuild.sketch import ALPHA
+from reconciler.store.db import Connection, open_state
+from reconciler.store.deployments import add_evaluation, latest_runs, save_run
+from reconciler.store.reports import target_statuses
+from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
+
+NOW = datetime(2026, 11, 20, 13, 7, tzinfo=UTC)
+START = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
+
+# (agent, region, duration ms, status), in the order they ran (10 minutes apart per agent).
+SHOP = [
+    ("eu-1", "eu", 10.0, "pass"),
+    ("eu-1", "eu", 20.0, "pass"),
+    ("eu-1", "eu", 30.0, "pass"),
+    ("eu-1", "eu", 40.0, "pass"),
+    ("eu-1", "eu", 100.0, "fail"),  # eu-1's latest run failed: region eu is down
+    ("eu-2", "eu", 15.0, "pass"),
+    ("eu-2", "eu", 25.0, "pass"),
+    ("eu-2", "eu", 35.0, "pass"),
+    ("us-1", "us", 50.0, "pass"),
+    ("us-1", "us", 60.0, "pass"),
+]
+API = [("us-1", "us", 200.0, "pass"), ("us-1", "us", 300.0, "pass")]
+
+ROUTE = """
+apiVersion: canary-reconciler/v1
+kind: Route
+metadata:
+  name: checkout
+spec:
+  path: /checkout
+  traffic_split:
+    - name: stable
+      weight: 90
+      backends:
+        - url: http://stable.internal:8080
+    - name: canary
+      weight: 10
+      backends:
+        - url: http://canary.internal:8080
+  canary:
+    canary_group: canary
+    steps:
+      - weight: 10
+        pause: 5m
+      - weight: 100
+    analysis:
+      error_threshold: 0.02
+      latency_threshold: 800ms
+      min_requests: 50
+"""
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (DuckDB's quantile_cont), by hand."""
+    ordered = sorted(values)
+    rank = q * (len(ordered) - 1)
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (rank - low) * (ordered[high] - ordered[low])
+
+
+def ms(value: float) -> str:
+    return f"{value:,.1f} ms"
+
+
+def store(
+    connection: Connection, canary: str, run: tuple[str, str, float, str], started: datetime
+) -> None:
+    """Store one run of `canary` on an agent's derived canary (received 2 s after it started)."""
+    agent, region, duration, status = run
+    connection.execute(
+        "INSERT INTO results VALUES (?, ?, ?, ?, 'check', 'http', ?, ?, ?, ?, ?, NULL, ?)",
+        [
+            agent,
+            region,
+            f"{canary}@{agent}",
+            canary,
+            started,
+            duration,
+            status,
+            200 if status == "pass" else 503,
+            None if status == "pass" else "HTTP 503 <upstream>",
+            started + timedelta(seconds=2),
+        ],
+    )
+
+
+def insert(connection: Connection, canary: str, rows: list[tuple[str, str, float, str]]) -> None:
+    """Store runs of `canary`, 10 minutes apart per agent from START."""
+    seen: dict[str, int] = {}
+    for row in rows:
+        index = seen[row[0]] = seen.get(row[0], -1) + 1
+        store(connection, canary, row, START + timedelta(minutes=10 * index))
+
+
+def apply(repo: ConfigRepo, state: Path) -> None:
+    result = run_cli("apply", "--repo", repo.path, "--state", state, "--auto-approve", "-q")
+    assert result.code == 0, result.err
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> tuple[Path, Connection]:
+    """Regions eu and us; web/shop on every agent, web/api on us-1; a canary route."""
+    repo = ConfigRepo(tmp_path / "config")
+    repo.write("regions.yaml", region_doc("eu") + "---\n" + region_doc("us"))
+    repo.write(
+        "agents.yaml",
+        "---\n".join(agent_doc(name, region) for name, region in [
+            ("eu-1", "eu"), ("eu-2", "eu"), ("us-1", "us"),
+        ]),
+    )  # fmt: skip
+    repo.write("shop.yaml", canary_doc("shop", namespace="web"))
+    repo.write("api.yaml", canary_doc("api", selector="['us-*']", namespace="web"))
+    repo.write("route.yaml", ROUTE)
+    repo.commit("fleet")
+    state = tmp_path / "state.duckdb"
+    apply(repo, state)
+    connection = open_state(state)
+    assert connection is not None
+    insert(connection, "web/shop", SHOP)
+    insert(connection, "web/api", API)
+    connection.execute(
+        "INSERT INTO incidents VALUES (7, 'web/shop', ?, NULL, 'open')",
+        [START + timedelta(minutes=40)],
+    )
+    connection.execute(
+        "INSERT INTO incident_timeline VALUES (7, ?, 'eu', 'down')",
+        [START + timedelta(minutes=40)],
+    )
+    run = latest_runs(connection)["checkout"].run_id
+    runtime = {"step": 0, "weights": {"stable": 90, "canary": 10}, "consecutive_failures": 1}
+    save_run(connection, run, "progressing", runtime, NOW)
+    thresholds = {
+        "error_threshold": 0.02, "latency_threshold_ms": 800.0, "max_error_rate_increase": 1.5,
+        "max_latency_increase": 2.0, "max_error_rate_delta": None, "min_requests": 50,
+    }  # fmt: skip
+    detail = {
+        "failed_rules": ["error_threshold"], "canary_group": "canary",
+        "baseline_group": "stable", "canary_requests": 120, "canary_errors": 6,
+        "canary_error_rate": 0.05, "canary_p99_ms": 310.0, "baseline_requests": 1000,
+        "baseline_errors": 10, "baseline_error_rate": 0.01, "baseline_p99_ms": 290.0,
+        "error_rate_ratio": 5.0, "latency_ratio": 1.07, "error_rate_delta_pp": 4.0,
+        "thresholds": thresholds,
+    }  # fmt: skip
+    add_evaluation(connection, run, "checkout", NOW, 0, "fail", "error rate too high", detail)
+    return state, connection
+
+
+def read(site: Path, page: str) -> str:
+    return (site / page).read_text()
+
+
+def kpi(html: str, label: str) -> str:
+    found = re.search(
+        rf'kpi-label">{re.escape(label)}</span> <span class="kpi-value">([^<]*)<', html
+    )
+    assert found, label
+    return found.group(1)
+
+
+def region_row(html: str, region: str) -> list[str]:
+    found = re.search(rf'<th scope="row"><a href="[^"]*">{region}</a></th>(.*?)</tr>', html)
+    assert found, region
+    return re.findall(r"<td>(.*?)</td>", found.group(1))
+
+
+def test_figures_match_hand_computed_uptime_and_quantiles(fleet: tuple[Path, Connection]) -> None:
+    state, connection = fleet
+    site = state.parent / "site"
+    report = build_site(connection, site, NOW)
+    assert report.published.first and report.published.written == report.published.pages + 1
+
+    shop = read(site, "canary/web.shop.html")
+    every = [duration for _, _, duration, _ in SHOP]
+    assert kpi(shop, "Uptime (24h)") == "90.00%"  # 9 of 10 runs passed
+    assert kpi(shop, "p50") == ms(quantile(every, 0.5)) == "32.5 ms"
+    assert kpi(shop, "p95") == ms(quantile(every, 0.95)) == "82.0 ms"
+    assert kpi(shop, "p99") == ms(quantile(every, 0.99)) == "96.4 ms"
+    assert kpi(shop, "Runs") == "10"
+    eu = [d for _, region, d, _ in SHOP if region == "eu"]
+    us = [d for _, region, d, _ in SHOP if region == "us"]
+    # Region, then: uptime, p50, p95, runs, last status.
+    assert region_row(shop, "eu")[:4] == [
+        "87.50%",
+        ms(quantile(eu, 0.5)),
+        ms(quantile(eu, 0.95)),
+        "8",
+    ]
+    assert region_row(shop, "us")[:4] == [
+        "100%",
+        ms(quantile(us, 0.5)),
+        ms(quantile(us, 0.95)),
+        "2",
+    ]
+    assert ms(quantile(eu, 0.95)) == "79.0 ms" and ms(quantile(us, 0.95)) == "59.5 ms"
+
+    # 7 and 30 days hold the same runs; their quantiles come from 2% histograms.
+    for page in ("canary/web.shop-7d.html", "canary/web.shop-30d.html"):
+        long = read(site, page)
+        assert kpi(long, "Uptime (7d)" if "7d" in page else "Uptime (30d)") == "90.00%"
+        shown = float(kpi(long, "p95").removesuffix(" ms"))
+        assert abs(shown / quantile(every, 0.95) - 1) <= ALPHA
+
+    # The blended status is the read API's: eu's latest runs did not all pass, us's did.
+    assert 'class="badge status-degraded">Degraded</span></h1>' in shop
+    assert "HTTP 503 &lt;upstream&gt;" in shop  # recent failures, escaped
+    statuses = target_statuses(
+        connection,
+        [(f"web/shop@{a}", "check") for a in ("eu-1", "eu-2", "us-1")],
+        NOW - timedelta(days=1),
+    )
+    assert statuses["web/shop"]["status"] == "degraded"
+    assert statuses["web/shop"]["regions_down"] == ["eu"]
+
+    index = read(site, "index.html")
+    shop_row = re.search(r'web\.shop\.html">web/shop</a></th>(.*?)</tr>', index)
+    assert shop_row and re.findall(r"<td[^>]*>(.*?)</td>", shop_row.group(1))[1:3] == [
+        "90.00%",
+        "82.0 ms",
+    ]
+    assert 'aria-label="Filter by region"' in index  # two regions
+
+
+def test_region_pages_are_scoped(fleet: tuple[Path, Connection]) -> None:
+    state, connection = fleet
+    site = state.parent / "site"
+    build_site(connection, site, NOW)
+    eu, us = read(site, "region-eu.html"), read(site, "region-us.html")
+    assert "web/shop" in eu and "web/api" not in eu  # web/api does not run in eu
+    shop_eu = re.search(r"web/shop</a></th>(.*?)</tr>", eu)
+    shop_us = re.search(r"web/shop</a></th>(.*?)</tr>", us)
+    assert shop_eu and shop_us
+    assert (
+        "Down" in shop_eu.group(1)
+        and "87.50%" in shop_eu.group(1)
+        and "79.0 ms" in shop_eu.group(1)
+    )
+    assert "Up" in shop_us.group(1) and "100%" in shop_us.group(1) and "59.5 ms" in shop_us.group(1)
+    api_us = re.search(r"web/api</a></th>(.*?)</tr>", us)
+    assert api_us and ms(quantile([200.0, 300.0], 0.95)) in api_us.group(1)
+    assert 'aria-current="page">eu</a>' in eu
+
+
+def test_incidents_deployments_and_status_pages(fleet: tuple[Path, Connection]) -> None:
+    state, connection = fleet
+    site = state.parent / "site"
+    build_site(connection, site, NOW)
+    incidents = read(site, "incidents.html")
+    assert "#7" in incidents and 'href="canary/web.shop.html">web/shop</a>' in incidents
+    assert "2026-11-20 01:40:00 UTC" in incidents and "<td>eu</td><td>down</td>" in incidents
+    deployments = read(site, "deployments.html")
+    assert "Route checkout" in deployments and "progressing" in deployments
+    assert "step 1 of 2" in deployments and "<td>90%</td>" in deployments
+    assert '<td class="failed">5.00% <span class="limit">(≤ 2.00%)</span>' in deployments
+    assert "310.0 ms" in deployments and "(≤ 800.0 ms)" in deployments
+    status = read(site, "status.html")
+    assert "Degraded performance in some regions" in status and "Open incidents" in status
+    assert verdict(["up", "down"]) == ("partial", "Partial outage")
+    assert verdict(["down", "unknown"]) == ("down", "Major outage")
+    assert verdict(["unknown"]) == ("unknown", "No data yet")
+
+
+def test_links_are_relative_and_assets_local(fleet: tuple[Path, Connection]) -> None:
+    state, connection = fleet
+    site = state.parent / "site"
+    build_site(connection, site, NOW)
+    files = sorted(p for p in site.rglob("*") if p.is_file() and p.suffix in (".html", ".css"))
+    assert (site / "static" / "site.css") in files and len(files) == 19  # 18 pages
+    for path in files:
+        text = path.read_text()
+        assert "http://" not in text and "https://" not in text, path
+        for target in re.findall(r'(?:href|src)="([^"]*)"', text):
+            assert not target.startswith(("/", "//")) and ":" not in target, (path, target)
+            resolved = (path.parent / target.split("#")[0]).resolve()
+            assert target.startswith("#") or resolved.is_file(), (path, target)
+    page = read(site, "canary/web.shop.html")
+    assert '<link rel="stylesheet" href="../static/site.css">' in page
+    for landmark in ("<header", "<main", "<nav", "<footer"):
+        assert landmark in page
+    assert re.search(r'<svg class="chart" [^>]*role="img" aria-labelledby="[^"]+"', page)
+    assert "<title id=" in page and "<desc id=" in page and "<summary>Chart data" in page
+    assert '<th scope="col">eu (ms)</th>' in page and '<th scope="row">' in page
+    assert not list(site.rglob("*.tmp"))
+
+
+def test_rebuild_rewrites_only_the_pages_that_changed(fleet: tuple[Path, Connection]) -> None:
+    state, connection = fleet
+    site = state.parent / "site"
+    build_site(connection, site, NOW)
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in site.rglob("*.html")}
+
+    # web/api's newest run fails, within the same 5-minute step: windows do not move.
+    later = NOW + timedelta(minutes=1)
+    store(connection, "web/api", ("us-1", "us", 900.0, "fail"), later - timedelta(seconds=30))
+    report = build_site(connection, site, later)
+    assert report.windows == []
+    changed = {
+        p.relative_to(site).as_posix()
+        for p, (data, mtime) in before.items()
+        if p.read_bytes() != data or p.stat().st_mtime_ns != mtime
+    }
+    api = {"canary/web.api.html", "canary/web.api-7d.html", "canary/web.api-30d.html"}
+    assert api <= changed
+    assert not any(page.startswith("canary/web.shop") for page in changed)
+    assert "index.html" in changed and "status.html" in changed
+    assert report.published.rendered < report.published.pages
+    api_page = read(site, "canary/web.api.html")
+    assert 'status-down">Down</span></h1>' in api_page and "900.0 ms" in api_page
+    assert "Partial outage" in read(site, "status.html")
+
+    unchanged = build_site(connection, site, later)
+    assert unchanged.published.written == 0  # the same clock and data: nothing to write
+
+
+def test_one_region_has_no_region_filter(tmp_path: Path) -> None:
+    repo = ConfigRepo(tmp_path / "config")
+    repo.write("all.yaml", region_doc("eu") + "---\n" + agent_doc("eu-1", "eu") + "---\n"
+               + canary_doc("shop", namespace="web"))  # fmt: skip
+    repo.commit("one region")
+    state = tmp_path / "state.duckdb"
+    apply(repo, state)
+    connection = open_state(state)
+    assert connection is not None
+    with connection:
+        insert(connection, "web/shop", [("eu-1", "eu", 12.0, "pass")])
+        build_site(connection, tmp_path / "site", NOW)
+    index = read(tmp_path / "site", "index.html")
+    assert "Filter by region" not in index and "web/shop" in index
+    assert (tmp_path / "site" / "region-eu.html").exists()
+
+
+def test_cli_builds_and_refuses_a_foreign_directory(fleet: tuple[Path, Connection]) -> None:
+    state, connection = fleet
+    connection.close()
+    result = run_cli("site", "build", "--state", state, "--out", state.parent / "site")
+    assert result.code == 0, result.err
+    assert "pages" in result.out and (state.parent / "site" / "index.html").exists()
+    foreign = state.parent / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    refused = run_cli("site", "build", "--state", state, "--out", foreign)
+    assert refused.code == 1 and "not empty" in refused.err
+    assert (foreign / "keep.txt").read_text() == "mine"
+
+
+def test_cli_explains_a_state_held_by_another_process(tmp_path: Path) -> None:
+    state = tmp_path / "state.duckdb"
+    connection = open_state(state)
+    assert connection is not None
+    connection.close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb, sys, time; c = duckdb.connect({str(state)!r}); print('held'); "
+         "sys.stdout.flush(); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        result = run_cli(
+            "site", "build", "--state", state, "--out", tmp_path / "site", "--lock-timeout", "0"
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.code == 1
+    assert "in use by process" in result.err and "the server is the one to build" in result.err
+
+
+def test_read_only_state_builds_with_temporary_rollups(fleet: tuple[Path, Connection]) -> None:
+    state, connection = fleet
+    connection.close()
+    reader = open_state(state, read_only=True)
+    assert reader is not None
+    with reader:
+        build_site(reader, state.parent / "site", NOW, temporary=True)
+        stored = reader.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE NOT temporary"
+        ).fetchall()
+        temporary = reader.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE temporary"
+        ).fetchall()
+    assert not any(name.startswith("site_") for (name,) in stored)  # nothing in the file
+    assert ("site_rollup",) in temporary
+    assert kpi(read(state.parent / "site", "canary/web.shop.html"), "p95") == "82.0 ms"
+
+
+def _rows(connection: Connection, query: str) -> list[tuple[object, ...]]:
+    return connection.execute(f"{query} ORDER BY ALL").fetchall()
+
+
+def test_incremental_rollups_equal_a_build_from_scratch(fleet: tuple[Path, Connection]) -> None:
+    """Minute builds across a 15-minute step, a 2-hour step and midnight, with a late row."""
+    state, connection = fleet
+    site = state.parent / "site"
+    build_site(connection, site, NOW)
+    day = NOW.replace(hour=0, minute=0)
+    arrivals = [
+        (NOW + timedelta(minutes=5), [("eu-1", "eu", 11.0, "pass"), ("us-1", "us", 61.0, "pass")]),
+        (NOW + timedelta(minutes=20), [("eu-2", "eu", 16.0, "fail")]),
+        (day + timedelta(hours=14, minutes=1), [("us-1", "us", 52.0, "pass")]),
+        (day + timedelta(hours=23, minutes=55), [("eu-1", "eu", 13.0, "pass")]),
+        (day + timedelta(days=1, minutes=1), [("eu-1", "eu", 14.0, "pass")]),
+    ]
+    for started, runs in arrivals:
+        for run in runs:
+            store(connection, "web/shop", run, started)
+        if started.hour == 14:  # a late row: started in the morning, received now
+            connection.execute(
+                "INSERT INTO results SELECT * REPLACE (? AS started_at, ? AS received_at) "
+                "FROM results WHERE canary = 'web/api@us-1' LIMIT 1",
+                [day + timedelta(hours=9), started],
+            )
+        build_site(connection, site, started + timedelta(minutes=4))
+    moment = arrivals[-1][0] + timedelta(minutes=4)
+    build_site(connection, state.parent / "scratch", moment, temporary=True)
+    for query in (
+        "SELECT * FROM {}.site_rollup",
+        "SELECT parent, region, day, bin, sum(n) FROM {}.site_hist GROUP BY ALL",
+        "SELECT * FROM {}.site_window",
+        "SELECT * FROM {}.site_chart",
+    ):
+        stored = _rows(connection, query.format("main"))
+        assert stored == _rows(connection, query.format("temp")), query
+        assert stored
+    api = read(site, "canary/web.api-7d.html")
+    assert kpi(api, "Runs") == "3"  # the late row counts in the 7-day window

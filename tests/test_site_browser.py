@@ -1,0 +1,100 @@
+"""The status site in a real browser: headless Chromium follows links from the overview to a
+canary and a region page, and the chart and tables show the expected numbers."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.conftest import ROOT, ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
+
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason="Chromium is not installed (make test installs Debian's chromium package)",
+)
+ARTIFACTS = ROOT / "test-artifacts"
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+# (agent, region, duration ms, status): eu passes 4 of 4, us 3 of 4.
+RUNS = [
+    ("eu-1", "eu", 100, "pass"), ("eu-1", "eu", 200, "pass"),
+    ("eu-1", "eu", 300, "pass"), ("eu-1", "eu", 400, "pass"),
+    ("us-1", "us", 100, "pass"), ("us-1", "us", 200, "pass"),
+    ("us-1", "us", 300, "fail"), ("us-1", "us", 400, "pass"),
+]  # fmt: skip
+
+
+@pytest.fixture
+def site(config_repo: ConfigRepo, tmp_path: Path) -> Path:
+    config_repo.write("regions.yaml", region_doc("eu") + "---\n" + region_doc("us"))
+    config_repo.write("agents.yaml", agent_doc("eu-1", "eu") + "---\n" + agent_doc("us-1", "us"))
+    config_repo.write("canaries/web.yaml", canary_doc("web"))
+    config_repo.commit()
+    state = tmp_path / "state.duckdb"
+    assert (
+        run_cli("apply", "--repo", config_repo.path, "--state", state, "--auto-approve").code == 0
+    )
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    rows = [
+        (agent, region, f"default/web@{agent}", "default/web", "check", "http",
+         now - timedelta(minutes=70 - index % 4), float(ms), status,
+         200 if status == "pass" else 500, None if status == "pass" else "HTTP 500", None, now)
+        for index, (agent, region, ms, status) in enumerate(RUNS)
+    ]  # fmt: skip
+    with duckdb.connect(str(state)) as connection:
+        connection.executemany(
+            "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+        )
+    out = tmp_path / "site"
+    assert run_cli("site", "build", "--state", state, "--out", out).code == 0
+    return out
+
+
+def test_overview_to_canary_and_region_pages(site: Path) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    outside: list[str] = []
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on(
+            "request", lambda r: outside.append(r.url) if not r.url.startswith("file:") else None
+        )
+        page.goto((site / "index.html").as_uri())
+        assert page.locator("main").count() == 1
+        assert page.get_by_label("Region").count() + page.locator("nav >> text=eu").count() > 0
+        page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+
+        page.click("a[href='canary/default.web.html']")
+        assert page.url.endswith("canary/default.web.html")
+        chart = page.locator("svg").first
+        assert chart.is_visible()
+        assert "p95 latency by region" in (chart.locator("title").text_content() or "")
+        assert page.locator("svg polyline, svg path").count() >= 2, "one p95 line per region"
+        text = page.locator("main").inner_text()
+        assert "87.50%" in text, "uptime 7 of 8"
+        assert "250.0 ms" in text and "400.0 ms" in text, "p50 and p95 over both regions"
+        rows = page.locator("table").filter(has_text="Last status").locator("tbody tr")
+        assert [r.inner_text().split()[:2] for r in rows.all()] == [
+            ["eu", "100%"],
+            ["us", "75.00%"],
+        ]
+        page.screenshot(path=str(ARTIFACTS / "canary.png"), full_page=True)
+        page.set_viewport_size({"width": 375, "height": 800})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375 + 1, "fits 375 px"
+        page.screenshot(path=str(ARTIFACTS / "canary-375.png"), full_page=True)
+
+        page.go_back()
+        page.click("a[href='region-us.html']")
+        assert "75.00%" in page.locator("main").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "region-us.png"), full_page=True)
+        browser.close()
+    assert outside == [], f"the site fetched something outside file://: {outside}"
