@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from reconciler.serve import server_file
+from reconciler.serverclient import server_url
 from reconciler.store.db import StateError, open_state
 from reconciler.store.deployments import evaluations, latest_runs
 
@@ -34,15 +34,6 @@ def add_canary_command(commands: Any) -> None:
     )
     canary.add_argument("--server", help="server URL (default: found next to the state file)")
     canary.add_argument("--format", choices=["text", "json"], default="text")
-
-
-def _server_url(args: argparse.Namespace) -> str | None:
-    if args.server:
-        return str(args.server)
-    info = server_file(args.state)
-    if info.exists():
-        return str(orjson.loads(info.read_bytes())["url"])
-    return None
 
 
 def _offline_status(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -91,7 +82,7 @@ def _print_views(views: list[dict[str, Any]], out: Any) -> None:
 
 def run_canary(args: argparse.Namespace, out: Any, err: Any) -> int:
     """`reconcile canary ACTION [ROUTE]`."""
-    url = _server_url(args)
+    url = server_url(args.state, args.server)
     if args.action == "status":
         try:
             if url is not None:

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 
 from reconciler.gateway.base import GatewayError
 from reconciler.gitsource import GitSourceError
-from reconciler.serve import configure_logging, run_server, server_file
+from reconciler.serve import configure_logging, run_server
+from reconciler.serverclient import server_url
 from reconciler.settings import SettingsError, load_settings
 from reconciler.store.db import StateError, StateLocked, open_state
 from reconciler.store.tokens import mint_token
@@ -144,10 +144,7 @@ def _known_agent(connection: Any, name: str) -> bool:
 
 
 def _mint_through_server(args: argparse.Namespace, out: Any, err: Any) -> int:
-    url = args.server
-    info = server_file(args.state)
-    if url is None and info.exists():
-        url = orjson.loads(info.read_bytes())["url"]
+    url = server_url(args.state, args.server)
     admin = os.environ.get("RECONCILER_ADMIN_TOKEN")
     if url is None or not admin:
         print(

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 
 from reconciler.serve import server_file
+from reconciler.serverclient import server_url
 from reconciler.sitebuild import SiteError, build_site
 from reconciler.store.db import StateError, StateLocked, open_state
 
@@ -69,7 +69,7 @@ def add_site_command(commands: Any) -> None:
 
 def _build_through_server(args: argparse.Namespace, out: Any, err: Any) -> int:
     """The running server holds the state: ask it to build into the same directory."""
-    url = orjson.loads(server_file(args.state).read_bytes())["url"]
+    url = server_url(args.state)
     admin = os.environ.get("RECONCILER_ADMIN_TOKEN")
     if not admin:
         print(
@@ -90,42 +90,6 @@ def _build_through_server(args: argparse.Namespace, out: Any, err: Any) -> int:
         return 1
     if response.status_code != 200:
         print(f"Error: the server refused ({response.status_code}): {response.text}", file=err)
-        return 1
-    if not args.quiet:
-        report = response.json()
-        print(
-            f"Built {args.out} through the server at {url}: {report['pages']} pages, "
-            f"{report['written']} written.",
-            file=out,
-        )
-    return 0
-
-
-def _through_server(args: argparse.Namespace, locked: str, out: Any, err: Any) -> int:
-    """Ask the server holding the state file to build the site (`POST /api/site/build`)."""
-    info = server_file(args.state)
-    admin = os.environ.get("RECONCILER_ADMIN_TOKEN")
-    if not info.exists() or not admin:
-        print("Error: " + LOCKED.format(error=locked), file=err)
-        return 1
-    url = str(orjson.loads(info.read_bytes())["url"])
-    try:
-        response = httpx.post(
-            f"{url}/api/site/build",
-            json={"out": str(args.out.resolve())},
-            headers={"Authorization": f"Bearer {admin}"},
-            timeout=600,
-        )
-    except httpx.HTTPError as error:
-        print(f"Error: {locked}\ncannot reach the server at {url}: {error}", file=err)
-        return 1
-    if response.status_code == 404:
-        print("Error: " + LOCKED.format(error=locked) + f"\n({url} cannot build it)", file=err)
-        return 1
-    if response.status_code != 200:
-        detail = response.text.strip()
-        print(f"Error: the server at {url} could not build the site ({response.status_code}): "
-              f"{detail}", file=err)  # fmt: skip
         return 1
     if not args.quiet:
         report = response.json()

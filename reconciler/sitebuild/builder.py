@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from reconciler.sitebuild import queries
 from reconciler.sitebuild.canary_page import FAILURES_SHOWN
@@ -58,6 +59,29 @@ class Report:
 
 def _seconds(now: datetime) -> int:
     return int(now.timestamp())
+
+
+def deployments(connection: Connection) -> list[dict[str, Any]]:
+    """Each route's latest canary run: state, step, weights, steps and latest evaluations."""
+    runs = latest_runs(connection)
+    steps = queries.run_steps(connection, [run.run_id for run in runs.values()])
+    views = []
+    for route, run in sorted(runs.items()):
+        runtime = run.runtime or {}
+        views.append(
+            {
+                "route": route,
+                "run": run.run_id,
+                "state": run.state,
+                "reason": runtime.get("reason") or run.reason,
+                "step": runtime.get("step", -1),
+                "weights": runtime.get("weights") or {},
+                "consecutive_failures": runtime.get("consecutive_failures", 0),
+                "steps": steps.get(run.run_id, []),
+                "evaluations": evaluations(connection, run.run_id, EVALUATIONS_SHOWN),
+            }
+        )
+    return views
 
 
 class SiteBuilder:
@@ -119,24 +143,6 @@ class SiteBuilder:
         since = queries.status_since(connection, self.tables, checks, now - STATUS_HORIZON)
         statuses = target_statuses(connection, checks, since)
         live = time.perf_counter()
-        runs = latest_runs(connection)
-        steps = queries.run_steps(connection, [run.run_id for run in runs.values()])
-        deployments = []
-        for route, run in sorted(runs.items()):
-            runtime = run.runtime or {}
-            deployments.append(
-                {
-                    "route": route,
-                    "run": run.run_id,
-                    "state": run.state,
-                    "reason": runtime.get("reason") or run.reason,
-                    "step": runtime.get("step", -1),
-                    "weights": runtime.get("weights") or {},
-                    "consecutive_failures": runtime.get("consecutive_failures", 0),
-                    "steps": steps.get(run.run_id, []),
-                    "evaluations": evaluations(connection, run.run_id, EVALUATIONS_SHOWN),
-                }
-            )
         latest = revisions(connection, 1)
         snapshot = Snapshot(
             now=_seconds(now),
@@ -149,7 +155,7 @@ class SiteBuilder:
             figures=queries.window_figures(connection, self.tables),
             windows=queries.window_states(connection, self.tables),
             incidents=list_incidents(connection, None, None, INCIDENTS_SHOWN),
-            deployments=deployments,
+            deployments=deployments(connection),
             revision=latest[0] if latest else None,
             latest=queries.latest_result(connection, now),
         )
