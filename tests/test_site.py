@@ -6,6 +6,7 @@ import math
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def apply(repo: ConfigRepo, state: Path) -> None:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> tuple[Path, Connection]:
+def fleet(tmp_path: Path) -> Iterator[tuple[Path, Connection]]:
     """Regions eu and us; web/shop on every agent, web/api on us-1; a canary route."""
     repo = ConfigRepo(tmp_path / "config")
     repo.write("regions.yaml", region_doc("eu") + "---\n" + region_doc("us"))
@@ -159,7 +160,8 @@ def fleet(tmp_path: Path) -> tuple[Path, Connection]:
         "thresholds": thresholds,
     }  # fmt: skip
     add_evaluation(connection, run, "checkout", NOW, 0, "fail", "error rate too high", detail)
-    return state, connection
+    yield state, connection
+    connection.close()
 
 
 def read(site: Path, page: str) -> str:
@@ -440,3 +442,21 @@ def test_incremental_rollups_equal_a_build_from_scratch(fleet: tuple[Path, Conne
         assert stored
     api = read(site, "canary/web.api-7d.html")
     assert kpi(api, "Runs") == "3"  # the late row counts in the 7-day window
+
+
+def test_a_removed_canary_loses_its_pages(tmp_path: Path) -> None:
+    repo = ConfigRepo(tmp_path / "config")
+    repo.write("regions.yaml", region_doc("eu") + "---\n" + agent_doc("eu-1", "eu"))
+    repo.write("shop.yaml", canary_doc("shop", namespace="web"))
+    repo.write("api.yaml", canary_doc("api", namespace="web"))
+    repo.commit("two canaries")
+    state, site = tmp_path / "state.duckdb", tmp_path / "site"
+    apply(repo, state)
+    assert run_cli("site", "build", "--state", state, "--out", site, "-q").code == 0
+    assert (site / "canary" / "web.api-7d.html").exists()
+    repo.remove("api.yaml")
+    repo.commit("drop api")
+    apply(repo, state)
+    assert run_cli("site", "build", "--state", state, "--out", site, "-q").code == 0
+    assert not list((site / "canary").glob("web.api*"))
+    assert "web/api" not in read(site, "index.html") and "web/shop" in read(site, "index.html")

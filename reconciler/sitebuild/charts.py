@@ -18,7 +18,7 @@ from reconciler.sitebuild.formatting import millis
 from reconciler.sitebuild.windows import DAY, Window
 
 WIDTH, HEIGHT = 720, 260
-LEFT, RIGHT, TOP, BOTTOM = 64, 12, 12, 30
+LEFT, RIGHT, TOP, BOTTOM = 80, 12, 12, 30
 PLOT_W, PLOT_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 # Series styles cycle through this many colour/dash classes (s0 … s7 in site.css).
 STYLES = 8
@@ -88,12 +88,13 @@ def _x_axis(window: Window, start: int) -> str:
 
 
 def _y_axis(top: float) -> str:
+    """Grid lines and labels at 0, half and the top of the scale."""
     parts = []
     for fraction in (0.0, 0.5, 1.0):
         y = round(TOP + PLOT_H * (1 - fraction))
         parts.append(
             f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y}" y2="{y}"/>'
-            f'<text class="y" x="{LEFT - 6}" y="{y + 4}">{top * fraction:g} ms</text>'
+            f'<text class="y" x="{LEFT - 6}" y="{y + 4}">{top * fraction:,g} ms</text>'
         )
     return "".join(parts)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from reconciler.sitebuild.model import Fragment, Page
@@ -140,6 +140,9 @@ class Publisher:
         self.workers = max(1, workers)
         self.environment = _Environment(
             loader=FileSystemLoader(site_dir / "templates"),
+            # Compiled templates kept in the user's temporary directory: a CLI build is one
+            # process, and compiling the templates costs about 0.1 s of it.
+            bytecode_cache=FileSystemBytecodeCache(),
             autoescape=True,
             undefined=StrictUndefined,
             trim_blocks=True,
