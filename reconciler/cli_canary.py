@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from reconciler.serverclient import server_url
+from reconciler.serverclient import ServerUnreachable, admin_post, server_url
 from reconciler.store.db import StateError, open_state
 from reconciler.store.deployments import evaluations, latest_runs
 
@@ -116,13 +116,9 @@ def run_canary(args: argparse.Namespace, out: Any, err: Any) -> int:
         )
         return 1
     try:
-        response = httpx.post(
-            f"{url}/canary/{args.route}/{args.action}",
-            headers={"Authorization": f"Bearer {admin}"},
-            timeout=30,
-        )
-    except httpx.HTTPError as error:
-        print(f"Error: cannot reach the server at {url}: {error}", file=err)
+        response = admin_post(url, f"/canary/{args.route}/{args.action}", admin, timeout=30)
+    except ServerUnreachable as error:
+        print(f"Error: {error}", file=err)
         return 1
     if response.status_code != 200:
         detail = response.json().get("error", response.text) if response.content else ""

@@ -11,12 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from reconciler.gateway.base import GatewayError
 from reconciler.gitsource import GitSourceError
 from reconciler.serve import configure_logging, run_server
-from reconciler.serverclient import server_url
+from reconciler.serverclient import ServerUnreachable, admin_post, server_url
 from reconciler.settings import SettingsError, load_settings
 from reconciler.store.db import StateError, StateLocked, open_state
 from reconciler.store.tokens import mint_token
@@ -155,13 +153,9 @@ def _mint_through_server(args: argparse.Namespace, out: Any, err: Any) -> int:
         )
         return 1
     try:
-        response = httpx.post(
-            f"{url}/operator/agents/{args.name}/token",
-            headers={"Authorization": f"Bearer {admin}"},
-            timeout=10,
-        )
-    except httpx.HTTPError as error:
-        print(f"Error: cannot reach the server at {url}: {error}", file=err)
+        response = admin_post(url, f"/operator/agents/{args.name}/token", admin, timeout=10)
+    except ServerUnreachable as error:
+        print(f"Error: {error}", file=err)
         return 1
     if response.status_code != 201:
         print(f"Error: the server refused ({response.status_code}): {response.text}", file=err)

@@ -7,10 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from reconciler.serve import server_file
-from reconciler.serverclient import server_url
+from reconciler.serverclient import ServerUnreachable, admin_post, server_url
 from reconciler.sitebuild import SiteError, build_site
 from reconciler.store.db import StateError, StateLocked, open_state
 
@@ -78,15 +76,12 @@ def _build_through_server(args: argparse.Namespace, out: Any, err: Any) -> int:
             file=err,
         )
         return 1
+    assert url is not None  # only called when the server file exists
     try:
-        response = httpx.post(
-            f"{url}/api/site/build",
-            json={"out": str(args.out.resolve())},
-            headers={"Authorization": f"Bearer {admin}"},
-            timeout=300,
-        )
-    except httpx.HTTPError as error:
-        print(f"Error: cannot reach the server at {url}: {error}", file=err)
+        body = {"out": str(args.out.resolve())}
+        response = admin_post(url, "/api/site/build", admin, timeout=300, body=body)
+    except ServerUnreachable as error:
+        print(f"Error: {error}", file=err)
         return 1
     if response.status_code != 200:
         print(f"Error: the server refused ({response.status_code}): {response.text}", file=err)
