@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -105,6 +105,15 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (cheaper sockets and timers), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     parser = build_parser()
@@ -114,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     _configure_logging(args.log_format or ("text" if sys.stderr.isatty() else "json"))
     try:
-        return asyncio.run(_run(args))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(_run(args))
     except SettingsError as error:
         print(f"agent: error: {error}", file=sys.stderr)
         return 1

@@ -1,12 +1,15 @@
-"""A set of shared HTTP clients with small connection pools, used in turn."""
+"""The agent's HTTP clients: the probe transport, or httpx's pooled one behind a proxy."""
 
 from __future__ import annotations
 
 import itertools
 import ssl
+import urllib.request
 from types import TracebackType
 
 import httpx
+
+from agent.checks.transport import ProbeTransport
 
 DEFAULT_SIZE = 16
 DEFAULT_CONNECTIONS = 32
@@ -14,14 +17,17 @@ USER_AGENT = "canary-reconciler-agent/0.1"
 
 
 class ClientPool:
-    """Several `httpx.AsyncClient`s, each with a small connection pool, handed out in turn.
+    """The `httpx.AsyncClient`s that HTTP checks use, handed out in turn.
 
-    One client shared by many concurrent requests spends its time managing one big pool,
-    and a client per request spends it building TLS contexts; a handful of small pools
-    avoids both. All clients share one TLS context.
+    Without a proxy, and without `keepalive`, requests go through `ProbeTransport`: a new
+    connection per request, so every check measures its own TCP connect and TLS handshake,
+    at a fraction of httpcore's cost and with nothing pooled that a cancelled check could
+    leave stuck. `size` clients share it (one would do; they differ only in cookies).
 
-    By default connections are not kept alive, so every HTTP check measures its own TCP
-    connect and TLS handshake; `keepalive=True` trades that for throughput.
+    When proxy variables are set in the environment (`trust_env`, the default) or
+    `keepalive=True`, the clients use httpx's own transport instead: several small pools,
+    because one client shared by many concurrent requests spends its time managing one big
+    pool. All clients share one TLS context.
 
     Use as `async with ClientPool(size=16) as pool: ... pool.client()`.
     """
@@ -58,12 +64,15 @@ class ClientPool:
             max_connections=connections_per_client,
             max_keepalive_connections=connections_per_client if keepalive else 0,
         )
+        self.uses_proxy = trust_env and bool(urllib.request.getproxies())
+        probe = None if self.uses_proxy or keepalive else ProbeTransport(context)
         self._clients = tuple(
             httpx.AsyncClient(
                 verify=context,
                 limits=limits,
                 trust_env=trust_env,
                 headers={"User-Agent": USER_AGENT},
+                transport=probe,
             )
             for _ in range(size)
         )
