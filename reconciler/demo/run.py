@@ -1,9 +1,10 @@
 """The demo from start to stop: backends, config, plan, server, agents, traffic, site.
 
-Start-up runs in six numbered steps; then a status line every `status_interval` seconds and
-a site rebuild every `site_interval` seconds until Ctrl-C, SIGTERM or `--duration`. Stopping
-goes in reverse: traffic, agents (they ship their last results), the server (it stops its
-nginx), the backends; then one last site build from the state file, which is free by then.
+Start-up runs in six numbered steps; then a status line every `status_interval` seconds until
+Ctrl-C, SIGTERM or `--duration`, while the server rebuilds the status site every
+`site_interval` seconds and after each applied commit. Stopping goes in reverse: traffic,
+agents (they ship their last results), one last site build, the server (it stops its nginx),
+the backends.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from reconciler.demo.output import (
 )
 from reconciler.demo.processes import (
     Child,
-    child_environment,
     find_nginx,
     free_port,
     port_in_use,
@@ -42,7 +42,7 @@ from reconciler.demo.processes import (
 from reconciler.demo.results import results_by_region
 from reconciler.demo.rewrite import DemoRoute, Rewrite, rewrite_config
 from reconciler.demo.server import DemoServer
-from reconciler.demo.site import SiteBuilder
+from reconciler.demo.site import LiveSite
 from reconciler.demo.traffic import REQUESTS_PER_SECOND, Traffic, wait_routed
 from reconciler.demo.workspace import Workspace, commit, copy_config, create_workspace
 from reconciler.render.text import diagnostic_lines, render_text
@@ -94,7 +94,7 @@ class Demo:
         self.agents: list[Child] = []
         self.choices: list[AgentChoice] = []
         self.traffic: Traffic | None = None
-        self.site: SiteBuilder | None = None
+        self.site: LiveSite | None = None
         self.routes: list[DemoRoute] = []
         self._gateway_url: str | None = None
         self._exited: set[str] = set()
@@ -172,8 +172,8 @@ class Demo:
 
         console.step(6, "waiting for the first results")
         self._wait_for_results()
-        self.site = SiteBuilder(workspace, child_environment({}), console)
-        site_note = self.site.first_build(self.server.url, self.stop, self.options.site_interval)
+        assert self.site is not None
+        site_note = self.site.first_build(self.server)
         console.show(summary_text(self._summary(site_note)))
 
     def _report_backends(self, changes: list[Rewrite], sha: str) -> None:
@@ -227,7 +227,9 @@ class Demo:
         where = f"127.0.0.1:{port}" if port else "a free port on 127.0.0.1"
         gateway = f"nginx gateway on {listen}" if listen else "no gateway"
         self.console.step(4, f"starting reconcile serve on {where} ({gateway})")
-        server = DemoServer(workspace, port, secrets.token_hex(16), listen, nginx)
+        self.site = LiveSite(workspace, self.console, self.options.site_interval)
+        flags = self.site.serve_flags()
+        server = DemoServer(workspace, port, secrets.token_hex(16), listen, nginx, flags)
         self.server = server
         url = server.wait_listening(self.stop)
         status = server.wait_ready(self.stop)
@@ -320,7 +322,7 @@ class Demo:
             canary_backend=canary_backend,
             route=route.name if route else None,
             route_file=route_file or "routes/ROUTE.yaml",
-            site_index=str(self.site.index) if self.site and self.site.available else None,
+            site_index=str(self.site.index) if self.site else None,
             site_note=site_note,
             agents=len(self.agents),
             regions=regions,
@@ -332,16 +334,12 @@ class Demo:
 
     def _watch(self) -> None:
         next_status = time.monotonic() + self.options.status_interval
-        next_site = time.monotonic() + self.options.site_interval
         while not self.stop.is_set():
             self._check_children()
             now = time.monotonic()
             if now >= next_status:
                 self._print_status()
                 next_status = now + self.options.status_interval
-            if now >= next_site and self.site is not None:
-                self.site.rebuild(self.server.url if self.server else None, self.stop)
-                next_site = time.monotonic() + self.options.site_interval
             self.stop.wait(1)
 
     def _check_children(self) -> None:
@@ -386,6 +384,8 @@ class Demo:
         if self.traffic is not None:
             self.traffic.stop()
         problems = stop_children(self.agents, AGENT_STOP_TIMEOUT, self.hurry)
+        if self.site is not None and self.server is not None and not self.hurry.is_set():
+            self.site.final_build(self.server)
         if self.server is not None:
             problems += stop_children([self.server.child], SERVER_STOP_TIMEOUT, self.hurry)
             self.server.close()
@@ -399,8 +399,6 @@ class Demo:
             self.backends.close()
         if self.workspace is None or self.server is None:
             return
-        if self.site is not None:
-            self.site.final_build()
         regions = {c.name: c.region for c in self.choices} | {"local": LOCAL_REGION}
         counts = results_by_region(self.workspace.state, self.started_at, regions)
         stored = ", ".join(f"{r} {n}" for r, n in sorted(counts.items())) or "none"

@@ -46,6 +46,7 @@ class DemoServer:
         admin_token: str,
         gateway_listen: str | None,
         nginx: str | None,
+        extra_flags: list[str],
     ) -> None:
         self.admin_token = admin_token
         self._state = workspace.state
@@ -60,6 +61,7 @@ class DemoServer:
             command += ["--gateway-dir", str(workspace.gateway)]
         else:
             command += ["--gateway", "none"]
+        command += extra_flags
         environment = child_environment(
             {"RECONCILER_ADMIN_TOKEN": admin_token, "PAYMENTS_CANARY_TOKEN": PAYMENTS_TOKEN},
             nginx,
@@ -100,6 +102,11 @@ class DemoServer:
         wait_until(ready, stop, timeout, "/readyz (the first revision to be applied)")
         status: dict[str, Any] = self.get("/api/v1/status")
         return status
+
+    @property
+    def listening(self) -> bool:
+        """Whether the server said its URL (and `client` can be used)."""
+        return self._client is not None
 
     @property
     def client(self) -> httpx.Client:

@@ -45,7 +45,7 @@ class Workspace:
 
     @property
     def site(self) -> Path:
-        """The status site, when `reconcile site build` is available."""
+        """The status site, which the server keeps up to date."""
         return self.root / "site"
 
     @property
