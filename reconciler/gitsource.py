@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import git
@@ -23,6 +24,11 @@ class GitLocation:
 
     repo: git.Repo
     subdirectory: str  # '' for the repository root, else a posix path
+    # GitPython's Repo is not thread-safe: its persistent `git cat-file --batch` processes
+    # and its environment are shared, and two threads using them at once can hang on the
+    # pipe. Every use of `repo` here holds this lock (the operator API commits on one
+    # thread while the watcher reads on another).
+    lock: threading.RLock = field(default_factory=threading.RLock, compare=False, repr=False)
 
 
 def find_repository(path: Path) -> GitLocation | None:
@@ -56,8 +62,12 @@ def _resolve(location: GitLocation, ref: str) -> git.Commit:
         raise GitSourceError(f"unknown git ref {ref!r}: {error}") from error
 
 
-def _blob_reader(blob: git.Blob) -> Callable[[], bytes]:
-    return lambda: bytes(blob.data_stream.read())
+def _blob_reader(blob: git.Blob, lock: threading.RLock) -> Callable[[], bytes]:
+    def read() -> bytes:
+        with lock:
+            return bytes(blob.data_stream.read())
+
+    return read
 
 
 def files_at(location: GitLocation, ref: str) -> tuple[list[SourceFile], Revision]:
@@ -66,6 +76,11 @@ def files_at(location: GitLocation, ref: str) -> tuple[list[SourceFile], Revisio
     Raises:
         GitSourceError: when the ref does not exist or the directory is not in it.
     """
+    with location.lock:
+        return _files_at(location, ref)
+
+
+def _files_at(location: GitLocation, ref: str) -> tuple[list[SourceFile], Revision]:
     commit = _resolve(location, ref)
     tree = commit.tree
     if location.subdirectory:
@@ -82,12 +97,17 @@ def files_at(location: GitLocation, ref: str) -> tuple[list[SourceFile], Revisio
         path = str(item.path)
         relative = str(PurePosixPath(path).relative_to(str(tree.path))) if tree.path else path
         if is_config_path(relative):
-            files.append(SourceFile(relative, item.hexsha, _blob_reader(item)))
+            files.append(SourceFile(relative, item.hexsha, _blob_reader(item, location.lock)))
     return files, _revision(commit, ref)
 
 
 def worktree_revision(location: GitLocation) -> Revision:
     """The revision a working tree is at: HEAD, and whether its config files have edits."""
+    with location.lock:
+        return _worktree_revision(location)
+
+
+def _worktree_revision(location: GitLocation) -> Revision:
     try:
         head = location.repo.head.commit
     except ValueError:
@@ -143,11 +163,12 @@ def commit_files(
         "GIT_COMMITTER_NAME": author,
         "GIT_COMMITTER_EMAIL": email,
     }
-    try:
-        repo.git.add("-A", "--", *relative)
-        with repo.git.custom_environment(**identity):
-            repo.git.commit("--no-verify", "-m", message, "--only", "--", *relative)
-    except git.GitCommandError:
-        repo.git.reset("-q", "--", *relative)  # leave the index as it was
-        raise
-    return str(repo.head.commit.hexsha)
+    with location.lock:
+        try:
+            repo.git.add("-A", "--", *relative)
+            with repo.git.custom_environment(**identity):
+                repo.git.commit("--no-verify", "-m", message, "--only", "--", *relative)
+        except git.GitCommandError:
+            repo.git.reset("-q", "--", *relative)  # leave the index as it was
+            raise
+        return str(repo.head.commit.hexsha)
