@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -34,138 +33,26 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Literal
-from urllib.parse import urlsplit
-
-import orjson
+from typing import Any, Literal
 
 from reconciler.gateway.accesslog import LogEntry, aggregate, parse_line
-from reconciler.gateway.base import GatewayError, GroupMetrics, check_weights
+from reconciler.gateway.base import GatewayError, GroupMetrics
+from reconciler.gateway.logfollow import LogFollower
+from reconciler.gateway.nginx_config import ident, parse_state, render_main, render_route
 from schemas.route import RouteSpec
 
-_ROUTE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,252}$")
-_HOST = re.compile(r"^[A-Za-z0-9._:-]+$")
-_STATE_PREFIX = "# state: "
 _INSTALL_HINT = (
     "install it with `apt-get install nginx` (Debian/Ubuntu) or pass its path as "
     "NginxGateway(nginx=...)"
 )
-_LOG_FORMAT = (
-    '\'{"time":$msec,"route":"$gw_route","group":"$gw_group","status":$status,'
-    '"request_time":$request_time,"upstream_response_time":"$upstream_response_time",'
-    '"upstream_status":"$upstream_status","upstream_addr":"$upstream_addr",'
-    '"generation":"$gw_generation","request_id":"$request_id",'
-    '"method":"$request_method","uri":"$uri"}\''
-)
-
-
-def _ident(name: str) -> str:
-    """`name` with every character but [a-z0-9] as `_xx`: injective, never contains `__`."""
-    return "".join(
-        c if c.isascii() and (c.islower() or c.isdigit()) else f"_{ord(c):02x}" for c in name
-    )
-
-
-def _quote(text: str) -> str:
-    """A double-quoted nginx string literal."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _server(route: str, group: str, url: str) -> tuple[str, str]:
-    """(scheme, `host:port`) of a backend URL, rejecting what cannot go into an upstream."""
-    where = f"route {route!r}, group {group!r}: backend {url!r}"
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError as error:
-        raise GatewayError(f"{where}: {error}") from None
-    host = parts.hostname or ""
-    if parts.scheme not in ("http", "https") or not _HOST.match(host):
-        raise GatewayError(f"{where}: expected http(s)://host[:port]")
-    if (
-        parts.username
-        or parts.password
-        or parts.query
-        or parts.fragment
-        or parts.path not in ("", "/")
-    ):
-        raise GatewayError(
-            f"{where}: a backend is scheme://host[:port] only; nginx sends every group the "
-            "client's own path, so a path, query or credentials cannot be honoured"
-        )
-    host = f"[{host}]" if ":" in host else host
-    default = 443 if parts.scheme == "https" else 80
-    return parts.scheme, f"{host}:{default if port is None else port}"
-
-
-def render_route(
-    route: str, spec: RouteSpec, weights: Mapping[str, int], generation: int, split_key: str
-) -> tuple[str, str]:
-    """The http-context and server-context config of one route.
-
-    Zero-weight groups keep their upstream but get no share of split_clients (nginx rejects
-    `0%`); the last group with weight takes `*`, so rounding can never leave traffic unrouted.
-
-    Returns:
-        (routes/<id>.conf, routes/<id>.locations) contents.
-    """
-    if not _ROUTE.match(route):
-        raise GatewayError(f"route name {route!r}: use letters, digits and . _ / - only")
-    full = check_weights(route, spec, weights)
-    rid = _ident(route)
-    state = {"route": route, "generation": generation, "weights": full}
-    http = [
-        f"# canary-reconciler gateway route {route} (generated; edits are overwritten)",
-        _STATE_PREFIX + orjson.dumps(state).decode(),
-    ]
-    targets = []
-    for group in spec.traffic_split or []:
-        servers = [_server(route, group.name, backend.url) for backend in group.backends]
-        schemes = {scheme for scheme, _ in servers}
-        if len(schemes) > 1:
-            raise GatewayError(f"route {route!r}, group {group.name!r}: mixes http and https")
-        upstream = f"gw_{rid}__{_ident(group.name)}"
-        http += [f"upstream {upstream} {{"]
-        http += [f"    server {address};" for _, address in servers]
-        http += ["    keepalive 16;", "}"]
-        targets.append(f"    {group.name} {schemes.pop()}://{upstream};")
-    shares = [(name, weight) for name, weight in full.items() if weight > 0]
-    http += [f"split_clients {_quote(split_key)} $gw_split_{rid} {{"]
-    http += [f"    {weight}% {name};" for name, weight in shares[:-1]]
-    http += [f"    * {shares[-1][0]};", "}", f"map $gw_split_{rid} $gw_target_{rid} {{"]
-    http += [*targets, "}", ""]
-    body = [
-        f"    set $gw_route {_quote(route)};",
-        f"    set $gw_group $gw_split_{rid};",
-        f"    set $gw_generation {generation};",
-        "    add_header X-Gateway-Generation $gw_generation always;",
-        f"    proxy_pass $gw_target_{rid};",
-        "}",
-    ]
-    if spec.path_prefix and spec.path.endswith("/"):
-        matches = [f"^~ {_quote(spec.path)}"]
-    elif spec.path_prefix:
-        matches = [f"= {_quote(spec.path)}", f"^~ {_quote(spec.path + '/')}"]
-    else:
-        matches = [f"= {_quote(spec.path)}"]
-    locations = [line for match in matches for line in [f"location {match} {{", *body]]
-    return "\n".join(http), "\n".join([*locations, ""])
 
 
 def _read_state(path: Path) -> dict[str, Any] | None:
     """The state line of a route file, None when the file is absent or carries none."""
     try:
-        lines = path.read_text().splitlines()[:5]
+        return parse_state(path.read_text())
     except FileNotFoundError:
         return None
-    for line in lines:
-        if line.startswith(_STATE_PREFIX):
-            try:
-                state: dict[str, Any] = orjson.loads(line[len(_STATE_PREFIX) :])
-            except orjson.JSONDecodeError:
-                return None
-            return state
-    return None
 
 
 def _write_atomic(path: Path, text: str | None) -> None:
@@ -207,59 +94,6 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-class _Tail:
-    """An open file, read on from where the last read stopped; keeps an unfinished line."""
-
-    def __init__(self, handle: IO[bytes]) -> None:
-        self.handle = handle
-        self.partial = b""
-
-    def lines(self) -> list[bytes]:
-        *complete, self.partial = (self.partial + self.handle.read()).split(b"\n")
-        return complete
-
-
-class _LogFollower:
-    """Reads the lines appended to a file, across truncation and rotation (rename + reopen)."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._current: _Tail | None = None
-        # A rotated file stays followed: workers write to it until they reopen their logs.
-        self._previous: _Tail | None = None
-
-    def lines(self) -> list[bytes]:
-        """Every complete line written since the last call."""
-        found = self._previous.lines() if self._previous else []
-        if self._current is not None:
-            mine = os.fstat(self._current.handle.fileno())
-            try:
-                rotated = os.stat(self._path).st_ino != mine.st_ino
-            except FileNotFoundError:
-                rotated = False  # renamed, not yet reopened: keep reading the old file
-            if rotated:
-                found += self._current.lines()
-                if self._previous:
-                    self._previous.handle.close()
-                self._previous, self._current = self._current, None
-            elif mine.st_size < self._current.handle.tell():  # truncated
-                self._current.handle.seek(0)
-                self._current.partial = b""
-        if self._current is None:
-            try:
-                self._current = _Tail(open(self._path, "rb"))  # noqa: SIM115 - stays open
-            except FileNotFoundError:
-                return found
-        return found + self._current.lines()
-
-    def close(self) -> None:
-        """Close the followed files."""
-        for tail in (self._previous, self._current):
-            if tail is not None:
-                tail.handle.close()
-        self._previous = self._current = None
-
-
 class NginxGateway:
     """A gateway backed by an nginx master process this object starts, reloads and stops.
 
@@ -297,7 +131,7 @@ class NginxGateway:
         self._retention_ms = int(retention.total_seconds() * 1000)
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.RLock()
-        self._log = _LogFollower(self._dir / "logs" / "access.json")
+        self._log = LogFollower(self._dir / "logs" / "access.json")
         self._entries: dict[str, deque[LogEntry]] = {}
         self._retiring: set[int] = set()  # workers of configs replaced by a reload
 
@@ -452,7 +286,7 @@ class NginxGateway:
         return self._dir / "nginx.pid"
 
     def _route_file(self, route: str, suffix: str) -> Path:
-        return self._dir / "routes" / f"{_ident(route)}.{suffix}"
+        return self._dir / "routes" / f"{ident(route)}.{suffix}"
 
     def _binary(self) -> str:
         found = shutil.which(self._nginx)
@@ -471,43 +305,7 @@ class NginxGateway:
     def _main_config(self) -> str:
         for sub in ("routes", "logs", "temp"):
             (self._dir / sub).mkdir(parents=True, exist_ok=True)
-        temp = [
-            f"    {kind}_temp_path temp/{kind};"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        ]
-        config = [
-            "# canary-reconciler gateway (generated by NginxGateway.start; edits are overwritten)",
-            "daemon off;",
-            f"worker_processes {self._workers};",
-            "pid nginx.pid;",
-            "error_log logs/error.log warn;",
-            "worker_shutdown_timeout 30s;",
-            "events { worker_connections 1024; }",
-            "http {",
-            "    server_tokens off;",
-            *temp,
-            f"    log_format gateway_json escape=json {_LOG_FORMAT};",
-            "    proxy_http_version 1.1;",
-            '    proxy_set_header Connection "";',
-            "    proxy_set_header Host $http_host;",
-            "    proxy_set_header X-Request-Id $request_id;",
-            "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-            "    proxy_set_header X-Forwarded-Proto $scheme;",
-            "    proxy_connect_timeout 5s;",
-            "    include routes/*.conf;",
-            "    server {",
-            f"        listen {self._listen_address()};",
-            '        set $gw_route "";',
-            '        set $gw_group "";',
-            '        set $gw_generation "";',
-            "        access_log logs/access.json gateway_json;",
-            "        include routes/*.locations;",
-            '        location ~ "^" { access_log off; return 404; }',
-            "    }",
-            "}",
-            "",
-        ]
-        return "\n".join(config)
+        return render_main(self._workers, self._listen_address())
 
     def _next_generation(self) -> int:
         states = (_read_state(path) for path in (self._dir / "routes").glob("*.conf"))
