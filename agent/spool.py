@@ -99,6 +99,9 @@ class Spool:
         self.path: Final = Path(path)
         self.capacity: Final = capacity
         self._lock = threading.Lock()
+        # Appends made while an append job waits in the worker's queue join it (group commit).
+        self._group_lock = threading.Lock()
+        self._open_group: list[tuple[list[bytes], asyncio.Future[int]]] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-spool")
         self._dropped_total = 0
         # The highest marker handed out by `peek`: `ack` never deletes past it, and a file
@@ -177,22 +180,39 @@ class Spool:
     def append_async(self, rows: Sequence[Mapping[str, Any]]) -> asyncio.Future[int]:
         """`append` for the event loop: encodes `rows` now, writes on the spool's worker thread.
 
-        Call it from the event loop thread and await the result. The work is queued when the
-        method is called, so calls complete in the order they were made, and changing `rows`
-        afterwards does not change what is stored.
+        Call it from the event loop thread and await the result: once it resolves, the rows
+        are committed. The work is queued when the method is called, so calls complete in the
+        order they were made, and changing `rows` afterwards does not change what is stored.
+
+        Group commit: appends made while an earlier append still waits in the worker's queue
+        (no `peek_async` or `ack_async` queued in between) are written with it, in one
+        transaction, in call order. The rows that transaction dropped for capacity are
+        reported to the group's first caller; the others get 0. A failed write fails them all.
         """
         self._check_open()
         bodies = _encode(rows)
-        return self._in_worker(self._append_bodies, bodies)
+        loop = asyncio.get_running_loop()
+        member: asyncio.Future[int] = loop.create_future()
+        with self._group_lock:
+            group = self._open_group
+            if group is not None:
+                group.append((bodies, member))
+                return member
+            group = self._open_group = [(bodies, member)]
+        job = self._in_worker(self._write_group, group)
+        job.add_done_callback(lambda done: _settle(group, done))
+        return member
 
     def peek_async(self, limit: int) -> asyncio.Future[tuple[int, list[dict[str, Any]]]]:
         """`peek` for the event loop, queued now on the spool's worker thread."""
         self._check_open()
+        self._close_group()
         return self._in_worker(self.peek, limit)
 
     def ack_async(self, marker: int) -> asyncio.Future[None]:
         """`ack` for the event loop, queued now on the spool's worker thread."""
         self._check_open()
+        self._close_group()
         return self._in_worker(self.ack, marker)
 
     def close(self) -> None:
@@ -218,6 +238,17 @@ class Spool:
 
     def _in_worker(self, function: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
         return asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def _close_group(self) -> None:
+        """Later appends start a new group (queued after what is queued now)."""
+        with self._group_lock:
+            self._open_group = None
+
+    def _write_group(self, group: list[tuple[list[bytes], asyncio.Future[int]]]) -> int:
+        with self._group_lock:
+            if self._open_group is group:
+                self._open_group = None  # closed: appends from now on form the next group
+        return self._append_bodies([body for bodies, _ in group for body in bodies])
 
     def _append_bodies(self, bodies: list[bytes]) -> int:
         if not bodies:
@@ -392,6 +423,22 @@ class Spool:
             else:
                 if not suffix:
                     log.warning("moved the unusable spool file to %s", target)
+
+
+def _settle(group: list[tuple[list[bytes], asyncio.Future[int]]], job: asyncio.Future[int]) -> None:
+    """Resolve the futures of a group's callers from the group's write."""
+    error = None if job.cancelled() else job.exception()
+    dropped = 0 if job.cancelled() or error is not None else job.result()
+    for _, member in group:
+        if member.done():
+            continue  # its caller stopped waiting
+        if job.cancelled():
+            member.cancel()
+        elif error is not None:
+            member.set_exception(error)
+        else:
+            member.set_result(dropped)
+            dropped = 0
 
 
 def _encode(rows: Sequence[Mapping[str, Any]]) -> list[bytes]:

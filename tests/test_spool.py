@@ -343,6 +343,29 @@ def test_async_wrappers_run_in_call_order_off_the_event_loop(spool_path: Path) -
     spool.close()
 
 
+def test_appends_interleaved_with_peeks_keep_their_order_and_drop_counts(spool_path: Path) -> None:
+    """Many appends in flight at once (they are written in groups): every row is stored once,
+    in call order; a peek queued between appends sees exactly the rows appended before it;
+    the drops reported add up to what the capacity forced out."""
+    spool = Spool(spool_path, capacity=50)
+
+    async def main() -> tuple[list[int], list[int], list[int]]:
+        first = [spool.append_async(rows(n, 1)) for n in range(30)]
+        peek = spool.peek_async(100)
+        second = [spool.append_async(rows(n, 1)) for n in range(30, 80)]
+        drops_first = await asyncio.gather(*first)
+        _, peeked = await peek
+        drops_second = await asyncio.gather(*second)
+        return drops_first, seqs(peeked), drops_second
+
+    drops_first, peeked, drops_second = asyncio.run(main())
+    assert peeked == list(range(30))
+    assert sum(drops_first) == 0
+    assert sum(drops_second) == 30 and spool.dropped_total == 30
+    assert seqs(spool.peek(100)[1]) == list(range(30, 80))
+    spool.close()
+
+
 def test_arguments_and_closed_spools_are_checked(spool_path: Path) -> None:
     with pytest.raises(ValueError):
         Spool(spool_path, capacity=0)
