@@ -158,6 +158,25 @@ def test_the_request_line_headers_and_body_reach_the_server(run: Run) -> None:
     assert request.endswith(b"\r\n\r\npayload")
 
 
+def test_cookies_set_by_a_target_are_never_sent_back(run: Run) -> None:
+    heads: list[bytes] = []
+
+    async def sets_cookies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await read_head(reader))
+        writer.write(b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\n")
+        writer.write(b"Content-Length: 0\r\n\r\n")
+        writer.close()
+
+    async def main() -> list[CheckOutcome]:
+        server, url = await serve(sets_cookies)
+        async with server, ClientPool(size=1, trust_env=False) as pool:
+            return [await run_check(http(url), pool, lambda: NOW) for _ in range(3)]
+
+    assert {o.status for o in run(main())} == {"pass"}
+    assert len(heads) == 3
+    assert not any(b"\r\ncookie:" in head.lower() for head in heads)
+
+
 def test_checks_cancelled_by_their_timeout_close_their_connections(run: Run) -> None:
     """A burst of checks that time out closes every connection it opened and does not get
     in the way of the checks that follow (pooled clients can keep such connections forever:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import ssl
 import urllib.request
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
 
 import httpx
@@ -14,6 +15,11 @@ from agent.checks.transport import ProbeTransport
 DEFAULT_SIZE = 16
 DEFAULT_CONNECTIONS = 32
 USER_AGENT = "canary-reconciler-agent/0.1"
+
+
+def _no_cookies() -> CookieJar:
+    """A jar that keeps nothing: a check never sends cookies another check's target set."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 class ClientPool:
@@ -72,6 +78,7 @@ class ClientPool:
                 limits=limits,
                 trust_env=trust_env,
                 headers={"User-Agent": USER_AGENT},
+                cookies=_no_cookies(),
                 transport=probe,
             )
             for _ in range(size)
