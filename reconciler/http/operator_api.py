@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 from weakref import WeakKeyDictionary
 
 import orjson
@@ -29,6 +30,35 @@ from reconciler.service import Session, Settings
 from schemas.base import Slug
 
 router = APIRouter(prefix="/operator", tags=["operator"])
+P = ParamSpec("P")
+
+
+class _Refused(Exception):
+    """A request the operator API answers with an error; `response` says why."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _answering(handler: Callable[P, Awaitable[Response]]) -> Callable[P, Awaitable[Response]]:
+    """Let a handler stop with `raise _Refused(problem(...))` anywhere in its helpers."""
+
+    @functools.wraps(handler)
+    async def answer(*args: P.args, **kwargs: P.kwargs) -> Response:
+        try:
+            return await handler(*args, **kwargs)
+        except _Refused as refused:
+            return refused.response
+
+    return answer
+
+
+def _require_admin(request: Request) -> None:
+    """Raises: _Refused: 401/403 without the admin token."""
+    denied = admin_denied(request)
+    if denied is not None:
+        raise _Refused(denied)
 
 
 def _agent_rows(control: ControlPlane, recent: dict[str, int]) -> list[dict[str, Any]]:
@@ -59,10 +89,9 @@ def _agent_rows(control: ControlPlane, recent: dict[str, int]) -> list[dict[str,
 
 
 @router.get("/agents", summary="Agents with live status")
+@_answering
 async def list_agents(request: Request) -> Response:
-    denied = admin_denied(request)
-    if denied is not None:
-        return denied
+    _require_admin(request)
     control = control_of(request)
     recent = await control.results_last_hour()
     return json_response({"agents": _agent_rows(control, recent)})
@@ -86,20 +115,18 @@ def _region_rows(control: ControlPlane, agents: list[dict[str, Any]]) -> list[di
 
 
 @router.get("/regions", summary="Regions with their agents' status")
+@_answering
 async def list_regions(request: Request) -> Response:
-    denied = admin_denied(request)
-    if denied is not None:
-        return denied
+    _require_admin(request)
     control = control_of(request)
     recent = await control.results_last_hour()
     return json_response({"regions": _region_rows(control, _agent_rows(control, recent))})
 
 
 @router.post("/agents/{name}/token", summary="Mint or rotate an agent's token (shown once)")
+@_answering
 async def mint(request: Request, name: str) -> Response:
-    denied = admin_denied(request)
-    if denied is not None:
-        return denied
+    _require_admin(request)
     control = control_of(request)
     if name not in control.access:
         return problem(404, f"agent {name} is not in the configuration")
@@ -172,18 +199,22 @@ class AgentPatch(_Body):
 
 async def _parse_body(
     request: Request, model: type[_Body], expected: dict[str, str], patch: bool = False
-) -> dict[str, Any] | Response:
-    """The fields a JSON body gives, validated; a 413/422 response saying what was expected."""
+) -> dict[str, Any]:
+    """The fields a JSON body gives, validated.
+
+    Raises:
+        _Refused: 413 or 422, saying what was expected.
+    """
     try:
         raw = await read_body(request, MAX_BODY_BYTES)
     except BodyTooLarge:
-        return problem(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+        raise _Refused(problem(413, f"the body is larger than {MAX_BODY_BYTES} bytes")) from None
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
-        return problem(422, f"the body is not JSON: {error}", expected=expected)
+        raise _Refused(problem(422, f"the body is not JSON: {error}", expected=expected)) from None
     if not isinstance(data, dict):
-        return problem(422, "the body must be a JSON object", expected=expected)
+        raise _Refused(problem(422, "the body must be a JSON object", expected=expected))
     try:
         body = model.model_validate(data)
     except ValidationError as error:
@@ -191,15 +222,17 @@ async def _parse_body(
             f"{'.'.join(str(part) for part in e['loc']) or 'body'}: {e['msg']}"
             for e in error.errors()
         ]
-        return problem(422, "invalid body", errors=errors, expected=expected)
+        raise _Refused(problem(422, "invalid body", errors=errors, expected=expected)) from None
     given = body.model_fields_set
     fields = {key: getattr(body, key) for key in type(body).model_fields if key in given}
     nulls = sorted(key for key in fields if key in NOT_NULL and fields[key] is None)
     if nulls:
         errors = [f"{key}: may not be null" for key in nulls]
-        return problem(422, "invalid body", errors=errors, expected=expected)
+        raise _Refused(problem(422, "invalid body", errors=errors, expected=expected))
     if patch and not fields:
-        return problem(422, "nothing to change: give at least one field", expected=expected)
+        raise _Refused(
+            problem(422, "nothing to change: give at least one field", expected=expected)
+        )
     return fields
 
 
@@ -243,20 +276,25 @@ class _Committed:
 Edit = Callable[[ConfigTree, configedit.SchemaFor], Edited]
 
 
-async def _commit(control: ControlPlane, edit: Edit) -> _Committed | Response:
-    """Edit the working tree, validate, commit and reconcile; or say why not.
+async def _commit(control: ControlPlane, edit: Edit) -> _Committed:
+    """Edit the working tree, validate, commit and reconcile.
 
     Nothing is written unless the edited config loads without errors; the files are put back
     when the commit fails.
+
+    Raises:
+        _Refused: why not (409 read-only or uncommitted edits, 422 invalid, 500 git failed).
     """
     location = control.source.writable
     if location is None:
         description = control.source.description
-        return problem(
-            409,
-            f"{description} is read-only: the operator API commits to a local working tree "
-            "the server owns; change this repository with a commit instead",
-            repository=description,
+        raise _Refused(
+            problem(
+                409,
+                f"{description} is read-only: the operator API commits to a local working tree "
+                "the server owns; change this repository with a commit instead",
+                repository=description,
+            )
         )
     writer = _writer(control)
     async with writer.lock:
@@ -270,25 +308,29 @@ async def _commit(control: ControlPlane, edit: Edit) -> _Committed | Response:
         try:
             edited = edit(tree, schema_for)
         except EditRefused as refused:
-            return problem(refused.status, refused.message, **refused.details)
+            raise _Refused(problem(refused.status, refused.message, **refused.details)) from None
         changes = tree.changes()
         if not changes:
             current = control.current.sha if control.current else None
             return _Committed(edited, current, False, [], [])
         dirty = await asyncio.to_thread(configedit.uncommitted, location, tree, list(changes))
         if dirty:
-            return problem(
-                409,
-                "the files this edit touches have uncommitted changes in the server's working "
-                "tree; commit or discard them first",
-                files=dirty,
+            raise _Refused(
+                problem(
+                    409,
+                    "the files this edit touches have uncommitted changes in the server's working "
+                    "tree; commit or discard them first",
+                    files=dirty,
+                )
             )
         checked = await asyncio.to_thread(configedit.validate, writer.session, tree)
         if checked.errors:
-            return problem(
-                422,
-                "the edit would make the configuration invalid; nothing was changed",
-                errors=checked.errors,
+            raise _Refused(
+                problem(
+                    422,
+                    "the edit would make the configuration invalid; nothing was changed",
+                    errors=checked.errors,
+                )
             )
         paths = await asyncio.to_thread(configedit.write_tree, root, changes)
         try:
@@ -297,13 +339,15 @@ async def _commit(control: ControlPlane, edit: Edit) -> _Committed | Response:
             )
         except GitSourceError as error:
             await asyncio.to_thread(configedit.restore_tree, root, tree, changes)
-            return problem(500, str(error))
+            raise _Refused(problem(500, str(error))) from None
     if not attempt.applied:
-        return problem(
-            500,
-            f"committed {sha[:12]} but the control plane did not apply it",
-            revision=sha,
-            errors=attempt.errors,
+        raise _Refused(
+            problem(
+                500,
+                f"committed {sha[:12]} but the control plane did not apply it",
+                revision=sha,
+                errors=attempt.errors,
+            )
         )
     return _Committed(edited, sha, True, sorted(changes), checked.warnings)
 
@@ -330,92 +374,69 @@ async def _revoke(control: ControlPlane, agent: str) -> bool:
 
 
 @router.post("/regions", summary="Create a region (committed to the config repository)")
+@_answering
 async def create_region(request: Request) -> Response:
     """Commit a new Region document; 201 with the region and the new revision."""
-    denied = admin_denied(request)
-    if denied is not None:
-        return denied
+    _require_admin(request)
     fields = await _parse_body(request, RegionCreate, REGION_FIELDS)
-    if isinstance(fields, Response):
-        return fields
     name = str(fields.pop("name"))
     control = control_of(request)
     done = await _commit(
         control, lambda tree, schema: configedit.create_region(tree, name, fields, schema)
     )
-    if isinstance(done, Response):
-        return done
     return await _region_response(control, done, 201)
 
 
 @router.patch("/regions/{name}", summary="Rename, relocate, enable or disable a region")
+@_answering
 async def update_region(request: Request, name: str) -> Response:
     """Commit changes to a region (a rename also moves its agents); 200 with the region."""
-    denied = admin_denied(request)
-    if denied is not None:
-        return denied
+    _require_admin(request)
     fields = await _parse_body(request, RegionPatch, REGION_FIELDS, patch=True)
-    if isinstance(fields, Response):
-        return fields
     control = control_of(request)
     local = control.settings.local_region
     done = await _commit(
         control, lambda tree, _: configedit.update_region(tree, name, fields, local)
     )
-    if isinstance(done, Response):
-        return done
     return await _region_response(control, done, 200)
 
 
 @router.delete("/regions/{name}", summary="Delete a region no agent or canary uses")
+@_answering
 async def delete_region(request: Request, name: str) -> Response:
     """Commit the removal of a region; 409 while agents or canaries are in it."""
-    denied = admin_denied(request)
-    if denied is not None:
-        return denied
+    _require_admin(request)
     control = control_of(request)
     canaries = [
         r.name for r in control.resources_of("DerivedCanary") if r.spec.get("region") == name
     ]
     done = await _commit(control, lambda tree, _: configedit.delete_region(tree, name, canaries))
-    if isinstance(done, Response):
-        return done
     return json_response({"deleted": {"kind": "Region", "name": name}, **done.document()})
 
 
 @router.post("/agents", summary="Create an agent and mint its token (shown once)")
+@_answering
 async def create_agent(request: Request) -> Response:
     """Commit a new Agent document, then mint its token; 201 with the token, shown once."""
-    denied = admin_denied(request)
-    if denied is not None:
-        return denied
+    _require_admin(request)
     fields = await _parse_body(request, AgentCreate, AGENT_FIELDS)
-    if isinstance(fields, Response):
-        return fields
     name = str(fields.pop("name"))
     control = control_of(request)
     done = await _commit(
         control, lambda tree, schema: configedit.create_agent(tree, name, fields, schema)
     )
-    if isinstance(done, Response):
-        return done
     token = await control.mint_token(name)
     return await _agent_response(control, done, 201, token)
 
 
 @router.patch("/agents/{name}", summary="Rename, move, enable or disable an agent, set labels")
+@_answering
 async def update_agent(request: Request, name: str) -> Response:
     """Commit changes to an agent; a rename revokes the old token and returns a new one."""
-    denied = admin_denied(request)
-    if denied is not None:
-        return denied
+    _require_admin(request)
     fields = await _parse_body(request, AgentPatch, AGENT_FIELDS, patch=True)
-    if isinstance(fields, Response):
-        return fields
     control = control_of(request)
     done = await _commit(control, lambda tree, _: configedit.update_agent(tree, name, fields))
-    if isinstance(done, Response):
-        return done
     token = None
     if done.edited.previous is not None:
         # A token names its agent: the old one cannot work under the new name.
@@ -425,15 +446,12 @@ async def update_agent(request: Request, name: str) -> Response:
 
 
 @router.delete("/agents/{name}", summary="Delete an agent and revoke its token")
+@_answering
 async def delete_agent(request: Request, name: str) -> Response:
     """Commit the removal of an agent and revoke its token."""
-    denied = admin_denied(request)
-    if denied is not None:
-        return denied
+    _require_admin(request)
     control = control_of(request)
     done = await _commit(control, lambda tree, _: configedit.delete_agent(tree, name))
-    if isinstance(done, Response):
-        return done
     revoked = await _revoke(control, name)
     return json_response(
         {"deleted": {"kind": "Agent", "name": name}, "token_revoked": revoked, **done.document()}
