@@ -78,7 +78,7 @@ def _build_through_server(args: argparse.Namespace, out: Any, err: Any) -> int:
         return 1
     assert url is not None  # only called when the server file exists
     try:
-        body = {"out": str(args.out.resolve())}
+        body = {"out": str(args.out.absolute())}
         response = admin_post(url, "/api/site/build", admin, timeout=300, body=body)
     except ServerUnreachable as error:
         print(f"Error: {error}", file=err)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from reconciler.controlplane import ControlPlane
 from reconciler.sitebuild.builder import Report, SiteBuilder
+from reconciler.sitebuild.versions import site_root
 
 log = logging.getLogger("reconciler.site")
 
@@ -42,7 +43,8 @@ class SiteRebuilder:
 
     async def build(self, out_dir: Path | None = None) -> Report:
         """Build into `out_dir` (default: the server's site directory) now."""
-        target = (out_dir or self.out_dir).resolve()
+        # Not `resolve()`: the site's directory is a link to its current version.
+        target = site_root(out_dir or self.out_dir)
         builder = self._builders.setdefault(target, SiteBuilder(target, workers=1))
         async with self._lock:
             now = self.control.clock()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from markupsafe import Markup, escape
+
 from reconciler.sitebuild import formatting as fmt
 from reconciler.sitebuild.charts import latency_chart
 from reconciler.sitebuild.layout import (
@@ -11,6 +13,7 @@ from reconciler.sitebuild.layout import (
     base_context,
     blended,
     figure_cells,
+    html,
     region_status,
     switcher,
     window_view,
@@ -31,19 +34,10 @@ from reconciler.sitebuild.windows import Window
 FAILURES_SHOWN = 10
 
 
-def canary_key(
-    snapshot: Snapshot,
-    canary: CanaryInfo,
-    window: Window,
-    figures: dict[str | None, Figures],
-) -> str:
-    """Everything a canary page shows, digested: equal keys mean equal pages."""
-    state = snapshot.windows.get(window.name)
+def canary_digest(snapshot: Snapshot, canary: CanaryInfo) -> str:
+    """What a canary's pages show whatever the window, digested (once for its three pages)."""
     regions = [r for r in snapshot.regions if r.name in canary.regions]
     return fingerprint(
-        window.name,
-        None if state is None else (state.start, state.end, state.version),
-        sorted(((r or "", f) for r, f in figures.items()), key=lambda item: item[0]),
         snapshot.statuses.get(canary.key),
         snapshot.failures.get(canary.key, [])[:FAILURES_SHOWN],
         canary,
@@ -52,22 +46,60 @@ def canary_key(
     )
 
 
-def failure_rows(failures: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A canary's recent failures as shown (formatted once, shown on its three pages)."""
-    return [
-        {
-            "at": fmt.moment(f["started_at"], seconds=True),
-            "at_iso": fmt.iso(f["started_at"]),
-            "region": f["region"],
-            "agent": f["agent"],
-            "check": f["check"],
-            "status": f["status"],
-            "code": f["code"] if f["code"] is not None else "",
-            "message": (f["message"] or "")[:300],
-            "duration": fmt.millis(f["duration_ms"]),
-        }
-        for f in failures[:FAILURES_SHOWN]
-    ]
+def canary_key(
+    snapshot: Snapshot,
+    shared: str,
+    window: Window,
+    figures: dict[str | None, Figures],
+) -> str:
+    """Everything a canary page shows, digested: equal keys mean equal pages.
+
+    Args:
+        snapshot: the build's snapshot.
+        shared: the canary's `canary_digest`.
+        window: the page's window.
+        figures: the canary's figures in that window, by region (None: all regions).
+    """
+    state = snapshot.windows.get(window.name)
+    return fingerprint(
+        shared,
+        window.name,
+        None if state is None else (state.start, state.end, state.version),
+        sorted(((r or "", f) for r, f in figures.items()), key=lambda item: item[0]),
+    )
+
+
+_FAILURE = (
+    '<tr><th scope="row"><time datetime="{}">{}</time></th><td>{}</td><td>{}</td><td>{}</td>'
+    '<td>{}</td><td>{}</td><td>{}</td><td class="message">{}</td></tr>\n'
+)
+_REGION = (
+    '<tr><th scope="row">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+    '<td><span class="badge status-{}">{}</span></td></tr>\n'
+)
+_KPI = (
+    '<li class="kpi{}"><span class="kpi-label">{}</span> <span class="kpi-value">{}</span></li>\n'
+)
+
+
+def failure_rows(failures: list[dict[str, Any]]) -> Markup:
+    """A canary's recent failures as table rows (formatted once, shown on its three pages)."""
+    return Markup(
+        "".join(
+            _FAILURE.format(
+                fmt.iso(f["started_at"]),
+                fmt.moment(f["started_at"], seconds=True),
+                html(f["region"]),
+                html(f["agent"]),
+                html(f["check"]),
+                html(f["status"]),
+                f["code"] if f["code"] is not None else "",
+                fmt.millis(f["duration_ms"]),
+                escape((f["message"] or "")[:300]),
+            )
+            for f in failures[:FAILURES_SHOWN]
+        )
+    )
 
 
 def canary_context(
@@ -84,16 +116,25 @@ def canary_context(
     overall = figures.get(None)
     regions = sorted(set(canary.regions) | {r for r in figures if r is not None})
     site_regions = set(snapshot.region_names())
-    by_region = [
-        {
-            "name": name,
-            "href": link(path, region_path(name, window)) if name in site_regions else None,
-            "status": region_status(snapshot, canary.key, name),
-            "status_label": fmt.status_label(region_status(snapshot, canary.key, name)),
-            **figure_cells(figures.get(name)),
-        }
-        for name in regions
-    ]
+    by_region = []
+    for name in regions:
+        label = html(name)
+        if name in site_regions:
+            label = f'<a href="{html(link(path, region_path(name, window)))}">{label}</a>'
+        verdict = region_status(snapshot, canary.key, name)
+        cells = figure_cells(figures.get(name))
+        by_region.append(
+            _REGION.format(
+                label,
+                cells["uptime"],
+                cells["p50"],
+                cells["p95"],
+                cells["runs"],
+                verdict,
+                fmt.status_label(verdict),
+            )
+        )
+    view = window_view(state, window)
     chart = None
     if state is not None:
         chart = latency_chart(
@@ -102,28 +143,30 @@ def canary_context(
             regions,
             snapshot.charts.get((window.name, canary.key), {}),
             f"chart-{window.name}",
-            f"p95 latency by region, {window.label} to {fmt.moment(state.end)}",
+            f"p95 latency by region, {window.label} to {view['end']}",
         )
     cells = figure_cells(overall)
+    kpis = [
+        (f" status-{status}", "Status", fmt.status_label(status)),
+        ("", f"Uptime ({window.name})", cells["uptime"]),
+        ("", "p50", cells["p50"]),
+        ("", "p95", cells["p95"]),
+        ("", "p99", fmt.millis(overall.p99 if overall else None)),
+        ("", "Runs", cells["runs"]),
+    ]
     return {
         **base_context(path, canary.key, "overview"),
         "heading": canary.key,
         "canary": canary,
         "status": status,
         "status_label": fmt.status_label(status),
-        "window": window_view(state, window),
+        "window": view,
         "windows": switcher(path, lambda w: canary_path(canary.ident, w), window),
         "overview_href": link(path, overview_path(window)),
-        "kpis": [
-            {"label": "Status", "value": fmt.status_label(status), "status": status},
-            {"label": f"Uptime ({window.name})", "value": cells["uptime"]},
-            {"label": "p50", "value": cells["p50"]},
-            {"label": "p95", "value": cells["p95"]},
-            {"label": "p99", "value": fmt.millis(overall.p99 if overall else None)},
-            {"label": "Runs", "value": cells["runs"]},
-        ],
+        # Pre-formatted rows: Jinja loops cost more than the rest of the page.
+        "kpis": Markup("".join(_KPI.format(*kpi) for kpi in kpis)),
         "chart": chart,
-        "by_region": by_region,
+        "by_region": Markup("".join(by_region)),
         "failures": failures,
         "note": None if window.exact else SKETCH_NOTE,
     }

@@ -1,13 +1,17 @@
 """Inline SVG latency charts: one p95 line per region, with a legend and a data table.
 
-Everything is formatted here, in Python, as whole viewBox units, so templates only place
-ready strings (MEASURED.md: pre-formatted points render twice as fast). The SVG carries a
+Everything is formatted here, in Python, so templates only place ready strings (MEASURED.md:
+pre-formatted points render twice as fast). A window move redraws a thousand charts, so a
+chart costs little: its values arrive formatted (`site_chart.shown`, once per point), the
+path data are the slot numbers and those values, placed by one SVG transform, and the data
+table is one `%` over every value, from format strings cached per window frame. The SVG carries a
 `<title>` and a `<desc>`; the table holds the same numbers as text.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +26,7 @@ LEFT, RIGHT, TOP, BOTTOM = 80, 12, 12, 30
 PLOT_W, PLOT_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 # Series styles cycle through this many colour/dash classes (s0 … s7 in site.css).
 STYLES = 8
-_CELL = "<td>%.1f</td>"  # `%` formatting through map(): about 2.5x an f-string per value
+_LEGEND = '<li><span class="swatch {}" aria-hidden="true"></span>{}</li>\n'
 
 
 @dataclass(frozen=True)
@@ -30,13 +34,27 @@ class Chart:
     """A rendered chart: the SVG, the legend entries and the data table."""
 
     svg: Markup
-    legend: list[tuple[str, str]]  # (style class, region)
+    legend: Markup  # the legend's items: a swatch of each region's style and its name
     head: Markup  # the table's header cells
     body: Markup  # the table's rows
     empty: bool
 
 
-Series = tuple[Sequence[int], Sequence[float]]  # slots and p95 values, slots ascending
+@dataclass(frozen=True)
+class Points:
+    """One region's chart points.
+
+    Attributes:
+        slots: indexes into the window's frame, ascending (a `range` when there is no gap).
+        shown: each slot's p95 as the table shows it (ms, `%.1f`), joined by commas.
+        highest: the highest p95 (ms).
+        latest: the last slot's p95 (ms).
+    """
+
+    slots: Sequence[int]
+    shown: str
+    highest: float
+    latest: float
 
 
 def _nice(value: float) -> float:
@@ -48,11 +66,6 @@ def _nice(value: float) -> float:
         if step * scale >= value:
             return step * scale
     return 10 * scale
-
-
-@functools.lru_cache(maxsize=8)
-def _xs(slots: int) -> tuple[str, ...]:
-    return tuple(str(round(LEFT + (i + 0.5) * PLOT_W / slots)) for i in range(slots))
 
 
 def _slot_label(window: Window, moment: int) -> str:
@@ -99,33 +112,57 @@ def _y_axis(top: float) -> str:
     return "".join(parts)
 
 
-def _path(slots: Sequence[int], ys: Sequence[str], xs: Sequence[str]) -> str:
-    """Path data through the points; a gap in the slots starts a new subpath."""
+@functools.lru_cache(maxsize=64)
+def _run_format(first: int, count: int) -> str:
+    """Path data through `count` points in a row from slot `first` (each `slot,%s`)."""
+    points = "L".join(f"{slot},%s" for slot in range(first, first + count))
+    return "M" + points + ("h0" if count == 1 else "")
+
+
+def _path(slots: Sequence[int], values: Sequence[str]) -> str:
+    """Path data through the points (x: slot index, y: p95 ms as formatted); a gap in the
+    slots starts a new subpath."""
     if slots[-1] - slots[0] == len(slots) - 1:  # no gap: the common case
-        joined = "L".join([xs[slot] + "," + y for slot, y in zip(slots, ys, strict=True)])
-        return "M" + joined + ("h0" if len(slots) == 1 else "")
+        return _run_format(slots[0], len(slots)) % tuple(values)
     parts: list[str] = []
     previous = -2
-    for slot, y in zip(slots, ys, strict=True):
+    for slot, value in zip(slots, values, strict=True):
         if slot != previous + 1 and parts:
             # A zero-length segment: with round caps a lone point still shows as a dot.
             parts.append("h0")
-        parts.append(("L" if slot == previous + 1 else "M") + xs[slot] + "," + y)
+        parts.append(("L" if slot == previous + 1 else "M") + f"{slot},{value}")
         previous = slot
     parts.append("h0")
     return "".join(parts)
 
 
-def _body(heads: Sequence[str], columns: Sequence[tuple[Sequence[int], list[str]]]) -> str:
-    """The data table's rows: one per slot with data, one cell per region."""
+@functools.lru_cache(maxsize=64)
+def _rows_format(window: Window, start: int, first: int, count: int, columns: int) -> str:
+    """The data table's rows for slots first … first + count - 1, `columns` cells each."""
+    heads = _row_heads(window, start)
+    cells = "<td>%s</td>" * columns + "</tr>"
+    return "".join(heads[slot] + cells for slot in range(first, first + count))
+
+
+def _body(
+    window: Window, start: int, columns: Sequence[tuple[Sequence[int], Sequence[str]]]
+) -> str:
+    """The data table's rows: one per slot with data, one cell per region (values formatted)."""
     first = columns[0][0] if columns else ()
-    if all(slots == first for slots, _ in columns):  # every region has the same slots
-        rows = zip([heads[slot] for slot in first], *[cells for _, cells in columns], strict=True)
-        return "</tr>".join(["".join(row) for row in rows]) + ("</tr>" if first else "")
-    lookups = [dict(zip(slots, cells, strict=True)) for slots, cells in columns]
+    same = bool(first) and all(slots == first for slots, _ in columns)
+    if same and first[-1] - first[0] == len(first) - 1:  # the same slots everywhere, no gap
+        rows = _rows_format(window, start, first[0], len(first), len(columns))
+        by_slot = zip(*(values for _, values in columns), strict=True)
+        return rows % tuple(itertools.chain.from_iterable(by_slot))
+    heads = _row_heads(window, start)
+    lookups = [dict(zip(slots, values, strict=True)) for slots, values in columns]
     used = sorted({slot for slots, _ in columns for slot in slots})
     return "".join(
-        heads[slot] + "".join([lookup.get(slot, "<td>—</td>") for lookup in lookups]) + "</tr>"
+        heads[slot]
+        + "".join(
+            [f"<td>{lookup[slot]}</td>" if slot in lookup else "<td>—</td>" for lookup in lookups]
+        )
+        + "</tr>"
         for slot in used
     )
 
@@ -134,7 +171,7 @@ def latency_chart(
     window: Window,
     start: int,
     regions: Sequence[str],
-    series: Mapping[str, Series],
+    series: Mapping[str, Points],
     ident: str,
     caption: str,
 ) -> Chart:
@@ -144,34 +181,40 @@ def latency_chart(
         window: the window (its step and frame).
         start: the chart frame's start (s, `Window.frame`); slot i starts at start + i · step.
         regions: the regions to draw, in legend order (a region without points is listed).
-        series: per region, its slots and p95 values.
+        series: per region, its points.
         ident: a page-unique id prefix for the title and description.
         caption: what the chart shows, for the title and the table caption.
     """
-    xs = _xs(window.slots())
-    top = _nice(max((max(values) for _, values in series.values() if values), default=0.0))
-    scale, bottom = PLOT_H / top, TOP + PLOT_H + 0.5
+    slots = window.slots()
+    top = _nice(max((p.highest for p in series.values() if p.slots), default=0.0))
+    # Points are (slot, p95 ms); one transform maps them onto the plot, and the lines keep
+    # their width (`vector-effect` in site.css). No coordinate is computed per point here.
+    step = PLOT_W / slots
+    plot = f"matrix({step:.6g} 0 0 {-PLOT_H / top:.6g} {LEFT + step / 2:.6g} {TOP + PLOT_H})"
     paths, legend, summary = [], [], []
-    columns: list[tuple[Sequence[int], list[str]]] = []
+    columns: list[tuple[Sequence[int], Sequence[str]]] = []
     for index, region in enumerate(regions):
         style = f"s{index % STYLES}"
-        legend.append((style, region))
-        points, values = series.get(region, ((), ()))
-        columns.append((points, list(map(_CELL.__mod__, values))))
-        if not values:
+        legend.append(_LEGEND.format(style, escape(region)))
+        points = series.get(region)
+        if points is None or not points.slots:
+            columns.append(((), ()))
             summary.append(f"{region}: no data")
             continue
-        ys = [str(int(bottom - value * scale)) for value in values]
-        paths.append(f'<path class="line {style}" d="{_path(points, ys, xs)}"/>')
-        summary.append(f"{region}: highest {millis(max(values))}, latest {millis(values[-1])}")
+        shown = points.shown.split(",")
+        columns.append((points.slots, shown))
+        paths.append(f'<path class="line {style}" d="{_path(points.slots, shown)}"/>')
+        summary.append(
+            f"{region}: highest {millis(points.highest)}, latest {millis(points.latest)}"
+        )
     svg = Markup(
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-labelledby="{ident}-title {ident}-desc">'
         f'<title id="{ident}-title">{escape(caption)}</title>'
         f'<desc id="{ident}-desc">{escape("; ".join(summary))}.</desc>'
         f'<g class="axes" aria-hidden="true">{_y_axis(top)}{_x_axis(window, start)}</g>'
-        f"{''.join(paths)}</svg>"
+        f'<g transform="{plot}">{"".join(paths)}</g></svg>'
     )
     head = "".join(f'<th scope="col">{escape(region)} (ms)</th>' for region in regions)
-    body = _body(_row_heads(window, start), columns)
-    return Chart(svg, legend, Markup(head), Markup(body), not body)
+    body = _body(window, start, columns)
+    return Chart(svg, Markup("".join(legend)), Markup(head), Markup(body), not body)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from reconciler.sitebuild import formatting as fmt
 from reconciler.sitebuild.layout import (
@@ -13,7 +13,7 @@ from reconciler.sitebuild.layout import (
     SKETCH_NOTE,
     base_context,
     blended,
-    figure_cells,
+    html,
     region_status,
     stamp,
     switcher,
@@ -31,19 +31,25 @@ from reconciler.sitebuild.model import (
 )
 from reconciler.sitebuild.windows import WINDOWS, Window
 
+# A canary's row of the overview and the region reports, formatted here: a thousand rows
+# through Jinja cost more than the rest of the page (MEASURED.md: pre-formatted content renders
+# twice as fast), and 18 pages of a thousand rows each are drawn on every build.
+_CELLS = (
+    '<td><span class="badge status-{}">{}</span></td>'
+    '<td>{}</td><td>{}</td><td class="opt">{}</td>{}</tr>\n'
+)
+_NO_FIGURES = (fmt.NO_DATA, fmt.NO_DATA, "0")
 
-def _rows_html(rows: list[dict[str, Any]], scoped: bool) -> Markup:
-    """The overview's table rows, formatted here: a thousand rows through Jinja cost more
-    than the rest of the page (MEASURED.md: pre-formatted content renders twice as fast)."""
-    regions = "" if scoped else '<td class="opt">{regions}</td>'
-    line = (
-        '<tr><th scope="row"><a href="{href}">{name}</a></th>'
-        '<td><span class="badge status-{status}">{status_label}</span></td>'
-        '<td>{uptime}</td><td>{p95}</td><td class="opt">{runs}</td>' + regions + "</tr>\n"
-    )
-    return Markup(
-        "".join(line.format(**{key: escape(value) for key, value in row.items()}) for row in rows)
-    )
+
+def _heads(snapshot: Snapshot, window: Window) -> dict[str, str]:
+    """Each canary's row head (its linked name) on the pages at the site's root."""
+    return {
+        canary.key: (
+            f'<tr><th scope="row"><a href="{html(canary_path(canary.ident, window))}">'
+            f"{html(canary.key)}</a></th>"
+        )
+        for canary in snapshot.canaries
+    }
 
 
 def overview_context(
@@ -52,29 +58,33 @@ def overview_context(
     """The fleet overview (region None) or one region's report, for one window."""
     path = overview_path(window) if region is None else region_path(region.name, window)
     title = "Fleet overview" if region is None else f"Region {region.name}"
-    rows: list[dict[str, Any]] = []
+    scope = region.name if region else None
+    figures = snapshot.figures
+    heads = _heads(snapshot, window)
+    rows: list[tuple[int, str, str]] = []
+    statuses = []
     for canary in snapshot.canaries:
-        if region is None:
+        figure = figures.get((window.name, canary.key, scope))
+        if scope is None:
             status = blended(snapshot, canary.key)
-        elif region.name in canary.regions or snapshot.figure(window.name, canary.key, region.name):
-            status = region_status(snapshot, canary.key, region.name)
+            end = f'<td class="opt">{len(canary.regions)}</td>'
+        elif scope in canary.regions or figure:
+            status = region_status(snapshot, canary.key, scope)
+            end = ""
         else:
             continue
-        figure = snapshot.figure(window.name, canary.key, region.name if region else None)
-        rows.append(
-            {
-                "name": canary.key,
-                "href": link(path, canary_path(canary.ident, window)),
-                "status": status,
-                "status_label": fmt.status_label(status),
-                "regions": len(canary.regions),
-                **figure_cells(figure),
-            }
-        )
-    rows.sort(key=lambda row: (SEVERITY.get(row["status"], 9), row["name"]))
+        cells = _NO_FIGURES
+        if figure is not None:
+            uptime = fmt.percent(figure.passes, figure.runs)
+            cells = (uptime, fmt.millis(figure.p95), f"{figure.runs:,}")
+        label = html(fmt.status_label(status))
+        row = heads[canary.key] + _CELLS.format(html(status), label, *cells, end)
+        statuses.append(status)
+        rows.append((SEVERITY.get(status, 9), canary.key, row))
+    rows.sort(key=lambda row: (row[0], row[1]))
     counts = dict.fromkeys(SEVERITY, 0)
-    for row in rows:
-        counts[str(row["status"])] = counts.get(str(row["status"]), 0) + 1
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
     regions = snapshot.regions
     filters = []
     if len(regions) > 1:
@@ -107,7 +117,7 @@ def overview_context(
             {"status": s, "label": fmt.status_label(s), "count": counts[s]}
             for s in ("up", "degraded", "down", "unknown")
         ],
-        "rows": _rows_html(rows, region is not None),
+        "rows": Markup("".join(html for _, _, html in rows)),
         "note": None if window.exact else SKETCH_NOTE,
     }
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
+
+from markupsafe import Markup, escape
 
 from reconciler.sitebuild import formatting as fmt
 from reconciler.sitebuild.model import (
@@ -19,6 +22,7 @@ from reconciler.sitebuild.queries import Figures, WindowState
 from reconciler.sitebuild.sketch import ALPHA
 from reconciler.sitebuild.windows import WINDOWS, Window
 
+_CURRENT = ' aria-current="page"'
 SEVERITY = {"down": 0, "degraded": 1, "unknown": 2, "up": 3}
 SKETCH_NOTE = f"Latency percentiles over 7 and 30 days come from histograms: within {ALPHA:.0%}."
 
@@ -30,21 +34,35 @@ _NAV = (
 )
 
 
+@functools.lru_cache(maxsize=8192)
+def html(text: str) -> str:
+    """`text` escaped for HTML, remembered: names and links repeat across thousands of rows."""
+    return str(escape(text))
+
+
 def base_context(path: str, title: str, section: str) -> dict[str, Any]:
     """The layout's fields: title, stylesheet and site navigation, linked relative to `path`."""
+    folder = path.rpartition("/")[0]
+    current = path if any(target == path for _, target, _ in _NAV) else None
     return {
         "title": title,
         "stylesheet": link(path, STYLESHEET),
         "home": link(path, INDEX),
-        "nav": [
-            {
-                "label": label,
-                "href": link(path, target),
-                "current": "page" if target == path else "true" if section == name else None,
-            }
-            for label, target, name in _NAV
-        ],
+        "nav": _nav(folder, current, section),
     }
+
+
+@functools.lru_cache(maxsize=64)
+def _nav(folder: str, current: str | None, section: str) -> Markup:
+    """The site navigation's items, for pages in `folder` (the same for every canary page)."""
+    # Links depend on the folder only (and on which page is current, for the top pages).
+    path = current if current else f"{folder}/page" if folder else "page"
+    items = []
+    for label, target, name in _NAV:
+        mark = "page" if target == current else "true" if section == name else None
+        attribute = f' aria-current="{mark}"' if mark else ""
+        items.append(f'      <li><a href="{link(path, target)}"{attribute}>{label}</a></li>\n')
+    return Markup("".join(items))
 
 
 def stamp(snapshot: Snapshot) -> dict[str, Any]:
@@ -63,26 +81,38 @@ def stamp(snapshot: Snapshot) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=16)
 def window_view(state: WindowState | None, window: Window) -> dict[str, Any]:
-    """A window's name, label and bounds as pages show them."""
-    view: dict[str, Any] = {"name": window.name, "label": window.label}
-    if state is not None:
-        view.update(
-            start=fmt.moment(state.start),
-            end=fmt.moment(state.end),
-            start_iso=fmt.iso(state.start),
-            end_iso=fmt.iso(state.end),
-            calendar=window.days is not None,
-            days=window.days or 0,
+    """A window's name, label and bounds as pages show them (`range`: the sentence saying
+    them). The same for every page of the window: computed once."""
+    if state is None:
+        sentence = f'<p class="range">{window.label}: not computed yet.</p>'
+        return {"name": window.name, "label": window.label, "range": Markup(sentence)}
+    start, end = fmt.moment(state.start), fmt.moment(state.end)
+    sentence = (
+        f'<p class="range">{window.label}: <time datetime="{fmt.iso(state.start)}">{start}</time>'
+        f' to <time datetime="{fmt.iso(state.end)}">{end}</time>'
+    )
+    if window.days is not None:
+        sentence += f" (today and the previous {window.days - 1} days)"
+    return {
+        "name": window.name,
+        "label": window.label,
+        "start": start,
+        "end": end,
+        "range": Markup(sentence + "</p>"),
+    }
+
+
+def switcher(path: str, target: Callable[[Window], str], current: Window) -> Markup:
+    """Links to the same page in each window (the tabs' list items)."""
+    return Markup(
+        "".join(
+            f'    <li><a href="{escape(link(path, target(w)))}"'
+            f"{_CURRENT if w == current else ''}>{w.label}</a></li>\n"
+            for w in WINDOWS
         )
-    return view
-
-
-def switcher(path: str, target: Callable[[Window], str], current: Window) -> list[dict[str, Any]]:
-    """Links to the same page in each window."""
-    return [
-        {"label": w.label, "href": link(path, target(w)), "current": w == current} for w in WINDOWS
-    ]
+    )
 
 
 def region_status(snapshot: Snapshot, canary: str, region: str) -> str:

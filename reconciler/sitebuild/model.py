@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from reconciler.core.resources import Resource
-from reconciler.sitebuild.queries import Figures, WindowState
+from reconciler.sitebuild.queries import Figures, Series, WindowState
 from reconciler.sitebuild.windows import WINDOWS, Window
 from schemas.canary import CHECK_TYPES
 
@@ -43,9 +43,6 @@ class RegionInfo:
     name: str
     display: str | None = None
     location: str | None = None
-
-
-Series = dict[str, tuple[list[int], list[float]]]
 
 
 @dataclass
@@ -151,7 +148,7 @@ def checks_of(resources: list[Resource]) -> list[tuple[str, str]]:
 
 
 def _suffix(window: Window) -> str:
-    return "" if window == DEFAULT_WINDOW else f"-{window.name}"
+    return "" if window.name == DEFAULT_WINDOW.name else f"-{window.name}"
 
 
 def overview_path(window: Window) -> str:

@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from reconciler.sitebuild.canary_page import canary_context, canary_key, failure_rows
+from reconciler.sitebuild.canary_page import (
+    canary_context,
+    canary_digest,
+    canary_key,
+    failure_rows,
+)
 from reconciler.sitebuild.fleet_pages import overview_context, status_context
 from reconciler.sitebuild.model import (
     DEPLOYMENTS,
@@ -39,6 +44,7 @@ def plan(snapshot: Snapshot) -> list[Page]:
             "_failures.html",
             _bind(_failures, snapshot.failures.get(canary.key, [])),
         )
+        shared = canary_digest(snapshot, canary)
         for window in WINDOWS:
             figures = by_canary.get((window.name, canary.key), {})
             pages.append(
@@ -46,7 +52,7 @@ def plan(snapshot: Snapshot) -> list[Page]:
                     canary_path(canary.ident, window),
                     "canary.html",
                     _bind(canary_context, snapshot, canary, window, figures, failures),
-                    key=canary_key(snapshot, canary, window, figures),
+                    key=canary_key(snapshot, shared, window, figures),
                     leaf=True,
                     chart=(window.name, canary.key),
                 )

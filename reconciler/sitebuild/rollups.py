@@ -9,6 +9,8 @@ Tables (`tables.py`):
   `sketch.py`); long-window quantiles add days up instead of sorting every raw row.
 * `site_latest`: the newest run of each derived canary and check (of those that ran in the
   last two days), so that the blended status reads only as far back as it must.
+* `site_failures`: the runs of the last two days that did not pass (a few in a thousand):
+  the pages' recent failures are read from it instead of from a day of raw rows.
 * `site_meta`: the format version and the watermarks below.
 
 A refresh touches little: rollup buckets from the cursor (the first bucket that was not
@@ -29,6 +31,7 @@ from datetime import UTC, datetime
 from reconciler.sitebuild.late import OVERLAP_US, recompute_late
 from reconciler.sitebuild.tables import (
     DDL,
+    FAILURE_COLUMNS,
     FORMAT,
     HIST_COLUMNS,
     ROLLUP_COLUMNS,
@@ -88,6 +91,11 @@ def backfill(connection: Connection, tables: Tables, now: int) -> bool:
                 FROM results WHERE started_at >= $since GROUP BY canary, check_name""",
             {"since": at(now - LATEST_HORIZON)},
         )
+        connection.execute(
+            f"""INSERT INTO {tables.failures} SELECT {FAILURE_COLUMNS} FROM results
+                WHERE started_at >= $since AND status <> 'pass'""",
+            {"since": at(now - LATEST_HORIZON)},
+        )
     connection.execute("BEGIN TRANSACTION")
     write_meta(
         connection,
@@ -124,6 +132,7 @@ def update(connection: Connection, tables: Tables, now: int) -> Refresh:
     since = int(meta["received"]) - OVERLAP_US
     late_from = recompute_late(connection, tables, since, cursor, hist_to)
     _merge_latest(connection, tables, since)
+    _merge_failures(connection, tables, since, now)
     connection.execute(f"DELETE FROM {tables.rollup} WHERE bucket >= $c", {"c": cursor})
     last = scalar(
         connection,
@@ -133,13 +142,15 @@ def update(connection: Connection, tables: Tables, now: int) -> Refresh:
     if last is not None:
         _rollup_range(connection, tables, cursor, last // US)
     if hist_days < today:
-        connection.execute(f"DELETE FROM {tables.hist} WHERE day >= $d", {"d": hist_days})
-        for day in range(hist_days, today):
+        # Finish the day being filled (its last blocks), then any whole days after it.
+        finished = (hist_days + 1) * DAY
+        if hist_to < finished:
+            _hist_add(connection, tables, hist_to, finished)
+        for day in range(hist_days + 1, today):
             _hist_insert(connection, tables, day * DAY, (day + 1) * DAY)
         hist_days, hist_to = today, today * DAY
     if long_end > hist_to:
-        _hist_insert(connection, tables, hist_to, long_end)
-        _merge_day(connection, tables, today)
+        _hist_add(connection, tables, hist_to, long_end)
         hist_to = long_end
     received = scalar(
         connection,
@@ -184,19 +195,48 @@ def _hist_insert(connection: Connection, tables: Tables, since: int, until: int)
     )
 
 
-def _merge_day(connection: Connection, tables: Tables, day: int) -> None:
-    """Add up a day's histogram rows that share a key (after adding a block of counts)."""
+def _hist_add(connection: Connection, tables: Tables, since: int, until: int) -> None:
+    """Add the counts of the rows started in [since, until) (within one day) to that day's
+    histogram rows: updated in place where a (canary, region, bin) has a row already, so a
+    block costs a few megabytes of log less than rewriting the day."""
     connection.execute(
-        f"""CREATE OR REPLACE TEMP TABLE site_merged AS
-            SELECT parent, region, day, bin, sum(n) AS n
-            FROM {tables.hist} WHERE day = $d GROUP BY parent, region, day, bin""",
-        {"d": day},
+        "CREATE OR REPLACE TEMP TABLE site_block AS "
+        + hist_select("started_at >= $lo AND started_at < $hi"),
+        {"lo": at(since), "hi": at(until)},
     )
-    connection.execute(f"DELETE FROM {tables.hist} WHERE day = $d", {"d": day})
+    match = """h.day = $day AND h.parent = b.parent AND h.region = b.region
+               AND h.day = b.day AND h.bin = b.bin"""
     connection.execute(
-        f"INSERT INTO {tables.hist} ({HIST_COLUMNS}) SELECT {HIST_COLUMNS} FROM site_merged"
+        f"UPDATE {tables.hist} h SET n = h.n + b.n FROM site_block b WHERE {match}",
+        {"day": since // DAY},
     )
-    connection.execute("DROP TABLE site_merged")
+    connection.execute(
+        f"""INSERT INTO {tables.hist} ({HIST_COLUMNS}) SELECT * FROM site_block b
+            WHERE NOT EXISTS (SELECT 1 FROM {tables.hist} h WHERE {match})""",
+        {"day": since // DAY},
+    )
+    connection.execute("DROP TABLE site_block")
+
+
+def _merge_failures(connection: Connection, tables: Tables, since_us: int, now: int) -> None:
+    """Add the failed runs received since a time (each once: the overlap re-reads some) and
+    forget those started more than two days ago."""
+    connection.execute(
+        f"""INSERT INTO {tables.failures} SELECT {FAILURE_COLUMNS} FROM results r
+            WHERE r.received_at > $since AND r.status <> 'pass' AND r.started_at >= $horizon
+              AND NOT EXISTS (
+                  SELECT 1 FROM {tables.failures} f
+                  WHERE f.agent = r.agent AND f.canary = r.canary
+                    AND f.check_name = r.check_name AND f.started_at = r.started_at)""",
+        {
+            "since": datetime.fromtimestamp(since_us / US, UTC),
+            "horizon": at(now - LATEST_HORIZON),
+        },
+    )
+    connection.execute(
+        f"DELETE FROM {tables.failures} WHERE started_at < $horizon",
+        {"horizon": at(now - LATEST_HORIZON)},
+    )
 
 
 def _merge_latest(connection: Connection, tables: Tables, since_us: int) -> None:

@@ -1,8 +1,8 @@
 """The status site's tables in DuckDB: their schema, watermarks, and the rows they hold.
 
 They live in the state file (`main`) when the builder may write it, else in the connection's
-`temp` catalog (rebuilt on every run). `rollups.py` keeps them up to date; `queries.py`
-reads them.
+`temp` catalog (rebuilt on every run). `rollups.py` keeps the rollups up to date, `figures.py`
+the window tables; `queries.py` reads them.
 """
 
 from __future__ import annotations
@@ -16,11 +16,17 @@ from reconciler.sitebuild.windows import DAY, ROLLUP_STEP
 from reconciler.store.db import Connection
 
 # Bump when a table's shape or meaning changes: the tables are then dropped and rebuilt.
-FORMAT = "4"
+FORMAT = "5"
 US = 1_000_000
 BUCKET_SQL = f"epoch_us(started_at) // {ROLLUP_STEP * US} * {ROLLUP_STEP}"
 DAY_SQL = f"CAST(epoch_us(started_at) // {DAY * US} AS INTEGER)"
 ROLLUP_COLUMNS = "parent, region, bucket, runs, passes, p95"
+# A latency as pages show it, in SQL: the digits of Python's `f"{p95:.1f}"` (both round the
+# exact binary value correctly; a test compares them on ties and large values).
+SHOWN_SQL = "printf('%.1f', {})"
+FAILURE_COLUMNS = (
+    "parent, region, agent, canary, check_name, started_at, status, code, message, duration_ms"
+)
 HIST_COLUMNS = "parent, region, day, bin, n"
 
 
@@ -69,6 +75,21 @@ class Tables:
         """Chart points per window, canary and region."""
         return self.named("chart")
 
+    @property
+    def failures(self) -> str:
+        """The runs of the last two days that did not pass."""
+        return self.named("failures")
+
+    @property
+    def whist(self) -> str:
+        """Latency histograms of the long windows, per key of `keys`."""
+        return self.named("whist")
+
+    @property
+    def keys(self) -> str:
+        """A small integer per (canary, region) and per canary (region NULL)."""
+        return self.named("keys")
+
 
 DDL = {
     "meta": "key VARCHAR NOT NULL, value VARCHAR NOT NULL",
@@ -83,9 +104,18 @@ DDL = {
     "window": """win VARCHAR NOT NULL, parent VARCHAR NOT NULL, region VARCHAR,
                  runs BIGINT NOT NULL, passes BIGINT NOT NULL,
                  p50 DOUBLE, p95 DOUBLE, p99 DOUBLE""",
-    # Chart points: the p95 of each slot of a window's frame, per canary and region.
+    # Chart points: the p95 of each slot (by its start, s) of a window, per canary and region,
+    # also as the chart's table shows it (`shown`, formatted once rather than on every page).
     "chart": """win VARCHAR NOT NULL, parent VARCHAR NOT NULL, region VARCHAR NOT NULL,
-                slot INTEGER NOT NULL, p95 DOUBLE NOT NULL""",
+                slot BIGINT NOT NULL, p95 DOUBLE NOT NULL, shown VARCHAR NOT NULL""",
+    # Runs that did not pass, started in the last two days: the pages' recent failures.
+    "failures": """parent VARCHAR NOT NULL, region VARCHAR NOT NULL, agent VARCHAR NOT NULL,
+                   canary VARCHAR NOT NULL, check_name VARCHAR NOT NULL,
+                   started_at TIMESTAMPTZ NOT NULL, status VARCHAR NOT NULL, code INTEGER,
+                   message VARCHAR, duration_ms DOUBLE NOT NULL""",
+    # Long windows' latency histograms: counts per key (canary and region, or canary) and bin.
+    "whist": "win VARCHAR NOT NULL, id INTEGER NOT NULL, bin SMALLINT NOT NULL, n BIGINT NOT NULL",
+    "keys": "id INTEGER NOT NULL, parent VARCHAR NOT NULL, region VARCHAR",
 }
 
 
@@ -143,6 +173,6 @@ def rollup_select(where: str) -> str:
 
 def hist_select(where: str) -> str:
     """SQL computing histogram rows (HIST_COLUMNS) from the results matching `where`."""
-    return f"""SELECT parent, region, {DAY_SQL} AS day, {BIN_SQL} AS bin, count(*)
+    return f"""SELECT parent, region, {DAY_SQL} AS day, {BIN_SQL} AS bin, count(*) AS n
                FROM results WHERE {where}
                GROUP BY parent, region, day, bin"""

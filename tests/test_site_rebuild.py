@@ -1,0 +1,193 @@
+"""Rebuilds of the status site: a moved window's pages follow a minute later, the rest stay
+byte for byte, and each build is swapped in whole."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from reconciler.sitebuild import SiteError, build_site
+from reconciler.sitebuild.tables import SHOWN_SQL
+from reconciler.store.db import Connection
+from tests.test_site import NOW, SHOP, START, fleet, kpi, ms, quantile, read, store
+
+__all__ = ["fleet"]  # the fixture of test_site.py, requested by name below
+
+SHOP_PAGES = ("canary/web.shop.html", "canary/web.shop-7d.html", "canary/web.shop-30d.html")
+
+
+def snapshot(site: Path) -> dict[str, tuple[bytes, int]]:
+    """Every page's bytes and inode."""
+    return {
+        p.relative_to(site).as_posix(): (p.read_bytes(), p.stat().st_ino)
+        for p in site.rglob("*.html")
+    }
+
+
+def window_range(html: str) -> str:
+    found = re.search(r'<p class="range">([^<]*):.*? to <time[^>]*>([^<]*)</time>', html)
+    assert found
+    return f"{found.group(1)} to {found.group(2)}"
+
+
+def test_a_moved_window_is_drawn_the_next_minute_and_other_pages_stay(
+    fleet: tuple[Path, Connection],
+) -> None:
+    state, connection = fleet
+    site = state.parent / "site"
+    build_site(connection, site, NOW)  # 13:07: 24 hours to 13:05
+    store(connection, "web/shop", ("eu-1", "eu", 500.0, "pass"), NOW + timedelta(seconds=90))
+    build_site(connection, site, NOW + timedelta(minutes=3))  # 13:10: the run is live
+    before = snapshot(site)
+
+    # 13:11: the 24-hour window moves to end at 13:10. Its figures are computed and kept
+    # aside: the pages still show the previous window, whole.
+    staged = build_site(connection, site, NOW + timedelta(minutes=4))
+    assert staged.staged == ["24h"] and staged.windows == []
+    shop = read(site, SHOP_PAGES[0])
+    assert window_range(shop) == "24 hours to 2026-11-20 13:05 UTC"
+    assert kpi(shop, "Runs") == "10"
+    middle = snapshot(site)
+    assert all(middle[page] == before[page] for page in before if page.startswith("canary/"))
+
+    # 13:12: they are published, and only the pages showing that window change.
+    published = build_site(connection, site, NOW + timedelta(minutes=5))
+    assert published.windows == ["24h"] and published.staged == []
+    shop = read(site, SHOP_PAGES[0])
+    assert window_range(shop) == "24 hours to 2026-11-20 13:10 UTC"
+    every = [duration for _, _, duration, _ in SHOP] + [500.0]
+    assert kpi(shop, "Runs") == "11" and kpi(shop, "Uptime (24h)") == "90.90%"
+    assert kpi(shop, "p95") == ms(quantile(every, 0.95))
+    assert kpi(shop, "p99") == ms(quantile(every, 0.99))
+    after = snapshot(site)
+    for page in ("canary/web.shop-7d.html", "canary/web.shop-30d.html", "canary/web.api-7d.html"):
+        assert after[page] == middle[page], page  # same bytes, same file: not rewritten
+    assert after["canary/web.api.html"] != middle["canary/web.api.html"]  # its window moved
+
+
+def test_each_build_is_swapped_in_whole(fleet: tuple[Path, Connection]) -> None:
+    state, connection = fleet
+    site = state.parent / "site"
+    versions = state.parent / ".site.versions"
+    build_site(connection, site, NOW)
+    assert site.is_symlink() and os.readlink(site) == ".site.versions/000001"
+    first = snapshot(site)
+
+    later = NOW
+    for minute in (1, 2, 3):  # every build writes the overview (its build time changed)
+        later = NOW + timedelta(minutes=minute)
+        store(connection, "web/api", ("us-1", "us", 50.0 * minute, "fail"), later)
+        build_site(connection, site, later + timedelta(seconds=30))
+    # The link names the newest version; the previous one stays for readers that resolved
+    # the link before the swap; older ones are retired.
+    assert os.readlink(site) == ".site.versions/000004"
+    assert sorted(p.name for p in versions.iterdir() if p.name.isdigit()) == ["000003", "000004"]
+    pages = len(first)
+    assert len(list((versions / "spare").iterdir())) <= pages + 1
+    # Pages that never changed are the very same files as in the first build.
+    now = snapshot(site)
+    assert now["canary/web.shop-7d.html"] == first["canary/web.shop-7d.html"]
+    assert now["canary/web.api.html"] != first["canary/web.api.html"]  # its failures
+    assert not list(state.parent.glob(".site.link-*")) and not list(site.rglob("*.tmp"))
+
+
+def test_a_site_built_before_versions_is_adopted(fleet: tuple[Path, Connection]) -> None:
+    state, connection = fleet
+    site = state.parent / "site"
+    site.mkdir()
+    (site / ".sitebuild.json").write_text(json.dumps({"version": "old", "pages": {}}))
+    (site / "index.html").write_text("old")
+    build_site(connection, site, NOW)
+    assert site.is_symlink() and "Fleet overview" in read(site, "index.html")
+
+    elsewhere = state.parent / "elsewhere"
+    elsewhere.mkdir()
+    link = state.parent / "linked"
+    link.symlink_to(elsewhere)
+    with pytest.raises(SiteError, match="did not make"):
+        build_site(connection, link, NOW)
+    assert link.resolve() == elsewhere.resolve() and not any(elsewhere.iterdir())
+
+
+def test_chart_values_read_as_python_formats_them(fleet: tuple[Path, Connection]) -> None:
+    """Chart points are formatted by DuckDB when stored: the digits must be Python's."""
+    state, connection = fleet
+    tricky = [0.25, 0.35, 0.05, 1.05, 2.675, 12.75, 99.95, 1e-7, 123456.75, 5e9, 1 / 3]
+    shown = connection.execute(
+        f"SELECT {SHOWN_SQL.format('x')} FROM (SELECT unnest($v::DOUBLE[]) AS x)", {"v": tricky}
+    ).fetchall()
+    assert [text for (text,) in shown] == [f"{value:.1f}" for value in tricky]
+
+    site = state.parent / "site"
+    build_site(connection, site, NOW)
+    stored = connection.execute(
+        "SELECT p95 FROM site_chart WHERE win = '24h' AND parent = 'web/shop' AND region = 'eu'"
+        " ORDER BY slot"
+    ).fetchall()
+    page = read(site, SHOP_PAGES[0])
+    table = page[page.index('<table class="data">') : page.index("</table>", page.index("data"))]
+    cells = re.findall(r"</time></th><td>([^<]*)</td>", table)  # eu is the first column
+    assert cells == [f"{p95:.1f}" for (p95,) in stored] and cells
+
+
+def test_a_one_off_build_publishes_a_moved_window_at_once(fleet: tuple[Path, Connection]) -> None:
+    state, connection = fleet
+    site = state.parent / "site"
+    build_site(connection, site, NOW)
+    report = build_site(connection, site, NOW + timedelta(hours=1))  # not a minute later
+    assert report.windows == ["24h", "7d"] and report.staged == []
+    assert window_range(read(site, SHOP_PAGES[0])) == "24 hours to 2026-11-20 14:05 UTC"
+
+
+def test_staged_and_moved_figures_equal_figures_from_scratch(
+    fleet: tuple[Path, Connection],
+) -> None:
+    """Minute by minute across midnight, each window staged and then published, moved by
+    what entered and left: the stored figures equal a build from scratch."""
+    state, connection = fleet
+    site = state.parent / "site"
+    midnight = NOW.replace(hour=0, minute=0) + timedelta(days=1)
+    store(connection, "web/shop", ("eu-2", "eu", 42.0, "fail"), midnight - timedelta(minutes=2))
+    reports = []
+    for minute in range(10):
+        moment = midnight + timedelta(minutes=minute)
+        if minute == 4:
+            store(connection, "web/api", ("us-1", "us", 7.0, "pass"), moment)
+        reports.append(build_site(connection, site, moment + timedelta(seconds=30)))
+    assert [r.staged for r in reports[1:]] == [
+        ["24h"], [], ["7d"], [], [], ["24h"], [], ["30d"], []
+    ]  # fmt: skip
+    assert [r.windows for r in reports[1:]] == [
+        [], ["24h"], [], ["7d"], [], [], ["24h"], [], ["30d"]
+    ]  # fmt: skip
+    build_site(connection, state.parent / "scratch", moment + timedelta(seconds=30), temporary=True)
+    for query in (
+        "SELECT * FROM {}.site_window",
+        "SELECT * FROM {}.site_chart",
+        "SELECT win, parent, region, bin, n FROM {0}.site_whist JOIN {0}.site_keys USING (id)",
+    ):
+        stored = connection.execute(f"{query.format('main')} ORDER BY ALL").fetchall()
+        assert stored == connection.execute(f"{query.format('temp')} ORDER BY ALL").fetchall()
+        assert stored, query
+    assert kpi(read(site, "canary/web.shop-7d.html"), "Runs") == "11"
+
+
+def test_a_series_with_a_gap_is_drawn_in_pieces(fleet: tuple[Path, Connection]) -> None:
+    state, connection = fleet
+    site = state.parent / "site"
+    store(connection, "web/shop", ("us-1", "us", 65.0, "pass"), START + timedelta(hours=3))
+    build_site(connection, site, NOW)
+    page = read(site, SHOP_PAGES[0])
+    paths = re.findall(r'<path class="line (s\d)" d="([^"]*)"', page)
+    us = dict(paths)["s1"]  # regions in legend order: eu, us
+    assert us.count("M") == 2 and us.endswith("h0")  # 01:00-01:15, then 04:00 alone
+    rows = re.findall(r'<time datetime="2026-11-20T(\d\d:\d\d)Z">[^<]*</time></th>(.*?)</tr>', page)
+    cells = {at: re.findall(r"<td>([^<]*)</td>", row) for at, row in rows}
+    assert cells["04:00"] == ["—", "65.0"]
+    assert cells["01:00"][1] == f"{quantile([50.0, 60.0], 0.95):.1f}" == "59.5"
+    assert cells["01:30"] == ["97.0", "—"]
