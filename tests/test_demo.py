@@ -21,6 +21,7 @@ from reconciler.demo.listeners import DnsResponder
 from reconciler.demo.rewrite import rewrite_config
 from reconciler.service import Session, Settings
 from tests.conftest import ROOT, SAMPLE_REPO
+from tests.server import wait_for
 
 DEMO_TIMEOUT = 85  # seconds: --duration 30, start-up and an orderly stop fit well within
 
@@ -91,10 +92,11 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
             text=True,
         )
         try:
-            deadline = time.monotonic() + 60
-            while "What to try" not in output.read_text() and process.poll() is None:
-                assert time.monotonic() < deadline, output.read_text()[-4000:]
-                time.sleep(0.2)
+            wait_for(
+                lambda: "What to try" in output.read_text() or process.poll() is not None,
+                60,
+                "the demo's summary",
+            )
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=60) == 0, output.read_text()[-4000:]
         finally:

@@ -71,9 +71,10 @@ async def _verdict(check: Mapping[str, Any], clients: ClientPool, now: Clock) ->
         run = CHECKS.get(check_type) if isinstance(check_type, str) else None
         if run is None:
             return Verdict("error", f"unknown check type {check_type!r}")
-        # HTTP and DNS checks enforce their timeout themselves: cancelling an httpx request
-        # that waits for a pooled connection can leave that connection stuck in the pool
-        # (encode/httpcore#1093), so the outer timeout is only a backstop for them.
+        # HTTP and DNS checks enforce their timeout themselves, so the outer timeout is only a
+        # backstop for them: behind a proxy, HTTP checks use httpx's pooled transport, where
+        # cancelling a request that waits for a connection can leave the connection stuck
+        # (encode/httpcore#1093). The agent's own probe transport is safe to cancel.
         backstop = SELF_TIMED.get(str(check_type), 0.0)
         async with asyncio.timeout(timeout_ms / 1000 + backstop):
             return await run(check, clients, now)

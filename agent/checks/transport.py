@@ -82,12 +82,6 @@ class _Exchange(asyncio.Protocol):
             )
         self._wake()
 
-    def pause_writing(self) -> None:
-        pass
-
-    def resume_writing(self) -> None:
-        pass
-
     # httptools callbacks
     def on_message_begin(self) -> None:
         self.headers = []
