@@ -25,11 +25,11 @@ from reconciler.core.compile import compile_config
 from reconciler.core.diff import plan_changes
 from reconciler.core.load import load_config
 from reconciler.core.plan import Plan
-from reconciler.gitsource import find_repository, worktree_revision
-from reconciler.service import Loaded, Session
+from reconciler.session import Loaded, Session
+from reconciler.sources.gitrepo import find_repository, worktree_revision
+from reconciler.sources.worktree import read_worktree
 from reconciler.store.db import open_state, state_ref
 from reconciler.store.resources import fetch_resources, read_headers
-from reconciler.worktree import read_worktree
 
 COLD_TARGET_SECONDS = 5.0
 WARM_TARGET_SECONDS = 0.5

@@ -47,7 +47,7 @@ import duckdb
 # `agent` package that the reconciler imports.
 sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
 
-from reconciler.cli import main as reconcile  # noqa: E402
+from reconciler.cli.main import main as reconcile  # noqa: E402
 from reconciler.sitebuild import Report, SiteBuilder  # noqa: E402
 from reconciler.sitebuild.windows import SETTLE, WINDOWS, Window  # noqa: E402
 from reconciler.store.db import open_state  # noqa: E402

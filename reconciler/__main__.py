@@ -1,5 +1,5 @@
 """`python -m reconciler` runs the `reconcile` command line."""
 
-from reconciler.cli import run
+from reconciler.cli.main import run
 
 run()

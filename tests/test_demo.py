@@ -19,7 +19,7 @@ from reconciler.demo.backends import DemoBackends
 from reconciler.demo.http_backends import HttpService, RouteBackend, flaky_search
 from reconciler.demo.listeners import DnsResponder
 from reconciler.demo.rewrite import rewrite_config
-from reconciler.service import Session, Settings
+from reconciler.session import Session, Settings
 from tests.conftest import ROOT, SAMPLE_REPO
 from tests.server import wait_for
 

@@ -8,7 +8,7 @@ import re
 import pytest
 from pydantic import BaseModel
 
-from reconciler.cli import build_parser
+from reconciler.cli.main import build_parser
 from reconciler.core.validation import _models_in
 from schemas.kinds import JSON_SCHEMA_MODELS
 from tests.conftest import ROOT

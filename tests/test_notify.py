@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from agent.metrics import Metrics
-from reconciler.notify import SIGNATURE_HEADER, Hook, Notifier, parse_hooks, sign
+from reconciler.server.notify import SIGNATURE_HEADER, Hook, Notifier, parse_hooks, sign
 
 
 class Receiver:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from reconciler.core.selector import LOCAL
-from reconciler.service import Session
+from reconciler.session import Session
 from tests.conftest import SAMPLE_REPO, run_cli
 
 

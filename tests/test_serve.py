@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.settings import ServeSettings, SettingsError, load_settings
+from reconciler.server.settings import ServeSettings, SettingsError, load_settings
 from tests.conftest import ROOT, ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
 from tests.server import ADMIN_TOKEN, running_server, wait_for
 

@@ -30,9 +30,9 @@ import yaml
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
-from reconciler.configedit import edit_document, split_documents
 from reconciler.demo.backends import DemoBackends
-from reconciler.worktree import is_config_path
+from reconciler.server.operator_edits import edit_document, split_documents
+from reconciler.sources.worktree import is_config_path
 
 DEMO_SCHEDULE = "@every 10s"
 DEMO_PAUSE = "30s"

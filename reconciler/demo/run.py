@@ -46,7 +46,7 @@ from reconciler.demo.site import LiveSite
 from reconciler.demo.traffic import REQUESTS_PER_SECOND, Traffic, wait_routed
 from reconciler.demo.workspace import Workspace, commit, copy_config, create_workspace
 from reconciler.render.text import diagnostic_lines, render_text
-from reconciler.service import Session, Settings, SourceError
+from reconciler.session import Session, Settings, SourceError
 from reconciler.store.db import StateError
 
 LOCAL_REGION = "default"  # the server's own region: `local` checks report here

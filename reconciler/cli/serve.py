@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reconciler.cli.server_client import ServerUnreachable, admin_post, server_url
 from reconciler.gateway.base import GatewayError
-from reconciler.gitsource import GitSourceError
-from reconciler.serve import configure_logging, run_server
-from reconciler.serverclient import ServerUnreachable, admin_post, server_url
-from reconciler.settings import SettingsError, load_settings
+from reconciler.server.main import configure_logging, run_server
+from reconciler.server.settings import SettingsError, load_settings
+from reconciler.sources.gitrepo import GitSourceError
 from reconciler.store.db import StateError, StateLocked, open_state
 from reconciler.store.tokens import mint_token
 

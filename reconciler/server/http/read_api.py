@@ -28,9 +28,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from reconciler.controlplane import ControlPlane
 from reconciler.core.resources import Resource, address_of
-from reconciler.http.common import control_of, json_response, problem, read_denied
+from reconciler.server.control_plane import ControlPlane
+from reconciler.server.http.common import control_of, json_response, problem, read_denied
 from schemas.canary import CHECK_TYPES
 from schemas.durations import format_duration, parse_duration
 

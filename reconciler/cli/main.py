@@ -1,4 +1,4 @@
-"""The `reconcile` command line: a thin layer over reconciler.service."""
+"""The `reconcile` command line: a thin layer over reconciler.session."""
 
 from __future__ import annotations
 
@@ -14,17 +14,17 @@ from typing import NoReturn, TextIO
 import orjson
 
 from reconciler import __version__
-from reconciler.cli_canary import add_canary_command, run_canary
-from reconciler.cli_demo import add_demo_command, run_demo
-from reconciler.cli_serve import add_server_commands, run_agents, run_serve
-from reconciler.cli_site import add_site_command, run_site
+from reconciler.cli.canary import add_canary_command, run_canary
+from reconciler.cli.demo import add_demo_command, run_demo
+from reconciler.cli.schema_files import write_json_schemas
+from reconciler.cli.serve import add_server_commands, run_agents, run_serve
+from reconciler.cli.site import add_site_command, run_site
 from reconciler.core.plan import Plan
 from reconciler.core.planfile import PlanFileError, plan_from_dict, plan_to_dict
-from reconciler.jsonschema import write_json_schemas
 from reconciler.render.github import render_annotations
 from reconciler.render.markdown import render_markdown
 from reconciler.render.text import diagnostic_lines, render_text
-from reconciler.service import Loaded, Session, Settings, SourceError
+from reconciler.session import Loaded, Session, Settings, SourceError
 from reconciler.store.db import StateError, open_state
 from reconciler.store.resources import ApplyResult, list_revisions
 

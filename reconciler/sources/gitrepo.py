@@ -11,7 +11,7 @@ import git
 
 from reconciler.core.documents import SourceFile
 from reconciler.core.plan import Revision
-from reconciler.worktree import is_config_path
+from reconciler.sources.worktree import is_config_path
 
 
 class GitSourceError(Exception):

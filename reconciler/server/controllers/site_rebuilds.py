@@ -7,7 +7,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-from reconciler.controlplane import ControlPlane
+from reconciler.server.control_plane import ControlPlane
 from reconciler.sitebuild.builder import Report, SiteBuilder
 from reconciler.sitebuild.versions import site_root
 

@@ -14,11 +14,9 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from reconciler import configedit
-from reconciler.configedit import ConfigTree, Edited, EditRefused
-from reconciler.controlplane import ControlPlane
-from reconciler.gitsource import GitSourceError
-from reconciler.http.common import (
+from reconciler.server import operator_edits as configedit
+from reconciler.server.control_plane import ControlPlane
+from reconciler.server.http.common import (
     BodyTooLarge,
     admin_denied,
     control_of,
@@ -26,7 +24,9 @@ from reconciler.http.common import (
     problem,
     read_body,
 )
-from reconciler.service import Session, Settings
+from reconciler.server.operator_edits import ConfigTree, Edited, EditRefused
+from reconciler.session import Session, Settings
+from reconciler.sources.gitrepo import GitSourceError
 from schemas.base import Slug
 
 router = APIRouter(prefix="/operator", tags=["operator"])

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import orjson
 
-from reconciler.serve import server_file
+from reconciler.server.main import server_file
 
 
 def server_url(state: Path, explicit: str | None = None) -> str | None:

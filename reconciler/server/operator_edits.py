@@ -21,9 +21,9 @@ from ruamel.yaml.tokens import CommentToken
 from reconciler.core.documents import SourceFile
 from reconciler.core.plan import Revision
 from reconciler.core.yamlparse import parse_yaml
-from reconciler.gitsource import GitLocation, GitSourceError, files_at
-from reconciler.service import Session
-from reconciler.worktree import git_blob_sha, read_worktree
+from reconciler.session import Session
+from reconciler.sources.gitrepo import GitLocation, GitSourceError, files_at
+from reconciler.sources.worktree import git_blob_sha, read_worktree
 from schemas.base import API_VERSION
 
 KIND_DIRECTORY = {"Region": "regions", "Agent": "agents"}

@@ -8,8 +8,14 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
-from reconciler.controlplane import AccessDenied
-from reconciler.http.common import BodyTooLarge, control_of, json_response, problem, read_body
+from reconciler.server.control_plane import AccessDenied
+from reconciler.server.http.common import (
+    BodyTooLarge,
+    control_of,
+    json_response,
+    problem,
+    read_body,
+)
 from schemas.wire import ResultBatch
 
 router = APIRouter(prefix="/api/agent", tags=["agent"])

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from reconciler.core.documents import SourceFile
 from reconciler.core.plan import Revision
-from reconciler.gitsource import (
+from reconciler.sources.gitrepo import (
     GitLocation,
     GitSourceError,
     fetch,
@@ -20,7 +20,7 @@ from reconciler.gitsource import (
     mirror,
     worktree_revision,
 )
-from reconciler.worktree import read_worktree
+from reconciler.sources.worktree import read_worktree
 
 _URL = re.compile(r"^([a-z+]+://|[\w.-]+@[\w.-]+:)")
 

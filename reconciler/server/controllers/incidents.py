@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from reconciler.controlplane import ControlPlane
 from reconciler.core.incidents import (
     Decision,
     IncidentEvent,
@@ -26,6 +25,7 @@ from reconciler.core.incidents import (
     targets_of,
 )
 from reconciler.core.resources import Resource
+from reconciler.server.control_plane import ControlPlane
 from reconciler.store.incidents import (
     IncidentWrite,
     changed_canaries,
@@ -35,7 +35,7 @@ from reconciler.store.incidents import (
     save,
 )
 
-log = logging.getLogger("reconciler.incidents")
+log = logging.getLogger("reconciler.server.controllers.incidents")
 
 INTERVAL_VARIABLE = "RECONCILER_INCIDENT_INTERVAL"
 DEFAULT_INTERVAL = 5.0

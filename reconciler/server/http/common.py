@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from fastapi import Request, Response
 
-from reconciler.controlplane import ControlPlane
+from reconciler.server.control_plane import ControlPlane
 
 
 def control_of(request: Request) -> ControlPlane:

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from reconciler.controlplane import ControlPlane
 from reconciler.core.deployment import (
     Evaluation,
     GroupSample,
@@ -26,6 +25,7 @@ from reconciler.core.deployment import (
 )
 from reconciler.core.weights import StepSchedule, step_schedule
 from reconciler.gateway.base import Gateway, GatewayError
+from reconciler.server.control_plane import ControlPlane
 from reconciler.store import deployments as store
 from schemas.route import RouteSpec
 

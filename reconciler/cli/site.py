@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from reconciler.serve import server_file
-from reconciler.serverclient import ServerUnreachable, admin_post, server_url
+from reconciler.cli.server_client import ServerUnreachable, admin_post, server_url
+from reconciler.server.main import server_file
 from reconciler.sitebuild import SiteError, build_site
 from reconciler.store.db import StateError, StateLocked, open_state
 

@@ -17,21 +17,21 @@ import orjson
 import uvicorn
 import watchfiles
 
-from reconciler.controlplane import ControlPlane
-from reconciler.deployments import DeploymentController
 from reconciler.gateway.nginx import NginxGateway
-from reconciler.gitsource import find_repository
-from reconciler.http.app import create_app
-from reconciler.incidents import IncidentController, interval_from
-from reconciler.localagent import LocalAgent
-from reconciler.notify import Notifier, parse_hooks
-from reconciler.settings import ServeSettings
-from reconciler.siteloop import SiteRebuilder
-from reconciler.sources import ConfigSource, WorktreeSource, open_source
+from reconciler.server.control_plane import ControlPlane
+from reconciler.server.controllers.deployments import DeploymentController
+from reconciler.server.controllers.incidents import IncidentController, interval_from
+from reconciler.server.controllers.site_rebuilds import SiteRebuilder
+from reconciler.server.http.app import create_app
+from reconciler.server.local_agent import LocalAgent
+from reconciler.server.notify import Notifier, parse_hooks
+from reconciler.server.settings import ServeSettings
+from reconciler.sources.follow import ConfigSource, WorktreeSource, open_source
+from reconciler.sources.gitrepo import find_repository
+from reconciler.sources.worktree import is_config_path
 from reconciler.store.handle import StateHandle
-from reconciler.worktree import is_config_path
 
-log = logging.getLogger("reconciler.serve")
+log = logging.getLogger("reconciler.server.main")
 
 
 class ReconcileLoop:

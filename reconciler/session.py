@@ -21,10 +21,10 @@ from reconciler.core.documents import SourceFile
 from reconciler.core.load import LoadResult, ParseCache, load_config
 from reconciler.core.plan import Plan, Revision, StateRef
 from reconciler.core.resources import ResourceHeader, header_of
-from reconciler.gitsource import GitSourceError, files_at, find_repository, worktree_revision
+from reconciler.sources.gitrepo import GitSourceError, files_at, find_repository, worktree_revision
+from reconciler.sources.worktree import read_worktree
 from reconciler.store.db import Connection, open_state, remove_state, state_is_empty, state_ref
 from reconciler.store.resources import ApplyResult, apply_plan, fetch_resources, read_headers
-from reconciler.worktree import read_worktree
 
 
 class SourceError(Exception):

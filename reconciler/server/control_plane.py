@@ -17,12 +17,12 @@ from reconciler.core.agentconfig import AgentConfig, agent_access, agent_configs
 from reconciler.core.ingest import IngestPolicy, validate_rows
 from reconciler.core.plan import Revision, Summary
 from reconciler.core.resources import Resource
-from reconciler.gitsource import GitSourceError, commit_files
-from reconciler.ingestion import IngestQueue
-from reconciler.notify import Notifier
-from reconciler.service import Session, Settings
-from reconciler.settings import ServeSettings
-from reconciler.sources import ConfigSource
+from reconciler.server.ingestion import IngestQueue
+from reconciler.server.notify import Notifier
+from reconciler.server.settings import ServeSettings
+from reconciler.session import Session, Settings
+from reconciler.sources.follow import ConfigSource
+from reconciler.sources.gitrepo import GitSourceError, commit_files
 from reconciler.store.handle import StateHandle
 from reconciler.store.reports import Reports
 from reconciler.store.resources import all_resources, list_revisions
@@ -36,10 +36,10 @@ from reconciler.store.tokens import (
 )
 
 if TYPE_CHECKING:
-    from reconciler.deployments import DeploymentController
-    from reconciler.siteloop import SiteRebuilder
+    from reconciler.server.controllers.deployments import DeploymentController
+    from reconciler.server.controllers.site_rebuilds import SiteRebuilder
 
-log = logging.getLogger("reconciler.serve")
+log = logging.getLogger("reconciler.server.main")
 
 
 class AccessDenied(Exception):

@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 
 from reconciler import __version__
-from reconciler.controlplane import ControlPlane
-from reconciler.http import (
+from reconciler.server.control_plane import ControlPlane
+from reconciler.server.http import (
     agent_api,
     canary_api,
     incidents_api,

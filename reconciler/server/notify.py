@@ -19,7 +19,7 @@ import orjson
 from agent.metrics import Metrics
 from reconciler.core.notifications import payload
 
-log = logging.getLogger("reconciler.notify")
+log = logging.getLogger("reconciler.server.notify")
 
 SIGNATURE_HEADER = "X-Canary-Reconciler-Signature-256"
 EVENT_HEADER = "X-Canary-Reconciler-Event"

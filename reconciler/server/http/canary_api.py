@@ -6,8 +6,8 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from reconciler.deployments import DeploymentController
-from reconciler.http.common import (
+from reconciler.server.controllers.deployments import DeploymentController
+from reconciler.server.http.common import (
     admin_denied,
     control_of,
     json_response,

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from reconciler.serverclient import ServerUnreachable, admin_post, server_url
+from reconciler.cli.server_client import ServerUnreachable, admin_post, server_url
 from reconciler.store.db import StateError, open_state
 from reconciler.store.deployments import evaluations, latest_runs
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from reconciler.http.common import admin_denied, control_of, json_response, problem
+from reconciler.server.http.common import admin_denied, control_of, json_response, problem
 
 router = APIRouter(tags=["site"])
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from reconciler.http.common import control_of, json_response, problem, read_denied
-from reconciler.incidents import recent_incidents
+from reconciler.server.controllers.incidents import recent_incidents
+from reconciler.server.http.common import control_of, json_response, problem, read_denied
 
 router = APIRouter(prefix="/api/v1", tags=["read"])
 

@@ -12,8 +12,8 @@ import orjson
 
 from agent.checks import ClientPool, result_row, run_check
 from agent.scheduler import Scheduler
-from reconciler.controlplane import ControlPlane
 from reconciler.core.selector import LOCAL
+from reconciler.server.control_plane import ControlPlane
 
 log = logging.getLogger("reconciler.local_agent")
 

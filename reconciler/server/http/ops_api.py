@@ -7,7 +7,7 @@ import hmac
 
 from fastapi import APIRouter, Request, Response
 
-from reconciler.http.common import control_of, json_response, problem, read_denied
+from reconciler.server.http.common import control_of, json_response, problem, read_denied
 
 router = APIRouter(tags=["operations"])
 

@@ -1,0 +1,1 @@
+"""The command line: one module per `reconcile` command, `main.py` assembles them."""

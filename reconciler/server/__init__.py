@@ -1,0 +1,1 @@
+"""`reconcile serve`: the long-running control plane, its controllers and its HTTP API."""

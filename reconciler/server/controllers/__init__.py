@@ -1,0 +1,1 @@
+"""Background controllers of the server: incidents, canary deployments, site rebuilds."""

@@ -1,0 +1,1 @@
+"""Where config comes from: a working tree, a git repository, and following either."""
