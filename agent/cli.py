@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 
+from agent.process import configure_logging, loop_factory
 from agent.settings import SettingsError, load_settings
 
 EPILOG = """\
@@ -59,31 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "message": record.getMessage(),
-            }
-        )
-
-
-def _configure_logging(fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        _JsonFormatter()
-        if fmt == "json"
-        else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    )
-    logging.getLogger().handlers[:] = [handler]
-    logging.getLogger().setLevel(logging.INFO)
-    # httpx logs every request at INFO: one line per check, URLs (and secrets in them) included.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
 async def _run(args: argparse.Namespace) -> int:
     from agent.runtime import Agent  # imported here: `agent --help` stays fast
 
@@ -105,15 +79,6 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop where it is installed (cheaper sockets and timers), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     parser = build_parser()
@@ -121,9 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 1
-    _configure_logging(args.log_format or ("text" if sys.stderr.isatty() else "json"))
+    configure_logging(
+        args.log_format or ("text" if sys.stderr.isatty() else "json"), quiet=["httpx"]
+    )
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(_run(args))
     except SettingsError as error:
         print(f"agent: error: {error}", file=sys.stderr)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.server import operator_edits as configedit
+from reconciler.core import yaml_edit as configedit
 from tests.conftest import ConfigRepo, canary_doc
 from tests.server import ADMIN_TOKEN, ServerProcess, running_server, wait_for
 

@@ -1,4 +1,4 @@
-"""agentSelector: seed 000's pattern table and the exact rules of DESIGN §2."""
+"""agentSelector: the documented pattern table and exact rules (docs/yaml-reference.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Weight redistribution (seed 003) and step schedules."""
+"""Weight redistribution and step schedules."""
 
 from __future__ import annotations
 

@@ -6,14 +6,14 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent.process import configure_logging, loop_factory
 from reconciler.cli.server_client import ServerUnreachable, admin_post, server_url
 from reconciler.gateway.base import GatewayError
-from reconciler.server.main import configure_logging, run_server
+from reconciler.server.main import run_server
 from reconciler.server.settings import SettingsError, load_settings
 from reconciler.sources.gitrepo import GitSourceError
 from reconciler.store.db import StateError, StateLocked, open_state
@@ -97,15 +97,6 @@ def add_server_commands(commands: Any, parser_class: type[argparse.ArgumentParse
     token.add_argument("--server", help="server URL (default: found next to the state file)")
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed (uvicorn's `standard` extra): about twice asyncio's throughput."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def run_serve(args: argparse.Namespace, err: Any) -> int:
     """Run the server in the foreground."""
     flags = {
@@ -124,7 +115,7 @@ def run_serve(args: argparse.Namespace, err: Any) -> int:
         return 1
     configure_logging(args.log_format or ("text" if sys.stderr.isatty() else "json"))
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(run_server(settings, os.environ, lambda: datetime.now(UTC)))
     except (StateError, GitSourceError, GatewayError, FileNotFoundError) as error:
         print(f"Error: {error}", file=err)

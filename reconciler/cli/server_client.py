@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import orjson
 
-from reconciler.server.main import server_file
+from reconciler.server.address_file import server_file
 
 
 def server_url(state: Path, explicit: str | None = None) -> str | None:

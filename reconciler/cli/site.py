@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.cli.server_client import ServerUnreachable, admin_post, server_url
-from reconciler.server.main import server_file
+from reconciler.server.address_file import server_file
 from reconciler.sitebuild import SiteError, build_site
 from reconciler.store.db import StateError, StateLocked, open_state
 

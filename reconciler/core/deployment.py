@@ -1,4 +1,4 @@
-"""The canary-deployment controller's decisions (seed 003): a pure state machine.
+"""The canary-deployment controller's decisions: a pure state machine.
 
 No I/O and no clock: the caller passes `now`, the route spec, its step schedule and the metrics
 of each traffic group since the current step started, and stores the returned :class:`RunState`.

@@ -1,4 +1,4 @@
-"""Canary analysis (seed 003): judge the canary group's metrics against the route's thresholds.
+"""Canary analysis: judge the canary group's metrics against the route's thresholds.
 
 Pure: no I/O and no clock; the evaluation time is passed in. The rules, in order:
 

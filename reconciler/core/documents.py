@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -87,3 +88,11 @@ class Config:
     agents: dict[str, Located[AgentDocument]] = field(default_factory=dict)
     canaries: dict[str, Located[CanaryDocument]] = field(default_factory=dict)
     routes: dict[str, Located[RouteDocument]] = field(default_factory=dict)
+
+
+def git_blob_sha(content: bytes) -> str:
+    """The SHA git gives a blob with this content, so disk and git files share cache keys."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    digest.update(b"blob %d\0" % len(content))
+    digest.update(content)
+    return digest.hexdigest()

@@ -13,8 +13,6 @@ from pydantic import ValidationError
 from reconciler.core.agentconfig import AgentConfig
 from schemas.wire import ResultRow
 
-DROP_REASONS = ("malformed", "clock_skew", "too_old", "unassigned_canary", "unknown_check")
-
 
 @dataclass(frozen=True)
 class IngestPolicy:

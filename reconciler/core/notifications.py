@@ -4,17 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-EVENT_TYPES = (
-    "incident_opened",
-    "incident_resolved",
-    "canary_started",
-    "canary_step",
-    "canary_rolled_back",
-    "canary_completed",
-    "canary_paused",
-    "canary_resumed",
-)
-
 
 def summary(event: dict[str, Any]) -> str:
     """One line a person reads in a chat channel."""

@@ -1,4 +1,4 @@
-"""agentSelector matching: which agents a canary runs on (seed 000, made exact)."""
+"""agentSelector matching: which agents a canary runs on."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Weight redistribution for canary steps (seed 003) and a route's full step schedule."""
+"""Weight redistribution for canary steps and a route's full step schedule."""
 
 from __future__ import annotations
 

@@ -30,8 +30,8 @@ import yaml
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
+from reconciler.core.yaml_edit import edit_document, split_documents
 from reconciler.demo.backends import DemoBackends
-from reconciler.server.operator_edits import edit_document, split_documents
 from reconciler.sources.worktree import is_config_path
 
 DEMO_SCHEDULE = "@every 10s"

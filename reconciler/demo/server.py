@@ -13,7 +13,7 @@ import orjson
 from reconciler.demo.errors import DemoError, StopRequested
 from reconciler.demo.processes import Child, child_environment
 from reconciler.demo.workspace import Workspace
-from reconciler.server.main import server_file
+from reconciler.server.address_file import server_file
 
 # Resolved by the server from its environment into the payments check's Authorization header
 # (`valueFrom: {env: PAYMENTS_CANARY_TOKEN}` in the sample); never written to the state.

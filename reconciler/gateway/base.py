@@ -88,6 +88,10 @@ class Gateway(Protocol):
         """Per group of `route`: what was served from `since` (timezone-aware) until now."""
         ...
 
+    def stop(self) -> None:
+        """Stop the data plane the server started (an external one is left running)."""
+        ...
+
 
 def check_weights(route: str, spec: RouteSpec, weights: Mapping[str, int]) -> dict[str, int]:
     """Every group of the spec with its weight (missing groups get 0), in declaration order.

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import orjson
+from typing import Any
 
 from agent.metrics import Metrics
 from reconciler.core.agentconfig import AgentConfig, agent_access, agent_configs
+from reconciler.core.documents import SourceFile
 from reconciler.core.ingest import IngestPolicy, validate_rows
 from reconciler.core.plan import Revision, Summary
+from reconciler.core.refusal import RequestRefused
 from reconciler.core.resources import Resource
 from reconciler.server.ingestion import IngestQueue
-from reconciler.server.notify import Notifier
 from reconciler.server.settings import ServeSettings
-from reconciler.session import Session, Settings
+from reconciler.session import Loaded, Session, Settings
 from reconciler.sources.follow import ConfigSource
-from reconciler.sources.gitrepo import GitSourceError, commit_files
+from reconciler.sources.gitrepo import GitSourceError, commit_files, worktree_revision
 from reconciler.store.handle import StateHandle
 from reconciler.store.reports import Reports
 from reconciler.store.resources import all_resources, list_revisions
@@ -35,20 +35,8 @@ from reconciler.store.tokens import (
     token_matches,
 )
 
-if TYPE_CHECKING:
-    from reconciler.server.controllers.deployments import DeploymentController
-    from reconciler.server.controllers.site_rebuilds import SiteRebuilder
-
+Gauge = tuple[str, str, tuple[tuple[str, str], ...], float]
 log = logging.getLogger("reconciler.server.main")
-
-
-class AccessDenied(Exception):
-    """The bearer token is unknown (401) or its agent may not pull (403)."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass
@@ -104,16 +92,14 @@ class ControlPlane:
         self.tokens: dict[str, str] = {}
         self.current: Revision | None = None
         self.last_attempt: Attempt | None = None
-        self.last_good_attempt: Attempt | None = None
         self.on_publish: list[Callable[[], None]] = []
-        self.notifier: Notifier | None = None
-        self.deployments: DeploymentController | None = None
-        self.site: SiteRebuilder | None = None
-        # Set by the incident controller (reconciler/incidents.py) for the metrics gauge.
-        self.open_incidents = 0
+        # Gauges other parts of the server add to /metrics (e.g. open incidents).
+        self.gauges: list[Callable[[], list[Gauge]]] = []
         self.ready = asyncio.Event()
-        self.revision_changed = asyncio.Condition()
         self._reconcile_lock = asyncio.Lock()
+        # The files (path, blob) of the last applied load: a snapshot with the same files
+        # and commit needs no second parse (e.g. the watcher seeing an operator commit).
+        self._applied_files: frozenset[tuple[str, str]] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -139,7 +125,8 @@ class ControlPlane:
         """Fetch, load, plan and apply the repository's current revision.
 
         An invalid revision is not applied: the last good one keeps serving, and the errors
-        show in the status and the logs.
+        show in the status and the logs. A snapshot whose commit and files are those last
+        applied is not loaded again.
         """
         async with self._reconcile_lock:
             attempt = Attempt(trigger, self.clock())
@@ -147,42 +134,82 @@ class ControlPlane:
                 await asyncio.to_thread(self.source.refresh)
                 files, revision = await asyncio.to_thread(self.source.snapshot)
                 attempt.revision = revision
+                key = frozenset((f.path, f.blob) for f in files)
+                if self._already_applied(key, revision):
+                    attempt.applied = True
+                    return self._finish(attempt)
+                self.metrics.count("config_loads_total")
                 loaded = await asyncio.to_thread(self.session.load_files, files, revision)
             except Exception as error:  # noqa: BLE001 - reported, and the server keeps serving
                 attempt.errors = [f"cannot read {self.source.description}: {error}"]
                 return self._finish(attempt)
-            if loaded.desired is None:
-                self.metrics.count("invalid_revisions_total")
-                attempt.errors = [d.format() for d in loaded.diagnostics if d.severity == "error"]
-                return self._finish(attempt)
-            try:
-                plan, result = await self.state.write(
-                    lambda c: self.session.apply_on(loaded, c, self.clock)
-                )
-            except Exception as error:  # noqa: BLE001
-                self.metrics.count("apply_errors_total")
-                attempt.errors = [f"apply failed: {error}"]
-                return self._finish(attempt)
-            attempt.applied = True
-            attempt.summary = plan.summary
-            attempt.changed = result is not None and result.wrote
-            self.current = revision
-            self._publish(list(loaded.desired.resources.values()))
-            return self._finish(attempt)
+            return await self._apply(loaded, key, attempt)
 
-    async def commit_and_reconcile(
-        self, paths: list[Path], message: str, author: str, email: str
+    def _already_applied(self, key: frozenset[tuple[str, str]], revision: Revision) -> bool:
+        current = self.current
+        return (
+            key == self._applied_files
+            and current is not None
+            and current.sha == revision.sha
+            and current.dirty == revision.dirty
+        )
+
+    async def _apply(
+        self, loaded: Loaded, key: frozenset[tuple[str, str]], attempt: Attempt
+    ) -> Attempt:
+        """Apply a loaded revision (the reconcile lock is held)."""
+        if loaded.desired is None:
+            self.metrics.count("invalid_revisions_total")
+            attempt.errors = [d.format() for d in loaded.diagnostics if d.severity == "error"]
+            return self._finish(attempt)
+        try:
+            plan, result = await self.state.write(
+                lambda c: self.session.apply_on(loaded, c, self.clock)
+            )
+        except Exception as error:  # noqa: BLE001
+            self.metrics.count("apply_errors_total")
+            attempt.errors = [f"apply failed: {error}"]
+            return self._finish(attempt)
+        attempt.applied = True
+        attempt.summary = plan.summary
+        attempt.changed = result is not None and result.wrote
+        self.current = loaded.revision
+        self._applied_files = key
+        self._publish(list(loaded.desired.resources.values()))
+        return self._finish(attempt)
+
+    def load_edit(self, files: list[SourceFile]) -> Loaded:
+        """Load an edited set of config files with the served revision's parse cache.
+
+        Only the edited files are parsed; the result is what `commit_and_apply` applies.
+        """
+        self.metrics.count("config_loads_total")
+        return self.session.load_files(files, Revision(None, None, None, None))
+
+    async def commit_and_apply(
+        self,
+        paths: list[Path],
+        message: str,
+        author: str,
+        email: str,
+        loaded: Loaded,
+        files: list[SourceFile],
     ) -> tuple[str, Attempt]:
-        """Commit files written to the working tree, then reconcile the new revision at once.
+        """Commit files written to the working tree, then apply the edit already loaded.
+
+        One edit is one parse (`load_edit`), one commit and one apply: the watcher that sees
+        the commit afterwards finds the files and commit applied and does nothing.
 
         Args:
             paths: the files written or deleted, in the working tree.
             message: the commit message.
             author: the author and committer name.
             email: the author and committer email.
+            loaded: `load_edit` of the edited files.
+            files: the edited files (what `loaded` was loaded from).
 
         Returns:
-            The new commit's SHA and the reconcile attempt.
+            The new commit's SHA and the apply attempt.
 
         Raises:
             GitSourceError: the source is read-only, or the commit failed (nothing committed).
@@ -190,15 +217,21 @@ class ControlPlane:
         location = self.source.writable
         if location is None:
             raise GitSourceError(f"{self.source.description} is read-only")
-        try:
-            # Shielded: once started, the commit finishes even if the request is cancelled.
-            sha = await asyncio.shield(
-                asyncio.to_thread(commit_files, location, paths, message, author, email)
-            )
-        except Exception as error:
-            raise GitSourceError(f"cannot commit to {self.source.description}: {error}") from error
-        attempt = await self.reconcile(f"operator API commit {sha[:12]}")
-        return sha, attempt
+        async with self._reconcile_lock:
+            try:
+                # Shielded: once started, the commit finishes even if the request is cancelled.
+                sha = await asyncio.shield(
+                    asyncio.to_thread(commit_files, location, paths, message, author, email)
+                )
+                revision = await asyncio.to_thread(worktree_revision, location)
+            except Exception as error:
+                raise GitSourceError(
+                    f"cannot commit to {self.source.description}: {error}"
+                ) from error
+            attempt = Attempt(f"operator API commit {sha[:12]}", self.clock(), revision)
+            loaded = dataclasses.replace(loaded, revision=revision)
+            key = frozenset((f.path, f.blob) for f in files)
+            return sha, await self._apply(loaded, key, attempt)
 
     def _finish(self, attempt: Attempt) -> Attempt:
         self.last_attempt = attempt
@@ -214,12 +247,10 @@ class ControlPlane:
                 "\n  ".join(attempt.errors[:20]),
             )
         elif not attempt.changed:
-            self.last_good_attempt = attempt
             self.metrics.count("reconciles_total", result="unchanged")
             log.debug("revision %s unchanged (%s)", label, attempt.trigger)
             self.ready.set()
         else:
-            self.last_good_attempt = attempt
             self.metrics.count("reconciles_total", result="applied")
             summary = attempt.summary
             log.info(
@@ -250,18 +281,18 @@ class ControlPlane:
         """The agent a bearer token belongs to.
 
         Raises:
-            AccessDenied: 401 for a missing or unknown token, 403 for a disabled agent/region.
+            RequestRefused: 401 for a missing or unknown token, 403 for a disabled agent/region.
         """
         token = _bearer(authorization)
         agent = agent_of(token) if token else None
         stored = self.tokens.get(agent) if agent else None
         if token is None or agent is None or stored is None or not token_matches(token, stored):
-            raise AccessDenied(401, "unknown or missing agent token")
+            raise RequestRefused(401, "unknown or missing agent token")
         if agent not in self.access:
-            raise AccessDenied(401, f"agent {agent} is not in the configuration")
+            raise RequestRefused(401, f"agent {agent} is not in the configuration")
         reason = self.access[agent]
         if reason is not None:
-            raise AccessDenied(403, reason)
+            raise RequestRefused(403, reason)
         return agent
 
     def agent_config(self, agent: str) -> AgentConfig:
@@ -301,12 +332,6 @@ class ControlPlane:
         self.tokens = await self.state.read(token_hashes)
         return revoked
 
-    def notify(self, event: dict[str, Any]) -> None:
-        """Hand an event (incident, canary) to the notification webhooks, if any."""
-        log.info("event %s", orjson.dumps(event).decode())
-        if self.notifier is not None:
-            self.notifier.send(event)
-
     # -- queries ---------------------------------------------------------------------------
 
     def resources_of(self, kind: str) -> list[Resource]:
@@ -320,7 +345,7 @@ class ControlPlane:
 
     def render_metrics(self) -> str:
         """Prometheus text: counters plus gauges computed now."""
-        gauges: list[tuple[str, str, tuple[tuple[str, str], ...], float]] = []
+        gauges: list[Gauge] = []
         if self.current is not None:
             gauges.append(
                 (
@@ -348,7 +373,8 @@ class ControlPlane:
                 float(bool(self.last_attempt and self.last_attempt.errors)),
             )
         )
-        gauges.append(("incidents_open", "Open incidents.", (), self.open_incidents))
+        for source in self.gauges:
+            gauges.extend(source())
         return self.metrics.render(gauges)
 
     # -- status ----------------------------------------------------------------------------

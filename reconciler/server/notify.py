@@ -134,3 +134,14 @@ class Notifier:
                 delay = min(delay * 2, 300.0)
         self._metrics.count("notifications_total", outcome="failed")
         log.error("gave up on notification %s to %s: %s", event.get("type"), hook.url, problem)
+
+
+def announcer(notifier: Notifier | None) -> Callable[[dict[str, Any]], None]:
+    """Where controllers hand their events: the log always, the webhooks when configured."""
+
+    def announce(event: dict[str, Any]) -> None:
+        log.info("event %s", orjson.dumps(event).decode())
+        if notifier is not None:
+            notifier.send(event)
+
+    return announce

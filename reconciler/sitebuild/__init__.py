@@ -1,4 +1,4 @@
-"""The static status site (`reconcile site build`, DESIGN.md §7).
+"""The static status site (`reconcile site build`).
 
 Design, and why (the figures: bench/README.md, `site.py`):
 

@@ -30,7 +30,7 @@ from reconciler.sitebuild.publish import SITE_DIR, Published, Publisher
 from reconciler.sitebuild.rollups import backfill, update
 from reconciler.sitebuild.tables import Tables, ensure_tables
 from reconciler.store.db import Connection
-from reconciler.store.deployments import evaluations, latest_runs
+from reconciler.store.deployments import run_views
 from reconciler.store.incidents import list_incidents
 from reconciler.store.reports import revisions, target_statuses
 from reconciler.store.resources import all_resources
@@ -93,25 +93,9 @@ def _seconds(now: datetime) -> int:
 
 def deployments(connection: Connection) -> list[dict[str, Any]]:
     """Each route's latest canary run: state, step, weights, steps and latest evaluations."""
-    runs = latest_runs(connection)
-    steps = queries.run_steps(connection, [run.run_id for run in runs.values()])
-    views = []
-    for route, run in sorted(runs.items()):
-        runtime = run.runtime or {}
-        views.append(
-            {
-                "route": route,
-                "run": run.run_id,
-                "state": run.state,
-                "reason": runtime.get("reason") or run.reason,
-                "step": runtime.get("step", -1),
-                "weights": runtime.get("weights") or {},
-                "consecutive_failures": runtime.get("consecutive_failures", 0),
-                "steps": steps.get(run.run_id, []),
-                "evaluations": evaluations(connection, run.run_id, EVALUATIONS_SHOWN),
-            }
-        )
-    return views
+    views = [view.document() for view in run_views(connection, EVALUATIONS_SHOWN)]
+    steps = queries.run_steps(connection, [view["run"] for view in views])
+    return [{**view, "steps": steps.get(view["run"], [])} for view in views]
 
 
 class SiteBuilder:

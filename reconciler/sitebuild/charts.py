@@ -1,6 +1,6 @@
 """Inline SVG latency charts: one p95 line per region, with a legend and a data table.
 
-Everything is formatted here, in Python, so templates only place ready strings (MEASURED.md:
+Everything is formatted here, in Python, so templates only place ready strings (measured:
 pre-formatted points render twice as fast). A window move redraws a thousand charts, so a
 chart costs little: its values arrive formatted (`site_chart.shown`, once per point), the
 path data are the slot numbers and those values, placed by one SVG transform, and the data

@@ -32,7 +32,7 @@ from reconciler.sitebuild.model import (
 from reconciler.sitebuild.windows import WINDOWS, Window
 
 # A canary's row of the overview and the region reports, formatted here: a thousand rows
-# through Jinja cost more than the rest of the page (MEASURED.md: pre-formatted content renders
+# through Jinja cost more than the rest of the page (measured: pre-formatted content renders
 # twice as fast), and 18 pages of a thousand rows each are drawn on every build.
 _CELLS = (
     '<td><span class="badge status-{}">{}</span></td>'

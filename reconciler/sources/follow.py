@@ -4,10 +4,14 @@ mirrors and polls."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+import watchfiles
 
 from reconciler.core.documents import SourceFile
 from reconciler.core.plan import Revision
@@ -20,7 +24,7 @@ from reconciler.sources.gitrepo import (
     mirror,
     worktree_revision,
 )
-from reconciler.sources.worktree import read_worktree
+from reconciler.sources.worktree import is_config_path, read_worktree
 
 _URL = re.compile(r"^([a-z+]+://|[\w.-]+@[\w.-]+:)")
 
@@ -121,3 +125,21 @@ def open_source(repo: str, cache_dir: Path, branch: str | None) -> ConfigSource:
     if branch:
         raise GitSourceError("--branch applies to git URLs and bare repositories only")
     return WorktreeSource(path)
+
+
+def _watch_filter(change: watchfiles.Change, path: str) -> bool:
+    """Config files, and the git files that move when a commit or checkout happens."""
+    normalised = path.replace(os.sep, "/")
+    if "/.git/" in normalised:
+        return normalised.endswith("/HEAD") or "/refs/heads/" in normalised
+    return is_config_path(normalised.rsplit("/", 1)[-1]) and "/." not in normalised
+
+
+async def watch_worktree(source: WorktreeSource, trigger: Callable[[str], None]) -> None:
+    """Call `trigger` whenever a config file changes on disk or a commit moves HEAD."""
+    paths = [source.path]
+    location = find_repository(source.path)
+    if location is not None and location.repo.git_dir:
+        paths.append(Path(location.repo.git_dir))
+    async for _ in watchfiles.awatch(*paths, watch_filter=_watch_filter, debounce=200):
+        trigger("file change")

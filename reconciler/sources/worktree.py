@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from reconciler.core.documents import SourceFile
+from reconciler.core.documents import SourceFile, git_blob_sha
 
 YAML_SUFFIXES = (".yaml", ".yml")
-
-
-def git_blob_sha(content: bytes) -> str:
-    """The SHA git gives a blob with this content, so disk and git files share cache keys."""
-    digest = hashlib.sha1(usedforsecurity=False)
-    digest.update(b"blob %d\0" % len(content))
-    digest.update(content)
-    return digest.hexdigest()
 
 
 def is_config_path(relative: str) -> bool:

@@ -81,6 +81,60 @@ def evaluations(connection: Connection, run_id: str, limit: int = 50) -> list[di
     ]
 
 
+@dataclass(frozen=True)
+class RunView:
+    """A route's latest canary run as people see it, the same in the CLI, the site and the API.
+
+    `reason` is the run's latest reason (the controller's, kept in its runtime document), else
+    the reason the apply stored when it started or superseded the run.
+    """
+
+    route: str
+    run: str
+    state: str
+    reason: str
+    step: int
+    weights: dict[str, int]
+    consecutive_failures: int
+    evaluations: list[dict[str, Any]]
+
+    def document(self) -> dict[str, Any]:
+        """The JSON form (what `GET /canary` and `reconcile canary status` show)."""
+        return {
+            "route": self.route,
+            "run": self.run,
+            "state": self.state,
+            "reason": self.reason,
+            "step": self.step,
+            "weights": self.weights,
+            "consecutive_failures": self.consecutive_failures,
+            "evaluations": self.evaluations,
+        }
+
+
+def run_view(run: StoredRun, recent: list[dict[str, Any]]) -> RunView:
+    """The view of a stored run, with its most recent evaluations."""
+    runtime = run.runtime or {}
+    return RunView(
+        route=run.route,
+        run=run.run_id,
+        state=run.state,
+        reason=runtime.get("reason") or run.reason,
+        step=runtime.get("step", -1),
+        weights=runtime.get("weights") or {},
+        consecutive_failures=runtime.get("consecutive_failures", 0),
+        evaluations=recent,
+    )
+
+
+def run_views(connection: Connection, evaluations_shown: int) -> list[RunView]:
+    """Every route's latest run, by route name."""
+    return [
+        run_view(run, evaluations(connection, run.run_id, evaluations_shown))
+        for _, run in sorted(latest_runs(connection).items())
+    ]
+
+
 def record_action(
     connection: Connection, run_id: str, route: str, action: str, at: datetime, outcome: str
 ) -> None:

@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -23,10 +23,11 @@ from reconciler.core.deployment import (
     route_groups,
     tick,
 )
+from reconciler.core.resources import Resource
 from reconciler.core.weights import StepSchedule, step_schedule
 from reconciler.gateway.base import Gateway, GatewayError
-from reconciler.server.control_plane import ControlPlane
 from reconciler.store import deployments as store
+from reconciler.store.handle import StateHandle
 from schemas.route import RouteSpec
 
 log = logging.getLogger("reconciler.canary")
@@ -80,9 +81,26 @@ class DeploymentController:
     """Drives every route's latest canary run through its steps on a gateway."""
 
     def __init__(
-        self, control: ControlPlane, gateway: Gateway | None, interval: float = 1.0
+        self,
+        state: StateHandle,
+        clock: Callable[[], datetime],
+        routes: Callable[[], list[Resource]],
+        announce: Callable[[dict[str, Any]], None],
+        gateway: Gateway | None,
+        interval: float = 1.0,
     ) -> None:
-        self.control = control
+        """Args:
+        state: the server's hold on the state file (runs, evaluations, metrics).
+        clock: the current time.
+        routes: the served revision's Route resources.
+        announce: where canary events go (logs and notification webhooks).
+        gateway: the data plane weights are applied to, or None to only decide.
+        interval: seconds between ticks.
+        """
+        self.state = state
+        self.clock = clock
+        self._served_routes = routes
+        self._announce = announce
         self.gateway = gateway
         self.interval = interval
         self._lock = asyncio.Lock()
@@ -110,13 +128,12 @@ class DeploymentController:
 
     def _routes(self) -> dict[str, RouteSpec]:
         return {
-            r.name: RouteSpec.model_validate(r.spec, strict=False)
-            for r in self.control.resources_of("Route")
+            r.name: RouteSpec.model_validate(r.spec, strict=False) for r in self._served_routes()
         }
 
     async def _current(self, route: str, spec: RouteSpec) -> tuple[RunState, StepSchedule] | None:
         schedule = step_schedule(route, spec)
-        stored = (await self.control.state.read(store.latest_runs)).get(route)
+        stored = (await self.state.read(store.latest_runs)).get(route)
         if schedule is None or stored is None or stored.state == "superseded":
             return None
         if stored.runtime is None:
@@ -131,10 +148,8 @@ class DeploymentController:
         if self.gateway is not None:
             found = await asyncio.to_thread(self.gateway.metrics, route, since)
             gateway = {g: (m.requests, m.errors, m.p99_ms) for g, m in found.items()}
-        pushed = await self.control.state.read(lambda c: store.pushed_metrics(c, route, since))
-        synthetic = await self.control.state.read(
-            lambda c: store.synthetic_metrics(c, groups, since)
-        )
+        pushed = await self.state.read(lambda c: store.pushed_metrics(c, route, since))
+        synthetic = await self.state.read(lambda c: store.synthetic_metrics(c, groups, since))
         return _merge(gateway, pushed, synthetic)
 
     # -- decide and apply ------------------------------------------------------------------
@@ -161,9 +176,9 @@ class DeploymentController:
             await self._ensure_weights(route, spec, run.weights)
             await self._save(run)
             return
-        since = run.step_started_at or run.started_at or self.control.clock()
+        since = run.step_started_at or run.started_at or self.clock()
         samples = await self._samples(route, spec, since)
-        result = tick(run, spec, schedule, samples, self.control.clock())
+        result = tick(run, spec, schedule, samples, self.clock())
         await self._apply(route, spec, result)
 
     async def _remove(self, route: str) -> None:
@@ -203,10 +218,8 @@ class DeploymentController:
 
     async def _save(self, run: RunState) -> None:
         document = run_to_dict(run)
-        now = self.control.clock()
-        await self.control.state.write(
-            lambda c: store.save_run(c, run.run_id, run.state, document, now)
-        )
+        now = self.clock()
+        await self.state.write(lambda c: store.save_run(c, run.run_id, run.state, document, now))
 
     async def _apply(self, route: str, spec: RouteSpec, result: TickResult) -> None:
         if result.weights_changed is not None:
@@ -217,7 +230,7 @@ class DeploymentController:
         evaluation = result.evaluation
         if evaluation is not None:
             detail = evaluation_detail(evaluation)
-            await self.control.state.write(
+            await self.state.write(
                 lambda c: store.add_evaluation(
                     c,
                     result.run.run_id,
@@ -230,7 +243,7 @@ class DeploymentController:
                 )  # fmt: skip
             )
         for event in result.events:
-            self.control.notify(event)
+            self._announce(event)
 
     # -- manual actions and views ----------------------------------------------------------
 
@@ -244,16 +257,16 @@ class DeploymentController:
             if current is None:
                 return 409, {"error": f"route {route} has no canary run"}
             run, schedule = current
-            outcome = apply_action(run, action, spec, schedule, self.control.clock())
-            now = self.control.clock()
+            outcome = apply_action(run, action, spec, schedule, self.clock())
+            now = self.clock()
             if isinstance(outcome, Refused):
-                await self.control.state.write(
+                await self.state.write(
                     lambda c: store.record_action(c, run.run_id, route, action, now, "refused")
                 )
                 status = 400 if outcome.reason.startswith("unknown action") else 409
                 return status, {"error": outcome.reason, "state": outcome.state}
             await self._apply(route, spec, outcome)
-            await self.control.state.write(
+            await self.state.write(
                 lambda c: store.record_action(c, run.run_id, route, action, now, "accepted")
             )
             log.info("route %s: %s -> %s (manual %s)", route, run.state, outcome.run.state, action)
@@ -261,8 +274,8 @@ class DeploymentController:
 
     async def push(self, route: str, groups: dict[str, tuple[int, int, float | None]]) -> None:
         """Store per-group metrics a gateway pushed for a route."""
-        now = self.control.clock()
-        await self.control.state.write(lambda c: store.push_metrics(c, route, groups, now))
+        now = self.clock()
+        await self.state.write(lambda c: store.push_metrics(c, route, groups, now))
 
     async def snapshot(self, only: str | None = None) -> list[dict[str, Any]]:
         """Every route's canary: state, step, weights, baseline, failures, metrics, evaluations."""
@@ -275,29 +288,24 @@ class DeploymentController:
                 continue
             run, schedule = current
             groups = route_groups(spec)
-            since = run.step_started_at or run.started_at or self.control.clock()
+            since = run.step_started_at or run.started_at or self.clock()
             samples = await self._samples(route, spec, since)
             applied = await asyncio.to_thread(self.gateway.weights, route) if self.gateway else None
-            evaluations = await self.control.state.read(
-                functools.partial(store.evaluations, run_id=run.run_id)
-            )
+            stored = (await self.state.read(store.latest_runs))[route]
+            recent = await self.state.read(functools.partial(store.evaluations, run_id=run.run_id))
             views.append(
                 {
-                    "route": route,
-                    "run": run.run_id,
-                    "state": run.state,
-                    "step": run.step,
+                    **store.run_view(stored, recent).document(),
                     "steps": [
                         {"weight": s.weight, "pause": s.pause, "weights": s.weights}
                         for s in schedule.steps
                     ],
+                    # What the live run applies now (a run not yet ticked: the route's weights).
                     "weights": run.weights,
                     "gateway_weights": applied,
                     "canary_group": spec.canary.canary_group,
                     "baseline_group": baseline_group(groups, spec.canary.canary_group),
-                    "consecutive_failures": run.consecutive_failures,
                     "max_failures": spec.canary.analysis.max_failures,
-                    "reason": run.reason,
                     "started_at": run.started_at.isoformat() if run.started_at else None,
                     "step_started_at": run.step_started_at.isoformat()
                     if run.step_started_at
@@ -306,7 +314,6 @@ class DeploymentController:
                         g: {"requests": s.requests, "errors": s.errors, "p99_ms": s.p99_ms}
                         for g, s in samples.items()
                     },
-                    "evaluations": evaluations,
                 }
             )
         return views

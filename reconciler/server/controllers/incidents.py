@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from agent.metrics import Metrics
 from reconciler.core.incidents import (
     Decision,
     IncidentEvent,
@@ -25,7 +26,7 @@ from reconciler.core.incidents import (
     targets_of,
 )
 from reconciler.core.resources import Resource
-from reconciler.server.control_plane import ControlPlane
+from reconciler.store.handle import StateHandle
 from reconciler.store.incidents import (
     IncidentWrite,
     changed_canaries,
@@ -89,23 +90,6 @@ def event_document(event: IncidentEvent, incident: int, target: Target | None) -
     }
 
 
-async def recent_incidents(
-    control: ControlPlane, canary: str | None, state: str | None, limit: int
-) -> list[dict[str, Any]]:
-    """Open incidents first, then the most recent, with timelines (see `list_incidents`).
-
-    Args:
-        control: the control plane whose state file holds the incidents.
-        canary: only this canary key's incidents, or all.
-        state: `open`, `resolved`, or None for both.
-        limit: at most this many.
-
-    Returns:
-        One document per incident.
-    """
-    return await control.state.read(lambda c: list_incidents(c, canary, state, limit))
-
-
 @dataclass
 class _Loaded:
     """What one tick read: new runs by canary and agent, and probes still waiting."""
@@ -124,14 +108,38 @@ class IncidentController:
     an incident.
     """
 
-    def __init__(self, control: ControlPlane, interval: float = DEFAULT_INTERVAL) -> None:
-        self._control = control
+    def __init__(
+        self,
+        state: StateHandle,
+        clock: Callable[[], datetime],
+        served: Callable[[], Mapping[str, Resource]],
+        announce: Callable[[dict[str, Any]], None],
+        metrics: Metrics,
+        max_result_age: float,
+        interval: float = DEFAULT_INTERVAL,
+    ) -> None:
+        """Args:
+        state: the server's hold on the state file (results in, incidents out).
+        clock: the current time.
+        served: the served revision's resources by address (the same mapping until a
+            revision is published).
+        announce: where incident events go (logs and notification webhooks).
+        metrics: the server's counters.
+        max_result_age: seconds; older results are never looked at.
+        interval: seconds between evaluations.
+        """
+        self._state = state
+        self._clock = clock
+        self._served = served
+        self._announce_to = announce
+        self._metrics = metrics
+        self._max_result_age = max_result_age
         self._interval = interval
         self._health: dict[str, dict[str, RegionHealth]] = {}
         self._open: dict[str, OpenIncident] = {}
         self._pending: set[str] = set()
         self._since: datetime | None = None
-        self._resources: dict[str, Resource] | None = None
+        self._resources: Mapping[str, Resource] | None = None
         self._targets: dict[str, Target] = {}
         self._probes: dict[str, Probe] = {}
         self._task: asyncio.Task[None] | None = None
@@ -140,11 +148,30 @@ class IncidentController:
     async def start(self) -> None:
         """Load the stored state, then evaluate every `interval` seconds."""
         for name, text in HELP.items():
-            self._control.metrics.help.setdefault(name, text)
-            self._control.metrics.count(name, 0)
-        self._health, self._open = await self._control.state.read(load_state)
-        self._control.open_incidents = len(self._open)
+            self._metrics.help.setdefault(name, text)
+            self._metrics.count(name, 0)
+        self._health, self._open = await self._state.read(load_state)
         self._task = asyncio.create_task(self._loop(), name="incidents")
+
+    @property
+    def open_count(self) -> int:
+        """How many incidents are open now."""
+        return len(self._open)
+
+    async def recent(
+        self, canary: str | None, state: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Open incidents first, then the most recent, with timelines (see `list_incidents`).
+
+        Args:
+            canary: only this canary key's incidents, or all.
+            state: `open`, `resolved`, or None for both.
+            limit: at most this many.
+
+        Returns:
+            One document per incident.
+        """
+        return await self._state.read(lambda c: list_incidents(c, canary, state, limit))
 
     async def stop(self) -> None:
         """Stop evaluating; a tick in progress finishes, so what it stored is announced."""
@@ -165,7 +192,7 @@ class IncidentController:
 
     def _current_targets(self) -> None:
         # A derived canary new to the configuration is loaded when its first rows arrive.
-        resources = self._control.resources
+        resources = self._served()
         if resources is not self._resources:  # a revision was (re)published
             self._targets, self._probes = targets_of(resources.values())
             self._resources = resources
@@ -173,7 +200,7 @@ class IncidentController:
     async def tick(self) -> None:
         """One evaluation of every target; reads only what changed since the last one."""
         self._current_targets()
-        now = self._control.clock()
+        now = self._clock()
         loaded = await self._load(now)
         writes: list[tuple[Decision, IncidentWrite]] = []
         for canary in sorted(self._targets.keys() | self._open.keys() | self._health.keys()):
@@ -190,7 +217,7 @@ class IncidentController:
                 writes.append((decision, write))
         ids: dict[str, int] = {}
         if writes:
-            ids = await self._control.state.write(lambda c: save(c, [w for _, w in writes]))
+            ids = await self._state.write(lambda c: save(c, [w for _, w in writes]))
         self._pending = loaded.pending
         self._since = now
         for decision, write in writes:
@@ -202,12 +229,12 @@ class IncidentController:
             wanted = set(self._probes)
         else:
             since = self._since - RECEIVED_OVERLAP
-            changed = await self._control.state.read(lambda c: changed_canaries(c, since))
+            changed = await self._state.read(lambda c: changed_canaries(c, since))
             wanted = (changed | self._pending) & self._probes.keys()
         ordered = sorted(wanted)
         pending = set(ordered[MAX_PROBES_PER_TICK:])
         cursors = {probe: self._cursor(probe, now) for probe in ordered[:MAX_PROBES_PER_TICK]}
-        rows = await self._control.state.read(lambda c: recent_rows(c, cursors, MAX_ROWS_PER_PROBE))
+        rows = await self._state.read(lambda c: recent_rows(c, cursors, MAX_ROWS_PER_PROBE))
         runs: dict[str, dict[str, list[Run]]] = {}
         for derived, (found, truncated) in rows.items():
             probe = self._probes[derived]
@@ -230,7 +257,7 @@ class IncidentController:
         if agent is not None and agent.last_run_at is not None:
             return agent.last_run_at + run_window(target.period)
         periods = max(target.failure_threshold, target.success_threshold) + 1
-        lookback = min(periods * target.period, self._control.settings.max_result_age)
+        lookback = min(periods * target.period, self._max_result_age)
         return now - timedelta(seconds=lookback)
 
     def _apply(self, decision: Decision, write: IncidentWrite, incident: int | None) -> None:
@@ -245,16 +272,15 @@ class IncidentController:
             return
         if decision.action == "open":
             self._open[canary] = OpenIncident(incident, write.at)
-            self._control.metrics.count("incidents_opened_total")
+            self._metrics.count("incidents_opened_total")
         elif decision.action == "resolve":
             self._open.pop(canary, None)
-            self._control.metrics.count("incidents_resolved_total")
-        self._control.open_incidents = len(self._open)
+            self._metrics.count("incidents_resolved_total")
         for event in decision.events:
             self._announce(event_document(event, incident, self._targets.get(canary)))
 
     def _announce(self, document: dict[str, Any]) -> None:
         try:
-            self._control.notify(document)
+            self._announce_to(document)
         except Exception:  # noqa: BLE001 - a notification failure must not stop detection
             log.exception("cannot send %s for %s", document["type"], document["canary"])

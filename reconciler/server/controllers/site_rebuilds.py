@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
-from reconciler.server.control_plane import ControlPlane
 from reconciler.sitebuild.builder import Report, SiteBuilder
 from reconciler.sitebuild.versions import site_root
+from reconciler.store.handle import StateHandle
 
 log = logging.getLogger("reconciler.site")
 
@@ -22,8 +24,21 @@ class SiteRebuilder:
     of the directory never sees a half-built site.
     """
 
-    def __init__(self, control: ControlPlane, out_dir: Path, interval: float) -> None:
-        self.control = control
+    def __init__(
+        self,
+        state: StateHandle,
+        clock: Callable[[], datetime],
+        out_dir: Path,
+        interval: float,
+    ) -> None:
+        """Args:
+        state: the server's hold on the state file.
+        clock: the current time.
+        out_dir: the site directory kept up to date.
+        interval: seconds between rebuilds when nothing else asks for one.
+        """
+        self._state = state
+        self._clock = clock
         self.out_dir = out_dir
         self.interval = interval
         self._builders: dict[Path, SiteBuilder] = {}
@@ -31,8 +46,11 @@ class SiteRebuilder:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
+    def wake(self) -> None:
+        """Rebuild soon (a revision was published)."""
+        self._wake.set()
+
     async def start(self) -> None:
-        self.control.on_publish.append(self._wake.set)
         self._task = asyncio.create_task(self._loop(), name="site-rebuilds")
 
     async def stop(self) -> None:
@@ -47,9 +65,9 @@ class SiteRebuilder:
         target = site_root(out_dir or self.out_dir)
         builder = self._builders.setdefault(target, SiteBuilder(target, workers=1))
         async with self._lock:
-            now = self.control.clock()
-            await self.control.state.write(lambda c: builder.refresh(c, now))
-            collected = await self.control.state.read(lambda c: builder.collect(c, now))
+            now = self._clock()
+            await self._state.write(lambda c: builder.refresh(c, now))
+            collected = await self._state.read(lambda c: builder.collect(c, now))
             return await asyncio.to_thread(builder.publish, collected)
 
     async def _loop(self) -> None:

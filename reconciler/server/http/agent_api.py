@@ -8,12 +8,10 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
-from reconciler.server.control_plane import AccessDenied
+from reconciler.core.refusal import RequestRefused
 from reconciler.server.http.common import (
-    BodyTooLarge,
     control_of,
     json_response,
-    problem,
     read_body,
 )
 from schemas.wire import ResultBatch
@@ -31,10 +29,7 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 @router.get("/targets", summary="The calling agent's derived canaries with full check specs")
 async def targets(request: Request) -> Response:
     control = control_of(request)
-    try:
-        agent = control.authenticate(request.headers.get("authorization"))
-    except AccessDenied as denied:
-        return problem(denied.status, denied.reason)
+    agent = control.authenticate(request.headers.get("authorization"))
     config = control.agent_config(agent)
     headers = {"ETag": config.etag, "Cache-Control": "no-cache"}
     if _etag_matches(request.headers.get("if-none-match"), config.etag):
@@ -45,19 +40,13 @@ async def targets(request: Request) -> Response:
 @router.post("/results", summary="Ingest a batch of check results")
 async def results(request: Request) -> Response:
     control = control_of(request)
-    try:
-        agent = control.authenticate(request.headers.get("authorization"))
-    except AccessDenied as denied:
-        return problem(denied.status, denied.reason)
+    agent = control.authenticate(request.headers.get("authorization"))
     limit = control.settings.max_batch_bytes
-    try:
-        body = await read_body(request, limit)
-    except BodyTooLarge:
-        return problem(413, f"batch larger than {limit} bytes; send smaller batches")
+    body = await read_body(request, limit, "the batch")
     try:
         batch = ResultBatch.model_validate(orjson.loads(body))
     except (orjson.JSONDecodeError, ValidationError) as error:
-        return problem(400, f'expected {{"results": [row, ...]}}: {error}')
+        raise RequestRefused(400, f'expected {{"results": [row, ...]}}: {error}') from None
     sent_at: datetime | None = batch.sent_at
     outcome = await control.ingest(agent, batch.results, sent_at)
     return json_response(outcome)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 
 from reconciler import __version__
+from reconciler.core.refusal import RequestRefused
 from reconciler.server.control_plane import ControlPlane
 from reconciler.server.http import (
     agent_api,
@@ -18,10 +19,17 @@ from reconciler.server.http import (
     read_api,
     site_api,
 )
+from reconciler.server.http.common import answer_refusal
+from reconciler.server.http.parts import Controllers
+from reconciler.server.operator_edits import OperatorEdits
+
+__all__ = ["Controllers", "create_app"]
 
 
-def create_app(control: ControlPlane, trigger: Callable[[str], None]) -> FastAPI:
-    """The app, wired to a control plane and to the reconcile trigger of the serve loop."""
+def create_app(
+    control: ControlPlane, trigger: Callable[[str], None], controllers: Controllers
+) -> FastAPI:
+    """The app, wired to a control plane, its controllers and the reconcile trigger."""
     app = FastAPI(
         title="canary-reconciler",
         version=__version__,
@@ -30,6 +38,9 @@ def create_app(control: ControlPlane, trigger: Callable[[str], None]) -> FastAPI
     )
     app.state.control = control
     app.state.trigger = trigger
+    app.state.controllers = controllers
+    app.state.operator_edits = OperatorEdits(control)
+    app.add_exception_handler(RequestRefused, answer_refusal)
 
     @app.middleware("http")
     async def measure(

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from reconciler.core.refusal import RequestRefused
 from reconciler.server.controllers.deployments import DeploymentController
 from reconciler.server.http.common import (
-    admin_denied,
     control_of,
+    controllers_of,
     json_response,
-    problem,
-    read_denied,
+    read_json,
+    require_admin,
+    require_read,
 )
 
 router = APIRouter(tags=["canary"])
@@ -42,52 +43,40 @@ class PushedMetrics(BaseModel):
     groups: dict[str, PushedGroup]
 
 
-def _controller(request: Request) -> DeploymentController | None:
-    controller: DeploymentController | None = control_of(request).deployments
-    return controller
+def _controller(request: Request) -> DeploymentController:
+    return controllers_of(request).deployments
 
 
 @router.get("/canary", summary="Every route's canary deployment with its evaluations")
 async def status(request: Request) -> Response:
-    denied = read_denied(request)
-    if denied is not None:
-        return denied
+    require_read(request)
     controller = _controller(request)
-    runs = await controller.snapshot() if controller else []
+    runs = await controller.snapshot()
     return json_response({"canaries": runs})
 
 
 @router.post("/canary/{route}/{action}", summary="start, pause, resume, promote or rollback")
 async def act(request: Request, route: str, action: str) -> Response:
-    denied = admin_denied(request)
-    if denied is not None:
-        return denied
+    require_admin(request)
     if action not in ACTIONS:
-        return problem(404, f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+        raise RequestRefused(404, f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
     controller = _controller(request)
-    if controller is None:
-        return problem(503, "the canary controller is not running")
     status_code, body = await controller.act(route, action)
     return json_response(body, status_code)
 
 
 @router.post("/api/routes/{route}/metrics", summary="Per-group metrics pushed by a gateway")
 async def push(request: Request, route: str) -> Response:
-    denied = admin_denied(request)
-    if denied is not None:
-        return denied
+    require_admin(request)
     controller = _controller(request)
-    if controller is None:
-        return problem(503, "the canary controller is not running")
+    expected = '{"groups": {name: {requests, errors, p99_ms}}}'
     try:
-        document = PushedMetrics.model_validate(orjson.loads(await request.body()))
-    except (orjson.JSONDecodeError, ValidationError) as error:
-        return problem(
-            422, f'expected {{"groups": {{name: {{requests, errors, p99_ms}}}}}}: {error}'
-        )
+        document = PushedMetrics.model_validate(await read_json(request, expected))
+    except ValidationError as error:
+        raise RequestRefused(422, f"expected {expected}: {error}") from None
     known = {r.name for r in control_of(request).resources_of("Route")}
     if route not in known:
-        return problem(404, f"route {route} is not in the configuration")
+        raise RequestRefused(404, f"route {route} is not in the configuration")
     groups = {g: (m.requests, m.errors, m.p99_ms) for g, m in document.groups.items()}
     await controller.push(route, groups)
     return json_response({"stored": len(groups)}, 202)

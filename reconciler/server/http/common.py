@@ -1,4 +1,4 @@
-"""Helpers every route module shares: JSON responses, bearer checks, body limits."""
+"""Helpers every route module shares: JSON responses, the access checks, bounded bodies."""
 
 from __future__ import annotations
 
@@ -8,13 +8,24 @@ from typing import Any
 import orjson
 from fastapi import Request, Response
 
+from reconciler.core.refusal import RequestRefused
 from reconciler.server.control_plane import ControlPlane
+from reconciler.server.http.parts import Controllers
+
+# The most an endpoint without its own limit reads of a request body.
+MAX_BODY_BYTES = 64 * 1024
 
 
 def control_of(request: Request) -> ControlPlane:
     """The control plane the app serves."""
     control: ControlPlane = request.app.state.control
     return control
+
+
+def controllers_of(request: Request) -> Controllers:
+    """The controllers the app serves (incidents, canary deployments, site rebuilds)."""
+    controllers: Controllers = request.app.state.controllers
+    return controllers
 
 
 def json_response(
@@ -32,6 +43,12 @@ def problem(status: int, detail: str, **extra: Any) -> Response:
     return json_response({"error": detail, **extra}, status, headers)
 
 
+async def answer_refusal(request: Request, refused: Exception) -> Response:
+    """The app's one error handler: a `RequestRefused` anywhere becomes its JSON answer."""
+    assert isinstance(refused, RequestRefused)
+    return problem(refused.status, refused.message, **refused.details)
+
+
 def bearer_matches(authorization: str | None, expected: str) -> bool:
     """Whether `Authorization: Bearer <token>` carries `expected`, compared in constant time."""
     if not authorization or not authorization.lower().startswith("bearer "):
@@ -39,37 +56,59 @@ def bearer_matches(authorization: str | None, expected: str) -> bool:
     return hmac.compare_digest(authorization[7:].strip().encode(), expected.encode())
 
 
-class BodyTooLarge(Exception):
-    """The request body is larger than allowed."""
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES, what: str = "the body") -> bytes:
+    """The request body, refusing (without reading it all) anything over `limit` bytes.
 
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (without reading it all) anything over `limit` bytes."""
+    Raises:
+        RequestRefused: 413 when the body is larger than `limit`.
+    """
+    too_large = RequestRefused(413, f"{what} is larger than {limit} bytes")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
+        raise too_large
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge
+            raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def read_denied(request: Request) -> Response | None:
-    """401 when RECONCILER_READ_TOKEN is set and the request does not carry it, else None."""
+async def read_json(request: Request, expected: str, limit: int = MAX_BODY_BYTES) -> Any:
+    """The request body parsed as JSON (an empty body is None).
+
+    Raises:
+        RequestRefused: 413 over `limit`, 422 for a body that is not JSON, saying `expected`.
+    """
+    body = await read_body(request, limit)
+    if not body:
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise RequestRefused(422, f"the body is not JSON ({error}); expected {expected}") from None
+
+
+def require_read(request: Request) -> None:
+    """Refuses (401) a request without RECONCILER_READ_TOKEN when one is set.
+
+    Raises:
+        RequestRefused: 401.
+    """
     expected = control_of(request).settings.read_token
     if expected and not bearer_matches(request.headers.get("authorization"), expected):
-        return problem(401, "this API requires the read token (RECONCILER_READ_TOKEN)")
-    return None
+        raise RequestRefused(401, "this API requires the read token (RECONCILER_READ_TOKEN)")
 
 
-def admin_denied(request: Request) -> Response | None:
-    """404 when the admin APIs are off (no admin token set), 401 for a wrong token, else None."""
+def require_admin(request: Request) -> None:
+    """Refuses a request when the admin APIs are off (404) or the admin token is wrong (401).
+
+    Raises:
+        RequestRefused: 404 or 401.
+    """
     expected = control_of(request).settings.admin_token
     if not expected:
-        return problem(404, "not found")
+        raise RequestRefused(404, "not found")
     if not bearer_matches(request.headers.get("authorization"), expected):
-        return problem(401, "missing or invalid admin token")
-    return None
+        raise RequestRefused(401, "missing or invalid admin token")

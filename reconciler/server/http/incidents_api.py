@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from reconciler.server.controllers.incidents import recent_incidents
-from reconciler.server.http.common import control_of, json_response, problem, read_denied
+from reconciler.core.refusal import RequestRefused
+from reconciler.server.http.common import (
+    controllers_of,
+    json_response,
+    require_read,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["read"])
 
@@ -23,23 +27,21 @@ async def list_incidents(request: Request) -> Response:
     canary, so its `region` is always null; `regions_down` and `timeline` say which regions
     were down, and when.
     """
-    denied = read_denied(request)
-    if denied is not None:
-        return denied
+    require_read(request)
     params = request.query_params
     canary = params.get("canary") or None
     state = params.get("state") or None
     if state is not None and state not in STATES:
-        return problem(400, f"state: expected 'open' or 'resolved', got {state!r}")
+        raise RequestRefused(400, f"state: expected 'open' or 'resolved', got {state!r}")
     limit = DEFAULT_LIMIT
     text = params.get("limit")
     if text:
         if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
-            return problem(
+            raise RequestRefused(
                 400, f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {text!r}"
             )
         limit = int(text)
     key = canary.replace(".", "/", 1) if canary is not None else None
-    found = await recent_incidents(control_of(request), key, state, limit)
+    found = await controllers_of(request).incidents.recent(key, state, limit)
     incidents = [{"target": str(i["canary"]).replace("/", "."), **i} for i in found]
     return json_response({"incidents": incidents})

@@ -7,9 +7,18 @@ import hmac
 
 from fastapi import APIRouter, Request, Response
 
-from reconciler.server.http.common import control_of, json_response, problem, read_denied
+from reconciler.core.refusal import RequestRefused
+from reconciler.server.http.common import (
+    control_of,
+    json_response,
+    read_body,
+    require_read,
+)
 
 router = APIRouter(tags=["operations"])
+
+# GitHub caps webhook payloads at 25 MB; a push event is a few kilobytes.
+MAX_WEBHOOK_BYTES = 1024 * 1024
 
 
 @router.get("/healthz", summary="The process is alive")
@@ -33,9 +42,7 @@ async def metrics(request: Request) -> Response:
 
 @router.get("/api/v1/status", summary="Current revision, last attempted revision, its errors")
 async def status(request: Request) -> Response:
-    denied = read_denied(request)
-    if denied is not None:
-        return denied
+    require_read(request)
     return json_response(control_of(request).status())
 
 
@@ -52,9 +59,9 @@ async def git_hook(request: Request) -> Response:
     control = control_of(request)
     secret = control.settings.webhook_secret
     if not secret:
-        return problem(404, "the webhook is disabled: set RECONCILER_WEBHOOK_SECRET")
-    body = await request.body()
+        raise RequestRefused(404, "the webhook is disabled: set RECONCILER_WEBHOOK_SECRET")
+    body = await read_body(request, MAX_WEBHOOK_BYTES, "the webhook body")
     if not signature_valid(secret, body, request.headers.get("x-hub-signature-256")):
-        return problem(401, "missing or invalid X-Hub-Signature-256")
+        raise RequestRefused(401, "missing or invalid X-Hub-Signature-256")
     request.app.state.trigger("webhook")
     return json_response({"queued": True}, 202)

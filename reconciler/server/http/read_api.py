@@ -28,9 +28,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from reconciler.core.refusal import RequestRefused
 from reconciler.core.resources import Resource, address_of
 from reconciler.server.control_plane import ControlPlane
-from reconciler.server.http.common import control_of, json_response, problem, read_denied
+from reconciler.server.http.common import (
+    control_of,
+    json_response,
+    require_read,
+)
 from schemas.canary import CHECK_TYPES
 from schemas.durations import format_duration, parse_duration
 
@@ -49,15 +54,6 @@ _DEFAULT_STEPS = (
 )
 _DAYS = re.compile(r"([0-9]+)d(.*)")
 _SPAN_EXAMPLES = "e.g. '90m', '24h', '7d' or '1d12h'"
-
-
-class Refused(Exception):
-    """A request the read API answers with an error status instead of data."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -116,9 +112,9 @@ def _instant(name: str, text: str, now: datetime) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise Refused(400, expected) from None
+        raise RequestRefused(400, expected) from None
     if moment.tzinfo is None:
-        raise Refused(400, expected)
+        raise RequestRefused(400, expected)
     return moment.astimezone(UTC)
 
 
@@ -134,12 +130,14 @@ def _window(request: Request, control: ControlPlane) -> Window:
     since = _instant("since", params["since"], now) if params.get("since") else None
     since = since if since is not None else until - DEFAULT_WINDOW
     if since >= until:
-        raise Refused(400, f"since ({_rfc3339(since)}) must be before until ({_rfc3339(until)})")
+        raise RequestRefused(
+            400, f"since ({_rfc3339(since)}) must be before until ({_rfc3339(until)})"
+        )
     region = params.get("region") or None
     if region is not None:
         known = _known_regions(control)
         if region not in known:
-            raise Refused(
+            raise RequestRefused(
                 400, f"region: expected one of {', '.join(sorted(known))}, got {region!r}"
             )
     return Window(since, until, region)
@@ -158,12 +156,12 @@ def _step(request: Request, window: Window) -> int:
     try:
         span = parse_span(text).total_seconds()
     except (ValueError, OverflowError):
-        raise Refused(400, f"{expected}, got {text!r}") from None
+        raise RequestRefused(400, f"{expected}, got {text!r}") from None
     if span < 1 or span != int(span):
-        raise Refused(400, f"{expected}, got {text!r}")
+        raise RequestRefused(400, f"{expected}, got {text!r}")
     points = length.total_seconds() / span
     if points > MAX_POINTS:
-        raise Refused(
+        raise RequestRefused(
             400,
             f"step: {text} splits the window into {math.ceil(points)} buckets; "
             f"expected at most {MAX_POINTS}, use a larger step",
@@ -176,7 +174,7 @@ def _limit(request: Request, default: int, most: int) -> int:
     if not text:
         return default
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= most:
-        raise Refused(400, f"limit: expected a whole number from 1 to {most}, got {text!r}")
+        raise RequestRefused(400, f"limit: expected a whole number from 1 to {most}, got {text!r}")
     return int(text)
 
 
@@ -195,7 +193,7 @@ def target_id(key: str) -> str:
 def _target(control: ControlPlane, identifier: str) -> Resource:
     resource = control.resources.get(address_of("Canary", identifier.replace(".", "/", 1)))
     if resource is None:
-        raise Refused(
+        raise RequestRefused(
             404,
             f"no target {identifier!r} in the served revision; ids look like "
             "'namespace.name' (see GET /api/v1/targets)",
@@ -231,15 +229,9 @@ def _regions_of(control: ControlPlane, key: str, window: Window) -> dict[str, li
 async def _respond(
     request: Request, build: Callable[[ControlPlane], Awaitable[dict[str, Any]]]
 ) -> Response:
-    """Check the read token, then build the document, turning refusals into errors."""
-    denied = read_denied(request)
-    if denied is not None:
-        return denied
-    try:
-        document = await build(control_of(request))
-    except Refused as refused:
-        return problem(refused.status, refused.detail)
-    return json_response(document)
+    """Check the read token, then build the document."""
+    require_read(request)
+    return json_response(await build(control_of(request)))
 
 
 @router.get("/targets", summary="Every canary with its regions, agents and blended status")
