@@ -30,6 +30,7 @@ from harness import (
     Process,
     Sampler,
     Server,
+    add_keep_option,
     agent_doc,
     clean_environment,
     cpu_seconds,
@@ -469,9 +470,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="N",
         help="sample the agent with py-spy during the window; print the top N functions",
     )
-    parser.add_argument(
-        "--keep", type=Path, metavar="DIR", help="work in DIR (must not exist) and keep it"
-    )
+    add_keep_option(parser)
     parser.add_argument("--serve-target", type=int, metavar="PORT", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.serve_target is None:

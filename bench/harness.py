@@ -7,6 +7,7 @@ project imports (`agent`, `reconciler`, `schemas`): it would shadow that package
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import os
@@ -38,6 +39,13 @@ T = TypeVar("T")
 # ---------------------------------------------------------------------------------------------
 # The workspace
 # ---------------------------------------------------------------------------------------------
+
+
+def add_keep_option(parser: argparse.ArgumentParser) -> None:
+    """`--keep DIR`: work in DIR, which must not exist, and keep it (see `workspace`)."""
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="work in DIR (must not exist) and keep it"
+    )
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from harness import (
     NO_SAMPLES,
     Sampler,
     Server,
+    add_keep_option,
     agent_doc,
     cpu_seconds,
     documents,
@@ -290,9 +291,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-seconds", type=float, default=120, help="stop starting batches after this (120)"
     )
-    parser.add_argument(
-        "--keep", type=Path, metavar="DIR", help="build in DIR (must not exist) and keep it"
-    )
+    add_keep_option(parser)
     parser.add_argument(
         "--profile",
         type=int,

@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import commit_all, document, documents, init_repo, timed, workspace, write_file
+from harness import (
+    add_keep_option,
+    commit_all,
+    document,
+    documents,
+    init_repo,
+    timed,
+    workspace,
+    write_file,
+)
 
 from reconciler.core.compile import compile_config
 from reconciler.core.diff import plan_changes
@@ -596,9 +605,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", type=int, default=5, help="runs per measurement (min 3)")
     parser.add_argument("--apply-runs", type=int, default=3, help="initial applies (min 3)")
-    parser.add_argument(
-        "--keep", type=Path, metavar="DIR", help="build in DIR (must not exist) and keep it"
-    )
+    add_keep_option(parser)
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="cProfile a cold plan: top N entries"
     )

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import duckdb
 from harness import (
+    add_keep_option,
     agent_doc,
     documents,
     http_canary_doc,
@@ -339,9 +340,7 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=5)
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument(
-        "--keep", type=Path, metavar="DIR", help="work in DIR (must not exist) and keep it"
-    )
+    add_keep_option(parser)
     args = parser.parse_args()
     with workspace(args.keep, "site-bench-") as directory:
         run(args, directory)

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 from harness import (
     Server,
+    add_keep_option,
     agent_doc,
     commit_all,
     http_canary_doc,
@@ -81,9 +82,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--commits", type=int, default=10)
     parser.add_argument("--debounce", default="0.3", help="serve --debounce (default 0.3)")
-    parser.add_argument(
-        "--keep", type=Path, metavar="DIR", help="work in DIR (must not exist) and keep it"
-    )
+    add_keep_option(parser)
     args = parser.parse_args()
     with workspace(args.keep, "reconcile-webhook-") as base:
         repo = base / "repo"
