@@ -5,14 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import math
 import os
 import pstats
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -23,11 +18,25 @@ from pathlib import Path
 import duckdb
 import httpx
 import orjson
+from harness import (
+    NO_SAMPLES,
+    Sampler,
+    Server,
+    add_keep_option,
+    agent_doc,
+    cpu_seconds,
+    documents,
+    http_canary_doc,
+    init_repo,
+    percentile,
+    region_doc,
+    workspace,
+    write_file,
+)
 
 TARGET_ROWS_PER_SECOND = 20_000
-ADMIN_TOKEN = "bench-admin-token"
-ROOT = Path(__file__).resolve().parent.parent
-STARTUP_SECONDS = 60
+SERVER_STOP_SECONDS = 120.0  # the server stores every accepted row before it exits
+PY_SPY_RATE = 200
 NAMESPACES = ("web", "payments", "identity", "search", "platform")
 
 
@@ -45,142 +54,51 @@ class Fleet:
     check: str = "health"
 
 
-def git(root: Path, *args: str) -> None:
-    """Run git in `root` with a fixed identity and no signing."""
-    identity = ("-c", "user.name=bench", "-c", "user.email=bench@example.com")
-    subprocess.run(
-        ["git", *identity, "-c", "commit.gpgsign=false", *args],
-        cwd=root,
-        check=True,
-        capture_output=True,
-    )
-
-
 def write_repo(root: Path, regions: int, agents: int, canaries: int) -> Fleet:
     """Regions, agents spread over them, canaries on every agent (`['*']`), one http check each;
     committed with `git init`."""
-    root.mkdir(parents=True)
     region_names = [f"region-{index}" for index in range(regions)]
     members = [(f"agent-{index:02d}", region_names[index % regions]) for index in range(agents)]
-    (root / "regions.yaml").write_text(
-        "---\n".join(
-            f"apiVersion: canary-reconciler/v1\nkind: Region\nmetadata:\n  name: {name}\n"
-            "spec:\n  enabled: true\n"
-            for name in region_names
-        )
-    )
-    (root / "agents.yaml").write_text(
-        "---\n".join(
-            f"apiVersion: canary-reconciler/v1\nkind: Agent\nmetadata:\n  name: {name}\n"
-            f"spec:\n  region: {region}\n  enabled: true\n"
-            for name, region in members
-        )
+    write_file(root / "regions.yaml", documents(region_doc(name) for name in region_names))
+    write_file(
+        root / "agents.yaml",
+        documents(agent_doc(name, region) for name, region in members),
     )
     ids = []
     for index in range(canaries):
         namespace, name = NAMESPACES[index % len(NAMESPACES)], f"service-{index:03d}"
-        folder = root / "canaries" / namespace
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{name}.yaml").write_text(
-            f"apiVersion: canary-reconciler/v1\nkind: Canary\nmetadata:\n  name: {name}\n"
-            f"  namespace: {namespace}\nspec:\n  schedule: '@every 30s'\n"
-            "  agentSelector: ['*']\n  http:\n    - name: health\n"
-            f"      url: https://{name}.{namespace}.example.com/health\n"
+        text = http_canary_doc(
+            name,
+            namespace,
+            schedule="@every 30s",
+            selector="['*']",
+            check="health",
+            url=f"https://{name}.{namespace}.example.com/health",
         )
+        write_file(root / "canaries" / namespace / f"{name}.yaml", text)
         ids.append(f"{namespace}/{name}")
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "generated config")
+    init_repo(root)
     return Fleet(members, ids)
 
 
 # ---------------------------------------------------------------------------------------------
-# The server
+# What the server says about itself
 # ---------------------------------------------------------------------------------------------
 
 
-class Server:
-    """`reconcile serve` as a subprocess on 127.0.0.1, port 0; optionally under cProfile."""
-
-    def __init__(self, repo: Path, state: Path, profile: Path | None) -> None:
-        self.state = state
-        self.log = state.with_name("serve.log")
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
-        environment["RECONCILER_ADMIN_TOKEN"] = ADMIN_TOKEN
-        runner = [sys.executable]
-        if profile is not None:
-            runner += ["-m", "cProfile", "-o", str(profile)]
-        command = [
-            *runner, "-m", "reconciler", "serve", "--repo", str(repo), "--state", str(state),
-            "--host", "127.0.0.1", "--port", "0", "--log-format", "json",
-        ]  # fmt: skip
-        started = time.perf_counter()
-        self._log_file = self.log.open("wb")
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=environment, stdout=self._log_file, stderr=self._log_file
-        )
-        info = state.with_name(state.name + ".serve.json")
-        while not info.exists():
-            if self.process.poll() is not None or time.perf_counter() - started > STARTUP_SECONDS:
-                self.stop()
-                raise SystemExit(f"bench: the server did not start:\n{self.log.read_text()}")
-            time.sleep(0.05)
-        served = orjson.loads(info.read_bytes())
-        self.url: str = served["url"]
-        self.pid: int = served["pid"]
-        with httpx.Client(base_url=self.url, timeout=10) as client:
-            while client.get("/readyz").status_code != 200:
-                if time.perf_counter() - started > STARTUP_SECONDS:
-                    self.stop()
-                    raise SystemExit(f"bench: the server never got ready:\n{self.log.read_text()}")
-                time.sleep(0.05)
-        self.startup = time.perf_counter() - started
-
-    def mint_tokens(self, agents: Sequence[str]) -> dict[str, str]:
-        """A fresh token per agent through the operator API."""
-        tokens = {}
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        with httpx.Client(base_url=self.url, timeout=10, headers=headers) as client:
-            for agent in agents:
-                response = client.post(f"/operator/agents/{agent}/token")
-                if response.status_code != 201:
-                    raise SystemExit(f"bench: minting a token for {agent}: {response.text}")
-                tokens[agent] = response.json()["token"]
-        return tokens
-
-    def handling_time(self) -> tuple[int, float]:
-        """Requests to /api/agent/results and their summed in-server time, from /metrics."""
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        count = total = 0.0
-        for line in text.splitlines():
-            if 'route="/api/agent/results"' not in line:
-                continue
-            name, value = line.rsplit(" ", 1)
-            if name.startswith("reconciler_http_request_duration_seconds_count"):
-                count += float(value)
-            elif name.startswith("reconciler_http_request_duration_seconds_sum"):
-                total += float(value)
-        return int(count), total
-
-    def cpu_seconds(self) -> float | None:
-        """CPU time (user + system) the server process has used so far; None off Linux."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> int:
-        """SIGTERM, then wait: the server stores every accepted row before it exits."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log_file.close()
-        return self.process.returncode
+def handling_time(url: str) -> tuple[int, float]:
+    """Requests to /api/agent/results and their summed in-server time, from /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    count = total = 0.0
+    for line in text.splitlines():
+        if 'route="/api/agent/results"' not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        if name.startswith("reconciler_http_request_duration_seconds_count"):
+            count += float(value)
+        elif name.startswith("reconciler_http_request_duration_seconds_sum"):
+            total += float(value)
+    return int(count), total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,15 +220,6 @@ async def post_all(
     return run
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of unsorted values."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
-    return ordered[rank]
-
-
 def stored_rows(state: Path) -> int:
     """Rows in the results table, read after the server has released the file."""
     with duckdb.connect(str(state), read_only=True) as connection:
@@ -323,62 +232,34 @@ WAIT_FRAMES = (
     "WorkerThread.run (anyio/_backends/_asyncio.py)",
     "EpollSelector.select (selectors.py)",
 )
-OUTER_FRAMES = ("(reconciler/cli.py)", "(reconciler/cli_serve.py)", "(reconciler/__main__.py)")
+OUTER_FRAMES = ("(reconciler/cli/main.py)", "(reconciler/cli/serve.py)", "(reconciler/__main__.py)")
 
 
-class Sampler:
-    """py-spy attached to the server for the timed run only (`pip install py-spy` first)."""
+def is_waiting(leaf: str) -> bool:
+    """A stack that ends here waits (in a queue or a selector) rather than works."""
+    return leaf in WAIT_FRAMES
 
-    RATE = 200
 
-    def __init__(self, pid: int, output: Path) -> None:
-        executable = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-        if not Path(executable).exists():
-            raise SystemExit("bench: --py-spy needs py-spy: .venv/bin/pip install py-spy")
-        self.output = output
-        self.process = subprocess.Popen(
-            [executable, "record", "--pid", str(pid), "--format", "raw", "--output", str(output),
-             "--threads", "--nolineno", "--nonblocking", "--rate", str(self.RATE)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        time.sleep(0.5)  # let it attach before the load starts
+def is_project_frame(frame: str) -> bool:
+    """A frame of the project's own code below the command line's entry points."""
+    return "(reconciler/" in frame and not frame.endswith(OUTER_FRAMES)
 
-    def stop(self) -> None:
-        """Stop sampling; py-spy writes its file on SIGINT."""
-        self.process.send_signal(signal.SIGINT)
-        self.process.wait(timeout=60)
 
-    def report(self, top: int) -> str:
-        """Busy samples by thread, functions by own samples, project functions inclusive."""
-        threads: Counter[str] = Counter()
-        own: Counter[str] = Counter()
-        inclusive: Counter[str] = Counter()
-        waiting = 0
-        for line in self.output.read_text().splitlines():
-            stack, _, count_text = line.rpartition(" ")
-            thread, *calls = stack.split(";")
-            count = int(count_text)
-            if not calls or calls[-1] in WAIT_FRAMES:
-                waiting += count  # a thread blocked in C that py-spy did not see as idle
-                continue
-            threads[thread.split(": ", 1)[-1].rstrip("_0123456789")] += count
-            own[calls[-1]] += count
-            for frame in set(calls):
-                if "(reconciler/" in frame and not frame.endswith(OUTER_FRAMES):
-                    inclusive[frame] += count
-        total = sum(threads.values()) or 1
-        lines = [
-            f"py-spy, {self.RATE} samples/s: {total} busy samples (~{total / self.RATE:.1f} "
-            f"thread-seconds, including waits for the GIL), {waiting} more blocked in a queue "
-            "or selector (left out)",
-            "busy samples by thread: "
-            + ", ".join(f"{name} {n / total:.0%}" for name, n in threads.most_common()),
-            f"top {top} functions by own samples (C calls count in their Python caller):",
-        ]
-        lines += [f"  {n / total:6.1%}  {frame}" for frame, n in own.most_common(top)]
-        lines.append("project functions by inclusive samples:")
-        lines += [f"  {n / total:6.1%}  {frame}" for frame, n in inclusive.most_common(top)]
-        return "\n".join(lines)
+def sampler_report(sampler: Sampler, top: int) -> str:
+    """Busy samples by thread, functions by own samples, project functions inclusive."""
+    profile = sampler.read(idle=is_waiting, inclusive=is_project_frame)
+    if profile is None:
+        return NO_SAMPLES
+    busy = profile.busy
+    header = (
+        f"py-spy, {profile.rate} samples/s: {busy} busy samples (~{busy / profile.rate:.1f} "
+        f"thread-seconds, including waits for the GIL), {profile.idle} more blocked in a queue "
+        "or selector (left out)"
+    )
+    own_title = f"top {top} functions by own samples (C calls count in their Python caller):"
+    return "\n".join(
+        [header, *profile.lines(top, own_title, "project functions by inclusive samples:")]
+    )
 
 
 def profile_report(path: Path, top: int) -> str:
@@ -410,9 +291,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-seconds", type=float, default=120, help="stop starting batches after this (120)"
     )
-    parser.add_argument(
-        "--keep", type=Path, metavar="DIR", help="build in DIR (must not exist) and keep it"
-    )
+    add_keep_option(parser)
     parser.add_argument(
         "--profile",
         type=int,
@@ -433,16 +312,6 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return arguments
 
 
-def workspace(keep: Path | None) -> Path:
-    """The directory for the repository and state: DIR from --keep, else a temporary one."""
-    if keep is None:
-        return Path(tempfile.mkdtemp(prefix="reconcile-ingest-bench-"))
-    if keep.exists():
-        raise SystemExit(f"bench: --keep {keep} already exists; choose a new directory")
-    keep.mkdir(parents=True)
-    return keep.resolve()
-
-
 @dataclass
 class Outcome:
     """What the load phase measured and checked."""
@@ -456,7 +325,7 @@ class Outcome:
 
 def drive(arguments: argparse.Namespace, server: Server, fleet: Fleet, base: Path) -> Outcome:
     """Mint tokens, send the batches, re-send some; print what the clients saw."""
-    tokens = server.mint_tokens([name for name, _ in fleet.agents])
+    tokens = server.mint_tokens(name for name, _ in fleet.agents)
     print(f"minted {len(tokens)} tokens through POST /operator/agents/NAME/token")
 
     started = time.perf_counter()
@@ -467,15 +336,15 @@ def drive(arguments: argparse.Namespace, server: Server, fleet: Fleet, base: Pat
         f"{size / 1e6:.1f} MB) in {time.perf_counter() - started:.1f}s, before timing"
     )
 
-    sampler = Sampler(server.pid, base / "serve.pyspy") if arguments.py_spy else None
+    sampler = Sampler(server.pid, base / "serve.pyspy", PY_SPY_RATE) if arguments.py_spy else None
     deadline = time.perf_counter() + arguments.max_seconds
-    server_cpu, own_cpu = server.cpu_seconds(), time.process_time()
+    server_cpu, own_cpu = cpu_seconds(server.pid), time.process_time()
     run = asyncio.run(post_all(server.url, tokens, batches, arguments.clients, deadline))
     own_cpu = time.process_time() - own_cpu
-    server_end = server.cpu_seconds()
+    server_end = cpu_seconds(server.pid)
     if sampler is not None:
         sampler.stop()
-    requests, in_server = server.handling_time()
+    requests, in_server = handling_time(server.url)
     rate = run.accepted / run.wall if run.wall else 0.0
     wall = run.wall or float("inf")
     print(
@@ -543,7 +412,7 @@ def run_benchmark(arguments: argparse.Namespace, base: Path) -> bool:
         "generator (one process)"
     )
     profile = base / "serve.prof" if arguments.profile else None
-    server = Server(base / "repo", base / "state.duckdb", profile)
+    server = Server(base / "repo", base / "state.duckdb", profile=profile)
     print(
         f"server ready in {server.startup:.1f}s at {server.url}" + (" (cProfile)" * bool(profile))
     )
@@ -551,7 +420,7 @@ def run_benchmark(arguments: argparse.Namespace, base: Path) -> bool:
         outcome = drive(arguments, server, fleet, base)
     finally:
         stopping = time.perf_counter()
-        code = server.stop()
+        code = server.stop(SERVER_STOP_SECONDS)
     print(f"server stopped by SIGTERM in {time.perf_counter() - stopping:.1f}s, exit code {code}")
     stored = stored_rows(server.state)
     stored_ok = stored == outcome.accepted and outcome.clean
@@ -566,7 +435,7 @@ def run_benchmark(arguments: argparse.Namespace, base: Path) -> bool:
     )
     if outcome.sampler is not None:
         print("\n(py-spy samples the server during the timed run; it slows it a little)")
-        print(outcome.sampler.report(arguments.py_spy))
+        print(sampler_report(outcome.sampler, arguments.py_spy))
     if profile is not None:
         print("\n(cProfile slows the server: the throughput above is not comparable)")
         print(profile_report(profile, arguments.profile))
@@ -576,12 +445,8 @@ def run_benchmark(arguments: argparse.Namespace, base: Path) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; exit 1 when a correctness check fails, 0 otherwise (PASS or MISS)."""
     arguments = parse_arguments(argv)
-    base = workspace(arguments.keep)
-    try:
+    with workspace(arguments.keep, "reconcile-ingest-bench-") as base:
         ok = run_benchmark(arguments, base)
-    finally:
-        if arguments.keep is None:
-            shutil.rmtree(base, ignore_errors=True)
     return 0 if ok else 1
 
 

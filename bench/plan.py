@@ -6,7 +6,6 @@ import argparse
 import cProfile
 import io
 import itertools
-import os
 import pstats
 import random
 import re
@@ -14,12 +13,22 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from harness import (
+    add_keep_option,
+    commit_all,
+    document,
+    documents,
+    init_repo,
+    timed,
+    workspace,
+    write_file,
+)
 
 from reconciler.core.compile import compile_config
 from reconciler.core.diff import plan_changes
@@ -122,23 +131,23 @@ def make_agents(count: int, regions: Sequence[str]) -> list[Agent]:
 
 def region_yaml(regions: Sequence[str]) -> str:
     """Every Region in one multi-document file."""
-    documents = [
-        f"apiVersion: canary-reconciler/v1\nkind: Region\nmetadata:\n  name: {name}\n"
-        f"spec:\n  displayName: {name.upper()}\n  location: Datacenter {index}\n"
+    return documents(
+        document("Region", name, f"  displayName: {name.upper()}\n  location: Datacenter {index}\n")
         for index, name in enumerate(regions)
-    ]
-    return "---\n".join(documents)
+    )
 
 
 def agent_yaml(agents: Sequence[Agent], rng: random.Random) -> str:
     """Every Agent in one multi-document file."""
-    documents = [
-        f"apiVersion: canary-reconciler/v1\nkind: Agent\nmetadata:\n  name: {agent.name}\n"
-        f"spec:\n  region: {agent.region}\n"
-        f"  labels: {{provider: {rng.choice(['aws', 'gcp', 'hetzner', 'ovh'])}}}\n"
+    return documents(
+        document(
+            "Agent",
+            agent.name,
+            f"  region: {agent.region}\n"
+            f"  labels: {{provider: {rng.choice(['aws', 'gcp', 'hetzner', 'ovh'])}}}\n",
+        )
         for agent in agents
-    ]
-    return "---\n".join(documents)
+    )
 
 
 def agent_selector(
@@ -263,31 +272,25 @@ def route_yaml(index: int, rng: random.Random) -> str:
     )
 
 
-def write(path: Path, text: str) -> None:
-    """Write a file, creating its directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def generate_repo(root: Path, shape: Shape) -> GeneratedRepo:
     """Write the whole config repository under `root`, deterministically from the seed."""
     rng = random.Random(shape.seed)
     regions = region_names(shape.regions)
     agents = make_agents(shape.agents, regions)
-    write(root / "regions" / "regions.yaml", region_yaml(regions))
-    write(root / "agents" / "agents.yaml", agent_yaml(agents, rng))
+    write_file(root / "regions" / "regions.yaml", region_yaml(regions))
+    write_file(root / "agents" / "agents.yaml", agent_yaml(agents, rng))
     canary_files, selectors, canary_bytes = [], [], 0
     for index in range(shape.canaries):
         namespace = NAMESPACES[index % len(NAMESPACES)]
         selector = agent_selector(rng, regions, agents)
         text = canary_yaml(index, namespace, selector, rng)
         path = root / "canaries" / namespace / f"probe-{index:05d}.yaml"
-        write(path, text)
+        write_file(path, text)
         canary_files.append(path)
         selectors.append(selector)
         canary_bytes += len(text.encode())
     for index in range(shape.routes):
-        write(root / "routes" / f"svc-{index:03d}.yaml", route_yaml(index, rng))
+        write_file(root / "routes" / f"svc-{index:03d}.yaml", route_yaml(index, rng))
     files = 2 + shape.canaries + shape.routes
     return GeneratedRepo(root, files, canary_files, selectors, canary_bytes)
 
@@ -295,24 +298,6 @@ def generate_repo(root: Path, shape: Shape) -> GeneratedRepo:
 # ---------------------------------------------------------------------------------------------
 # Git, edits and validation
 # ---------------------------------------------------------------------------------------------
-
-
-def git(root: Path, *args: str) -> None:
-    """Run a git command in the generated repository with a fixed identity and date."""
-    environment = {**os.environ, "GIT_AUTHOR_DATE": GIT_DATE, "GIT_COMMITTER_DATE": GIT_DATE}
-    identity = ["-c", "user.name=bench", "-c", "user.email=bench@example.invalid"]
-    subprocess.run(
-        ["git", "-C", str(root), *identity, "-c", "commit.gpgsign=false", *args],
-        check=True,
-        capture_output=True,
-        env=environment,
-    )
-
-
-def commit_all(root: Path, message: str) -> None:
-    """Stage everything in the generated repository and commit it."""
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", message)
 
 
 def edit_canary(path: Path, failure_threshold: int) -> None:
@@ -382,13 +367,6 @@ class Measurement:
         if self.target is None:
             return ""
         return "PASS" if self.median <= self.target else "MISS"
-
-
-def timed(action: Callable[[], object]) -> float:
-    """Seconds one call of `action` takes."""
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
 
 
 def approve_all(_plan: Plan) -> bool:
@@ -505,7 +483,7 @@ def measure_ref_load(root: Path, runs: int) -> Measurement:
     """Cold loads of `--ref HEAD`, reading every file from git objects."""
     measurement = Measurement("cold load --ref HEAD (git objects)")
     for _ in range(runs):
-        measurement.samples.append(timed(lambda: Session().load(root, "HEAD")))
+        measurement.samples.append(timed(lambda: Session().load(root, "HEAD"))[0])
     return measurement
 
 
@@ -627,23 +605,11 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", type=int, default=5, help="runs per measurement (min 3)")
     parser.add_argument("--apply-runs", type=int, default=3, help="initial applies (min 3)")
-    parser.add_argument(
-        "--keep", type=Path, metavar="DIR", help="build in DIR (must not exist) and keep it"
-    )
+    add_keep_option(parser)
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="cProfile a cold plan: top N entries"
     )
     return parser.parse_args(argv)
-
-
-def workspace(keep: Path | None) -> Path:
-    """The directory for the repository and state: DIR from --keep, else a temporary one."""
-    if keep is None:
-        return Path(tempfile.mkdtemp(prefix="reconcile-bench-"))
-    if keep.exists():
-        raise SystemExit(f"bench: --keep {keep} already exists; choose a new directory")
-    keep.mkdir(parents=True)
-    return keep.resolve()
 
 
 def run_benchmark(arguments: argparse.Namespace, base: Path) -> None:
@@ -655,8 +621,7 @@ def run_benchmark(arguments: argparse.Namespace, base: Path) -> None:
     root, state = base / "repo", base / "state.duckdb"
     print(f"generating {shape} in {base} ...", flush=True)
     repo = generate_repo(root, shape)
-    git(root, "init", "-q", "-b", "main")
-    commit_all(root, "generated config")
+    init_repo(root, date=GIT_DATE)
     loaded = validate(root)
     warnings = sum(1 for d in loaded.diagnostics if d.severity == "warning")
 
@@ -672,7 +637,7 @@ def run_benchmark(arguments: argparse.Namespace, base: Path) -> None:
     print("timing warm re-plans ...", flush=True)
     warm, warm_plan, parsed = measure_warm(root, state, warm_target, runs)
     measurements += warm
-    commit_all(root, "edit two canaries")
+    commit_all(root, "edit two canaries", date=GIT_DATE)
     measurements.append(measure_ref_load(root, runs))
     print()
 
@@ -701,12 +666,8 @@ def run_benchmark(arguments: argparse.Namespace, base: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; exit 0 whatever the timings, 1 when generation fails."""
     arguments = parse_arguments(argv)
-    base = workspace(arguments.keep)
-    try:
+    with workspace(arguments.keep, "reconcile-bench-") as base:
         run_benchmark(arguments, base)
-    finally:
-        if arguments.keep is None:
-            shutil.rmtree(base, ignore_errors=True)
     return 0
 
 

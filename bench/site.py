@@ -33,24 +33,28 @@ from __future__ import annotations
 import argparse
 import io
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+from harness import (
+    add_keep_option,
+    agent_doc,
+    documents,
+    http_canary_doc,
+    init_repo,
+    region_doc,
+    timed,
+    workspace,
+    write_file,
+)
 
-# Running `bench/site.py` puts bench/ first on sys.path, where bench/agent.py would shadow the
-# `agent` package that the reconciler imports.
-sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
-
-from reconciler.cli.main import main as reconcile  # noqa: E402
-from reconciler.sitebuild import Report, SiteBuilder  # noqa: E402
-from reconciler.sitebuild.windows import SETTLE, WINDOWS, Window  # noqa: E402
-from reconciler.store.db import open_state  # noqa: E402
+from reconciler.cli.main import main as reconcile
+from reconciler.sitebuild import Report, SiteBuilder
+from reconciler.sitebuild.windows import SETTLE, WINDOWS, Window
+from reconciler.store.db import open_state
 
 FULL_TARGET, REBUILD_TARGET = 15.0, 2.0
 NAMESPACES = ("web", "payments", "identity", "search", "platform")
@@ -91,50 +95,32 @@ def say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def git(root: Path, *args: str) -> None:
-    identity = ("-c", "user.name=bench", "-c", "user.email=bench@example.com")
-    subprocess.run(
-        ["git", *identity, "-c", "commit.gpgsign=false", *args],
-        cwd=root,
-        check=True,
-        capture_output=True,
-    )
-
-
 def write_repo(root: Path, regions: int, canaries: int) -> None:
     """Regions with one agent each, canaries on every agent, two routes; committed."""
-    root.mkdir(parents=True)
     names = [f"region-{index}" for index in range(regions)]
-    (root / "regions.yaml").write_text(
-        "---\n".join(
-            f"apiVersion: canary-reconciler/v1\nkind: Region\nmetadata:\n  name: {name}\n"
-            f"spec:\n  displayName: Region {index}\n  enabled: true\n"
-            for index, name in enumerate(names)
-        )
+    write_file(
+        root / "regions.yaml",
+        documents(region_doc(name, f"Region {index}") for index, name in enumerate(names)),
     )
-    (root / "agents.yaml").write_text(
-        "---\n".join(
-            f"apiVersion: canary-reconciler/v1\nkind: Agent\nmetadata:\n  name: agent-{index}\n"
-            f"spec:\n  region: {name}\n  enabled: true\n"
-            for index, name in enumerate(names)
-        )
+    write_file(
+        root / "agents.yaml",
+        documents(agent_doc(f"agent-{index}", name) for index, name in enumerate(names)),
     )
     for index in range(canaries):
         namespace, name = NAMESPACES[index % len(NAMESPACES)], f"service-{index:04d}"
-        folder = root / "canaries" / namespace
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{name}.yaml").write_text(
-            f"apiVersion: canary-reconciler/v1\nkind: Canary\nmetadata:\n  name: {name}\n"
-            f"  namespace: {namespace}\nspec:\n  schedule: '@every 1m'\n"
-            "  agentSelector: ['*']\n  http:\n    - name: health\n"
-            f"      url: https://{name}.{namespace}.example.com/health\n"
+        text = http_canary_doc(
+            name,
+            namespace,
+            schedule="@every 1m",
+            selector="['*']",
+            check="health",
+            url=f"https://{name}.{namespace}.example.com/health",
         )
-    (root / "routes.yaml").write_text(
-        "---\n".join(ROUTE.format(name=name) for name in ("checkout", "search"))
+        write_file(root / "canaries" / namespace / f"{name}.yaml", text)
+    write_file(
+        root / "routes.yaml", documents(ROUTE.format(name=name) for name in ("checkout", "search"))
     )
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "generated config")
+    init_repo(root)
 
 
 # One row per derived canary and minute. Latency: a per-canary base (20-300 ms), a regional
@@ -228,12 +214,6 @@ def describe(report: Report) -> str:
         f"{published.rendered} rendered, {published.written} written; windows published: "
         f"{windows}, staged: {staged}; phases (s): {phases}"
     )
-
-
-def timed(work: Callable[[], Report]) -> tuple[float, Report]:
-    started = time.perf_counter()
-    report = work()
-    return time.perf_counter() - started, report
 
 
 def first_move(window: Window, since: datetime) -> timedelta:
@@ -360,16 +340,10 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=5)
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    add_keep_option(parser)
     args = parser.parse_args()
-    if args.keep:
-        if args.keep.exists():
-            raise SystemExit(f"bench: {args.keep} exists; pass a new directory")
-        args.keep.mkdir(parents=True)
-        run(args, args.keep)
-        return
-    with tempfile.TemporaryDirectory(prefix="site-bench-") as directory:
-        run(args, Path(directory))
+    with workspace(args.keep, "site-bench-") as directory:
+        run(args, directory)
 
 
 if __name__ == "__main__":

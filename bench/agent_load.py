@@ -12,33 +12,45 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import httpx
 import orjson
+from harness import (
+    NO_SAMPLES,
+    ROOT,
+    Process,
+    Sampler,
+    Server,
+    add_keep_option,
+    agent_doc,
+    clean_environment,
+    cpu_seconds,
+    free_port,
+    http_canary_doc,
+    init_repo,
+    percentile,
+    region_doc,
+    wait_until,
+    workspace,
+    write_file,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 NGINX = Path("/usr/sbin/nginx")
-ADMIN_TOKEN = "bench-admin-token"
 AGENT = "bench-1"
 REGION = "bench"
 TARGET_CHECKS_PER_SECOND = 500.0
 TARGET_DRIFT_SECONDS = 0.100
 STARTUP_SECONDS = 60.0
-STOP_SECONDS = 30.0
+PY_SPY_RATE = 100
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -47,29 +59,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # ---------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    """Poll `condition` every 50 ms; SystemExit after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: timed out after {seconds:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+def process_cpu(pids: Sequence[int]) -> float:
+    """User + system CPU seconds of some processes (a process gone counts 0)."""
+    return sum(cpu_seconds(pid) or 0.0 for pid in pids)
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -97,61 +89,12 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile; NaN for no values."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))]
-
-
 def parse_duration(text: str) -> float:
     """`500ms`, `1s`, `2.5s` or `1m` in seconds (just what --every needs)."""
     for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
         if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
             return float(text[: -len(suffix)]) * scale
     raise argparse.ArgumentTypeError(f"{text!r}: expected a duration like 500ms, 1s or 1m")
-
-
-class Process:
-    """A subprocess with its output in a log file; `stop` always ends it."""
-
-    def __init__(
-        self,
-        name: str,
-        command: Sequence[str],
-        log: Path,
-        *,
-        cwd: Path = ROOT,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.name, self.log = name, log
-        self._log_file = log.open("wb")
-        self.process = subprocess.Popen(
-            list(command), cwd=cwd, env=env, stdout=self._log_file, stderr=self._log_file
-        )
-        self.pid = self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def fail_if_dead(self) -> None:
-        if not self.alive():
-            tail = self.log.read_text(errors="replace")[-3000:]
-            raise SystemExit(f"bench: {self.name} exited ({self.process.returncode}):\n{tail}")
-
-    def stop(self, signum: int = signal.SIGTERM, seconds: float = STOP_SECONDS) -> int | None:
-        """Send `signum`, wait up to `seconds`, then SIGKILL; the exit code."""
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signum)
-            try:
-                self.process.wait(timeout=seconds)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log_file.close()
-        return self.process.returncode
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,33 +104,21 @@ class Process:
 
 def write_repo(root: Path, canaries: int, every: str, timeout: str, url: str) -> None:
     """One region, one agent, `canaries` canaries on it with one HTTP check each; git-committed."""
-    root.mkdir(parents=True)
-    (root / "regions.yaml").write_text(
-        f"apiVersion: canary-reconciler/v1\nkind: Region\nmetadata:\n  name: {REGION}\n"
-        "spec:\n  enabled: true\n"
-    )
-    (root / "agents.yaml").write_text(
-        f"apiVersion: canary-reconciler/v1\nkind: Agent\nmetadata:\n  name: {AGENT}\n"
-        f"spec:\n  region: {REGION}\n  enabled: true\n"
-    )
-    folder = root / "canaries"
-    folder.mkdir()
+    write_file(root / "regions.yaml", region_doc(REGION))
+    write_file(root / "agents.yaml", agent_doc(AGENT, REGION))
     for index in range(canaries):
         name = f"svc-{index:04d}"
-        (folder / f"{name}.yaml").write_text(
-            f"apiVersion: canary-reconciler/v1\nkind: Canary\nmetadata:\n  name: {name}\n"
-            f"  namespace: bench\nspec:\n  schedule: '@every {every}'\n"
-            f"  agentSelector: ['{AGENT}']\n  http:\n    - name: health\n"
-            f"      url: {url}?c={index}\n      timeout: {timeout}\n"
+        text = http_canary_doc(
+            name,
+            "bench",
+            schedule=f"@every {every}",
+            selector=f"['{AGENT}']",
+            check="health",
+            url=f"{url}?c={index}",
+            timeout=timeout,
         )
-    identity = ["-c", "user.name=bench", "-c", "user.email=bench@example.com"]
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "bench"]):
-        subprocess.run(
-            ["git", *identity, "-c", "commit.gpgsign=false", *args],
-            cwd=root,
-            check=True,
-            capture_output=True,
-        )
+        write_file(root / "canaries" / f"{name}.yaml", text)
+    init_repo(root, "bench")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,51 +223,6 @@ def serve_target(port: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def clean_environment() -> dict[str, str]:
-    """The environment without RECONCILER_* and AGENT_* settings of the caller."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("RECONCILER_", "AGENT_"))}
-
-
-def start_server(repo: Path, state: Path) -> tuple[Process, str]:
-    """`reconcile serve` on 127.0.0.1, port 0, ready; the process and its URL."""
-    env = clean_environment() | {"RECONCILER_ADMIN_TOKEN": ADMIN_TOKEN}
-    command = [
-        sys.executable, "-m", "reconciler", "serve", "--repo", str(repo), "--state", str(state),
-        "--host", "127.0.0.1", "--port", "0", "--log-format", "json",
-    ]  # fmt: skip
-    server = Process("reconcile serve", command, state.with_name("serve.log"), env=env)
-    info = state.with_name(state.name + ".serve.json")
-
-    def listening() -> bool:
-        server.fail_if_dead()
-        return info.exists()
-
-    wait_until(listening, STARTUP_SECONDS, "the server to listen")
-    url: str = orjson.loads(info.read_bytes())["url"]
-
-    def ready() -> bool:
-        server.fail_if_dead()
-        try:
-            return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(ready, STARTUP_SECONDS, "the server's /readyz")
-    return server, url
-
-
-def mint_token(url: str) -> str:
-    """A token for the bench agent through the operator API."""
-    response = httpx.post(
-        f"{url}/operator/agents/{AGENT}/token",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        timeout=10,
-    )
-    if response.status_code != 201:
-        raise SystemExit(f"bench: minting a token: {response.status_code} {response.text}")
-    return str(response.json()["token"])
-
-
 def start_agent(
     arguments: argparse.Namespace, url: str, token: str, base: Path
 ) -> tuple[Process, str]:
@@ -406,62 +292,24 @@ IDLE_FRAMES = (
 )
 
 
-class Sampler:
-    """py-spy attached to the agent for the measured window (`--py-spy N`)."""
+def is_idle(leaf: str) -> bool:
+    """A stack that ends here waits (selector, queue, lock) rather than works."""
+    return leaf.endswith(IDLE_FRAMES)
 
-    RATE = 100
 
-    def __init__(self, pid: int, output: Path) -> None:
-        executable = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-        if not Path(executable).exists():
-            raise SystemExit("bench: --py-spy needs py-spy: .venv/bin/pip install py-spy")
-        self.output = output
-        self.process = subprocess.Popen(
-            [executable, "record", "--pid", str(pid), "--format", "raw", "--output", str(output),
-             "--threads", "--nolineno", "--nonblocking", "--rate", str(self.RATE)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def report(self, top: int) -> str:
-        """Busy samples by thread, then functions by own and by inclusive samples."""
-        if not self.output.exists():
-            return "py-spy wrote no samples (is ptrace allowed?)"
-        threads: Counter[str] = Counter()
-        own: Counter[str] = Counter()
-        inclusive: Counter[str] = Counter()
-        idle = 0
-        for line in self.output.read_text().splitlines():
-            stack, _, count_text = line.rpartition(" ")
-            thread, *calls = stack.split(";")
-            count = int(count_text)
-            if not calls or calls[-1].endswith(IDLE_FRAMES):
-                idle += count
-                continue
-            threads[thread.split(": ", 1)[-1].rstrip("_0123456789")] += count
-            own[calls[-1]] += count
-            for frame in set(calls):
-                inclusive[frame] += count
-        busy = sum(threads.values()) or 1
-        lines = [
-            f"py-spy on the agent, {self.RATE} samples/s: {busy} busy samples "
-            f"(~{busy / self.RATE:.1f} thread-seconds), {idle} idle (selector, queue waits)",
-            "busy samples by thread: "
-            + ", ".join(f"{name} {n / busy:.0%}" for name, n in threads.most_common()),
-            f"top {top} functions by own samples:",
-        ]
-        lines += [f"  {n / busy:6.1%}  {frame}" for frame, n in own.most_common(top)]
-        lines.append(f"top {top} functions by inclusive samples:")
-        lines += [f"  {n / busy:6.1%}  {frame}" for frame, n in inclusive.most_common(top)]
-        return "\n".join(lines)
+def sampler_report(sampler: Sampler, top: int) -> str:
+    """Busy samples by thread, then functions by own and by inclusive samples."""
+    profile = sampler.read(idle=is_idle, inclusive=lambda frame: True)
+    if profile is None:
+        return NO_SAMPLES
+    busy = profile.busy
+    header = (
+        f"py-spy on the agent, {profile.rate} samples/s: {busy} busy samples "
+        f"(~{busy / profile.rate:.1f} thread-seconds), {profile.idle} idle (selector, queue waits)"
+    )
+    own_title = f"top {top} functions by own samples:"
+    inclusive_title = f"top {top} functions by inclusive samples:"
+    return "\n".join([header, *profile.lines(top, own_title, inclusive_title)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,12 +346,10 @@ def measure(
     base: Path,
 ) -> tuple[Window, Sampler | None]:
     """Scrape at the start, once a second (the p99 gauge), and at the end; CPU of every process."""
-    sampler = Sampler(sampler_pid, base / "agent.pyspy") if sampler_pid else None
+    sampler = Sampler(sampler_pid, base / "agent.pyspy", PY_SPY_RATE) if sampler_pid else None
     try:
-        if sampler is not None:
-            time.sleep(0.5)  # let py-spy attach before the window opens
         first = scrape(status)
-        cpu_start = {name: sum(cpu_seconds(p) for p in pids) for name, pids in processes.items()}
+        cpu_start = {name: process_cpu(pids) for name, pids in processes.items()}
         busy_start, _ = machine_cpu()
         wall_start = time.time()
         samples = [first.get("schedule_lateness_p99_seconds")]
@@ -522,7 +368,7 @@ def measure(
             samples.append(last.get("schedule_lateness_p99_seconds"))
         wall_end = time.time()
         busy_end, _ = machine_cpu()
-        cpu_end = {name: sum(cpu_seconds(p) for p in pids) for name, pids in processes.items()}
+        cpu_end = {name: process_cpu(pids) for name, pids in processes.items()}
     finally:
         if sampler is not None:
             sampler.stop()
@@ -624,9 +470,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="N",
         help="sample the agent with py-spy during the window; print the top N functions",
     )
-    parser.add_argument(
-        "--keep", type=Path, metavar="DIR", help="work in DIR (must not exist) and keep it"
-    )
+    add_keep_option(parser)
     parser.add_argument("--serve-target", type=int, metavar="PORT", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.serve_target is None:
@@ -639,22 +483,6 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
             arguments.timeout = f"{max(1, int(arguments.period * 800))}ms"
         arguments.agent_root = arguments.agent_root.resolve()
     return arguments
-
-
-@contextlib.contextmanager
-def workspace(keep: Path | None) -> Iterator[Path]:
-    """A temporary directory (removed afterwards), or DIR from --keep (kept)."""
-    if keep is not None:
-        if keep.exists():
-            raise SystemExit(f"bench: --keep {keep} already exists; choose a new directory")
-        keep.mkdir(parents=True)
-        yield keep.resolve()
-        return
-    base = Path(tempfile.mkdtemp(prefix="agent-bench-"))
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def row(name: str, value: str, note: str = "") -> str:
@@ -797,9 +625,10 @@ def run_benchmark(arguments: argparse.Namespace, base: Path) -> int:
             f"the target and this script; Python {sys.version.split()[0]}"
         )
         clock = time.monotonic()
-        server, server_url = start_server(base / "repo", base / "state.duckdb")
-        started.append(server)
-        token = mint_token(server_url)
+        server = Server(base / "repo", base / "state.duckdb")
+        started.append(server.process)
+        server_url = server.url
+        token = server.mint_tokens([AGENT])[AGENT]
         print(f"control plane ready in {time.monotonic() - clock:.1f}s at {server_url}")
         clock = time.monotonic()
         agent, status_url = start_agent(arguments, server_url, token, base)
@@ -858,7 +687,7 @@ def run_benchmark(arguments: argparse.Namespace, base: Path) -> int:
         )
         checks, drift = report(arguments, window, stored, log_levels(agent.log))
         if sampler is not None:
-            print(sampler.report(arguments.py_spy))
+            print(sampler_report(sampler, arguments.py_spy))
     finally:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: still clean
         for process in reversed(started):
@@ -890,7 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (`cmd &`)
     try:
-        with workspace(arguments.keep) as base:
+        with workspace(arguments.keep, "agent-bench-") as base:
             if arguments.keep:
                 print(f"working in {base} (kept)")
             return run_benchmark(arguments, base)
