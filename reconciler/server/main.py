@@ -10,6 +10,7 @@ import signal
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import orjson
 import uvicorn
@@ -220,7 +221,7 @@ async def _serve(
     server: _Server,
     settings: ServeSettings,
     parts: Parts,
-    info: os.PathLike[str],
+    info: Path,
     on_ready: Callable[[str], None] | None,
 ) -> None:
     serving = asyncio.create_task(server.serve(), name="http")
@@ -229,8 +230,10 @@ async def _serve(
     if server.started:
         port = server.servers[0].sockets[0].getsockname()[1]
         url = f"http://{settings.host}:{port}"
-        with open(info, "wb") as file:
-            file.write(orjson.dumps({"url": url, "pid": os.getpid()}))
+        # Written aside and renamed: a CLI command that sees the file can read it whole.
+        temporary = info.with_name(info.name + ".tmp")
+        temporary.write_bytes(orjson.dumps({"url": url, "pid": os.getpid()}))
+        os.replace(temporary, info)
         log.info("serving %s on %s (state %s)", parts.source.description, url, settings.state)
         if on_ready is not None:
             on_ready(url)
