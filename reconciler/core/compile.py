@@ -162,11 +162,11 @@ def _drive_diagnostics(route: Located[RouteDocument], decision: DriveDecision) -
         message = "not driven on the gateway (never put on nginx, no canary run): " + "; ".join(
             decision.blocking
         )
-        found.append(route.diagnostic(("metadata", "name"), message, "warning"))
+        found.append(route.diagnostic((), message, "warning"))
     if decision.unapplied:
         message = (
             f"served on nginx without {', '.join(decision.unapplied)} (features of the gateway "
             "project that our nginx data plane does not reproduce)"
         )
-        found.append(route.diagnostic(("metadata", "name"), message, "notice"))
+        found.append(route.diagnostic((), message, "notice"))
     return found
