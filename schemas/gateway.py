@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from pydantic import Field, create_model
 
-from schemas.base import Duration, Problem, Slug, StrictModel
+from schemas.base import Duration, Problem, Slug, StrictModel, nested
 from schemas.route import Analysis, Backend, CanaryStep, feature_problems
 from schemas.routefeatures import (
     OTHER_ROUTE_FIELDS,
@@ -46,10 +46,39 @@ GATEWAY_SECTIONS: tuple[str, ...] = (
 READ_SECTIONS = frozenset({"routes", "upstreams"})
 
 
+class GatewayBackend(StrictModel):
+    """A backend as the gateway takes it: any URL scheme (grpc:// serves gRPC routes)."""
+
+    url: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$", description="e.g. http://10.0.0.5")
+    weight: int = Field(default=0, ge=0, description="Share among the backends; 0 counts as 1.")
+    health_check: HealthCheck | None = None
+
+    def problems(self) -> Iterator[Problem]:
+        scheme = self.url.split("://", 1)[0].lower()
+        if scheme not in ("http", "https"):
+            yield (
+                ("url",),
+                f"not supported: backend scheme {scheme!r} (routes here are proxied over http "
+                "or https only)",
+            )
+
+    def backend(self) -> Backend:
+        """The Route's backend (the scheme was checked by `problems`)."""
+        return Backend(url=self.url, weight=self.weight, health_check=self.health_check)
+
+
+def backend_problems(
+    prefix: tuple[str | int, ...], backends: list[GatewayBackend]
+) -> Iterator[Problem]:
+    """The problems of a backend list, under `prefix`."""
+    for index, backend in enumerate(backends):
+        yield from nested((*prefix, index), backend.problems())
+
+
 class GatewayUpstream(StrictModel):
     """A named pool of backends that routes and traffic-split groups refer to."""
 
-    backends: list[Backend] = Field(default_factory=list)
+    backends: list[GatewayBackend] = Field(default_factory=list)
     service: dict[str, Any] | None = Field(
         default=None, description="Service-registry discovery, kept as written."
     )
@@ -64,7 +93,7 @@ class GatewayTrafficGroup(StrictModel):
 
     name: Slug
     weight: int = Field(ge=0, le=100, description="Percent of traffic; a split sums to 100.")
-    backends: list[Backend] = Field(default_factory=list)
+    backends: list[GatewayBackend] = Field(default_factory=list)
     upstream: str | None = Field(default=None, description="A key of the file's upstreams.")
     match_headers: dict[str, str] = Field(
         default_factory=dict, description="Requests with these headers go to this group."
@@ -89,7 +118,7 @@ class GatewayRouteFields(StrictModel):
     path: str = Field(pattern=r"^/\S*$", description="Request path, starting with '/'.")
     path_prefix: bool = False
     methods: list[str] | None = None
-    backends: list[Backend] = Field(default_factory=list)
+    backends: list[GatewayBackend] = Field(default_factory=list)
     upstream: str | None = Field(default=None, description="A key of the file's upstreams.")
     traffic_split: list[GatewayTrafficGroup] = Field(default_factory=list)
     canary: GatewayCanary | None = None
@@ -124,6 +153,8 @@ class GatewayRouteFields(StrictModel):
                 yield ((*where, "upstream"), "upstream and backends are mutually exclusive")
             if group.upstream is None and not group.backends:
                 yield (where, "a group needs backends or an upstream")
+            yield from backend_problems((*where, "backends"), group.backends)
+        yield from backend_problems(("backends",), self.backends)
         total = sum(group.weight for group in self.traffic_split)
         if self.traffic_split and total != 100:
             yield (("traffic_split",), f"group weights sum to {total}; they must sum to 100")

@@ -18,9 +18,11 @@ from schemas.base import Metadata, StrictModel
 from schemas.gateway import (
     GATEWAY_SECTIONS,
     READ_SECTIONS,
+    GatewayBackend,
     GatewayRoute,
     GatewayRouteFields,
     GatewayUpstream,
+    backend_problems,
 )
 from schemas.kinds import API_VERSIONS, KINDS
 from schemas.route import Backend, CanaryDeployment, RouteDocument, RouteSpec, TrafficGroup
@@ -143,11 +145,10 @@ def _upstreams(
 
 
 def _resolve(
-    backends: list[Backend], upstream: str | None, upstreams: dict[str, GatewayUpstream]
+    backends: list[GatewayBackend], upstream: str | None, upstreams: dict[str, GatewayUpstream]
 ) -> list[Backend]:
-    if upstream is None:
-        return backends
-    return upstreams[upstream].backends
+    chosen = backends if upstream is None else upstreams[upstream].backends
+    return [backend.backend() for backend in chosen]
 
 
 def _reference_problems(
@@ -165,6 +166,8 @@ def _reference_problems(
             continue
         if name not in upstreams:
             found.append((where, f"upstream {name!r} is not defined (upstreams: {known})"))
+        elif problems := list(backend_problems(("backends",), upstreams[name].backends)):
+            found += [(where, f"upstream {name!r}: {format_field(at)}: {m}") for at, m in problems]
         elif not upstreams[name].backends:
             found.append(
                 (where, f"upstream {name!r} lists no backends (service discovery is not "
