@@ -205,6 +205,12 @@ def test_auth_not_required_and_disabled_features_keep_a_route_driven() -> None:
             "project either: it ignores such keys silently)",
         ),
         (
+            "backends: [{url: 'http://a:80'}]\n    zzz: 1",
+            "routes[0].zzz",
+            "unknown field 'zzz' (fields: docs/yaml-reference.md#gateway-files) (not a field of "
+            "the gateway project either: it ignores such keys silently)",
+        ),
+        (
             "backends: [{url: 'grpc://a:50051'}]",
             "routes[0].backends[0].url",
             "not supported: backend scheme 'grpc' (routes here are proxied over http or https "
