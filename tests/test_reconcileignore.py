@@ -113,9 +113,16 @@ def test_an_ignore_file_that_leaves_out_everything_is_refused(config_repo: Confi
     result = run_cli("validate", "--repo", config_repo.path)
     assert result.code == 1
     assert (
-        "Error: .reconcileignore:1:1: every file is left out (1): refusing to load an empty "
-        "configuration (it would delete everything)"
+        "Error: .reconcileignore:1:1: no config file is left to load (1 left out): refusing to "
+        "load an empty configuration (it would delete everything)"
     ) in result.out
+
+
+def test_an_ignore_file_alone_is_not_an_empty_configuration(config_repo: ConfigRepo) -> None:
+    config_repo.write(".reconcileignore", "k8s/\n")
+    result = run_cli("validate", "--repo", config_repo.path)
+    assert result.code == 1
+    assert "no config file is left to load (0 left out): refusing to load an empty" in result.out
 
 
 def test_a_document_without_api_version_says_so(config_repo: ConfigRepo) -> None:

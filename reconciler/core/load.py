@@ -163,8 +163,10 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
         Notices (how a file was read, nothing to fix) are kept apart in `config.notices`.
     """
     documents: list[Located[Any]] = []
-    diagnostics: list[Diagnostic] = _ignore_diagnostics(*(kept_and_left := without_ignored(files)))
-    for source in sorted(kept_and_left[0], key=lambda f: f.path):
+    listed = list(files)
+    kept, left_out = without_ignored(listed)
+    diagnostics = _ignore_diagnostics(kept, left_out, ignoring=len(listed) > len(kept))
+    for source in sorted(kept, key=lambda f: f.path):
         cache_key = (source.path, source.blob)
         result = cache.get(cache_key) if cache is not None else None
         if result is None:
@@ -179,15 +181,17 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
     return LoadResult(config, sorted(d for d in diagnostics if d.severity != "notice"))
 
 
-def _ignore_diagnostics(kept: list[SourceFile], left_out: list[SourceFile]) -> list[Diagnostic]:
-    if not left_out:
-        return []
-    if not kept:
+def _ignore_diagnostics(
+    kept: list[SourceFile], left_out: list[SourceFile], ignoring: bool
+) -> list[Diagnostic]:
+    if ignoring and not kept:
         message = (
-            f"every file is left out ({len(left_out)}): refusing to load an empty "
+            f"no config file is left to load ({len(left_out)} left out): refusing to load an empty "
             "configuration (it would delete everything)"
         )
         return [Diagnostic(IGNORE_FILE, 1, 1, "", "", message)]
+    if not left_out:
+        return []
     names = sorted(f.path for f in left_out)
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     message = f"left out {len(names)} file(s): {shown}"
