@@ -4,6 +4,7 @@ can be pointed at as it is, from the working tree and from git refs alike."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import watchfiles
@@ -11,6 +12,7 @@ import watchfiles
 from reconciler.core.ignore import IgnoreRules
 from reconciler.serve import _watch_filter
 from tests.conftest import ConfigRepo, run_cli
+from tests.server import running_server, wait_for
 
 CANARY = """
 apiVersion: canaries.flanksource.com/v1
@@ -174,3 +176,22 @@ def test_gitignore_matching(patterns: str, ignored: list[str], kept: list[str]) 
 def test_serve_reloads_when_the_ignore_file_changes() -> None:
     assert _watch_filter(watchfiles.Change.modified, "/srv/config/.reconcileignore")
     assert not _watch_filter(watchfiles.Change.modified, "/srv/config/.gitignore")
+
+
+def test_serve_honours_the_ignore_file_and_reloads_when_it_changes(
+    checker_repo: ConfigRepo, tmp_path: Path
+) -> None:
+    checker_repo.write(".reconcileignore", IGNORE)
+    checker_repo.commit("ignore the manifests")
+    with running_server(checker_repo.path, tmp_path / "state.duckdb") as server:
+        server.wait_ready()
+        first = server.client.get("/api/v1/status").json()["last_attempt"]
+        assert first["applied"] and first["errors"] == [], first
+
+        checker_repo.write(".reconcileignore", "# nothing left out any more\n")
+
+        def reloaded_with_errors() -> bool:
+            attempt = server.client.get("/api/v1/status").json()["last_attempt"]
+            return any("unknown apiVersion 'apps/v1'" in e for e in attempt["errors"])
+
+        wait_for(reloaded_with_errors, 20, "a reload after the ignore file changed")
