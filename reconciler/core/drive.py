@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from schemas.route import RouteSpec
 
@@ -52,22 +51,13 @@ def active(value: Any) -> bool:
     return bool(value)
 
 
-def _backend_reasons(spec: RouteSpec) -> list[str]:
-    reasons = []
-    for group in spec.traffic_split or []:
-        if group.match_headers:
-            reasons.append(
-                f"traffic_split[{group.name}].match_headers: nginx here does not choose "
-                "groups by request headers"
-            )
-        for backend in group.backends:
-            parts = urlsplit(backend.url)
-            if parts.path not in ("", "/") or parts.query or parts.username:
-                reasons.append(
-                    f"traffic_split[{group.name}]: backend {backend.url} has a path, query or "
-                    "credentials; nginx here sends each request's own path to host:port"
-                )
-    return reasons
+def _group_reasons(spec: RouteSpec) -> list[str]:
+    return [
+        f"traffic_split[{group.name}].match_headers: nginx here does not choose groups by "
+        "request headers"
+        for group in spec.traffic_split or []
+        if group.match_headers
+    ]
 
 
 def decide(spec: RouteSpec) -> DriveDecision:
@@ -101,7 +91,7 @@ def decide(spec: RouteSpec) -> DriveDecision:
             "blue_green: the gateway's blue-green controller picks the serving group; "
             "ours does not run it"
         )
-    blocking += _backend_reasons(spec)
+    blocking += _group_reasons(spec)
     for name, value in (spec.gateway_fields or {}).items():
         if not active(value):
             continue
