@@ -260,3 +260,22 @@ def test_backend_weights_reach_the_nginx_upstream() -> None:
     http, _ = render_route("catalog", spec, {"default": 100}, 1, "$request_id")
     assert "    server 10.0.2.5:8080 weight=3;" in http
     assert "    server 10.0.2.6:8080;" in http
+
+
+def test_the_reference_example_prints_what_the_reference_shows(config_repo: ConfigRepo) -> None:
+    reference = (Path(__file__).parent.parent / "docs" / "yaml-reference.md").read_text()
+    section = reference[reference.index("## Gateway files") :]
+    example = section[
+        section.index("```yaml\n") + 8 : section.index("```", section.index("```yaml\n") + 8)
+    ]
+    config_repo.write("gateway.yaml", example)
+    result = run_cli("validate", "--repo", config_repo.path)
+    assert result.code == 0, result.out
+    shown = [
+        line.strip()
+        for line in section[: section.index("## Validation rules")].splitlines()
+        if line.strip().startswith(("Notice: gateway.yaml", "Warning: gateway.yaml"))
+    ]
+    assert len(shown) == 3
+    for line in shown:
+        assert line in result.out.splitlines()
