@@ -279,3 +279,44 @@ def test_the_reference_example_prints_what_the_reference_shows(config_repo: Conf
     assert len(shown) == 3
     for line in shown:
         assert line in result.out.splitlines()
+
+
+def test_a_route_document_with_a_gateway_protection_is_not_driven_either() -> None:
+    result = _load(
+        """
+        apiVersion: canary-reconciler/v1
+        kind: Route
+        metadata:
+          name: shop
+        spec:
+          path: /shop
+          traffic_split:
+            - {name: main, weight: 100, backends: [{url: "http://a:80"}]}
+          rate_limit: {rate: 10, period: 1s}
+        """,
+        "route.yaml",
+    )
+    assert _errors(result) == []
+    desired = compile_config(result.config)
+    assert desired.not_driven == {"shop": ("rate_limit: nginx here does not limit request rates",)}
+
+
+def test_backends_beside_a_traffic_split_are_not_used_and_that_is_said() -> None:
+    result = _load(
+        """
+        routes:
+          - id: both
+            path: /both
+            backends: [{url: "http://unused:80"}]
+            traffic_split:
+              - {name: main, weight: 100, backends: [{url: "http://a:80"}]}
+        """
+    )
+    assert _errors(result) == []
+    [notice] = result.config.notices
+    assert notice.format() == (
+        "gateway.yaml:4:5: Route/both: routes[0].backends: not used: the traffic_split groups "
+        "are served, as the gateway does"
+    )
+    split = result.config.routes["both"].model.spec.traffic_split
+    assert split is not None and [b.url for b in split[0].backends] == ["http://a:80"]
