@@ -191,7 +191,7 @@ def test_auth_not_required_and_disabled_features_keep_a_route_driven() -> None:
         (
             "upstream: nowhere",
             "routes[0].upstream",
-            "upstream 'nowhere' is not defined (upstreams: pool)",
+            "upstream 'nowhere' is not defined (upstreams: discovered, pool)",
         ),
         (
             "upstream: pool\n    backends: [{url: 'http://a:80'}]",
@@ -209,6 +209,12 @@ def test_auth_not_required_and_disabled_features_keep_a_route_driven() -> None:
             "routes[0].zzz",
             "unknown field 'zzz' (fields: docs/yaml-reference.md#gateway-files) (not a field of "
             "the gateway project either: it ignores such keys silently)",
+        ),
+        (
+            "upstream: discovered",
+            "routes[0].upstream",
+            "upstream 'discovered' lists no backends (service discovery is not supported here: "
+            "list them under upstreams.discovered.backends)",
         ),
         (
             "backends: [{url: 'grpc://a:50051'}]",
@@ -238,6 +244,7 @@ def test_auth_not_required_and_disabled_features_keep_a_route_driven() -> None:
 def test_gateway_rules_name_the_field_and_line(route: str, field: str, message: str) -> None:
     text = (
         "upstreams:\n  pool: {backends: [{url: 'http://p:80'}]}\n"
+        "  discovered: {service: {name: orders}}\n"
         f"routes:\n  - id: r\n    path: /r\n    {route}\n"
     )
     result = load_config([SourceFile("gw.yaml", "sha", text.encode)])

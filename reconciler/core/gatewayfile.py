@@ -105,10 +105,11 @@ def _reference_problems(
         elif problems := list(backend_problems(("backends",), upstreams[name].backends)):
             found += [(where, f"upstream {name!r}: {format_field(at)}: {m}") for at, m in problems]
         elif not upstreams[name].backends:
-            found.append(
-                (where, f"upstream {name!r} lists no backends (service discovery is not "
-                 "supported here: list the backends under upstreams.{name}.backends)")
-            )  # fmt: skip
+            message = (
+                f"upstream {name!r} lists no backends (service discovery is not supported "
+                f"here: list them under upstreams.{name}.backends)"
+            )
+            found.append((where, message))
     return found
 
 
