@@ -46,6 +46,13 @@ GATEWAY_SECTIONS: tuple[str, ...] = (
 READ_SECTIONS = frozenset({"routes", "upstreams"})
 
 
+# Route fields that answer requests without backends (the gateway's validateRouteBasics).
+_HANDLERS = frozenset(
+    {"service", "versioning", "echo", "static", "sequential", "aggregate", "fastcgi",
+     "graphql_federation", "ai"}
+)  # fmt: skip
+
+
 class GatewayBackend(StrictModel):
     """A backend as the gateway takes it: any URL scheme (grpc:// serves gRPC routes)."""
 
@@ -160,9 +167,19 @@ class GatewayRouteFields(StrictModel):
             yield (("traffic_split",), f"group weights sum to {total}; they must sum to 100")
         if self.upstream is not None and self.backends:
             yield (("upstream",), "upstream and backends are mutually exclusive")
-        if not (self.backends or self.upstream or self.traffic_split or self.other_fields()):
-            yield (("backends",), "the route has nothing to send requests to: add backends, "
-                   "an upstream or a traffic_split")  # fmt: skip
+        handlers = [
+            name
+            for name, value in self.other_fields().items()
+            if name in _HANDLERS
+            and value
+            and not (isinstance(value, dict) and value.get("enabled") is False)
+        ]
+        if not (self.backends or self.upstream or self.traffic_split or handlers):
+            yield (
+                ("backends",),
+                "the route has nothing to send requests to: add backends, an upstream or a "
+                "traffic_split (the gateway refuses such a route too)",
+            )
         yield from self._canary_problems(groups)
         yield from feature_problems(self, groups, self.canary is not None and self.canary.enabled)
 

@@ -211,6 +211,12 @@ def test_auth_not_required_and_disabled_features_keep_a_route_driven() -> None:
             "the gateway project either: it ignores such keys silently)",
         ),
         (
+            "cors: {enabled: true}",
+            "routes[0].backends",
+            "the route has nothing to send requests to: add backends, an upstream or a "
+            "traffic_split (the gateway refuses such a route too)",
+        ),
+        (
             "upstream: discovered",
             "routes[0].upstream",
             "upstream 'discovered' lists no backends (service discovery is not supported here: "
