@@ -7,8 +7,9 @@ from pydantic import BaseModel
 from schemas.agent import AgentDocument
 from schemas.base import API_VERSION, CANARY_CHECKER_API_VERSION, StrictModel
 from schemas.canary import CanaryDocument
+from schemas.gateway import GatewayFileModel
 from schemas.region import RegionDocument
-from schemas.route import GatewayFile, RouteDocument
+from schemas.route import RouteDocument
 
 Document = RegionDocument | AgentDocument | CanaryDocument | RouteDocument
 
@@ -30,5 +31,5 @@ JSON_SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "agent": AgentDocument,
     "canary": CanaryDocument,
     "route": RouteDocument,
-    "gateway-routes": GatewayFile,
+    "gateway-routes": GatewayFileModel,
 }

@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from schemas.base import API_VERSION, Duration, Metadata, Problem, Slug, StrictModel
+from schemas.base import API_VERSION, Duration, Metadata, Problem, Slug, StrictModel, nested
+from schemas.routefeatures import (
+    OTHER_ROUTE_FIELDS,
+    ABTest,
+    BlueGreen,
+    Cache,
+    CircuitBreaker,
+    HealthCheck,
+    RateLimit,
+    RouteAuth,
+    Sticky,
+    Transform,
+)
 
 
 class Backend(StrictModel):
     """One upstream server of a group."""
 
     url: str = Field(pattern=r"^https?://\S+$", description="e.g. http://10.0.0.5:8080")
+    weight: int = Field(
+        default=0, ge=0, description="Share among the group's backends; 0 counts as 1."
+    )
+    health_check: HealthCheck | None = Field(
+        default=None, description="The gateway's active health check of this backend."
+    )
 
 
 class TrafficGroup(StrictModel):
@@ -22,6 +40,9 @@ class TrafficGroup(StrictModel):
     name: Slug
     weight: int = Field(ge=0, le=100, description="Percent of traffic; a split sums to 100.")
     backends: list[Backend] = Field(min_length=1)
+    match_headers: dict[str, str] | None = Field(
+        default=None, description="Requests with these headers go to this group (gateway)."
+    )
 
 
 class CanaryStep(StrictModel):
@@ -69,7 +90,11 @@ class Analysis(StrictModel):
 class CanaryDeployment(StrictModel):
     """How a route's canary group is stepped up, analysed and rolled back."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        default=True,
+        description="A Route document's canary runs unless disabled; in a gateway file it "
+        "runs only when written as true, as the gateway project reads it.",
+    )
     canary_group: Slug
     auto_start: bool = Field(default=False, description="Start the run without a manual start.")
     steps: list[CanaryStep] = Field(default_factory=list)
@@ -87,6 +112,25 @@ class RouteSpec(StrictModel):
     path_prefix: bool = Field(default=False, description="Match every path under `path`.")
     traffic_split: list[TrafficGroup] | None = None
     canary: CanaryDeployment | None = None
+    # The gateway project's route-level features (schemas/routefeatures.py). Our nginx data
+    # plane reproduces none of them; the core decides which keep a route off it.
+    methods: list[str] | None = Field(default=None, description="Allowed HTTP methods.")
+    strip_prefix: bool | None = Field(default=None, description="Remove the path prefix.")
+    timeout: Duration | None = Field(default=None, description="Whole-request timeout.")
+    retries: int | None = Field(default=None, ge=0, description="Retries of a failed request.")
+    auth: RouteAuth | None = None
+    rate_limit: RateLimit | None = None
+    sticky: Sticky | None = None
+    blue_green: BlueGreen | None = None
+    ab_test: ABTest | None = None
+    cache: Cache | None = None
+    circuit_breaker: CircuitBreaker | None = None
+    transform: Transform | None = None
+    gateway_fields: dict[str, Any] | None = Field(
+        default=None,
+        description="Other route fields of the gateway project, kept as written "
+        "(retry_policy, cors, ip_filter, ...).",
+    )
 
     def problems(self) -> Iterator[Problem]:
         groups = self.traffic_split or []
@@ -100,6 +144,7 @@ class RouteSpec(StrictModel):
             yield (("traffic_split",), f"group weights sum to {total}; they must sum to 100")
         if self.canary is not None:
             yield from self._canary_problems(seen)
+        yield from feature_problems(self, seen, self.canary is not None and self.canary.enabled)
 
     def _canary_problems(self, group_names: set[str]) -> Iterator[Problem]:
         assert self.canary is not None
@@ -126,6 +171,50 @@ class RouteSpec(StrictModel):
             previous = max(previous, step.weight)
 
 
+def feature_problems(spec: RouteSpec | Any, groups: set[str], canary_on: bool) -> Iterator[Problem]:
+    """The gateway project's rules for the route-level features, with their field paths.
+
+    Args:
+        spec: the route (a RouteSpec or a gateway route: both have the feature fields).
+        groups: the names of its traffic-split groups.
+        canary_on: whether the route has an enabled canary.
+    """
+    sticky, blue_green, ab_test = spec.sticky, spec.blue_green, spec.ab_test
+    if sticky is not None and sticky.enabled:
+        if sticky.mode is None:
+            yield (("sticky", "mode"), "required when enabled: cookie, header or hash")
+        if not groups:
+            yield (("sticky",), "sticky needs a traffic_split on the route")
+        if sticky.mode in ("header", "hash") and not sticky.hash_key:
+            yield (("sticky", "hash_key"), f"required for mode {sticky.mode}")
+    if blue_green is not None and blue_green.enabled:
+        if canary_on:
+            yield (("blue_green",), "blue_green and an enabled canary are mutually exclusive")
+        if not groups:
+            yield (("blue_green",), "blue_green needs a traffic_split on the route")
+        for key in ("active_group", "inactive_group"):
+            name = getattr(blue_green, key)
+            if name is None:
+                yield (("blue_green", key), "required when enabled")
+            elif groups and name not in groups:
+                yield (
+                    ("blue_green", key),
+                    f"{name!r} is not a traffic_split group (groups: {', '.join(sorted(groups))})",
+                )
+    if ab_test is not None and ab_test.enabled:
+        if canary_on or (blue_green is not None and blue_green.enabled):
+            yield (("ab_test",), "ab_test is mutually exclusive with canary and blue_green")
+        if not groups:
+            yield (("ab_test",), "ab_test needs a traffic_split on the route")
+        if not ab_test.experiment_name:
+            yield (("ab_test", "experiment_name"), "required when enabled")
+    if spec.rate_limit is not None:
+        yield from nested(("rate_limit",), spec.rate_limit.problems())
+    for key in getattr(spec, "gateway_fields", None) or {}:
+        if key not in OTHER_ROUTE_FIELDS:
+            yield (("gateway_fields", key), f"{key!r} is not a route field of the gateway project")
+
+
 class RouteDocument(StrictModel):
     """A `kind: Route` document."""
 
@@ -137,15 +226,3 @@ class RouteDocument(StrictModel):
     def problems(self) -> Iterator[Problem]:
         for path, message in self.spec.problems():
             yield (("spec", *path), message)
-
-
-class GatewayRoute(RouteSpec):
-    """One entry of a gateway file's top-level `routes:` list."""
-
-    id: Slug
-
-
-class GatewayFile(StrictModel):
-    """A gateway configuration file: a top-level `routes:` list."""
-
-    routes: list[GatewayRoute]

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 
 from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.documents import Config, Located
+from reconciler.core.drive import DriveDecision, decide
 from reconciler.core.resources import Resource, fingerprint
 from reconciler.core.selector import LOCAL, select_agents
 from reconciler.core.weights import StepSchedule, step_schedule
 from schemas.base import dump
 from schemas.canary import CanaryDocument
+from schemas.route import RouteDocument
 
 DEFAULT_LOCAL_REGION = "default"
 
@@ -23,6 +25,8 @@ class DesiredState:
     resources: dict[str, Resource] = field(default_factory=dict)
     schedules: dict[str, StepSchedule] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # Routes nginx must not serve as written, with the reasons (core/drive.py).
+    not_driven: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,31 @@ def compile_config(
             source=route.location(),
         )
         state.resources[resource.address] = resource
+        decision = decide(route.model.spec)
+        state.diagnostics.extend(_drive_diagnostics(route, decision))
+        if not decision.driven:
+            # Never on nginx, so no canary run either: it could only fail or mislead.
+            state.not_driven[key] = decision.blocking
+            continue
         schedule = step_schedule(key, route.model.spec)
         if schedule is not None:
             state.schedules[key] = schedule
+    state.diagnostics.extend(config.notices)
+    state.diagnostics.sort()
     return state
+
+
+def _drive_diagnostics(route: Located[RouteDocument], decision: DriveDecision) -> list[Diagnostic]:
+    found = []
+    if not decision.driven:
+        message = "not driven on the gateway (never put on nginx, no canary run): " + "; ".join(
+            decision.blocking
+        )
+        found.append(route.diagnostic((), message, "warning"))
+    if decision.unapplied:
+        message = (
+            f"served on nginx without {', '.join(decision.unapplied)} (features of the gateway "
+            "project that our nginx data plane does not reproduce)"
+        )
+        found.append(route.diagnostic((), message, "notice"))
+    return found

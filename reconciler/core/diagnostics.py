@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-Severity = Literal["error", "warning"]
+# A notice says how something was read (nothing to fix); a warning asks for attention.
+Severity = Literal["error", "warning", "notice"]
 FieldPath = tuple[str | int, ...]
 
 
@@ -49,3 +50,8 @@ def errors(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
 def warnings(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
     """Only the warnings, sorted by place."""
     return sorted(d for d in diagnostics if d.severity == "warning")
+
+
+def notices(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """Only the notices, sorted by place."""
+    return sorted(d for d in diagnostics if d.severity == "notice")

@@ -196,4 +196,12 @@ def plan_changes(
             )
         )
     changes.sort(key=_sort_key)
-    return Plan(state, revision, tuple(changes), tuple(runs), tuple(desired.diagnostics), base)
+    return Plan(
+        state,
+        revision,
+        tuple(changes),
+        tuple(runs),
+        tuple(desired.diagnostics),
+        base,
+        tuple(sorted(desired.not_driven.items())),
+    )

@@ -88,6 +88,8 @@ class Config:
     agents: dict[str, Located[AgentDocument]] = field(default_factory=dict)
     canaries: dict[str, Located[CanaryDocument]] = field(default_factory=dict)
     routes: dict[str, Located[RouteDocument]] = field(default_factory=dict)
+    # How files were read (gateway sections not read, files left out): nothing to fix.
+    notices: list[Diagnostic] = field(default_factory=list)
 
 
 def git_blob_sha(content: bytes) -> str:

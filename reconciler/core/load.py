@@ -6,15 +6,19 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from reconciler.core.diagnostics import Diagnostic, format_field
+from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.documents import Config, Located, SourceFile
-from reconciler.core.validation import explain, type_name
+from reconciler.core.gatewayfile import load_gateway
+from reconciler.core.ignore import IGNORE_FILE, without_ignored
+from reconciler.core.validation import type_name, validation_diagnostics
 from reconciler.core.yamlparse import PositionedMap, locate, parse_yaml
-from schemas.base import Metadata, StrictModel
+from schemas.base import StrictModel
+from schemas.gateway import GATEWAY_SECTIONS
 from schemas.kinds import API_VERSIONS, KINDS
-from schemas.route import GatewayRoute, RouteDocument, RouteSpec
+
+_IGNORE_HINT = f"leave it out with a {IGNORE_FILE} (gitignore syntax) at the repository root"
 
 
 @dataclass(frozen=True)
@@ -55,59 +59,9 @@ def _subject_of(raw: Any) -> str:
     return kind if isinstance(kind, str) else ""
 
 
-def _validation_diagnostics(
-    path: str,
-    raw: Any,
-    error: ValidationError,
-    model: type[BaseModel],
-    subject: str,
-    prefix: tuple[str | int, ...] = (),
-) -> list[Diagnostic]:
-    found = []
-    for detail in error.errors(include_url=False):
-        loc = prefix + tuple(detail["loc"])
-        line, column = locate(raw, loc) or (1, 1)
-        found.append(
-            Diagnostic(path, line, column, subject, format_field(loc), explain(detail, model))
-        )
-    return found
-
-
 def _rule_diagnostics(document: Located[Any]) -> list[Diagnostic]:
     model: StrictModel = document.model
     return [document.diagnostic(where, message) for where, message in model.problems()]
-
-
-def _load_gateway(path: str, raw: PositionedMap) -> FileResult:
-    documents: list[Located[Any]] = []
-    diagnostics: list[Diagnostic] = []
-    extra = sorted(str(key) for key in raw if key != "routes")
-    for key in extra:
-        line, column = raw.positions[key]
-        diagnostics.append(
-            Diagnostic(path, line, column, "", key, f"unknown field {key!r} in a gateway file")
-        )
-    entries = raw.get("routes")
-    if not isinstance(entries, list):
-        line, column = locate(raw, ("routes",)) or (1, 1)
-        diagnostics.append(Diagnostic(path, line, column, "", "routes", "expected a list"))
-        return FileResult(documents, diagnostics)
-    for index, entry in enumerate(entries):
-        route_id = entry.get("id") if isinstance(entry, dict) else None
-        subject = f"Route/{route_id}" if isinstance(route_id, str) else ""
-        try:
-            gateway_route = GatewayRoute.model_validate(entry)
-        except ValidationError as error:
-            diagnostics += _validation_diagnostics(
-                path, raw, error, GatewayRoute, subject, ("routes", index)
-            )
-            continue
-        spec = RouteSpec(**{name: getattr(gateway_route, name) for name in RouteSpec.model_fields})
-        model = RouteDocument(metadata=Metadata(name=gateway_route.id), spec=spec)
-        located = Located(model, "Route", path, raw, ("routes", index))
-        documents.append(located)
-        diagnostics += _rule_diagnostics(located)
-    return FileResult(documents, diagnostics)
 
 
 def _load_document(path: str, raw: Any) -> FileResult:
@@ -115,14 +69,25 @@ def _load_document(path: str, raw: Any) -> FileResult:
         line, column = getattr(raw, "start", (1, 1))
         message = f"expected a mapping with apiVersion and kind, got {type_name(raw)}"
         return FileResult([], [Diagnostic(path, line, column, "", "", message)])
-    if "routes" in raw and "apiVersion" not in raw:
-        return _load_gateway(path, raw)
+    if "apiVersion" not in raw and any(key in GATEWAY_SECTIONS for key in raw):
+        return FileResult(*load_gateway(path, raw))
     api_version, kind = raw.get("apiVersion"), raw.get("kind")
     subject = _subject_of(raw)
+    known = ", ".join(sorted(API_VERSIONS))
+    if "apiVersion" not in raw:
+        message = (
+            f"apiVersion is missing (expected one of: {known}, or a gateway config with "
+            f"top-level routes:); if this file is not reconciler config, {_IGNORE_HINT}"
+        )
+        return FileResult([], [Diagnostic(path, *raw.start, subject, "apiVersion", message)])
     if api_version not in API_VERSIONS:
         line, column = locate(raw, ("apiVersion",)) or raw.start
-        known = ", ".join(sorted(API_VERSIONS))
-        message = f"unknown apiVersion {api_version!r} (expected one of: {known})"
+        of_kind = f"kind {kind}; " if isinstance(kind, str) else ""
+        message = (
+            f"unknown apiVersion {api_version!r} ({of_kind}expected one of: {known}); if this "
+            f"file is not reconciler config (a Kubernetes manifest, a kustomization.yaml), "
+            f"{_IGNORE_HINT}"
+        )
         return FileResult([], [Diagnostic(path, line, column, subject, "apiVersion", message)])
     if kind not in API_VERSIONS[api_version]:
         line, column = locate(raw, ("kind",)) or raw.start
@@ -133,7 +98,7 @@ def _load_document(path: str, raw: Any) -> FileResult:
     try:
         model = model_type.model_validate(raw)
     except ValidationError as error:
-        return FileResult([], _validation_diagnostics(path, raw, error, model_type, subject))
+        return FileResult([], validation_diagnostics(path, raw, error, model_type, subject))
     located = Located(model, kind, path, raw)
     return FileResult([located], _rule_diagnostics(located))
 
@@ -188,16 +153,20 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
     """Load every file of a repository revision into one configuration.
 
     Args:
-        files: the repository's YAML files.
+        files: the repository's YAML files, and its root `.reconcileignore` when it has one
+            (files it matches are left out).
         cache: parsed files by (path, blob SHA), read and filled in; pass the same mapping
             to later loads so only changed files are parsed again.
 
     Returns:
         The configuration of every valid document and all diagnostics, sorted by place.
+        Notices (how a file was read, nothing to fix) are kept apart in `config.notices`.
     """
     documents: list[Located[Any]] = []
-    diagnostics: list[Diagnostic] = []
-    for source in sorted(files, key=lambda f: f.path):
+    listed = list(files)
+    kept, left_out = without_ignored(listed)
+    diagnostics = _ignore_diagnostics(kept, left_out, ignoring=len(listed) > len(kept))
+    for source in sorted(kept, key=lambda f: f.path):
         cache_key = (source.path, source.blob)
         result = cache.get(cache_key) if cache is not None else None
         if result is None:
@@ -208,4 +177,22 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
         diagnostics += result.diagnostics
     config, duplicates = _collect(documents)
     diagnostics += duplicates + _reference_diagnostics(config)
-    return LoadResult(config, sorted(diagnostics))
+    config.notices.extend(sorted(d for d in diagnostics if d.severity == "notice"))
+    return LoadResult(config, sorted(d for d in diagnostics if d.severity != "notice"))
+
+
+def _ignore_diagnostics(
+    kept: list[SourceFile], left_out: list[SourceFile], ignoring: bool
+) -> list[Diagnostic]:
+    if ignoring and not kept:
+        message = (
+            f"no config file is left to load ({len(left_out)} left out): refusing to load an empty "
+            "configuration (it would delete everything)"
+        )
+        return [Diagnostic(IGNORE_FILE, 1, 1, "", "", message)]
+    if not left_out:
+        return []
+    names = sorted(f.path for f in left_out)
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    message = f"left out {len(names)} file(s): {shown}"
+    return [Diagnostic(IGNORE_FILE, 1, 1, "", "", message, "notice")]

@@ -104,6 +104,8 @@ class Plan:
     canary_runs: tuple[CanaryRun, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = field(default_factory=tuple)
     base: Revision | None = None  # set when planned against another ref, not a state file
+    # Routes kept off the gateway, with the reasons (see core/drive.py).
+    not_driven: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def summary(self) -> Summary:

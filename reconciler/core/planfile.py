@@ -88,6 +88,9 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "changes": [_change(c) for c in plan.changes],
         "canary_runs": [_run(r) for r in plan.canary_runs],
         "diagnostics": [_diagnostic(d) for d in plan.diagnostics],
+        "not_driven": [
+            {"route": route, "reasons": list(reasons)} for route, reasons in plan.not_driven
+        ],
     }
     document["checksum"] = _checksum(document)
     return document
@@ -139,6 +142,7 @@ def plan_from_dict(data: Any) -> Plan:
         revision = Revision(**data["revision"]) if data.get("revision") else None
         changes = tuple(_read_change(c) for c in data["changes"])
         runs = tuple(_read_run(r) for r in data["canary_runs"])
+        not_driven = tuple((n["route"], tuple(n["reasons"])) for n in data.get("not_driven", []))
     except (KeyError, TypeError, IndexError) as error:
         raise PlanFileError(f"malformed plan: {error!r}") from error
-    return Plan(state, revision, changes, runs)
+    return Plan(state, revision, changes, runs, not_driven=not_driven)

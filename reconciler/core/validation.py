@@ -7,10 +7,11 @@ import types
 import typing
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel
+from pydantic import AliasChoices, BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from reconciler.core.diagnostics import FieldPath
+from reconciler.core.diagnostics import Diagnostic, FieldPath, format_field
+from reconciler.core.yamlparse import locate
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
@@ -99,3 +100,31 @@ def explain(error: ErrorDetails, model: type[BaseModel]) -> str:
     if kind in ("model_type", "dataclass_type") or kind.endswith("_type"):
         return f"{message} (got {type_name(error['input'])}: {_shown(error['input'])})"
     return f"{message} (got {_shown(error['input'])})"
+
+
+def validation_diagnostics(
+    path: str,
+    raw: Any,
+    error: ValidationError,
+    model: type[BaseModel],
+    subject: str,
+    prefix: tuple[str | int, ...] = (),
+) -> list[Diagnostic]:
+    """One diagnostic per pydantic error, at the line of the field in `raw`.
+
+    Args:
+        path: the file.
+        raw: the parsed YAML the model was validated from.
+        error: pydantic's errors.
+        model: the model validated.
+        subject: the document, `Kind/name`, or empty.
+        prefix: where the validated value sits inside `raw`.
+    """
+    found = []
+    for detail in error.errors(include_url=False):
+        loc = prefix + tuple(detail["loc"])
+        line, column = locate(raw, loc) or (1, 1)
+        found.append(
+            Diagnostic(path, line, column, subject, format_field(loc), explain(detail, model))
+        )
+    return found

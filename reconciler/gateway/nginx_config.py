@@ -93,12 +93,16 @@ def render_route(
     targets = []
     for group in spec.traffic_split or []:
         servers = [backend_address(route, group.name, backend.url) for backend in group.backends]
+        weights_of = [f" weight={b.weight}" if b.weight > 1 else "" for b in group.backends]
         schemes = {scheme for scheme, _ in servers}
         if len(schemes) > 1:
             raise GatewayError(f"route {route!r}, group {group.name!r}: mixes http and https")
         upstream = f"gw_{rid}__{ident(group.name)}"
         http += [f"upstream {upstream} {{"]
-        http += [f"    server {address};" for _, address in servers]
+        http += [
+            f"    server {address}{weight};"
+            for (_, address), weight in zip(servers, weights_of, strict=True)
+        ]
         http += ["    keepalive 16;", "}"]
         targets.append(f"    {group.name} {schemes.pop()}://{upstream};")
     shares = [(name, weight) for name, weight in full.items() if weight > 0]

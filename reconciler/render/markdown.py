@@ -17,6 +17,7 @@ def render_markdown(plan: Plan) -> str:
     lines = [f"### canary-reconciler plan for `{head}`", ""]
     errors = [d for d in plan.diagnostics if d.severity == "error"]
     warnings = [d for d in plan.diagnostics if d.severity == "warning"]
+    notices = [d for d in plan.diagnostics if d.severity == "notice"]
     if errors:
         lines.append(f"**{len(errors)} error(s)**: the configuration is invalid.")
     if not plan.changes and not plan.canary_runs:
@@ -39,6 +40,9 @@ def render_markdown(plan: Plan) -> str:
     if warnings:
         lines += ["", "#### Warnings", ""]
         lines += [f"- `{w.path}:{w.line}` {w.subject}: {w.message}" for w in warnings]
+    if notices:
+        lines += ["", "#### Notices", ""]
+        lines += [f"- `{n.path}:{n.line}` {n.subject}: {n.message}" for n in notices]
     if plan.changes:
         lines += ["", "<details><summary>Full plan</summary>", "", "```diff"]
         lines += render_text(plan).rstrip("\n").splitlines()

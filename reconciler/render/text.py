@@ -81,9 +81,12 @@ def run_lines(run: CanaryRun) -> list[str]:
     return lines
 
 
+_LABEL = {"error": "Error: ", "warning": "Warning: ", "notice": "Notice: "}
+
+
 def diagnostic_lines(diagnostics: tuple[Diagnostic, ...] | list[Diagnostic]) -> list[str]:
-    """Errors and warnings, one per line, in file:line:column form."""
-    return [("Error: " if d.severity == "error" else "Warning: ") + d.format() for d in diagnostics]
+    """Errors, warnings and notices, one per line, in file:line:column form."""
+    return [_LABEL[d.severity] + d.format() for d in diagnostics]
 
 
 def render_text(plan: Plan) -> str:

@@ -132,6 +132,8 @@ def _watch_filter(change: watchfiles.Change, path: str) -> bool:
     normalised = path.replace(os.sep, "/")
     if "/.git/" in normalised:
         return normalised.endswith("/HEAD") or "/refs/heads/" in normalised
+    if normalised.endswith("/.reconcileignore"):
+        return True
     return is_config_path(normalised.rsplit("/", 1)[-1]) and "/." not in normalised
 
 

@@ -11,7 +11,7 @@ import git
 
 from reconciler.core.documents import SourceFile
 from reconciler.core.plan import Revision
-from reconciler.sources.worktree import is_config_path
+from reconciler.sources.worktree import is_source_path
 
 
 class GitSourceError(Exception):
@@ -96,7 +96,7 @@ def _files_at(location: GitLocation, ref: str) -> tuple[list[SourceFile], Revisi
             continue
         path = str(item.path)
         relative = str(PurePosixPath(path).relative_to(str(tree.path))) if tree.path else path
-        if is_config_path(relative):
+        if is_source_path(relative):
             files.append(SourceFile(relative, item.hexsha, _blob_reader(item, location.lock)))
     return files, _revision(commit, ref)
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.core.documents import SourceFile, git_blob_sha
+from reconciler.core.ignore import IGNORE_FILE
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -17,12 +18,18 @@ def is_config_path(relative: str) -> bool:
     return relative.endswith(YAML_SUFFIXES) and not any(p.startswith(".") for p in parts)
 
 
+def is_source_path(relative: str) -> bool:
+    """A config YAML file, or the root `.reconcileignore` that the loader applies."""
+    return relative == IGNORE_FILE or is_config_path(relative)
+
+
 def _constant(content: bytes) -> Callable[[], bytes]:
     return lambda: content
 
 
 def read_worktree(root: Path) -> list[SourceFile]:
-    """Every YAML file under `root`, skipping hidden files and directories.
+    """Every YAML file under `root`, skipping hidden files and directories, and the root
+    `.reconcileignore` (the loader leaves out what it matches).
 
     Raises:
         FileNotFoundError: when `root` is not a directory.
@@ -34,7 +41,7 @@ def read_worktree(root: Path) -> list[SourceFile]:
         subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
         for name in sorted(names):
             relative = os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/")
-            if not is_config_path(relative):
+            if not is_source_path(relative):
                 continue
             content = Path(directory, name).read_bytes()
             files.append(SourceFile(relative, git_blob_sha(content), _constant(content)))

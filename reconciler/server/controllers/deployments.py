@@ -23,6 +23,7 @@ from reconciler.core.deployment import (
     route_groups,
     tick,
 )
+from reconciler.core.drive import decide
 from reconciler.core.resources import Resource
 from reconciler.core.weights import StepSchedule, step_schedule
 from reconciler.gateway.base import Gateway, GatewayError
@@ -127,9 +128,11 @@ class DeploymentController:
     # -- load ------------------------------------------------------------------------------
 
     def _routes(self) -> dict[str, RouteSpec]:
-        return {
-            r.name: RouteSpec.model_validate(r.spec, strict=False) for r in self._served_routes()
-        }
+        specs = [
+            (r.name, RouteSpec.model_validate(r.spec, strict=False)) for r in self._served_routes()
+        ]
+        # A route nginx cannot serve as written (auth, rate limits, ...) never goes on it.
+        return {name: spec for name, spec in specs if decide(spec).driven}
 
     async def _current(self, route: str, spec: RouteSpec) -> tuple[RunState, StepSchedule] | None:
         schedule = step_schedule(route, spec)

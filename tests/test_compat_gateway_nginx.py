@@ -1,0 +1,77 @@
+"""On loopback with real nginx: a gateway file's plain route is served, a route with a
+protection nginx cannot reproduce is never put on it, and a route that gains one is taken off."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.agentproc import free_port
+from tests.conftest import ConfigRepo
+from tests.server import running_server, wait_for
+from tests.test_canary_e2e import Backend
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
+    reason="nginx is not installed (make test installs Debian's nginx package)",
+)
+
+GATEWAY = """
+listeners:
+  - {{id: http, address: ":8080", protocol: http}}
+upstreams:
+  pool: {{backends: [{{url: "{url}"}}]}}
+routes:
+  - id: catalog
+    path: /catalog
+    upstream: pool
+{catalog_extra}
+  - id: account
+    path: /account
+    backends: [{{url: "{url}"}}]
+    auth: {{required: true, methods: [jwt]}}
+admin: {{enabled: true, port: 8081}}
+"""
+
+
+def _status(client: httpx.Client, url: str) -> int:
+    try:
+        return client.get(url).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def test_protected_routes_never_reach_nginx(config_repo: ConfigRepo, tmp_path: Path) -> None:
+    backend = Backend("backend")
+    port = free_port()
+    gateway_dir = tmp_path / "gateway"
+    config_repo.write("gateway.yaml", GATEWAY.format(url=backend.url, catalog_extra=""))
+    config_repo.commit("gateway file")
+    extra = (
+        "--gateway", "nginx", "--gateway-listen", f"127.0.0.1:{port}",
+        "--gateway-dir", str(gateway_dir), "--canary-interval", "0.1",
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with (
+            running_server(config_repo.path, tmp_path / "state.duckdb", extra=extra) as server,
+            httpx.Client(timeout=5) as client,
+        ):
+            server.wait_ready()
+            wait_for(lambda: _status(client, f"{base}/catalog") == 200, 30, "catalog on nginx")
+            assert client.get(f"{base}/catalog").text == "backend"
+            # nginx answers 404 for a path no route file claims: the protected route is absent.
+            assert client.get(f"{base}/account").status_code == 404
+            assert not list(gateway_dir.rglob("account*"))
+
+            protected = '    auth: {required: true, methods: ["api_key"]}'
+            config_repo.write(
+                "gateway.yaml", GATEWAY.format(url=backend.url, catalog_extra=protected)
+            )
+            config_repo.commit("catalog now requires credentials")
+            wait_for(lambda: _status(client, f"{base}/catalog") == 404, 30, "catalog off nginx")
+    finally:
+        backend.close()
