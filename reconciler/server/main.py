@@ -155,7 +155,7 @@ async def run_server(
     """
     cache = settings.cache_dir or settings.state.with_name(settings.state.name + ".cache")
     source: ConfigSource = open_source(settings.repo, cache, settings.branch)
-    state = StateHandle(settings.state)
+    state = StateHandle(settings.state, settings.lock_timeout)
     control = ControlPlane(settings, state, source, environ, clock)
     loop = ReconcileLoop(control, settings.debounce)
     app = create_app(control, loop.trigger)
