@@ -323,7 +323,7 @@ WAIT_FRAMES = (
     "WorkerThread.run (anyio/_backends/_asyncio.py)",
     "EpollSelector.select (selectors.py)",
 )
-OUTER_FRAMES = ("(reconciler/cli.py)", "(reconciler/cli_serve.py)", "(reconciler/__main__.py)")
+OUTER_FRAMES = ("(reconciler/cli/main.py)", "(reconciler/cli/serve.py)", "(reconciler/__main__.py)")
 
 
 class Sampler:
