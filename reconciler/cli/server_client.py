@@ -83,6 +83,7 @@ class ServerClient:
         Raises:
             ServerUnreachable: the request failed before the server answered.
             ServerRefused: the status was not `expect`.
+            ServerError: the answer was not JSON.
         """
         return self._ask("GET", path, timeout, expect, None)
 
@@ -92,6 +93,7 @@ class ServerClient:
         Raises:
             ServerUnreachable: the request failed before the server answered.
             ServerRefused: the status was not `expect`.
+            ServerError: the answer was not JSON.
         """
         return self._ask("POST", path, timeout, expect, body)
 
@@ -108,4 +110,7 @@ class ServerClient:
         try:
             return response.json()
         except ValueError as error:
-            raise ServerRefused(response) from error
+            raise ServerError(
+                f"the server at {self.url} answered {method} {path} with something other "
+                f"than JSON: {response.text[:200]!r}"
+            ) from error
