@@ -12,7 +12,7 @@ import pytest
 from reconciler.cli.main import build_parser
 from reconciler.server.settings import ENVIRONMENT
 from tests.agentproc import free_port
-from tests.conftest import run_cli
+from tests.conftest import SAMPLE_REPO, run_cli
 
 
 def _parsers(
@@ -104,3 +104,10 @@ def test_canary_actions_need_the_admin_token(
     assert "go through the running `reconcile serve`" in result.err
     assert "pass --server URL" in result.err
     assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_the_demo_finds_the_sample_repo_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert build_parser().parse_args(["demo"]).repo == SAMPLE_REPO
