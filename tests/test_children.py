@@ -9,6 +9,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from tests.server import wait_for
 # A test that starts the kinds of processes the suite starts, says their pids, then hangs
 # until it is killed: a child in its own group with a grandchild (a server and what it runs),
 # and a process in a session of its own that mentions the run's temporary directory (nginx).
+SLEEPS = "time.sleep(300)"
 TINY_TEST = """
 import os
 import subprocess
@@ -41,25 +43,27 @@ def test_hangs(tmp_path):
     stray = subprocess.Popen(
         [sys.executable, "-c", SLEEPER, str(tmp_path / "nginx.conf")], start_new_session=True
     )
-    with open(os.environ["TINY_PIDS"], "w") as pids:
+    written = os.environ["TINY_PIDS"] + ".new"
+    with open(written, "w") as pids:
         pids.write(f"{child.pid} {grandchild} {stray.pid}")
+    os.replace(written, os.environ["TINY_PIDS"])  # seen whole or not at all
     threading.Event().wait(300)
 """
 
 
-def _start_tiny_run(tmp_path: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
+def _start_tiny_run(tmp_path: Path) -> tuple[subprocess.Popen[Any], list[int]]:
     test_file = tmp_path / "test_tiny.py"
     test_file.write_text(textwrap.dedent(TINY_TEST))
     pids_file = tmp_path / "pids"
     # The inner run uses the same plugin as this suite (tests/conftest.py imports it).
-    run = subprocess.Popen(
+    run = children.popen(
         [sys.executable, "-m", "pytest", "-q", "-p", "tests.children", "-p", "no:cacheprovider",
          "--basetemp", str(tmp_path / "inner"), str(test_file)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "TINY_PIDS": str(pids_file)},
     )  # fmt: skip
     try:
-        wait_for(lambda: pids_file.exists() and pids_file.read_text().count(" ") == 2, 60)
+        wait_for(pids_file.exists, 60, "the tiny test to start its processes")
     except AssertionError:
         run.kill()
         raise
@@ -71,8 +75,10 @@ def leftovers() -> Iterator[list[int]]:
     """Pids to kill after the test whatever happened: a failing test must not leave them."""
     pids: list[int] = []
     yield pids
+    ours = set(children.processes_mentioning(SLEEPS))  # not a pid reused since
     for pid in pids:
-        children.kill(pid, signal.SIGKILL)
+        if pid in ours:
+            children.kill(pid, signal.SIGKILL)
 
 
 LINUX_ONLY = pytest.mark.skipif(
