@@ -33,15 +33,16 @@ PR_SET_PDEATHSIG = 1
 GRACE_SECONDS = 5.0
 
 _live: list[subprocess.Popen[Any]] = []
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+# Looked up here, not in the forked child, where only async-signal-safe work belongs.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
 def _die_with(parent: int) -> Callable[[], None]:
     """A preexec_fn: SIGTERM this child when `parent` dies, also if it already has."""
 
     def arm() -> None:
-        if _libc is not None:
-            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if _prctl is not None:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         # The parent may have died between fork and prctl: nothing would signal us then.
         if os.getppid() != parent:
             os._exit(1)
