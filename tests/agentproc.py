@@ -6,7 +6,6 @@ import http.server
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import urllib.error
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from tests import children
 from tests.conftest import ROOT
 from tests.server import wait_for
 
@@ -114,7 +114,7 @@ class AgentProcess:
         self.log = spool.with_name(spool.name + ".log")
         self._log_file = self.log.open("ab")
         env = {**os.environ, "RECONCILER_URL": url, "AGENT_TOKEN": token}
-        self.process = subprocess.Popen(
+        self.process = children.popen(
             [
                 sys.executable, "-m", "agent", "run", "--spool", str(spool),
                 "--listen", f"127.0.0.1:{self.port}", "--pull-interval", "0.3",

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.cli.main import main
+from tests.children import children_die_with_the_run  # noqa: F401 - a session-wide fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_REPO = ROOT / "sample-repo"

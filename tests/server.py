@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import orjson
 
+from tests import children
 from tests.conftest import ROOT
 
 ADMIN_TOKEN = "test-admin-token"
@@ -53,7 +53,7 @@ class ServerProcess:
             "--debounce", "0.05", "--log-format", "json", *extra,
         ]  # fmt: skip
         self._log_file = self.log.open("wb")
-        self.process = subprocess.Popen(
+        self.process = children.popen(
             command, cwd=ROOT, env=environment, stdout=self._log_file, stderr=self._log_file
         )
         info = state.with_name(state.name + ".serve.json")

@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from tests import children
 from tests.conftest import ROOT, ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
 
 
@@ -176,7 +177,7 @@ def test_concurrent_applies_never_corrupt_the_state(repo: ConfigRepo, tmp_path: 
         "--state", str(state), "--auto-approve", "--lock-timeout", "60",
     ]  # fmt: skip
     processes = [
-        subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        children.popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(3)
     ]
     outcomes = [(p.wait(timeout=120), p.communicate()) for p in processes]
@@ -191,7 +192,7 @@ def test_concurrent_applies_never_corrupt_the_state(repo: ConfigRepo, tmp_path: 
 def test_locked_state_fails_with_a_clear_message(repo: ConfigRepo, tmp_path: Path) -> None:
     state = tmp_path / "state.duckdb"
     apply(repo, state)
-    holder = subprocess.Popen(
+    holder = children.popen(
         [
             sys.executable,
             "-c",

@@ -20,6 +20,7 @@ from reconciler.demo.http_backends import HttpService, RouteBackend, flaky_searc
 from reconciler.demo.listeners import DnsResponder
 from reconciler.demo.rewrite import rewrite_config
 from reconciler.session import Session, Settings
+from tests import children
 from tests.conftest import ROOT, SAMPLE_REPO
 from tests.server import wait_for
 
@@ -58,13 +59,15 @@ def _agent_regions(state: Path) -> set[str]:
 def test_the_demo_runs_headless_and_leaves_nothing_running(tmp_path: Path) -> None:
     directory = tmp_path / "demo"
     started = time.monotonic()
-    result = subprocess.run(
+    demo = children.popen(
         _demo_command(directory, "--duration", "30"),
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=DEMO_TIMEOUT,
     )
+    stdout, stderr = demo.communicate(timeout=DEMO_TIMEOUT)
+    result = subprocess.CompletedProcess(demo.args, demo.returncode, stdout, stderr)
     assert result.returncode == 0, result.stderr[-6000:]
     assert time.monotonic() - started < DEMO_TIMEOUT
     assert not _processes_mentioning(str(directory))
@@ -84,7 +87,7 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     directory = tmp_path / "demo"
     output = tmp_path / "demo.out"
     with output.open("w") as out:
-        process = subprocess.Popen(
+        process = children.popen(
             _demo_command(directory, "--gateway", "none"),
             cwd=ROOT,
             stdout=out,

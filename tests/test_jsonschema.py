@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.cli.schema_files import json_schemas, render_schema
+from reconciler.cli.schema import json_schemas, render_schema
 from tests.conftest import ROOT, run_cli
 
 COMMITTED = ROOT / "schemas" / "jsonschema"

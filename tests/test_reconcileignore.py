@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import watchfiles
-from reconciler.sources.follow import _watch_filter
 
 from reconciler.core.ignore import IgnoreRules
+from reconciler.sources.follow import _watch_filter
 from tests.conftest import ConfigRepo, run_cli
 from tests.server import running_server, wait_for
 

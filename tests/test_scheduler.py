@@ -75,14 +75,43 @@ def test_a_slow_check_does_not_delay_the_schedule() -> None:
     asyncio.run(scenario())
 
 
+class _NoOffset(random.Random):
+    """First runs at once: a canary that is scheduled at all runs within the test."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
 def test_never_schedules_nothing() -> None:
+    runs: Counter[str] = Counter()
+    tasks: list[asyncio.Task[Any]] = []
+
     async def run(canary_id: str, check: Mapping[str, Any]) -> None:
-        raise AssertionError("must not run")
+        runs[canary_id] += 1
 
-    async def scenario() -> None:
-        scheduler = Scheduler(run)
-        scheduler.update([{"id": "n", "schedule": "@never", "checks": [{"name": "a"}]}])
-        await asyncio.sleep(0)
+    def keep(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, **kwargs)
+        tasks.append(task)
+        return task
+
+    async def scenario() -> list[BaseException]:
+        # Every task is kept: a canary task that crashed is as wrong as one that ran, and
+        # stopping the scheduler would cancel it, which silences its exception.
+        asyncio.get_running_loop().set_task_factory(keep)
+        scheduler = Scheduler(run, _NoOffset())
+        never = {"id": "never", "schedule": "@never", "checks": [{"name": "a"}]}
+        scheduler.update([never, canary("control", every="10ms")])
+        # The control canary's runs are the clock: by its third, a scheduled @never would have
+        # run (first runs have no offset here).
+        await _until(lambda: runs["control"] >= 3)
+        crashed = [
+            error
+            for task in tasks
+            if task.done() and not task.cancelled() and (error := task.exception()) is not None
+        ]
         await scheduler.stop()
+        return crashed
 
-    asyncio.run(scenario())
+    crashed = asyncio.run(scenario())
+    assert runs["never"] == 0, "a @never canary ran"
+    assert crashed == [], f"a canary task failed: {crashed!r}"

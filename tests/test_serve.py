@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -157,13 +158,19 @@ def test_a_locked_state_file_is_a_clear_error(repo: ConfigRepo, tmp_path: Path) 
     state = tmp_path / "state.duckdb"
     with running_server(repo.path, state) as server:
         server.wait_ready()
+        # The first server holds the file for good: waiting out the default 10 s proves
+        # nothing, so the second one gives up after a moment (set from the environment).
+        started = time.monotonic()
         second = subprocess.run(
             [sys.executable, "-m", "reconciler", "serve", "--repo", str(repo.path),
              "--state", str(state), "--port", "0"],
             cwd=ROOT, capture_output=True, text=True, check=False, timeout=60,
+            env={**os.environ, "RECONCILER_LOCK_TIMEOUT": "0.2"},
         )  # fmt: skip
+        waited = time.monotonic() - started
     assert second.returncode == 1
     assert f"state file {state} is in use by process" in second.stderr
+    assert waited < 8, f"the lock timeout setting was not used: it waited {waited:.1f}s"
 
 
 def test_settings_precedence(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from reconciler.sitebuild.sketch import ALPHA
 from reconciler.store.db import Connection, open_state
 from reconciler.store.deployments import add_evaluation, latest_runs, save_run
 from reconciler.store.reports import target_statuses
+from tests import children
 from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
 
 NOW = datetime(2026, 11, 20, 13, 7, tzinfo=UTC)
@@ -366,7 +367,7 @@ def test_cli_explains_a_state_held_by_another_process(tmp_path: Path) -> None:
     connection = open_state(state)
     assert connection is not None
     connection.close()
-    holder = subprocess.Popen(
+    holder = children.popen(
         [sys.executable, "-c",
          f"import duckdb, sys, time; c = duckdb.connect({str(state)!r}); print('held'); "
          "sys.stdout.flush(); time.sleep(30)"],

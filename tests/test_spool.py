@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from agent.spool import Spool
+from tests import children
 from tests.conftest import ROOT
 
 
@@ -186,7 +187,7 @@ while True:
 
 def test_a_spool_killed_mid_run_keeps_every_committed_row(spool_path: Path) -> None:
     wanted = 20_000  # more than one WAL checkpoint's worth of rows
-    child = subprocess.Popen(
+    child = children.popen(
         [sys.executable, "-c", CHILD, str(spool_path)],
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -3,126 +3,121 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
-from reconciler.cli.server_client import ServerUnreachable, admin_post, server_url
+from reconciler.cli import options
+from reconciler.cli.console import Console
+from reconciler.cli.options import EXIT_ERROR, EXIT_OK, Subcommands
+from reconciler.cli.server_client import (
+    ADMIN_TOKEN_ENV,
+    ServerClient,
+    ServerError,
+    ServerRefused,
+    admin_token,
+    read_token,
+    server_url,
+)
 from reconciler.store.db import StateError, open_state
-from reconciler.store.deployments import evaluations, latest_runs
+from reconciler.store.deployments import run_views
 
+NAME = "canary"
 ACTIONS = ("status", "start", "pause", "resume", "promote", "rollback")
+# Reading the runs is quick; the status is only a glance, so a held file is not waited for long.
+STATUS_LOCK_SECONDS = 1.0
+STATUS_TIMEOUT, ACTION_TIMEOUT = 10.0, 30.0
+EVALUATIONS_SHOWN = 5
 
 
-def add_canary_command(commands: Any) -> None:
-    """Register `canary` on the CLI's subcommands."""
+def register(commands: Subcommands) -> None:
+    """Add `canary` to the CLI."""
     canary = commands.add_parser(
-        "canary",
+        NAME,
         help="show or drive a route's canary deployment",
         description="status shows every canary run (or one route's) with its step, weights "
         "and latest evaluations; start|pause|resume|promote|rollback act on a run through the "
-        "running `reconcile serve` (needs RECONCILER_ADMIN_TOKEN). Actions are audited and a "
+        f"running `reconcile serve` (needs {ADMIN_TOKEN_ENV}). Actions are audited and a "
         "later reconcile does not undo them.",
     )
-    canary.add_argument("action", choices=ACTIONS)
+    canary.add_argument("action", choices=ACTIONS, help="what to do")
     canary.add_argument("route", nargs="?", help="route name (required for actions)")
-    canary.add_argument(
-        "--state", type=Path, default=Path(os.environ.get("RECONCILER_STATE", "reconciler.duckdb"))
-    )
-    canary.add_argument("--server", help="server URL (default: found next to the state file)")
-    canary.add_argument("--format", choices=["text", "json"], default="text")
+    options.add_state(canary, "state file, also how the server is found")
+    options.add_server(canary)
+    options.add_format(canary, ["text", "json"], help="output of status")
 
 
 def _offline_status(args: argparse.Namespace) -> list[dict[str, Any]]:
-    connection = open_state(args.state, read_only=True, lock_timeout=1)
+    connection = open_state(args.state, read_only=True, lock_timeout=STATUS_LOCK_SECONDS)
     if connection is None:
         raise StateError(f"no state file at {args.state}")
     with connection:
-        views = []
-        for route, run in sorted(latest_runs(connection).items()):
-            runtime = run.runtime or {}
-            views.append(
-                {
-                    "route": route,
-                    "run": run.run_id,
-                    "state": run.state,
-                    "step": runtime.get("step", -1),
-                    "weights": runtime.get("weights", {}),
-                    "consecutive_failures": runtime.get("consecutive_failures", 0),
-                    "reason": runtime.get("reason", run.reason),
-                    "evaluations": evaluations(connection, run.run_id, 5),
-                }
-            )
-    return views
+        return [view.document() for view in run_views(connection, EVALUATIONS_SHOWN)]
 
 
-def _print_views(views: list[dict[str, Any]], out: Any) -> None:
+def _print_views(views: list[dict[str, Any]], console: Console) -> None:
     if not views:
-        print("no canary runs", file=out)
+        console.say("no canary runs")
     for view in views:
         weights = ", ".join(f"{g} {w}%" for g, w in view.get("weights", {}).items())
         steps = len(view.get("steps", [])) or "?"
-        print(
+        console.say(
             f"{view['route']}: {view['state']} (run {view['run']}), step {view['step'] + 1}/"
-            f"{steps}, weights {weights}, consecutive failures {view['consecutive_failures']}",
-            file=out,
+            f"{steps}, weights {weights}, consecutive failures {view['consecutive_failures']}"
         )
         if view.get("reason"):
-            print(f"  {view['reason']}", file=out)
+            console.say(f"  {view['reason']}")
         for evaluation in view.get("evaluations", [])[:5]:
-            print(
+            console.say(
                 f"  {evaluation['at']} step {evaluation['step'] + 1} {evaluation['verdict']}: "
-                f"{evaluation['reason']}",
-                file=out,
+                f"{evaluation['reason']}"
             )
 
 
-def run_canary(args: argparse.Namespace, out: Any, err: Any) -> int:
-    """`reconcile canary ACTION [ROUTE]`."""
+def _status(args: argparse.Namespace, url: str | None, console: Console) -> int:
+    try:
+        if url is not None:
+            answer = ServerClient(url, read_token()).get("/canary", timeout=STATUS_TIMEOUT)
+            views = answer["canaries"]
+        else:
+            views = _offline_status(args)
+    except (ServerError, StateError) as error:
+        console.error(str(error))
+        return EXIT_ERROR
+    if args.route:
+        views = [v for v in views if v["route"] == args.route]
+    if args.format == "json":
+        console.say(orjson.dumps(views, option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_views(views, console)
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    """`status` from the server or the file; actions through the server only."""
     url = server_url(args.state, args.server)
     if args.action == "status":
-        try:
-            if url is not None:
-                read = os.environ.get("RECONCILER_READ_TOKEN")
-                headers = {"Authorization": f"Bearer {read}"} if read else {}
-                response = httpx.get(f"{url}/canary", headers=headers, timeout=10)
-                response.raise_for_status()
-                views = response.json()["canaries"]
-            else:
-                views = _offline_status(args)
-        except (httpx.HTTPError, StateError) as error:
-            print(f"Error: {error}", file=err)
-            return 1
-        if args.route:
-            views = [v for v in views if v["route"] == args.route]
-        if args.format == "json":
-            print(orjson.dumps(views, option=orjson.OPT_INDENT_2).decode(), file=out)
-        else:
-            _print_views(views, out)
-        return 0
+        return _status(args, url, console)
     if not args.route:
-        print(f"Error: `reconcile canary {args.action}` needs a ROUTE", file=err)
-        return 1
-    admin = os.environ.get("RECONCILER_ADMIN_TOKEN")
-    if url is None or not admin:
-        print(
-            "Error: canary actions change live traffic, so they go through the running "
-            "`reconcile serve`: start it, and set RECONCILER_ADMIN_TOKEN"
-            + ("" if url else " (and pass --server URL if its state file is elsewhere)"),
-            file=err,
+        console.error(f"`reconcile canary {args.action}` needs a ROUTE")
+        return EXIT_ERROR
+    admin = admin_token()
+    if url is None or admin is None:
+        console.error(
+            "canary actions change live traffic, so they go through the running "
+            f"`reconcile serve`: start it, and set {ADMIN_TOKEN_ENV}"
+            + ("" if url else " (and pass --server URL if its state file is elsewhere)")
         )
-        return 1
+        return EXIT_ERROR
     try:
-        response = admin_post(url, f"/canary/{args.route}/{args.action}", admin, timeout=30)
-    except ServerUnreachable as error:
-        print(f"Error: {error}", file=err)
-        return 1
-    if response.status_code != 200:
-        detail = response.json().get("error", response.text) if response.content else ""
-        print(f"Error: {args.action} refused ({response.status_code}): {detail}", file=err)
-        return 1
-    _print_views([response.json()], out)
-    return 0
+        view = ServerClient(url, admin).post(
+            f"/canary/{args.route}/{args.action}", timeout=ACTION_TIMEOUT
+        )
+    except ServerRefused as refused:
+        console.error(f"{args.action} refused ({refused.status}): {refused.detail}")
+        return EXIT_ERROR
+    except ServerError as error:
+        console.error(str(error))
+        return EXIT_ERROR
+    _print_views([view], console)
+    return EXIT_OK

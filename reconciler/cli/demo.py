@@ -8,10 +8,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
-from reconciler.demo.output import Console
+from reconciler.cli.console import Console
+from reconciler.cli.options import Subcommands
+from reconciler.demo.output import Console as DemoConsole
 from reconciler.demo.run import Demo, DemoOptions
+
+NAME = "demo"
 
 DEMO_EPILOG = """\
 The demo copies the sample config to a new git repository in the demo directory, points its
@@ -31,7 +34,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 def _default_repo() -> Path:
     """The sample-repo/ of a source checkout, else ./sample-repo."""
-    bundled = Path(__file__).resolve().parent.parent / "sample-repo"
+    bundled = Path(__file__).resolve().parents[2] / "sample-repo"
     return bundled if bundled.is_dir() else Path("sample-repo")
 
 
@@ -42,10 +45,10 @@ def _seconds(text: str) -> float:
     return value
 
 
-def add_demo_command(commands: Any) -> None:
-    """Register `demo` on the CLI's subcommands."""
+def register(commands: Subcommands) -> None:
+    """Add `demo` to the CLI."""
     demo = commands.add_parser(
-        "demo",
+        NAME,
         help="run everything on this machine: backends, server, agents, gateway, site",
         description="Start a complete demo on 127.0.0.1: local demo backends, `reconcile "
         "serve` on a copy of sample-repo/, agents for the sample regions, the canary "
@@ -103,7 +106,7 @@ def _install_handlers(demo: Demo) -> Callable[[], None]:
     return restore
 
 
-def run_demo(args: argparse.Namespace, out: Any, err: Any) -> int:
+def run(args: argparse.Namespace, console: Console) -> int:
     """Run the demo until Ctrl-C, SIGTERM or --duration; 0 on a clean stop."""
     options = DemoOptions(
         repo=args.repo,
@@ -113,7 +116,7 @@ def run_demo(args: argparse.Namespace, out: Any, err: Any) -> int:
         gateway_port=args.gateway_port,
         duration=args.duration,
     )
-    demo = Demo(options, Console(out, err))
+    demo = Demo(options, DemoConsole(console.out, console.err))
     restore = _install_handlers(demo)
     try:
         return demo.run()

@@ -1,8 +1,14 @@
-"""Finding the `reconcile serve` that holds a state file, for CLI commands that must go
-through it."""
+"""Asking the running `reconcile serve`: finding it through its server file, and its APIs.
+
+While the server holds the state file, commands that need the file (`agents token`,
+`site build`, `canary` actions) go through it instead; this module is the one way they do.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +16,38 @@ import httpx
 import orjson
 
 from reconciler.server.address_file import server_file
+
+ADMIN_TOKEN_ENV = "RECONCILER_ADMIN_TOKEN"
+READ_TOKEN_ENV = "RECONCILER_READ_TOKEN"
+
+
+class ServerError(Exception):
+    """Asking the server failed; the message says how, for an `Error:` line."""
+
+
+class ServerUnreachable(ServerError):
+    """The server did not answer."""
+
+
+class ServerRefused(ServerError):
+    """The server answered with another status than the one expected.
+
+    Attributes:
+        status: the HTTP status.
+        text: the response body as text.
+        detail: the body's `error` field when it is a JSON error, else the text.
+    """
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.status, self.text = response.status_code, response.text
+        self.detail = self.text
+        try:
+            document = response.json()
+        except ValueError:
+            document = None
+        if isinstance(document, dict) and "error" in document:
+            self.detail = str(document["error"])
+        super().__init__(f"the server refused ({self.status}): {self.text}")
 
 
 def server_url(state: Path, explicit: str | None = None) -> str | None:
@@ -22,24 +60,57 @@ def server_url(state: Path, explicit: str | None = None) -> str | None:
     return str(orjson.loads(info.read_bytes())["url"])
 
 
-class ServerUnreachable(Exception):
-    """The server did not answer; the message says which one and why."""
+def admin_token(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The server's admin token, which the operator and admin APIs need; None when unset."""
+    return environ.get(ADMIN_TOKEN_ENV) or None
 
 
-def admin_post(
-    url: str, path: str, token: str, *, timeout: float, body: Any = None
-) -> httpx.Response:
-    """POST to a running server with its admin token.
+def read_token(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The token of the read API, when the server protects it."""
+    return environ.get(READ_TOKEN_ENV) or None
 
-    Raises:
-        ServerUnreachable: the request failed before the server answered.
-    """
-    try:
-        return httpx.post(
-            f"{url}{path}",
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-        )
-    except httpx.HTTPError as error:
-        raise ServerUnreachable(f"cannot reach the server at {url}: {error}") from error
+
+@dataclass(frozen=True)
+class ServerClient:
+    """One running server, at `url`, asked with a bearer `token` (or none)."""
+
+    url: str
+    token: str | None = field(default=None, repr=False)
+
+    def get(self, path: str, *, timeout: float, expect: int = 200) -> Any:
+        """GET `path` and return its JSON body.
+
+        Raises:
+            ServerUnreachable: the request failed before the server answered.
+            ServerRefused: the status was not `expect`.
+            ServerError: the answer was not JSON.
+        """
+        return self._ask("GET", path, timeout, expect, None)
+
+    def post(self, path: str, *, timeout: float, expect: int = 200, body: Any = None) -> Any:
+        """POST `body` as JSON to `path` and return the JSON answer.
+
+        Raises:
+            ServerUnreachable: the request failed before the server answered.
+            ServerRefused: the status was not `expect`.
+            ServerError: the answer was not JSON.
+        """
+        return self._ask("POST", path, timeout, expect, body)
+
+    def _ask(self, method: str, path: str, timeout: float, expect: int, body: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            response = httpx.request(
+                method, f"{self.url}{path}", json=body, headers=headers, timeout=timeout
+            )
+        except httpx.HTTPError as error:
+            raise ServerUnreachable(f"cannot reach the server at {self.url}: {error}") from error
+        if response.status_code != expect:
+            raise ServerRefused(response)
+        try:
+            return response.json()
+        except ValueError as error:
+            raise ServerError(
+                f"the server at {self.url} answered {method} {path} with something other "
+                f"than JSON: {response.text[:200]!r}"
+            ) from error

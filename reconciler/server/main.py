@@ -90,7 +90,8 @@ async def running_parts(
     cache = settings.cache_dir or settings.state.with_name(settings.state.name + ".cache")
     source = open_source(settings.repo, cache, settings.branch)
     async with contextlib.AsyncExitStack() as stack:
-        control = ControlPlane(settings, StateHandle(settings.state), source, environ, clock)
+        state = StateHandle(settings.state, settings.lock_timeout)
+        control = ControlPlane(settings, state, source, environ, clock)
         notifier = None
         hooks = parse_hooks(settings.notify_urls)
         if hooks:

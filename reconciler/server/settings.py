@@ -11,6 +11,7 @@ from typing import Any
 ENVIRONMENT = {
     "repo": "RECONCILER_REPO",
     "state": "RECONCILER_STATE",
+    "lock_timeout": "RECONCILER_LOCK_TIMEOUT",
     "host": "RECONCILER_HOST",
     "port": "RECONCILER_PORT",
     "branch": "RECONCILER_BRANCH",
@@ -49,6 +50,7 @@ class ServeSettings:
 
     repo: str = "."
     state: Path = Path("reconciler.duckdb")
+    lock_timeout: float = 10.0
     host: str = "127.0.0.1"
     port: int = 8080
     branch: str | None = None

@@ -29,6 +29,14 @@ def token_matches(token: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_token(token), stored_hash)
 
 
+def agent_is_configured(connection: Connection, agent: str) -> bool:
+    """Whether the applied config has this agent: tokens are only minted for those."""
+    found = connection.execute(
+        "SELECT count(*) FROM resources WHERE address = ?", [f"agent.{agent}"]
+    ).fetchone()
+    return bool(found and found[0])
+
+
 def mint_token(connection: Connection, agent: str, now: datetime) -> str:
     """Create a new token for an agent, replacing (and so revoking) any earlier one."""
     token = f"{TOKEN_PREFIX}{agent}.{secrets.token_urlsafe(32)}"

@@ -1,15 +1,36 @@
-"""JSON Schemas of the document kinds, for editors (yaml-language-server) and tools."""
+"""`reconcile schema`: the JSON Schema of each document kind, for editors and other tools."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from reconciler.cli.console import Console
+from reconciler.cli.options import EXIT_OK, Subcommands
 from schemas.kinds import JSON_SCHEMA_MODELS
 
+NAME = "schema"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def register(commands: Subcommands) -> None:
+    """Add `schema` to the CLI."""
+    parser = commands.add_parser(
+        NAME,
+        help="write the JSON Schema of every kind",
+        description="Write one JSON Schema per document kind, for editors and other tools "
+        "(yaml-language-server). They are the files committed under schemas/jsonschema/.",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="directory to write <kind>.json into (created if needed)",
+    )
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
@@ -43,3 +64,10 @@ def write_json_schemas(directory: Path) -> list[Path]:
         path.write_bytes(render_schema(schema))
         written.append(path)
     return written
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    """Write the schemas and print their paths."""
+    for path in write_json_schemas(args.out):
+        console.say(str(path))
+    return EXIT_OK

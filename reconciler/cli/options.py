@@ -1,0 +1,134 @@
+"""The parser class, exit codes and the options several commands share, each defined once."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn, Protocol, TypeAlias
+
+from reconciler.cli.console import Console
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+DEFAULT_STATE = "reconciler.duckdb"
+DEFAULT_LOCK_TIMEOUT = "10"
+STATE_ENV = "RECONCILER_STATE"
+LOCK_TIMEOUT_ENV = "RECONCILER_LOCK_TIMEOUT"
+LOCAL_REGION_ENV = "RECONCILER_LOCAL_REGION"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse exits 2 on usage errors; here 2 means "changes", so usage errors exit 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+# What `add_subparsers()` returns; argparse names the class privately, typeshed types it.
+Subcommands: TypeAlias = "argparse._SubParsersAction[Parser]"
+
+
+class Command(Protocol):
+    """A command module: it adds its parser and runs with the parsed arguments."""
+
+    NAME: str
+
+    def register(self, commands: Subcommands) -> None: ...
+
+    def run(self, args: argparse.Namespace, console: Console) -> int: ...
+
+
+def subcommands(parser: argparse.ArgumentParser, dest: str, required: bool = False) -> Subcommands:
+    """The ACTION subparsers of a command (`agents token`, `site build`), exiting 1 on misuse."""
+    actions: Subcommands = parser.add_subparsers(
+        dest=dest, metavar="ACTION", required=required, parser_class=Parser
+    )
+    return actions
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a non-negative number of seconds (fractions allowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0 or math.isnan(value):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def add_source(parser: argparse.ArgumentParser) -> None:
+    """--repo, --ref and --local-region: which config to load (validate, plan, apply)."""
+    parser.add_argument(
+        "--repo", type=Path, default=Path("."), help="config repository directory (default: .)"
+    )
+    parser.add_argument(
+        "--ref",
+        help="git ref to read instead of the working tree (read from git objects, no checkout)",
+    )
+    parser.add_argument(
+        "--local-region",
+        default=os.environ.get(LOCAL_REGION_ENV, "default"),
+        metavar="NAME",
+        help="the control plane's own region, where 'local' checks run (default: %(default)s)",
+    )
+
+
+def add_quiet(parser: argparse.ArgumentParser, help: str = "no progress on stderr") -> None:
+    """-q/--quiet."""
+    parser.add_argument("-q", "--quiet", action="store_true", help=help)
+
+
+def add_state(
+    parser: argparse.ArgumentParser, help: str = "DuckDB state file", *, settings: bool = False
+) -> None:
+    """--state FILE.
+
+    Args:
+        parser: the command's parser.
+        help: what the file is to this command; the default is appended.
+        settings: leave the default to the serve settings (environment, then TOML file).
+    """
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=None if settings else Path(os.environ.get(STATE_ENV, DEFAULT_STATE)),
+        metavar="FILE",
+        help=f"{help} (default: ${STATE_ENV} or {DEFAULT_STATE})",
+    )
+
+
+def add_lock_timeout(parser: argparse.ArgumentParser, *, settings: bool = False) -> None:
+    """--lock-timeout SECONDS: how long to wait for another process holding the state file."""
+    parser.add_argument(
+        "--lock-timeout",
+        type=seconds,
+        # A string default goes through `type`, so a bad environment value is a usage error.
+        default=None if settings else os.environ.get(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT),
+        metavar="SECONDS",
+        help="wait this long for another process holding the state file "
+        f"(default: ${LOCK_TIMEOUT_ENV} or {DEFAULT_LOCK_TIMEOUT}; 0 tries once)",
+    )
+
+
+def add_server(parser: argparse.ArgumentParser) -> None:
+    """--server URL: the running `reconcile serve` to ask."""
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="URL of the `reconcile serve` holding the state file "
+        "(default: read from <state>.serve.json next to the state file)",
+    )
+
+
+def add_format(
+    parser: argparse.ArgumentParser, choices: Sequence[str], help: str = "output format"
+) -> None:
+    """--format, `text` by default."""
+    parser.add_argument(
+        "--format", choices=list(choices), default="text", help=f"{help} (default: text)"
+    )

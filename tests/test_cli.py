@@ -1,0 +1,113 @@
+"""The command line as a whole: every option explained, shared options alike everywhere."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from reconciler.cli.main import build_parser
+from reconciler.server.settings import ENVIRONMENT
+from tests.agentproc import free_port
+from tests.conftest import SAMPLE_REPO, run_cli
+
+
+def _parsers(
+    parser: argparse.ArgumentParser, name: str = "reconcile"
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command, child in action.choices.items():
+                yield from _parsers(child, f"{name} {command}")
+
+
+PARSERS = dict(_parsers(build_parser()))
+
+
+@pytest.mark.parametrize("command", sorted(PARSERS))
+def test_every_option_and_command_says_what_it_is_for(command: str) -> None:
+    parser = PARSERS[command]
+    assert parser.description, f"{command} has no description"
+    for action in parser._actions:
+        if action.help is None and not isinstance(action, argparse._SubParsersAction):
+            pytest.fail(f"{command} {'/'.join(action.option_strings) or action.dest}: no help")
+
+
+def test_shared_options_read_the_same_everywhere() -> None:
+    helps: dict[str, set[str]] = {}
+    for name, parser in PARSERS.items():
+        if name == "reconcile serve":  # its defaults come from the settings, said there
+            continue
+        for action in parser._actions:
+            if "--lock-timeout" in action.option_strings or "--server" in action.option_strings:
+                helps.setdefault(action.option_strings[0], set()).add(str(action.help))
+    assert set(helps) == {"--lock-timeout", "--server"}
+    assert all(len(texts) == 1 for texts in helps.values()), helps
+
+
+def test_every_serve_setting_is_a_flag() -> None:
+    [serve] = [p for name, p in PARSERS.items() if name == "reconcile serve"]
+    flags = {action.dest for action in serve._actions}
+    assert set(ENVIRONMENT) <= flags, f"settings without a flag: {set(ENVIRONMENT) - flags}"
+
+
+def _usage_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """argparse exits from inside `main`: the exit code and what it printed."""
+    with pytest.raises(SystemExit) as exited:
+        run_cli(*args)
+    assert exited.value.code == 1, "usage errors exit 1 (2 means changes)"
+    return capsys.readouterr().err
+
+
+def test_lock_timeout_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RECONCILER_LOCK_TIMEOUT", "soon")
+    err = _usage_error(capsys, "revisions")
+    assert "--lock-timeout: not a number of seconds: 'soon'" in err
+
+    monkeypatch.setenv("RECONCILER_LOCK_TIMEOUT", "0.25")
+    assert build_parser().parse_args(["revisions"]).lock_timeout == 0.25
+    assert build_parser().parse_args(["revisions", "--lock-timeout", "3"]).lock_timeout == 3
+
+
+def test_a_negative_lock_timeout_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "must be 0 or more, got -1" in _usage_error(capsys, "plan", "--lock-timeout", "-1")
+
+
+def test_commands_that_ask_the_server_say_when_it_does_not_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state.duckdb"
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: the server file is stale
+    (tmp_path / "state.duckdb.serve.json").write_bytes(orjson.dumps({"url": dead}))
+    monkeypatch.setenv("RECONCILER_ADMIN_TOKEN", "admin")
+    for args in (["canary", "status"], ["canary", "pause", "checkout"]):
+        result = run_cli(*args, "--state", state)
+        assert result.code == 1
+        assert f"Error: cannot reach the server at {dead}" in result.err, args
+    token = run_cli("agents", "token", "eu-1", "--state", state, "--server", dead)
+    assert token.code == 1 and f"cannot reach the server at {dead}" in token.err
+    assert token.out == ""
+
+
+def test_canary_actions_need_the_admin_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RECONCILER_ADMIN_TOKEN", raising=False)
+    result = run_cli("canary", "promote", "checkout", "--state", tmp_path / "s.duckdb")
+    assert result.code == 1
+    assert "go through the running `reconcile serve`" in result.err
+    assert "pass --server URL" in result.err
+    assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_the_demo_finds_the_sample_repo_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert build_parser().parse_args(["demo"]).repo == SAMPLE_REPO
