@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from reconciler.core.compat import compat_diagnostics, one_notice_per_kind
 from reconciler.core.diagnostics import Diagnostic, format_field
 from reconciler.core.documents import Config, Located, SourceFile
 from reconciler.core.validation import explain, type_name
@@ -75,7 +76,8 @@ def _validation_diagnostics(
 
 def _rule_diagnostics(document: Located[Any]) -> list[Diagnostic]:
     model: StrictModel = document.model
-    return [document.diagnostic(where, message) for where, message in model.problems()]
+    found = [document.diagnostic(where, message) for where, message in model.problems()]
+    return found + compat_diagnostics(document)
 
 
 def _load_gateway(path: str, raw: PositionedMap) -> FileResult:
@@ -208,4 +210,4 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
         diagnostics += result.diagnostics
     config, duplicates = _collect(documents)
     diagnostics += duplicates + _reference_diagnostics(config)
-    return LoadResult(config, sorted(diagnostics))
+    return LoadResult(config, one_notice_per_kind(sorted(diagnostics)))
