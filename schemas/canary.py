@@ -531,7 +531,8 @@ class CanarySpec(UpstreamCheckTypes):
                         f"timeout {check.timeout} must be shorter than the schedule period "
                         f"({format_duration(period)})",
                     )
-        if not any_check:
+        other_types = (getattr(self, name) for name in UpstreamCheckTypes.model_fields)
+        if not any_check and all(value is None for value in other_types):
             yield ((), "a canary needs at least one check (http, tcp, dns or tls)")
 
     def problems(self) -> Iterator[Problem]:
