@@ -237,6 +237,15 @@ def check_expression(expr: str, variables: Iterable[str]) -> str | None:
     return None
 
 
+def _without_credentials(url: str) -> str:
+    """A URL without `user:password@`, as canary-checker reports endpoints."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
+
+
 def check_context(check: Mapping[str, Any]) -> dict[str, Any]:
     """The `check` and `canary` variables of a served check."""
     canary = check.get("canary") if isinstance(check.get("canary"), Mapping) else {}
@@ -246,7 +255,7 @@ def check_context(check: Mapping[str, Any]) -> dict[str, Any]:
                 "name": check.get("name", ""),
                 "description": check.get("description", ""),
                 "labels": check.get("labels") or {},
-                "endpoint": check.get("url") or check.get("endpoint") or "",
+                "endpoint": _without_credentials(check.get("url") or check.get("endpoint") or ""),
             }
         ),
         "canary": json_to_cel({"name": "", "namespace": "", "labels": {}, **(canary or {})}),
