@@ -23,6 +23,7 @@ from reconciler.core.agentconfig import agent_configs
 from reconciler.core.compile import compile_config
 from reconciler.core.documents import SourceFile
 from reconciler.core.load import LoadResult, load_config
+from reconciler.store.tokens import agent_of
 from schemas.canary import effective_timeout
 from tests.conftest import run_cli
 
@@ -373,3 +374,45 @@ def test_a_missing_environment_variable_stops_only_that_canary(target: str) -> N
     desired = compile_config(result.config)
     config = agent_configs(desired.resources.values(), {})["local"]
     assert config.problems and "environment variable SHOP_PASSWORD is not set" in config.problems[0]
+
+
+# --- agentSelector details as canary-checker ------------------------------------------------
+
+FLEET = """
+apiVersion: canary-reconciler/v1
+kind: Region
+metadata: {name: eu-west}
+---
+apiVersion: canary-reconciler/v1
+kind: Agent
+metadata: {name: eu-west.prod-1}
+spec: {region: eu-west}
+---
+apiVersion: canary-reconciler/v1
+kind: Agent
+metadata: {name: eu-west.staging-1}
+spec: {region: eu-west}
+"""
+
+
+def test_dotted_agent_names_are_selected_ignoring_case_and_spaces() -> None:
+    canary = upstream(
+        "  agentSelector: [' EU-WEST.* ', '! *.Staging-1']\n"
+        "  tcp:\n    - endpoint: example.com:443\n"
+    )
+    result = load(FLEET + "---\n" + canary)
+    assert result.ok, messages(result)
+    desired = compile_config(result.config)
+    derived = sorted(a for a in desired.resources if a.startswith("derived_canary."))
+    assert derived == ["derived_canary.default/c@eu-west.prod-1"]
+
+
+def test_a_dotted_agent_name_survives_its_token() -> None:
+    token = "cra_eu-west.prod-1." + "A" * 43
+    assert agent_of(token) == "eu-west.prod-1"
+
+
+@pytest.mark.parametrize("name", ["eu-west..prod", ".eu", "eu.", "EU-west.prod", "eu_west"])
+def test_an_agent_name_must_still_be_a_kubernetes_name(name: str) -> None:
+    result = load(FLEET.replace("eu-west.prod-1", name, 1))
+    assert any("is not a valid agent name" in m for m in messages(result)), messages(result)

@@ -27,7 +27,7 @@ from reconciler.http.common import (
     read_body,
 )
 from reconciler.service import Session, Settings
-from schemas.base import Slug
+from schemas.base import AgentName, Slug
 
 router = APIRouter(prefix="/operator", tags=["operator"])
 P = ParamSpec("P")
@@ -182,7 +182,7 @@ class RegionPatch(_Body):
 class AgentCreate(_Body):
     """Body of `POST /operator/agents`."""
 
-    name: Slug
+    name: AgentName
     region: Slug
     enabled: bool | None = None
     labels: dict[str, str] | None = None
@@ -191,7 +191,7 @@ class AgentCreate(_Body):
 class AgentPatch(_Body):
     """Body of `PATCH /operator/agents/{name}`: only the fields given change."""
 
-    name: Slug | None = None
+    name: AgentName | None = None
     region: Slug | None = None
     enabled: bool | None = None
     labels: dict[str, str] | None = None
