@@ -416,3 +416,13 @@ def test_a_dotted_agent_name_survives_its_token() -> None:
 def test_an_agent_name_must_still_be_a_kubernetes_name(name: str) -> None:
     result = load(FLEET.replace("eu-west.prod-1", name, 1))
     assert any("is not a valid agent name" in m for m in messages(result)), messages(result)
+
+
+def test_validate_and_plan_print_one_notice_per_accepted_field_kind(tmp_path: Path) -> None:
+    (tmp_path / "accepted.yaml").write_text((CORPUS / "accepted.yaml").read_text())
+    for command in ("validate", "plan"):
+        outcome = run_cli(command, "--repo", tmp_path, "-q")
+        assert outcome.code == 0, outcome
+        lines = [line for line in outcome.out.splitlines() if "accepted, not used: metrics" in line]
+        assert len(lines) == 1, (command, outcome.out)
+        assert lines[0].startswith("Warning: accepted.yaml:27:7: Canary/default/accepted-fields:")
