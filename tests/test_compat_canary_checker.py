@@ -23,9 +23,11 @@ from reconciler.core.agentconfig import agent_configs
 from reconciler.core.compile import compile_config
 from reconciler.core.documents import SourceFile
 from reconciler.core.load import LoadResult, load_config
+from reconciler.sitebuild import build_site
+from reconciler.store.db import open_state
 from reconciler.store.tokens import agent_of
 from schemas.canary import effective_timeout
-from tests.conftest import run_cli
+from tests.conftest import ConfigRepo, run_cli
 
 CORPUS = Path(__file__).parent / "compat" / "canary_checker"
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -426,3 +428,34 @@ def test_validate_and_plan_print_one_notice_per_accepted_field_kind(tmp_path: Pa
         lines = [line for line in outcome.out.splitlines() if "accepted, not used: metrics" in line]
         assert len(lines) == 1, (command, outcome.out)
         assert lines[0].startswith("Warning: accepted.yaml:27:7: Canary/default/accepted-fields:")
+
+
+# --- presentation fields on the site --------------------------------------------------------
+
+
+def test_owner_severity_icon_description_and_labels_show_on_the_canary_page(
+    tmp_path: Path,
+) -> None:
+    repo = ConfigRepo(tmp_path / "config")
+    repo.write(
+        "shop.yaml",
+        upstream(
+            "  owner: team-shop\n  severity: critical\n  icon: cart\n"
+            "  http:\n    - name: home page\n      url: https://shop.example/\n"
+            "      description: The shop's front door\n      icon: http\n"
+            "      labels: {tier: frontend}\n",
+            name="shop",
+        ),
+    )
+    repo.commit("shop")
+    state = tmp_path / "state.duckdb"
+    applied = run_cli("apply", "--repo", repo.path, "--state", state, "--auto-approve", "-q")
+    assert applied.code == 0, applied.err
+    connection = open_state(state)
+    assert connection is not None
+    with connection:
+        build_site(connection, tmp_path / "site", NOW)
+    page = (tmp_path / "site" / "canary" / "default.shop.html").read_text()
+    assert "Owner: team-shop; Severity: critical; Icon: cart." in page
+    assert "<code>home page</code>: The shop&#39;s front door" in page
+    assert "(tier=frontend)" in page and "icon http" in page
