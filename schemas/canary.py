@@ -101,6 +101,16 @@ class EnvVar(SecretValue):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class OAuth2(StrictModel):
+    """OAuth2 client credentials: `username` is the client id, `password` its secret."""
+
+    tokenURL: str = Field(pattern=r"^https?://\S+$", description="Where tokens are requested.")
+    scope: list[str] | None = Field(default=None, description="Scopes asked for.")
+    params: dict[str, str] | None = Field(
+        default=None, description="Extra form fields of the token request."
+    )
+
+
 class TestExpression(StrictModel):
     """A check's pass condition: a CEL expression that must give true."""
 
@@ -267,8 +277,9 @@ class HttpCheck(TemplatableCheck):
     responseJSONContent: Any = accepted("deprecated, and ignored by canary-checker too")
     ntlm: Any = refused("NTLM authentication is not implemented")
     ntlmv2: Any = refused("NTLM authentication is not implemented")
-    oauth2: Any = refused(
-        "OAuth2 token requests are not implemented; send the token in a header with valueFrom.env"
+    oauth2: OAuth2 | None = Field(
+        default=None,
+        description="Fetch a bearer token with the client-credentials grant before each run.",
     )
     awsSigV4: Any = refused("AWS SigV4 signing is not implemented")
     tlsConfig: Any = refused(
@@ -304,6 +315,8 @@ class HttpCheck(TemplatableCheck):
         yield from _nested("password", self.password)
         if self.digest and self.username is None:
             yield (("digest",), "digest authentication needs username and password")
+        if self.oauth2 is not None and (self.username is None or self.password is None):
+            yield (("oauth2",), "oauth2 needs username (the client id) and password (its secret)")
 
 
 class TcpCheck(TemplatableCheck):

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 import pytest
@@ -69,7 +70,7 @@ def test_the_implemented_corpus_loads_with_upstream_defaults() -> None:
     assert effective_timeout(dns.timeout, 30) == 27  # capped below the schedule period
     assert effective_timeout(0, 3600) == 10  # canary-checker's default for 0
     spec = canary.resource_spec()
-    assert spec["http"][3]["url"] == "http://shop.test:8080/echo"  # deprecated endpoint -> url
+    assert spec["http"][4]["url"] == "http://shop.test:8080/echo"  # deprecated endpoint -> url
     assert (spec["icon"], spec["severity"], spec["owner"]) == ("shop", "critical", "team-shop")
 
 
@@ -116,7 +117,6 @@ def test_accepted_fields_give_one_notice_per_kind() -> None:
     [
         ("      ntlm: true\n", "ntlm", "NTLM authentication is not implemented"),
         ("      ntlmv2: true\n", "ntlmv2", "NTLM authentication is not implemented"),
-        ("      oauth2:\n        tokenURL: https://x/\n", "oauth2", "OAuth2 token requests"),
         ("      awsSigV4:\n        region: eu\n", "awsSigV4", "AWS SigV4"),
         ("      tlsConfig:\n        insecureSkipVerify: true\n", "tlsConfig", "custom CA"),
         ("      crawl:\n        depth: 2\n", "crawl", "crawling links"),
@@ -300,6 +300,8 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 challenge = f'Digest realm="{REALM}", nonce="{NONCE}", qop="auth"'
                 self.reply(401, b"", **{"www-authenticate": challenge})
+        elif self.path == "/bearer":
+            self.reply(200 if auth == "Bearer tok-1" else 401, b"")
         elif self.path == "/moved":
             self.reply(301, b"", location="/new")
         else:
@@ -307,6 +309,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.path == "/token":
+            client = "Basic " + base64.b64encode(f"shop-client:{PASSWORD}".encode()).decode()
+            form = parse_qs(body.decode())
+            expected = {"grant_type": ["client_credentials"], "scope": ["read write"]}
+            if self.headers.get("Authorization") == client and form == expected | {
+                "audience": ["shop"]
+            }:
+                self.reply(200, b'{"access_token": "tok-1", "token_type": "bearer"}')
+            else:
+                self.reply(401, b'{"error": "invalid_client"}')
+            return
         self.reply(200, body, **{"content-type": "application/json"})
 
 
@@ -350,6 +363,7 @@ def test_the_implemented_fields_act_as_canary_checker_says(target: str) -> None:
     # the password of user:password@ authenticates but is not in the reported endpoint
     assert status["credentials in the url"] == ("pass", f"http://{target}/basic")
     assert status["digest login"][0] == "pass"
+    assert status["oauth2 client credentials"][0] == "pass"  # bearer token from /token
     assert status["templated order"] == ("pass", "ordered ABC-1 in 200")
     assert status["redirect not followed"][0] == "pass"
     assert status["plain http has no certificate"] == (
@@ -363,7 +377,13 @@ def test_the_implemented_fields_act_as_canary_checker_says(target: str) -> None:
 def test_without_the_secret_the_auth_fails_and_content_is_checked(target: str) -> None:
     text = (CORPUS / "implemented.yaml").read_text().replace("shop.test:8080", target)
     checks = served_checks(text, {"SHOP_PASSWORD": "wrong"})
-    outcome = _run_all([c for c in checks if c["name"] == "home page with basic auth"])
+    wanted = ("home page with basic auth", "oauth2 client credentials")
+    outcome = _run_all([c for c in checks if c["name"] in wanted])
+    token = outcome["oauth2 client credentials"]
+    assert (token.status, token.message) == (
+        "error",
+        f"TokenError: token request to http://{target}/token answered 401",
+    )
     result = outcome["home page with basic auth"]
     assert result.status == "fail"
     assert "status code 401 is not one of the accepted codes [200]" in (result.message or "")

@@ -22,6 +22,7 @@ from agent.checks.cel import (
 )
 from agent.checks.fields import flag, integer, items, required_text, text, threshold
 from agent.checks.gotemplate import TemplateError, render
+from agent.checks.oauth import client_credentials_token
 from agent.checks.outcome import Verdict, judge, over_threshold
 from agent.checks.phases import PhaseRecorder
 from agent.checks.pool import ClientPool
@@ -51,6 +52,7 @@ class HttpSpec:
     display_expr: str | None = None
     display_template: str | None = None
     context: Mapping[str, Any] | None = None
+    oauth2: Mapping[str, Any] | None = None
 
     @classmethod
     def parse(cls, check: Mapping[str, Any]) -> HttpSpec:
@@ -79,6 +81,7 @@ class HttpSpec:
             display_expr=_expression(check.get("display")),
             display_template=_template(check.get("display")),
             context=check,
+            oauth2=check.get("oauth2") if isinstance(check.get("oauth2"), Mapping) else None,
         )
 
 
@@ -168,16 +171,24 @@ async def _exchange(
     spec: HttpSpec, client: httpx.AsyncClient, recorder: PhaseRecorder
 ) -> tuple[httpx.Response, bytes, datetime | None]:
     """Send the request; return the response, its (capped) body and certificate expiry."""
+    headers = list(spec.headers)
+    auth = _auth(spec)
+    if spec.oauth2 is not None:
+        # canary-checker drops basic auth when oauth2 is set: the credentials get a token.
+        token = await client_credentials_token(
+            client, spec.oauth2, spec.username or "", spec.password or "", spec.timeout_s
+        )
+        headers.append(("Authorization", f"Bearer {token}"))
+        auth = None
     request = client.build_request(
         spec.method,
         spec.url,
-        headers=spec.headers,
+        headers=headers,
         content=spec.body.encode() if spec.body is not None else None,
         timeout=spec.timeout_s,
         extensions={"trace": recorder.trace},
     )
     follow = spec.follow_redirects and spec.max_redirects != 0
-    auth = _auth(spec)
     if auth is None:
         response = await client.send(request, stream=True, follow_redirects=follow)
     else:
