@@ -204,3 +204,24 @@ def test_https_with_an_untrusted_certificate_is_an_error(certificate: Certificat
     assert outcome.status == "error"
     assert outcome.message is not None
     assert "CERTIFICATE_VERIFY_FAILED" in outcome.message
+
+
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        ({"maxSSLExpiry": 2}, "pass"),
+        ({"maxSSLExpiry": 7}, "fail"),
+        ({"test": {"expr": "sslAge > Duration('2d') && sslAge <= Duration('3d')"}}, "pass"),
+        ({"test": {"expr": "sslAge > Duration('7d')"}}, "fail"),
+    ],
+)
+def test_https_certificate_expiry_as_canary_checker_checks_it(
+    certificate: Certificate, fields: dict[str, Any], status: str
+) -> None:
+    """canary-checker's http `maxSSLExpiry` (days) and CEL `sslAge` (time left)."""
+    trust = ssl.create_default_context(cadata=certificate.pem)
+    check = {"name": "web", "type": "http", "timeout_ms": 5000, "url": "https://127.0.0.1:{port}/"}
+    outcome = run_against(answer_http, check | fields, server_context(certificate), verify=trust)
+    assert outcome.status == status, outcome.message
+    if "maxSSLExpiry" in fields and status == "fail":
+        assert outcome.message is not None and "fewer than maxSSLExpiry 7" in outcome.message

@@ -27,7 +27,7 @@ from reconciler.core.load import LoadResult, load_config
 from reconciler.sitebuild import build_site
 from reconciler.store.db import open_state
 from reconciler.store.tokens import agent_of
-from schemas.canary import effective_timeout
+from schemas.canary import UpstreamCheckTypes, effective_timeout
 from tests.conftest import ConfigRepo, run_cli
 
 CORPUS = Path(__file__).parent / "compat" / "canary_checker"
@@ -127,6 +127,14 @@ def test_accepted_fields_give_one_notice_per_kind() -> None:
         ("      test:\n        template: 'true'\n", "template", "use expr"),
         ("      test:\n        javascript: 'true'\n", "javascript", "JavaScript"),
         ("      display:\n        jsonPath: $.a\n", "jsonPath", "JSONPath"),
+        ("      test:\n        jsonPath: $.a\n", "jsonPath", "JSONPath"),
+        ("      display:\n        javascript: x\n", "javascript", "JavaScript"),
+        (
+            "      password:\n        valueFrom:\n          fieldRef:\n"
+            "            fieldPath: metadata.name\n",
+            "fieldRef",
+            "needs Kubernetes",
+        ),
         (
             "      username:\n        valueFrom:\n          secretKeyRef:\n            name: s\n"
             "            key: k\n",
@@ -171,7 +179,7 @@ def test_canary_level_retries_are_refused() -> None:
     ]
 
 
-@pytest.mark.parametrize("check_type", ["icmp", "exec", "postgres", "webhook", "kubernetes"])
+@pytest.mark.parametrize("check_type", sorted(UpstreamCheckTypes.model_fields))
 def test_a_check_type_not_run_here_names_the_supported_ones(check_type: str) -> None:
     result = load(upstream(f"  {check_type}:\n    - name: x\n"))
     errors = messages(result)
@@ -302,6 +310,12 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(401, b"", **{"www-authenticate": challenge})
         elif self.path == "/bearer":
             self.reply(200 if auth == "Bearer tok-1" else 401, b"")
+        elif self.path.startswith("/hop/"):
+            left = int(self.path.rsplit("/", 1)[1])
+            if left:
+                self.reply(302, b"", location=f"/hop/{left - 1}")
+            else:
+                self.reply(200, b"arrived")
         elif self.path == "/moved":
             self.reply(301, b"", location="/new")
         else:
@@ -479,3 +493,13 @@ def test_owner_severity_icon_description_and_labels_show_on_the_canary_page(
     assert "Owner: team-shop; Severity: critical; Icon: cart." in page
     assert "<code>home page</code>: The shop&#39;s front door" in page
     assert "(tier=frontend)" in page and "icon http" in page
+
+
+@pytest.mark.parametrize(("limit", "status"), [(2, "fail"), (3, "pass")])
+def test_max_redirects_counts_the_redirects_followed(target: str, limit: int, status: str) -> None:
+    check = {"name": "hops", "type": "http", "timeout_ms": 5000}
+    check |= {"url": f"http://{target}/hop/3", "maxRedirects": limit}
+    outcome = _run_all([check])["hops"]
+    assert outcome.status == status, outcome.message
+    if status == "fail":
+        assert outcome.message == "followed 3 redirects, more than maxRedirects 2"
