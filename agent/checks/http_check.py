@@ -12,7 +12,12 @@ from typing import Any
 import httpx
 
 from agent.checks import certs
-from agent.checks.cel import (
+from agent.checks.fields import flag, integer, items, required_text, text, threshold
+from agent.checks.oauth import client_credentials_token
+from agent.checks.outcome import Verdict, judge, over_threshold
+from agent.checks.phases import PhaseRecorder
+from agent.checks.pool import ClientPool
+from agent.expressions.cel import (
     CelError,
     canonical_header,
     check_context,
@@ -20,12 +25,7 @@ from agent.checks.cel import (
     evaluate,
     http_context,
 )
-from agent.checks.fields import flag, integer, items, required_text, text, threshold
-from agent.checks.gotemplate import TemplateError, render
-from agent.checks.oauth import client_credentials_token
-from agent.checks.outcome import Verdict, judge, over_threshold
-from agent.checks.phases import PhaseRecorder
-from agent.checks.pool import ClientPool
+from agent.expressions.gotemplate import TemplateError, render
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 

@@ -11,11 +11,11 @@ from typing import Any
 
 from celpy import celtypes
 
-from agent.checks.cel import CelError, check_context, display, evaluate
 from agent.checks.endpoint import connect_error, split_endpoint
 from agent.checks.fields import required_text, threshold
-from agent.checks.gotemplate import TemplateError, render
 from agent.checks.outcome import Verdict, judge, over_threshold
+from agent.expressions.cel import CelError, check_context, display, evaluate
+from agent.expressions.gotemplate import TemplateError, render
 
 
 async def check_tcp(check: Mapping[str, Any]) -> Verdict:

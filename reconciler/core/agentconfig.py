@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from agent.checks.gotemplate import DOLLAR, render
+from agent.expressions.gotemplate import DOLLAR, render
 from reconciler.core.resources import Resource
 from schemas.canary import CHECK_TYPES, effective_timeout, is_templated
 from schemas.schedule import parse_schedule

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from agent.checks.cel import HTTP_VARIABLES, TCP_VARIABLES, check_expression
-from agent.checks.gotemplate import DOLLAR, TemplateError, variables
+from agent.expressions.cel import HTTP_VARIABLES, TCP_VARIABLES, check_expression
+from agent.expressions.gotemplate import DOLLAR, TemplateError, variables
 from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.documents import Located
 from schemas.base import Problem

@@ -23,7 +23,7 @@ from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError, base_functions
 
-from agent.checks.celfuncs import FUNCTIONS, Optional, to_python
+from agent.expressions.celfuncs import FUNCTIONS, Optional, to_python
 
 _MAX_REASON = 300
 HTTP_VARIABLES = frozenset(
