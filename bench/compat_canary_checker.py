@@ -1,6 +1,6 @@
 """How many of canary-checker's published Canary files load here, file by file.
 
-    .venv/bin/python -m bench.compat_canary_checker PATH/TO/canary-checker [-v]
+    .venv/bin/python bench/compat_canary_checker.py PATH/TO/canary-checker [-v]
 
 Finds every YAML file under the checkout that holds a `canaries.flanksource.com/v1` Canary
 using only http, tcp and dns checks, loads each file alone (as `reconcile validate` on a
@@ -16,8 +16,12 @@ from pathlib import Path
 
 import yaml
 
-from reconciler.core.documents import SourceFile
-from reconciler.core.load import load_config
+# Running this file puts bench/ first on sys.path, where bench/agent.py would shadow the
+# `agent` package that the loader imports.
+sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
+
+from reconciler.core.documents import SourceFile  # noqa: E402
+from reconciler.core.load import load_config  # noqa: E402
 
 CHECKS = {"http", "tcp", "dns"}
 SPEC_FIELDS = {"replicas", "retries", "env", "interval", "schedule", "icon", "severity", "owner"}

@@ -21,15 +21,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.core.compile import compile_config
-from reconciler.core.diff import plan_changes
-from reconciler.core.load import load_config
-from reconciler.core.plan import Plan
-from reconciler.gitsource import find_repository, worktree_revision
-from reconciler.service import Loaded, Session
-from reconciler.store.db import open_state, state_ref
-from reconciler.store.resources import fetch_resources, read_headers
-from reconciler.worktree import read_worktree
+# Running `bench/plan.py` puts bench/ first on sys.path, where bench/agent.py would shadow the
+# `agent` package that the reconciler's loader imports (agent.expressions).
+sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
+
+from reconciler.core.compile import compile_config  # noqa: E402
+from reconciler.core.diff import plan_changes  # noqa: E402
+from reconciler.core.load import load_config  # noqa: E402
+from reconciler.core.plan import Plan  # noqa: E402
+from reconciler.gitsource import find_repository, worktree_revision  # noqa: E402
+from reconciler.service import Loaded, Session  # noqa: E402
+from reconciler.store.db import open_state, state_ref  # noqa: E402
+from reconciler.store.resources import fetch_resources, read_headers  # noqa: E402
+from reconciler.worktree import read_worktree  # noqa: E402
 
 COLD_TARGET_SECONDS = 5.0
 WARM_TARGET_SECONDS = 0.5
