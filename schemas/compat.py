@@ -65,7 +65,9 @@ def _reason(model: type[BaseModel], name: str) -> tuple[str, str] | None:
     return str(extra[COMPAT_KEY]), reason
 
 
-def _children(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[BaseModel, tuple]]:  # type: ignore[type-arg]
+def _children(
+    value: Any, path: tuple[str | int, ...]
+) -> Iterator[tuple[BaseModel, tuple[str | int, ...]]]:
     if isinstance(value, BaseModel):
         yield value, path
     elif isinstance(value, list):

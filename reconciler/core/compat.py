@@ -8,7 +8,7 @@ from typing import Any
 
 from agent.expressions.cel import HTTP_VARIABLES, TCP_VARIABLES, check_expression
 from agent.expressions.gotemplate import DOLLAR, TemplateError, variables
-from reconciler.core.diagnostics import Diagnostic
+from reconciler.core.diagnostics import Diagnostic, Severity
 from reconciler.core.documents import Located
 from schemas.base import Problem
 from schemas.canary import CanaryDocument, HttpCheck, TcpCheck, is_templated
@@ -60,7 +60,7 @@ def _templates(check: HttpCheck) -> Iterator[Problem]:
             yield (("body",), f"{name!r} is not a variable of the body ({known}); {NO_VALUE}")
 
 
-def canary_problems(model: CanaryDocument) -> Iterator[tuple[Problem, str]]:
+def canary_problems(model: CanaryDocument) -> Iterator[tuple[Problem, Severity]]:
     """Expressions that could never evaluate (errors) and template names that render as
     nothing (warnings). A check with a refused field is left out: that error says enough."""
     checks: Iterable[tuple[str, list[Any], frozenset[str]]] = (
@@ -76,7 +76,7 @@ def canary_problems(model: CanaryDocument) -> Iterator[tuple[Problem, str]]:
                 yield (((*where, *path), message), "error")
             if isinstance(check, HttpCheck):
                 for path, message in _templates(check):
-                    severity = "warning" if message.endswith(NO_VALUE) else "error"
+                    severity: Severity = "warning" if message.endswith(NO_VALUE) else "error"
                     yield (((*where, *path), message), severity)
 
 
@@ -85,7 +85,7 @@ def compat_diagnostics(document: Located[Any]) -> list[Diagnostic]:
     model = document.model
     found = [document.diagnostic(path, message) for path, message in compat_fields(model, REFUSED)]
     if isinstance(model, CanaryDocument):
-        found += [document.diagnostic(p, m, s) for (p, m), s in canary_problems(model)]  # type: ignore[arg-type]
+        found += [document.diagnostic(p, m, s) for (p, m), s in canary_problems(model)]
         found += [document.diagnostic(p, m, "warning") for p, m in model.notices()]
     found += [
         document.diagnostic(path, message, "warning")
