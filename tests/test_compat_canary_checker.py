@@ -357,14 +357,30 @@ def _run_all(checks: list[dict[str, Any]]) -> dict[str, CheckOutcome]:
     return asyncio.run(main())
 
 
-def served_checks(text: str, environment: dict[str, str]) -> list[dict[str, Any]]:
+def served_checks(
+    text: str, environment: dict[str, str], types: tuple[str, ...] = ("http", "tcp")
+) -> list[dict[str, Any]]:
     result = load(text)
     assert result.ok, messages(result)
     desired = compile_config(result.config)
     config = agent_configs(desired.resources.values(), environment)["local"]
     assert not config.problems, config.problems
     (canary,) = orjson.loads(config.body)["canaries"]
-    return [check for check in canary["checks"] if check["type"] != "dns"]
+    return [check for check in canary["checks"] if check["type"] in types]
+
+
+def test_what_the_agent_receives_is_resolved(target: str) -> None:
+    text = (CORPUS / "implemented.yaml").read_text().replace("shop.test:8080", target)
+    checks = {
+        c["name"]: c for c in served_checks(text, {"SHOP_PASSWORD": PASSWORD}, ("http", "dns"))
+    }
+    assert checks["resolver answers"]["timeout_ms"] == 27_000  # 100 s, capped below @every 30s
+    url = checks["credentials in the url"]
+    assert url["url"] == f"http://shopper:{PASSWORD}@{target}/basic" and "env" not in url
+    body = json.loads(checks["templated order"]["body"])
+    assert body == {"sku": "ABC-1", "canary": "shop-checks", "check": "templated order"}
+    assert checks["home page with basic auth"]["password"] == PASSWORD
+    assert checks["templated order"]["canary"] == {"name": "shop-checks", "namespace": "monitoring"}
 
 
 def test_the_implemented_fields_act_as_canary_checker_says(target: str) -> None:
