@@ -111,6 +111,23 @@ class OAuth2(StrictModel):
     )
 
 
+class TlsConfig(StrictModel):
+    """TLS settings of one HTTP check (canary-checker's tlsConfig)."""
+
+    insecureSkipVerify: bool | None = Field(
+        default=None, description="Do not verify the server's certificate chain and name."
+    )
+    ca: SecretValue | None = Field(
+        default=None, description="PEM certificates to trust besides the system's."
+    )
+    handshakeTimeout: Any = accepted("the check's timeout bounds the handshake")
+    cert: Any = refused("client certificates are not implemented")
+    key: Any = refused("client certificates are not implemented")
+
+    def problems(self) -> Iterator[Problem]:
+        yield from _nested("ca", self.ca)
+
+
 class TestExpression(StrictModel):
     """A check's pass condition: a CEL expression that must give true."""
 
@@ -282,9 +299,7 @@ class HttpCheck(TemplatableCheck):
         description="Fetch a bearer token with the client-credentials grant before each run.",
     )
     awsSigV4: Any = refused("AWS SigV4 signing is not implemented")
-    tlsConfig: Any = refused(
-        "custom CA, client certificates and skipping verification are not implemented"
-    )
+    tlsConfig: TlsConfig | None = None
     crawl: Any = refused("crawling links is not implemented")
     connection: Any = refused(
         "connections live in a Mission Control server; write url, username and password"
@@ -313,6 +328,7 @@ class HttpCheck(TemplatableCheck):
         yield from _nested("env", self.env)
         yield from _nested("username", self.username)
         yield from _nested("password", self.password)
+        yield from _nested("tlsConfig", self.tlsConfig)
         if self.digest and self.username is None:
             yield (("digest",), "digest authentication needs username and password")
         if self.oauth2 is not None and (self.username is None or self.password is None):

@@ -104,10 +104,11 @@ def test_accepted_fields_give_one_notice_per_kind() -> None:
             "responseJSONContent",
             "relationships",
             "metrics",
+            "handshakeTimeout",
         ]
     )
     metrics = next(m for m in notices if "metrics (" in m)
-    assert "canary.yaml:27:" in metrics and "2 places" in metrics
+    assert "canary.yaml:29:" in metrics and "2 places" in metrics
     spec = result.config.canaries["default/accepted-fields"].model.resource_spec()
     assert "metrics" not in spec["http"][0] and "replicas" not in spec
 
@@ -118,7 +119,14 @@ def test_accepted_fields_give_one_notice_per_kind() -> None:
         ("      ntlm: true\n", "ntlm", "NTLM authentication is not implemented"),
         ("      ntlmv2: true\n", "ntlmv2", "NTLM authentication is not implemented"),
         ("      awsSigV4:\n        region: eu\n", "awsSigV4", "AWS SigV4"),
-        ("      tlsConfig:\n        insecureSkipVerify: true\n", "tlsConfig", "custom CA"),
+        ("      tlsConfig:\n        cert:\n          value: PEM\n", "cert", "client certificates"),
+        ("      tlsConfig:\n        key:\n          value: PEM\n", "key", "client certificates"),
+        (
+            "      tlsConfig:\n        ca:\n          valueFrom:\n            secretKeyRef:\n"
+            "              name: ca\n              key: ca.pem\n",
+            "secretKeyRef",
+            "needs Kubernetes",
+        ),
         ("      crawl:\n        depth: 2\n", "crawl", "crawling links"),
         ("      connection: connection://http/x\n", "connection", "Mission Control"),
         ("      transform:\n        expr: '[]'\n", "transform", "result pipeline"),
@@ -381,6 +389,15 @@ def test_what_the_agent_receives_is_resolved(target: str) -> None:
     assert body == {"sku": "ABC-1", "canary": "shop-checks", "check": "templated order"}
     assert checks["home page with basic auth"]["password"] == PASSWORD
     assert checks["templated order"]["canary"] == {"name": "shop-checks", "namespace": "monitoring"}
+    assert checks["plain http has no certificate"]["tlsConfig"] == {"insecureSkipVerify": True}
+
+
+def test_a_tls_config_ca_is_read_from_the_environment() -> None:
+    text = http_check(
+        "      tlsConfig:\n        ca:\n          valueFrom:\n            env: CA_PEM\n"
+    )
+    (check,) = served_checks(text, {"CA_PEM": "-----BEGIN CERTIFICATE-----"}, ("http",))
+    assert check["tlsConfig"] == {"insecureSkipVerify": False, "ca": "-----BEGIN CERTIFICATE-----"}
 
 
 def test_the_implemented_fields_act_as_canary_checker_says(target: str) -> None:
@@ -477,7 +494,7 @@ def test_validate_and_plan_print_one_notice_per_accepted_field_kind(tmp_path: Pa
         assert outcome.code == 0, outcome
         lines = [line for line in outcome.out.splitlines() if "accepted, not used: metrics" in line]
         assert len(lines) == 1, (command, outcome.out)
-        assert lines[0].startswith("Warning: accepted.yaml:27:7: Canary/default/accepted-fields:")
+        assert lines[0].startswith("Warning: accepted.yaml:29:7: Canary/default/accepted-fields:")
 
 
 # --- presentation fields on the site --------------------------------------------------------

@@ -53,6 +53,7 @@ class HttpSpec:
     display_template: str | None = None
     context: Mapping[str, Any] | None = None
     oauth2: Mapping[str, Any] | None = None
+    tls: Mapping[str, Any] | None = None
 
     @classmethod
     def parse(cls, check: Mapping[str, Any]) -> HttpSpec:
@@ -82,6 +83,7 @@ class HttpSpec:
             display_template=_template(check.get("display")),
             context=check,
             oauth2=check.get("oauth2") if isinstance(check.get("oauth2"), Mapping) else None,
+            tls=check.get("tlsConfig") if isinstance(check.get("tlsConfig"), Mapping) else None,
         )
 
 
@@ -283,8 +285,8 @@ async def check_http(
 
     Args:
         check: The check as served (url, method, headers, body, username, password,
-            digest, responseCodes, responseContent, maxSSLExpiry, maxRedirects,
-            thresholdMillis, followRedirects, test, display, timeout_ms).
+            digest, oauth2, tlsConfig, responseCodes, responseContent, maxSSLExpiry,
+            maxRedirects, thresholdMillis, followRedirects, test, display, timeout_ms).
         clients: The shared HTTP clients.
         now: The clock, for certificate days left.
 
@@ -295,7 +297,12 @@ async def check_http(
     """
     spec = HttpSpec.parse(check)
     recorder = PhaseRecorder()
-    response, content, expiry = await _exchange(spec, clients.client(), recorder)
+    client = clients.client()
+    if spec.tls is not None:
+        ca = spec.tls.get("ca")
+        insecure = bool(spec.tls.get("insecureSkipVerify"))
+        client = clients.tls_client(insecure, ca if isinstance(ca, str) else None)
+    response, content, expiry = await _exchange(spec, client, recorder)
     total_ms = recorder.elapsed_ms()
     code = response.status_code
     phases = recorder.phases(total_ms)

@@ -87,6 +87,11 @@ def _http_fields(
     for field in ("username", "password"):
         if field in check:
             spec[field] = _secret(check[field], env, f"{where}.{field}")
+    tls = check.get("tlsConfig")
+    if tls is not None:
+        spec["tlsConfig"] = {"insecureSkipVerify": bool(tls.get("insecureSkipVerify", False))}
+        if "ca" in tls:
+            spec["tlsConfig"]["ca"] = _secret(tls["ca"], env, f"{where}.tlsConfig.ca")
     if "body" in check:
         body = resolve_secrets(check["body"], env, f"{where}.body")
         spec["body"] = render(body, context) if check.get("templateBody") else body
