@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from schemas.base import Problem
 
 COMPAT_KEY = "x-compat"
+REASON_KEY = "x-compat-reason"
 ACCEPTED = "accepted"
 REFUSED = "refused"
 CHECK_TYPE = "check-type"
@@ -30,7 +31,7 @@ def accepted(reason: str) -> Any:
         default=None,
         exclude=True,
         description=f"Accepted, not used: {reason}.",
-        json_schema_extra={COMPAT_KEY: ACCEPTED},
+        json_schema_extra={COMPAT_KEY: ACCEPTED, REASON_KEY: reason},
     )
 
 
@@ -40,7 +41,7 @@ def refused(reason: str) -> Any:
         default=None,
         exclude=True,
         description=f"Not supported: {reason}.",
-        json_schema_extra={COMPAT_KEY: REFUSED},
+        json_schema_extra={COMPAT_KEY: REFUSED, REASON_KEY: reason},
     )
 
 
@@ -60,9 +61,7 @@ def _reason(model: type[BaseModel], name: str) -> tuple[str, str] | None:
     extra = info.json_schema_extra
     if not isinstance(extra, dict) or COMPAT_KEY not in extra:
         return None
-    description = info.description or ""
-    reason = description.split(": ", 1)[-1].rstrip(".")
-    return str(extra[COMPAT_KEY]), reason
+    return str(extra[COMPAT_KEY]), str(extra.get(REASON_KEY, ""))
 
 
 def _children(
