@@ -536,3 +536,18 @@ def test_max_redirects_counts_the_redirects_followed(target: str, limit: int, st
     assert outcome.status == status, outcome.message
     if status == "fail":
         assert outcome.message == "followed 3 redirects, more than maxRedirects 2"
+
+
+def test_a_value_that_breaks_the_template_stops_only_its_canary() -> None:
+    broken = upstream(
+        "  http:\n    - name: n\n      url: http://$(host)/\n      env:\n"
+        "        - name: host\n          valueFrom:\n            env: ODD_HOST\n",
+        name="odd",
+    )
+    fine = upstream("  tcp:\n    - endpoint: example.com:443\n", name="fine")
+    result = load(broken + "\n---\n" + fine)
+    assert result.ok, messages(result)
+    config = agent_configs(compile_config(result.config).resources.values(), {"ODD_HOST": "{{"})
+    local = config["local"]
+    assert [c["id"] for c in orjson.loads(local.body)["canaries"]] == ["default/fine@local"]
+    assert "cannot render the template" in local.problems[0]

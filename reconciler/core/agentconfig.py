@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from agent.expressions.gotemplate import DOLLAR, render
+from agent.expressions.gotemplate import DOLLAR, TemplateError, render
 from reconciler.core.resources import Resource
 from schemas.canary import CHECK_TYPES, effective_timeout, is_templated
 from schemas.schedule import parse_schedule
@@ -19,7 +19,8 @@ _ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class MissingSecret(ValueError):
-    """A check refers to an environment variable the control plane does not have."""
+    """A check refers to an environment variable the control plane does not have, or its
+    URL or body cannot be rendered with the values it has."""
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,16 @@ def _http_fields(
         "canary": canary,
         "check": {"name": check["name"], "description": check.get("description", "")},
     }
-    url = resolve_secrets(check["url"], env, f"{where}.url")
-    if is_templated(url):
-        # canary-checker templates the URL with both $(...) and {{...}} delimiters.
-        url = render(render(url, variables, DOLLAR), variables)
-    spec["url"] = url
+    url = check["url"]
+    try:
+        if is_templated(url):
+            # canary-checker templates the URL with both $(...) and {{...}} delimiters.
+            url = render(render(url, variables, DOLLAR), variables)
+        if "body" in check and check.get("templateBody"):
+            spec["body"] = render(check["body"], context)
+    except TemplateError as error:  # a variable's value can itself look like a template
+        raise MissingSecret(f"{where}: cannot render the template: {error}") from error
+    spec["url"] = resolve_secrets(url, env, f"{where}.url")
     spec["headers"] = [
         {"name": h["name"], "value": _secret(h, env, f"{where}.headers")}
         for h in check.get("headers", [])
@@ -92,9 +98,8 @@ def _http_fields(
         spec["tlsConfig"] = {"insecureSkipVerify": bool(tls.get("insecureSkipVerify", False))}
         if "ca" in tls:
             spec["tlsConfig"]["ca"] = _secret(tls["ca"], env, f"{where}.tlsConfig.ca")
-    if "body" in check:
-        body = resolve_secrets(check["body"], env, f"{where}.body")
-        spec["body"] = render(body, context) if check.get("templateBody") else body
+    if "body" in spec:
+        spec["body"] = resolve_secrets(spec["body"], env, f"{where}.body")
     for resolved in ("env", "templateBody"):
         spec.pop(resolved, None)
 
