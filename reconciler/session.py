@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -52,7 +52,7 @@ class Loaded:
     @property
     def diagnostics(self) -> list[Diagnostic]:
         extra = self.desired.diagnostics if self.desired else []
-        return sorted(self.result.diagnostics + extra)
+        return sorted(set(self.result.diagnostics + extra))
 
     @property
     def ok(self) -> bool:
@@ -133,6 +133,10 @@ class Session:
                 if result.ok
                 else None
             )
+            if desired is not None:
+                # Load warnings (accepted-but-unused fields, ...) are shown by plans too.
+                warnings = [d for d in result.diagnostics if d.severity == "warning"]
+                desired = replace(desired, diagnostics=warnings + desired.diagnostics)
         return Loaded(result, revision, desired, len(files), parsed)
 
     def _current_headers(self, connection: Connection) -> dict[str, ResourceHeader]:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.base import API_VERSION, Metadata, Problem, Slug, StrictModel
+from schemas.base import API_VERSION, AgentMetadata, Problem, Slug, StrictModel
 
 RESERVED_AGENT_NAMES = frozenset({"local"})
 
@@ -25,7 +25,7 @@ class AgentDocument(StrictModel):
 
     apiVersion: Literal["canary-reconciler/v1"] = API_VERSION
     kind: Literal["Agent"] = "Agent"
-    metadata: Metadata
+    metadata: AgentMetadata
     spec: AgentSpec
 
     def problems(self) -> Iterator[Problem]:

@@ -59,6 +59,28 @@ Duration = Annotated[
 ]
 
 
+# Agents are named as Kubernetes names objects (an RFC 1123 subdomain), so `eu-west.prod-1`
+# is a valid agent name, as in canary-checker; other kinds keep the slug.
+AGENT_NAME_PATTERN = (
+    r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+_AGENT_NAME = re.compile(AGENT_NAME_PATTERN)
+
+
+def _check_agent_name(value: str) -> str:
+    if not _AGENT_NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid agent name: use lowercase letters, digits, '-' and '.', "
+            "each dot-separated part starting and ending with a letter or digit"
+        )
+    return value
+
+
+AgentName = Annotated[
+    str, AfterValidator(_check_agent_name), Field(json_schema_extra={"pattern": AGENT_NAME_PATTERN})
+]
+
+
 class Metadata(StrictModel):
     """Identity of a document: a slug name, an optional namespace, labels and annotations."""
 
@@ -77,3 +99,9 @@ def nested(prefix: tuple[str | int, ...], problems: Iterator[Problem]) -> Iterat
 def dump(model: BaseModel) -> dict[str, Any]:
     """The canonical plain-data form of a model: JSON types, field aliases, no nulls."""
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class AgentMetadata(Metadata):
+    """An Agent's identity: its name may contain dots (`eu-west.prod-1`)."""
+
+    name: AgentName

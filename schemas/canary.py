@@ -1,4 +1,10 @@
-"""The Canary kind: synthetic HTTP, TCP, DNS and TLS checks and where they run."""
+"""The Canary kind: synthetic HTTP, TCP, DNS and TLS checks and where they run.
+
+The same model reads canary-checker's Canary (`canaries.flanksource.com/v1`): every field of
+its `api/v1` Canary spec and http/tcp/dns checks is either implemented with canary-checker's
+semantics, accepted but not acted on, or refused with the reason (see `schemas.compat` and
+docs/compatibility.md).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,14 @@ import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic import (
+    AliasChoices,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
 
 from schemas.base import (
     API_VERSION,
@@ -15,50 +28,152 @@ from schemas.base import (
     Metadata,
     Problem,
     StrictModel,
+    dump,
 )
+from schemas.compat import NEEDS_KUBERNETES, accepted, refused, unsupported_check_type
 from schemas.durations import format_duration, parse_duration
 from schemas.schedule import parse_schedule
 
-CHECK_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+MAX_CHECK_NAME = 128
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$")
+_URL = re.compile(r"^https?://\S+$")
 DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_SCHEDULE = "@every 1m"
+NEVER = "@never"
+# canary-checker's DNS check waits 10 seconds when its integer `timeout` is 0 or absent.
+DNS_DEFAULT_TIMEOUT_SECONDS = 10
 
-CheckName = Annotated[str, Field(pattern=CHECK_NAME_PATTERN)]
+CheckName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_CHECK_NAME,
+        description="Free text, unique within the canary. Default: the description, "
+        "else the URL, endpoint or query.",
+    ),
+]
 
 
 class ValueFrom(StrictModel):
     """Where a secret value comes from at serve time. It is never stored in git or DuckDB."""
 
-    env: str = Field(
+    env: str | None = Field(
+        default=None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Name of an environment variable of the control plane.",
     )
+    secretKeyRef: Any = refused(NEEDS_KUBERNETES)
+    configMapKeyRef: Any = refused(NEEDS_KUBERNETES)
+    helmRef: Any = refused(NEEDS_KUBERNETES)
+    serviceAccount: Any = refused(NEEDS_KUBERNETES)
+    fieldRef: Any = refused(NEEDS_KUBERNETES)
+
+    def problems(self) -> Iterator[Problem]:
+        written = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if not written:
+            yield ((), "set 'env' (the name of an environment variable of the control plane)")
 
 
-class Header(StrictModel):
-    """One HTTP request header; `value` may contain `${env:NAME}` references."""
+class SecretValue(StrictModel):
+    """A value written inline (`${env:NAME}` allowed) or read from the environment."""
 
-    name: str = Field(min_length=1)
+    name: str | None = Field(default=None, description="Ignored here (canary-checker's EnvVar).")
     value: str | None = None
     valueFrom: ValueFrom | None = None
 
     def problems(self) -> Iterator[Problem]:
         if (self.value is None) == (self.valueFrom is None):
             yield ((), "set exactly one of 'value' and 'valueFrom'")
+        if self.valueFrom is not None:
+            for path, message in self.valueFrom.problems():
+                yield (("valueFrom", *path), message)
+
+
+class Header(SecretValue):
+    """One HTTP request header; `value` may contain `${env:NAME}` references."""
+
+    name: str = Field(min_length=1)
+
+
+class EnvVar(SecretValue):
+    """A variable for `$(NAME)` in the URL and `{{.NAME}}` in a templated body."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class OAuth2(StrictModel):
+    """OAuth2 client credentials: `username` is the client id, `password` its secret."""
+
+    tokenURL: str = Field(pattern=r"^https?://\S+$", description="Where tokens are requested.")
+    scope: list[str] | None = Field(default=None, description="Scopes asked for.")
+    params: dict[str, str] | None = Field(
+        default=None, description="Extra form fields of the token request."
+    )
+
+
+class TlsConfig(StrictModel):
+    """TLS settings of one HTTP check (canary-checker's tlsConfig)."""
+
+    insecureSkipVerify: bool | None = Field(
+        default=None, description="Do not verify the server's certificate chain and name."
+    )
+    ca: SecretValue | None = Field(
+        default=None, description="PEM certificates to trust besides the system's."
+    )
+    handshakeTimeout: Any = accepted("the check's timeout bounds the handshake")
+    cert: Any = refused("client certificates are not implemented")
+    key: Any = refused("client certificates are not implemented")
+
+    def problems(self) -> Iterator[Problem]:
+        yield from _nested("ca", self.ca)
 
 
 class TestExpression(StrictModel):
-    """A CEL expression over `code`, `headers`, `content`, `json` and `elapsed`."""
+    """A check's pass condition: a CEL expression that must give true."""
 
-    expr: str = Field(min_length=1)
+    expr: str | None = Field(default=None, min_length=1, description="CEL expression.")
+    template: Any = refused("Go templates are not evaluated as tests here; use expr")
+    javascript: Any = refused("JavaScript is not evaluated here; use expr")
+    jsonPath: Any = refused("JSONPath is not evaluated here; use expr")
+
+    def problems(self) -> Iterator[Problem]:
+        if self.expr is None and self.template is self.javascript is self.jsonPath is None:
+            yield ((), "set 'expr'")
+
+
+class DisplayTemplate(StrictModel):
+    """The message of a result: a CEL expression or a `{{.field}}` Go template."""
+
+    expr: str | None = Field(default=None, min_length=1, description="CEL giving a string.")
+    template: str | None = Field(
+        default=None, description="Go template; only {{.field.path}} lookups are evaluated."
+    )
+    javascript: Any = refused("JavaScript is not evaluated here; use expr")
+    jsonPath: Any = refused("JSONPath is not evaluated here; use expr")
+
+    def problems(self) -> Iterator[Problem]:
+        written = [n for n in ("expr", "template", "javascript", "jsonPath") if getattr(self, n)]
+        if len(written) != 1:
+            yield ((), "set exactly one of 'expr' and 'template'")
+
+
+def _nested(name: str, value: Any) -> Iterator[Problem]:
+    if value is None:
+        return
+    items = value if isinstance(value, list) else [value]
+    for index, item in enumerate(items):
+        where: tuple[str | int, ...] = (name, index) if isinstance(value, list) else (name,)
+        for path, message in item.problems():
+            yield ((*where, *path), message)
 
 
 class CheckBase(StrictModel):
-    """Fields every check type shares."""
+    """Fields every check type shares (canary-checker's `Description`)."""
 
-    name: CheckName
+    name: CheckName = ""
     description: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    icon: str | None = Field(default=None, description="Icon URL or name, shown on the site.")
     timeout: Duration | None = Field(
         default=None,
         description="Give up after this long. Default: 10s, or 90% of the schedule period "
@@ -67,9 +182,49 @@ class CheckBase(StrictModel):
     thresholdMillis: int | None = Field(
         default=None, ge=1, description="Fail the check when it takes longer than this."
     )
+    namespace: Any = accepted("results belong to the canary's namespace here")
+    metrics: Any = accepted("custom Prometheus metrics from check results are not exported")
+    transformDeleteStrategy: Any = accepted("only applies to transform, which is not supported")
+    markFailOnEmpty: Any = accepted("only applies to transform, which is not supported")
+    relationships: Any = accepted("links results to Mission Control components and configs")
+    dependsOn: Any = refused("the checks of a canary run independently here")
+    retries: Any = refused(
+        "failed checks are not retried; failureThreshold sets how many "
+        "failed runs in a row make a target down"
+    )
+
+    @classmethod
+    def default_name(cls, data: dict[str, Any]) -> Any:
+        """What canary-checker names a check that has no name."""
+        return data.get("description")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") in (None, ""):
+            name = cls.default_name(data)
+            if isinstance(name, str) and name:
+                return {**data, "name": name[:MAX_CHECK_NAME]}
+        return data
 
     def problems(self) -> Iterator[Problem]:
-        yield from ()
+        if not self.name:
+            yield (("name",), "required field is missing (no name, description or target)")
+
+
+class TemplatableCheck(CheckBase):
+    """A check with canary-checker's `test`, `display` and `transform`."""
+
+    test: TestExpression | None = None
+    display: DisplayTemplate | None = None
+    transform: Any = refused(
+        "transform builds results in canary-checker's result pipeline, which is not run here"
+    )
+
+    def problems(self) -> Iterator[Problem]:
+        yield from super().problems()
+        yield from _nested("test", self.test)
+        yield from _nested("display", self.display)
 
 
 def _endpoint_problems(endpoint: str) -> Iterator[Problem]:
@@ -86,17 +241,45 @@ def _publish_alias(schema: dict[str, Any]) -> None:
         properties["maxResponseTime"] = alias
 
 
-class HttpCheck(CheckBase):
-    """An HTTP request whose status, latency and body are checked."""
+def is_templated(text: str) -> bool:
+    """Whether a URL or body holds `$(...)` or `{{...}}` references."""
+    return "$(" in text or "{{" in text
+
+
+class HttpCheck(TemplatableCheck):
+    """An HTTP request whose status, latency, certificate and body are checked."""
 
     model_config = ConfigDict(json_schema_extra=_publish_alias)
 
-    url: str = Field(pattern=r"^https?://\S+$", description="http:// or https:// URL.")
+    url: str | None = Field(
+        default=None,
+        description="http:// or https:// URL; $(NAME) takes a variable of `env`; "
+        "user:password@ sends basic auth.",
+    )
+    endpoint: str | None = Field(default=None, description="Deprecated name of url.")
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
     headers: list[Header] = Field(default_factory=list)
     body: str | None = None
+    templateBody: bool | None = Field(
+        default=None, description="Render body as a Go template over env, check and canary."
+    )
+    env: list[EnvVar] | None = Field(
+        default=None, description="Variables for $(NAME) in url and {{.NAME}} in the body."
+    )
+    username: SecretValue | None = Field(default=None, description="Basic (or digest) auth.")
+    password: SecretValue | None = None
+    digest: bool | None = Field(default=None, description="Use HTTP digest authentication.")
     responseCodes: list[Annotated[int, Field(ge=100, le=599)]] = Field(
         default_factory=list, description="Accepted status codes; empty means any 2xx."
+    )
+    responseContent: str | None = Field(
+        default=None, description="The body must contain this text."
+    )
+    maxSSLExpiry: int | None = Field(
+        default=None,
+        ge=0,
+        description="Fail when the certificate expires within this many days (or there is "
+        "no certificate).",
     )
     thresholdMillis: int | None = Field(
         default=None,
@@ -105,20 +288,64 @@ class HttpCheck(CheckBase):
         description="Fail when slower than this (alias: maxResponseTime).",
     )
     followRedirects: bool = True
-    test: TestExpression | None = None
+    maxRedirects: int | None = Field(
+        default=None, ge=0, description="Redirects to follow (default 10); 0 follows none."
+    )
+    responseJSONContent: Any = accepted("deprecated, and ignored by canary-checker too")
+    ntlm: Any = refused("NTLM authentication is not implemented")
+    ntlmv2: Any = refused("NTLM authentication is not implemented")
+    oauth2: OAuth2 | None = Field(
+        default=None,
+        description="Fetch a bearer token with the client-credentials grant before each run.",
+    )
+    awsSigV4: Any = refused("AWS SigV4 signing is not implemented")
+    tlsConfig: TlsConfig | None = None
+    crawl: Any = refused("crawling links is not implemented")
+    connection: Any = refused(
+        "connections live in a Mission Control server; write url, username and password"
+    )
+
+    @classmethod
+    def default_name(cls, data: dict[str, Any]) -> Any:
+        return data.get("description") or data.get("url") or data.get("endpoint")
+
+    @property
+    def target(self) -> str:
+        """The URL as written (`url`, else the deprecated `endpoint`)."""
+        return self.url or self.endpoint or ""
 
     def problems(self) -> Iterator[Problem]:
-        for index, header in enumerate(self.headers):
-            for path, message in header.problems():
-                yield (("headers", index, *path), message)
+        yield from super().problems()
+        if self.url is not None and self.endpoint is not None:
+            yield (("endpoint",), "cannot specify both endpoint and url")
+        elif self.url is None and self.endpoint is None and self.connection is None:
+            yield (("url",), "required field is missing")
+        elif self.target:
+            where = "url" if self.url is not None else "endpoint"
+            if not is_templated(self.target) and not _URL.match(self.target):
+                yield ((where,), f"{self.target!r} is not an http:// or https:// URL")
+        yield from _nested("headers", self.headers)
+        yield from _nested("env", self.env)
+        yield from _nested("username", self.username)
+        yield from _nested("password", self.password)
+        yield from _nested("tlsConfig", self.tlsConfig)
+        if self.digest and self.username is None:
+            yield (("digest",), "digest authentication needs username and password")
+        if self.oauth2 is not None and (self.username is None or self.password is None):
+            yield (("oauth2",), "oauth2 needs username (the client id) and password (its secret)")
 
 
-class TcpCheck(CheckBase):
+class TcpCheck(TemplatableCheck):
     """A TCP connect to host:port."""
 
     endpoint: str
 
+    @classmethod
+    def default_name(cls, data: dict[str, Any]) -> Any:
+        return data.get("description") or data.get("endpoint")
+
     def problems(self) -> Iterator[Problem]:
+        yield from super().problems()
         yield from _endpoint_problems(self.endpoint)
 
 
@@ -133,6 +360,18 @@ class DnsCheck(CheckBase):
     exactreply: list[str] | None = Field(
         default=None, description="The answers must be exactly these (order ignored)."
     )
+    timeout: Duration | Annotated[int, Field(ge=0)] | None = Field(  # type: ignore[assignment]
+        default=None,
+        description="A duration, or canary-checker's integer seconds (0: 10 seconds); "
+        "capped at 90% of the schedule period.",
+    )
+
+    @classmethod
+    def default_name(cls, data: dict[str, Any]) -> Any:
+        query = data.get("query")
+        return data.get("description") or (
+            f"{data.get('querytype', 'A')}/{query}" if query else None
+        )
 
 
 class TlsCheck(CheckBase):
@@ -144,7 +383,12 @@ class TlsCheck(CheckBase):
         default=7, ge=0, description="Fail when the certificate expires within this many days."
     )
 
+    @classmethod
+    def default_name(cls, data: dict[str, Any]) -> Any:
+        return data.get("description") or data.get("endpoint")
+
     def problems(self) -> Iterator[Problem]:
+        yield from super().problems()
         yield from _endpoint_problems(self.endpoint)
 
 
@@ -183,25 +427,83 @@ IncidentPolicy = Annotated[
 CHECK_TYPES = ("http", "tcp", "dns", "tls")
 
 
-class CanarySpec(StrictModel):
+class UpstreamCheckTypes(StrictModel):
+    """canary-checker's other check types: named, so the error says what is not run here."""
+
+    docker: Any = unsupported_check_type()
+    dockerPush: Any = unsupported_check_type()
+    containerd: Any = unsupported_check_type()
+    containerdPush: Any = unsupported_check_type()
+    s3: Any = unsupported_check_type()
+    pod: Any = unsupported_check_type()
+    ldap: Any = unsupported_check_type()
+    icmp: Any = unsupported_check_type()
+    postgres: Any = unsupported_check_type()
+    mssql: Any = unsupported_check_type()
+    mysql: Any = unsupported_check_type()
+    restic: Any = unsupported_check_type()
+    jmeter: Any = unsupported_check_type()
+    junit: Any = unsupported_check_type()
+    helm: Any = unsupported_check_type()
+    redis: Any = unsupported_check_type()
+    prometheus: Any = unsupported_check_type()
+    mongodb: Any = unsupported_check_type()
+    cloudwatch: Any = unsupported_check_type()
+    pubsub: Any = unsupported_check_type()
+    github: Any = unsupported_check_type()
+    gitProtocol: Any = unsupported_check_type()
+    kubernetes: Any = unsupported_check_type()
+    kubernetesResource: Any = unsupported_check_type()
+    folder: Any = unsupported_check_type()
+    exec: Any = unsupported_check_type()
+    awsConfig: Any = unsupported_check_type()
+    awsConfigRule: Any = unsupported_check_type()
+    databaseBackup: Any = unsupported_check_type()
+    catalog: Any = unsupported_check_type()
+    opensearch: Any = unsupported_check_type()
+    elasticsearch: Any = unsupported_check_type()
+    alertmanager: Any = unsupported_check_type()
+    dynatrace: Any = unsupported_check_type()
+    azureDevops: Any = unsupported_check_type()
+    webhook: Any = unsupported_check_type()
+    # `namespace` is a check type upstream, but as a field name it is left to checks.
+
+
+class CanarySpec(UpstreamCheckTypes):
     """The checks of a canary, their schedule, where they run and how incidents open."""
 
-    schedule: str = Field(
-        default="@every 1m",
-        description="'@every <duration>', a 5-field cron expression, or '@never'.",
+    schedule: str | None = Field(
+        default=None,
+        description="'@every <duration>', a 5-field cron expression, or '@never'. Default: "
+        "`interval`, else '@every 1m' (a canary-checker Canary with neither does not run).",
+    )
+    interval: int | None = Field(
+        default=None, ge=0, description="Seconds between runs (canary-checker's older schedule)."
+    )
+    replicas: int | None = Field(
+        default=None, ge=0, description="0 pauses the canary; other values have no effect here."
     )
     agentSelector: list[str] | None = Field(
         default=None,
-        description="Agent name globs; '!glob' excludes, 'local' is the control plane. "
-        "Absent: the control plane only.",
+        description="Agent name globs, case-insensitive, trimmed; '!glob' excludes, 'local' "
+        "is the control plane. Absent: the control plane only.",
     )
     incidentPolicy: IncidentPolicy = "majority"
     failureThreshold: int = Field(default=3, ge=1)
     successThreshold: int = Field(default=2, ge=1)
+    icon: str | None = Field(default=None, description="Shown on the canary's page.")
+    severity: str | None = Field(default=None, description="Shown on the canary's page.")
+    owner: str | None = Field(default=None, description="Shown on the canary's page.")
     http: list[HttpCheck] = Field(default_factory=list)
     tcp: list[TcpCheck] = Field(default_factory=list)
     dns: list[DnsCheck] = Field(default_factory=list)
     tls: list[TlsCheck] = Field(default_factory=list)
+    resultMode: Any = accepted("results stay one per check; no combined JUnit report is made")
+    env: Any = accepted("canary-level env is not read by http, tcp or dns checks upstream either")
+    retries: Any = refused(
+        "failed checks are not retried; failureThreshold sets how many "
+        "failed runs in a row make a target down"
+    )
 
     def checks(self) -> Iterator[tuple[str, int, CheckBase]]:
         """Every check with its type and index in its list."""
@@ -210,14 +512,31 @@ class CanarySpec(StrictModel):
             for index, check in enumerate(checks):
                 yield check_type, index, check
 
-    def problems(self) -> Iterator[Problem]:
+    def effective_schedule(self, upstream: bool = False) -> str:
+        """The schedule the canary runs on.
+
+        Args:
+            upstream: whether the document is canary-checker's: there a canary without
+                `schedule` and `interval` (or with `replicas: 0`) does not run.
+        """
+        if self.replicas == 0:
+            return NEVER
+        if self.schedule is not None:
+            return self.schedule
+        if self.interval:
+            return f"@every {self.interval}s"
+        return NEVER if upstream else DEFAULT_SCHEDULE
+
+    def rule_problems(self, schedule: str) -> Iterator[Problem]:
+        """Rules over several fields, given the effective schedule."""
         period: float | None = None
         try:
-            period = parse_schedule(self.schedule).period_seconds()
+            period = parse_schedule(schedule).period_seconds()
         except ValueError as error:
             yield (("schedule",), str(error))
         for pattern_index, pattern in enumerate(self.agentSelector or []):
-            body = pattern[1:] if pattern.startswith("!") else pattern
+            body = pattern.strip()
+            body = body[1:] if body.startswith("!") else body
             if not body.strip():
                 yield (("agentSelector", pattern_index), "empty pattern")
         seen: dict[str, str] = {}
@@ -225,7 +544,7 @@ class CanarySpec(StrictModel):
         for check_type, index, check in self.checks():
             any_check = True
             where: tuple[str | int, ...] = (check_type, index)
-            if check.name in seen:
+            if check.name and check.name in seen:
                 yield (
                     (*where, "name"),
                     f"check name {check.name!r} is already used by a {seen[check.name]} check",
@@ -233,7 +552,7 @@ class CanarySpec(StrictModel):
             seen[check.name] = check_type
             for path, message in check.problems():
                 yield ((*where, *path), message)
-            if check.timeout is not None and period is not None:
+            if isinstance(check.timeout, str) and period is not None:
                 timeout = parse_duration(check.timeout)
                 if timeout >= period:
                     yield (
@@ -241,18 +560,27 @@ class CanarySpec(StrictModel):
                         f"timeout {check.timeout} must be shorter than the schedule period "
                         f"({format_duration(period)})",
                     )
-        if not any_check:
+        other_types = (getattr(self, name) for name in UpstreamCheckTypes.model_fields)
+        if not any_check and all(value is None for value in other_types):
             yield ((), "a canary needs at least one check (http, tcp, dns or tls)")
 
+    def problems(self) -> Iterator[Problem]:
+        yield from self.rule_problems(self.effective_schedule())
 
-def effective_timeout(timeout: str | None, period: float | None) -> float:
-    """The timeout a check runs with, in seconds: its own, else 10s capped at 90% of the
-    schedule period."""
-    if timeout is not None:
+
+def effective_timeout(timeout: str | int | None, period: float | None) -> float:
+    """The timeout a check runs with, in seconds.
+
+    A duration is used as written; canary-checker's integer seconds (0 meaning 10) and an
+    absent timeout (10s) are capped at 90% of the schedule period, as runs of one canary
+    never overlap.
+    """
+    if isinstance(timeout, str):
         return parse_duration(timeout)
+    seconds = float(timeout or DNS_DEFAULT_TIMEOUT_SECONDS)
     if period is None:
-        return DEFAULT_TIMEOUT_SECONDS
-    return min(DEFAULT_TIMEOUT_SECONDS, round(period * 0.9, 3))
+        return seconds
+    return min(seconds, round(period * 0.9, 3))
 
 
 class CanaryDocument(StrictModel):
@@ -263,9 +591,41 @@ class CanaryDocument(StrictModel):
     metadata: Metadata
     spec: CanarySpec
 
+    @property
+    def upstream(self) -> bool:
+        """Whether this is canary-checker's Canary."""
+        return self.apiVersion == CANARY_CHECKER_API_VERSION
+
+    @property
+    def schedule(self) -> str:
+        """The effective schedule (see `CanarySpec.effective_schedule`)."""
+        return self.spec.effective_schedule(self.upstream)
+
     def problems(self) -> Iterator[Problem]:
-        for path, message in self.spec.problems():
+        for path, message in self.spec.rule_problems(self.schedule):
             yield (("spec", *path), message)
+
+    def notices(self) -> Iterator[Problem]:
+        """Things worth saying that are not errors: a canary-checker Canary that never runs."""
+        spec = self.spec
+        if self.upstream and spec.schedule is None and not spec.interval and spec.replicas != 0:
+            yield (
+                ("spec",),
+                "neither schedule nor interval: canary-checker does not run this canary, "
+                "and neither does this project (schedule @never)",
+            )
+
+    def resource_spec(self) -> dict[str, Any]:
+        """The spec as the plan stores it and agents receive it: schedule resolved, the
+        deprecated http `endpoint` turned into `url`, accepted/refused fields left out."""
+        spec = dump(self.spec)
+        spec["schedule"] = self.schedule
+        spec.pop("interval", None)
+        spec.pop("replicas", None)
+        for check in spec.get("http", []):
+            if "endpoint" in check:
+                check["url"] = check.pop("endpoint")
+        return spec
 
 
 __all__ = ["CANARY_CHECKER_API_VERSION", "CanaryDocument", "CanarySpec", "effective_timeout"]

@@ -100,6 +100,7 @@ def test_a_different_reply_fails_naming_the_difference() -> None:
     [
         ("MX", ["10 mx1.test.", "20 MX2.test"]),
         ("mx", ["10 mx1.test", "20 mx2.test"]),
+        ("MX", ["mx1.test. 10", "mx2.test. 20"]),  # canary-checker's order: host preference
         ("TXT", ["v=spf1 -all"]),
         ("TXT", ['"v=spf1 -all"']),
     ],

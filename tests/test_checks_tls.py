@@ -204,3 +204,47 @@ def test_https_with_an_untrusted_certificate_is_an_error(certificate: Certificat
     assert outcome.status == "error"
     assert outcome.message is not None
     assert "CERTIFICATE_VERIFY_FAILED" in outcome.message
+
+
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        ({"maxSSLExpiry": 2}, "pass"),
+        ({"maxSSLExpiry": 7}, "fail"),
+        ({"test": {"expr": "sslAge > Duration('2d') && sslAge <= Duration('3d')"}}, "pass"),
+        ({"test": {"expr": "sslAge > Duration('7d')"}}, "fail"),
+    ],
+)
+def test_https_certificate_expiry_as_canary_checker_checks_it(
+    certificate: Certificate, fields: dict[str, Any], status: str
+) -> None:
+    """canary-checker's http `maxSSLExpiry` (days) and CEL `sslAge` (time left)."""
+    trust = ssl.create_default_context(cadata=certificate.pem)
+    check = {"name": "web", "type": "http", "timeout_ms": 5000, "url": "https://127.0.0.1:{port}/"}
+    outcome = run_against(answer_http, check | fields, server_context(certificate), verify=trust)
+    assert outcome.status == status, outcome.message
+    if "maxSSLExpiry" in fields and status == "fail":
+        assert outcome.message is not None and "fewer than maxSSLExpiry 7" in outcome.message
+
+
+@pytest.mark.parametrize(
+    ("tls_config", "status"),
+    [
+        ({"insecureSkipVerify": True}, "pass"),
+        ({"insecureSkipVerify": False}, "error"),
+        ({"ca": "PEM"}, "pass"),
+    ],
+)
+def test_https_with_canary_checkers_tls_config(
+    certificate: Certificate, tls_config: dict[str, Any], status: str
+) -> None:
+    """tlsConfig as served: skip verification, or trust a CA given as PEM."""
+    if tls_config.get("ca") == "PEM":
+        tls_config = {"ca": certificate.pem}
+    check = {"name": "web", "type": "http", "timeout_ms": 5000, "url": "https://127.0.0.1:{port}/"}
+    outcome = run_against(
+        answer_http, check | {"tlsConfig": tls_config}, server_context(certificate)
+    )
+    assert outcome.status == status, outcome.message
+    if status == "pass":
+        assert outcome.phases is not None and 2.9 < outcome.phases["cert_days_left"] <= 3

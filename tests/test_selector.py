@@ -53,8 +53,10 @@ AGENTS = [
             ["eu-*", "us-*", "!us-test", "local"],
             ["eu-west-1", "eu-west-2", "eu-central-prod", "eu-west-prod", "us-east-prod"],
         ),
-        # Globs are case-sensitive and match whole names.
-        (["EU-*"], []),
+        # Globs match whole names.
+        # As canary-checker: case is ignored and spaces around a pattern are trimmed.
+        ([" EU-WEST-* "], ["eu-west-1", "eu-west-2", "eu-west-prod"]),
+        (["* ", "! Team-B"], [a for a in AGENTS if a != "team-b"]),
         (["agent"], []),
     ],
 )

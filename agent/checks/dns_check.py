@@ -50,7 +50,11 @@ def _expected(reply: str, rdtype: dns.rdatatype.RdataType) -> str:
     if rdtype in _TEXT_TYPES:
         quoted = len(reply) >= 2 and reply[0] == reply[-1] == '"'
         return reply[1:-1] if quoted else reply
-    return normalize(reply)
+    tokens = normalize(reply).split()
+    if rdtype == dns.rdatatype.MX and len(tokens) == 2 and tokens[1].isdigit():
+        # canary-checker writes MX replies as "host preference" ("smtp.google.com. 10").
+        tokens.reverse()
+    return " ".join(tokens)
 
 
 def _exact_failures(answers: set[str], expected: set[str]) -> list[str]:

@@ -1,4 +1,5 @@
-"""The HTTP check: status codes, latency, a CEL test, timing phases and certificate expiry."""
+"""The HTTP check: status codes, latency, body text, a CEL test and display, auth, timing
+phases and certificate expiry (canary-checker's http check semantics)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,20 @@ from typing import Any
 import httpx
 
 from agent.checks import certs
-from agent.checks.cel import CelError, evaluate, http_context
 from agent.checks.fields import flag, integer, items, required_text, text, threshold
+from agent.checks.oauth import client_credentials_token
 from agent.checks.outcome import Verdict, judge, over_threshold
 from agent.checks.phases import PhaseRecorder
 from agent.checks.pool import ClientPool
+from agent.expressions.cel import (
+    CelError,
+    canonical_header,
+    check_context,
+    display,
+    evaluate,
+    http_context,
+)
+from agent.expressions.gotemplate import TemplateError, render
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
@@ -33,6 +43,17 @@ class HttpSpec:
     follow_redirects: bool
     expr: str | None
     timeout_s: float | None
+    username: str | None = None
+    password: str | None = None
+    digest: bool = False
+    max_redirects: int | None = None
+    response_content: str | None = None
+    max_ssl_expiry: int | None = None
+    display_expr: str | None = None
+    display_template: str | None = None
+    context: Mapping[str, Any] | None = None
+    oauth2: Mapping[str, Any] | None = None
+    tls: Mapping[str, Any] | None = None
 
     @classmethod
     def parse(cls, check: Mapping[str, Any]) -> HttpSpec:
@@ -52,6 +73,17 @@ class HttpSpec:
             follow_redirects=flag(check, "followRedirects", True),
             expr=_expression(check.get("test")),
             timeout_s=None if timeout_ms is None else timeout_ms / 1000,
+            username=text(check, "username"),
+            password=text(check, "password"),
+            digest=flag(check, "digest", False),
+            max_redirects=integer(check, "maxRedirects"),
+            response_content=text(check, "responseContent") or None,
+            max_ssl_expiry=integer(check, "maxSSLExpiry") or None,
+            display_expr=_expression(check.get("display")),
+            display_template=_template(check.get("display")),
+            context=check,
+            oauth2=check.get("oauth2") if isinstance(check.get("oauth2"), Mapping) else None,
+            tls=check.get("tlsConfig") if isinstance(check.get("tlsConfig"), Mapping) else None,
         )
 
 
@@ -59,6 +91,21 @@ def _header(entry: Any) -> tuple[str, str]:
     if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
         raise ValueError(f"header {entry!r} is not {{name, value}}")
     return entry["name"], str(entry.get("value") or "")
+
+
+def _template(display: Any) -> str | None:
+    if isinstance(display, Mapping) and isinstance(display.get("template"), str):
+        return str(display["template"])
+    return None
+
+
+def _auth(spec: HttpSpec) -> httpx.Auth | None:
+    if spec.username is None and spec.password is None:
+        return None  # httpx still sends user:password@ of the URL as basic auth
+    username, password = spec.username or "", spec.password or ""
+    if spec.digest:
+        return httpx.DigestAuth(username, password)
+    return httpx.BasicAuth(username, password)
 
 
 def _code(code: Any) -> int:
@@ -126,34 +173,109 @@ async def _exchange(
     spec: HttpSpec, client: httpx.AsyncClient, recorder: PhaseRecorder
 ) -> tuple[httpx.Response, bytes, datetime | None]:
     """Send the request; return the response, its (capped) body and certificate expiry."""
+    headers = list(spec.headers)
+    auth = _auth(spec)
+    if spec.oauth2 is not None:
+        # canary-checker drops basic auth when oauth2 is set: the credentials get a token.
+        token = await client_credentials_token(
+            client, spec.oauth2, spec.username or "", spec.password or "", spec.timeout_s
+        )
+        headers.append(("Authorization", f"Bearer {token}"))
+        auth = None
     request = client.build_request(
         spec.method,
         spec.url,
-        headers=spec.headers,
+        headers=headers,
         content=spec.body.encode() if spec.body is not None else None,
         timeout=spec.timeout_s,
         extensions={"trace": recorder.trace},
     )
-    response = await client.send(request, stream=True, follow_redirects=spec.follow_redirects)
+    follow = spec.follow_redirects and spec.max_redirects != 0
+    if auth is None:
+        response = await client.send(request, stream=True, follow_redirects=follow)
+    else:
+        response = await client.send(request, stream=True, follow_redirects=follow, auth=auth)
     try:
         return response, await _read_capped(response), _peer_expiry(response)
     finally:
         await response.aclose()
 
 
-def _test(spec: HttpSpec, response: httpx.Response, content: bytes, total_ms: float) -> bool:
-    """Evaluate the CEL test (true when there is none).
+def _headers(response: httpx.Response) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the expressions of a check see of one response."""
+
+    code: int
+    headers: list[tuple[str, str]]
+    text: str
+    body: Any
+    elapsed: timedelta
+    ssl_age: timedelta | None
+
+
+def _cel_context(spec: HttpSpec, reply: Reply) -> dict[str, Any]:
+    context = http_context(
+        reply.code, reply.headers, reply.text, reply.body, reply.elapsed, reply.ssl_age
+    )
+    return {**context, **check_context(spec.context or {})}
+
+
+def _template_data(spec: HttpSpec, reply: Reply) -> dict[str, Any]:
+    served = spec.context or {}
+    return {
+        "code": reply.code,
+        "headers": {canonical_header(k): v for k, v in reply.headers},
+        "content": reply.text,
+        "json": {} if reply.body is None else reply.body,
+        "elapsed": reply.elapsed,
+        "sslAge": reply.ssl_age or timedelta(0),
+        "check": {"name": served.get("name", ""), "description": served.get("description", "")},
+        "canary": served.get("canary", {}),
+    }
+
+
+def _display(spec: HttpSpec, reply: Reply) -> str | None:
+    """The result message `display` gives (None without one).
 
     Raises:
-        CelError: the expression is broken.
+        CelError: the display expression is broken.
     """
-    if spec.expr is None:
-        return True
-    textual, parsed = _decode(content, response)
-    headers = dict(response.headers.items())
-    elapsed = timedelta(milliseconds=total_ms)
-    code = response.status_code
-    return evaluate(spec.expr, http_context(code, headers, textual, parsed, elapsed))
+    if spec.display_expr is not None:
+        return display(spec.display_expr, _cel_context(spec, reply))
+    if spec.display_template is not None:
+        try:
+            return render(spec.display_template, _template_data(spec, reply))
+        except TemplateError as error:
+            raise CelError(str(error)) from error
+    return None
+
+
+def _body_failures(spec: HttpSpec, reply: Reply) -> list[str]:
+    if spec.response_content is not None and spec.response_content not in reply.text:
+        shown = reply.text[:100] + ("…" if len(reply.text) > 100 else "")
+        return [f"expected the body to contain {spec.response_content!r}, found {shown!r}"]
+    return []
+
+
+def _ssl_failures(spec: HttpSpec, expiry: datetime | None, days: float | None) -> list[str]:
+    if spec.max_ssl_expiry is None:
+        return []
+    if expiry is None or days is None:
+        return ["no certificate found to check its expiry (maxSSLExpiry)"]
+    if days < spec.max_ssl_expiry:
+        return [f"{certs.describe(expiry, days)}, fewer than maxSSLExpiry {spec.max_ssl_expiry}"]
+    return []
+
+
+def _redirect_failures(spec: HttpSpec, response: httpx.Response) -> list[str]:
+    limit = spec.max_redirects
+    if limit is not None and limit > 0 and len(response.history) > limit:
+        return [f"followed {len(response.history)} redirects, more than maxRedirects {limit}"]
+    return []
 
 
 async def check_http(
@@ -162,31 +284,53 @@ async def check_http(
     """Send the check's request and judge the response.
 
     Args:
-        check: The check as served (url, method, headers, body, responseCodes,
-            thresholdMillis, followRedirects, test, timeout_ms).
+        check: The check as served (url, method, headers, body, username, password,
+            digest, oauth2, tlsConfig, responseCodes, responseContent, maxSSLExpiry,
+            maxRedirects, thresholdMillis, followRedirects, test, display, timeout_ms).
         clients: The shared HTTP clients.
         now: The clock, for certificate days left.
 
     Returns:
-        "pass", "fail" naming every failed condition, or "error" for a broken test
-        expression. Phases carry connect_ms, tls_ms, first_byte_ms, total_ms and, for
-        HTTPS, cert_days_left.
+        "pass", "fail" naming every failed condition, or "error" for a broken test or
+        display expression. The message is `display`'s when there is one. Phases carry
+        connect_ms, tls_ms, first_byte_ms, total_ms and, for HTTPS, cert_days_left.
     """
     spec = HttpSpec.parse(check)
     recorder = PhaseRecorder()
-    response, content, expiry = await _exchange(spec, clients.client(), recorder)
+    client = clients.client()
+    if spec.tls is not None:
+        ca = spec.tls.get("ca")
+        insecure = bool(spec.tls.get("insecureSkipVerify"))
+        client = clients.tls_client(insecure, ca if isinstance(ca, str) else None)
+    response, content, expiry = await _exchange(spec, client, recorder)
     total_ms = recorder.elapsed_ms()
     code = response.status_code
     phases = recorder.phases(total_ms)
     message = None
+    days = None
     if expiry is not None:
         days = certs.days_left(expiry, now())
         phases["cert_days_left"] = round(days, 3)
         message = certs.describe(expiry, days)
+    textual, parsed = _decode(content, response)
+    reply = Reply(
+        code,
+        _headers(response),
+        textual,
+        parsed,
+        timedelta(milliseconds=total_ms),
+        None if days is None else timedelta(days=days),
+    )
     failures = _code_failures(code, spec.codes) + over_threshold(total_ms, spec.threshold_ms)
+    failures += _redirect_failures(spec, response)
+    failures += _body_failures(spec, reply) + _ssl_failures(spec, expiry, days)
     try:
-        if not _test(spec, response, content, total_ms):
+        if spec.expr is not None and not evaluate(spec.expr, _cel_context(spec, reply)):
             failures.append(f"test {spec.expr!r} is false (code {code}, {total_ms:.1f}ms)")
+        shown = _display(spec, reply)
     except CelError as error:
         return Verdict("error", str(error), code, phases)
+    if shown is not None:
+        message = shown
+        failures = [f"{'; '.join(failures)} ({shown})"] if failures else []
     return judge(failures, message, code=code, phases=phases)

@@ -66,24 +66,27 @@ class ClientPool:
             if isinstance(verify, ssl.SSLContext)
             else httpx.create_ssl_context(verify=verify, trust_env=trust_env)
         )
-        limits = httpx.Limits(
+        self._limits = httpx.Limits(
             max_connections=connections_per_client,
             max_keepalive_connections=connections_per_client if keepalive else 0,
         )
+        self._trust_env, self._keepalive = trust_env, keepalive
         self.uses_proxy = trust_env and bool(urllib.request.getproxies())
-        probe = None if self.uses_proxy or keepalive else ProbeTransport(context)
-        self._clients = tuple(
-            httpx.AsyncClient(
-                verify=context,
-                limits=limits,
-                trust_env=trust_env,
-                headers={"User-Agent": USER_AGENT},
-                cookies=_no_cookies(),
-                transport=probe,
-            )
-            for _ in range(size)
-        )
+        self._clients = tuple(self._new_client(context) for _ in range(size))
         self._turn = itertools.cycle(self._clients)
+        # Clients of checks with their own TLS settings (canary-checker's tlsConfig), by them.
+        self._tls_clients: dict[tuple[bool, str], httpx.AsyncClient] = {}
+
+    def _new_client(self, context: ssl.SSLContext) -> httpx.AsyncClient:
+        probe = None if self.uses_proxy or self._keepalive else ProbeTransport(context)
+        return httpx.AsyncClient(
+            verify=context,
+            limits=self._limits,
+            trust_env=self._trust_env,
+            headers={"User-Agent": USER_AGENT},
+            cookies=_no_cookies(),
+            transport=probe,
+        )
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -92,9 +95,31 @@ class ClientPool:
         """The next client in turn."""
         return next(self._turn)
 
+    def tls_client(self, insecure: bool, ca: str | None) -> httpx.AsyncClient:
+        """A client with its own TLS settings, made on first use and kept.
+
+        Args:
+            insecure: Skip certificate verification (canary-checker's insecureSkipVerify).
+            ca: PEM certificates to trust besides the system's, or None.
+
+        Raises:
+            ssl.SSLError: `ca` holds no usable certificate.
+        """
+        key = (insecure, ca or "")
+        client = self._tls_clients.get(key)
+        if client is None:
+            context = ssl.create_default_context()
+            if ca:
+                context.load_verify_locations(cadata=ca)
+            if insecure:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            client = self._tls_clients[key] = self._new_client(context)
+        return client
+
     async def aclose(self) -> None:
         """Close every client and its connections."""
-        for client in self._clients:
+        for client in (*self._clients, *self._tls_clients.values()):
             await client.aclose()
 
     async def __aenter__(self) -> ClientPool:

@@ -10,15 +10,17 @@ from typing import Any
 
 import orjson
 
+from agent.expressions.gotemplate import DOLLAR, TemplateError, render
 from reconciler.core.resources import Resource
-from schemas.canary import CHECK_TYPES, effective_timeout
+from schemas.canary import CHECK_TYPES, effective_timeout, is_templated
 from schemas.schedule import parse_schedule
 
 _ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class MissingSecret(ValueError):
-    """A check refers to an environment variable the control plane does not have."""
+    """A check refers to an environment variable the control plane does not have, or its
+    URL or body cannot be rendered with the values it has."""
 
 
 @dataclass(frozen=True)
@@ -50,30 +52,72 @@ def resolve_secrets(value: str, environment: Mapping[str, str], where: str) -> s
     return _ENV_REFERENCE.sub(substitute, value)
 
 
+def _secret(entry: Mapping[str, Any], env: Mapping[str, str], where: str) -> str:
+    """The value of a `{value}` / `{valueFrom: {env}}` entry (header, env var, username)."""
+    if "valueFrom" in entry:
+        name = entry["valueFrom"]["env"]
+        if name not in env:
+            raise MissingSecret(f"{where}: environment variable {name} is not set")
+        return env[name]
+    return resolve_secrets(str(entry.get("value", "")), env, where)
+
+
+def _http_fields(
+    check: Mapping[str, Any],
+    spec: dict[str, Any],
+    env: Mapping[str, str],
+    where: str,
+    canary: Mapping[str, str],
+) -> None:
+    """Resolve what an HTTP check needs from the server: secrets, `env`, templates."""
+    variables = {v["name"]: _secret(v, env, f"{where}.env") for v in check.get("env", [])}
+    context: dict[str, Any] = {
+        **variables,
+        "canary": canary,
+        "check": {"name": check["name"], "description": check.get("description", "")},
+    }
+    url = check["url"]
+    try:
+        if is_templated(url):
+            # canary-checker templates the URL with both $(...) and {{...}} delimiters.
+            url = render(render(url, variables, DOLLAR), variables)
+        if "body" in check and check.get("templateBody"):
+            spec["body"] = render(check["body"], context)
+    except TemplateError as error:  # a variable's value can itself look like a template
+        raise MissingSecret(f"{where}: cannot render the template: {error}") from error
+    spec["url"] = resolve_secrets(url, env, f"{where}.url")
+    spec["headers"] = [
+        {"name": h["name"], "value": _secret(h, env, f"{where}.headers")}
+        for h in check.get("headers", [])
+    ]
+    for field in ("username", "password"):
+        if field in check:
+            spec[field] = _secret(check[field], env, f"{where}.{field}")
+    tls = check.get("tlsConfig")
+    if tls is not None:
+        spec["tlsConfig"] = {"insecureSkipVerify": bool(tls.get("insecureSkipVerify", False))}
+        if "ca" in tls:
+            spec["tlsConfig"]["ca"] = _secret(tls["ca"], env, f"{where}.tlsConfig.ca")
+    if "body" in spec:
+        spec["body"] = resolve_secrets(spec["body"], env, f"{where}.body")
+    for resolved in ("env", "templateBody"):
+        spec.pop(resolved, None)
+
+
 def _check_spec(
     check_type: str,
     check: Mapping[str, Any],
     period: float | None,
     env: Mapping[str, str],
     where: str,
+    canary: Mapping[str, str],
 ) -> dict[str, Any]:
     spec = {"type": check_type, **{k: v for k, v in check.items() if k != "timeout"}}
     spec["timeout_ms"] = round(effective_timeout(check.get("timeout"), period) * 1000)
+    if check_type in ("http", "tcp") and ("test" in check or "display" in check):
+        spec["canary"] = dict(canary)
     if check_type == "http":
-        spec["url"] = resolve_secrets(check["url"], env, f"{where}.url")
-        headers = []
-        for header in check.get("headers", []):
-            if "valueFrom" in header:
-                name = header["valueFrom"]["env"]
-                if name not in env:
-                    raise MissingSecret(f"{where}: environment variable {name} is not set")
-                value = env[name]
-            else:
-                value = resolve_secrets(header["value"], env, f"{where}.headers")
-            headers.append({"name": header["name"], "value": value})
-        spec["headers"] = headers
-        if "body" in check:
-            spec["body"] = resolve_secrets(check["body"], env, f"{where}.body")
+        _http_fields(check, spec, env, where, canary)
     return spec
 
 
@@ -85,11 +129,13 @@ def canary_payload(resource: Resource, environment: Mapping[str, str]) -> dict[s
     """
     spec = resource.spec
     period = parse_schedule(spec["schedule"]).period_seconds()
+    namespace, _, name = str(spec.get("parent", resource.name)).partition("/")
+    canary = {"name": name, "namespace": namespace}
     checks = []
     for check_type in CHECK_TYPES:
         for check in spec.get(check_type, []):
             where = f"{resource.name} {check_type} check {check['name']!r}"
-            checks.append(_check_spec(check_type, check, period, environment, where))
+            checks.append(_check_spec(check_type, check, period, environment, where, canary))
     return {"id": resource.name, "schedule": spec["schedule"], "checks": checks}
 
 

@@ -52,7 +52,7 @@ def _compile_canary(
     fleet: str,
 ) -> CompiledCanary:
     key, source = canary.key, canary.location()
-    spec = dump(canary.model.spec)
+    spec = canary.model.resource_spec()
     resources = [Resource("Canary", key, spec, fingerprint(spec), source=source)]
     derived_base = {k: v for k, v in spec.items() if k != "agentSelector"}
     base_fingerprint = fingerprint(derived_base)

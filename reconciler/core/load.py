@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from reconciler.core.compat import compat_diagnostics, one_notice_per_kind
 from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.documents import Config, Located, SourceFile
 from reconciler.core.gatewayfile import load_gateway
@@ -61,7 +62,8 @@ def _subject_of(raw: Any) -> str:
 
 def _rule_diagnostics(document: Located[Any]) -> list[Diagnostic]:
     model: StrictModel = document.model
-    return [document.diagnostic(where, message) for where, message in model.problems()]
+    found = [document.diagnostic(where, message) for where, message in model.problems()]
+    return found + compat_diagnostics(document)
 
 
 def _load_document(path: str, raw: Any) -> FileResult:
@@ -177,8 +179,9 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
         diagnostics += result.diagnostics
     config, duplicates = _collect(documents)
     diagnostics += duplicates + _reference_diagnostics(config)
-    config.notices.extend(sorted(d for d in diagnostics if d.severity == "notice"))
-    return LoadResult(config, sorted(d for d in diagnostics if d.severity != "notice"))
+    diagnostics = one_notice_per_kind(sorted(diagnostics))
+    config.notices.extend(d for d in diagnostics if d.severity == "notice")
+    return LoadResult(config, [d for d in diagnostics if d.severity != "notice"])
 
 
 def _ignore_diagnostics(

@@ -13,6 +13,10 @@ from pydantic_core import ErrorDetails
 from reconciler.core.diagnostics import Diagnostic, FieldPath, format_field
 from reconciler.core.yamlparse import locate
 
+# Only near-typos are suggested: at difflib's default 0.6, 'username' was offered 'name' and
+# 'digest' was offered 'test', fields of a different meaning.
+SUGGEST_CUTOFF = 0.8
+
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -87,7 +91,7 @@ def explain(error: ErrorDetails, model: type[BaseModel]) -> str:
         allowed = allowed_fields(model, loc)
         if name in allowed:
             return f"{name!r} names a field that is already set under another name; keep one"
-        close = difflib.get_close_matches(name, allowed, n=1)
+        close = difflib.get_close_matches(name, allowed, n=1, cutoff=SUGGEST_CUTOFF)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         listing = f" (allowed: {', '.join(allowed)})" if allowed and not close else ""
         return f"unknown field {name!r}{hint}{listing}"

@@ -34,6 +34,10 @@ class CanaryInfo:
     regions: tuple[str, ...]
     agents: tuple[str, ...]
     checks: tuple[tuple[str, str], ...]  # (type, name)
+    # canary-checker's presentation fields: ("Owner", "team-shop"), ("Severity", ...), ...
+    about: tuple[tuple[str, str], ...] = ()
+    # per check, beside `checks`: its description, labels as "k=v" text and icon
+    check_notes: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,20 @@ def canaries_of(resources: list[Resource]) -> list[CanaryInfo]:
             for kind in CHECK_TYPES
             for check in canary.spec.get(kind, [])
         )
+        notes = tuple(
+            (
+                str(check.get("description", "")),
+                ", ".join(f"{k}={v}" for k, v in sorted(check.get("labels", {}).items())),
+                str(check.get("icon", "")),
+            )
+            for kind in CHECK_TYPES
+            for check in canary.spec.get(kind, [])
+        )
+        about = tuple(
+            (label, str(canary.spec[field]))
+            for field, label in (("owner", "Owner"), ("severity", "Severity"), ("icon", "Icon"))
+            if canary.spec.get(field)
+        )
         infos.append(
             CanaryInfo(
                 key=canary.name,
@@ -117,6 +135,8 @@ def canaries_of(resources: list[Resource]) -> list[CanaryInfo]:
                 regions=tuple(sorted({str(d.spec["region"]) for d in mine})),
                 agents=tuple(sorted({d.agent for d in mine if d.agent})),
                 checks=checks,
+                about=about,
+                check_notes=notes,
             )
         )
     return infos

@@ -21,7 +21,8 @@ def agent_of(token: str) -> str | None:
     """The agent a token names (`cra_<agent>.<secret>`), or None if it is not one of ours."""
     if not token.startswith(TOKEN_PREFIX) or "." not in token:
         return None
-    return token[len(TOKEN_PREFIX) :].split(".", 1)[0] or None
+    # The secret never holds a dot, agent names may: split at the last one.
+    return token[len(TOKEN_PREFIX) :].rpartition(".")[0] or None
 
 
 def token_matches(token: str, stored_hash: str) -> bool:

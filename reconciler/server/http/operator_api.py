@@ -17,7 +17,7 @@ from reconciler.server.http.common import (
     require_admin,
 )
 from reconciler.server.operator_edits import Committed, Edit, OperatorEdits
-from schemas.base import Slug
+from schemas.base import AgentName, Slug
 
 router = APIRouter(prefix="/operator", tags=["operator"])
 P = ParamSpec("P")
@@ -138,7 +138,7 @@ class RegionPatch(_Body):
 class AgentCreate(_Body):
     """Body of `POST /operator/agents`."""
 
-    name: Slug
+    name: AgentName
     region: Slug
     enabled: bool | None = None
     labels: dict[str, str] | None = None
@@ -147,7 +147,7 @@ class AgentCreate(_Body):
 class AgentPatch(_Body):
     """Body of `PATCH /operator/agents/{name}`: only the fields given change."""
 
-    name: Slug | None = None
+    name: AgentName | None = None
     region: Slug | None = None
     enabled: bool | None = None
     labels: dict[str, str] | None = None
