@@ -60,6 +60,7 @@ async def running(
     env: Mapping[str, str] | None = None,
     gateway: Gateway | None = None,
     open_gateway: GatewayOpener | None = None,
+    site_on_publish: bool = False,
     **flags: Any,
 ) -> AsyncIterator[Parts]:
     """`running_parts` as `reconcile serve --repo REPO --state STATE` with `flags` would run it.
@@ -73,6 +74,10 @@ async def running(
         env: environment variables (settings, secrets, canary `${env:...}` values).
         gateway: the data plane the canary controller drives (default: none).
         open_gateway: how the gateway is opened, instead of `gateway`.
+        site_on_publish: rebuild the status site after every applied revision, as the
+            server does; off by default, because a site build is most of the CPU a start
+            costs and few tests look at the site (it is still rebuilt on its timer,
+            `site_interval`).
         **flags: settings as `ServeSettings` names them (`max_batch_bytes=2000`).
     """
     environ = server_environ(env)
@@ -80,6 +85,8 @@ async def running(
     settings = load_settings(flags, environ)
     opener = open_gateway or (lambda _settings: gateway)
     async with running_parts(settings, environ, now, opener) as parts:
+        if not site_on_publish:
+            parts.control.on_publish.remove(parts.controllers.site.wake)
         parts.loop.trigger("startup")
         yield parts
 
