@@ -68,11 +68,21 @@ class Clock:
 
 @dataclass
 class Rig:
-    controller: DeploymentController
-    gateway: MemoryGateway
-    clock: Clock
+    """A canary controller on a state file and the in-memory gateway, and what it saw."""
+
+    state: StateHandle
     routes: list[Resource]
+    gateway: MemoryGateway = field(default_factory=MemoryGateway)
+    clock: Clock = field(default_factory=Clock)
     events: list[dict[str, Any]] = field(default_factory=list)
+    controller: DeploymentController = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The routes are read at every tick, so a test can take one out of the config.
+        self.controller = DeploymentController(
+            self.state, self.clock, lambda: self.routes, self.events.append, self.gateway,
+            interval=3600,
+        )  # fmt: skip
 
     async def view(self) -> dict[str, Any]:
         [view] = await self.controller.snapshot()
@@ -105,12 +115,7 @@ async def rig(config_repo: ConfigRepo, tmp_path: Path) -> AsyncIterator[Rig]:
     handle = StateHandle(state)
     try:
         routes = [r for r in await handle.read(all_resources) if r.kind == "Route"]
-        gateway, clock, events = MemoryGateway(), Clock(), []
-        controller = DeploymentController(
-            handle, clock, lambda: rig.routes, events.append, gateway, interval=3600
-        )
-        rig = Rig(controller, gateway, clock, routes, events)
-        yield rig
+        yield Rig(handle, routes)
     finally:
         handle.close()
 

@@ -18,9 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import Request, Response
 
 from reconciler.core.refusal import RequestRefused
 from reconciler.gateway.base import Gateway, GatewayError
+from reconciler.server.http.common import answer_refusal
 from reconciler.server.main import Parts
 from reconciler.server.settings import ServeSettings
 from tests.conftest import ROOT, ConfigRepo, agent_doc, canary_doc, region_doc
@@ -279,12 +281,12 @@ async def test_every_refusal_is_json_from_the_one_handler(
 ) -> None:
     parts, client = server
     handled: list[int] = []
-    answer = parts.app.exception_handlers[RequestRefused]
+    assert parts.app.exception_handlers[RequestRefused] is answer_refusal
 
-    async def counted(request: Any, refused: Exception) -> Any:
+    async def counted(request: Request, refused: Exception) -> Response:
         assert isinstance(refused, RequestRefused)
         handled.append(refused.status)
-        return await answer(request, refused)
+        return await answer_refusal(request, refused)
 
     # Installed before the first request builds the app's middleware stack.
     parts.app.add_exception_handler(RequestRefused, counted)
