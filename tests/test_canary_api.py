@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.gateway.memory import MemoryGateway
 from tests.conftest import ROOT, ConfigRepo
 from tests.inprocess import InProcessServer, running_in_process
 from tests.server import ADMIN_TOKEN, running_server, wait_for
@@ -164,6 +165,23 @@ def test_a_run_survives_a_restart_and_an_unrelated_commit(repo: ConfigRepo, tmp_
         server.webhook()
         wait_for(lambda: canary(server)["run"] != run, 10, "a new run")
         assert canary(server)["state"] == "pending"
+
+
+def test_actions_move_the_weights_on_the_gateway(repo: ConfigRepo, tmp_path: Path) -> None:
+    gateway = MemoryGateway()
+    with running_in_process(repo.path, tmp_path / "s.duckdb", FAST, gateway=gateway) as server:
+        server.wait_ready()
+        original = {"stable": 60, "beta": 30, "canary": 10}
+        wait_for(lambda: gateway.weights("checkout") == original, 10, "the route on the gateway")
+        assert canary(server)["gateway_weights"] == original
+        assert act(server, "start").status_code == 200
+        promoted = act(server, "promote")
+        assert promoted.status_code == 200, promoted.text
+        assert promoted.json()["state"] == "completed"
+        everything = {"stable": 0, "beta": 0, "canary": 100}
+        assert gateway.weights("checkout") == everything, "applied before the answer"
+        assert promoted.json()["gateway_weights"] == everything
+    assert gateway.stopped, "the server stops its data plane"
 
 
 @pytest.mark.slow
