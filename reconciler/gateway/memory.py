@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from reconciler.gateway.base import GatewayError, GroupMetrics, check_weights
+from reconciler.gateway.base import Gateway, GatewayError, GroupMetrics, check_weights
 from schemas.route import RouteSpec
 
 
@@ -134,3 +134,8 @@ class MemoryGateway:
             self._served.setdefault(route, []).append(
                 Served(served.at, group, served.latencies_ms, errors)
             )
+
+
+def _satisfies_protocol(gateway: MemoryGateway) -> Gateway:
+    """Never called: mypy checks here that `MemoryGateway` still implements `Gateway`."""
+    return gateway
