@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   - install, then run the whole product on loopback (`reconcile demo`; Ctrl-C stops)
 #   make test   - install, then lint, type-check and run the test suite (what CI runs)
+# While working, `make test-fast` runs the in-process tier only (no lint, under a minute).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean system-deps browser-deps
+.PHONY: demo test test-fast lint install clean system-deps browser-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +49,15 @@ browser-deps:
 			"install it with: sudo apt-get install chromium" >&2; \
 	fi
 
+# Both test tiers: the in-process one (the server's parts behind httpx's ASGI transport, an
+# in-memory gateway) and the end-to-end one marked `slow` (real server, agent, nginx and
+# browser processes, signals, the demo, the CLI talking to a running server).
 test: system-deps browser-deps lint
 	$(BIN)/pytest -q
+
+# The in-process tier alone: everything but the tests marked `slow`.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache

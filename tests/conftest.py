@@ -120,3 +120,9 @@ def canary_doc(
     namespace: str = "default",
 ) -> str:
     return CANARY.format(name=name, namespace=namespace, selector=selector, url=url)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """`@pytest.mark.anyio` tests run on asyncio: the server's parts are asyncio code."""
+    return "asyncio"

@@ -13,6 +13,9 @@ from tests.agentproc import AgentProcess, SwitchProxy, free_port, http_target
 from tests.conftest import ConfigRepo, agent_doc, region_doc
 from tests.server import ServerProcess, running_server, wait_for
 
+# Agents and the control plane as real processes: the end-to-end tier.
+pytestmark = pytest.mark.slow
+
 CANARY = """
 apiVersion: canary-reconciler/v1
 kind: Canary

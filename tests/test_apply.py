@@ -153,6 +153,7 @@ def test_invalid_repo_never_creates_a_state_file(repo: ConfigRepo, tmp_path: Pat
     assert not state.exists()
 
 
+@pytest.mark.slow
 def test_apply_without_approval_refuses_when_not_interactive(
     repo: ConfigRepo, tmp_path: Path
 ) -> None:
@@ -170,6 +171,7 @@ def test_apply_without_approval_refuses_when_not_interactive(
     assert not state.exists(), "a refused first apply leaves no state file behind"
 
 
+@pytest.mark.slow
 def test_concurrent_applies_never_corrupt_the_state(repo: ConfigRepo, tmp_path: Path) -> None:
     state = tmp_path / "state.duckdb"
     command = [
@@ -254,6 +256,7 @@ def test_out_with_base_is_refused_before_planning(repo: ConfigRepo, tmp_path: Pa
     assert "cannot be used with --base" in result.err
 
 
+@pytest.mark.slow
 def test_usage_errors_exit_1_not_2() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "reconciler", "plan", "--no-such-flag"],

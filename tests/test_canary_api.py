@@ -1,4 +1,5 @@
-"""The canary controller through its admin API: transitions, analysis, persistence."""
+"""The canary controller through its admin API (in process; the CLI against a real server):
+transitions, analysis, persistence."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from reconciler.gateway.memory import MemoryGateway
 from tests.conftest import ROOT, ConfigRepo
-from tests.server import ADMIN_TOKEN, ServerProcess, running_server, wait_for
+from tests.inprocess import InProcessServer, running_in_process
+from tests.server import ADMIN_TOKEN, running_server, wait_for
 
 ROUTE = """
 apiVersion: canary-reconciler/v1
@@ -56,16 +59,16 @@ def repo(config_repo: ConfigRepo) -> ConfigRepo:
     return config_repo
 
 
-def canary(server: ServerProcess) -> dict[str, Any]:
+def canary(server: InProcessServer) -> dict[str, Any]:
     [view] = server.client.get("/canary").json()["canaries"]
     return dict(view)
 
 
-def act(server: ServerProcess, action: str) -> Any:
+def act(server: InProcessServer, action: str) -> Any:
     return server.admin("POST", f"/canary/checkout/{action}")
 
 
-def push(server: ServerProcess, canary_errors: int = 0) -> None:
+def push(server: InProcessServer, canary_errors: int = 0) -> None:
     groups = {
         "stable": {"requests": 60, "errors": 0, "p99_ms": 20.0},
         "beta": {"requests": 30, "errors": 0, "p99_ms": 21.0},
@@ -76,7 +79,7 @@ def push(server: ServerProcess, canary_errors: int = 0) -> None:
 
 
 def test_transitions_and_illegal_ones(repo: ConfigRepo, tmp_path: Path) -> None:
-    with running_server(repo.path, tmp_path / "state.duckdb", env=FAST) as server:
+    with running_in_process(repo.path, tmp_path / "state.duckdb", env=FAST) as server:
         server.wait_ready()
         wait_for(lambda: bool(server.client.get("/canary").json()["canaries"]), 10, "a run")
         view = canary(server)
@@ -104,7 +107,7 @@ def test_transitions_and_illegal_ones(repo: ConfigRepo, tmp_path: Path) -> None:
 
 
 def test_healthy_canary_progresses_to_completion(repo: ConfigRepo, tmp_path: Path) -> None:
-    with running_server(repo.path, tmp_path / "state.duckdb", env=FAST) as server:
+    with running_in_process(repo.path, tmp_path / "state.duckdb", env=FAST) as server:
         server.wait_ready()
         wait_for(lambda: bool(server.client.get("/canary").json()["canaries"]), 10, "a run")
         assert act(server, "start").status_code == 200
@@ -125,7 +128,7 @@ def test_healthy_canary_progresses_to_completion(repo: ConfigRepo, tmp_path: Pat
 def test_failing_canary_rolls_back(repo: ConfigRepo, tmp_path: Path) -> None:
     repo.write("route.yaml", ROUTE.format(auto_start="true", pause="10s"))
     repo.commit("auto start")
-    with running_server(repo.path, tmp_path / "state.duckdb", env=FAST) as server:
+    with running_in_process(repo.path, tmp_path / "state.duckdb", env=FAST) as server:
         server.wait_ready()
         wait_for(lambda: canary(server)["state"] == "progressing", 10, "auto start")
 
@@ -143,7 +146,7 @@ def test_failing_canary_rolls_back(repo: ConfigRepo, tmp_path: Path) -> None:
 
 def test_a_run_survives_a_restart_and_an_unrelated_commit(repo: ConfigRepo, tmp_path: Path) -> None:
     state = tmp_path / "state.duckdb"
-    with running_server(repo.path, state, env=FAST) as server:
+    with running_in_process(repo.path, state, env=FAST) as server:
         server.wait_ready()
         wait_for(lambda: bool(server.client.get("/canary").json()["canaries"]), 10, "a run")
         assert act(server, "start").status_code == 200
@@ -153,7 +156,7 @@ def test_a_run_survives_a_restart_and_an_unrelated_commit(repo: ConfigRepo, tmp_
         "other.yaml", "apiVersion: canary-reconciler/v1\nkind: Region\nmetadata:\n  name: eu\n"
     )
     repo.commit("unrelated")
-    with running_server(repo.path, state, env=FAST) as server:
+    with running_in_process(repo.path, state, env=FAST) as server:
         server.wait_ready()
         view = canary(server)
         assert (view["run"], view["state"]) == (run, "paused")
@@ -164,6 +167,24 @@ def test_a_run_survives_a_restart_and_an_unrelated_commit(repo: ConfigRepo, tmp_
         assert canary(server)["state"] == "pending"
 
 
+def test_actions_move_the_weights_on_the_gateway(repo: ConfigRepo, tmp_path: Path) -> None:
+    gateway = MemoryGateway()
+    with running_in_process(repo.path, tmp_path / "s.duckdb", FAST, gateway=gateway) as server:
+        server.wait_ready()
+        original = {"stable": 60, "beta": 30, "canary": 10}
+        wait_for(lambda: gateway.weights("checkout") == original, 10, "the route on the gateway")
+        assert canary(server)["gateway_weights"] == original
+        assert act(server, "start").status_code == 200
+        promoted = act(server, "promote")
+        assert promoted.status_code == 200, promoted.text
+        assert promoted.json()["state"] == "completed"
+        everything = {"stable": 0, "beta": 0, "canary": 100}
+        assert gateway.weights("checkout") == everything, "applied before the answer"
+        assert promoted.json()["gateway_weights"] == everything
+    assert gateway.stopped, "the server stops its data plane"
+
+
+@pytest.mark.slow
 def test_canary_cli(repo: ConfigRepo, tmp_path: Path) -> None:
     state = tmp_path / "state.duckdb"
     command = [sys.executable, "-m", "reconciler", "canary"]
@@ -175,9 +196,9 @@ def test_canary_cli(repo: ConfigRepo, tmp_path: Path) -> None:
             cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=60,
         )  # fmt: skip
 
-    with running_server(repo.path, state, env=FAST) as server:
-        server.wait_ready()
-        wait_for(lambda: bool(server.client.get("/canary").json()["canaries"]), 10, "a run")
+    with running_server(repo.path, state, env=FAST) as process:
+        process.wait_ready()
+        wait_for(lambda: bool(process.client.get("/canary").json()["canaries"]), 10, "a run")
         assert "checkout: pending" in cli("status").stdout
         started = cli("start", "checkout")
         assert started.returncode == 0, started.stderr

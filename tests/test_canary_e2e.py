@@ -19,10 +19,13 @@ from tests.agentproc import free_port
 from tests.conftest import ConfigRepo
 from tests.server import ServerProcess, running_server, wait_for
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
-    reason="nginx is not installed (make test installs Debian's nginx package)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
+        reason="nginx is not installed (make test installs Debian's nginx package)",
+    ),
+]
 
 ROUTE = """
 apiVersion: canary-reconciler/v1

@@ -56,6 +56,7 @@ def _agent_regions(state: Path) -> set[str]:
     return {str(region) for (region,) in rows}
 
 
+@pytest.mark.slow
 def test_the_demo_runs_headless_and_leaves_nothing_running(tmp_path: Path) -> None:
     directory = tmp_path / "demo"
     started = time.monotonic()
@@ -83,6 +84,7 @@ def test_the_demo_runs_headless_and_leaves_nothing_running(tmp_path: Path) -> No
     assert index.is_file()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     directory = tmp_path / "demo"
     output = tmp_path / "demo.out"
@@ -115,6 +117,7 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
 # -- the pieces, in-process -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_rewritten_sample_points_only_at_loopback_and_is_valid(tmp_path: Path) -> None:
     config = tmp_path / "config"
     shutil.copytree(SAMPLE_REPO, config)

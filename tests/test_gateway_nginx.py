@@ -150,6 +150,7 @@ def later_than_now() -> datetime:
     return datetime.now(UTC)
 
 
+@pytest.mark.slow
 @needs_nginx
 def test_100_0_sends_everything_to_stable(gateway: NginxGateway, backends: Backends) -> None:
     applied(gateway, spec(backends), {"stable": 100, "canary": 0})
@@ -159,6 +160,7 @@ def test_100_0_sends_everything_to_stable(gateway: NginxGateway, backends: Backe
     assert get(gateway, "/elsewhere")[0] == 404
 
 
+@pytest.mark.slow
 @needs_nginx
 def test_50_50_lands_in_a_loose_band(gateway: NginxGateway, backends: Backends) -> None:
     applied(gateway, spec(backends), {"stable": 50, "canary": 50})
@@ -167,6 +169,7 @@ def test_50_50_lands_in_a_loose_band(gateway: NginxGateway, backends: Backends) 
     assert 120 <= counts["canary"] <= 280, counts
 
 
+@pytest.mark.slow
 @needs_nginx
 def test_0_100_sends_everything_to_canary(gateway: NginxGateway, backends: Backends) -> None:
     applied(gateway, spec(backends), {"stable": 100, "canary": 0})
@@ -174,6 +177,7 @@ def test_0_100_sends_everything_to_canary(gateway: NginxGateway, backends: Backe
     assert bodies(gateway, 50) == {"canary": 50}
 
 
+@pytest.mark.slow
 @needs_nginx
 def test_weights_read_back_also_from_a_new_adapter(
     gateway: NginxGateway, backends: Backends, tmp_path: Path
@@ -190,6 +194,7 @@ def test_weights_read_back_also_from_a_new_adapter(
     assert get(gateway)[0] == 200
 
 
+@pytest.mark.slow
 @needs_nginx
 def test_rejected_config_keeps_the_previous_one_serving(
     gateway: NginxGateway, backends: Backends
@@ -210,6 +215,7 @@ def test_rejected_config_keeps_the_previous_one_serving(
     assert bodies(gateway, 5) == {"canary": 5}
 
 
+@pytest.mark.slow
 @needs_nginx
 def test_metrics_per_group_since_a_time(gateway: NginxGateway, backends: Backends) -> None:
     backends["canary"].status = 500
@@ -244,6 +250,7 @@ def test_metrics_per_group_since_a_time(gateway: NginxGateway, backends: Backend
     assert sum(m.requests for m in gateway.metrics(ROUTE, start).values()) == 81
 
 
+@pytest.mark.slow
 @needs_nginx
 def test_metrics_follow_log_truncation_and_rotation(
     gateway: NginxGateway, backends: Backends, tmp_path: Path
@@ -268,6 +275,7 @@ def test_metrics_follow_log_truncation_and_rotation(
     wait_total(35)
 
 
+@pytest.mark.slow
 @needs_nginx
 def test_remove_stops_serving_the_route(gateway: NginxGateway, backends: Backends) -> None:
     applied(gateway, spec(backends), {"stable": 100, "canary": 0})
@@ -277,6 +285,7 @@ def test_remove_stops_serving_the_route(gateway: NginxGateway, backends: Backend
     assert get(gateway)[0] == 404
 
 
+@pytest.mark.slow
 @needs_nginx
 def test_a_taken_port_is_reported(gateway: NginxGateway, tmp_path: Path) -> None:
     other = NginxGateway(tmp_path / "other", gateway.listen, worker_processes=1)

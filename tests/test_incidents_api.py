@@ -1,4 +1,4 @@
-"""Incidents on a real `reconcile serve`: detection across regions, the API, metrics, restarts."""
+"""Incidents on the server (in process): detection across regions, the API, metrics, restarts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import ConfigRepo, agent_doc, region_doc
-from tests.server import ServerProcess, running_server, wait_for
+from tests.inprocess import InProcessServer, running_in_process
+from tests.server import wait_for
 
 READ_TOKEN = "incidents-read-secret"
 READ = {"Authorization": f"Bearer {READ_TOKEN}"}
@@ -56,7 +57,7 @@ def make_repo(path: Path) -> ConfigRepo:
     return repo
 
 
-def post(server: ServerProcess, agent: str, canary: str, outcomes: str, ahead: int = 0) -> None:
+def post(server: InProcessServer, agent: str, canary: str, outcomes: str, ahead: int = 0) -> None:
     """One run per outcome ("p" pass, "f" fail), a period apart, the last `ahead` periods
     from now (the server accepts runs up to 5 minutes ahead of its clock).
 
@@ -87,21 +88,21 @@ def post(server: ServerProcess, agent: str, canary: str, outcomes: str, ahead: i
     assert response.json()["accepted"] == len(rows), response.text
 
 
-def incidents(server: ServerProcess, **params: str) -> list[dict[str, Any]]:
+def incidents(server: InProcessServer, **params: str) -> list[dict[str, Any]]:
     response = server.client.get("/api/v1/incidents", params=params, headers=READ)
     assert response.status_code == 200, response.text
     found: list[dict[str, Any]] = response.json()["incidents"]
     return found
 
 
-def metric(server: ServerProcess, name: str) -> float | None:
+def metric(server: InProcessServer, name: str) -> float | None:
     for line in server.client.get("/metrics").text.splitlines():
         if line.startswith(f"{name} "):
             return float(line.split()[1])
     return None
 
 
-def wait_for_state(server: ServerProcess, target: str, state: str) -> dict[str, Any]:
+def wait_for_state(server: InProcessServer, target: str, state: str) -> dict[str, Any]:
     wait_for(
         lambda: [i["state"] for i in incidents(server, canary=target)] == [state],
         10,
@@ -110,7 +111,7 @@ def wait_for_state(server: ServerProcess, target: str, state: str) -> dict[str, 
     return incidents(server, canary=target)[0]
 
 
-def open_incidents(server: ServerProcess) -> None:
+def open_incidents(server: InProcessServer) -> None:
     """web passes in ap, then fails in eu and us (2 of 3 regions); api fails in eu."""
     post(server, "ap-1", "default/web", "pp")
     post(server, "eu-1", "default/web", "fff")
@@ -121,16 +122,16 @@ def open_incidents(server: ServerProcess) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
     base = tmp_path_factory.mktemp("incidents-api")
     repo = make_repo(base / "config")
-    with running_server(repo.path, base / "state.duckdb", ENV) as process:
+    with running_in_process(repo.path, base / "state.duckdb", ENV) as process:
         process.wait_ready()
         open_incidents(process)
         yield process
 
 
-def test_two_of_three_regions_open_one_incident_with_a_timeline(server: ServerProcess) -> None:
+def test_two_of_three_regions_open_one_incident_with_a_timeline(server: InProcessServer) -> None:
     (web,) = incidents(server, canary="default.web")
     assert (web["target"], web["canary"], web["state"]) == ("default.web", "default/web", "open")
     assert web["region"] is None
@@ -144,7 +145,7 @@ def test_two_of_three_regions_open_one_incident_with_a_timeline(server: ServerPr
     assert datetime.fromisoformat(web["opened_at"]) <= datetime.now(UTC)
 
 
-def test_filters(server: ServerProcess) -> None:
+def test_filters(server: InProcessServer) -> None:
     everything = incidents(server)
     assert sorted(i["target"] for i in everything) == ["default.web", "monitoring.api"]
     assert len({i["id"] for i in everything}) == 2
@@ -161,28 +162,28 @@ def test_filters(server: ServerProcess) -> None:
         assert response.status_code == 400, params
 
 
-def test_the_read_token_is_required(server: ServerProcess) -> None:
+def test_the_read_token_is_required(server: InProcessServer) -> None:
     assert server.client.get("/api/v1/incidents").status_code == 401
     wrong = {"Authorization": "Bearer nope"}
     assert server.client.get("/api/v1/incidents", headers=wrong).status_code == 401
 
 
-def test_metrics_and_events(server: ServerProcess) -> None:
+def test_metrics_and_events(server: InProcessServer) -> None:
     assert metric(server, "reconciler_incidents_open") == 2
     assert metric(server, "reconciler_incidents_opened_total") == 2
     assert metric(server, "reconciler_incidents_resolved_total") == 0
-    log = server.log.read_text()
+    log = server.logs()
     assert log.count("incident_opened") == 2
 
 
 def test_a_restart_keeps_the_incident_and_passes_resolve_it(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "config")
     state = tmp_path / "state.duckdb"
-    with running_server(repo.path, state, ENV) as first:
+    with running_in_process(repo.path, state, ENV) as first:
         first.wait_ready()
         open_incidents(first)
         before = incidents(first, canary="default.web")
-    with running_server(repo.path, state, ENV) as second:
+    with running_in_process(repo.path, state, ENV) as second:
         second.wait_ready()
         assert incidents(second, canary="default.web") == before
         assert metric(second, "reconciler_incidents_open") == 2
@@ -203,4 +204,4 @@ def test_a_restart_keeps_the_incident_and_passes_resolve_it(tmp_path: Path) -> N
         wait_for(lambda: metric(second, "reconciler_incidents_open") == 1, 5, "the gauge")
         assert metric(second, "reconciler_incidents_resolved_total") == 1
         assert metric(second, "reconciler_incidents_opened_total") == 0
-        assert "incident_resolved" in second.log.read_text()
+        assert "incident_resolved" in second.logs()

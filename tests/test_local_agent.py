@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ConfigRepo, region_doc
-from tests.server import running_server, wait_for
+from tests.inprocess import running_in_process
+from tests.server import wait_for
 
 
 class _Ok(http.server.BaseHTTPRequestHandler):
@@ -66,7 +67,7 @@ def test_local_canaries_run_in_the_control_plane(
         """,
     )
     config_repo.commit("local canary")
-    with running_server(config_repo.path, tmp_path / "state.duckdb") as server:
+    with running_in_process(config_repo.path, tmp_path / "state.duckdb") as server:
         server.wait_ready()
 
         def results() -> list[dict[str, object]]:

@@ -1,4 +1,4 @@
-"""The operator API's writes against a real `reconcile serve`: every edit is a git commit."""
+"""The operator API's writes against the server (in process): every edit is a git commit."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 
 from reconciler.core import yaml_edit as configedit
 from tests.conftest import ConfigRepo, canary_doc
-from tests.server import ADMIN_TOKEN, ServerProcess, running_server, wait_for
+from tests.inprocess import InProcessServer, running_in_process
+from tests.server import ADMIN_TOKEN, wait_for
 
 AUTHOR = "canary-reconciler operator API <operator@canary-reconciler.invalid>"
 
@@ -86,8 +87,8 @@ def repo(config_repo: ConfigRepo) -> ConfigRepo:
 
 
 @pytest.fixture
-def server(repo: ConfigRepo, tmp_path: Path) -> Iterator[ServerProcess]:
-    with running_server(repo.path, tmp_path / "state.duckdb") as process:
+def server(repo: ConfigRepo, tmp_path: Path) -> Iterator[InProcessServer]:
+    with running_in_process(repo.path, tmp_path / "state.duckdb") as process:
         process.wait_ready()
         yield process
 
@@ -110,16 +111,16 @@ def commit_count(repo: ConfigRepo) -> int:
     return int(repo.git("rev-list", "--count", "HEAD"))
 
 
-def pull(server: ServerProcess, token: str) -> httpx.Response:
+def pull(server: InProcessServer, token: str) -> httpx.Response:
     return server.client.get("/api/agent/targets", headers={"Authorization": f"Bearer {token}"})
 
 
-def agents_of(server: ServerProcess) -> dict[str, dict[str, Any]]:
+def agents_of(server: InProcessServer) -> dict[str, dict[str, Any]]:
     rows = server.admin("GET", "/operator/agents").json()["agents"]
     return {row["name"]: row for row in rows}
 
 
-def regions_of(server: ServerProcess) -> dict[str, dict[str, Any]]:
+def regions_of(server: InProcessServer) -> dict[str, dict[str, Any]]:
     rows = server.admin("GET", "/operator/regions").json()["regions"]
     return {row["name"]: row for row in rows}
 
@@ -134,7 +135,7 @@ def assert_clean(repo: ConfigRepo) -> None:
 def test_every_route_is_404_when_the_admin_token_is_unset(repo: ConfigRepo, tmp_path: Path) -> None:
     env = {"RECONCILER_ADMIN_TOKEN": ""}
     before = head(repo)
-    with running_server(repo.path, tmp_path / "state.duckdb", env) as server:
+    with running_in_process(repo.path, tmp_path / "state.duckdb", env) as server:
         server.wait_ready()
         for method, path, body in ROUTES:
             response = server.admin(method, path, json=body)
@@ -142,7 +143,7 @@ def test_every_route_is_404_when_the_admin_token_is_unset(repo: ConfigRepo, tmp_
     assert head(repo) == before
 
 
-def test_every_route_is_401_with_a_wrong_token(server: ServerProcess, repo: ConfigRepo) -> None:
+def test_every_route_is_401_with_a_wrong_token(server: InProcessServer, repo: ConfigRepo) -> None:
     before = head(repo)
     for method, path, body in ROUTES:
         for headers in ({"Authorization": "Bearer not-the-admin-token"}, {}):
@@ -156,7 +157,7 @@ def test_every_route_is_401_with_a_wrong_token(server: ServerProcess, repo: Conf
 
 
 def test_create_agent_commits_and_returns_a_token_that_pulls(
-    server: ServerProcess, repo: ConfigRepo
+    server: InProcessServer, repo: ConfigRepo
 ) -> None:
     before = commit_count(repo)
     response = server.admin(
@@ -192,7 +193,7 @@ def test_create_agent_commits_and_returns_a_token_that_pulls(
 
 
 def test_duplicate_unknown_and_invalid_bodies_change_nothing(
-    server: ServerProcess, repo: ConfigRepo
+    server: InProcessServer, repo: ConfigRepo
 ) -> None:
     before = head(repo)
     duplicate = server.admin("POST", "/operator/agents", json={"name": "eu-1", "region": "us"})
@@ -233,7 +234,7 @@ def test_duplicate_unknown_and_invalid_bodies_change_nothing(
     assert_clean(repo)
 
 
-def test_rename_move_and_disable_an_agent(server: ServerProcess, repo: ConfigRepo) -> None:
+def test_rename_move_and_disable_an_agent(server: InProcessServer, repo: ConfigRepo) -> None:
     token = server.token("eu-1")
     assert pull(server, token).status_code == 200
 
@@ -261,7 +262,7 @@ def test_rename_move_and_disable_an_agent(server: ServerProcess, repo: ConfigRep
     assert_clean(repo)
 
 
-def test_labels_are_replaced_in_place(server: ServerProcess, repo: ConfigRepo) -> None:
+def test_labels_are_replaced_in_place(server: InProcessServer, repo: ConfigRepo) -> None:
     response = server.admin(
         "PATCH", "/operator/agents/eu-1", json={"labels": {"provider": "aws", "tier": "2"}}
     )
@@ -274,7 +275,7 @@ def test_labels_are_replaced_in_place(server: ServerProcess, repo: ConfigRepo) -
     assert agents_of(server)["eu-1"]["region"] == "eu"
 
 
-def test_delete_agent_revokes_its_token(server: ServerProcess, repo: ConfigRepo) -> None:
+def test_delete_agent_revokes_its_token(server: InProcessServer, repo: ConfigRepo) -> None:
     token = server.token("us-1")
     response = server.admin("DELETE", "/operator/agents/us-1")
     assert response.status_code == 200, response.text
@@ -291,7 +292,7 @@ def test_delete_agent_revokes_its_token(server: ServerProcess, repo: ConfigRepo)
     assert pull(server, token).status_code == 401
 
 
-def test_a_no_op_patch_commits_nothing(server: ServerProcess, repo: ConfigRepo) -> None:
+def test_a_no_op_patch_commits_nothing(server: InProcessServer, repo: ConfigRepo) -> None:
     before = head(repo)
     response = server.admin(
         "PATCH", "/operator/agents/eu-1", json={"region": "eu", "enabled": True}
@@ -305,7 +306,9 @@ def test_a_no_op_patch_commits_nothing(server: ServerProcess, repo: ConfigRepo) 
 # -- regions ---------------------------------------------------------------------------------
 
 
-def test_create_region_without_a_reachable_schema(server: ServerProcess, repo: ConfigRepo) -> None:
+def test_create_region_without_a_reachable_schema(
+    server: InProcessServer, repo: ConfigRepo
+) -> None:
     response = server.admin(
         "POST",
         "/operator/regions",
@@ -335,7 +338,7 @@ def test_create_region_without_a_reachable_schema(server: ServerProcess, repo: C
 
 
 def test_rename_a_region_moves_its_agents_in_one_commit(
-    server: ServerProcess, repo: ConfigRepo
+    server: InProcessServer, repo: ConfigRepo
 ) -> None:
     token = server.token("eu-1")
     before = commit_count(repo)
@@ -369,7 +372,7 @@ def test_rename_a_region_moves_its_agents_in_one_commit(
     assert_clean(repo)
 
 
-def test_disable_a_region_stops_its_agents(server: ServerProcess, repo: ConfigRepo) -> None:
+def test_disable_a_region_stops_its_agents(server: InProcessServer, repo: ConfigRepo) -> None:
     token = server.token("eu-1")
     response = server.admin("PATCH", "/operator/regions/eu", json={"enabled": False})
     assert response.status_code == 200, response.text
@@ -383,7 +386,7 @@ def test_disable_a_region_stops_its_agents(server: ServerProcess, repo: ConfigRe
     assert pull(server, token).status_code == 200
 
 
-def test_delete_a_region_in_use_is_409(server: ServerProcess, repo: ConfigRepo) -> None:
+def test_delete_a_region_in_use_is_409(server: InProcessServer, repo: ConfigRepo) -> None:
     before = head(repo)
     response = server.admin("DELETE", "/operator/regions/eu")
     assert response.status_code == 409, response.text
@@ -406,7 +409,7 @@ def test_delete_a_region_in_use_is_409(server: ServerProcess, repo: ConfigRepo) 
 
 
 def test_the_control_planes_own_region_is_not_renamed(
-    server: ServerProcess, repo: ConfigRepo
+    server: InProcessServer, repo: ConfigRepo
 ) -> None:
     assert server.admin("POST", "/operator/regions", json={"name": "default"}).status_code == 201
     before = head(repo)
@@ -425,7 +428,7 @@ def test_a_config_in_a_subdirectory(tmp_path: Path) -> None:
     repo.write("schemas/jsonschema/region.json", "{}\n")
     repo.write("README.md", "not config\n")
     repo.commit("initial")
-    with running_server(repo.path / "config", tmp_path / "state.duckdb") as server:
+    with running_in_process(repo.path / "config", tmp_path / "state.duckdb") as server:
         server.wait_ready()
         response = server.admin("POST", "/operator/regions", json={"name": "ap"})
         assert response.status_code == 201, response.text
@@ -443,7 +446,7 @@ def test_a_config_in_a_subdirectory(tmp_path: Path) -> None:
 
 
 def test_an_edit_that_fails_validation_is_422_and_not_committed(
-    server: ServerProcess, repo: ConfigRepo
+    server: InProcessServer, repo: ConfigRepo
 ) -> None:
     before = head(repo)
     response = server.admin("PATCH", "/operator/agents/eu-1", json={"name": "local"})
@@ -459,7 +462,7 @@ def test_an_edit_that_fails_validation_is_422_and_not_committed(
 
 
 def test_uncommitted_changes_in_a_touched_file_are_409(
-    server: ServerProcess, repo: ConfigRepo
+    server: InProcessServer, repo: ConfigRepo
 ) -> None:
     before = head(repo)
     edited = AGENTS.replace("# The US probe.", "# The US probe, edited by hand.")
@@ -476,7 +479,7 @@ def test_uncommitted_changes_in_a_touched_file_are_409(
 def test_a_read_only_source_is_409(repo: ConfigRepo, tmp_path: Path) -> None:
     bare = tmp_path / "bare.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(repo.path), str(bare)], check=True)
-    with running_server(bare, tmp_path / "state.duckdb") as server:
+    with running_in_process(bare, tmp_path / "state.duckdb") as server:
         server.wait_ready()
         assert set(agents_of(server)) == {"eu-1", "us-1"}
         for method, path, body in ROUTES[3:]:
@@ -486,12 +489,12 @@ def test_a_read_only_source_is_409(repo: ConfigRepo, tmp_path: Path) -> None:
             assert response.json()["repository"].startswith("git repository")
 
 
-def test_concurrent_writes_are_serialised(server: ServerProcess, repo: ConfigRepo) -> None:
+def test_concurrent_writes_are_serialised(server: InProcessServer, repo: ConfigRepo) -> None:
     before = commit_count(repo)
     names = [f"eu-{n}" for n in range(2, 8)]
 
     def create(name: str) -> int:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
+        with server.new_client() as client:
             response = client.post(
                 "/operator/agents",
                 json={"name": name, "region": "eu"},

@@ -1,4 +1,4 @@
-"""The read API of a real `reconcile serve`: targets, results, uptime, latency, regions."""
+"""The read API of the server (in process): targets, results, uptime, latency, regions."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import ConfigRepo, agent_doc, canary_doc
-from tests.server import ServerProcess, running_server, wait_for
+from tests.inprocess import InProcessServer, running_in_process
+from tests.server import wait_for
 
 REGIONS = """
 apiVersion: canary-reconciler/v1
@@ -88,7 +89,7 @@ def row(canary: str, seconds_ago: int, duration: float, status: str) -> dict[str
     }
 
 
-def post(server: ServerProcess, agent: str, rows: list[dict[str, Any]]) -> None:
+def post(server: InProcessServer, agent: str, rows: list[dict[str, Any]]) -> None:
     response = server.client.post(
         "/api/agent/results",
         headers={"Authorization": f"Bearer {server.token(agent)}"},
@@ -111,11 +112,11 @@ def make_repo(path: Path) -> ConfigRepo:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
     """One server with known results: web degraded, api up, db down, idle without data."""
     base = tmp_path_factory.mktemp("read-api")
     repo = make_repo(base / "config")
-    with running_server(repo.path, base / "state.duckdb") as process:
+    with running_in_process(repo.path, base / "state.duckdb") as process:
         process.wait_ready()
         for agent in ("eu-1", "us-1"):
             runs = [r for r in WEB_RUNS if r[0] == agent]
@@ -133,7 +134,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield process
 
 
-def get(server: ServerProcess, path: str, **params: str) -> Any:
+def get(server: InProcessServer, path: str, **params: str) -> Any:
     response = server.client.get(path, params=params)
     assert response.status_code == 200, response.text
     return response.json()
@@ -144,7 +145,7 @@ def durations(region: str | None = None) -> list[float]:
     return [d for a, _, d, _ in WEB_RUNS if agent is None or a == agent]
 
 
-def test_targets_blend_the_latest_status_of_every_region(server: ServerProcess) -> None:
+def test_targets_blend_the_latest_status_of_every_region(server: InProcessServer) -> None:
     targets = {t["id"]: t for t in get(server, "/api/v1/targets")["targets"]}
     assert set(targets) == {"default.web", "monitoring.api", "default.db", "default.idle"}
     web = targets["default.web"]
@@ -158,7 +159,7 @@ def test_targets_blend_the_latest_status_of_every_region(server: ServerProcess) 
     assert targets["default.idle"]["status"] == "unknown"
 
 
-def test_uptime_overall_by_check_and_by_region(server: ServerProcess) -> None:
+def test_uptime_overall_by_check_and_by_region(server: InProcessServer) -> None:
     report = get(server, "/api/v1/targets/default.web/uptime")
     assert (report["total"], report["passed"]) == (10, 7)
     assert report["uptime"] == pytest.approx(0.7)
@@ -175,7 +176,7 @@ def test_uptime_overall_by_check_and_by_region(server: ServerProcess) -> None:
     assert (empty["total"], empty["passed"], empty["uptime"], empty["checks"]) == (0, 0, None, [])
 
 
-def test_latency_quantiles_and_series(server: ServerProcess) -> None:
+def test_latency_quantiles_and_series(server: InProcessServer) -> None:
     report = get(server, "/api/v1/targets/default.web/latency")
     assert report["count"] == 10
     assert {k: report[k] for k in ("p50", "p95", "p99")} == quantiles(durations())
@@ -205,7 +206,7 @@ def expected_series(agents: list[str], step: int) -> list[dict[str, Any]]:
     ]
 
 
-def test_latency_by_region(server: ServerProcess) -> None:
+def test_latency_by_region(server: InProcessServer) -> None:
     report = get(server, "/api/v1/targets/default.web/latency/by-region", step="1m")
     assert [r["region"] for r in report["regions"]] == ["eu", "us"]
     for entry, region, agent in zip(report["regions"], ("eu", "us"), ("eu-1", "us-1"), strict=True):
@@ -223,7 +224,7 @@ def test_latency_by_region(server: ServerProcess) -> None:
     ]
 
 
-def test_target_regions_table(server: ServerProcess) -> None:
+def test_target_regions_table(server: InProcessServer) -> None:
     regions = get(server, "/api/v1/targets/default.web/regions")["regions"]
     eu, us = regions
     assert (eu["region"], eu["agents"], eu["total"], eu["passed"]) == ("eu", ["eu-1"], 6, 5)
@@ -244,7 +245,7 @@ def test_target_regions_table(server: ServerProcess) -> None:
     assert us["p95"] == quantiles(durations("us"))["p95"]
 
 
-def test_results_newest_first_with_filters(server: ServerProcess) -> None:
+def test_results_newest_first_with_filters(server: InProcessServer) -> None:
     body = get(server, "/api/v1/targets/default.web/results")
     results = body["results"]
     assert body["limit"] == 100
@@ -278,7 +279,7 @@ def test_results_newest_first_with_filters(server: ServerProcess) -> None:
     assert [r["duration_ms"] for r in window["results"]] == [110.0, 30.0]
 
 
-def test_regions_lists_the_enabled_catalog(server: ServerProcess) -> None:
+def test_regions_lists_the_enabled_catalog(server: InProcessServer) -> None:
     assert get(server, "/api/v1/regions") == {
         "regions": [
             {"name": "eu", "displayName": "Europe", "location": "Frankfurt, DE"},
@@ -287,7 +288,7 @@ def test_regions_lists_the_enabled_catalog(server: ServerProcess) -> None:
     }
 
 
-def test_unknown_target_is_404(server: ServerProcess) -> None:
+def test_unknown_target_is_404(server: InProcessServer) -> None:
     for path in ("results", "uptime", "latency", "latency/by-region", "regions"):
         response = server.client.get(f"/api/v1/targets/default.nope/{path}")
         assert response.status_code == 404, path
@@ -310,14 +311,14 @@ def test_unknown_target_is_404(server: ServerProcess) -> None:
     ],
 )
 def test_bad_parameters_are_400(
-    server: ServerProcess, path: str, params: dict[str, str], expected: str
+    server: InProcessServer, path: str, params: dict[str, str], expected: str
 ) -> None:
     response = server.client.get(f"/api/v1/targets/default.web/{path}", params=params)
     assert response.status_code == 400
     assert expected in response.json()["error"]
 
 
-def test_relative_windows_and_default_steps(server: ServerProcess) -> None:
+def test_relative_windows_and_default_steps(server: InProcessServer) -> None:
     week = get(server, "/api/v1/targets/default.web/latency", since="7d")
     assert (week["step"], week["count"]) == ("1h", 10)
     month = get(server, "/api/v1/targets/default.web/latency", since="30d")
@@ -335,7 +336,7 @@ def test_relative_windows_and_default_steps(server: ServerProcess) -> None:
 def test_read_token_is_required_when_set(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "config")
     env = {"RECONCILER_READ_TOKEN": "read-secret"}
-    with running_server(repo.path, tmp_path / "state.duckdb", env) as server:
+    with running_in_process(repo.path, tmp_path / "state.duckdb", env) as server:
         server.wait_ready()
         paths = [
             "/api/v1/targets",
@@ -356,7 +357,7 @@ def test_read_token_is_required_when_set(tmp_path: Path) -> None:
         assert server.client.get("/api/v1/targets/default.nope/uptime").status_code == 401
 
 
-def test_read_api_is_open_without_a_read_token(server: ServerProcess) -> None:
+def test_read_api_is_open_without_a_read_token(server: InProcessServer) -> None:
     assert server.client.get("/api/v1/targets").status_code == 200
     assert server.client.get("/api/v1/revisions").status_code == 200
 
@@ -364,7 +365,7 @@ def test_read_api_is_open_without_a_read_token(server: ServerProcess) -> None:
 def test_revisions_newest_first(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "config")
     first = repo.git("rev-parse", "HEAD")
-    with running_server(repo.path, tmp_path / "state.duckdb") as server:
+    with running_in_process(repo.path, tmp_path / "state.duckdb") as server:
         server.wait_ready()
         repo.remove("canaries/idle.yaml")
         second = repo.commit("drop idle")

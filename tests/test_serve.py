@@ -1,4 +1,5 @@
-"""`reconcile serve` follows its source, and the CLI works beside a running server."""
+"""`reconcile serve` follows its source (in process), and the CLI works beside a running server
+(real processes, slow)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from reconciler.server.settings import ServeSettings, SettingsError, load_settings
 from tests.conftest import ROOT, ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
+from tests.inprocess import running_in_process
 from tests.server import ADMIN_TOKEN, running_server, wait_for
 
 
@@ -31,7 +33,7 @@ def _urls(server_client: httpx.Client, token: str) -> list[str]:
 
 
 def test_a_commit_to_the_watched_working_tree_is_applied(repo: ConfigRepo, tmp_path: Path) -> None:
-    with running_server(repo.path, tmp_path / "state.duckdb") as server:
+    with running_in_process(repo.path, tmp_path / "state.duckdb") as server:
         server.wait_ready()
         token = server.token("eu-1")
         repo.write("canaries/web.yaml", canary_doc("web", url="https://example.com/watched"))
@@ -50,8 +52,8 @@ def test_a_commit_to_the_watched_working_tree_is_applied(repo: ConfigRepo, tmp_p
 def test_a_bare_repository_is_mirrored_and_fetched(repo: ConfigRepo, tmp_path: Path) -> None:
     bare = tmp_path / "config.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(repo.path), str(bare)], check=True)
-    extra = ("--poll-interval", "3600")  # only the webhook may trigger a fetch here
-    with running_server(bare, tmp_path / "state.duckdb", extra=extra) as server:
+    # Only the webhook may trigger a fetch here.
+    with running_in_process(bare, tmp_path / "state.duckdb", poll_interval=3600) as server:
         server.wait_ready()
         assert server.status()["source"] == f"git repository {bare}"
         token = server.token("eu-1")
@@ -72,12 +74,13 @@ def test_agents_token_without_a_server(repo: ConfigRepo, tmp_path: Path) -> None
     unknown = run_cli("agents", "token", "nobody", "--state", state)
     assert unknown.code == 1
     assert "agent nobody is not in" in unknown.err
-    with running_server(repo.path, state) as server:
+    with running_in_process(repo.path, state) as server:
         server.wait_ready()
         headers = {"Authorization": f"Bearer {minted.out.strip()}"}
         assert server.client.get("/api/agent/targets", headers=headers).status_code == 200
 
 
+@pytest.mark.slow
 def test_agents_token_while_a_server_holds_the_state(repo: ConfigRepo, tmp_path: Path) -> None:
     state = tmp_path / "state.duckdb"
     command = [sys.executable, "-m", "reconciler", "agents", "token", "eu-1", "--state", str(state)]
@@ -110,7 +113,7 @@ def test_agents_token_while_a_server_holds_the_state(repo: ConfigRepo, tmp_path:
 
 def test_operator_api_is_404_without_an_admin_token(repo: ConfigRepo, tmp_path: Path) -> None:
     env = {"RECONCILER_ADMIN_TOKEN": ""}
-    with running_server(repo.path, tmp_path / "state.duckdb", env=env) as server:
+    with running_in_process(repo.path, tmp_path / "state.duckdb", env=env) as server:
         server.wait_ready()
         for method, path in [
             ("GET", "/operator/agents"),
@@ -124,7 +127,7 @@ def test_operator_api_is_404_without_an_admin_token(repo: ConfigRepo, tmp_path: 
 
 
 def test_operator_lists_agents_with_live_status(repo: ConfigRepo, tmp_path: Path) -> None:
-    with running_server(repo.path, tmp_path / "state.duckdb") as server:
+    with running_in_process(repo.path, tmp_path / "state.duckdb") as server:
         server.wait_ready()
         assert server.client.get("/operator/agents").status_code == 401
         token = server.token("eu-1")
@@ -141,7 +144,7 @@ def test_operator_lists_agents_with_live_status(repo: ConfigRepo, tmp_path: Path
 
 
 def test_operations_endpoints(repo: ConfigRepo, tmp_path: Path) -> None:
-    with running_server(repo.path, tmp_path / "state.duckdb") as server:
+    with running_in_process(repo.path, tmp_path / "state.duckdb") as server:
         assert server.client.get("/healthz").status_code == 200
         server.wait_ready()
         metrics = server.client.get("/metrics")
@@ -154,6 +157,7 @@ def test_operations_endpoints(repo: ConfigRepo, tmp_path: Path) -> None:
         assert "/hooks/git" in spec["paths"]
 
 
+@pytest.mark.slow
 def test_a_locked_state_file_is_a_clear_error(repo: ConfigRepo, tmp_path: Path) -> None:
     state = tmp_path / "state.duckdb"
     with running_server(repo.path, state) as server:
@@ -205,6 +209,7 @@ def test_agents_token_never_creates_a_state_file(tmp_path: Path) -> None:
     assert not state.exists()
 
 
+@pytest.mark.slow
 def test_agents_token_through_an_explicit_server(repo: ConfigRepo, tmp_path: Path) -> None:
     with running_server(repo.path, tmp_path / "state.duckdb") as server:
         server.wait_ready()

@@ -1,5 +1,5 @@
 """The server keeps the status site up to date, and builds it for the CLI while it holds the
-state file."""
+state file (in process; the CLI against a real server is the slow end-to-end test)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,48 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, ConfigRepo, agent_doc, canary_doc, region_doc
+from tests.inprocess import running_in_process
 from tests.server import ADMIN_TOKEN, running_server, wait_for
 
 
-def test_serve_builds_the_site_and_builds_it_for_the_cli(
-    config_repo: ConfigRepo, tmp_path: Path
-) -> None:
+@pytest.fixture
+def repo(config_repo: ConfigRepo) -> ConfigRepo:
     config_repo.write("regions.yaml", region_doc("eu") + "---\n" + region_doc("us"))
     config_repo.write("agents.yaml", agent_doc("eu-1", "eu") + "---\n" + agent_doc("us-1", "us"))
     config_repo.write("canaries/web.yaml", canary_doc("web"))
     config_repo.commit("initial")
+    return config_repo
+
+
+def test_serve_keeps_its_site_and_builds_one_on_request(repo: ConfigRepo, tmp_path: Path) -> None:
     state = tmp_path / "state.duckdb"
     own_site = tmp_path / "state.duckdb.site"
-    with running_server(config_repo.path, state, extra=("--site-interval", "0.5")) as server:
+    with running_in_process(repo.path, state, site_interval=0.5) as server:
         server.wait_ready()
         wait_for(lambda: (own_site / "index.html").exists(), 30, "the server's own site")
         assert "default/web" in (own_site / "index.html").read_text()
 
+        elsewhere = tmp_path / "published"
+        assert (
+            server.client.post("/api/site/build", json={"out": str(elsewhere)}).status_code == 401
+        )
+        built = server.admin("POST", "/api/site/build", json={"out": str(elsewhere)})
+        assert built.status_code == 200, built.text
+        assert built.json()["out"] == str(elsewhere)
+        assert "default/web" in (elsewhere / "index.html").read_text()
+        relative = server.admin("POST", "/api/site/build", json={"out": "published"})
+        assert relative.status_code == 422
+        assert "absolute" in relative.json()["error"]
+
+
+@pytest.mark.slow
+def test_site_build_goes_through_a_running_server(repo: ConfigRepo, tmp_path: Path) -> None:
+    state = tmp_path / "state.duckdb"
+    with running_server(repo.path, state) as server:
+        server.wait_ready()
         elsewhere = tmp_path / "published"
         result = subprocess.run(
             [sys.executable, "-m", "reconciler", "site", "build", "--state", str(state),

@@ -24,6 +24,7 @@ from reconciler.core.deployment import (
     tick,
 )
 from reconciler.core.drive import decide
+from reconciler.core.refusal import RequestRefused
 from reconciler.core.resources import Resource
 from reconciler.core.weights import StepSchedule, step_schedule
 from reconciler.gateway.base import Gateway, GatewayError
@@ -250,15 +251,21 @@ class DeploymentController:
 
     # -- manual actions and views ----------------------------------------------------------
 
-    async def act(self, route: str, action: str) -> tuple[int, dict[str, Any]]:
-        """Apply start|pause|resume|promote|rollback; (409, reason) when not allowed now."""
+    async def act(self, route: str, action: str) -> dict[str, Any]:
+        """Apply start|pause|resume|promote|rollback and return the route's canary view.
+
+        Raises:
+            RequestRefused: 404 for a route not in the configuration, 409 without a run or
+                when the run's state does not allow the action (the body says its state),
+                400 for an unknown action.
+        """
         async with self._lock:
             spec = self._routes().get(route)
             if spec is None:
-                return 404, {"error": f"route {route} is not in the configuration"}
+                raise RequestRefused(404, f"route {route} is not in the configuration")
             current = await self._current(route, spec)
             if current is None:
-                return 409, {"error": f"route {route} has no canary run"}
+                raise RequestRefused(409, f"route {route} has no canary run")
             run, schedule = current
             outcome = apply_action(run, action, spec, schedule, self.clock())
             now = self.clock()
@@ -267,13 +274,13 @@ class DeploymentController:
                     lambda c: store.record_action(c, run.run_id, route, action, now, "refused")
                 )
                 status = 400 if outcome.reason.startswith("unknown action") else 409
-                return status, {"error": outcome.reason, "state": outcome.state}
+                raise RequestRefused(status, outcome.reason, state=outcome.state)
             await self._apply(route, spec, outcome)
             await self.state.write(
                 lambda c: store.record_action(c, run.run_id, route, action, now, "accepted")
             )
             log.info("route %s: %s -> %s (manual %s)", route, run.state, outcome.run.state, action)
-        return 200, (await self.snapshot(route))[0]
+        return (await self.snapshot(route))[0]
 
     async def push(self, route: str, groups: dict[str, tuple[int, int, float | None]]) -> None:
         """Store per-group metrics a gateway pushed for a route."""

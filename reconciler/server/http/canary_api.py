@@ -61,8 +61,7 @@ async def act(request: Request, route: str, action: str) -> Response:
     if action not in ACTIONS:
         raise RequestRefused(404, f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
     controller = _controller(request)
-    status_code, body = await controller.act(route, action)
-    return json_response(body, status_code)
+    return json_response(await controller.act(route, action))
 
 
 @router.post("/api/routes/{route}/metrics", summary="Per-group metrics pushed by a gateway")
