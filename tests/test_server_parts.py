@@ -319,3 +319,17 @@ async def test_every_refusal_is_json_from_the_one_handler(
     refused = await client.post("/canary/checkout/resume", headers=ADMIN)
     assert refused.json()["state"] == "pending"
     assert (await client.get("/operator/agents")).headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.anyio
+async def test_unknown_paths_and_methods_answer_in_the_same_shape(
+    server: tuple[Parts, httpx.AsyncClient],
+) -> None:
+    _, client = server
+    missing = await client.get("/api/v1/no-such-thing")
+    assert missing.status_code == 404
+    assert refusal_shape(missing)["error"] == "Not Found"
+    wrong = await client.delete("/healthz")
+    assert wrong.status_code == 405
+    assert refusal_shape(wrong)["error"] == "Method Not Allowed"
+    assert "GET" in wrong.headers["allow"]

@@ -6,6 +6,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from reconciler import __version__
 from reconciler.core.refusal import RequestRefused
@@ -19,7 +20,7 @@ from reconciler.server.http import (
     read_api,
     site_api,
 )
-from reconciler.server.http.common import answer_refusal
+from reconciler.server.http.common import answer_http_error, answer_refusal
 from reconciler.server.http.parts import Controllers
 from reconciler.server.operator_edits import OperatorEdits
 
@@ -41,6 +42,8 @@ def create_app(
     app.state.controllers = controllers
     app.state.operator_edits = OperatorEdits(control)
     app.add_exception_handler(RequestRefused, answer_refusal)
+    # Unknown paths and methods answer in the same shape as every other refusal.
+    app.add_exception_handler(StarletteHTTPException, answer_http_error)
 
     @app.middleware("http")
     async def measure(

@@ -49,6 +49,16 @@ async def answer_refusal(request: Request, refused: Exception) -> Response:
     return problem(refused.status, refused.message, **refused.details)
 
 
+async def answer_http_error(request: Request, error: Exception) -> Response:
+    """Starlette's own refusals (unknown path, wrong method) in the same JSON shape."""
+    status = getattr(error, "status_code", 500)
+    detail = getattr(error, "detail", None) or "error"
+    headers = getattr(error, "headers", None) or {}
+    response = problem(status, str(detail))
+    response.headers.update(headers)
+    return response
+
+
 def bearer_matches(authorization: str | None, expected: str) -> bool:
     """Whether `Authorization: Bearer <token>` carries `expected`, compared in constant time."""
     if not authorization or not authorization.lower().startswith("bearer "):
