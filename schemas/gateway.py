@@ -14,7 +14,14 @@ from typing import Any, cast
 from pydantic import Field, create_model
 
 from schemas.base import Duration, Problem, Slug, StrictModel, nested
-from schemas.route import Analysis, Backend, CanaryStep, feature_problems
+from schemas.route import (
+    Analysis,
+    Backend,
+    CanaryStep,
+    feature_problems,
+    not_a_group,
+    step_problems,
+)
 from schemas.routefeatures import (
     OTHER_ROUTE_FIELDS,
     ABTest,
@@ -193,23 +200,10 @@ class GatewayRouteFields(StrictModel):
         if canary.canary_group is None:
             yield (("canary", "canary_group"), "required when the canary is enabled")
         elif self.traffic_split and canary.canary_group not in groups:
-            yield (
-                ("canary", "canary_group"),
-                f"{canary.canary_group!r} is not a traffic_split group "
-                f"(groups: {', '.join(sorted(groups))})",
-            )
+            yield not_a_group(canary.canary_group, groups)
         elif self.traffic_split and len(groups) < 2:
             yield (("traffic_split",), "a canary needs at least one group besides the canary")
-        if not canary.steps:
-            yield (("canary", "steps"), "at least one step is required")
-        previous = 0
-        for index, step in enumerate(canary.steps):
-            if step.weight < previous:
-                yield (
-                    ("canary", "steps", index, "weight"),
-                    f"step weights must not decrease ({previous} then {step.weight})",
-                )
-            previous = max(previous, step.weight)
+        yield from step_problems(canary.steps)
 
 
 # Each other field of the gateway's RouteConfig is accepted with any value, so a pasted route

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from pydantic import Field
@@ -152,23 +152,10 @@ class RouteSpec(StrictModel):
         if not self.traffic_split:
             yield (("canary",), "a canary needs a traffic_split on the route")
         elif canary.canary_group not in group_names:
-            yield (
-                ("canary", "canary_group"),
-                f"{canary.canary_group!r} is not a traffic_split group "
-                f"(groups: {', '.join(sorted(group_names))})",
-            )
+            yield not_a_group(canary.canary_group, group_names)
         elif len(group_names) < 2:
             yield (("traffic_split",), "a canary needs at least one group besides the canary")
-        if not canary.steps:
-            yield (("canary", "steps"), "at least one step is required")
-        previous = 0
-        for index, step in enumerate(canary.steps):
-            if step.weight < previous:
-                yield (
-                    ("canary", "steps", index, "weight"),
-                    f"step weights must not decrease ({previous} then {step.weight})",
-                )
-            previous = max(previous, step.weight)
+        yield from step_problems(canary.steps)
 
 
 def feature_problems(spec: RouteSpec | Any, groups: set[str], canary_on: bool) -> Iterator[Problem]:
@@ -226,3 +213,25 @@ class RouteDocument(StrictModel):
     def problems(self) -> Iterator[Problem]:
         for path, message in self.spec.problems():
             yield (("spec", *path), message)
+
+
+def not_a_group(canary_group: str, group_names: set[str]) -> Problem:
+    """A canary_group that names no traffic_split group."""
+    return (
+        ("canary", "canary_group"),
+        f"{canary_group!r} is not a traffic_split group (groups: {', '.join(sorted(group_names))})",
+    )
+
+
+def step_problems(steps: Sequence[CanaryStep]) -> Iterator[Problem]:
+    """A canary's steps: at least one, weights never decreasing."""
+    if not steps:
+        yield (("canary", "steps"), "at least one step is required")
+    previous = 0
+    for index, step in enumerate(steps):
+        if step.weight < previous:
+            yield (
+                ("canary", "steps", index, "weight"),
+                f"step weights must not decrease ({previous} then {step.weight})",
+            )
+        previous = max(previous, step.weight)

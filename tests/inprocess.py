@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -28,7 +26,7 @@ import httpx
 from reconciler.gateway.base import Gateway
 from reconciler.server.main import GatewayOpener, Parts, running_parts
 from reconciler.server.settings import load_settings
-from tests.server import ADMIN_TOKEN, WEBHOOK_SECRET, wait_for
+from tests.server import ADMIN_TOKEN, WEBHOOK_SECRET, ServerCalls, wait_for
 
 T = TypeVar("T")
 
@@ -135,7 +133,7 @@ class _Captured(logging.Handler):
         self.lines.append(f"{record.levelname} {record.name}: {record.getMessage()}")
 
 
-class InProcessServer:
+class InProcessServer(ServerCalls):
     """The server's parts on their own event loop thread; `client` talks to the app."""
 
     def __init__(
@@ -207,25 +205,6 @@ class InProcessServer:
 
     def wait_ready(self) -> None:
         wait_for(self.parts.control.ready.is_set, 20, "the first revision to be applied")
-
-    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        return self.client.request(method, path, headers=headers, **kwargs)
-
-    def token(self, agent: str) -> str:
-        response = self.admin("POST", f"/operator/agents/{agent}/token")
-        assert response.status_code == 201, response.text
-        return str(response.json()["token"])
-
-    def webhook(self, body: bytes = b"{}") -> httpx.Response:
-        signature = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
-        return self.client.post(
-            "/hooks/git", content=body, headers={"X-Hub-Signature-256": f"sha256={signature}"}
-        )
-
-    def status(self) -> dict[str, Any]:
-        document: dict[str, Any] = self.client.get("/api/v1/status").json()
-        return document
 
     def logs(self) -> str:
         """What the server logged so far, one line per record."""

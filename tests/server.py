@@ -33,7 +33,32 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "
         time.sleep(0.02)
 
 
-class ServerProcess:
+class ServerCalls:
+    """What tests ask of a server, in process or not: admin calls, tokens, the webhook."""
+
+    client: httpx.Client
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+    def token(self, agent: str) -> str:
+        response = self.admin("POST", f"/operator/agents/{agent}/token")
+        assert response.status_code == 201, response.text
+        return str(response.json()["token"])
+
+    def webhook(self, body: bytes = b"{}") -> httpx.Response:
+        signature = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        return self.client.post(
+            "/hooks/git", content=body, headers={"X-Hub-Signature-256": f"sha256={signature}"}
+        )
+
+    def status(self) -> dict[str, Any]:
+        document: dict[str, Any] = self.client.get("/api/v1/status").json()
+        return document
+
+
+class ServerProcess(ServerCalls):
     """`reconcile serve` as a subprocess; `url` once it is listening."""
 
     def __init__(self, repo: Path | str, state: Path, env: Mapping[str, str] | None = None,
@@ -69,25 +94,6 @@ class ServerProcess:
 
     def wait_ready(self) -> None:
         wait_for(lambda: self.client.get("/readyz").status_code == 200, 20, "/readyz")
-
-    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        return self.client.request(method, path, headers=headers, **kwargs)
-
-    def token(self, agent: str) -> str:
-        response = self.admin("POST", f"/operator/agents/{agent}/token")
-        assert response.status_code == 201, response.text
-        return str(response.json()["token"])
-
-    def webhook(self, body: bytes = b"{}") -> httpx.Response:
-        signature = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
-        return self.client.post(
-            "/hooks/git", content=body, headers={"X-Hub-Signature-256": f"sha256={signature}"}
-        )
-
-    def status(self) -> dict[str, Any]:
-        document: dict[str, Any] = self.client.get("/api/v1/status").json()
-        return document
 
     def stop(self) -> int:
         if self.process.poll() is None:
