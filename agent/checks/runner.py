@@ -16,7 +16,7 @@ from agent.checks.outcome import CheckOutcome, Verdict, clip
 from agent.checks.pool import ClientPool
 from agent.checks.tcp_check import check_tcp
 from agent.checks.tls_check import check_tls
-from schemas.canary import DEFAULT_TIMEOUT_SECONDS
+from schemas.checks import DEFAULT_TIMEOUT_SECONDS
 
 Clock = Callable[[], datetime]
 CheckFunction = Callable[[Mapping[str, Any], ClientPool, Clock], Awaitable[Verdict]]

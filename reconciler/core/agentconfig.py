@@ -12,7 +12,8 @@ import orjson
 
 from agent.expressions.gotemplate import DOLLAR, TemplateError, render
 from reconciler.core.resources import Resource
-from schemas.canary import CHECK_TYPES, effective_timeout, is_templated
+from schemas.canary import CHECK_TYPES, effective_timeout
+from schemas.checks import is_templated
 from schemas.schedule import parse_schedule
 
 _ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")

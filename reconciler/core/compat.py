@@ -11,7 +11,8 @@ from agent.expressions.gotemplate import DOLLAR, TemplateError, variables
 from reconciler.core.diagnostics import Diagnostic, Severity
 from reconciler.core.documents import Located
 from schemas.base import Problem
-from schemas.canary import CanaryDocument, HttpCheck, TcpCheck, is_templated
+from schemas.canary import CanaryDocument
+from schemas.checks import HttpCheck, TcpCheck, is_templated
 from schemas.compat import ACCEPTED, REFUSED, compat_fields
 
 ACCEPTED_PREFIX = "accepted, not used: "

@@ -1,0 +1,378 @@
+"""Check models of a Canary: HTTP, TCP, DNS and TLS, and the values they reference."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from schemas.base import (
+    Duration,
+    Problem,
+    StrictModel,
+)
+from schemas.compat import NEEDS_KUBERNETES, accepted, refused
+
+MAX_CHECK_NAME = 128
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$")
+_URL = re.compile(r"^https?://\S+$")
+DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_SCHEDULE = "@every 1m"
+NEVER = "@never"
+# canary-checker's DNS check waits 10 seconds when its integer `timeout` is 0 or absent.
+DNS_DEFAULT_TIMEOUT_SECONDS = 10
+
+CheckName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_CHECK_NAME,
+        description="Free text, unique within the canary. Default: the description, "
+        "else the URL, endpoint or query.",
+    ),
+]
+
+
+class ValueFrom(StrictModel):
+    """Where a secret value comes from at serve time. It is never stored in git or DuckDB."""
+
+    env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of an environment variable of the control plane.",
+    )
+    secretKeyRef: Any = refused(NEEDS_KUBERNETES)
+    configMapKeyRef: Any = refused(NEEDS_KUBERNETES)
+    helmRef: Any = refused(NEEDS_KUBERNETES)
+    serviceAccount: Any = refused(NEEDS_KUBERNETES)
+    fieldRef: Any = refused(NEEDS_KUBERNETES)
+
+    def problems(self) -> Iterator[Problem]:
+        written = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if not written:
+            yield ((), "set 'env' (the name of an environment variable of the control plane)")
+
+
+class SecretValue(StrictModel):
+    """A value written inline (`${env:NAME}` allowed) or read from the environment."""
+
+    name: str | None = Field(default=None, description="Ignored here (canary-checker's EnvVar).")
+    value: str | None = None
+    valueFrom: ValueFrom | None = None
+
+    def problems(self) -> Iterator[Problem]:
+        if (self.value is None) == (self.valueFrom is None):
+            yield ((), "set exactly one of 'value' and 'valueFrom'")
+        if self.valueFrom is not None:
+            for path, message in self.valueFrom.problems():
+                yield (("valueFrom", *path), message)
+
+
+class Header(SecretValue):
+    """One HTTP request header; `value` may contain `${env:NAME}` references."""
+
+    name: str = Field(min_length=1)
+
+
+class EnvVar(SecretValue):
+    """A variable for `$(NAME)` in the URL and `{{.NAME}}` in a templated body."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class OAuth2(StrictModel):
+    """OAuth2 client credentials: `username` is the client id, `password` its secret."""
+
+    tokenURL: str = Field(pattern=r"^https?://\S+$", description="Where tokens are requested.")
+    scope: list[str] | None = Field(default=None, description="Scopes asked for.")
+    params: dict[str, str] | None = Field(
+        default=None, description="Extra form fields of the token request."
+    )
+
+
+class TlsConfig(StrictModel):
+    """TLS settings of one HTTP check (canary-checker's tlsConfig)."""
+
+    insecureSkipVerify: bool | None = Field(
+        default=None, description="Do not verify the server's certificate chain and name."
+    )
+    ca: SecretValue | None = Field(
+        default=None, description="PEM certificates to trust besides the system's."
+    )
+    handshakeTimeout: Any = accepted("the check's timeout bounds the handshake")
+    cert: Any = refused("client certificates are not implemented")
+    key: Any = refused("client certificates are not implemented")
+
+    def problems(self) -> Iterator[Problem]:
+        yield from _nested("ca", self.ca)
+
+
+class TestExpression(StrictModel):
+    """A check's pass condition: a CEL expression that must give true."""
+
+    expr: str | None = Field(default=None, min_length=1, description="CEL expression.")
+    template: Any = refused("Go templates are not evaluated as tests here; use expr")
+    javascript: Any = refused("JavaScript is not evaluated here; use expr")
+    jsonPath: Any = refused("JSONPath is not evaluated here; use expr")
+
+    def problems(self) -> Iterator[Problem]:
+        if self.expr is None and self.template is self.javascript is self.jsonPath is None:
+            yield ((), "set 'expr'")
+
+
+class DisplayTemplate(StrictModel):
+    """The message of a result: a CEL expression or a `{{.field}}` Go template."""
+
+    expr: str | None = Field(default=None, min_length=1, description="CEL giving a string.")
+    template: str | None = Field(
+        default=None, description="Go template; only {{.field.path}} lookups are evaluated."
+    )
+    javascript: Any = refused("JavaScript is not evaluated here; use expr")
+    jsonPath: Any = refused("JSONPath is not evaluated here; use expr")
+
+    def problems(self) -> Iterator[Problem]:
+        written = [n for n in ("expr", "template", "javascript", "jsonPath") if getattr(self, n)]
+        if len(written) != 1:
+            yield ((), "set exactly one of 'expr' and 'template'")
+
+
+def _nested(name: str, value: Any) -> Iterator[Problem]:
+    if value is None:
+        return
+    items = value if isinstance(value, list) else [value]
+    for index, item in enumerate(items):
+        where: tuple[str | int, ...] = (name, index) if isinstance(value, list) else (name,)
+        for path, message in item.problems():
+            yield ((*where, *path), message)
+
+
+class CheckBase(StrictModel):
+    """Fields every check type shares (canary-checker's `Description`)."""
+
+    name: CheckName = ""
+    description: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    icon: str | None = Field(default=None, description="Icon URL or name, shown on the site.")
+    timeout: Duration | None = Field(
+        default=None,
+        description="Give up after this long. Default: 10s, or 90% of the schedule period "
+        "when that is shorter. Must be shorter than the schedule period.",
+    )
+    thresholdMillis: int | None = Field(
+        default=None, ge=1, description="Fail the check when it takes longer than this."
+    )
+    namespace: Any = accepted("results belong to the canary's namespace here")
+    metrics: Any = accepted("custom Prometheus metrics from check results are not exported")
+    transformDeleteStrategy: Any = accepted("only applies to transform, which is not supported")
+    markFailOnEmpty: Any = accepted("only applies to transform, which is not supported")
+    relationships: Any = accepted("links results to Mission Control components and configs")
+    dependsOn: Any = refused("the checks of a canary run independently here")
+    retries: Any = refused(
+        "failed checks are not retried; failureThreshold sets how many "
+        "failed runs in a row make a target down"
+    )
+
+    @classmethod
+    def default_name(cls, data: dict[str, Any]) -> Any:
+        """What canary-checker names a check that has no name."""
+        return data.get("description")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") in (None, ""):
+            name = cls.default_name(data)
+            if isinstance(name, str) and name:
+                return {**data, "name": name[:MAX_CHECK_NAME]}
+        return data
+
+    def problems(self) -> Iterator[Problem]:
+        if not self.name:
+            yield (("name",), "required field is missing (no name, description or target)")
+
+
+class TemplatableCheck(CheckBase):
+    """A check with canary-checker's `test`, `display` and `transform`."""
+
+    test: TestExpression | None = None
+    display: DisplayTemplate | None = None
+    transform: Any = refused(
+        "transform builds results in canary-checker's result pipeline, which is not run here"
+    )
+
+    def problems(self) -> Iterator[Problem]:
+        yield from super().problems()
+        yield from _nested("test", self.test)
+        yield from _nested("display", self.display)
+
+
+def _endpoint_problems(endpoint: str) -> Iterator[Problem]:
+    match = _HOST_PORT.match(endpoint)
+    if not match or not 0 < int(match.group(2)) < 65536:
+        yield (("endpoint",), f"{endpoint!r} is not host:port (e.g. 'db.example.com:5432')")
+
+
+def _publish_alias(schema: dict[str, Any]) -> None:
+    properties = schema.get("properties", {})
+    if "thresholdMillis" in properties:
+        alias = dict(properties["thresholdMillis"])
+        alias["description"] = "canary-checker's name for thresholdMillis."
+        properties["maxResponseTime"] = alias
+
+
+def is_templated(text: str) -> bool:
+    """Whether a URL or body holds `$(...)` or `{{...}}` references."""
+    return "$(" in text or "{{" in text
+
+
+class HttpCheck(TemplatableCheck):
+    """An HTTP request whose status, latency, certificate and body are checked."""
+
+    model_config = ConfigDict(json_schema_extra=_publish_alias)
+
+    url: str | None = Field(
+        default=None,
+        description="http:// or https:// URL; $(NAME) takes a variable of `env`; "
+        "user:password@ sends basic auth.",
+    )
+    endpoint: str | None = Field(default=None, description="Deprecated name of url.")
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    headers: list[Header] = Field(default_factory=list)
+    body: str | None = None
+    templateBody: bool | None = Field(
+        default=None, description="Render body as a Go template over env, check and canary."
+    )
+    env: list[EnvVar] | None = Field(
+        default=None, description="Variables for $(NAME) in url and {{.NAME}} in the body."
+    )
+    username: SecretValue | None = Field(default=None, description="Basic (or digest) auth.")
+    password: SecretValue | None = None
+    digest: bool | None = Field(default=None, description="Use HTTP digest authentication.")
+    responseCodes: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=list, description="Accepted status codes; empty means any 2xx."
+    )
+    responseContent: str | None = Field(
+        default=None, description="The body must contain this text."
+    )
+    maxSSLExpiry: int | None = Field(
+        default=None,
+        ge=0,
+        description="Fail when the certificate expires within this many days (or there is "
+        "no certificate).",
+    )
+    thresholdMillis: int | None = Field(
+        default=None,
+        ge=1,
+        validation_alias=AliasChoices("thresholdMillis", "maxResponseTime"),
+        description="Fail when slower than this (alias: maxResponseTime).",
+    )
+    followRedirects: bool = True
+    maxRedirects: int | None = Field(
+        default=None, ge=0, description="Redirects to follow (default 10); 0 follows none."
+    )
+    responseJSONContent: Any = accepted("deprecated, and ignored by canary-checker too")
+    ntlm: Any = refused("NTLM authentication is not implemented")
+    ntlmv2: Any = refused("NTLM authentication is not implemented")
+    oauth2: OAuth2 | None = Field(
+        default=None,
+        description="Fetch a bearer token with the client-credentials grant before each run.",
+    )
+    awsSigV4: Any = refused("AWS SigV4 signing is not implemented")
+    tlsConfig: TlsConfig | None = None
+    crawl: Any = refused("crawling links is not implemented")
+    connection: Any = refused(
+        "connections live in a Mission Control server; write url, username and password"
+    )
+
+    @classmethod
+    def default_name(cls, data: dict[str, Any]) -> Any:
+        return data.get("description") or data.get("url") or data.get("endpoint")
+
+    @property
+    def target(self) -> str:
+        """The URL as written (`url`, else the deprecated `endpoint`)."""
+        return self.url or self.endpoint or ""
+
+    def problems(self) -> Iterator[Problem]:
+        yield from super().problems()
+        if self.url is not None and self.endpoint is not None:
+            yield (("endpoint",), "cannot specify both endpoint and url")
+        elif self.url is None and self.endpoint is None and self.connection is None:
+            yield (("url",), "required field is missing")
+        elif self.target:
+            where = "url" if self.url is not None else "endpoint"
+            if not is_templated(self.target) and not _URL.match(self.target):
+                yield ((where,), f"{self.target!r} is not an http:// or https:// URL")
+        yield from _nested("headers", self.headers)
+        yield from _nested("env", self.env)
+        yield from _nested("username", self.username)
+        yield from _nested("password", self.password)
+        yield from _nested("tlsConfig", self.tlsConfig)
+        if self.digest and self.username is None:
+            yield (("digest",), "digest authentication needs username and password")
+        if self.oauth2 is not None and (self.username is None or self.password is None):
+            yield (("oauth2",), "oauth2 needs username (the client id) and password (its secret)")
+
+
+class TcpCheck(TemplatableCheck):
+    """A TCP connect to host:port."""
+
+    endpoint: str
+
+    @classmethod
+    def default_name(cls, data: dict[str, Any]) -> Any:
+        return data.get("description") or data.get("endpoint")
+
+    def problems(self) -> Iterator[Problem]:
+        yield from super().problems()
+        yield from _endpoint_problems(self.endpoint)
+
+
+class DnsCheck(CheckBase):
+    """A DNS query whose answers are checked."""
+
+    query: str = Field(min_length=1, description="The name to resolve.")
+    querytype: Literal["A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", "SRV", "TXT"] = "A"
+    server: str | None = Field(default=None, description="Resolver address; default: system's.")
+    port: int = Field(default=53, ge=1, le=65535)
+    minrecords: int | None = Field(default=None, ge=0)
+    exactreply: list[str] | None = Field(
+        default=None, description="The answers must be exactly these (order ignored)."
+    )
+    timeout: Duration | Annotated[int, Field(ge=0)] | None = Field(  # type: ignore[assignment]
+        default=None,
+        description="A duration, or canary-checker's integer seconds (0: 10 seconds); "
+        "capped at 90% of the schedule period.",
+    )
+
+    @classmethod
+    def default_name(cls, data: dict[str, Any]) -> Any:
+        query = data.get("query")
+        return data.get("description") or (
+            f"{data.get('querytype', 'A')}/{query}" if query else None
+        )
+
+
+class TlsCheck(CheckBase):
+    """A TLS handshake whose certificate expiry is checked."""
+
+    endpoint: str
+    serverName: str | None = Field(default=None, description="SNI name; default: the host.")
+    maxSSLExpiry: int = Field(
+        default=7, ge=0, description="Fail when the certificate expires within this many days."
+    )
+
+    @classmethod
+    def default_name(cls, data: dict[str, Any]) -> Any:
+        return data.get("description") or data.get("endpoint")
+
+    def problems(self) -> Iterator[Problem]:
+        yield from super().problems()
+        yield from _endpoint_problems(self.endpoint)
