@@ -42,6 +42,9 @@ class Status(StrEnum):
     UNKNOWN = "unknown"
 
 
+# Nothing decides these yet; pages list them only when some canary has them.
+RESERVED = frozenset({Status.DEGRADED_PERFORMANCE, Status.UNDER_MAINTENANCE})
+
 LABELS: Mapping[Status, str] = {
     Status.OPERATIONAL: "Operational",
     Status.DEGRADED_PERFORMANCE: "Degraded performance",
@@ -247,14 +250,20 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _last_run_document(run: LastRun | None) -> dict[str, str] | None:
+def _last_run_document(run: LastRun | None, times: bool) -> dict[str, str] | None:
     if run is None:
         return None
-    return {"at": _iso(run.started_at), "status": "pass" if run.passed else "fail"}
+    outcome = {"status": "pass" if run.passed else "fail"}
+    return {"at": _iso(run.started_at), **outcome} if times else outcome
 
 
-def document(state: CanaryState | None) -> dict[str, object]:
+def document(state: CanaryState | None, times: bool = True) -> dict[str, object]:
     """The JSON form the read API returns and the site reads (None: never ran, unknown).
+
+    Args:
+        state: the canary's state, or None when it has none (it never runs).
+        times: include when the last runs started. The site leaves them out: a page that
+            showed them would change with every run, not only when the status does.
 
     Returns:
         `status`, `reason`, `last_run` (`at`, `status`: pass or fail; null without runs),
@@ -272,13 +281,13 @@ def document(state: CanaryState | None) -> dict[str, object]:
     return {
         "status": state.status.value,
         "reason": state.reason,
-        "last_run": _last_run_document(state.last_run),
+        "last_run": _last_run_document(state.last_run, times),
         "regions_down": sorted(n for n, r in state.regions.items() if r.verdict == "down"),
         "region_status": {
             name: {
                 "status": region.status.value,
                 "reason": region.reason,
-                "last_run": _last_run_document(region.last_run),
+                "last_run": _last_run_document(region.last_run, times),
             }
             for name, region in state.regions.items()
         },
