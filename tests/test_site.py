@@ -127,8 +127,11 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Path, Connection]]:
             ("eu-1", "eu"), ("eu-2", "eu"), ("us-1", "us"),
         ]),
     )  # fmt: skip
-    repo.write("shop.yaml", canary_doc("shop", namespace="web"))
-    repo.write("api.yaml", canary_doc("api", selector="['us-*']", namespace="web"))
+    # Every 10 minutes, as the runs below: a run stays fresh for 30 minutes (3 periods).
+    shop = canary_doc("shop", namespace="web")
+    api = canary_doc("api", selector="['us-*']", namespace="web")
+    repo.write("shop.yaml", shop.replace("@every 30s", "@every 10m"))
+    repo.write("api.yaml", api.replace("@every 30s", "@every 10m"))
     repo.write("route.yaml", ROUTE)
     repo.commit("fleet")
     state = tmp_path / "state.duckdb"
