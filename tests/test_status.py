@@ -131,8 +131,8 @@ def test_runs_arrive_in_any_order() -> None:
     assert canary_status(target(["eu"]), {"eu": shuffled}, False, NOW).status is Status.OPERATIONAL
 
 
-def test_lookback_reaches_the_thresholds_twice_and_the_staleness_horizon() -> None:
-    assert lookback(target(["eu"])) == timedelta(seconds=10 * PERIOD)
+def test_lookback_reaches_a_verdict_and_its_reversal_and_the_staleness_horizon() -> None:
+    assert lookback(target(["eu"])) == timedelta(seconds=6 * PERIOD)
 
 
 def test_the_scale_has_room_for_degraded_performance_and_maintenance() -> None:

@@ -119,10 +119,11 @@ class CanaryState:
 def lookback(target: Target) -> timedelta:
     """How far back runs must be read to decide a target's status.
 
-    Enough periods for the thresholds to be reached twice over (a verdict and its reversal)
-    and at least the engine's staleness horizon.
+    Enough periods for a verdict and its reversal (`failureThreshold + successThreshold`
+    runs, and one more for a run that starts late), and at least the engine's staleness
+    horizon. Reading further back would change little and cost every site build more.
     """
-    periods = max(STALE_PERIODS, 2 * (target.failure_threshold + target.success_threshold))
+    periods = max(STALE_PERIODS, target.failure_threshold + target.success_threshold + 1)
     return timedelta(seconds=periods * target.period)
 
 
