@@ -149,3 +149,11 @@ def test_a_page_headline_is_its_worst_known_status() -> None:
     assert worst([Status.UNKNOWN, Status.OPERATIONAL]) is Status.OPERATIONAL
     assert worst([Status.OPERATIONAL, Status.PARTIAL_OUTAGE]) is Status.PARTIAL_OUTAGE
     assert worst([Status.MAJOR_OUTAGE, Status.PARTIAL_OUTAGE]) is Status.MAJOR_OUTAGE
+
+
+def test_each_status_says_why() -> None:
+    state = canary_status(target(["eu", "us"], "any"), {"eu": runs("fff"), "us": runs("pfp")},
+                          False, NOW)  # fmt: skip
+    assert (state.status, state.reason) == (Status.MAJOR_OUTAGE, "the incident policy holds")
+    assert state.regions["eu"].reason == "down; the incident policy holds"
+    assert state.regions["us"].reason == "failing on us"

@@ -215,13 +215,13 @@ def canary_status(
         key=lambda run: run.started_at,
         default=None,
     )
-    down = sorted(name for name, r in regions.items() if r.verdict == "down")
+    down = sum(1 for r in regions.values() if r.verdict == "down")
     verdicts = sum(1 for r in regions.values() if r.verdict != "unknown")
-    holds = policy_holds(target.policy, len(down), verdicts, len(regions))
+    holds = policy_holds(target.policy, down, verdicts, len(regions))
     if incident_open or holds:
         why = "an incident is open" if incident_open else "the incident policy holds"
         regions = {
-            name: RegionState(Status.MAJOR_OUTAGE, r.verdict, r.last_run, r.reason)
+            name: RegionState(Status.MAJOR_OUTAGE, r.verdict, r.last_run, f"down; {why}")
             if r.verdict == "down"
             else r
             for name, r in regions.items()
