@@ -140,8 +140,12 @@ def _uncleared(runs: Sequence[Run], successes: int) -> bool:
     return False
 
 
+def _start(run: Run) -> datetime:
+    return run.started_at
+
+
 def _last(runs: Iterable[Run]) -> LastRun | None:
-    newest = max(runs, key=lambda run: run.started_at, default=None)
+    newest = max(runs, key=_start, default=None)
     return LastRun(newest.started_at, newest.passed) if newest is not None else None
 
 
@@ -152,8 +156,8 @@ def _region(
     incident_open: bool,
     fresh_after: datetime,
 ) -> RegionState:
-    mine = {agent: sorted(runs.get(agent, ()), key=lambda r: r.started_at) for agent in agents}
-    last = _last(run for agent_runs in mine.values() for run in agent_runs)
+    mine = {agent: sorted(runs.get(agent, ()), key=_start) for agent in agents}
+    last = _last(agent_runs[-1] for agent_runs in mine.values() if agent_runs)
     health: dict[str, AgentHealth] = {
         agent: advance(AgentHealth(), agent_runs, target.failure_threshold,
                        target.success_threshold)
