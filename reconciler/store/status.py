@@ -16,36 +16,46 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SLACK_RUNS = 2
 
 
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
 def _recent_rows(
     connection: Connection, since: Mapping[str, datetime], caps: Mapping[str, int], now: datetime
 ) -> dict[str, list[CheckRow]]:
     """Each derived canary's newest rows (at most its cap) started in [its since, now]."""
     if not since:
         return {}
+    # Times cross the boundary as integers both ways: binding thousands of TIMESTAMPTZ
+    # values, or fetching them, costs several times more than the query itself.
+    starts = [_micros(moment) for moment in since.values()]
     rows = connection.execute(
         """WITH wanted AS (
                SELECT unnest($canaries::VARCHAR[]) AS canary,
-                      unnest($since::TIMESTAMPTZ[]) AS since,
+                      unnest($since::BIGINT[]) AS since,
                       unnest($caps::BIGINT[]) AS cap
            )
            SELECT r.canary, epoch_us(r.started_at), r.check_name, r.status
-           FROM results r JOIN wanted w ON r.canary = w.canary AND r.started_at >= w.since
-           WHERE r.started_at >= $earliest AND r.started_at <= $now
+           FROM results r JOIN wanted w
+             ON r.canary = w.canary AND epoch_us(r.started_at) >= w.since
+           WHERE r.started_at >= make_timestamptz($earliest)
+             AND r.started_at <= make_timestamptz($now)
            QUALIFY row_number() OVER (PARTITION BY r.canary ORDER BY r.started_at DESC)
                    <= any_value(w.cap) OVER (PARTITION BY r.canary)""",
         {
             "canaries": list(since),
-            "since": list(since.values()),
+            "since": starts,
             "caps": [caps[canary] for canary in since],
-            "earliest": min(since.values()),
-            "now": now,
+            "earliest": min(starts),
+            "now": _micros(now),
         },
     ).fetchall()
     loaded: dict[str, list[CheckRow]] = {}
-    # Times leave DuckDB as integers: TIMESTAMPTZ values cost five times more to fetch.
     for canary, micros, check, status in rows:
-        started_at = _EPOCH + timedelta(microseconds=micros)
-        loaded.setdefault(canary, []).append(CheckRow(started_at, check, status))
+        found = loaded.get(canary)
+        if found is None:
+            found = loaded[canary] = []
+        found.append(CheckRow(_EPOCH + timedelta(microseconds=micros), check, status))
     return loaded
 
 
