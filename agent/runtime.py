@@ -88,14 +88,20 @@ class Agent:
             log.info("stopping: no new check runs; shipping buffered results")
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for task, outcome in zip(
+                tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True
+            ):
+                # A loop that died before the stop must not turn a clean stop into exit 1.
+                if isinstance(outcome, Exception):
+                    log.error("the %s loop had failed: %r", task.get_name(), outcome)
             await self.scheduler.stop(wait_seconds=self.settings.shutdown_timeout / 2)
+            # Disconnected means no API traffic, also on the way out: the spool keeps the rows.
             if self.connected:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._ship_all(), self.settings.shutdown_timeout / 2)
-            await self._api.aclose()
+            api, self._api = self._api, None
+            if api is not None:  # None while disconnected: `disconnect()` closed it already
+                await api.aclose()
         if status is not None:
             status.close()
         left = self.spool.depth()

@@ -57,15 +57,26 @@ def http_target() -> Iterator[str]:
 
 
 class SwitchProxy:
-    """Forwards to the control plane, or answers 503 while `failing` is set."""
+    """Forwards to the control plane, or answers 503 while `failing` is set.
+
+    While `holding` is set, result POSTs are held unanswered (a ship in flight) until
+    `release()`; `held` counts the requests that arrived meanwhile.
+    """
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.failing = False
+        self.holding = False
+        self.held = 0
+        self._released = threading.Event()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def _forward(self) -> None:
+                if proxy.holding and self.command == "POST":
+                    proxy.held += 1
+                    proxy._released.wait(60)
+                    return  # the connection closes without an answer
                 if proxy.failing:
                     self.send_response(503)
                     self.send_header("Content-Length", "0")
@@ -101,7 +112,13 @@ class SwitchProxy:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
+    def release(self) -> None:
+        """Let held requests go (unanswered) and stop holding new ones."""
+        self.holding = False
+        self._released.set()
+
     def close(self) -> None:
+        self.release()
         self._server.shutdown()
         self._server.server_close()
 

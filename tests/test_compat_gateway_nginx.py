@@ -14,10 +14,13 @@ from tests.conftest import ConfigRepo
 from tests.server import running_server, wait_for
 from tests.test_canary_e2e import Backend
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
-    reason="nginx is not installed (make test installs Debian's nginx package)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
+        reason="nginx is not installed (make test installs Debian's nginx package)",
+    ),
+]
 
 GATEWAY = """
 listeners:

@@ -40,8 +40,9 @@ spec:
 NOW = datetime.now(UTC).replace(microsecond=250_000)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# default/web runs in both regions: (agent, seconds ago, duration ms, status), eu's latest
-# run passes and us's latest fails, so the blended status is "degraded".
+# default/web runs in both regions: (agent, seconds ago, duration ms, status), 30 s apart.
+# eu's one failure was cleared by two passes since; us's latest run failed, once: failing
+# there, but not for failureThreshold (3) runs in a row, so the status is a partial outage.
 WEB_RUNS = [
     ("eu-1", 10, 12.0, "pass"),
     ("eu-1", 40, 48.0, "pass"),
@@ -103,17 +104,24 @@ def make_repo(path: Path) -> ConfigRepo:
     repo = ConfigRepo(path)
     repo.write("regions.yaml", REGIONS)
     repo.write("agents.yaml", agent_doc("eu-1", "eu") + "---\n" + agent_doc("us-1", "us"))
-    repo.write("canaries/web.yaml", canary_doc("web", selector="['*']"))
-    repo.write("canaries/api.yaml", canary_doc("api", "['eu-1']", namespace="monitoring"))
-    repo.write("canaries/db.yaml", canary_doc("db", selector="['us-1']"))
-    repo.write("canaries/idle.yaml", canary_doc("idle", selector="['*']"))
+    # Every 10 minutes: the runs below stay fresh (3 periods) however late in a long test
+    # session this module runs, since their times are fixed when it is imported.
+    canaries = {
+        "web": canary_doc("web", selector="['*']"),
+        "api": canary_doc("api", "['eu-1']", namespace="monitoring"),
+        "db": canary_doc("db", selector="['us-1']"),
+        "idle": canary_doc("idle", selector="['*']"),
+    }
+    for name, document in canaries.items():
+        repo.write(f"canaries/{name}.yaml", document.replace("@every 30s", "@every 10m"))
     repo.commit("initial")
     return repo
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
-    """One server with known results: web degraded, api up, db down, idle without data."""
+    """One server with known results: web partial outage, api operational, db major outage
+    (three failed runs in a row in its only region), idle without data."""
     base = tmp_path_factory.mktemp("read-api")
     repo = make_repo(base / "config")
     with running_in_process(repo.path, base / "state.duckdb") as process:
@@ -127,7 +135,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer
             "us-1",
             [
                 row("default/db@us-1", 25, 5.0, "fail"),
-                row("default/db@us-1", 55, 5.0, "pass"),
+                row("default/db@us-1", 55, 5.0, "fail"),
+                row("default/db@us-1", 85, 5.0, "fail"),
                 row("default/db@us-1", 7200, 5.0, "pass"),
             ],
         )
@@ -145,18 +154,27 @@ def durations(region: str | None = None) -> list[float]:
     return [d for a, _, d, _ in WEB_RUNS if agent is None or a == agent]
 
 
-def test_targets_blend_the_latest_status_of_every_region(server: InProcessServer) -> None:
+def test_targets_have_the_one_status_with_the_last_run_beside_it(server: InProcessServer) -> None:
     targets = {t["id"]: t for t in get(server, "/api/v1/targets")["targets"]}
     assert set(targets) == {"default.web", "monitoring.api", "default.db", "default.idle"}
     web = targets["default.web"]
     assert (web["name"], web["namespace"]) == ("web", "default")
     assert (web["regions"], web["agents"]) == (["eu", "us"], ["eu-1", "us-1"])
-    assert web["status"] == "degraded"
-    assert web["regions_down"] == ["us"]
-    assert targets["monitoring.api"]["status"] == "up"
+    assert web["status"] == "partial_outage"
+    assert web["regions_down"] == [], "no region failed three runs in a row"
+    assert {r: s["status"] for r, s in web["region_status"].items()} == {
+        "eu": "operational",
+        "us": "partial_outage",
+    }
+    assert web["last_run"] == {"at": started(10).isoformat().replace("+00:00", "Z"),
+                               "status": "pass"}  # fmt: skip
+    assert web["region_status"]["us"]["last_run"]["status"] == "fail"
+    assert targets["monitoring.api"]["status"] == "operational"
     assert targets["monitoring.api"]["regions"] == ["eu"]
-    assert targets["default.db"]["status"] == "down"
+    assert targets["default.db"]["status"] == "major_outage"
+    assert targets["default.db"]["regions_down"] == ["us"]
     assert targets["default.idle"]["status"] == "unknown"
+    assert targets["default.idle"]["last_run"] is None
 
 
 def test_uptime_overall_by_check_and_by_region(server: InProcessServer) -> None:
@@ -233,13 +251,13 @@ def test_target_regions_table(server: InProcessServer) -> None:
         quantiles(durations("eu"))["p50"],
         quantiles(durations("eu"))["p95"],
     )
-    assert (eu["status"], eu["last_status"]) == ("up", "pass")
+    assert (eu["status"], eu["last_status"]) == ("operational", "pass")
     assert eu["last_run_at"] == started(10).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert (us["region"], us["total"], us["passed"], us["status"], us["last_status"]) == (
         "us",
         4,
         2,
-        "down",
+        "partial_outage",
         "fail",
     )
     assert us["p95"] == quantiles(durations("us"))["p95"]
@@ -325,9 +343,9 @@ def test_relative_windows_and_default_steps(server: InProcessServer) -> None:
     assert month["step"] == "6h"
     old = get(server, "/api/v1/targets/default.web/uptime", since="2d", until="1d")
     assert old["total"] == 0
-    assert get(server, "/api/v1/targets/default.db/uptime")["total"] == 3
-    assert get(server, "/api/v1/targets/default.db/uptime", since="1h")["total"] == 2
-    assert get(server, "/api/v1/targets/default.db/uptime", since="1d12h")["total"] == 3
+    assert get(server, "/api/v1/targets/default.db/uptime")["total"] == 4
+    assert get(server, "/api/v1/targets/default.db/uptime", since="1h")["total"] == 3
+    assert get(server, "/api/v1/targets/default.db/uptime", since="1d12h")["total"] == 4
     since = datetime.fromisoformat(week["since"])
     until = datetime.fromisoformat(week["until"])
     assert until - since == timedelta(days=7)

@@ -17,7 +17,8 @@ from reconciler.sitebuild.fleet_pages import verdict
 from reconciler.sitebuild.sketch import ALPHA
 from reconciler.store.db import Connection, open_state
 from reconciler.store.deployments import add_evaluation, latest_runs, save_run
-from reconciler.store.reports import target_statuses
+from reconciler.store.resources import all_resources
+from reconciler.store.status import canary_statuses
 from tests import children
 from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
 
@@ -30,7 +31,7 @@ SHOP = [
     ("eu-1", "eu", 20.0, "pass"),
     ("eu-1", "eu", 30.0, "pass"),
     ("eu-1", "eu", 40.0, "pass"),
-    ("eu-1", "eu", 100.0, "fail"),  # eu-1's latest run failed: region eu is down
+    ("eu-1", "eu", 100.0, "fail"),  # eu-1's latest run failed
     ("eu-2", "eu", 15.0, "pass"),
     ("eu-2", "eu", 25.0, "pass"),
     ("eu-2", "eu", 35.0, "pass"),
@@ -127,8 +128,11 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Path, Connection]]:
             ("eu-1", "eu"), ("eu-2", "eu"), ("us-1", "us"),
         ]),
     )  # fmt: skip
-    repo.write("shop.yaml", canary_doc("shop", namespace="web"))
-    repo.write("api.yaml", canary_doc("api", selector="['us-*']", namespace="web"))
+    # Every 10 minutes, as the runs below: a run stays fresh for 30 minutes (3 periods).
+    shop = canary_doc("shop", namespace="web")
+    api = canary_doc("api", selector="['us-*']", namespace="web")
+    repo.write("shop.yaml", shop.replace("@every 30s", "@every 10m"))
+    repo.write("api.yaml", api.replace("@every 30s", "@every 10m"))
     repo.write("route.yaml", ROUTE)
     repo.commit("fleet")
     state = tmp_path / "state.duckdb"
@@ -220,16 +224,14 @@ def test_figures_match_hand_computed_uptime_and_quantiles(fleet: tuple[Path, Con
         shown = float(kpi(long, "p95").removesuffix(" ms"))
         assert abs(shown / quantile(every, 0.95) - 1) <= ALPHA
 
-    # The blended status is the read API's: eu's latest runs did not all pass, us's did.
-    assert 'class="badge status-degraded">Degraded</span></h1>' in shop
+    # The status is the read API's (core/status.py): the runs are hours old, so every
+    # region's is unknown, and incident #7 is open, so the canary's is a major outage.
+    assert 'class="badge status-major_outage">Major outage</span></h1>' in shop
     assert "HTTP 503 &lt;upstream&gt;" in shop  # recent failures, escaped
-    statuses = target_statuses(
-        connection,
-        [(f"web/shop@{a}", "check") for a in ("eu-1", "eu-2", "us-1")],
-        NOW - timedelta(days=1),
-    )
-    assert statuses["web/shop"]["status"] == "degraded"
-    assert statuses["web/shop"]["regions_down"] == ["eu"]
+    statuses = canary_statuses(connection, all_resources(connection), NOW)
+    assert statuses["web/shop"].status == "major_outage"
+    assert {r.status for r in statuses["web/shop"].regions.values()} == {"unknown"}
+    assert statuses["web/api"].status == "unknown"
 
     index = read(site, "index.html")
     shop_row = re.search(r'web\.shop\.html">web/shop</a></th>(.*?)</tr>', index)
@@ -250,11 +252,13 @@ def test_region_pages_are_scoped(fleet: tuple[Path, Connection]) -> None:
     shop_us = re.search(r"web/shop</a></th>(.*?)</tr>", us)
     assert shop_eu and shop_us
     assert (
-        "Down" in shop_eu.group(1)
+        "No recent data" in shop_eu.group(1)
+        and "last run" not in shop_eu.group(1)  # hours ago: beyond the status's lookback
         and "87.50%" in shop_eu.group(1)
         and "79.0 ms" in shop_eu.group(1)
     )
-    assert "Up" in shop_us.group(1) and "100%" in shop_us.group(1) and "59.5 ms" in shop_us.group(1)
+    assert "No recent data" in shop_us.group(1)
+    assert "100%" in shop_us.group(1) and "59.5 ms" in shop_us.group(1)
     api_us = re.search(r"web/api</a></th>(.*?)</tr>", us)
     assert api_us and ms(quantile([200.0, 300.0], 0.95)) in api_us.group(1)
     assert 'aria-current="page">eu</a>' in eu
@@ -273,9 +277,10 @@ def test_incidents_deployments_and_status_pages(fleet: tuple[Path, Connection]) 
     assert '<td class="failed">5.00% <span class="limit">(≤ 2.00%)</span>' in deployments
     assert "310.0 ms" in deployments and "(≤ 800.0 ms)" in deployments
     status = read(site, "status.html")
-    assert "Degraded performance in some regions" in status and "Open incidents" in status
-    assert verdict(["up", "down"]) == ("partial", "Partial outage")
-    assert verdict(["down", "unknown"]) == ("down", "Major outage")
+    assert "Major outage" in status and "Open incidents" in status
+    assert verdict(["operational", "partial_outage"]) == ("partial_outage", "Partial outage")
+    assert verdict(["major_outage", "unknown"]) == ("major_outage", "Major outage")
+    assert verdict(["unknown", "operational"]) == ("operational", "All systems operational")
     assert verdict(["unknown"]) == ("unknown", "No data yet")
 
 
@@ -324,7 +329,9 @@ def test_rebuild_rewrites_only_the_pages_that_changed(fleet: tuple[Path, Connect
     assert "index.html" in changed and "status.html" in changed
     assert report.published.rendered < report.published.pages
     api_page = read(site, "canary/web.api.html")
-    assert 'status-down">Down</span></h1>' in api_page and "900.0 ms" in api_page
+    # One failed run, fresh: failing in us, not for three runs in a row.
+    assert 'status-partial_outage">Partial outage</span></h1>' in api_page
+    assert "900.0 ms" in api_page
     assert "Partial outage" in read(site, "status.html")
 
     unchanged = build_site(connection, site, later)

@@ -85,7 +85,9 @@ def test_overview_to_canary_and_region_pages(site: Path) -> None:
         text = page.locator("main").inner_text()
         assert "87.50%" in text, "uptime 7 of 8"
         assert "250.0 ms" in text and "400.0 ms" in text, "p50 and p95 over both regions"
-        rows = page.locator("table").filter(has_text="Last status").locator("tbody tr")
+        rows = (
+            page.locator("table").filter(has_text="status now in each region").locator("tbody tr")
+        )
         assert [r.inner_text().split()[:2] for r in rows.all()] == [
             ["eu", "100%"],
             ["us", "75.00%"],

@@ -22,9 +22,10 @@ from typing import Any
 
 import duckdb
 
+from reconciler.core.status import document
 from reconciler.sitebuild import figures, queries
 from reconciler.sitebuild.canary_page import FAILURES_SHOWN
-from reconciler.sitebuild.model import Page, Snapshot, canaries_of, checks_of, regions_of
+from reconciler.sitebuild.model import Page, Snapshot, canaries_of, regions_of
 from reconciler.sitebuild.pages import plan
 from reconciler.sitebuild.publish import SITE_DIR, Published, Publisher
 from reconciler.sitebuild.rollups import backfill, update
@@ -32,11 +33,10 @@ from reconciler.sitebuild.tables import Tables, ensure_tables
 from reconciler.store.db import Connection
 from reconciler.store.deployments import run_views
 from reconciler.store.incidents import list_incidents
-from reconciler.store.reports import revisions, target_statuses
+from reconciler.store.reports import revisions
 from reconciler.store.resources import all_resources
+from reconciler.store.status import canary_statuses
 
-# Runs older than this do not count for the blended status (the read API's default).
-STATUS_HORIZON = timedelta(hours=24)
 FAILURE_HORIZON = timedelta(hours=24)
 INCIDENTS_SHOWN = 200
 # Half of DuckDB's `wal_autocheckpoint` default (16 MiB).
@@ -159,9 +159,10 @@ class SiteBuilder:
         started = time.perf_counter()
         resources = all_resources(connection)
         canaries = canaries_of(resources)
-        checks = checks_of(resources)
-        since = queries.status_since(connection, self.tables, checks, now - STATUS_HORIZON)
-        statuses = target_statuses(connection, checks, since)
+        statuses = {
+            key: document(state, times=False)
+            for key, state in canary_statuses(connection, resources, now).items()
+        }
         live = time.perf_counter()
         latest = revisions(connection, 1)
         snapshot = Snapshot(

@@ -10,11 +10,12 @@ from reconciler.sitebuild import formatting as fmt
 from reconciler.sitebuild.charts import latency_chart
 from reconciler.sitebuild.layout import (
     SKETCH_NOTE,
+    badge,
     base_context,
     blended,
     figure_cells,
     html,
-    region_status,
+    region_state,
     switcher,
     window_view,
 )
@@ -74,8 +75,7 @@ _FAILURE = (
     '<td>{}</td><td>{}</td><td>{}</td><td class="message">{}</td></tr>\n'
 )
 _REGION = (
-    '<tr><th scope="row">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
-    '<td><span class="badge status-{}">{}</span></td></tr>\n'
+    '<tr><th scope="row">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n'
 )
 _KPI = (
     '<li class="kpi{}"><span class="kpi-label">{}</span> <span class="kpi-value">{}</span></li>\n'
@@ -102,6 +102,13 @@ def failure_rows(failures: list[dict[str, Any]]) -> Markup:
     )
 
 
+def last_run_label(run: dict[str, str] | None) -> str:
+    """The last run's outcome as a KPI value: `passed`, `failed` or `—`."""
+    if run is None:
+        return fmt.NO_DATA
+    return "passed" if run["status"] == "pass" else "failed"
+
+
 def canary_context(
     snapshot: Snapshot,
     canary: CanaryInfo,
@@ -121,7 +128,7 @@ def canary_context(
         label = html(name)
         if name in site_regions:
             label = f'<a href="{html(link(path, region_path(name, window)))}">{label}</a>'
-        verdict = region_status(snapshot, canary.key, name)
+        here = region_state(snapshot, canary.key, name)
         cells = figure_cells(figures.get(name))
         by_region.append(
             _REGION.format(
@@ -130,8 +137,7 @@ def canary_context(
                 cells["p50"],
                 cells["p95"],
                 cells["runs"],
-                verdict,
-                fmt.status_label(verdict),
+                badge(here["status"], here["last_run"]),
             )
         )
     view = window_view(state, window)
@@ -148,6 +154,7 @@ def canary_context(
     cells = figure_cells(overall)
     kpis = [
         (f" status-{status}", "Status", fmt.status_label(status)),
+        ("", "Last run", last_run_label(snapshot.statuses.get(canary.key, {}).get("last_run"))),
         ("", f"Uptime ({window.name})", cells["uptime"]),
         ("", "p50", cells["p50"]),
         ("", "p95", cells["p95"]),

@@ -7,14 +7,16 @@ from typing import Any
 
 from markupsafe import Markup
 
+from reconciler.core.status import HEADLINES, RESERVED, Status, worst
 from reconciler.sitebuild import formatting as fmt
 from reconciler.sitebuild.layout import (
     SEVERITY,
     SKETCH_NOTE,
+    badge,
     base_context,
     blended,
     html,
-    region_status,
+    region_state,
     stamp,
     switcher,
     window_view,
@@ -34,10 +36,7 @@ from reconciler.sitebuild.windows import WINDOWS, Window
 # A canary's row of the overview and the region reports, formatted here: a thousand rows
 # through Jinja cost more than the rest of the page (measured: pre-formatted content renders
 # twice as fast), and 18 pages of a thousand rows each are drawn on every build.
-_CELLS = (
-    '<td><span class="badge status-{}">{}</span></td>'
-    '<td>{}</td><td>{}</td><td class="opt">{}</td>{}</tr>\n'
-)
+_CELLS = '<td>{}</td><td>{}</td><td>{}</td><td class="opt">{}</td>{}</tr>\n'
 _NO_FIGURES = (fmt.NO_DATA, fmt.NO_DATA, "0")
 
 
@@ -67,9 +66,11 @@ def overview_context(
         figure = figures.get((window.name, canary.key, scope))
         if scope is None:
             status = blended(snapshot, canary.key)
+            run = snapshot.statuses.get(canary.key, {}).get("last_run")
             end = f'<td class="opt">{len(canary.regions)}</td>'
         elif scope in canary.regions or figure:
-            status = region_status(snapshot, canary.key, scope)
+            state = region_state(snapshot, canary.key, scope)
+            status, run = state["status"], state["last_run"]
             end = ""
         else:
             continue
@@ -77,8 +78,7 @@ def overview_context(
         if figure is not None:
             uptime = fmt.percent(figure.passes, figure.runs)
             cells = (uptime, fmt.millis(figure.p95), f"{figure.runs:,}")
-        label = html(fmt.status_label(status))
-        row = heads[canary.key] + _CELLS.format(html(status), label, *cells, end)
+        row = heads[canary.key] + _CELLS.format(badge(status, run), *cells, end)
         statuses.append(status)
         rows.append((SEVERITY.get(status, 9), canary.key, row))
     rows.sort(key=lambda row: (row[0], row[1]))
@@ -114,8 +114,9 @@ def overview_context(
         "windows": switcher(path, target, window),
         "filters": filters,
         "summary": [
-            {"status": s, "label": fmt.status_label(s), "count": counts[s]}
-            for s in ("up", "degraded", "down", "unknown")
+            {"status": s.value, "label": fmt.status_label(s), "count": counts[s.value]}
+            for s in sorted(Status, key=lambda s: SEVERITY[s.value])
+            if s not in RESERVED or counts[s.value]
         ],
         "rows": Markup("".join(html for _, _, html in rows)),
         "note": None if window.exact else SKETCH_NOTE,
@@ -123,17 +124,9 @@ def overview_context(
 
 
 def verdict(statuses: list[str]) -> tuple[str, str]:
-    """The status page's headline from the canaries' blended statuses."""
-    known = [s for s in statuses if s != "unknown"]
-    if not known:
-        return "unknown", "No data yet"
-    if all(s == "down" for s in known):
-        return "down", "Major outage"
-    if "down" in known:
-        return "partial", "Partial outage"
-    if "degraded" in known:
-        return "degraded", "Degraded performance in some regions"
-    return "up", "All systems operational"
+    """The status page's headline: the worst of the canaries' blended statuses (core/status.py)."""
+    headline = worst(Status(s) for s in statuses)
+    return headline.value, HEADLINES[headline]
 
 
 def status_context(snapshot: Snapshot) -> dict[str, Any]:

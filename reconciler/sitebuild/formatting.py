@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
+from reconciler.core.status import LABELS, Status
+
 NO_DATA = "—"
-STATUS_LABELS = {"up": "Up", "degraded": "Degraded", "down": "Down", "unknown": "No data"}
 
 
 def percent(passes: int, runs: int) -> str:
@@ -43,8 +44,18 @@ def iso(value: datetime | int) -> str:
 
 
 def status_label(status: str) -> str:
-    """`up` → `Up`, `unknown` → `No data`."""
-    return STATUS_LABELS.get(status, status.capitalize())
+    """`partial_outage` → `Partial outage`, `unknown` → `No recent data` (core/status.py)."""
+    try:
+        return LABELS[Status(status)]
+    except ValueError:
+        return status.replace("_", " ").capitalize()
+
+
+def last_run(run: dict[str, str] | None) -> str:
+    """A status's last run as shown beside it: `last run passed` / `last run failed` / ``."""
+    if run is None:
+        return ""
+    return "last run passed" if run["status"] == "pass" else "last run failed"
 
 
 def ratio(value: float | None, digits: int = 2) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from reconciler.core.status import SEVERITY as STATUS_SEVERITY
 from reconciler.sitebuild import formatting as fmt
 from reconciler.sitebuild.model import (
     DEPLOYMENTS,
@@ -23,7 +24,7 @@ from reconciler.sitebuild.sketch import ALPHA
 from reconciler.sitebuild.windows import WINDOWS, Window
 
 _CURRENT = ' aria-current="page"'
-SEVERITY = {"down": 0, "degraded": 1, "unknown": 2, "up": 3}
+SEVERITY = {status.value: rank for status, rank in STATUS_SEVERITY.items()}
 SKETCH_NOTE = f"Latency percentiles over 7 and 30 days come from histograms: within {ALPHA:.0%}."
 
 _NAV = (
@@ -115,19 +116,29 @@ def switcher(path: str, target: Callable[[Window], str], current: Window) -> Mar
     )
 
 
+def region_state(snapshot: Snapshot, canary: str, region: str) -> dict[str, Any]:
+    """A canary's status in one region (core/status.py) and its last run there."""
+    regions = snapshot.statuses.get(canary, {}).get("region_status", {})
+    found: dict[str, Any] = regions.get(region, {"status": "unknown", "last_run": None})
+    return found
+
+
 def region_status(snapshot: Snapshot, canary: str, region: str) -> str:
-    """A region's verdict in the canary's blended status: up, down or unknown."""
-    status = snapshot.statuses.get(canary, {})
-    if region in status.get("regions_down", []):
-        return "down"
-    if region in status.get("regions_up", []):
-        return "up"
-    return "unknown"
+    """A canary's status in one region: operational, partial_outage, major_outage, unknown."""
+    return str(region_state(snapshot, canary, region)["status"])
 
 
 def blended(snapshot: Snapshot, canary: str) -> str:
-    """A canary's blended status (unknown without recent runs)."""
+    """A canary's status blended across its regions (unknown without recent runs)."""
     return str(snapshot.statuses.get(canary, {}).get("status", "unknown"))
+
+
+def badge(status: str, run: dict[str, str] | None) -> str:
+    """A status badge with the last run beside it, as HTML."""
+    shown = f'<span class="badge status-{html(status)}">{html(fmt.status_label(status))}</span>'
+    if run is None:
+        return shown
+    return f'{shown} <span class="last-run last-{html(run["status"])}">{fmt.last_run(run)}</span>'
 
 
 def figure_cells(figure: Figures | None) -> dict[str, str]:

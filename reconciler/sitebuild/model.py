@@ -156,17 +156,6 @@ def regions_of(resources: list[Resource], canaries: list[CanaryInfo]) -> list[Re
     ]
 
 
-def checks_of(resources: list[Resource]) -> list[tuple[str, str]]:
-    """Every (derived canary, check name) pair of a revision: what the blended status reads."""
-    return [
-        (resource.name, str(check["name"]))
-        for resource in resources
-        if resource.kind == "DerivedCanary"
-        for kind in CHECK_TYPES
-        for check in resource.spec.get(kind, [])
-    ]
-
-
 def _suffix(window: Window) -> str:
     return "" if window.name == DEFAULT_WINDOW.name else f"-{window.name}"
 

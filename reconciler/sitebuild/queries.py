@@ -7,9 +7,8 @@ come from histograms (`sketch.py`, within 2%). Chart points are the exact p95 of
 complete 15-minute bucket (24 h) and the highest 15-minute p95 of each 2-hour or 6-hour slot
 (7 d, 30 d), so short spikes stay visible on long charts.
 
-The live part is read on every build: the blended status from raw results
-(`reports.target_statuses`, the read API's rule), from the oldest of the checks' newest
-runs (`status_since`) rather than a day back, and recent failures from `site_failures`.
+The live part is read on every build: recent failures from `site_failures` (the status is
+`store/status.py`'s, the read API's too).
 """
 
 from __future__ import annotations
@@ -162,30 +161,6 @@ def _slots(
         {"w": [k[0] for k in keys], "p": [k[1] for k in keys], "r": [k[2] for k in keys]},
     ).fetchall()
     return {(window, parent, region): slots for window, parent, region, slots in rows}
-
-
-def status_since(
-    connection: Connection, tables: Tables, checks: list[tuple[str, str]], horizon: datetime
-) -> datetime:
-    """How far back the blended status must look: the oldest newest run among the checks.
-
-    Every check's newest run (if it is not older than `horizon`) starts at or after this,
-    so `reports.target_statuses` gives the same answer from here as from `horizon`, while
-    scanning minutes of rows instead of a day of them.
-    """
-    row = connection.execute(
-        f"""SELECT min(l.started_at) FROM {tables.latest} l
-            JOIN (SELECT unnest($canaries::VARCHAR[]) AS canary,
-                         unnest($checks::VARCHAR[]) AS check_name) w
-              USING (canary, check_name)
-            WHERE l.started_at >= $horizon""",
-        {
-            "canaries": [canary for canary, _ in checks],
-            "checks": [check for _, check in checks],
-            "horizon": horizon,
-        },
-    ).fetchone()
-    return row[0] if row and row[0] is not None else horizon
 
 
 def recent_failures(

@@ -7,8 +7,6 @@ Tables (`tables.py`):
   and its chart points are bucket p95s.
 * `site_hist`: per canary, region and UTC day: latency histogram counts (see
   `sketch.py`); long-window quantiles add days up instead of sorting every raw row.
-* `site_latest`: the newest run of each derived canary and check (of those that ran in the
-  last two days), so that the blended status reads only as far back as it must.
 * `site_failures`: the runs of the last two days that did not pass (a few in a thousand):
   the pages' recent failures are read from it instead of from a day of raw rows.
 * `site_meta`: the format version and the watermarks below.
@@ -47,7 +45,7 @@ from reconciler.sitebuild.tables import (
 from reconciler.sitebuild.windows import DAY, LONG_STEP, ROLLUP_STEP, SETTLE, floor_to
 from reconciler.store.db import Connection
 
-# `site_latest` starts from this far back: checks silent for longer count as unknown anyway.
+# `site_failures` keeps the failed runs of this far back.
 LATEST_HORIZON = 2 * DAY
 
 
@@ -86,11 +84,6 @@ def backfill(connection: Connection, tables: Tables, now: int) -> bool:
         _rollup_range(connection, tables, floor_to(first // US, ROLLUP_STEP), last // US)
         for day in range(first // US // DAY, today):
             _hist_insert(connection, tables, day * DAY, (day + 1) * DAY)
-        connection.execute(
-            f"""INSERT INTO {tables.latest} SELECT canary, check_name, max(started_at)
-                FROM results WHERE started_at >= $since GROUP BY canary, check_name""",
-            {"since": at(now - LATEST_HORIZON)},
-        )
         connection.execute(
             f"""INSERT INTO {tables.failures} SELECT {FAILURE_COLUMNS} FROM results
                 WHERE started_at >= $since AND status <> 'pass'""",
@@ -131,7 +124,6 @@ def update(connection: Connection, tables: Tables, now: int) -> Refresh:
     hist_days, hist_to = int(meta["hist_days"]), int(meta["hist_to"])
     since = int(meta["received"]) - OVERLAP_US
     late_from = recompute_late(connection, tables, since, cursor, hist_to)
-    _merge_latest(connection, tables, since)
     _merge_failures(connection, tables, since, now)
     connection.execute(f"DELETE FROM {tables.rollup} WHERE bucket >= $c", {"c": cursor})
     last = scalar(
@@ -237,19 +229,3 @@ def _merge_failures(connection: Connection, tables: Tables, since_us: int, now: 
         f"DELETE FROM {tables.failures} WHERE started_at < $horizon",
         {"horizon": at(now - LATEST_HORIZON)},
     )
-
-
-def _merge_latest(connection: Connection, tables: Tables, since_us: int) -> None:
-    """Fold the newest runs received since a time into `site_latest`."""
-    connection.execute(
-        f"""CREATE OR REPLACE TEMP TABLE site_merged AS
-            SELECT canary, check_name, max(started_at) AS started_at FROM (
-                SELECT canary, check_name, started_at FROM {tables.latest}
-                UNION ALL
-                SELECT canary, check_name, started_at FROM results WHERE received_at > $since
-            ) GROUP BY canary, check_name""",
-        {"since": datetime.fromtimestamp(since_us / US, UTC)},
-    )
-    connection.execute(f"DELETE FROM {tables.latest}")
-    connection.execute(f"INSERT INTO {tables.latest} SELECT * FROM site_merged")
-    connection.execute("DROP TABLE site_merged")

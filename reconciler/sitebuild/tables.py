@@ -61,11 +61,6 @@ class Tables:
         return self.named("hist")
 
     @property
-    def latest(self) -> str:
-        """The newest run of each derived canary and check."""
-        return self.named("latest")
-
-    @property
     def window(self) -> str:
         """Window figures per canary and region."""
         return self.named("window")
@@ -97,9 +92,6 @@ DDL = {
                  runs BIGINT NOT NULL, passes BIGINT NOT NULL, p95 DOUBLE NOT NULL""",
     "hist": """parent VARCHAR NOT NULL, region VARCHAR NOT NULL,
                day INTEGER NOT NULL, bin SMALLINT NOT NULL, n BIGINT NOT NULL""",
-    # The newest run of each (derived canary, check): how far back the blended status looks.
-    "latest": """canary VARCHAR NOT NULL, check_name VARCHAR NOT NULL,
-                 started_at TIMESTAMPTZ NOT NULL""",
     # Window figures: one row per canary and region, plus one with region NULL (all regions).
     "window": """win VARCHAR NOT NULL, parent VARCHAR NOT NULL, region VARCHAR,
                  runs BIGINT NOT NULL, passes BIGINT NOT NULL,

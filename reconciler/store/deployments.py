@@ -173,25 +173,42 @@ def synthetic_metrics(
 ) -> dict[str, tuple[int, int, float | None]]:
     """Per-group samples from synthetic HTTP checks whose URL points at a group's backends.
 
+    A check counts for a group when its URL is one of the group's backend URLs or lies under
+    it (the backend URL followed by `/` or `?`), so `http://h:80` does not claim a check on
+    `http://h:8080/`. The match is per check: a canary whose checks probe two groups counts
+    each check's results for its own group only.
+
     Args:
         connection: the state.
-        prefixes: group name to backend URLs (a check URL starting with one counts).
+        prefixes: group name to backend URLs.
         since: only runs started since.
+
+    Returns:
+        Group name to (runs, runs that did not pass, p99 of their durations in ms), for the
+        groups that have runs.
     """
-    found: dict[str, tuple[int, int, float | None]] = {}
-    for group, urls in prefixes.items():
-        if not urls:
-            continue
-        row = connection.execute(
-            """SELECT count(*), count(*) FILTER (WHERE r.status <> 'pass'),
-                      quantile_cont(r.duration_ms, 0.99)
-               FROM results r JOIN resources d ON d.address = 'derived_canary.' || r.canary
-               WHERE r.started_at >= ? AND r.check_type = 'http' AND EXISTS (
-                   SELECT 1 FROM unnest(CAST(d.spec->'$.http[*].url' AS VARCHAR[])) AS u(url),
-                                 unnest(?::VARCHAR[]) AS p(prefix)
-                   WHERE u.url = p.prefix OR starts_with(u.url, rtrim(p.prefix, '/') || '/'))""",
-            [since, urls],
-        ).fetchone()
-        if row and row[0]:
-            found[group] = (int(row[0]), int(row[1]), row[2])
-    return found
+    pairs = [(group, url) for group, urls in prefixes.items() for url in urls]
+    if not pairs:
+        return {}
+    rows = connection.execute(
+        """WITH backends AS (
+               SELECT unnest(?::VARCHAR[]) AS grp, rtrim(unnest(?::VARCHAR[]), '/') AS base),
+           checks AS (
+               SELECT substr(d.address, length('derived_canary.') + 1) AS canary,
+                      c.http.name AS name, c.http.url AS url
+               FROM resources d,
+                    unnest(from_json(d.spec->'$.http', '[{"name": "VARCHAR", "url": "VARCHAR"}]'))
+                        AS c(http)
+               WHERE starts_with(d.address, 'derived_canary.')),
+           matched AS (
+               SELECT DISTINCT b.grp, c.canary, c.name FROM checks c JOIN backends b
+               ON rtrim(c.url, '/') = b.base OR starts_with(c.url, b.base || '/')
+                  OR starts_with(c.url, b.base || '?'))
+           SELECT m.grp, count(*), count(*) FILTER (WHERE r.status <> 'pass'),
+                  quantile_cont(r.duration_ms, 0.99)
+           FROM results r JOIN matched m ON m.canary = r.canary AND m.name = r.check_name
+           WHERE r.started_at >= ? AND r.check_type = 'http'
+           GROUP BY m.grp""",
+        [[group for group, _ in pairs], [url for _, url in pairs], since],
+    ).fetchall()
+    return {row[0]: (int(row[1]), int(row[2]), row[3]) for row in rows}

@@ -8,8 +8,11 @@ from typing import Any
 
 import orjson
 
+from reconciler.core.resources import Resource
+from reconciler.core.status import document
 from reconciler.store.db import Connection
 from reconciler.store.handle import StateHandle
+from reconciler.store.status import canary_statuses
 
 # Every report rounds durations to the microsecond (3 decimals of a millisecond), so JSON
 # shows 85.5 rather than 85.49999999999999.
@@ -34,61 +37,6 @@ def _ratio(passed: int, total: int) -> float | None:
 def _quantiles(values: Sequence[float] | None) -> dict[str, float | None]:
     p50, p95, p99 = values if values is not None else (None, None, None)
     return {"p50": p50, "p95": p95, "p99": p99}
-
-
-def target_statuses(
-    connection: Connection, checks: Iterable[tuple[str, str]], since: datetime
-) -> dict[str, dict[str, Any]]:
-    """Each canary's blended status from the latest run of each of its current checks.
-
-    The latest run since `since` of every (derived canary, check) pair given is taken; a
-    region is up when all of its latest runs passed and down otherwise; a canary is `up`
-    when every region with data is up, `down` when every one is down, `degraded` in between.
-    A canary with no run is left out (its status is unknown).
-
-    Args:
-        connection: a state file connection or cursor.
-        checks: the (derived canary id, check name) pairs of the served revision.
-        since: ignore runs that started before this time.
-
-    Returns:
-        By parent canary key: `status`, and `regions_up` / `regions_down` (sorted names).
-    """
-    pairs = list(checks)
-    rows = connection.execute(
-        """WITH wanted AS (
-               SELECT unnest($canaries::VARCHAR[]) AS canary,
-                      unnest($checks::VARCHAR[]) AS check_name
-           ),
-           latest AS (
-               SELECT r.parent, r.region, r.status
-               FROM results r JOIN wanted w USING (canary, check_name)
-               WHERE r.started_at >= $since
-               QUALIFY row_number() OVER (
-                   PARTITION BY r.canary, r.check_name ORDER BY r.started_at DESC
-               ) = 1
-           ),
-           regions AS (
-               SELECT parent, region, bool_and(status = 'pass') AS up
-               FROM latest GROUP BY parent, region
-           )
-           SELECT parent,
-                  CASE WHEN bool_and(up) THEN 'up'
-                       WHEN NOT bool_or(up) THEN 'down'
-                       ELSE 'degraded' END,
-                  list(region ORDER BY region) FILTER (WHERE up),
-                  list(region ORDER BY region) FILTER (WHERE NOT up)
-           FROM regions GROUP BY parent""",
-        {
-            "canaries": [canary for canary, _ in pairs],
-            "checks": [check for _, check in pairs],
-            "since": since,
-        },
-    ).fetchall()
-    return {
-        parent: {"status": status, "regions_up": up or [], "regions_down": down or []}
-        for parent, status, up, down in rows
-    }
 
 
 def recent_results(
@@ -259,11 +207,10 @@ def _series_of(rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
 def region_summaries(
     connection: Connection, parent: str, since: datetime, until: datetime, region: str | None
 ) -> dict[str, dict[str, Any]]:
-    """Per region of a canary over a window: runs, uptime, p50, p95 and the latest status.
+    """Per region of a canary over a window: runs, uptime, p50, p95 and the latest run.
 
-    `status` is the region's verdict in the blended target status, over the window: `up`
-    when the latest run of each (agent, check) passed, `down` otherwise. `last_status` and
-    `last_run_at` describe the single most recent run.
+    `last_status` and `last_run_at` describe the single most recent run in the window. (The
+    region's status now is `core/status.py`'s: see `Reports.statuses`.)
 
     Args:
         connection: a state file connection or cursor.
@@ -273,24 +220,17 @@ def region_summaries(
         region: only this region, or every region when None.
 
     Returns:
-        By region name: total, passed, uptime, p50, p95, status, last_status, last_run_at.
+        By region name: total, passed, uptime, p50, p95, last_status, last_run_at.
     """
     rows = connection.execute(
-        f"""WITH scoped AS (
-                SELECT *, row_number() OVER (
-                    PARTITION BY canary, check_name ORDER BY started_at DESC
-                ) AS recency
-                FROM results WHERE {_SCOPE}
-            )
-            SELECT region, count(*), count(*) FILTER (WHERE status = 'pass'), {_QUANTILES},
-                   bool_and(status = 'pass') FILTER (WHERE recency = 1),
+        f"""SELECT region, count(*), count(*) FILTER (WHERE status = 'pass'), {_QUANTILES},
                    arg_max(status, started_at),
                    strftime(make_timestamp(max(epoch_us(started_at))), {_RFC3339})
-            FROM scoped GROUP BY region""",
+            FROM results WHERE {_SCOPE} GROUP BY region""",
         _scope(parent, since, until, region),
     ).fetchall()
     summaries = {}
-    for name, total, passed, quantiles, up, last_status, last_run_at in rows:
+    for name, total, passed, quantiles, last_status, last_run_at in rows:
         p50, p95, _ = quantiles
         summaries[name] = {
             "total": total,
@@ -298,7 +238,6 @@ def region_summaries(
             "uptime": _ratio(passed, total),
             "p50": p50,
             "p95": p95,
-            "status": "up" if up else "down",
             "last_status": last_status,
             "last_run_at": last_run_at,
         }
@@ -334,12 +273,28 @@ class Reports:
     def __init__(self, state: StateHandle) -> None:
         self._state = state
 
-    async def target_statuses(
-        self, checks: Iterable[tuple[str, str]], since: datetime
+    async def statuses(
+        self, resources: Iterable[Resource], now: datetime, only: str | None = None
     ) -> dict[str, dict[str, Any]]:
-        """`target_statuses` on a reader thread."""
-        pairs = list(checks)
-        return await self._state.read(lambda c: target_statuses(c, pairs, since))
+        """Every canary's status (core/status.py) as JSON documents, on a reader thread.
+
+        Args:
+            resources: the served revision's resources.
+            now: the time the statuses are for.
+            only: just this canary key's.
+
+        Returns:
+            By canary key, `core.status.document` of each canary of the revision (unknown
+            for those that never run).
+        """
+        everything = list(resources)
+        keys = [r.name for r in everything if r.kind == "Canary" and only in (None, r.name)]
+        mine = [
+            r for r in everything
+            if only is None or r.name == only or (r.kind == "DerivedCanary" and r.parent == only)
+        ]  # fmt: skip
+        states = await self._state.read(lambda c: canary_statuses(c, mine, now))
+        return {key: document(states.get(key)) for key in keys}
 
     async def recent_results(
         self, parent: str, since: datetime, until: datetime, region: str | None, limit: int

@@ -3,12 +3,10 @@
 Target ids are canary keys with '/' replaced by '.' (`monitoring/api-health` is
 `monitoring.api-health`); namespaces and names are slugs, so the '.' is unambiguous.
 
-Blended status of a target (GET /api/v1/targets): take the latest run of each current check
-of each of its derived canaries (so the latest per check and agent), ignoring runs older
-than the ingest's maximum result age (24h by default). A region is up when every one of
-those latest runs in it passed, and down when any failed or errored. The target is `up` when
-every region with data is up, `down` when every region with data is down, `degraded` when
-some are down and some up, and `unknown` when no region has data.
+Status of a target (GET /api/v1/targets, and per region in GET /api/v1/targets/{id}/regions):
+`core/status.py` decides it, as for the site: operational, partial_outage, major_outage or
+unknown, from the incident engine's thresholds and policy, with the last run beside it
+(docs/status.md).
 
 Windows: `since` and `until` take RFC 3339 times with an offset, or a duration before now
 (`24h`, `7d`, `90m`); the default is the 24h ending now, start inclusive, end exclusive.
@@ -36,7 +34,6 @@ from reconciler.server.http.common import (
     json_response,
     require_read,
 )
-from schemas.canary import CHECK_TYPES
 from schemas.durations import format_duration, parse_duration
 
 router = APIRouter(prefix="/api/v1", tags=["read"])
@@ -210,10 +207,6 @@ def _derived(control: ControlPlane) -> dict[str, list[Resource]]:
     return by_parent
 
 
-def _check_names(derived: Resource) -> list[str]:
-    return [check["name"] for kind in CHECK_TYPES for check in derived.spec.get(kind, [])]
-
-
 def _regions_of(control: ControlPlane, key: str, window: Window) -> dict[str, list[str]]:
     """The regions a canary runs in (within the window's region filter) and their agents."""
     agents: dict[str, list[str]] = {}
@@ -238,29 +231,27 @@ async def _respond(
 async def list_targets(request: Request) -> Response:
     """Every canary of the served revision: id, name, namespace, regions, agents, status.
 
-    `status` is blended over regions as the module docstring says; `regions_down` names the
-    regions whose latest runs did not all pass.
+    `status` (with `reason`, `last_run`, `regions_down` and `region_status`) is
+    `core.status.document`: one definition for the site and this API.
     """
 
     async def build(control: ControlPlane) -> dict[str, Any]:
         derived = _derived(control)
-        checks = [(d.name, name) for ds in derived.values() for d in ds for name in _check_names(d)]
-        since = control.clock() - timedelta(seconds=control.settings.max_result_age)
-        statuses = await control.reports.target_statuses(checks, since)
+        statuses = await control.reports.statuses(control.resources.values(), control.clock())
         targets = []
         for canary in control.resources_of("Canary"):
             namespace, _, name = canary.name.partition("/")
             mine = derived.get(canary.name, [])
-            status = statuses.get(canary.name, {})
+            status = statuses[canary.name]
             targets.append(
                 {
                     "id": target_id(canary.name),
                     "name": name,
                     "namespace": namespace,
-                    "status": status.get("status", "unknown"),
+                    "status": status["status"],
                     "regions": sorted({d.spec["region"] for d in mine}),
                     "agents": sorted({d.agent for d in mine if d.agent}),
-                    "regions_down": status.get("regions_down", []),
+                    **{k: v for k, v in status.items() if k != "status"},
                 }
             )
         return {"targets": targets}
@@ -371,18 +362,25 @@ async def target_regions(request: Request, id: str) -> Response:
             canary.name, window.since, window.until, window.region
         )
         agents = _regions_of(control, canary.name, window)
+        key = canary.name
+        current = await control.reports.statuses(control.resources.values(), control.clock(), key)
+        states = current[key]["region_status"]
         empty: dict[str, Any] = {
             "total": 0,
             "passed": 0,
             "uptime": None,
             "p50": None,
             "p95": None,
-            "status": "unknown",
             "last_status": None,
             "last_run_at": None,
         }
         regions = [
-            {"region": region, "agents": sorted(names), **summaries.get(region, empty)}
+            {
+                "region": region,
+                "agents": sorted(names),
+                **summaries.get(region, empty),
+                "status": states.get(region, {}).get("status", "unknown"),
+            }
             for region, names in sorted(agents.items())
         ]
         return {"target": id, **window.describe(), "regions": regions}

@@ -1,0 +1,100 @@
+"""Every canary's status from the state file: recent runs and open incidents, decided by
+`core.status` (the one definition the site and the read API share)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+
+from reconciler.core.incidents import CheckRow, Run, group_runs, targets_of
+from reconciler.core.resources import Resource
+from reconciler.core.status import CanaryState, canary_status, lookback
+from reconciler.store.db import Connection
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Rows per run read at most, beyond the checks of a run: retries and late rows of a tick.
+_SLACK_RUNS = 2
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _recent_rows(
+    connection: Connection, since: Mapping[str, datetime], caps: Mapping[str, int], now: datetime
+) -> dict[str, list[CheckRow]]:
+    """Each derived canary's newest rows (at most its cap) started in [its since, now]."""
+    if not since:
+        return {}
+    # Times cross the boundary as integers both ways: binding thousands of TIMESTAMPTZ
+    # values, or fetching them, costs several times more than the query itself.
+    starts = [_micros(moment) for moment in since.values()]
+    rows = connection.execute(
+        """WITH wanted AS (
+               SELECT unnest($canaries::VARCHAR[]) AS canary,
+                      unnest($since::BIGINT[]) AS since,
+                      unnest($caps::BIGINT[]) AS cap
+           )
+           SELECT r.canary, epoch_us(r.started_at), r.check_name, r.status
+           FROM results r JOIN wanted w
+             ON r.canary = w.canary AND epoch_us(r.started_at) >= w.since
+           WHERE r.started_at >= make_timestamptz($earliest)
+             AND r.started_at <= make_timestamptz($now)
+           QUALIFY row_number() OVER (PARTITION BY r.canary ORDER BY r.started_at DESC)
+                   <= any_value(w.cap) OVER (PARTITION BY r.canary)""",
+        {
+            "canaries": list(since),
+            "since": starts,
+            "caps": [caps[canary] for canary in since],
+            "earliest": min(starts),
+            "now": _micros(now),
+        },
+    ).fetchall()
+    loaded: dict[str, list[CheckRow]] = {}
+    for canary, micros, check, status in rows:
+        found = loaded.get(canary)
+        if found is None:
+            found = loaded[canary] = []
+        found.append(CheckRow(_EPOCH + timedelta(microseconds=micros), check, status))
+    return loaded
+
+
+def open_incident_canaries(connection: Connection) -> set[str]:
+    """The canary keys with an open incident."""
+    rows = connection.execute("SELECT DISTINCT canary FROM incidents WHERE state = 'open'")
+    return {str(canary) for (canary,) in rows.fetchall()}
+
+
+def canary_statuses(
+    connection: Connection, resources: Iterable[Resource], now: datetime
+) -> dict[str, CanaryState]:
+    """The status of every canary of a revision that runs on a schedule, at `now`.
+
+    Args:
+        connection: a state file connection or cursor.
+        resources: the revision's resources (canaries and derived canaries are used).
+        now: the time the statuses are for; later runs are ignored.
+
+    Returns:
+        By canary key. Canaries that never run (`@never`) are absent: their status is unknown.
+    """
+    targets, probes = targets_of(resources)
+    since: dict[str, datetime] = {}
+    caps: dict[str, int] = {}
+    for derived, probe in probes.items():
+        target = targets[probe.canary]
+        reach = lookback(target)
+        since[derived] = now - reach
+        periods = int(reach.total_seconds() // target.period) + _SLACK_RUNS
+        caps[derived] = max(probe.checks, 1) * periods
+    rows = _recent_rows(connection, since, caps, now)
+    runs: dict[str, dict[str, list[Run]]] = {}
+    for derived, found in rows.items():
+        probe = probes[derived]
+        final, _ = group_runs(found, targets[probe.canary].period, probe.checks, now)
+        runs.setdefault(probe.canary, {}).setdefault(probe.agent, []).extend(final)
+    incidents = open_incident_canaries(connection)
+    return {
+        key: canary_status(target, runs.get(key, {}), key in incidents, now)
+        for key, target in targets.items()
+    }
