@@ -61,7 +61,6 @@ class Agent:
         self.connected = True
         self.last_pull: datetime | None = None
         self.last_push: datetime | None = None
-        self.agent_name: str | None = None
         self._reconnect = asyncio.Event()
         self._ship_now = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -189,7 +188,7 @@ class Agent:
     def _apply_config(self, response: httpx.Response) -> None:
         document = orjson.loads(response.content)
         self.etag = response.headers.get("etag")
-        self.agent_name = document.get("agent")
+
         added, changed, removed = self.scheduler.update(document["canaries"])
         log.info(
             "config %s for %s in %s: %d canaries (%d added, %d changed, %d removed)",
