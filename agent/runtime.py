@@ -188,7 +188,6 @@ class Agent:
     def _apply_config(self, response: httpx.Response) -> None:
         document = orjson.loads(response.content)
         self.etag = response.headers.get("etag")
-
         added, changed, removed = self.scheduler.update(document["canaries"])
         log.info(
             "config %s for %s in %s: %d canaries (%d added, %d changed, %d removed)",
