@@ -24,6 +24,7 @@ import duckdb
 
 from reconciler.sitebuild import figures, queries
 from reconciler.sitebuild.canary_page import FAILURES_SHOWN
+from reconciler.sitebuild.live import refresh_live
 from reconciler.sitebuild.model import Page, Snapshot, canaries_of, checks_of, regions_of
 from reconciler.sitebuild.pages import plan
 from reconciler.sitebuild.publish import SITE_DIR, Published, Publisher
@@ -140,7 +141,8 @@ class SiteBuilder:
         self.timings: dict[str, float] = {}
 
     def refresh(self, connection: Connection, now: datetime) -> list[str]:
-        """Update rollups and window tables in one transaction (needs a writing connection).
+        """Update rollups, window tables and the windows' open parts in one transaction
+        (needs a writing connection).
 
         Returns:
             The windows whose published figures changed (see `moves.py` for staged ones).
@@ -156,6 +158,8 @@ class SiteBuilder:
                 connection, self.tables, _seconds(now), refreshed.late_from
             )
             self.windows, self.staged = updated.published, updated.staged
+            windowed = time.perf_counter()
+            refresh_live(connection, self.tables)
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -166,7 +170,8 @@ class SiteBuilder:
             checkpoint_if_due(connection)
         self.timings = {
             "rollups": middle - started,
-            "windows": time.perf_counter() - middle,
+            "windows": windowed - middle,
+            "live": time.perf_counter() - windowed,
         }
         return self.windows
 
@@ -180,6 +185,7 @@ class SiteBuilder:
         statuses = target_statuses(connection, checks, since)
         live = time.perf_counter()
         latest = revisions(connection, 1)
+        windows = queries.window_states(connection, self.tables)
         snapshot = Snapshot(
             now=_seconds(now),
             canaries=canaries,
@@ -193,7 +199,8 @@ class SiteBuilder:
                 FAILURES_SHOWN,
             ),
             figures=queries.window_figures(connection, self.tables),
-            windows=queries.window_states(connection, self.tables),
+            windows=windows,
+            tails=queries.chart_tails(connection, self.tables, windows),
             incidents=list_incidents(connection, None, None, INCIDENTS_SHOWN),
             deployments=deployments(connection),
             revision=latest[0] if latest else None,
@@ -203,7 +210,11 @@ class SiteBuilder:
         pages = plan(snapshot)
         render = self.publisher.stale(pages)
         snapshot.charts = queries.chart_series(
-            connection, self.tables, [page.chart for page in render if page.chart], len(canaries)
+            connection,
+            self.tables,
+            [page.chart for page in render if page.chart],
+            len(canaries),
+            snapshot.tails,
         )
         done = time.perf_counter()
         return Build(

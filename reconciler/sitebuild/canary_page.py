@@ -48,6 +48,7 @@ def canary_digest(snapshot: Snapshot, canary: CanaryInfo) -> str:
 
 def canary_key(
     snapshot: Snapshot,
+    canary: str,
     shared: str,
     window: Window,
     figures: dict[str | None, Figures],
@@ -56,6 +57,7 @@ def canary_key(
 
     Args:
         snapshot: the build's snapshot.
+        canary: the canary's key.
         shared: the canary's `canary_digest`.
         window: the page's window.
         figures: the canary's figures in that window, by region (None: all regions).
@@ -66,6 +68,8 @@ def canary_key(
         window.name,
         None if state is None else (state.start, state.end, state.version),
         sorted(((r or "", f) for r, f in figures.items()), key=lambda item: item[0]),
+        # The chart's newest points move without the window moving.
+        sorted(snapshot.tails.get((window.name, canary), {}).items()),
     )
 
 
@@ -168,5 +172,5 @@ def canary_context(
         "chart": chart,
         "by_region": Markup("".join(by_region)),
         "failures": failures,
-        "note": None if window.exact else SKETCH_NOTE,
+        "note": SKETCH_NOTE,
     }

@@ -118,7 +118,7 @@ def overview_context(
             for s in ("up", "degraded", "down", "unknown")
         ],
         "rows": Markup("".join(html for _, _, html in rows)),
-        "note": None if window.exact else SKETCH_NOTE,
+        "note": SKETCH_NOTE,
     }
 
 

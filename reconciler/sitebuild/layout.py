@@ -24,7 +24,7 @@ from reconciler.sitebuild.windows import WINDOWS, Window
 
 _CURRENT = ' aria-current="page"'
 SEVERITY = {"down": 0, "degraded": 1, "unknown": 2, "up": 3}
-SKETCH_NOTE = f"Latency percentiles over 7 and 30 days come from histograms: within {ALPHA:.0%}."
+SKETCH_NOTE = f"Latency percentiles come from histograms: within {ALPHA:.0%} of the exact value."
 
 _NAV = (
     ("Overview", INDEX, "overview"),
@@ -89,9 +89,11 @@ def window_view(state: WindowState | None, window: Window) -> dict[str, Any]:
         sentence = f'<p class="range">{window.label}: not computed yet.</p>'
         return {"name": window.name, "label": window.label, "range": Markup(sentence)}
     start, end = fmt.moment(state.start), fmt.moment(state.end)
+    # Figures include every run up to the build (the open part, `live.py`): the sentence
+    # names no end, so pages without new runs stay the same from one build to the next.
     sentence = (
-        f'<p class="range">{window.label}: <time datetime="{fmt.iso(state.start)}">{start}</time>'
-        f' to <time datetime="{fmt.iso(state.end)}">{end}</time>'
+        f'<p class="range">{window.label}: runs from '
+        f'<time datetime="{fmt.iso(state.start)}">{start}</time> up to this build'
     )
     if window.days is not None:
         sentence += f" (today and the previous {window.days - 1} days)"

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from reconciler.core.resources import Resource
-from reconciler.sitebuild.queries import Figures, Series, WindowState
+from reconciler.sitebuild.queries import Figures, Series, Tails, WindowState
 from reconciler.sitebuild.windows import WINDOWS, Window
 from schemas.canary import CHECK_TYPES
 
@@ -56,6 +56,7 @@ class Snapshot:
     failures: dict[str, list[dict[str, Any]]]
     figures: dict[tuple[str, str, str | None], Figures]
     windows: dict[str, WindowState]
+    tails: dict[tuple[str, str], Tails]
     incidents: list[dict[str, Any]]
     deployments: list[dict[str, Any]]
     revision: dict[str, Any] | None

@@ -52,7 +52,7 @@ def plan(snapshot: Snapshot) -> list[Page]:
                     canary_path(canary.ident, window),
                     "canary.html",
                     _bind(canary_context, snapshot, canary, window, figures, failures),
-                    key=canary_key(snapshot, shared, window, figures),
+                    key=canary_key(snapshot, canary.key, shared, window, figures),
                     leaf=True,
                     chart=(window.name, canary.key),
                 )
