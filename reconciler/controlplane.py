@@ -24,6 +24,7 @@ from reconciler.service import Session, Settings
 from reconciler.settings import ServeSettings
 from reconciler.sources import ConfigSource
 from reconciler.store.handle import StateHandle
+from reconciler.store.refusals import Refusal, clear_refusal, record_refusal
 from reconciler.store.reports import Reports
 from reconciler.store.resources import all_resources, list_revisions
 from reconciler.store.results import results_per_agent
@@ -114,6 +115,7 @@ class ControlPlane:
         self.ready = asyncio.Event()
         self.revision_changed = asyncio.Condition()
         self._reconcile_lock = asyncio.Lock()
+        self._refusal_stored = True  # unknown after a restart: cleared by the first apply
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -150,11 +152,11 @@ class ControlPlane:
                 loaded = await asyncio.to_thread(self.session.load_files, files, revision)
             except Exception as error:  # noqa: BLE001 - reported, and the server keeps serving
                 attempt.errors = [f"cannot read {self.source.description}: {error}"]
-                return self._finish(attempt)
+                return await self._settle(attempt)
             if loaded.desired is None:
                 self.metrics.count("invalid_revisions_total")
                 attempt.errors = [d.format() for d in loaded.diagnostics if d.severity == "error"]
-                return self._finish(attempt)
+                return await self._settle(attempt)
             try:
                 plan, result = await self.state.write(
                     lambda c: self.session.apply_on(loaded, c, self.clock)
@@ -162,13 +164,13 @@ class ControlPlane:
             except Exception as error:  # noqa: BLE001
                 self.metrics.count("apply_errors_total")
                 attempt.errors = [f"apply failed: {error}"]
-                return self._finish(attempt)
+                return await self._settle(attempt)
             attempt.applied = True
             attempt.summary = plan.summary
             attempt.changed = result is not None and result.wrote
             self.current = revision
             self._publish(list(loaded.desired.resources.values()))
-            return self._finish(attempt)
+            return await self._settle(attempt)
 
     async def commit_and_reconcile(
         self, paths: list[Path], message: str, author: str, email: str
@@ -199,6 +201,27 @@ class ControlPlane:
             raise GitSourceError(f"cannot commit to {self.source.description}: {error}") from error
         attempt = await self.reconcile(f"operator API commit {sha[:12]}")
         return sha, attempt
+
+    async def _settle(self, attempt: Attempt) -> Attempt:
+        """Finish an attempt, and store a refused revision (the status site's banner) until
+        a revision is applied."""
+        self._finish(attempt)
+        revision, served = attempt.revision, self.current
+        if attempt.errors and revision is not None:
+            refusal = Refusal(
+                revision.sha,
+                revision.label,
+                attempt.at,
+                tuple(attempt.errors),
+                served.sha if served else None,
+                served.label if served else None,
+            )
+            await self.state.write(lambda c: record_refusal(c, refusal))
+            self._refusal_stored = True
+        elif attempt.applied and self._refusal_stored:
+            await self.state.write(clear_refusal)
+            self._refusal_stored = False
+        return attempt
 
     def _finish(self, attempt: Attempt) -> Attempt:
         self.last_attempt = attempt

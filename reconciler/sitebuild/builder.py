@@ -33,6 +33,7 @@ from reconciler.sitebuild.tables import Tables, ensure_tables
 from reconciler.store.db import Connection
 from reconciler.store.deployments import evaluations, latest_runs
 from reconciler.store.incidents import list_incidents
+from reconciler.store.refusals import latest_refusal
 from reconciler.store.reports import revisions, target_statuses
 from reconciler.store.resources import all_resources
 
@@ -205,6 +206,7 @@ class SiteBuilder:
             deployments=deployments(connection),
             revision=latest[0] if latest else None,
             latest=queries.latest_result(connection, now),
+            refusal=latest_refusal(connection),
         )
         read = time.perf_counter()
         pages = plan(snapshot)

@@ -43,6 +43,7 @@ def canary_digest(snapshot: Snapshot, canary: CanaryInfo) -> str:
         canary,
         regions,
         snapshot.region_names(),
+        snapshot.refusal and (snapshot.refusal.label, snapshot.refusal.refused_at.isoformat()),
     )
 
 

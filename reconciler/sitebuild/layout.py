@@ -142,3 +142,26 @@ def figure_cells(figure: Figures | None) -> dict[str, str]:
         "p95": fmt.millis(figure.p95),
         "runs": fmt.count(figure.runs),
     }
+
+
+def refusal_banner(snapshot: Snapshot) -> Markup | None:
+    """The banner every page carries while the newest revision is refused: the commit, its
+    first error (file:line where the loader knows it) and the revision still served."""
+    refusal = snapshot.refusal
+    if refusal is None:
+        return None
+    first = refusal.errors[0] if refusal.errors else "no error was recorded"
+    more = len(refusal.errors) - 1
+    others = f" ({more} more error{'s' if more > 1 else ''})" if more > 0 else ""
+    served = refusal.served_label
+    if served is None and snapshot.revision and snapshot.revision.get("sha"):
+        served = str(snapshot.revision["sha"])[:12]
+    still = f"<code>{escape(served)}</code>" if served else "no revision yet"
+    when = refusal.refused_at
+    return Markup(
+        '<aside class="banner refused" role="status" aria-label="Configuration refused">\n'
+        f"  <p><strong>Commit <code>{escape(refusal.label)}</code> was refused</strong> at "
+        f'<time datetime="{fmt.iso(when)}">{fmt.moment(when)}</time>{others}:</p>\n'
+        f'  <p class="error"><code>{escape(first)}</code></p>\n'
+        f"  <p>Still serving {still}: these pages show that configuration.</p>\n</aside>\n"
+    )

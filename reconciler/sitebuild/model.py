@@ -13,6 +13,7 @@ import orjson
 from reconciler.core.resources import Resource
 from reconciler.sitebuild.queries import Figures, Series, Tails, WindowState
 from reconciler.sitebuild.windows import WINDOWS, Window
+from reconciler.store.refusals import Refusal
 from schemas.canary import CHECK_TYPES
 
 INDEX, STATUS, INCIDENTS, DEPLOYMENTS = (
@@ -61,6 +62,7 @@ class Snapshot:
     deployments: list[dict[str, Any]]
     revision: dict[str, Any] | None
     latest: datetime | None
+    refusal: Refusal | None = None
     charts: dict[tuple[str, str], Series] = field(default_factory=dict)
 
     def figure(self, window: str, canary: str, region: str | None) -> Figures | None:
