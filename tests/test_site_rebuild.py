@@ -190,7 +190,7 @@ def test_a_series_with_a_gap_is_drawn_in_pieces(fleet: tuple[Path, Connection]) 
     store(connection, "web/shop", ("us-1", "us", 65.0, "pass"), START + timedelta(hours=3))
     build_site(connection, site, NOW)
     page = read(site, SHOP_PAGES[0])
-    paths = re.findall(r'<path class="line (s\d)" d="([^"]*)"', page)
+    paths = re.findall(r'<path class="line (s\d)" data-region="[^"]*" d="([^"]*)"', page)
     us = dict(paths)["s1"]  # regions in legend order: eu, us
     assert us.count("M") == 2 and us.endswith("h0")  # 01:00-01:15, then 04:00 alone
     rows = re.findall(r'<time datetime="2026-11-20T(\d\d:\d\d)Z">[^<]*</time></th>(.*?)</tr>', page)

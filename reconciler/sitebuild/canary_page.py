@@ -75,11 +75,12 @@ def canary_key(
 
 
 _FAILURE = (
-    '<tr><th scope="row"><time datetime="{}">{}</time></th><td>{}</td><td>{}</td><td>{}</td>'
+    '<tr data-region="{}"><th scope="row"><time datetime="{}">{}</time></th>'
+    "<td>{}</td><td>{}</td><td>{}</td>"
     '<td>{}</td><td>{}</td><td>{}</td><td class="message">{}</td></tr>\n'
 )
 _REGION = (
-    '<tr><th scope="row">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+    '<tr data-region="{}"><th scope="row">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
     '<td><span class="badge status-{}">{}</span></td></tr>\n'
 )
 _KPI = (
@@ -92,6 +93,7 @@ def failure_rows(failures: list[dict[str, Any]]) -> Markup:
     return Markup(
         "".join(
             _FAILURE.format(
+                html(f["region"]),
                 fmt.iso(f["started_at"]),
                 fmt.moment(f["started_at"], seconds=True),
                 html(f["region"]),
@@ -130,6 +132,7 @@ def canary_context(
         cells = figure_cells(figures.get(name))
         by_region.append(
             _REGION.format(
+                html(name),
                 label,
                 cells["uptime"],
                 cells["p50"],
@@ -150,15 +153,15 @@ def canary_context(
             f"chart-{window.name}",
             f"p95 latency by region, {window.label} to {view['end']}",
         )
-    cells = figure_cells(overall)
-    kpis = [
-        (f" status-{status}", "Status", fmt.status_label(status)),
-        ("", f"Uptime ({window.name})", cells["uptime"]),
-        ("", "p50", cells["p50"]),
-        ("", "p95", cells["p95"]),
-        ("", "p99", fmt.millis(overall.p99 if overall else None)),
-        ("", "Runs", cells["runs"]),
-    ]
+    kpis = _kpis(window, status, overall)
+    scopes = []
+    if len(regions) > 1:
+        # A view per region (seed 002's region selector), chosen without a server or script:
+        # radio buttons, and rules that hide the other regions' cards, lines and rows.
+        scopes = [
+            (name, _kpis(window, region_status(snapshot, canary.key, name), figures.get(name)))
+            for name in regions
+        ]
     return {
         **base_context(path, canary.key, "overview"),
         "heading": canary.key,
@@ -169,9 +172,45 @@ def canary_context(
         "windows": switcher(path, lambda w: canary_path(canary.ident, w), window),
         "overview_href": link(path, overview_path(window)),
         # Pre-formatted rows: Jinja loops cost more than the rest of the page.
-        "kpis": Markup("".join(_KPI.format(*kpi) for kpi in kpis)),
+        "kpis": kpis,
+        "scopes": [{"id": f"scope-{name}", "name": name, "kpis": cards} for name, cards in scopes],
+        "scope_style": _scope_style([name for name, _ in scopes]),
         "chart": chart,
         "by_region": Markup("".join(by_region)),
         "failures": failures,
         "note": SKETCH_NOTE,
     }
+
+
+def _kpis(window: Window, status: str, figure: Figures | None) -> Markup:
+    """The KPI cards: status, uptime, p50, p95, p99 and runs (pre-formatted list items)."""
+    cells = figure_cells(figure)
+    kpis = [
+        (f" status-{status}", "Status", fmt.status_label(status)),
+        ("", f"Uptime ({window.name})", cells["uptime"]),
+        ("", "p50", cells["p50"]),
+        ("", "p95", cells["p95"]),
+        ("", "p99", fmt.millis(figure.p99 if figure else None)),
+        ("", "Runs", cells["runs"]),
+    ]
+    return Markup("".join(_KPI.format(*kpi) for kpi in kpis))
+
+
+def _scope_style(regions: list[str]) -> Markup | None:
+    """The rules of the region selector: with a region's button checked, the other regions'
+    chart lines, legend items and table rows are hidden, and its cards replace the fleet's.
+    Region names are slugs (`[a-z0-9-]`): safe in ids and selectors."""
+    if not regions:
+        return None
+    rules = []
+    for name in regions:
+        on = f"#scope-{name}:checked ~"
+        rules.append(
+            f'{on} * [data-region]:not([data-region="{name}"]), {on} * .scope-all '
+            f"{{ display: none; }}\n{on} * .scope-{name} {{ display: block; }}\n"
+            f'{on} .scope-bar label[for="scope-{name}"] {{ background: var(--fg); '
+            "color: var(--bg); }\n"
+            f'#scope-{name}:focus-visible ~ .scope-bar label[for="scope-{name}"] '
+            "{ outline: 3px solid var(--link); outline-offset: 2px; }\n"
+        )
+    return Markup("<style>\n" + "".join(rules) + "</style>\n")

@@ -26,7 +26,7 @@ LEFT, RIGHT, TOP, BOTTOM = 80, 12, 12, 30
 PLOT_W, PLOT_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 # Series styles cycle through this many colour/dash classes (s0 … s7 in site.css).
 STYLES = 8
-_LEGEND = '<li><span class="swatch {}" aria-hidden="true"></span>{}</li>\n'
+_LEGEND = '<li data-region="{}"><span class="swatch {}" aria-hidden="true"></span>{}</li>\n'
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ def latency_chart(
     columns: list[tuple[Sequence[int], Sequence[str]]] = []
     for index, region in enumerate(regions):
         style = f"s{index % STYLES}"
-        legend.append(_LEGEND.format(style, escape(region)))
+        legend.append(_LEGEND.format(escape(region), style, escape(region)))
         points = series.get(region)
         if points is None or not points.slots:
             columns.append(((), ()))
@@ -210,7 +210,10 @@ def latency_chart(
             continue
         shown = points.shown.split(",")
         columns.append((points.slots, shown))
-        paths.append(f'<path class="line {style}" d="{_path(points.slots, shown)}"/>')
+        paths.append(
+            f'<path class="line {style}" data-region="{escape(region)}" '
+            f'd="{_path(points.slots, shown)}"/>'
+        )
         summary.append(
             f"{region}: highest {millis(points.highest)}, latest {millis(points.latest)}"
         )
