@@ -92,16 +92,21 @@ def _figures(
             JOIN {tables.keys} k
               ON k.parent = o.parent AND k.region IS NOT DISTINCT FROM o.region"""
     )
-    counts = f"""(SELECT id, bin, sum(n) AS n FROM (
-                      SELECT id, bin, n FROM {tables.whist}
-                      WHERE win = $w AND id IN (SELECT id FROM site_open_keyed)
-                      UNION ALL
-                      SELECT id, bin, n FROM site_open_bins
-                      WHERE id IN (SELECT id FROM site_open_keyed))
-                  GROUP BY id, bin HAVING sum(n) > 0)"""
+    # Materialised: the quantile query reads its counts twice (running sums and totals).
+    connection.execute(
+        f"""CREATE OR REPLACE TEMP TABLE site_open_counts AS
+            SELECT id, bin, sum(n)::BIGINT AS n FROM (
+                SELECT id, bin, n FROM {tables.whist}
+                WHERE win = $w AND id IN (SELECT id FROM site_open_keyed)
+                UNION ALL
+                SELECT id, bin, n FROM site_open_bins
+                WHERE id IN (SELECT id FROM site_open_keyed))
+            GROUP BY id, bin HAVING sum(n) > 0""",
+        {"w": window.name},
+    )
     connection.execute(
         f"""INSERT INTO {tables.live} ({WINDOW_COLUMNS})
-            WITH quantiles AS ({quantiles_sql(counts, "id")})
+            WITH quantiles AS ({quantiles_sql("site_open_counts", "id")})
             SELECT $w, o.parent, o.region, o.n + coalesce(s.runs, 0),
                    o.passes + coalesce(s.passes, 0), q.q[1], q.q[2], q.q[3]
             FROM site_open_keyed o
@@ -110,7 +115,7 @@ def _figures(
             LEFT JOIN quantiles q USING (id)""",
         {"w": window.name},
     )
-    for table in ("site_open_sums", "site_open_bins", "site_open_keyed"):
+    for table in ("site_open_sums", "site_open_bins", "site_open_keyed", "site_open_counts"):
         connection.execute(f"DROP TABLE {table}")
 
 
