@@ -93,15 +93,14 @@ def _figures(
               ON k.parent = o.parent AND k.region IS NOT DISTINCT FROM o.region"""
     )
     # Materialised: the quantile query reads its counts twice (running sums and totals).
+    # A (key, bin) may come twice (stored and open): the running sum over both rows still
+    # first exceeds a rank in the same bin, since every count is positive.
     connection.execute(
         f"""CREATE OR REPLACE TEMP TABLE site_open_counts AS
-            SELECT id, bin, sum(n)::BIGINT AS n FROM (
-                SELECT id, bin, n FROM {tables.whist}
-                WHERE win = $w AND id IN (SELECT id FROM site_open_keyed)
-                UNION ALL
-                SELECT id, bin, n FROM site_open_bins
-                WHERE id IN (SELECT id FROM site_open_keyed))
-            GROUP BY id, bin HAVING sum(n) > 0""",
+            SELECT id, bin, n FROM {tables.whist}
+            WHERE win = $w AND id IN (SELECT id FROM site_open_keyed)
+            UNION ALL
+            SELECT id, bin, n FROM site_open_bins WHERE id IN (SELECT id FROM site_open_keyed)""",
         {"w": window.name},
     )
     connection.execute(
