@@ -173,7 +173,8 @@ def canary_context(
         "overview_href": link(path, overview_path(window)),
         # Pre-formatted rows: Jinja loops cost more than the rest of the page.
         "kpis": kpis,
-        "scopes": [{"id": f"scope-{name}", "name": name, "kpis": cards} for name, cards in scopes],
+        "selector": _selector([name for name, _ in scopes]),
+        "scoped_kpis": Markup("".join(_SCOPED_KPIS.format(n, n, cards) for n, cards in scopes)),
         "scope_style": _scope_style([name for name, _ in scopes]),
         "chart": chart,
         "by_region": Markup("".join(by_region)),
@@ -194,6 +195,30 @@ def _kpis(window: Window, status: str, figure: Figures | None) -> Markup:
         ("", "Runs", cells["runs"]),
     ]
     return Markup("".join(_KPI.format(*kpi) for kpi in kpis))
+
+
+_SCOPED_KPIS = (
+    '  <div class="scope-one scope-{}">\n  <h3 class="scope-heading">Region {}</h3>\n'
+    '  <ul class="kpis">\n{}  </ul>\n  </div>\n'
+)
+
+
+def _selector(regions: list[str]) -> Markup | None:
+    """The region selector: a radio button per view (before the sections it scopes, which
+    the rules of `_scope_style` reach as their siblings), and their labels as tabs."""
+    if not regions:
+        return None
+    radio = (
+        '<input type="radio" name="scope" id="scope-{}" class="visually-hidden" '
+        'aria-label="{}"{}>\n'
+    )
+    parts = [radio.format("all", "Show all regions", " checked")]
+    parts += [radio.format(name, f"Show region {name} only", "") for name in regions]
+    parts.append('<div class="scope-bar" aria-hidden="true">\n  <span>Region:</span>')
+    parts.append(' <label for="scope-all">All regions</label>\n')
+    parts += [f'  <label for="scope-{name}">{name}</label>\n' for name in regions]
+    parts.append("</div>\n")
+    return Markup("".join(parts))
 
 
 def _scope_style(regions: list[str]) -> Markup | None:

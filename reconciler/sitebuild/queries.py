@@ -148,22 +148,21 @@ def chart_series(
 
 def _with_tail(points: Points | None, tail: list[tuple[int, str, float]]) -> Points:
     """Stored points followed by a tail, which replaces the stored slots it holds."""
-    first = tail[0][0]
-    slots: list[int] = []
-    shown: list[str] = []
+    slots = [slot for slot, _, _ in tail]
+    shown = ",".join(text for _, text, _ in tail)
     highest = max(value for _, _, value in tail)
     if points is not None and points.slots:
-        kept = bisect.bisect_left(points.slots, first)
-        slots, shown = list(points.slots[:kept]), points.shown.split(",")[:kept]
+        kept = bisect.bisect_left(points.slots, slots[0])
+        dropped = len(points.slots) - kept
+        if kept:
+            stored = points.shown.rsplit(",", dropped)[0] if dropped else points.shown
+            shown = f"{stored},{shown}"
+            slots = [*points.slots[:kept], *slots]
+        # The tail holds whole slots: a stored slot it replaces is at most as high.
         highest = max(highest, points.highest)
-    slots += [slot for slot, _, _ in tail]
-    shown += [text for _, text, _ in tail]
     contiguous = slots[-1] - slots[0] == len(slots) - 1
     return Points(
-        range(slots[0], slots[-1] + 1) if contiguous else slots,
-        ",".join(shown),
-        highest,
-        tail[-1][2],
+        range(slots[0], slots[-1] + 1) if contiguous else slots, shown, highest, tail[-1][2]
     )
 
 
