@@ -123,13 +123,18 @@ def canary_context(
     overall = figures.get(None)
     regions = sorted(set(canary.regions) | {r for r in figures if r is not None})
     site_regions = set(snapshot.region_names())
-    by_region = []
+    by_region, scopes = [], []
     for name in regions:
         label = html(name)
         if name in site_regions:
             label = f'<a href="{html(link(path, region_path(name, window)))}">{label}</a>'
         verdict = region_status(snapshot, canary.key, name)
-        cells = figure_cells(figures.get(name))
+        figure = figures.get(name)
+        cells = figure_cells(figure)
+        if len(regions) > 1:
+            # A view per region (seed 002's region selector), chosen without a server or a
+            # script: radio buttons, and rules hiding the other regions' cards, lines, rows.
+            scopes.append((name, _kpis(window, verdict, figure, cells)))
         by_region.append(
             _REGION.format(
                 html(name),
@@ -151,17 +156,9 @@ def canary_context(
             regions,
             snapshot.charts.get((window.name, canary.key), {}),
             f"chart-{window.name}",
-            f"p95 latency by region, {window.label} to {view['end']}",
+            f"p95 latency by region, {window.label} from {view['start']}",
         )
-    kpis = _kpis(window, status, overall)
-    scopes = []
-    if len(regions) > 1:
-        # A view per region (seed 002's region selector), chosen without a server or script:
-        # radio buttons, and rules that hide the other regions' cards, lines and rows.
-        scopes = [
-            (name, _kpis(window, region_status(snapshot, canary.key, name), figures.get(name)))
-            for name in regions
-        ]
+    kpis = _kpis(window, status, overall, figure_cells(overall))
     return {
         **base_context(path, canary.key, "overview"),
         "heading": canary.key,
@@ -183,9 +180,9 @@ def canary_context(
     }
 
 
-def _kpis(window: Window, status: str, figure: Figures | None) -> Markup:
-    """The KPI cards: status, uptime, p50, p95, p99 and runs (pre-formatted list items)."""
-    cells = figure_cells(figure)
+def _kpis(window: Window, status: str, figure: Figures | None, cells: dict[str, str]) -> Markup:
+    """The KPI cards: status, uptime, p50, p95, p99 and runs (pre-formatted list items;
+    `cells`: the figure's `figure_cells`)."""
     kpis = [
         (f" status-{status}", "Status", fmt.status_label(status)),
         ("", f"Uptime ({window.name})", cells["uptime"]),
