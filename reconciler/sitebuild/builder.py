@@ -142,8 +142,7 @@ class SiteBuilder:
         self.timings: dict[str, float] = {}
 
     def refresh(self, connection: Connection, now: datetime) -> list[str]:
-        """Update rollups, window tables and the windows' open parts in one transaction
-        (needs a writing connection).
+        """Update rollups and window tables in one transaction (needs a writing connection).
 
         Returns:
             The windows whose published figures changed (see `moves.py` for staged ones).
@@ -159,8 +158,6 @@ class SiteBuilder:
                 connection, self.tables, _seconds(now), refreshed.late_from
             )
             self.windows, self.staged = updated.published, updated.staged
-            windowed = time.perf_counter()
-            refresh_live(connection, self.tables)
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -171,14 +168,16 @@ class SiteBuilder:
             checkpoint_if_due(connection)
         self.timings = {
             "rollups": middle - started,
-            "windows": windowed - middle,
-            "live": time.perf_counter() - windowed,
+            "windows": time.perf_counter() - middle,
         }
         return self.windows
 
     def collect(self, connection: Connection, now: datetime) -> Build:
-        """Read what the pages show and decide which pages to render (reads only)."""
+        """Read what the pages show and decide which pages to render (reads only; the
+        windows' open parts go to this connection's temporary tables)."""
         started = time.perf_counter()
+        refresh_live(connection, self.tables)
+        opened = time.perf_counter()
         resources = all_resources(connection)
         canaries = canaries_of(resources)
         checks = checks_of(resources)
@@ -224,7 +223,8 @@ class SiteBuilder:
             pages,
             render,
             {
-                "statuses": live - started,
+                "live": opened - started,
+                "statuses": live - opened,
                 "snapshot": read - live,
                 "plan+charts": done - read,
             },

@@ -14,25 +14,36 @@ most, a scan that zone maps keep to them, grouped once by bucket and latency bin
   rollup buckets (a refresh keeps them current up to the newest row, the open bucket
   included), so a chart shows a point a minute after the first results.
 
-Both are replaced at every build; pages read the published figures overlaid with them.
+Both are temporary tables of the connection that reads the build (`SiteBuilder.collect`):
+computed from committed tables, never stored, so they hold the writer (and the server's
+ingest) for no time and add nothing to the state file's log. Pages read the published
+figures overlaid with them.
 """
 
 from __future__ import annotations
 
-from reconciler.sitebuild.figures import WINDOW_COLUMNS, ensure_keys
+from reconciler.sitebuild.figures import WINDOW_COLUMNS
 from reconciler.sitebuild.moves import Bounds, parse
 from reconciler.sitebuild.sketch import BIN_SQL, quantiles_sql
-from reconciler.sitebuild.tables import BUCKET_SQL, SHOWN_SQL, Tables, at, hist_select, read_meta
+from reconciler.sitebuild.tables import (
+    BUCKET_SQL,
+    LIVE_DDL,
+    SHOWN_SQL,
+    Tables,
+    at,
+    hist_select,
+    read_meta,
+)
 from reconciler.sitebuild.windows import DAY, WINDOWS, Window, floor_to
 from reconciler.store.db import Connection
 
 
 def refresh_live(connection: Connection, tables: Tables) -> None:
-    """Recompute `site_live` and `site_tail` for the published bounds (in the caller's
-    transaction, after the rollups and the windows were brought up to date)."""
+    """Compute `temp.site_live` and `temp.site_tail` for the published bounds (reads only,
+    after the rollups and the windows were brought up to date and committed)."""
     meta = read_meta(connection, tables)
-    connection.execute(f"DELETE FROM {tables.live}")
-    connection.execute(f"DELETE FROM {tables.tail}")
+    for name, columns in LIVE_DDL.items():
+        connection.execute(f"CREATE OR REPLACE TEMP TABLE site_{name} ({columns})")
     published = [(window, parse(meta.get(f"window.{window.name}"))) for window in WINDOWS]
     ends = [bounds[1] for _, bounds in published if bounds is not None]
     if not ends:
@@ -72,7 +83,15 @@ def _figures(
            WHERE bucket >= $end GROUP BY GROUPING SETS ((parent, region), (parent))""",
         {"end": end},
     )
-    ensure_keys(connection, tables, "site_open_sums")
+    # Keys of the window histogram; a key new since the last move has no histogram rows, so
+    # it takes a negative id of this build's own rather than one written to `site_keys`.
+    connection.execute(
+        f"""CREATE OR REPLACE TEMP TABLE site_open_keys AS
+            SELECT coalesce(k.id, -row_number() OVER (ORDER BY o.parent, o.region)) AS id,
+                   o.parent, o.region, o.n, o.passes
+            FROM site_open_sums o LEFT JOIN {tables.keys} k
+              ON k.parent = o.parent AND k.region IS NOT DISTINCT FROM o.region"""
+    )
     left, parameters = _left(tables, window, start, latest_start)
     connection.execute(
         f"""CREATE OR REPLACE TEMP TABLE site_open_bins AS
@@ -82,15 +101,10 @@ def _figures(
                     UNION ALL
                     {left})
                 GROUP BY GROUPING SETS ((parent, region, bin), (parent, bin))) b
-            JOIN {tables.keys} k ON k.parent = b.parent AND k.region IS NOT DISTINCT FROM b.region
+            JOIN site_open_keys k
+              ON k.parent = b.parent AND k.region IS NOT DISTINCT FROM b.region
             GROUP BY k.id, b.bin""",
         {"latest": latest_end, **parameters},
-    )
-    connection.execute(
-        f"""CREATE OR REPLACE TEMP TABLE site_open_keyed AS
-            SELECT k.id, k.parent, k.region, o.n, o.passes FROM site_open_sums o
-            JOIN {tables.keys} k
-              ON k.parent = o.parent AND k.region IS NOT DISTINCT FROM o.region"""
     )
     # Materialised: the quantile query reads its counts twice (running sums and totals).
     # A (key, bin) may come twice (stored and open): the running sum over both rows still
@@ -98,9 +112,9 @@ def _figures(
     connection.execute(
         f"""CREATE OR REPLACE TEMP TABLE site_open_counts AS
             SELECT id, bin, n FROM {tables.whist}
-            WHERE win = $w AND id IN (SELECT id FROM site_open_keyed)
+            WHERE win = $w AND id IN (SELECT id FROM site_open_keys)
             UNION ALL
-            SELECT id, bin, n FROM site_open_bins WHERE id IN (SELECT id FROM site_open_keyed)""",
+            SELECT id, bin, n FROM site_open_bins WHERE id IN (SELECT id FROM site_open_keys)""",
         {"w": window.name},
     )
     connection.execute(
@@ -108,13 +122,13 @@ def _figures(
             WITH quantiles AS ({quantiles_sql("site_open_counts", "id")})
             SELECT $w, o.parent, o.region, o.n + coalesce(s.runs, 0),
                    o.passes + coalesce(s.passes, 0), q.q[1], q.q[2], q.q[3]
-            FROM site_open_keyed o
+            FROM site_open_keys o
             LEFT JOIN {tables.window} s
               ON s.win = $w AND s.parent = o.parent AND s.region IS NOT DISTINCT FROM o.region
             LEFT JOIN quantiles q USING (id)""",
         {"w": window.name},
     )
-    for table in ("site_open_sums", "site_open_bins", "site_open_keyed", "site_open_counts"):
+    for table in ("site_open_sums", "site_open_keys", "site_open_bins", "site_open_counts"):
         connection.execute(f"DROP TABLE {table}")
 
 

@@ -87,13 +87,15 @@ class Tables:
 
     @property
     def live(self) -> str:
-        """Figures with each window's open part, for the keys that have one (`live.py`)."""
-        return self.named("live")
+        """Figures with each window's open part, for the keys that have one (`live.py`):
+        always in `temp`, computed by each build's reading connection."""
+        return "temp.site_live"
 
     @property
     def tail(self) -> str:
-        """Chart points from the slot holding each window's stored end on (`live.py`)."""
-        return self.named("tail")
+        """Chart points from the slot holding each window's stored end on (`live.py`;
+        `temp` too)."""
+        return "temp.site_tail"
 
     @property
     def keys(self) -> str:
@@ -126,7 +128,9 @@ DDL = {
     # Long windows' latency histograms: counts per key (canary and region, or canary) and bin.
     "whist": "win VARCHAR NOT NULL, id INTEGER NOT NULL, bin SMALLINT NOT NULL, n BIGINT NOT NULL",
     "keys": "id INTEGER NOT NULL, parent VARCHAR NOT NULL, region VARCHAR",
-    # Replaced at every build: figures and chart points with the windows' open parts.
+}
+# Computed by every build on its reading connection (`live.py`), never stored.
+LIVE_DDL = {
     "live": """win VARCHAR NOT NULL, parent VARCHAR NOT NULL, region VARCHAR,
                runs BIGINT NOT NULL, passes BIGINT NOT NULL,
                p50 DOUBLE, p95 DOUBLE, p99 DOUBLE""",
