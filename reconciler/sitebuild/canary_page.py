@@ -70,7 +70,10 @@ def canary_key(
         None if state is None else (state.start, state.end, state.version),
         sorted(((r or "", f) for r, f in figures.items()), key=lambda item: item[0]),
         # The chart's newest points move without the window moving.
-        sorted(snapshot.tails.get((window.name, canary), {}).items()),
+        sorted(
+            (region, tail.slots[0], len(tail.slots), tail.shown)
+            for region, tail in snapshot.tails.get((window.name, canary), {}).items()
+        ),
     )
 
 

@@ -15,7 +15,7 @@ runs (`status_since`) rather than a day back, and recent failures from `site_fai
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,9 +30,8 @@ from reconciler.store.db import Connection
 
 # A canary's chart points in one window, by region.
 Series = dict[str, Points]
-# A canary's chart points from the slot holding the window's stored end on, by region:
-# (slot index, p95 as shown, p95) in slot order.
-Tails = dict[str, list[tuple[int, str, float]]]
+# A canary's chart points from the slot holding the window's stored end on, by region.
+Tails = dict[str, Points]
 
 
 @dataclass(frozen=True)
@@ -91,23 +90,27 @@ def chart_tails(
     connection: Connection, tables: Tables, windows: dict[str, WindowState]
 ) -> dict[tuple[str, str], Tails]:
     """Every chart's points from the slot holding its window's stored end on (`site_tail`),
-    by (window, canary key): a few per chart, read on every build (pages' keys digest them)."""
+    by (window, canary key): a few per chart, read on every build (pages' keys digest them),
+    joined into one string per series as `chart_series` reads stored points."""
+    steps = " ".join(f"WHEN '{w.name}' THEN {w.step}" for w in WINDOWS)
     rows = connection.execute(
-        f"""SELECT win, parent, region, list(slot ORDER BY slot), list(shown ORDER BY slot),
-                   list(p95 ORDER BY slot)
+        f"""SELECT win, parent, region, min(slot), count(*), string_agg(shown, ',' ORDER BY slot),
+                   max(p95), arg_max(p95, slot),
+                   CASE WHEN (max(slot) - min(slot)) // (CASE win {steps} END) + 1 <> count(*)
+                        THEN list(slot ORDER BY slot) END
             FROM {tables.tail} GROUP BY win, parent, region"""
     ).fetchall()
     tails: dict[tuple[str, str], Tails] = {}
-    for window, parent, region, slots, shown, values in rows:
+    for window, parent, region, low, count, shown, highest, latest, gaps in rows:
         state = windows.get(window)
         if state is None:
             continue
         frame, step = state.window.frame(state.start), state.window.step
-        points = [
-            ((slot - frame) // step, text, value)
-            for slot, text, value in zip(slots, shown, values, strict=True)
-        ]
-        tails.setdefault((window, parent), {})[region] = points
+        first = (low - frame) // step
+        slots: Sequence[int] = (
+            range(first, first + count) if gaps is None else [(s - frame) // step for s in gaps]
+        )
+        tails.setdefault((window, parent), {})[region] = Points(slots, shown, highest, latest)
     return tails
 
 
@@ -146,24 +149,26 @@ def chart_series(
     return series
 
 
-def _with_tail(points: Points | None, tail: list[tuple[int, str, float]]) -> Points:
-    """Stored points followed by a tail, which replaces the stored slots it holds."""
-    slots = [slot for slot, _, _ in tail]
-    shown = ",".join(text for _, text, _ in tail)
-    highest = max(value for _, _, value in tail)
-    if points is not None and points.slots:
-        kept = bisect.bisect_left(points.slots, slots[0])
-        dropped = len(points.slots) - kept
-        if kept:
-            stored = points.shown.rsplit(",", dropped)[0] if dropped else points.shown
-            shown = f"{stored},{shown}"
-            slots = [*points.slots[:kept], *slots]
-        # The tail holds whole slots: a stored slot it replaces is at most as high.
-        highest = max(highest, points.highest)
-    contiguous = slots[-1] - slots[0] == len(slots) - 1
-    return Points(
-        range(slots[0], slots[-1] + 1) if contiguous else slots, shown, highest, tail[-1][2]
-    )
+def _with_tail(points: Points | None, tail: Points) -> Points:
+    """Stored points followed by a tail, which replaces the stored slots it holds (a tail
+    slot is the whole slot: it is at least as high as the stored part it replaces)."""
+    if points is None or not points.slots:
+        return tail
+    kept = bisect.bisect_left(points.slots, tail.slots[0])
+    if not kept:
+        return Points(tail.slots, tail.shown, max(tail.highest, points.highest), tail.latest)
+    dropped = len(points.slots) - kept
+    stored = points.shown.rsplit(",", dropped)[0] if dropped else points.shown
+    slots: Sequence[int]
+    if isinstance(points.slots, range) and isinstance(tail.slots, range):
+        # Both without gaps (nearly always): no list of slots is made.
+        joined = points.slots[kept - 1] + 1 == tail.slots[0]
+        slots = range(points.slots[0], tail.slots[-1] + 1) if joined else []
+    else:
+        slots = []
+    if not slots:
+        slots = [*points.slots[:kept], *tail.slots]
+    return Points(slots, f"{stored},{tail.shown}", max(tail.highest, points.highest), tail.latest)
 
 
 def _stored_series(
