@@ -1,7 +1,9 @@
-"""A canary's page, one per window: KPI cards, the latency chart, regions, recent failures."""
+"""A canary's page, one per window: KPI cards, the latency chart, regions, recent failures,
+and a region selector scoping them (radio buttons and CSS: no server, no script)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -173,9 +175,9 @@ def canary_context(
         "overview_href": link(path, overview_path(window)),
         # Pre-formatted rows: Jinja loops cost more than the rest of the page.
         "kpis": kpis,
-        "selector": _selector([name for name, _ in scopes]),
+        "selector": _selector(tuple(name for name, _ in scopes)),
         "scoped_kpis": Markup("".join(_SCOPED_KPIS.format(n, n, cards) for n, cards in scopes)),
-        "scope_style": _scope_style([name for name, _ in scopes]),
+        "scope_style": _scope_style(tuple(name for name, _ in scopes)),
         "chart": chart,
         "by_region": Markup("".join(by_region)),
         "failures": failures,
@@ -203,7 +205,8 @@ _SCOPED_KPIS = (
 )
 
 
-def _selector(regions: list[str]) -> Markup | None:
+@functools.lru_cache(maxsize=256)
+def _selector(regions: tuple[str, ...]) -> Markup | None:
     """The region selector: a radio button per view (before the sections it scopes, which
     the rules of `_scope_style` reach as their siblings), and their labels as tabs."""
     if not regions:
@@ -221,7 +224,8 @@ def _selector(regions: list[str]) -> Markup | None:
     return Markup("".join(parts))
 
 
-def _scope_style(regions: list[str]) -> Markup | None:
+@functools.lru_cache(maxsize=256)
+def _scope_style(regions: tuple[str, ...]) -> Markup | None:
     """The rules of the region selector: with a region's button checked, the other regions'
     chart lines, legend items and table rows are hidden, and its cards replace the fleet's.
     Region names are slugs (`[a-z0-9-]`): safe in ids and selectors."""
