@@ -3,12 +3,14 @@ boundary, plus the runs started since (the windows' open part)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import timedelta
 from pathlib import Path
 
 from reconciler.sitebuild import build_site
 from reconciler.store.db import Connection, open_state
+from reconciler.store.refusals import Refusal, clear_refusal, latest_refusal, record_refusal
 from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc
 from tests.test_site import (
     NOW,
@@ -125,3 +127,30 @@ def test_a_rebuild_with_nothing_new_rewrites_no_canary_page(
     changed = sorted(p.name for p in before if before[p] != after[p])
     assert changed == ["web.api-30d.html", "web.api-7d.html", "web.api.html"]
     assert kpi(read(site, "canary/web.api-30d.html"), "Runs") == "3"
+
+
+def test_a_refusal_polled_again_keeps_its_first_time_and_clears_on_apply(
+    fleet: tuple[Path, Connection],
+) -> None:
+    """The banner's refusal is stored once per revision and errors: a poll that refuses the
+    same commit again redraws no page; an applied revision removes the banner."""
+    state, connection = fleet
+    site = state.parent / "site"
+    errors = ("canaries/shop.yaml:3:1: Canary web/shop: spek: unknown field", "second error")
+    first = Refusal("f" * 40, "f" * 12, NOW - timedelta(minutes=2), errors, "a" * 40, "a" * 12)
+    record_refusal(connection, first)
+    build_site(connection, site, NOW)
+    page = read(site, PAGES["7d"])
+    assert "Commit <code>ffffffffffff</code> was refused" in page and "(1 more error)" in page
+    assert "<code>canaries/shop.yaml:3:1: Canary web/shop: spek: unknown field</code>" in page
+    assert "Still serving <code>aaaaaaaaaaaa</code>" in page
+    inode = (site / PAGES["7d"]).stat().st_ino
+
+    record_refusal(connection, dataclasses.replace(first, refused_at=NOW))  # polled again
+    assert latest_refusal(connection) == first
+    build_site(connection, site, NOW)
+    assert (site / PAGES["7d"]).stat().st_ino == inode  # not drawn again
+
+    clear_refusal(connection)
+    build_site(connection, site, NOW)
+    assert "was refused" not in read(site, PAGES["7d"]) + read(site, "index.html")

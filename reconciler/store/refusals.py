@@ -37,7 +37,13 @@ class Refusal:
 
 
 def record_refusal(connection: Connection, refusal: Refusal) -> None:
-    """Keep `refusal` as the newest (it replaces any earlier one)."""
+    """Keep `refusal` as the newest (it replaces any earlier one), unless the same revision
+    was refused for the same errors already: the source is polled, and the first refusal's
+    time stays (pages showing the banner are not drawn again for each poll)."""
+    known = connection.execute("SELECT sha, label, errors FROM refusals").fetchall()
+    same = known and known[0][:2] == (refusal.sha, refusal.label)
+    if same and orjson.loads(known[0][2]) == list(refusal.errors):
+        return
     connection.execute("DELETE FROM refusals")
     connection.execute(
         "INSERT INTO refusals VALUES (?, ?, ?, ?, ?, ?)",
