@@ -157,7 +157,7 @@ def _histogram(connection: Connection, tables: Tables, move: Move, hist_to: int)
             "l1": left_hi // DAY,
         }
     connection.execute(f"CREATE OR REPLACE TEMP TABLE site_delta AS {delta}", parameters)
-    ensure_keys(connection, tables, "site_delta")
+    _ensure_keys(connection, tables, "site_delta")
     connection.execute(
         f"""CREATE OR REPLACE TEMP TABLE site_moved AS
             SELECT k.id, d.bin, sum(d.n)::BIGINT AS n FROM site_delta d JOIN {tables.keys} k
@@ -189,7 +189,7 @@ def _histogram(connection: Connection, tables: Tables, move: Move, hist_to: int)
     connection.execute("DROP TABLE site_moved")
 
 
-def ensure_keys(connection: Connection, tables: Tables, relation: str) -> None:
+def _ensure_keys(connection: Connection, tables: Tables, relation: str) -> None:
     """Give every (canary, region) and (canary, NULL) of `relation` an id in `site_keys`."""
     connection.execute(
         f"""INSERT INTO {tables.keys} (id, parent, region)
