@@ -207,20 +207,23 @@ class ControlPlane:
         a revision is applied."""
         self._finish(attempt)
         revision, served = attempt.revision, self.current
-        if attempt.errors and revision is not None:
-            refusal = Refusal(
-                revision.sha,
-                revision.label,
-                attempt.at,
-                tuple(attempt.errors),
-                served.sha if served else None,
-                served.label if served else None,
-            )
-            await self.state.write(lambda c: record_refusal(c, refusal))
-            self._refusal_stored = True
-        elif attempt.applied and self._refusal_stored:
-            await self.state.write(clear_refusal)
-            self._refusal_stored = False
+        try:
+            if attempt.errors and revision is not None:
+                refusal = Refusal(
+                    revision.sha,
+                    revision.label,
+                    attempt.at,
+                    tuple(attempt.errors),
+                    served.sha if served else None,
+                    served.label if served else None,
+                )
+                await self.state.write(lambda c: record_refusal(c, refusal))
+                self._refusal_stored = True
+            elif attempt.applied and self._refusal_stored:
+                await self.state.write(clear_refusal)
+                self._refusal_stored = False
+        except Exception:  # the banner is not worth a failed reconcile
+            log.exception("could not store the refusal of revision %s for the site", revision)
         return attempt
 
     def _finish(self, attempt: Attempt) -> Attempt:
