@@ -178,6 +178,7 @@ def test_serve_reloads_when_the_ignore_file_changes() -> None:
     assert not _watch_filter(watchfiles.Change.modified, "/srv/config/.gitignore")
 
 
+@pytest.mark.slow
 def test_serve_honours_the_ignore_file_and_reloads_when_it_changes(
     checker_repo: ConfigRepo, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -84,7 +85,8 @@ def test_overview_to_canary_and_region_pages(site: Path) -> None:
         assert page.locator("svg polyline, svg path").count() >= 2, "one p95 line per region"
         text = page.locator("main").inner_text()
         assert "87.50%" in text, "uptime 7 of 8"
-        assert "250.0 ms" in text and "400.0 ms" in text, "p50 and p95 over both regions"
+        p50, p95 = (_millis(page, label) for label in ("p50", "p95"))
+        assert abs(p50 / 250 - 1) <= 0.021 and abs(p95 / 400 - 1) <= 0.021, "both regions"
         rows = (
             page.locator("table").filter(has_text="status now in each region").locator("tbody tr")
         )
@@ -103,3 +105,52 @@ def test_overview_to_canary_and_region_pages(site: Path) -> None:
         page.screenshot(path=str(ARTIFACTS / "region-us.png"), full_page=True)
         browser.close()
     assert outside == [], f"the site fetched something outside file://: {outside}"
+
+
+def _millis(page: Any, label: str) -> float:
+    """A visible KPI card's value in ms."""
+    card = page.locator(".kpi:visible", has=page.locator(f".kpi-label:text-is('{label}')"))
+    return float((card.locator(".kpi-value").inner_text()).removesuffix(" ms").replace(",", ""))
+
+
+def _drawn(line: Any) -> bool:
+    """Whether a chart line is displayed (a line of one point has no box to be "visible")."""
+    return bool(line.evaluate("e => getComputedStyle(e).display !== 'none'"))
+
+
+def test_the_region_selector_scopes_a_canary_page(site: Path) -> None:
+    """Seed 002: a region selector scopes the KPI cards, the latency chart and the recent
+    results; from file://, without a server."""
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto((site / "canary" / "default.web.html").as_uri())
+        uptime = page.locator(
+            ".kpi:visible", has=page.locator(".kpi-label:text-is('Uptime (24h)')")
+        )
+        assert uptime.locator(".kpi-value").inner_text() == "87.50%"
+        lines = page.locator("svg path.line")
+        assert [_drawn(line) for line in lines.all()] == [True, True]
+        failures = page.locator("section", has_text="Recent failures").locator("tbody tr")
+        assert failures.count() == 1 and failures.first.is_visible()  # us's failed run
+
+        page.click(".scope-bar label[for='scope-us']")
+        assert uptime.locator(".kpi-value").inner_text() == "75.00%"
+        assert abs(_millis(page, "p95") / 385 - 1) <= 0.021  # us: 100, 200, 300, 400 ms
+        assert page.locator(".kpi:visible .kpi-label:text-is('Runs')").count() == 1
+        assert [line.get_attribute("data-region") for line in lines.all() if _drawn(line)] == ["us"]
+        regions = (
+            page.locator("table").filter(has_text="status now in each region").locator("tbody tr")
+        )
+        assert [r.inner_text().split()[0] for r in regions.all() if r.is_visible()] == ["us"]
+        assert failures.first.is_visible()
+        page.screenshot(path=str(ARTIFACTS / "canary-region-us.png"), full_page=True)
+
+        page.click(".scope-bar label[for='scope-eu']")
+        assert uptime.locator(".kpi-value").inner_text() == "100%"
+        assert not failures.first.is_visible()  # the failure was in us
+        assert [line.get_attribute("data-region") for line in lines.all() if _drawn(line)] == ["eu"]
+        page.click(".scope-bar label[for='scope-all']")
+        assert uptime.locator(".kpi-value").inner_text() == "87.50%"
+        assert all(_drawn(line) for line in lines.all())
+        browser.close()

@@ -73,7 +73,7 @@ def test_a_staging_overtaken_by_the_next_move_is_replaced_and_published() -> Non
     half_past = NOON + 30 * 60  # the long windows stay put until 14:03
     meta = published_at(half_past)
     meta["window.24h.staged"] = bounds_text(*TWENTY_FOUR.bounds(half_past + 60))
-    later = half_past + 6 * 60  # the window moved again before the staging was published
+    later = half_past + 16 * 60  # the window moved again before the staging was published
     (step,) = plan_steps(meta, later, None, later - 60)
     assert not step.stage and not step.promote
     assert step.compute is not None and step.compute.old == TWENTY_FOUR.bounds(half_past + 60)

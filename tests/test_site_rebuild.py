@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from reconciler.sitebuild import SiteError, build_site
-from reconciler.sitebuild.tables import SHOWN_SQL
+from reconciler.sitebuild.live import refresh_live
+from reconciler.sitebuild.queries import chart_tails, window_figures, window_states
+from reconciler.sitebuild.tables import SHOWN_SQL, Tables
 from reconciler.store.db import Connection
-from tests.test_site import NOW, SHOP, START, fleet, kpi, ms, quantile, read, store
+from tests.test_site import NOW, SHOP, START, fleet, kpi, near, quantile, read, store
 
 __all__ = ["fleet"]  # the fixture of test_site.py, requested by name below
 
@@ -30,9 +32,9 @@ def snapshot(site: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def window_range(html: str) -> str:
-    found = re.search(r'<p class="range">([^<]*):.*? to <time[^>]*>([^<]*)</time>', html)
+    found = re.search(r'<p class="range">([^<]*): runs from <time[^>]*>([^<]*)</time>', html)
     assert found
-    return f"{found.group(1)} to {found.group(2)}"
+    return f"{found.group(1)} from {found.group(2)}"
 
 
 def test_a_moved_window_is_drawn_the_next_minute_and_other_pages_stay(
@@ -40,30 +42,33 @@ def test_a_moved_window_is_drawn_the_next_minute_and_other_pages_stay(
 ) -> None:
     state, connection = fleet
     site = state.parent / "site"
-    build_site(connection, site, NOW)  # 13:07: 24 hours to 13:05
+    build_site(connection, site, NOW)  # 13:07: 24 hours stored to 13:00
     store(connection, "web/shop", ("eu-1", "eu", 500.0, "pass"), NOW + timedelta(seconds=90))
-    build_site(connection, site, NOW + timedelta(minutes=3))  # 13:10: the run is live
+    build_site(connection, site, NOW + timedelta(minutes=3))  # 13:10: the run shows at once
+    every = [duration for _, _, duration, _ in SHOP] + [500.0]
+    shop = read(site, SHOP_PAGES[0])
+    assert kpi(shop, "Runs") == "11" and kpi(shop, "Uptime (24h)") == "90.90%"
+    assert near(kpi(shop, "p99"), quantile(every, 0.99))
+    build_site(connection, site, NOW + timedelta(minutes=8))  # 13:15: a build a minute
     before = snapshot(site)
 
-    # 13:11: the 24-hour window moves to end at 13:10. Its figures are computed and kept
-    # aside: the pages still show the previous window, whole.
-    staged = build_site(connection, site, NOW + timedelta(minutes=4))
+    # 13:16: the 24-hour window moves to end at 13:15. Its figures are computed and kept
+    # aside: the pages still show the previous window, whole, and its open part.
+    staged = build_site(connection, site, NOW + timedelta(minutes=9))
     assert staged.staged == ["24h"] and staged.windows == []
     shop = read(site, SHOP_PAGES[0])
-    assert window_range(shop) == "24 hours to 2026-11-20 13:05 UTC"
-    assert kpi(shop, "Runs") == "10"
+    assert window_range(shop) == "24 hours from 2026-11-19 13:00 UTC"
+    assert kpi(shop, "Runs") == "11"
     middle = snapshot(site)
     assert all(middle[page] == before[page] for page in before if page.startswith("canary/"))
 
-    # 13:12: they are published, and only the pages showing that window change.
-    published = build_site(connection, site, NOW + timedelta(minutes=5))
+    # 13:17: they are published, and only the pages showing that window change.
+    published = build_site(connection, site, NOW + timedelta(minutes=10))
     assert published.windows == ["24h"] and published.staged == []
     shop = read(site, SHOP_PAGES[0])
-    assert window_range(shop) == "24 hours to 2026-11-20 13:10 UTC"
-    every = [duration for _, _, duration, _ in SHOP] + [500.0]
+    assert window_range(shop) == "24 hours from 2026-11-19 13:15 UTC"
     assert kpi(shop, "Runs") == "11" and kpi(shop, "Uptime (24h)") == "90.90%"
-    assert kpi(shop, "p95") == ms(quantile(every, 0.95))
-    assert kpi(shop, "p99") == ms(quantile(every, 0.99))
+    assert near(kpi(shop, "p95"), quantile(every, 0.95))
     after = snapshot(site)
     for page in ("canary/web.shop-7d.html", "canary/web.shop-30d.html", "canary/web.api-7d.html"):
         assert after[page] == middle[page], page  # same bytes, same file: not rewritten
@@ -141,7 +146,7 @@ def test_a_one_off_build_publishes_a_moved_window_at_once(fleet: tuple[Path, Con
     build_site(connection, site, NOW)
     report = build_site(connection, site, NOW + timedelta(hours=1))  # not a minute later
     assert report.windows == ["24h", "7d"] and report.staged == []
-    assert window_range(read(site, SHOP_PAGES[0])) == "24 hours to 2026-11-20 14:05 UTC"
+    assert window_range(read(site, SHOP_PAGES[0])) == "24 hours from 2026-11-19 14:00 UTC"
 
 
 def test_staged_and_moved_figures_equal_figures_from_scratch(
@@ -153,19 +158,28 @@ def test_staged_and_moved_figures_equal_figures_from_scratch(
     site = state.parent / "site"
     midnight = NOW.replace(hour=0, minute=0) + timedelta(days=1)
     store(connection, "web/shop", ("eu-2", "eu", 42.0, "fail"), midnight - timedelta(minutes=2))
-    reports = []
+    reports, runs = [], set()
     for minute in range(10):
         moment = midnight + timedelta(minutes=minute)
         if minute == 4:
             store(connection, "web/api", ("us-1", "us", 7.0, "pass"), moment)
         reports.append(build_site(connection, site, moment + timedelta(seconds=30)))
+        runs |= {kpi(read(site, page), "Runs") for page in SHOP_PAGES}
+    assert runs == {"11"}  # the 23:58 run counts in every window, staged or not
     assert [r.staged for r in reports[1:]] == [
-        ["24h"], [], ["7d"], [], [], ["24h"], [], ["30d"], []
+        ["24h"], [], ["7d"], [], [], [], [], ["30d"], []
     ]  # fmt: skip
     assert [r.windows for r in reports[1:]] == [
-        [], ["24h"], [], ["7d"], [], [], ["24h"], [], ["30d"]
+        [], ["24h"], [], ["7d"], [], [], [], [], ["30d"]
     ]  # fmt: skip
+    stored = Tables()
+    refresh_live(connection, stored)  # the windows' open parts, as the last build saw them
+    live = window_figures(connection, stored)
+    tails = chart_tails(connection, stored, window_states(connection, stored))
     build_site(connection, state.parent / "scratch", moment + timedelta(seconds=30), temporary=True)
+    scratch = Tables("temp")
+    assert live == window_figures(connection, scratch)
+    assert tails == chart_tails(connection, scratch, window_states(connection, scratch)) and tails
     for query in (
         "SELECT * FROM {}.site_window",
         "SELECT * FROM {}.site_chart",
@@ -183,7 +197,7 @@ def test_a_series_with_a_gap_is_drawn_in_pieces(fleet: tuple[Path, Connection]) 
     store(connection, "web/shop", ("us-1", "us", 65.0, "pass"), START + timedelta(hours=3))
     build_site(connection, site, NOW)
     page = read(site, SHOP_PAGES[0])
-    paths = re.findall(r'<path class="line (s\d)" d="([^"]*)"', page)
+    paths = re.findall(r'<path class="line (s\d)" data-region="[^"]*" d="([^"]*)"', page)
     us = dict(paths)["s1"]  # regions in legend order: eu, us
     assert us.count("M") == 2 and us.endswith("h0")  # 01:00-01:15, then 04:00 alone
     rows = re.findall(r'<time datetime="2026-11-20T(\d\d:\d\d)Z">[^<]*</time></th>(.*?)</tr>', page)

@@ -60,3 +60,48 @@ def test_site_build_goes_through_a_running_server(repo: ConfigRepo, tmp_path: Pa
         assert result.returncode == 0, result.stderr
         assert "through the server" in result.stdout
         assert (elsewhere / "index.html").exists()
+
+
+@pytest.mark.slow
+def test_a_refused_commit_shows_as_a_banner_on_every_page_until_one_is_applied(
+    config_repo: ConfigRepo, tmp_path: Path
+) -> None:
+    config_repo.write("regions.yaml", region_doc("eu") + "---\n" + region_doc("us"))
+    config_repo.write("agents.yaml", agent_doc("eu-1", "eu") + "---\n" + agent_doc("us-1", "us"))
+    config_repo.write("canaries/web.yaml", canary_doc("web"))
+    good = config_repo.commit("initial")
+    state = tmp_path / "state.duckdb"
+    site = tmp_path / "state.duckdb.site"
+    pages = ("index.html", "status.html", "incidents.html", "canary/default.web-7d.html")
+    with running_server(config_repo.path, state, extra=("--site-interval", "0.5")) as server:
+        server.wait_ready()
+        wait_for(lambda: (site / "index.html").exists(), 30, "the server's own site")
+        assert "was refused" not in (site / "index.html").read_text()
+
+        config_repo.write("canaries/web.yaml", canary_doc("web").replace("spec:", "spek:"))
+        bad = config_repo.commit("a typo")
+        assert server.webhook().status_code == 202
+        wait_for(lambda: bool(server.status()["last_attempt"]["errors"]), 30, "the refusal")
+        first = server.status()["last_attempt"]["errors"][0]
+        assert first.startswith("canaries/web.yaml:")
+
+        def banner_everywhere() -> bool:
+            return all(bad[:12] in (site / page).read_text() for page in pages)
+
+        wait_for(banner_everywhere, 30, "the banner on every page")
+        for page in pages:
+            html = (site / page).read_text()
+            banner = html[html.index('<aside class="banner refused"') : html.index("</aside>")]
+            assert f"Commit <code>{bad[:12]}</code> was refused" in banner, page
+            assert f"<code>{first.split(':')[0]}:{first.split(':')[1]}:" in banner, page
+            assert f"Still serving <code>{good[:12]}</code>" in banner, page
+        assert "default/web" in (site / "index.html").read_text()  # still the good revision
+
+        config_repo.write("canaries/web.yaml", canary_doc("web"))
+        config_repo.commit("fix the typo")
+        assert server.webhook().status_code == 202
+        wait_for(
+            lambda: not any("was refused" in (site / page).read_text() for page in pages),
+            30,
+            "the banner to go",
+        )

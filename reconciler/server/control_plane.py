@@ -24,6 +24,7 @@ from reconciler.session import Loaded, Session, Settings
 from reconciler.sources.follow import ConfigSource
 from reconciler.sources.gitrepo import GitSourceError, commit_files, worktree_revision
 from reconciler.store.handle import StateHandle
+from reconciler.store.refusals import Refusal, clear_refusal, record_refusal
 from reconciler.store.reports import Reports
 from reconciler.store.resources import all_resources, list_revisions
 from reconciler.store.results import results_per_agent
@@ -100,6 +101,7 @@ class ControlPlane:
         # The files (path, blob) of the last applied load: a snapshot with the same files
         # and commit needs no second parse (e.g. the watcher seeing an operator commit).
         self._applied_files: frozenset[tuple[str, str]] | None = None
+        self._refusal_stored = True  # unknown after a restart: cleared by the first apply
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -137,12 +139,12 @@ class ControlPlane:
                 key = frozenset((f.path, f.blob) for f in files)
                 if self._already_applied(key, revision):
                     attempt.applied = True
-                    return self._finish(attempt)
+                    return await self._settle(attempt)
                 self.metrics.count("config_loads_total")
                 loaded = await asyncio.to_thread(self.session.load_files, files, revision)
             except Exception as error:  # noqa: BLE001 - reported, and the server keeps serving
                 attempt.errors = [f"cannot read {self.source.description}: {error}"]
-                return self._finish(attempt)
+                return await self._settle(attempt)
             return await self._apply(loaded, key, attempt)
 
     def _already_applied(self, key: frozenset[tuple[str, str]], revision: Revision) -> bool:
@@ -161,7 +163,7 @@ class ControlPlane:
         if loaded.desired is None:
             self.metrics.count("invalid_revisions_total")
             attempt.errors = [d.format() for d in loaded.diagnostics if d.severity == "error"]
-            return self._finish(attempt)
+            return await self._settle(attempt)
         try:
             plan, result = await self.state.write(
                 lambda c: self.session.apply_on(loaded, c, self.clock)
@@ -169,14 +171,14 @@ class ControlPlane:
         except Exception as error:  # noqa: BLE001
             self.metrics.count("apply_errors_total")
             attempt.errors = [f"apply failed: {error}"]
-            return self._finish(attempt)
+            return await self._settle(attempt)
         attempt.applied = True
         attempt.summary = plan.summary
         attempt.changed = result is not None and result.wrote
         self.current = loaded.revision
         self._applied_files = key
         self._publish(list(loaded.desired.resources.values()))
-        return self._finish(attempt)
+        return await self._settle(attempt)
 
     def load_edit(self, files: list[SourceFile]) -> Loaded:
         """Load an edited set of config files with the served revision's parse cache.
@@ -232,6 +234,30 @@ class ControlPlane:
             loaded = dataclasses.replace(loaded, revision=revision)
             key = frozenset((f.path, f.blob) for f in files)
             return sha, await self._apply(loaded, key, attempt)
+
+    async def _settle(self, attempt: Attempt) -> Attempt:
+        """Finish an attempt, and store a refused revision (the status site's banner) until
+        a revision is applied."""
+        self._finish(attempt)
+        revision, served = attempt.revision, self.current
+        try:
+            if attempt.errors and revision is not None:
+                refusal = Refusal(
+                    revision.sha,
+                    revision.label,
+                    attempt.at,
+                    tuple(attempt.errors),
+                    served.sha if served else None,
+                    served.label if served else None,
+                )
+                await self.state.write(lambda c: record_refusal(c, refusal))
+                self._refusal_stored = True
+            elif attempt.applied and self._refusal_stored:
+                await self.state.write(clear_refusal)
+                self._refusal_stored = False
+        except Exception:  # the banner is not worth a failed reconcile
+            log.exception("could not store the refusal of revision %s for the site", revision)
+        return attempt
 
     def _finish(self, attempt: Attempt) -> Attempt:
         self.last_attempt = attempt

@@ -10,21 +10,21 @@ Design, and why (the figures: bench/README.md, `site.py`):
   bucket or day that late rows landed in. Two days of failed runs are kept aside for the
   pages' recent failures. The tables live in the state file (`site_*`), so a rebuild after
   one more minute of results reads little.
-* **Quantiles in DuckDB, exact where affordable**. 24-hour p50/p95/p99 are exact:
-  `quantile_cont(x, [0.5, 0.95, 0.99])` over the window's raw rows (one day of rows, 0.5 s at
-  1,000 canaries × 5 regions). 7- and 30-day quantiles come from mergeable histograms
-  (`sketch.py`, DDSketch-style log bins, within 2% of exact): exact quantiles cannot be
-  merged from buckets, and sorting a month of rows takes longer than a whole build may.
-  Uptime is exact everywhere (sums). Chart points are per-bucket p95s.
-* **Windows move by what entered and left** (`figures.py`). Each window ends on a step
-  boundary (`windows.py`: 24 h every 5 minutes, 7 d and 30 d every 2 hours, calendar days).
-  When it moves, its chart points, sums and histogram are updated by the buckets, rows and
-  days that entered and left, not recomputed; only the exact 24-hour quantiles are.
-* **One window's pages at a time** (`windows.py`, `moves.py`). Moving a window means drawing
-  again the 1,000 pages that show it. The long windows lag the clock by 3 and 8 minutes, so
-  no two windows move in the same minute; and a builder that rebuilds every minute computes a
-  moved window's figures in one build and publishes them (pages follow) in the next, so no
-  build pays for both.
+* **Quantiles from mergeable histograms** (`sketch.py`, DDSketch-style log bins, within 2%
+  of exact) in every window: exact quantiles cannot be merged, and every build adds the
+  newest rows to each window's figures. Uptime is exact everywhere (sums). Chart points are
+  per-bucket p95s.
+* **Windows move by what entered and left** (`figures.py`). Each window's stored figures end
+  on a step boundary (`windows.py`: 24 h every 15 minutes, 7 d and 30 d every 2 hours,
+  calendar days). When it moves, its chart points, sums and histogram are updated by the
+  buckets, rows and days that entered and left, not recomputed.
+* **Every figure up to the build** (`live.py`). Each build adds the rows started since each
+  window's stored end (two hours of rows at most) to its figures and charts, so a run
+  posted a second before a build counts in every window.
+* **One window's move at a time** (`windows.py`, `moves.py`). The long windows lag the clock
+  by 3 and 8 minutes, so no two windows move in the same minute; and a builder that rebuilds
+  every minute computes a moved window's figures in one build and publishes them (pages
+  follow) in the next, so no build pays for both.
 * **Pages drawn only when their inputs move** (`pages.py`, `publish.py`): each canary page
   has a key digesting what it shows; the manifest remembers keys and byte digests; pages are
   pre-formatted in Python (Jinja loops cost more than the rest of a page) and drawn by two
@@ -35,11 +35,11 @@ Design, and why (the figures: bench/README.md, `site.py`):
 
 Modules: `windows` (bounds), `moves` (when figures are computed and published), `sketch`
 (histogram bins), `tables` (schema, watermarks), `rollups` and `late` (incremental
-maintenance), `figures` (window tables), `queries` (reads), `charts` (SVG), `formatting`,
-`model` (snapshot, pages, paths), `layout` (shared view parts), `canary_page`, `fleet_pages`
-and `ops_pages` (template contexts), `pages` (the page plan), `publish` (Jinja, manifest,
-rendering processes), `versions` (the output directory), `builder` (the three phases).
-Templates and the stylesheet are in `site/` at the project root.
+maintenance), `figures` (window tables), `live` (the open parts), `queries` (reads),
+`charts` (SVG), `formatting`, `model` (snapshot, pages, paths), `layout` (shared view
+parts), `canary_page`, `fleet_pages` and `ops_pages` (template contexts), `pages` (the page
+plan), `publish` (Jinja, manifest, rendering processes), `versions` (the output directory),
+`builder` (the three phases). Templates and the stylesheet are in `site/` at the project root.
 """
 
 from reconciler.sitebuild.builder import Build, Report, SiteBuilder, build_site

@@ -25,6 +25,7 @@ import duckdb
 from reconciler.core.status import document
 from reconciler.sitebuild import figures, queries
 from reconciler.sitebuild.canary_page import FAILURES_SHOWN
+from reconciler.sitebuild.live import refresh_live
 from reconciler.sitebuild.model import Page, Snapshot, canaries_of, regions_of
 from reconciler.sitebuild.pages import plan
 from reconciler.sitebuild.publish import SITE_DIR, Published, Publisher
@@ -33,6 +34,7 @@ from reconciler.sitebuild.tables import Tables, ensure_tables
 from reconciler.store.db import Connection
 from reconciler.store.deployments import run_views
 from reconciler.store.incidents import list_incidents
+from reconciler.store.refusals import latest_refusal
 from reconciler.store.reports import revisions
 from reconciler.store.resources import all_resources
 from reconciler.store.status import canary_statuses
@@ -155,8 +157,11 @@ class SiteBuilder:
         return self.windows
 
     def collect(self, connection: Connection, now: datetime) -> Build:
-        """Read what the pages show and decide which pages to render (reads only)."""
+        """Read what the pages show and decide which pages to render (reads only; the
+        windows' open parts go to this connection's temporary tables)."""
         started = time.perf_counter()
+        refresh_live(connection, self.tables)
+        opened = time.perf_counter()
         resources = all_resources(connection)
         canaries = canaries_of(resources)
         statuses = {
@@ -165,6 +170,7 @@ class SiteBuilder:
         }
         live = time.perf_counter()
         latest = revisions(connection, 1)
+        windows = queries.window_states(connection, self.tables)
         snapshot = Snapshot(
             now=_seconds(now),
             canaries=canaries,
@@ -178,17 +184,23 @@ class SiteBuilder:
                 FAILURES_SHOWN,
             ),
             figures=queries.window_figures(connection, self.tables),
-            windows=queries.window_states(connection, self.tables),
+            windows=windows,
+            tails=queries.chart_tails(connection, self.tables, windows),
             incidents=list_incidents(connection, None, None, INCIDENTS_SHOWN),
             deployments=deployments(connection),
             revision=latest[0] if latest else None,
             latest=queries.latest_result(connection, now),
+            refusal=latest_refusal(connection),
         )
         read = time.perf_counter()
         pages = plan(snapshot)
         render = self.publisher.stale(pages)
         snapshot.charts = queries.chart_series(
-            connection, self.tables, [page.chart for page in render if page.chart], len(canaries)
+            connection,
+            self.tables,
+            [page.chart for page in render if page.chart],
+            len(canaries),
+            snapshot.tails,
         )
         done = time.perf_counter()
         return Build(
@@ -196,7 +208,8 @@ class SiteBuilder:
             pages,
             render,
             {
-                "statuses": live - started,
+                "live": opened - started,
+                "statuses": live - opened,
                 "snapshot": read - live,
                 "plan+charts": done - read,
             },

@@ -1,7 +1,9 @@
-"""A canary's page, one per window: KPI cards, the latency chart, regions, recent failures."""
+"""A canary's page, one per window: KPI cards, the latency chart, regions, recent failures,
+and a region selector scoping them (radio buttons and CSS: no server, no script)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -44,11 +46,13 @@ def canary_digest(snapshot: Snapshot, canary: CanaryInfo) -> str:
         canary,
         regions,
         snapshot.region_names(),
+        snapshot.refusal and (snapshot.refusal.label, snapshot.refusal.refused_at.isoformat()),
     )
 
 
 def canary_key(
     snapshot: Snapshot,
+    canary: str,
     shared: str,
     window: Window,
     figures: dict[str | None, Figures],
@@ -57,6 +61,7 @@ def canary_key(
 
     Args:
         snapshot: the build's snapshot.
+        canary: the canary's key.
         shared: the canary's `canary_digest`.
         window: the page's window.
         figures: the canary's figures in that window, by region (None: all regions).
@@ -67,15 +72,22 @@ def canary_key(
         window.name,
         None if state is None else (state.start, state.end, state.version),
         sorted(((r or "", f) for r, f in figures.items()), key=lambda item: item[0]),
+        # The chart's newest points move without the window moving.
+        sorted(
+            (region, tail.slots[0], len(tail.slots), tail.shown)
+            for region, tail in snapshot.tails.get((window.name, canary), {}).items()
+        ),
     )
 
 
 _FAILURE = (
-    '<tr><th scope="row"><time datetime="{}">{}</time></th><td>{}</td><td>{}</td><td>{}</td>'
+    '<tr data-region="{}"><th scope="row"><time datetime="{}">{}</time></th>'
+    "<td>{}</td><td>{}</td><td>{}</td>"
     '<td>{}</td><td>{}</td><td>{}</td><td class="message">{}</td></tr>\n'
 )
 _REGION = (
-    '<tr><th scope="row">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n'
+    '<tr data-region="{}"><th scope="row">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+    "<td>{}</td></tr>\n"
 )
 _KPI = (
     '<li class="kpi{}"><span class="kpi-label">{}</span> <span class="kpi-value">{}</span></li>\n'
@@ -87,6 +99,7 @@ def failure_rows(failures: list[dict[str, Any]]) -> Markup:
     return Markup(
         "".join(
             _FAILURE.format(
+                html(f["region"]),
                 fmt.iso(f["started_at"]),
                 fmt.moment(f["started_at"], seconds=True),
                 html(f["region"]),
@@ -123,15 +136,21 @@ def canary_context(
     overall = figures.get(None)
     regions = sorted(set(canary.regions) | {r for r in figures if r is not None})
     site_regions = set(snapshot.region_names())
-    by_region = []
+    by_region, scopes = [], []
     for name in regions:
         label = html(name)
         if name in site_regions:
             label = f'<a href="{html(link(path, region_path(name, window)))}">{label}</a>'
         here = region_state(snapshot, canary.key, name)
-        cells = figure_cells(figures.get(name))
+        figure = figures.get(name)
+        cells = figure_cells(figure)
+        if len(regions) > 1:
+            # A view per region, chosen without a server or a script: radio buttons, and
+            # rules hiding the other regions' cards, lines and rows.
+            scopes.append((name, _kpis(window, here["status"], here["last_run"], figure, cells)))
         by_region.append(
             _REGION.format(
+                html(name),
                 label,
                 cells["uptime"],
                 cells["p50"],
@@ -149,18 +168,10 @@ def canary_context(
             regions,
             snapshot.charts.get((window.name, canary.key), {}),
             f"chart-{window.name}",
-            f"p95 latency by region, {window.label} to {view['end']}",
+            f"p95 latency by region, {window.label} from {view['start']}",
         )
-    cells = figure_cells(overall)
-    kpis = [
-        (f" status-{status}", "Status", fmt.status_label(status)),
-        ("", "Last run", last_run_label(snapshot.statuses.get(canary.key, {}).get("last_run"))),
-        ("", f"Uptime ({window.name})", cells["uptime"]),
-        ("", "p50", cells["p50"]),
-        ("", "p95", cells["p95"]),
-        ("", "p99", fmt.millis(overall.p99 if overall else None)),
-        ("", "Runs", cells["runs"]),
-    ]
+    last_run = snapshot.statuses.get(canary.key, {}).get("last_run")
+    kpis = _kpis(window, status, last_run, overall, figure_cells(overall))
     return {
         **base_context(path, canary.key, "overview"),
         "heading": canary.key,
@@ -171,9 +182,79 @@ def canary_context(
         "windows": switcher(path, lambda w: canary_path(canary.ident, w), window),
         "overview_href": link(path, overview_path(window)),
         # Pre-formatted rows: Jinja loops cost more than the rest of the page.
-        "kpis": Markup("".join(_KPI.format(*kpi) for kpi in kpis)),
+        "kpis": kpis,
+        "selector": _selector(tuple(name for name, _ in scopes)),
+        "scoped_kpis": Markup("".join(_SCOPED_KPIS.format(n, n, cards) for n, cards in scopes)),
+        "scope_style": _scope_style(tuple(name for name, _ in scopes)),
         "chart": chart,
         "by_region": Markup("".join(by_region)),
         "failures": failures,
-        "note": None if window.exact else SKETCH_NOTE,
+        "note": SKETCH_NOTE,
     }
+
+
+def _kpis(
+    window: Window,
+    status: str,
+    last_run: dict[str, str] | None,
+    figure: Figures | None,
+    cells: dict[str, str],
+) -> Markup:
+    """The KPI cards: status, last run, uptime, p50, p95, p99 and runs (pre-formatted list
+    items; `cells`: the figure's `figure_cells`)."""
+    kpis = [
+        (f" status-{status}", "Status", fmt.status_label(status)),
+        ("", "Last run", last_run_label(last_run)),
+        ("", f"Uptime ({window.name})", cells["uptime"]),
+        ("", "p50", cells["p50"]),
+        ("", "p95", cells["p95"]),
+        ("", "p99", fmt.millis(figure.p99 if figure else None)),
+        ("", "Runs", cells["runs"]),
+    ]
+    return Markup("".join(_KPI.format(*kpi) for kpi in kpis))
+
+
+_SCOPED_KPIS = (
+    '  <div class="scope-one scope-{}">\n  <h3 class="scope-heading">Region {}</h3>\n'
+    '  <ul class="kpis">\n{}  </ul>\n  </div>\n'
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _selector(regions: tuple[str, ...]) -> Markup | None:
+    """The region selector: a radio button per view (before the sections it scopes, which
+    the rules of `_scope_style` reach as their siblings), and their labels as tabs."""
+    if not regions:
+        return None
+    radio = (
+        '<input type="radio" name="scope" id="scope-{}" class="visually-hidden" '
+        'aria-label="{}"{}>\n'
+    )
+    parts = [radio.format("all", "Show all regions", " checked")]
+    parts += [radio.format(name, f"Show region {name} only", "") for name in regions]
+    parts.append('<div class="scope-bar" aria-hidden="true">\n  <span>Region:</span>')
+    parts.append(' <label for="scope-all">All regions</label>\n')
+    parts += [f'  <label for="scope-{name}">{name}</label>\n' for name in regions]
+    parts.append("</div>\n")
+    return Markup("".join(parts))
+
+
+@functools.lru_cache(maxsize=256)
+def _scope_style(regions: tuple[str, ...]) -> Markup | None:
+    """The rules of the region selector: with a region's button checked, the other regions'
+    chart lines, legend items and table rows are hidden, and its cards replace the fleet's.
+    Region names are slugs (`[a-z0-9-]`): safe in ids and selectors."""
+    if not regions:
+        return None
+    rules = []
+    for name in regions:
+        on = f"#scope-{name}:checked ~"
+        rules.append(
+            f'{on} * [data-region]:not([data-region="{name}"]), {on} * .scope-all '
+            f"{{ display: none; }}\n{on} * .scope-{name} {{ display: block; }}\n"
+            f'{on} .scope-bar label[for="scope-{name}"] {{ background: var(--fg); '
+            "color: var(--bg); }\n"
+            f'#scope-{name}:focus-visible ~ .scope-bar label[for="scope-{name}"] '
+            "{ outline: 3px solid var(--link); outline-offset: 2px; }\n"
+        )
+    return Markup("<style>\n" + "".join(rules) + "</style>\n")

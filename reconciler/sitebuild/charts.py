@@ -26,7 +26,7 @@ LEFT, RIGHT, TOP, BOTTOM = 80, 12, 12, 30
 PLOT_W, PLOT_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 # Series styles cycle through this many colour/dash classes (s0 … s7 in site.css).
 STYLES = 8
-_LEGEND = '<li><span class="swatch {}" aria-hidden="true"></span>{}</li>\n'
+_LEGEND = '<li data-region="{}"><span class="swatch {}" aria-hidden="true"></span>{}</li>\n'
 
 
 @dataclass(frozen=True)
@@ -74,21 +74,21 @@ def _slot_label(window: Window, moment: int) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _row_heads(window: Window, start: int) -> tuple[str, ...]:
+def _row_heads(window: Window, start: int, slots: int) -> tuple[str, ...]:
     return tuple(
         f'<tr><th scope="row"><time datetime="'
         f'{datetime.fromtimestamp(start + i * window.step, UTC):%Y-%m-%dT%H:%MZ}">'
         f"{_slot_label(window, start + i * window.step)}</time></th>"
-        for i in range(window.slots())
+        for i in range(slots)
     )
 
 
 @functools.lru_cache(maxsize=8)
-def _x_axis(window: Window, start: int) -> str:
+def _x_axis(window: Window, start: int, slots: int) -> str:
     """Tick labels: every 6 hours (24h), every day (7d), every 5 days (30d)."""
     every = 6 * 3600 if window.days is None else DAY if window.days <= 7 else 5 * DAY
     fmt = "%H:%M" if window.days is None else "%d %b"
-    slots, parts = window.slots(), []
+    parts = []
     first = -(-start // every) * every  # ticks on whole 6 hours, days, 5 days
     for moment in range(first, start + slots * window.step, every):
         x = round(LEFT + (moment - start) / (slots * window.step) * PLOT_W)
@@ -137,24 +137,29 @@ def _path(slots: Sequence[int], values: Sequence[str]) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _rows_format(window: Window, start: int, first: int, count: int, columns: int) -> str:
+def _rows_format(
+    window: Window, start: int, slots: int, first: int, count: int, columns: int
+) -> str:
     """The data table's rows for slots first … first + count - 1, `columns` cells each."""
-    heads = _row_heads(window, start)
+    heads = _row_heads(window, start, slots)
     cells = "<td>%s</td>" * columns + "</tr>"
     return "".join(heads[slot] + cells for slot in range(first, first + count))
 
 
 def _body(
-    window: Window, start: int, columns: Sequence[tuple[Sequence[int], Sequence[str]]]
+    window: Window,
+    start: int,
+    frame: int,
+    columns: Sequence[tuple[Sequence[int], Sequence[str]]],
 ) -> str:
     """The data table's rows: one per slot with data, one cell per region (values formatted)."""
     first = columns[0][0] if columns else ()
     same = bool(first) and all(slots == first for slots, _ in columns)
     if same and first[-1] - first[0] == len(first) - 1:  # the same slots everywhere, no gap
-        rows = _rows_format(window, start, first[0], len(first), len(columns))
+        rows = _rows_format(window, start, frame, first[0], len(first), len(columns))
         by_slot = zip(*(values for _, values in columns), strict=True)
         return rows % tuple(itertools.chain.from_iterable(by_slot))
-    heads = _row_heads(window, start)
+    heads = _row_heads(window, start, frame)
     lookups = [dict(zip(slots, values, strict=True)) for slots, values in columns]
     used = sorted({slot for slots, _ in columns for slot in slots})
     return "".join(
@@ -185,7 +190,9 @@ def latency_chart(
         ident: a page-unique id prefix for the title and description.
         caption: what the chart shows, for the title and the table caption.
     """
-    slots = window.slots()
+    # The frame's slots, and one more for results started past a calendar window's last day
+    # (in the minutes before the window moves to the new day).
+    slots = max([window.slots()] + [p.slots[-1] + 1 for p in series.values() if p.slots])
     top = _nice(max((p.highest for p in series.values() if p.slots), default=0.0))
     # Points are (slot, p95 ms); one transform maps them onto the plot, and the lines keep
     # their width (`vector-effect` in site.css). No coordinate is computed per point here.
@@ -195,7 +202,7 @@ def latency_chart(
     columns: list[tuple[Sequence[int], Sequence[str]]] = []
     for index, region in enumerate(regions):
         style = f"s{index % STYLES}"
-        legend.append(_LEGEND.format(style, escape(region)))
+        legend.append(_LEGEND.format(escape(region), style, escape(region)))
         points = series.get(region)
         if points is None or not points.slots:
             columns.append(((), ()))
@@ -203,7 +210,10 @@ def latency_chart(
             continue
         shown = points.shown.split(",")
         columns.append((points.slots, shown))
-        paths.append(f'<path class="line {style}" d="{_path(points.slots, shown)}"/>')
+        paths.append(
+            f'<path class="line {style}" data-region="{escape(region)}" '
+            f'd="{_path(points.slots, shown)}"/>'
+        )
         summary.append(
             f"{region}: highest {millis(points.highest)}, latest {millis(points.latest)}"
         )
@@ -212,9 +222,9 @@ def latency_chart(
         f'aria-labelledby="{ident}-title {ident}-desc">'
         f'<title id="{ident}-title">{escape(caption)}</title>'
         f'<desc id="{ident}-desc">{escape("; ".join(summary))}.</desc>'
-        f'<g class="axes" aria-hidden="true">{_y_axis(top)}{_x_axis(window, start)}</g>'
+        f'<g class="axes" aria-hidden="true">{_y_axis(top)}{_x_axis(window, start, slots)}</g>'
         f'<g transform="{plot}">{"".join(paths)}</g></svg>'
     )
     head = "".join(f'<th scope="col">{escape(region)} (ms)</th>' for region in regions)
-    body = _body(window, start, columns)
+    body = _body(window, start, slots, columns)
     return Chart(svg, Markup("".join(legend)), Markup(head), Markup(body), not body)

@@ -7,16 +7,17 @@ figure allows it, and recomputes only the rest:
 * **Chart points** (`site_chart`, one row per canary, region and slot, slots by their start
   time): only slots that lost a bucket at the start or gained one at the end are recomputed
   from the rollup; every other slot keeps its buckets and so its highest p95.
-* **7 d and 30 d runs and passes** (sums): the stored sums plus the rollup buckets that
-  entered, less those that left.
-* **7 d and 30 d quantiles**: from the window's latency histogram (`site_whist`), which moves
-  the same way: plus the counts of the rows that entered, less the days that left (calendar
-  windows lose whole days). Quantiles are then read off the histogram (`sketch.py`) per
-  canary and region and per canary, keyed by a small integer (`site_keys`): sorting 350,000
-  histogram rows by an integer is 2-3 times faster than by two strings.
-* **24 h figures** are exact quantiles (`quantile_cont`) and cannot be moved: they are
-  recomputed from the raw rows of the window, per canary and region and per canary in one
-  pass (`GROUPING SETS`).
+* **Runs and passes** (sums): the stored sums plus the rollup buckets that entered, less
+  those that left (every window's bounds are on 15-minute buckets).
+* **Quantiles**: from the window's latency histogram (`site_whist`), which moves the same
+  way: plus the counts of the rows that entered, less those that left (read back from the
+  daily histograms for calendar windows, which lose whole days; counted from the few
+  minutes of raw rows that left a rolling window). Quantiles are then read off the histogram
+  (`sketch.py`) per canary and region and per canary, keyed by a small integer
+  (`site_keys`): sorting 350,000 histogram rows by an integer is 2-3 times faster than by
+  two strings. The 24-hour quantiles come from histograms too (within 2%), although exact
+  ones were affordable once per move: exact quantiles cannot be merged, and every build
+  adds the rows of the window's open part to them (`live.py`).
 
 Everything is recomputed from scratch the first time, when a window jumps further than it
 overlaps itself (the server was down), and when late rows changed what the window already
@@ -77,13 +78,10 @@ def update_windows(
         move = step.compute
         if move is not None:
             target = staged_name(name) if step.stage else name
-            # Long windows move their sums from the last computed figures.
+            # Sums move from the last computed figures (staged ones if any).
             source = staged_name(name) if meta.get(f"window.{name}.staged") else name
-            if move.window.exact:
-                _exact_figures(connection, tables, move, target)
-            else:
-                _histogram(connection, tables, move, int(meta["hist_to"]))
-                _sketch_figures(connection, tables, move, target, source)
+            _histogram(connection, tables, move, int(meta["hist_to"]))
+            _sketch_figures(connection, tables, move, target, source)
         if step.stage:
             assert move is not None
             changed[f"window.{name}.staged"] = f"{move.start}:{move.end}"
@@ -104,21 +102,6 @@ def update_windows(
     )
 
 
-def _exact_figures(connection: Connection, tables: Tables, move: Move, target: str) -> None:
-    """24 h: runs, passes and exact quantiles from the raw rows, both levels in one pass."""
-    connection.execute(f"DELETE FROM {tables.window} WHERE win = $w", {"w": target})
-    connection.execute(
-        f"""INSERT INTO {tables.window} ({WINDOW_COLUMNS})
-            SELECT $w, parent, region, runs, passes, q[1], q[2], q[3] FROM (
-                SELECT parent, region, count(*) AS runs,
-                       count(*) FILTER (WHERE status = 'pass') AS passes,
-                       quantile_cont(duration_ms, [0.5, 0.95, 0.99]) AS q
-                FROM results WHERE started_at >= $s AND started_at < $e
-                GROUP BY GROUPING SETS ((parent, region), (parent)))""",
-        {"w": target, "s": at(move.start), "e": at(move.end)},
-    )
-
-
 def _both_levels(relation: str, sign: str = "") -> str:
     """(parent, region, bin, n) summed per canary and region and per canary (region NULL)."""
     return f"""SELECT parent, region, bin, {sign}sum(n) AS n FROM {relation}
@@ -126,7 +109,7 @@ def _both_levels(relation: str, sign: str = "") -> str:
 
 
 def _histogram(connection: Connection, tables: Tables, move: Move, hist_to: int) -> None:
-    """Bring a long window's histogram (`site_whist`) to its new bounds.
+    """Bring a window's histogram (`site_whist`) to its new bounds.
 
     `hist_to`: the daily histograms cover rows started before this (the rollups' clock,
     at or after the window's end: the window lags at least as much).
@@ -134,12 +117,28 @@ def _histogram(connection: Connection, tables: Tables, move: Move, hist_to: int)
     name = move.window.name
     counted = hist_select("started_at >= $lo AND started_at < $hi")
     counted = f"(SELECT parent, region, bin, n FROM ({counted}))"
-    if move.old is None:
+    if move.window.days is None:
+        # Rolling: raw rows, a day of them from scratch, minutes of them entering and leaving.
+        if move.old is None:
+            delta = _both_levels(counted)
+            parameters: dict[str, object] = {"lo": at(move.start), "hi": at(move.end)}
+        else:
+            (enter_lo, enter_hi), (left_lo, left_hi) = move.entered, move.left
+            left = hist_select("started_at >= $l0 AND started_at < $l1")
+            left = f"(SELECT parent, region, bin, n FROM ({left}))"
+            delta = f"{_both_levels(counted)} UNION ALL {_both_levels(left, '-')}"
+            parameters = {
+                "lo": at(enter_lo),
+                "hi": at(enter_hi),
+                "l0": at(left_lo),
+                "l1": at(left_hi),
+            }
+    elif move.old is None:
         # The days the window touches, less what the last of them holds after its end.
         last = (move.end - 1) // DAY
         days = f"(SELECT parent, region, bin, n FROM {tables.hist} WHERE day BETWEEN $d0 AND $d1)"
         delta = f"{_both_levels(days)} UNION ALL {_both_levels(counted, '-')}"
-        parameters: dict[str, object] = {
+        parameters = {
             "d0": move.start // DAY,
             "d1": last,
             "lo": at(move.end),
@@ -206,8 +205,8 @@ def _ensure_keys(connection: Connection, tables: Tables, relation: str) -> None:
 def _sketch_figures(
     connection: Connection, tables: Tables, move: Move, target: str, source: str
 ) -> None:
-    """A long window's figures into the rows `target`: runs from the rollup (moved from the
-    rows `source`), quantiles from its histogram."""
+    """A window's figures into the rows `target`: runs from the rollup (moved from the rows
+    `source`), quantiles from its histogram."""
     name = move.window.name
     if move.old is None:
         runs = f"""SELECT parent, region, sum(runs) AS runs, sum(passes) AS passes

@@ -119,7 +119,7 @@ def overview_context(
             if s not in RESERVED or counts[s.value]
         ],
         "rows": Markup("".join(html for _, _, html in rows)),
-        "note": None if window.exact else SKETCH_NOTE,
+        "note": SKETCH_NOTE,
     }
 
 

@@ -25,7 +25,7 @@ from reconciler.sitebuild.windows import WINDOWS, Window
 
 _CURRENT = ' aria-current="page"'
 SEVERITY = {status.value: rank for status, rank in STATUS_SEVERITY.items()}
-SKETCH_NOTE = f"Latency percentiles over 7 and 30 days come from histograms: within {ALPHA:.0%}."
+SKETCH_NOTE = f"Latency percentiles come from histograms: within {ALPHA:.0%} of the exact value."
 
 _NAV = (
     ("Overview", INDEX, "overview"),
@@ -90,9 +90,11 @@ def window_view(state: WindowState | None, window: Window) -> dict[str, Any]:
         sentence = f'<p class="range">{window.label}: not computed yet.</p>'
         return {"name": window.name, "label": window.label, "range": Markup(sentence)}
     start, end = fmt.moment(state.start), fmt.moment(state.end)
+    # Figures include every run up to the build (the open part, `live.py`): the sentence
+    # names no end, so pages without new runs stay the same from one build to the next.
     sentence = (
-        f'<p class="range">{window.label}: <time datetime="{fmt.iso(state.start)}">{start}</time>'
-        f' to <time datetime="{fmt.iso(state.end)}">{end}</time>'
+        f'<p class="range">{window.label}: runs from '
+        f'<time datetime="{fmt.iso(state.start)}">{start}</time> up to this build'
     )
     if window.days is not None:
         sentence += f" (today and the previous {window.days - 1} days)"
@@ -151,3 +153,26 @@ def figure_cells(figure: Figures | None) -> dict[str, str]:
         "p95": fmt.millis(figure.p95),
         "runs": fmt.count(figure.runs),
     }
+
+
+def refusal_banner(snapshot: Snapshot) -> Markup | None:
+    """The banner every page carries while the newest revision is refused: the commit, its
+    first error (file:line where the loader knows it) and the revision still served."""
+    refusal = snapshot.refusal
+    if refusal is None:
+        return None
+    first = refusal.errors[0] if refusal.errors else "no error was recorded"
+    more = len(refusal.errors) - 1
+    others = f" ({more} more error{'s' if more > 1 else ''})" if more > 0 else ""
+    served = refusal.served_label
+    if served is None and snapshot.revision and snapshot.revision.get("sha"):
+        served = str(snapshot.revision["sha"])[:12]
+    still = f"<code>{escape(served)}</code>" if served else "no revision yet"
+    when = refusal.refused_at
+    return Markup(
+        '<aside class="banner refused" role="status" aria-label="Configuration refused">\n'
+        f"  <p><strong>Commit <code>{escape(refusal.label)}</code> was refused</strong> at "
+        f'<time datetime="{fmt.iso(when)}">{fmt.moment(when)}</time>{others}:</p>\n'
+        f'  <p class="error"><code>{escape(first)}</code></p>\n'
+        f"  <p>Still serving {still}: these pages show that configuration.</p>\n</aside>\n"
+    )

@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 
 from reconciler.core.resources import Resource
-from reconciler.sitebuild.queries import Figures, Series, WindowState
+from reconciler.sitebuild.queries import Figures, Series, Tails, WindowState
 from reconciler.sitebuild.windows import WINDOWS, Window
+from reconciler.store.refusals import Refusal
 from schemas.canary import CHECK_TYPES
 
 INDEX, STATUS, INCIDENTS, DEPLOYMENTS = (
@@ -60,10 +61,12 @@ class Snapshot:
     failures: dict[str, list[dict[str, Any]]]
     figures: dict[tuple[str, str, str | None], Figures]
     windows: dict[str, WindowState]
+    tails: dict[tuple[str, str], Tails]
     incidents: list[dict[str, Any]]
     deployments: list[dict[str, Any]]
     revision: dict[str, Any] | None
     latest: datetime | None
+    refusal: Refusal | None = None
     charts: dict[tuple[str, str], Series] = field(default_factory=dict)
 
     def figure(self, window: str, canary: str, region: str | None) -> Figures | None:

@@ -1,8 +1,8 @@
 """When a window's figures are computed, and when its pages show them (pure decisions).
 
-A window's move costs twice: computing its figures (DuckDB, 0.3-0.5 s at 1,000 canaries:
-exact 24-hour quantiles sort a day of rows) and drawing again every page that shows the
-window (1,000 pages, about as long). A builder that rebuilds every minute splits the two:
+A window's move costs twice: computing its figures (DuckDB, 0.3-0.5 s at 1,000 canaries)
+and drawing again every page that shows the window (1,000 pages, about as long, when no
+new result would have redrawn them anyway). A builder that rebuilds every minute splits the two:
 the build in which a window moves computes its figures and keeps them aside (*staged*), and
 the next build publishes them, the pages following. The site stays consistent meanwhile,
 since pages only ever read published figures: they show the previous bounds a minute longer.
@@ -11,7 +11,7 @@ build`, a server that was stopped) publishes at once: nothing says another build
 
     build at 12:01   24h moves to end at 12:00: figures computed, staged
     build at 12:02   staged figures published; the 24h pages are drawn again
-    build at 12:03   7d and 30d would move here if it were a 2-hour boundary (windows.py)
+    build at 12:03   7d would move here if it were a 2-hour boundary (windows.py)
 
 Whether a figure can be moved from the last computed bounds rather than recomputed is
 decided here too (`Move.old`); `figures.py` does the work.
@@ -91,7 +91,7 @@ def movable(window: Window, old: Bounds | None, new: Bounds, late_from: int | No
         old is not None
         and old[0] <= new[0] < old[1] <= new[1]
         and (late_from is None or late_from >= old[1])
-        and (window.exact or (old[0] % DAY == 0 and new[0] % DAY == 0))
+        and (window.days is None or (old[0] % DAY == 0 and new[0] % DAY == 0))
     )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from markupsafe import Markup
+
 from reconciler.sitebuild.canary_page import (
     canary_context,
     canary_digest,
@@ -17,6 +19,7 @@ from reconciler.sitebuild.canary_page import (
     failure_rows,
 )
 from reconciler.sitebuild.fleet_pages import overview_context, status_context
+from reconciler.sitebuild.layout import refusal_banner
 from reconciler.sitebuild.model import (
     DEPLOYMENTS,
     INCIDENTS,
@@ -52,7 +55,7 @@ def plan(snapshot: Snapshot) -> list[Page]:
                     canary_path(canary.ident, window),
                     "canary.html",
                     _bind(canary_context, snapshot, canary, window, figures, failures),
-                    key=canary_key(snapshot, shared, window, figures),
+                    key=canary_key(snapshot, canary.key, shared, window, figures),
                     leaf=True,
                     chart=(window.name, canary.key),
                 )
@@ -75,7 +78,16 @@ def plan(snapshot: Snapshot) -> list[Page]:
         Page(overview_path(w), "overview.html", _bind(overview_context, snapshot, w, None))
         for w in WINDOWS
     ]
+    banner = refusal_banner(snapshot)
+    for page in pages:
+        page.context = _with_banner(page.context, banner)
     return pages
+
+
+def _with_banner(
+    context: Callable[[], dict[str, Any]], banner: Markup | None
+) -> Callable[[], dict[str, Any]]:
+    return lambda: {**context(), "banner": banner}
 
 
 def _failures(failures: list[dict[str, Any]]) -> dict[str, Any]:

@@ -153,6 +153,9 @@ class Publisher:
             # process, and compiling the templates costs about 0.1 s of it.
             bytecode_cache=FileSystemBytecodeCache(),
             autoescape=True,
+            # Templates do not change while a publisher lives (their digest is the version):
+            # no stat of every template file on every page.
+            auto_reload=False,
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,

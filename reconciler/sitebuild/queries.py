@@ -1,11 +1,11 @@
 """DuckDB reads of the status site: window figures and chart points, and the live state.
 
-Window figures are materialised in `site_window` and `site_chart` (`figures.py`), so a build
-reads a few thousand stored rows, and the chart points of the pages it draws. Uptime is
-exact for every window; 24-hour quantiles are exact (`quantile_cont`), 7- and 30-day ones
-come from histograms (`sketch.py`, within 2%). Chart points are the exact p95 of each
-complete 15-minute bucket (24 h) and the highest 15-minute p95 of each 2-hour or 6-hour slot
-(7 d, 30 d), so short spikes stay visible on long charts.
+Window figures are materialised in `site_window` and `site_chart` (`figures.py`), and each
+window's open part in `site_live` and `site_tail` (`live.py`), so a build reads a few
+thousand stored rows, and the chart points of the pages it draws. Uptime is exact for every
+window; quantiles come from histograms (`sketch.py`, within 2%). Chart points are the exact
+p95 of each 15-minute bucket (24 h) and the highest 15-minute p95 of each 2-hour or 6-hour
+slot (7 d, 30 d), so short spikes stay visible on long charts.
 
 The live part is read on every build: recent failures from `site_failures` (the status is
 `store/status.py`'s, the read API's too).
@@ -13,7 +13,8 @@ The live part is read on every build: recent failures from `site_failures` (the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +29,8 @@ from reconciler.store.db import Connection
 
 # A canary's chart points in one window, by region.
 Series = dict[str, Points]
+# A canary's chart points from the slot holding the window's stored end on, by region.
+Tails = dict[str, Points]
 
 
 @dataclass(frozen=True)
@@ -67,22 +70,58 @@ def window_states(connection: Connection, tables: Tables) -> dict[str, WindowSta
 def window_figures(
     connection: Connection, tables: Tables
 ) -> dict[tuple[str, str, str | None], Figures]:
-    """Every published figure, by (window, canary key, region or None for all regions)."""
+    """Every published figure with its window's open part, by (window, canary key, region or
+    None for all regions)."""
     rows = connection.execute(
         f"""SELECT {WINDOW_COLUMNS} FROM {tables.window}
             WHERE win IN (SELECT unnest($names::VARCHAR[]))""",
         {"names": [window.name for window in WINDOWS]},
     ).fetchall()
+    rows += connection.execute(f"SELECT {WINDOW_COLUMNS} FROM {tables.live}").fetchall()
+    # Later rows win: the open part's figures replace the stored ones they include.
     return {
         (window, parent, region): Figures(int(runs), int(passes), p50, p95, p99)
         for window, parent, region, runs, passes, p50, p95, p99 in rows
     }
 
 
+def chart_tails(
+    connection: Connection, tables: Tables, windows: dict[str, WindowState]
+) -> dict[tuple[str, str], Tails]:
+    """Every chart's points from the slot holding its window's stored end on (`site_tail`),
+    by (window, canary key): a few per chart, read on every build (pages' keys digest them),
+    joined into one string per series as `chart_series` reads stored points."""
+    steps = " ".join(f"WHEN '{w.name}' THEN {w.step}" for w in WINDOWS)
+    rows = connection.execute(
+        f"""SELECT win, parent, region, min(slot), count(*), string_agg(shown, ',' ORDER BY slot),
+                   max(p95), arg_max(p95, slot),
+                   CASE WHEN (max(slot) - min(slot)) // (CASE win {steps} END) + 1 <> count(*)
+                        THEN list(slot ORDER BY slot) END
+            FROM {tables.tail} GROUP BY win, parent, region"""
+    ).fetchall()
+    tails: dict[tuple[str, str], Tails] = {}
+    for window, parent, region, low, count, shown, highest, latest, gaps in rows:
+        state = windows.get(window)
+        if state is None:
+            continue
+        frame, step = state.window.frame(state.start), state.window.step
+        first = (low - frame) // step
+        slots: Sequence[int] = (
+            range(first, first + count) if gaps is None else [(s - frame) // step for s in gaps]
+        )
+        tails.setdefault((window, parent), {})[region] = Points(slots, shown, highest, latest)
+    return tails
+
+
 def chart_series(
-    connection: Connection, tables: Tables, wanted: Iterable[tuple[str, str]], canaries: int
+    connection: Connection,
+    tables: Tables,
+    wanted: Iterable[tuple[str, str]],
+    canaries: int,
+    tails: dict[tuple[str, str], Tails] | None = None,
 ) -> dict[tuple[str, str], Series]:
-    """Chart points by (window, canary key), then region: slots and p95 values.
+    """Chart points by (window, canary key), then region: slots and p95 values, the stored
+    ones followed by each window's tail (`chart_tails`).
 
     Slots are stored by their start time and returned as indexes into the window's current
     frame (`Window.frame`): slot i starts at frame + i · step; a run of slots without a gap
@@ -98,7 +137,43 @@ def chart_series(
         tables: where the site's tables are.
         wanted: the (window, canary key) pairs to load.
         canaries: how many canaries there are (a window wanted for all is read whole).
+        tails: the charts' tails (`chart_tails`).
     """
+    wanted = list(wanted)
+    series = _stored_series(connection, tables, wanted, canaries)
+    for key in wanted:
+        for region, tail in (tails or {}).get(key, {}).items():
+            by_region = series.setdefault(key, {})
+            by_region[region] = _with_tail(by_region.get(region), tail)
+    return series
+
+
+def _with_tail(points: Points | None, tail: Points) -> Points:
+    """Stored points followed by a tail, which replaces the stored slots it holds (a tail
+    slot is the whole slot: it is at least as high as the stored part it replaces)."""
+    if points is None or not points.slots:
+        return tail
+    kept = bisect.bisect_left(points.slots, tail.slots[0])
+    if not kept:
+        return Points(tail.slots, tail.shown, max(tail.highest, points.highest), tail.latest)
+    dropped = len(points.slots) - kept
+    stored = points.shown.rsplit(",", dropped)[0] if dropped else points.shown
+    slots: Sequence[int]
+    if isinstance(points.slots, range) and isinstance(tail.slots, range):
+        # Both without gaps (nearly always): no list of slots is made.
+        joined = points.slots[kept - 1] + 1 == tail.slots[0]
+        slots = range(points.slots[0], tail.slots[-1] + 1) if joined else []
+    else:
+        slots = []
+    if not slots:
+        slots = [*points.slots[:kept], *tail.slots]
+    return Points(slots, f"{stored},{tail.shown}", max(tail.highest, points.highest), tail.latest)
+
+
+def _stored_series(
+    connection: Connection, tables: Tables, wanted: list[tuple[str, str]], canaries: int
+) -> dict[tuple[str, str], Series]:
+    """The stored chart points (`site_chart`) of the wanted charts."""
     by_window: dict[str, list[str]] = {}
     for window, parent in wanted:
         by_window.setdefault(window, []).append(parent)

@@ -16,7 +16,7 @@ from reconciler.sitebuild.windows import DAY, ROLLUP_STEP
 from reconciler.store.db import Connection
 
 # Bump when a table's shape or meaning changes: the tables are then dropped and rebuilt.
-FORMAT = "5"
+FORMAT = "6"
 US = 1_000_000
 BUCKET_SQL = f"epoch_us(started_at) // {ROLLUP_STEP * US} * {ROLLUP_STEP}"
 DAY_SQL = f"CAST(epoch_us(started_at) // {DAY * US} AS INTEGER)"
@@ -81,6 +81,18 @@ class Tables:
         return self.named("whist")
 
     @property
+    def live(self) -> str:
+        """Figures with each window's open part, for the keys that have one (`live.py`):
+        always in `temp`, computed by each build's reading connection."""
+        return "temp.site_live"
+
+    @property
+    def tail(self) -> str:
+        """Chart points from the slot holding each window's stored end on (`live.py`;
+        `temp` too)."""
+        return "temp.site_tail"
+
+    @property
     def keys(self) -> str:
         """A small integer per (canary, region) and per canary (region NULL)."""
         return self.named("keys")
@@ -108,6 +120,14 @@ DDL = {
     # Long windows' latency histograms: counts per key (canary and region, or canary) and bin.
     "whist": "win VARCHAR NOT NULL, id INTEGER NOT NULL, bin SMALLINT NOT NULL, n BIGINT NOT NULL",
     "keys": "id INTEGER NOT NULL, parent VARCHAR NOT NULL, region VARCHAR",
+}
+# Computed by every build on its reading connection (`live.py`), never stored.
+LIVE_DDL = {
+    "live": """win VARCHAR NOT NULL, parent VARCHAR NOT NULL, region VARCHAR,
+               runs BIGINT NOT NULL, passes BIGINT NOT NULL,
+               p50 DOUBLE, p95 DOUBLE, p99 DOUBLE""",
+    "tail": """win VARCHAR NOT NULL, parent VARCHAR NOT NULL, region VARCHAR NOT NULL,
+               slot BIGINT NOT NULL, p95 DOUBLE NOT NULL, shown VARCHAR NOT NULL""",
 }
 
 

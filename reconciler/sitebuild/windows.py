@@ -1,22 +1,23 @@
 """The report windows (24 h, 7 d, 30 d): where each starts and ends, and its chart frame.
 
-Every window ends on a step boundary, some time behind the clock (`Window.settle`), so that
-its figures change when a step closes rather than on every new result:
+Every window's stored figures end on a step boundary, some time behind the clock
+(`Window.settle`), so that they are moved when a step closes rather than on every new result
+(`figures.py`); what started since that end (the window's *open part*) is added at every
+build from raw rows (`live.py`), so that pages show every result up to the build:
 
-* `24h` is rolling: the 24 hours before the last 5-minute boundary, a minute behind the
-  clock (`SETTLE`: results arrive a little after they start). Its chart has one point per
-  complete 15-minute rollup bucket inside the window.
-* `7d` and `30d` are calendar windows: today (UTC, up to the last 2-hour boundary) and the
-  previous 6 or 29 days; their charts have one point per 2 and 6 hours over the whole days.
+* `24h` is rolling: stored up to the last 15-minute boundary a minute behind the clock
+  (`SETTLE`: results arrive a little after they start), from 24 hours before it. Its chart
+  has one point per 15-minute rollup bucket, the open ones included.
+* `7d` and `30d` are calendar windows: today (UTC) and the previous 6 or 29 days, stored up
+  to the last 2-hour boundary; their charts have one point per 2 and 6 hours over whole days.
 
-Why the long windows lag more (3 and 8 minutes): every page showing a window is rendered
-again when the window moves, 1,000 pages a window at 1,000 canaries. Every 2-hour boundary
-is also a 5-minute one, so with the same lag all three windows would move in the same
-minute, 12 times a day, and that rebuild would redo the whole site (3,000 pages, measured
-at 3.5-5 s on 2 CPUs against a target of 2 s). Lagging 7 d by 3 minutes and 30 d by 8 puts
-their moves in minutes of their own, at least 2 minutes from any move of the 24-hour window
-(which moves at :01, :06, :11 …), so a server rebuilding every minute redoes at most one
-window's pages in a build. A 7- or 30-day figure a few minutes older is no loss.
+Why the long windows lag more (3 and 8 minutes): moving a window computes its stored
+figures again (`figures.py`, 0.3-0.7 s at 1,000 canaries). Every 2-hour boundary is also a
+15-minute one, so with the same lag all three windows would move in the same minute, 12
+times a day. Lagging 7 d by 3 minutes and 30 d by 8 puts their moves in minutes of their
+own, at least 2 minutes from any move of the 24-hour window (which moves at :01, :16, :31,
+:46), so a server rebuilding every minute moves at most one window in a build. The lag does
+not show: the open part covers it.
 
 All times here are whole seconds since the Unix epoch.
 """
@@ -26,8 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DAY = 86_400
-# Results arrive a little after they start; the last minute is not reported yet (rollups,
-# the 24-hour window). The long windows lag more (see above).
+# Results arrive a little after they start: the rollups settle a bucket a minute after it
+# closes, and the 24-hour window moves then. The long windows lag more (see above).
 SETTLE = 60
 # The rollup bucket: long windows' boundaries and every chart step are multiples of it.
 ROLLUP_STEP = 900
@@ -69,19 +70,18 @@ class Window:
         return start // self.step * self.step
 
     def slots(self) -> int:
-        """How many chart slots the frame holds (whole days for calendar windows)."""
-        if self.days is None:
-            return self.span // self.step + 1  # the first and last slots may be partial
-        return self.days * DAY // self.step
+        """How many chart slots the frame holds (whole days for calendar windows).
 
-    @property
-    def exact(self) -> bool:
-        """Whether latency quantiles are exact (from raw rows) rather than from histograms."""
-        return self.days is None
+        A rolling window's frame has two slots beyond its stored end: the open part (results
+        since the end, which lags the clock by up to 16 minutes) is drawn there.
+        """
+        if self.days is None:
+            return self.span // self.step + 2
+        return self.days * DAY // self.step
 
 
 WINDOWS: tuple[Window, ...] = (
-    Window("24h", "24 hours", step=ROLLUP_STEP, end_step=300, span=DAY),
+    Window("24h", "24 hours", step=ROLLUP_STEP, end_step=ROLLUP_STEP, span=DAY),
     Window("7d", "7 days", step=7_200, end_step=LONG_STEP, days=7, settle=3 * 60),
     Window("30d", "30 days", step=21_600, end_step=LONG_STEP, days=30, settle=8 * 60),
 )

@@ -132,6 +132,15 @@ _SCHEMA = [
         errors BIGINT NOT NULL,
         p99_ms DOUBLE
     )""",
+    # The newest revision the control plane refused, until one is applied (store/refusals.py).
+    """CREATE TABLE IF NOT EXISTS refusals (
+        sha VARCHAR,
+        label VARCHAR NOT NULL,
+        refused_at TIMESTAMPTZ NOT NULL,
+        errors JSON NOT NULL,
+        served_sha VARCHAR,
+        served_label VARCHAR
+    )""",
 ]
 
 Connection = duckdb.DuckDBPyConnection

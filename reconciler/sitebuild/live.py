@@ -1,0 +1,166 @@
+"""Every window's open part: the results started since its stored end, added at each build.
+
+Window figures are stored up to a step boundary behind the clock (`figures.py`): up to 16
+minutes for 24 hours and 2 hours for 7 and 30 days. Pages showing only them would hide the
+newest results (an outage a minute ago, a new canary's first runs), so each build adds what
+started since the published end of each window, read from raw rows: the last two hours at
+most, a scan that zone maps keep to them, grouped once by bucket and latency bin.
+
+* `site_live`: for each canary and region (and each canary, region NULL) with rows in a
+  window's open part, the window's figures with them: the stored sums plus the open rows'
+  runs and passes, and quantiles read off the window's histogram plus the open rows' bins
+  (the same histograms as the stored figures).
+* `site_tail`: chart points from the slot holding the window's stored end on, from the
+  rollup buckets (a refresh keeps them current up to the newest row, the open bucket
+  included), so a chart shows a point a minute after the first results.
+
+Both are temporary tables of the connection that reads the build (`SiteBuilder.collect`):
+computed from committed tables, never stored, so they hold the writer (and the server's
+ingest) for no time and add nothing to the state file's log. Pages read the published
+figures overlaid with them.
+"""
+
+from __future__ import annotations
+
+from reconciler.sitebuild.figures import WINDOW_COLUMNS
+from reconciler.sitebuild.moves import Bounds, parse
+from reconciler.sitebuild.sketch import BIN_SQL, quantiles_sql
+from reconciler.sitebuild.tables import (
+    BUCKET_SQL,
+    LIVE_DDL,
+    SHOWN_SQL,
+    Tables,
+    at,
+    hist_select,
+    read_meta,
+)
+from reconciler.sitebuild.windows import DAY, WINDOWS, Window, floor_to
+from reconciler.store.db import Connection
+
+
+def refresh_live(connection: Connection, tables: Tables) -> None:
+    """Compute `temp.site_live` and `temp.site_tail` for the published bounds (reads only,
+    after the rollups and the windows were brought up to date and committed)."""
+    meta = read_meta(connection, tables)
+    for name, columns in LIVE_DDL.items():
+        connection.execute(f"CREATE OR REPLACE TEMP TABLE site_{name} ({columns})")
+    published = [(window, parse(meta.get(f"window.{window.name}"))) for window in WINDOWS]
+    ends = [bounds[1] for _, bounds in published if bounds is not None]
+    if not ends:
+        return
+    # Every window's end is on a rollup bucket: one pass groups the rows by bucket, and
+    # each window takes the buckets from its end on.
+    connection.execute(
+        f"""CREATE OR REPLACE TEMP TABLE site_open AS
+            SELECT parent, region, {BUCKET_SQL} AS bucket, {BIN_SQL} AS bin, count(*) AS n,
+                   count(*) FILTER (WHERE status = 'pass') AS passes
+            FROM results WHERE started_at >= $since
+            GROUP BY parent, region, bucket, bin""",
+        {"since": at(min(ends))},
+    )
+    for window, bounds in published:
+        if bounds is not None:
+            staged = parse(meta.get(f"window.{window.name}.staged"))
+            _figures(connection, tables, window, bounds, staged or bounds)
+            _tail(connection, tables, window, *bounds)
+    connection.execute("DROP TABLE site_open")
+
+
+def _figures(
+    connection: Connection, tables: Tables, window: Window, published: Bounds, latest: Bounds
+) -> None:
+    """`site_live` rows of one window: published figures plus the rows started since.
+
+    The window's histogram (`site_whist`) is at the `latest` bounds, staged ones when a
+    build computed figures for the next publish (`moves.py`): the published bounds' counts
+    are those plus what left the window since (a rolling window's minutes of raw rows, a
+    calendar window's days), less what entered, which the open part holds anyway.
+    """
+    (start, end), (latest_start, latest_end) = published, latest
+    connection.execute(
+        """CREATE OR REPLACE TEMP TABLE site_open_sums AS
+           SELECT parent, region, sum(n) AS n, sum(passes) AS passes FROM site_open
+           WHERE bucket >= $end GROUP BY GROUPING SETS ((parent, region), (parent))""",
+        {"end": end},
+    )
+    # Keys of the window histogram; a key new since the last move has no histogram rows, so
+    # it takes a negative id of this build's own rather than one written to `site_keys`.
+    connection.execute(
+        f"""CREATE OR REPLACE TEMP TABLE site_open_keys AS
+            SELECT coalesce(k.id, -row_number() OVER (ORDER BY o.parent, o.region)) AS id,
+                   o.parent, o.region, o.n, o.passes
+            FROM site_open_sums o LEFT JOIN {tables.keys} k
+              ON k.parent = o.parent AND k.region IS NOT DISTINCT FROM o.region"""
+    )
+    left, parameters = _left(tables, window, start, latest_start)
+    connection.execute(
+        f"""CREATE OR REPLACE TEMP TABLE site_open_bins AS
+            SELECT k.id, b.bin, sum(b.n) AS n FROM (
+                SELECT parent, region, bin, sum(n) AS n FROM (
+                    SELECT parent, region, bin, n FROM site_open WHERE bucket >= $latest
+                    UNION ALL
+                    {left})
+                GROUP BY GROUPING SETS ((parent, region, bin), (parent, bin))) b
+            JOIN site_open_keys k
+              ON k.parent = b.parent AND k.region IS NOT DISTINCT FROM b.region
+            GROUP BY k.id, b.bin""",
+        {"latest": latest_end, **parameters},
+    )
+    # Materialised: the quantile query reads its counts twice (running sums and totals).
+    # A (key, bin) may come twice (stored and open): the running sum over both rows still
+    # first exceeds a rank in the same bin, since every count is positive.
+    connection.execute(
+        f"""CREATE OR REPLACE TEMP TABLE site_open_counts AS
+            SELECT id, bin, n FROM {tables.whist}
+            WHERE win = $w AND id IN (SELECT id FROM site_open_keys)
+            UNION ALL
+            SELECT id, bin, n FROM site_open_bins WHERE id IN (SELECT id FROM site_open_keys)""",
+        {"w": window.name},
+    )
+    connection.execute(
+        f"""INSERT INTO {tables.live} ({WINDOW_COLUMNS})
+            WITH quantiles AS ({quantiles_sql("site_open_counts", "id")})
+            SELECT $w, o.parent, o.region, o.n + coalesce(s.runs, 0),
+                   o.passes + coalesce(s.passes, 0), q.q[1], q.q[2], q.q[3]
+            FROM site_open_keys o
+            LEFT JOIN {tables.window} s
+              ON s.win = $w AND s.parent = o.parent AND s.region IS NOT DISTINCT FROM o.region
+            LEFT JOIN quantiles q USING (id)""",
+        {"w": window.name},
+    )
+    for table in ("site_open_sums", "site_open_keys", "site_open_bins", "site_open_counts"):
+        connection.execute(f"DROP TABLE {table}")
+
+
+def _left(
+    tables: Tables, window: Window, start: int, latest_start: int
+) -> tuple[str, dict[str, object]]:
+    """SQL selecting the (parent, region, bin, n) of the rows in [start, latest_start): what
+    left the window between its published and its latest bounds."""
+    if latest_start == start:
+        return "SELECT parent, region, bin, n FROM site_open WHERE false", {}
+    if window.days is None:
+        counted = hist_select("started_at >= $l0 AND started_at < $l1")
+        return f"SELECT parent, region, bin, n FROM ({counted})", {
+            "l0": at(start),
+            "l1": at(latest_start),
+        }
+    days = f"SELECT parent, region, bin, n FROM {tables.hist} WHERE day >= $d0 AND day < $d1"
+    return days, {"d0": start // DAY, "d1": latest_start // DAY}
+
+
+def _tail(connection: Connection, tables: Tables, window: Window, start: int, end: int) -> None:
+    """`site_tail` rows of one window: every slot from the one holding `end` on, whole (a
+    30-day slot of 6 hours may hold stored buckets too)."""
+    connection.execute(
+        f"""INSERT INTO {tables.tail} (win, parent, region, slot, p95, shown)
+            SELECT $w, parent, region, slot, p95, {SHOWN_SQL.format("p95")} FROM (
+                SELECT parent, region, bucket // $step * $step AS slot, max(p95) AS p95
+                FROM {tables.rollup} WHERE bucket >= $since
+                GROUP BY parent, region, slot)""",
+        {
+            "w": window.name,
+            "step": window.step,
+            "since": max(start, floor_to(end, window.step)),
+        },
+    )
