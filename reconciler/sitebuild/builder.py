@@ -13,8 +13,10 @@ server can run each part where it belongs:
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,6 +91,26 @@ def checkpoint_if_due(connection: Connection) -> None:
             connection.execute("CHECKPOINT").fetchall()
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for one phase of a build.
+
+    A build makes hundreds of thousands of small objects (figures, statuses, page contexts)
+    and frees them at the end; the collector's full passes meanwhile walk the whole heap
+    (the served revision's resources included) and find nothing: measured at 1,000
+    canaries, a third of the collect phase (0.45 s of 1.2 s). Forked render workers inherit
+    the pause, which also keeps a pass from touching, and so copying, every page of the
+    parent's heap. Whatever cycles a build leaves are collected after it.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _seconds(now: datetime) -> int:
     return int(now.timestamp())
 
@@ -159,6 +181,10 @@ class SiteBuilder:
     def collect(self, connection: Connection, now: datetime) -> Build:
         """Read what the pages show and decide which pages to render (reads only; the
         windows' open parts go to this connection's temporary tables)."""
+        with collector_paused():
+            return self._collect(connection, now)
+
+    def _collect(self, connection: Connection, now: datetime) -> Build:
         started = time.perf_counter()
         refresh_live(connection, self.tables)
         opened = time.perf_counter()
@@ -217,7 +243,8 @@ class SiteBuilder:
 
     def publish(self, build: Build) -> Report:
         """Render the chosen pages and write the site."""
-        published = self.publisher.publish(build.pages, build.render)
+        with collector_paused():
+            published = self.publisher.publish(build.pages, build.render)
         timings = {**self.timings, **build.timings, **self.publisher.timings}
         return Report(published, self.windows, self.staged, timings)
 
