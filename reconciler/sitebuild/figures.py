@@ -39,7 +39,7 @@ from reconciler.sitebuild.tables import (
     read_meta,
     write_meta,
 )
-from reconciler.sitebuild.windows import DAY, ROLLUP_STEP
+from reconciler.sitebuild.windows import DAY, ROLLUP_STEP, Window
 from reconciler.store.db import Connection
 
 WINDOW_COLUMNS = "win, parent, region, runs, passes, p50, p95, p99"
@@ -91,6 +91,7 @@ def update_windows(
             f"DELETE FROM {tables.window} WHERE win = $staged", {"staged": staged_name(name)}
         )
         _chart(connection, tables, step.chart)
+        _series(connection, tables, step.chart.window)
         changed[f"window.{name}"] = f"{step.chart.start}:{step.chart.end}"
         changed[f"window.{name}.staged"] = ""
         changed[f"window.{name}.version"] = str(int(meta.get(f"window.{name}.version", "0")) + 1)
@@ -287,4 +288,24 @@ def _chart(connection: Connection, tables: Tables, move: Move) -> None:
             "bucket": ROLLUP_STEP,
             **parameters,
         },
+    )
+
+
+def _series(connection: Connection, tables: Tables, window: Window) -> None:
+    """Join a window's chart points into one row per series (`site_series`).
+
+    Every build draws the charts of every canary with a new run, which in a busy fleet is
+    all of them: joining their 1.5 million points on each build took 0.2-0.3 s, once per
+    publish of the window it is a tenth of that each minute.
+    """
+    connection.execute(f"DELETE FROM {tables.series} WHERE win = $w", {"w": window.name})
+    connection.execute(
+        f"""INSERT INTO {tables.series}
+            SELECT win, parent, region, min(slot), count(*),
+                   string_agg(shown, ',' ORDER BY slot), max(p95), arg_max(p95, slot),
+                   CASE WHEN (max(slot) - min(slot)) // $step + 1 <> count(*)
+                        THEN list(slot ORDER BY slot) END
+            FROM {tables.chart} WHERE win = $w
+            GROUP BY win, parent, region""",
+        {"w": window.name, "step": window.step},
     )

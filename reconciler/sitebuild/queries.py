@@ -173,7 +173,8 @@ def _with_tail(points: Points | None, tail: Points) -> Points:
 def _stored_series(
     connection: Connection, tables: Tables, wanted: list[tuple[str, str]], canaries: int
 ) -> dict[tuple[str, str], Series]:
-    """The stored chart points (`site_chart`) of the wanted charts."""
+    """The stored chart points of the wanted charts (`site_series`: `site_chart` joined per
+    series when the window's points changed)."""
     by_window: dict[str, list[str]] = {}
     for window, parent in wanted:
         by_window.setdefault(window, []).append(parent)
@@ -194,48 +195,24 @@ def _stored_series(
         for state in window_states(connection, tables).values()
     }
     relation = connection.sql(
-        f"""SELECT win, parent, region, min(slot), max(slot), count(*),
-                   string_agg(shown, ',' ORDER BY slot), max(p95), arg_max(p95, slot)
-            FROM {tables.chart} {where}
-            GROUP BY win, parent, region""",
+        f"""SELECT win, parent, region, low, count, shown, highest, latest, slots
+            FROM {tables.series} {where}""",
         params=parameters,
     )
     assert relation is not None  # a SELECT always gives a relation
     table = relation.to_arrow_table()
     columns = [table.column(name).to_pylist() for name in table.column_names]
     series: dict[tuple[str, str], Series] = {}
-    gaps: list[tuple[str, str, str]] = []
-    for window, parent, region, low, high, count, shown, highest, latest in zip(
+    for window, parent, region, low, count, shown, highest, latest, gaps in zip(
         *columns, strict=True
     ):
         frame, step = frames[window]
         first = (low - frame) // step
-        if (high - low) // step + 1 != count:
-            gaps.append((window, parent, region))
-        points = range(first, first + count)
-        series.setdefault((window, parent), {})[region] = Points(points, shown, highest, latest)
-    for (window, parent, region), slots in _slots(connection, tables, gaps).items():
-        frame, step = frames[window]
-        old = series[window, parent][region]
-        indexes = [(slot - frame) // step for slot in slots]
-        series[window, parent][region] = Points(indexes, old.shown, old.highest, old.latest)
+        slots: Sequence[int] = (
+            range(first, first + count) if gaps is None else [(s - frame) // step for s in gaps]
+        )
+        series.setdefault((window, parent), {})[region] = Points(slots, shown, highest, latest)
     return series
-
-
-def _slots(
-    connection: Connection, tables: Tables, keys: list[tuple[str, str, str]]
-) -> dict[tuple[str, str, str], list[int]]:
-    """The slots of the series that have gaps (few: a region that missed a bucket)."""
-    if not keys:
-        return {}
-    rows = connection.execute(
-        f"""SELECT win, parent, region, list(slot ORDER BY slot) FROM {tables.chart}
-            WHERE (win, parent, region) IN (
-                SELECT (unnest($w::VARCHAR[]), unnest($p::VARCHAR[]), unnest($r::VARCHAR[])))
-            GROUP BY win, parent, region""",
-        {"w": [k[0] for k in keys], "p": [k[1] for k in keys], "r": [k[2] for k in keys]},
-    ).fetchall()
-    return {(window, parent, region): slots for window, parent, region, slots in rows}
 
 
 def recent_failures(

@@ -16,7 +16,7 @@ from reconciler.sitebuild.windows import DAY, ROLLUP_STEP
 from reconciler.store.db import Connection
 
 # Bump when a table's shape or meaning changes: the tables are then dropped and rebuilt.
-FORMAT = "6"
+FORMAT = "7"
 US = 1_000_000
 BUCKET_SQL = f"epoch_us(started_at) // {ROLLUP_STEP * US} * {ROLLUP_STEP}"
 DAY_SQL = f"CAST(epoch_us(started_at) // {DAY * US} AS INTEGER)"
@@ -71,6 +71,11 @@ class Tables:
         return self.named("chart")
 
     @property
+    def series(self) -> str:
+        """Chart points per window, canary and region, joined into one row per series."""
+        return self.named("series")
+
+    @property
     def failures(self) -> str:
         """The runs of the last two days that did not pass."""
         return self.named("failures")
@@ -112,6 +117,12 @@ DDL = {
     # also as the chart's table shows it (`shown`, formatted once rather than on every page).
     "chart": """win VARCHAR NOT NULL, parent VARCHAR NOT NULL, region VARCHAR NOT NULL,
                 slot BIGINT NOT NULL, p95 DOUBLE NOT NULL, shown VARCHAR NOT NULL""",
+    # `chart` joined per series when a window's points change (`figures.py`), as pages read
+    # them: the first slot and how many, the values shown (comma-separated, by slot), the
+    # highest p95 and the last slot's, and every slot only when the series has gaps.
+    "series": """win VARCHAR NOT NULL, parent VARCHAR NOT NULL, region VARCHAR NOT NULL,
+                 low BIGINT NOT NULL, count BIGINT NOT NULL, shown VARCHAR NOT NULL,
+                 highest DOUBLE NOT NULL, latest DOUBLE NOT NULL, slots BIGINT[]""",
     # Runs that did not pass, started in the last two days: the pages' recent failures.
     "failures": """parent VARCHAR NOT NULL, region VARCHAR NOT NULL, agent VARCHAR NOT NULL,
                    canary VARCHAR NOT NULL, check_name VARCHAR NOT NULL,
