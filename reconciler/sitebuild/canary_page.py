@@ -89,8 +89,18 @@ _REGION = (
     '<tr data-region="{}"><th scope="row">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
     "<td>{}</td></tr>\n"
 )
-_KPI = (
-    '<li class="kpi{}"><span class="kpi-label">{}</span> <span class="kpi-value">{}</span></li>\n'
+# The cards as one format (six lists a page: all regions, then each region's).
+_KPIS = (
+    '<li class="kpi status-{}"><span class="kpi-label">Status</span> '
+    '<span class="kpi-value">{}</span></li>\n'
+    '<li class="kpi"><span class="kpi-label">Last run</span> '
+    '<span class="kpi-value">{}</span></li>\n'
+    '<li class="kpi"><span class="kpi-label">Uptime ({})</span> '
+    '<span class="kpi-value">{}</span></li>\n'
+    '<li class="kpi"><span class="kpi-label">p50</span> <span class="kpi-value">{}</span></li>\n'
+    '<li class="kpi"><span class="kpi-label">p95</span> <span class="kpi-value">{}</span></li>\n'
+    '<li class="kpi"><span class="kpi-label">p99</span> <span class="kpi-value">{}</span></li>\n'
+    '<li class="kpi"><span class="kpi-label">Runs</span> <span class="kpi-value">{}</span></li>\n'
 )
 
 
@@ -202,16 +212,19 @@ def _kpis(
 ) -> Markup:
     """The KPI cards: status, last run, uptime, p50, p95, p99 and runs (pre-formatted list
     items; `cells`: the figure's `figure_cells`)."""
-    kpis = [
-        (f" status-{status}", "Status", fmt.status_label(status)),
-        ("", "Last run", last_run_label(last_run)),
-        ("", f"Uptime ({window.name})", cells["uptime"]),
-        ("", "p50", cells["p50"]),
-        ("", "p95", cells["p95"]),
-        ("", "p99", fmt.millis(figure.p99 if figure else None)),
-        ("", "Runs", cells["runs"]),
-    ]
-    return Markup("".join(_KPI.format(*kpi) for kpi in kpis))
+    return Markup(
+        _KPIS.format(
+            status,
+            fmt.status_label(status),
+            last_run_label(last_run),
+            window.name,
+            cells["uptime"],
+            cells["p50"],
+            cells["p95"],
+            fmt.millis(figure.p99 if figure else None),
+            cells["runs"],
+        )
+    )
 
 
 _SCOPED_KPIS = (

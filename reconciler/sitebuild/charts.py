@@ -57,6 +57,13 @@ class Points:
     latest: float
 
 
+@functools.lru_cache(maxsize=1024)
+def _html(text: str) -> str:
+    """`text` escaped for HTML, remembered: a chart names each region four times, and every
+    chart names the same few regions."""
+    return str(escape(text))
+
+
 def _nice(value: float) -> float:
     """The smallest of 1, 2, 2.5, 5 × 10^k at or above `value`."""
     if value <= 0:
@@ -202,7 +209,8 @@ def latency_chart(
     columns: list[tuple[Sequence[int], Sequence[str]]] = []
     for index, region in enumerate(regions):
         style = f"s{index % STYLES}"
-        legend.append(_LEGEND.format(escape(region), style, escape(region)))
+        name = _html(region)
+        legend.append(_LEGEND.format(name, style, name))
         points = series.get(region)
         if points is None or not points.slots:
             columns.append(((), ()))
@@ -211,8 +219,7 @@ def latency_chart(
         shown = points.shown.split(",")
         columns.append((points.slots, shown))
         paths.append(
-            f'<path class="line {style}" data-region="{escape(region)}" '
-            f'd="{_path(points.slots, shown)}"/>'
+            f'<path class="line {style}" data-region="{name}" d="{_path(points.slots, shown)}"/>'
         )
         summary.append(
             f"{region}: highest {millis(points.highest)}, latest {millis(points.latest)}"
@@ -225,6 +232,6 @@ def latency_chart(
         f'<g class="axes" aria-hidden="true">{_y_axis(top)}{_x_axis(window, start, slots)}</g>'
         f'<g transform="{plot}">{"".join(paths)}</g></svg>'
     )
-    head = "".join(f'<th scope="col">{escape(region)} (ms)</th>' for region in regions)
+    head = "".join(f'<th scope="col">{_html(region)} (ms)</th>' for region in regions)
     body = _body(window, start, slots, columns)
     return Chart(svg, Markup("".join(legend)), Markup(head), Markup(body), not body)

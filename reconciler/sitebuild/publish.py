@@ -72,7 +72,9 @@ class _Environment(Environment):
 
 
 def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    # Tells whether a page's bytes changed, nothing more; SHA-1 runs in the CPU's SHA
+    # instructions here, twice as fast as BLAKE2b (every page of a busy fleet, every build).
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
 def _version(site_dir: Path) -> str:
