@@ -107,8 +107,9 @@ def _x_axis(window: Window, start: int, slots: int) -> str:
     return "".join(parts)
 
 
+@functools.lru_cache(maxsize=64)
 def _y_axis(top: float) -> str:
-    """Grid lines and labels at 0, half and the top of the scale."""
+    """Grid lines and labels at 0, half and the top of the scale (a few scales in all)."""
     parts = []
     for fraction in (0.0, 0.5, 1.0):
         y = round(TOP + PLOT_H * (1 - fraction))
@@ -205,12 +206,11 @@ def latency_chart(
     # their width (`vector-effect` in site.css). No coordinate is computed per point here.
     step = PLOT_W / slots
     plot = f"matrix({step:.6g} 0 0 {-PLOT_H / top:.6g} {LEFT + step / 2:.6g} {TOP + PLOT_H})"
-    paths, legend, summary = [], [], []
+    paths, summary = [], []
     columns: list[tuple[Sequence[int], Sequence[str]]] = []
     for index, region in enumerate(regions):
         style = f"s{index % STYLES}"
         name = _html(region)
-        legend.append(_LEGEND.format(name, style, name))
         points = series.get(region)
         if points is None or not points.slots:
             columns.append(((), ()))
@@ -232,6 +232,18 @@ def latency_chart(
         f'<g class="axes" aria-hidden="true">{_y_axis(top)}{_x_axis(window, start, slots)}</g>'
         f'<g transform="{plot}">{"".join(paths)}</g></svg>'
     )
-    head = "".join(f'<th scope="col">{_html(region)} (ms)</th>' for region in regions)
+    legend, head = _legend_and_head(tuple(regions))
     body = _body(window, start, slots, columns)
-    return Chart(svg, Markup("".join(legend)), Markup(head), Markup(body), not body)
+    return Chart(svg, legend, head, Markup(body), not body)
+
+
+@functools.lru_cache(maxsize=256)
+def _legend_and_head(regions: tuple[str, ...]) -> tuple[Markup, Markup]:
+    """The legend's items and the table's header cells: the same for every canary that runs
+    in the same regions."""
+    legend = "".join(
+        _LEGEND.format(_html(region), f"s{index % STYLES}", _html(region))
+        for index, region in enumerate(regions)
+    )
+    head = "".join(f'<th scope="col">{_html(region)} (ms)</th>' for region in regions)
+    return Markup(legend), Markup(head)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import UTC, datetime
 
@@ -43,6 +44,7 @@ def iso(value: datetime | int) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@functools.lru_cache(maxsize=64)
 def status_label(status: str) -> str:
     """`partial_outage` → `Partial outage`, `unknown` → `No recent data` (core/status.py)."""
     try:
