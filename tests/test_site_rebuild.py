@@ -10,9 +10,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from markupsafe import Markup
 
-from reconciler.sitebuild import SiteError, build_site
+from reconciler.sitebuild import SiteBuilder, SiteError, build_site, publish
 from reconciler.sitebuild.live import refresh_live
+from reconciler.sitebuild.model import Fragment
+from reconciler.sitebuild.publish import Publisher
 from reconciler.sitebuild.queries import chart_tails, window_figures, window_states
 from reconciler.sitebuild.tables import SHOWN_SQL, Tables
 from reconciler.store.db import Connection
@@ -205,3 +208,59 @@ def test_a_series_with_a_gap_is_drawn_in_pieces(fleet: tuple[Path, Connection]) 
     assert cells["04:00"] == ["—", "65.0"]
     assert cells["01:00"][1] == f"{quantile([50.0, 60.0], 0.95):.1f}" == "59.5"
     assert cells["01:30"] == ["97.0", "—"]
+
+
+def test_canary_pages_filled_from_skeletons_are_what_jinja_draws(
+    fleet: tuple[Path, Connection],
+) -> None:
+    """Canary pages are drawn by filling a skeleton of their template (`Page.flat`): each
+    must be byte for byte what Jinja renders from the same context, in every shape the
+    fleet has (two regions with a selector, one region without, charts, no charts)."""
+    state, connection = fleet
+    site = state.parent / "site"
+    builder = SiteBuilder(site)
+    moment = NOW + timedelta(days=1)  # 7 d has runs, 24 h none: pages without a chart too
+    for now in (NOW, moment):
+        builder.refresh(connection, now)
+        build = builder.collect(connection, now)
+        builder.publish(build)
+        environment = builder.publisher.environment
+        flat = [page for page in build.pages if page.flat]
+        assert len(flat) == 6
+        for page in flat:
+            context = {
+                name: Markup(environment.get_template(value.template).render(value.context()))
+                if isinstance(value, Fragment)
+                else value
+                for name, value in page.context().items()
+            }
+            drawn = environment.get_template(page.template).render(context)
+            assert read(site, page.path) == drawn, page.path
+    assert "No runs in this window." in read(site, SHOP_PAGES[0])
+    assert "<svg" in read(site, SHOP_PAGES[1])
+
+
+def test_a_skeleton_prints_values_as_jinja_does(tmp_path: Path) -> None:
+    """Text is escaped and markup is not; a false value (None, 0, "") keeps its own shape."""
+    templates = tmp_path / "site" / "templates"
+    templates.mkdir(parents=True)
+    (tmp_path / "site" / "static").mkdir()
+    (templates / "flat.html").write_text(
+        "<h1>{{ title }}</h1>{% if note %}<p>{{ note }}</p>{% else %}<p>none</p>{% endif %}\n"
+        "{{ count }} {{ body }}|{{ title }}\n"
+    )
+    environment = Publisher(tmp_path / "out", tmp_path / "site").environment
+    contexts: list[dict[str, object]] = [
+        {"title": "a <b> & 'c'", "note": Markup("<em>x</em>"), "count": 3, "body": 'é"<'},
+        {"title": "plain", "note": None, "count": 0, "body": Markup("<i>m</i>")},
+        {"title": "", "note": "", "count": 7, "body": None},
+    ]
+    previous, publish._ENVIRONMENT = publish._ENVIRONMENT, environment
+    try:
+        for context in contexts:
+            assert publish._fill("flat.html", context) == environment.get_template(
+                "flat.html"
+            ).render(context)
+    finally:
+        publish._ENVIRONMENT = previous
+        publish._SKELETONS.clear()

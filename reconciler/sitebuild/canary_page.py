@@ -138,8 +138,12 @@ def canary_context(
     window: Window,
     figures: dict[str | None, Figures],
     failures: Fragment,
+    checks: Fragment,
 ) -> dict[str, Any]:
-    """One canary's page for one window (`failures`: its recent failures, as a fragment)."""
+    """One canary's page for one window (`failures` and `checks`: its recent failures and its
+    checks and agents, fragments shared by its three pages).
+
+    The template is flat (`Page.flat`): every value is printed whole or tested for truth."""
     path = canary_path(canary.ident, window)
     state = snapshot.windows.get(window.name)
     status = blended(snapshot, canary.key)
@@ -185,10 +189,11 @@ def canary_context(
     return {
         **base_context(path, canary.key, "overview"),
         "heading": canary.key,
-        "canary": canary,
+        "canary_key": canary.key,
         "status": status,
         "status_label": fmt.status_label(status),
-        "window": view,
+        "window_label": view["label"],
+        "window_range": view["range"],
         "windows": switcher(path, lambda w: canary_path(canary.ident, w), window),
         "overview_href": link(path, overview_path(window)),
         # Pre-formatted rows: Jinja loops cost more than the rest of the page.
@@ -196,9 +201,14 @@ def canary_context(
         "selector": _selector(tuple(name for name, _ in scopes)),
         "scoped_kpis": Markup("".join(_SCOPED_KPIS.format(n, n, cards) for n, cards in scopes)),
         "scope_style": _scope_style(tuple(name for name, _ in scopes)),
-        "chart": chart,
+        "chart_shown": chart is not None and not chart.empty,
+        "chart_svg": chart.svg if chart else None,
+        "chart_legend": chart.legend if chart else None,
+        "chart_head": chart.head if chart else None,
+        "chart_body": chart.body if chart else None,
         "by_region": Markup("".join(by_region)),
         "failures": failures,
+        "checks": checks,
         "note": SKETCH_NOTE,
     }
 

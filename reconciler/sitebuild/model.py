@@ -96,6 +96,9 @@ class Page:
     key: str | None = None  # None: always rendered (then written only if its bytes changed)
     leaf: bool = False
     chart: tuple[str, str] | None = None  # the (window, canary) chart points it needs
+    # Its template only prints its context's values whole or tests them for truth: it is
+    # drawn by filling a skeleton rendered once per shape (`publish.py`), not through Jinja.
+    flat: bool = False
 
 
 def fingerprint(*parts: Any) -> str:

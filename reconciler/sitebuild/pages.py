@@ -24,6 +24,7 @@ from reconciler.sitebuild.model import (
     DEPLOYMENTS,
     INCIDENTS,
     STATUS,
+    CanaryInfo,
     Fragment,
     Page,
     Snapshot,
@@ -47,6 +48,7 @@ def plan(snapshot: Snapshot) -> list[Page]:
             "_failures.html",
             _bind(_failures, snapshot.failures.get(canary.key, [])),
         )
+        checks = Fragment("_checks.html", _bind(_checks, canary))
         shared = canary_digest(snapshot, canary)
         for window in WINDOWS:
             figures = by_canary.get((window.name, canary.key), {})
@@ -54,9 +56,10 @@ def plan(snapshot: Snapshot) -> list[Page]:
                 Page(
                     canary_path(canary.ident, window),
                     "canary.html",
-                    _bind(canary_context, snapshot, canary, window, figures, failures),
+                    _bind(canary_context, snapshot, canary, window, figures, failures, checks),
                     key=canary_key(snapshot, canary.key, shared, window, figures),
                     leaf=True,
+                    flat=True,
                     chart=(window.name, canary.key),
                 )
             )
@@ -92,6 +95,10 @@ def _with_banner(
 
 def _failures(failures: list[dict[str, Any]]) -> dict[str, Any]:
     return {"failures": failure_rows(failures)}
+
+
+def _checks(canary: CanaryInfo) -> dict[str, Any]:
+    return {"canary": canary}
 
 
 def _bind(function: Callable[..., dict[str, Any]], *args: Any) -> Callable[[], dict[str, Any]]:
