@@ -4,6 +4,7 @@
     .venv/bin/python bench/site.py --canaries 200 --days 2 # quicker
     .venv/bin/python bench/site.py --workers 1             # render in one process (the server)
     .venv/bin/python bench/site.py --keep /tmp/site-bench  # keep the repo, state and site
+    .venv/bin/python bench/site.py --profile 30 --workers 1  # cProfile one rebuild (top 30)
 
 Steps:
 
@@ -32,7 +33,9 @@ each, exit code 0.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import io
+import pstats
 import shutil
 import sys
 import time
@@ -294,6 +297,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
     # figures, the next one publishes them (moves.py). Every canary has a new run every minute,
     # so every build draws every canary page.
     origin = now
+    profiled = False
     moves = [first_move(window, origin) for window in WINDOWS]
     minute = timedelta(minutes=1)
     cases: tuple[tuple[str, timedelta, int, float | None], ...] = (
@@ -315,6 +319,21 @@ def run(args: argparse.Namespace, root: Path) -> None:
             build(now)
         while now < origin + offset:
             add_minute()
+        if args.profile and not profiled:
+            # The first case, once more a minute later (untimed): what a rebuild spends, by
+            # function, in this process (render workers, with --workers 2, are not seen).
+            seconds, report = timed(lambda: build(now))
+            say(f"{label}: {seconds:.2f}s: {describe(report)}")
+            results.append((label, seconds, target, report))
+            add_minute()
+            profiler = cProfile.Profile()
+            profiler.runcall(build, now)
+            text = io.StringIO()
+            stats = pstats.Stats(profiler, stream=text).sort_stats("cumulative")
+            stats.print_stats(args.profile)
+            say(f"profile of the next minute's rebuild (cumulative):\n{text.getvalue()}")
+            profiled = True
+            continue
         seconds, report = timed(lambda: build(now))
         say(f"{label}: {seconds:.2f}s: {describe(report)}")
         results.append((label, seconds, target, report))
@@ -342,6 +361,14 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=5)
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="cProfile one more rebuild after the first case (one more minute) and print its "
+        "N functions of highest cumulative time; with --workers 1 rendering is included",
+    )
     add_keep_option(parser)
     args = parser.parse_args()
     with workspace(args.keep, "site-bench-") as directory:
