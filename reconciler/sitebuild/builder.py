@@ -98,7 +98,7 @@ def collector_paused() -> Iterator[None]:
     A build makes hundreds of thousands of small objects (figures, statuses, page contexts)
     and frees them at the end; the collector's full passes meanwhile walk the whole heap
     (the served revision's resources included) and find nothing: measured at 1,000
-    canaries, a third of the collect phase (0.45 s of 1.2 s). Forked render workers inherit
+    canaries, a third of the collect phase (0.5 s of 1.5 s). Forked render workers inherit
     the pause, which also keeps a pass from touching, and so copying, every page of the
     parent's heap. Whatever cycles a build leaves are collected after it.
     """
