@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
+from reconciler.core.collector import collector_paused
 from reconciler.core.compile import (
     DEFAULT_LOCAL_REGION,
     CompileCache,
@@ -59,22 +58,6 @@ class Loaded:
         return self.desired is not None
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building many small objects.
-
-    Loading and compiling allocate hundreds of thousands of dicts and dataclasses and free
-    none of them; the collector's passes over them cost a third of the time and find nothing.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 @dataclass
 class Session:
     """Keeps parsed files, compiled canaries and state headers between plans, so a re-plan
@@ -120,7 +103,7 @@ class Session:
 
     def load_files(self, files: list[SourceFile], revision: Revision) -> Loaded:
         """Load and compile a set of files, parsing only those not seen before."""
-        with _collector_paused():
+        with collector_paused():
             before = len(self.cache)
             result = load_config(files, self.cache)
             parsed = len(self.cache) - before

@@ -16,6 +16,7 @@ import pytest
 from tests.agentproc import AgentProcess, free_port
 from tests.conftest import ConfigRepo, agent_doc, region_doc
 from tests.server import ServerProcess, running_server, wait_for
+from tests.test_canary_e2e import ROUTE
 
 pytestmark = [
     pytest.mark.slow,
@@ -25,35 +26,6 @@ pytestmark = [
     ),
 ]
 
-ROUTE = """
-apiVersion: canary-reconciler/v1
-kind: Route
-metadata:
-  name: checkout
-spec:
-  path: /checkout
-  path_prefix: true
-  traffic_split:
-    - name: stable
-      weight: 90
-      backends: [{{url: '{stable}'}}]
-    - name: canary
-      weight: 10
-      backends: [{{url: '{canary}'}}]
-  canary:
-    canary_group: canary
-    auto_start: true
-    steps:
-      - weight: 10
-        pause: 1s
-      - weight: 50
-        pause: 1s
-      - weight: 100
-    analysis:
-      error_threshold: 0.1
-      min_requests: 5
-      interval: 250ms
-"""
 
 # One canary, two checks: one on each group's backend, run by the agent eu-1.
 PROBES = """

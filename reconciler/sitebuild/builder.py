@@ -13,10 +13,8 @@ server can run each part where it belongs:
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 import duckdb
 
+from reconciler.core.collector import collector_paused
 from reconciler.core.status import document
 from reconciler.sitebuild import figures, queries
 from reconciler.sitebuild.canary_page import FAILURES_SHOWN
@@ -89,26 +88,6 @@ def checkpoint_if_due(connection: Connection) -> None:
     if size >= CHECKPOINT_FROM:
         with contextlib.suppress(duckdb.Error):
             connection.execute("CHECKPOINT").fetchall()
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for one phase of a build.
-
-    A build makes hundreds of thousands of small objects (figures, statuses, page contexts)
-    and frees them at the end; the collector's full passes meanwhile walk the whole heap
-    (the served revision's resources included) and find nothing: measured at 1,000
-    canaries, a third of the collect phase (0.5 s of 1.5 s). Forked render workers inherit
-    the pause, which also keeps a pass from touching, and so copying, every page of the
-    parent's heap. Whatever cycles a build leaves are collected after it.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _seconds(now: datetime) -> int:
