@@ -202,13 +202,13 @@ def test_auth_not_required_and_disabled_features_keep_a_route_driven() -> None:
             "backends: [{url: 'http://a:80'}]\n    transforms: {request: {}}",
             "routes[0].transforms",
             "unknown field 'transforms'; did you mean 'transform'? (not a field of the gateway "
-            "project either: it ignores such keys silently)",
+            "project either: ignored, as the gateway ignores it silently)",
         ),
         (
             "backends: [{url: 'http://a:80'}]\n    zzz: 1",
             "routes[0].zzz",
             "unknown field 'zzz' (fields: docs/yaml-reference.md#gateway-files) (not a field of "
-            "the gateway project either: it ignores such keys silently)",
+            "the gateway project either: ignored, as the gateway ignores it silently)",
         ),
         (
             "cors: {enabled: true}",
@@ -333,3 +333,27 @@ def test_backends_beside_a_traffic_split_are_not_used_and_that_is_said() -> None
     )
     split = result.config.routes["both"].model.spec.traffic_split
     assert split is not None and [b.url for b in split[0].backends] == ["http://a:80"]
+
+
+def test_keys_the_gateway_drops_are_dropped_with_a_warning() -> None:
+    text = (
+        "routes:\n  - id: r\n    path: /r\n    backends: [{url: 'http://a:80'}]\n"
+        "    retry: {max: 3}\n"
+        "    rate_limit: {requests_per_second: 10}\n"
+    )
+    result = load_config([SourceFile("gw.yaml", "sha", text.encode)])
+    assert result.ok, [d.format() for d in result.diagnostics]
+    warnings = {d.field: d for d in result.diagnostics if d.severity == "warning"}
+    assert set(warnings) == {"routes[0].retry", "routes[0].rate_limit.requests_per_second"}
+    assert all("ignored, as the gateway" in d.message for d in warnings.values())
+    assert warnings["routes[0].retry"].line == 5
+    (route,) = result.config.routes.values()
+    assert route.model.spec.retries is None  # loaded as if the key were absent
+
+
+def test_an_unknown_key_beside_a_real_error_is_still_an_error() -> None:
+    text = "routes:\n  - id: r\n    path: /r\n    backends: [{url: 42}]\n    retry: {max: 3}\n"
+    result = load_config([SourceFile("gw.yaml", "sha", text.encode)])
+    assert not result.ok
+    errors = {d.field for d in result.diagnostics if d.severity == "error"}
+    assert "routes[0].retry" in errors

@@ -3,6 +3,7 @@ upstreams resolve their references, and its other sections are reported once as 
 
 from __future__ import annotations
 
+import copy
 import difflib
 from dataclasses import replace
 from typing import Any
@@ -32,8 +33,11 @@ _COPIED = (
     "methods", "strip_prefix", "timeout", "retries", "auth", "rate_limit", "sticky",
     "blue_green", "ab_test", "cache", "circuit_breaker", "transform",
 )  # fmt: skip
-# The gateway's YAML decoder drops keys it does not know without a word; we do not.
-_NOT_A_GATEWAY_FIELD = " (not a field of the gateway project either: it ignores such keys silently)"
+# The gateway's YAML decoder drops keys it does not know without a word: a route using one
+# loads there as if the key were absent. We load it the same way, but say so.
+_IGNORED_AS_THE_GATEWAY_DOES = (
+    " (not a field of the gateway project either: ignored, as the gateway ignores it silently)"
+)
 
 
 def _at(path: str, raw: Any, loc: FieldPath, subject: str, message: str) -> Diagnostic:
@@ -150,16 +154,51 @@ def _route_spec(route: GatewayRouteFields, upstreams: dict[str, GatewayUpstream]
     )
 
 
-def _unknown_gateway_field(diagnostic: Diagnostic) -> Diagnostic:
-    """Say that the gateway drops the key too; a route's 117 allowed names are too many to
-    list, so point at the reference instead."""
-    if not diagnostic.message.startswith("unknown field"):
-        return diagnostic
+def _ignored_gateway_field(diagnostic: Diagnostic) -> Diagnostic:
+    """An unknown key as a warning that says the gateway drops it too; a route's 117 allowed
+    names are too many to list, so point at the reference instead."""
     message = diagnostic.message
     allowed = message.find(" (allowed: ")
     if allowed >= 0 and message.count(",") > 30:
         message = message[:allowed] + " (fields: docs/yaml-reference.md#gateway-files)"
-    return replace(diagnostic, message=message + _NOT_A_GATEWAY_FIELD)
+    return replace(diagnostic, message=message + _IGNORED_AS_THE_GATEWAY_DOES, severity="warning")
+
+
+def _without_unknown_keys(entry: Any, error: ValidationError) -> Any | None:
+    """The route entry without the keys the gateway would drop, when unknown keys are its only
+    errors (None otherwise: a real error is reported as one)."""
+    details = error.errors(include_url=False)
+    if not details or any(detail["type"] != "extra_forbidden" for detail in details):
+        return None
+    cleaned = copy.deepcopy(entry)
+    for detail in details:
+        *parents, key = detail["loc"]
+        container = cleaned
+        for part in parents:
+            container = container[part]
+        container.pop(key, None)
+    return cleaned
+
+
+def _validate_route(
+    path: str, raw: PositionedMap, index: int, subject: str
+) -> tuple[Any, list[Diagnostic]]:
+    """The route at `routes[index]`, loaded as the gateway loads it (unknown keys dropped,
+    with a warning each), or None with the errors."""
+    entry = raw["routes"][index]
+    prefix = ("routes", index)
+    try:
+        return GatewayRoute.model_validate(entry), []
+    except ValidationError as error:
+        found = validation_diagnostics(path, raw, error, GatewayRoute, subject, prefix)
+        cleaned = _without_unknown_keys(entry, error)
+        if cleaned is None:
+            return None, found
+    try:
+        route = GatewayRoute.model_validate(cleaned)
+    except ValidationError as error:
+        return None, validation_diagnostics(path, raw, error, GatewayRoute, subject, prefix)
+    return route, [_ignored_gateway_field(d) for d in found]
 
 
 def load_gateway(path: str, raw: PositionedMap) -> tuple[list[Located[Any]], list[Diagnostic]]:
@@ -175,13 +214,9 @@ def load_gateway(path: str, raw: PositionedMap) -> tuple[list[Located[Any]], lis
     for index, entry in enumerate(entries):
         route_id = entry.get("id") if isinstance(entry, dict) else None
         subject = f"Route/{route_id}" if isinstance(route_id, str) else ""
-        try:
-            route = GatewayRoute.model_validate(entry)
-        except ValidationError as error:
-            found = validation_diagnostics(
-                path, raw, error, GatewayRoute, subject, ("routes", index)
-            )
-            diagnostics += [_unknown_gateway_field(d) for d in found]
+        route, found = _validate_route(path, raw, index, subject)
+        diagnostics += found
+        if route is None:
             continue
         problems = list(route.problems()) + _reference_problems(route, upstreams)
         if problems:
