@@ -185,6 +185,7 @@ class _LiveSite:
         return self.figures_at is not None and self.stepped_at is not None
 
 
+@pytest.mark.slow
 def test_the_live_site_shows_figures_and_a_stepped_canary_within_two_minutes(
     tmp_path: Path,
 ) -> None:
