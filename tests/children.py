@@ -21,13 +21,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import pytest
+
+from tests.waiting import holds_within
 
 PR_SET_PDEATHSIG = 1
 GRACE_SECONDS = 5.0
@@ -84,12 +85,7 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 def _wait_gone(pids: Sequence[int], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not all(gone(pid) for pid in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    return holds_within(lambda: all(gone(pid) for pid in pids), timeout)
 
 
 def kill(pid: int, signum: int) -> None:

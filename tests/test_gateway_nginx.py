@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +19,7 @@ import pytest
 from reconciler.gateway import GatewayError, GroupMetrics, NginxGateway
 from reconciler.gateway.accesslog import aggregate, parse_line
 from schemas.route import RouteSpec
+from tests.waiting import wait_for
 
 ROUTE = "shop/checkout"
 NGINX = shutil.which("nginx")
@@ -123,13 +124,6 @@ def get(gw: NginxGateway, path: str = "/checkout/cart") -> tuple[int, str, str |
 
 def gw_port(gw: NginxGateway) -> int:
     return gw.listen[1]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(0.01)
 
 
 def applied(gw: NginxGateway, route_spec: RouteSpec, weights: dict[str, int]) -> None:

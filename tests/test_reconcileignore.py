@@ -10,7 +10,7 @@ import pytest
 import watchfiles
 
 from reconciler.core.ignore import IgnoreRules
-from reconciler.sources.follow import _watch_filter
+from reconciler.sources.follow import watch_filter
 from tests.conftest import ConfigRepo, run_cli
 from tests.server import running_server, wait_for
 
@@ -174,8 +174,8 @@ def test_gitignore_matching(patterns: str, ignored: list[str], kept: list[str]) 
 
 
 def test_serve_reloads_when_the_ignore_file_changes() -> None:
-    assert _watch_filter(watchfiles.Change.modified, "/srv/config/.reconcileignore")
-    assert not _watch_filter(watchfiles.Change.modified, "/srv/config/.gitignore")
+    assert watch_filter(watchfiles.Change.modified, "/srv/config/.reconcileignore")
+    assert not watch_filter(watchfiles.Change.modified, "/srv/config/.gitignore")
 
 
 @pytest.mark.slow

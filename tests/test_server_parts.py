@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from reconciler.server.settings import ServeSettings
 from tests.conftest import ROOT, ConfigRepo, agent_doc, canary_doc, region_doc
 from tests.inprocess import running, serving, until_ready
 from tests.server import ADMIN_TOKEN, WEBHOOK_SECRET
+from tests.waiting import eventually
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ROUTE = """
@@ -61,15 +62,6 @@ def repo(config_repo: ConfigRepo) -> ConfigRepo:
     config_repo.write("routes/checkout.yaml", ROUTE)
     config_repo.commit("initial")
     return config_repo
-
-
-async def eventually(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait on the event loop until `condition` holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def opens_read_write(state: Path) -> subprocess.CompletedProcess[str]:

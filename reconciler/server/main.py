@@ -165,11 +165,6 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _request_exit(server: uvicorn.Server) -> None:
-    log.info("stopping: no new requests; finishing in-flight ones and storing queued results")
-    server.should_exit = True
-
-
 async def run_server(
     settings: ServeSettings,
     environ: Mapping[str, str],
@@ -188,9 +183,10 @@ async def run_server(
     server: _Server | None = None
 
     def request_exit() -> None:
+        log.info("stopping: no new requests; finishing in-flight ones and storing queued results")
         stopping.set()
         if server is not None:
-            _request_exit(server)
+            server.should_exit = True
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         running.add_signal_handler(signum, request_exit)

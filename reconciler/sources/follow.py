@@ -127,7 +127,7 @@ def open_source(repo: str, cache_dir: Path, branch: str | None) -> ConfigSource:
     return WorktreeSource(path)
 
 
-def _watch_filter(change: watchfiles.Change, path: str) -> bool:
+def watch_filter(change: watchfiles.Change, path: str) -> bool:
     """Config files, and the git files that move when a commit or checkout happens."""
     normalised = path.replace(os.sep, "/")
     if "/.git/" in normalised:
@@ -143,5 +143,5 @@ async def watch_worktree(source: WorktreeSource, trigger: Callable[[str], None])
     location = find_repository(source.path)
     if location is not None and location.repo.git_dir:
         paths.append(Path(location.repo.git_dir))
-    async for _ in watchfiles.awatch(*paths, watch_filter=_watch_filter, debounce=200):
+    async for _ in watchfiles.awatch(*paths, watch_filter=watch_filter, debounce=200):
         trigger("file change")

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from fastapi import Request, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from reconciler.core.refusal import RequestRefused
 from reconciler.server.control_plane import ControlPlane
@@ -51,11 +52,9 @@ async def answer_refusal(request: Request, refused: Exception) -> Response:
 
 async def answer_http_error(request: Request, error: Exception) -> Response:
     """Starlette's own refusals (unknown path, wrong method) in the same JSON shape."""
-    status = getattr(error, "status_code", 500)
-    detail = getattr(error, "detail", None) or "error"
-    headers = getattr(error, "headers", None) or {}
-    response = problem(status, str(detail))
-    response.headers.update(headers)
+    assert isinstance(error, StarletteHTTPException)
+    response = problem(error.status_code, error.detail)
+    response.headers.update(error.headers or {})
     return response
 
 
