@@ -152,29 +152,33 @@ def test_a_one_off_build_publishes_a_moved_window_at_once(fleet: tuple[Path, Con
     assert window_range(read(site, SHOP_PAGES[0])) == "24 hours from 2026-11-19 14:00 UTC"
 
 
+@pytest.mark.parametrize("ahead", [False, True], ids=["staged-in-build", "staged-ahead"])
 def test_staged_and_moved_figures_equal_figures_from_scratch(
-    fleet: tuple[Path, Connection],
+    fleet: tuple[Path, Connection], ahead: bool
 ) -> None:
     """Minute by minute across midnight, each window staged and then published, moved by
-    what entered and left: the stored figures equal a build from scratch."""
+    what entered and left: the stored figures equal a build from scratch. Staged inside the
+    build of the minute a window moved (a build a minute from the CLI), or after it, between
+    builds (the server), the pages and figures are the same."""
     state, connection = fleet
     site = state.parent / "site"
     midnight = NOW.replace(hour=0, minute=0) + timedelta(days=1)
     store(connection, "web/shop", ("eu-2", "eu", 42.0, "fail"), midnight - timedelta(minutes=2))
-    reports, runs = [], set()
+    staged, published, runs = [], [], set()
     for minute in range(10):
-        moment = midnight + timedelta(minutes=minute)
+        moment = midnight + timedelta(minutes=minute, seconds=30)
         if minute == 4:
             store(connection, "web/api", ("us-1", "us", 7.0, "pass"), moment)
-        reports.append(build_site(connection, site, moment + timedelta(seconds=30)))
+        builder = SiteBuilder(site, stage_ahead=ahead)
+        report = builder.build(connection, moment)
+        # Staged ahead, the build itself never computes a moved window's figures.
+        staged.append(builder.stage_ahead(connection, moment) if ahead else report.staged)
+        assert not (ahead and report.staged)
+        published.append(report.windows)
         runs |= {kpi(read(site, page), "Runs") for page in SHOP_PAGES}
     assert runs == {"11"}  # the 23:58 run counts in every window, staged or not
-    assert [r.staged for r in reports[1:]] == [
-        ["24h"], [], ["7d"], [], [], [], [], ["30d"], []
-    ]  # fmt: skip
-    assert [r.windows for r in reports[1:]] == [
-        [], ["24h"], [], ["7d"], [], [], [], [], ["30d"]
-    ]  # fmt: skip
+    assert staged[1:] == [["24h"], [], ["7d"], [], [], [], [], ["30d"], []]
+    assert published[1:] == [[], ["24h"], [], ["7d"], [], [], [], [], ["30d"]]
     stored = Tables()
     refresh_live(connection, stored)  # the windows' open parts, as the last build saw them
     live = window_figures(connection, stored)

@@ -110,6 +110,9 @@ class SiteBuilder:
         workers: processes rendering pages (forked; use 1 inside a threaded server).
         temporary: keep the rollups in the connection's `temp` catalog (for a read-only
             connection: every build then starts from scratch).
+        stage_ahead: the caller calls `stage_ahead` after each build (a server rebuilding
+            every minute): builds leave the figures of a window that moved to it, so that
+            neither the build of that minute nor the next pays for computing them.
     """
 
     def __init__(
@@ -119,8 +122,10 @@ class SiteBuilder:
         site_dir: Path = SITE_DIR,
         workers: int = 1,
         temporary: bool = False,
+        stage_ahead: bool = False,
     ) -> None:
         self.tables = Tables("temp" if temporary else "main")
+        self.staging = figures.Staging.DEFERRED if stage_ahead else figures.Staging.WITH_BUILD
         self.publisher = Publisher(out_dir, site_dir, workers)
         self.windows: list[str] = []  # windows whose published figures changed
         self.staged: list[str] = []  # windows whose figures were staged (`moves.py`)
@@ -140,7 +145,7 @@ class SiteBuilder:
             refreshed = update(connection, self.tables, _seconds(now))
             middle = time.perf_counter()
             updated = figures.update_windows(
-                connection, self.tables, _seconds(now), refreshed.late_from
+                connection, self.tables, _seconds(now), refreshed.late_from, self.staging
             )
             self.windows, self.staged = updated.published, updated.staged
             connection.execute("COMMIT")
@@ -148,14 +153,38 @@ class SiteBuilder:
             connection.execute("ROLLBACK")
             raise
         # Not in the builds of a window's two minutes (staged, then published): in steady
-        # state the others are the quiet ones, and a build catching up is slow anyway.
-        if not updated.staged and not updated.promoted and not self.tables.temporary:
+        # state the others are the quiet ones, and a build catching up is slow anyway. A
+        # builder staging ahead checkpoints there, between builds.
+        quiet = not updated.staged and not updated.promoted
+        if quiet and self.staging is figures.Staging.WITH_BUILD and not self.tables.temporary:
             checkpoint_if_due(connection)
         self.timings = {
             "rollups": middle - started,
             "windows": time.perf_counter() - middle,
         }
         return self.windows
+
+    def stage_ahead(self, connection: Connection, now: datetime) -> list[str]:
+        """Compute the figures of the windows that moved since the last build and keep them
+        for the next build to publish (needs a writing connection; with `stage_ahead`, call
+        after each build, before the next).
+
+        Returns:
+            The windows whose figures were staged.
+        """
+        ensure_tables(connection, self.tables)
+        connection.execute("BEGIN TRANSACTION")
+        try:
+            updated = figures.update_windows(
+                connection, self.tables, _seconds(now), None, figures.Staging.AHEAD
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        if not self.tables.temporary:
+            checkpoint_if_due(connection)
+        return updated.staged
 
     def collect(self, connection: Connection, now: datetime) -> Build:
         """Read what the pages show and decide which pages to render (reads only; the

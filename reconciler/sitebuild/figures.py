@@ -27,6 +27,7 @@ one exactly (integer sums, the same histogram counts): a test compares the two.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import NamedTuple
 
 from reconciler.sitebuild.moves import Move, plan_steps
@@ -58,15 +59,38 @@ class Updated(NamedTuple):
     promoted: list[str]  # figures staged by an earlier build, published now
 
 
+class Staging(Enum):
+    """Which of `plan_steps`'s steps an `update_windows` call carries out."""
+
+    WITH_BUILD = "with-build"  # all of them (one-off builds)
+    DEFERRED = "deferred"  # all but staging, left to a call with `AHEAD` after the build
+    AHEAD = "ahead"  # only staging (between two builds, off the path of the next)
+
+
 def update_windows(
-    connection: Connection, tables: Tables, now: int, late_from: int | None
+    connection: Connection,
+    tables: Tables,
+    now: int,
+    late_from: int | None,
+    staging: Staging = Staging.WITH_BUILD,
 ) -> Updated:
     """Compute, stage and publish window figures as `moves.plan_steps` decides (in the
-    caller's transaction)."""
+    caller's transaction).
+
+    With `Staging.DEFERRED` a build leaves the figures of a window that moved to a later
+    `Staging.AHEAD` call: the build then shows the published figures (as it would after
+    staging them) without paying for the move, and the next build publishes the staged
+    figures. A builder that never makes the `AHEAD` call loses nothing: the next build,
+    finding nothing staged, stages or publishes as usual.
+    """
     meta = read_meta(connection, tables)
     built = meta.get("built")
     steps = plan_steps(meta, now, late_from, int(built) if built else None)
-    changed: dict[str, str] = {"built": str(now)}
+    if staging is Staging.DEFERRED:
+        steps = [step for step in steps if not step.stage]
+    elif staging is Staging.AHEAD:
+        steps = [step for step in steps if step.stage]
+    changed: dict[str, str] = {} if staging is Staging.AHEAD else {"built": str(now)}
     for step in steps:
         name = step.window.name
         if step.promote:
@@ -95,7 +119,8 @@ def update_windows(
         changed[f"window.{name}"] = f"{step.chart.start}:{step.chart.end}"
         changed[f"window.{name}.staged"] = ""
         changed[f"window.{name}.version"] = str(int(meta.get(f"window.{name}.version", "0")) + 1)
-    write_meta(connection, tables, changed)
+    if changed:
+        write_meta(connection, tables, changed)
     return Updated(
         [step.window.name for step in steps if not step.stage],
         [step.window.name for step in steps if step.stage],

@@ -63,12 +63,17 @@ class SiteRebuilder:
         """Build into `out_dir` (default: the server's site directory) now."""
         # Not `resolve()`: the site's directory is a link to its current version.
         target = site_root(out_dir or self.out_dir)
-        builder = self._builders.setdefault(target, SiteBuilder(target, workers=1))
+        builder = self._builders.setdefault(
+            target, SiteBuilder(target, workers=1, stage_ahead=True)
+        )
         async with self._lock:
             now = self._clock()
             await self._state.write(lambda c: builder.refresh(c, now))
             collected = await self._state.read(lambda c: builder.collect(c, now))
-            return await asyncio.to_thread(builder.publish, collected)
+            report = await asyncio.to_thread(builder.publish, collected)
+            # A window that moved is computed now, between builds, for the next to publish.
+            await self._state.write(lambda c: builder.stage_ahead(c, now))
+            return report
 
     async def _loop(self) -> None:
         while True:
