@@ -145,3 +145,5 @@ def test_every_surface_shows_the_same_status(server: ServerProcess, tmp_path: Pa
     eu = (out / "region-eu.html").read_text()
     row = re.search(r">web/search</a></th>(.*?)</tr>", eu, re.S)
     assert row and "last run passed" in row.group(1)
+    row = re.search(r">web/search</a></th>(.*?)</tr>", status_page, re.S)
+    assert row and "last run passed" in row.group(1)  # the public status page too

@@ -132,8 +132,10 @@ def verdict(statuses: list[str]) -> tuple[str, str]:
 def status_context(snapshot: Snapshot) -> dict[str, Any]:
     """The public status page: a verdict blended over regions, per-canary uptime, incidents."""
     rows: list[dict[str, Any]] = []
+    statuses: list[str] = []
     for canary in snapshot.canaries:
         status = blended(snapshot, canary.key)
+        statuses.append(status)
         uptimes = []
         for window in WINDOWS:
             figure = snapshot.figure(window.name, canary.key, None)
@@ -142,12 +144,13 @@ def status_context(snapshot: Snapshot) -> dict[str, Any]:
             {
                 "name": canary.key,
                 "href": link(STATUS, canary_path(canary.ident, WINDOWS[0])),
-                "status": status,
-                "status_label": fmt.status_label(status),
+                "status": Markup(
+                    badge(status, snapshot.statuses.get(canary.key, {}).get("last_run"))
+                ),
                 "uptimes": uptimes,
             }
         )
-    state, headline = verdict([str(row["status"]) for row in rows])
+    state, headline = verdict(statuses)
     open_incidents = [
         {
             "id": incident["id"],
