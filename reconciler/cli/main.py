@@ -14,6 +14,7 @@ from reconciler.cli import (
     canary,
     demo,
     plan,
+    results,
     revisions,
     schema,
     serve,
@@ -25,7 +26,7 @@ from reconciler.cli.options import EXIT_ERROR, Command, Parser
 
 # In the order `reconcile --help` lists them: the config workflow first, then the server.
 COMMANDS: tuple[Command, ...] = (
-    validate, plan, apply, schema, serve, agents, canary, site, demo, revisions,
+    validate, plan, apply, schema, serve, agents, canary, site, results, demo, revisions,
 )  # fmt: skip
 
 DESCRIPTION = """\

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn, Protocol, TypeAlias
 
@@ -59,6 +61,16 @@ def seconds(text: str) -> float:
     if value < 0 or math.isnan(value):
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
+
+
+def days(text: str) -> timedelta:
+    """An age in days: `35d` or `35`."""
+    found = re.fullmatch(r"\s*(\d+)\s*d?\s*", text)
+    if found is None or int(found.group(1)) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of days such as 35d, got {text!r}"
+        )
+    return timedelta(days=int(found.group(1)))
 
 
 def add_source(parser: argparse.ArgumentParser) -> None:

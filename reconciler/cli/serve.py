@@ -76,6 +76,25 @@ def register(commands: Subcommands) -> None:
     serve.add_argument(
         "--site-interval", type=float, metavar="SECONDS", help="rebuild period (default 60)"
     )
+    serve.add_argument(
+        "--history",
+        type=Path,
+        metavar="DIR",
+        help="where days of results older than --archive-after go, as Parquet "
+        "(default: <state>.history; docs/history.md)",
+    )
+    serve.add_argument(
+        "--archive-after",
+        type=lambda text: options.days(text).days,
+        metavar="DAYS",
+        help="move days of results older than this out of the state file, hourly (default 35d)",
+    )
+    serve.add_argument(
+        "--delete-after",
+        type=lambda text: options.days(text).days,
+        metavar="DAYS",
+        help="delete archived days older than this (default: keep them forever)",
+    )
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     serve.add_argument(
         "--log-format",

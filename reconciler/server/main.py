@@ -9,7 +9,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -21,6 +21,7 @@ from reconciler.gateway.nginx import NginxGateway
 from reconciler.server.address_file import server_file
 from reconciler.server.control_plane import ControlPlane
 from reconciler.server.controllers.deployments import DeploymentController
+from reconciler.server.controllers.history import HistoryKeeper
 from reconciler.server.controllers.incidents import IncidentController, interval_from
 from reconciler.server.controllers.site_rebuilds import SiteRebuilder
 from reconciler.server.http.app import Controllers, create_app
@@ -29,6 +30,7 @@ from reconciler.server.notify import Notifier, announcer, parse_hooks
 from reconciler.server.reconcile_loop import ReconcileLoop
 from reconciler.server.settings import ServeSettings
 from reconciler.sources.follow import ConfigSource, WorktreeSource, open_source, watch_worktree
+from reconciler.store.archive import history_dir
 from reconciler.store.handle import StateHandle
 
 log = logging.getLogger("reconciler.serve")
@@ -141,6 +143,22 @@ async def running_parts(
         control.on_publish.append(site.wake)
         await site.start()
         stack.push_async_callback(site.stop)
+
+        history = HistoryKeeper(
+            control.state,
+            clock,
+            settings.history or history_dir(settings.state),
+            timedelta(days=settings.archive_after),
+            timedelta(days=settings.delete_after) if settings.delete_after else None,
+        )
+        await history.start()
+        stack.push_async_callback(history.stop)
+        control.gauges.append(
+            lambda: [
+                ("history_runs", "Archiving runs of old results.", (), history.runs),
+                ("history_failures", "Archiving runs that failed.", (), history.failures),
+            ]
+        )
 
         loop = ReconcileLoop(control.reconcile, settings.debounce)
         follow = (

@@ -29,6 +29,9 @@ ENVIRONMENT = {
     "canary_interval": "RECONCILER_CANARY_INTERVAL",
     "site_dir": "RECONCILER_SITE_DIR",
     "site_interval": "RECONCILER_SITE_INTERVAL",
+    "history": "RECONCILER_HISTORY",
+    "archive_after": "RECONCILER_ARCHIVE_AFTER",
+    "delete_after": "RECONCILER_DELETE_AFTER",
 }
 
 # Secrets come from the environment only: never from flags (visible in `ps`) or files in git.
@@ -68,6 +71,9 @@ class ServeSettings:
     canary_interval: float = 1.0
     site_dir: Path | None = None
     site_interval: float = 60.0
+    history: Path | None = None  # default: <state>.history (docs/history.md)
+    archive_after: int = 35  # days
+    delete_after: int | None = None  # days; None keeps history forever
     admin_token: str | None = field(default=None, repr=False)
     read_token: str | None = field(default=None, repr=False)
     webhook_secret: str | None = field(default=None, repr=False)
@@ -77,8 +83,8 @@ class ServeSettings:
 def _coerce(name: str, value: Any) -> Any:
     kind = {f.name: f.type for f in fields(ServeSettings)}[name]
     try:
-        if kind in ("int",):
-            return int(value)
+        if kind in ("int", "int | None"):
+            return int(str(value).removesuffix("d"))
         if kind in ("float",):
             return float(value)
         if "Path" in str(kind):
@@ -123,6 +129,13 @@ def load_settings(
     for key, variable in SECRETS.items():
         values[key] = environ.get(variable) or None
     settings = replace(ServeSettings(), **values)
+    if settings.archive_after < 1:
+        raise SettingsError(f"archive_after: {settings.archive_after} days; at least 1")
+    if settings.delete_after is not None and settings.delete_after < settings.archive_after:
+        raise SettingsError(
+            f"delete_after ({settings.delete_after} days) is less than archive_after "
+            f"({settings.archive_after} days): it would delete days still live"
+        )
     if settings.gateway not in ("none", "nginx"):
         raise SettingsError(f"gateway: {settings.gateway!r} is not one of: none, nginx")
     return settings

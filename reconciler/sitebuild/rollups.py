@@ -43,6 +43,7 @@ from reconciler.sitebuild.tables import (
     write_meta,
 )
 from reconciler.sitebuild.windows import DAY, LONG_STEP, ROLLUP_STEP, SETTLE, floor_to
+from reconciler.store.archive import source
 from reconciler.store.db import Connection
 
 # `site_failures` keeps the failed runs of this far back.
@@ -76,14 +77,16 @@ def backfill(connection: Connection, tables: Tables, now: int) -> bool:
         connection.execute(f"DELETE FROM {tables.named(name)}")
     long_end = floor_to(now - SETTLE, LONG_STEP)
     today = long_end // DAY
+    # From scratch: archived days too (`store.archive`), the live table's newest rows.
+    relation = source(connection, None)
     received = scalar(connection, "SELECT epoch_us(max(received_at)) FROM results")
     first, last = connection.execute(
-        "SELECT epoch_us(min(started_at)), epoch_us(max(started_at)) FROM results"
+        f"SELECT epoch_us(min(started_at)), epoch_us(max(started_at)) FROM {relation}"
     ).fetchone() or (None, None)
     if first is not None:
-        _rollup_range(connection, tables, floor_to(first // US, ROLLUP_STEP), last // US)
+        _rollup_range(connection, tables, floor_to(first // US, ROLLUP_STEP), last // US, relation)
         for day in range(first // US // DAY, today):
-            _hist_insert(connection, tables, day * DAY, (day + 1) * DAY)
+            _hist_insert(connection, tables, day * DAY, (day + 1) * DAY, relation)
         connection.execute(
             f"""INSERT INTO {tables.failures} SELECT {FAILURE_COLUMNS} FROM results
                 WHERE started_at >= $since AND status <> 'pass'""",
@@ -162,7 +165,9 @@ def update(connection: Connection, tables: Tables, now: int) -> Refresh:
     return Refresh(late_from)
 
 
-def _rollup_range(connection: Connection, tables: Tables, since: int, last: int) -> None:
+def _rollup_range(
+    connection: Connection, tables: Tables, since: int, last: int, relation: str = "results"
+) -> None:
     """Insert rollup rows for results started from `since` on, a day of rows at a time.
 
     Smaller groups keep DuckDB's hash tables small: per day is several times faster than
@@ -173,16 +178,18 @@ def _rollup_range(connection: Connection, tables: Tables, since: int, last: int)
         upper = floor_to(lower, DAY) + DAY
         bound = "started_at >= $lo" + (" AND started_at < $hi" if upper <= last else "")
         connection.execute(
-            f"INSERT INTO {tables.rollup} ({ROLLUP_COLUMNS}) {rollup_select(bound)}",
+            f"INSERT INTO {tables.rollup} ({ROLLUP_COLUMNS}) {rollup_select(bound, relation)}",
             {"lo": at(lower), **({"hi": at(upper)} if upper <= last else {})},
         )
         lower = upper
 
 
-def _hist_insert(connection: Connection, tables: Tables, since: int, until: int) -> None:
+def _hist_insert(
+    connection: Connection, tables: Tables, since: int, until: int, relation: str = "results"
+) -> None:
     connection.execute(
         f"INSERT INTO {tables.hist} ({HIST_COLUMNS}) "
-        + hist_select("started_at >= $lo AND started_at < $hi"),
+        + hist_select("started_at >= $lo AND started_at < $hi", relation),
         {"lo": at(since), "hi": at(until)},
     )
 

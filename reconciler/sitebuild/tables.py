@@ -183,19 +183,20 @@ def scalar(connection: Connection, sql: str, parameters: dict[str, Any] | None =
     return row[0] if row else None
 
 
-def rollup_select(where: str) -> str:
-    """SQL computing rollup rows (ROLLUP_COLUMNS) from the results matching `where`."""
+def rollup_select(where: str, relation: str = "results") -> str:
+    """SQL computing rollup rows (ROLLUP_COLUMNS) from the results matching `where`
+    (`relation`: `results`, or the view with the archived days, `store.archive.source`)."""
     return f"""SELECT parent, region, bucket, runs, passes, p95
                FROM (SELECT parent, region, bucket, count(*) AS runs,
                             count(*) FILTER (WHERE status = 'pass') AS passes,
                             quantile_cont(duration_ms, 0.95) AS p95
                      FROM (SELECT parent, region, {BUCKET_SQL} AS bucket, status, duration_ms
-                           FROM results WHERE {where})
+                           FROM {relation} WHERE {where})
                      GROUP BY parent, region, bucket)"""
 
 
-def hist_select(where: str) -> str:
+def hist_select(where: str, relation: str = "results") -> str:
     """SQL computing histogram rows (HIST_COLUMNS) from the results matching `where`."""
     return f"""SELECT parent, region, {DAY_SQL} AS day, {BIN_SQL} AS bin, count(*) AS n
-               FROM results WHERE {where}
+               FROM {relation} WHERE {where}
                GROUP BY parent, region, day, bin"""

@@ -132,6 +132,20 @@ _SCHEMA = [
         errors BIGINT NOT NULL,
         p99_ms DOUBLE
     )""",
+    # Results history (store/archive.py): files holding days moved out of `results`, and
+    # the view over both (redefined whenever the list changes).
+    """CREATE TABLE IF NOT EXISTS archive_files (
+        path VARCHAR NOT NULL,
+        day DATE NOT NULL,
+        region VARCHAR NOT NULL,
+        rows BIGINT NOT NULL,
+        bytes BIGINT NOT NULL,
+        archived_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE VIEW IF NOT EXISTS results_all AS
+       SELECT agent, region, canary, parent, check_name, check_type, started_at, duration_ms,
+              status, code, message, phases, received_at
+       FROM results""",
     # The newest revision the control plane refused, until one is applied (store/refusals.py).
     """CREATE TABLE IF NOT EXISTS refusals (
         sha VARCHAR,

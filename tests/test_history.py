@@ -1,0 +1,317 @@
+"""Results history: old days move to Parquet, every row stays in exactly one place, and
+every reader sees the same figures before and after."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from reconciler.cli.main import main
+from reconciler.server.controllers.history import HistoryKeeper
+from reconciler.sitebuild import build_site
+from reconciler.store import reports
+from reconciler.store.db import Connection, open_state
+from reconciler.store.handle import StateHandle
+from tests.waiting import eventually, wait_for
+
+NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
+DAYS = 40
+CANARIES = ("web/shop", "web/api")
+REGIONS = ("eu", "us")
+
+# Every 20 minutes per canary and region for DAYS days up to NOW; 1 in 7 runs fails, latency
+# varies by canary, region and minute (so quantiles and uptimes are not trivially equal).
+GENERATE = """
+INSERT INTO results
+SELECT r || '-1', r, c || '@' || r || '-1', c, 'check', 'http',
+       $end - INTERVAL (m * 20) MINUTE,
+       10 + (hash(c, r, m) % 400) / 4.0,
+       CASE WHEN hash(m, c, r) % 7 = 0 THEN 'fail' ELSE 'pass' END,
+       CASE WHEN hash(m, c, r) % 7 = 0 THEN 503 ELSE 200 END,
+       CASE WHEN hash(m, c, r) % 7 = 0 THEN 'HTTP 503 it''s down' END,
+       '{"ttfb_ms": 3.5}'::JSON,
+       $end - INTERVAL (m * 20) MINUTE + INTERVAL 2 SECOND
+FROM unnest($canaries::VARCHAR[]) c(c), unnest($regions::VARCHAR[]) r(r),
+     range(1, $runs) t(m)
+"""
+
+
+def generate(connection: Connection, end: datetime = NOW, days: int = DAYS) -> None:
+    connection.execute(
+        GENERATE,
+        {
+            "end": end,
+            "canaries": list(CANARIES),
+            "regions": list(REGIONS),
+            "runs": days * 72 + 1,
+        },
+    )
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "state.duckdb"
+    connection = open_state(path)
+    assert connection is not None
+    generate(connection)
+    connection.close()
+    yield path
+
+
+def reconcile(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def figures(path: Path) -> dict[str, object]:
+    """What the read API reports over 7, 40 and 365 days, per canary and region."""
+    connection = open_state(path, read_only=True)
+    assert connection is not None
+    with connection:
+        seen: dict[str, object] = {}
+        for canary in CANARIES:
+            for days in (7, 40, 365):
+                since, until = NOW - timedelta(days=days), NOW + timedelta(minutes=1)
+                for region in (None, *REGIONS):
+                    key = f"{canary} {days}d {region}"
+                    seen[key + " uptime"] = reports.uptime(connection, canary, since, until, region)
+                    seen[key + " latency"] = reports.latency(
+                        connection, canary, since, until, region, 6 * 3600
+                    )
+                seen[f"{canary} {days}d regions"] = reports.region_summaries(
+                    connection, canary, since, until, None
+                )
+            oldest = (NOW - timedelta(days=DAYS + 1), NOW - timedelta(days=38))
+            seen[f"{canary} oldest"] = reports.recent_results(connection, canary, *oldest, None, 5)
+        return seen
+
+
+def live_and_archived(path: Path) -> tuple[int, int, int]:
+    """Rows in the live table, rows in the listed files, rows through the view."""
+    connection = open_state(path, read_only=True)
+    assert connection is not None
+    with connection:
+        live = connection.execute("SELECT count(*) FROM results").fetchone()
+        listed = connection.execute("SELECT coalesce(sum(rows), 0) FROM archive_files").fetchone()
+        both = connection.execute("SELECT count(*) FROM results_all").fetchone()
+    assert live and listed and both
+    return int(live[0]), int(listed[0]), int(both[0])
+
+
+def test_old_days_move_to_parquet_and_every_figure_stays_the_same(state: Path) -> None:
+    before = figures(state)
+    total = sum(live_and_archived(state)[:2])
+    code, out, err = reconcile("results", "archive", "--state", str(state))
+    assert code == 0, err
+    assert "archived 6 day(s)" in out or "archived 5 day(s)" in out, out
+    live, archived, both = live_and_archived(state)
+    assert archived > 0 and live + archived == total == both
+    history = state.with_name("state.duckdb.history")
+    files = sorted(p.relative_to(history).as_posix() for p in history.rglob("*.parquet"))
+    assert files and all(
+        f.startswith("day=") and "/region=" in f and f.split("/")[-1].startswith("part-")
+        for f in files
+    )
+    assert {f.split("/")[1] for f in files} == {"region=eu", "region=us"}
+    connection = open_state(state, read_only=True)
+    assert connection is not None
+    with connection:
+        oldest_live = connection.execute("SELECT min(started_at) FROM results").fetchone()
+    assert oldest_live and oldest_live[0] >= (NOW - timedelta(days=36)).replace(hour=0, minute=0)
+    assert figures(state) == before
+
+    # Another engine (here plain DuckDB, no state file) reads the directory as Hive partitions.
+    plain = duckdb.connect()
+    counted = plain.execute(
+        f"""SELECT count(*), count(DISTINCT region), min(day) < max(day)
+            FROM read_parquet('{history}/*/*/*.parquet', hive_partitioning = true)"""
+    ).fetchone()
+    assert counted == (archived, 2, True)
+
+    # The monthly query docs/history.md shows, on the same directory.
+    documented = Path(__file__).parent.parent / "docs" / "history.md"
+    query = documented.read_text().split("```sql\n", 1)[1].split("```", 1)[0]
+    monthly = plain.execute(query.replace("state.duckdb.history", str(history))).fetchall()
+    assert {row[0] for row in monthly} == set(CANARIES)
+    assert sum(row[2] for row in monthly) == archived
+    assert all(80 < row[3] < 90 and row[4] > 10 for row in monthly)  # 1 run in 7 fails
+
+
+def test_late_rows_for_an_archived_day_get_a_file_of_their_own(state: Path) -> None:
+    assert reconcile("results", "archive", "--state", str(state))[0] == 0
+    late = NOW - timedelta(days=DAYS - 1, minutes=7)
+    connection = open_state(state)
+    assert connection is not None
+    with connection:
+        connection.execute(
+            """INSERT INTO results VALUES ('eu-1', 'eu', 'web/shop@eu-1', 'web/shop', 'check',
+               'http', $at, 12.5, 'pass', 200, NULL, NULL, $at)""",
+            {"at": late},
+        )
+    before = live_and_archived(state)
+    code, out, _ = reconcile("results", "archive", "--state", str(state))
+    assert code == 0 and "archived 1 day(s), 1 results in 1 file(s)" in out
+    live, archived, both = live_and_archived(state)
+    assert (live, archived, both) == (before[0] - 1, before[1] + 1, before[2])
+    day = state.with_name("state.duckdb.history") / f"day={late.date().isoformat()}/region=eu"
+    assert len(list(day.glob("part-*.parquet"))) == 2
+
+
+def test_history_older_than_its_age_is_deleted(state: Path) -> None:
+    code, out, err = reconcile(
+        "results", "archive", "--state", str(state), "--archive-after", "30d",
+        "--delete-after", "35d",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "deleted 6 day(s) of history" in out or "deleted 5 day(s) of history" in out, out
+    history = state.with_name("state.duckdb.history")
+    days = sorted(p.name for p in history.iterdir())
+    oldest = (NOW - timedelta(days=35)).date().isoformat()
+    assert days and days[0] >= f"day={oldest}"
+    live, archived, both = live_and_archived(state)
+    assert live + archived == both
+    connection = open_state(state, read_only=True)
+    assert connection is not None
+    with connection:
+        first = connection.execute("SELECT min(started_at) FROM results_all").fetchone()
+    assert first and first[0] >= NOW - timedelta(days=36)
+
+    code, _, err = reconcile(
+        "results", "archive", "--state", str(state), "--archive-after", "30d",
+        "--delete-after", "20d",
+    )  # fmt: skip
+    assert code == 1 and "keep history at least as long as the archive age" in err
+
+
+def test_export_writes_live_and_archived_rows_in_the_same_layout(
+    state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert reconcile("results", "archive", "--state", str(state))[0] == 0
+    since, until = (NOW - timedelta(days=38)).date(), (NOW - timedelta(days=30)).date()
+    out = tmp_path / "export"
+    code, printed, err = reconcile(
+        "results", "export", "--state", str(state), "--since", since.isoformat(),
+        "--until", until.isoformat(), "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    expected = 8 * 72 * len(CANARIES) * len(REGIONS)  # 8 whole days, every 20 minutes
+    assert f"exported {expected:,} results" in printed
+    plain = duckdb.connect()
+    days = plain.execute(
+        f"""SELECT count(DISTINCT day), count(*) FROM
+            read_parquet('{out}/*/*/*.parquet', hive_partitioning = true)"""
+    ).fetchone()
+    assert days == (8, expected)
+
+    code, _, err = reconcile(
+        "results", "export", "--state", str(state), "--since", since.isoformat(),
+        "--until", until.isoformat(), "--out", str(out),
+    )  # fmt: skip
+    assert code == 1 and "is not empty" in err
+    with pytest.raises(SystemExit) as usage:
+        reconcile(
+            "results", "export", "--state", str(state), "--since", "yesterday", "--until", "x",
+            "--out", str(tmp_path / "other"),
+        )  # fmt: skip
+    assert usage.value.code == 1 and "expected a date (2026-11-01)" in capsys.readouterr().err
+
+
+def test_a_site_built_from_scratch_reads_archived_days(state: Path, tmp_path: Path) -> None:
+    def windows() -> list[tuple[object, ...]]:
+        connection = open_state(state)
+        assert connection is not None
+        with connection:
+            build_site(connection, tmp_path / "site", NOW, temporary=True)
+            return connection.execute(
+                "SELECT win, parent, region, runs, passes FROM temp.site_window ORDER BY ALL"
+            ).fetchall()
+
+    before = windows()
+    code, _, err = reconcile("results", "archive", "--state", str(state), "--archive-after", "3d")
+    assert code == 0, err
+    assert windows() == before
+    assert any(row[0] == "30d" and row[3] > 30 * 72 - 10 for row in before)
+
+
+@pytest.mark.slow
+def test_archiving_killed_at_any_moment_leaves_every_row_in_one_place(tmp_path: Path) -> None:
+    """`kill -9` of `reconcile results archive` after its 1st, 2nd … file: no row is lost or
+    counted twice, then or after the next run (which removes the orphaned files)."""
+    path = tmp_path / "state.duckdb"
+    connection = open_state(path)
+    assert connection is not None
+    with connection:
+        for chunk in range(6):  # more rows per day, so a day takes a while to move
+            generate(connection, NOW - timedelta(seconds=chunk * 97), days=DAYS)
+    total = sum(live_and_archived(path)[:2])
+    history = path.with_name("state.duckdb.history")
+    command = [sys.executable, "-m", "reconciler", "results", "archive", "--state", str(path)]
+    interrupted = 0
+    for files in (1, 4, 9):
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_for(
+                lambda n=files, c=child: (
+                    c.poll() is not None  # type: ignore[misc]
+                    or len(list(history.glob("*/*/*.parquet"))) >= n
+                ),
+                30,
+                f"{files} files written",
+            )
+        finally:
+            interrupted += child.poll() is None
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+        live, archived, both = live_and_archived(path)
+        assert live + archived == total == both, files
+    assert interrupted == 3  # each kill stopped a run half way
+    code, _, err = reconcile("results", "archive", "--state", str(path))
+    assert code == 0, err
+    live, archived, both = live_and_archived(path)
+    assert live + archived == total == both
+    on_disk = (
+        duckdb.connect()
+        .execute(f"SELECT count(*) FROM read_parquet('{history}/*/*/*.parquet')")
+        .fetchone()
+    )
+    assert on_disk == (archived,)  # no orphaned file left to be read twice by another engine
+
+
+@pytest.mark.anyio
+async def test_the_server_moves_old_days_and_keeps_going_after_a_failure(
+    state: Path, tmp_path: Path
+) -> None:
+    """The server's hourly run: old days leave the state file while it is held open, and
+    a run that fails (the history directory cannot be created) is counted, not fatal."""
+    handle = StateHandle(state)
+    try:
+        blocked = tmp_path / "not-a-directory"
+        blocked.write_text("")
+        failing = HistoryKeeper(
+            handle, lambda: NOW, blocked / "history", timedelta(days=35), None, interval=0.01
+        )
+        await failing.start(first_run_after=0)
+        await eventually(lambda: failing.failures >= 2, 10, "two failed runs")
+        await failing.stop()
+        assert failing.runs == 0
+
+        keeper = HistoryKeeper(handle, lambda: NOW, tmp_path / "history", timedelta(days=35), None)
+        report = await keeper.run_once()
+        assert len(report.days_moved) in (5, 6) and report.rows_moved > 0
+        until = NOW + timedelta(minutes=1)
+        uptime = await handle.read(
+            lambda c: reports.uptime(c, "web/shop", NOW - timedelta(days=DAYS + 1), until, None)
+        )
+        assert uptime["total"] == DAYS * 72 * len(REGIONS)  # live and archived alike
+    finally:
+        handle.close()
