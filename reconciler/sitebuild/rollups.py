@@ -42,7 +42,7 @@ from reconciler.sitebuild.tables import (
     scalar,
     write_meta,
 )
-from reconciler.sitebuild.windows import DAY, LONG_STEP, ROLLUP_STEP, SETTLE, floor_to
+from reconciler.sitebuild.windows import DAY, LONG_STEP, ROLLUP_STEP, SETTLE, WINDOWS, floor_to
 from reconciler.store.archive import source
 from reconciler.store.db import Connection
 
@@ -77,16 +77,22 @@ def backfill(connection: Connection, tables: Tables, now: int) -> bool:
         connection.execute(f"DELETE FROM {tables.named(name)}")
     long_end = floor_to(now - SETTLE, LONG_STEP)
     today = long_end // DAY
-    # From scratch: archived days too (`store.archive`), the live table's newest rows.
-    relation = source(connection, None)
+    # From scratch, back to the longest window's first day (and one more): older rows,
+    # live or archived (`store.archive`), are in no window. The rows of the horizon's days
+    # may be in history files; `source` picks each day's own.
+    horizon = at((today - max(window.days or 1 for window in WINDOWS) - 1) * DAY)
     received = scalar(connection, "SELECT epoch_us(max(received_at)) FROM results")
     first, last = connection.execute(
-        f"SELECT epoch_us(min(started_at)), epoch_us(max(started_at)) FROM {relation}"
+        "SELECT epoch_us(min(started_at)), epoch_us(max(started_at)) FROM "
+        + source(connection, horizon)
+        + " WHERE started_at >= $horizon",
+        {"horizon": horizon},
     ).fetchone() or (None, None)
     if first is not None:
-        _rollup_range(connection, tables, floor_to(first // US, ROLLUP_STEP), last // US, relation)
+        # A day at a time, each reading the files of its own day only.
+        _rollup_range(connection, tables, floor_to(first // US, ROLLUP_STEP), last // US)
         for day in range(first // US // DAY, today):
-            _hist_insert(connection, tables, day * DAY, (day + 1) * DAY, relation)
+            _hist_insert(connection, tables, day * DAY, (day + 1) * DAY)
         connection.execute(
             f"""INSERT INTO {tables.failures} SELECT {FAILURE_COLUMNS} FROM results
                 WHERE started_at >= $since AND status <> 'pass'""",
@@ -165,9 +171,7 @@ def update(connection: Connection, tables: Tables, now: int) -> Refresh:
     return Refresh(late_from)
 
 
-def _rollup_range(
-    connection: Connection, tables: Tables, since: int, last: int, relation: str = "results"
-) -> None:
+def _rollup_range(connection: Connection, tables: Tables, since: int, last: int) -> None:
     """Insert rollup rows for results started from `since` on, a day of rows at a time.
 
     Smaller groups keep DuckDB's hash tables small: per day is several times faster than
@@ -178,15 +182,15 @@ def _rollup_range(
         upper = floor_to(lower, DAY) + DAY
         bound = "started_at >= $lo" + (" AND started_at < $hi" if upper <= last else "")
         connection.execute(
-            f"INSERT INTO {tables.rollup} ({ROLLUP_COLUMNS}) {rollup_select(bound, relation)}",
+            f"INSERT INTO {tables.rollup} ({ROLLUP_COLUMNS}) "
+            + rollup_select(bound, source(connection, at(lower), at(upper))),
             {"lo": at(lower), **({"hi": at(upper)} if upper <= last else {})},
         )
         lower = upper
 
 
-def _hist_insert(
-    connection: Connection, tables: Tables, since: int, until: int, relation: str = "results"
-) -> None:
+def _hist_insert(connection: Connection, tables: Tables, since: int, until: int) -> None:
+    relation = source(connection, at(since), at(until))
     connection.execute(
         f"INSERT INTO {tables.hist} ({HIST_COLUMNS}) "
         + hist_select("started_at >= $lo AND started_at < $hi", relation),

@@ -69,14 +69,45 @@ def history_dir(state: Path) -> Path:
     return state.with_name(f"{state.name}.history")
 
 
-def source(connection: Connection, since: datetime | None) -> str:
-    """The relation holding every result started at or after `since` (None: any time)."""
+def source(connection: Connection, since: datetime | None, until: datetime | None = None) -> str:
+    """SQL for the relation holding every result started in [since, until) (None: no bound).
+
+    `results` alone when nothing before `since` was ever archived (the common, cheap case);
+    otherwise `results` and the files of the days the range touches, and only those: a
+    query over a week of last year reads seven days of files, not all of them.
+    """
     row = connection.execute(
         "SELECT value FROM meta WHERE key = $key", {"key": ARCHIVED_UNTIL}
     ).fetchone()
     if row is None or (since is not None and since.timestamp() >= int(row[0])):
         return "results"
-    return VIEW
+    paths = [
+        found[0]
+        for found in connection.execute(
+            """SELECT path FROM archive_files
+               WHERE ($first::DATE IS NULL OR day >= $first)
+                 AND ($last::DATE IS NULL OR day <= $last)
+               ORDER BY path""",
+            {
+                "first": since.astimezone(UTC).date() if since is not None else None,
+                "last": until.astimezone(UTC).date() if until is not None else None,
+            },
+        ).fetchall()
+    ]
+    if not paths:
+        return "results"
+    return f"({_union(paths)})"
+
+
+def _union(paths: list[str]) -> str:
+    """`results` and the files at `paths`, with the columns of `results`."""
+    listed = ", ".join(_quoted(path) for path in paths)
+    return f"""SELECT {RESULT_COLUMNS} FROM results
+            UNION ALL
+            SELECT agent, region, canary, parent, check_name, check_type, started_at,
+                   duration_ms, status, code, message, phases::JSON, received_at
+            FROM read_parquet([{listed}], hive_partitioning = true,
+                              hive_types = {{'day': DATE, 'region': VARCHAR}})"""
 
 
 def _day_path(directory: Path, day: int, region: str) -> Path:
@@ -95,18 +126,8 @@ def define_view(connection: Connection) -> None:
         row[0]
         for row in connection.execute("SELECT path FROM archive_files ORDER BY path").fetchall()
     ]
-    archived = ""
-    if paths:
-        listed = ", ".join(_quoted(path) for path in paths)
-        archived = f"""
-            UNION ALL
-            SELECT agent, region, canary, parent, check_name, check_type, started_at,
-                   duration_ms, status, code, message, phases::JSON, received_at
-            FROM read_parquet([{listed}], hive_partitioning = true,
-                              hive_types = {{'day': DATE, 'region': VARCHAR}})"""
-    connection.execute(
-        f"CREATE OR REPLACE VIEW {VIEW} AS SELECT {RESULT_COLUMNS} FROM results{archived}"
-    )
+    body = _union(paths) if paths else f"SELECT {RESULT_COLUMNS} FROM results"
+    connection.execute(f"CREATE OR REPLACE VIEW {VIEW} AS {body}")
 
 
 def sweep(connection: Connection, directory: Path) -> int:
@@ -277,7 +298,7 @@ def export(connection: Connection, since: datetime, until: datetime, out: Path) 
         raise ArchiveError(f"{out} is not empty: export into a new or empty directory")
     if until <= since:
         raise ArchiveError(f"--until ({until:%Y-%m-%dT%H:%M:%SZ}) must be after --since")
-    relation = source(connection, since)
+    relation = source(connection, since, until)
     try:
         out.mkdir(parents=True, exist_ok=True)
         count = connection.execute(

@@ -65,7 +65,7 @@ def recent_results(
     rows = connection.execute(
         f"""SELECT agent, region, check_name, {_ISO_STARTED}, duration_ms, status, code,
                    message, phases
-            FROM {source(connection, since)} WHERE {_SCOPE}
+            FROM {source(connection, since, until)} WHERE {_SCOPE}
             ORDER BY started_at DESC, agent, check_name LIMIT $limit""",
         {**_scope(parent, since, until, region), "limit": limit},
     ).fetchall()
@@ -104,7 +104,7 @@ def uptime(
     rows = connection.execute(
         f"""SELECT check_name, grouping(check_name) AS overall, count(*),
                    count(*) FILTER (WHERE status = 'pass')
-            FROM {source(connection, since)} WHERE {_SCOPE}
+            FROM {source(connection, since, until)} WHERE {_SCOPE}
             GROUP BY GROUPING SETS ((), (check_name))
             ORDER BY overall DESC, check_name""",
         _scope(parent, since, until, region),
@@ -150,7 +150,7 @@ def latency(
     rows = connection.execute(
         f"""SELECT {_BUCKET} AS bucket, grouping(bucket) AS overall, {_BUCKET_AT},
                    count(*), {_QUANTILES}
-            FROM {source(connection, since)} WHERE {_SCOPE}
+            FROM {source(connection, since, until)} WHERE {_SCOPE}
             GROUP BY GROUPING SETS ((), (bucket))
             ORDER BY overall DESC, bucket""",
         {**_scope(parent, since, until, region), "step": step_seconds * 1_000_000},
@@ -182,7 +182,7 @@ def latency_by_region(
     rows = connection.execute(
         f"""SELECT region, {_BUCKET} AS bucket, grouping(bucket) AS overall, {_BUCKET_AT},
                    count(*), {_QUANTILES}
-            FROM {source(connection, since)} WHERE {_SCOPE}
+            FROM {source(connection, since, until)} WHERE {_SCOPE}
             GROUP BY GROUPING SETS ((region), (region, bucket))
             ORDER BY region, overall DESC, bucket""",
         {**_scope(parent, since, until, region), "step": step_seconds * 1_000_000},
@@ -227,7 +227,7 @@ def region_summaries(
         f"""SELECT region, count(*), count(*) FILTER (WHERE status = 'pass'), {_QUANTILES},
                    arg_max(status, started_at),
                    strftime(make_timestamp(max(epoch_us(started_at))), {_RFC3339})
-            FROM {source(connection, since)} WHERE {_SCOPE} GROUP BY region""",
+            FROM {source(connection, since, until)} WHERE {_SCOPE} GROUP BY region""",
         _scope(parent, since, until, region),
     ).fetchall()
     summaries = {}
