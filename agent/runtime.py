@@ -76,7 +76,8 @@ class Agent:
             host, port = self.settings.listen
             status = await start_status_server(self._status, host, port)
             log.info("status endpoint on http://%s:%d (/ready, /disconnect, /metrics)", host, port)
-        async with ClientPool(size=self.settings.http_clients) as pool:
+        limits = self.settings.response_limits
+        async with ClientPool(size=self.settings.http_clients, limits=limits) as pool:
             self._pool = pool
             self._api = self._new_api()
             tasks = [
