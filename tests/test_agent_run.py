@@ -184,8 +184,13 @@ def test_disconnect_keeps_checks_running_then_reconnects(
 ) -> None:
     with running_server(repo.path, tmp_path / "state.duckdb") as server:
         server.wait_ready()
+        # A pull interval far beyond the wait below: only the reconnect itself can bring
+        # the agent back in time (it used to wait for its next pull).
         agent = AgentProcess(
-            server.url, server.token("eu-1"), tmp_path / "spool.sqlite", "--reconnect-after", "2"
+            server.url,
+            server.token("eu-1"),
+            tmp_path / "spool.sqlite",
+            *("--reconnect-after", "2", "--pull-interval", "60"),
         )
         try:
             wait_for(agent.ready, 10, "/ready")
