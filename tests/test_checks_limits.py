@@ -228,6 +228,25 @@ def test_a_redirects_endless_body_is_not_read(run: Run) -> None:
     assert outcome.duration_ms < PROMPT_MS
 
 
+def test_an_endless_digest_challenge_body_stops_at_the_body_limit(run: Run) -> None:
+    async def challenge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await request_head(reader)
+        writer.write(
+            b"HTTP/1.1 401 Unauthorized\r\n"
+            b'WWW-Authenticate: Digest realm="r", nonce="n", qop="auth"\r\n\r\n'
+        )
+        await endless(writer, b"c")
+
+    outcome, growth = peak_rss_growth(
+        lambda: run_one(run, challenge, username="u", password="p", digest=True)
+    )
+    assert_refused(
+        outcome,
+        "the response body is larger than 4194304 bytes (limit: --max-response-body-bytes)",
+    )
+    assert growth < MEMORY_BOUND, f"the peak RSS grew by {growth / 2**20:.0f} MiB"
+
+
 def test_an_endless_oauth_token_answer_stops_at_the_body_limit(run: Run) -> None:
     async def token_endpoint(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await request_head(reader)

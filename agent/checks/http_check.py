@@ -13,7 +13,7 @@ import httpx
 
 from agent.checks import certs
 from agent.checks.fields import flag, integer, items, required_text, text, threshold
-from agent.checks.limits import ResponseLimits, read_body
+from agent.checks.limits import BoundedDigestAuth, ResponseLimits, read_body
 from agent.checks.oauth import client_credentials_token
 from agent.checks.outcome import Verdict, judge, over_threshold
 from agent.checks.phases import PhaseRecorder
@@ -98,12 +98,12 @@ def _template(display: Any) -> str | None:
     return None
 
 
-def _auth(spec: HttpSpec) -> httpx.Auth | None:
+def _auth(spec: HttpSpec, limits: ResponseLimits) -> httpx.Auth | None:
     if spec.username is None and spec.password is None:
         return None  # httpx still sends user:password@ of the URL as basic auth
     username, password = spec.username or "", spec.password or ""
     if spec.digest:
-        return httpx.DigestAuth(username, password)
+        return BoundedDigestAuth(username, password, limits)
     return httpx.BasicAuth(username, password)
 
 
@@ -165,7 +165,7 @@ async def _exchange(
         ResponseTooLarge: the response went past one of `limits`.
     """
     headers = list(spec.headers)
-    auth = _auth(spec)
+    auth = _auth(spec, limits)
     if spec.oauth2 is not None:
         # canary-checker drops basic auth when oauth2 is set: the credentials get a token.
         token = await client_credentials_token(

@@ -7,6 +7,7 @@ cost the agent a bounded amount of memory and fail its own check, not grow the p
 from __future__ import annotations
 
 import zlib
+from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 
 import httpx
@@ -140,3 +141,49 @@ def _decoders(encoding: str) -> list[_Inflater]:
         elif coding != "identity":
             return []  # an unknown coding: the body is kept as it came
     return decoders
+
+
+class _CappedStream(httpx.AsyncByteStream):
+    """A response stream that refuses to yield more than `limit` bytes."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, limits: ResponseLimits) -> None:
+        self._inner = inner
+        self._limits = limits
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in self._inner:
+            size += len(chunk)
+            if size > self._limits.max_body_bytes:
+                raise self._limits.body_too_large()
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class BoundedDigestAuth(httpx.DigestAuth):
+    """Digest auth whose challenge (the first 401) is read within the body limit.
+
+    httpx reads the whole body of the 401 before it retries with credentials; a target can
+    make that body endless, or a small compressed bomb. The 401 is thrown away, so its body
+    is read as it came (not decoded) and only up to the limit.
+    """
+
+    def __init__(self, username: str, password: str, limits: ResponseLimits) -> None:
+        super().__init__(username, password)
+        self._limits = limits
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        flow = super().auth_flow(request)
+        request = next(flow)
+        while True:
+            response = yield request
+            try:
+                request = flow.send(response)
+            except StopIteration:
+                return
+            # httpx reads `response` whole before it sends `request`: bound that read.
+            if isinstance(response.stream, httpx.AsyncByteStream):
+                response.stream = _CappedStream(response.stream, self._limits)
+            response.headers.pop("content-encoding", None)
