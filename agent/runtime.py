@@ -96,7 +96,11 @@ class Agent:
             host, port = self.settings.listen
             status = await start_status_server(self._status, host, port)
             self.status_port = int(status.sockets[0].getsockname()[1])
-            log.info("status endpoint on http://%s:%d (/ready, /disconnect, /metrics)", host, port)
+            log.info(
+                "status endpoint on http://%s:%d (/ready, /disconnect, /metrics)",
+                host,
+                self.status_port,
+            )
         limits = self.settings.response_limits
         async with ClientPool(size=self.settings.http_clients, limits=limits) as pool:
             self._pool = pool

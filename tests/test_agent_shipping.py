@@ -290,3 +290,26 @@ async def test_a_disconnect_ends_after_reconnect_after_not_at_the_next_pull(
         after = metric((await status.get("/metrics")).text, updated)
         assert after == before + 1, "the reconnect pulled at once"
         assert (await status.get("/ready")).status_code == 200
+
+
+async def test_the_status_endpoint_bounds_what_it_reads(
+    strict: StrictServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = Agent(settings(strict.url, tmp_path / "spool.sqlite"))
+    async with running_agent(agent) as status:
+        port = agent.status_port
+        for request in (
+            b"GET /ready HTTP/1.1\r\nX-Long: " + b"a" * 100_000 + b"\r\n\r\n",
+            b"GET /ready HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 1000 + b"\r\n",
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            answer = await asyncio.wait_for(reader.read(), WAIT)
+            writer.close()
+            assert answer in (
+                b"",
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                b"Content-Length: 12\r\nConnection: close\r\n\r\nbad request\n",
+            )
+        assert (await status.get("/metrics")).status_code == 200, "it still answers"
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
