@@ -294,60 +294,56 @@ class Agent:
             ids, rows = await self.spool.peek_ids_async(self.settings.batch_size)
             if not rows:
                 return True
-            settled, complete = await self._deliver(rows)
-            if settled:
-                await self.spool.ack_async(ids[settled - 1])
-            if not complete:
+            if not await self._deliver(ids, rows):
                 return False
             if len(rows) < self.settings.batch_size:
                 return True
         return True
 
-    async def _deliver(self, rows: list[dict[str, Any]]) -> tuple[int, bool]:
+    async def _deliver(self, ids: list[int], rows: list[dict[str, Any]]) -> bool:
         """Send one batch; a part the server refuses as a whole is halved and sent again.
 
-        Halving goes down to single rows: a single row the server still refuses (400, 413,
-        422) will never be taken, so it is dropped and counted in `refused_rows` by status,
-        and the batch gets one warning line for all of them.
+        Each part is acked once it is settled: stored, or, for a single row the server still
+        refuses (400, 413, 422) and so will never take, counted in `refused_rows` by status.
+        Refused rows get one warning line per batch, however many they are.
+
+        Args:
+            ids: The spool's marker of each row.
+            rows: The rows, oldest first.
 
         Returns:
-            How many leading rows are settled (stored, or refused for good and counted), and
-            whether that is all of them (False: a 5xx or transport error stopped it; the
-            rest stay spooled for a retry).
+            True when every row is settled; False when a 5xx or transport error stopped it
+            (the unsettled rows stay spooled for a retry).
         """
         parts = deque([(0, len(rows))])
         refused: Counter[int] = Counter()
         why: dict[int, str] = {}
-        settled = 0
-        complete = True
-        while parts:
-            start, end = parts.popleft()
-            status, text = await self._post(rows[start:end])
-            if status in REFUSED:
-                if end - start > 1:
+        try:
+            while parts:
+                start, end = parts.popleft()
+                status, text = await self._post(rows[start:end])
+                if status in REFUSED and end - start > 1:
                     middle = (start + end) // 2
                     parts.extendleft([(middle, end), (start, middle)])
                     continue
-                refused[status] += 1
-                why.setdefault(status, text)
-            elif status != 200:
-                complete = False
-                break
-            settled = end
-        if refused:
-            for status, count in refused.items():
-                self.refused_rows[f"http_{status}"] += count
-            reasons = "; ".join(
-                f"{n} with {status}: {why[status]}" for status, n in refused.items()
-            )
-            log.warning(
-                "the control plane refused %d of %d rows one by one (%s); dropped them, "
-                "counted in agent_dropped_rows_total",
-                refused.total(),
-                len(rows),
-                reasons,
-            )
-        return settled, complete
+                if status in REFUSED:
+                    refused[status] += 1
+                    why.setdefault(status, text)
+                    self.refused_rows[f"http_{status}"] += 1
+                elif status != 200:
+                    return False
+                await self.spool.ack_async(ids[end - 1])
+            return True
+        finally:
+            if refused:  # also when a failure or a stop cut the batch short
+                reasons = "; ".join(f"{n} with {code}: {why[code]}" for code, n in refused.items())
+                log.warning(
+                    "the control plane refused %d of %d rows one by one (%s); dropped them, "
+                    "counted in agent_dropped_rows_total",
+                    refused.total(),
+                    len(rows),
+                    reasons,
+                )
 
     async def _post(self, rows: list[dict[str, Any]]) -> tuple[int, str]:
         """POST rows as one batch; the answer's status (0 without one) and error text.

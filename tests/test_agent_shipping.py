@@ -165,12 +165,15 @@ async def test_rows_too_large_on_their_own_are_counted_once_per_batch(
 class StrictServer:
     """A control plane stand-in on 127.0.0.1 that refuses, as a whole, any batch holding a
     row whose message is `bad400` or `bad422` (400 or 422, as the real server answers a body
-    it cannot read), answers 503 while `failing`, and keeps every row of the batches it takes.
+    it cannot read), answers 503 while `failing` (or to the posts numbered in `fail_posts`),
+    and keeps every row of the batches it takes.
     """
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self.failing = False
+        self.fail_posts: set[int] = set()
+        self.posts = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -178,7 +181,8 @@ class StrictServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 messages = {row.get("message") for row in body["results"]}
                 status, answer = 200, {}
-                if server.failing:
+                server.posts += 1
+                if server.failing or server.posts in server.fail_posts:
                     status, answer = 503, {"error": "unavailable"}
                 elif "bad400" in messages or "bad422" in messages:
                     status = 400 if "bad400" in messages else 422
@@ -246,6 +250,24 @@ async def test_rows_refused_one_by_one_are_dropped_counted_and_logged_once(
     assert len(lines) == 1, lines
     assert lines[0].startswith("the control plane refused 4 of 250 rows one by one")
     assert "2 with 400: expected" in lines[0] and "2 with 422: expected" in lines[0]
+
+
+async def test_a_5xx_while_halving_keeps_the_rest_and_counts_each_refusal_once(
+    strict: StrictServer, tmp_path: Path
+) -> None:
+    marks = {0: "bad422", 7: "bad422", 120: "bad400", 200: "bad400"}
+    spool = tmp_path / "spool.sqlite"
+    spool_with(spool, poisoned(result_rows(ROWS), marks))
+    strict.fail_posts = {12, 13}  # in the middle of the halving
+    agent = Agent(settings(strict.url, spool))
+    async with running_agent(agent) as status:
+        await eventually(lambda: agent.spool.depth() == 0, WAIT, "the spool drained")
+        text = (await status.get("/metrics")).text
+    delivered = sorted(row["message"] for row in strict.rows)
+    assert delivered == sorted(f"row {i}" for i in range(ROWS) if i not in marks)
+    assert metric(text, 'agent_pushes_total{outcome="http_503"}') == 2
+    assert metric(text, 'agent_dropped_rows_total{reason="http_422"}') == 2
+    assert metric(text, 'agent_dropped_rows_total{reason="http_400"}') == 2
 
 
 async def test_5xx_keeps_every_row_spooled(strict: StrictServer, tmp_path: Path) -> None:
