@@ -203,6 +203,7 @@ class Agent:
     async def _pull_once(self) -> float | None:
         """Pull once; None on success, else the base delay before retrying."""
         api = await self._connected()
+        self._pull_now.clear()  # this is the pull a reconnect asked for
         headers = {"If-None-Match": self.etag} if self.etag else {}
         try:
             response = await api.get("/api/agent/targets", headers=headers)
