@@ -18,7 +18,9 @@ EPILOG = """\
 environment: RECONCILER_URL (the control plane), AGENT_TOKEN (required; never put it in a file
 in git — mint it with `reconcile agents token NAME`), and AGENT_PULL_INTERVAL,
 AGENT_FLUSH_INTERVAL, AGENT_BUFFER_CAPACITY, AGENT_BATCH_SIZE, AGENT_SPOOL, AGENT_LISTEN,
-AGENT_RECONNECT_AFTER, AGENT_SHUTDOWN_TIMEOUT, AGENT_HTTP_CLIENTS for the flags below.
+AGENT_RECONNECT_AFTER, AGENT_SHUTDOWN_TIMEOUT, AGENT_HTTP_CLIENTS, AGENT_MAX_RESPONSE_HEADERS,
+AGENT_MAX_RESPONSE_HEADER_BYTES, AGENT_MAX_RESPONSE_HEADER_LINE, AGENT_MAX_RESPONSE_BODY_BYTES
+for the flags below.
 
 signals: SIGTERM or Ctrl-C stop scheduling, ship buffered results (bounded by
 --shutdown-timeout) and exit 0; SIGUSR1 disconnects from the control plane while checks keep
@@ -54,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reconnect-after", type=float, metavar="SECONDS", help="default 60")
     run.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="default 10")
     run.add_argument("--http-clients", type=int, help="HTTP clients checks share (default 16)")
+    run.add_argument(
+        "--max-response-headers", type=int, metavar="N", help="header fields, default 100"
+    )
+    run.add_argument("--max-response-header-bytes", type=int, metavar="BYTES", help="default 65536")
+    run.add_argument("--max-response-header-line", type=int, metavar="BYTES", help="default 16384")
+    run.add_argument("--max-response-body-bytes", type=int, metavar="BYTES", help="default 4194304")
     run.add_argument("--log-format", choices=["text", "json"], default=None)
     return parser
 
@@ -66,6 +74,8 @@ async def _run(args: argparse.Namespace) -> int:
         for name in (
             "url", "pull_interval", "flush_interval", "buffer_capacity", "batch_size",
             "spool", "listen", "reconnect_after", "shutdown_timeout", "http_clients",
+            "max_response_headers", "max_response_header_bytes", "max_response_header_line",
+            "max_response_body_bytes",
         )
     }  # fmt: skip
     settings = load_settings(flags, os.environ)

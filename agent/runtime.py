@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +26,11 @@ log = logging.getLogger("agent")
 MAX_BACKOFF_SECONDS = 300.0
 MAX_DOUBLINGS = 5  # back off to at most 32x the normal interval (and never past 5 minutes)
 REVOKED_RETRY_SECONDS = 60.0
+# Answers to a result POST that mean "never these bytes": too large (413), or unreadable
+# (400, 422). The batch is halved until the server takes the parts or refuses single rows.
+REFUSED = frozenset({400, 413, 422})
+# Every reason a row can be lost for, so each series is on /metrics from the start.
+DROP_REASONS = ("spool_full", "spool_corrupt", "http_400", "http_413", "http_422")
 
 HELP = {
     "checks_run_total": "Check runs by type.",
@@ -49,8 +54,19 @@ class Agent:
         settings: AgentSettings,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
+        api_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """Set the agent up; nothing runs before `run()`.
+
+        Args:
+            settings: What the agent is configured with.
+            clock: The wall clock (UTC, aware).
+            rng: Randomness for start offsets and jitter.
+            api_transport: How to reach the control plane (tests hand in the app itself);
+                by default over the network to `settings.url`.
+        """
         self.settings = settings
+        self._api_transport = api_transport
         self.clock = clock
         self.rng = rng or random.Random()
         self.metrics = Metrics("agent", HELP)
@@ -62,10 +78,14 @@ class Agent:
         self.last_pull: datetime | None = None
         self.last_push: datetime | None = None
         self._reconnect = asyncio.Event()
+        self._reconnect_timer: asyncio.TimerHandle | None = None
+        self._pull_now = asyncio.Event()
         self._ship_now = asyncio.Event()
         self._stopping = asyncio.Event()
         self._pool: ClientPool | None = None
         self._api: httpx.AsyncClient | None = None
+        self.refused_rows: Counter[str] = Counter()  # rows the server refused one by one
+        self.status_port: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -75,8 +95,14 @@ class Agent:
         if self.settings.listen is not None:
             host, port = self.settings.listen
             status = await start_status_server(self._status, host, port)
-            log.info("status endpoint on http://%s:%d (/ready, /disconnect, /metrics)", host, port)
-        async with ClientPool(size=self.settings.http_clients) as pool:
+            self.status_port = int(status.sockets[0].getsockname()[1])
+            log.info(
+                "status endpoint on http://%s:%d (/ready, /disconnect, /metrics)",
+                host,
+                self.status_port,
+            )
+        limits = self.settings.response_limits
+        async with ClientPool(size=self.settings.http_clients, limits=limits) as pool:
             self._pool = pool
             self._api = self._new_api()
             tasks = [
@@ -85,6 +111,8 @@ class Agent:
             ]
             await self._stopping.wait()
             log.info("stopping: no new check runs; shipping buffered results")
+            if self._reconnect_timer is not None:
+                self._reconnect_timer.cancel()
             for task in tasks:
                 task.cancel()
             for task, outcome in zip(
@@ -125,22 +153,34 @@ class Agent:
         if api is not None:
             asyncio.get_running_loop().create_task(api.aclose())
         self._reconnect.clear()
-        asyncio.get_running_loop().call_later(self.settings.reconnect_after, self._reconnect.set)
+        self._reconnect_timer = asyncio.get_running_loop().call_later(
+            self.settings.reconnect_after, self._reconnect_now
+        )
+
+    def _reconnect_now(self) -> None:
+        """End a disconnect: pull and ship at once, not when the loops would next wake."""
+        self._reconnect_timer = None
+        if self.connected or self._stopping.is_set():
+            return
+        log.info("reconnecting to the control plane")
+        self.connected = True
+        self._api = self._new_api()
+        self._reconnect.set()
+        self._pull_now.set()
+        self._ship_now.set()
 
     def _new_api(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             base_url=self.settings.url,
             headers={"Authorization": f"Bearer {self.settings.token}"},
             timeout=httpx.Timeout(10.0),
+            transport=self._api_transport,
         )
 
     async def _connected(self) -> httpx.AsyncClient:
         """The API client, waiting out a disconnect first."""
-        if not self.connected:
+        while not self.connected:
             await self._reconnect.wait()
-            log.info("reconnecting to the control plane")
-            self.connected = True
-            self._api = self._new_api()
         assert self._api is not None
         return self._api
 
@@ -156,11 +196,14 @@ class Agent:
             else:
                 failures += 1
                 delay = min(MAX_BACKOFF_SECONDS, delay * 2 ** min(failures - 1, MAX_DOUBLINGS))
-            await asyncio.sleep(_jittered(delay, self.rng))
+            with contextlib.suppress(TimeoutError):  # a reconnect cuts the wait short
+                await asyncio.wait_for(self._pull_now.wait(), _jittered(delay, self.rng))
+            self._pull_now.clear()
 
     async def _pull_once(self) -> float | None:
         """Pull once; None on success, else the base delay before retrying."""
         api = await self._connected()
+        self._pull_now.clear()  # this is the pull a reconnect asked for
         headers = {"If-None-Match": self.etag} if self.etag else {}
         try:
             response = await api.get("/api/agent/targets", headers=headers)
@@ -223,9 +266,9 @@ class Agent:
         if outcome.status != "pass":
             self.metrics.count("checks_failed_total", type=kind, status=outcome.status)
         row = result_row(canary_id, str(check.get("name")), outcome).model_dump(mode="json")
-        dropped = await self.spool.append_async([row])
-        if dropped:
-            log.warning("spool full (%d rows): dropped the %d oldest", self.spool.capacity, dropped)
+        # Rows dropped for room are counted by the spool, which logs once when it fills up
+        # and once when it has room again, not once per row.
+        await self.spool.append_async([row])
         if self.spool.depth() >= self.settings.buffer_capacity // 2:
             self._ship_now.set()
 
@@ -249,22 +292,69 @@ class Agent:
         """Send spooled rows oldest first, in full batches, until fewer than a batch remain
         (they go with the next flush); False on a failure."""
         while self.spool.depth() and self.connected:
-            marker, rows = await self.spool.peek_async(self.settings.batch_size)
+            ids, rows = await self.spool.peek_ids_async(self.settings.batch_size)
             if not rows:
                 return True
-            outcome = await self._ship(rows)
-            if outcome == "retry":
+            if not await self._deliver(ids, rows):
                 return False
-            await self.spool.ack_async(marker)  # shipped, or refused for good
             if len(rows) < self.settings.batch_size:
                 return True
         return True
 
-    async def _ship(self, rows: list[dict[str, Any]]) -> str:
-        """POST one batch: "ok", "refused" (the server will never take it), or "retry"."""
+    async def _deliver(self, ids: list[int], rows: list[dict[str, Any]]) -> bool:
+        """Send one batch; a part the server refuses as a whole is halved and sent again.
+
+        Each part is acked once it is settled: stored, or, for a single row the server still
+        refuses (400, 413, 422) and so will never take, counted in `refused_rows` by status.
+        Refused rows get one warning line per batch, however many they are.
+
+        Args:
+            ids: The spool's marker of each row.
+            rows: The rows, oldest first.
+
+        Returns:
+            True when every row is settled; False when a 5xx or transport error stopped it
+            (the unsettled rows stay spooled for a retry).
+        """
+        parts = deque([(0, len(rows))])
+        refused: Counter[int] = Counter()
+        why: dict[int, str] = {}
+        try:
+            while parts:
+                start, end = parts.popleft()
+                status, text = await self._post(rows[start:end])
+                if status in REFUSED and end - start > 1:
+                    middle = (start + end) // 2
+                    parts.extendleft([(middle, end), (start, middle)])
+                    continue
+                if status in REFUSED:
+                    refused[status] += 1
+                    why.setdefault(status, text)
+                    self.refused_rows[f"http_{status}"] += 1
+                elif status != 200:
+                    return False
+                await self.spool.ack_async(ids[end - 1])
+            return True
+        finally:
+            if refused:  # also when a failure or a stop cut the batch short
+                reasons = "; ".join(f"{n} with {code}: {why[code]}" for code, n in refused.items())
+                log.warning(
+                    "the control plane refused %d of %d rows one by one (%s); dropped them, "
+                    "counted in agent_dropped_rows_total",
+                    refused.total(),
+                    len(rows),
+                    reasons,
+                )
+
+    async def _post(self, rows: list[dict[str, Any]]) -> tuple[int, str]:
+        """POST rows as one batch; the answer's status (0 without one) and error text.
+
+        A 200 is counted here (shipped, duplicate and server-dropped rows). Other answers
+        are logged here only when the rows stay spooled; refusals are the caller's to report.
+        """
         api = self._api
         if api is None:
-            return "retry"
+            return 0, "disconnected"
         body = orjson.dumps({"results": rows, "sent_at": self.clock().isoformat()})
         try:
             response = await api.post(
@@ -273,24 +363,13 @@ class Agent:
         except httpx.HTTPError as error:
             self.metrics.count("pushes_total", outcome="unreachable")
             log.warning("shipping %d rows failed (%s); they stay spooled", len(rows), error)
-            return "retry"
-        if response.status_code in (400, 413, 422):
-            # The same bytes will be refused again: drop them, count them, say so.
-            self.metrics.count("pushes_total", outcome=f"http_{response.status_code}")
-            self.metrics.count(
-                "rows_rejected_total", len(rows), reason=f"http_{response.status_code}"
-            )
-            log.error(
-                "the control plane refused a batch of %d rows (%d %s); dropped them",
-                len(rows), response.status_code, response.text[:200],
-            )  # fmt: skip
-            return "refused"
-        if response.status_code != 200:
-            self.metrics.count("pushes_total", outcome=f"http_{response.status_code}")
-            log.warning(
-                "shipping %d rows answered %d; they stay spooled", len(rows), response.status_code
-            )
-            return "retry"
+            return 0, str(error)
+        status = response.status_code
+        if status != 200:
+            self.metrics.count("pushes_total", outcome=f"http_{status}")
+            if status not in REFUSED:
+                log.warning("shipping %d rows answered %d; they stay spooled", len(rows), status)
+            return status, _error_text(response)
         outcome = response.json()
         self.metrics.count("pushes_total", outcome="ok")
         self.metrics.count("rows_shipped_total", outcome["accepted"], outcome="accepted")
@@ -298,7 +377,7 @@ class Agent:
         for reason, count in Counter(outcome.get("dropped", {})).items():
             self.metrics.count("rows_rejected_total", count, reason=reason)
         self.last_push = self.clock()
-        return "ok"
+        return status, ""
 
     # -- status endpoint ---------------------------------------------------------------
 
@@ -323,8 +402,7 @@ class Agent:
         gauges: list[tuple[str, str, tuple[tuple[str, str], ...], float]] = [
             ("buffer_rows", "Result rows waiting to be shipped.", (), self.spool.depth()),
             ("spooled_rows", "Result rows in the spool file.", (), self.spool.depth()),
-            ("dropped_rows_total", "Oldest rows dropped because the spool was full.", (),
-             self.spool.dropped_total),
+            *self._dropped_gauges(),
             ("canaries", "Canaries scheduled.", (), len(self.scheduler.canaries)),
             ("ready", "1 when a config was pulled and the API is connected.", (),
              float(self.ready and self.connected)),
@@ -339,3 +417,21 @@ class Agent:
              lateness.worst_seconds),
         ]  # fmt: skip
         return self.metrics.render(gauges)
+
+    def _dropped_gauges(self) -> list[tuple[str, str, tuple[tuple[str, str], ...], float]]:
+        counts = {**self.spool.dropped_by_reason, **self.refused_rows}
+        return [
+            ("dropped_rows_total", "Rows lost without reaching the control plane, by reason.",
+             (("reason", reason),), counts.get(reason, 0))
+            for reason in DROP_REASONS
+        ]  # fmt: skip
+
+
+def _error_text(response: httpx.Response) -> str:
+    """The error an answer gives (`{"error": ...}` or its text), cut to one short line."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    text = error if isinstance(error, str) else response.text
+    return " ".join(text.split())[:200]

@@ -8,6 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.checks.limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADER_LINE,
+    DEFAULT_MAX_HEADERS,
+    ResponseLimits,
+)
+
 
 class SettingsError(ValueError):
     """A setting is missing or has a value that cannot be used."""
@@ -28,6 +36,20 @@ class AgentSettings:
     reconnect_after: float = 60.0
     shutdown_timeout: float = 10.0
     http_clients: int = 16
+    max_response_headers: int = DEFAULT_MAX_HEADERS
+    max_response_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_response_header_line: int = DEFAULT_MAX_HEADER_LINE
+    max_response_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    @property
+    def response_limits(self) -> ResponseLimits:
+        """How much of a target's response a check reads."""
+        return ResponseLimits(
+            max_headers=self.max_response_headers,
+            max_header_bytes=self.max_response_header_bytes,
+            max_header_line=self.max_response_header_line,
+            max_body_bytes=self.max_response_body_bytes,
+        )
 
 
 def parse_listen(text: str) -> tuple[str, int] | None:
@@ -65,6 +87,10 @@ def load_settings(
         "reconnect_after": ("AGENT_RECONNECT_AFTER", float),
         "shutdown_timeout": ("AGENT_SHUTDOWN_TIMEOUT", float),
         "http_clients": ("AGENT_HTTP_CLIENTS", int),
+        "max_response_headers": ("AGENT_MAX_RESPONSE_HEADERS", int),
+        "max_response_header_bytes": ("AGENT_MAX_RESPONSE_HEADER_BYTES", int),
+        "max_response_header_line": ("AGENT_MAX_RESPONSE_HEADER_LINE", int),
+        "max_response_body_bytes": ("AGENT_MAX_RESPONSE_BODY_BYTES", int),
     }
     for name, (variable, kind) in numeric.items():
         raw = flags.get(name) if flags.get(name) is not None else environ.get(variable)

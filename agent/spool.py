@@ -8,6 +8,7 @@ import logging
 import os
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -22,6 +23,9 @@ log = logging.getLogger("agent.spool")
 _T = TypeVar("_T")
 
 SCHEMA_VERSION: Final = 1
+# Why rows were lost, as `dropped_by_reason` names it.
+FULL: Final = "spool_full"
+CORRUPT: Final = "spool_corrupt"
 # Bounds the WAL file left on disk after a checkpoint; the database file itself holds at most
 # `capacity` rows (~350 bytes each on disk) and reuses the pages freed by acks and drops.
 WAL_SIZE_LIMIT_BYTES: Final = 8 * 1024 * 1024
@@ -76,7 +80,8 @@ class Spool:
     the queued async calls: do both at startup and shutdown, not in the middle of the loop.
 
     One process per spool file: `depth` is a counter kept in memory (read from the file at
-    open), and `dropped_total` counts the drops since this `Spool` was opened.
+    open), and `dropped_total` counts the drops since this `Spool` was opened
+    (`dropped_by_reason` splits them: `spool_full`, `spool_corrupt`).
 
     Attributes:
         path: The spool file.
@@ -103,7 +108,8 @@ class Spool:
         self._group_lock = threading.Lock()
         self._open_group: list[tuple[list[bytes], asyncio.Future[int]]] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-spool")
-        self._dropped_total = 0
+        self._dropped: Counter[str] = Counter()
+        self._dropped_while_full = 0
         # The highest marker handed out by `peek`: `ack` never deletes past it, and a file
         # recreated after corruption numbers its rows above it, so stale markers match nothing.
         self._max_marker = 0
@@ -117,7 +123,13 @@ class Spool:
     @property
     def dropped_total(self) -> int:
         """Rows lost since this spool was opened: dropped for capacity, corrupt or unreadable."""
-        return self._dropped_total
+        return self._dropped.total()
+
+    @property
+    def dropped_by_reason(self) -> dict[str, int]:
+        """`dropped_total` by reason: `spool_full` (capacity), `spool_corrupt` (a corrupt file,
+        or a stored row that is not a JSON object)."""
+        return {FULL: self._dropped[FULL], CORRUPT: self._dropped[CORRUPT]}
 
     @property
     def durable(self) -> bool:
@@ -158,9 +170,21 @@ class Spool:
         Raises:
             ValueError: If `limit` is less than 1 or the spool is closed.
         """
+        ids, rows = self.peek_ids(limit)
+        return (ids[-1] if ids else 0), rows
+
+    def peek_ids(self, limit: int) -> tuple[list[int], list[dict[str, Any]]]:
+        """`peek`, with each row's own marker: acking the marker of row k acks rows 0..k.
+
+        For a sender that delivers a batch in parts (the server refused it as a whole) and
+        acks each part once it is settled.
+
+        Raises:
+            ValueError: If `limit` is less than 1 or the spool is closed.
+        """
         if limit < 1:
             raise ValueError(f"peek limit must be at least 1, got {limit}")
-        return self._guarded(lambda: self._read(limit), lambda: (0, []))
+        return self._guarded(lambda: self._read(limit), lambda: ([], []))
 
     def ack(self, marker: int) -> None:
         """Remove every row up to and including `marker`, once the control plane accepted them.
@@ -208,6 +232,12 @@ class Spool:
         self._check_open()
         self._close_group()
         return self._in_worker(self.peek, limit)
+
+    def peek_ids_async(self, limit: int) -> asyncio.Future[tuple[list[int], list[dict[str, Any]]]]:
+        """`peek_ids` for the event loop, queued now on the spool's worker thread."""
+        self._check_open()
+        self._close_group()
+        return self._in_worker(self.peek_ids, limit)
 
     def ack_async(self, marker: int) -> asyncio.Future[None]:
         """`ack` for the event loop, queued now on the spool's worker thread."""
@@ -292,7 +322,8 @@ class Spool:
         dropped = deleted + len(bodies) - len(keep)
         self._depth += len(keep) - deleted
         if dropped:
-            self._dropped_total += dropped
+            self._dropped[FULL] += dropped
+            self._dropped_while_full += dropped
             if not self._overflowing:
                 self._overflowing = True
                 log.warning(
@@ -302,9 +333,9 @@ class Spool:
                 )
         return dropped
 
-    def _read(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    def _read(self, limit: int) -> tuple[list[int], list[dict[str, Any]]]:
         rows: list[dict[str, Any]] = []
-        marker = 0
+        ids: list[int] = []
         bad: list[int] = []
         after = 0
         while len(rows) < limit:
@@ -321,14 +352,15 @@ class Spool:
                     row = None
                 if isinstance(row, dict):
                     rows.append(row)
-                    marker = row_id
+                    ids.append(row_id)
                 else:
                     bad.append(row_id)
             after = fetched[-1][0]
         if bad:
             self._discard(bad)
-        self._max_marker = max(self._max_marker, marker)
-        return marker, rows
+        if ids:
+            self._max_marker = max(self._max_marker, ids[-1])
+        return ids, rows
 
     def _discard(self, ids: list[int]) -> None:
         conn = self._conn
@@ -340,7 +372,7 @@ class Spool:
             _rollback(conn)
             raise
         self._depth -= deleted.rowcount
-        self._dropped_total += deleted.rowcount
+        self._dropped[CORRUPT] += deleted.rowcount
         log.warning("spool %s: dropped %d rows that are not JSON objects", self.path, len(ids))
 
     def _delete_through(self, marker: int) -> None:
@@ -349,8 +381,14 @@ class Spool:
             return
         deleted = self._conn.execute("DELETE FROM spool WHERE id <= ?", (through,)).rowcount
         self._depth -= deleted
-        if self._depth < self.capacity:
+        if self._overflowing and self._depth < self.capacity:
             self._overflowing = False
+            log.warning(
+                "spool %s has room again: %d rows were dropped while it was full",
+                self.path,
+                self._dropped_while_full,
+            )
+            self._dropped_while_full = 0
 
     def _reset(self, exc: sqlite3.DatabaseError) -> None:
         log.warning(
@@ -361,7 +399,7 @@ class Spool:
         )
         with contextlib.suppress(sqlite3.Error):
             self._conn.close()
-        self._dropped_total += self._depth
+        self._dropped[CORRUPT] += self._depth
         self._move_aside()
         self._conn, self._depth = self._open()
 

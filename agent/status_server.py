@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+MAX_HEADER_LINES = 100
+
 # A handler gets the method and path and returns (status, content type, body).
 Handler = Callable[[str, str], tuple[int, str, bytes]]
 
@@ -24,8 +26,11 @@ async def _serve_one(
     try:
         request = await asyncio.wait_for(reader.readline(), 5)
         parts = request.decode("latin-1").split()
-        while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-            pass  # headers are not needed
+        for _ in range(MAX_HEADER_LINES):  # headers are not needed, only skipped, boundedly
+            if (await asyncio.wait_for(reader.readline(), 5)) in (b"\r\n", b"\n", b""):
+                break
+        else:
+            parts = []
         if len(parts) < 2:
             status, kind, body = 400, "text/plain", b"bad request\n"
         else:
@@ -36,8 +41,8 @@ async def _serve_one(
         )
         writer.write(head.encode() + body)
         await writer.drain()
-    except (TimeoutError, ConnectionError, UnicodeDecodeError):
-        pass
+    except (TimeoutError, ConnectionError, ValueError):
+        pass  # ValueError: a line longer than the reader's 64 KiB limit
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):

@@ -9,7 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.agentproc import AgentProcess, SwitchProxy, free_port, http_target
+from agent.spool import Spool
+from tests.agentproc import AgentProcess, SwitchProxy, _Target, free_port, http_target
 from tests.conftest import ConfigRepo, agent_doc, region_doc
 from tests.server import ServerProcess, running_server, wait_for
 
@@ -184,8 +185,13 @@ def test_disconnect_keeps_checks_running_then_reconnects(
 ) -> None:
     with running_server(repo.path, tmp_path / "state.duckdb") as server:
         server.wait_ready()
+        # A pull interval far beyond the wait below: only the reconnect itself can bring
+        # the agent back in time (it used to wait for its next pull).
         agent = AgentProcess(
-            server.url, server.token("eu-1"), tmp_path / "spool.sqlite", "--reconnect-after", "2"
+            server.url,
+            server.token("eu-1"),
+            tmp_path / "spool.sqlite",
+            *("--reconnect-after", "2", "--pull-interval", "60"),
         )
         try:
             wait_for(agent.ready, 10, "/ready")
@@ -201,3 +207,29 @@ def test_disconnect_keeps_checks_running_then_reconnects(
             wait_for(lambda: agent.metric("buffer_rows") == 0, 10, "backlog shipped")
         finally:
             assert agent.stop() == 0
+
+
+def test_a_batch_over_the_servers_size_limit_is_split_and_stored_whole(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    """`reconcile serve --max-batch-bytes 2000` refuses the agent's batches with 413: the agent
+    halves them, and every row it made is stored or still spooled."""
+    state, spool = tmp_path / "state.duckdb", tmp_path / "spool.sqlite"
+    with running_server(repo.path, state, extra=("--max-batch-bytes", "2000")) as server:
+        server.wait_ready()
+        token = server.token("eu-1")
+        _Target.hits = 0
+        # A flush every 3 s carries ~15 rows (~3 KB): over the limit, so it is halved.
+        agent = AgentProcess(server.url, token, spool, "--flush-interval", "3")
+        try:
+            wait_for(lambda: agent.metric('pushes_total{outcome="http_413"}') >= 1, 20, "a 413")
+            wait_for(lambda: agent.metric("rows_shipped_total") >= 30, 20, "rows shipped")
+            assert agent.metric("dropped_rows_total") == 0
+        finally:
+            assert agent.stop() == 0
+        hits = _Target.hits
+    with Spool(spool, 10_000) as left:
+        spooled = left.depth()
+    rows = stored(state)
+    assert len(rows) == len(set(rows)) >= 30
+    assert len(rows) + spooled >= hits, "every check that reached the target left its row"

@@ -307,6 +307,7 @@ def test_rows_that_are_not_json_objects_are_dropped_and_counted(spool_path: Path
         marker, batch = spool.peek(2)
         assert seqs(batch) == [0, 1]
         assert spool.dropped_total == 2
+        assert spool.dropped_by_reason == {"spool_full": 0, "spool_corrupt": 2}
         assert spool.depth() == 2
         spool.ack(marker)
         assert spool.depth() == 0
@@ -377,3 +378,31 @@ def test_arguments_and_closed_spools_are_checked(spool_path: Path) -> None:
     for call in (lambda: spool.append(rows(0, 1)), lambda: spool.peek(1), lambda: spool.ack(1)):
         with pytest.raises(ValueError, match="closed"):
             call()
+
+
+def test_peek_ids_lets_a_sender_ack_a_batch_part_by_part(spool_path: Path) -> None:
+    with Spool(spool_path, capacity=100) as spool:
+        spool.append(rows(0, 6))
+        ids, batch = spool.peek_ids(4)
+        assert seqs(batch) == [0, 1, 2, 3]
+        assert ids == sorted(ids) and len(set(ids)) == 4
+        assert spool.peek(4) == (ids[-1], batch), "peek's marker is the last row's"
+        spool.ack(ids[1])  # the first half was delivered; the second is still being sent
+        assert seqs(spool.peek(10)[1]) == [2, 3, 4, 5]
+        assert spool.peek_ids(10)[0][:2] == ids[2:]
+
+
+def test_a_full_spool_logs_when_it_fills_and_when_it_has_room_not_per_row(
+    spool_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Spool(spool_path, capacity=5) as spool, caplog.at_level(logging.WARNING, "agent.spool"):
+        for n in range(50):
+            spool.append(rows(n, 1))
+        assert spool.dropped_by_reason == {"spool_full": 45, "spool_corrupt": 0}
+        marker, _ = spool.peek(5)
+        spool.ack(marker)
+        spool.append(rows(50, 1))
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2, lines
+    assert "is full (5 rows)" in lines[0]
+    assert lines[1].endswith("has room again: 45 rows were dropped while it was full")

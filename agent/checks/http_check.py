@@ -13,6 +13,7 @@ import httpx
 
 from agent.checks import certs
 from agent.checks.fields import flag, integer, items, required_text, text, threshold
+from agent.checks.limits import BoundedDigestAuth, ResponseLimits, read_body
 from agent.checks.oauth import client_credentials_token
 from agent.checks.outcome import Verdict, judge, over_threshold
 from agent.checks.phases import PhaseRecorder
@@ -26,8 +27,6 @@ from agent.expressions.cel import (
     http_context,
 )
 from agent.expressions.gotemplate import TemplateError, render
-
-MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -99,12 +98,12 @@ def _template(display: Any) -> str | None:
     return None
 
 
-def _auth(spec: HttpSpec) -> httpx.Auth | None:
+def _auth(spec: HttpSpec, limits: ResponseLimits) -> httpx.Auth | None:
     if spec.username is None and spec.password is None:
         return None  # httpx still sends user:password@ of the URL as basic auth
     username, password = spec.username or "", spec.password or ""
     if spec.digest:
-        return httpx.DigestAuth(username, password)
+        return BoundedDigestAuth(username, password, limits)
     return httpx.BasicAuth(username, password)
 
 
@@ -133,18 +132,6 @@ def _code_failures(code: int, accepted: list[int]) -> list[str]:
     return []
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
-    """The body, up to MAX_BODY_BYTES (the rest is not read)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= MAX_BODY_BYTES:
-            break
-    return b"".join(chunks)[:MAX_BODY_BYTES]
-
-
 def _peer_expiry(response: httpx.Response) -> datetime | None:
     """The expiry of the server certificate of an open response; None without TLS."""
     try:
@@ -170,15 +157,19 @@ def _decode(content: bytes, response: httpx.Response) -> tuple[str, Any]:
 
 
 async def _exchange(
-    spec: HttpSpec, client: httpx.AsyncClient, recorder: PhaseRecorder
+    spec: HttpSpec, client: httpx.AsyncClient, recorder: PhaseRecorder, limits: ResponseLimits
 ) -> tuple[httpx.Response, bytes, datetime | None]:
-    """Send the request; return the response, its (capped) body and certificate expiry."""
+    """Send the request; return the response, its body and certificate expiry.
+
+    Raises:
+        ResponseTooLarge: the response went past one of `limits`.
+    """
     headers = list(spec.headers)
-    auth = _auth(spec)
+    auth = _auth(spec, limits)
     if spec.oauth2 is not None:
         # canary-checker drops basic auth when oauth2 is set: the credentials get a token.
         token = await client_credentials_token(
-            client, spec.oauth2, spec.username or "", spec.password or "", spec.timeout_s
+            client, spec.oauth2, spec.username or "", spec.password or "", spec.timeout_s, limits
         )
         headers.append(("Authorization", f"Bearer {token}"))
         auth = None
@@ -191,14 +182,44 @@ async def _exchange(
         extensions={"trace": recorder.trace},
     )
     follow = spec.follow_redirects and spec.max_redirects != 0
-    if auth is None:
-        response = await client.send(request, stream=True, follow_redirects=follow)
-    else:
-        response = await client.send(request, stream=True, follow_redirects=follow, auth=auth)
+    response = await _send(client, request, follow, auth)
     try:
-        return response, await _read_capped(response), _peer_expiry(response)
+        # The probe transport counted the headers already; httpx's own (behind a proxy) not.
+        if len(response.headers.raw) > limits.max_headers:
+            raise limits.too_many_headers()
+        return response, await read_body(response, limits), _peer_expiry(response)
     finally:
         await response.aclose()
+
+
+async def _send(
+    client: httpx.AsyncClient, request: httpx.Request, follow: bool, auth: httpx.Auth | None
+) -> httpx.Response:
+    """Send `request` and follow its redirects, never reading a redirect's body.
+
+    httpx reads (and decodes) the whole body of each redirect it follows, which a hostile
+    target can make endless; here each redirect is closed unread. As with httpx, the
+    credentials go with the first request only, and a redirect keeps the `Authorization`
+    header only within the same origin.
+
+    Raises:
+        httpx.TooManyRedirects: more redirects than the client's `max_redirects` (20).
+    """
+    if auth is None:  # the client's default: the URL's user:password@, if any
+        response = await client.send(request, stream=True, follow_redirects=False)
+    else:
+        response = await client.send(request, stream=True, follow_redirects=False, auth=auth)
+    history: list[httpx.Response] = []
+    while follow and response.next_request is not None:
+        await response.aclose()
+        history.append(response)
+        if len(history) > client.max_redirects:
+            raise httpx.TooManyRedirects(
+                "Exceeded maximum allowed redirects.", request=response.next_request
+            )
+        response = await client.send(response.next_request, stream=True, follow_redirects=False)
+    response.history = history
+    return response
 
 
 def _headers(response: httpx.Response) -> list[tuple[str, str]]:
@@ -302,7 +323,7 @@ async def check_http(
         ca = spec.tls.get("ca")
         insecure = bool(spec.tls.get("insecureSkipVerify"))
         client = clients.tls_client(insecure, ca if isinstance(ca, str) else None)
-    response, content, expiry = await _exchange(spec, client, recorder)
+    response, content, expiry = await _exchange(spec, client, recorder, clients.limits)
     total_ms = recorder.elapsed_ms()
     code = response.status_code
     phases = recorder.phases(total_ms)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
+
+from agent.checks.limits import ResponseLimits, read_body
 
 
 class TokenError(Exception):
@@ -18,6 +21,7 @@ async def client_credentials_token(
     client_id: str,
     client_secret: str,
     timeout: float | None,
+    limits: ResponseLimits,
 ) -> str:
     """Request an access token with the client-credentials grant (RFC 6749 §4.4).
 
@@ -29,25 +33,32 @@ async def client_credentials_token(
         client_id: The check's `username`.
         client_secret: The check's `password`.
         timeout: Seconds to wait for the token endpoint.
+        limits: How much of the endpoint's answer to read.
 
     Returns:
         The access token.
 
     Raises:
         TokenError: the endpoint answered without a token.
+        ResponseTooLarge: the answer went past one of `limits`.
     """
     url = str(oauth2["tokenURL"])
     form = {"grant_type": "client_credentials", **dict(oauth2.get("params") or {})}
     scopes = oauth2.get("scope") or []
     if scopes:
         form["scope"] = " ".join(str(scope) for scope in scopes)
-    response = await client.post(
-        url, data=form, auth=httpx.BasicAuth(client_id, client_secret), timeout=timeout
-    )
-    if response.status_code != 200:
-        raise TokenError(f"token request to {url} answered {response.status_code}")
+    request = client.build_request("POST", url, data=form, timeout=timeout)
+    auth = httpx.BasicAuth(client_id, client_secret)
+    response = await client.send(request, auth=auth, stream=True)
     try:
-        token = response.json().get("access_token")
+        if response.status_code != 200:
+            raise TokenError(f"token request to {url} answered {response.status_code}")
+        body = await read_body(response, limits)
+    finally:
+        await response.aclose()
+    try:
+        answer = json.loads(body)
+        token = answer.get("access_token") if isinstance(answer, dict) else None
     except ValueError as error:
         raise TokenError(f"token request to {url} did not answer JSON") from error
     if not isinstance(token, str) or not token:

@@ -10,6 +10,7 @@ from types import TracebackType
 
 import httpx
 
+from agent.checks.limits import ResponseLimits
 from agent.checks.transport import ProbeTransport
 
 DEFAULT_SIZE = 16
@@ -46,6 +47,7 @@ class ClientPool:
         keepalive: bool = False,
         verify: ssl.SSLContext | bool = True,
         trust_env: bool = True,
+        limits: ResponseLimits | None = None,
     ) -> None:
         """Create the clients (they open connections only when used).
 
@@ -55,6 +57,7 @@ class ClientPool:
             keepalive: Keep idle connections open for reuse by later checks.
             verify: A TLS context, or whether to verify certificates with the default one.
             trust_env: Honour proxy and certificate environment variables.
+            limits: How much of a response the checks read (header count and sizes, body).
 
         Raises:
             ValueError: `size` or `connections_per_client` is below 1.
@@ -71,6 +74,7 @@ class ClientPool:
             max_keepalive_connections=connections_per_client if keepalive else 0,
         )
         self._trust_env, self._keepalive = trust_env, keepalive
+        self.limits = limits or ResponseLimits()
         self.uses_proxy = trust_env and bool(urllib.request.getproxies())
         self._clients = tuple(self._new_client(context) for _ in range(size))
         self._turn = itertools.cycle(self._clients)
@@ -78,12 +82,13 @@ class ClientPool:
         self._tls_clients: dict[tuple[bool, str], httpx.AsyncClient] = {}
 
     def _new_client(self, context: ssl.SSLContext) -> httpx.AsyncClient:
-        probe = None if self.uses_proxy or self._keepalive else ProbeTransport(context)
+        probe = None if self.uses_proxy or self._keepalive else ProbeTransport(context, self.limits)
         return httpx.AsyncClient(
             verify=context,
             limits=self._limits,
             trust_env=self._trust_env,
-            headers={"User-Agent": USER_AGENT},
+            # Only what `limits.read_body` inflates within its bound.
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"},
             cookies=_no_cookies(),
             transport=probe,
         )

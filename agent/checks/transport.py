@@ -26,6 +26,8 @@ from typing import Any, cast
 import httptools
 import httpx
 
+from agent.checks.limits import ResponseLimits
+
 Trace = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -36,9 +38,14 @@ _NO_BODY_CODES = frozenset({204, 304})
 class _Exchange(asyncio.Protocol):
     """One connection carrying one request and its response, parsed as bytes arrive."""
 
-    def __init__(self, head_only: bool) -> None:
+    def __init__(self, head_only: bool, limits: ResponseLimits) -> None:
         self.transport: asyncio.Transport | None = None
         self.head_only = head_only
+        self.limits = limits
+        # Bytes of the response head so far (interim answers included) and of its current,
+        # unfinished line: a target that never ends its headers must not grow the agent.
+        self.head_bytes = 0
+        self.line_bytes = 0
         self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.reason = b""
@@ -59,6 +66,9 @@ class _Exchange(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.complete:
             return  # bytes after the response (a server that ignores our close) are ignored
+        if not self.headers_done and not self._head_fits(data):
+            self._wake()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -90,9 +100,14 @@ class _Exchange(asyncio.Protocol):
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= self.limits.max_headers:
+            self._fail(self.limits.too_many_headers())
+            return
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.error is not None:
+            return  # a head over a limit: the response is refused, not handed on
         status = self.parser.get_status_code()
         if 100 <= status < 200:
             self.reason = b""  # an interim response: the real one follows
@@ -114,6 +129,35 @@ class _Exchange(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.status:
             self.complete = True
+
+    def _head_fits(self, data: bytes) -> bool:
+        """Count `data` against the head limits before the parser buffers it; fail if over.
+
+        Counting stops at the blank line that ends a head: what follows in the same chunk
+        may be body. (After an interim 1xx head, the next chunk is counted again.)
+        """
+        limits = self.limits
+        start = 0
+        while True:
+            newline = data.find(b"\n", start)
+            if newline < 0:
+                self.line_bytes += len(data) - start
+                self.head_bytes += len(data) - start
+                break
+            length = self.line_bytes + newline - start  # the line without its "\n"
+            self.head_bytes += newline + 1 - start
+            self.line_bytes = 0
+            if length > limits.max_header_line:
+                self.line_bytes = length
+                break
+            if length <= 1:  # "\r\n" or "\n" alone: the head ends here
+                break
+            start = newline + 1
+        if self.line_bytes > limits.max_header_line:
+            self._fail(limits.header_line_too_long())
+        elif self.head_bytes > limits.max_header_bytes:
+            self._fail(limits.headers_too_large())
+        return self.error is None
 
     # the reader's side
     def _framed(self) -> bool:
@@ -234,10 +278,12 @@ class ProbeTransport(httpx.AsyncBaseTransport):
 
     Args:
         ssl_context: The TLS context for `https` URLs (verification, trusted CAs).
+        limits: How many header fields and header bytes a response may have.
     """
 
-    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext, limits: ResponseLimits | None = None) -> None:
         self._ssl_context = ssl_context
+        self._limits = limits or ResponseLimits()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Connect, send the request, and return once the response headers have arrived.
@@ -248,6 +294,7 @@ class ProbeTransport(httpx.AsyncBaseTransport):
             httpx.ConnectTimeout: connecting took longer than the connect timeout.
             httpx.ReadTimeout: the server sent nothing for longer than the read timeout.
             httpx.RemoteProtocolError: the server closed early or answered with garbage.
+            agent.checks.limits.ResponseTooLarge: the response head went past a limit.
         """
         url = request.url
         scheme = url.scheme
@@ -258,7 +305,7 @@ class ProbeTransport(httpx.AsyncBaseTransport):
         timeouts = request.extensions.get("timeout", {})
         trace: Trace | None = request.extensions.get("trace")
         read_timeout = timeouts.get("read")
-        exchange = _Exchange(head_only=request.method == "HEAD")
+        exchange = _Exchange(request.method == "HEAD", self._limits)
         try:
             await self._connect(exchange, url, scheme, timeouts.get("connect"), trace)
             transport = exchange.transport
