@@ -141,6 +141,14 @@ class CanarySpec(UpstreamCheckTypes):
     icon: str | None = Field(default=None, description="Shown on the canary's page.")
     severity: str | None = Field(default=None, description="Shown on the canary's page.")
     owner: str | None = Field(default=None, description="Shown on the canary's page.")
+    slo: float | None = Field(
+        default=None,
+        gt=0,
+        lt=100,
+        description="Service level objective: the uptime, in percent of runs, each calendar "
+        "month should reach (e.g. 99.9). The site's SLA reports show it with the error budget "
+        "spent.",
+    )
     http: list[HttpCheck] = Field(default_factory=list)
     tcp: list[TcpCheck] = Field(default_factory=list)
     dns: list[DnsCheck] = Field(default_factory=list)

@@ -288,7 +288,7 @@ def test_links_are_relative_and_assets_local(fleet: tuple[Path, Connection]) -> 
     site = state.parent / "site"
     build_site(connection, site, NOW)
     files = sorted(p for p in site.rglob("*") if p.is_file() and p.suffix in (".html", ".css"))
-    assert (site / "static" / "site.css") in files and len(files) == 19  # 18 pages
+    assert (site / "static" / "site.css") in files and len(files) == 22  # 21 pages (+ 2 CSV)
     for path in files:
         text = path.read_text()
         assert "http://" not in text and "https://" not in text, path

@@ -31,6 +31,7 @@ from reconciler.sitebuild.model import Page, Snapshot, canaries_of, regions_of
 from reconciler.sitebuild.pages import plan
 from reconciler.sitebuild.publish import SITE_DIR, Published, Publisher
 from reconciler.sitebuild.rollups import backfill, update
+from reconciler.sitebuild.sla import months_of, refresh_months
 from reconciler.sitebuild.tables import Tables, ensure_tables
 from reconciler.store.db import Connection
 from reconciler.store.deployments import run_views
@@ -148,6 +149,8 @@ class SiteBuilder:
                 connection, self.tables, _seconds(now), refreshed.late_from, self.staging
             )
             self.windows, self.staged = updated.published, updated.staged
+            if self.staging is not figures.Staging.DEFERRED:
+                refresh_months(connection, self.tables, _seconds(now))
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -166,8 +169,8 @@ class SiteBuilder:
 
     def stage_ahead(self, connection: Connection, now: datetime) -> list[str]:
         """Compute the figures of the windows that moved since the last build and keep them
-        for the next build to publish (needs a writing connection; with `stage_ahead`, call
-        after each build, before the next).
+        for the next build to publish, and bring the SLA months up to date (needs a writing
+        connection; with `stage_ahead`, call after each build, before the next).
 
         Returns:
             The windows whose figures were staged.
@@ -178,6 +181,8 @@ class SiteBuilder:
             updated = figures.update_windows(
                 connection, self.tables, _seconds(now), None, figures.Staging.AHEAD
             )
+            # The SLA months move once a day, and a day's first count reads a month of rows.
+            refresh_months(connection, self.tables, _seconds(now))
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -225,6 +230,8 @@ class SiteBuilder:
             revision=latest[0] if latest else None,
             latest=queries.latest_result(connection, now),
             refusal=latest_refusal(connection),
+            months=months_of(connection, self.tables),
+            month_incidents=queries.incidents_by_month(connection, now - timedelta(days=400)),
         )
         read = time.perf_counter()
         pages = plan(snapshot)

@@ -14,6 +14,7 @@ from reconciler.sitebuild.model import (
     DEPLOYMENTS,
     INCIDENTS,
     INDEX,
+    SLA,
     STATUS,
     STYLESHEET,
     Snapshot,
@@ -32,6 +33,7 @@ _NAV = (
     ("Status", STATUS, "status"),
     ("Incidents", INCIDENTS, "incidents"),
     ("Deployments", DEPLOYMENTS, "deployments"),
+    ("SLA", SLA, "sla"),
 )
 
 

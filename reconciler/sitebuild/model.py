@@ -5,22 +5,24 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import orjson
 
 from reconciler.core.resources import Resource
 from reconciler.sitebuild.queries import Figures, Series, Tails, WindowState
+from reconciler.sitebuild.sla import Month
 from reconciler.sitebuild.windows import WINDOWS, Window
 from reconciler.store.refusals import Refusal
 from schemas.canary import CHECK_TYPES
 
-INDEX, STATUS, INCIDENTS, DEPLOYMENTS = (
+INDEX, STATUS, INCIDENTS, DEPLOYMENTS, SLA = (
     "index.html",
     "status.html",
     "incidents.html",
     "deployments.html",
+    "sla.html",
 )
 STYLESHEET = "static/site.css"
 DEFAULT_WINDOW = WINDOWS[0]
@@ -39,6 +41,7 @@ class CanaryInfo:
     about: tuple[tuple[str, str], ...] = ()
     # per check, beside `checks`: its description, labels as "k=v" text and icon
     check_notes: tuple[tuple[str, str, str], ...] = ()
+    slo: float | None = None  # percent of runs a month should pass (`spec.slo`)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,9 @@ class Snapshot:
     latest: datetime | None
     refusal: Refusal | None = None
     charts: dict[tuple[str, str], Series] = field(default_factory=dict)
+    months: dict[str, list[Month]] = field(default_factory=dict)  # by canary (`sla.py`)
+    # incidents opened per (canary, month start)
+    month_incidents: dict[tuple[str, date], int] = field(default_factory=dict)
 
     def figure(self, window: str, canary: str, region: str | None) -> Figures | None:
         """A stored figure, or None without runs."""
@@ -143,6 +149,7 @@ def canaries_of(resources: list[Resource]) -> list[CanaryInfo]:
                 checks=checks,
                 about=about,
                 check_notes=notes,
+                slo=float(canary.spec["slo"]) if canary.spec.get("slo") is not None else None,
             )
         )
     return infos
@@ -179,6 +186,11 @@ def region_path(region: str, window: Window) -> str:
 def canary_path(ident: str, window: Window) -> str:
     """`canary/<namespace>.<name>.html`, `canary/<namespace>.<name>-7d.html`, …"""
     return f"canary/{ident}{_suffix(window)}.html"
+
+
+def sla_path(ident: str, extension: str = "html") -> str:
+    """`sla/<namespace>.<name>.html` (and `.csv`, the same months as a table to download)."""
+    return f"sla/{ident}.{extension}"
 
 
 def link(source: str, target: str) -> str:

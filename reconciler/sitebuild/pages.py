@@ -23,6 +23,7 @@ from reconciler.sitebuild.layout import refusal_banner
 from reconciler.sitebuild.model import (
     DEPLOYMENTS,
     INCIDENTS,
+    SLA,
     STATUS,
     CanaryInfo,
     Fragment,
@@ -31,9 +32,16 @@ from reconciler.sitebuild.model import (
     canary_path,
     overview_path,
     region_path,
+    sla_path,
 )
 from reconciler.sitebuild.ops_pages import deployments_context, incidents_context
 from reconciler.sitebuild.queries import Figures
+from reconciler.sitebuild.sla_pages import (
+    canary_sla_context,
+    canary_sla_csv,
+    sla_index_context,
+    sla_key,
+)
 from reconciler.sitebuild.windows import WINDOWS
 
 
@@ -72,7 +80,28 @@ def plan(snapshot: Snapshot) -> list[Page]:
                     _bind(overview_context, snapshot, window, region),
                 )
             )
+    for canary in snapshot.canaries:
+        key = sla_key(snapshot, canary)
+        pages.append(
+            Page(
+                sla_path(canary.ident),
+                "sla.html",
+                _bind(canary_sla_context, snapshot, canary),
+                key=key,
+                leaf=True,
+            )
+        )
+        pages.append(
+            Page(
+                sla_path(canary.ident, "csv"),
+                "sla.csv",
+                _bind(canary_sla_csv, snapshot, canary),
+                key=key,
+                leaf=True,
+            )
+        )
     pages += [
+        Page(SLA, "sla_index.html", _bind(sla_index_context, snapshot)),
         Page(INCIDENTS, "incidents.html", _bind(incidents_context, snapshot)),
         Page(DEPLOYMENTS, "deployments.html", _bind(deployments_context, snapshot)),
         Page(STATUS, "status.html", _bind(status_context, snapshot)),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -285,3 +285,15 @@ def latest_result(connection: Connection, now: datetime) -> datetime | None:
             moment: datetime = row[0]
             return moment
     return None
+
+
+def incidents_by_month(connection: Connection, since: datetime) -> dict[tuple[str, date], int]:
+    """Incidents opened per canary and calendar month (UTC) since `since`."""
+    rows = connection.execute(
+        """SELECT canary, date_trunc('month', opened_at AT TIME ZONE 'UTC')::DATE AS month,
+                  count(*)
+           FROM incidents WHERE opened_at >= $since
+           GROUP BY canary, month""",
+        {"since": since},
+    ).fetchall()
+    return {(canary, month): int(count) for canary, month, count in rows}

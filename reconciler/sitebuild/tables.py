@@ -131,6 +131,10 @@ DDL = {
     # Long windows' latency histograms: counts per key (canary and region, or canary) and bin.
     "whist": "win VARCHAR NOT NULL, id INTEGER NOT NULL, bin SMALLINT NOT NULL, n BIGINT NOT NULL",
     "keys": "id INTEGER NOT NULL, parent VARCHAR NOT NULL, region VARCHAR",
+    # Calendar months per canary and region, and per canary (region NULL): `sla.py`.
+    "months": """parent VARCHAR NOT NULL, region VARCHAR, month DATE NOT NULL,
+                 runs BIGINT NOT NULL, passes BIGINT NOT NULL,
+                 p50 DOUBLE, p95 DOUBLE, p99 DOUBLE, through BIGINT NOT NULL""",
 }
 # Computed by every build on its reading connection (`live.py`), never stored.
 LIVE_DDL = {

@@ -1,0 +1,143 @@
+"""SLA reports: each canary's calendar months against its objective (`spec.slo`).
+
+Month figures — runs, passes, exact p50/p95/p99, per canary and region and per canary — are
+computed from raw rows, live or archived (`store.archive.source`), and kept in `site_months`:
+a closed month once, again only if late rows arrive for it; the current month once a day,
+through the start of the day (UTC). SLA pages therefore change once a day, not at every
+build, and each says through when it counts. Quarters add up their months' runs and passes
+(exact); their quantiles are not shown, since quantiles do not add up.
+
+The error budget of a period is the failures its objective allows, `runs × (1 − slo/100)`;
+*spent* is the failures counted over that, as a percentage (over 100 %: the objective was
+missed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from reconciler.sitebuild.tables import Tables, read_meta, write_meta
+from reconciler.sitebuild.windows import DAY
+from reconciler.store.archive import source
+from reconciler.store.db import Connection
+
+MONTHS_KEPT = 13  # this month and the twelve before it
+CHECKED = "months.checked"  # received_at watermark (µs) of the late-row check
+
+
+@dataclass(frozen=True)
+class Month:
+    """One canary's figures for one calendar month (region None: every region)."""
+
+    month: date
+    region: str | None
+    runs: int
+    passes: int
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    through: int  # rows started before this (s) are counted
+
+
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def _epoch(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+
+
+def refresh_months(connection: Connection, tables: Tables, now: int) -> list[date]:
+    """Compute the months that are missing, behind the start of today, or got late rows (on
+    a writing connection, in the caller's transaction). Returns the months computed."""
+    today = now // DAY * DAY
+    current = month_start(datetime.fromtimestamp(today, UTC).date())
+    months = [current]
+    while len(months) < MONTHS_KEPT:
+        previous = months[-1]
+        months.append(month_start(date.fromordinal(previous.toordinal() - 1)))
+    months.reverse()
+    stored = dict(
+        connection.execute(
+            f"SELECT month, min(through) FROM {tables.named('months')} GROUP BY month"
+        ).fetchall()
+    )
+    meta = read_meta(connection, tables)
+    checked = int(meta.get(CHECKED, "0"))
+    newest = connection.execute("SELECT epoch_us(max(received_at)) FROM results").fetchone()
+    received = int(newest[0]) if newest and newest[0] is not None else checked
+    late: set[date] = set()
+    if checked:
+        # Rows received since the last check that started in a month already counted.
+        late = {
+            row[0]
+            for row in connection.execute(
+                """SELECT DISTINCT date_trunc('month', started_at AT TIME ZONE 'UTC')::DATE
+                   FROM results WHERE received_at > make_timestamptz($checked)""",
+                {"checked": checked},
+            ).fetchall()
+        }
+    due = []
+    for month in months:
+        end = min(_epoch(next_month(month)), today)
+        counted = stored.get(month)
+        if counted is None or counted < end or (month in late and counted >= _epoch(month)):
+            due.append((month, end))
+    for month, end in due:
+        _compute(connection, tables, month, end)
+    connection.execute(
+        f"DELETE FROM {tables.named('months')} WHERE month < $first", {"first": months[0]}
+    )
+    write_meta(connection, tables, {CHECKED: str(received)})
+    return [month for month, _ in due]
+
+
+def _compute(connection: Connection, tables: Tables, month: date, end: int) -> None:
+    start = _epoch(month)
+    since, until = datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
+    connection.execute(f"DELETE FROM {tables.named('months')} WHERE month = $m", {"m": month})
+    if end <= start:
+        return
+    connection.execute(
+        f"""INSERT INTO {tables.named("months")}
+            SELECT parent, region, $m, runs, passes, q[1], q[2], q[3], $through
+            FROM (SELECT parent, region, count(*) AS runs,
+                         count(*) FILTER (WHERE status = 'pass') AS passes,
+                         quantile_cont(duration_ms, [0.5, 0.95, 0.99]) AS q
+                  FROM {source(connection, since, until)}
+                  WHERE started_at >= $since AND started_at < $until
+                  GROUP BY GROUPING SETS ((parent, region), (parent)))""",
+        {"m": month, "through": end, "since": since, "until": until},
+    )
+
+
+def months_of(connection: Connection, tables: Tables) -> dict[str, list[Month]]:
+    """Every canary's stored months, oldest first."""
+    found: dict[str, list[Month]] = {}
+    for row in connection.execute(
+        f"""SELECT parent, month, region, runs, passes, p50, p95, p99, through
+            FROM {tables.named("months")} ORDER BY parent, month, region NULLS FIRST"""
+    ).fetchall():
+        found.setdefault(row[0], []).append(Month(*row[1:]))
+    return found
+
+
+def budget_spent(runs: int, passes: int, slo: float | None) -> float | None:
+    """Failures as a percentage of those the objective allows (None: no objective or runs)."""
+    if slo is None or runs == 0:
+        return None
+    allowed = runs * (1 - slo / 100)
+    failures = runs - passes
+    if allowed <= 0:
+        return None
+    return 100.0 * failures / allowed
+
+
+def quarter_of(month: date) -> str:
+    """`2026-Q4`."""
+    return f"{month.year}-Q{(month.month - 1) // 3 + 1}"

@@ -1,0 +1,205 @@
+"""The SLA report pages: every canary's months against its objective, a page (and a CSV) per
+canary with its months, quarters and regions (figures from `sla.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+from markupsafe import Markup
+
+from reconciler.sitebuild import formatting as fmt
+from reconciler.sitebuild.layout import base_context, stamp
+from reconciler.sitebuild.model import (
+    SLA,
+    CanaryInfo,
+    Snapshot,
+    canary_path,
+    fingerprint,
+    link,
+    sla_path,
+)
+from reconciler.sitebuild.sla import Month, budget_spent, month_start, quarter_of
+from reconciler.sitebuild.windows import WINDOWS
+
+CSV_HEADER = (
+    "month,region,runs,passes,uptime_percent,slo_percent,budget_spent_percent,incidents,"
+    "p50_ms,p95_ms,p99_ms,counted_until\n"
+)
+
+
+def _slo(canary: CanaryInfo) -> str:
+    return fmt.NO_DATA if canary.slo is None else f"{canary.slo:g}%"
+
+
+def _budget(runs: int, passes: int, slo: float | None) -> str:
+    spent = budget_spent(runs, passes, slo)
+    return fmt.NO_DATA if spent is None else f"{spent:.1f}%"
+
+
+def _met(runs: int, passes: int, slo: float | None) -> str:
+    """`met`, `missed` or `` (no objective or no runs)."""
+    if slo is None or not runs:
+        return ""
+    return "met" if passes * 100 >= slo * runs else "missed"
+
+
+def _through(month: Month) -> str:
+    return datetime.fromtimestamp(month.through, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _label(month: date) -> str:
+    return month.strftime("%B %Y")
+
+
+def sla_key(snapshot: Snapshot, canary: CanaryInfo) -> str:
+    """Everything a canary's SLA page shows: it is drawn again only when this moves."""
+    months = snapshot.months.get(canary.key, [])
+    incidents = [snapshot.month_incidents.get((canary.key, m.month), 0) for m in months]
+    return fingerprint(
+        canary.slo,
+        canary.regions,
+        [
+            (str(m.month), m.region, m.runs, m.passes, m.p50, m.p95, m.p99, m.through)
+            for m in months
+        ],
+        incidents,
+    )
+
+
+def _overall(months: Sequence[Month]) -> list[Month]:
+    return [m for m in months if m.region is None]
+
+
+def canary_sla_context(snapshot: Snapshot, canary: CanaryInfo) -> dict[str, Any]:
+    """A canary's SLA page: months (newest first), quarters, and each month per region."""
+    path = sla_path(canary.ident)
+    months = snapshot.months.get(canary.key, [])
+    overall = _overall(months)
+    by_region = {(m.month, m.region): m for m in months if m.region is not None}
+    regions = sorted({m.region for m in months if m.region is not None})
+    rows = []
+    for month in reversed(overall):
+        incidents = snapshot.month_incidents.get((canary.key, month.month), 0)
+        rows.append(
+            {
+                "label": _label(month.month),
+                "through": _through(month),
+                "runs": fmt.count(month.runs),
+                "uptime": fmt.percent(month.passes, month.runs),
+                "met": _met(month.runs, month.passes, canary.slo),
+                "budget": _budget(month.runs, month.passes, canary.slo),
+                "incidents": incidents,
+                "p50": fmt.millis(month.p50),
+                "p95": fmt.millis(month.p95),
+                "p99": fmt.millis(month.p99),
+                "regions": [
+                    fmt.percent(found.passes, found.runs)
+                    if (found := by_region.get((month.month, region)))
+                    else fmt.NO_DATA
+                    for region in regions
+                ],
+            }
+        )
+    quarters: dict[str, list[Month]] = {}
+    for month in overall:
+        quarters.setdefault(quarter_of(month.month), []).append(month)
+    quarter_rows = []
+    for name in sorted(quarters, reverse=True):
+        runs = sum(m.runs for m in quarters[name])
+        passes = sum(m.passes for m in quarters[name])
+        quarter_rows.append(
+            {
+                "label": name,
+                "through": _through(quarters[name][-1]),
+                "runs": fmt.count(runs),
+                "uptime": fmt.percent(passes, runs),
+                "met": _met(runs, passes, canary.slo),
+                "budget": _budget(runs, passes, canary.slo),
+                "incidents": sum(
+                    snapshot.month_incidents.get((canary.key, m.month), 0) for m in quarters[name]
+                ),
+            }
+        )
+    return {
+        **base_context(path, f"SLA: {canary.key}", "sla"),
+        **stamp(snapshot),
+        "heading": f"SLA report: {canary.key}",
+        "slo": _slo(canary),
+        "has_slo": canary.slo is not None,
+        "canary_href": link(path, canary_path(canary.ident, WINDOWS[0])),
+        "index_href": link(path, SLA),
+        "csv_href": link(path, sla_path(canary.ident, "csv")),
+        "regions": regions,
+        "months": rows,
+        "quarters": quarter_rows,
+    }
+
+
+def canary_sla_csv(snapshot: Snapshot, canary: CanaryInfo) -> dict[str, Any]:
+    """The CSV of a canary's months, every region and all regions (`region` empty)."""
+    lines = [CSV_HEADER]
+    for month in snapshot.months.get(canary.key, []):
+        incidents = (
+            snapshot.month_incidents.get((canary.key, month.month), 0)
+            if month.region is None
+            else ""
+        )
+        spent = budget_spent(month.runs, month.passes, canary.slo)
+        cells = [
+            month.month.isoformat(),
+            month.region or "",
+            str(month.runs),
+            str(month.passes),
+            f"{100 * month.passes / month.runs:.4f}" if month.runs else "",
+            f"{canary.slo:g}" if canary.slo is not None else "",
+            f"{spent:.2f}" if spent is not None else "",
+            str(incidents),
+            *(f"{q:.1f}" if q is not None else "" for q in (month.p50, month.p95, month.p99)),
+            datetime.fromtimestamp(month.through, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        ]
+        lines.append(",".join(cells) + "\n")
+    return {"csv": Markup("".join(lines))}
+
+
+def sla_index_context(snapshot: Snapshot) -> dict[str, Any]:
+    """Every canary's objective, this month and last month."""
+    rows = []
+    for canary in snapshot.canaries:
+        overall = _overall(snapshot.months.get(canary.key, []))
+        current = overall[-1] if overall else None
+        previous = overall[-2] if len(overall) > 1 else None
+        cells = []
+        for month in (current, previous):
+            if month is None:
+                cells.append((fmt.NO_DATA, fmt.NO_DATA, ""))
+            else:
+                cells.append(
+                    (
+                        fmt.percent(month.passes, month.runs),
+                        _budget(month.runs, month.passes, canary.slo),
+                        _met(month.runs, month.passes, canary.slo),
+                    )
+                )
+        rows.append(
+            {
+                "name": canary.key,
+                "href": link(SLA, sla_path(canary.ident)),
+                "slo": _slo(canary),
+                "current": cells[0],
+                "previous": cells[1],
+            }
+        )
+    some = next((m for ms in snapshot.months.values() for m in reversed(ms)), None)
+    this_month = month_start(datetime.fromtimestamp(snapshot.now, UTC).date())
+    last_month = month_start(date.fromordinal(this_month.toordinal() - 1))
+    return {
+        **base_context(SLA, "SLA reports", "sla"),
+        **stamp(snapshot),
+        "heading": "SLA reports",
+        "through": _through(some) if some else None,
+        "current_label": _label(this_month),
+        "previous_label": _label(last_month),
+        "rows": rows,
+    }

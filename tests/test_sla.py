@@ -1,0 +1,165 @@
+"""SLA reports: calendar months against each canary's objective, exact, archived or not, and
+drawn again only when a day closes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from reconciler.sitebuild import SiteBuilder
+from reconciler.store.db import Connection, open_state
+from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
+
+# Mid-month, so the current month has days before today and the previous ones are whole.
+NOW = datetime(2026, 11, 18, 9, 30, tzinfo=UTC)
+FIRST = datetime(2026, 8, 1, tzinfo=UTC)
+
+# web/shop every 20 minutes in eu and us from August 1st to NOW: in eu 1 run in 10 fails in
+# September and every run passes otherwise; us passes always. Latencies vary by minute.
+GENERATE = """
+INSERT INTO results
+SELECT r || '-1', r, 'web/shop@' || r || '-1', 'web/shop', 'check', 'http', started,
+       10 + (m % 97), status, 200, NULL, NULL, started + INTERVAL 2 SECOND
+FROM (SELECT r, m, started,
+             CASE WHEN r = 'eu' AND month(started) = 9 AND m % 10 = 0 THEN 'fail'
+                  ELSE 'pass' END AS status
+      FROM (SELECT r, m, $first + INTERVAL (m * 20) MINUTE AS started
+            FROM unnest(['eu', 'us']) t(r), range(0, $runs) s(m)))
+WHERE started < $now
+"""
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Iterator[tuple[Path, Connection]]:
+    repo = ConfigRepo(tmp_path / "config")
+    repo.write("regions.yaml", region_doc("eu") + "---\n" + region_doc("us"))
+    repo.write("agents.yaml", agent_doc("eu-1", "eu") + "---\n" + agent_doc("us-1", "us"))
+    shop = canary_doc("shop", namespace="web").replace("@every 30s", "@every 20m")
+    repo.write("shop.yaml", shop.replace("spec:\n", "spec:\n  slo: 99.5\n"))
+    repo.write("api.yaml", canary_doc("api", namespace="web"))  # no objective, no runs
+    repo.commit("fleet")
+    state = tmp_path / "state.duckdb"
+    applied = run_cli("apply", "--repo", repo.path, "--state", state, "--auto-approve", "-q")
+    assert applied.code == 0, applied.err
+    connection = open_state(state)
+    assert connection is not None
+    connection.execute(GENERATE, {"first": FIRST, "now": NOW, "runs": 120 * 72})
+    yield state, connection
+    connection.close()
+
+
+def exact(connection: Connection, month: int, region: str | None) -> tuple[int, int, float]:
+    """Runs, passes and p95 of web/shop in a month of 2026, through the start of NOW's day."""
+    row = connection.execute(
+        """SELECT count(*), count(*) FILTER (WHERE status = 'pass'),
+                  quantile_cont(duration_ms, 0.95)
+           FROM results WHERE month(started_at) = $m AND started_at < $today
+             AND ($r::VARCHAR IS NULL OR region = $r)""",
+        {"m": month, "today": NOW.replace(hour=0, minute=0), "r": region},
+    ).fetchone()
+    assert row
+    return int(row[0]), int(row[1]), float(row[2])
+
+
+def cells(html: str, label: str) -> list[str]:
+    row = re.search(rf"<th scope=\"row\">{re.escape(label)}</th>(.*?)</tr>", html, re.S)
+    assert row, label
+    return [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td>(.*?)</td>", row[1])]
+
+
+def test_months_are_exact_and_weighed_against_the_objective(
+    shop: tuple[Path, Connection],
+) -> None:
+    state, connection = shop
+    site = state.parent / "site"
+    SiteBuilder(site).build(connection, NOW)
+    page = (site / "sla" / "web.shop.html").read_text()
+    assert "Objective: <strong>99.5%</strong>" in page
+
+    runs, passes, p95 = exact(connection, 9, None)
+    september = cells(page, "September 2026")
+    assert september[0] == "2026-10-01 00:00 UTC"  # a closed month counts to its end
+    assert september[1] == f"{runs:,}" and passes < runs
+    failures, allowed = runs - passes, runs * 0.005
+    assert september[2] == f"{passes / runs * 100:.2f}% missed" == "95.00% missed"
+    assert september[3] == f"{100 * failures / allowed:.1f}%"
+    assert september[6] == f"{p95:,.1f} ms"
+    eu_runs, eu_passes, _ = exact(connection, 9, "eu")
+    assert september[-2] == f"{int(eu_passes / eu_runs * 10000) / 100:.2f}%"
+    assert september[-1] == "100%"
+
+    november = cells(page, "November 2026")
+    assert november[0] == "2026-11-18 00:00 UTC"  # month to date, through the start of today
+    assert november[1] == f"{exact(connection, 11, None)[0]:,}" and "met" in november[2]
+    assert november[3] == "0.0%"
+
+    q3 = cells(page, "2026-Q3")  # August and September: the data starts on August 1st
+    quarter = [exact(connection, m, None) for m in (8, 9)]
+    runs, passes = sum(q[0] for q in quarter), sum(q[1] for q in quarter)
+    assert q3[1:3] == [f"{runs:,}", f"{int(passes / runs * 10000) / 100:.2f}% missed"]
+
+    index = (site / "sla.html").read_text()
+    assert 'href="sla/web.shop.html">web/shop</a>' in index and "99.5%" in index
+    assert "Uptime November 2026" in index and "Uptime October 2026" in index
+    api = (site / "sla" / "web.api.html").read_text()
+    assert "none set: add <code>slo: 99.9</code>" in api and "No results yet." in api
+
+
+def test_the_csv_holds_every_month_and_region(shop: tuple[Path, Connection]) -> None:
+    state, connection = shop
+    site = state.parent / "site"
+    SiteBuilder(site).build(connection, NOW)
+    rows = list(csv.DictReader(io.StringIO((site / "sla" / "web.shop.csv").read_text())))
+    assert [(r["month"], r["region"]) for r in rows[:3]] == [
+        ("2026-08-01", ""), ("2026-08-01", "eu"), ("2026-08-01", "us"),
+    ]  # fmt: skip
+    assert len(rows) == 4 * 3
+    september = next(r for r in rows if r["month"] == "2026-09-01" and r["region"] == "")
+    runs, passes, p95 = exact(connection, 9, None)
+    assert (int(september["runs"]), int(september["passes"])) == (runs, passes)
+    assert september["slo_percent"] == "99.5" and float(september["p95_ms"]) == round(p95, 1)
+    assert float(september["budget_spent_percent"]) == pytest.approx(
+        100 * (runs - passes) / (runs * 0.005), abs=0.01
+    )
+
+
+def test_pages_move_once_a_day_and_archived_months_read_the_same(
+    shop: tuple[Path, Connection], tmp_path: Path
+) -> None:
+    state, connection = shop
+    site = state.parent / "site"
+    SiteBuilder(site).build(connection, NOW)
+    page = site / "sla" / "web.shop.html"
+    before = (page.read_text(), page.stat().st_ino)
+    connection.execute(
+        """INSERT INTO results VALUES ('eu-1', 'eu', 'web/shop@eu-1', 'web/shop', 'check',
+           'http', $at, 12.0, 'fail', 503, 'down', NULL, $at)""",
+        {"at": NOW + timedelta(minutes=2)},
+    )
+    SiteBuilder(site).build(connection, NOW + timedelta(minutes=3))
+    # Today is not counted yet: the same page, not even written again.
+    assert (page.read_text(), page.stat().st_ino) == before
+    SiteBuilder(site).build(connection, NOW + timedelta(days=1))
+    assert page.read_text() != before[0] and "2026-11-19 00:00 UTC" in page.read_text()
+
+    # Months read from Parquet are the same months.
+    connection.close()
+    archived = run_cli("results", "archive", "--state", state, "--archive-after", "35d", "-q")
+    assert archived.code == 0, archived.err
+    reopened = open_state(state)
+    assert reopened is not None
+    with reopened:
+        assert reopened.execute("SELECT min(started_at) FROM results").fetchone()[0] > FIRST
+        reopened.execute("DELETE FROM site_months")
+        SiteBuilder(tmp_path / "again").build(reopened, NOW + timedelta(days=1))
+    again = (tmp_path / "again" / "sla" / "web.shop.html").read_text()
+    shown = (site / "sla" / "web.shop.html").read_text()
+    strip = re.compile(r"Built <time.*?</p>", re.S)
+    assert strip.sub("", again) == strip.sub("", shown)
+    assert date(2026, 8, 1).strftime("%B %Y") in again
