@@ -45,7 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--url", help="control plane URL (default: $RECONCILER_URL)")
-    run.add_argument("--pull-interval", type=float, metavar="SECONDS", help="default 30")
+    run.add_argument(
+        "--pull-interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between config pulls when the server does not hold them (default 30)",
+    )
+    run.add_argument(
+        "--pull-wait",
+        type=float,
+        metavar="SECONDS",
+        help="how long the server may hold a pull until the config changes, so a commit "
+        "reaches the agent at once (a long poll; default 30, at most 60; 0: plain polling)",
+    )
     run.add_argument("--flush-interval", type=float, metavar="SECONDS", help="default 5")
     run.add_argument("--buffer-capacity", type=int, metavar="ROWS", help="default 10000")
     run.add_argument("--batch-size", type=int, metavar="ROWS", help="rows per POST, default 500")
@@ -72,7 +84,7 @@ async def _run(args: argparse.Namespace) -> int:
     flags = {
         name: getattr(args, name)
         for name in (
-            "url", "pull_interval", "flush_interval", "buffer_capacity", "batch_size",
+            "url", "pull_interval", "pull_wait", "flush_interval", "buffer_capacity", "batch_size",
             "spool", "listen", "reconnect_after", "shutdown_timeout", "http_clients",
             "max_response_headers", "max_response_header_bytes", "max_response_header_line",
             "max_response_body_bytes",

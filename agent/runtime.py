@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from agent.scheduler import Scheduler
 from agent.settings import AgentSettings
 from agent.spool import Spool
 from agent.status_server import start_status_server
+from schemas.wire import PULL_WAIT_HEADER
 
 log = logging.getLogger("agent")
 
@@ -80,6 +82,9 @@ class Agent:
         self._reconnect = asyncio.Event()
         self._reconnect_timer: asyncio.TimerHandle | None = None
         self._pull_now = asyncio.Event()
+        # Whether the control plane holds pulls (a long poll): assumed until a held pull
+        # comes back at once without saying it was held.
+        self.server_holds_pulls = settings.pull_wait > 0
         self._ship_now = asyncio.Event()
         self._stopping = asyncio.Event()
         self._pool: ClientPool | None = None
@@ -192,6 +197,10 @@ class Agent:
             delay = await self._pull_once()
             if delay is None:
                 failures = 0
+                # A server holding pulls answered when the config changed or the wait ended:
+                # ask again at once. Otherwise poll.
+                if self.server_holds_pulls:
+                    continue
                 delay = self.settings.pull_interval
             else:
                 failures += 1
@@ -205,12 +214,25 @@ class Agent:
         api = await self._connected()
         self._pull_now.clear()  # this is the pull a reconnect asked for
         headers = {"If-None-Match": self.etag} if self.etag else {}
+        wait = self.settings.pull_wait if self.etag else 0.0
+        asked = time.monotonic()
         try:
-            response = await api.get("/api/agent/targets", headers=headers)
+            response = await api.get(
+                "/api/agent/targets",
+                headers=headers,
+                params={"wait": f"{wait:g}"} if wait else None,
+                timeout=httpx.Timeout(10.0, read=wait + 10.0),
+            )
         except httpx.HTTPError as error:
             self.metrics.count("pulls_total", outcome="unreachable")
             log.warning("config pull failed (%s); keeping the last config", error)
             return self.settings.pull_interval / 2
+        # Held: the server says so, and an unchanged config came back only when the wait
+        # ended (never spin on a server answering at once).
+        if wait > 0:
+            self.server_holds_pulls = PULL_WAIT_HEADER in response.headers and (
+                response.status_code != 304 or time.monotonic() - asked >= wait / 2
+            )
         if response.status_code == 304:
             self.metrics.count("pulls_total", outcome="not_modified")
         elif response.status_code == 200:
@@ -224,6 +246,8 @@ class Agent:
             self.metrics.count("pulls_total", outcome="server_error")
             log.warning("config pull answered %d; keeping the last config", response.status_code)
             return self.settings.pull_interval / 2
+        if not self.etag:
+            self.server_holds_pulls = False  # nothing to hold a pull on: poll
         self.last_pull = self.clock()
         self.ready = True
         return None

@@ -15,6 +15,7 @@ from agent.checks.limits import (
     DEFAULT_MAX_HEADERS,
     ResponseLimits,
 )
+from schemas.wire import MAX_PULL_WAIT
 
 
 class SettingsError(ValueError):
@@ -28,6 +29,9 @@ class AgentSettings:
     url: str
     token: str = field(repr=False)
     pull_interval: float = 30.0
+    # Seconds a pull may be held by the server until the config changes (a long poll; 0: plain
+    # polling every `pull_interval`). Servers that do not hold pulls are polled as before.
+    pull_wait: float = 30.0
     flush_interval: float = 5.0
     buffer_capacity: int = 10_000
     batch_size: int = 500
@@ -103,6 +107,21 @@ def load_settings(
         if value <= 0:
             raise SettingsError(f"{name}: must be greater than 0, got {raw!r}")
         values[name] = value
+    wait = (
+        flags.get("pull_wait")
+        if flags.get("pull_wait") is not None
+        else environ.get("AGENT_PULL_WAIT")
+    )
+    if wait is not None and wait != "":
+        try:
+            values["pull_wait"] = float(str(wait))
+        except (TypeError, ValueError) as error:
+            raise SettingsError(f"pull_wait: {wait!r} is not a valid float") from error
+        if not 0 <= values["pull_wait"] <= MAX_PULL_WAIT:
+            raise SettingsError(
+                f"pull_wait: expected seconds from 0 (no long poll) to {MAX_PULL_WAIT:g}, "
+                f"got {wait!r}"
+            )
     spool = flags.get("spool") or environ.get("AGENT_SPOOL")
     if spool:
         values["spool"] = Path(str(spool))

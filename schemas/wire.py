@@ -10,6 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 ResultStatus = Literal["pass", "fail", "error"]
 
 
+# Long polls of `GET /api/agent/targets?wait=SECONDS` (docs/agent-protocol.md): the longest
+# wait a server holds, and the header by which it says it held one (older servers answer at
+# once, without it, and the agent falls back to pulling every `--pull-interval`).
+MAX_PULL_WAIT = 60.0
+PULL_WAIT_HEADER = "X-Pull-Wait"
+
+
 class WireModel(BaseModel):
     """Wire documents: unknown keys are rejected, values are coerced only where JSON must."""
 

@@ -135,6 +135,8 @@ class AgentProcess:
             [
                 sys.executable, "-m", "agent", "run", "--spool", str(spool),
                 "--listen", f"127.0.0.1:{self.port}", "--pull-interval", "0.3",
+                # Held pulls end within a second: a test sees a failing server soon.
+                "--pull-wait", "1",
                 "--flush-interval", "0.2", "--log-format", "json", *extra,
             ],
             cwd=ROOT, env=env, stdout=self._log_file, stderr=self._log_file,

@@ -74,6 +74,9 @@ def test_config_changes_reach_the_running_agent(
             repo.commit("drop a")
             server.webhook()
             wait_for(lambda: canaries(agent) == 1, 10, "the removed canary unscheduled")
+            # Held pulls bring each commit within a second: let b's runs reach the server.
+            shipped = agent.metric("rows_shipped_total")
+            wait_for(lambda: agent.metric("rows_shipped_total") >= shipped + 3, 10, "b shipped")
         finally:
             assert agent.stop() == 0
     assert {canary for canary, _, _ in stored(tmp_path / "state.duckdb")} >= {

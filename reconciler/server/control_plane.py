@@ -94,6 +94,10 @@ class ControlPlane:
         self.current: Revision | None = None
         self.last_attempt: Attempt | None = None
         self.on_publish: list[Callable[[], None]] = []
+        # Set (and replaced) whenever what some agent may pull changes: configs, who may
+        # pull. Long polls of `GET /api/agent/targets` wait on it (http/agent_api.py).
+        self._pulls_changed = asyncio.Event()
+        self.pulls_released = False  # stopping: held pulls are answered, none held any more
         # Gauges other parts of the server add to /metrics (e.g. open incidents).
         self.gauges: list[Callable[[], list[Gauge]]] = []
         self.ready = asyncio.Event()
@@ -295,6 +299,7 @@ class ControlPlane:
         self.resources = {r.address: r for r in resources}
         self.configs = agent_configs(resources, self.environ)
         self.access = agent_access(resources)
+        self._wake_pulls()
         for listener in self.on_publish:
             listener()
         for config in self.configs.values():
@@ -302,6 +307,20 @@ class ControlPlane:
                 log.warning("agent %s: canary left out: %s", config.agent, problem)
 
     # -- agents ----------------------------------------------------------------------------
+
+    def pulls_changed(self) -> asyncio.Event:
+        """An event set the next time agent configs or tokens change (then replaced)."""
+        return self._pulls_changed
+
+    def release_pulls(self) -> None:
+        """Answer every held pull now and hold no more (the server is stopping: uvicorn
+        waits for requests in flight, and a held pull would hold the exit up to its wait)."""
+        self.pulls_released = True
+        self._wake_pulls()
+
+    def _wake_pulls(self) -> None:
+        woken, self._pulls_changed = self._pulls_changed, asyncio.Event()
+        woken.set()
 
     def authenticate(self, authorization: str | None) -> str:
         """The agent a bearer token belongs to.
@@ -350,12 +369,14 @@ class ControlPlane:
         """Mint (or rotate) an agent's token; the old one stops working at once."""
         token = await self.state.write(lambda c: mint_token(c, agent, self.clock()))
         self.tokens = await self.state.read(token_hashes)
+        self._wake_pulls()  # a waiting pull with the old token is refused now
         return token
 
     async def revoke_token(self, agent: str) -> bool:
         """Revoke an agent's token (it was deleted or renamed); returns whether it had one."""
         revoked = await self.state.write(lambda c: revoke_token(c, agent))
         self.tokens = await self.state.read(token_hashes)
+        self._wake_pulls()
         return revoked
 
     # -- queries ---------------------------------------------------------------------------

@@ -171,6 +171,7 @@ async def running_parts(
 
         controllers = Controllers(incidents, deployments, site)
         app = create_app(control, loop.trigger, controllers)
+        stack.callback(control.release_pulls)  # first at exit: held pulls answer at once
         yield Parts(app, control, controllers, loop, source)
 
 
@@ -199,10 +200,13 @@ async def run_server(
     running = asyncio.get_running_loop()
     stopping = asyncio.Event()
     server: _Server | None = None
+    release_pulls: Callable[[], None] | None = None
 
     def request_exit() -> None:
         log.info("stopping: no new requests; finishing in-flight ones and storing queued results")
         stopping.set()
+        if release_pulls is not None:
+            release_pulls()  # held config pulls answer now rather than at the end of their wait
         if server is not None:
             server.should_exit = True
 
@@ -212,6 +216,7 @@ async def run_server(
         async with running_parts(settings, environ, clock) as parts:
             if stopping.is_set():  # asked to stop while starting
                 return
+            release_pulls = parts.control.release_pulls
             config = uvicorn.Config(
                 parts.app,
                 host=settings.host,
