@@ -24,6 +24,7 @@ from reconciler.server.controllers.deployments import DeploymentController
 from reconciler.server.controllers.incidents import IncidentController, interval_from
 from reconciler.server.controllers.site_rebuilds import SiteRebuilder
 from reconciler.server.http.app import Controllers, create_app
+from reconciler.server.http.listener import ReadLimits, guarded_protocol
 from reconciler.server.local_agent import LocalAgent
 from reconciler.server.notify import Notifier, announcer, parse_hooks
 from reconciler.server.reconcile_loop import ReconcileLoop
@@ -201,6 +202,11 @@ async def run_server(
                 log_config=None,
                 lifespan="off",
                 access_log=False,
+                # Read limits (docs/limits.md): slow or oversized requests are cut off.
+                http=guarded_protocol(ReadLimits.of(settings)),
+                timeout_keep_alive=settings.keep_alive_timeout,
+                limit_concurrency=settings.max_connections,
+                h11_max_incomplete_event_size=settings.max_header_bytes,
             )
             server = _Server(config)
             info = server_file(settings.state)
