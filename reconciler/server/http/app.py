@@ -26,7 +26,13 @@ from reconciler.server.http.parts import Controllers
 from reconciler.server.http.webhook import ReplayGuard
 from reconciler.server.operator_edits import OperatorEdits
 
-__all__ = ["Controllers", "create_app"]
+__all__ = ["ROUTERS", "Controllers", "create_app"]
+
+# Every API the app serves, one router per module.
+ROUTERS = tuple(
+    module.router
+    for module in (agent_api, operator_api, ops_api, read_api, incidents_api, canary_api, site_api)
+)
 
 
 def create_app(
@@ -66,7 +72,6 @@ def create_app(
         )
         return response
 
-    routers = (agent_api, operator_api, ops_api, read_api, incidents_api, canary_api, site_api)
-    for module in routers:
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app
