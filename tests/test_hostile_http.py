@@ -10,6 +10,7 @@ import hmac
 import os
 import socket
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 
 from reconciler.cli.server_client import server_url
 from reconciler.server.address_file import server_file
+from reconciler.server.http.webhook import ReplayGuard
 from reconciler.server.main import Parts
 from reconciler.server.settings import SettingsError, load_settings
 from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc
@@ -163,6 +165,19 @@ async def test_a_replayed_webhook_is_refused_and_does_not_reconcile(
         await client.post("/hooks/git", content=other, headers=signed(other))
     ).status_code == 202
     assert triggers == ["webhook", "webhook"]
+
+
+def test_the_replay_memory_forgets_after_its_window_and_beyond_its_capacity() -> None:
+    guard = ReplayGuard(timedelta(seconds=600), capacity=2)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    assert guard.first_time("a", start) is None
+    assert guard.first_time("a", start + timedelta(seconds=599)) == start
+    assert guard.first_time("a", start + timedelta(seconds=600)) is None, "window passed"
+    later = start + timedelta(seconds=601)
+    assert guard.first_time("b", later) is None
+    assert guard.first_time("c", later) is None  # full: "a", the oldest, is forgotten
+    assert guard.first_time("a", later) is None
+    assert guard.first_time("c", later) == later
 
 
 # -- readiness -------------------------------------------------------------------------------------

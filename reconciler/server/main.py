@@ -206,7 +206,6 @@ async def run_server(
                 http=guarded_protocol(ReadLimits.of(settings)),
                 timeout_keep_alive=settings.keep_alive_timeout,
                 limit_concurrency=settings.max_connections,
-                h11_max_incomplete_event_size=settings.max_header_bytes,
             )
             server = _Server(config)
             info = server_file(settings.state)

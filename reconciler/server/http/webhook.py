@@ -39,11 +39,13 @@ class ReplayGuard:
         """Record a delivery; None the first time in the window, else when it was first seen."""
         while self._seen:
             oldest, at = next(iter(self._seen.items()))
-            if now - at < self.window and len(self._seen) < self.capacity:
+            if now - at < self.window:
                 break
             del self._seen[oldest]
         earlier = self._seen.get(signature)
         if earlier is not None:
             return earlier
+        if len(self._seen) >= self.capacity:
+            self._seen.popitem(last=False)
         self._seen[signature] = now
         return None
