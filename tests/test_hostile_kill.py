@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 
 ROWS_PER_BATCH = 200
 KILLS = 3
+ROWS_PER_KILL = 6000
 
 
 class Sender:
@@ -36,6 +37,7 @@ class Sender:
     def __init__(self, url: str, token: str, first: datetime, offset: int) -> None:
         self.url, self.token, self.first, self.next = url, token, first, offset
         self.acknowledged: list[datetime] = []
+        self.error: str | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -67,9 +69,10 @@ class Sender:
                     )
                 except httpx.HTTPError:
                     return  # killed: this batch's fate is unknown, so it is not counted
-                assert response.status_code == 200, response.text
                 answer = response.json()
-                assert answer["dropped"] == {}, answer
+                if response.status_code != 200 or answer["dropped"]:
+                    self.error = f"{response.status_code}: {response.text}"
+                    return
                 self.acknowledged.extend(datetime.fromisoformat(r["started_at"]) for r in rows)
 
 
@@ -96,8 +99,13 @@ def test_serve_killed_during_ingest_loses_no_acknowledged_row(
             server.wait_ready()
             token = token or server.token("eu-1")
             sender = Sender(server.url, token, first, len(acknowledged) + kill * 10**6)
-            goal = len(sender.acknowledged) + 2000
-            wait_for(lambda s=sender, g=goal: len(s.acknowledged) >= g, 60, "rows acknowledged")
+            goal = len(sender.acknowledged) + ROWS_PER_KILL
+            wait_for(
+                lambda s=sender, g=goal: len(s.acknowledged) >= g or s.error is not None,
+                60,
+                "rows acknowledged",
+            )
+            assert sender.error is None, sender.error
             os.kill(server.process.pid, signal.SIGKILL)
             sender.thread.join(30)
             assert not sender.thread.is_alive()
@@ -116,7 +124,7 @@ def test_serve_killed_during_ingest_loses_no_acknowledged_row(
         info.unlink()  # the test helper reads the address as soon as the file exists
     stored = _stored(state)
     lost = [moment for moment in acknowledged if moment not in stored]
-    assert len(acknowledged) >= KILLS * 2000
+    assert len(acknowledged) >= KILLS * ROWS_PER_KILL
     assert lost == [], f"{len(lost)} of {len(acknowledged)} acknowledged rows lost"
 
 
@@ -178,7 +186,7 @@ def test_apply_killed_at_any_moment_leaves_all_or_nothing(
             break  # applied whole: later kills have nothing left to interrupt
         assert after["summary"] == planned["summary"], f"half applied after {fraction}"
         assert after["state"]["serial"] == planned["state"]["serial"]
-    assert "killed" in outcomes
+    assert outcomes.count("killed") >= 3, outcomes
     finish = _apply(config_repo, state)
     assert finish.wait(300) == 0, finish.stderr
     assert _plan(config_repo, state)["summary"] == {"add": 0, "change": 0, "destroy": 0}
