@@ -73,6 +73,18 @@ def test_an_idle_connection_and_an_unfinished_head_get_408_and_are_closed(
             assert HEADER_TIMEOUT * 0.9 <= time.monotonic() - started < DEADLINE
 
 
+def test_a_second_request_on_a_kept_alive_connection_has_its_own_head_deadline(
+    server: ServerProcess,
+) -> None:
+    with connection(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 "), first
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        received = answer(sock)
+    assert received.startswith(b"HTTP/1.1 408 "), received
+
+
 def test_a_head_that_never_ends_is_431_once_over_the_limit(server: ServerProcess) -> None:
     sent = 0
     with connection(server) as sock:
