@@ -116,6 +116,8 @@ async def test_a_body_that_stops_arriving_is_408_naming_the_timeout(
         assert response.status_code == 408, (path, response.text)
         assert "RECONCILER_BODY_TIMEOUT" in response.json()["error"]
         assert response.headers["connection"] == "close"
+    metrics = (await client.get("/metrics")).text
+    assert 'reconciler_http_requests_cut_total{reason="body_timeout"} 3' in metrics
 
 
 # -- batches ---------------------------------------------------------------------------------------

@@ -51,6 +51,13 @@ def connection(server: ServerProcess) -> Iterator[socket.socket]:
         yield sock
 
 
+def cut(server: ServerProcess, reason: str) -> float:
+    """How many requests `/metrics` says the listener cut off for `reason`."""
+    prefix = f'reconciler_http_requests_cut_total{{reason="{reason}"}} '
+    lines = server.client.get("/metrics").text.splitlines()
+    return sum(float(line.removeprefix(prefix)) for line in lines if line.startswith(prefix))
+
+
 def answer(sock: socket.socket) -> bytes:
     """Everything the server sends until it closes the connection (or DEADLINE passes)."""
     received = b""
@@ -63,6 +70,7 @@ def answer(sock: socket.socket) -> bytes:
 def test_an_idle_connection_and_an_unfinished_head_get_408_and_are_closed(
     server: ServerProcess,
 ) -> None:
+    before = cut(server, "header_timeout")
     for opening in (b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "):
         with connection(server) as sock:
             started = time.monotonic()
@@ -71,6 +79,7 @@ def test_an_idle_connection_and_an_unfinished_head_get_408_and_are_closed(
             assert received.startswith(b"HTTP/1.1 408 "), received
             assert b"RECONCILER_HEADER_TIMEOUT" in received
             assert HEADER_TIMEOUT * 0.9 <= time.monotonic() - started < DEADLINE
+    assert cut(server, "header_timeout") == before + 2, "each one counted"
 
 
 def test_a_second_request_on_a_kept_alive_connection_has_its_own_head_deadline(
@@ -78,7 +87,11 @@ def test_a_second_request_on_a_kept_alive_connection_has_its_own_head_deadline(
 ) -> None:
     with connection(server) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        first = sock.recv(65536)
+        first = b""
+        while not first.endswith(b'{"status":"ok"}'):
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {first!r}"
+            first += chunk
         assert first.startswith(b"HTTP/1.1 200 "), first
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         received = answer(sock)
@@ -87,6 +100,7 @@ def test_a_second_request_on_a_kept_alive_connection_has_its_own_head_deadline(
 
 def test_a_head_that_never_ends_is_431_once_over_the_limit(server: ServerProcess) -> None:
     sent = 0
+    before = cut(server, "header_too_large")
     with connection(server) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Endless: ")
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -95,12 +109,14 @@ def test_a_head_that_never_ends_is_431_once_over_the_limit(server: ServerProcess
                 sent += 4096
         received = answer(sock)
     assert sent < 50 * 1024 * 1024, "the server kept reading"
+    assert cut(server, "header_too_large") == before + 1
     if received:  # a reset may beat the answer to the client
         assert received.startswith(b"HTTP/1.1 431 "), received
         assert b"RECONCILER_MAX_HEADER_BYTES" in received
 
 
 def test_a_body_trickled_after_the_answer_is_cut_off(server: ServerProcess) -> None:
+    before = cut(server, "body_timeout")
     with connection(server) as sock:
         started = time.monotonic()
         # Refused at once (no token); then one byte at a time of a large body.
@@ -120,6 +136,7 @@ def test_a_body_trickled_after_the_answer_is_cut_off(server: ServerProcess) -> N
         elapsed = time.monotonic() - started
     assert received.startswith(b"HTTP/1.1 401 "), received
     assert elapsed < DEADLINE, "the connection was held as long as the client wanted"
+    assert cut(server, "body_timeout") == before + 1
 
 
 def test_connections_over_the_cap_are_503_and_the_cap_frees_up(server: ServerProcess) -> None:

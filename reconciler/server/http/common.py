@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect
 
 from reconciler.core.refusal import RequestRefused
 from reconciler.server.control_plane import ControlPlane
+from reconciler.server.http.listener import CUT_METRIC
 from reconciler.server.http.parts import Controllers
 
 # The most an endpoint without its own limit reads of a request body.
@@ -111,6 +112,7 @@ async def read_body(
         # Nobody is left to answer; refusing keeps the traceback out of the log.
         raise RequestRefused(400, f"the client went away while sending {what}") from None
     except TimeoutError:
+        control_of(request).metrics.count(CUT_METRIC, reason="body_timeout")
         raise RequestRefused(
             408,
             f"{what} did not arrive within {timeout:g} s "

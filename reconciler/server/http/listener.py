@@ -10,7 +10,8 @@ protocol, uvicorn's httptools one with three timers and a byte count, closes suc
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
@@ -26,12 +27,22 @@ class ReadLimits:
     header_timeout: float
     body_timeout: float
     max_header_bytes: int
+    # Told the reason of every request cut off, so none goes uncounted.
+    on_cut: Callable[[str], None] = field(default=lambda reason: None, compare=False)
 
     @classmethod
-    def of(cls, settings: ServeSettings) -> ReadLimits:
-        """The limits `reconcile serve` is configured with."""
-        return cls(settings.header_timeout, settings.body_timeout, settings.max_header_bytes)
+    def of(cls, settings: ServeSettings, on_cut: Callable[[str], None]) -> ReadLimits:
+        """The limits `reconcile serve` is configured with, reporting cuts to `on_cut`.
 
+        `on_cut` is called with `header_timeout`, `header_too_large` or `body_timeout`.
+        """
+        return cls(
+            settings.header_timeout, settings.body_timeout, settings.max_header_bytes, on_cut
+        )
+
+
+# The counter of requests cut off here, by reason; `read_body`'s own 408 counts in it too.
+CUT_METRIC = "http_requests_cut_total"
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
@@ -88,6 +99,7 @@ class GuardedProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_header_bytes:
                 self._refuse(
+                    "header_too_large",
                     431,
                     f"the request line and headers are larger than "
                     f"{self.limits.max_header_bytes} bytes (set by RECONCILER_MAX_HEADER_BYTES)",
@@ -129,6 +141,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def _head_late(self) -> None:
         self._head_timer = None
         self._refuse(
+            "header_timeout",
             408,
             f"the request line and headers did not arrive within {self.limits.header_timeout:g} "
             "s (set by RECONCILER_HEADER_TIMEOUT)",
@@ -139,17 +152,19 @@ class GuardedProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is None or cycle.response_complete:
             self._cancel_timers()
+            self.limits.on_cut("body_timeout")
             self.transport.close()
             return
         # The app is still at work: `read_body` answers 408 if it is the one waiting; either
         # way, the connection is not reused for another request.
         cycle.keep_alive = False
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, reason: str, status: int, message: str) -> None:
         """Answer `status` when no response is under way on this connection, then close it."""
         self._cancel_timers()
         if self.transport.is_closing():
             return
+        self.limits.on_cut(reason)
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(refusal(status, message))
         self.transport.close()
