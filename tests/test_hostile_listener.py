@@ -141,6 +141,7 @@ def test_a_body_trickled_after_the_answer_is_cut_off(server: ServerProcess) -> N
 
 def test_connections_over_the_cap_are_503_and_the_cap_frees_up(server: ServerProcess) -> None:
     parts = urlsplit(server.url)
+    before = cut(server, "connection_limit")
     idle = [
         socket.create_connection((parts.hostname, parts.port), timeout=DEADLINE)
         for _ in range(MAX_CONNECTIONS)
@@ -152,6 +153,7 @@ def test_connections_over_the_cap_are_503_and_the_cap_frees_up(server: ServerPro
     finally:
         for sock in idle:
             sock.close()
+    wait_for(lambda: cut(server, "connection_limit") >= before + 1, DEADLINE, "the 503 counted")
 
     # The closed ones are forgotten: the server answers again.
     def answers() -> bool:

@@ -34,7 +34,8 @@ class ReadLimits:
     def of(cls, settings: ServeSettings, on_cut: Callable[[str], None]) -> ReadLimits:
         """The limits `reconcile serve` is configured with, reporting cuts to `on_cut`.
 
-        `on_cut` is called with `header_timeout`, `header_too_large` or `body_timeout`.
+        `on_cut` is called with `header_timeout`, `header_too_large`, `body_timeout` or
+        `connection_limit`.
         """
         return cls(
             settings.header_timeout, settings.body_timeout, settings.max_header_bytes, on_cut
@@ -119,6 +120,9 @@ class GuardedProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
         self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_late)
+        cap = self.limit_concurrency
+        if cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap):
+            self.limits.on_cut("connection_limit")  # uvicorn answers 503 below
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
