@@ -69,6 +69,8 @@ class GuardedProtocol(HttpToolsProtocol):
     - Body: from the end of the headers the whole body must arrive within `body_timeout`.
       A route reading the body answers 408 itself (`read_body`); when the app has already
       answered without reading it, the connection is closed instead of draining it forever.
+    - Each cut, and each request uvicorn refuses (503) over its connection cap, is reported
+      to `limits.on_cut` with its reason.
     """
 
     limits: ClassVar[ReadLimits] = ReadLimits(10.0, 30.0, 64 * 1024)
