@@ -27,7 +27,6 @@ from harness import (
 
 TARGET_SECONDS = 2.0
 WEBHOOK_SECRET = "bench-webhook-secret"
-BODY = b"{}"
 # Far above the target: a config that never changes is a failure, not a slow sample.
 GIVE_UP_SECONDS = 60.0
 POLL_SECONDS = 0.005
@@ -41,11 +40,15 @@ def write_canary(repo: Path, url: str) -> None:
     write_file(repo / "canary.yaml", text)
 
 
-def send_webhook(client: httpx.Client) -> None:
-    """POST /hooks/git signed as GitHub signs a push; SystemExit unless it is queued."""
-    signature = hmac.new(WEBHOOK_SECRET.encode(), BODY, hashlib.sha256).hexdigest()
+def send_webhook(client: httpx.Client, index: int) -> None:
+    """POST /hooks/git signed as GitHub signs a push; SystemExit unless it is queued.
+
+    Each push's body differs (the server refuses the same signed body twice).
+    """
+    body = f'{{"ref": "refs/heads/main", "push": {index}}}'.encode()
+    signature = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
     response = client.post(
-        "/hooks/git", content=BODY, headers={"X-Hub-Signature-256": f"sha256={signature}"}
+        "/hooks/git", content=body, headers={"X-Hub-Signature-256": f"sha256={signature}"}
     )
     if response.status_code != 202:
         raise SystemExit(f"bench: the webhook was refused: {response.status_code} {response.text}")
@@ -67,7 +70,7 @@ def measure(repo: Path, server: Server, commits: int) -> list[float]:
             write_canary(repo, f"https://example.com/{index}")
             commit_all(repo, f"commit {index}")
             started = time.perf_counter()
-            send_webhook(client)
+            send_webhook(client, index)
             wait_until(
                 new_config(client, {**headers, "If-None-Match": etag}),
                 GIVE_UP_SECONDS,

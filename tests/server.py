@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ from tests.conftest import ROOT
 from tests.waiting import wait_for
 
 ADMIN_TOKEN = "test-admin-token"
+_deliveries = itertools.count(1)
 WEBHOOK_SECRET = "test-webhook-secret"
 STARTUP_SECONDS = 30
 
@@ -38,7 +40,9 @@ class ServerCalls:
         assert response.status_code == 201, response.text
         return str(response.json()["token"])
 
-    def webhook(self, body: bytes = b"{}") -> httpx.Response:
+    def webhook(self, body: bytes | None = None) -> httpx.Response:
+        # Each push event's body differs; the server refuses the same signed body twice.
+        body = body if body is not None else orjson.dumps({"delivery": next(_deliveries)})
         signature = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
         return self.client.post(
             "/hooks/git", content=body, headers={"X-Hub-Signature-256": f"sha256={signature}"}

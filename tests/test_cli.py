@@ -80,14 +80,24 @@ def test_a_negative_lock_timeout_is_a_usage_error(capsys: pytest.CaptureFixture[
 
 
 def test_commands_that_ask_the_server_say_when_it_does_not_answer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     state = tmp_path / "state.duckdb"
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: the server file is stale
-    (tmp_path / "state.duckdb.serve.json").write_bytes(orjson.dumps({"url": dead}))
+    info = tmp_path / "state.duckdb.serve.json"
+    info.write_bytes(orjson.dumps({"url": dead}))
     monkeypatch.setenv("RECONCILER_ADMIN_TOKEN", "admin")
+    # A server file left by a server that died (kill -9) is ignored, with a note: the
+    # commands act as when no server runs.
+    status = run_cli("canary", "status", "--state", state)
+    assert status.code == 1 and "no state file" in status.err
+    pause = run_cli("canary", "pause", "checkout", "--state", state)
+    assert pause.code == 1 and "go through the running `reconcile serve`" in pause.err
+    noted = capsys.readouterr().err
+    assert noted.count(f"note: ignoring {info}: the server it names is not running") == 2
+    # A server named explicitly is asked, and its silence reported.
     for args in (["canary", "status"], ["canary", "pause", "checkout"]):
-        result = run_cli(*args, "--state", state)
+        result = run_cli(*args, "--state", state, "--server", dead)
         assert result.code == 1
         assert f"Error: cannot reach the server at {dead}" in result.err, args
     token = run_cli("agents", "token", "eu-1", "--state", state, "--server", dead)

@@ -54,6 +54,22 @@ def register(commands: Subcommands) -> None:
     serve.add_argument("--clock-skew", type=float, metavar="SECONDS", help="default 300")
     serve.add_argument("--max-result-age", type=float, metavar="SECONDS", help="default 86400")
     serve.add_argument("--max-batch-bytes", type=int, help="default 4194304 (413 above)")
+    # The listener's read limits (docs/limits.md).
+    serve.add_argument(
+        "--max-batch-rows", type=int, metavar="ROWS", help="default 20000 (413 above)"
+    )
+    serve.add_argument("--header-timeout", type=float, metavar="SECONDS", help="default 10")
+    serve.add_argument("--body-timeout", type=float, metavar="SECONDS", help="default 30")
+    serve.add_argument("--keep-alive-timeout", type=int, metavar="SECONDS", help="default 5")
+    serve.add_argument(
+        "--max-header-bytes", type=int, metavar="BYTES", help="default 65536 (431 above)"
+    )
+    serve.add_argument(
+        "--max-connections", type=int, metavar="COUNT", help="default 1000 (503 above)"
+    )
+    serve.add_argument(
+        "--webhook-replay-window", type=float, metavar="SECONDS", help="default 600 (409 within)"
+    )
     serve.add_argument("--cache-dir", type=Path, help="where git mirrors are kept")
     serve.add_argument(
         "--notify-urls",

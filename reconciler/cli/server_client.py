@@ -7,15 +7,15 @@ While the server holds the state file, commands that need the file (`agents toke
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 
-from reconciler.server.address_file import server_file
+from reconciler.server.address_file import read_server_file, server_file, why_stale
 
 ADMIN_TOKEN_ENV = "RECONCILER_ADMIN_TOKEN"
 READ_TOKEN_ENV = "RECONCILER_READ_TOKEN"
@@ -51,13 +51,27 @@ class ServerRefused(ServerError):
 
 
 def server_url(state: Path, explicit: str | None = None) -> str | None:
-    """`--server` when given, else the URL the server wrote next to the state file, else None."""
+    """`--server` when given, else the URL a running server wrote next to the state file.
+
+    A server file left behind by a server that died without cleaning up (`kill -9`, a
+    crash) names a process that is gone or an address nobody listens at: that server is
+    not running, so None, with a note on stderr saying the file is stale.
+    """
     if explicit:
         return explicit.rstrip("/")
     info = server_file(state)
-    if not info.exists():
+    address = read_server_file(info)
+    if address is None:
         return None
-    return str(orjson.loads(info.read_bytes())["url"])
+    reason = why_stale(address)
+    if reason is not None:
+        print(
+            f"note: ignoring {info}: the server it names is not running ({reason}); "
+            "it is left over from a server that stopped without removing it",
+            file=sys.stderr,
+        )
+        return None
+    return address.url
 
 
 def admin_token(environ: Mapping[str, str] = os.environ) -> str | None:

@@ -25,6 +25,7 @@ from reconciler.server.controllers.history import HistoryKeeper
 from reconciler.server.controllers.incidents import IncidentController, interval_from
 from reconciler.server.controllers.site_rebuilds import SiteRebuilder
 from reconciler.server.http.app import Controllers, create_app
+from reconciler.server.http.listener import CUT_METRIC, ReadLimits, guarded_protocol
 from reconciler.server.local_agent import LocalAgent
 from reconciler.server.notify import Notifier, announcer, parse_hooks
 from reconciler.server.reconcile_loop import ReconcileLoop
@@ -175,6 +176,12 @@ async def running_parts(
         yield Parts(app, control, controllers, loop, source)
 
 
+def _counter(control: ControlPlane) -> Callable[[str], None]:
+    """Counts the requests the listener cuts off (too slow, too large) in /metrics."""
+    control.metrics.help[CUT_METRIC] = "Requests cut off by the listener's read limits, by reason."
+    return lambda reason: control.metrics.count(CUT_METRIC, reason=reason)
+
+
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGTERM once it has stopped, which would kill the process before
     queued results are stored; run_server handles the signals itself instead."""
@@ -224,6 +231,10 @@ async def run_server(
                 log_config=None,
                 lifespan="off",
                 access_log=False,
+                # Read limits (docs/limits.md): slow or oversized requests are cut off.
+                http=guarded_protocol(ReadLimits.of(settings, _counter(parts.control))),
+                timeout_keep_alive=settings.keep_alive_timeout,
+                limit_concurrency=settings.max_connections,
             )
             server = _Server(config)
             info = server_file(settings.state)

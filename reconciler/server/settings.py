@@ -21,6 +21,13 @@ ENVIRONMENT = {
     "clock_skew": "RECONCILER_CLOCK_SKEW",
     "max_result_age": "RECONCILER_MAX_RESULT_AGE",
     "max_batch_bytes": "RECONCILER_MAX_BATCH_BYTES",
+    "max_batch_rows": "RECONCILER_MAX_BATCH_ROWS",
+    "header_timeout": "RECONCILER_HEADER_TIMEOUT",
+    "body_timeout": "RECONCILER_BODY_TIMEOUT",
+    "keep_alive_timeout": "RECONCILER_KEEP_ALIVE_TIMEOUT",
+    "max_header_bytes": "RECONCILER_MAX_HEADER_BYTES",
+    "max_connections": "RECONCILER_MAX_CONNECTIONS",
+    "webhook_replay_window": "RECONCILER_WEBHOOK_REPLAY_WINDOW",
     "cache_dir": "RECONCILER_CACHE_DIR",
     "notify_urls": "RECONCILER_NOTIFY_URLS",
     "gateway": "RECONCILER_GATEWAY",
@@ -43,6 +50,19 @@ SECRETS = {
 }
 
 
+# Limits of the HTTP listener: zero or less would refuse everything or wait forever.
+POSITIVE = (
+    "max_batch_bytes",
+    "max_batch_rows",
+    "header_timeout",
+    "body_timeout",
+    "keep_alive_timeout",
+    "max_header_bytes",
+    "max_connections",
+    "webhook_replay_window",
+)
+
+
 class SettingsError(ValueError):
     """A setting has a value that cannot be used."""
 
@@ -63,6 +83,15 @@ class ServeSettings:
     clock_skew: float = 300.0
     max_result_age: float = 86_400.0
     max_batch_bytes: int = 4 * 1024 * 1024
+    # A malformed row costs the validator as much as a good one: the row count is capped too.
+    max_batch_rows: int = 20_000
+    # Read timeouts and the connection cap: a slow or idle client must not hold a socket.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: int = 5
+    max_header_bytes: int = 64 * 1024
+    max_connections: int = 1000
+    webhook_replay_window: float = 600.0
     cache_dir: Path | None = None
     notify_urls: str | None = None
     gateway: str = "none"
@@ -138,4 +167,7 @@ def load_settings(
         )
     if settings.gateway not in ("none", "nginx"):
         raise SettingsError(f"gateway: {settings.gateway!r} is not one of: none, nginx")
+    for name in POSITIVE:
+        if not getattr(settings, name) > 0:
+            raise SettingsError(f"{name}: {getattr(settings, name)!r} must be greater than 0")
     return settings

@@ -16,10 +16,20 @@ from reconciler.server.http.common import (
     json_response,
     read_body,
 )
-from schemas.wire import MAX_PULL_WAIT, ResultBatch
+from reconciler.server.http.docs import errors, header, json_body, merged, model_schema, query
+from schemas.wire import MAX_PULL_WAIT, ResultBatch, ResultRow
 from schemas.wire import PULL_WAIT_HEADER as WAIT_HEADER
 
 router = APIRouter(prefix="/api/agent", tags=["agent"])
+
+# Rows are validated one by one, so any element is accepted; the schema shows a good one.
+BATCH_SCHEMA = {
+    **model_schema(ResultBatch),
+    "properties": {
+        **model_schema(ResultBatch)["properties"],
+        "results": {"type": "array", "items": model_schema(ResultRow)},
+    },
+}
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:
@@ -44,7 +54,21 @@ def _wait_seconds(text: str | None) -> float:
     return wait
 
 
-@router.get("/targets", summary="The calling agent's derived canaries with full check specs")
+@router.get(
+    "/targets",
+    summary="The calling agent's derived canaries with full check specs",
+    responses=errors(400, 401, 403),
+    openapi_extra=merged(
+        header("If-None-Match", "The ETag of the config held: 304 if unchanged."),
+        query(
+            (
+                "wait",
+                {"type": "number", "minimum": 0, "maximum": MAX_PULL_WAIT},
+                "Seconds to hold the answer while the ETag still matches (a long poll).",
+            )
+        ),
+    ),
+)
 async def targets(request: Request) -> Response:
     """With `If-None-Match` naming the current ETag, 304; with `wait=SECONDS` too, the answer
     waits until the agent's config changes (200), the agent may no longer pull (401/403), or
@@ -74,16 +98,47 @@ async def targets(request: Request) -> Response:
     return Response(config.body, media_type="application/json", headers=headers)
 
 
-@router.post("/results", summary="Ingest a batch of check results")
+def parse_batch(body: bytes, max_rows: int) -> ResultBatch:
+    """A results body as a batch: at most `max_rows` rows, each still unvalidated.
+
+    CPU-bound on a large body (JSON, then the batch's shape), so the route runs it in a
+    worker thread; the row count is checked before the rows are looked at one by one.
+
+    Raises:
+        RequestRefused: 400 for a body that is not a batch, 413 for too many rows.
+    """
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise RequestRefused(400, f'expected {{"results": [row, ...]}}: {error}') from None
+    rows = document.get("results") if isinstance(document, dict) else None
+    if isinstance(rows, list) and len(rows) > max_rows:
+        raise RequestRefused(
+            413,
+            f"the batch has {len(rows)} rows; at most {max_rows} rows per batch "
+            "(set by RECONCILER_MAX_BATCH_ROWS); send smaller batches",
+            limit=max_rows,
+        )
+    try:
+        return ResultBatch.model_validate(document)
+    except ValidationError as error:
+        raise RequestRefused(400, f'expected {{"results": [row, ...]}}: {error}') from None
+
+
+@router.post(
+    "/results",
+    summary="Ingest a batch of check results",
+    responses=errors(400, 401, 403, 408, 413),
+    openapi_extra=json_body(BATCH_SCHEMA),
+)
 async def results(request: Request) -> Response:
     control = control_of(request)
     agent = control.authenticate(request.headers.get("authorization"))
-    limit = control.settings.max_batch_bytes
-    body = await read_body(request, limit, "the batch")
-    try:
-        batch = ResultBatch.model_validate(orjson.loads(body))
-    except (orjson.JSONDecodeError, ValidationError) as error:
-        raise RequestRefused(400, f'expected {{"results": [row, ...]}}: {error}') from None
+    settings = control.settings
+    body = await read_body(
+        request, settings.max_batch_bytes, "the batch", "RECONCILER_MAX_BATCH_BYTES"
+    )
+    batch = await asyncio.to_thread(parse_batch, body, settings.max_batch_rows)
     sent_at: datetime | None = batch.sent_at
     outcome = await control.ingest(agent, batch.results, sent_at)
     return json_response(outcome)

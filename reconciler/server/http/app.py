@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -22,9 +23,16 @@ from reconciler.server.http import (
 )
 from reconciler.server.http.common import answer_http_error, answer_refusal
 from reconciler.server.http.parts import Controllers
+from reconciler.server.http.webhook import ReplayGuard
 from reconciler.server.operator_edits import OperatorEdits
 
-__all__ = ["Controllers", "create_app"]
+__all__ = ["ROUTERS", "Controllers", "create_app"]
+
+# Every API the app serves, one router per module.
+ROUTERS = tuple(
+    module.router
+    for module in (agent_api, operator_api, ops_api, read_api, incidents_api, canary_api, site_api)
+)
 
 
 def create_app(
@@ -41,6 +49,9 @@ def create_app(
     app.state.trigger = trigger
     app.state.controllers = controllers
     app.state.operator_edits = OperatorEdits(control)
+    app.state.webhook_replays = ReplayGuard(
+        timedelta(seconds=control.settings.webhook_replay_window)
+    )
     app.add_exception_handler(RequestRefused, answer_refusal)
     # Unknown paths and methods answer in the same shape as every other refusal.
     app.add_exception_handler(StarletteHTTPException, answer_http_error)
@@ -61,7 +72,6 @@ def create_app(
         )
         return response
 
-    routers = (agent_api, operator_api, ops_api, read_api, incidents_api, canary_api, site_api)
-    for module in routers:
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app

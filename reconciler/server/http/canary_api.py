@@ -15,6 +15,7 @@ from reconciler.server.http.common import (
     require_admin,
     require_read,
 )
+from reconciler.server.http.docs import errors, json_body, model_schema
 
 router = APIRouter(tags=["canary"])
 
@@ -47,7 +48,11 @@ def _controller(request: Request) -> DeploymentController:
     return controllers_of(request).deployments
 
 
-@router.get("/canary", summary="Every route's canary deployment with its evaluations")
+@router.get(
+    "/canary",
+    summary="Every route's canary deployment with its evaluations",
+    responses=errors(401),
+)
 async def status(request: Request) -> Response:
     require_read(request)
     controller = _controller(request)
@@ -55,7 +60,11 @@ async def status(request: Request) -> Response:
     return json_response({"canaries": runs})
 
 
-@router.post("/canary/{route}/{action}", summary="start, pause, resume, promote or rollback")
+@router.post(
+    "/canary/{route}/{action}",
+    summary="start, pause, resume, promote or rollback",
+    responses=errors(401, 404, 409),
+)
 async def act(request: Request, route: str, action: str) -> Response:
     require_admin(request)
     if action not in ACTIONS:
@@ -64,7 +73,12 @@ async def act(request: Request, route: str, action: str) -> Response:
     return json_response(await controller.act(route, action))
 
 
-@router.post("/api/routes/{route}/metrics", summary="Per-group metrics pushed by a gateway")
+@router.post(
+    "/api/routes/{route}/metrics",
+    summary="Per-group metrics pushed by a gateway",
+    responses=errors(401, 404, 408, 413, 422),
+    openapi_extra=json_body(model_schema(PushedMetrics)),
+)
 async def push(request: Request, route: str) -> Response:
     require_admin(request)
     controller = _controller(request)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Any
 
 import orjson
 from fastapi import Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from reconciler.core.refusal import RequestRefused
 from reconciler.server.control_plane import ControlPlane
+from reconciler.server.http.listener import CUT_METRIC
 from reconciler.server.http.parts import Controllers
 
 # The most an endpoint without its own limit reads of a request body.
@@ -41,6 +44,9 @@ def json_response(
 def problem(status: int, detail: str, **extra: Any) -> Response:
     """An error body that says what went wrong (401s say which scheme to use)."""
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 408:
+        # The client is too slow to finish its request: do not wait for the rest of it.
+        headers = {"Connection": "close"}
     return json_response({"error": detail, **extra}, status, headers)
 
 
@@ -65,22 +71,53 @@ def bearer_matches(authorization: str | None, expected: str) -> bool:
     return hmac.compare_digest(authorization[7:].strip().encode(), expected.encode())
 
 
-async def read_body(request: Request, limit: int = MAX_BODY_BYTES, what: str = "the body") -> bytes:
+async def read_body(
+    request: Request,
+    limit: int = MAX_BODY_BYTES,
+    what: str = "the body",
+    set_by: str | None = None,
+) -> bytes:
     """The request body, refusing (without reading it all) anything over `limit` bytes.
 
+    The body is read as it arrives and reading stops at the first byte past the limit; a
+    `Content-Length` over the limit is refused before anything is read. The whole body must
+    arrive within the server's `body_timeout`.
+
+    Args:
+        request: the request.
+        limit: the most bytes accepted.
+        what: what the body is, for the error.
+        set_by: the setting (environment variable) the limit comes from; None when fixed.
+
     Raises:
-        RequestRefused: 413 when the body is larger than `limit`.
+        RequestRefused: 413 when the body is larger than `limit`, 408 when it is too slow.
     """
-    too_large = RequestRefused(413, f"{what} is larger than {limit} bytes")
+    where = f"set by {set_by}" if set_by else "a fixed limit of this endpoint"
+    too_large = RequestRefused(413, f"{what} is larger than {limit} bytes ({where})", limit=limit)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # A length of more than 18 digits is over any limit (and int() of it is slow).
+    digits = declared is not None and declared.isascii() and declared.isdigit()
+    if digits and declared is not None and (len(declared) > 18 or int(declared) > limit):
         raise too_large
+    timeout = control_of(request).settings.body_timeout
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to answer; refusing keeps the traceback out of the log.
+        raise RequestRefused(400, f"the client went away while sending {what}") from None
+    except TimeoutError:
+        control_of(request).metrics.count(CUT_METRIC, reason="body_timeout")
+        raise RequestRefused(
+            408,
+            f"{what} did not arrive within {timeout:g} s "
+            f"(set by RECONCILER_BODY_TIMEOUT); {size} bytes were received",
+        ) from None
     return b"".join(chunks)
 
 

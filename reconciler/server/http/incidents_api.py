@@ -10,6 +10,7 @@ from reconciler.server.http.common import (
     json_response,
     require_read,
 )
+from reconciler.server.http.docs import errors, query
 
 router = APIRouter(prefix="/api/v1", tags=["read"])
 
@@ -18,7 +19,16 @@ MAX_LIMIT = 1000
 STATES = ("open", "resolved")
 
 
-@router.get("/incidents", summary="Open incidents first, then the most recent ones")
+@router.get(
+    "/incidents",
+    summary="Open incidents first, then the most recent ones",
+    responses=errors(400, 401),
+    openapi_extra=query(
+        ("canary", {"type": "string"}, "A target id, `namespace.name`."),
+        ("state", {"type": "string", "enum": list(STATES)}, "open or resolved."),
+        ("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "At most (50)."),
+    ),
+)
 async def list_incidents(request: Request) -> Response:
     """Incidents with their region timelines: open ones first, then newest first.
 
@@ -36,7 +46,8 @@ async def list_incidents(request: Request) -> Response:
     limit = DEFAULT_LIMIT
     text = params.get("limit")
     if text:
-        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
+        digits = text.isascii() and text.isdigit() and len(text) <= 9
+        if not digits or not 1 <= int(text) <= MAX_LIMIT:
             raise RequestRefused(
                 400, f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {text!r}"
             )

@@ -16,6 +16,7 @@ from reconciler.server.http.common import (
     read_json,
     require_admin,
 )
+from reconciler.server.http.docs import errors, json_body, model_schema
 from reconciler.server.operator_edits import Committed, Edit, OperatorEdits
 from schemas.base import AgentName, Slug
 
@@ -50,7 +51,7 @@ def _agent_rows(control: ControlPlane, recent: dict[str, int]) -> list[dict[str,
     return rows
 
 
-@router.get("/agents", summary="Agents with live status")
+@router.get("/agents", summary="Agents with live status", responses=errors(401, 404))
 async def list_agents(request: Request) -> Response:
     require_admin(request)
     control = control_of(request)
@@ -75,7 +76,7 @@ def _region_rows(control: ControlPlane, agents: list[dict[str, Any]]) -> list[di
     return regions
 
 
-@router.get("/regions", summary="Regions with their agents' status")
+@router.get("/regions", summary="Regions with their agents' status", responses=errors(401, 404))
 async def list_regions(request: Request) -> Response:
     require_admin(request)
     control = control_of(request)
@@ -83,7 +84,11 @@ async def list_regions(request: Request) -> Response:
     return json_response({"regions": _region_rows(control, _agent_rows(control, recent))})
 
 
-@router.post("/agents/{name}/token", summary="Mint or rotate an agent's token (shown once)")
+@router.post(
+    "/agents/{name}/token",
+    summary="Mint or rotate an agent's token (shown once)",
+    responses=errors(401, 404),
+)
 async def mint(request: Request, name: str) -> Response:
     require_admin(request)
     control = control_of(request)
@@ -183,6 +188,9 @@ async def _parse_body(
     return fields
 
 
+EDIT_ERRORS = errors(401, 404, 408, 409, 413, 422)
+
+
 async def _commit(request: Request, edit: Edit) -> Committed:
     edits: OperatorEdits = request.app.state.operator_edits
     return await edits.commit(edit)
@@ -209,7 +217,12 @@ async def _revoke(control: ControlPlane, agent: str) -> bool:
     return await control.revoke_token(agent)
 
 
-@router.post("/regions", summary="Create a region (committed to the config repository)")
+@router.post(
+    "/regions",
+    summary="Create a region (committed to the config repository)",
+    responses=EDIT_ERRORS,
+    openapi_extra=json_body(model_schema(RegionCreate)),
+)
 async def create_region(request: Request) -> Response:
     """Commit a new Region document; 201 with the region and the new revision."""
     require_admin(request)
@@ -222,7 +235,12 @@ async def create_region(request: Request) -> Response:
     return await _region_response(control, done, 201)
 
 
-@router.patch("/regions/{name}", summary="Rename, relocate, enable or disable a region")
+@router.patch(
+    "/regions/{name}",
+    summary="Rename, relocate, enable or disable a region",
+    responses=EDIT_ERRORS,
+    openapi_extra=json_body(model_schema(RegionPatch)),
+)
 async def update_region(request: Request, name: str) -> Response:
     """Commit changes to a region (a rename also moves its agents); 200 with the region."""
     require_admin(request)
@@ -235,7 +253,11 @@ async def update_region(request: Request, name: str) -> Response:
     return await _region_response(control, done, 200)
 
 
-@router.delete("/regions/{name}", summary="Delete a region no agent or canary uses")
+@router.delete(
+    "/regions/{name}",
+    summary="Delete a region no agent or canary uses",
+    responses=errors(401, 404, 409, 422),
+)
 async def delete_region(request: Request, name: str) -> Response:
     """Commit the removal of a region; 409 while agents or canaries are in it."""
     require_admin(request)
@@ -247,7 +269,12 @@ async def delete_region(request: Request, name: str) -> Response:
     return json_response({"deleted": {"kind": "Region", "name": name}, **done.document()})
 
 
-@router.post("/agents", summary="Create an agent and mint its token (shown once)")
+@router.post(
+    "/agents",
+    summary="Create an agent and mint its token (shown once)",
+    responses=EDIT_ERRORS,
+    openapi_extra=json_body(model_schema(AgentCreate)),
+)
 async def create_agent(request: Request) -> Response:
     """Commit a new Agent document, then mint its token; 201 with the token, shown once."""
     require_admin(request)
@@ -261,7 +288,12 @@ async def create_agent(request: Request) -> Response:
     return await _agent_response(control, done, 201, token)
 
 
-@router.patch("/agents/{name}", summary="Rename, move, enable or disable an agent, set labels")
+@router.patch(
+    "/agents/{name}",
+    summary="Rename, move, enable or disable an agent, set labels",
+    responses=EDIT_ERRORS,
+    openapi_extra=json_body(model_schema(AgentPatch)),
+)
 async def update_agent(request: Request, name: str) -> Response:
     """Commit changes to an agent; a rename revokes the old token and returns a new one."""
     require_admin(request)
@@ -276,7 +308,11 @@ async def update_agent(request: Request, name: str) -> Response:
     return await _agent_response(control, done, 200, token)
 
 
-@router.delete("/agents/{name}", summary="Delete an agent and revoke its token")
+@router.delete(
+    "/agents/{name}",
+    summary="Delete an agent and revoke its token",
+    responses=errors(401, 404, 409, 422),
+)
 async def delete_agent(request: Request, name: str) -> Response:
     """Commit the removal of an agent and revoke its token."""
     require_admin(request)

@@ -34,6 +34,7 @@ from reconciler.server.http.common import (
     json_response,
     require_read,
 )
+from reconciler.server.http.docs import errors, query
 from schemas.durations import format_duration, parse_duration
 
 router = APIRouter(prefix="/api/v1", tags=["read"])
@@ -51,6 +52,25 @@ _DEFAULT_STEPS = (
 )
 _DAYS = re.compile(r"([0-9]+)d(.*)")
 _SPAN_EXAMPLES = "e.g. '90m', '24h', '7d' or '1d12h'"
+# The times a window may start or end at: results are never older than the epoch, and a
+# window (and its default 24h start) must stay inside what datetime can represent.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+_TIME = {"type": "string", "examples": ["2024-05-01T12:00:00Z", "24h"]}
+_WINDOW = (
+    ("since", _TIME, "Start: an RFC 3339 time with an offset or a duration before now (24h)."),
+    ("until", _TIME, "End: an RFC 3339 time with an offset or a duration before now (now)."),
+    ("region", {"type": "string"}, "Only this region."),
+)
+_STEP = ("step", {"type": "string", "examples": ["5m"]}, "Bucket width (default by window).")
+_WINDOW_ERRORS = errors(400, 401, 404, 422)
+
+
+def _limit_doc(default: int, most: int) -> tuple[str, dict[str, Any], str]:
+    schema = {"type": "integer", "minimum": 1, "maximum": most}
+    return ("limit", schema, f"At most this many ({default}).")
 
 
 @dataclass(frozen=True)
@@ -97,9 +117,20 @@ def parse_span(text: str) -> timedelta:
     return timedelta(seconds=seconds + parse_duration(stripped))
 
 
+def _in_range(name: str, text: str, moment: datetime) -> datetime:
+    """`moment`, refused (422, naming the parameter) outside the times the API can report on."""
+    if not EARLIEST <= moment <= LATEST:
+        raise RequestRefused(
+            422,
+            f"{name}: {text!r} is out of range; expected a time from "
+            f"{_rfc3339(EARLIEST)} to {_rfc3339(LATEST)}",
+        )
+    return moment
+
+
 def _instant(name: str, text: str, now: datetime) -> datetime:
     try:
-        return now - parse_span(text)
+        return _in_range(name, text, now - parse_span(text))
     except (ValueError, OverflowError):
         pass
     expected = (
@@ -112,7 +143,11 @@ def _instant(name: str, text: str, now: datetime) -> datetime:
         raise RequestRefused(400, expected) from None
     if moment.tzinfo is None:
         raise RequestRefused(400, expected)
-    return moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first UTC instant
+        moment = datetime.min.replace(tzinfo=UTC)
+    return _in_range(name, text, moment)
 
 
 def _known_regions(control: ControlPlane) -> set[str]:
@@ -170,7 +205,7 @@ def _limit(request: Request, default: int, most: int) -> int:
     text = request.query_params.get("limit")
     if not text:
         return default
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= most:
+    if not (text.isascii() and text.isdigit() and len(text) <= 9) or not 1 <= int(text) <= most:
         raise RequestRefused(400, f"limit: expected a whole number from 1 to {most}, got {text!r}")
     return int(text)
 
@@ -227,7 +262,11 @@ async def _respond(
     return json_response(await build(control_of(request)))
 
 
-@router.get("/targets", summary="Every canary with its regions, agents and blended status")
+@router.get(
+    "/targets",
+    summary="Every canary with its regions, agents and blended status",
+    responses=errors(401),
+)
 async def list_targets(request: Request) -> Response:
     """Every canary of the served revision: id, name, namespace, regions, agents, status.
 
@@ -259,7 +298,12 @@ async def list_targets(request: Request) -> Response:
     return await _respond(request, build)
 
 
-@router.get("/targets/{id}/results", summary="A target's runs in a window, newest first")
+@router.get(
+    "/targets/{id}/results",
+    summary="A target's runs in a window, newest first",
+    responses=_WINDOW_ERRORS,
+    openapi_extra=query(*_WINDOW, _limit_doc(DEFAULT_RESULTS_LIMIT, MAX_RESULTS_LIMIT)),
+)
 async def target_results(request: Request, id: str) -> Response:
     """A target's runs, newest first: `region=`, `since=`, `until=`, `limit=` (100)."""
 
@@ -275,7 +319,12 @@ async def target_results(request: Request, id: str) -> Response:
     return await _respond(request, build)
 
 
-@router.get("/targets/{id}/uptime", summary="Runs, passes and uptime ratio, overall and by check")
+@router.get(
+    "/targets/{id}/uptime",
+    summary="Runs, passes and uptime ratio, overall and by check",
+    responses=_WINDOW_ERRORS,
+    openapi_extra=query(*_WINDOW),
+)
 async def target_uptime(request: Request, id: str) -> Response:
     """Runs, passed runs and uptime (None without runs) of a target, overall and by check."""
 
@@ -292,7 +341,12 @@ def _step_fields(step: int) -> dict[str, Any]:
     return {"step": format_duration(step), "step_seconds": step}
 
 
-@router.get("/targets/{id}/latency", summary="p50/p95/p99 over the window and per time bucket")
+@router.get(
+    "/targets/{id}/latency",
+    summary="p50/p95/p99 over the window and per time bucket",
+    responses=_WINDOW_ERRORS,
+    openapi_extra=query(*_WINDOW, _STEP),
+)
 async def target_latency(request: Request, id: str) -> Response:
     """p50/p95/p99 over the window and a series bucketed by `step=` (default by window)."""
 
@@ -306,7 +360,12 @@ async def target_latency(request: Request, id: str) -> Response:
     return await _respond(request, build)
 
 
-@router.get("/targets/{id}/latency/by-region", summary="One latency series per region")
+@router.get(
+    "/targets/{id}/latency/by-region",
+    summary="One latency series per region",
+    responses=_WINDOW_ERRORS,
+    openapi_extra=query(*_WINDOW, _STEP),
+)
 async def target_latency_by_region(request: Request, id: str) -> Response:
     """Per region of a target: p50/p95/p99 over the window and a bucketed series.
 
@@ -332,7 +391,7 @@ async def target_latency_by_region(request: Request, id: str) -> Response:
     return await _respond(request, build)
 
 
-@router.get("/regions", summary="The enabled regions of the served revision")
+@router.get("/regions", summary="The enabled regions of the served revision", responses=errors(401))
 async def list_regions(request: Request) -> Response:
     """The served revision's enabled regions: name, displayName, location."""
 
@@ -351,7 +410,12 @@ async def list_regions(request: Request) -> Response:
     return await _respond(request, build)
 
 
-@router.get("/targets/{id}/regions", summary="A target's regions with uptime, p50, p95, status")
+@router.get(
+    "/targets/{id}/regions",
+    summary="A target's regions with uptime, p50, p95, status",
+    responses=_WINDOW_ERRORS,
+    openapi_extra=query(*_WINDOW),
+)
 async def target_regions(request: Request, id: str) -> Response:
     """The regions a target runs in, each with its agents, uptime, p50, p95 and status."""
 
@@ -388,7 +452,12 @@ async def target_regions(request: Request, id: str) -> Response:
     return await _respond(request, build)
 
 
-@router.get("/revisions", summary="Applied revisions, newest first")
+@router.get(
+    "/revisions",
+    summary="Applied revisions, newest first",
+    responses=errors(400, 401),
+    openapi_extra=query(_limit_doc(DEFAULT_REVISIONS_LIMIT, MAX_REVISIONS_LIMIT)),
+)
 async def list_revisions(request: Request) -> Response:
     """Applied revisions, newest first, at most `limit=` (20)."""
 

@@ -13,11 +13,25 @@ from reconciler.server.http.common import (
     read_json,
     require_admin,
 )
+from reconciler.server.http.docs import errors, json_body
 
 router = APIRouter(tags=["site"])
 
 
-@router.post("/api/site/build", summary="Rebuild the status site now (admin token)")
+@router.post(
+    "/api/site/build",
+    summary="Rebuild the status site now (admin token)",
+    responses=errors(401, 404, 408, 413, 422),
+    openapi_extra=json_body(
+        {
+            "type": "object",
+            "properties": {
+                "out": {"type": "string", "description": "An absolute directory on the server."}
+            },
+        },
+        required=False,
+    ),
+)
 async def build(request: Request) -> Response:
     """`{"out": DIR}` builds into DIR (an absolute path on the server); `{}` into its own."""
     require_admin(request)
