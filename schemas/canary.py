@@ -121,6 +121,7 @@ class CanarySpec(UpstreamCheckTypes):
 
     schedule: str | None = Field(
         default=None,
+        max_length=256,
         description="'@every <duration>', a 5-field cron expression, or '@never'. Default: "
         "`interval`, else '@every 1m' (a canary-checker Canary with neither does not run).",
     )

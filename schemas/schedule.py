@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
-from schemas.durations import parse_duration
+from schemas.durations import format_duration, parse_duration
+from schemas.limits import MIN_SCHEDULE_SECONDS, limit_hint
 
 _MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 _MONTHS = {name: i for i, name in enumerate(_MONTH_NAMES, start=1)}
@@ -180,6 +181,12 @@ def parse_schedule(text: str) -> Schedule:
             raise ValueError(f"invalid schedule {text!r}: {exc}") from None
         if interval <= 0:
             raise ValueError(f"invalid schedule {text!r}: @every interval must be greater than 0")
+        if interval < MIN_SCHEDULE_SECONDS:
+            shortest = format_duration(MIN_SCHEDULE_SECONDS)
+            raise ValueError(
+                f"invalid schedule {text!r}: @every interval must be at least {shortest}; "
+                + limit_hint("minimum schedule period", shortest)
+            )
         return Schedule(text, "every", _interval=interval)
     if stripped.lower() == "@never":
         return Schedule(text, "never")
@@ -227,6 +234,11 @@ def _parse_field(text: str, spec: _FieldSpec) -> list[int]:
             if not (step_text.isascii() and step_text.isdecimal()) or int(step_text) == 0:
                 raise ValueError(f"{spec.name} step {step_text!r} must be a positive integer")
             step = int(step_text)
+            if step > spec.high:
+                raise ValueError(
+                    f"{spec.name} step {step} out of range 1-{spec.high} "
+                    f"(a step above {spec.high} never repeats)"
+                )
         if base == "*":
             low, high = spec.low, spec.high
         elif "-" in base:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from reconciler.core.compat import compat_diagnostics, one_notice_per_kind
 from reconciler.core.diagnostics import Diagnostic
-from reconciler.core.documents import Config, Located, SourceFile
+from reconciler.core.documents import Config, Located, SourceFile, UnreadableFile
 from reconciler.core.gatewayfile import load_gateway
 from reconciler.core.ignore import IGNORE_FILE, without_ignored
 from reconciler.core.validation import type_name, validation_diagnostics
@@ -74,6 +74,11 @@ def _load_document(path: str, raw: Any) -> FileResult:
     if "apiVersion" not in raw and any(key in GATEWAY_SECTIONS for key in raw):
         return FileResult(*load_gateway(path, raw))
     api_version, kind = raw.get("apiVersion"), raw.get("kind")
+    for name, value in (("apiVersion", api_version), ("kind", kind)):
+        if name in raw and not isinstance(value, str):
+            line, column = locate(raw, (name,)) or raw.start
+            message = f"expected a string, got {type_name(value)}"
+            return FileResult([], [Diagnostic(path, line, column, "", name, message)])
     subject = _subject_of(raw)
     known = ", ".join(sorted(API_VERSIONS))
     if "apiVersion" not in raw:
@@ -109,7 +114,9 @@ def load_file(path: str, content: bytes) -> FileResult:
     """Parse and validate every document of one file."""
     parsed = parse_yaml(content)
     documents: list[Located[Any]] = []
-    diagnostics = [Diagnostic(path, p.line, p.column, "", "", p.message) for p in parsed.problems]
+    diagnostics = [
+        Diagnostic(path, p.line, p.column, "", p.field, p.message) for p in parsed.problems
+    ]
     for raw in parsed.documents:
         if raw is None:
             continue
@@ -165,14 +172,19 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
         Notices (how a file was read, nothing to fix) are kept apart in `config.notices`.
     """
     documents: list[Located[Any]] = []
-    listed = list(files)
+    listed, unreadable = _readable_ignore_file(list(files))
     kept, left_out = without_ignored(listed)
-    diagnostics = _ignore_diagnostics(kept, left_out, ignoring=len(listed) > len(kept))
+    diagnostics = unreadable + _ignore_diagnostics(kept, left_out, ignoring=len(listed) > len(kept))
     for source in sorted(kept, key=lambda f: f.path):
         cache_key = (source.path, source.blob)
         result = cache.get(cache_key) if cache is not None else None
         if result is None:
-            result = load_file(source.path, source.read())
+            try:
+                content = source.read()
+            except UnreadableFile as error:
+                diagnostics.append(Diagnostic(source.path, 1, 1, "", "", str(error)))
+                continue
+            result = load_file(source.path, content)
             if cache is not None:
                 cache[cache_key] = result
         documents += result.documents
@@ -182,6 +194,25 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
     diagnostics = one_notice_per_kind(sorted(diagnostics))
     config.notices.extend(d for d in diagnostics if d.severity == "notice")
     return LoadResult(config, [d for d in diagnostics if d.severity != "notice"])
+
+
+def _constant(content: bytes) -> Callable[[], bytes]:
+    return lambda: content
+
+
+def _readable_ignore_file(files: list[SourceFile]) -> tuple[list[SourceFile], list[Diagnostic]]:
+    """The files with an unreadable `.reconcileignore` left out, and the error saying so."""
+    for source in files:
+        if source.path == IGNORE_FILE:
+            try:
+                content = source.read()
+            except UnreadableFile as error:
+                others = [f for f in files if f is not source]
+                return others, [Diagnostic(IGNORE_FILE, 1, 1, "", "", str(error))]
+            # Read once: the ignore rules and the cache key see the same bytes.
+            readable = SourceFile(source.path, source.blob, _constant(content))
+            return [readable if f is source else f for f in files], []
+    return files, []
 
 
 def _ignore_diagnostics(

@@ -7,6 +7,19 @@ from typing import Any
 
 import yaml
 
+from reconciler.core.diagnostics import FieldPath, format_field
+from schemas.limits import (
+    MAX_ALIASES,
+    MAX_DOCUMENTS_PER_FILE,
+    MAX_EXPANDED_NODES,
+    MAX_FILE_BYTES,
+    MAX_INTEGER,
+    MAX_NESTING_DEPTH,
+    MAX_STRING_CHARS,
+    MIN_INTEGER,
+    limit_hint,
+)
+
 Position = tuple[int, int]  # 1-based line and column
 
 
@@ -35,11 +48,12 @@ class PositionedList(list[Any]):
 
 @dataclass(frozen=True)
 class YamlProblem:
-    """A syntax error or a duplicate key, with where it is."""
+    """A syntax error, a duplicate key or a limit exceeded, with where it is."""
 
     line: int
     column: int
     message: str
+    field: str = ""
 
 
 def _position(node: yaml.Node) -> Position:
@@ -91,6 +105,138 @@ _Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 
 
+_INT_TAG = "tag:yaml.org,2002:int"
+# More digits than this cannot fit 64 bits whatever the base; converting them could be slow.
+_MAX_INT_TEXT = 80
+
+
+class _Guard:
+    """Measures a composed document before anything is built from it.
+
+    libyaml composes an alias as a second reference to the anchored node, so a billion-laughs
+    file composes in microseconds; it is everything after (constructing, validating,
+    fingerprinting) that would walk the expansion. Sizes and depths are memoised per node, so
+    the walk is linear in the file while it measures the file as if every alias were written
+    out. The recursion stops at the nesting limit, far below Python's own.
+    """
+
+    def __init__(self, loader: _Loader) -> None:
+        self.loader = loader
+        self.nodes = 0  # expanded, over the whole file
+        self.aliases = 0
+        self.problem: YamlProblem | None = None  # over a limit of the file: nothing is built
+        self.values: list[YamlProblem] = []  # values out of range, each reported
+        self._measured: dict[int, tuple[int, int]] = {}  # node id -> (expanded size, height)
+        self._open: set[int] = set()
+
+    def check(self, root: yaml.Node) -> YamlProblem | None:
+        """The first file limit the document exceeds, or None; counts carry over to the
+        next document. Values out of range are added to `values` and the walk goes on."""
+        self.problem = None
+        self._measure(root, (), 1)
+        return self.problem
+
+    def _value(self, node: yaml.Node, path: FieldPath, message: str) -> tuple[int, int]:
+        line, column = _position(node)
+        self.values.append(YamlProblem(line, column, message, format_field(path)))
+        return (1, 1)
+
+    def _fail(self, node: yaml.Node, path: FieldPath, message: str) -> tuple[int, int]:
+        if self.problem is None:
+            line, column = _position(node)
+            self.problem = YamlProblem(line, column, message, format_field(path))
+        return (0, 0)
+
+    def _measure(self, node: yaml.Node, path: FieldPath, depth: int) -> tuple[int, int]:
+        key = id(node)
+        if key in self._open:
+            return self._fail(node, path, "an alias refers to a node that contains it")
+        known = self._measured.get(key)
+        if known is not None:
+            self.aliases += 1
+            size, height = known
+            self.nodes += size  # the alias, written out
+        else:
+            self._open.add(key)
+            size, height = self._compose(node, path, depth)  # counts the children
+            self._open.discard(key)
+            self._measured[key] = (size, height)
+            self.nodes += 1
+        if self.problem is not None:
+            return (0, 0)
+        if depth + height - 1 > MAX_NESTING_DEPTH:
+            return self._fail(
+                node,
+                path,
+                f"nested deeper than {MAX_NESTING_DEPTH} levels; "
+                + limit_hint("nesting depth", MAX_NESTING_DEPTH),
+            )
+        if self.aliases > MAX_ALIASES:
+            return self._fail(
+                node,
+                path,
+                f"more than {MAX_ALIASES} alias uses in the file; "
+                + limit_hint("aliases per file", MAX_ALIASES),
+            )
+        if self.nodes > MAX_EXPANDED_NODES:
+            return self._fail(
+                node,
+                path,
+                f"the file expands to more than {MAX_EXPANDED_NODES} YAML nodes with its "
+                f"aliases written out (an alias bomb?); "
+                + limit_hint("expanded nodes per file", MAX_EXPANDED_NODES),
+            )
+        return (size, height)
+
+    def _compose(self, node: yaml.Node, path: FieldPath, depth: int) -> tuple[int, int]:
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
+        if depth > MAX_NESTING_DEPTH:
+            return (1, MAX_NESTING_DEPTH + 1)  # reported by the caller, without going deeper
+        children: list[tuple[FieldPath, yaml.Node]] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = [((*path, index), item) for index, item in enumerate(node.value)]
+        elif isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                children.append((path, key_node))
+                children.append(((*path, str(name)[:40]), value_node))
+        size, height = 1, 0
+        for child_path, child in children:
+            child_size, child_height = self._measure(child, child_path, depth + 1)
+            if self.problem is not None:
+                return (0, 0)
+            size += child_size
+            height = max(height, child_height)
+        return (size, height + 1)
+
+    def _scalar(self, node: yaml.ScalarNode, path: FieldPath) -> tuple[int, int]:
+        text = node.value
+        if len(text) > MAX_STRING_CHARS:
+            return self._value(
+                node,
+                path,
+                f"a value of {len(text)} characters is longer than {MAX_STRING_CHARS}; "
+                + limit_hint("string length", MAX_STRING_CHARS),
+            )
+        if node.tag == _INT_TAG:
+            value: int | None = None
+            if len(text) <= _MAX_INT_TEXT:
+                try:
+                    value = self.loader.construct_yaml_int(node)
+                except ValueError:
+                    value = None
+            if value is None or not MIN_INTEGER <= value <= MAX_INTEGER:
+                shown = text if len(text) <= 40 else text[:37] + "..."
+                return self._value(
+                    node,
+                    path,
+                    f"integer {shown} is out of range: allowed {MIN_INTEGER} to {MAX_INTEGER} "
+                    "(64-bit); " + limit_hint("integer range", "64-bit signed"),
+                )
+        return (1, 1)
+
+
 @dataclass(frozen=True)
 class ParsedYaml:
     """The documents of one file (None for empty ones) and the problems found."""
@@ -109,11 +255,35 @@ def parse_yaml(content: bytes) -> ParsedYaml:
         The documents in order and any syntax or duplicate-key problems. After a syntax
         error the documents parsed before it are returned.
     """
+    if len(content) > MAX_FILE_BYTES:
+        message = f"the file is larger than {MAX_FILE_BYTES} bytes; " + limit_hint(
+            "file size", f"{MAX_FILE_BYTES} bytes"
+        )
+        return ParsedYaml([], [YamlProblem(1, 1, message)])
     loader = _Loader(content)
+    guard = _Guard(loader)
     documents: list[Any] = []
     try:
-        while loader.check_data():  # type: ignore[no-untyped-call]
-            documents.append(loader.get_data())
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                break
+            if len(documents) == MAX_DOCUMENTS_PER_FILE:
+                line, column = _position(node)
+                message = (
+                    f"more than {MAX_DOCUMENTS_PER_FILE} documents in the file; "
+                    + limit_hint("documents per file", MAX_DOCUMENTS_PER_FILE)
+                )
+                loader.problems.append(YamlProblem(line, column, message))
+                break
+            problem = guard.check(node)
+            if problem is not None:
+                # Nothing is built from a document over a limit, nor from the rest of the file.
+                loader.problems.append(problem)
+                break
+            # Out-of-range values are reported, and the document is still built so its other
+            # errors are reported too; a load with errors is never compiled or stored.
+            documents.append(loader.construct_document(node))
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -123,7 +293,7 @@ def parse_yaml(content: bytes) -> ParsedYaml:
         loader.problems.append(YamlProblem(1, 1, f"invalid YAML: {error}"))
     finally:
         loader.dispose()
-    return ParsedYaml(documents, loader.problems)
+    return ParsedYaml(documents, loader.problems + guard.values)
 
 
 def locate(document: Any, path: tuple[str | int, ...]) -> Position | None:

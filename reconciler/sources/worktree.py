@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from reconciler.core.documents import SourceFile, git_blob_sha
+from reconciler.core.documents import SourceFile, UnreadableFile, git_blob_sha
 from reconciler.core.ignore import IGNORE_FILE
+from schemas.limits import MAX_FILE_BYTES
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -27,15 +30,84 @@ def _constant(content: bytes) -> Callable[[], bytes]:
     return lambda: content
 
 
+def _refusal(message: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+        raise UnreadableFile(message)
+
+    return read
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _kind_of(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "not a regular file"
+
+
+def read_regular(path: str, root: str) -> bytes:
+    """The bytes of `path` if it is a regular file inside `root` (after symlinks), at most
+    the file-size limit plus one byte (the loader reports a longer file).
+
+    Args:
+        path: the file, under `root`.
+        root: the repository's directory, already resolved (`os.path.realpath`).
+
+    Raises:
+        UnreadableFile: with why in words; never the contents, nor where a link points.
+    """
+    try:
+        if os.path.islink(path):
+            try:
+                target = os.path.realpath(path, strict=True)
+            except FileNotFoundError:
+                raise UnreadableFile(
+                    "is a symbolic link to nothing (its target does not exist)"
+                ) from None
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    raise UnreadableFile("is a symbolic link loop") from None
+                raise
+            if not _inside(target, root):
+                raise UnreadableFile(
+                    "is a symbolic link to a file outside the repository; only files inside "
+                    "it are read"
+                )
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as error:
+        raise UnreadableFile(f"cannot be read: {error.strerror or error}") from None
+    with os.fdopen(descriptor, "rb") as stream:
+        mode = os.fstat(stream.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise UnreadableFile(
+                f"is {_kind_of(mode)}, not a regular file; only regular files are read"
+            )
+        return stream.read(MAX_FILE_BYTES + 1)
+
+
 def read_worktree(root: Path) -> list[SourceFile]:
     """Every YAML file under `root`, skipping hidden files and directories, and the root
     `.reconcileignore` (the loader leaves out what it matches).
+
+    Only regular files inside `root` are read (symlinks to them included); any other file
+    with a config name is handed in as a `SourceFile` whose `read` raises `UnreadableFile`,
+    so the load reports it by name with the other errors.
 
     Raises:
         FileNotFoundError: when `root` is not a directory.
     """
     if not root.is_dir():
         raise FileNotFoundError(f"config repository {root} is not a directory")
+    resolved = os.path.realpath(root)
     files: list[SourceFile] = []
     for directory, subdirectories, names in os.walk(root):
         subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
@@ -43,6 +115,10 @@ def read_worktree(root: Path) -> list[SourceFile]:
             relative = os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/")
             if not is_source_path(relative):
                 continue
-            content = Path(directory, name).read_bytes()
+            try:
+                content = read_regular(os.path.join(directory, name), resolved)
+            except UnreadableFile as error:
+                files.append(SourceFile(relative, f"unreadable:{error}", _refusal(str(error))))
+                continue
             files.append(SourceFile(relative, git_blob_sha(content), _constant(content)))
     return files
