@@ -35,6 +35,8 @@ MAX_TIMEOUT_SECONDS: Final = 3600.0
 # HTTP request headers of a check (RFC 9110 field names and values).
 MAX_HEADER_NAME_CHARS: Final = 256
 MAX_HEADER_VALUE_CHARS: Final = 8 * 1024
+# CEL `test.expr` / `display.expr`: compiled at validate time, whose parser recurses per level.
+MAX_EXPRESSION_CHARS: Final = 4_096
 # Short human text shown on the site (display names, locations).
 MAX_TEXT_CHARS: Final = 1_024
 

@@ -110,6 +110,12 @@ _INT_TAG = "tag:yaml.org,2002:int"
 _MAX_INT_TEXT = 80
 
 
+def _shortened(path: FieldPath) -> str:
+    """A field path for a message; a path 64 levels deep is shown by its two ends."""
+    text = format_field(path)
+    return text if len(text) <= 80 else f"{text[:38]}...{text[-38:]}"
+
+
 class _Guard:
     """Measures a composed document before anything is built from it.
 
@@ -138,13 +144,13 @@ class _Guard:
 
     def _value(self, node: yaml.Node, path: FieldPath, message: str) -> tuple[int, int]:
         line, column = _position(node)
-        self.values.append(YamlProblem(line, column, message, format_field(path)))
+        self.values.append(YamlProblem(line, column, message, _shortened(path)))
         return (1, 1)
 
     def _fail(self, node: yaml.Node, path: FieldPath, message: str) -> tuple[int, int]:
         if self.problem is None:
             line, column = _position(node)
-            self.problem = YamlProblem(line, column, message, format_field(path))
+            self.problem = YamlProblem(line, column, message, _shortened(path))
         return (0, 0)
 
     def _measure(self, node: yaml.Node, path: FieldPath, depth: int) -> tuple[int, int]:

@@ -111,6 +111,14 @@ def read_worktree(root: Path) -> list[SourceFile]:
     files: list[SourceFile] = []
     for directory, subdirectories, names in os.walk(root):
         subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+        # os.walk lists a symlink to a directory with the directories and does not follow
+        # it; one with a config file's name is reported like any other non-regular file.
+        for name in subdirectories:
+            path = os.path.join(directory, name)
+            relative = os.path.relpath(path, root).replace(os.sep, "/")
+            if os.path.islink(path) and is_source_path(relative):
+                message = "is a symbolic link to a directory, not a regular file"
+                files.append(SourceFile(relative, f"unreadable:{message}", _refusal(message)))
         for name in sorted(names):
             relative = os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/")
             if not is_source_path(relative):
