@@ -460,3 +460,23 @@ def test_symlinks_inside_the_repository_still_load(tmp_path: Path) -> None:
         code, output, _ = _run_bounded("validate", "--repo", repo.path, *ref)
         assert code == 0, output
         assert "valid (2 documents" in output
+
+
+def test_docs_limits_names_every_config_limit() -> None:
+    import schemas.limits as limits
+    from schemas.durations import format_duration
+    from tests.conftest import ROOT
+
+    doc = (ROOT / "docs" / "limits.md").read_text()
+    config_part = doc.split("## Agent")[0]
+    for name in dir(limits):
+        value = getattr(limits, name)
+        if not name.isupper() or not isinstance(value, (int, float)):
+            continue
+        shown = (
+            [format_duration(value)]
+            if name.endswith("SECONDS")
+            else [str(value), f"{value:,}", str(value).replace("-", "−")]
+        )
+        assert any(text in config_part for text in shown), f"{name} is not in docs/limits.md"
+    assert doc.index("## Config repository") < doc.index("## Agent") < doc.index("## HTTP server")
