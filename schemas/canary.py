@@ -37,6 +37,7 @@ from schemas.checks import (
 )
 from schemas.compat import accepted, refused, unsupported_check_type
 from schemas.durations import format_duration, parse_duration
+from schemas.limits import MIN_SCHEDULE_SECONDS, limit_hint
 from schemas.schedule import parse_schedule
 
 POLICIES = ("any", "majority", "all")
@@ -182,6 +183,13 @@ class CanarySpec(UpstreamCheckTypes):
             period = parse_schedule(schedule).period_seconds()
         except ValueError as error:
             yield (("schedule",), str(error))
+        if period is not None and period < MIN_SCHEDULE_SECONDS:
+            shortest = format_duration(MIN_SCHEDULE_SECONDS)
+            yield (
+                ("schedule",),
+                f"invalid schedule {schedule!r}: @every interval must be at least {shortest}; "
+                + limit_hint("minimum schedule period", shortest),
+            )
         for pattern_index, pattern in enumerate(self.agentSelector or []):
             body = pattern.strip()
             body = body[1:] if body.startswith("!") else body

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
-from schemas.durations import format_duration, parse_duration
-from schemas.limits import MIN_SCHEDULE_SECONDS, limit_hint
+from schemas.durations import parse_duration
 
 _MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 _MONTHS = {name: i for i, name in enumerate(_MONTH_NAMES, start=1)}
@@ -181,12 +180,6 @@ def parse_schedule(text: str) -> Schedule:
             raise ValueError(f"invalid schedule {text!r}: {exc}") from None
         if interval <= 0:
             raise ValueError(f"invalid schedule {text!r}: @every interval must be greater than 0")
-        if interval < MIN_SCHEDULE_SECONDS:
-            shortest = format_duration(MIN_SCHEDULE_SECONDS)
-            raise ValueError(
-                f"invalid schedule {text!r}: @every interval must be at least {shortest}; "
-                + limit_hint("minimum schedule period", shortest)
-            )
         return Schedule(text, "every", _interval=interval)
     if stripped.lower() == "@never":
         return Schedule(text, "never")
