@@ -89,3 +89,10 @@ def test_nesting_deeper_than_the_limit_is_a_problem_not_a_recursion_error() -> N
     [problem] = parsed.problems
     assert "nesting depth" in problem.message
     assert parse_yaml(b"a: " + b"[" * 60 + b"]" * 60).problems == []
+
+
+def test_every_document_is_measured_on_its_own() -> None:
+    text = "---\n".join("a: {b: [{c: 9223372036854775808}]}\n" for _ in range(50))
+    parsed = parse_yaml(text.encode())
+    assert [p.line for p in parsed.problems] == [2 * i + 1 for i in range(50)]
+    assert {p.field for p in parsed.problems} == {"a.b[0].c"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,116 +118,155 @@ def _shortened(path: FieldPath) -> str:
     return text if len(text) <= 80 else f"{text[:38]}...{text[-38:]}"
 
 
+def _children(node: yaml.Node) -> Iterable[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return itertools.chain.from_iterable(node.value)
+    return node.value if isinstance(node, yaml.SequenceNode) else ()
+
+
+def _path_to(root: yaml.Node, target: yaml.Node) -> FieldPath:
+    """Where `target` is first reached from `root`: found only when a problem is reported,
+    so the walk that measures every node does not build paths."""
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, FieldPath]] = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        if node is target:
+            return path
+        if id(node) in seen or len(path) > MAX_NESTING_DEPTH:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*path, i)) for i, item in reversed(list(enumerate(node.value))))
+        elif isinstance(node, yaml.MappingNode):
+            for key_node, value_node in reversed(node.value):
+                name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                stack.append((value_node, (*path, str(name)[:40])))
+                stack.append((key_node, path))
+    return ()
+
+
 class _Guard:
     """Measures a composed document before anything is built from it.
 
     libyaml composes an alias as a second reference to the anchored node, so a billion-laughs
     file composes in microseconds; it is everything after (constructing, validating,
-    fingerprinting) that would walk the expansion. Sizes and depths are memoised per node, so
+    fingerprinting) that would walk the expansion. Sizes and heights are memoised per node, so
     the walk is linear in the file while it measures the file as if every alias were written
-    out. The recursion stops at the nesting limit, far below Python's own.
+    out. The recursion stops at the nesting limit, far below Python's own. Scalars, most of
+    the nodes, are checked inline: this walk runs on every file the loader parses.
     """
 
     def __init__(self, loader: _Loader) -> None:
         self.loader = loader
         self.nodes = 0  # expanded, over the whole file
         self.aliases = 0
-        self.problem: YamlProblem | None = None  # over a limit of the file: nothing is built
         self.values: list[YamlProblem] = []  # values out of range, each reported
+        self._failed: tuple[yaml.Node, str] | None = None
+        self._bad_values: list[tuple[yaml.Node, str]] = []
         self._measured: dict[int, tuple[int, int]] = {}  # node id -> (expanded size, height)
         self._open: set[int] = set()
 
     def check(self, root: yaml.Node) -> YamlProblem | None:
         """The first file limit the document exceeds, or None; counts carry over to the
         next document. Values out of range are added to `values` and the walk goes on."""
-        self.problem = None
-        self._measure(root, (), 1)
-        return self.problem
-
-    def _value(self, node: yaml.Node, path: FieldPath, message: str) -> tuple[int, int]:
+        self._failed = None
+        self._bad_values = []
+        # Anchors do not cross documents, and the ids of a finished document's nodes are reused.
+        self._measured = {}
+        self._open = set()
+        if isinstance(root, yaml.ScalarNode):
+            self.nodes += 1
+            self._scalar(root)
+        elif id(root) not in self._measured:
+            self._collection(root, 1)
+        if self._failed is None and self.nodes > MAX_EXPANDED_NODES:
+            self._expansion(root)
+        reported = {id(node) for node, _ in self._bad_values}
+        for node, message in self._bad_values:
+            if id(node) in reported:  # a scalar used through several aliases: once
+                reported.discard(id(node))
+                line, column = _position(node)
+                path = _shortened(_path_to(root, node))
+                self.values.append(YamlProblem(line, column, message, path))
+        if self._failed is None:
+            return None
+        node, message = self._failed
         line, column = _position(node)
-        self.values.append(YamlProblem(line, column, message, _shortened(path)))
-        return (1, 1)
+        return YamlProblem(line, column, message, _shortened(_path_to(root, node)))
 
-    def _fail(self, node: yaml.Node, path: FieldPath, message: str) -> tuple[int, int]:
-        if self.problem is None:
-            line, column = _position(node)
-            self.problem = YamlProblem(line, column, message, _shortened(path))
+    def _fail(self, node: yaml.Node, message: str) -> tuple[int, int]:
+        if self._failed is None:
+            self._failed = (node, message)
         return (0, 0)
 
-    def _measure(self, node: yaml.Node, path: FieldPath, depth: int) -> tuple[int, int]:
-        key = id(node)
-        if key in self._open:
-            return self._fail(node, path, "an alias refers to a node that contains it")
-        known = self._measured.get(key)
-        if known is not None:
-            self.aliases += 1
-            size, height = known
-            self.nodes += size  # the alias, written out
-        else:
-            self._open.add(key)
-            size, height = self._compose(node, path, depth)  # counts the children
-            self._open.discard(key)
-            self._measured[key] = (size, height)
-            self.nodes += 1
-        if self.problem is not None:
-            return (0, 0)
-        if depth + height - 1 > MAX_NESTING_DEPTH:
-            return self._fail(
-                node,
-                path,
-                f"nested deeper than {MAX_NESTING_DEPTH} levels; "
-                + limit_hint("nesting depth", MAX_NESTING_DEPTH),
-            )
-        if self.aliases > MAX_ALIASES:
-            return self._fail(
-                node,
-                path,
-                f"more than {MAX_ALIASES} alias uses in the file; "
-                + limit_hint("aliases per file", MAX_ALIASES),
-            )
-        if self.nodes > MAX_EXPANDED_NODES:
-            return self._fail(
-                node,
-                path,
-                f"the file expands to more than {MAX_EXPANDED_NODES} YAML nodes with its "
-                f"aliases written out (an alias bomb?); "
-                + limit_hint("expanded nodes per file", MAX_EXPANDED_NODES),
-            )
-        return (size, height)
+    def _expansion(self, node: yaml.Node) -> None:
+        self._fail(
+            node,
+            f"the file expands to more than {MAX_EXPANDED_NODES} YAML nodes with its aliases "
+            "written out (an alias bomb?); "
+            + limit_hint("expanded nodes per file", MAX_EXPANDED_NODES),
+        )
 
-    def _compose(self, node: yaml.Node, path: FieldPath, depth: int) -> tuple[int, int]:
-        if isinstance(node, yaml.ScalarNode):
-            return self._scalar(node, path)
+    def _too_deep(self, node: yaml.Node) -> tuple[int, int]:
+        return self._fail(
+            node,
+            f"nested deeper than {MAX_NESTING_DEPTH} levels; "
+            + limit_hint("nesting depth", MAX_NESTING_DEPTH),
+        )
+
+    def _collection(self, node: yaml.Node, depth: int) -> tuple[int, int]:
         if depth > MAX_NESTING_DEPTH:
-            return (1, MAX_NESTING_DEPTH + 1)  # reported by the caller, without going deeper
-        children: list[tuple[FieldPath, yaml.Node]] = []
-        if isinstance(node, yaml.SequenceNode):
-            children = [((*path, index), item) for index, item in enumerate(node.value)]
-        elif isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
-                children.append((path, key_node))
-                children.append(((*path, str(name)[:40]), value_node))
-        size, height = 1, 0
-        for child_path, child in children:
-            child_size, child_height = self._measure(child, child_path, depth + 1)
-            if self.problem is not None:
-                return (0, 0)
-            size += child_size
-            height = max(height, child_height)
-        return (size, height + 1)
+            return self._too_deep(node)
+        key = id(node)
+        self._open.add(key)
+        measured = self._measured
+        size, height, written = 1, 0, 1
+        for child in _children(node):
+            if type(child) is yaml.ScalarNode:
+                size += 1
+                written += 1
+                if child.tag == _INT_TAG or len(child.value) > MAX_STRING_CHARS:
+                    self._scalar(child)
+                continue
+            known = measured.get(id(child))
+            if known is None:
+                if id(child) in self._open:
+                    return self._fail(child, "an alias refers to a node that contains it")
+                known = self._collection(child, depth + 1)
+                if self._failed is not None:
+                    return (0, 0)
+            else:
+                self.aliases += 1
+                self.nodes += known[0]
+                if depth + known[1] > MAX_NESTING_DEPTH:
+                    return self._too_deep(child)
+                if self.aliases > MAX_ALIASES:
+                    return self._fail(
+                        child,
+                        f"more than {MAX_ALIASES} alias uses in the file; "
+                        + limit_hint("aliases per file", MAX_ALIASES),
+                    )
+                if self.nodes > MAX_EXPANDED_NODES:
+                    self._expansion(child)
+                    return (0, 0)
+            size += known[0]
+            height = max(height, known[1])
+        self._open.discard(key)
+        self.nodes += written
+        result = (size, height + 1)
+        measured[key] = result
+        return result
 
-    def _scalar(self, node: yaml.ScalarNode, path: FieldPath) -> tuple[int, int]:
+    def _scalar(self, node: yaml.ScalarNode) -> None:
         text = node.value
         if len(text) > MAX_STRING_CHARS:
-            return self._value(
-                node,
-                path,
+            message = (
                 f"a value of {len(text)} characters is longer than {MAX_STRING_CHARS}; "
-                + limit_hint("string length", MAX_STRING_CHARS),
+                + limit_hint("string length", MAX_STRING_CHARS)
             )
-        if node.tag == _INT_TAG:
+            self._bad_values.append((node, message))
+        elif node.tag == _INT_TAG:
             value: int | None = None
             if len(text) <= _MAX_INT_TEXT:
                 try:
@@ -234,13 +275,11 @@ class _Guard:
                     value = None
             if value is None or not MIN_INTEGER <= value <= MAX_INTEGER:
                 shown = text if len(text) <= 40 else text[:37] + "..."
-                return self._value(
-                    node,
-                    path,
+                message = (
                     f"integer {shown} is out of range: allowed {MIN_INTEGER} to {MAX_INTEGER} "
-                    "(64-bit); " + limit_hint("integer range", "64-bit signed"),
+                    "(64-bit); " + limit_hint("integer range", "64-bit signed")
                 )
-        return (1, 1)
+                self._bad_values.append((node, message))
 
 
 @dataclass(frozen=True)
