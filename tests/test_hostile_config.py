@@ -201,7 +201,7 @@ def _structure() -> list[Case]:
             "alias-bomb-in-spec",
             {"bad.yaml": CANARY_HEAD + textwrap.indent(alias_bomb(9, 9), "  ")},
         ),
-        Case("alias-many", {"bad.yaml": "a: &a 1\nb: [" + ", ".join(["*a"] * 10_001) + "]\n"}),
+        Case("alias-many", {"bad.yaml": "a: &a [1]\nb: [" + ", ".join(["*a"] * 10_001) + "]\n"}),
         Case("alias-recursive", {"bad.yaml": "a: &a [1, *a]\n"}),
         Case(
             "merge-bomb",
