@@ -81,6 +81,8 @@ def test_values_out_of_range_are_each_reported_at_their_line() -> None:
     parsed = parse_yaml(b"a: 1\nb: 9223372036854775808\nc: [x, -9223372036854775809]\n")
     assert [(p.line, p.field) for p in parsed.problems] == [(2, "b"), (3, "c[1]")]
     assert all("64-bit" in p.message for p in parsed.problems)
+    assert {p.document for p in parsed.problems} == {0}
+    assert parsed.documents[0]["b"] == 9223372036854775808, "still built: its other errors show"
     assert parse_yaml(b"a: 9223372036854775807\nb: -9223372036854775808\n").problems == []
 
 

@@ -60,6 +60,11 @@ def _subject_of(raw: Any) -> str:
     return kind if isinstance(kind, str) else ""
 
 
+def _subject_at(documents: list[Any], index: int | None) -> str:
+    """The `Kind/name` of the document a YAML problem is in, when it was built."""
+    return _subject_of(documents[index]) if index is not None and index < len(documents) else ""
+
+
 def _rule_diagnostics(document: Located[Any]) -> list[Diagnostic]:
     model: StrictModel = document.model
     found = [document.diagnostic(where, message) for where, message in model.problems()]
@@ -115,7 +120,10 @@ def load_file(path: str, content: bytes) -> FileResult:
     parsed = parse_yaml(content)
     documents: list[Located[Any]] = []
     diagnostics = [
-        Diagnostic(path, p.line, p.column, "", p.field, p.message) for p in parsed.problems
+        Diagnostic(
+            path, p.line, p.column, _subject_at(parsed.documents, p.document), p.field, p.message
+        )
+        for p in parsed.problems
     ]
     for raw in parsed.documents:
         if raw is None:

@@ -56,6 +56,7 @@ class YamlProblem:
     column: int
     message: str
     field: str = ""
+    document: int | None = None  # index in `ParsedYaml.documents` of the document it is in
 
 
 def _position(node: yaml.Node) -> Position:
@@ -167,7 +168,7 @@ class _Guard:
         self._measured: dict[int, tuple[int, int]] = {}  # node id -> (expanded size, height)
         self._open: set[int] = set()
 
-    def check(self, root: yaml.Node) -> YamlProblem | None:
+    def check(self, root: yaml.Node, document: int) -> YamlProblem | None:
         """The first file limit the document exceeds, or None; counts carry over to the
         next document. Values out of range are added to `values` and the walk goes on."""
         self._failed = None
@@ -188,7 +189,7 @@ class _Guard:
                 reported.discard(id(node))
                 line, column = _position(node)
                 path = _shortened(_path_to(root, node))
-                self.values.append(YamlProblem(line, column, message, path))
+                self.values.append(YamlProblem(line, column, message, path, document))
         if self._failed is None:
             return None
         node, message = self._failed
@@ -321,7 +322,7 @@ def parse_yaml(content: bytes) -> ParsedYaml:
                 )
                 loader.problems.append(YamlProblem(line, column, message))
                 break
-            problem = guard.check(node)
+            problem = guard.check(node, len(documents))
             if problem is not None:
                 # Nothing is built from a document over a limit, nor from the rest of the file.
                 loader.problems.append(problem)
