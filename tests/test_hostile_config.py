@@ -221,6 +221,11 @@ def _structure() -> list[Case]:
         Case("long-display-name", {"bad.yaml": region % ("x" * (MAX_STRING_CHARS + 1))}),
         Case("display-name-2k", {"bad.yaml": region % ("x" * 2000)}),
         Case("file-too-large", {"bad.yaml": "# " + "x" * MAX_FILE_BYTES + "\n"}),
+        Case(
+            "ignore-file-too-large",
+            {".reconcileignore": "# " + "x" * MAX_FILE_BYTES + "\n"},
+            names=".reconcileignore",
+        ),
         Case("api-version-list", {"bad.yaml": "apiVersion: [a]\nkind: Region\n"}),
         Case("api-version-map", {"bad.yaml": "apiVersion: {a: 1}\nkind: Region\n"}),
         Case("kind-list", {"bad.yaml": "apiVersion: canary-reconciler/v1\nkind: [Region]\n"}),

@@ -18,6 +18,7 @@ from reconciler.core.yamlparse import PositionedMap, locate, parse_yaml
 from schemas.base import StrictModel
 from schemas.gateway import GATEWAY_SECTIONS
 from schemas.kinds import API_VERSIONS, KINDS
+from schemas.limits import MAX_FILE_BYTES, limit_hint
 
 _IGNORE_HINT = f"leave it out with a {IGNORE_FILE} (gitignore syntax) at the repository root"
 
@@ -212,11 +213,16 @@ def _readable_ignore_file(files: list[SourceFile]) -> tuple[list[SourceFile], li
     """The files with an unreadable `.reconcileignore` left out, and the error saying so."""
     for source in files:
         if source.path == IGNORE_FILE:
+            others = [f for f in files if f is not source]
             try:
                 content = source.read()
             except UnreadableFile as error:
-                others = [f for f in files if f is not source]
                 return others, [Diagnostic(IGNORE_FILE, 1, 1, "", "", str(error))]
+            if len(content) > MAX_FILE_BYTES:
+                message = f"the file is larger than {MAX_FILE_BYTES} bytes; " + limit_hint(
+                    "file size", f"{MAX_FILE_BYTES} bytes"
+                )
+                return others, [Diagnostic(IGNORE_FILE, 1, 1, "", "", message)]
             # Read once: the ignore rules and the cache key see the same bytes.
             readable = SourceFile(source.path, source.blob, _constant(content))
             return [readable if f is source else f for f in files], []
