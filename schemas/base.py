@@ -39,7 +39,7 @@ class StrictModel(BaseModel):
 
 
 def _check_slug(value: str) -> str:
-    if not _SLUG.match(value):
+    if not _SLUG.fullmatch(value):  # fullmatch: `$` alone lets a trailing newline through
         raise ValueError(
             f"{value!r} is not a valid name: use lowercase letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters"
@@ -166,7 +166,7 @@ _AGENT_NAME = re.compile(AGENT_NAME_PATTERN)
 
 
 def _check_agent_name(value: str) -> str:
-    if not _AGENT_NAME.match(value):
+    if not _AGENT_NAME.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid agent name: use lowercase letters, digits, '-' and '.', "
             "each dot-separated part starting and ending with a letter or digit"

@@ -218,7 +218,7 @@ class TemplatableCheck(CheckBase):
 
 
 def _endpoint_problems(endpoint: str) -> Iterator[Problem]:
-    match = _HOST_PORT.match(endpoint)
+    match = _HOST_PORT.fullmatch(endpoint)
     if not match or not 0 < int(match.group(2)) < 65536:
         yield (("endpoint",), f"{endpoint!r} is not host:port (e.g. 'db.example.com:5432')")
 
@@ -312,7 +312,7 @@ class HttpCheck(TemplatableCheck):
             yield (("url",), "required field is missing")
         elif self.target:
             where = "url" if self.url is not None else "endpoint"
-            if not is_templated(self.target) and not _URL.match(self.target):
+            if not is_templated(self.target) and not _URL.fullmatch(self.target):
                 yield ((where,), f"{self.target!r} is not an http:// or https:// URL")
         yield from _nested("headers", self.headers)
         yield from _nested("env", self.env)

@@ -226,6 +226,23 @@ def _structure() -> list[Case]:
             {".reconcileignore": "# " + "x" * MAX_FILE_BYTES + "\n"},
             names=".reconcileignore",
         ),
+        Case("region-name-newline", {"bad.yaml": REGION_HEAD + 'metadata: {name: "r\\n"}\n'}),
+        Case(
+            "agent-name-newline",
+            {
+                "bad.yaml": "apiVersion: canary-reconciler/v1\nkind: Agent\n"
+                + "metadata:\n  name: |\n    a\nspec: {region: eu}\n"
+            },
+        ),
+        Case("url-newline", {"bad.yaml": canary('url: "http://x/\\n"')}),
+        Case(
+            "endpoint-newline",
+            {
+                "bad.yaml": canary('url: "http://x/"').replace(
+                    'http:\n    - url: "http://x/"', 'tcp:\n    - endpoint: "db:5432\\n"'
+                )
+            },
+        ),
         Case("api-version-list", {"bad.yaml": "apiVersion: [a]\nkind: Region\n"}),
         Case("api-version-map", {"bad.yaml": "apiVersion: {a: 1}\nkind: Region\n"}),
         Case("kind-list", {"bad.yaml": "apiVersion: canary-reconciler/v1\nkind: [Region]\n"}),

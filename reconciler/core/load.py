@@ -47,18 +47,25 @@ class LoadResult:
         return not any(d.severity == "error" for d in self.diagnostics)
 
 
+def _printable(text: str) -> str:
+    shown = text if text.isprintable() else repr(text)[1:-1]
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
 def _subject_of(raw: Any) -> str:
-    if not isinstance(raw, dict):
+    if not isinstance(raw, dict) or not isinstance(raw.get("kind"), str):
         return ""
-    kind = raw.get("kind")
+    # One diagnostic is one line: a name with a newline in it (refused) is shown escaped.
+    kind = _printable(raw["kind"])
     metadata = raw.get("metadata")
-    if not isinstance(metadata, dict):
-        return kind if isinstance(kind, str) else ""
-    name = metadata.get("name")
-    if isinstance(kind, str) and isinstance(name, str):
-        namespace = metadata.get("namespace", "default") if kind == "Canary" else None
-        return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
-    return kind if isinstance(kind, str) else ""
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if not isinstance(metadata, dict) or not isinstance(name, str):
+        return kind
+    if kind != "Canary":
+        return f"{kind}/{_printable(name)}"
+    namespace = metadata.get("namespace", "default")
+    shown = _printable(namespace) if isinstance(namespace, str) else "?"
+    return f"{kind}/{shown}/{_printable(name)}"
 
 
 def _subject_at(documents: list[Any], index: int | None) -> str:
