@@ -124,11 +124,44 @@ def validation_diagnostics(
         subject: the document, `Kind/name`, or empty.
         prefix: where the validated value sits inside `raw`.
     """
+    details = [
+        (prefix + _written(raw, prefix, detail), detail)
+        for detail in error.errors(include_url=False)
+    ]
+    # A value of a union field (a duration or an integer) fails every member; the members it
+    # is not even the type of say nothing when another member says what is wrong.
+    telling = {loc for loc, detail in details if not detail["type"].endswith("_type")}
     found = []
-    for detail in error.errors(include_url=False):
-        loc = prefix + tuple(detail["loc"])
+    for loc, detail in details:
+        if loc in telling and detail["type"].endswith("_type"):
+            continue
         line, column = locate(raw, loc) or (1, 1)
         found.append(
             Diagnostic(path, line, column, subject, format_field(loc), explain(detail, model))
         )
     return found
+
+
+def _written(raw: Any, prefix: FieldPath, detail: ErrorDetails) -> FieldPath:
+    """An error's location without the union member tags pydantic adds under a value
+    (`timeout.constrained-int`): the parts that go below a plain value are not fields."""
+    node = raw
+    for part in prefix:
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    kept: list[str | int] = []
+    for part in detail["loc"]:
+        if isinstance(node, dict):
+            kept.append(part)
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int):
+            kept.append(part)
+            node = node[part] if part < len(node) else None
+        elif node is None or isinstance(part, int):
+            kept.append(part)  # below a missing field, or an index into a non-list
+        # else: a tag below a plain value; left out
+    return tuple(kept)
