@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import ConfigRepo
 from tests.inprocess import serving, until_ready
+from tests.server import ADMIN_TOKEN
 from tests.test_hostile_config import BASE, alias_bomb, http
 
 HOSTILE = {
@@ -54,3 +55,19 @@ async def test_hostile_commits_are_refused_and_the_loop_goes_on(tmp_path: Path) 
         attempt = await control.reconcile("test: fixed commit")
         assert attempt.applied, attempt.errors
         assert "ap" in [r.name for r in control.resources_of("Region")]
+
+
+@pytest.mark.anyio
+async def test_an_operator_edit_of_a_tree_with_a_fifo_is_refused(tmp_path: Path) -> None:
+    repo = ConfigRepo(tmp_path / "config")
+    repo.write("base.yaml", BASE)
+    repo.commit("base")
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with serving(repo.path, tmp_path / "state.duckdb") as (parts, client):
+        await until_ready(parts)
+        os.mkfifo(repo.path / "pipe.yaml")
+        commits = repo.git("rev-list", "--count", "HEAD")
+        response = await client.post("/operator/regions", json={"name": "ap"}, headers=admin)
+        assert response.status_code == 409, response.text
+        assert "pipe.yaml: is a FIFO" in response.json()["error"]
+        assert repo.git("rev-list", "--count", "HEAD") == commits

@@ -64,6 +64,7 @@ def read_regular(path: str, root: str) -> bytes:
     Raises:
         UnreadableFile: with why in words; never the contents, nor where a link points.
     """
+    opened = path
     try:
         if os.path.islink(path):
             try:
@@ -81,8 +82,11 @@ def read_regular(path: str, root: str) -> bytes:
                     "is a symbolic link to a file outside the repository; only files inside "
                     "it are read"
                 )
+            opened = target  # what was checked is what is opened
         # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        # O_NOFOLLOW: a link swapped in since the check above is refused, not followed.
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW
+        descriptor = os.open(opened, flags)
     except OSError as error:
         raise UnreadableFile(f"cannot be read: {error.strerror or error}") from None
     with os.fdopen(descriptor, "rb") as stream:
