@@ -261,6 +261,10 @@ def _structure() -> list[Case]:
         Case("duplicate-key", {"bad.yaml": "apiVersion: a\napiVersion: b\n"}),
         Case("complex-key", {"bad.yaml": "? [a]\n: b\n"}),
         Case("python-tag", {"bad.yaml": "a: !!python/object/apply:os.system ['true']\n"}),
+        Case("tag-float", {"bad.yaml": http("thresholdMillis: !!float abc")}),
+        Case("tag-int", {"bad.yaml": http("thresholdMillis: !!int eu-west")}),
+        Case("tag-bool", {"bad.yaml": http("followRedirects: !!bool maybe")}),
+        Case("bad-timestamp", {"bad.yaml": http("description: 2020-13-45")}),
         Case("float-key-inf", {"bad.yaml": http("thresholdMillis: .inf")}),
         Case("big-float", {"bad.yaml": http("thresholdMillis: 1e400")}),
     ]

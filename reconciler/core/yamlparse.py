@@ -109,6 +109,7 @@ _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 
 
 _INT_TAG = "tag:yaml.org,2002:int"
+_STR_TAG = "tag:yaml.org,2002:str"
 # More digits than this cannot fit 64 bits whatever the base; converting them could be slow.
 _MAX_INT_TEXT = 80
 
@@ -227,7 +228,7 @@ class _Guard:
             if type(child) is yaml.ScalarNode:
                 size += 1
                 written += 1
-                if child.tag == _INT_TAG or len(child.value) > MAX_STRING_CHARS:
+                if child.tag != _STR_TAG or len(child.value) > MAX_STRING_CHARS:
                     self._scalar(child)
                 continue
             known = measured.get(id(child))
@@ -261,6 +262,7 @@ class _Guard:
 
     def _scalar(self, node: yaml.ScalarNode) -> None:
         text = node.value
+        shown = text if len(text) <= 40 else text[:37] + "..."
         if len(text) > MAX_STRING_CHARS:
             message = (
                 f"a value of {len(text)} characters is longer than {MAX_STRING_CHARS}; "
@@ -273,14 +275,25 @@ class _Guard:
                 try:
                     value = self.loader.construct_yaml_int(node)
                 except ValueError:
-                    value = None
+                    self._bad_values.append((node, f"{shown!r} is not a valid !!int"))
+                    return
             if value is None or not MIN_INTEGER <= value <= MAX_INTEGER:
-                shown = text if len(text) <= 40 else text[:37] + "..."
                 message = (
                     f"integer {shown} is out of range: allowed {MIN_INTEGER} to {MAX_INTEGER} "
                     "(64-bit); " + limit_hint("integer range", "64-bit signed")
                 )
                 self._bad_values.append((node, message))
+        elif node.tag != _STR_TAG:
+            # `!!float abc` or a timestamp with month 13: the constructors raise plain Python
+            # errors that would escape as a traceback when the document is built.
+            construct = self.loader.yaml_constructors.get(node.tag)
+            if construct is None:
+                return  # an unknown tag: building the document reports it
+            try:
+                construct(self.loader, node)
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+                tag = str(node.tag).rsplit(":", 1)[-1]
+                self._bad_values.append((node, f"{shown!r} is not a valid !!{tag}"))
 
 
 @dataclass(frozen=True)
@@ -329,7 +342,16 @@ def parse_yaml(content: bytes) -> ParsedYaml:
                 break
             # Out-of-range values are reported, and the document is still built so its other
             # errors are reported too; a load with errors is never compiled or stored.
-            documents.append(loader.construct_document(node))
+            try:
+                documents.append(loader.construct_document(node))
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as error:
+                # A value its tag's constructor refused; the guard has named it, or else the
+                # document's start is named (a plain error carries no position).
+                if not any(p.document == len(documents) for p in guard.values):
+                    line, column = _position(node)
+                    message = f"invalid YAML: a value does not match its tag ({error})"
+                    loader.problems.append(YamlProblem(line, column, message))
+                documents.append(None)  # keeps later problems' document indexes right
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
