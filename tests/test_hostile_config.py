@@ -506,3 +506,17 @@ def test_docs_limits_names_every_config_limit() -> None:
         )
         assert any(text in config_part for text in shown), f"{name} is not in docs/limits.md"
     assert doc.index("## Config repository") < doc.index("## Agent") < doc.index("## HTTP server")
+
+
+def test_a_link_out_of_a_config_subdirectory_is_outside_the_repository(tmp_path: Path) -> None:
+    repo = ConfigRepo(tmp_path / "repo")
+    (repo.path / "cfg").mkdir()
+    (repo.path / "cfg" / "base.yaml").write_text(BASE)
+    (repo.path / "shared.yaml").write_text(f"apiVersion: {SECRET}\n")
+    os.symlink("../shared.yaml", repo.path / "cfg" / "link.yaml")
+    repo.commit("a link out of the config directory")
+    for ref in ([], ["--ref", "HEAD"]):
+        code, output, _ = _run_bounded("validate", "--repo", repo.path / "cfg", *ref)
+        assert code == 1, output
+        assert "link.yaml:1:1: is a symbolic link to a file outside the repository" in output
+        assert SECRET not in output
