@@ -10,7 +10,7 @@ WHERE: Final = "schemas/limits.py, see docs/limits.md"
 # A config file is read whole before parsing; bigger files are refused unread.
 MAX_FILE_BYTES: Final = 4 * 1024 * 1024
 # YAML documents (`---`) in one file.
-MAX_DOCUMENTS_PER_FILE: Final = 1_000
+MAX_DOCUMENTS_PER_FILE: Final = 10_000
 # Nodes of one file counted as if every alias were written out: a billion-laughs file is a few
 # hundred bytes that expand to 10^9 nodes, and everything after the parser walks the expansion.
 MAX_EXPANDED_NODES: Final = 250_000
