@@ -23,6 +23,7 @@ from schemas.base import (
     Metadata,
     Problem,
     StrictModel,
+    Text,
     dump,
 )
 from schemas.checks import (
@@ -140,9 +141,9 @@ class CanarySpec(UpstreamCheckTypes):
     incidentPolicy: IncidentPolicy = "majority"
     failureThreshold: int = Field(default=3, ge=1)
     successThreshold: int = Field(default=2, ge=1)
-    icon: str | None = Field(default=None, description="Shown on the canary's page.")
-    severity: str | None = Field(default=None, description="Shown on the canary's page.")
-    owner: str | None = Field(default=None, description="Shown on the canary's page.")
+    icon: Text | None = Field(default=None, description="Shown on the canary's page.")
+    severity: Text | None = Field(default=None, description="Shown on the canary's page.")
+    owner: Text | None = Field(default=None, description="Shown on the canary's page.")
     http: list[HttpCheck] = Field(default_factory=list)
     tcp: list[TcpCheck] = Field(default_factory=list)
     dns: list[DnsCheck] = Field(default_factory=list)
