@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import re
+import tempfile
 import textwrap
 import threading
 import time
@@ -518,3 +519,52 @@ def test_a_link_out_of_a_config_subdirectory_is_outside_the_repository(tmp_path:
         assert code == 1, output
         assert "link.yaml:1:1: is a symbolic link to a file outside the repository" in output
         assert SECRET not in output
+
+
+DEEP_LEVELS = 1_200  # deeper than Python's recursion limit
+
+
+def _deep_tree(root: Path) -> None:
+    # os.makedirs recurses once per level: one level at a time, relative to the last.
+    descriptor = os.open(root, os.O_RDONLY)
+    try:
+        for _ in range(DEEP_LEVELS):
+            os.mkdir("d", dir_fd=descriptor)
+            inner = os.open("d", os.O_RDONLY, dir_fd=descriptor)
+            os.close(descriptor)
+            descriptor = inner
+        bad = os.open("bad.yaml", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=descriptor)
+        os.write(bad, b"apiVersion: [a]\n")
+        os.close(bad)
+    finally:
+        os.close(descriptor)
+
+
+def _remove_tree(top: Path) -> None:
+    """Remove a tree without recursion: shutil.rmtree recurses once per level too, and so
+    does pytest's clean-up of old temporary directories, so this tree never lives there."""
+    stack: list[tuple[str, bool]] = [(str(top), False)]
+    while stack:
+        path, emptied = stack.pop()
+        if emptied:
+            os.rmdir(path)
+            continue
+        stack.append((path, True))
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, False))
+                else:
+                    os.unlink(entry.path)
+
+
+def test_a_repository_nested_deeper_than_the_stack_is_read() -> None:
+    root = Path(tempfile.mkdtemp(prefix="hostile-deep-"))
+    try:
+        (root / "base.yaml").write_text(BASE)
+        _deep_tree(root)
+        code, output, _ = _run_bounded("validate", "--repo", root)
+        case = Case("deep-directories", names="d/" * DEEP_LEVELS + "bad.yaml")
+        _assert_clear_error(case, code, output)
+    finally:
+        _remove_tree(root)

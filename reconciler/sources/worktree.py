@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from reconciler.core.documents import SourceFile, UnreadableFile, git_blob_sha
@@ -98,13 +98,45 @@ def read_regular(path: str, root: str) -> bytes:
         return stream.read(MAX_FILE_BYTES + 1)
 
 
+def _walk(root: str) -> Iterator[tuple[str, list[str], list[str], str | None]]:
+    """(directory, links to directories, other entries, why it cannot be listed or None)
+    for every directory under `root`, skipping hidden directories and never following
+    links, without recursion: Python 3.11's `os.walk` recurses once per level, and a
+    repository can nest deeper than the stack."""
+    pending = [root]
+    while pending:
+        directory = pending.pop()
+        subdirectories: list[str] = []
+        links: list[str] = []
+        names: list[str] = []
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    try:
+                        is_directory = entry.is_dir()
+                    except OSError:
+                        is_directory = False
+                    if not is_directory:
+                        names.append(entry.name)
+                    elif entry.is_symlink():
+                        links.append(entry.name)
+                    elif not entry.name.startswith("."):
+                        subdirectories.append(entry.name)
+        except OSError as error:
+            yield directory, [], [], error.strerror or str(error)
+            continue
+        yield directory, sorted(links), sorted(names), None
+        pending.extend(os.path.join(directory, d) for d in sorted(subdirectories, reverse=True))
+
+
 def read_worktree(root: Path) -> list[SourceFile]:
     """Every YAML file under `root`, skipping hidden files and directories, and the root
     `.reconcileignore` (the loader leaves out what it matches).
 
     Only regular files inside `root` are read (symlinks to them included); any other file
-    with a config name is handed in as a `SourceFile` whose `read` raises `UnreadableFile`,
-    so the load reports it by name with the other errors.
+    with a config name, and a directory that cannot be listed, is handed in as a
+    `SourceFile` whose `read` raises `UnreadableFile`, so the load reports it by name with
+    the other errors.
 
     Raises:
         FileNotFoundError: when `root` is not a directory.
@@ -113,18 +145,22 @@ def read_worktree(root: Path) -> list[SourceFile]:
         raise FileNotFoundError(f"config repository {root} is not a directory")
     resolved = os.path.realpath(root)
     files: list[SourceFile] = []
-    for directory, subdirectories, names in os.walk(root):
-        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
-        # os.walk lists a symlink to a directory with the directories and does not follow
-        # it; one with a config file's name is reported like any other non-regular file.
-        for name in subdirectories:
-            path = os.path.join(directory, name)
-            relative = os.path.relpath(path, root).replace(os.sep, "/")
-            if os.path.islink(path) and is_source_path(relative):
+    for directory, links, names, unlisted in _walk(str(root)):
+        if unlisted is not None:
+            # Its files would be missing from the load without a word: refused by name.
+            message = f"is a directory that cannot be listed: {unlisted}"
+            relative = _relative(directory, root) + "/"
+            files.append(SourceFile(relative, f"unreadable:{message}", _refusal(message)))
+            continue
+        # A link to a directory is not followed; one with a config file's name is reported
+        # like any other file that is not regular.
+        for name in links:
+            relative = _relative(os.path.join(directory, name), root)
+            if is_source_path(relative):
                 message = "is a symbolic link to a directory, not a regular file"
                 files.append(SourceFile(relative, f"unreadable:{message}", _refusal(message)))
-        for name in sorted(names):
-            relative = os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/")
+        for name in names:
+            relative = _relative(os.path.join(directory, name), root)
             if not is_source_path(relative):
                 continue
             try:
@@ -134,3 +170,7 @@ def read_worktree(root: Path) -> list[SourceFile]:
                 continue
             files.append(SourceFile(relative, git_blob_sha(content), _constant(content)))
     return files
+
+
+def _relative(path: str, root: Path) -> str:
+    return os.path.relpath(path, root).replace(os.sep, "/")
