@@ -568,3 +568,13 @@ def test_a_repository_nested_deeper_than_the_stack_is_read() -> None:
         _assert_clear_error(case, code, output)
     finally:
         _remove_tree(root)
+
+
+def test_thousands_of_bad_values_are_listed_up_to_a_bound_and_counted(tmp_path: Path) -> None:
+    codes = ", ".join(["99999999999999999999"] * 5_000)
+    repo = _build(Case("many", {"bad.yaml": http(f"responseCodes: [{codes}]")}), tmp_path)
+    code, output, _ = _run_bounded("validate", "--repo", repo)
+    _assert_clear_error(Case("many"), code, output)
+    assert len(output.splitlines()) < 250
+    assert "and 4900 more value(s) out of range (the first 100 are listed)" in output
+    assert "and 4900 more error(s) in this document (the first 100 are listed)" in output

@@ -16,6 +16,8 @@ from reconciler.core.yamlparse import locate
 # Only near-typos are suggested: at difflib's default 0.6, 'username' was offered 'name' and
 # 'digest' was offered 'test', fields of a different meaning.
 SUGGEST_CUTOFF = 0.8
+# Field errors listed one by one per document; the rest are counted in one more diagnostic.
+MAX_ERRORS_PER_DOCUMENT = 100
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
@@ -131,14 +133,22 @@ def validation_diagnostics(
     # A value of a union field (a duration or an integer) fails every member; the members it
     # is not even the type of say nothing when another member says what is wrong.
     telling = {loc for loc, detail in details if not detail["type"].endswith("_type")}
+    kept = [(loc, d) for loc, d in details if not (loc in telling and d["type"].endswith("_type"))]
     found = []
-    for loc, detail in details:
-        if loc in telling and detail["type"].endswith("_type"):
-            continue
+    for loc, detail in kept[:MAX_ERRORS_PER_DOCUMENT]:
         line, column = locate(raw, loc) or (1, 1)
         found.append(
             Diagnostic(path, line, column, subject, format_field(loc), explain(detail, model))
         )
+    if len(kept) > MAX_ERRORS_PER_DOCUMENT:
+        # 60,000 wrong list items are one mistake: the first ones show it, the rest counted.
+        last = found[-1]
+        more = len(kept) - MAX_ERRORS_PER_DOCUMENT
+        message = (
+            f"and {more} more error(s) in this document "
+            f"(the first {MAX_ERRORS_PER_DOCUMENT} are listed)"
+        )
+        found.append(Diagnostic(path, last.line, last.column + 1, subject, "", message))
     return found
 
 

@@ -112,6 +112,8 @@ _INT_TAG = "tag:yaml.org,2002:int"
 _STR_TAG = "tag:yaml.org,2002:str"
 # More digits than this cannot fit 64 bits whatever the base; converting them could be slow.
 _MAX_INT_TEXT = 80
+# Values out of range reported one by one per file; the rest are counted in one problem.
+MAX_VALUE_PROBLEMS = 100
 
 
 def _shortened(path: FieldPath) -> str:
@@ -126,15 +128,17 @@ def _children(node: yaml.Node) -> Iterable[yaml.Node]:
     return node.value if isinstance(node, yaml.SequenceNode) else ()
 
 
-def _path_to(root: yaml.Node, target: yaml.Node) -> FieldPath:
-    """Where `target` is first reached from `root`: found only when a problem is reported,
-    so the walk that measures every node does not build paths."""
+def _paths_to(root: yaml.Node, targets: Iterable[yaml.Node]) -> dict[int, FieldPath]:
+    """Where each target is first reached from `root`, by node id, in one walk: run only
+    when a problem is reported, so the walk that measures every node builds no paths."""
+    wanted = {id(target) for target in targets}
+    found: dict[int, FieldPath] = {}
     seen: set[int] = set()
     stack: list[tuple[yaml.Node, FieldPath]] = [(root, ())]
-    while stack:
+    while stack and len(found) < len(wanted):
         node, path = stack.pop()
-        if node is target:
-            return path
+        if id(node) in wanted:
+            found.setdefault(id(node), path)
         if id(node) in seen or len(path) > MAX_NESTING_DEPTH:
             continue
         seen.add(id(node))
@@ -145,7 +149,7 @@ def _path_to(root: yaml.Node, target: yaml.Node) -> FieldPath:
                 name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
                 stack.append((value_node, (*path, str(name)[:40])))
                 stack.append((key_node, path))
-    return ()
+    return found
 
 
 class _Guard:
@@ -164,6 +168,7 @@ class _Guard:
         self.nodes = 0  # expanded, over the whole file
         self.aliases = 0
         self.values: list[YamlProblem] = []  # values out of range, each reported
+        self.unreported = 0  # values out of range beyond MAX_VALUE_PROBLEMS, counted
         self._failed: tuple[yaml.Node, str] | None = None
         self._bad_values: list[tuple[yaml.Node, str]] = []
         self._measured: dict[int, tuple[int, int]] = {}  # node id -> (expanded size, height)
@@ -180,22 +185,28 @@ class _Guard:
         if isinstance(root, yaml.ScalarNode):
             self.nodes += 1
             self._scalar(root)
-        elif id(root) not in self._measured:
+        else:
             self._collection(root, 1)
         if self._failed is None and self.nodes > MAX_EXPANDED_NODES:
             self._expansion(root)
-        reported = {id(node) for node, _ in self._bad_values}
-        for node, message in self._bad_values:
-            if id(node) in reported:  # a scalar used through several aliases: once
-                reported.discard(id(node))
-                line, column = _position(node)
-                path = _shortened(_path_to(root, node))
-                self.values.append(YamlProblem(line, column, message, path, document))
+        self._report_values(root, document)
         if self._failed is None:
             return None
         node, message = self._failed
         line, column = _position(node)
-        return YamlProblem(line, column, message, _shortened(_path_to(root, node)))
+        path = _paths_to(root, [node]).get(id(node), ())
+        return YamlProblem(line, column, message, _shortened(path))
+
+    def _report_values(self, root: yaml.Node, document: int) -> None:
+        # A scalar used through several aliases is reported once.
+        bad = list({id(node): (node, message) for node, message in self._bad_values}.values())
+        room = max(0, MAX_VALUE_PROBLEMS - len(self.values))
+        paths = _paths_to(root, [node for node, _ in bad[:room]])
+        for node, message in bad[:room]:
+            line, column = _position(node)
+            path = _shortened(paths.get(id(node), ()))
+            self.values.append(YamlProblem(line, column, message, path, document))
+        self.unreported += len(bad[room:])
 
     def _fail(self, node: yaml.Node, message: str) -> tuple[int, int]:
         if self._failed is None:
@@ -361,6 +372,13 @@ def parse_yaml(content: bytes) -> ParsedYaml:
         loader.problems.append(YamlProblem(1, 1, f"invalid YAML: {error}"))
     finally:
         loader.dispose()
+    if guard.unreported:
+        message = (
+            f"and {guard.unreported} more value(s) out of range "
+            f"(the first {MAX_VALUE_PROBLEMS} are listed)"
+        )
+        last = guard.values[-1]  # listed after it
+        loader.problems.append(YamlProblem(last.line, last.column + 1, message))
     return ParsedYaml(documents, loader.problems + guard.values)
 
 
