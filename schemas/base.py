@@ -8,7 +8,15 @@ from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from schemas.durations import parse_duration
+from schemas.durations import format_duration, parse_duration
+from schemas.limits import (
+    MAX_HEADER_NAME_CHARS,
+    MAX_HEADER_VALUE_CHARS,
+    MAX_TEXT_CHARS,
+    MAX_TIMEOUT_SECONDS,
+    MIN_TIMEOUT_SECONDS,
+    limit_hint,
+)
 
 API_VERSION: Final = "canary-reconciler/v1"
 CANARY_CHECKER_API_VERSION: Final = "canaries.flanksource.com/v1"
@@ -31,7 +39,7 @@ class StrictModel(BaseModel):
 
 
 def _check_slug(value: str) -> str:
-    if not _SLUG.match(value):
+    if not _SLUG.fullmatch(value):  # fullmatch: `$` alone lets a trailing newline through
         raise ValueError(
             f"{value!r} is not a valid name: use lowercase letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters"
@@ -59,6 +67,96 @@ Duration = Annotated[
 ]
 
 
+def _check_timeout(value: str) -> str:
+    seconds = parse_duration(value)
+    if not MIN_TIMEOUT_SECONDS <= seconds <= MAX_TIMEOUT_SECONDS:
+        low, high = format_duration(MIN_TIMEOUT_SECONDS), format_duration(MAX_TIMEOUT_SECONDS)
+        raise ValueError(
+            f"timeout {value!r} is out of range: allowed {low} to {high}; "
+            + limit_hint("check timeout", f"{low} to {high}")
+        )
+    return value
+
+
+# A check's timeout: a duration the agent can wait, neither 0 (every run would fail at once)
+# nor longer than an hour.
+Timeout = Annotated[
+    str,
+    AfterValidator(_check_timeout),
+    Field(
+        description=f"A duration from {format_duration(MIN_TIMEOUT_SECONDS)} to "
+        f"{format_duration(MAX_TIMEOUT_SECONDS)}, e.g. '5s'.",
+        json_schema_extra={
+            "pattern": r"^\s*(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ms|us|µs|μs|s|m|h))+\s*$"
+        },
+    ),
+]
+
+# RFC 9110 `token`: the characters a header field name may hold.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Control characters other than tab (CR and LF above all: they would end the header on the
+# wire and let a value inject others) are forbidden in field values.
+_HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _check_header_name(value: str) -> str:
+    if len(value) > MAX_HEADER_NAME_CHARS:
+        raise ValueError(
+            f"a header name is at most {MAX_HEADER_NAME_CHARS} characters (got {len(value)}); "
+            + limit_hint("header name length", MAX_HEADER_NAME_CHARS)
+        )
+    if not _HEADER_NAME.fullmatch(value):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        raise ValueError(
+            f"{shown!r} is not a valid header name: use letters, digits and "
+            "!#$%&'*+-.^_`|~ (no spaces, colons, CR or LF), as HTTP requires"
+        )
+    return value
+
+
+def _check_header_value(value: str) -> str:
+    if len(value) > MAX_HEADER_VALUE_CHARS:
+        raise ValueError(
+            f"a header value is at most {MAX_HEADER_VALUE_CHARS} characters "
+            f"(got {len(value)}); " + limit_hint("header value length", MAX_HEADER_VALUE_CHARS)
+        )
+    found = _HEADER_VALUE_FORBIDDEN.search(value)
+    if found is not None:
+        # The value is not shown: header values are often credentials.
+        raise ValueError(
+            f"a header value may not contain control characters (CR, LF, NUL, ...): found "
+            f"{found.group()!r} at character {found.start() + 1}"
+        )
+    return value
+
+
+HeaderName = Annotated[
+    str,
+    AfterValidator(_check_header_name),
+    Field(min_length=1, json_schema_extra={"maxLength": MAX_HEADER_NAME_CHARS}),
+]
+HeaderValue = Annotated[
+    str,
+    AfterValidator(_check_header_value),
+    Field(json_schema_extra={"maxLength": MAX_HEADER_VALUE_CHARS}),
+]
+
+
+def _check_text(value: str) -> str:
+    if len(value) > MAX_TEXT_CHARS:
+        raise ValueError(
+            f"at most {MAX_TEXT_CHARS} characters (got {len(value)}); "
+            + limit_hint("short text length", MAX_TEXT_CHARS)
+        )
+    return value
+
+
+# Short human text shown on the site: a display name, a location.
+Text = Annotated[
+    str, AfterValidator(_check_text), Field(json_schema_extra={"maxLength": MAX_TEXT_CHARS})
+]
+
+
 # Agents are named as Kubernetes names objects (an RFC 1123 subdomain), so `eu-west.prod-1`
 # is a valid agent name, as in canary-checker; other kinds keep the slug.
 AGENT_NAME_PATTERN = (
@@ -68,7 +166,7 @@ _AGENT_NAME = re.compile(AGENT_NAME_PATTERN)
 
 
 def _check_agent_name(value: str) -> str:
-    if not _AGENT_NAME.match(value):
+    if not _AGENT_NAME.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid agent name: use lowercase letters, digits, '-' and '.', "
             "each dot-separated part starting and ending with a letter or digit"

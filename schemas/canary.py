@@ -23,6 +23,7 @@ from schemas.base import (
     Metadata,
     Problem,
     StrictModel,
+    Text,
     dump,
 )
 from schemas.checks import (
@@ -37,6 +38,7 @@ from schemas.checks import (
 )
 from schemas.compat import accepted, refused, unsupported_check_type
 from schemas.durations import format_duration, parse_duration
+from schemas.limits import MIN_SCHEDULE_SECONDS, limit_hint
 from schemas.schedule import parse_schedule
 
 POLICIES = ("any", "majority", "all")
@@ -121,6 +123,7 @@ class CanarySpec(UpstreamCheckTypes):
 
     schedule: str | None = Field(
         default=None,
+        max_length=256,
         description="'@every <duration>', a 5-field cron expression, or '@never'. Default: "
         "`interval`, else '@every 1m' (a canary-checker Canary with neither does not run).",
     )
@@ -138,9 +141,9 @@ class CanarySpec(UpstreamCheckTypes):
     incidentPolicy: IncidentPolicy = "majority"
     failureThreshold: int = Field(default=3, ge=1)
     successThreshold: int = Field(default=2, ge=1)
-    icon: str | None = Field(default=None, description="Shown on the canary's page.")
-    severity: str | None = Field(default=None, description="Shown on the canary's page.")
-    owner: str | None = Field(default=None, description="Shown on the canary's page.")
+    icon: Text | None = Field(default=None, description="Shown on the canary's page.")
+    severity: Text | None = Field(default=None, description="Shown on the canary's page.")
+    owner: Text | None = Field(default=None, description="Shown on the canary's page.")
     slo: float | None = Field(
         default=None,
         gt=0,
@@ -189,6 +192,13 @@ class CanarySpec(UpstreamCheckTypes):
             period = parse_schedule(schedule).period_seconds()
         except ValueError as error:
             yield (("schedule",), str(error))
+        if period is not None and period < MIN_SCHEDULE_SECONDS:
+            shortest = format_duration(MIN_SCHEDULE_SECONDS)
+            yield (
+                ("schedule",),
+                f"invalid schedule {schedule!r}: @every interval must be at least {shortest}; "
+                + limit_hint("minimum schedule period", shortest),
+            )
         for pattern_index, pattern in enumerate(self.agentSelector or []):
             body = pattern.strip()
             body = body[1:] if body.startswith("!") else body

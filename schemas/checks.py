@@ -14,11 +14,14 @@ from pydantic import (
 )
 
 from schemas.base import (
-    Duration,
+    HeaderName,
+    HeaderValue,
     Problem,
     StrictModel,
+    Timeout,
 )
 from schemas.compat import NEEDS_KUBERNETES, accepted, refused
+from schemas.limits import MAX_TIMEOUT_SECONDS
 
 MAX_CHECK_NAME = 128
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$")
@@ -78,7 +81,8 @@ class SecretValue(StrictModel):
 class Header(SecretValue):
     """One HTTP request header; `value` may contain `${env:NAME}` references."""
 
-    name: str = Field(min_length=1)
+    name: HeaderName
+    value: HeaderValue | None = None
 
 
 class EnvVar(SecretValue):
@@ -160,7 +164,7 @@ class CheckBase(StrictModel):
     description: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     icon: str | None = Field(default=None, description="Icon URL or name, shown on the site.")
-    timeout: Duration | None = Field(
+    timeout: Timeout | None = Field(
         default=None,
         description="Give up after this long. Default: 10s, or 90% of the schedule period "
         "when that is shorter. Must be shorter than the schedule period.",
@@ -214,7 +218,7 @@ class TemplatableCheck(CheckBase):
 
 
 def _endpoint_problems(endpoint: str) -> Iterator[Problem]:
-    match = _HOST_PORT.match(endpoint)
+    match = _HOST_PORT.fullmatch(endpoint)
     if not match or not 0 < int(match.group(2)) < 65536:
         yield (("endpoint",), f"{endpoint!r} is not host:port (e.g. 'db.example.com:5432')")
 
@@ -308,7 +312,7 @@ class HttpCheck(TemplatableCheck):
             yield (("url",), "required field is missing")
         elif self.target:
             where = "url" if self.url is not None else "endpoint"
-            if not is_templated(self.target) and not _URL.match(self.target):
+            if not is_templated(self.target) and not _URL.fullmatch(self.target):
                 yield ((where,), f"{self.target!r} is not an http:// or https:// URL")
         yield from _nested("headers", self.headers)
         yield from _nested("env", self.env)
@@ -346,7 +350,7 @@ class DnsCheck(CheckBase):
     exactreply: list[str] | None = Field(
         default=None, description="The answers must be exactly these (order ignored)."
     )
-    timeout: Duration | Annotated[int, Field(ge=0)] | None = Field(  # type: ignore[assignment]
+    timeout: Timeout | Annotated[int, Field(ge=0, le=int(MAX_TIMEOUT_SECONDS))] | None = Field(  # type: ignore[assignment]
         default=None,
         description="A duration, or canary-checker's integer seconds (0: 10 seconds); "
         "capped at 90% of the schedule period.",

@@ -6,6 +6,8 @@ import math
 import re
 from decimal import Decimal
 
+from schemas.limits import MAX_DURATION_SECONDS, limit_hint
+
 _UNIT_SECONDS: dict[str, Decimal] = {
     "us": Decimal("0.000001"),
     "µs": Decimal("0.000001"),  # U+00B5 micro sign
@@ -31,26 +33,38 @@ def parse_duration(text: str) -> float:
         The duration in seconds.
 
     Raises:
-        ValueError: If the text is not a valid, non-negative duration.
+        ValueError: If the text is not a valid, non-negative duration of at most 366 days.
     """
     stripped = text.strip()
     if stripped == "0":
         return 0.0
     if stripped.startswith("-"):
-        raise ValueError(f"invalid duration {text!r}: negative durations are not allowed")
+        raise ValueError(f"invalid duration {_clipped(text)}: negative durations are not allowed")
     if _BARE_NUMBER.fullmatch(stripped):
-        raise ValueError(f"invalid duration {text!r}: missing unit; {_EXPECTED}")
+        raise ValueError(f"invalid duration {_clipped(text)}: missing unit; {_EXPECTED}")
     total = Decimal(0)
     pos = 0
     while pos < len(stripped):
         match = _PART.match(stripped, pos)
         if match is None:
-            raise ValueError(f"invalid duration {text!r}: {_EXPECTED}")
+            raise ValueError(f"invalid duration {_clipped(text)}: {_EXPECTED}")
         total += Decimal(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
     if pos == 0:
-        raise ValueError(f"invalid duration {text!r}: {_EXPECTED}")
+        raise ValueError(f"invalid duration {_clipped(text)}: {_EXPECTED}")
+    if total > MAX_DURATION_SECONDS:
+        raise ValueError(
+            f"duration {_clipped(text)} is out of range: allowed 0 to "
+            f"{format_duration(MAX_DURATION_SECONDS)}; "
+            + limit_hint("duration", format_duration(MAX_DURATION_SECONDS))
+        )
     return float(total)
+
+
+def _clipped(text: str) -> str:
+    """A written value as quoted in an error, shortened: it may be megabytes long."""
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    return repr(shown)
 
 
 def format_duration(seconds: float) -> str:

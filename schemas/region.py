@@ -6,14 +6,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.base import API_VERSION, Metadata, StrictModel
+from schemas.base import API_VERSION, Metadata, StrictModel, Text
 
 
 class RegionSpec(StrictModel):
     """What a region is: a display name, a location and whether it is enabled."""
 
-    displayName: str | None = Field(default=None, description="Human name shown on the site.")
-    location: str | None = Field(default=None, description="Free text, e.g. 'Frankfurt, DE'.")
+    displayName: Text | None = Field(default=None, description="Human name shown on the site.")
+    location: Text | None = Field(default=None, description="Free text, e.g. 'Frankfurt, DE'.")
     enabled: bool = Field(
         default=True,
         description="A disabled region's agents receive no checks; its history is kept.",

@@ -227,6 +227,11 @@ def _parse_field(text: str, spec: _FieldSpec) -> list[int]:
             if not (step_text.isascii() and step_text.isdecimal()) or int(step_text) == 0:
                 raise ValueError(f"{spec.name} step {step_text!r} must be a positive integer")
             step = int(step_text)
+            if step > spec.high:
+                raise ValueError(
+                    f"{spec.name} step {step} out of range 1-{spec.high} "
+                    f"(a step above {spec.high} never repeats)"
+                )
         if base == "*":
             low, high = spec.low, spec.high
         elif "-" in base:

@@ -308,3 +308,19 @@ def test_valid_repo_exits_zero(tmp_path: Path) -> None:
     result = run_cli("validate", "--repo", tmp_path, "-q")
     assert result.code == 0, result.out
     assert "valid" in result.out
+
+
+def test_a_union_field_reports_what_is_wrong_once_without_pydantic_tags(tmp_path: Path) -> None:
+    body = """
+    dns:
+      - {query: example.com, timeout: 100000}
+      - {query: example.org, timeout: '0s'}
+    """
+    (tmp_path / "base.yaml").write_text(VALID_BASE.lstrip("\n"))
+    (tmp_path / "dns.yaml").write_text(canary(body).lstrip("\n"))
+    result = run_cli("validate", "--repo", tmp_path)
+    assert result.code == 1
+    errors = [line for line in result.out.splitlines() if "dns.yaml:" in line]
+    assert len(errors) == 2, errors
+    assert "spec.dns[0].timeout: Input should be less than or equal to 3600" in errors[0]
+    assert "spec.dns[1].timeout: timeout '0s' is out of range: allowed 1ms to 1h" in errors[1]

@@ -55,3 +55,46 @@ def test_syntax_error_keeps_earlier_documents_and_names_the_line() -> None:
     [problem] = parsed.problems
     assert problem.message.startswith("invalid YAML:")
     assert problem.line == 4
+
+
+def test_an_alias_bomb_is_refused_before_it_expands() -> None:
+    import time
+    import tracemalloc
+
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    tracemalloc.start()
+    started = time.perf_counter()
+    parsed = parse_yaml("\n".join(lines).encode())
+    elapsed = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert parsed.documents == []
+    [problem] = parsed.problems
+    assert "expanded nodes per file" in problem.message
+    assert "schemas/limits.py" in problem.message
+    assert elapsed < 0.5
+    assert peak < 5_000_000
+
+
+def test_values_out_of_range_are_each_reported_at_their_line() -> None:
+    parsed = parse_yaml(b"a: 1\nb: 9223372036854775808\nc: [x, -9223372036854775809]\n")
+    assert [(p.line, p.field) for p in parsed.problems] == [(2, "b"), (3, "c[1]")]
+    assert all("64-bit" in p.message for p in parsed.problems)
+    assert {p.document for p in parsed.problems} == {0}
+    assert parsed.documents[0]["b"] == 9223372036854775808, "still built: its other errors show"
+    assert parse_yaml(b"a: 9223372036854775807\nb: -9223372036854775808\n").problems == []
+
+
+def test_nesting_deeper_than_the_limit_is_a_problem_not_a_recursion_error() -> None:
+    parsed = parse_yaml(b"a: " + b"[" * 900 + b"]" * 900)
+    [problem] = parsed.problems
+    assert "nesting depth" in problem.message
+    assert parse_yaml(b"a: " + b"[" * 60 + b"]" * 60).problems == []
+
+
+def test_every_document_is_measured_on_its_own() -> None:
+    text = "---\n".join("a: {b: [{c: 9223372036854775808}]}\n" for _ in range(50))
+    parsed = parse_yaml(text.encode())
+    assert [p.line for p in parsed.problems] == [2 * i + 1 for i in range(50)]
+    assert {p.field for p in parsed.problems} == {"a.b[0].c"}

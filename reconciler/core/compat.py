@@ -14,6 +14,7 @@ from schemas.base import Problem
 from schemas.canary import CanaryDocument
 from schemas.checks import HttpCheck, TcpCheck, is_templated
 from schemas.compat import ACCEPTED, REFUSED, compat_fields
+from schemas.limits import MAX_EXPRESSION_CHARS, limit_hint
 
 ACCEPTED_PREFIX = "accepted, not used: "
 # What a templated body can look up besides the check's env (canary-checker's context).
@@ -22,11 +23,24 @@ BODY_VARIABLES = frozenset({"canary", "check"})
 NO_VALUE = "it renders as '<no value>', as in canary-checker"
 
 
+def _compile_problem(expr: str, names: frozenset[str]) -> str | None:
+    """Why an expression cannot run, bounded: its parser recurses once per nesting level."""
+    if len(expr) > MAX_EXPRESSION_CHARS:
+        return (
+            f"the expression has {len(expr)} characters, more than {MAX_EXPRESSION_CHARS}; "
+            + limit_hint("expression length", MAX_EXPRESSION_CHARS)
+        )
+    try:
+        return check_expression(expr, names)
+    except RecursionError:
+        return "the expression is nested too deeply to compile; split it or write it flatter"
+
+
 def _expressions(check: HttpCheck | TcpCheck, names: frozenset[str]) -> Iterator[Problem]:
     for field in ("test", "display"):
         template = getattr(check, field)
         if template is not None and template.expr is not None:
-            reason = check_expression(template.expr, names)
+            reason = _compile_problem(template.expr, names)
             if reason is not None:
                 yield ((field, "expr"), reason)
     display = check.display

@@ -20,9 +20,15 @@ M = TypeVar("M", bound=StrictModel)
 NAMESPACED_KINDS = frozenset({"Canary"})
 
 
+class UnreadableFile(Exception):
+    """A source refused to read a file: not a regular file inside the repository, or too
+    large. The message says why in words and never holds the file's contents."""
+
+
 @dataclass(frozen=True)
 class SourceFile:
-    """A YAML file of the config repository; `read` fetches its bytes only when needed."""
+    """A YAML file of the config repository; `read` fetches its bytes only when needed
+    (and raises `UnreadableFile` when the source refuses to read them)."""
 
     path: str
     blob: str

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from reconciler.core.compat import compat_diagnostics, one_notice_per_kind
 from reconciler.core.diagnostics import Diagnostic
-from reconciler.core.documents import Config, Located, SourceFile
+from reconciler.core.documents import Config, Located, SourceFile, UnreadableFile
 from reconciler.core.gatewayfile import load_gateway
 from reconciler.core.ignore import IGNORE_FILE, without_ignored
 from reconciler.core.validation import type_name, validation_diagnostics
@@ -18,6 +18,7 @@ from reconciler.core.yamlparse import PositionedMap, locate, parse_yaml
 from schemas.base import StrictModel
 from schemas.gateway import GATEWAY_SECTIONS
 from schemas.kinds import API_VERSIONS, KINDS
+from schemas.limits import MAX_FILE_BYTES, limit_hint
 
 _IGNORE_HINT = f"leave it out with a {IGNORE_FILE} (gitignore syntax) at the repository root"
 
@@ -46,18 +47,30 @@ class LoadResult:
         return not any(d.severity == "error" for d in self.diagnostics)
 
 
+def _printable(text: str) -> str:
+    shown = text if text.isprintable() else repr(text)[1:-1]
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
 def _subject_of(raw: Any) -> str:
-    if not isinstance(raw, dict):
+    if not isinstance(raw, dict) or not isinstance(raw.get("kind"), str):
         return ""
-    kind = raw.get("kind")
+    # One diagnostic is one line: a name with a newline in it (refused) is shown escaped.
+    kind = _printable(raw["kind"])
     metadata = raw.get("metadata")
-    if not isinstance(metadata, dict):
-        return kind if isinstance(kind, str) else ""
-    name = metadata.get("name")
-    if isinstance(kind, str) and isinstance(name, str):
-        namespace = metadata.get("namespace", "default") if kind == "Canary" else None
-        return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
-    return kind if isinstance(kind, str) else ""
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if not isinstance(metadata, dict) or not isinstance(name, str):
+        return kind
+    if kind != "Canary":
+        return f"{kind}/{_printable(name)}"
+    namespace = metadata.get("namespace", "default")
+    shown = _printable(namespace) if isinstance(namespace, str) else "?"
+    return f"{kind}/{shown}/{_printable(name)}"
+
+
+def _subject_at(documents: list[Any], index: int | None) -> str:
+    """The `Kind/name` of the document a YAML problem is in, when it was built."""
+    return _subject_of(documents[index]) if index is not None and index < len(documents) else ""
 
 
 def _rule_diagnostics(document: Located[Any]) -> list[Diagnostic]:
@@ -74,6 +87,11 @@ def _load_document(path: str, raw: Any) -> FileResult:
     if "apiVersion" not in raw and any(key in GATEWAY_SECTIONS for key in raw):
         return FileResult(*load_gateway(path, raw))
     api_version, kind = raw.get("apiVersion"), raw.get("kind")
+    for name, value in (("apiVersion", api_version), ("kind", kind)):
+        if name in raw and not isinstance(value, str):
+            line, column = locate(raw, (name,)) or raw.start
+            message = f"expected a string, got {type_name(value)}"
+            return FileResult([], [Diagnostic(path, line, column, "", name, message)])
     subject = _subject_of(raw)
     known = ", ".join(sorted(API_VERSIONS))
     if "apiVersion" not in raw:
@@ -109,7 +127,12 @@ def load_file(path: str, content: bytes) -> FileResult:
     """Parse and validate every document of one file."""
     parsed = parse_yaml(content)
     documents: list[Located[Any]] = []
-    diagnostics = [Diagnostic(path, p.line, p.column, "", "", p.message) for p in parsed.problems]
+    diagnostics = [
+        Diagnostic(
+            path, p.line, p.column, _subject_at(parsed.documents, p.document), p.field, p.message
+        )
+        for p in parsed.problems
+    ]
     for raw in parsed.documents:
         if raw is None:
             continue
@@ -165,14 +188,19 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
         Notices (how a file was read, nothing to fix) are kept apart in `config.notices`.
     """
     documents: list[Located[Any]] = []
-    listed = list(files)
+    listed, unreadable = _readable_ignore_file(list(files))
     kept, left_out = without_ignored(listed)
-    diagnostics = _ignore_diagnostics(kept, left_out, ignoring=len(listed) > len(kept))
+    diagnostics = unreadable + _ignore_diagnostics(kept, left_out, ignoring=len(listed) > len(kept))
     for source in sorted(kept, key=lambda f: f.path):
         cache_key = (source.path, source.blob)
         result = cache.get(cache_key) if cache is not None else None
         if result is None:
-            result = load_file(source.path, source.read())
+            try:
+                content = source.read()
+            except UnreadableFile as error:
+                diagnostics.append(Diagnostic(source.path, 1, 1, "", "", str(error)))
+                continue
+            result = load_file(source.path, content)
             if cache is not None:
                 cache[cache_key] = result
         documents += result.documents
@@ -182,6 +210,30 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
     diagnostics = one_notice_per_kind(sorted(diagnostics))
     config.notices.extend(d for d in diagnostics if d.severity == "notice")
     return LoadResult(config, [d for d in diagnostics if d.severity != "notice"])
+
+
+def _constant(content: bytes) -> Callable[[], bytes]:
+    return lambda: content
+
+
+def _readable_ignore_file(files: list[SourceFile]) -> tuple[list[SourceFile], list[Diagnostic]]:
+    """The files with an unreadable `.reconcileignore` left out, and the error saying so."""
+    for source in files:
+        if source.path == IGNORE_FILE:
+            others = [f for f in files if f is not source]
+            try:
+                content = source.read()
+            except UnreadableFile as error:
+                return others, [Diagnostic(IGNORE_FILE, 1, 1, "", "", str(error))]
+            if len(content) > MAX_FILE_BYTES:
+                message = f"the file is larger than {MAX_FILE_BYTES} bytes; " + limit_hint(
+                    "file size", f"{MAX_FILE_BYTES} bytes"
+                )
+                return others, [Diagnostic(IGNORE_FILE, 1, 1, "", "", message)]
+            # Read once: the ignore rules and the cache key see the same bytes.
+            readable = SourceFile(source.path, source.blob, _constant(content))
+            return [readable if f is source else f for f in files], []
+    return files, []
 
 
 def _ignore_diagnostics(

@@ -16,6 +16,8 @@ from reconciler.core.yamlparse import locate
 # Only near-typos are suggested: at difflib's default 0.6, 'username' was offered 'name' and
 # 'digest' was offered 'test', fields of a different meaning.
 SUGGEST_CUTOFF = 0.8
+# Field errors listed one by one per document; the rest are counted in one more diagnostic.
+MAX_ERRORS_PER_DOCUMENT = 100
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
@@ -124,11 +126,52 @@ def validation_diagnostics(
         subject: the document, `Kind/name`, or empty.
         prefix: where the validated value sits inside `raw`.
     """
+    details = [
+        (prefix + _written(raw, prefix, detail), detail)
+        for detail in error.errors(include_url=False)
+    ]
+    # A value of a union field (a duration or an integer) fails every member; the members it
+    # is not even the type of say nothing when another member says what is wrong.
+    telling = {loc for loc, detail in details if not detail["type"].endswith("_type")}
+    kept = [(loc, d) for loc, d in details if not (loc in telling and d["type"].endswith("_type"))]
     found = []
-    for detail in error.errors(include_url=False):
-        loc = prefix + tuple(detail["loc"])
+    for loc, detail in kept[:MAX_ERRORS_PER_DOCUMENT]:
         line, column = locate(raw, loc) or (1, 1)
         found.append(
             Diagnostic(path, line, column, subject, format_field(loc), explain(detail, model))
         )
+    if len(kept) > MAX_ERRORS_PER_DOCUMENT:
+        # 60,000 wrong list items are one mistake: the first ones show it, the rest counted.
+        last = found[-1]
+        more = len(kept) - MAX_ERRORS_PER_DOCUMENT
+        message = (
+            f"and {more} more error(s) in this document "
+            f"(the first {MAX_ERRORS_PER_DOCUMENT} are listed)"
+        )
+        found.append(Diagnostic(path, last.line, last.column + 1, subject, "", message))
     return found
+
+
+def _written(raw: Any, prefix: FieldPath, detail: ErrorDetails) -> FieldPath:
+    """An error's location without the union member tags pydantic adds under a value
+    (`timeout.constrained-int`): the parts that go below a plain value are not fields."""
+    node = raw
+    for part in prefix:
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    kept: list[str | int] = []
+    for part in detail["loc"]:
+        if isinstance(node, dict):
+            kept.append(part)
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int):
+            kept.append(part)
+            node = node[part] if part < len(node) else None
+        elif node is None or isinstance(part, int):
+            kept.append(part)  # below a missing field, or an index into a non-list
+        # else: a tag below a plain value; left out
+    return tuple(kept)

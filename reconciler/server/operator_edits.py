@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.core.config_edits import SCHEMA_FILE, ConfigTree, Edited, SchemaFor
-from reconciler.core.documents import git_blob_sha
+from reconciler.core.documents import UnreadableFile, git_blob_sha
 from reconciler.core.refusal import RequestRefused
 from reconciler.server.control_plane import ControlPlane
 from reconciler.sources.gitrepo import GitLocation, GitSourceError, files_at
@@ -27,8 +27,20 @@ def config_root(location: GitLocation) -> Path:
 
 
 def read_tree(root: Path) -> ConfigTree:
-    """The config files of a directory, ready to edit."""
-    return ConfigTree({f.path: f.read() for f in read_worktree(root)})
+    """The config files of a directory, ready to edit.
+
+    Raises:
+        RequestRefused: 409 when a config file is not a regular file inside the repository.
+    """
+    files: dict[str, bytes] = {}
+    for source in read_worktree(root):
+        try:
+            files[source.path] = source.read()
+        except UnreadableFile as error:
+            raise RequestRefused(
+                409, f"the config repository cannot be edited: {source.path}: {error}"
+            ) from None
+    return ConfigTree(files)
 
 
 def schema_reference(root: Path, top: Path, path: str, kind: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,9 +10,16 @@ from pathlib import Path, PurePosixPath
 
 import git
 
-from reconciler.core.documents import SourceFile
+from reconciler.core.documents import SourceFile, UnreadableFile
 from reconciler.core.plan import Revision
 from reconciler.sources.worktree import is_source_path
+from schemas.limits import MAX_FILE_BYTES, limit_hint
+
+_SYMLINK_MODE = 0o120000
+_REGULAR_MODES = (0o100644, 0o100755, 0o100664)
+# As the kernel does (MAXSYMLINKS): a chain of links longer than this is taken for a loop.
+_MAX_LINK_HOPS = 40
+_MAX_LINK_TARGET_BYTES = 4096
 
 
 class GitSourceError(Exception):
@@ -64,10 +72,74 @@ def _resolve(location: GitLocation, ref: str) -> git.Commit:
 
 def _blob_reader(blob: git.Blob, lock: threading.RLock) -> Callable[[], bytes]:
     def read() -> bytes:
+        if blob.size > MAX_FILE_BYTES:
+            raise UnreadableFile(
+                f"the file is larger than {MAX_FILE_BYTES} bytes; "
+                + limit_hint("file size", f"{MAX_FILE_BYTES} bytes")
+            )
         with lock:
             return bytes(blob.data_stream.read())
 
     return read
+
+
+def _refusal(message: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+        raise UnreadableFile(message)
+
+    return read
+
+
+def _link_target(root: git.Tree, link: git.Blob, inside: str) -> git.Blob:
+    """The regular file a symlink blob of the commit leads to, inside directory `inside`.
+
+    Raises:
+        UnreadableFile: a link loop, a dangling link, a link out of `inside`, or one to
+            something other than a regular file.
+    """
+    current: git.Blob = link
+    for _ in range(_MAX_LINK_HOPS):
+        if current.mode != _SYMLINK_MODE:
+            if current.mode not in _REGULAR_MODES:
+                raise UnreadableFile("is a symbolic link to something other than a regular file")
+            return current
+        if current.size > _MAX_LINK_TARGET_BYTES:
+            raise UnreadableFile("is a symbolic link with an over-long target")
+        target = bytes(current.data_stream.read()).decode("utf-8", errors="replace")
+        joined = posixpath.normpath(posixpath.join(posixpath.dirname(current.path), target))
+        prefix = f"{inside}/" if inside else ""
+        if posixpath.isabs(target) or joined.startswith("../") or joined == "..":
+            raise UnreadableFile(_OUTSIDE)
+        if not (joined + "/").startswith(prefix):
+            raise UnreadableFile(_OUTSIDE)
+        try:
+            found = root / joined
+        except KeyError:
+            raise UnreadableFile(
+                "is a symbolic link to nothing (its target does not exist in the commit)"
+            ) from None
+        if not isinstance(found, git.Blob):
+            raise UnreadableFile("is a symbolic link to a directory, not a regular file")
+        current = found
+    raise UnreadableFile("is a symbolic link loop")
+
+
+_OUTSIDE = "is a symbolic link to a file outside the repository; only files inside it are read"
+
+
+def _source_file(
+    root: git.Tree, item: git.Blob, relative: str, location: GitLocation
+) -> SourceFile:
+    """The file a tree entry stands for; symlinks followed inside the config directory."""
+    if item.mode == _SYMLINK_MODE:
+        try:
+            item = _link_target(root, item, location.subdirectory)
+        except UnreadableFile as error:
+            return SourceFile(relative, f"unreadable:{error}", _refusal(str(error)))
+    elif item.mode not in _REGULAR_MODES:
+        message = "is not a regular file; only regular files are read"
+        return SourceFile(relative, f"unreadable:{message}", _refusal(message))
+    return SourceFile(relative, item.hexsha, _blob_reader(item, location.lock))
 
 
 def files_at(location: GitLocation, ref: str) -> tuple[list[SourceFile], Revision]:
@@ -82,7 +154,7 @@ def files_at(location: GitLocation, ref: str) -> tuple[list[SourceFile], Revisio
 
 def _files_at(location: GitLocation, ref: str) -> tuple[list[SourceFile], Revision]:
     commit = _resolve(location, ref)
-    tree = commit.tree
+    root = tree = commit.tree
     if location.subdirectory:
         try:
             tree = tree / location.subdirectory
@@ -97,7 +169,7 @@ def _files_at(location: GitLocation, ref: str) -> tuple[list[SourceFile], Revisi
         path = str(item.path)
         relative = str(PurePosixPath(path).relative_to(str(tree.path))) if tree.path else path
         if is_source_path(relative):
-            files.append(SourceFile(relative, item.hexsha, _blob_reader(item, location.lock)))
+            files.append(_source_file(root, item, relative, location))
     return files, _revision(commit, ref)
 
 
