@@ -1,0 +1,296 @@
+"""The icmp check: echo requests to a host, judged on packet loss and round-trip time.
+
+Linux lets a process send pings without privileges through ICMP datagram sockets when one of
+its groups is inside `net.ipv4.ping_group_range` (the range covers ICMPv6 too); the kernel
+then fills in the identifier and hands each socket only its own replies. Without that, root
+(or CAP_NET_RAW) opens a raw socket, which sees every ICMP packet of the host, so replies
+are matched on identifier, sequence number and a random token in the payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.checks.fields import integer, required_text, text, threshold
+from agent.checks.outcome import Verdict, judge
+from schemas.durations import parse_duration
+
+PING_GROUP_RANGE = Path("/proc/sys/net/ipv4/ping_group_range")
+_ECHO_REQUEST: dict[int, int] = {socket.AF_INET: 8, socket.AF_INET6: 128}
+_ECHO_REPLY: dict[int, int] = {socket.AF_INET: 0, socket.AF_INET6: 129}
+_PROTOCOL: dict[int, int] = {
+    socket.AF_INET: socket.IPPROTO_ICMP,
+    socket.AF_INET6: socket.IPPROTO_ICMPV6,
+}
+_FAMILIES: dict[str, int] = {"Any": socket.AF_UNSPEC, "V4": socket.AF_INET, "V6": socket.AF_INET6}
+_TOKEN = 8  # bytes of the payload that tell this run's replies from others'
+_RECEIVE = 65535
+
+
+class IcmpUnavailable(OSError):
+    """Neither an unprivileged ICMP socket nor a raw one may be opened here."""
+
+
+@dataclass(frozen=True)
+class PingSpec:
+    """The fields of an icmp check."""
+
+    host: str
+    count: int
+    interval_s: float
+    size: int
+    family: int
+    loss_threshold: int | None
+    threshold_ms: int | None
+    timeout_s: float
+
+    @classmethod
+    def parse(cls, check: Mapping[str, Any]) -> PingSpec:
+        """Read the check's fields.
+
+        Raises:
+            ValueError: a field is missing or has the wrong type or range.
+        """
+        version = text(check, "ipVersion", "Any") or "Any"
+        if version not in _FAMILIES:
+            raise ValueError(f"field 'ipVersion' must be Any, V4 or V6, got {version!r}")
+        count = integer(check, "packetCount")
+        size = integer(check, "packetSize")
+        interval = parse_duration(text(check, "interval", "1s") or "1s")
+        return cls(
+            host=required_text(check, "endpoint"),
+            count=3 if count is None else max(1, count),
+            interval_s=interval,
+            size=56 if size is None else max(0, size),
+            family=_FAMILIES[version],
+            loss_threshold=integer(check, "packetLossThreshold"),
+            threshold_ms=threshold(check),
+            timeout_s=(integer(check, "timeout_ms") or 10_000) / 1000,
+        )
+
+
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ICMP messages."""
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def echo_request(family: int, ident: int, seq: int, payload: bytes) -> bytes:
+    """An echo request message (the kernel fills in ICMPv6 checksums itself)."""
+    header = struct.pack("!BBHHH", _ECHO_REQUEST[family], 0, 0, ident, seq)
+    if family == socket.AF_INET6:
+        return header + payload
+    total = checksum(header + payload)
+    return struct.pack("!BBHHH", _ECHO_REQUEST[family], 0, total, ident, seq) + payload
+
+
+def _group_range() -> str:
+    try:
+        return " ".join(PING_GROUP_RANGE.read_text().split())
+    except OSError:
+        return "unreadable"
+
+
+def unavailable_message(groups: list[int], group_range: str, euid: int) -> str:
+    """Why no ICMP socket could be opened, naming what is missing for each kind.
+
+    Args:
+        groups: The process's group ids.
+        group_range: The value of net.ipv4.ping_group_range ("1 0" means nobody).
+        euid: The effective user id.
+    """
+    shown = ", ".join(str(g) for g in sorted(set(groups)))
+    return (
+        "cannot open an ICMP socket: unprivileged ICMP is not allowed for this process "
+        f"(its groups {shown} are outside net.ipv4.ping_group_range = {group_range}; "
+        "allow one with `sysctl net.ipv4.ping_group_range`) and raw ICMP sockets need root "
+        f"or CAP_NET_RAW (running as uid {euid})"
+    )
+
+
+def open_socket(family: int) -> tuple[socket.socket, bool]:
+    """An ICMP socket for `family` and whether it is raw (replies carry others' traffic).
+
+    Raises:
+        IcmpUnavailable: neither kind of socket may be opened; the message says why.
+    """
+    protocol = _PROTOCOL[family]
+    try:
+        return socket.socket(family, socket.SOCK_DGRAM, protocol), False
+    except PermissionError:
+        pass
+    try:
+        return socket.socket(family, socket.SOCK_RAW, protocol), True
+    except PermissionError:
+        groups = [os.getegid(), *os.getgroups()]
+        raise IcmpUnavailable(unavailable_message(groups, _group_range(), os.geteuid())) from None
+
+
+@dataclass
+class _Run:
+    """Echo requests in flight and the replies that came back, by sequence number."""
+
+    family: int
+    raw: bool
+    ident: int
+    token: bytes
+    count: int
+    sent: dict[int, float] = field(default_factory=dict)
+    rtts: dict[int, float] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def receive(self, sock: socket.socket) -> None:
+        """Read every packet waiting on the socket; keep the replies that are ours."""
+        while True:
+            try:
+                packet = sock.recv(_RECEIVE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # an ICMP error queued on the socket; the lost packet shows as loss
+            self._reply(packet, time.perf_counter())
+
+    def _reply(self, packet: bytes, arrived: float) -> None:
+        if self.raw and self.family == socket.AF_INET and packet:
+            packet = packet[(packet[0] & 0x0F) * 4 :]  # raw IPv4 sockets include the IP header
+        if len(packet) < 8:
+            return
+        kind, _, _, ident, seq = struct.unpack("!BBHHH", packet[:8])
+        if kind != _ECHO_REPLY[self.family] or seq not in self.sent or seq in self.rtts:
+            return
+        if self.raw and ident != self.ident:
+            return
+        if self.token and packet[8 : 8 + len(self.token)] != self.token:
+            return
+        self.rtts[seq] = (arrived - self.sent[seq]) * 1000
+        if len(self.rtts) == self.count:
+            self.done.set()
+
+
+async def _address(spec: PingSpec) -> tuple[int, str]:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(spec.host, None, family=spec.family, type=socket.SOCK_RAW)
+    except socket.gaierror as error:
+        raise LookupError(f"cannot resolve {spec.host}: {error.strerror}") from None
+    for family, _, _, _, address in infos:
+        if family in _PROTOCOL:
+            return family, str(address[0])
+    raise LookupError(f"{spec.host} has no IPv4 or IPv6 address")
+
+
+async def _ping(spec: PingSpec, family: int, address: str) -> _Run:
+    sock, raw = open_socket(family)
+    loop = asyncio.get_running_loop()
+    token = secrets.token_bytes(min(_TOKEN, spec.size))
+    payload = token + bytes(spec.size - len(token))
+    run = _Run(family, raw, secrets.randbelow(0xFFFF) + 1, token, spec.count)
+    deadline = time.perf_counter() + spec.timeout_s
+    try:
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), run.receive, sock)
+        for seq in range(1, spec.count + 1):
+            if seq > 1:
+                await asyncio.sleep(spec.interval_s)
+            if time.perf_counter() >= deadline:
+                break
+            run.sent[seq] = time.perf_counter()
+            try:
+                sock.sendto(echo_request(family, run.ident, seq, payload), (address, 0))
+            except OSError as error:
+                del run.sent[seq]
+                if not run.sent:
+                    raise OSError(error.errno, f"cannot ping {address}: {error.strerror}") from None
+        remaining = deadline - time.perf_counter()
+        if len(run.rtts) < len(run.sent) and remaining > 0:
+            # The packets that did not come back by the deadline are the loss.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.done.wait(), remaining)
+    finally:
+        loop.remove_reader(sock.fileno())
+        sock.close()
+    return run
+
+
+def ping_verdict(
+    spec: PingSpec, address: str, sent: int, rtts: list[float], elapsed_ms: float
+) -> Verdict:
+    """Judge a finished ping run.
+
+    Args:
+        spec: The check.
+        address: The address pinged.
+        sent: Echo requests sent.
+        rtts: Round-trip times of the replies, in milliseconds.
+        elapsed_ms: How long the run took.
+
+    Returns:
+        "fail" when nothing came back, the loss is over `packetLossThreshold` or the
+        average round trip over `thresholdMillis`, else "pass"; the packet counts and
+        round-trip statistics as phases either way.
+    """
+    received = len(rtts)
+    loss = round(100 * (sent - received) / sent, 3) if sent else 100.0
+    phases: dict[str, Any] = {
+        "total_ms": round(elapsed_ms, 3),
+        "packets_sent": sent,
+        "packets_received": received,
+        "packet_loss_percent": loss,
+    }
+    summary = f"{received}/{sent} replies from {address} ({loss:g}% loss)"
+    if rtts:
+        phases["rtt_min_ms"] = round(min(rtts), 3)
+        phases["rtt_avg_ms"] = round(sum(rtts) / received, 3)
+        phases["rtt_max_ms"] = round(max(rtts), 3)
+        summary += (
+            f", rtt min/avg/max {phases['rtt_min_ms']:.3f}/{phases['rtt_avg_ms']:.3f}/"
+            f"{phases['rtt_max_ms']:.3f} ms"
+        )
+    failures: list[str] = []
+    if not received:
+        failures.append(f"no reply: {summary}")
+    elif spec.loss_threshold is not None and loss > spec.loss_threshold:
+        failures.append(f"{summary}: loss over packetLossThreshold {spec.loss_threshold}%")
+    if rtts and spec.threshold_ms is not None and phases["rtt_avg_ms"] > spec.threshold_ms:
+        failures.append(
+            f"average rtt {phases['rtt_avg_ms']:.3f}ms is over thresholdMillis {spec.threshold_ms}"
+        )
+    return judge(failures, summary, phases=phases)
+
+
+async def check_icmp(check: Mapping[str, Any]) -> Verdict:
+    """Ping the check's `endpoint` and judge loss and round-trip time.
+
+    Args:
+        check: The check as served (endpoint, packetCount, interval, packetSize, ipVersion,
+            packetLossThreshold, thresholdMillis, timeout_ms).
+
+    Returns:
+        "pass"; "fail" when no reply came back, the loss is over `packetLossThreshold` or
+        the average round trip over `thresholdMillis`; "error" when the host does not
+        resolve or no ICMP socket may be opened. Phases carry total_ms, packets_sent,
+        packets_received, packet_loss_percent and rtt_min_ms/rtt_avg_ms/rtt_max_ms.
+    """
+    spec = PingSpec.parse(check)
+    start = time.perf_counter()
+    try:
+        family, address = await _address(spec)
+    except LookupError as error:
+        return Verdict("fail", str(error))
+    run = await _ping(spec, family, address)
+    elapsed_ms = (time.perf_counter() - start) * 1000
+    return ping_verdict(spec, address, len(run.sent), list(run.rtts.values()), elapsed_ms)
