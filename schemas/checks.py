@@ -590,7 +590,7 @@ class GrpcCheck(CheckBase):
     )
     tls: bool = Field(default=False, description="Connect with TLS (default: plaintext).")
     tlsConfig: TlsConfig | None = Field(
-        default=None, description="TLS settings (insecureSkipVerify, ca); implies tls."
+        default=None, description="TLS settings: ca (insecureSkipVerify is refused); implies tls."
     )
     metadata: list[Header] = Field(
         default_factory=list, description="Request metadata (gRPC headers); names lower case."
@@ -604,6 +604,12 @@ class GrpcCheck(CheckBase):
         yield from super().problems()
         yield from _endpoint_problems(self.endpoint)
         yield from _nested("tlsConfig", self.tlsConfig)
+        if self.tlsConfig is not None and self.tlsConfig.insecureSkipVerify:
+            yield (
+                ("tlsConfig", "insecureSkipVerify"),
+                "not supported for grpc checks (gRPC always verifies); give the server's "
+                "certificate as 'ca'",
+            )
         yield from _nested("metadata", self.metadata)
         for index, entry in enumerate(self.metadata):
             if entry.name != entry.name.lower() or entry.name.startswith("grpc-"):

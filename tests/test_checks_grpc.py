@@ -1,0 +1,168 @@
+"""grpc checks against a real gRPC server on 127.0.0.1: SERVING passes, anything else fails
+with the status, metadata reaches the server, and TLS verifies against a given CA."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from agent.checks import CheckOutcome, ClientPool, run_check
+
+NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+SECRET = "Bearer let-me-in"
+
+
+class RequireToken(grpc.ServerInterceptor):
+    """Refuses calls to the `guarded` service that lack the token in their metadata."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        metadata = dict(details.invocation_metadata or ())
+        if metadata.get("authorization") == SECRET or metadata.get("x-zone") != "guarded":
+            return continuation(details)
+
+        def deny(request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "no token")
+
+        return grpc.unary_unary_rpc_method_handler(deny)
+
+
+def _server(credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, int]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[RequireToken()])
+    servicer = health.HealthServicer()
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    servicer.set("orders", health_pb2.HealthCheckResponse.SERVING)
+    servicer.set("billing", health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    if credentials is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    return server, port
+
+
+@pytest.fixture(scope="module")
+def plaintext() -> Iterator[str]:
+    server, port = _server()
+    yield f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+def _certificate() -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=3))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+@pytest.fixture(scope="module")
+def with_tls() -> Iterator[tuple[str, str]]:
+    cert, key = _certificate()
+    server, port = _server(grpc.ssl_server_credentials([(key, cert)]))
+    yield f"127.0.0.1:{port}", cert.decode()
+    server.stop(None)
+
+
+def grpc_check(endpoint: str, **fields: Any) -> dict[str, Any]:
+    return {"name": "health", "type": "grpc", "timeout_ms": 3000, "endpoint": endpoint, **fields}
+
+
+def _run(check: dict[str, Any]) -> CheckOutcome:
+    async def main() -> CheckOutcome:
+        async with ClientPool(size=1, trust_env=False) as pool:
+            return await run_check(check, pool, lambda: NOW)
+
+    return asyncio.run(main())
+
+
+def test_a_serving_server_passes(plaintext: str) -> None:
+    outcome = _run(grpc_check(plaintext))
+    assert (outcome.status, outcome.message, outcome.code) == ("pass", "the server is SERVING", 0)
+    assert outcome.phases is not None and outcome.phases["total_ms"] > 0
+
+
+def test_a_serving_service_passes_and_a_not_serving_one_fails(plaintext: str) -> None:
+    assert _run(grpc_check(plaintext, service="orders")).status == "pass"
+    outcome = _run(grpc_check(plaintext, service="billing"))
+    assert (outcome.status, outcome.message) == ("fail", "service 'billing' is NOT_SERVING")
+
+
+def test_an_unknown_service_fails_with_the_grpc_status(plaintext: str) -> None:
+    outcome = _run(grpc_check(plaintext, service="nope"))
+    assert outcome.status == "fail"
+    assert outcome.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert (outcome.message or "").startswith(
+        f"grpc.health.v1.Health/Check on {plaintext}: NOT_FOUND"
+    )
+
+
+def test_metadata_reaches_the_server(plaintext: str) -> None:
+    zone = {"name": "x-zone", "value": "guarded"}
+    denied = _run(grpc_check(plaintext, metadata=[zone]))
+    assert denied.status == "fail"
+    assert (
+        denied.message == f"grpc.health.v1.Health/Check on {plaintext}: UNAUTHENTICATED (no token)"
+    )
+    allowed = _run(
+        grpc_check(plaintext, metadata=[zone, {"name": "authorization", "value": SECRET}])
+    )
+    assert allowed.status == "pass", allowed.message
+
+
+def test_a_closed_port_fails_as_unavailable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    outcome = _run(grpc_check(f"127.0.0.1:{port}", timeout_ms=1000))
+    assert outcome.status == "fail"
+    assert (outcome.message or "").startswith(
+        f"grpc.health.v1.Health/Check on 127.0.0.1:{port}: UNAVAILABLE"
+    )
+
+
+def test_tls_passes_with_the_servers_ca_and_fails_without_it(with_tls: tuple[str, str]) -> None:
+    endpoint, ca = with_tls
+    outcome = _run(grpc_check(endpoint, tlsConfig={"ca": ca}))
+    assert outcome.status == "pass", outcome.message
+    untrusted = _run(grpc_check(endpoint, tls=True, timeout_ms=1000))
+    assert untrusted.status == "fail"
+    assert "UNAVAILABLE" in (untrusted.message or "")
+    plaintext = _run(grpc_check(endpoint, timeout_ms=1000))
+    assert plaintext.status == "fail"
