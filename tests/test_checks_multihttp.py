@@ -292,7 +292,7 @@ def test_secrets_are_resolved_by_the_control_plane_and_the_flow_runs(base_url: s
             "JSON_PATH, REGEX or HEADER)",
         ),
         (
-            ("condition: EQUALS\n", ""),
+            ("              condition: EQUALS\n", ""),
             "spec.multihttp[0].entries[1].assertions[0].condition: a JSON_PATH_VALUE assertion "
             "needs 'condition'",
         ),
