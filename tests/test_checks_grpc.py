@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent.checks import CheckOutcome, ClientPool, run_check
+from agent.checks.series import CheckSeries
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 SECRET = "Bearer let-me-in"
@@ -166,3 +167,14 @@ def test_tls_passes_with_the_servers_ca_and_fails_without_it(with_tls: tuple[str
     assert "UNAVAILABLE" in (untrusted.message or "")
     plaintext = _run(grpc_check(endpoint, timeout_ms=1000))
     assert plaintext.status == "fail"
+
+
+def test_the_agent_exposes_the_blackbox_exporters_grpc_series(plaintext: str) -> None:
+    series = CheckSeries()
+    series.record("api@eu-1", "health", "grpc", _run(grpc_check(plaintext, service="billing")))
+    text = series.render()
+    labels = 'canary="api@eu-1",check="health"'
+    assert f"probe_grpc_status_code{{{labels}}} 0\n" in text
+    assert f'probe_grpc_healthcheck_response{{{labels},serving_status="NOT_SERVING"}} 1\n' in text
+    assert f'probe_grpc_healthcheck_response{{{labels},serving_status="SERVING"}} 0\n' in text
+    assert f"probe_success{{{labels}}} 0\n" in text

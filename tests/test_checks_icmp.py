@@ -22,6 +22,7 @@ from agent.checks.icmp_check import (
     ping_verdict,
     unavailable_message,
 )
+from agent.checks.series import CheckSeries
 from tests.conftest import ROOT
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -194,3 +195,16 @@ def test_a_process_without_either_permission_gets_an_error_naming_what_is_missin
     assert message.startswith("IcmpUnavailable: cannot open an ICMP socket: ")
     assert "net.ipv4.ping_group_range" in message
     assert "raw ICMP sockets need root or CAP_NET_RAW (running as uid 65534)" in message
+
+
+@needs_icmp
+def test_the_agent_exposes_synthetic_monitorings_ping_series() -> None:
+    series = CheckSeries()
+    series.record("web@eu-1", "ping", "icmp", _run(icmp("127.0.0.1")))
+    text = series.render()
+    labels = '{canary="web@eu-1",check="ping"}'
+    assert f"probe_icmp_packets_sent_count{labels} 3\n" in text
+    assert f"probe_icmp_packets_received_count{labels} 3\n" in text
+    assert f"probe_success{labels} 1\n" in text
+    assert "# TYPE probe_icmp_duration_rtt_min_seconds gauge\n" in text
+    assert '{canary="web@eu-1",check="ping",phase="rtt"}' in text

@@ -80,7 +80,7 @@ async def check_grpc(check: Mapping[str, Any]) -> Verdict:
     finally:
         await channel.close()
     elapsed = (time.perf_counter() - start) * 1000
-    phases = {"total_ms": round(elapsed, 3)}
+    phases = {"total_ms": round(elapsed, 3), "serving_status": int(reply.status)}
     serving = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     who = f"service {service!r}" if service else "the server"
     failures = [] if serving == "SERVING" else [f"{who} is {serving}"]
