@@ -140,6 +140,14 @@ def test_an_average_round_trip_over_threshold_millis_fails() -> None:
     )
 
 
+def test_an_address_of_the_other_family_than_ip_version_fails() -> None:
+    outcome = _run(icmp("127.0.0.1", ipVersion="V6", packetCount=1))
+    assert (outcome.status, outcome.message) == (
+        "fail",
+        "127.0.0.1 is not an IPv6 address (ipVersion)",
+    )
+
+
 def test_an_unresolvable_host_fails_naming_it() -> None:
     outcome = _run(icmp("no-such-host.invalid", packetCount=1))
     assert outcome.status == "fail"

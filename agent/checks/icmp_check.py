@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import secrets
 import socket
@@ -182,6 +183,13 @@ class _Run:
 
 
 async def _address(spec: PingSpec) -> tuple[int, str]:
+    with contextlib.suppress(ValueError):  # a literal address needs no resolver thread
+        literal = ipaddress.ip_address(spec.host.strip("[]"))
+        family = socket.AF_INET if literal.version == 4 else socket.AF_INET6
+        if spec.family in (socket.AF_UNSPEC, family):
+            return family, str(literal)
+        wanted = "IPv4" if spec.family == socket.AF_INET else "IPv6"
+        raise LookupError(f"{spec.host} is not an {wanted} address (ipVersion)")
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(spec.host, None, family=spec.family, type=socket.SOCK_RAW)
