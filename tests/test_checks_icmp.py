@@ -216,3 +216,17 @@ def test_the_agent_exposes_synthetic_monitorings_ping_series() -> None:
     assert f"probe_success{labels} 1\n" in text
     assert "# TYPE probe_icmp_duration_rtt_min_seconds gauge\n" in text
     assert '{canary="web@eu-1",check="ping",phase="rtt"}' in text
+
+
+@needs_icmp
+def test_concurrent_pings_each_get_their_own_replies() -> None:
+    async def main() -> list[CheckOutcome]:
+        async with ClientPool(size=1, trust_env=False) as pool:
+            runs = [run_check(icmp("127.0.0.1"), pool, lambda: NOW) for _ in range(50)]
+            runs += [run_check(icmp("198.51.100.1", timeout_ms=300), pool, lambda: NOW)]
+            return list(await asyncio.gather(*runs))
+
+    *answered, silent = asyncio.run(main())
+    assert {(o.status, (o.phases or {}).get("packets_received")) for o in answered} == {("pass", 3)}
+    # Replies to the other runs' requests never count for a host that does not answer.
+    assert (silent.status, (silent.phases or {}).get("packets_received")) == ("fail", 0)

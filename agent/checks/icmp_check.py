@@ -2,9 +2,10 @@
 
 Linux lets a process send pings without privileges through ICMP datagram sockets when one of
 its groups is inside `net.ipv4.ping_group_range` (the range covers ICMPv6 too); the kernel
-then fills in the identifier and hands each socket only its own replies. Without that, root
-(or CAP_NET_RAW) opens a raw socket, which sees every ICMP packet of the host, so replies
-are matched on identifier, sequence number and a random token in the payload.
+then fills in the identifier and hands each socket only its own replies, so each run has a
+socket of its own. Without that, root (or CAP_NET_RAW) opens a raw socket, which sees every
+ICMP packet of the host: all runs share one per family, and replies are matched to runs on
+identifier, sequence number and a random token in the payload.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import secrets
 import socket
 import struct
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ _PROTOCOL: dict[int, int] = {
     socket.AF_INET6: socket.IPPROTO_ICMPV6,
 }
 _FAMILIES: dict[str, int] = {"Any": socket.AF_UNSPEC, "V4": socket.AF_INET, "V6": socket.AF_INET6}
+_SOL_RAW, _ICMP_FILTER, _ICMP6_FILTER = 255, 1, 1  # <linux/icmp.h>, <netinet/icmp6.h>
 _TOKEN = 8  # bytes of the payload that tell this run's replies from others'
 _RECEIVE = 65535
 
@@ -123,22 +126,104 @@ def unavailable_message(groups: list[int], group_range: str, euid: int) -> str:
     )
 
 
-def open_socket(family: int) -> tuple[socket.socket, bool]:
-    """An ICMP socket for `family` and whether it is raw (replies carry others' traffic).
+def open_datagram(family: int) -> socket.socket | None:
+    """An unprivileged ICMP socket for `family`, or None when the kernel does not allow one."""
+    try:
+        return socket.socket(family, socket.SOCK_DGRAM, _PROTOCOL[family])
+    except PermissionError:
+        return None
+
+
+def open_raw(family: int) -> socket.socket:
+    """A raw ICMP socket for `family` that receives echo replies only (where the kernel
+    filters).
 
     Raises:
-        IcmpUnavailable: neither kind of socket may be opened; the message says why.
+        IcmpUnavailable: no raw socket may be opened either; the message says why.
     """
-    protocol = _PROTOCOL[family]
     try:
-        return socket.socket(family, socket.SOCK_DGRAM, protocol), False
-    except PermissionError:
-        pass
-    try:
-        return socket.socket(family, socket.SOCK_RAW, protocol), True
+        sock = socket.socket(family, socket.SOCK_RAW, _PROTOCOL[family])
     except PermissionError:
         groups = [os.getegid(), *os.getgroups()]
         raise IcmpUnavailable(unavailable_message(groups, _group_range(), os.geteuid())) from None
+    with contextlib.suppress(OSError):  # a kernel without the filter delivers everything
+        if family == socket.AF_INET:
+            sock.setsockopt(_SOL_RAW, _ICMP_FILTER, struct.pack("I", ~1 & 0xFFFFFFFF))
+        else:
+            blocked = [0xFFFFFFFF] * 8
+            blocked[_ECHO_REPLY[family] >> 5] &= ~(1 << (_ECHO_REPLY[family] & 31))
+            sock.setsockopt(socket.IPPROTO_ICMPV6, _ICMP6_FILTER, struct.pack("8I", *blocked))
+    sock.setblocking(False)
+    return sock
+
+
+class _SharedRaw:
+    """The one raw socket of a family on an event loop, shared by the runs in flight.
+
+    A raw ICMP socket gets a copy of every ICMP packet of the host: one socket per run would
+    make each reply wake every run in flight, a cost that grows with the square of the runs
+    in flight and tips an agent over as soon as it falls behind.
+    """
+
+    def __init__(self, family: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.family = family
+        self.sock = open_raw(family)
+        self.runs: dict[int, _Run] = {}
+        self._loop = loop
+        self._next = secrets.randbelow(0xFFFF)
+        loop.add_reader(self.sock.fileno(), self._receive)
+
+    def release(self, ident: int) -> None:
+        """Forget a finished run; close the socket when no run is left in flight."""
+        self.runs.pop(ident, None)
+        if not self.runs:
+            self._loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            sockets = _SHARED.get(self._loop, {})
+            if sockets.get(self.family) is self:
+                del sockets[self.family]
+
+    def register(self, run: _Run) -> int:
+        """Give a run an identifier no other run in flight has."""
+        for _ in range(0x10000):
+            self._next = self._next % 0xFFFF + 1
+            if self._next not in self.runs:
+                self.runs[self._next] = run
+                return self._next
+        raise OSError("65535 pings in flight on one socket")
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                packet = self.sock.recv(_RECEIVE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # an ICMP error queued on the socket; the lost packet shows as loss
+            if self.family == socket.AF_INET and packet:
+                packet = packet[(packet[0] & 0x0F) * 4 :]  # IPv4 raw sockets see the IP header
+            if len(packet) >= 8:
+                run = self.runs.get(struct.unpack("!H", packet[4:6])[0])
+                if run is not None:
+                    run.reply(packet, time.perf_counter())
+
+
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _SharedRaw]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_raw(family: int) -> _SharedRaw:
+    """The running loop's shared raw socket for `family`, opened on first use.
+
+    Raises:
+        IcmpUnavailable: no raw socket may be opened.
+    """
+    loop = asyncio.get_running_loop()
+    sockets = _SHARED.setdefault(loop, {})
+    if family not in sockets:
+        sockets[family] = _SharedRaw(family, loop)
+    return sockets[family]
 
 
 @dataclass
@@ -146,8 +231,6 @@ class _Run:
     """Echo requests in flight and the replies that came back, by sequence number."""
 
     family: int
-    raw: bool
-    ident: int
     token: bytes
     count: int
     sent: dict[int, float] = field(default_factory=dict)
@@ -155,7 +238,7 @@ class _Run:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def receive(self, sock: socket.socket) -> None:
-        """Read every packet waiting on the socket; keep the replies that are ours."""
+        """Read every packet waiting on a run's own datagram socket."""
         while True:
             try:
                 packet = sock.recv(_RECEIVE)
@@ -163,17 +246,14 @@ class _Run:
                 return
             except OSError:
                 return  # an ICMP error queued on the socket; the lost packet shows as loss
-            self._reply(packet, time.perf_counter())
+            self.reply(packet, time.perf_counter())
 
-    def _reply(self, packet: bytes, arrived: float) -> None:
-        if self.raw and self.family == socket.AF_INET and packet:
-            packet = packet[(packet[0] & 0x0F) * 4 :]  # raw IPv4 sockets include the IP header
+    def reply(self, packet: bytes, arrived: float) -> None:
+        """Keep an ICMP message (no IP header) if it answers one of this run's requests."""
         if len(packet) < 8:
             return
-        kind, _, _, ident, seq = struct.unpack("!BBHHH", packet[:8])
+        kind, _, _, _, seq = struct.unpack("!BBHHH", packet[:8])
         if kind != _ECHO_REPLY[self.family] or seq not in self.sent or seq in self.rtts:
-            return
-        if self.raw and ident != self.ident:
             return
         if self.token and packet[8 : 8 + len(self.token)] != self.token:
             return
@@ -202,15 +282,22 @@ async def _address(spec: PingSpec) -> tuple[int, str]:
 
 
 async def _ping(spec: PingSpec, family: int, address: str) -> _Run:
-    sock, raw = open_socket(family)
     loop = asyncio.get_running_loop()
     token = secrets.token_bytes(min(_TOKEN, spec.size))
     payload = token + bytes(spec.size - len(token))
-    run = _Run(family, raw, secrets.randbelow(0xFFFF) + 1, token, spec.count)
+    run = _Run(family, token, spec.count)
     deadline = time.perf_counter() + spec.timeout_s
+    own = open_datagram(family)
+    shared: _SharedRaw | None = None
+    if own is None:
+        shared = shared_raw(family)
+        ident, sock = shared.register(run), shared.sock
+    else:
+        ident, sock = 0, own  # the kernel sets a datagram socket's identifier itself
     try:
-        sock.setblocking(False)
-        loop.add_reader(sock.fileno(), run.receive, sock)
+        if own is not None:
+            own.setblocking(False)
+            loop.add_reader(own.fileno(), run.receive, own)
         for seq in range(1, spec.count + 1):
             if seq > 1:
                 await asyncio.sleep(spec.interval_s)
@@ -218,7 +305,7 @@ async def _ping(spec: PingSpec, family: int, address: str) -> _Run:
                 break
             run.sent[seq] = time.perf_counter()
             try:
-                sock.sendto(echo_request(family, run.ident, seq, payload), (address, 0))
+                sock.sendto(echo_request(family, ident, seq, payload), (address, 0))
             except OSError as error:
                 del run.sent[seq]
                 if not run.sent:
@@ -229,8 +316,11 @@ async def _ping(spec: PingSpec, family: int, address: str) -> _Run:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.done.wait(), remaining)
     finally:
-        loop.remove_reader(sock.fileno())
-        sock.close()
+        if own is not None:
+            loop.remove_reader(own.fileno())
+            own.close()
+        elif shared is not None:
+            shared.release(ident)
     return run
 
 
