@@ -37,6 +37,7 @@ RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
     b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY
 )
+TARGET_DRIFT_SECONDS = 0.100
 RATES = {"http": 600.0, "icmp": 500.0, "multihttp": 100.0, "grpc": 500.0}
 
 
@@ -258,6 +259,11 @@ def report(phase: Phase, baseline_cpu_per_s: float | None) -> None:
         added = phase.cpu - baseline_cpu_per_s * phase.seconds
         print(f"  CPU above HTTP alone: {added:.2f} s = {added / max(done, 1) * 1000:.3f} ms per "
               f"{extra.kind} check")  # fmt: skip
+    http = next((s for s in phase.streams if s.kind == "http"), None)
+    if http is not None and len(phase.streams) > 1:
+        drift = p99(http.lateness)
+        verdict = "PASS" if drift <= TARGET_DRIFT_SECONDS else "MISS"
+        print(f"  {verdict}: HTTP lateness p99 {drift * 1000:.1f} ms (target <= 100 ms)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

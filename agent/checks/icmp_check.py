@@ -37,6 +37,7 @@ _PROTOCOL: dict[int, int] = {
 }
 _FAMILIES: dict[str, int] = {"Any": socket.AF_UNSPEC, "V4": socket.AF_INET, "V6": socket.AF_INET6}
 _SOL_RAW, _ICMP_FILTER, _ICMP6_FILTER = 255, 1, 1  # <linux/icmp.h>, <netinet/icmp6.h>
+_RAW_BUFFER = 4 * 1024 * 1024
 _TOKEN = 8  # bytes of the payload that tell this run's replies from others'
 _RECEIVE = 65535
 
@@ -153,6 +154,10 @@ def open_raw(family: int) -> socket.socket:
             blocked = [0xFFFFFFFF] * 8
             blocked[_ECHO_REPLY[family] >> 5] &= ~(1 << (_ECHO_REPLY[family] & 31))
             sock.setsockopt(socket.IPPROTO_ICMPV6, _ICMP6_FILTER, struct.pack("8I", *blocked))
+    with contextlib.suppress(OSError):
+        # Every run's replies queue here: room for a few seconds of them at hundreds of pings
+        # a second, so a busy event loop loses none (the kernel caps it at net.core.rmem_max).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RAW_BUFFER)
     sock.setblocking(False)
     return sock
 
