@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,6 +20,9 @@ from reconciler.core.agentconfig import agent_configs
 from reconciler.core.compile import compile_config
 from reconciler.core.documents import SourceFile
 from reconciler.core.load import LoadResult, load_config
+from tests.conftest import ConfigRepo, region_doc
+from tests.inprocess import running_in_process
+from tests.server import wait_for
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 TOKEN = "t-0123456789"
@@ -311,3 +315,33 @@ def test_more_than_ten_entries_are_refused() -> None:
     errors = _errors(_load(text))
     assert len(errors) == 1 and "spec.multihttp[0].entries" in errors[0], errors
     assert "at most 10" in errors[0]
+
+
+def test_a_local_flow_and_ping_land_in_the_state_with_their_phases(
+    config_repo: ConfigRepo, tmp_path: Path, base_url: str
+) -> None:
+    config_repo.write("regions.yaml", region_doc("default"))
+    canary = CANARY.replace("BASE", base_url).replace("'@every 1m'", "'@every 1s'")
+    canary = canary.replace("valueFrom: {env: SHOP_CLIENT}", "value: canary")
+    canary += "  icmp:\n    - name: loopback\n      endpoint: 127.0.0.1\n      interval: 10ms\n"
+    config_repo.write("canaries/shop.yaml", canary)
+    config_repo.commit("flow and ping")
+    environment = {"SHOP_PASSWORD": "s3cret"}
+    with running_in_process(config_repo.path, tmp_path / "state.duckdb", env=environment) as server:
+        server.wait_ready()
+
+        def results() -> list[dict[str, Any]]:
+            response = server.client.get("/api/v1/targets/default.shop/results")
+            rows: list[dict[str, Any]] = response.json()["results"]
+            return rows
+
+        wait_for(lambda: {r["check"] for r in results()} >= {"checkout", "loopback"}, 20, "rows")
+        rows = results()
+    flow_row = next(r for r in rows if r["check"] == "checkout")
+    assert (flow_row["status"], flow_row["code"]) == ("pass", 200), flow_row["message"]
+    assert len(flow_row["phases"]["steps_ms"]) == 2
+    ping = next(r for r in rows if r["check"] == "loopback")
+    if ping["status"] == "error":
+        pytest.skip(f"no ICMP socket here: {ping['message']}")
+    assert ping["phases"]["packets_sent"] == ping["phases"]["packets_received"] == 3
+    assert ping["phases"]["rtt_avg_ms"] >= 0
