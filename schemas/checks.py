@@ -389,7 +389,7 @@ _VARIABLE = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _VARIABLE_USE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class IcmpCheck(CheckBase):
+class IcmpCheck(TemplatableCheck):
     """ICMP echo (ping) to a host: packet loss and round-trip times (canary-checker's icmp)."""
 
     endpoint: str = Field(
@@ -581,7 +581,7 @@ class MultiHttpCheck(CheckBase):
             known.update(variable.name for variable in entry.variables)
 
 
-class GrpcCheck(CheckBase):
+class GrpcCheck(TemplatableCheck):
     """A gRPC health check (`grpc.health.v1.Health/Check`); SERVING passes."""
 
     endpoint: str = Field(description="host:port of the gRPC server.")

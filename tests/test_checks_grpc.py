@@ -21,6 +21,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent.checks import CheckOutcome, ClientPool, run_check
 from agent.checks.series import CheckSeries
+from reconciler.core.documents import SourceFile
+from reconciler.core.load import load_config
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 SECRET = "Bearer let-me-in"
@@ -178,3 +180,33 @@ def test_the_agent_exposes_the_blackbox_exporters_grpc_series(plaintext: str) ->
     assert f'probe_grpc_healthcheck_response{{{labels},serving_status="NOT_SERVING"}} 1\n' in text
     assert f'probe_grpc_healthcheck_response{{{labels},serving_status="SERVING"}} 0\n' in text
     assert f"probe_success{{{labels}}} 0\n" in text
+
+
+def test_a_cel_test_and_display_see_the_status(plaintext: str) -> None:
+    ok = _run(
+        grpc_check(
+            plaintext,
+            service="billing",
+            test={"expr": "status == 'NOT_SERVING' && elapsed < Duration('5s')"},
+            display={"expr": "'billing is ' + status"},
+        )
+    )
+    # The health answer itself still decides: NOT_SERVING fails, the display is the message.
+    assert (ok.status, ok.message) == (
+        "fail",
+        "service 'billing' is NOT_SERVING (billing is NOT_SERVING)",
+    )
+    serving = _run(grpc_check(plaintext, service="orders", test={"expr": "status == 'DRAINING'"}))
+    assert (serving.status, serving.message) == ("fail", "test \"status == 'DRAINING'\" is false")
+
+
+def test_an_expression_over_an_unknown_variable_is_refused_at_load() -> None:
+    text = (
+        "apiVersion: canary-reconciler/v1\nkind: Canary\nmetadata:\n  name: g\nspec:\n"
+        "  grpc:\n    - name: h\n      endpoint: 127.0.0.1:1\n      test:\n"
+        "        expr: json.ok\n"
+    )
+    result = load_config([SourceFile("c.yaml", "sha-g", text.encode)])
+    errors = [d.format() for d in result.diagnostics if d.severity == "error"]
+    assert len(errors) == 1 and "spec.grpc[0].test.expr" in errors[0], errors
+    assert "undeclared reference to 'json'" in errors[0]

@@ -230,3 +230,21 @@ def test_concurrent_pings_each_get_their_own_replies() -> None:
     assert {(o.status, (o.phases or {}).get("packets_received")) for o in answered} == {("pass", 3)}
     # Replies to the other runs' requests never count for a host that does not answer.
     assert (silent.status, (silent.phases or {}).get("packets_received")) == ("fail", 0)
+
+
+def test_a_cel_test_sees_packet_counts_loss_and_round_trips() -> None:
+    check = icmp(
+        "192.0.2.9",
+        test={"expr": "packetLoss < 30.0 && rtt.max < Duration('50ms') && packetsReceived >= 3"},
+        display={"expr": "string(packetsReceived) + ' of ' + string(packetsSent)"},
+    )
+    passed = ping_verdict(_spec(), "192.0.2.9", 4, [1.0, 2.0, 3.0], 9.0, check)
+    assert (passed.status, passed.message) == ("pass", "3 of 4")
+    slow = ping_verdict(_spec(), "192.0.2.9", 4, [1.0, 2.0, 70.0], 90.0, check)
+    assert slow.status == "fail"
+    assert slow.message is not None and slow.message.startswith("test ")
+    assert slow.message.endswith(" is false (3 of 4)")
+    broken = ping_verdict(
+        _spec(), "192.0.2.9", 1, [1.0], 2.0, icmp("x", test={"expr": "rtt.p99 > 1"})
+    )
+    assert broken.status == "error"

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import grpc
+from celpy import celtypes
 from grpc_health.v1 import health_pb2
 
 from agent.checks.fields import flag, integer, items, required_text, text, threshold
 from agent.checks.outcome import Verdict, judge, over_threshold
+from agent.checks.rules import apply_rules
+from agent.expressions.cel import CelError
 
 _METHOD = "grpc.health.v1.Health/Check"
 
@@ -43,9 +47,10 @@ async def check_grpc(check: Mapping[str, Any]) -> Verdict:
             thresholdMillis, timeout_ms).
 
     Returns:
-        "pass" when the answer is SERVING in time; "fail" for any other answer, an RPC
-        error (unreachable, unknown service, deadline) or when slower than
-        `thresholdMillis`. The code is the gRPC status code (0 is OK); phases carry total_ms.
+        "pass" when the answer is SERVING in time and the `test` holds; "fail" for any
+        other answer, an RPC error (unreachable, unknown service, deadline), when slower
+        than `thresholdMillis` or a false `test`; "error" for a broken expression. The
+        code is the gRPC status code (0 is OK); phases carry total_ms.
     """
     endpoint = required_text(check, "endpoint")
     service = text(check, "service", "") or ""
@@ -85,4 +90,14 @@ async def check_grpc(check: Mapping[str, Any]) -> Verdict:
     who = f"service {service!r}" if service else "the server"
     failures = [] if serving == "SERVING" else [f"{who} is {serving}"]
     failures += over_threshold(elapsed, threshold(check))
-    return judge(failures, f"{who} is {serving}", code=0, phases=phases)
+    variables = {
+        "status": celtypes.StringType(serving),
+        "code": celtypes.IntType(0),
+        "elapsed": celtypes.DurationType(timedelta(milliseconds=elapsed)),
+    }
+    data = {"status": serving, "code": 0, "elapsed": timedelta(milliseconds=elapsed)}
+    try:
+        shown = apply_rules(check, failures, variables, data)
+    except CelError as error:
+        return Verdict("error", str(error), 0, phases)
+    return judge(failures, shown or f"{who} is {serving}", code=0, phases=phases)

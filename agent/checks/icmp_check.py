@@ -21,11 +21,16 @@ import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from celpy import celtypes
+
 from agent.checks.fields import integer, required_text, text, threshold
 from agent.checks.outcome import Verdict, judge
+from agent.checks.rules import apply_rules
+from agent.expressions.cel import CelError
 from schemas.durations import parse_duration
 
 PING_GROUP_RANGE = Path("/proc/sys/net/ipv4/ping_group_range")
@@ -329,8 +334,28 @@ async def _ping(spec: PingSpec, family: int, address: str) -> _Run:
     return run
 
 
+def _variables(phases: Mapping[str, Any], elapsed_ms: float) -> dict[str, Any]:
+    """The CEL variables of an icmp check: round trips as durations, loss in percent."""
+    rtt = {
+        key: celtypes.DurationType(timedelta(milliseconds=phases.get(f"rtt_{key}_ms", 0.0)))
+        for key in ("min", "avg", "max")
+    }
+    return {
+        "elapsed": celtypes.DurationType(timedelta(milliseconds=elapsed_ms)),
+        "packetsSent": celtypes.IntType(phases["packets_sent"]),
+        "packetsReceived": celtypes.IntType(phases["packets_received"]),
+        "packetLoss": celtypes.DoubleType(phases["packet_loss_percent"]),
+        "rtt": celtypes.MapType({celtypes.StringType(k): v for k, v in rtt.items()}),
+    }
+
+
 def ping_verdict(
-    spec: PingSpec, address: str, sent: int, rtts: list[float], elapsed_ms: float
+    spec: PingSpec,
+    address: str,
+    sent: int,
+    rtts: list[float],
+    elapsed_ms: float,
+    check: Mapping[str, Any] | None = None,
 ) -> Verdict:
     """Judge a finished ping run.
 
@@ -340,11 +365,13 @@ def ping_verdict(
         sent: Echo requests sent.
         rtts: Round-trip times of the replies, in milliseconds.
         elapsed_ms: How long the run took.
+        check: The check as served, for its `test` and `display` (None: neither).
 
     Returns:
-        "fail" when nothing came back, the loss is over `packetLossThreshold` or the
-        average round trip over `thresholdMillis`, else "pass"; the packet counts and
-        round-trip statistics as phases either way.
+        "fail" when nothing came back, the loss is over `packetLossThreshold`, the
+        average round trip over `thresholdMillis` or the `test` is false, else "pass"
+        ("error" for a broken expression); the packet counts and round-trip statistics
+        as phases either way.
     """
     received = len(rtts)
     loss = round(100 * (sent - received) / sent, 3) if sent else 100.0
@@ -372,6 +399,13 @@ def ping_verdict(
         failures.append(
             f"average rtt {phases['rtt_avg_ms']:.3f}ms is over thresholdMillis {spec.threshold_ms}"
         )
+    if check is not None:
+        data = {k: v for k, v in phases.items() if k != "total_ms"}
+        try:
+            shown = apply_rules(check, failures, _variables(phases, elapsed_ms), data)
+        except CelError as error:
+            return Verdict("error", str(error), phases=phases)
+        summary = shown if shown is not None else summary
     return judge(failures, summary, phases=phases)
 
 
@@ -396,4 +430,5 @@ async def check_icmp(check: Mapping[str, Any]) -> Verdict:
         return Verdict("fail", str(error))
     run = await _ping(spec, family, address)
     elapsed_ms = (time.perf_counter() - start) * 1000
-    return ping_verdict(spec, address, len(run.sent), list(run.rtts.values()), elapsed_ms)
+    rtts = list(run.rtts.values())
+    return ping_verdict(spec, address, len(run.sent), rtts, elapsed_ms, check)

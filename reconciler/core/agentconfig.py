@@ -115,7 +115,7 @@ def _check_spec(
 ) -> dict[str, Any]:
     spec = {"type": check_type, **{k: v for k, v in check.items() if k != "timeout"}}
     spec["timeout_ms"] = round(effective_timeout(check.get("timeout"), period) * 1000)
-    if check_type in ("http", "tcp") and ("test" in check or "display" in check):
+    if check_type in ("http", "tcp", "icmp", "grpc") and ("test" in check or "display" in check):
         spec["canary"] = dict(canary)
     if check_type == "http":
         _http_fields(check, spec, env, where, canary)
