@@ -1,4 +1,5 @@
-"""Check models of a Canary: HTTP, TCP, DNS and TLS, and the values they reference."""
+"""Check models of a Canary (HTTP, TCP, DNS, TLS, ICMP, multi-step HTTP, gRPC health) and the
+values they reference."""
 
 from __future__ import annotations
 
