@@ -274,7 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="http,icmp,multihttp,grpc,http+icmp,http+multihttp,http+grpc",
         help="comma-separated: a type alone, or http+TYPE beside 600 HTTP checks/s",
     )
+    parser.add_argument("--serve-grpc", type=int, metavar="PORT", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
+    if arguments.serve_grpc is not None:  # agent_load.py's gRPC target
+        with contextlib.suppress(KeyboardInterrupt):
+            serve_grpc(arguments.serve_grpc)
+        return 0
     http_port, grpc_port = free_port(), free_port()
     context = multiprocessing.get_context("spawn")
     targets = [

@@ -210,3 +210,16 @@ def test_an_expression_over_an_unknown_variable_is_refused_at_load() -> None:
     errors = [d.format() for d in result.diagnostics if d.severity == "error"]
     assert len(errors) == 1 and "spec.grpc[0].test.expr" in errors[0], errors
     assert "undeclared reference to 'json'" in errors[0]
+
+
+def test_a_server_that_never_answers_is_a_timeout_error() -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel does) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        outcome = _run(grpc_check(f"127.0.0.1:{port}", timeout_ms=300))
+    assert outcome.status == "error"
+    assert outcome.message == (
+        f"timed out after 300ms (grpc.health.v1.Health/Check on 127.0.0.1:{port}: "
+        "DEADLINE_EXCEEDED)"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -345,3 +346,18 @@ def test_a_local_flow_and_ping_land_in_the_state_with_their_phases(
         pytest.skip(f"no ICMP socket here: {ping['message']}")
     assert ping["phases"]["packets_sent"] == ping["phases"]["packets_received"] == 3
     assert ping["phases"]["rtt_avg_ms"] >= 0
+
+
+def test_a_step_without_a_response_in_time_is_an_error_naming_it(base_url: str) -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel does) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        check = flow(base_url, timeout_ms=300)
+        check["entries"][1]["request"]["url"] = f"http://127.0.0.1:{port}/orders"
+        outcome = _run(check)
+    assert outcome.status == "error"
+    assert (outcome.message or "").startswith(
+        f"step 2 (GET http://127.0.0.1:{port}/orders): timed out after "
+    )
+    assert outcome.phases is not None and len(outcome.phases["steps_ms"]) == 1

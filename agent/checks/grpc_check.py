@@ -48,8 +48,9 @@ async def check_grpc(check: Mapping[str, Any]) -> Verdict:
 
     Returns:
         "pass" when the answer is SERVING in time and the `test` holds; "fail" for any
-        other answer, an RPC error (unreachable, unknown service, deadline), when slower
-        than `thresholdMillis` or a false `test`; "error" for a broken expression. The
+        other answer, an RPC error (unreachable, unknown service), when slower than
+        `thresholdMillis` or a false `test`; "error" at the timeout (DEADLINE_EXCEEDED)
+        or for a broken expression. The
         code is the gRPC status code (0 is OK); phases carry total_ms.
     """
     endpoint = required_text(check, "endpoint")
@@ -76,6 +77,15 @@ async def check_grpc(check: Mapping[str, Any]) -> Verdict:
             elapsed = (time.perf_counter() - start) * 1000
             status = error.code()
             details = error.details() or ""
+            if status == grpc.StatusCode.DEADLINE_EXCEEDED:
+                # As for the other check types, a timeout is an error: nothing was judged.
+                return Verdict(
+                    "error",
+                    f"timed out after {round(timeout_s * 1000)}ms ({_METHOD} on {endpoint}: "
+                    "DEADLINE_EXCEEDED)",
+                    status.value[0],
+                    {"total_ms": round(elapsed, 3)},
+                )
             return Verdict(
                 "fail",
                 f"{_METHOD} on {endpoint}: {status.name}" + (f" ({details})" if details else ""),

@@ -246,7 +246,8 @@ async def check_multihttp(
 
     Returns:
         "pass" with every step's method, URL, status and time; "fail" naming the step and
-        each assertion that failed (or why the request could not be sent). The code is the
+        each assertion that failed (or why the request could not be sent); "error" naming
+        the step that got no response within the check's timeout. The code is the
         last response's status; phases carry total_ms and steps_ms.
     """
     entries = items(check, "entries")
@@ -255,6 +256,7 @@ async def check_multihttp(
     start = time.perf_counter()
     code: int | None = None
     failures: list[str] = []
+    timed_out = False
     for index, entry in enumerate(entries, start=1):
         remaining = timeout_s - (time.perf_counter() - start)
         try:
@@ -262,7 +264,9 @@ async def check_multihttp(
         except StepError as error:
             step_failures = [str(error)]
         except httpx.TimeoutException:
-            step_failures = [f"no response within the check's timeout ({timeout_s:g}s)"]
+            # As for an http check, a timeout is an error: the target was not judged.
+            timed_out = True
+            step_failures = [f"timed out after {round(timeout_s * 1000)}ms"]
         except httpx.TransportError as error:
             step_failures = [f"request failed: {describe(error)}"]
         if step_failures:
@@ -280,4 +284,6 @@ async def check_multihttp(
     summary = "; ".join(flow.lines)
     if failures:
         failures = [f"{'; '.join(failures)} [{summary}]" if summary else "; ".join(failures)]
+    if timed_out:
+        return Verdict("error", failures[0], code, phases)
     return judge(failures, f"{len(flow.lines)} steps: {summary}", code=code, phases=phases)
