@@ -15,13 +15,8 @@ from typing import Any
 import pytest
 
 from agent.checks import CheckOutcome, ClientPool, result_row, run_check
-from agent.checks.icmp_check import (
-    PingSpec,
-    checksum,
-    echo_request,
-    ping_verdict,
-    unavailable_message,
-)
+from agent.checks.icmp_check import PingSpec, ping_verdict
+from agent.checks.icmp_socket import checksum, echo_request, unavailable_message
 from agent.checks.series import CheckSeries
 from tests.conftest import ROOT
 
@@ -248,3 +243,11 @@ def test_a_cel_test_sees_packet_counts_loss_and_round_trips() -> None:
         _spec(), "192.0.2.9", 1, [1.0], 2.0, icmp("x", test={"expr": "rtt.p99 > 1"})
     )
     assert broken.status == "error"
+
+
+@needs_icmp
+def test_a_request_that_cannot_leave_fails_with_the_reason() -> None:
+    # The kernel refuses to send to the broadcast address from a socket not allowed to.
+    outcome = _run(icmp("255.255.255.255", packetCount=1))
+    assert outcome.status == "fail"
+    assert (outcome.message or "").startswith("cannot ping 255.255.255.255: ")
