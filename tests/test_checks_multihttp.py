@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from agent.checks import CheckOutcome, ClientPool, result_row, run_check
+from agent.checks.multihttp_check import shown_url
 from reconciler.core.agentconfig import agent_configs
 from reconciler.core.compile import compile_config
 from reconciler.core.documents import SourceFile
@@ -361,3 +362,10 @@ def test_a_step_without_a_response_in_time_is_an_error_naming_it(base_url: str) 
         f"step 2 (GET http://127.0.0.1:{port}/orders): timed out after "
     )
     assert outcome.phases is not None and len(outcome.phases["steps_ms"]) == 1
+
+
+def test_results_show_urls_without_credentials_or_query() -> None:
+    assert shown_url("https://user:pw@shop.test/api/login?key=s3cret") == (
+        "https://shop.test/api/login?…"
+    )
+    assert shown_url("http://shop.test/orders/${order}") == "http://shop.test/orders/${order}"

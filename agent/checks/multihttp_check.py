@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -55,6 +56,17 @@ def describe(error: BaseException) -> str:
     """An exception as `Type: text`."""
     text = str(error).strip()
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def shown_url(url: str) -> str:
+    """A URL as results show it: without `user:password@` and the query, where secrets and
+    tokens travel (results are stored and published on the status site)."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return _shorten(url.partition("?")[0])
+    host = parts.netloc.rpartition("@")[2]
+    query = "?…" if parts.query else ""
+    return _shorten(f"{parts.scheme}://{host}{parts.path}{query}")
 
 
 def _shorten(value: str) -> str:
@@ -217,7 +229,7 @@ async def _step(
     flow.steps_ms.append(round(elapsed, 3))
     textual, parsed = _decode(raw, response)
     reply = Response(response.status_code, _headers(response), textual, parsed)
-    flow.lines.append(f"{index} {method} {_shorten(url)} {reply.code} {elapsed:.1f}ms")
+    flow.lines.append(f"{index} {method} {shown_url(url)} {reply.code} {elapsed:.1f}ms")
     _cookies(reply.headers, flow.cookies)
     failures = []
     for number, assertion in enumerate(items(entry, "assertions"), start=1):
@@ -271,10 +283,8 @@ async def check_multihttp(
             step_failures = [f"request failed: {describe(error)}"]
         if step_failures:
             request = entry.get("request") or {}
-            failures.append(
-                f"step {index} ({request.get('method', 'GET')} {_shorten(str(request.get('url')))})"
-                f": {'; '.join(step_failures)}"
-            )
+            where = f"{request.get('method', 'GET')} {shown_url(str(request.get('url')))}"
+            failures.append(f"step {index} ({where}): {'; '.join(step_failures)}")
             if index < len(entries):
                 failures[-1] += f" (steps {index + 1}-{len(entries)} not run)"
             break
