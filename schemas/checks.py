@@ -3,9 +3,11 @@ values they reference."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -385,16 +387,32 @@ MAX_PING_PACKETS = 100
 MAX_PING_PAYLOAD = 65000
 MAX_MULTIHTTP_ENTRIES = 10
 MAX_MULTIHTTP_ITEMS = 32  # assertions or variables of one entry
-_HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*|[A-Za-z0-9._-]+)$")
+_HOST_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 _VARIABLE = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _VARIABLE_USE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _is_host(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.removeprefix("[").removesuffix("]"))
+        return True
+    except ValueError:
+        return bool(_HOST_NAME.match(text))
+
+
+def ping_host(endpoint: str) -> str:
+    """The host an icmp `endpoint` names: a URL's host (canary-checker's examples write
+    `https://github.com`), else the endpoint itself."""
+    if "://" in endpoint:
+        return urlsplit(endpoint).hostname or ""
+    return endpoint
 
 
 class IcmpCheck(TemplatableCheck):
     """ICMP echo (ping) to a host: packet loss and round-trip times (canary-checker's icmp)."""
 
     endpoint: str = Field(
-        min_length=1, description="Host name or IP address to ping (no port, no scheme)."
+        min_length=1, description="Host name or IP address to ping; a URL pings its host."
     )
     packetCount: int = Field(
         default=3, ge=1, le=MAX_PING_PACKETS, description="Echo requests to send."
@@ -428,7 +446,7 @@ class IcmpCheck(TemplatableCheck):
 
     def problems(self) -> Iterator[Problem]:
         yield from super().problems()
-        if not _HOST.match(self.endpoint):
+        if not _is_host(ping_host(self.endpoint)):
             yield (("endpoint",), f"{self.endpoint!r} is not a host name or IP address")
 
 

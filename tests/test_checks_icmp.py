@@ -12,12 +12,17 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from agent.checks import CheckOutcome, ClientPool, result_row, run_check
 from agent.checks.icmp_check import PingSpec, ping_verdict
 from agent.checks.icmp_socket import checksum, echo_request, unavailable_message
 from agent.checks.series import CheckSeries
+from reconciler.core.agentconfig import agent_configs
+from reconciler.core.compile import compile_config
+from reconciler.core.documents import SourceFile
+from reconciler.core.load import load_config
 from tests.conftest import ROOT
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -251,3 +256,33 @@ def test_a_request_that_cannot_leave_fails_with_the_reason() -> None:
     outcome = _run(icmp("255.255.255.255", packetCount=1))
     assert outcome.status == "fail"
     assert (outcome.message or "").startswith("cannot ping 255.255.255.255: ")
+
+
+def test_a_canary_checker_icmp_canary_loads_and_pings_a_urls_host() -> None:
+    text = (
+        "apiVersion: canaries.flanksource.com/v1\nkind: Canary\nmetadata:\n  name: ping\n"
+        "spec:\n  interval: 30\n  icmp:\n    - endpoint: http://127.0.0.1/\n"
+        "      thresholdMillis: 500\n      packetLossThreshold: 5\n      packetCount: 2\n"
+    )
+    result = load_config([SourceFile("ping.yaml", "sha-ping", text.encode)])
+    assert result.ok, [d.format() for d in result.diagnostics]
+    config = agent_configs(compile_config(result.config).resources.values(), {})["local"]
+    (check,) = orjson.loads(config.body)["canaries"][0]["checks"]
+    assert (check["type"], check["name"], check["packetCount"]) == ("icmp", "http://127.0.0.1/", 2)
+    if _can_ping():
+        outcome = _run({**check, "interval": "10ms"})
+        assert outcome.status == "pass", outcome.message
+        assert "from 127.0.0.1 " in (outcome.message or "")
+
+
+def test_an_endpoint_that_is_not_a_host_is_refused_at_its_line() -> None:
+    text = (
+        "apiVersion: canary-reconciler/v1\nkind: Canary\nmetadata:\n  name: ping\n"
+        "spec:\n  icmp:\n    - endpoint: 'db:5432'\n"
+    )
+    result = load_config([SourceFile("ping.yaml", "sha-bad", text.encode)])
+    errors = [d.format() for d in result.diagnostics if d.severity == "error"]
+    assert errors == [
+        "ping.yaml:7:7: Canary/default/ping: spec.icmp[0].endpoint: 'db:5432' is not a host "
+        "name or IP address"
+    ]

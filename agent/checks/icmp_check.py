@@ -28,6 +28,7 @@ from agent.checks.icmp_socket import (
 from agent.checks.outcome import Verdict, judge
 from agent.checks.rules import apply_rules
 from agent.expressions.cel import CelError
+from schemas.checks import ping_host
 from schemas.durations import parse_duration
 
 _FAMILIES: dict[str, int] = {"Any": socket.AF_UNSPEC, "V4": socket.AF_INET, "V6": socket.AF_INET6}
@@ -61,7 +62,7 @@ class PingSpec:
         size = integer(check, "packetSize")
         interval = parse_duration(text(check, "interval", "1s") or "1s")
         return cls(
-            host=required_text(check, "endpoint"),
+            host=ping_host(required_text(check, "endpoint")),
             count=3 if count is None else max(1, count),
             interval_s=interval,
             size=56 if size is None else max(0, size),
