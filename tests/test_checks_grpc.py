@@ -223,3 +223,48 @@ def test_a_server_that_never_answers_is_a_timeout_error() -> None:
         f"timed out after 300ms (grpc.health.v1.Health/Check on 127.0.0.1:{port}: "
         "DEADLINE_EXCEEDED)"
     )
+
+
+class _PeerRecorder(health.HealthServicer):
+    """Answers SERVING and remembers from which client address each call came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peers: list[str] = []
+
+    def Check(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        self.peers.append(context.peer())
+        return super().Check(request, context)
+
+
+def _recording_server(port: int = 0) -> tuple[grpc.Server, int, _PeerRecorder]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = _PeerRecorder()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    return server, bound, servicer
+
+
+def test_runs_share_a_connection_and_see_a_restarted_server_at_once() -> None:
+    async def main() -> list[CheckOutcome]:
+        server, port, servicer = _recording_server()
+        outcomes = []
+        async with ClientPool(size=1, trust_env=False) as pool:
+            check = grpc_check(f"127.0.0.1:{port}", timeout_ms=2000)
+            for _ in range(3):
+                outcomes.append(await run_check(check, pool, lambda: NOW))
+            assert len(set(servicer.peers)) == 1, servicer.peers  # one connection, kept
+            server.stop(None).wait()
+            outcomes.append(await run_check(check, pool, lambda: NOW))
+            again, _, _ = _recording_server(port)
+            try:
+                outcomes.append(await run_check(check, pool, lambda: NOW))
+            finally:
+                again.stop(None)
+        return outcomes
+
+    *served, down, back = asyncio.run(main())
+    assert [o.status for o in served] == ["pass"] * 3
+    assert down.status == "fail" and "UNAVAILABLE" in (down.message or "")
+    assert back.status == "pass", back.message

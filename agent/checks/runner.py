@@ -42,7 +42,7 @@ async def _icmp(check: Mapping[str, Any], clients: ClientPool, now: Clock) -> Ve
 
 
 async def _grpc(check: Mapping[str, Any], clients: ClientPool, now: Clock) -> Verdict:
-    return await check_grpc(check)
+    return await check_grpc(check, clients)
 
 
 CHECKS: dict[str, CheckFunction] = {
