@@ -286,3 +286,9 @@ def test_an_endpoint_that_is_not_a_host_is_refused_at_its_line() -> None:
         "ping.yaml:7:7: Canary/default/ping: spec.icmp[0].endpoint: 'db:5432' is not a host "
         "name or IP address"
     ]
+
+
+def test_a_display_template_looks_up_the_same_names() -> None:
+    check = icmp("x", display={"template": "{{.packetsReceived}}/{{.packetsSent}} back"})
+    verdict = ping_verdict(_spec(), "192.0.2.9", 4, [1.0, 2.0], 5.0, check)
+    assert (verdict.status, verdict.message) == ("pass", "2/4 back")

@@ -33,6 +33,7 @@ from schemas.durations import parse_duration
 
 _FAMILIES: dict[str, int] = {"Any": socket.AF_UNSPEC, "V4": socket.AF_INET, "V6": socket.AF_INET6}
 _TOKEN = 8  # bytes of the payload that tell this run's replies from others'
+_RTT = ("min", "avg", "max")
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def _variables(phases: Mapping[str, Any], elapsed_ms: float) -> dict[str, Any]:
     """The CEL variables of an icmp check: round trips as durations, loss in percent."""
     rtt = {
         key: celtypes.DurationType(timedelta(milliseconds=phases.get(f"rtt_{key}_ms", 0.0)))
-        for key in ("min", "avg", "max")
+        for key in _RTT
     }
     return {
         "elapsed": celtypes.DurationType(timedelta(milliseconds=elapsed_ms)),
@@ -202,7 +203,13 @@ def ping_verdict(
             f"average rtt {phases['rtt_avg_ms']:.3f}ms is over thresholdMillis {spec.threshold_ms}"
         )
     if check is not None:
-        data = {k: v for k, v in phases.items() if k != "total_ms"}
+        data = {  # what `display.template` looks up: the CEL variables' names and values
+            "packetsSent": sent,
+            "packetsReceived": received,
+            "packetLoss": loss,
+            "rtt": {k: timedelta(milliseconds=phases.get(f"rtt_{k}_ms", 0.0)) for k in _RTT},
+            "elapsed": timedelta(milliseconds=elapsed_ms),
+        }
         try:
             shown = apply_rules(check, failures, _variables(phases, elapsed_ms), data)
         except CelError as error:
