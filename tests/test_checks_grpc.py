@@ -9,8 +9,10 @@ import socket
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import grpc
 import pytest
 from cryptography import x509
@@ -23,6 +25,10 @@ from agent.checks import CheckOutcome, ClientPool, run_check
 from agent.checks.series import CheckSeries
 from reconciler.core.documents import SourceFile
 from reconciler.core.load import load_config
+from tests.agentproc import AgentProcess
+from tests.conftest import ConfigRepo, agent_doc, region_doc
+from tests.server import running_server, wait_for
+from tests.test_checks_icmp import _can_ping
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 SECRET = "Bearer let-me-in"
@@ -268,3 +274,54 @@ def test_runs_share_a_connection_and_see_a_restarted_server_at_once() -> None:
     assert [o.status for o in served] == ["pass"] * 3
     assert down.status == "fail" and "UNAVAILABLE" in (down.message or "")
     assert back.status == "pass", back.message
+
+
+@pytest.mark.slow
+def test_a_real_agent_reports_grpc_and_ping_results_and_series(
+    config_repo: ConfigRepo, tmp_path: Path, plaintext: str
+) -> None:
+    config_repo.write("regions.yaml", region_doc("eu"))
+    config_repo.write("agents.yaml", agent_doc("eu-1", "eu"))
+    config_repo.write(
+        "canaries/api.yaml",
+        f"""
+        apiVersion: canary-reconciler/v1
+        kind: Canary
+        metadata:
+          name: api
+        spec:
+          schedule: '@every 500ms'
+          agentSelector: ['eu-1']
+          grpc:
+            - name: orders
+              endpoint: {plaintext}
+              service: orders
+          icmp:
+            - name: loopback
+              endpoint: 127.0.0.1
+              packetCount: 1
+        """,
+    )
+    config_repo.commit("grpc and ping")
+    with running_server(config_repo.path, tmp_path / "state.duckdb") as server:
+        server.wait_ready()
+        agent = AgentProcess(server.url, server.token("eu-1"), tmp_path / "spool.sqlite")
+        labels = 'canary="default/api@eu-1",check="orders"'
+        serving = f'probe_grpc_healthcheck_response{{{labels},serving_status="SERVING"}} 1'
+        try:
+            wait_for(lambda: serving in agent.status.get("/metrics").text, 15, "grpc series")
+            wait_for(lambda: agent.metric("rows_shipped_total") >= 4, 15, "rows shipped")
+            metrics = agent.status.get("/metrics").text
+        finally:
+            assert agent.stop() == 0
+    assert f"probe_success{{{labels}}} 1" in metrics
+    with duckdb.connect(str(tmp_path / "state.duckdb"), read_only=True) as connection:
+        rows = connection.execute(
+            "SELECT check_type, status, code, phases FROM results ORDER BY started_at"
+        ).fetchall()
+    grpc_rows = [r for r in rows if r[0] == "grpc"]
+    assert grpc_rows and {(r[1], r[2]) for r in grpc_rows} == {("pass", 0)}
+    ping_rows = [r for r in rows if r[0] == "icmp"]
+    assert ping_rows
+    if _can_ping():
+        assert '"packets_received":1' in str(ping_rows[-1][3]).replace(" ", "")
