@@ -22,6 +22,7 @@ from schemas.base import (
     StrictModel,
 )
 from schemas.compat import NEEDS_KUBERNETES, accepted, refused
+from schemas.durations import parse_duration
 
 MAX_CHECK_NAME = 128
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$")
@@ -448,6 +449,13 @@ class IcmpCheck(TemplatableCheck):
         yield from super().problems()
         if not _is_host(ping_host(self.endpoint)):
             yield (("endpoint",), f"{self.endpoint!r} is not a host name or IP address")
+        sending = (self.packetCount - 1) * parse_duration(self.interval)
+        if isinstance(self.timeout, str) and sending >= parse_duration(self.timeout):
+            yield (
+                ("interval",),
+                f"{self.packetCount} requests {self.interval} apart take {sending:g}s, not "
+                f"less than timeout {self.timeout}",
+            )
 
 
 class MultiHttpRequest(StrictModel):

@@ -132,12 +132,14 @@ def test_loss_over_the_threshold_fails_and_loss_within_it_passes() -> None:
 
 
 def test_an_average_round_trip_over_threshold_millis_fails() -> None:
-    slow = ping_verdict(_spec(thresholdMillis=50), "192.0.2.9", 2, [40.0, 70.0], 120.0)
+    slow = ping_verdict(
+        _spec(thresholdMillis=50, packetCount=2), "192.0.2.9", 2, [40.0, 70.0], 120.0
+    )
     assert slow.status == "fail"
     assert slow.message == "average rtt 55.000ms is over thresholdMillis 50"
-    assert ping_verdict(_spec(thresholdMillis=60), "192.0.2.9", 2, [40.0, 70.0], 1).status == (
-        "pass"
-    )
+    assert ping_verdict(
+        _spec(thresholdMillis=60, packetCount=2), "192.0.2.9", 2, [40.0, 70.0], 1
+    ).status == ("pass")
 
 
 def test_an_address_of_the_other_family_than_ip_version_fails() -> None:
@@ -292,3 +294,27 @@ def test_a_display_template_looks_up_the_same_names() -> None:
     check = icmp("x", display={"template": "{{.packetsReceived}}/{{.packetsSent}} back"})
     verdict = ping_verdict(_spec(), "192.0.2.9", 4, [1.0, 2.0], 5.0, check)
     assert (verdict.status, verdict.message) == ("pass", "2/4 back")
+
+
+@needs_icmp
+def test_requests_that_do_not_fit_in_the_timeout_fail_the_check() -> None:
+    outcome = _run(icmp("127.0.0.1", packetCount=3, interval="200ms", timeout_ms=300))
+    assert outcome.status == "fail"
+    assert (outcome.message or "").startswith(
+        "only 2 of packetCount 3 requests were sent before the timeout (0.3s); lower "
+        "packetCount or interval (0.2s)"
+    )
+
+
+def test_requests_that_cannot_fit_in_an_explicit_timeout_are_refused_at_load() -> None:
+    text = (
+        "apiVersion: canary-reconciler/v1\nkind: Canary\nmetadata:\n  name: ping\n"
+        "spec:\n  icmp:\n    - endpoint: 127.0.0.1\n      packetCount: 5\n"
+        "      interval: 500ms\n      timeout: 1s\n"
+    )
+    result = load_config([SourceFile("ping.yaml", "sha-fit", text.encode)])
+    errors = [d.format() for d in result.diagnostics if d.severity == "error"]
+    assert len(errors) == 1, errors
+    assert errors[0].endswith(
+        "spec.icmp[0].interval: 5 requests 500ms apart take 2s, not less than timeout 1s"
+    )

@@ -194,6 +194,12 @@ def ping_verdict(
             f"{phases['rtt_max_ms']:.3f} ms"
         )
     failures: list[str] = []
+    if sent < spec.count:
+        # The requests that did not fit before the timeout are a mistake of the check, not loss.
+        failures.append(
+            f"only {sent} of packetCount {spec.count} requests were sent before the timeout "
+            f"({spec.timeout_s:g}s); lower packetCount or interval ({spec.interval_s:g}s)"
+        )
     if not received:
         failures.append(f"no reply: {summary}")
     elif spec.loss_threshold is not None and loss > spec.loss_threshold:
