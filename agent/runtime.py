@@ -16,6 +16,7 @@ import httpx
 import orjson
 
 from agent.checks import ClientPool, result_row, run_check
+from agent.checks.series import CheckSeries
 from agent.metrics import Metrics
 from agent.scheduler import Scheduler
 from agent.settings import AgentSettings
@@ -72,6 +73,7 @@ class Agent:
         self.clock = clock
         self.rng = rng or random.Random()
         self.metrics = Metrics("agent", HELP)
+        self.series = CheckSeries()
         self.spool = Spool(settings.spool, settings.buffer_capacity)
         self.scheduler = Scheduler(self._run_check, self.rng)
         self.etag: str | None = None
@@ -287,6 +289,7 @@ class Agent:
         outcome = await run_check(check, self._pool, self.clock)
         kind = str(check.get("type"))
         self.metrics.count("checks_run_total", type=kind)
+        self.series.record(canary_id, str(check.get("name")), kind, outcome)
         if outcome.status != "pass":
             self.metrics.count("checks_failed_total", type=kind, status=outcome.status)
         row = result_row(canary_id, str(check.get("name")), outcome).model_dump(mode="json")
@@ -440,7 +443,7 @@ class Agent:
             ("schedule_lateness_max_seconds", "Latest run start vs plan, worst case.", (),
              lateness.worst_seconds),
         ]  # fmt: skip
-        return self.metrics.render(gauges)
+        return self.metrics.render(gauges) + self.series.render()
 
     def _dropped_gauges(self) -> list[tuple[str, str, tuple[tuple[str, str], ...], float]]:
         counts = {**self.spool.dropped_by_reason, **self.refused_rows}

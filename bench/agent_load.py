@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from collections import Counter, defaultdict
@@ -34,6 +35,7 @@ from harness import (
     agent_doc,
     clean_environment,
     cpu_seconds,
+    document,
     free_port,
     http_canary_doc,
     init_repo,
@@ -102,8 +104,37 @@ def parse_duration(text: str) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def write_repo(root: Path, canaries: int, every: str, timeout: str, url: str) -> None:
-    """One region, one agent, `canaries` canaries on it with one HTTP check each; git-committed."""
+def extra_check(kind: str, url: str, grpc_endpoint: str) -> str:
+    """The one check of an extra canary (`--icmp`, `--multihttp`, `--grpc`), as YAML."""
+    if kind == "icmp":
+        return "  icmp:\n    - name: ping\n      endpoint: 127.0.0.1\n      packetCount: 1\n"
+    if kind == "grpc":
+        return f"  grpc:\n    - name: health\n      endpoint: {grpc_endpoint}\n"
+    status = "{type: TEXT, subject: HTTP_STATUS_CODE, condition: EQUALS, value: '200'}"
+    steps = "".join(
+        f"        - request: {{url: '{url}?step={step}'}}\n          assertions: [{status}]\n"
+        for step in (1, 2, 3)
+    )
+    return f"  multihttp:\n    - name: flow\n      entries:\n{steps}"
+
+
+def write_repo(
+    root: Path,
+    canaries: int,
+    every: str,
+    timeout: str,
+    url: str,
+    extras: dict[str, int] | None = None,
+    grpc_endpoint: str = "",
+) -> None:
+    """One region, one agent, `canaries` canaries on it with one HTTP check each, plus
+    `extras` canaries of one icmp, multihttp or grpc check each; git-committed."""
+    for kind, count in (extras or {}).items():
+        for index in range(count):
+            name = f"{kind}-{index:04d}"
+            spec = f"  schedule: '@every {every}'\n  agentSelector: ['{AGENT}']\n"
+            text = document("Canary", name, spec + extra_check(kind, url, grpc_endpoint))
+            write_file(root / "canaries" / f"{name}.yaml", text)
     write_file(root / "regions.yaml", region_doc(REGION))
     write_file(root / "agents.yaml", agent_doc(AGENT, REGION))
     for index in range(canaries):
@@ -221,6 +252,23 @@ def serve_target(port: int) -> None:
 # ---------------------------------------------------------------------------------------------
 # The control plane and the agent
 # ---------------------------------------------------------------------------------------------
+
+
+def start_grpc_target(base: Path) -> tuple[Process, str]:
+    """A gRPC health server (from checks_load.py) answering SERVING; the process, host:port."""
+    port = free_port()
+    script = Path(__file__).resolve().parent / "checks_load.py"
+    target = Process("the gRPC target", [sys.executable, str(script), "--serve-grpc", str(port)],
+                     base / "grpc-target.log")  # fmt: skip
+
+    def listens() -> bool:
+        target.fail_if_dead()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return True
+        return False
+
+    wait_until(listens, 20, f"{target.name} on port {port}")
+    return target, f"127.0.0.1:{port}"
 
 
 def start_agent(
@@ -441,6 +489,14 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     """The benchmark's options."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--canaries", type=int, default=300, help="canaries (300)")
+    for kind in ("icmp", "multihttp", "grpc"):
+        parser.add_argument(
+            f"--{kind}",
+            type=int,
+            default=0,
+            metavar="N",
+            help=f"also N canaries of one {kind} check each on the same schedule (0)",
+        )
     parser.add_argument("--every", default="500ms", help="schedule period of every canary (500ms)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window (20)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before it (5)")
@@ -508,7 +564,8 @@ def report(
     p99_end = last.get("schedule_lateness_p99_seconds")
     p99_worst = max(window.p99_samples)
     max_start, max_end = (s.get("schedule_lateness_max_seconds") for s in (first, last))
-    offered = arguments.canaries / arguments.period
+    extras = sum(getattr(arguments, k) for k in ("icmp", "multihttp", "grpc"))
+    offered = (arguments.canaries + extras) / arguments.period
     missed = window.missed_samples
     print(
         f"measured window: {window.seconds:.1f}s"
@@ -613,7 +670,27 @@ def run_benchmark(arguments: argparse.Namespace, base: Path) -> int:
     try:
         target, url = start_target(arguments.target, base)
         started.append(target)
-        write_repo(base / "repo", arguments.canaries, arguments.every, arguments.timeout, url)
+        extras = {k: getattr(arguments, k) for k in ("icmp", "multihttp", "grpc")}
+        grpc_endpoint = ""
+        if arguments.grpc:
+            grpc_target, grpc_endpoint = start_grpc_target(base)
+            started.append(grpc_target)
+        write_repo(
+            base / "repo",
+            arguments.canaries,
+            arguments.every,
+            arguments.timeout,
+            url,
+            extras,
+            grpc_endpoint,
+        )
+        total = arguments.canaries + sum(extras.values())
+        if total > arguments.canaries:
+            print(
+                "beside them: "
+                + ", ".join(f"{n} {k} canaries" for k, n in extras.items() if n)
+                + f" = {(total - arguments.canaries) / arguments.period:,.0f} more checks/s"
+            )
         print(
             f"agent benchmark: {arguments.canaries} canaries x @every {arguments.every}, one "
             f"HTTP check each (timeout {arguments.timeout}) = "
@@ -638,7 +715,7 @@ def run_benchmark(arguments: argparse.Namespace, base: Path) -> int:
         def scheduled() -> bool:
             agent.fail_if_dead()
             try:
-                return bool(scrape(status).get("canaries") >= arguments.canaries)
+                return bool(scrape(status).get("canaries") >= total)
             except httpx.HTTPError:
                 return False
 

@@ -1,4 +1,5 @@
-"""The Canary kind: synthetic HTTP, TCP, DNS and TLS checks and where they run.
+"""The Canary kind: synthetic checks (HTTP, TCP, DNS, TLS, ICMP, multi-step HTTP, gRPC) and
+where they run.
 
 The same model reads canary-checker's Canary (`canaries.flanksource.com/v1`): every field of
 its `api/v1` Canary spec and http/tcp/dns checks is either implemented with canary-checker's
@@ -32,7 +33,10 @@ from schemas.checks import (
     NEVER,
     CheckBase,
     DnsCheck,
+    GrpcCheck,
     HttpCheck,
+    IcmpCheck,
+    MultiHttpCheck,
     TcpCheck,
     TlsCheck,
 )
@@ -73,7 +77,8 @@ IncidentPolicy = Annotated[
     ),
 ]
 
-CHECK_TYPES = ("http", "tcp", "dns", "tls")
+CHECK_TYPES = ("http", "tcp", "dns", "tls", "icmp", "multihttp", "grpc")
+_ANY_TYPE = ", ".join(CHECK_TYPES[:-1]) + " or " + CHECK_TYPES[-1]
 
 
 class UpstreamCheckTypes(StrictModel):
@@ -86,7 +91,6 @@ class UpstreamCheckTypes(StrictModel):
     s3: Any = unsupported_check_type()
     pod: Any = unsupported_check_type()
     ldap: Any = unsupported_check_type()
-    icmp: Any = unsupported_check_type()
     postgres: Any = unsupported_check_type()
     mssql: Any = unsupported_check_type()
     mysql: Any = unsupported_check_type()
@@ -156,6 +160,9 @@ class CanarySpec(UpstreamCheckTypes):
     tcp: list[TcpCheck] = Field(default_factory=list)
     dns: list[DnsCheck] = Field(default_factory=list)
     tls: list[TlsCheck] = Field(default_factory=list)
+    icmp: list[IcmpCheck] = Field(default_factory=list)
+    multihttp: list[MultiHttpCheck] = Field(default_factory=list)
+    grpc: list[GrpcCheck] = Field(default_factory=list)
     resultMode: Any = accepted("results stay one per check; no combined JUnit report is made")
     env: Any = accepted("canary-level env is not read by http, tcp or dns checks upstream either")
     retries: Any = refused(
@@ -227,7 +234,10 @@ class CanarySpec(UpstreamCheckTypes):
                     )
         other_types = (getattr(self, name) for name in UpstreamCheckTypes.model_fields)
         if not any_check and all(value is None for value in other_types):
-            yield ((), "a canary needs at least one check (http, tcp, dns or tls)")
+            yield (
+                (),
+                "a canary needs at least one check (http, tcp, dns, tls, icmp, multihttp or grpc)",
+            )
 
     def problems(self) -> Iterator[Problem]:
         yield from self.rule_problems(self.effective_schedule())

@@ -1,10 +1,13 @@
-"""Check models of a Canary: HTTP, TCP, DNS and TLS, and the values they reference."""
+"""Check models of a Canary (HTTP, TCP, DNS, TLS, ICMP, multi-step HTTP, gRPC health) and the
+values they reference."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -14,6 +17,7 @@ from pydantic import (
 )
 
 from schemas.base import (
+    Duration,
     HeaderName,
     HeaderValue,
     Problem,
@@ -21,6 +25,7 @@ from schemas.base import (
     Timeout,
 )
 from schemas.compat import NEEDS_KUBERNETES, accepted, refused
+from schemas.durations import parse_duration
 from schemas.limits import MAX_TIMEOUT_SECONDS
 
 MAX_CHECK_NAME = 128
@@ -380,3 +385,267 @@ class TlsCheck(CheckBase):
     def problems(self) -> Iterator[Problem]:
         yield from super().problems()
         yield from _endpoint_problems(self.endpoint)
+
+
+# --- icmp, multihttp and grpc (issue 15) ----------------------------------------------------
+
+MAX_PING_PACKETS = 100
+MAX_PING_PAYLOAD = 65000
+MAX_MULTIHTTP_ENTRIES = 10
+MAX_MULTIHTTP_ITEMS = 32  # assertions or variables of one entry
+_HOST_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+_VARIABLE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_VARIABLE_USE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _is_host(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.removeprefix("[").removesuffix("]"))
+        return True
+    except ValueError:
+        return bool(_HOST_NAME.match(text))
+
+
+def ping_host(endpoint: str) -> str:
+    """The host an icmp `endpoint` names: a URL's host (canary-checker's examples write
+    `https://github.com`), else the endpoint itself."""
+    if "://" in endpoint:
+        return urlsplit(endpoint).hostname or ""
+    return endpoint
+
+
+class IcmpCheck(TemplatableCheck):
+    """ICMP echo (ping) to a host: packet loss and round-trip times (canary-checker's icmp)."""
+
+    endpoint: str = Field(
+        min_length=1, description="Host name or IP address to ping; a URL pings its host."
+    )
+    packetCount: int = Field(
+        default=3, ge=1, le=MAX_PING_PACKETS, description="Echo requests to send."
+    )
+    interval: Duration = Field(default="1s", description="Time between two echo requests.")
+    packetSize: int = Field(
+        default=56,
+        ge=0,
+        le=MAX_PING_PAYLOAD,
+        description="Payload bytes of each echo request (ping's -s; the ICMP header adds 8).",
+    )
+    ipVersion: Literal["Any", "V4", "V6"] = Field(
+        default="Any",
+        description="Address family when the name resolves to both: Any takes the first "
+        "address the resolver returns.",
+    )
+    packetLossThreshold: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Fail when more than this percentage of packets is lost. Default: fail "
+        "only when no reply comes back.",
+    )
+    thresholdMillis: int | None = Field(
+        default=None, ge=1, description="Fail when the average round trip is slower than this."
+    )
+
+    @classmethod
+    def default_name(cls, data: dict[str, Any]) -> Any:
+        return data.get("description") or data.get("endpoint")
+
+    def problems(self) -> Iterator[Problem]:
+        yield from super().problems()
+        if not _is_host(ping_host(self.endpoint)):
+            yield (("endpoint",), f"{self.endpoint!r} is not a host name or IP address")
+        sending = (self.packetCount - 1) * parse_duration(self.interval)
+        if isinstance(self.timeout, str) and sending >= parse_duration(self.timeout):
+            yield (
+                ("interval",),
+                f"{self.packetCount} requests {self.interval} apart take {sending:g}s, not "
+                f"less than timeout {self.timeout}",
+            )
+
+
+class MultiHttpRequest(StrictModel):
+    """One request of a multi-step HTTP check; `${name}` takes a variable of an earlier step."""
+
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    url: str = Field(
+        min_length=1, description="http:// or https:// URL; may use ${name} and ${env:NAME}."
+    )
+    headers: list[Header] = Field(default_factory=list)
+    body: str | None = Field(default=None, description="Sent as is, after ${name} substitution.")
+
+    def problems(self) -> Iterator[Problem]:
+        if not self.url.startswith("${") and not _URL.match(_VARIABLE_USE.sub("x", self.url)):
+            yield (("url",), f"{self.url!r} is not an http:// or https:// URL")
+        yield from _nested("headers", self.headers)
+
+
+class MultiHttpAssertion(StrictModel):
+    """One condition on a response (Grafana Synthetic Monitoring's multihttp assertion)."""
+
+    type: Literal["TEXT", "JSON_PATH_VALUE", "JSON_PATH_ASSERTION", "REGEX_ASSERTION"] = Field(
+        description="TEXT compares the subject with value; JSON_PATH_VALUE compares the value "
+        "at expression; JSON_PATH_ASSERTION needs expression to match; REGEX_ASSERTION needs "
+        "the subject to match the regular expression."
+    )
+    subject: Literal["RESPONSE_BODY", "RESPONSE_HEADERS", "HTTP_STATUS_CODE"] = Field(
+        default="RESPONSE_BODY",
+        description="What TEXT and REGEX_ASSERTION look at; headers as 'name: value' lines.",
+    )
+    condition: (
+        Literal["CONTAINS", "NOT_CONTAINS", "EQUALS", "NOT_EQUALS", "STARTS_WITH", "ENDS_WITH"]
+        | None
+    ) = Field(default=None, description="How TEXT and JSON_PATH_VALUE compare.")
+    expression: str | None = Field(
+        default=None, description="A JSON path ($.a.b[0]) or a regular expression."
+    )
+    value: str | None = Field(default=None, description="What the condition compares with.")
+
+    def problems(self) -> Iterator[Problem]:
+        needs_expression = self.type != "TEXT"
+        if needs_expression and not self.expression:
+            yield (("expression",), f"a {self.type} assertion needs 'expression'")
+        if self.type in ("TEXT", "JSON_PATH_VALUE"):
+            if self.condition is None:
+                yield (("condition",), f"a {self.type} assertion needs 'condition'")
+            if self.value is None:
+                yield (("value",), f"a {self.type} assertion needs 'value'")
+        if self.type == "REGEX_ASSERTION" and self.expression:
+            yield from _regex_problems(self.expression)
+        if self.type.startswith("JSON_PATH") and self.expression:
+            yield from _json_path_problems(self.expression)
+
+
+class MultiHttpVariable(StrictModel):
+    """A value captured from a response, used by later requests as `${name}`."""
+
+    name: str = Field(pattern=_VARIABLE, description="Used later as ${name}.")
+    type: Literal["JSON_PATH", "REGEX", "HEADER", "CSS_SELECTOR"] = Field(
+        description="JSON_PATH reads the body's JSON, REGEX takes the first group (else the "
+        "whole match) in the body, HEADER takes a response header by name."
+    )
+    expression: str = Field(min_length=1, description="The path, expression or header name.")
+    attribute: Any = refused("CSS selectors are not evaluated here")
+
+    def problems(self) -> Iterator[Problem]:
+        if self.type == "CSS_SELECTOR":
+            yield (("type",), "not supported: CSS_SELECTOR (use JSON_PATH, REGEX or HEADER)")
+        elif self.type == "REGEX":
+            yield from _regex_problems(self.expression)
+        elif self.type == "JSON_PATH":
+            yield from _json_path_problems(self.expression)
+
+
+def _regex_problems(expression: str) -> Iterator[Problem]:
+    try:
+        re.compile(expression)
+    except re.error as error:
+        yield (("expression",), f"{expression!r} is not a regular expression ({error})")
+
+
+_JSON_PATH = re.compile(
+    r"^\$(\.[A-Za-z_$][A-Za-z0-9_$-]*|\[[0-9]+\]|\[\*\]|\.\*|\['[^']*'\]|\[\"[^\"]*\"\])*$"
+)
+
+
+def is_json_path(expression: str) -> bool:
+    """Whether an expression is in the JSON path subset the agent evaluates."""
+    return bool(_JSON_PATH.match(expression))
+
+
+def _json_path_problems(expression: str) -> Iterator[Problem]:
+    if not is_json_path(expression):
+        yield (
+            ("expression",),
+            f"{expression!r} is not a supported JSON path (expected $ followed by .key, "
+            "['key'], [index], [*] or .*)",
+        )
+
+
+class MultiHttpEntry(StrictModel):
+    """One step of a multi-step HTTP check: a request, its assertions and captures."""
+
+    request: MultiHttpRequest
+    assertions: list[MultiHttpAssertion] = Field(
+        default_factory=list, max_length=MAX_MULTIHTTP_ITEMS
+    )
+    variables: list[MultiHttpVariable] = Field(default_factory=list, max_length=MAX_MULTIHTTP_ITEMS)
+
+    def problems(self) -> Iterator[Problem]:
+        yield from _nested("request", self.request)
+        yield from _nested("assertions", self.assertions)
+        yield from _nested("variables", self.variables)
+
+
+class MultiHttpCheck(CheckBase):
+    """Up to ten HTTP requests in order, passing values between them (SM's multihttp)."""
+
+    entries: list[MultiHttpEntry] = Field(
+        min_length=1, max_length=MAX_MULTIHTTP_ENTRIES, description="The requests, in order."
+    )
+    thresholdMillis: int | None = Field(
+        default=None, ge=1, description="Fail when all the steps together take longer."
+    )
+
+    @classmethod
+    def default_name(cls, data: dict[str, Any]) -> Any:
+        return data.get("description")
+
+    def problems(self) -> Iterator[Problem]:
+        yield from super().problems()
+        yield from _nested("entries", self.entries)
+        known: set[str] = set()
+        for index, entry in enumerate(self.entries):
+            request = entry.request
+            uses: list[tuple[tuple[str | int, ...], str]] = [
+                (("url",), request.url),
+                (("body",), request.body or ""),
+            ]
+            uses += [
+                (("headers", i, "value"), h.value or "") for i, h in enumerate(request.headers)
+            ]
+            for path, text in uses:
+                for name in _VARIABLE_USE.findall(text):
+                    if name not in known:
+                        yield (
+                            ("entries", index, "request", *path),
+                            f"${{{name}}} is not a variable of an earlier entry",
+                        )
+            known.update(variable.name for variable in entry.variables)
+
+
+class GrpcCheck(TemplatableCheck):
+    """A gRPC health check (`grpc.health.v1.Health/Check`); SERVING passes."""
+
+    endpoint: str = Field(description="host:port of the gRPC server.")
+    service: str = Field(
+        default="", description="Service name asked about; empty asks about the whole server."
+    )
+    tls: bool = Field(default=False, description="Connect with TLS (default: plaintext).")
+    tlsConfig: TlsConfig | None = Field(
+        default=None, description="TLS settings: ca (insecureSkipVerify is refused); implies tls."
+    )
+    metadata: list[Header] = Field(
+        default_factory=list, description="Request metadata (gRPC headers); names lower case."
+    )
+
+    @classmethod
+    def default_name(cls, data: dict[str, Any]) -> Any:
+        return data.get("description") or data.get("endpoint")
+
+    def problems(self) -> Iterator[Problem]:
+        yield from super().problems()
+        yield from _endpoint_problems(self.endpoint)
+        yield from _nested("tlsConfig", self.tlsConfig)
+        if self.tlsConfig is not None and self.tlsConfig.insecureSkipVerify:
+            yield (
+                ("tlsConfig", "insecureSkipVerify"),
+                "not supported for grpc checks (gRPC always verifies); give the server's "
+                "certificate as 'ca'",
+            )
+        yield from _nested("metadata", self.metadata)
+        for index, entry in enumerate(self.metadata):
+            if entry.name != entry.name.lower() or entry.name.startswith("grpc-"):
+                yield (
+                    ("metadata", index, "name"),
+                    f"{entry.name!r}: metadata names are lower case and not grpc-*",
+                )

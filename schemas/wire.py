@@ -24,12 +24,21 @@ class WireModel(BaseModel):
 
 
 class Phases(WireModel):
-    """Timing phases of an HTTP check, in milliseconds."""
+    """Timing phases of a check in milliseconds, and an icmp check's packet counts."""
 
     connect_ms: float | None = Field(default=None, ge=0)
     tls_ms: float | None = Field(default=None, ge=0)
     first_byte_ms: float | None = Field(default=None, ge=0)
     total_ms: float | None = Field(default=None, ge=0)
+    # icmp checks: what came back of the echo requests.
+    packets_sent: int | None = Field(default=None, ge=0)
+    packets_received: int | None = Field(default=None, ge=0)
+    packet_loss_percent: float | None = Field(default=None, ge=0, le=100)
+    rtt_min_ms: float | None = Field(default=None, ge=0)
+    rtt_avg_ms: float | None = Field(default=None, ge=0)
+    rtt_max_ms: float | None = Field(default=None, ge=0)
+    # multihttp checks: how long each step took, in order.
+    steps_ms: list[float] | None = Field(default=None, max_length=10)
 
 
 class ResultRow(WireModel):
@@ -60,7 +69,7 @@ class CheckSpec(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     name: str
-    type: Literal["http", "tcp", "dns", "tls"]
+    type: Literal["http", "tcp", "dns", "tls", "icmp", "multihttp", "grpc"]
     timeout_ms: int
 
 

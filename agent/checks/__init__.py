@@ -1,4 +1,4 @@
-"""Check runner of the probe agent: HTTP, TCP, DNS and TLS checks run under their timeouts."""
+"""Check runner of the probe agent: every check type run under its timeout."""
 
 from __future__ import annotations
 

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from schemas.wire import Phases, ResultRow
 
 Status = Literal["pass", "fail", "error"]
 MAX_MESSAGE = 1024
-WIRE_PHASES = ("connect_ms", "tls_ms", "first_byte_ms", "total_ms")
+WIRE_PHASES = (
+    "connect_ms",
+    "tls_ms",
+    "first_byte_ms",
+    "total_ms",
+    "packets_sent",
+    "packets_received",
+    "packet_loss_percent",
+    "rtt_min_ms",
+    "rtt_avg_ms",
+    "rtt_max_ms",
+)
 
 
 @dataclass(frozen=True)
@@ -22,7 +33,7 @@ class CheckOutcome:
     status: Status
     code: int | None = None
     message: str | None = None
-    phases: dict[str, float] | None = None
+    phases: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -32,7 +43,7 @@ class Verdict:
     status: Status
     message: str | None = None
     code: int | None = None
-    phases: dict[str, float] | None = None
+    phases: dict[str, Any] | None = None
 
 
 def clip(message: str | None) -> str | None:
@@ -54,7 +65,7 @@ def judge(
     message: str | None = None,
     *,
     code: int | None = None,
-    phases: dict[str, float] | None = None,
+    phases: dict[str, Any] | None = None,
 ) -> Verdict:
     """Turn the conditions that failed into a verdict.
 
@@ -90,7 +101,7 @@ def over_threshold(elapsed_ms: float, threshold: object) -> list[str]:
 
 
 def result_row(canary: str, check: str, outcome: CheckOutcome) -> ResultRow:
-    """The wire row of an outcome (phases other than the four wire ones are left out).
+    """The wire row of an outcome (phases the wire does not carry are left out).
 
     Args:
         canary: The derived canary id.
@@ -102,7 +113,12 @@ def result_row(canary: str, check: str, outcome: CheckOutcome) -> ResultRow:
     """
     phases = None
     if outcome.phases is not None:
-        wire = {k: v for k, v in outcome.phases.items() if k in WIRE_PHASES and v >= 0}
+        wire: dict[str, Any] = {
+            k: v for k, v in outcome.phases.items() if k in WIRE_PHASES and v >= 0
+        }
+        steps = outcome.phases.get("steps_ms")
+        if isinstance(steps, list) and steps:
+            wire["steps_ms"] = [max(0.0, float(ms)) for ms in steps[:10]]
         phases = Phases(**wire) if wire else None
     return ResultRow(
         canary=canary,

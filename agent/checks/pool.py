@@ -5,8 +5,10 @@ from __future__ import annotations
 import itertools
 import ssl
 import urllib.request
+from collections.abc import Awaitable, Callable, Hashable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -80,6 +82,8 @@ class ClientPool:
         self._turn = itertools.cycle(self._clients)
         # Clients of checks with their own TLS settings (canary-checker's tlsConfig), by them.
         self._tls_clients: dict[tuple[bool, str], httpx.AsyncClient] = {}
+        # Connections other check types keep between runs (grpc channels), with their closers.
+        self._kept: dict[Hashable, tuple[Any, Callable[[Any], Awaitable[None]]]] = {}
 
     def _new_client(self, context: ssl.SSLContext) -> httpx.AsyncClient:
         probe = None if self.uses_proxy or self._keepalive else ProbeTransport(context, self.limits)
@@ -122,10 +126,33 @@ class ClientPool:
             client = self._tls_clients[key] = self._new_client(context)
         return client
 
+    def kept(self, key: Hashable) -> Any:
+        """A connection kept under `key` by `keep`, or None."""
+        found = self._kept.get(key)
+        return None if found is None else found[0]
+
+    def keep(self, key: Hashable, value: Any, close: Callable[[Any], Awaitable[None]]) -> None:
+        """Keep a connection of another check type until replaced or the pool closes.
+
+        Args:
+            key: What identifies the connection (type, endpoint, TLS settings).
+            value: The connection.
+            close: How to close it.
+        """
+        self._kept[key] = (value, close)
+
+    async def discard(self, key: Hashable) -> None:
+        """Close and forget the connection kept under `key` (nothing when there is none)."""
+        found = self._kept.pop(key, None)
+        if found is not None:
+            await found[1](found[0])
+
     async def aclose(self) -> None:
-        """Close every client and its connections."""
+        """Close every client and its connections, and every kept connection."""
         for client in (*self._clients, *self._tls_clients.values()):
             await client.aclose()
+        for key in list(self._kept):
+            await self.discard(key)
 
     async def __aenter__(self) -> ClientPool:
         return self

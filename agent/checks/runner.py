@@ -11,7 +11,10 @@ from typing import Any
 import httpx
 
 from agent.checks.dns_check import check_dns
+from agent.checks.grpc_check import check_grpc
 from agent.checks.http_check import check_http
+from agent.checks.icmp_check import check_icmp
+from agent.checks.multihttp_check import check_multihttp
 from agent.checks.outcome import CheckOutcome, Verdict, clip
 from agent.checks.pool import ClientPool
 from agent.checks.tcp_check import check_tcp
@@ -34,8 +37,26 @@ async def _tls(check: Mapping[str, Any], clients: ClientPool, now: Clock) -> Ver
     return await check_tls(check, now)
 
 
-CHECKS: dict[str, CheckFunction] = {"http": check_http, "tcp": _tcp, "dns": _dns, "tls": _tls}
-SELF_TIMED = {"http": 1.0, "dns": 1.0}  # seconds of grace before the outer timeout cancels
+async def _icmp(check: Mapping[str, Any], clients: ClientPool, now: Clock) -> Verdict:
+    return await check_icmp(check)
+
+
+async def _grpc(check: Mapping[str, Any], clients: ClientPool, now: Clock) -> Verdict:
+    return await check_grpc(check, clients)
+
+
+CHECKS: dict[str, CheckFunction] = {
+    "http": check_http,
+    "tcp": _tcp,
+    "dns": _dns,
+    "tls": _tls,
+    "icmp": _icmp,
+    "multihttp": check_multihttp,
+    "grpc": _grpc,
+}
+# Seconds of grace before the outer timeout cancels a check that keeps its own deadline: an
+# icmp check reports the packets it lost at its deadline instead of just "timed out".
+SELF_TIMED = {"http": 1.0, "dns": 1.0, "icmp": 1.0, "multihttp": 1.0, "grpc": 1.0}
 
 
 def _timeout_ms(check: Mapping[str, Any]) -> int:
@@ -90,7 +111,8 @@ async def run_check(check: Mapping[str, Any], clients: ClientPool, now: Clock) -
     """Run one check as served to the agent; never raises (except on cancellation).
 
     Args:
-        check: The check: `name`, `type` (http, tcp, dns or tls), `timeout_ms` and the
+        check: The check: `name`, `type` (http, tcp, dns, tls, icmp, multihttp or grpc),
+            `timeout_ms` and the
             fields of its type.
         clients: The shared HTTP clients.
         now: The clock for `started_at` and certificate days left (UTC, aware).

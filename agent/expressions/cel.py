@@ -30,6 +30,10 @@ HTTP_VARIABLES = frozenset(
     {"code", "headers", "content", "json", "elapsed", "sslAge", "check", "canary"}
 )
 TCP_VARIABLES = frozenset({"elapsed", "check", "canary"})
+ICMP_VARIABLES = frozenset(
+    {"elapsed", "packetsSent", "packetsReceived", "packetLoss", "rtt", "check", "canary"}
+)
+GRPC_VARIABLES = frozenset({"status", "code", "elapsed", "check", "canary"})
 _MACROS = frozenset({"map", "filter", "all", "exists", "exists_one"})
 _BUILTIN_NAMES = frozenset({"has", "dyn", "optional"})
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

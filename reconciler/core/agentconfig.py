@@ -115,11 +115,39 @@ def _check_spec(
 ) -> dict[str, Any]:
     spec = {"type": check_type, **{k: v for k, v in check.items() if k != "timeout"}}
     spec["timeout_ms"] = round(effective_timeout(check.get("timeout"), period) * 1000)
-    if check_type in ("http", "tcp") and ("test" in check or "display" in check):
+    if check_type in ("http", "tcp", "icmp", "grpc") and ("test" in check or "display" in check):
         spec["canary"] = dict(canary)
     if check_type == "http":
         _http_fields(check, spec, env, where, canary)
+    elif check_type in ("multihttp", "grpc"):
+        _secret_fields(check_type, spec, env, where)
     return spec
+
+
+def _secret_fields(
+    check_type: str, spec: dict[str, Any], env: Mapping[str, str], where: str
+) -> None:
+    """Resolve the secrets of multihttp requests and grpc metadata as HTTP checks' are."""
+
+    def pairs(entries: list[Mapping[str, Any]], at: str) -> list[dict[str, str]]:
+        return [{"name": e["name"], "value": _secret(e, env, at)} for e in entries]
+
+    if check_type == "grpc":
+        spec["metadata"] = pairs(spec.get("metadata", []), f"{where}.metadata")
+        tls = spec.get("tlsConfig")
+        if tls is not None and "ca" in tls:
+            spec["tlsConfig"] = {**tls, "ca": _secret(tls["ca"], env, f"{where}.tlsConfig.ca")}
+        return
+    entries = []
+    for index, entry in enumerate(spec.get("entries", [])):
+        at = f"{where}.entries[{index}].request"
+        request = dict(entry["request"])
+        request["url"] = resolve_secrets(request["url"], env, f"{at}.url")
+        request["headers"] = pairs(request.get("headers", []), f"{at}.headers")
+        if "body" in request:
+            request["body"] = resolve_secrets(request["body"], env, f"{at}.body")
+        entries.append({**entry, "request": request})
+    spec["entries"] = entries
 
 
 def canary_payload(resource: Resource, environment: Mapping[str, str]) -> dict[str, Any]:

@@ -6,13 +6,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from agent.expressions.cel import HTTP_VARIABLES, TCP_VARIABLES, check_expression
+from agent.expressions.cel import (
+    GRPC_VARIABLES,
+    HTTP_VARIABLES,
+    ICMP_VARIABLES,
+    TCP_VARIABLES,
+    check_expression,
+)
 from agent.expressions.gotemplate import DOLLAR, TemplateError, variables
 from reconciler.core.diagnostics import Diagnostic, Severity
 from reconciler.core.documents import Located
 from schemas.base import Problem
 from schemas.canary import CanaryDocument
-from schemas.checks import HttpCheck, TcpCheck, is_templated
+from schemas.checks import HttpCheck, TemplatableCheck, is_templated
 from schemas.compat import ACCEPTED, REFUSED, compat_fields
 from schemas.limits import MAX_EXPRESSION_CHARS, limit_hint
 
@@ -36,7 +42,7 @@ def _compile_problem(expr: str, names: frozenset[str]) -> str | None:
         return "the expression is nested too deeply to compile; split it or write it flatter"
 
 
-def _expressions(check: HttpCheck | TcpCheck, names: frozenset[str]) -> Iterator[Problem]:
+def _expressions(check: TemplatableCheck, names: frozenset[str]) -> Iterator[Problem]:
     for field in ("test", "display"):
         template = getattr(check, field)
         if template is not None and template.expr is not None:
@@ -81,6 +87,8 @@ def canary_problems(model: CanaryDocument) -> Iterator[tuple[Problem, Severity]]
     checks: Iterable[tuple[str, list[Any], frozenset[str]]] = (
         ("http", model.spec.http, HTTP_VARIABLES),
         ("tcp", model.spec.tcp, TCP_VARIABLES),
+        ("icmp", model.spec.icmp, ICMP_VARIABLES),
+        ("grpc", model.spec.grpc, GRPC_VARIABLES),
     )
     for check_type, items, names in checks:
         for index, check in enumerate(items):
