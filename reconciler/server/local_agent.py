@@ -75,12 +75,17 @@ class LocalAgent:
             await self._control.ingest(LOCAL, rows, None)
 
     async def _flush_loop(self) -> None:
+        loops = self._control.loops
         while True:
-            await asyncio.sleep(self._flush_interval)
+            await asyncio.sleep(self._flush_interval + loops.delay("local-agent"))
+            if not self._rows:
+                continue  # nothing to store: an idle server stays idle
             try:
                 await self._flush()
-            except Exception:  # a failed insert must not stop local checks
-                log.exception("storing local results failed")
+            except Exception as error:  # noqa: BLE001 - a failed insert must not stop local checks
+                loops.failed("local-agent", error, "storing local results")
+            else:
+                loops.succeeded("local-agent")
 
     async def stop(self) -> None:
         """Stop scheduling, let running checks finish briefly, store what they produced."""
