@@ -229,6 +229,10 @@ def next_tick_at(
     hold_ends = active_from + timedelta(seconds=parse_duration(pause) if pause else 0.0)
     if hold_ends > after:
         times.append(hold_ends)
+    elif _may_advance(run, canary, schedule, after):
+        # A step just entered with its hold over (none, say): at most one transition per
+        # tick, so the next tick moves on.
+        times.append(after)
     if analysis.progress_deadline is not None and not run.step_judged:
         deadline = active_from + timedelta(seconds=parse_duration(analysis.progress_deadline))
         if deadline > after:

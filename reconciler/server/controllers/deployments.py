@@ -128,6 +128,7 @@ class DeploymentController:
         self._ticked: dict[str, datetime] = {}  # run id -> when it was last ticked
         self._saved: dict[str, dict[str, Any]] = {}  # run id -> the runtime last stored
         self._failures: list[tuple[str, Exception]] = []  # this pass's, by route
+        self.passes = 0  # passes over the routes since start (an idle server makes none)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="canary-controller")
@@ -155,6 +156,7 @@ class DeploymentController:
 
     async def _supervised_pass(self) -> float:
         """One pass; seconds until the next is due (sooner after a failure, with backoff)."""
+        self.passes += 1
         try:
             due = await self._tick_all()
         except Exception as error:  # noqa: BLE001 - reported; the controller goes on

@@ -29,9 +29,11 @@ async def healthz() -> Response:
 @router.get("/readyz", summary="Ready once the first revision is applied")
 async def readyz(request: Request) -> Response:
     control = control_of(request)
+    # A generic flag only: which loop failed and why is in the (protected) status.
+    loops_ok = not control.loops.failing
     if control.ready.is_set():
-        return json_response({"status": "ready"})
-    return json_response({"status": "starting", **control.status()}, 503)
+        return json_response({"status": "ready", "loops_ok": loops_ok})
+    return json_response({"status": "starting", **control.status(), "loops_ok": loops_ok}, 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics")
@@ -43,7 +45,8 @@ async def metrics(request: Request) -> Response:
 @router.get("/api/v1/status", summary="Current revision, last attempted revision, its errors")
 async def status(request: Request) -> Response:
     require_read(request)
-    return json_response(control_of(request).status())
+    control = control_of(request)
+    return json_response({**control.status(), "loops": control.loops.status()})
 
 
 def signature_valid(secret: str, body: bytes, header: str | None) -> bool:
