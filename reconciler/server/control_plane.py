@@ -105,6 +105,8 @@ class ControlPlane:
         # Gauges other parts of the server add to /metrics (e.g. open incidents).
         self.gauges: list[Callable[[], list[Gauge]]] = [self.loops.gauges]
         self.ready = asyncio.Event()
+        # Bumped whenever result rows are stored: controllers read metrics again only then.
+        self.results_version = 0
         self._reconcile_lock = asyncio.Lock()
         # The files (path, blob) of the last applied load: a snapshot with the same files
         # and commit needs no second parse (e.g. the watcher seeing an operator commit).
@@ -378,6 +380,8 @@ class ControlPlane:
             return {"accepted": 0, "duplicates": 0, "dropped": {"unassigned_canary": len(rows)}}
         verdict = validate_rows(rows, config, self.clock(), sent_at, self.policy)
         inserted = await self.ingest_queue.submit(agent, config.region, verdict.accepted)
+        if inserted:
+            self.results_version += 1
         duplicates = len(verdict.accepted) - inserted
         self.metrics.count("ingest_rows_total", inserted, outcome="accepted")
         self.metrics.count("ingest_rows_total", duplicates, outcome="duplicate")

@@ -137,6 +137,7 @@ async def running_parts(
             gateway,
             settings.canary_interval,
             loops=control.loops,
+            results_version=lambda: control.results_version,
         )
         control.on_publish.append(deployments.wake)
         await deployments.start()

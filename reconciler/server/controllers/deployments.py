@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +39,7 @@ from reconciler.core.weights import StepSchedule, step_schedule
 from reconciler.gateway.base import Gateway, GatewayError
 from reconciler.server.supervise import Supervisor
 from reconciler.store import deployments as store
+from reconciler.store.db import Connection
 from reconciler.store.handle import StateHandle
 from schemas.route import RouteSpec
 
@@ -86,6 +88,28 @@ def _merge(*sources: Mapping[str, tuple[int, int, float | None]]) -> dict[str, G
     return {group: GroupSample(r, e, p) for group, (r, e, p) in merged.items()}
 
 
+@dataclass
+class _Writes:
+    """What one pass (or one action) stores, and the events it announces once stored."""
+
+    work: list[Callable[[Connection], None]] = field(default_factory=list)
+    saved: dict[str, dict[str, Any]] = field(default_factory=dict)  # run id -> runtime
+    events: list[dict[str, Any]] = field(default_factory=list)
+    ticked: dict[str, datetime] = field(default_factory=dict)  # run id -> when
+
+
+def _in_transaction(connection: Connection, work: list[Callable[[Connection], None]]) -> None:
+    """Every write of a pass in one transaction: one commit instead of two per route."""
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        for write in work:
+            write(connection)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
 def _spec_key(spec: RouteSpec) -> str:
     """What the gateway serves of a route besides weights (backends, path)."""
     return spec.model_dump_json(exclude={"canary"})
@@ -103,6 +127,7 @@ class DeploymentController:
         gateway: Gateway | None,
         interval: float = 1.0,
         loops: Supervisor | None = None,
+        results_version: Callable[[], int] | None = None,
     ) -> None:
         """Args:
         state: the server's hold on the state file (runs, evaluations, metrics).
@@ -113,6 +138,9 @@ class DeploymentController:
         interval: the least time between two passes (a burst of wake-ups is one pass;
             a canary with `interval: 0s` is evaluated this often).
         loops: where failures are reported (logged, counted, shown in the status).
+        results_version: a number that changes whenever result rows are stored; with it,
+            a route's synthetic and pushed metrics are read again only when it changed (an
+            idle server's evaluations read nothing). None reads them at every evaluation.
         """
         self.state = state
         self.clock = clock
@@ -129,6 +157,10 @@ class DeploymentController:
         self._saved: dict[str, dict[str, Any]] = {}  # run id -> the runtime last stored
         self._failures: list[tuple[str, Exception]] = []  # this pass's, by route
         self.passes = 0  # passes over the routes since start (an idle server makes none)
+        self._results_version = results_version
+        self._pushes = 0  # metrics pushed through `push` so far
+        # route -> (what the stored metrics depended on, the metrics read then)
+        self._stored_metrics: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="canary-controller")
@@ -141,6 +173,7 @@ class DeploymentController:
 
     def wake(self) -> None:
         """Pass over the routes soon (a revision was published, a run was acted on)."""
+        self._stored_metrics.clear()  # a new revision may point a group at other backends
         self._wake.set()
 
     async def _loop(self) -> None:
@@ -208,9 +241,32 @@ class DeploymentController:
         if self.gateway is not None:
             found = await asyncio.to_thread(self.gateway.metrics, route, since)
             gateway = {g: (m.requests, m.errors, m.p99_ms) for g, m in found.items()}
-        pushed = await self.state.read(lambda c: store.pushed_metrics(c, route, since))
-        synthetic = await self.state.read(lambda c: store.synthetic_metrics(c, groups, since))
+        pushed, synthetic = await self._stored(route, groups, since)
         return _merge(gateway, pushed, synthetic)
+
+    async def _stored(
+        self, route: str, groups: dict[str, list[str]], since: datetime
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Pushed and synthetic metrics from the state file, read again only when rows were
+        stored since the last read for the same step (the synthetic query is the costly part
+        of an evaluation)."""
+        key: tuple[Any, ...] | None = None
+        if self._results_version is not None:
+            key = (since, self._results_version(), self._pushes, sorted(groups.items()))
+            cached = self._stored_metrics.get(route)
+            if cached is not None and cached[0] == key:
+                return cached[1]["pushed"], cached[1]["synthetic"]
+
+        def read(connection: Connection) -> tuple[dict[str, Any], dict[str, Any]]:
+            return (
+                store.pushed_metrics(connection, route, since),
+                store.synthetic_metrics(connection, groups, since),
+            )
+
+        pushed, synthetic = await self.state.read(read)
+        if key is not None:
+            self._stored_metrics[route] = (key, {"pushed": pushed, "synthetic": synthetic})
+        return pushed, synthetic
 
     # -- decide and apply ------------------------------------------------------------------
 
@@ -224,9 +280,10 @@ class DeploymentController:
             routes = self._routes()
             stored = await self.state.read(store.latest_runs) if routes else {}
             due: datetime | None = None
+            writes = _Writes()
             for route, spec in routes.items():
                 try:
-                    at = await self._tick_route(route, spec, stored.get(route))
+                    at = await self._tick_route(route, spec, stored.get(route), writes)
                 except Exception as error:  # noqa: BLE001 - one route must not stop the others
                     self._failures.append((f"route {route}", error))
                     continue
@@ -234,12 +291,15 @@ class DeploymentController:
                     due = at
             for gone in [r for r in self._applied if r not in routes]:
                 await self._remove(gone)
+            # Not stored, not ticked: a failed store is decided again at the next pass.
+            await self._store(writes)
             live = {run.run_id for run in stored.values()}
             self._ticked = {k: v for k, v in self._ticked.items() if k in live}
+            self._ticked.update(writes.ticked)
             return due
 
     async def _tick_route(
-        self, route: str, spec: RouteSpec, stored: store.StoredRun | None
+        self, route: str, spec: RouteSpec, stored: store.StoredRun | None, writes: _Writes
     ) -> datetime | None:
         """Tick one route's run if anything can change it; when its next tick is due."""
         current = self._run_of(route, spec, stored)
@@ -254,13 +314,13 @@ class DeploymentController:
             # Nothing can move the run yet: keep the gateway right, and store a run never
             # stored (its first pass), without reading any samples.
             await self._ensure_weights(route, spec, run.weights)
-            await self._save(run)
+            self._save(run, writes)
             return due
         since = run.step_started_at or run.started_at or now
         samples = await self._samples(route, spec, since)
         result = tick(run, spec, schedule, samples, now)
-        await self._apply(route, spec, result)
-        self._ticked[run.run_id] = now
+        await self._apply(route, spec, result, writes)
+        writes.ticked[run.run_id] = now
         return next_tick_at(result.run, spec, schedule, now)
 
     async def _remove(self, route: str) -> None:
@@ -300,25 +360,27 @@ class DeploymentController:
         log.info("route %s: weights %s", route, dict(weights))
         return True
 
-    async def _save(self, run: RunState) -> None:
-        """Store a run's runtime state, unless it is what is stored already."""
+    def _save(self, run: RunState, writes: _Writes) -> None:
+        """Store a run's runtime state with `writes`, unless it is what is stored already."""
         document = run_to_dict(run)
         if self._saved.get(run.run_id) == document:
             return
         now = self.clock()
-        await self.state.write(lambda c: store.save_run(c, run.run_id, run.state, document, now))
-        self._saved[run.run_id] = document
+        writes.work.append(lambda c: store.save_run(c, run.run_id, run.state, document, now))
+        writes.saved[run.run_id] = document
 
-    async def _apply(self, route: str, spec: RouteSpec, result: TickResult) -> None:
+    async def _apply(
+        self, route: str, spec: RouteSpec, result: TickResult, writes: _Writes
+    ) -> None:
         if result.weights_changed is not None:
             await self._set_weights(route, spec, result.weights_changed)
         else:
             await self._ensure_weights(route, spec, result.run.weights)
-        await self._save(result.run)
+        self._save(result.run, writes)
         evaluation = result.evaluation
         if evaluation is not None:
             detail = evaluation_detail(evaluation)
-            await self.state.write(
+            writes.work.append(
                 lambda c: store.add_evaluation(
                     c,
                     result.run.run_id,
@@ -330,7 +392,14 @@ class DeploymentController:
                     detail,
                 )  # fmt: skip
             )
-        for event in result.events:
+        writes.events.extend(result.events)
+
+    async def _store(self, writes: _Writes) -> None:
+        """Store what a pass or an action decided in one transaction, then announce it."""
+        if writes.work:
+            await self.state.write(lambda c: _in_transaction(c, writes.work))
+        self._saved.update(writes.saved)
+        for event in writes.events:
             self._announce(event)
 
     # -- manual actions and views ----------------------------------------------------------
@@ -359,10 +428,12 @@ class DeploymentController:
                 )
                 status = 400 if outcome.reason.startswith("unknown action") else 409
                 raise RequestRefused(status, outcome.reason, state=outcome.state)
-            await self._apply(route, spec, outcome)
-            await self.state.write(
+            writes = _Writes()
+            await self._apply(route, spec, outcome, writes)
+            writes.work.append(
                 lambda c: store.record_action(c, run.run_id, route, action, now, "accepted")
             )
+            await self._store(writes)
             log.info("route %s: %s -> %s (manual %s)", route, run.state, outcome.run.state, action)
             self._ticked.pop(run.run_id, None)  # the run moved: tick it at the next pass
         self.wake()
@@ -372,6 +443,7 @@ class DeploymentController:
         """Store per-group metrics a gateway pushed for a route."""
         now = self.clock()
         await self.state.write(lambda c: store.push_metrics(c, route, groups, now))
+        self._pushes += 1
 
     async def snapshot(self, only: str | None = None) -> list[dict[str, Any]]:
         """Every route's canary: state, step, weights, baseline, failures, metrics, evaluations."""
