@@ -6,6 +6,7 @@ after a restart on top of it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import subprocess
@@ -17,11 +18,12 @@ import pytest
 
 from agent.metrics import Metrics
 from reconciler.gateway.memory import MemoryGateway
+from reconciler.server.reconcile_loop import RETRY, ReconcileLoop
 from reconciler.server.supervise import Supervisor, backoff
 from schemas.route import RouteSpec
 from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc
 from tests.inprocess import InProcessServer, running_in_process
-from tests.waiting import holds_within, wait_for
+from tests.waiting import eventually, holds_within, wait_for
 
 # Passes `validate` today, and its agent config cannot be encoded (an integer beyond 64 bits):
 # the reconcile loop died on it without a word.
@@ -279,3 +281,26 @@ def test_status_needs_the_read_token_and_readyz_shows_only_a_flag(
         loops = server.client.get("/api/v1/status", headers=headers).json()["loops"]
         assert {"reconcile", "ingest-writer", "canary-controller", "incidents"} <= loops.keys()
         assert set(server.client.get("/readyz").json()) == {"status", "loops_ok"}
+
+
+@pytest.mark.anyio
+async def test_a_reconcile_that_raises_is_tried_again_after_the_backoff() -> None:
+    loops = Supervisor(Metrics(), lambda: datetime.now(UTC), first_backoff=0.01)
+    calls: list[str] = []
+
+    async def reconcile(reasons: str) -> None:
+        calls.append(reasons)
+        if len(calls) == 1:
+            raise OSError("the state file's disk is full")
+
+    loop = ReconcileLoop(reconcile, 0.0, loops)
+    task = asyncio.create_task(loop.run())
+    try:
+        loop.trigger("file change")
+        await eventually(lambda: len(calls) == 2, 5, "the retry")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert calls == ["file change", RETRY]
+    assert loops.status()["reconcile"]["last_error"] == "OSError: the state file's disk is full"
