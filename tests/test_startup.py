@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLE_REPO
+from tests.conftest import ROOT, SAMPLE_REPO, ConfigRepo, agent_doc, region_doc
 
 # What the server, the state file, the site and the HTTP clients bring in.
 HEAVY = ("duckdb", "pyarrow", "fastapi", "starlette", "uvicorn", "httpx", "jinja2", "watchfiles")
@@ -54,3 +54,14 @@ def test_validate_imports_no_server_or_database() -> None:
     loaded = imported_by("validate", "--repo", str(SAMPLE_REPO), "-q")
     assert loaded & set(HEAVY) == set()
     assert {"pydantic", "yaml"} <= loaded, "the probe loaded the config"
+
+
+def test_a_plan_against_another_ref_imports_no_database(config_repo: ConfigRepo) -> None:
+    config_repo.write("regions.yaml", region_doc("eu"))
+    config_repo.commit("base")
+    config_repo.write("agents.yaml", agent_doc("eu-1", "eu"))
+    config_repo.commit("an agent")
+    args = ("plan", "--repo", str(config_repo.path), "--ref", "HEAD", "--base", "HEAD~1")
+    loaded = imported_by(*args)
+    assert loaded & set(HEAVY) == set()
+    assert "git" in loaded, "the probe read both refs"

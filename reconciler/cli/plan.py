@@ -87,7 +87,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from reconciler.cli.loading import load, report_invalid
     from reconciler.core.planfile import plan_to_dict
     from reconciler.session import Session, Settings, SourceError
-    from reconciler.store.db import StateError
 
     if args.out and args.base:
         console.error("--out saves plans made against a state file; it cannot be used with --base")
@@ -99,14 +98,20 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if not loaded.ok:
         report_invalid(loaded, args.format, console, str(args.repo))
         return EXIT_ERROR
-    try:
-        if args.base:
+    if args.base:  # PR CI's plan: no state file, so no DuckDB to import
+        try:
             plan = session.plan_against_base(loaded, args.repo, args.base)
-        else:
+        except SourceError as error:
+            console.error(str(error))
+            return EXIT_ERROR
+    else:
+        from reconciler.store.db import StateError
+
+        try:
             plan = session.plan_against_state(loaded, args.state)
-    except (SourceError, StateError) as error:
-        console.error(str(error))
-        return EXIT_ERROR
+        except StateError as error:
+            console.error(str(error))
+            return EXIT_ERROR
     console.out.write(render(plan, args.format, str(args.repo)))
     if args.out:
         args.out.write_bytes(orjson.dumps(plan_to_dict(plan), option=orjson.OPT_INDENT_2))
