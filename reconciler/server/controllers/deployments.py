@@ -49,6 +49,7 @@ TERMINAL = frozenset({"completed", "rolled_back"})
 LOOP = "canary-controller"
 # Even with nothing due, a pass this often re-checks the gateway's weights (self-healing).
 RESYNC_SECONDS = 300.0
+DUE_MARGIN = 0.01
 
 
 def run_to_dict(run: RunState) -> dict[str, Any]:
@@ -207,7 +208,9 @@ class DeploymentController:
             retry = RESYNC_SECONDS
         if due is None:
             return retry
-        return min(retry, max((due - self.clock()).total_seconds(), 0.0))
+        # A hair late rather than early: a pass a moment before `due` would find nothing
+        # to do and wait another `interval`.
+        return min(retry, max((due - self.clock()).total_seconds(), 0.0) + DUE_MARGIN)
 
     # -- load ------------------------------------------------------------------------------
 
