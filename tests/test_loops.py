@@ -304,3 +304,21 @@ async def test_a_reconcile_that_raises_is_tried_again_after_the_backoff() -> Non
             await task
     assert calls == ["file change", RETRY]
     assert loops.status()["reconcile"]["last_error"] == "OSError: the state file's disk is full"
+
+
+def test_a_site_rebuild_that_fails_is_reported_and_tried_again(
+    repo: ConfigRepo, tmp_path: Path, loop_log: _Records
+) -> None:
+    site = tmp_path / "site"
+    site.write_text("a file where the site's directory should be\n")
+    with running_in_process(
+        repo.path, tmp_path / "state.duckdb", site_dir=site, site_interval=0.2
+    ) as server:
+        server.wait_ready()
+        wait_for(lambda: loop_errors(server, "site-rebuilds") >= 1, 20, "the failure counted")
+        assert loop_log.tracebacks("site-rebuilds")
+        assert server.status()["loops"]["site-rebuilds"]["ok"] is False
+
+        site.unlink()
+        wait_for(lambda: (site / "index.html").exists(), 20, "a site once the path is free")
+        wait_for(lambda: server.status()["loops"]["site-rebuilds"]["ok"], 5, "recovered")
