@@ -11,7 +11,7 @@ import logging
 import re
 import subprocess
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -322,3 +322,45 @@ def test_a_site_rebuild_that_fails_is_reported_and_tried_again(
         site.unlink()
         wait_for(lambda: (site / "index.html").exists(), 20, "a site once the path is free")
         wait_for(lambda: server.status()["loops"]["site-rebuilds"]["ok"], 5, "recovered")
+
+
+def _result_row(started: datetime) -> dict[str, object]:
+    return {
+        "canary": "default/web@eu-1",
+        "check": "check",
+        "started_at": started.isoformat(),
+        "duration_ms": 12.5,
+        "status": "pass",
+        "code": 200,
+    }
+
+
+def test_an_ingest_write_that_fails_is_reported_and_the_writer_goes_on(
+    repo: ConfigRepo, tmp_path: Path, loop_log: _Records
+) -> None:
+    with running_in_process(repo.path, tmp_path / "state.duckdb") as server:
+        server.wait_ready()
+        headers = {"Authorization": f"Bearer {server.token('eu-1')}"}
+        state = server.parts.control.state
+
+        def rename(old: str, new: str) -> None:
+            server.call(
+                lambda: state.write(lambda c: c.execute(f"ALTER TABLE {old} RENAME TO {new}"))
+            )
+
+        # The results table goes missing under the server: the insert raises.
+        rename("results", "results_elsewhere")
+        now = datetime.now(UTC)
+        body = {"results": [_result_row(now - timedelta(seconds=3))]}
+        # A real server answers 500; the in-process transport hands the app's error over.
+        with pytest.raises(Exception, match="results does not exist"):
+            server.client.post("/api/agent/results", headers=headers, json=body)
+        wait_for(lambda: loop_errors(server, "ingest-writer") == 1, 10, "the failure counted")
+        assert "results" in loop_log.tracebacks("ingest-writer")[0]
+        assert server.status()["loops"]["ingest-writer"]["ok"] is False
+
+        rename("results_elsewhere", "results")
+        body = {"results": [_result_row(now - timedelta(seconds=2))]}
+        stored = server.client.post("/api/agent/results", headers=headers, json=body)
+        assert (stored.status_code, stored.json()["accepted"]) == (200, 1)
+        assert server.status()["loops"]["ingest-writer"]["ok"] is True
