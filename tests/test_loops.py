@@ -364,3 +364,53 @@ def test_an_ingest_write_that_fails_is_reported_and_the_writer_goes_on(
         stored = server.client.post("/api/agent/results", headers=headers, json=body)
         assert (stored.status_code, stored.json()["accepted"]) == (200, 1)
         assert server.status()["loops"]["ingest-writer"]["ok"] is True
+
+
+LOCAL_CANARY = """
+apiVersion: canary-reconciler/v1
+kind: Canary
+metadata:
+  name: self
+spec:
+  schedule: '@every 1s'
+  agentSelector: ['local']
+  http:
+    - name: check
+      url: http://127.0.0.1:9/
+      timeout: 500ms
+"""
+
+
+def test_local_results_that_cannot_be_stored_are_kept_and_stored_later(
+    repo: ConfigRepo, tmp_path: Path, loop_log: _Records
+) -> None:
+    repo.write("canaries/self.yaml", LOCAL_CANARY)
+    repo.commit("a local canary")
+    with running_in_process(repo.path, tmp_path / "state.duckdb") as server:
+        server.wait_ready()
+        state = server.parts.control.state
+
+        def execute(sql: str) -> object:
+            return server.call(lambda: state.write(lambda c: c.execute(sql).fetchall()))
+
+        execute("ALTER TABLE results RENAME TO results_elsewhere")
+        outage_began = datetime.now(UTC)
+        wait_for(lambda: loop_errors(server, "local-agent") >= 1, 15, "a failed store")
+        assert server.status()["loops"]["local-agent"]["ok"] is False
+        execute("ALTER TABLE results_elsewhere RENAME TO results")
+        restored = datetime.now(UTC)
+
+        def kept() -> int:
+            found = server.call(
+                lambda: state.read(
+                    lambda c: c.execute(
+                        "SELECT count(*) FROM results WHERE agent = 'local'"
+                        " AND started_at BETWEEN ? AND ?",
+                        [outage_began, restored],
+                    ).fetchone()
+                )
+            )
+            return int(found[0]) if found else 0
+
+        wait_for(lambda: kept() > 0, 15, "the results run during the outage to be stored")
+        wait_for(lambda: server.status()["loops"]["local-agent"]["ok"], 10, "recovered")
