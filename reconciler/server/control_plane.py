@@ -174,7 +174,9 @@ class ControlPlane:
             except Exception as error:  # noqa: BLE001 - reported, and the server keeps serving
                 self.loops.failed("reconcile", error, f"reading {self.source.description}")
                 attempt.crashed = True
-                attempt.errors = [f"cannot read {self.source.description}: {_brief(error)}"]
+                attempt.errors = [
+                    self.loops.redact(f"cannot read {self.source.description}: {_brief(error)}")
+                ]
                 return await self._settle(attempt)
             return await self._apply(loaded, key, attempt)
 
@@ -208,7 +210,7 @@ class ControlPlane:
             label = attempt.revision.label if attempt.revision else "?"
             self.loops.failed("reconcile", error, f"applying revision {label}")
             attempt.crashed = True
-            attempt.errors = [f"apply failed: {_brief(error)}"]
+            attempt.errors = [self.loops.redact(f"apply failed: {_brief(error)}")]
             return await self._settle(attempt)
         attempt.applied = True
         attempt.summary = plan.summary

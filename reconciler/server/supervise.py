@@ -116,7 +116,7 @@ class Supervisor:
         health.consecutive += 1
         health.last_error_at = self._clock()
         message = f"{type(error).__name__}: {error}"
-        health.last_error = self._redact((f"{where}: " if where else "") + message)
+        health.last_error = self.redact((f"{where}: " if where else "") + message)
         self._metrics.count("loop_errors_total", loop=name)
         delay = backoff(health.consecutive, self._first)
         log.error(
@@ -190,7 +190,8 @@ class Supervisor:
             for name, health in sorted(self._loops.items())
         ]
 
-    def _redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:
+        """`text` with every secret replaced by *** and cut to a status line's length."""
         for secret in self._secrets():
             if secret and len(secret) >= 4:
                 text = text.replace(secret, "***")
