@@ -14,15 +14,18 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from agent.metrics import Metrics
 from reconciler.gateway.memory import MemoryGateway
+from reconciler.server.notify import Hook, Notifier
 from reconciler.server.reconcile_loop import RETRY, ReconcileLoop
 from reconciler.server.supervise import Supervisor, backoff
 from schemas.route import RouteSpec
 from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc
 from tests.inprocess import InProcessServer, running_in_process
+from tests.test_notify import Receiver
 from tests.waiting import eventually, holds_within, wait_for
 
 # Passes `validate` today, and its agent config cannot be encoded (an integer beyond 64 bits):
@@ -414,3 +417,31 @@ def test_local_results_that_cannot_be_stored_are_kept_and_stored_later(
 
         wait_for(lambda: kept() > 0, 15, "the results run during the outage to be stored")
         wait_for(lambda: server.status()["loops"]["local-agent"]["ok"], 10, "recovered")
+
+
+def test_an_event_a_hook_cannot_be_sent_does_not_stop_the_ones_after_it(
+    loop_log: _Records,
+) -> None:
+    receiver = Receiver(failures=0)
+    metrics = Metrics()
+    loops = Supervisor(metrics, lambda: datetime.now(UTC))
+
+    async def scenario() -> None:
+        notifier = Notifier(
+            [Hook(receiver.url)], None, metrics, lambda: datetime.now(UTC), loops=loops
+        )
+        notifier.start()
+        notifier.send({"type": "canary_step", "weights": {1, 2}})  # a set: not JSON
+        notifier.send({"type": "canary_completed", "route": "checkout"})
+        await notifier.stop(wait_seconds=10)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        receiver.server.shutdown()
+    assert [orjson.loads(body)["type"] for _, body in receiver.received] == ["canary_completed"]
+    assert loops.status()["notify"]["errors"] == 1
+    assert "TypeError" in loop_log.tracebacks("notify")[0]
+    text = metrics.render()
+    assert 'reconciler_notifications_total{outcome="failed"} 1' in text
+    assert 'reconciler_loop_errors_total{loop="notify"} 1' in text
