@@ -120,11 +120,10 @@ class Supervisor:
         self._metrics.count("loop_errors_total", loop=name)
         delay = backoff(health.consecutive, self._first)
         log.error(
-            "%s loop failed%s (error %d in a row; it goes on in %.0fs)",
+            "%s loop failed%s (error %d in a row)",
             name,
             f" ({where})" if where else "",
             health.consecutive,
-            delay,
             exc_info=error,
         )
         return delay
