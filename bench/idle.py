@@ -1,7 +1,8 @@
 """How much CPU an idle `reconcile serve` uses: 50 routes, 100 agents, no traffic.
 
 Starts a real server on a generated repository, waits until it has settled (the first
-revision applied, the canary runs started, the first site build done), then reads its CPU
+revision applied, every canary run started, the first site build out, then `--settle`
+seconds), then reads its CPU
 time from /proc/<pid>/stat over a window and prints the share of one CPU beside the target.
 """
 
@@ -11,6 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
+import httpx
 from harness import (
     Sampler,
     Server,
@@ -21,6 +23,7 @@ from harness import (
     http_canary_doc,
     init_repo,
     region_doc,
+    wait_until,
     workspace,
     write_file,
 )
@@ -72,6 +75,18 @@ def generate(repo: Path, routes: int, agents: int, canaries: int) -> None:
     init_repo(repo)
 
 
+def settle(server: Server, state: Path, routes: int) -> None:
+    """Wait until every route's canary run has started and the first site build is out."""
+
+    def started() -> bool:
+        views = httpx.get(f"{server.url}/canary", timeout=10).json()["canaries"]
+        return len(views) == routes and all(v["state"] == "progressing" for v in views)
+
+    site = state.with_name(state.name + ".site") / "index.html"
+    wait_until(started, 120, "every canary run to start")
+    wait_until(site.exists, 120, "the first status site build")
+
+
 def measure(pid: int, seconds: float) -> float:
     """Percent of one CPU the process used over `seconds`."""
     before, started = cpu_seconds(pid), time.monotonic()
@@ -87,7 +102,12 @@ def main() -> int:
     parser.add_argument("--routes", type=int, default=50)
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--canaries", type=int, default=10, help="canaries on every agent")
-    parser.add_argument("--settle", type=float, default=10.0, help="seconds after /readyz")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=3.0,
+        help="seconds more once every run started and the site was built",
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window")
     parser.add_argument("--gateway", choices=["none", "nginx"], default="none")
     parser.add_argument("--py-spy", type=int, metavar="RATE", help="also sample with py-spy")
@@ -107,7 +127,8 @@ def main() -> int:
                 f"{args.canaries * args.agents} derived canaries, gateway {args.gateway}; "
                 f"ready in {server.startup:.1f}s"
             )
-            time.sleep(args.settle)  # the first site build and canary starts settle
+            settle(server, state, args.routes)
+            time.sleep(args.settle)  # what the last start-up step queued finishes
             sampler = Sampler(server.pid, work / "idle.pyspy", args.py_spy) if args.py_spy else None
             percent = measure(server.pid, args.seconds)
             if sampler is not None:
