@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.core.collector import collector_paused
 from reconciler.core.compile import (
@@ -22,8 +23,12 @@ from reconciler.core.plan import Plan, Revision, StateRef
 from reconciler.core.resources import ResourceHeader, header_of
 from reconciler.sources.gitrepo import GitSourceError, files_at, find_repository, worktree_revision
 from reconciler.sources.worktree import read_worktree
-from reconciler.store.db import Connection, open_state, remove_state, state_is_empty, state_ref
-from reconciler.store.resources import ApplyResult, apply_plan, fetch_resources, read_headers
+
+if TYPE_CHECKING:
+    # DuckDB and Arrow are imported by the methods that open a state file: `validate` and
+    # `plan --base` never do, and start faster without them.
+    from reconciler.store.db import Connection
+    from reconciler.store.resources import ApplyResult
 
 
 class SourceError(Exception):
@@ -124,6 +129,9 @@ class Session:
 
     def _current_headers(self, connection: Connection) -> dict[str, ResourceHeader]:
         """The state's resource headers, read again only when its serial or lineage moved."""
+        from reconciler.store.db import state_ref
+        from reconciler.store.resources import read_headers
+
         ref = state_ref(connection)
         if self._headers is None or self._headers[0] != ref:
             self._headers = (ref, read_headers(connection))
@@ -159,6 +167,8 @@ class Session:
         Raises:
             StateError: the file is locked or not a state file.
         """
+        from reconciler.store.db import open_state
+
         assert loaded.desired is not None
         connection = open_state(state, read_only=True, lock_timeout=self.settings.lock_timeout)
         if connection is None:
@@ -167,6 +177,9 @@ class Session:
             return self._plan_on(loaded, connection)
 
     def _plan_on(self, loaded: Loaded, connection: Connection) -> Plan:
+        from reconciler.store.db import state_ref
+        from reconciler.store.resources import fetch_resources
+
         assert loaded.desired is not None
         return plan_changes(
             loaded.desired,
@@ -191,6 +204,8 @@ class Session:
         Raises:
             StateError: the state file is locked or unusable.
         """
+        from reconciler.store.db import open_state, remove_state, state_is_empty
+
         assert loaded.desired is not None
         existed = state.exists()
         connection = open_state(state, lock_timeout=self.settings.lock_timeout)
@@ -210,6 +225,8 @@ class Session:
         approve: Callable[[Plan], bool] = lambda _: True,
     ) -> tuple[Plan, ApplyResult | None]:
         """Plan `loaded` against an open, writable state connection and apply it if approved."""
+        from reconciler.store.resources import apply_plan
+
         plan = self._plan_on(loaded, connection)
         if plan.changes and not approve(plan):
             return plan, None
@@ -222,6 +239,9 @@ class Session:
             StalePlan: the state's serial or lineage differs from the plan's.
             StateError: the state file is locked or unusable.
         """
+        from reconciler.store.db import open_state
+        from reconciler.store.resources import apply_plan
+
         connection = open_state(state, lock_timeout=self.settings.lock_timeout)
         assert connection is not None
         with connection:

@@ -201,6 +201,7 @@ async def test_readyz_on_a_broken_repo_says_not_ready_and_nothing_more(
             "status": "starting",
             "ready": False,
             "reason": "the configuration could not be applied; details in /api/v1/status",
+            "loops_ok": True,
         }
         for secret in ("secret-value", "author@example.com", "Test Author", str(tmp_path)):
             assert secret not in response.text

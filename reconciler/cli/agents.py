@@ -8,15 +8,9 @@ from datetime import UTC, datetime
 from reconciler.cli import options
 from reconciler.cli.console import Console
 from reconciler.cli.options import EXIT_ERROR, EXIT_OK, Subcommands
-from reconciler.cli.server_client import (
-    ADMIN_TOKEN_ENV,
-    ServerClient,
-    ServerError,
-    admin_token,
-    server_url,
-)
-from reconciler.store.db import StateError, StateLocked, open_state
-from reconciler.store.tokens import agent_is_configured, mint_token
+from reconciler.server.settings import SECRETS
+
+ADMIN_TOKEN_ENV = SECRETS["admin_token"]
 
 NAME = "agents"
 
@@ -49,6 +43,9 @@ def register(commands: Subcommands) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Print a new token on stdout; 1 when the agent is unknown or the server refuses."""
+    from reconciler.store.db import StateError, StateLocked, open_state
+    from reconciler.store.tokens import agent_is_configured, mint_token
+
     if args.agents_command != "token":
         console.error("say what to do: `reconcile agents token NAME`")
         return EXIT_ERROR
@@ -84,6 +81,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _mint_through_server(args: argparse.Namespace, console: Console) -> int:
+    from reconciler.cli.server_client import ServerClient, ServerError, admin_token, server_url
+
     url, admin = server_url(args.state, args.server), admin_token()
     if url is None or admin is None:
         console.error(

@@ -6,19 +6,18 @@ import argparse
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from reconciler.cli import options
 from reconciler.cli.console import Console
-from reconciler.cli.loading import load, report_invalid
 from reconciler.cli.options import EXIT_ERROR, EXIT_OK, Subcommands
-from reconciler.core.plan import Plan
-from reconciler.core.planfile import PlanFileError, plan_from_dict
-from reconciler.render.text import render_text
-from reconciler.session import Session, Settings
-from reconciler.store.db import StateError
-from reconciler.store.resources import ApplyResult
+
+if TYPE_CHECKING:
+    from reconciler.core.plan import Plan
+    from reconciler.session import Session
+    from reconciler.store.resources import ApplyResult
 
 NAME = "apply"
 
@@ -80,6 +79,11 @@ def _confirm(console: Console) -> bool:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Apply; 0 when applied or nothing to apply, 1 when invalid, cancelled or refused."""
+    from reconciler.cli.loading import load, report_invalid
+    from reconciler.render.text import render_text
+    from reconciler.session import Session, Settings
+    from reconciler.store.db import StateError
+
     session = Session(Settings(args.local_region, args.lock_timeout))
     try:
         if args.plan_file is not None:
@@ -110,6 +114,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _apply_saved(args: argparse.Namespace, session: Session, console: Console) -> int:
+    from reconciler.core.planfile import PlanFileError, plan_from_dict
+    from reconciler.render.text import render_text
+
     try:
         plan = plan_from_dict(orjson.loads(args.plan_file.read_bytes()))
     except (OSError, orjson.JSONDecodeError, PlanFileError) as error:

@@ -10,17 +10,9 @@ import orjson
 from reconciler.cli import options
 from reconciler.cli.console import Console
 from reconciler.cli.options import EXIT_ERROR, EXIT_OK, Subcommands
-from reconciler.cli.server_client import (
-    ADMIN_TOKEN_ENV,
-    ServerClient,
-    ServerError,
-    ServerRefused,
-    admin_token,
-    read_token,
-    server_url,
-)
-from reconciler.store.db import StateError, open_state
-from reconciler.store.deployments import run_views
+from reconciler.server.settings import SECRETS
+
+ADMIN_TOKEN_ENV = SECRETS["admin_token"]
 
 NAME = "canary"
 ACTIONS = ("status", "start", "pause", "resume", "promote", "rollback")
@@ -48,6 +40,9 @@ def register(commands: Subcommands) -> None:
 
 
 def _offline_status(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from reconciler.store.db import StateError, open_state
+    from reconciler.store.deployments import run_views
+
     connection = open_state(args.state, read_only=True, lock_timeout=STATUS_LOCK_SECONDS)
     if connection is None:
         raise StateError(f"no state file at {args.state}")
@@ -75,6 +70,9 @@ def _print_views(views: list[dict[str, Any]], console: Console) -> None:
 
 
 def _status(args: argparse.Namespace, url: str | None, console: Console) -> int:
+    from reconciler.cli.server_client import ServerClient, ServerError, read_token
+    from reconciler.store.db import StateError
+
     try:
         if url is not None:
             answer = ServerClient(url, read_token()).get("/canary", timeout=STATUS_TIMEOUT)
@@ -95,6 +93,14 @@ def _status(args: argparse.Namespace, url: str | None, console: Console) -> int:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """`status` from the server or the file; actions through the server only."""
+    from reconciler.cli.server_client import (
+        ServerClient,
+        ServerError,
+        ServerRefused,
+        admin_token,
+        server_url,
+    )
+
     url = server_url(args.state, args.server)
     if args.action == "status":
         return _status(args, url, console)

@@ -8,11 +8,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from reconciler.cli.console import Console
 from reconciler.cli.options import Subcommands
-from reconciler.demo.output import Console as DemoConsole
-from reconciler.demo.run import Demo, DemoOptions
+
+if TYPE_CHECKING:
+    from reconciler.demo.run import Demo
 
 NAME = "demo"
 
@@ -108,6 +110,9 @@ def _install_handlers(demo: Demo) -> Callable[[], None]:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Run the demo until Ctrl-C, SIGTERM or --duration; 0 on a clean stop."""
+    from reconciler.demo.output import Console as DemoConsole
+    from reconciler.demo.run import Demo, DemoOptions
+
     options = DemoOptions(
         repo=args.repo,
         directory=args.dir,

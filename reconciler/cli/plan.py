@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from reconciler.cli import options
 from reconciler.cli.console import Console
-from reconciler.cli.loading import load, report_invalid
 from reconciler.cli.options import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Subcommands
-from reconciler.core.plan import Plan
-from reconciler.core.planfile import plan_to_dict
-from reconciler.render.github import render_annotations
-from reconciler.render.markdown import render_markdown
-from reconciler.render.text import render_text
-from reconciler.session import Session, Settings, SourceError
-from reconciler.store.db import StateError
+
+if TYPE_CHECKING:
+    from reconciler.core.plan import Plan
 
 NAME = "plan"
 
@@ -67,6 +63,11 @@ def register(commands: Subcommands) -> None:
 
 def render(plan: Plan, fmt: str, root: str) -> str:
     """The plan in one of the output formats."""
+    from reconciler.core.planfile import plan_to_dict
+    from reconciler.render.github import render_annotations
+    from reconciler.render.markdown import render_markdown
+    from reconciler.render.text import render_text
+
     if fmt == "json":
         return orjson.dumps(plan_to_dict(plan), option=orjson.OPT_INDENT_2).decode() + "\n"
     if fmt == "markdown":
@@ -83,6 +84,10 @@ def render(plan: Plan, fmt: str, root: str) -> str:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Print the plan (and save it with --out); 2 for changes with --detailed-exitcode."""
+    from reconciler.cli.loading import load, report_invalid
+    from reconciler.core.planfile import plan_to_dict
+    from reconciler.session import Session, Settings, SourceError
+
     if args.out and args.base:
         console.error("--out saves plans made against a state file; it cannot be used with --base")
         return EXIT_ERROR
@@ -93,14 +98,20 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if not loaded.ok:
         report_invalid(loaded, args.format, console, str(args.repo))
         return EXIT_ERROR
-    try:
-        if args.base:
+    if args.base:  # PR CI's plan: no state file, so no DuckDB to import
+        try:
             plan = session.plan_against_base(loaded, args.repo, args.base)
-        else:
+        except SourceError as error:
+            console.error(str(error))
+            return EXIT_ERROR
+    else:
+        from reconciler.store.db import StateError
+
+        try:
             plan = session.plan_against_state(loaded, args.state)
-    except (SourceError, StateError) as error:
-        console.error(str(error))
-        return EXIT_ERROR
+        except StateError as error:
+            console.error(str(error))
+            return EXIT_ERROR
     console.out.write(render(plan, args.format, str(args.repo)))
     if args.out:
         args.out.write_bytes(orjson.dumps(plan_to_dict(plan), option=orjson.OPT_INDENT_2))

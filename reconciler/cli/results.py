@@ -9,14 +9,7 @@ from pathlib import Path
 from reconciler.cli import options
 from reconciler.cli.console import Console
 from reconciler.cli.options import EXIT_ERROR, EXIT_OK, Subcommands
-from reconciler.store.archive import (
-    DEFAULT_ARCHIVE_AFTER,
-    ArchiveError,
-    archive,
-    export,
-    history_dir,
-)
-from reconciler.store.db import StateError, open_state
+from reconciler.store.archive import DEFAULT_ARCHIVE_AFTER
 
 NAME = "results"
 
@@ -107,6 +100,8 @@ def add_history_options(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Archive or export; 1 on a missing or locked state file or an unwritable directory."""
+    from reconciler.store.archive import ArchiveError, archive, export, history_dir
+    from reconciler.store.db import StateError, open_state
     read_only = args.results_command == "export"
     try:
         connection = open_state(args.state, read_only=read_only, lock_timeout=args.lock_timeout)

@@ -7,8 +7,6 @@ import argparse
 from reconciler.cli import options
 from reconciler.cli.console import Console
 from reconciler.cli.options import EXIT_ERROR, EXIT_OK, Subcommands
-from reconciler.store.db import StateError, open_state
-from reconciler.store.resources import list_revisions
 
 NAME = "revisions"
 
@@ -31,6 +29,9 @@ def register(commands: Subcommands) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """List the revisions; 1 when the state file is missing or unusable."""
+    from reconciler.store.db import StateError, open_state
+    from reconciler.store.resources import list_revisions
+
     try:
         connection = open_state(args.state, read_only=True, lock_timeout=args.lock_timeout)
     except StateError as error:

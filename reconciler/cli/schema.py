@@ -10,7 +10,6 @@ import orjson
 
 from reconciler.cli.console import Console
 from reconciler.cli.options import EXIT_OK, Subcommands
-from schemas.kinds import JSON_SCHEMA_MODELS
 
 NAME = "schema"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -35,6 +34,8 @@ def register(commands: Subcommands) -> None:
 
 def json_schemas() -> dict[str, dict[str, Any]]:
     """The JSON Schema of each kind, by file stem."""
+    from schemas.kinds import JSON_SCHEMA_MODELS  # pydantic models: only when asked for
+
     schemas: dict[str, dict[str, Any]] = {}
     for stem, model in JSON_SCHEMA_MODELS.items():
         schema = model.model_json_schema(by_alias=True, mode="validation")

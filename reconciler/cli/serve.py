@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.process import configure_logging, loop_factory
 from reconciler.cli import options
 from reconciler.cli.console import Console
 from reconciler.cli.options import EXIT_ERROR, EXIT_OK, Subcommands
-from reconciler.gateway.base import GatewayError
-from reconciler.server.main import run_server
 from reconciler.server.settings import ENVIRONMENT, SettingsError, load_settings
-from reconciler.sources.gitrepo import GitSourceError
-from reconciler.store.db import StateError
 
 NAME = "serve"
 
@@ -122,6 +116,15 @@ def register(commands: Subcommands) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Serve until SIGTERM or Ctrl-C; 1 when the server cannot start."""
+    # The server (FastAPI, uvicorn, DuckDB, git) is imported only by the command that runs it.
+    import asyncio
+
+    from agent.process import configure_logging, loop_factory
+    from reconciler.gateway.base import GatewayError
+    from reconciler.server.main import run_server
+    from reconciler.sources.gitrepo import GitSourceError
+    from reconciler.store.db import StateError
+
     # Every setting is a flag of the same name; the settings module says which ones exist.
     flags = {key: getattr(args, key, None) for key in ENVIRONMENT}
     try:

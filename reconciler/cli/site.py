@@ -9,15 +9,9 @@ from pathlib import Path
 from reconciler.cli import options
 from reconciler.cli.console import Console
 from reconciler.cli.options import EXIT_ERROR, EXIT_OK, Subcommands
-from reconciler.cli.server_client import (
-    ADMIN_TOKEN_ENV,
-    ServerClient,
-    ServerError,
-    admin_token,
-    server_url,
-)
-from reconciler.sitebuild import SiteError, build_site
-from reconciler.store.db import StateError, StateLocked, open_state
+from reconciler.server.settings import SECRETS
+
+ADMIN_TOKEN_ENV = SECRETS["admin_token"]
 
 NAME = "site"
 # A full build of a large fleet through a busy server; the server keeps building if we give up.
@@ -68,6 +62,8 @@ def register(commands: Subcommands) -> None:
 
 def _build_through_server(args: argparse.Namespace, url: str, console: Console) -> int:
     """The running server holds the state: ask it to build into the same directory."""
+    from reconciler.cli.server_client import ServerClient, ServerError, admin_token
+
     admin = admin_token()
     if admin is None:
         console.error(
@@ -92,6 +88,10 @@ def _build_through_server(args: argparse.Namespace, url: str, console: Console) 
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Build the site, or have the server that holds the state build it."""
+    from reconciler.cli.server_client import server_url
+    from reconciler.sitebuild import SiteError, build_site
+    from reconciler.store.db import StateError, StateLocked, open_state
+
     if not args.state.exists():
         console.error(f"no state file at {args.state}; run `reconcile apply` first")
         return EXIT_ERROR

@@ -6,11 +6,7 @@ import argparse
 
 from reconciler.cli import options
 from reconciler.cli.console import Console
-from reconciler.cli.loading import load
 from reconciler.cli.options import EXIT_ERROR, EXIT_OK, Subcommands
-from reconciler.render.github import render_annotations
-from reconciler.render.text import diagnostic_lines
-from reconciler.session import Session, Settings
 
 NAME = "validate"
 
@@ -34,6 +30,11 @@ def register(commands: Subcommands) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Report the diagnostics; 0 when valid (warnings allowed), 1 on any error."""
+    from reconciler.cli.loading import load
+    from reconciler.render.github import render_annotations
+    from reconciler.render.text import diagnostic_lines
+    from reconciler.session import Session, Settings
+
     loaded = load(args, Session(Settings(args.local_region)), console)
     if loaded is None:
         return EXIT_ERROR

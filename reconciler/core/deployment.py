@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from reconciler.core.deployment_analysis import (
@@ -68,6 +68,7 @@ __all__ = [
     "baseline_group",
     "evaluate",
     "new_run",
+    "next_tick_at",
     "rollback_weights",
     "route_groups",
     "tick",
@@ -197,6 +198,46 @@ def tick(
     if run.state != "progressing":
         return TickResult(run)
     return _progress(run, spec, canary, schedule, samples, now)
+
+
+def next_tick_at(
+    run: RunState, spec: RouteSpec, schedule: StepSchedule, after: datetime
+) -> datetime | None:
+    """The earliest time a :func:`tick` could change `run`, given it was last ticked at `after`.
+
+    Until then a tick returns the run unchanged, makes no evaluation and announces nothing,
+    whatever the samples: they are read only when an evaluation is due or the progress
+    deadline passes. None means only an action (or a new run) can move it: pending without
+    ``auto_start``, paused, completed, rolled back, or no canary. A time at or before `after`
+    means "tick again at once" (``interval: 0s`` evaluates every tick).
+    """
+    canary = spec.canary
+    if canary is None or not canary.enabled:
+        return None
+    if run.state == "pending":
+        return after if canary.auto_start and schedule.steps else None
+    if run.state != "progressing" or run.step_started_at is None:
+        return None
+    analysis = canary.analysis
+    since = run.step_started_at
+    if run.last_evaluation_at is not None and run.last_evaluation_at > since:
+        since = run.last_evaluation_at
+    times = [since + timedelta(seconds=parse_duration(analysis.interval))]
+    # The step's clock, with the time it spent paused left out (see `_active_seconds`).
+    active_from = run.step_started_at + timedelta(seconds=run.paused_seconds)
+    pause = schedule.steps[run.step].pause
+    hold_ends = active_from + timedelta(seconds=parse_duration(pause) if pause else 0.0)
+    if hold_ends > after:
+        times.append(hold_ends)
+    elif _may_advance(run, canary, schedule, after):
+        # A step just entered with its hold over (none, say): at most one transition per
+        # tick, so the next tick moves on.
+        times.append(after)
+    if analysis.progress_deadline is not None and not run.step_judged:
+        deadline = active_from + timedelta(seconds=parse_duration(analysis.progress_deadline))
+        if deadline > after:
+            times.append(deadline)
+    return min(times)
 
 
 # --- transitions ---------------------------------------------------------------------------

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,8 @@ from reconciler.core.plan import Revision, Summary
 from reconciler.core.refusal import RequestRefused
 from reconciler.core.resources import Resource
 from reconciler.server.ingestion import IngestQueue
-from reconciler.server.settings import ServeSettings
+from reconciler.server.settings import SECRETS, ServeSettings
+from reconciler.server.supervise import Supervisor
 from reconciler.session import Loaded, Session, Settings
 from reconciler.sources.follow import ConfigSource
 from reconciler.sources.gitrepo import GitSourceError, commit_files, worktree_revision
@@ -38,6 +40,8 @@ from reconciler.store.tokens import (
 
 Gauge = tuple[str, str, tuple[tuple[str, str], ...], float]
 log = logging.getLogger("reconciler.server.main")
+# Environment variables whose values must never show in a status or error message.
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL", re.IGNORECASE)
 
 
 @dataclass
@@ -51,6 +55,8 @@ class Attempt:
     summary: Summary | None = None
     changed: bool = False
     errors: list[str] = field(default_factory=list)
+    # An exception, not a config error: counted as a failure of the reconcile loop.
+    crashed: bool = False
 
 
 @dataclass
@@ -80,6 +86,8 @@ class ControlPlane:
         self.environ = environ
         self.clock = clock
         self.metrics = Metrics()
+        # Every background loop of the server reports its failures here.
+        self.loops = Supervisor(self.metrics, clock, self._secrets)
         self.session = Session(Settings(local_region=settings.local_region))
         self.ingest_queue = IngestQueue(state, clock)
         self.policy = IngestPolicy(
@@ -99,26 +107,47 @@ class ControlPlane:
         self._pulls_changed = asyncio.Event()
         self.pulls_released = False  # stopping: held pulls are answered, none held any more
         # Gauges other parts of the server add to /metrics (e.g. open incidents).
-        self.gauges: list[Callable[[], list[Gauge]]] = []
+        self.gauges: list[Callable[[], list[Gauge]]] = [self.loops.gauges]
         self.ready = asyncio.Event()
+        # Bumped whenever result rows are stored: controllers read metrics again only then.
+        self.results_version = 0
         self._reconcile_lock = asyncio.Lock()
         # The files (path, blob) of the last applied load: a snapshot with the same files
         # and commit needs no second parse (e.g. the watcher seeing an operator commit).
         self._applied_files: frozenset[tuple[str, str]] | None = None
         self._refusal_stored = True  # unknown after a restart: cleared by the first apply
 
+    def _secrets(self) -> Iterator[str]:
+        for name in SECRETS:
+            value = getattr(self.settings, name)
+            if value:
+                yield value
+        for name, value in self.environ.items():
+            if _SECRET_NAME.search(name):
+                yield value
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start_serving(self) -> None:
-        """Serve what the state holds at once; the first reconcile follows (readyz waits)."""
-        self.ingest_queue.start()
+        """Serve what the state holds at once; the first reconcile follows (readyz waits).
+
+        A stored revision whose agent configs cannot be built (written by an older version
+        that let a bad value through) is reported, and nothing is served until the next
+        revision applies: the server starts either way.
+        """
+        self.ingest_queue.start(self.loops)
         self.tokens = await self.state.read(token_hashes)
         resources = await self.state.read(all_resources)
         revisions = await self.state.read(lambda c: list_revisions(c, 1))
+        try:
+            configs = agent_configs(resources, self.environ)
+        except Exception as error:  # noqa: BLE001 - reported; the reconcile loop goes on
+            self.loops.failed("reconcile", error, "publishing the stored revision")
+            return
         if revisions:
             row = revisions[0]
             self.current = Revision(row.sha, None, row.author, None, row.message)
-        self._publish(resources)
+        self._publish(resources, configs)
 
     async def stop(self) -> None:
         """Store every result already accepted, then release the state file."""
@@ -147,7 +176,11 @@ class ControlPlane:
                 self.metrics.count("config_loads_total")
                 loaded = await asyncio.to_thread(self.session.load_files, files, revision)
             except Exception as error:  # noqa: BLE001 - reported, and the server keeps serving
-                attempt.errors = [f"cannot read {self.source.description}: {error}"]
+                self.loops.failed("reconcile", error, f"reading {self.source.description}")
+                attempt.crashed = True
+                attempt.errors = [
+                    self.loops.redact(f"cannot read {self.source.description}: {_brief(error)}")
+                ]
                 return await self._settle(attempt)
             return await self._apply(loaded, key, attempt)
 
@@ -168,20 +201,27 @@ class ControlPlane:
             self.metrics.count("invalid_revisions_total")
             attempt.errors = [d.format() for d in loaded.diagnostics if d.severity == "error"]
             return await self._settle(attempt)
+        resources = list(loaded.desired.resources.values())
         try:
+            # Built before the state is written: a revision agents cannot be served is
+            # refused whole, and the state keeps the last good one.
+            configs = agent_configs(resources, self.environ)
             plan, result = await self.state.write(
                 lambda c: self.session.apply_on(loaded, c, self.clock)
             )
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - reported; the last good revision serves
             self.metrics.count("apply_errors_total")
-            attempt.errors = [f"apply failed: {error}"]
+            label = attempt.revision.label if attempt.revision else "?"
+            self.loops.failed("reconcile", error, f"applying revision {label}")
+            attempt.crashed = True
+            attempt.errors = [self.loops.redact(f"apply failed: {_brief(error)}")]
             return await self._settle(attempt)
         attempt.applied = True
         attempt.summary = plan.summary
         attempt.changed = result is not None and result.wrote
         self.current = loaded.revision
         self._applied_files = key
-        self._publish(list(loaded.desired.resources.values()))
+        self._publish(resources, configs)
         return await self._settle(attempt)
 
     def load_edit(self, files: list[SourceFile]) -> Loaded:
@@ -243,6 +283,8 @@ class ControlPlane:
         """Finish an attempt, and store a refused revision (the status site's banner) until
         a revision is applied."""
         self._finish(attempt)
+        if not attempt.crashed:
+            self.loops.succeeded("reconcile")
         revision, served = attempt.revision, self.current
         try:
             if attempt.errors and revision is not None:
@@ -294,14 +336,17 @@ class ControlPlane:
             self.ready.set()
         return attempt
 
-    def _publish(self, resources: list[Resource]) -> None:
+    def _publish(self, resources: list[Resource], configs: dict[str, AgentConfig]) -> None:
         """Swap in new agent configs; readers see the old set or the new, never a mix."""
         self.resources = {r.address: r for r in resources}
-        self.configs = agent_configs(resources, self.environ)
+        self.configs = configs
         self.access = agent_access(resources)
         self._wake_pulls()
         for listener in self.on_publish:
-            listener()
+            try:
+                listener()
+            except Exception as error:  # noqa: BLE001 - one listener must not stop the others
+                self.loops.failed("reconcile", error, "telling the controllers")
         for config in self.configs.values():
             for problem in config.problems:
                 log.warning("agent %s: canary left out: %s", config.agent, problem)
@@ -356,6 +401,8 @@ class ControlPlane:
             return {"accepted": 0, "duplicates": 0, "dropped": {"unassigned_canary": len(rows)}}
         verdict = validate_rows(rows, config, self.clock(), sent_at, self.policy)
         inserted = await self.ingest_queue.submit(agent, config.region, verdict.accepted)
+        if inserted:
+            self.results_version += 1
         duplicates = len(verdict.accepted) - inserted
         self.metrics.count("ingest_rows_total", inserted, outcome="accepted")
         self.metrics.count("ingest_rows_total", duplicates, outcome="duplicate")
@@ -443,6 +490,11 @@ class ControlPlane:
             },
             "ready": self.ready.is_set(),
         }
+
+
+def _brief(error: BaseException) -> str:
+    """An exception as one line: its type and message."""
+    return f"{type(error).__name__}: {error}"
 
 
 def _revision(revision: Revision | None) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from reconciler.core.ingest import AcceptedRows
+from reconciler.server.supervise import Supervisor
 from reconciler.store.handle import StateHandle
 from reconciler.store.results import IngestBatch, insert_results
 
@@ -34,9 +35,15 @@ class IngestQueue:
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
+        self._loops: Supervisor | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="ingest-writer")
+    def start(self, loops: Supervisor | None = None) -> None:
+        """Start the writer; under `loops`, a writer that fails is reported and restarted."""
+        self._loops = loops
+        if loops is None:
+            self._task = asyncio.create_task(self._run(), name="ingest-writer")
+        else:
+            self._task = loops.task("ingest-writer", self._run)
 
     async def submit(self, agent: str, region: str, rows: AcceptedRows) -> int:
         """Queue rows for insertion and wait until they are stored; returns how many were new."""
@@ -65,14 +72,20 @@ class IngestQueue:
                 counts = await self._state.write(
                     functools.partial(insert_results, batches=batches, now=self._clock())
                 )
+                for pending in group:
+                    if not pending.done.done():
+                        pending.done.set_result(counts[pending.batch.batch])
             except Exception as error:  # noqa: BLE001 - every waiting request must hear of it
                 for pending in group:
                     if not pending.done.done():
                         pending.done.set_exception(error)
+                if self._loops is not None:
+                    wait = self._loops.failed("ingest-writer", error, f"{rows} rows")
+                    if not stopping:
+                        await asyncio.sleep(wait)  # a failing state file is not hammered
                 continue
-            for pending in group:
-                if not pending.done.done():
-                    pending.done.set_result(counts[pending.batch.batch])
+            if self._loops is not None:
+                self._loops.succeeded("ingest-writer")
 
     async def drain(self) -> None:
         """Store every row queued so far, then stop the writer (graceful shutdown)."""

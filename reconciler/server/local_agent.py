@@ -18,6 +18,8 @@ from reconciler.server.control_plane import ControlPlane
 log = logging.getLogger("reconciler.local_agent")
 
 FLUSH_ROWS = 500
+# Rows kept while storing fails (the newest); older ones are dropped and counted.
+MAX_PENDING_ROWS = 50_000
 
 
 class LocalAgent:
@@ -37,6 +39,10 @@ class LocalAgent:
         self._etag: str | None = None
 
     async def start(self) -> None:
+        self._control.metrics.help.setdefault(
+            "local_results_dropped_total",
+            "Local agent results dropped because they could not be stored (oldest first).",
+        )
         await self._pool.__aenter__()
         self._flusher = asyncio.create_task(self._flush_loop(), name="local-agent-flush")
         self._control.on_publish.append(self.refresh)
@@ -67,20 +73,41 @@ class LocalAgent:
         outcome = await run_check(check, self._pool, self._control.clock)
         self._rows.append(result_row(canary_id, check["name"], outcome).model_dump(mode="json"))
         if len(self._rows) >= FLUSH_ROWS:
-            await self._flush()
+            await self._store()
 
     async def _flush(self) -> None:
+        """Store the rows run so far; on failure they are kept for the next try (bounded)."""
         rows, self._rows = self._rows, []
-        if rows:
+        if not rows:
+            return
+        try:
             await self._control.ingest(LOCAL, rows, None)
+        except Exception:
+            # A re-sent row is a duplicate, never a second row: keeping them is safe.
+            pending = rows + self._rows
+            self._rows = pending[-MAX_PENDING_ROWS:]
+            dropped = len(pending) - len(self._rows)
+            if dropped:
+                self._control.metrics.count("local_results_dropped_total", dropped)
+            raise
+
+    async def _store(self) -> bool:
+        """`_flush`, with a failure reported to the supervisor; whether it stored."""
+        loops = self._control.loops
+        try:
+            await self._flush()
+        except Exception as error:  # noqa: BLE001 - a failed insert must not stop local checks
+            loops.failed("local-agent", error, f"storing {len(self._rows)} local results")
+            return False
+        loops.succeeded("local-agent")
+        return True
 
     async def _flush_loop(self) -> None:
+        loops = self._control.loops
         while True:
-            await asyncio.sleep(self._flush_interval)
-            try:
-                await self._flush()
-            except Exception:  # a failed insert must not stop local checks
-                log.exception("storing local results failed")
+            await asyncio.sleep(self._flush_interval + loops.delay("local-agent"))
+            if self._rows:  # nothing to store: an idle server stays idle
+                await self._store()
 
     async def stop(self) -> None:
         """Stop scheduling, let running checks finish briefly, store what they produced."""
@@ -89,5 +116,7 @@ class LocalAgent:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-        await self._flush()
+        if not await self._store() and self._rows:
+            self._control.metrics.count("local_results_dropped_total", len(self._rows))
+            log.error("%d local results could not be stored before stopping", len(self._rows))
         await self._pool.__aexit__(None, None, None)

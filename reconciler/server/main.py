@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -98,7 +99,9 @@ async def running_parts(
         notifier = None
         hooks = parse_hooks(settings.notify_urls)
         if hooks:
-            notifier = Notifier(hooks, settings.notify_secret, control.metrics, clock)
+            notifier = Notifier(
+                hooks, settings.notify_secret, control.metrics, clock, loops=control.loops
+            )
             notifier.start()
             stack.push_async_callback(notifier.stop)
             log.info("notifications go to %d webhook(s)", len(hooks))
@@ -118,6 +121,7 @@ async def running_parts(
             control.metrics,
             settings.max_result_age,
             interval_from(environ),
+            loops=control.loops,
         )
         await incidents.start()
         stack.push_async_callback(incidents.stop)
@@ -135,12 +139,17 @@ async def running_parts(
             announce,
             gateway,
             settings.canary_interval,
+            loops=control.loops,
+            results_version=lambda: control.results_version,
         )
+        control.on_publish.append(deployments.wake)
         await deployments.start()
         stack.push_async_callback(deployments.stop)
 
         site_dir = settings.site_dir or settings.state.with_name(settings.state.name + ".site")
-        site = SiteRebuilder(control.state, clock, site_dir, settings.site_interval)
+        site = SiteRebuilder(
+            control.state, clock, site_dir, settings.site_interval, loops=control.loops
+        )
         control.on_publish.append(site.wake)
         await site.start()
         stack.push_async_callback(site.stop)
@@ -151,24 +160,24 @@ async def running_parts(
             settings.history or history_dir(settings.state),
             timedelta(days=settings.archive_after),
             timedelta(days=settings.delete_after) if settings.delete_after else None,
+            loops=control.loops,
         )
         await history.start()
         stack.push_async_callback(history.stop)
         control.gauges.append(
             lambda: [
                 ("history_runs", "Archiving runs of old results.", (), history.runs),
-                ("history_failures", "Archiving runs that failed.", (), history.failures),
             ]
         )
 
-        loop = ReconcileLoop(control.reconcile, settings.debounce)
-        follow = (
-            watch_worktree(source, loop.trigger)
+        loop = ReconcileLoop(control.reconcile, settings.debounce, control.loops)
+        follow: Callable[[], Awaitable[None]] = (
+            functools.partial(watch_worktree, source, loop.trigger)
             if isinstance(source, WorktreeSource)
-            else loop.poll(settings.poll_interval)
+            else functools.partial(loop.poll, settings.poll_interval)
         )
-        for name, work in (("reconcile-loop", loop.run()), ("follow-source", follow)):
-            stack.push_async_callback(_cancel, asyncio.create_task(work, name=name))
+        for name, work in (("reconcile", loop.run), ("follow-source", follow)):
+            stack.push_async_callback(_cancel, control.loops.task(name, work))
 
         controllers = Controllers(incidents, deployments, site)
         app = create_app(control, loop.trigger, controllers)

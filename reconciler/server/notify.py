@@ -18,6 +18,7 @@ import orjson
 
 from agent.metrics import Metrics
 from reconciler.core.notifications import payload
+from reconciler.server.supervise import Supervisor
 
 log = logging.getLogger("reconciler.server.notify")
 
@@ -63,6 +64,7 @@ class Notifier:
         clock: Callable[[], datetime],
         attempts: int = 6,
         first_delay: float = 1.0,
+        loops: Supervisor | None = None,
     ) -> None:
         self._hooks = hooks
         self._secret = secret
@@ -70,6 +72,7 @@ class Notifier:
         self._clock = clock
         self._attempts = attempts
         self._first_delay = first_delay
+        self._loops = loops
         self._queues: list[asyncio.Queue[dict[str, Any]]] = [asyncio.Queue() for _ in hooks]
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
@@ -104,6 +107,15 @@ class Notifier:
             event = await queue.get()
             try:
                 await self._post(hook, event)
+            except Exception as error:  # noqa: BLE001 - one bad event must not stop the hook
+                self._metrics.count("notifications_total", outcome="failed")
+                if self._loops is None:
+                    log.exception("notification %s to %s failed", event.get("type"), hook.url)
+                else:
+                    self._loops.failed("notify", error, f"event {event.get('type')}")
+            else:
+                if self._loops is not None:
+                    self._loops.succeeded("notify")
             finally:
                 queue.task_done()
 

@@ -28,8 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reconciler.store.db import Connection
+if TYPE_CHECKING:  # the CLI imports this module's constants without loading DuckDB
+    from reconciler.store.db import Connection
 
 DAY_SECONDS = 86_400
 DEFAULT_ARCHIVE_AFTER = timedelta(days=35)

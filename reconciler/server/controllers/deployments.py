@@ -1,4 +1,11 @@
-"""The canary controller: load runs and metrics, decide with the pure core, apply the result."""
+"""The canary controller: load runs and metrics, decide with the pure core, apply the result.
+
+It wakes when something can change a run, not on a fixed tick: when a revision is published
+(new runs, changed routes), when a manual action moved a run, and at the next time the pure
+core says a tick could do something (`next_tick_at`: an evaluation due, a step's hold ending,
+a progress deadline). New samples alone never wake it: the core reads them only at those
+times. A pass that failed is tried again after the supervisor's backoff.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +28,7 @@ from reconciler.core.deployment import (
     apply_action,
     baseline_group,
     new_run,
+    next_tick_at,
     route_groups,
     tick,
 )
@@ -28,13 +37,19 @@ from reconciler.core.refusal import RequestRefused
 from reconciler.core.resources import Resource
 from reconciler.core.weights import StepSchedule, step_schedule
 from reconciler.gateway.base import Gateway, GatewayError
+from reconciler.server.supervise import Supervisor
 from reconciler.store import deployments as store
+from reconciler.store.db import Connection
 from reconciler.store.handle import StateHandle
 from schemas.route import RouteSpec
 
 log = logging.getLogger("reconciler.canary")
 
 TERMINAL = frozenset({"completed", "rolled_back"})
+LOOP = "canary-controller"
+# Even with nothing due, a pass this often re-checks the gateway's weights (self-healing).
+RESYNC_SECONDS = 300.0
+DUE_MARGIN = 0.01
 
 
 def run_to_dict(run: RunState) -> dict[str, Any]:
@@ -74,6 +89,28 @@ def _merge(*sources: Mapping[str, tuple[int, int, float | None]]) -> dict[str, G
     return {group: GroupSample(r, e, p) for group, (r, e, p) in merged.items()}
 
 
+@dataclass
+class _Writes:
+    """What one pass (or one action) stores, and the events it announces once stored."""
+
+    work: list[Callable[[Connection], None]] = field(default_factory=list)
+    saved: dict[str, dict[str, Any]] = field(default_factory=dict)  # run id -> runtime
+    events: list[dict[str, Any]] = field(default_factory=list)
+    ticked: dict[str, datetime] = field(default_factory=dict)  # run id -> when
+
+
+def _in_transaction(connection: Connection, work: list[Callable[[Connection], None]]) -> None:
+    """Every write of a pass in one transaction: one commit instead of two per route."""
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        for write in work:
+            write(connection)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
 def _spec_key(spec: RouteSpec) -> str:
     """What the gateway serves of a route besides weights (backends, path)."""
     return spec.model_dump_json(exclude={"canary"})
@@ -90,6 +127,8 @@ class DeploymentController:
         announce: Callable[[dict[str, Any]], None],
         gateway: Gateway | None,
         interval: float = 1.0,
+        loops: Supervisor | None = None,
+        results_version: Callable[[], int] | None = None,
     ) -> None:
         """Args:
         state: the server's hold on the state file (runs, evaluations, metrics).
@@ -97,7 +136,12 @@ class DeploymentController:
         routes: the served revision's Route resources.
         announce: where canary events go (logs and notification webhooks).
         gateway: the data plane weights are applied to, or None to only decide.
-        interval: seconds between ticks.
+        interval: the least time between two passes (a burst of wake-ups is one pass;
+            a canary with `interval: 0s` is evaluated this often).
+        loops: where failures are reported (logged, counted, shown in the status).
+        results_version: a number that changes whenever result rows are stored; with it,
+            a route's synthetic and pushed metrics are read again only when it changed (an
+            idle server's evaluations read nothing). None reads them at every evaluation.
         """
         self.state = state
         self.clock = clock
@@ -108,6 +152,16 @@ class DeploymentController:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._applied: dict[str, str] = {}  # route -> the spec last applied to the gateway
+        self._loops = loops
+        self._wake = asyncio.Event()
+        self._ticked: dict[str, datetime] = {}  # run id -> when it was last ticked
+        self._saved: dict[str, dict[str, Any]] = {}  # run id -> the runtime last stored
+        self._failures: list[tuple[str, Exception]] = []  # this pass's, by route
+        self.passes = 0  # passes over the routes since start (an idle server makes none)
+        self._results_version = results_version
+        self._pushes = 0  # metrics pushed through `push` so far
+        # route -> (what the stored metrics depended on, the metrics read then)
+        self._stored_metrics: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="canary-controller")
@@ -118,13 +172,45 @@ class DeploymentController:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def wake(self) -> None:
+        """Pass over the routes soon (a revision was published, a run was acted on)."""
+        self._stored_metrics.clear()  # a new revision may point a group at other backends
+        self._wake.set()
+
     async def _loop(self) -> None:
+        running = asyncio.get_running_loop()
         while True:
-            try:
-                await self.tick_all()
-            except Exception:  # one bad tick must not stop the controller
-                log.exception("canary controller tick failed")
-            await asyncio.sleep(self.interval)
+            self._wake.clear()
+            wait = await self._supervised_pass()
+            ended = running.time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(wait, self.interval))
+            # Woken early: still no sooner than `interval` after the last pass.
+            await asyncio.sleep(max(0.0, ended + self.interval - running.time()))
+
+    async def _supervised_pass(self) -> float:
+        """One pass; seconds until the next is due (sooner after a failure, with backoff)."""
+        self.passes += 1
+        try:
+            due = await self._tick_all()
+        except Exception as error:  # noqa: BLE001 - reported; the controller goes on
+            self._failures.append(("", error))
+            due = None
+        failures, self._failures = self._failures, []
+        if self._loops is None:
+            for where, failure in failures:
+                log.error("canary controller failed %s", where, exc_info=failure)
+            retry = self.interval if failures else RESYNC_SECONDS
+        elif failures:
+            retry = max(self._loops.failed(LOOP, e, w) for w, e in failures)
+        else:
+            self._loops.succeeded(LOOP)
+            retry = RESYNC_SECONDS
+        if due is None:
+            return retry
+        # A hair late rather than early: a pass a moment before `due` would find nothing
+        # to do and wait another `interval`.
+        return min(retry, max((due - self.clock()).total_seconds(), 0.0) + DUE_MARGIN)
 
     # -- load ------------------------------------------------------------------------------
 
@@ -136,12 +222,18 @@ class DeploymentController:
         return {name: spec for name, spec in specs if decide(spec).driven}
 
     async def _current(self, route: str, spec: RouteSpec) -> tuple[RunState, StepSchedule] | None:
-        schedule = step_schedule(route, spec)
         stored = (await self.state.read(store.latest_runs)).get(route)
+        return self._run_of(route, spec, stored)
+
+    def _run_of(
+        self, route: str, spec: RouteSpec, stored: store.StoredRun | None
+    ) -> tuple[RunState, StepSchedule] | None:
+        schedule = step_schedule(route, spec)
         if schedule is None or stored is None or stored.state == "superseded":
             return None
         if stored.runtime is None:
             return new_run(route, stored.run_id, spec), schedule
+        self._saved.setdefault(stored.run_id, stored.runtime)
         return run_from_dict(stored.runtime), schedule
 
     async def _samples(
@@ -152,38 +244,87 @@ class DeploymentController:
         if self.gateway is not None:
             found = await asyncio.to_thread(self.gateway.metrics, route, since)
             gateway = {g: (m.requests, m.errors, m.p99_ms) for g, m in found.items()}
-        pushed = await self.state.read(lambda c: store.pushed_metrics(c, route, since))
-        synthetic = await self.state.read(lambda c: store.synthetic_metrics(c, groups, since))
+        pushed, synthetic = await self._stored(route, groups, since)
         return _merge(gateway, pushed, synthetic)
+
+    async def _stored(
+        self, route: str, groups: dict[str, list[str]], since: datetime
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Pushed and synthetic metrics from the state file, read again only when rows were
+        stored since the last read for the same step (the synthetic query is the costly part
+        of an evaluation)."""
+        key: tuple[Any, ...] | None = None
+        if self._results_version is not None:
+            key = (since, self._results_version(), self._pushes, sorted(groups.items()))
+            cached = self._stored_metrics.get(route)
+            if cached is not None and cached[0] == key:
+                return cached[1]["pushed"], cached[1]["synthetic"]
+
+        def read(connection: Connection) -> tuple[dict[str, Any], dict[str, Any]]:
+            return (
+                store.pushed_metrics(connection, route, since),
+                store.synthetic_metrics(connection, groups, since),
+            )
+
+        pushed, synthetic = await self.state.read(read)
+        if key is not None:
+            self._stored_metrics[route] = (key, {"pushed": pushed, "synthetic": synthetic})
+        return pushed, synthetic
 
     # -- decide and apply ------------------------------------------------------------------
 
     async def tick_all(self) -> None:
-        """One pass over every route with a canary."""
+        """One pass over every route with a canary (failures are logged or reported)."""
+        await self._supervised_pass()
+
+    async def _tick_all(self) -> datetime | None:
+        """One pass; when the next is due (None: only a wake-up can move a run)."""
         async with self._lock:
             routes = self._routes()
+            stored = await self.state.read(store.latest_runs) if routes else {}
+            due: datetime | None = None
+            writes = _Writes()
             for route, spec in routes.items():
                 try:
-                    await self._tick_route(route, spec)
-                except Exception:  # one route's trouble must not stop the others
-                    log.exception("route %s: canary controller tick failed", route)
+                    at = await self._tick_route(route, spec, stored.get(route), writes)
+                except Exception as error:  # noqa: BLE001 - one route must not stop the others
+                    self._failures.append((f"route {route}", error))
+                    continue
+                if at is not None and (due is None or at < due):
+                    due = at
             for gone in [r for r in self._applied if r not in routes]:
                 await self._remove(gone)
+            # Not stored, not ticked: a failed store is decided again at the next pass.
+            await self._store(writes)
+            live = {run.run_id for run in stored.values()}
+            self._ticked = {k: v for k, v in self._ticked.items() if k in live}
+            self._ticked.update(writes.ticked)
+            return due
 
-    async def _tick_route(self, route: str, spec: RouteSpec) -> None:
-        current = await self._current(route, spec)
+    async def _tick_route(
+        self, route: str, spec: RouteSpec, stored: store.StoredRun | None, writes: _Writes
+    ) -> datetime | None:
+        """Tick one route's run if anything can change it; when its next tick is due."""
+        current = self._run_of(route, spec, stored)
         if current is None:
             await self._ensure_weights(route, spec, None)
-            return
+            return None
         run, schedule = current
-        if run.state in TERMINAL or run.state == "paused":
+        now = self.clock()
+        last = self._ticked.get(run.run_id)
+        due = next_tick_at(run, spec, schedule, last) if last is not None else now
+        if due is None or due > now:
+            # Nothing can move the run yet: keep the gateway right, and store a run never
+            # stored (its first pass), without reading any samples.
             await self._ensure_weights(route, spec, run.weights)
-            await self._save(run)
-            return
-        since = run.step_started_at or run.started_at or self.clock()
+            self._save(run, writes)
+            return due
+        since = run.step_started_at or run.started_at or now
         samples = await self._samples(route, spec, since)
-        result = tick(run, spec, schedule, samples, self.clock())
-        await self._apply(route, spec, result)
+        result = tick(run, spec, schedule, samples, now)
+        await self._apply(route, spec, result, writes)
+        writes.ticked[run.run_id] = now
+        return next_tick_at(result.run, spec, schedule, now)
 
     async def _remove(self, route: str) -> None:
         """Stop serving a route that left the configuration."""
@@ -215,26 +356,34 @@ class DeploymentController:
             await asyncio.to_thread(self.gateway.apply, route, spec, weights)
         except GatewayError as error:
             log.error("route %s: the gateway refused weights %s: %s", route, dict(weights), error)
+            # Tried again at the next pass, which comes after the supervisor's backoff.
+            self._failures.append((f"route {route}: weights {dict(weights)}", error))
             return False
         self._applied[route] = _spec_key(spec)
         log.info("route %s: weights %s", route, dict(weights))
         return True
 
-    async def _save(self, run: RunState) -> None:
+    def _save(self, run: RunState, writes: _Writes) -> None:
+        """Store a run's runtime state with `writes`, unless it is what is stored already."""
         document = run_to_dict(run)
+        if self._saved.get(run.run_id) == document:
+            return
         now = self.clock()
-        await self.state.write(lambda c: store.save_run(c, run.run_id, run.state, document, now))
+        writes.work.append(lambda c: store.save_run(c, run.run_id, run.state, document, now))
+        writes.saved[run.run_id] = document
 
-    async def _apply(self, route: str, spec: RouteSpec, result: TickResult) -> None:
+    async def _apply(
+        self, route: str, spec: RouteSpec, result: TickResult, writes: _Writes
+    ) -> None:
         if result.weights_changed is not None:
             await self._set_weights(route, spec, result.weights_changed)
         else:
             await self._ensure_weights(route, spec, result.run.weights)
-        await self._save(result.run)
+        self._save(result.run, writes)
         evaluation = result.evaluation
         if evaluation is not None:
             detail = evaluation_detail(evaluation)
-            await self.state.write(
+            writes.work.append(
                 lambda c: store.add_evaluation(
                     c,
                     result.run.run_id,
@@ -246,7 +395,14 @@ class DeploymentController:
                     detail,
                 )  # fmt: skip
             )
-        for event in result.events:
+        writes.events.extend(result.events)
+
+    async def _store(self, writes: _Writes) -> None:
+        """Store what a pass or an action decided in one transaction, then announce it."""
+        if writes.work:
+            await self.state.write(lambda c: _in_transaction(c, writes.work))
+        self._saved.update(writes.saved)
+        for event in writes.events:
             self._announce(event)
 
     # -- manual actions and views ----------------------------------------------------------
@@ -275,17 +431,22 @@ class DeploymentController:
                 )
                 status = 400 if outcome.reason.startswith("unknown action") else 409
                 raise RequestRefused(status, outcome.reason, state=outcome.state)
-            await self._apply(route, spec, outcome)
-            await self.state.write(
+            writes = _Writes()
+            await self._apply(route, spec, outcome, writes)
+            writes.work.append(
                 lambda c: store.record_action(c, run.run_id, route, action, now, "accepted")
             )
+            await self._store(writes)
             log.info("route %s: %s -> %s (manual %s)", route, run.state, outcome.run.state, action)
+            self._ticked.pop(run.run_id, None)  # the run moved: tick it at the next pass
+        self.wake()
         return (await self.snapshot(route))[0]
 
     async def push(self, route: str, groups: dict[str, tuple[int, int, float | None]]) -> None:
         """Store per-group metrics a gateway pushed for a route."""
         now = self.clock()
         await self.state.write(lambda c: store.push_metrics(c, route, groups, now))
+        self._pushes += 1
 
     async def snapshot(self, only: str | None = None) -> list[dict[str, Any]]:
         """Every route's canary: state, step, weights, baseline, failures, metrics, evaluations."""

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from reconciler.server.supervise import Supervisor
 from reconciler.store.archive import ArchiveReport, archive
 from reconciler.store.handle import StateHandle
 
@@ -34,6 +35,7 @@ class HistoryKeeper:
         archive_after: timedelta,
         delete_after: timedelta | None,
         interval: float = INTERVAL,
+        loops: Supervisor | None = None,
     ) -> None:
         self._state = state
         self._clock = clock
@@ -41,6 +43,7 @@ class HistoryKeeper:
         self.archive_after = archive_after
         self.delete_after = delete_after
         self.interval = interval
+        self._loops = loops
         self.runs = 0
         self.failures = 0
         self.last: ArchiveReport | None = None
@@ -83,7 +86,13 @@ class HistoryKeeper:
         while True:
             try:
                 await self.run_once()
-            except Exception:  # the history must never take the server down
+            except Exception as error:  # noqa: BLE001 - the history must never take the server down
                 self.failures += 1
-                log.exception("archiving results to %s failed; retrying in an hour", self.directory)
+                if self._loops is None:
+                    log.exception("archiving results to %s failed", self.directory)
+                else:  # logged with its traceback, counted, shown in /api/v1/status
+                    self._loops.failed("history", error, f"archiving to {self.directory}")
+            else:
+                if self._loops is not None:
+                    self._loops.succeeded("history")
             await asyncio.sleep(self.interval)

@@ -26,6 +26,7 @@ from reconciler.core.incidents import (
     targets_of,
 )
 from reconciler.core.resources import Resource
+from reconciler.server.supervise import Supervisor
 from reconciler.store.handle import StateHandle
 from reconciler.store.incidents import (
     IncidentWrite,
@@ -117,6 +118,7 @@ class IncidentController:
         metrics: Metrics,
         max_result_age: float,
         interval: float = DEFAULT_INTERVAL,
+        loops: Supervisor | None = None,
     ) -> None:
         """Args:
         state: the server's hold on the state file (results in, incidents out).
@@ -127,6 +129,7 @@ class IncidentController:
         metrics: the server's counters.
         max_result_age: seconds; older results are never looked at.
         interval: seconds between evaluations.
+        loops: where a failed evaluation is reported (the next waits longer).
         """
         self._state = state
         self._clock = clock
@@ -135,6 +138,7 @@ class IncidentController:
         self._metrics = metrics
         self._max_result_age = max_result_age
         self._interval = interval
+        self._loops = loops
         self._health: dict[str, dict[str, RegionHealth]] = {}
         self._open: dict[str, OpenIncident] = {}
         self._pending: set[str] = set()
@@ -182,13 +186,20 @@ class IncidentController:
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
+            wait = self._interval
             try:
                 await self.tick()
-            except Exception:  # noqa: BLE001 - logged; the next tick starts over
-                log.exception("incident evaluation failed")
+            except Exception as error:  # noqa: BLE001 - reported; the next tick starts over
                 self._since = None
+                if self._loops is None:
+                    log.exception("incident evaluation failed")
+                else:
+                    wait = max(wait, self._loops.failed("incidents", error))
+            else:
+                if self._loops is not None:
+                    self._loops.succeeded("incidents")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._interval)
+                await asyncio.wait_for(self._stopping.wait(), wait)
 
     def _current_targets(self) -> None:
         # A derived canary new to the configuration is loaded when its first rows arrive.

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from reconciler.server.supervise import Supervisor
 from reconciler.sitebuild.builder import Report, SiteBuilder
 from reconciler.sitebuild.versions import site_root
 from reconciler.store.handle import StateHandle
@@ -30,17 +31,20 @@ class SiteRebuilder:
         clock: Callable[[], datetime],
         out_dir: Path,
         interval: float,
+        loops: Supervisor | None = None,
     ) -> None:
         """Args:
         state: the server's hold on the state file.
         clock: the current time.
         out_dir: the site directory kept up to date.
         interval: seconds between rebuilds when nothing else asks for one.
+        loops: where a failed rebuild is reported (it is tried again after a backoff).
         """
         self._state = state
         self._clock = clock
         self.out_dir = out_dir
         self.interval = interval
+        self._loops = loops
         self._builders: dict[Path, SiteBuilder] = {}
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -82,7 +86,13 @@ class SiteRebuilder:
             self._wake.clear()
             try:
                 report = await self.build()
-            except Exception:  # the site must never take the server down
-                log.exception("status site rebuild failed")
+            except Exception as error:  # noqa: BLE001 - the site must never take the server down
+                if self._loops is None:
+                    log.exception("status site rebuild failed")
+                    continue
+                # A rebuild that keeps failing is tried less often, and one wake-up is not lost.
+                await asyncio.sleep(self._loops.failed("site-rebuilds", error))
                 continue
+            if self._loops is not None:
+                self._loops.succeeded("site-rebuilds")
             log.debug("status site rebuilt in %s: %s", self.out_dir, report.timings)

@@ -33,14 +33,18 @@ async def readyz(request: Request) -> Response:
     are in `GET /api/v1/status`, behind the read token.
     """
     control = control_of(request)
+    # A generic flag only: which loop failed and why is in the (protected) status.
+    loops_ok = not control.loops.failing
     if control.ready.is_set():
-        return json_response({"status": "ready"})
+        return json_response({"status": "ready", "loops_ok": loops_ok})
     attempt = control.last_attempt
     if attempt is not None and attempt.errors:
         reason = "the configuration could not be applied; details in /api/v1/status"
     else:
         reason = "no revision applied yet"
-    return json_response({"status": "starting", "ready": False, "reason": reason}, 503)
+    return json_response(
+        {"status": "starting", "ready": False, "reason": reason, "loops_ok": loops_ok}, 503
+    )
 
 
 @router.get("/metrics", summary="Prometheus metrics")
@@ -56,7 +60,8 @@ async def metrics(request: Request) -> Response:
 )
 async def status(request: Request) -> Response:
     require_read(request)
-    return json_response(control_of(request).status())
+    control = control_of(request)
+    return json_response({**control.status(), "loops": control.loops.status()})
 
 
 @router.post(
