@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.sitebuild import SiteBuilder
+from reconciler.sitebuild.sla import refresh_months
+from reconciler.sitebuild.tables import Tables
 from reconciler.store.db import Connection, open_state
 from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
 
@@ -163,3 +165,24 @@ def test_pages_move_once_a_day_and_archived_months_read_the_same(
     strip = re.compile(r"Built <time.*?</p>", re.S)
     assert strip.sub("", again) == strip.sub("", shown)
     assert date(2026, 8, 1).strftime("%B %Y") in again
+
+
+def test_a_month_is_counted_again_only_for_late_rows(shop: tuple[Path, Connection]) -> None:
+    """Today's runs are in no month yet: they cost no recount. A run arriving late for
+    September recounts September, and only it."""
+    state, connection = shop
+    SiteBuilder(state.parent / "site").build(connection, NOW)
+    tables = Tables()
+    now = int(NOW.timestamp())
+    assert refresh_months(connection, tables, now) == []
+    row = """INSERT INTO results VALUES ('eu-1', 'eu', 'web/shop@eu-1', 'web/shop', 'check',
+             'http', $at, 12.0, 'fail', 503, 'down', NULL, $received)"""
+    connection.execute(row, {"at": NOW + timedelta(minutes=1), "received": NOW})
+    assert refresh_months(connection, tables, now) == []
+    late = datetime(2026, 9, 3, tzinfo=UTC)
+    connection.execute(row, {"at": late, "received": NOW + timedelta(minutes=2)})
+    assert refresh_months(connection, tables, now) == [date(2026, 9, 1)]
+    runs = connection.execute(
+        "SELECT runs FROM site_months WHERE month = '2026-09-01' AND region IS NULL"
+    ).fetchone()
+    assert runs == (exact(connection, 9, None)[0],)

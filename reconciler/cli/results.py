@@ -102,6 +102,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     """Archive or export; 1 on a missing or locked state file or an unwritable directory."""
     from reconciler.store.archive import ArchiveError, archive, export, history_dir
     from reconciler.store.db import StateError, open_state
+
     read_only = args.results_command == "export"
     try:
         connection = open_state(args.state, read_only=read_only, lock_timeout=args.lock_timeout)

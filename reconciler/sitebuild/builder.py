@@ -31,7 +31,7 @@ from reconciler.sitebuild.model import Page, Snapshot, canaries_of, regions_of
 from reconciler.sitebuild.pages import plan
 from reconciler.sitebuild.publish import SITE_DIR, Published, Publisher
 from reconciler.sitebuild.rollups import backfill, update
-from reconciler.sitebuild.sla import months_of, refresh_months
+from reconciler.sitebuild.sla import has_months, months_of, refresh_months
 from reconciler.sitebuild.tables import Tables, ensure_tables
 from reconciler.store.db import Connection
 from reconciler.store.deployments import run_views
@@ -149,7 +149,11 @@ class SiteBuilder:
                 connection, self.tables, _seconds(now), refreshed.late_from, self.staging
             )
             self.windows, self.staged = updated.published, updated.staged
-            if self.staging is not figures.Staging.DEFERRED:
+            # Staging ahead, the months move between builds, except the first time: the
+            # first build shows the SLA reports whole.
+            if self.staging is not figures.Staging.DEFERRED or not has_months(
+                connection, self.tables
+            ):
                 refresh_months(connection, self.tables, _seconds(now))
             connection.execute("COMMIT")
         except BaseException:

@@ -73,18 +73,23 @@ def refresh_months(connection: Connection, tables: Tables, now: int) -> list[dat
     received = int(newest[0]) if newest and newest[0] is not None else checked
     late: set[date] = set()
     if checked:
-        # Rows received since the last check that started in a month already counted.
+        # Rows received since the last check that started before today: in a month's
+        # counted part (every month is counted to the start of today at most).
         late = {
             row[0]
             for row in connection.execute(
                 """SELECT DISTINCT date_trunc('month', started_at AT TIME ZONE 'UTC')::DATE
-                   FROM results WHERE received_at > make_timestamptz($checked)""",
-                {"checked": checked},
+                   FROM results
+                   WHERE received_at > make_timestamptz($checked) AND started_at < $today""",
+                {"checked": checked, "today": datetime.fromtimestamp(today, UTC)},
             ).fetchall()
         }
+    earliest = _earliest(connection)
     due = []
     for month in months:
         end = min(_epoch(next_month(month)), today)
+        if earliest is None or end <= earliest:
+            continue  # no results yet by then: nothing to count, ever
         counted = stored.get(month)
         if counted is None or counted < end or (month in late and counted >= _epoch(month)):
             due.append((month, end))
@@ -95,6 +100,15 @@ def refresh_months(connection: Connection, tables: Tables, now: int) -> list[dat
     )
     write_meta(connection, tables, {CHECKED: str(received)})
     return [month for month, _ in due]
+
+
+def _earliest(connection: Connection) -> int | None:
+    """The start (s) of the earliest result, live or archived (to the day), or None."""
+    row = connection.execute(
+        """SELECT least((SELECT epoch(min(started_at)) FROM results),
+                        (SELECT epoch(min(day)) FROM archive_files))"""
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def _compute(connection: Connection, tables: Tables, month: date, end: int) -> None:
@@ -113,6 +127,13 @@ def _compute(connection: Connection, tables: Tables, month: date, end: int) -> N
                   WHERE started_at >= $since AND started_at < $until
                   GROUP BY GROUPING SETS ((parent, region), (parent)))""",
         {"m": month, "through": end, "since": since, "until": until},
+    )
+
+
+def has_months(connection: Connection, tables: Tables) -> bool:
+    """Whether any month was counted yet."""
+    return (
+        connection.execute(f"SELECT 1 FROM {tables.named('months')} LIMIT 1").fetchone() is not None
     )
 
 
