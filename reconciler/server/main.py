@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import os
+import resource
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -191,6 +192,26 @@ def _counter(control: ControlPlane) -> Callable[[str], None]:
     return lambda reason: control.metrics.count(CUT_METRIC, reason=reason)
 
 
+def _allow_open_files(connections: int) -> None:
+    """Raise the soft limit of open files so that `connections` sockets fit (held pulls keep
+    one per agent), up to the hard limit; warn when even that is too low."""
+    wanted = connections + 256  # the state file, git, logs, nginx pipes …
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted or soft == resource.RLIM_INFINITY:
+        return
+    ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+        soft = ceiling
+    if soft < wanted:
+        log.warning(
+            "open files are limited to %d (ulimit -n), fewer than the %d connections "
+            "--max-connections allows: raise the limit or lower --max-connections",
+            soft,
+            connections,
+        )
+
+
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGTERM once it has stopped, which would kill the process before
     queued results are stored; run_server handles the signals itself instead."""
@@ -233,6 +254,7 @@ async def run_server(
             if stopping.is_set():  # asked to stop while starting
                 return
             release_pulls = parts.control.release_pulls
+            _allow_open_files(settings.max_connections)
             config = uvicorn.Config(
                 parts.app,
                 host=settings.host,

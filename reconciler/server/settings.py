@@ -90,7 +90,8 @@ class ServeSettings:
     body_timeout: float = 30.0
     keep_alive_timeout: int = 5
     max_header_bytes: int = 64 * 1024
-    max_connections: int = 1000
+    # Every agent holds one connection open (a held pull): room for a large fleet.
+    max_connections: int = 10_000
     webhook_replay_window: float = 600.0
     cache_dir: Path | None = None
     notify_urls: str | None = None
