@@ -20,6 +20,8 @@ install: $(STAMP)
 # nginx is the gateway data plane (reconciler/gateway/nginx.py) and its tests run a real one.
 # Installed from Debian's package when missing (CI runs as root on Debian); a no-op when
 # present; elsewhere a warning, and the nginx tests skip saying why.
+# promtool (Debian's prometheus package, without its recommends) checks the alert rules
+# shipped in docs/prometheus/ (tests/test_probe_metrics.py).
 system-deps:
 	@if command -v nginx >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -27,6 +29,15 @@ system-deps:
 	else \
 		echo "warning: nginx is missing and cannot be installed here (needs root and apt-get);" \
 			"install it with: sudo apt-get install nginx" >&2; \
+	fi
+	@if command -v promtool >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
+		  || { apt-get update && DEBIAN_FRONTEND=noninteractive \
+		       apt-get install -y --no-install-recommends prometheus; } \
+		  || echo "warning: promtool could not be installed; its test skips" >&2; }; \
+	else \
+		echo "warning: promtool is missing (sudo apt-get install prometheus); its test skips" >&2; \
 	fi
 
 demo: system-deps $(STAMP)

@@ -105,6 +105,19 @@ def register(commands: Subcommands) -> None:
         metavar="DAYS",
         help="delete archived days older than this (default: keep them forever)",
     )
+    serve.add_argument(
+        "--probe-metrics",
+        choices=["off", "basic", "full"],
+        help="per-check series on /metrics, named as blackbox_exporter names them: basic "
+        "(probe_success, probe_duration_seconds, last run), full (also HTTP status and phases), "
+        "off (default basic; docs/metrics.md has the cardinality)",
+    )
+    serve.add_argument(
+        "--probe-metrics-window",
+        type=float,
+        metavar="SECONDS",
+        help="checks whose latest run is older than this have no series (default 3600)",
+    )
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     serve.add_argument(
         "--log-format",

@@ -6,17 +6,20 @@ import asyncio
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from agent.metrics import Metrics
 from reconciler.core.agentconfig import AgentConfig, agent_access, agent_configs
 from reconciler.core.documents import SourceFile
 from reconciler.core.ingest import IngestPolicy, validate_rows
 from reconciler.core.plan import Revision, Summary
+from reconciler.core.probe_metrics import ProbeLevel
+from reconciler.core.probe_metrics import render as render_probes
 from reconciler.core.refusal import RequestRefused
 from reconciler.core.resources import Resource
 from reconciler.server.ingestion import IngestQueue
@@ -26,6 +29,7 @@ from reconciler.session import Loaded, Session, Settings
 from reconciler.sources.follow import ConfigSource
 from reconciler.sources.gitrepo import GitSourceError, commit_files, worktree_revision
 from reconciler.store.handle import StateHandle
+from reconciler.store.probes import latest_runs
 from reconciler.store.refusals import Refusal, clear_refusal, record_refusal
 from reconciler.store.reports import Reports
 from reconciler.store.resources import all_resources, list_revisions
@@ -42,6 +46,10 @@ Gauge = tuple[str, str, tuple[tuple[str, str], ...], float]
 log = logging.getLogger("reconciler.server.main")
 # Environment variables whose values must never show in a status or error message.
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL", re.IGNORECASE)
+
+
+# Per-check series are read from the state at most this often (seconds).
+PROBE_CACHE_SECONDS = 5.0
 
 
 @dataclass
@@ -106,6 +114,7 @@ class ControlPlane:
         # pull. Long polls of `GET /api/agent/targets` wait on it (http/agent_api.py).
         self._pulls_changed = asyncio.Event()
         self.pulls_released = False  # stopping: held pulls are answered, none held any more
+        self._probe_cache: tuple[float, str] | None = None  # (monotonic time, series text)
         # Gauges other parts of the server add to /metrics (e.g. open incidents).
         self.gauges: list[Callable[[], list[Gauge]]] = [self.loops.gauges]
         self.ready = asyncio.Event()
@@ -436,6 +445,20 @@ class ControlPlane:
         """Rows stored per agent over the last hour."""
         since = self.clock() - timedelta(hours=1)
         return await self.state.read(lambda c: results_per_agent(c, since))
+
+    async def probe_series(self) -> str:
+        """The per-check series (`core/probe_metrics`), read at most every few seconds: a
+        scrape every second costs one query every `PROBE_CACHE_SECONDS`."""
+        level = cast(ProbeLevel, self.settings.probe_metrics)
+        if level == "off":
+            return ""
+        now = time.monotonic()
+        if self._probe_cache is None or now - self._probe_cache[0] >= PROBE_CACHE_SECONDS:
+            since = self.clock() - timedelta(seconds=self.settings.probe_metrics_window)
+            # Rendered on the reader thread too: 75,000 checks take 0.3 s to write out.
+            text = await self.state.read(lambda c: render_probes(latest_runs(c, since), level))
+            self._probe_cache = (now, text)
+        return self._probe_cache[1]
 
     def render_metrics(self) -> str:
         """Prometheus text: counters plus gauges computed now."""

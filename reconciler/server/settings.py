@@ -37,6 +37,8 @@ ENVIRONMENT = {
     "site_dir": "RECONCILER_SITE_DIR",
     "site_interval": "RECONCILER_SITE_INTERVAL",
     "history": "RECONCILER_HISTORY",
+    "probe_metrics": "RECONCILER_PROBE_METRICS",
+    "probe_metrics_window": "RECONCILER_PROBE_METRICS_WINDOW",
     "archive_after": "RECONCILER_ARCHIVE_AFTER",
     "delete_after": "RECONCILER_DELETE_AFTER",
 }
@@ -102,6 +104,8 @@ class ServeSettings:
     site_dir: Path | None = None
     site_interval: float = 60.0
     history: Path | None = None  # default: <state>.history (docs/history.md)
+    probe_metrics: str = "basic"  # per-check series on /metrics: off | basic | full
+    probe_metrics_window: float = 3600.0  # checks run within this long have series
     archive_after: int = 35  # days
     delete_after: int | None = None  # days; None keeps history forever
     admin_token: str | None = field(default=None, repr=False)
@@ -165,6 +169,10 @@ def load_settings(
         raise SettingsError(
             f"delete_after ({settings.delete_after} days) is less than archive_after "
             f"({settings.archive_after} days): it would delete days still live"
+        )
+    if settings.probe_metrics not in ("off", "basic", "full"):
+        raise SettingsError(
+            f"probe_metrics: {settings.probe_metrics!r} is not one of: off, basic, full"
         )
     if settings.gateway not in ("none", "nginx"):
         raise SettingsError(f"gateway: {settings.gateway!r} is not one of: none, nginx")

@@ -50,7 +50,8 @@ async def readyz(request: Request) -> Response:
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
     control = control_of(request)
-    return Response(control.render_metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    text = control.render_metrics() + await control.probe_series()
+    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @router.get(
