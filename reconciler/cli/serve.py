@@ -118,6 +118,13 @@ def register(commands: Subcommands) -> None:
         metavar="SECONDS",
         help="checks whose latest run is older than this have no series (default 3600)",
     )
+    serve.add_argument(
+        "--agent-silent-after",
+        type=float,
+        metavar="SECONDS",
+        help="announce agent_silent for an enabled agent not heard from (no pull, no push) "
+        "for this long, agent_recovered when it is back (default 300; 0: off)",
+    )
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     serve.add_argument(
         "--log-format",

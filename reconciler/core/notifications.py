@@ -13,6 +13,13 @@ def summary(event: dict[str, Any]) -> str:
         return f":red_circle: Incident opened for {event.get('canary')}: down in {regions}"
     if kind == "incident_resolved":
         return f":large_green_circle: Incident resolved for {event.get('canary')}"
+    if kind == "agent_silent":
+        return (
+            f":mute: Agent {event.get('agent')} ({event.get('region')}) is silent: "
+            f"last heard from {event.get('last_heard') or 'never'}"
+        )
+    if kind == "agent_recovered":
+        return f":loud_sound: Agent {event.get('agent')} ({event.get('region')}) is back"
     route = event.get("route", "?")
     weights = event.get("weights") or {}
     split = ", ".join(f"{group} {weight}%" for group, weight in weights.items())

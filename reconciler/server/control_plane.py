@@ -362,6 +362,29 @@ class ControlPlane:
 
     # -- agents ----------------------------------------------------------------------------
 
+    def agent_activity(self) -> dict[str, tuple[datetime | None, datetime | None]]:
+        """Each agent's last pull and last push."""
+        return {agent: (seen.last_pull, seen.last_results) for agent, seen in self.agents.items()}
+
+    def restore_activity(
+        self, stored: Mapping[str, tuple[datetime | None, datetime | None]]
+    ) -> None:
+        """Take back the last pull and push stored before a restart (newer ones win)."""
+        for agent, (pull, push) in stored.items():
+            seen = self.agents.setdefault(agent, AgentStatus())
+            if pull is not None and (seen.last_pull is None or pull > seen.last_pull):
+                seen.last_pull = pull
+            if push is not None and (seen.last_results is None or push > seen.last_results):
+                seen.last_results = push
+
+    def enabled_agents(self) -> dict[str, str]:
+        """The agents of the served revision that may pull, with their regions."""
+        return {
+            agent: config.region
+            for agent, config in self.configs.items()
+            if agent in self.access and self.access[agent] is None
+        }
+
     def pulls_changed(self) -> asyncio.Event:
         """An event set the next time agent configs or tokens change (then replaced)."""
         return self._pulls_changed

@@ -22,6 +22,7 @@ from reconciler.gateway.base import Gateway
 from reconciler.gateway.nginx import NginxGateway
 from reconciler.server.address_file import server_file
 from reconciler.server.control_plane import ControlPlane
+from reconciler.server.controllers.agent_silence import AgentSilence
 from reconciler.server.controllers.deployments import DeploymentController
 from reconciler.server.controllers.history import HistoryKeeper
 from reconciler.server.controllers.incidents import IncidentController, interval_from
@@ -155,6 +156,28 @@ async def running_parts(
         await site.start()
         stack.push_async_callback(site.stop)
 
+        silence: AgentSilence | None = None
+        if settings.agent_silent_after > 0:
+            silence = AgentSilence(
+                control.state,
+                clock,
+                control.agent_activity,
+                control.restore_activity,
+                control.enabled_agents,
+                announce,
+                timedelta(seconds=settings.agent_silent_after),
+                interval=min(30.0, settings.agent_silent_after / 4),
+                loops=control.loops,
+            )
+            await silence.start()
+            stack.push_async_callback(silence.stop)
+            watching = silence
+            control.gauges.append(
+                lambda: [
+                    ("agents_silent", "Enabled agents not heard from.", (), len(watching.silent))
+                ]
+            )
+
         history = HistoryKeeper(
             control.state,
             clock,
@@ -180,7 +203,7 @@ async def running_parts(
         for name, work in (("reconcile", loop.run), ("follow-source", follow)):
             stack.push_async_callback(_cancel, control.loops.task(name, work))
 
-        controllers = Controllers(incidents, deployments, site)
+        controllers = Controllers(incidents, deployments, site, silence)
         app = create_app(control, loop.trigger, controllers)
         stack.callback(control.release_pulls)  # first at exit: held pulls answer at once
         yield Parts(app, control, controllers, loop, source)

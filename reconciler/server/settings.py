@@ -38,6 +38,7 @@ ENVIRONMENT = {
     "site_interval": "RECONCILER_SITE_INTERVAL",
     "history": "RECONCILER_HISTORY",
     "probe_metrics": "RECONCILER_PROBE_METRICS",
+    "agent_silent_after": "RECONCILER_AGENT_SILENT_AFTER",
     "probe_metrics_window": "RECONCILER_PROBE_METRICS_WINDOW",
     "archive_after": "RECONCILER_ARCHIVE_AFTER",
     "delete_after": "RECONCILER_DELETE_AFTER",
@@ -105,6 +106,8 @@ class ServeSettings:
     site_interval: float = 60.0
     history: Path | None = None  # default: <state>.history (docs/history.md)
     probe_metrics: str = "basic"  # per-check series on /metrics: off | basic | full
+    # An enabled agent not heard from (pull or push) for this long is announced silent; 0: off.
+    agent_silent_after: float = 300.0
     probe_metrics_window: float = 3600.0  # checks run within this long have series
     archive_after: int = 35  # days
     delete_after: int | None = None  # days; None keeps history forever

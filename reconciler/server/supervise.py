@@ -37,6 +37,7 @@ LOOP_NAMES = (
     "notify",
     "local-agent",
     "history",
+    "agent-silence",
 )
 
 

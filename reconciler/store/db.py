@@ -146,6 +146,12 @@ _SCHEMA = [
        SELECT agent, region, canary, parent, check_name, check_type, started_at, duration_ms,
               status, code, message, phases, received_at
        FROM results""",
+    # When each agent last pulled and pushed (store/agent_activity.py).
+    """CREATE TABLE IF NOT EXISTS agent_activity (
+        agent VARCHAR NOT NULL,
+        last_pull TIMESTAMPTZ,
+        last_push TIMESTAMPTZ
+    )""",
     # The newest revision the control plane refused, until one is applied (store/refusals.py).
     """CREATE TABLE IF NOT EXISTS refusals (
         sha VARCHAR,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, ParamSpec
 
 from fastapi import APIRouter, Request, Response
@@ -12,6 +14,7 @@ from reconciler.core.refusal import RequestRefused
 from reconciler.server.control_plane import ControlPlane
 from reconciler.server.http.common import (
     control_of,
+    controllers_of,
     json_response,
     read_json,
     require_admin,
@@ -24,7 +27,11 @@ router = APIRouter(prefix="/operator", tags=["operator"])
 P = ParamSpec("P")
 
 
-def _agent_rows(control: ControlPlane, recent: dict[str, int]) -> list[dict[str, Any]]:
+def _agent_rows(
+    control: ControlPlane, recent: dict[str, int], silent: Mapping[str, datetime] | None = None
+) -> list[dict[str, Any]]:
+    """Each agent of the served revision; `silent`: the silent ones, with when they were last
+    heard from (None: silence is not watched)."""
     rows = []
     for resource in control.resources_of("Agent"):
         status = control.agents.get(resource.name)
@@ -46,9 +53,15 @@ def _agent_rows(control: ControlPlane, recent: dict[str, int]) -> list[dict[str,
                 if status and status.last_results
                 else None,
                 "results_last_hour": recent.get(resource.name, 0),
+                "silent": None if silent is None else resource.name in silent,
             }
         )
     return rows
+
+
+def _silent(request: Request) -> Mapping[str, datetime] | None:
+    silence = controllers_of(request).silence
+    return silence.silent if silence is not None else None
 
 
 @router.get("/agents", summary="Agents with live status", responses=errors(401, 404))
@@ -56,7 +69,7 @@ async def list_agents(request: Request) -> Response:
     require_admin(request)
     control = control_of(request)
     recent = await control.results_last_hour()
-    return json_response({"agents": _agent_rows(control, recent)})
+    return json_response({"agents": _agent_rows(control, recent, _silent(request))})
 
 
 def _region_rows(control: ControlPlane, agents: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -81,7 +94,9 @@ async def list_regions(request: Request) -> Response:
     require_admin(request)
     control = control_of(request)
     recent = await control.results_last_hour()
-    return json_response({"regions": _region_rows(control, _agent_rows(control, recent))})
+    return json_response(
+        {"regions": _region_rows(control, _agent_rows(control, recent, _silent(request)))}
+    )
 
 
 @router.post(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reconciler.server.controllers.agent_silence import AgentSilence
 from reconciler.server.controllers.deployments import DeploymentController
 from reconciler.server.controllers.incidents import IncidentController
 from reconciler.server.controllers.site_rebuilds import SiteRebuilder
@@ -16,3 +17,4 @@ class Controllers:
     incidents: IncidentController
     deployments: DeploymentController
     site: SiteRebuilder
+    silence: AgentSilence | None = None  # None: --agent-silent-after 0
