@@ -30,6 +30,7 @@ from reconciler.sitebuild.model import (
     link,
     overview_path,
     region_path,
+    sla_path,
 )
 from reconciler.sitebuild.queries import Figures
 from reconciler.sitebuild.windows import Window
@@ -196,6 +197,7 @@ def canary_context(
         "window_range": view["range"],
         "windows": switcher(path, lambda w: canary_path(canary.ident, w), window),
         "overview_href": link(path, overview_path(window)),
+        "sla_href": link(path, sla_path(canary.ident)),
         # Pre-formatted rows: Jinja loops cost more than the rest of the page.
         "kpis": kpis,
         "selector": _selector(tuple(name for name, _ in scopes)),

@@ -20,7 +20,7 @@ from reconciler.sitebuild.model import (
     link,
     sla_path,
 )
-from reconciler.sitebuild.sla import Month, budget_spent, month_start, quarter_of
+from reconciler.sitebuild.sla import Month, budget_spent, month_start, next_month, quarter_of
 from reconciler.sitebuild.windows import WINDOWS
 
 CSV_HEADER = (
@@ -47,6 +47,17 @@ def _met(runs: int, passes: int, slo: float | None) -> str:
 
 def _through(month: Month) -> str:
     return datetime.fromtimestamp(month.through, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _partial(month: Month) -> str | None:
+    """`to 2026-11-18 00:00 UTC` for a month still counting (its end not reached), else None."""
+    if month.through >= _epoch_of(next_month(month.month)):
+        return None
+    return f"to {_through(month)}"
+
+
+def _epoch_of(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
 
 def _label(month: date) -> str:
@@ -85,7 +96,7 @@ def canary_sla_context(snapshot: Snapshot, canary: CanaryInfo) -> dict[str, Any]
         rows.append(
             {
                 "label": _label(month.month),
-                "through": _through(month),
+                "partial": _partial(month),
                 "runs": fmt.count(month.runs),
                 "uptime": fmt.percent(month.passes, month.runs),
                 "met": _met(month.runs, month.passes, canary.slo),
@@ -112,7 +123,7 @@ def canary_sla_context(snapshot: Snapshot, canary: CanaryInfo) -> dict[str, Any]
         quarter_rows.append(
             {
                 "label": name,
-                "through": _through(quarters[name][-1]),
+                "partial": _partial(quarters[name][-1]),
                 "runs": fmt.count(runs),
                 "uptime": fmt.percent(passes, runs),
                 "met": _met(runs, passes, canary.slo),
