@@ -146,19 +146,14 @@ def sweep(connection: Connection, directory: Path) -> int:
     return removed
 
 
-def archive(
+def prepare(
     connection: Connection,
     directory: Path,
-    now: datetime,
-    archive_after: timedelta = DEFAULT_ARCHIVE_AFTER,
-    delete_after: timedelta | None = None,
-    progress: Callable[[str], None] = lambda _: None,
-) -> ArchiveReport:
-    """Move the days before `now - archive_after` out of `results`, then delete history
-    older than `delete_after` (None: keep it forever).
-
-    One transaction per day moved (a run stopped half way has moved whole days), run on a
-    writing connection outside any transaction.
+    archive_after: timedelta,
+    delete_after: timedelta | None,
+) -> int:
+    """Check the ages, create the directory and sweep files an interrupted run left;
+    returns how many were swept.
 
     Raises:
         ArchiveError: the directory cannot be written, or the ages are out of order.
@@ -168,14 +163,17 @@ def archive(
             f"history kept for {delete_after} would delete days still live "
             f"(archive age {archive_after}): keep history at least as long as the archive age"
         )
-    directory = directory.absolute()
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ArchiveError(f"cannot create history directory {directory}: {error}") from error
-    report = ArchiveReport(orphans_removed=sweep(connection, directory))
+    return sweep(connection, directory)
+
+
+def due_days(connection: Connection, now: datetime, archive_after: timedelta) -> list[int]:
+    """The days (since the epoch, UTC) with live rows older than the archive age."""
     cutoff = int((now - archive_after).timestamp()) // DAY_SECONDS
-    days = [
+    return [
         row[0]
         for row in connection.execute(
             """SELECT DISTINCT epoch(started_at)::BIGINT // $d AS day FROM results
@@ -183,19 +181,56 @@ def archive(
             {"d": DAY_SECONDS, "cutoff": datetime.fromtimestamp(cutoff * DAY_SECONDS, UTC)},
         ).fetchall()
     ]
-    for day in days:
-        moved, files, size = _move_day(connection, directory, day, now)
-        report.days_moved.append(datetime.fromtimestamp(day * DAY_SECONDS, UTC).date())
-        report.rows_moved += moved
-        report.files_written += files
-        report.bytes_written += size
-        progress(
-            f"archived {report.days_moved[-1]}: {moved:,} rows in {files} file(s), "
-            f"{size / 2**20:.1f} MiB"
-        )
+
+
+def archive(
+    connection: Connection,
+    directory: Path,
+    now: datetime,
+    archive_after: timedelta = DEFAULT_ARCHIVE_AFTER,
+    delete_after: timedelta | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> ArchiveReport:
+    """Move the days before `now - archive_after` out of `results`, then delete history
+    older than `delete_after` (None: keep it forever), on a writing connection outside any
+    transaction. One transaction per day moved: a run stopped half way has moved whole days
+    (the server runs each step as a write of its own, `controllers/history.py`).
+
+    Raises:
+        ArchiveError: the directory cannot be written, or the ages are out of order.
+    """
+    directory = directory.absolute()
+    report = ArchiveReport(
+        orphans_removed=prepare(connection, directory, archive_after, delete_after)
+    )
+    for day in due_days(connection, now, archive_after):
+        moved = move_day(connection, directory, day, now, report)
+        progress(moved)
     if delete_after is not None:
-        _delete_before(connection, int((now - delete_after).timestamp()) // DAY_SECONDS, report)
+        delete_before(connection, now, delete_after, report)
     return report
+
+
+def move_day(
+    connection: Connection, directory: Path, day: int, now: datetime, report: ArchiveReport
+) -> str:
+    """Move one day (`due_days`) and count it in `report`; returns a line saying so."""
+    rows, files, size = _move_day(connection, directory, day, now)
+    report.days_moved.append(datetime.fromtimestamp(day * DAY_SECONDS, UTC).date())
+    report.rows_moved += rows
+    report.files_written += files
+    report.bytes_written += size
+    return (
+        f"archived {report.days_moved[-1]}: {rows:,} rows in {files} file(s), "
+        f"{size / 2**20:.1f} MiB"
+    )
+
+
+def delete_before(
+    connection: Connection, now: datetime, delete_after: timedelta, report: ArchiveReport
+) -> None:
+    """Delete the history of the days older than `delete_after`, counted in `report`."""
+    _delete_before(connection, int((now - delete_after).timestamp()) // DAY_SECONDS, report)
 
 
 def _move_day(

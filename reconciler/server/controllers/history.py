@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from reconciler.server.supervise import Supervisor
-from reconciler.store.archive import ArchiveReport, archive
+from reconciler.store.archive import (
+    ArchiveReport,
+    delete_before,
+    due_days,
+    move_day,
+    prepare,
+)
+from reconciler.store.db import Connection
 from reconciler.store.handle import StateHandle
 
 log = logging.getLogger("reconciler.history")
@@ -59,13 +67,20 @@ class HistoryKeeper:
                 await self._task
 
     async def run_once(self) -> ArchiveReport:
-        """Archive (and delete) what is due now."""
+        """Archive (and delete) what is due now, a day per write: ingest waits for one day's
+        move at most, never for a whole backlog."""
         now = self._clock()
-        report = await self._state.write(
-            lambda c: archive(
-                c, self.directory, now, self.archive_after, self.delete_after, log.info
+        directory = self.directory.absolute()
+        report = ArchiveReport(
+            orphans_removed=await self._state.write(
+                lambda c: prepare(c, directory, self.archive_after, self.delete_after)
             )
         )
+        for day in await self._state.read(lambda c: due_days(c, now, self.archive_after)):
+            log.info(await self._state.write(functools.partial(_move, directory, day, now, report)))
+        if self.delete_after is not None:
+            after = self.delete_after
+            await self._state.write(lambda c: delete_before(c, now, after, report))
         self.runs += 1
         self.last = report
         if report.days_moved or report.days_deleted or report.orphans_removed:
@@ -75,7 +90,7 @@ class HistoryKeeper:
                 len(report.days_moved),
                 report.rows_moved,
                 report.files_written,
-                self.directory,
+                directory,
                 len(report.days_deleted),
                 report.orphans_removed,
             )
@@ -96,3 +111,7 @@ class HistoryKeeper:
                 if self._loops is not None:
                     self._loops.succeeded("history")
             await asyncio.sleep(self.interval)
+
+
+def _move(directory: Path, day: int, now: datetime, report: ArchiveReport, c: Connection) -> str:
+    return move_day(c, directory, day, now, report)
