@@ -315,3 +315,18 @@ async def test_the_server_moves_old_days_and_keeps_going_after_a_failure(
         assert uptime["total"] == DAYS * 72 * len(REGIONS)  # live and archived alike
     finally:
         handle.close()
+
+
+def test_archive_and_export_refuse_what_they_cannot_use(state: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.duckdb"
+    code, _, err = reconcile("results", "archive", "--state", str(missing))
+    assert code == 1 and "does not exist yet" in err and not missing.exists()
+    plain = tmp_path / "a-file"
+    plain.write_text("")
+    code, _, err = reconcile(
+        "results", "export", "--state", str(state), "--since", "2026-01-01",
+        "--until", "2026-02-01", "--out", str(plain),
+    )  # fmt: skip
+    assert code == 1 and "is not a directory" in err
+    code, _, err = reconcile("results", "archive", "--state", str(state), "--history", str(plain))
+    assert code == 1 and "cannot create history directory" in err

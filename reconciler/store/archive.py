@@ -331,6 +331,8 @@ def export(connection: Connection, since: datetime, until: datetime, out: Path) 
     Raises:
         ArchiveError: `out` holds files already, or cannot be written.
     """
+    if out.exists() and not out.is_dir():
+        raise ArchiveError(f"{out} is not a directory: export into a new or empty directory")
     if out.exists() and any(out.iterdir()):
         raise ArchiveError(f"{out} is not empty: export into a new or empty directory")
     if until <= since:
