@@ -193,3 +193,17 @@ def test_a_month_is_counted_again_only_for_late_rows(shop: tuple[Path, Connectio
         "SELECT runs FROM site_months WHERE month = '2026-09-01' AND region IS NULL"
     ).fetchone()
     assert runs == (exact(connection, 9, None)[0],)
+
+
+def test_a_server_fills_the_months_in_newest_first(shop: tuple[Path, Connection]) -> None:
+    state, connection = shop
+    builder = SiteBuilder(state.parent / "site", stage_ahead=True)
+    builder.build(connection, NOW)  # the first build counts this month and the last
+    counted = connection.execute(
+        "SELECT DISTINCT month FROM site_months ORDER BY month"
+    ).fetchall()
+    assert counted == [(date(2026, 10, 1),), (date(2026, 11, 1),)]
+    tables, now = Tables(), int(NOW.timestamp())
+    assert refresh_months(connection, tables, now, most=1) == [date(2026, 9, 1)]
+    assert refresh_months(connection, tables, now, most=1) == [date(2026, 8, 1)]
+    assert refresh_months(connection, tables, now, most=1) == []

@@ -150,11 +150,12 @@ class SiteBuilder:
             )
             self.windows, self.staged = updated.published, updated.staged
             # Staging ahead, the months move between builds, except the first time: the
-            # first build shows the SLA reports whole.
-            if self.staging is not figures.Staging.DEFERRED or not has_months(
-                connection, self.tables
-            ):
+            # first build shows this month and the last; the year behind fills in between
+            # the next builds, a month at a time.
+            if self.staging is not figures.Staging.DEFERRED:
                 refresh_months(connection, self.tables, _seconds(now))
+            elif not has_months(connection, self.tables):
+                refresh_months(connection, self.tables, _seconds(now), most=2)
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -186,7 +187,7 @@ class SiteBuilder:
                 connection, self.tables, _seconds(now), None, figures.Staging.AHEAD
             )
             # The SLA months move once a day, and a day's first count reads a month of rows.
-            refresh_months(connection, self.tables, _seconds(now))
+            refresh_months(connection, self.tables, _seconds(now), most=1)
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")

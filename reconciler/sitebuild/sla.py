@@ -52,9 +52,13 @@ def _epoch(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
 
-def refresh_months(connection: Connection, tables: Tables, now: int) -> list[date]:
+def refresh_months(
+    connection: Connection, tables: Tables, now: int, most: int | None = None
+) -> list[date]:
     """Compute the months that are missing, behind the start of today, or got late rows (on
-    a writing connection, in the caller's transaction). Returns the months computed."""
+    a writing connection, in the caller's transaction), newest first and at most `most` of
+    them (None: all; a month of raw rows is seconds of work at a large fleet, so a server
+    fills a year in over several calls). Returns the months computed."""
     today = now // DAY * DAY
     current = month_start(datetime.fromtimestamp(today, UTC).date())
     months = [current]
@@ -93,13 +97,17 @@ def refresh_months(connection: Connection, tables: Tables, now: int) -> list[dat
         counted = stored.get(month)
         if counted is None or counted < end or (month in late and counted >= _epoch(month)):
             due.append((month, end))
-    for month, end in due:
+    due.sort(reverse=True)
+    for month, end in due[:most]:
         _compute(connection, tables, month, end)
     connection.execute(
         f"DELETE FROM {tables.named('months')} WHERE month < $first", {"first": months[0]}
     )
-    write_meta(connection, tables, {CHECKED: str(received)})
-    return [month for month, _ in due]
+    if most is None or len(due) <= most:
+        # Everything due is counted: late rows received so far are in. (Otherwise the next
+        # call looks at the same late rows again, and counts what is left.)
+        write_meta(connection, tables, {CHECKED: str(received)})
+    return [month for month, _ in due[:most]]
 
 
 def _earliest(connection: Connection) -> int | None:
