@@ -24,6 +24,7 @@ from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError, base_functions
 
 from agent.expressions.celfuncs import FUNCTIONS, Optional, to_python
+from agent.expressions.celparser import install_cached_parser
 
 _MAX_REASON = 300
 HTTP_VARIABLES = frozenset(
@@ -155,6 +156,7 @@ def rewrite_optional(expr: str) -> str:
 
 @lru_cache(maxsize=1)
 def _environment() -> celpy.Environment:
+    install_cached_parser()  # ~8 ms from the cache instead of ~0.1 s building it
     return celpy.Environment()
 
 
