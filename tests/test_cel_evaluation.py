@@ -1,6 +1,7 @@
-"""CEL tests evaluate to what canary-checker gives whatever shape they take (the interpreter
-skips pass-through nodes and each check builds only the variables its expression reads), and
-a test that reads only `code` builds no header map, JSON value or check variables."""
+"""CEL tests evaluate to what canary-checker gives whatever shape they take (everyday tests
+run as compiled closures, the rest through the interpreter, which skips pass-through nodes;
+each check builds only the variables its expression reads), and a compiled test gives the
+interpreter's value, leaving every error to the interpreter."""
 
 from __future__ import annotations
 
@@ -78,3 +79,57 @@ def test_only_the_variables_an_expression_reads_are_built(expr: str, variables: 
 def test_a_variable_left_unbuilt_is_still_reported_missing() -> None:
     with pytest.raises(CelError, match="undeclared|not found|no such"):
         evaluate("nothere == 1", context("nothere == 1"))
+
+
+# Everyday tests the closure compiler takes on, with values of every kind, errors that a
+# `&&`/`||` absorbs and errors that reach the result.
+COMPILED = [
+    "code == 200",
+    "code != 200 || content == 'ok body'",
+    "code >= 200 && code < 300 && elapsed < duration('1s')",
+    "code > 199.5",
+    "code in [200, 201] && 'healthy' in [json.status]",
+    "json.status == 'healthy' && json.nested.n == 5",
+    "json.missing == 1",
+    "json.missing == 1 || true",
+    "false && json.missing == 1",
+    "json.missing.deeper == 1 && true",
+    "code == 'two hundred'",
+    "headers['Content-Type'] == 'application/json' && headers['X-TRACE'] == 'a, b'",
+    "headers['Absent'] == 'x'",
+    "'Content-Type' in headers",
+    "content.contains('ok') && content.startsWith('ok') && !content.endsWith('x')",
+    "content.contains(json.status)",
+    "content.matches('^ok')",
+    "size(json.hits) == 3 && json.hits.size() == 3 && json.hits[1] == 2",
+    "json.hits[7] == 1",
+    "json.hits[0] == json.nested.n",
+    "check.name == 'health' && canary.name == 'shop'",
+    "string(code) == '200'",
+    "int('12') == 12 && double(code) == 200.0",
+    "json.status.lowerAscii() == 'healthy'",
+    "content.nosuchmethod()",
+    "nosuchvariable == 1",
+]
+
+
+@pytest.mark.parametrize("expr", COMPILED)
+def test_compiled_expressions_answer_as_the_interpreter(expr: str) -> None:
+    from agent.expressions.cel import _program
+
+    runner = _program(expr)
+    built = context(expr) if "nosuch" not in expr else context("code == 1")
+    try:
+        expected: Any = runner._interpret(runner.ast, built)
+    except Exception:
+        expected = "error"
+    try:
+        got: Any = evaluate(expr, built)
+    except CelError:
+        got = "error"
+    assert got == expected if expected == "error" else (got == bool(expected))
+    # Only unary operators and unknown methods are left to the interpreter here.
+    assert (runner.fast is None) == ("!content" in expr or "nosuchmethod" in expr)
+    if runner.fast is not None and expected != "error":
+        value = runner.fast(built)
+        assert type(value) is type(expected) and value == expected

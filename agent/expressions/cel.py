@@ -23,6 +23,7 @@ from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError, Evaluator, base_functions
 
+from agent.expressions.celfast import compile_tree
 from agent.expressions.celfuncs import FUNCTIONS, Optional, to_python
 from agent.expressions.celparser import install_cached_parser
 
@@ -155,11 +156,14 @@ def rewrite_optional(expr: str) -> str:
 
 
 class _Runner(celpy.InterpretedRunner):
-    """cel-python's interpreter, with the base activation built once per program.
+    """cel-python's interpreter, with the base activation built once per program and the
+    everyday expressions compiled to closures (`celfast`).
 
-    cel-python builds it again on every evaluation (its type annotations loaded into a fresh
-    name container: a quarter of the cost of `code == 200`); every evaluation still gets its
-    own copy with the variables loaded, so evaluations share nothing.
+    cel-python builds the base activation again on every evaluation (its type annotations
+    loaded into a fresh name container: a quarter of the cost of `code == 200`); every
+    interpreted evaluation still gets its own copy with the variables loaded, so evaluations
+    share nothing. A compiled program that meets something it does not handle, or whose
+    value is an error, hands the evaluation to the interpreter, whose answer is the one given.
     """
 
     def __init__(
@@ -170,9 +174,20 @@ class _Runner(celpy.InterpretedRunner):
     ) -> None:
         super().__init__(environment, ast, functions)
         self._base = self.new_activation()
+        self.fast = compile_tree(ast, self._base.functions, self._interpret)
+
+    def _interpret(self, tree: lark.Tree[Any], context: Mapping[str, Any] | None = None) -> Any:
+        return Evaluator(ast=tree, activation=self._base).evaluate(context)
 
     def evaluate(self, context: Mapping[str, Any]) -> Any:
-        return Evaluator(ast=self.ast, activation=self._base).evaluate(context)
+        if self.fast is not None:
+            try:
+                value = self.fast(context)
+            except Exception:  # Unsupported, or a function failing: the interpreter decides
+                value = None
+            if value is not None and not isinstance(value, CELEvalError):
+                return value
+        return self._interpret(self.ast, context)
 
 
 @lru_cache(maxsize=1)
