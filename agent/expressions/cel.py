@@ -28,6 +28,9 @@ from agent.expressions.celfuncs import FUNCTIONS, Optional, to_python
 from agent.expressions.celparser import install_cached_parser
 
 _MAX_REASON = 300
+# Compiled expressions kept per process: an agent evaluates the same few expressions every
+# run, and compiling one again costs 1-2 ms; beyond this many distinct ones the oldest go.
+_KEPT = 2048
 HTTP_VARIABLES = frozenset(
     {"code", "headers", "content", "json", "elapsed", "sslAge", "check", "canary"}
 )
@@ -200,7 +203,7 @@ def _functions() -> dict[str, Callable[..., Any]]:
     return dict(FUNCTIONS)
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=_KEPT)
 def _compile(expr: str) -> lark.Tree[Any]:
     try:
         return _environment().compile(rewrite_optional(expr))
@@ -232,7 +235,7 @@ def _pruned(tree: lark.Tree[Any]) -> lark.Tree[Any]:
     return type(tree)(tree.data, children, tree.meta)
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=_KEPT)
 def _program(expr: str) -> celpy.Runner:
     return _environment().program(_pruned(_compile(expr)), functions=_functions())
 
@@ -278,7 +281,7 @@ def _names(tree: lark.Tree[Any], bound: frozenset[str]) -> Iterable[tuple[str, s
             yield from _names(child, bound)
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=_KEPT)
 def free_variables(expr: str) -> frozenset[str]:
     """The variables an expression reads, so a check builds only those (a `code == 200`
     test then costs no header map or JSON conversion).
