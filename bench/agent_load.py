@@ -57,6 +57,7 @@ BLACKBOX_CPU_PER_CHECK = 0.78e-3
 # `--cel` alone: a test reading the status code and the body, as most published tests do.
 DEFAULT_CEL = "code == 200 && content.contains('ok')"
 STARTUP_SECONDS = 60.0
+TARGET_WAIT_SECONDS = 20.0
 PY_SPY_RATE = 100
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -213,7 +214,7 @@ def start_target(kind: str, base: Path) -> tuple[Process, str]:
             return False
 
     try:
-        wait_until(answers, 20, f"{target.name} on port {port}")
+        wait_until(answers, TARGET_WAIT_SECONDS, f"{target.name} on port {port}")
     except BaseException:
         target.stop()  # the caller only stops what started: a silent target still runs
         raise
