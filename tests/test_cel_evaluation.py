@@ -110,6 +110,16 @@ COMPILED = [
     "json.status.lowerAscii() == 'healthy'",
     "content.nosuchmethod()",
     "nosuchvariable == 1",
+    "(code + 1) * 2 == 402 && code - 100 == 100 && code % 7 == 4 && code / 2 == 100",
+    "1.5 * 2.0 == 3.0 && 'a' + content == 'aok body' && [1] + [2] == [1, 2]",
+    "code / 0 == 1",
+    "false && code / 0 == 1",
+    "code % 0 == 1 || true",
+    "9223372036854775807 + 1 > 0",
+    "-code < 0 && -(-code) == code && !(code == 201) && !!true",
+    "!code",
+    "-content == ''",
+    "code == 200 ? true : false",
 ]
 
 
@@ -128,8 +138,8 @@ def test_compiled_expressions_answer_as_the_interpreter(expr: str) -> None:
     except CelError:
         got = "error"
     assert got == expected if expected == "error" else (got == bool(expected))
-    # Only unary operators and unknown methods are left to the interpreter here.
-    assert (runner.fast is None) == ("!content" in expr or "nosuchmethod" in expr)
+    # Only the conditional operator and unknown methods are left to the interpreter here.
+    assert (runner.fast is None) == ("?" in expr or "nosuchmethod" in expr)
     if runner.fast is not None and expected != "error":
         value = runner.fast(built)
         assert type(value) is type(expected) and value == expected

@@ -3,17 +3,17 @@
 cel-python walks the parse tree on every evaluation through lark's visitor: a method lookup,
 a trace wrapper, a list of child values and several `typing` subscriptions per node, about
 60 µs for `code == 200` and 130 µs for `code == 200 && content.contains('ok')`, which a
-check at 1,000/s pays on every run. Most tests are comparisons, `&&`/`||`, field and index
-selection, function and method calls and list literals; this module turns those trees into
-nested Python closures once, calling the very functions cel-python calls (`_==_`, `_&&_`,
-`contains`, ...) with the values it would pass them, so results are the same by construction.
+check at 1,000/s pays on every run. Most tests are comparisons, `&&`/`||`, `!`, arithmetic,
+field and index selection, function and method calls and list literals; this module turns
+those trees into nested Python closures once, calling the very functions cel-python calls
+(`_==_`, `_&&_`, `contains`, ...) with the values it would pass them and turning the same
+exceptions into error values, so results are the same by construction.
 
-Anything else (macros, `has()`, ternaries, arithmetic, map literals, unary operators) is
-not compiled: `compile_tree` returns None and the interpreter runs it. At run
-time a program gives up (`Unsupported`) when a name is not a variable of the context or a
-value is not a map where a field is selected; and a result that is an error is not trusted
-either. In those cases the caller evaluates with the interpreter, so errors and their messages
-stay cel-python's own.
+Anything else (macros, `has()`, `? :`, map literals) is not compiled: `compile_tree` returns
+None and the interpreter runs it. At run time a program gives up (`Unsupported`) when a name
+is not a variable of the context or a value is not a map where a field is selected; and a
+result that is an error is not trusted either. In those cases the caller evaluates with the
+interpreter, so errors and their messages stay cel-python's own.
 """
 
 from __future__ import annotations
@@ -37,6 +37,20 @@ _RELATIONS = {
     "relation_ne": "_!=_",
     "relation_in": "_in_",
 }
+# Binary operators: the node holding the left operand, the function, and the exceptions the
+# interpreter turns into an error value for that node (any other one propagates, as there).
+_BINARY: dict[str, tuple[dict[str, str], tuple[type[Exception], ...]]] = {
+    "relation": (_RELATIONS, (TypeError,)),
+    "addition": (
+        {"addition_add": "_+_", "addition_sub": "_-_"},
+        (TypeError, ValueError, OverflowError),
+    ),
+    "multiplication": (
+        {"multiplication_mul": "_*_", "multiplication_div": "_/_", "multiplication_mod": "_%_"},
+        (TypeError, ZeroDivisionError, ValueError, OverflowError),
+    ),
+}
+_UNARY = {"unary_not": "!_", "unary_neg": "-_"}
 # Method names the interpreter treats as macros, never as functions.
 _MACROS = frozenset({"map", "filter", "all", "exists", "exists_one", "reduce", "min"})
 
@@ -49,7 +63,12 @@ def _error(reason: str) -> CELEvalError:
     return CELEvalError(reason)
 
 
-def _binary(function: Callable[..., Any], left: Program, right: Program) -> Program:
+def _binary(
+    function: Callable[..., Any],
+    left: Program,
+    right: Program,
+    caught: tuple[type[Exception], ...] = (TypeError,),
+) -> Program:
     """Both operands evaluated, then the operator; no short-circuit, as in the interpreter
     (`_&&_` and `_||_` themselves absorb an error on the side that does not matter)."""
 
@@ -57,7 +76,17 @@ def _binary(function: Callable[..., Any], left: Program, right: Program) -> Prog
         a, b = left(context), right(context)
         try:
             return function(a, b)
-        except TypeError:
+        except caught:
+            return _error("no matching overload")
+
+    return run
+
+
+def _unary(function: Callable[..., Any], operand: Program) -> Program:
+    def run(context: Mapping[str, Any]) -> Any:
+        try:
+            return function(operand(context))
+        except (TypeError, ValueError):
             return _error("no matching overload")
 
     return run
@@ -165,12 +194,19 @@ def compile_tree(
         if kind in ("conditionalor", "conditionaland") and len(children) == 2:
             operator = functions["_||_" if kind == "conditionalor" else "_&&_"]
             return _binary(operator, build(children[0]), build(children[1]))
-        if kind == "relation" and len(children) == 2:
+        if kind in _BINARY and len(children) == 2:
+            operators, caught = _BINARY[kind]
             left_op, right = children
-            if not isinstance(left_op, lark.Tree) or left_op.data not in _RELATIONS:
+            if not isinstance(left_op, lark.Tree) or left_op.data not in operators:
                 raise Unsupported(kind)
             [left] = left_op.children
-            return _binary(functions[_RELATIONS[left_op.data]], build(left), build(right))
+            function = functions[operators[left_op.data]]
+            return _binary(function, build(left), build(right), caught)
+        if kind == "unary" and len(children) == 2:
+            op_tree, operand = children
+            if not isinstance(op_tree, lark.Tree) or op_tree.data not in _UNARY:
+                raise Unsupported(kind)
+            return _unary(functions[_UNARY[op_tree.data]], build(operand))
         if kind in ("member", "primary", "paren_expr") and len(children) == 1:
             return build(children[0])
         if kind == "literal":
