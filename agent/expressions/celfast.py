@@ -3,13 +3,13 @@
 cel-python walks the parse tree on every evaluation through lark's visitor: a method lookup,
 a trace wrapper, a list of child values and several `typing` subscriptions per node, about
 60 µs for `code == 200` and 130 µs for `code == 200 && content.contains('ok')`, which a
-check at 1,000/s pays on every run. Most tests are comparisons, `&&`/`||`, `!`, arithmetic,
-field and index selection, function and method calls and list literals; this module turns
-those trees into nested Python closures once, calling the very functions cel-python calls
-(`_==_`, `_&&_`, `contains`, ...) with the values it would pass them and turning the same
-exceptions into error values, so results are the same by construction.
+check at 1,000/s pays on every run. Most tests are comparisons, `&&`/`||`, `!`, `? :`,
+`has()`, arithmetic, field and index selection, function and method calls and list literals;
+this module turns those trees into nested Python closures once, calling the very functions
+cel-python calls (`_==_`, `_&&_`, `contains`, ...) with the values it would pass them and
+turning the same exceptions into error values, so results are the same by construction.
 
-Anything else (macros, `has()`, `? :`, map literals) is not compiled: `compile_tree` returns
+Anything else (macros, `dyn()`, map literals) is not compiled: `compile_tree` returns
 None and the interpreter runs it. At run time a program gives up (`Unsupported`) when a name
 is not a variable of the context or a value is not a map where a field is selected; and a
 result that is an error is not trusted either. In those cases the caller evaluates with the
@@ -78,6 +78,38 @@ def _binary(
             return function(a, b)
         except caught:
             return _error("no matching overload")
+
+    return run
+
+
+def _conditional(
+    function: Callable[..., Any], condition: Program, when_true: Program, when_false: Program
+) -> Program:
+    """`c ? a : b`: only the chosen side is evaluated, as in the interpreter."""
+    false = celtypes.BoolType(False)
+
+    def run(context: Mapping[str, Any]) -> Any:
+        chosen = condition(context)
+        if isinstance(chosen, CELEvalError):
+            raise Unsupported("?:")  # what an error's truth is, the interpreter says
+        left = right = false
+        if chosen:
+            left = when_true(context)
+        else:
+            right = when_false(context)
+        try:
+            return function(chosen, left, right)
+        except TypeError:
+            return _error("no matching overload")
+
+    return run
+
+
+def _has(operand: Program) -> Program:
+    """`has(e.f)`: true when the selection evaluates, whatever its value."""
+
+    def run(context: Mapping[str, Any]) -> Any:
+        return celtypes.BoolType(not isinstance(operand(context), CELEvalError))
 
     return run
 
@@ -194,6 +226,9 @@ def compile_tree(
         if kind in ("conditionalor", "conditionaland") and len(children) == 2:
             operator = functions["_||_" if kind == "conditionalor" else "_&&_"]
             return _binary(operator, build(children[0]), build(children[1]))
+        if kind == "expr" and len(children) == 3:
+            condition, when_true, when_false = (build(child) for child in children)
+            return _conditional(functions["_?_:_"], condition, when_true, when_false)
         if kind in _BINARY and len(children) == 2:
             operators, caught = _BINARY[kind]
             left_op, right = children
@@ -224,6 +259,9 @@ def compile_tree(
             return _method(functions[name], build(children[0]), build_list(children[2:]))
         if kind == "ident_arg" and len(children) in (1, 2):
             name = str(children[0])
+            if name == "has" and len(children) == 2:
+                [operand] = build_list(children[1:])
+                return _has(operand)
             if name in ("has", "dyn") or name not in functions:
                 raise Unsupported(name)  # macros, or an error message for the interpreter
             return _call(functions[name], build_list(children[1:]))
