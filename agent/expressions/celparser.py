@@ -31,14 +31,20 @@ def cache_dir() -> Path | None:
     """Where the parser is cached: `$RECONCILER_CEL_CACHE`, else the user's cache directory.
 
     Returns:
-        The directory, or None when `RECONCILER_CEL_CACHE` is set to `off` (build every time).
+        The directory, or None when `RECONCILER_CEL_CACHE` is set to `off` or there is no home
+        directory to put it in (build every time).
     """
     chosen = os.environ.get(CACHE_ENV, "").strip()
     if chosen.lower() == "off":
         return None
     if chosen:
         return Path(chosen)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no HOME and no passwd entry (some service accounts)
+            return None
     return Path(base) / "canary-reconciler"
 
 
