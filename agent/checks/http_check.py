@@ -24,6 +24,7 @@ from agent.expressions.cel import (
     check_context,
     display,
     evaluate,
+    free_variables,
     http_context,
 )
 from agent.expressions.gotemplate import TemplateError, render
@@ -238,11 +239,14 @@ class Reply:
     ssl_age: timedelta | None
 
 
-def _cel_context(spec: HttpSpec, reply: Reply) -> dict[str, Any]:
+def _cel_context(expr: str, spec: HttpSpec, reply: Reply) -> dict[str, Any]:
+    """The variables `expr` reads, and only those: building the others (header map, JSON
+    body, check and canary) would cost more than most expressions take to evaluate."""
+    wanted = free_variables(expr)
     context = http_context(
-        reply.code, reply.headers, reply.text, reply.body, reply.elapsed, reply.ssl_age
+        reply.code, reply.headers, reply.text, reply.body, reply.elapsed, reply.ssl_age, wanted
     )
-    return {**context, **check_context(spec.context or {})}
+    return {**context, **check_context(spec.context or {}, wanted)}
 
 
 def _template_data(spec: HttpSpec, reply: Reply) -> dict[str, Any]:
@@ -266,7 +270,7 @@ def _display(spec: HttpSpec, reply: Reply) -> str | None:
         CelError: the display expression is broken.
     """
     if spec.display_expr is not None:
-        return display(spec.display_expr, _cel_context(spec, reply))
+        return display(spec.display_expr, _cel_context(spec.display_expr, spec, reply))
     if spec.display_template is not None:
         try:
             return render(spec.display_template, _template_data(spec, reply))
@@ -346,7 +350,7 @@ async def check_http(
     failures += _redirect_failures(spec, response)
     failures += _body_failures(spec, reply) + _ssl_failures(spec, expiry, days)
     try:
-        if spec.expr is not None and not evaluate(spec.expr, _cel_context(spec, reply)):
+        if spec.expr is not None and not evaluate(spec.expr, _cel_context(spec.expr, spec, reply)):
             failures.append(f"test {spec.expr!r} is false (code {code}, {total_ms:.1f}ms)")
         shown = _display(spec, reply)
     except CelError as error:
