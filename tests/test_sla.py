@@ -199,9 +199,7 @@ def test_a_server_fills_the_months_in_newest_first(shop: tuple[Path, Connection]
     state, connection = shop
     builder = SiteBuilder(state.parent / "site", stage_ahead=True)
     builder.build(connection, NOW)  # the first build counts this month and the last
-    counted = connection.execute(
-        "SELECT DISTINCT month FROM site_months ORDER BY month"
-    ).fetchall()
+    counted = connection.execute("SELECT DISTINCT month FROM site_months ORDER BY month").fetchall()
     assert counted == [(date(2026, 10, 1),), (date(2026, 11, 1),)]
     tables, now = Tables(), int(NOW.timestamp())
     assert refresh_months(connection, tables, now, most=1) == [date(2026, 9, 1)]

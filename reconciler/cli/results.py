@@ -100,8 +100,6 @@ def add_history_options(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Archive or export; 1 on a missing or locked state file or an unwritable directory."""
-    import duckdb
-
     from reconciler.store.archive import ArchiveError, archive, export, history_dir
     from reconciler.store.db import StateError, open_state
 
@@ -133,10 +131,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
             )
         except ArchiveError as error:
             console.error(str(error))
-            return EXIT_ERROR
-        except (duckdb.Error, OSError) as error:  # e.g. the disk filled while writing a file
-            # Each day is one transaction: the days moved so far stay moved, the rest live.
-            console.error(f"{args.results_command} stopped: {error}")
             return EXIT_ERROR
     if report.orphans_removed:
         console.progress(f"removed {report.orphans_removed} file(s) left by an interrupted run")

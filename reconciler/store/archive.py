@@ -199,12 +199,21 @@ def archive(
     Raises:
         ArchiveError: the directory cannot be written, or the ages are out of order.
     """
+    import duckdb  # here: the CLI imports this module's constants without loading DuckDB
+
     directory = directory.absolute()
     report = ArchiveReport(
         orphans_removed=prepare(connection, directory, archive_after, delete_after)
     )
     for day in due_days(connection, now, archive_after):
-        moved = move_day(connection, directory, day, now, report)
+        try:
+            moved = move_day(connection, directory, day, now, report)
+        except (duckdb.Error, OSError) as error:  # e.g. the disk filled while writing a file
+            # Each day is one transaction: the days moved so far stay moved, the rest live.
+            raise ArchiveError(
+                f"archiving stopped at {datetime.fromtimestamp(day * DAY_SECONDS, UTC).date()} "
+                f"({len(report.days_moved)} day(s) moved before it): {error}"
+            ) from error
         progress(moved)
     if delete_after is not None:
         delete_before(connection, now, delete_after, report)
@@ -337,6 +346,8 @@ def export(connection: Connection, since: datetime, until: datetime, out: Path) 
         raise ArchiveError(f"{out} is not empty: export into a new or empty directory")
     if until <= since:
         raise ArchiveError(f"--until ({until:%Y-%m-%dT%H:%M:%SZ}) must be after --since")
+    import duckdb  # here: see `archive`
+
     relation = source(connection, since, until)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -350,7 +361,7 @@ def export(connection: Connection, since: datetime, until: datetime, out: Path) 
                  FILENAME_PATTERN 'part-export-{{i}}')""",
             {"since": since, "until": until},
         ).fetchone()
-    except OSError as error:
+    except (duckdb.Error, OSError) as error:
         raise ArchiveError(f"cannot write {out}: {error}") from error
     files = sum(1 for _ in out.glob("day=*/region=*/*.parquet"))
     return (int(count[0]) if count else 0), files
