@@ -16,6 +16,7 @@ import httpx
 import orjson
 
 from agent.checks import ClientPool, result_row, run_check
+from agent.checks.browser_check import BrowserPolicy, allow_browser_checks
 from agent.checks.series import CheckSeries
 from agent.metrics import Metrics
 from agent.scheduler import Scheduler
@@ -111,6 +112,8 @@ class Agent:
         limits = self.settings.response_limits
         async with ClientPool(size=self.settings.http_clients, limits=limits) as pool:
             self._pool = pool
+            policy = BrowserPolicy(self.settings.allow_browser_checks, self.settings.browser_path)
+            allow_browser_checks(pool, policy)
             self._api = self._new_api()
             tasks = [
                 asyncio.create_task(self._pull_loop(), name="pull"),
