@@ -17,6 +17,8 @@ import pytest
 from agent.checks import CheckOutcome, ClientPool, run_check
 from agent.checks.browser_check import NOT_ALLOWED, BrowserPolicy, allow_browser_checks
 from agent.checks.outcome import result_row
+from reconciler.core.documents import SourceFile
+from reconciler.core.load import load_config
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -72,6 +74,21 @@ def _check(url: str, **fields: Any) -> dict[str, Any]:
 
 
 ALLOWED = BrowserPolicy(allowed=True, executable=Path(CHROMIUM))
+
+
+def test_a_script_that_is_not_python_is_refused_at_load_with_its_line() -> None:
+    text = (
+        "apiVersion: canary-reconciler/v1\nkind: Canary\nmetadata:\n  name: b\nspec:\n"
+        "  browser:\n    - name: shop\n      url: ftp://shop\n      script: |\n"
+        "        await page.goto('/')\n        if page.url ==\n"
+    )
+    result = load_config([SourceFile("c.yaml", "sha-b", text.encode)])
+    errors = sorted(d.format() for d in result.diagnostics if d.severity == "error")
+    assert len(errors) == 2, errors
+    assert errors[0].startswith("c.yaml:8:") and "spec.browser[0].url" in errors[0]
+    assert "expected an http:// or https:// URL" in errors[0]
+    assert errors[1].startswith("c.yaml:9:") and "spec.browser[0].script" in errors[1]
+    assert "line 2: invalid syntax" in errors[1]
 
 
 def test_agent_without_the_flag_reports_an_error_and_starts_no_browser() -> None:

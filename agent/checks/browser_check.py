@@ -65,6 +65,10 @@ def allow_browser_checks(pool: ClientPool, policy: BrowserPolicy) -> None:
     pool.keep(POLICY_KEY, policy, forget)
 
 
+class BrowserMissing(RuntimeError):
+    """What browser checks need is not installed on this agent."""
+
+
 class BrowserSession:
     """One Chromium, started on first use and shared by browser checks (a context each)."""
 
@@ -81,7 +85,13 @@ class BrowserSession:
             if self._browser is not None and self._browser.is_connected():
                 return self._browser
             await self.close()
-            from playwright.async_api import async_playwright
+            try:
+                from playwright.async_api import async_playwright
+            except ImportError as error:
+                raise BrowserMissing(
+                    "browser checks need the Python package playwright on the agent: "
+                    "pip install 'canary-reconciler[browser]'"
+                ) from error
 
             self._driver = await async_playwright().start()
             self._browser = await self._driver.chromium.launch(
@@ -273,6 +283,8 @@ async def check_browser(check: Mapping[str, Any], clients: ClientPool) -> Verdic
             verdict = await _load_and_script(check, context, run)
     except TimeoutError:
         verdict = Verdict("error", f"timed out after {timeout_ms}ms", run.code)
+    except BrowserMissing as error:
+        verdict = Verdict("error", str(error))
     except Exception as error:  # launching or driving the browser failed
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         verdict = Verdict("error", f"browser: {type(error).__name__}: {first}".rstrip(": "))
