@@ -158,3 +158,18 @@ def test_a_page_that_never_loads_times_out_within_the_limit(site: str) -> None:
     assert outcome.status == "error"
     assert outcome.message == "timed out after 3000ms"
     assert outcome.duration_ms < 3_000 + 10_000
+
+
+def test_screenshots_beyond_the_queue_are_dropped_and_counted() -> None:
+    from agent.metrics import Metrics
+    from agent.screenshots import MAX_PENDING, PendingShot, ScreenshotQueue
+
+    metrics = Metrics("agent")
+    queue = ScreenshotQueue(metrics)
+    for second in range(MAX_PENDING + 3):
+        queue.offer(PendingShot("shop@eu-1", "cart", NOW.replace(second=second), b"\x89PNG"))
+    assert len(queue) == MAX_PENDING
+    rendered = metrics.render()
+    assert 'agent_screenshots_dropped_total{reason="queue_full"} 3' in rendered
+    queue.drop_all("stopped")
+    assert f'agent_screenshots_dropped_total{{reason="stopped"}} {MAX_PENDING}' in metrics.render()

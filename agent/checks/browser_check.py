@@ -78,6 +78,7 @@ class BrowserSession:
         self._driver: Any = None
         self._browser: Any = None
         self._lock = asyncio.Lock()
+        self.runs = 0  # browser check runs in flight on this browser
 
     async def browser(self) -> Any:
         """The running browser, launched (again) if it is not connected."""
@@ -247,6 +248,22 @@ async def _load_and_script(check: Mapping[str, Any], context: Any, run: _Run) ->
     return Verdict("pass", None, run.code)
 
 
+async def _finish(session: BrowserSession, context: Any, timed_out: bool) -> None:
+    """Close the run's context (its pages and renderer); stop the whole browser when that
+    hangs, or after a timeout when no other run uses it (a hung page may have hung the
+    browser too: the next run starts a fresh one)."""
+    closed = context is None
+    if context is not None:
+        try:
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await context.close()
+            closed = True
+        except Exception:
+            closed = False
+    if not closed or (timed_out and session.runs == 1):
+        await session.close()
+
+
 async def check_browser(check: Mapping[str, Any], clients: ClientPool) -> Verdict:
     """Load `url` in headless Chromium, run `script`, and report timings and console errors.
 
@@ -271,17 +288,27 @@ async def check_browser(check: Mapping[str, Any], clients: ClientPool) -> Verdic
             f"no browser at {policy.executable}: install Chromium (Debian: apt-get install "
             "chromium) or point --browser-path at it",
         )
-    timeout_ms = int(check.get("timeout_ms") or 10_000)
     session = _session(clients, policy.executable)
+    session.runs += 1
+    try:
+        return await _run_browser(check, session)
+    finally:
+        session.runs -= 1
+
+
+async def _run_browser(check: Mapping[str, Any], session: BrowserSession) -> Verdict:
+    timeout_ms = int(check.get("timeout_ms") or 10_000)
     run = _Run(console_errors=[], phases={})
     start = time.perf_counter()
     context = None
+    timed_out = False
     try:
         async with asyncio.timeout(timeout_ms / 1000):
             browser = await session.browser()
             context = await browser.new_context()
             verdict = await _load_and_script(check, context, run)
     except TimeoutError:
+        timed_out = True
         verdict = Verdict("error", f"timed out after {timeout_ms}ms", run.code)
     except BrowserMissing as error:
         verdict = Verdict("error", str(error))
@@ -295,14 +322,6 @@ async def check_browser(check: Mapping[str, Any], clients: ClientPool) -> Verdic
     if verdict.status == "pass" and isinstance(threshold, int) and elapsed > threshold:
         verdict = Verdict("fail", f"took {elapsed:.1f}ms, over thresholdMillis {threshold}")
     screenshot = await _screenshot(run) if verdict.status != "pass" else None
-    if context is not None:
-        try:
-            async with asyncio.timeout(CLOSE_SECONDS):
-                await context.close()
-        except Exception:
-            await session.close()
-    if verdict.message == f"timed out after {timeout_ms}ms":
-        # A script that hangs the page may hang the renderer too: start afresh next run.
-        await session.close()
+    await _finish(session, context, timed_out)
     message = _with_console(verdict.message or "", run) or None
     return Verdict(verdict.status, message, verdict.code or run.code, run.phases, screenshot)

@@ -63,7 +63,7 @@ CHECKS: dict[str, CheckFunction] = {
 # Seconds of grace before the outer timeout cancels a check that keeps its own deadline: an
 # icmp check reports the packets it lost at its deadline instead of just "timed out"; a
 # browser check takes a screenshot and stops a hung browser after its deadline.
-SELF_TIMED = {"http": 1.0, "dns": 1.0, "icmp": 1.0, "multihttp": 1.0, "grpc": 1.0, "browser": 10.0}
+SELF_TIMED = {"http": 1.0, "dns": 1.0, "icmp": 1.0, "multihttp": 1.0, "grpc": 1.0, "browser": 20.0}
 
 
 def _timeout_ms(check: Mapping[str, Any]) -> int:
