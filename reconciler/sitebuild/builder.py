@@ -307,11 +307,16 @@ def _screenshots_by_canary(
     connection: Connection, resources: list[Any]
 ) -> dict[str, list[Screenshot]]:
     """The newest screenshot of each browser check of each served canary, whichever agent
-    took it (a derived canary no longer served shows none)."""
-    parents = {r.name: r.parent for r in resources if r.kind == "DerivedCanary" and r.parent}
+    took it (a derived canary or browser check no longer served shows none)."""
+    served = {
+        (r.name, str(check.get("name"))): r.parent
+        for r in resources
+        if r.kind == "DerivedCanary" and r.parent
+        for check in r.spec.get("browser", [])
+    }
     newest: dict[tuple[str, str], Screenshot] = {}
     for (canary, check), shot in latest_screenshots(connection).items():
-        parent = parents.get(canary)
+        parent = served.get((canary, check))
         if parent is None:
             continue
         known = newest.get((parent, check))
