@@ -230,6 +230,7 @@ class Phase:
     seconds: float
     cpu: float
     streams: list[Stream]
+    own_cpu: float = 0.0  # this process alone (differs from `cpu` for browser phases)
 
 
 async def run_phase(
@@ -245,7 +246,7 @@ async def run_phase(
             warm = await run_check(check_of("browser", http_port, grpc_port), pool, _utc_now)
             print(f"  (warm-up browser run: {warm.status} {warm.message or ''})")
             clock = _tree_cpu
-        cpu0, wall0 = clock(), time.perf_counter()
+        cpu0, own0, wall0 = clock(), time.process_time(), time.perf_counter()
         until = loop.time() + seconds
         await asyncio.gather(
             *(
@@ -256,7 +257,7 @@ async def run_phase(
         while tasks:
             await asyncio.wait(set(tasks))
         cpu, wall = clock() - cpu0, time.perf_counter() - wall0
-    return Phase(name, wall, cpu, streams)
+    return Phase(name, wall, cpu, streams, time.process_time() - own0)
 
 
 def _tree_cpu() -> float:
@@ -293,6 +294,8 @@ def p99(values: list[float]) -> float:
 def report(phase: Phase, baseline_cpu_per_s: float | None) -> None:
     runs = sum(sum(s.statuses.values()) for s in phase.streams)
     print(f"\n## {phase.name}  ({phase.seconds:.1f}s, {phase.cpu:.2f} CPU s, {runs} checks)")
+    if "browser" in phase.name:
+        print(f"  of which the bench process (the agent's event loop): {phase.own_cpu:.2f} CPU s")
     for stream in phase.streams:
         done = sum(stream.statuses.values())
         print(
