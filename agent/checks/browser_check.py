@@ -193,7 +193,8 @@ def _with_console(message: str, run: _Run) -> str:
     if not run.console_errors:
         return message
     first = run.console_errors[0][:200]
-    return f"{message}; {len(run.console_errors)} console error(s), first: {first}"
+    errors = f"{len(run.console_errors)} console error(s), first: {first}"
+    return f"{message}; {errors}" if message else errors
 
 
 async def _screenshot(run: _Run) -> bytes | None:
