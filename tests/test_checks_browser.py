@@ -17,6 +17,7 @@ import pytest
 from agent.checks import CheckOutcome, ClientPool, run_check
 from agent.checks.browser_check import NOT_ALLOWED, BrowserPolicy, allow_browser_checks
 from agent.checks.outcome import result_row
+from agent.checks.series import CheckSeries
 from reconciler.core.documents import SourceFile
 from reconciler.core.load import load_config
 
@@ -124,6 +125,12 @@ def test_passing_script_reports_navigation_timings(site: str) -> None:
         assert getattr(row.phases, phase) is not None, phase
     assert row.phases.load_ms >= row.phases.dom_content_loaded_ms >= row.phases.first_byte_ms  # type: ignore[operator]
     assert row.phases.console_errors == 0
+    series = CheckSeries()
+    series.record("shop@local", "shop", "browser", outcome)
+    text = series.render()
+    assert 'probe_success{canary="shop@local",check="shop"} 1' in text
+    assert 'probe_browser_timing_seconds{canary="shop@local",check="shop",phase="load"}' in text
+    assert 'probe_browser_console_errors{canary="shop@local",check="shop"} 0' in text
 
 
 @pytest.mark.slow
