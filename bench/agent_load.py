@@ -126,9 +126,16 @@ def write_repo(
     url: str,
     extras: dict[str, int] | None = None,
     grpc_endpoint: str = "",
+    browser: int = 0,
 ) -> None:
     """One region, one agent, `canaries` canaries on it with one HTTP check each, plus
-    `extras` canaries of one icmp, multihttp or grpc check each; git-committed."""
+    `extras` canaries of one icmp, multihttp or grpc check each, plus `browser` canaries of
+    one browser check each, once a second (loading the target's page); git-committed."""
+    for index in range(browser):
+        name = f"browser-{index:04d}"
+        spec = f"  schedule: '@every 1s'\n  agentSelector: ['{AGENT}']\n"
+        check = f"  browser:\n    - name: page\n      url: {url}?b={index}\n      timeout: 900ms\n"
+        write_file(root / "canaries" / f"{name}.yaml", document("Canary", name, spec + check))
     for kind, count in (extras or {}).items():
         for index in range(count):
             name = f"{kind}-{index:04d}"
@@ -288,6 +295,8 @@ def start_agent(
         command += ["--batch-size", str(arguments.batch_size)]
     if arguments.http_clients:
         command += ["--http-clients", str(arguments.http_clients)]
+    if arguments.browser:
+        command += ["--allow-browser-checks"]
     agent = Process("agent run", command, base / "agent.log", cwd=arguments.agent_root, env=env)
     return agent, f"http://127.0.0.1:{port}"
 
@@ -497,6 +506,14 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
             metavar="N",
             help=f"also N canaries of one {kind} check each on the same schedule (0)",
         )
+    parser.add_argument(
+        "--browser",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N canaries of one browser check each, @every 1s (agent started with "
+        "--allow-browser-checks; needs Chromium) (0)",
+    )
     parser.add_argument("--every", default="500ms", help="schedule period of every canary (500ms)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window (20)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before it (5)")
@@ -565,7 +582,7 @@ def report(
     p99_worst = max(window.p99_samples)
     max_start, max_end = (s.get("schedule_lateness_max_seconds") for s in (first, last))
     extras = sum(getattr(arguments, k) for k in ("icmp", "multihttp", "grpc"))
-    offered = (arguments.canaries + extras) / arguments.period
+    offered = (arguments.canaries + extras) / arguments.period + arguments.browser
     missed = window.missed_samples
     print(
         f"measured window: {window.seconds:.1f}s"
@@ -683,7 +700,14 @@ def run_benchmark(arguments: argparse.Namespace, base: Path) -> int:
             url,
             extras,
             grpc_endpoint,
+            arguments.browser,
         )
+        if arguments.browser:
+            print(
+                f"beside them: {arguments.browser} browser canaries @every 1s (Chromium's "
+                "processes are not counted in the agent's CPU below; checks_load.py "
+                "--browser counts them)"
+            )
         total = arguments.canaries + sum(extras.values())
         if total > arguments.canaries:
             print(

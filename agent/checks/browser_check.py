@@ -249,19 +249,18 @@ async def _load_and_script(check: Mapping[str, Any], context: Any, run: _Run) ->
     return Verdict("pass", None, run.code)
 
 
-async def _finish(session: BrowserSession, context: Any, timed_out: bool) -> None:
-    """Close the run's context (its pages and renderer); stop the whole browser when that
-    hangs, or after a timeout when no other run uses it (a hung page may have hung the
-    browser too: the next run starts a fresh one)."""
-    closed = context is None
-    if context is not None:
-        try:
-            async with asyncio.timeout(CLOSE_SECONDS):
-                await context.close()
-            closed = True
-        except Exception:
-            closed = False
-    if not closed or (timed_out and session.runs == 1):
+async def _finish(session: BrowserSession, context: Any) -> None:
+    """Close the run's context (its pages, so a hung page's renderer goes with them); stop
+    the whole browser when even that does not answer within `CLOSE_SECONDS` (the next run
+    starts a fresh one). A timed-out run alone does not restart the browser: starting
+    Chromium takes a second or more, and with short timeouts every next run would time out
+    starting it."""
+    if context is None:
+        return
+    try:
+        async with asyncio.timeout(CLOSE_SECONDS):
+            await context.close()
+    except Exception:
         await session.close()
 
 
@@ -277,7 +276,7 @@ async def check_browser(check: Mapping[str, Any], clients: ClientPool) -> Verdic
         "pass"; "fail" when the page answered 4xx/5xx, the script raised or asserted, the page
         logged console errors with `failOnConsoleError`, or the run was over `thresholdMillis`;
         "error" when browser checks are not allowed here, no browser is installed, the page
-        could not be loaded or the run timed out (the browser is then stopped). A run that did
+        could not be loaded or the run timed out (its pages are then closed). A run that did
         not pass carries a PNG screenshot of the page when there was one.
     """
     policy = clients.kept(POLICY_KEY)
@@ -302,14 +301,12 @@ async def _run_browser(check: Mapping[str, Any], session: BrowserSession) -> Ver
     run = _Run(console_errors=[], phases={})
     start = time.perf_counter()
     context = None
-    timed_out = False
     try:
         async with asyncio.timeout(timeout_ms / 1000):
             browser = await session.browser()
             context = await browser.new_context()
             verdict = await _load_and_script(check, context, run)
     except TimeoutError:
-        timed_out = True
         verdict = Verdict("error", f"timed out after {timeout_ms}ms", run.code)
     except BrowserMissing as error:
         verdict = Verdict("error", str(error))
@@ -323,6 +320,6 @@ async def _run_browser(check: Mapping[str, Any], session: BrowserSession) -> Ver
     if verdict.status == "pass" and isinstance(threshold, int) and elapsed > threshold:
         verdict = Verdict("fail", f"took {elapsed:.1f}ms, over thresholdMillis {threshold}")
     screenshot = await _screenshot(run) if verdict.status != "pass" else None
-    await _finish(session, context, timed_out)
+    await _finish(session, context)
     message = _with_console(verdict.message or "", run) or None
     return Verdict(verdict.status, message, verdict.code or run.code, run.phases, screenshot)
