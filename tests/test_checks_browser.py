@@ -201,3 +201,18 @@ def test_screenshots_beyond_the_queue_are_dropped_and_counted() -> None:
     assert 'agent_screenshots_dropped_total{reason="queue_full"} 3' in rendered
     queue.drop_all("stopped")
     assert f'agent_screenshots_dropped_total{{reason="stopped"}} {MAX_PENDING}' in metrics.render()
+
+
+def test_only_the_flag_allows_browser_checks_and_the_path_comes_from_flag_or_environment() -> None:
+    from agent.cli import build_parser
+    from agent.settings import load_settings
+
+    environ = {"AGENT_TOKEN": "t", "AGENT_ALLOW_BROWSER_CHECKS": "1"}
+    flags = {"url": "http://127.0.0.1:1"}
+    assert load_settings(flags, environ).allow_browser_checks is False
+    args = build_parser().parse_args(["run", "--allow-browser-checks", "--browser-path", "/x"])
+    assert (args.allow_browser_checks, args.browser_path) == (True, Path("/x"))
+    allowed = load_settings({**flags, "allow_browser_checks": True}, environ)
+    assert allowed.allow_browser_checks is True
+    moved = load_settings(flags, {**environ, "AGENT_BROWSER_PATH": "/opt/chromium"})
+    assert moved.browser_path == Path("/opt/chromium")
