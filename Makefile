@@ -49,8 +49,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# Chromium (Debian's package) for the browser test of the status site, driven by Playwright with
-# the system binary; installed like nginx, and the browser test skips saying why without it.
+# Chromium (Debian's package) for the browser test of the status site and for the agent's browser
+# checks, driven by Playwright with the system binary; installed like nginx, and the browser
+# tests skip saying why without it.
 browser-deps:
 	@if command -v chromium >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \

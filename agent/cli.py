@@ -74,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-response-header-bytes", type=int, metavar="BYTES", help="default 65536")
     run.add_argument("--max-response-header-line", type=int, metavar="BYTES", help="default 16384")
     run.add_argument("--max-response-body-bytes", type=int, metavar="BYTES", help="default 4194304")
+    run.add_argument(
+        "--allow-browser-checks",
+        action="store_true",
+        help="run browser checks: their scripts come from the config repository and run "
+        "here (default: off; they report an error)",
+    )
+    run.add_argument(
+        "--browser-path",
+        type=Path,
+        metavar="FILE",
+        help="Chromium binary of browser checks (default: chromium on PATH, else "
+        "/usr/bin/chromium; $AGENT_BROWSER_PATH)",
+    )
     run.add_argument("--log-format", choices=["text", "json"], default=None)
     return parser
 
@@ -87,7 +100,7 @@ async def _run(args: argparse.Namespace) -> int:
             "url", "pull_interval", "pull_wait", "flush_interval", "buffer_capacity", "batch_size",
             "spool", "listen", "reconnect_after", "shutdown_timeout", "http_clients",
             "max_response_headers", "max_response_header_bytes", "max_response_header_line",
-            "max_response_body_bytes",
+            "max_response_body_bytes", "allow_browser_checks", "browser_path",
         )
     }  # fmt: skip
     settings = load_settings(flags, os.environ)

@@ -16,9 +16,12 @@ import httpx
 import orjson
 
 from agent.checks import ClientPool, result_row, run_check
+from agent.checks.browser_check import BrowserPolicy, allow_browser_checks
 from agent.checks.series import CheckSeries
 from agent.metrics import Metrics
 from agent.scheduler import Scheduler
+from agent.screenshots import HELP as SCREENSHOT_HELP
+from agent.screenshots import PendingShot, ScreenshotQueue
 from agent.settings import AgentSettings
 from agent.spool import Spool
 from agent.status_server import start_status_server
@@ -72,7 +75,8 @@ class Agent:
         self._api_transport = api_transport
         self.clock = clock
         self.rng = rng or random.Random()
-        self.metrics = Metrics("agent", HELP)
+        self.metrics = Metrics("agent", {**HELP, **SCREENSHOT_HELP})
+        self.screenshots = ScreenshotQueue(self.metrics)
         self.series = CheckSeries()
         self.spool = Spool(settings.spool, settings.buffer_capacity)
         self.scheduler = Scheduler(self._run_check, self.rng)
@@ -111,10 +115,13 @@ class Agent:
         limits = self.settings.response_limits
         async with ClientPool(size=self.settings.http_clients, limits=limits) as pool:
             self._pool = pool
+            policy = BrowserPolicy(self.settings.allow_browser_checks, self.settings.browser_path)
+            allow_browser_checks(pool, policy)
             self._api = self._new_api()
             tasks = [
                 asyncio.create_task(self._pull_loop(), name="pull"),
                 asyncio.create_task(self._ship_loop(), name="ship"),
+                asyncio.create_task(self._screenshot_loop(), name="screenshots"),
             ]
             await self._stopping.wait()
             log.info("stopping: no new check runs; shipping buffered results")
@@ -133,6 +140,7 @@ class Agent:
             if self.connected:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._ship_all(), self.settings.shutdown_timeout / 2)
+            self.screenshots.drop_all("stopped")
             api, self._api = self._api, None
             if api is not None:  # None while disconnected: `disconnect()` closed it already
                 await api.aclose()
@@ -293,11 +301,22 @@ class Agent:
         if outcome.status != "pass":
             self.metrics.count("checks_failed_total", type=kind, status=outcome.status)
         row = result_row(canary_id, str(check.get("name")), outcome).model_dump(mode="json")
+        if outcome.screenshot is not None:
+            shot = PendingShot(
+                canary_id, str(check.get("name")), outcome.started_at, outcome.screenshot
+            )
+            self.screenshots.offer(shot)
         # Rows dropped for room are counted by the spool, which logs once when it fills up
         # and once when it has room again, not once per row.
         await self.spool.append_async([row])
         if self.spool.depth() >= self.settings.buffer_capacity // 2:
             self._ship_now.set()
+
+    async def _screenshot_loop(self) -> None:
+        """Post browser check screenshots as they come (best effort, apart from the rows)."""
+        while True:
+            await self.screenshots.ready.wait()
+            await self.screenshots.send_all(await self._connected())
 
     async def _ship_loop(self) -> None:
         failures = 0

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.checks.browser_check import default_browser_path
 from agent.checks.limits import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_HEADER_BYTES,
@@ -44,6 +45,10 @@ class AgentSettings:
     max_response_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     max_response_header_line: int = DEFAULT_MAX_HEADER_LINE
     max_response_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Browser checks run a script from the config repository on this machine: only when the
+    # operator starting the agent says so, with the flag (never from the environment).
+    allow_browser_checks: bool = False
+    browser_path: Path = field(default_factory=default_browser_path)
 
     @property
     def response_limits(self) -> ResponseLimits:
@@ -128,4 +133,9 @@ def load_settings(
     listen = flags.get("listen") or environ.get("AGENT_LISTEN")
     if listen:
         values["listen"] = parse_listen(str(listen))
+    if flags.get("allow_browser_checks"):
+        values["allow_browser_checks"] = True
+    browser = flags.get("browser_path") or environ.get("AGENT_BROWSER_PATH")
+    if browser:
+        values["browser_path"] = Path(str(browser))
     return AgentSettings(url=str(url).rstrip("/"), token=token, **values)

@@ -133,10 +133,18 @@ def write_repo(
     extras: dict[str, int] | None = None,
     grpc_endpoint: str = "",
     cel: str | None = None,
+    browser: int = 0,
 ) -> None:
     """One region, one agent, `canaries` canaries on it with one HTTP check each (with the CEL
     `test` `cel` when given), plus `extras` canaries of one icmp, multihttp or grpc check
-    each; git-committed."""
+    each, plus `browser` canaries of one browser check each, every 2 s with a 1.8 s timeout
+    (loading the target's page; a loaded 2-CPU machine takes up to a second per run);
+    git-committed."""
+    for index in range(browser):
+        name = f"browser-{index:04d}"
+        spec = f"  schedule: '@every 2s'\n  agentSelector: ['{AGENT}']\n"
+        check = f"  browser:\n    - name: page\n      url: {url}?b={index}\n      timeout: 1800ms\n"
+        write_file(root / "canaries" / f"{name}.yaml", document("Canary", name, spec + check))
     for kind, count in (extras or {}).items():
         for index in range(count):
             name = f"{kind}-{index:04d}"
@@ -302,6 +310,8 @@ def start_agent(
         command += ["--batch-size", str(arguments.batch_size)]
     if arguments.http_clients:
         command += ["--http-clients", str(arguments.http_clients)]
+    if arguments.browser:
+        command += ["--allow-browser-checks"]
     agent = Process("agent run", command, base / "agent.log", cwd=arguments.agent_root, env=env)
     return agent, f"http://127.0.0.1:{port}"
 
@@ -511,6 +521,14 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
             metavar="N",
             help=f"also N canaries of one {kind} check each on the same schedule (0)",
         )
+    parser.add_argument(
+        "--browser",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N canaries of one browser check each, @every 2s (2 = one a second; agent "
+        "started with --allow-browser-checks; needs Chromium) (0)",
+    )
     parser.add_argument("--every", default="500ms", help="schedule period of every canary (500ms)")
     parser.add_argument(
         "--cel",
@@ -594,7 +612,7 @@ def report(
     p99_worst = max(window.p99_samples)
     max_start, max_end = (s.get("schedule_lateness_max_seconds") for s in (first, last))
     extras = sum(getattr(arguments, k) for k in ("icmp", "multihttp", "grpc"))
-    offered = (arguments.canaries + extras) / arguments.period
+    offered = (arguments.canaries + extras) / arguments.period + arguments.browser / 2
     missed = window.missed_samples
     print(
         f"measured window: {window.seconds:.1f}s"
@@ -724,7 +742,14 @@ def run_benchmark(arguments: argparse.Namespace, base: Path) -> int:
             extras,
             grpc_endpoint,
             arguments.cel,
+            arguments.browser,
         )
+        if arguments.browser:
+            print(
+                f"beside them: {arguments.browser} browser canaries @every 2s (Chromium's "
+                "processes are not counted in the agent's CPU below; checks_load.py "
+                "--browser counts them)"
+            )
         total = arguments.canaries + sum(extras.values())
         if total > arguments.canaries:
             print(

@@ -10,6 +10,13 @@ CPU this process spent per check, and how late each launch started against its p
 
     .venv/bin/python bench/checks_load.py                  # every phase, 20 s windows
     .venv/bin/python bench/checks_load.py --seconds 10 --phases icmp,grpc
+    .venv/bin/python bench/checks_load.py --browser        # browser checks at 1/s too
+
+With `--browser` the phases `browser` and `http+browser` are added: a browser check loads the
+HTTP responder's page in Chromium once a second. Its CPU is mostly spent in other processes
+(Playwright's driver, Chromium's browser and renderer processes), so the CPU of this
+process's whole tree of children is counted too (from /proc, Linux only), after one warm-up
+run that starts Chromium.
 """
 
 from __future__ import annotations
@@ -31,6 +38,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.checks import ClientPool, run_check  # noqa: E402
+from agent.checks.browser_check import (  # noqa: E402
+    BrowserPolicy,
+    allow_browser_checks,
+    default_browser_path,
+)
 
 BODY = b'{"token": "t-1", "orders": [{"id": 42, "state": "paid"}], "state": "paid"}'
 RESPONSE = (
@@ -38,7 +50,9 @@ RESPONSE = (
     b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY
 )
 TARGET_DRIFT_SECONDS = 0.100
-RATES = {"http": 600.0, "icmp": 500.0, "multihttp": 100.0, "grpc": 500.0}
+# The targets' processes: children of this one, but their CPU is not the agent's.
+TARGET_PIDS: set[int] = set()
+RATES = {"http": 600.0, "icmp": 500.0, "multihttp": 100.0, "grpc": 500.0, "browser": 1.0}
 
 
 # -- targets, each in its own process ---------------------------------------------------------
@@ -120,6 +134,8 @@ def check_of(kind: str, http_port: int, grpc_port: int) -> dict[str, Any]:
             "endpoint": "127.0.0.1",
             "packetCount": 1,
         }
+    if kind == "browser":
+        return {"name": "b", "type": "browser", "timeout_ms": 10_000, "url": f"{base}/"}
     if kind == "grpc":
         return {
             "name": "g",
@@ -204,12 +220,17 @@ async def _launch(
         index += 1
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class Phase:
     name: str
     seconds: float
     cpu: float
     streams: list[Stream]
+    own_cpu: float = 0.0  # this process alone (differs from `cpu` for browser phases)
 
 
 async def run_phase(
@@ -219,7 +240,13 @@ async def run_phase(
         tasks: set[Any] = set()
         streams = [Stream(kind, RATES[kind]) for kind in kinds]
         loop = asyncio.get_running_loop()
-        cpu0, wall0 = time.process_time(), time.perf_counter()
+        clock = time.process_time
+        if "browser" in kinds:
+            allow_browser_checks(pool, BrowserPolicy(True, default_browser_path()))
+            warm = await run_check(check_of("browser", http_port, grpc_port), pool, _utc_now)
+            print(f"  (warm-up browser run: {warm.status} {warm.message or ''})")
+            clock = _tree_cpu
+        cpu0, own0, wall0 = clock(), time.process_time(), time.perf_counter()
         until = loop.time() + seconds
         await asyncio.gather(
             *(
@@ -229,8 +256,34 @@ async def run_phase(
         )
         while tasks:
             await asyncio.wait(set(tasks))
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    return Phase(name, wall, cpu, streams)
+        cpu, wall = clock() - cpu0, time.perf_counter() - wall0
+    return Phase(name, wall, cpu, streams, time.process_time() - own0)
+
+
+def _tree_cpu() -> float:
+    """CPU seconds of this process and every live descendant (Linux /proc; else our own)."""
+    me = os.getpid()
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        times[pid] = (int(fields[11]) + int(fields[12])) / tick
+    total = 0.0
+    for pid, cpu in times.items():
+        ancestor = pid
+        while ancestor > 1 and ancestor != me and ancestor not in TARGET_PIDS:
+            ancestor = parents.get(ancestor, 0)
+        if ancestor == me:
+            total += cpu
+    return total or time.process_time()
 
 
 def p99(values: list[float]) -> float:
@@ -241,6 +294,8 @@ def p99(values: list[float]) -> float:
 def report(phase: Phase, baseline_cpu_per_s: float | None) -> None:
     runs = sum(sum(s.statuses.values()) for s in phase.streams)
     print(f"\n## {phase.name}  ({phase.seconds:.1f}s, {phase.cpu:.2f} CPU s, {runs} checks)")
+    if "browser" in phase.name:
+        print(f"  of which the bench process (the agent's event loop): {phase.own_cpu:.2f} CPU s")
     for stream in phase.streams:
         done = sum(stream.statuses.values())
         print(
@@ -274,6 +329,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="http,icmp,multihttp,grpc,http+icmp,http+multihttp,http+grpc",
         help="comma-separated: a type alone, or http+TYPE beside 600 HTTP checks/s",
     )
+    parser.add_argument(
+        "--browser",
+        action="store_true",
+        help="also run the browser phases (browser at 1/s alone and beside HTTP; needs Chromium)",
+    )
     parser.add_argument("--serve-grpc", type=int, metavar="PORT", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.serve_grpc is not None:  # agent_load.py's gRPC target
@@ -288,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     for target in targets:
         target.start()
+        TARGET_PIDS.add(target.pid or 0)
     try:
         wait_listening(http_port)
         wait_listening(grpc_port)
@@ -295,7 +356,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import uvloop
 
         baseline: float | None = None
-        for name in arguments.phases.split(","):
+        phases = arguments.phases.split(",")
+        if arguments.browser:
+            phases += [p for p in ("browser", "http+browser") if p not in phases]
+        for name in phases:
             kinds = name.split("+")
             phase = uvloop.run(run_phase(name, kinds, arguments.seconds, http_port, grpc_port))
             if kinds == ["http"]:

@@ -31,6 +31,7 @@ from schemas.checks import (
     DEFAULT_SCHEDULE,
     DNS_DEFAULT_TIMEOUT_SECONDS,
     NEVER,
+    BrowserCheck,
     CheckBase,
     DnsCheck,
     GrpcCheck,
@@ -77,7 +78,7 @@ IncidentPolicy = Annotated[
     ),
 ]
 
-CHECK_TYPES = ("http", "tcp", "dns", "tls", "icmp", "multihttp", "grpc")
+CHECK_TYPES = ("http", "tcp", "dns", "tls", "icmp", "multihttp", "grpc", "browser")
 _ANY_TYPE = ", ".join(CHECK_TYPES[:-1]) + " or " + CHECK_TYPES[-1]
 
 
@@ -163,6 +164,10 @@ class CanarySpec(UpstreamCheckTypes):
     icmp: list[IcmpCheck] = Field(default_factory=list)
     multihttp: list[MultiHttpCheck] = Field(default_factory=list)
     grpc: list[GrpcCheck] = Field(default_factory=list)
+    browser: list[BrowserCheck] = Field(
+        default_factory=list,
+        description="Browser checks; run only by agents started with --allow-browser-checks.",
+    )
     resultMode: Any = accepted("results stay one per check; no combined JUnit report is made")
     env: Any = accepted("canary-level env is not read by http, tcp or dns checks upstream either")
     retries: Any = refused(
@@ -236,7 +241,7 @@ class CanarySpec(UpstreamCheckTypes):
         if not any_check and all(value is None for value in other_types):
             yield (
                 (),
-                "a canary needs at least one check (http, tcp, dns, tls, icmp, multihttp or grpc)",
+                f"a canary needs at least one check ({_ANY_TYPE})",
             )
 
     def problems(self) -> Iterator[Problem]:

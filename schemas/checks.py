@@ -1,5 +1,5 @@
-"""Check models of a Canary (HTTP, TCP, DNS, TLS, ICMP, multi-step HTTP, gRPC health) and the
-values they reference."""
+"""Check models of a Canary (HTTP, TCP, DNS, TLS, ICMP, multi-step HTTP, gRPC health,
+browser) and the values they reference."""
 
 from __future__ import annotations
 
@@ -649,3 +649,56 @@ class GrpcCheck(TemplatableCheck):
                     ("metadata", index, "name"),
                     f"{entry.name!r}: metadata names are lower case and not grpc-*",
                 )
+
+
+MAX_BROWSER_SCRIPT = 16_384
+
+
+class BrowserCheck(CheckBase):
+    """A real browser (headless Chromium) loads a page and runs a Playwright script on it.
+
+    The script runs on the agent, so an agent runs browser checks only when started with
+    `--allow-browser-checks` (docs/agent.md#browser-checks).
+    """
+
+    url: str = Field(
+        description="The page loaded first; its navigation timings become the result's phases."
+    )
+    script: str | None = Field(
+        default=None,
+        max_length=MAX_BROWSER_SCRIPT,
+        description="Python statements run after the page loaded, as the body of an async "
+        "function given `page` (Playwright's async Page) and `expect`; an exception or a "
+        "failed `assert` fails the check.",
+    )
+    failOnConsoleError: bool = Field(
+        default=False, description="Fail the check when the page logs an error to its console."
+    )
+
+    @classmethod
+    def default_name(cls, data: dict[str, Any]) -> Any:
+        return data.get("description") or data.get("url")
+
+    def problems(self) -> Iterator[Problem]:
+        yield from super().problems()
+        if not _URL.match(self.url):
+            yield (("url",), f"{self.url!r}: expected an http:// or https:// URL")
+        if self.script is not None:
+            try:
+                compile(browser_script_source(self.script), "<script>", "exec", dont_inherit=True)
+            except SyntaxError as error:
+                line = (error.lineno or 2) - 1
+                yield (("script",), f"line {line}: {error.msg}")
+
+
+def browser_script_source(script: str) -> str:
+    """The script as the body of the async function the agent runs (one line added on top).
+
+    Args:
+        script: The check's `script`.
+
+    Returns:
+        Python source defining `async def __check__(page, expect)`.
+    """
+    indented = "\n".join("    " + line for line in script.splitlines()) or "    pass"
+    return f"async def __check__(page, expect):\n{indented}\n    pass\n"

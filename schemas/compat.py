@@ -21,7 +21,7 @@ REASON_KEY = "x-compat-reason"
 ACCEPTED = "accepted"
 REFUSED = "refused"
 CHECK_TYPE = "check-type"
-SUPPORTED_CHECK_TYPES = "http, tcp, dns, tls, icmp, multihttp, grpc"
+SUPPORTED_CHECK_TYPES = "http, tcp, dns, tls, icmp, multihttp, grpc, browser"
 NEEDS_KUBERNETES = "needs Kubernetes; use valueFrom.env or value: ${env:NAME}"
 
 

@@ -39,6 +39,12 @@ class Phases(WireModel):
     rtt_max_ms: float | None = Field(default=None, ge=0)
     # multihttp checks: how long each step took, in order.
     steps_ms: list[float] | None = Field(default=None, max_length=10)
+    # browser checks: navigation timing of the first page (from navigation start; connect_ms,
+    # tls_ms and first_byte_ms above too) and how many console errors the page logged.
+    dns_ms: float | None = Field(default=None, ge=0)
+    dom_content_loaded_ms: float | None = Field(default=None, ge=0)
+    load_ms: float | None = Field(default=None, ge=0)
+    console_errors: int | None = Field(default=None, ge=0)
 
 
 class ResultRow(WireModel):

@@ -193,7 +193,7 @@ def test_a_check_type_not_run_here_names_the_supported_ones(check_type: str) -> 
     errors = messages(result)
     assert errors == [
         f"canary.yaml:7:3: Canary/default/c: spec.{check_type}: check type {check_type!r} is "
-        "not supported (supported: http, tcp, dns, tls, icmp, multihttp, grpc)"
+        "not supported (supported: http, tcp, dns, tls, icmp, multihttp, grpc, browser)"
     ]
 
 

@@ -43,7 +43,7 @@ def test_sample_repo_covers_what_it_promises() -> None:
         r.agent for r in derived if r.parent in ("platform/public-dns", "web/status-page")
     }, "exclusion patterns leave the staging agent out"
     check_types = {t for c in config.canaries.values() for t, _, _ in c.model.spec.checks()}
-    assert check_types == {"http", "tcp", "dns", "tls", "icmp", "multihttp", "grpc"}
+    assert check_types == {"http", "tcp", "dns", "tls", "icmp", "multihttp", "grpc", "browser"}
     selectors = [c.model.spec.agentSelector for c in config.canaries.values()]
     assert None in selectors, "one canary has no selector (control plane only)"
     patterns = [p for s in selectors if s for p in s]

@@ -21,6 +21,10 @@ WIRE_PHASES = (
     "rtt_min_ms",
     "rtt_avg_ms",
     "rtt_max_ms",
+    "dns_ms",
+    "dom_content_loaded_ms",
+    "load_ms",
+    "console_errors",
 )
 
 
@@ -34,6 +38,8 @@ class CheckOutcome:
     code: int | None = None
     message: str | None = None
     phases: dict[str, Any] | None = None
+    # A browser check's PNG of the page when it did not pass; shipped apart from the row.
+    screenshot: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class Verdict:
     message: str | None = None
     code: int | None = None
     phases: dict[str, Any] | None = None
+    screenshot: bytes | None = None
 
 
 def clip(message: str | None) -> str | None:

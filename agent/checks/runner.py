@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from agent.checks.browser_check import check_browser
 from agent.checks.dns_check import check_dns
 from agent.checks.grpc_check import check_grpc
 from agent.checks.http_check import check_http
@@ -45,6 +46,10 @@ async def _grpc(check: Mapping[str, Any], clients: ClientPool, now: Clock) -> Ve
     return await check_grpc(check, clients)
 
 
+async def _browser(check: Mapping[str, Any], clients: ClientPool, now: Clock) -> Verdict:
+    return await check_browser(check, clients)
+
+
 CHECKS: dict[str, CheckFunction] = {
     "http": check_http,
     "tcp": _tcp,
@@ -53,10 +58,12 @@ CHECKS: dict[str, CheckFunction] = {
     "icmp": _icmp,
     "multihttp": check_multihttp,
     "grpc": _grpc,
+    "browser": _browser,
 }
 # Seconds of grace before the outer timeout cancels a check that keeps its own deadline: an
-# icmp check reports the packets it lost at its deadline instead of just "timed out".
-SELF_TIMED = {"http": 1.0, "dns": 1.0, "icmp": 1.0, "multihttp": 1.0, "grpc": 1.0}
+# icmp check reports the packets it lost at its deadline instead of just "timed out"; a
+# browser check takes a screenshot and stops a hung browser after its deadline.
+SELF_TIMED = {"http": 1.0, "dns": 1.0, "icmp": 1.0, "multihttp": 1.0, "grpc": 1.0, "browser": 20.0}
 
 
 def _timeout_ms(check: Mapping[str, Any]) -> int:
@@ -111,7 +118,7 @@ async def run_check(check: Mapping[str, Any], clients: ClientPool, now: Clock) -
     """Run one check as served to the agent; never raises (except on cancellation).
 
     Args:
-        check: The check: `name`, `type` (http, tcp, dns, tls, icmp, multihttp or grpc),
+        check: The check: `name`, `type` (http, tcp, dns, tls, icmp, multihttp, grpc or browser),
             `timeout_ms` and the
             fields of its type.
         clients: The shared HTTP clients.
@@ -133,4 +140,5 @@ async def run_check(check: Mapping[str, Any], clients: ClientPool, now: Clock) -
         code=verdict.code,
         message=clip(verdict.message),
         phases=verdict.phases,
+        screenshot=verdict.screenshot,
     )

@@ -1,5 +1,6 @@
-"""Per-check Prometheus series of icmp, multihttp and grpc checks, named as Grafana Synthetic
-Monitoring and the blackbox exporter name them (`probe_icmp_packets_sent_count`, ...).
+"""Per-check Prometheus series of icmp, multihttp, grpc and browser checks, named as Grafana
+Synthetic Monitoring and the blackbox exporter name them (`probe_icmp_packets_sent_count`,
+...); browser timings in the same style.
 
 The last run of each check sets its series; a check that leaves the config keeps its last
 values until the agent restarts (at most one set per check of the config it ran).
@@ -12,7 +13,7 @@ from typing import Any
 
 from agent.checks.outcome import CheckOutcome
 
-SERIES_TYPES = frozenset({"icmp", "multihttp", "grpc"})
+SERIES_TYPES = frozenset({"icmp", "multihttp", "grpc", "browser"})
 GRPC_SERVING_STATUSES = ("UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")
 HELP = {
     "probe_success": "1 when the check's last run passed.",
@@ -25,7 +26,18 @@ HELP = {
     "probe_http_duration_seconds": "Duration of each step of a multi-step HTTP check.",
     "probe_grpc_status_code": "gRPC status code of the health check call (0 is OK).",
     "probe_grpc_healthcheck_response": "1 for the serving status the server answered.",
+    "probe_browser_timing_seconds": "Navigation timing of a browser check's first page.",
+    "probe_browser_console_errors": "Console errors the page of a browser check logged.",
 }
+# Browser check phases (milliseconds in the row) and their `phase` label.
+BROWSER_PHASES = (
+    ("dns_ms", "dns"),
+    ("connect_ms", "connect"),
+    ("tls_ms", "tls"),
+    ("first_byte_ms", "first_byte"),
+    ("dom_content_loaded_ms", "dom_content_loaded"),
+    ("load_ms", "load"),
+)
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -55,6 +67,12 @@ def _samples(kind: str, outcome: CheckOutcome) -> Iterator[tuple[str, Labels, fl
     elif kind == "multihttp":
         for step, ms in enumerate(phases.get("steps_ms") or [], start=1):
             yield "probe_http_duration_seconds", (("step", str(step)),), ms / 1000
+    elif kind == "browser":
+        for key, phase in BROWSER_PHASES:
+            if key in phases:
+                yield "probe_browser_timing_seconds", (("phase", phase),), phases[key] / 1000
+        if "console_errors" in phases:
+            yield "probe_browser_console_errors", (), float(phases["console_errors"])
     elif kind == "grpc":
         if outcome.code is not None:
             yield "probe_grpc_status_code", (), float(outcome.code)

@@ -39,6 +39,7 @@ from reconciler.store.incidents import list_incidents
 from reconciler.store.refusals import latest_refusal
 from reconciler.store.reports import revisions
 from reconciler.store.resources import all_resources
+from reconciler.store.screenshots import Screenshot, latest_screenshots
 from reconciler.store.status import canary_statuses
 
 FAILURE_HORIZON = timedelta(hours=24)
@@ -237,6 +238,7 @@ class SiteBuilder:
             refusal=latest_refusal(connection),
             months=months_of(connection, self.tables),
             month_incidents=queries.incidents_by_month(connection, now - timedelta(days=400)),
+            screenshots=_screenshots_by_canary(connection, resources),
         )
         read = time.perf_counter()
         pages = plan(snapshot)
@@ -300,3 +302,28 @@ def build_site(
     """
     builder = SiteBuilder(out_dir, site_dir=site_dir, workers=workers, temporary=temporary)
     return builder.build(connection, now)
+
+
+def _screenshots_by_canary(
+    connection: Connection, resources: list[Any]
+) -> dict[str, list[Screenshot]]:
+    """The newest screenshot of each browser check of each served canary, whichever agent
+    took it (a derived canary or browser check no longer served shows none)."""
+    served = {
+        (r.name, str(check.get("name"))): r.parent
+        for r in resources
+        if r.kind == "DerivedCanary" and r.parent
+        for check in r.spec.get("browser", [])
+    }
+    newest: dict[tuple[str, str], Screenshot] = {}
+    for (canary, check), shot in latest_screenshots(connection).items():
+        parent = served.get((canary, check))
+        if parent is None:
+            continue
+        known = newest.get((parent, check))
+        if known is None or shot.started_at > known.started_at:
+            newest[(parent, check)] = shot
+    by_canary: dict[str, list[Screenshot]] = {}
+    for (parent, _check), shot in sorted(newest.items()):
+        by_canary.setdefault(parent, []).append(shot)
+    return by_canary

@@ -30,6 +30,7 @@ from reconciler.sitebuild.model import (
     link,
     overview_path,
     region_path,
+    screenshot_path,
     sla_path,
 )
 from reconciler.sitebuild.queries import Figures
@@ -48,6 +49,7 @@ def canary_digest(snapshot: Snapshot, canary: CanaryInfo) -> str:
         regions,
         snapshot.region_names(),
         snapshot.refusal and (snapshot.refusal.label, snapshot.refusal.refused_at.isoformat()),
+        [(s.check, s.started_at.isoformat()) for s in snapshot.screenshots.get(canary.key, [])],
     )
 
 
@@ -122,6 +124,32 @@ def failure_rows(failures: list[dict[str, Any]]) -> Markup:
                 escape((f["message"] or "")[:300]),
             )
             for f in failures[:FAILURES_SHOWN]
+        )
+    )
+
+
+_SCREENSHOT = (
+    '<figure class="screenshot"><a href="{0}"><img src="{0}" loading="lazy" width="640" '
+    'alt="The page of check {1} when it did not pass"></a>'
+    '<figcaption>{1}: <time datetime="{2}">{3}</time>, agent {4}</figcaption></figure>\n'
+)
+
+
+def screenshot_figures(path: str, canary: CanaryInfo, snapshot: Snapshot) -> Markup | None:
+    """The newest screenshot of each browser check, linked from the page at `path`."""
+    shots = snapshot.screenshots.get(canary.key, [])
+    if not shots:
+        return None
+    return Markup(
+        "".join(
+            _SCREENSHOT.format(
+                html(link(path, screenshot_path(canary.ident, s.check, s.started_at))),
+                html(s.check),
+                fmt.iso(s.started_at),
+                fmt.moment(s.started_at, seconds=True),
+                html(s.agent),
+            )
+            for s in shots
         )
     )
 
@@ -210,6 +238,7 @@ def canary_context(
         "chart_body": chart.body if chart else None,
         "by_region": Markup("".join(by_region)),
         "failures": failures,
+        "screenshots": screenshot_figures(path, canary, snapshot),
         "checks": checks,
         "note": SKETCH_NOTE,
     }

@@ -15,6 +15,7 @@ from reconciler.sitebuild.queries import Figures, Series, Tails, WindowState
 from reconciler.sitebuild.sla import Month
 from reconciler.sitebuild.windows import WINDOWS, Window
 from reconciler.store.refusals import Refusal
+from reconciler.store.screenshots import Screenshot
 from schemas.canary import CHECK_TYPES
 
 INDEX, STATUS, INCIDENTS, DEPLOYMENTS, SLA = (
@@ -74,6 +75,8 @@ class Snapshot:
     months: dict[str, list[Month]] = field(default_factory=dict)  # by canary (`sla.py`)
     # incidents opened per (canary, month start)
     month_incidents: dict[tuple[str, date], int] = field(default_factory=dict)
+    # by canary: the newest screenshot of each of its browser checks (`store/screenshots.py`)
+    screenshots: dict[str, list[Screenshot]] = field(default_factory=dict)
 
     def figure(self, window: str, canary: str, region: str | None) -> Figures | None:
         """A stored figure, or None without runs."""
@@ -105,6 +108,8 @@ class Page:
     # Its template only prints its context's values whole or tests them for truth: it is
     # drawn by filling a skeleton rendered once per shape (`publish.py`), not through Jinja.
     flat: bool = False
+    # A file written as these bytes, not rendered (a browser check's screenshot).
+    raw: bytes | None = None
 
 
 def fingerprint(*parts: Any) -> str:
@@ -186,6 +191,12 @@ def region_path(region: str, window: Window) -> str:
 def canary_path(ident: str, window: Window) -> str:
     """`canary/<namespace>.<name>.html`, `canary/<namespace>.<name>-7d.html`, …"""
     return f"canary/{ident}{_suffix(window)}.html"
+
+
+def screenshot_path(ident: str, check: str, started_at: datetime) -> str:
+    """`screenshot/<namespace>.<name>/<digest>.png`: named by check and run, so a newer
+    screenshot is a new file (no stale picture from a browser's cache)."""
+    return f"screenshot/{ident}/{fingerprint(check, started_at.isoformat())}.png"
 
 
 def sla_path(ident: str, extension: str = "html") -> str:

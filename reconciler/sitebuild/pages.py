@@ -32,6 +32,7 @@ from reconciler.sitebuild.model import (
     canary_path,
     overview_path,
     region_path,
+    screenshot_path,
     sla_path,
 )
 from reconciler.sitebuild.ops_pages import deployments_context, incidents_context
@@ -71,6 +72,10 @@ def plan(snapshot: Snapshot) -> list[Page]:
                     chart=(window.name, canary.key),
                 )
             )
+    for canary in snapshot.canaries:
+        for shot in snapshot.screenshots.get(canary.key, []):
+            path = screenshot_path(canary.ident, shot.check, shot.started_at)
+            pages.append(Page(path, "", dict, key=path, leaf=True, raw=shot.png))
     for window in WINDOWS:
         for region in snapshot.regions:
             pages.append(

@@ -158,11 +158,12 @@ def _emit(page: Page, previous: str | None, spare: str | None) -> tuple[str, str
     """Render a page; write it unless the current version has these bytes: (path, digest,
     written)."""
     assert _ENVIRONMENT is not None and _TARGET is not None and _SPARES is not None
-    context = _context(page)
-    if page.flat:
-        data = _fill(page.template, context).encode()
+    if page.raw is not None:
+        data = page.raw
+    elif page.flat:
+        data = _fill(page.template, _context(page)).encode()
     else:
-        data = _ENVIRONMENT.get_template(page.template).render(context).encode()
+        data = _ENVIRONMENT.get_template(page.template).render(_context(page)).encode()
     digest = _digest(data)
     if digest == previous and _CURRENT is not None and _CURRENT.exists(page.path):
         return page.path, digest, False

@@ -19,6 +19,7 @@ from reconciler.server.http import (
     operator_api,
     ops_api,
     read_api,
+    screenshots_api,
     site_api,
 )
 from reconciler.server.http.common import answer_http_error, answer_refusal
@@ -33,6 +34,7 @@ ROUTERS = tuple(
     module.router
     for module in (agent_api, operator_api, ops_api, read_api, incidents_api, canary_api, site_api)
 )
+ROUTERS += (screenshots_api.router,)  # browser checks' screenshots, apart from results
 
 
 def create_app(
