@@ -20,6 +20,7 @@ HELP = {
     "apply_errors_total": "Valid revisions whose apply to the state file failed.",
     "invalid_revisions_total": "Revisions not applied because the config did not load.",
     "ingest_rows_total": "Result rows stored (accepted) or skipped as already stored (duplicate).",
+    "probe_metrics_errors_total": "Scrapes whose per-check series could not be read (logged).",
     "ingest_rows_dropped_total": "Result rows dropped by validation, by reason.",
     "http_request_duration_seconds": "HTTP request latency by route and status class.",
 }

@@ -479,7 +479,14 @@ class ControlPlane:
         if self._probe_cache is None or now - self._probe_cache[0] >= PROBE_CACHE_SECONDS:
             since = self.clock() - timedelta(seconds=self.settings.probe_metrics_window)
             # Rendered on the reader thread too: 75,000 checks take 0.3 s to write out.
-            text = await self.state.read(lambda c: render_probes(latest_runs(c, since), level))
+            try:
+                text = await self.state.read(
+                    lambda c: render_probes(latest_runs(c, since), level)
+                )
+            except Exception:  # noqa: BLE001 - /metrics must answer with the server's own series
+                log.exception("per-check series could not be read; /metrics goes without them")
+                self.metrics.count("probe_metrics_errors_total")
+                return ""
             self._probe_cache = (now, text)
         return self._probe_cache[1]
 
