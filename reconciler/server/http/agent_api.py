@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
 from reconciler.core.refusal import RequestRefused
+from reconciler.server.control_plane import ControlPlane
 from reconciler.server.http.common import (
     control_of,
     json_response,
@@ -21,6 +22,7 @@ from schemas.wire import MAX_PULL_WAIT, ResultBatch, ResultRow
 from schemas.wire import PULL_WAIT_HEADER as WAIT_HEADER
 
 router = APIRouter(prefix="/api/agent", tags=["agent"])
+TARGETS_PATH = "/api/agent/targets"
 
 # Rows are validated one by one, so any element is accepted; the schema shows a good one.
 BATCH_SCHEMA = {
@@ -72,13 +74,33 @@ def _wait_seconds(text: str | None) -> float:
 async def targets(request: Request) -> Response:
     """With `If-None-Match` naming the current ETag, 304; with `wait=SECONDS` too, the answer
     waits until the agent's config changes (200), the agent may no longer pull (401/403), or
-    the wait ends (304): a long poll (docs/agent-protocol.md)."""
-    control = control_of(request)
-    authorization = request.headers.get("authorization")
+    the wait ends (304): a long poll (docs/agent-protocol.md).
+
+    `reconcile serve` answers this path in `asgi.TargetsFastPath`, before FastAPI's router;
+    this route documents it and serves an app built without that layer."""
+    return await answer_targets(
+        control_of(request),
+        request.headers.get("authorization"),
+        request.headers.get("if-none-match"),
+        request.query_params.get("wait"),
+    )
+
+
+async def answer_targets(
+    control: ControlPlane,
+    authorization: str | None,
+    if_none_match: str | None,
+    wait_text: str | None,
+) -> Response:
+    """The answer to a config pull: 200 with the prepared body, or 304, maybe after a wait.
+
+    Raises:
+        RequestRefused: 401/403 for the token or agent, 400 for a bad `wait`.
+    """
     agent = control.authenticate(authorization)
-    wait = _wait_seconds(request.query_params.get("wait"))
+    wait = _wait_seconds(wait_text)
     config = control.agent_config(agent)
-    matches = _etag_matches(request.headers.get("if-none-match"), config.etag)
+    matches = _etag_matches(if_none_match, config.etag)
     if matches and wait > 0:
         deadline = asyncio.get_running_loop().time() + wait
         while matches and not control.pulls_released:
@@ -89,7 +111,7 @@ async def targets(request: Request) -> Response:
                 await asyncio.wait_for(control.pulls_changed().wait(), remaining)
             agent = control.authenticate(authorization)  # revoked meanwhile: told now
             config = control.agent_config(agent)
-            matches = _etag_matches(request.headers.get("if-none-match"), config.etag)
+            matches = _etag_matches(if_none_match, config.etag)
     headers = {"ETag": config.etag, "Cache-Control": "no-cache"}
     if wait > 0:
         headers[WAIT_HEADER] = f"{wait:g}"  # the agent knows this server holds pulls

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 
 from reconciler import __version__
 from reconciler.core.refusal import RequestRefused
@@ -21,6 +21,8 @@ from reconciler.server.http import (
     read_api,
     site_api,
 )
+from reconciler.server.http.agent_api import TARGETS_PATH
+from reconciler.server.http.asgi import RequestMetrics, TargetsFastPath
 from reconciler.server.http.common import answer_http_error, answer_refusal
 from reconciler.server.http.parts import Controllers
 from reconciler.server.http.webhook import ReplayGuard
@@ -56,22 +58,13 @@ def create_app(
     # Unknown paths and methods answer in the same shape as every other refusal.
     app.add_exception_handler(StarletteHTTPException, answer_http_error)
 
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        control.metrics.observe(
-            "http_request_duration_seconds",
-            time.perf_counter() - started,
-            route=path,
-            status=f"{response.status_code // 100}xx",
-        )
-        return response
-
     for router in ROUTERS:
         app.include_router(router)
+
+    def targets_route() -> BaseRoute | None:
+        return next((r for r in app.routes if getattr(r, "path", None) == TARGETS_PATH), None)
+
+    # Added last is outermost: metrics see every request, the fast path included.
+    app.add_middleware(TargetsFastPath, control=control, route=targets_route)
+    app.add_middleware(RequestMetrics, metrics=control.metrics)
     return app
