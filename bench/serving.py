@@ -116,6 +116,23 @@ async def _load(port: int, request: bytes, connections: int, seconds: float) -> 
     return totals
 
 
+def settle(pid: int, site: Path) -> float:
+    """Wait for the first status site build, then for the server's CPU to go quiet (under
+    5 % of a CPU over half a second): start-up work must not count as serving. The seconds."""
+    started = time.perf_counter()
+    wait_until(site.exists, 300, "the first status site build")
+
+    def quiet() -> bool:
+        before, at = cpu_seconds(pid), time.perf_counter()
+        time.sleep(0.5)  # the sampling window, not a wait for a condition
+        after = cpu_seconds(pid)
+        busy = (after or 0.0) - (before or 0.0)
+        return busy / (time.perf_counter() - at) < 0.05
+
+    wait_until(quiet, 300, "the server to go quiet")
+    return time.perf_counter() - started
+
+
 @dataclass(frozen=True)
 class Rate:
     """One measured phase: answers per second and server CPU per answer."""
@@ -172,6 +189,9 @@ def run(arguments: argparse.Namespace, base: Path) -> bool:
             f"{server.url}{PATH}", headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
         pulled.raise_for_status()
+        state = base / "state.duckdb"
+        waited = settle(server.pid, state.with_name(state.name + ".site") / "index.html")
+        print(f"server settled (site built, CPU quiet) {waited:.1f}s after the first pull")
         body, etag = pulled.content, pulled.headers["etag"]
         print(
             f"serving benchmark: one agent with {len(fleet.canaries)} canaries, config "

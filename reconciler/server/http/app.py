@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reconciler import __version__
 from reconciler.core.refusal import RequestRefused
@@ -37,11 +37,36 @@ ROUTERS = tuple(
 )
 
 
+class _App(FastAPI):
+    """FastAPI with the request metrics and the config pull's fast path outermost.
+
+    A pull skips FastAPI's own per-request work (its telemetry check, error page, body
+    limit, router); the metrics still see a request that failed elsewhere, as the 500 the
+    error layer answered.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        control: ControlPlane = self.state.control
+        # Built at the first request, when every route is registered.
+        route = next((r for r in self.routes if getattr(r, "path", None) == TARGETS_PATH), None)
+        inner = super().build_middleware_stack()
+        return RequestMetrics(TargetsFastPath(inner, control, route), control.metrics)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == TARGETS_PATH:
+            if self.middleware_stack is None:
+                self.middleware_stack = self.build_middleware_stack()
+            scope["app"] = self
+            await self.middleware_stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     control: ControlPlane, trigger: Callable[[str], None], controllers: Controllers
 ) -> FastAPI:
     """The app, wired to a control plane, its controllers and the reconcile trigger."""
-    app = FastAPI(
+    app = _App(
         title="canary-reconciler",
         version=__version__,
         description="Control plane of canary-reconciler: agent config and results, "
@@ -60,11 +85,4 @@ def create_app(
 
     for router in ROUTERS:
         app.include_router(router)
-
-    def targets_route() -> BaseRoute | None:
-        return next((r for r in app.routes if getattr(r, "path", None) == TARGETS_PATH), None)
-
-    # Added last is outermost: metrics see every request, the fast path included.
-    app.add_middleware(TargetsFastPath, control=control, route=targets_route)
-    app.add_middleware(RequestMetrics, metrics=control.metrics)
     return app

@@ -8,7 +8,6 @@ at thousands of pulls a second that was half the server's CPU, so these wrap `se
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from starlette.routing import BaseRoute
@@ -92,21 +91,16 @@ class TargetsFastPath:
     refusals.
     """
 
-    def __init__(
-        self, app: ASGIApp, control: ControlPlane, route: Callable[[], BaseRoute | None]
-    ) -> None:
+    def __init__(self, app: ASGIApp, control: ControlPlane, route: BaseRoute | None) -> None:
         self.app = app
         self.control = control
-        self._find_route = route
-        self._route: BaseRoute | None = None
+        self.route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != TARGETS_PATH or scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
-        if self._route is None:
-            self._route = self._find_route()
-        scope["route"] = self._route  # the metrics label, as if the router had matched it
+        scope["route"] = self.route  # the metrics label, as if the router had matched it
         try:
             response = await answer_targets(
                 self.control,
