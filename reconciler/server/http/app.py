@@ -47,10 +47,9 @@ class _App(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         control: ControlPlane = self.state.control
-        # Built at the first request, when every route is registered.
-        route = next((r for r in self.routes if getattr(r, "path", None) == TARGETS_PATH), None)
         inner = super().build_middleware_stack()
-        return RequestMetrics(TargetsFastPath(inner, control, route), control.metrics)
+        pulls = TargetsFastPath(inner, control, agent_api.router.routes)
+        return RequestMetrics(pulls, control.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == TARGETS_PATH:

@@ -8,6 +8,7 @@ at thousands of pulls a second that was half the server's CPU, so these wrap `se
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from urllib.parse import parse_qsl
 
 from starlette.routing import BaseRoute
@@ -91,16 +92,17 @@ class TargetsFastPath:
     refusals.
     """
 
-    def __init__(self, app: ASGIApp, control: ControlPlane, route: BaseRoute | None) -> None:
+    def __init__(self, app: ASGIApp, control: ControlPlane, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.control = control
-        self.route = route
+        # The documented route, for the metrics label: `route` as if the router had matched.
+        self.route = next((r for r in routes if getattr(r, "path", None) == TARGETS_PATH), None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != TARGETS_PATH or scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
-        scope["route"] = self.route  # the metrics label, as if the router had matched it
+        scope["route"] = self.route
         try:
             response = await answer_targets(
                 self.control,
