@@ -26,7 +26,7 @@ from harness import (
     wait_until,
     workspace,
 )
-from ingest import write_repo
+from ingest import settle, write_repo
 
 TARGET_304_PER_SECOND = 10_000
 TARGET_CPU_PER_304_US = 100.0
@@ -114,23 +114,6 @@ async def _load(port: int, request: bytes, connections: int, seconds: float) -> 
         for status, count in protocol.answers.items():
             totals[status] = totals.get(status, 0) + count
     return totals
-
-
-def settle(pid: int, site: Path) -> float:
-    """Wait for the first status site build, then for the server's CPU to go quiet (under
-    5 % of a CPU over half a second): start-up work must not count as serving. The seconds."""
-    started = time.perf_counter()
-    wait_until(site.exists, 300, "the first status site build")
-
-    def quiet() -> bool:
-        before, at = cpu_seconds(pid), time.perf_counter()
-        time.sleep(0.5)  # the sampling window, not a wait for a condition
-        after = cpu_seconds(pid)
-        busy = (after or 0.0) - (before or 0.0)
-        return busy / (time.perf_counter() - at) < 0.05
-
-    wait_until(quiet, 300, "the server to go quiet")
-    return time.perf_counter() - started
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,24 @@ class AcceptedRows:
     def __len__(self) -> int:
         return len(self.canary)
 
+    @classmethod
+    def of(cls, rows: list[ResultRow], check_types: list[str]) -> AcceptedRows:
+        """Columns of valid rows at once: a comprehension per column, not ten appends a row."""
+        canary = [row.canary for row in rows]
+        parents = {name: name.rsplit("@", 1)[0] for name in set(canary)}
+        return cls(
+            canary=canary,
+            parent=[parents[name] for name in canary],
+            check_name=[row.check for row in rows],
+            check_type=check_types,
+            started_at=[row.started_at for row in rows],
+            duration_ms=[row.duration_ms for row in rows],
+            status=[row.status for row in rows],
+            code=[row.code for row in rows],
+            message=[row.message for row in rows],
+            phases=[_phases(row) for row in rows],
+        )
+
     def append(self, row: ResultRow, check_type: str) -> None:
         self.canary.append(row.canary)
         self.parent.append(row.canary.rsplit("@", 1)[0])
@@ -49,13 +67,22 @@ class AcceptedRows:
         self.status.append(row.status)
         self.code.append(row.code)
         self.message.append(row.message)
-        # One call into pydantic's serializer; a phases object with no value stores NULL.
-        phases = row.phases.model_dump_json(exclude_none=True) if row.phases else None
-        self.phases.append(phases if phases and phases != "{}" else None)
+        self.phases.append(_phases(row))
+
+
+def _phases(row: ResultRow) -> str | None:
+    """A row's phases as stored: JSON of the values given, NULL when there are none."""
+    if row.phases is None:
+        return None
+    # One call into pydantic's serializer rather than a dump to a dict, then to JSON.
+    text = row.phases.model_dump_json(exclude_none=True)
+    return text if text != "{}" else None
 
 
 # A whole batch validated in one call into pydantic-core: per-row calls cost more than the
-# checks themselves. A batch with any malformed row is validated again row by row.
+# checks themselves. A batch with any malformed row is validated again row by row. Rows that
+# are already `ResultRow`s (the HTTP route validates well-formed bodies from their JSON) pass
+# through without a second validation.
 _ROWS = TypeAdapter(list[ResultRow])
 
 
@@ -103,23 +130,28 @@ def validate_rows(
         sent_at: the agent's clock when it sent the batch, if it said.
         policy: the skew window and maximum age.
     """
-    accepted, dropped = AcceptedRows(), Counter[str]()
+    dropped = Counter[str]()
     if sent_at is not None and abs(sent_at - now) > policy.skew:
         dropped["clock_skew"] = len(rows)
-        return BatchVerdict(accepted, dropped)
+        return BatchVerdict(AcceptedRows(), dropped)
     newest, oldest = now + policy.skew, now - policy.max_age
     checks = config.checks
+    kept: list[ResultRow] = []
+    check_types: list[str] = []
     for row in _models(rows, dropped):
-        if row.started_at.tzinfo is None:
+        started = row.started_at
+        of_canary = checks.get(row.canary)
+        if started.tzinfo is None:
             dropped["malformed"] += 1
-        elif row.started_at > newest:
+        elif started > newest:
             dropped["clock_skew"] += 1
-        elif row.started_at < oldest:
+        elif started < oldest:
             dropped["too_old"] += 1
-        elif row.canary not in checks:
+        elif of_canary is None:
             dropped["unassigned_canary"] += 1
-        elif row.check not in checks[row.canary]:
+        elif row.check not in of_canary:
             dropped["unknown_check"] += 1
         else:
-            accepted.append(row, checks[row.canary][row.check])
-    return BatchVerdict(accepted, dropped)
+            kept.append(row)
+            check_types.append(of_canary[row.check])
+    return BatchVerdict(AcceptedRows.of(kept, check_types), dropped)
