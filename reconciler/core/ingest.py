@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from reconciler.core.agentconfig import AgentConfig
-from schemas.wire import ResultRow
+from schemas.wire import Phases, ResultRow
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class AcceptedRows:
             status=[row.status for row in rows],
             code=[row.code for row in rows],
             message=[row.message for row in rows],
-            phases=[_phases(row) for row in rows],
+            phases=_phases_column(rows),
         )
 
     def append(self, row: ResultRow, check_type: str) -> None:
@@ -68,6 +69,15 @@ class AcceptedRows:
         self.code.append(row.code)
         self.message.append(row.message)
         self.phases.append(_phases(row))
+
+
+_PHASES = TypeAdapter(list[Phases | None])
+
+
+def _phases_column(rows: list[ResultRow]) -> list[str | None]:
+    """Every row's phases as stored, dumped to dicts in one call into pydantic-core."""
+    dumped = _PHASES.dump_python([row.phases for row in rows], exclude_none=True)
+    return [orjson.dumps(phases).decode() if phases else None for phases in dumped]
 
 
 def _phases(row: ResultRow) -> str | None:
