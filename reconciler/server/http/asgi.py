@@ -11,6 +11,8 @@ import time
 from collections.abc import Sequence
 from urllib.parse import parse_qsl
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -111,5 +113,15 @@ class TargetsFastPath:
                 _query(scope, "wait"),
             )
         except RequestRefused as refused:
-            response = problem(refused.status, refused.message, **refused.details)
+            response = await self._refusal(scope, receive, refused)
         await response(scope, receive, send)
+
+    async def _refusal(self, scope: Scope, receive: Receive, refused: RequestRefused) -> Response:
+        """The answer of the app's one handler of refusals, as every other route gives it."""
+        app = scope.get("app")
+        handlers = getattr(app, "exception_handlers", {})
+        handler = handlers.get(RequestRefused)
+        if handler is None:
+            return problem(refused.status, refused.message, **refused.details)
+        answer: Response = await handler(Request(scope, receive), refused)
+        return answer
