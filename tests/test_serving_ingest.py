@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +126,31 @@ def test_a_malformed_row_among_good_ones_drops_only_itself() -> None:
     # Phases are stored as the model reads them (an integer in a float field is a float),
     # with the absent ones left out.
     assert verdict.accepted.phases == ['{"connect_ms":1.0,"total_ms":12.5}'] * 2
+
+
+def test_the_time_window_holds_in_every_offset_a_row_uses() -> None:
+    now = datetime.now(UTC)
+    config = AgentConfig(
+        agent="eu-1",
+        region="eu",
+        body=b"{}",
+        etag='"x"',
+        canaries=frozenset({"default/web@eu-1"}),
+        checks={"default/web@eu-1": {"check": "http"}},
+    )
+    plus5, minus3 = timezone(timedelta(hours=5)), timezone(timedelta(hours=-3))
+
+    def at(moment: datetime) -> dict[str, Any]:
+        return row(0, started_at=moment.isoformat())
+
+    rows = [
+        at(now - timedelta(seconds=1)),
+        at((now + timedelta(minutes=6)).astimezone(plus5)),  # beyond the 5 min skew
+        at((now + timedelta(minutes=4)).astimezone(minus3)),  # within it
+        at((now - timedelta(hours=25)).astimezone(minus3)),  # older than 24 h
+        at((now - timedelta(hours=23)).astimezone(plus5)),
+        at((now - timedelta(seconds=5)).replace(tzinfo=None)),  # no offset
+    ]
+    verdict = validate_rows(rows, config, now)
+    assert dict(verdict.dropped) == {"clock_skew": 1, "too_old": 1, "malformed": 1}
+    assert len(verdict.accepted) == 3
