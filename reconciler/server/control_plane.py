@@ -97,7 +97,7 @@ class ControlPlane:
         # Every background loop of the server reports its failures here.
         self.loops = Supervisor(self.metrics, clock, self._secrets)
         self.session = Session(Settings(local_region=settings.local_region))
-        self.ingest_queue = IngestQueue(state, clock)
+        self.ingest_queue = IngestQueue(state, clock, self.metrics)
         self.policy = IngestPolicy(
             skew=timedelta(seconds=settings.clock_skew),
             max_age=timedelta(seconds=settings.max_result_age),

@@ -9,12 +9,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from agent.metrics import Metrics
 from reconciler.core.ingest import AcceptedRows
 from reconciler.server.supervise import Supervisor
 from reconciler.store.handle import StateHandle
 from reconciler.store.results import IngestBatch, insert_results
 
 MAX_ROWS_PER_INSERT = 50_000
+
+# Group commit made visible: rows per insert is the ratio of the first to the second.
+ROWS_METRIC = "ingest_insert_rows_total"
+INSERTS_METRIC = "ingest_inserts_total"
+REQUESTS_METRIC = "ingest_insert_requests_total"
 
 
 @dataclass
@@ -29,9 +35,12 @@ class IngestQueue:
     Each request still learns exactly how many of its own rows were new.
     """
 
-    def __init__(self, state: StateHandle, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, state: StateHandle, clock: Callable[[], datetime], metrics: Metrics | None = None
+    ) -> None:
         self._state = state
         self._clock = clock
+        self._metrics = metrics
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
@@ -75,6 +84,10 @@ class IngestQueue:
                 for pending in group:
                     if not pending.done.done():
                         pending.done.set_result(counts[pending.batch.batch])
+                if self._metrics is not None:
+                    self._metrics.count(INSERTS_METRIC)
+                    self._metrics.count(REQUESTS_METRIC, len(group))
+                    self._metrics.count(ROWS_METRIC, rows)
             except Exception as error:  # noqa: BLE001 - every waiting request must hear of it
                 for pending in group:
                     if not pending.done.done():

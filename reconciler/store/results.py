@@ -62,6 +62,9 @@ def insert_results(
     if not total:
         return {b.batch: 0 for b in batches}
     incoming = _table(batches)
+    # Constants, not subqueries: DuckDB skips the stored row groups outside them (zone maps).
+    earliest = min(min(b.rows.started_at) for b in batches if len(b.rows))
+    latest = max(max(b.rows.started_at) for b in batches if len(b.rows))
     connection.register("incoming_results", incoming)
     try:
         connection.execute("BEGIN TRANSACTION")
@@ -75,11 +78,11 @@ def insert_results(
                ) i
                WHERE seen = 1 AND NOT EXISTS (
                    SELECT 1 FROM results r
-                   WHERE r.started_at BETWEEN (SELECT min(started_at) FROM incoming_results)
-                                          AND (SELECT max(started_at) FROM incoming_results)
+                   WHERE r.started_at BETWEEN ? AND ?
                      AND r.agent = i.agent AND r.canary = i.canary
                      AND r.check_name = i.check_name AND r.started_at = i.started_at
-               )"""
+               )""",
+            [earliest, latest],
         )
         connection.execute(
             """INSERT INTO results

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from pydantic import ValidationError
+from pydantic import ConfigDict, ValidationError
 
 from reconciler.core.refusal import RequestRefused
+from reconciler.server.control_plane import ControlPlane
 from reconciler.server.http.common import (
     control_of,
     json_response,
     read_body,
 )
 from reconciler.server.http.docs import errors, header, json_body, merged, model_schema, query
-from schemas.wire import MAX_PULL_WAIT, ResultBatch, ResultRow
+from schemas.wire import MAX_PULL_WAIT, Phases, ResultBatch, ResultRow, WireModel
 from schemas.wire import PULL_WAIT_HEADER as WAIT_HEADER
 
 router = APIRouter(prefix="/api/agent", tags=["agent"])
+TARGETS_PATH = "/api/agent/targets"
 
 # Rows are validated one by one, so any element is accepted; the schema shows a good one.
 BATCH_SCHEMA = {
@@ -72,13 +75,33 @@ def _wait_seconds(text: str | None) -> float:
 async def targets(request: Request) -> Response:
     """With `If-None-Match` naming the current ETag, 304; with `wait=SECONDS` too, the answer
     waits until the agent's config changes (200), the agent may no longer pull (401/403), or
-    the wait ends (304): a long poll (docs/agent-protocol.md)."""
-    control = control_of(request)
-    authorization = request.headers.get("authorization")
+    the wait ends (304): a long poll (docs/agent-protocol.md).
+
+    `reconcile serve` answers this path in `asgi.TargetsFastPath`, before FastAPI's router;
+    this route documents it and serves an app built without that layer."""
+    return await answer_targets(
+        control_of(request),
+        request.headers.get("authorization"),
+        request.headers.get("if-none-match"),
+        request.query_params.get("wait"),
+    )
+
+
+async def answer_targets(
+    control: ControlPlane,
+    authorization: str | None,
+    if_none_match: str | None,
+    wait_text: str | None,
+) -> Response:
+    """The answer to a config pull: 200 with the prepared body, or 304, maybe after a wait.
+
+    Raises:
+        RequestRefused: 401/403 for the token or agent, 400 for a bad `wait`.
+    """
     agent = control.authenticate(authorization)
-    wait = _wait_seconds(request.query_params.get("wait"))
+    wait = _wait_seconds(wait_text)
     config = control.agent_config(agent)
-    matches = _etag_matches(request.headers.get("if-none-match"), config.etag)
+    matches = _etag_matches(if_none_match, config.etag)
     if matches and wait > 0:
         deadline = asyncio.get_running_loop().time() + wait
         while matches and not control.pulls_released:
@@ -89,7 +112,7 @@ async def targets(request: Request) -> Response:
                 await asyncio.wait_for(control.pulls_changed().wait(), remaining)
             agent = control.authenticate(authorization)  # revoked meanwhile: told now
             config = control.agent_config(agent)
-            matches = _etag_matches(request.headers.get("if-none-match"), config.etag)
+            matches = _etag_matches(if_none_match, config.etag)
     headers = {"ETag": config.etag, "Cache-Control": "no-cache"}
     if wait > 0:
         headers[WAIT_HEADER] = f"{wait:g}"  # the agent knows this server holds pulls
@@ -98,15 +121,55 @@ async def targets(request: Request) -> Response:
     return Response(config.body, media_type="application/json", headers=headers)
 
 
-def parse_batch(body: bytes, max_rows: int) -> ResultBatch:
-    """A results body as a batch: at most `max_rows` rows, each still unvalidated.
+# One thread parses every batch: off the event loop, and with no pool of threads taking the
+# GIL from each other (and from the loop and the state writer) to do the same work.
+_PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-parser")
 
-    CPU-bound on a large body (JSON, then the batch's shape), so the route runs it in a
-    worker thread; the row count is checked before the rows are looked at one by one.
+_FINITE = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class _FinitePhases(Phases):
+    model_config = _FINITE
+
+
+class _FiniteRow(ResultRow):
+    """A result row read straight from JSON; `Infinity`, `NaN` and numbers too large for a
+    double fail here as they fail orjson, so the slow path refuses them as before."""
+
+    model_config = _FINITE
+    phases: _FinitePhases | None = None
+
+
+class _WellFormedBatch(WireModel):
+    """A batch whose every row is a valid result row: the common case, read in one pass."""
+
+    model_config = _FINITE
+    results: list[_FiniteRow]
+    sent_at: datetime | None = None
+
+
+def _well_formed(body: bytes) -> _WellFormedBatch | None:
+    try:
+        return _WellFormedBatch.model_validate_json(body)
+    except ValidationError:
+        return None
+
+
+def parse_batch(body: bytes, max_rows: int) -> ResultBatch:
+    """A results body as a batch of at most `max_rows` rows.
+
+    CPU-bound on a large body, so the route runs it in a worker thread. A body whose rows
+    are all valid is read and validated in one pass from its JSON (the rows come back as
+    `ResultRow`s, not validated again); any other body is decoded first, its row count
+    checked, and its rows validated one by one later (`validate_rows`), so each bad row is
+    dropped on its own.
 
     Raises:
         RequestRefused: 400 for a body that is not a batch, 413 for too many rows.
     """
+    checked = _well_formed(body)
+    if checked is not None and len(checked.results) <= max_rows:
+        return ResultBatch.model_construct(results=checked.results, sent_at=checked.sent_at)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -138,7 +201,8 @@ async def results(request: Request) -> Response:
     body = await read_body(
         request, settings.max_batch_bytes, "the batch", "RECONCILER_MAX_BATCH_BYTES"
     )
-    batch = await asyncio.to_thread(parse_batch, body, settings.max_batch_rows)
+    loop = asyncio.get_running_loop()
+    batch = await loop.run_in_executor(_PARSER, parse_batch, body, settings.max_batch_rows)
     sent_at: datetime | None = batch.sent_at
     outcome = await control.ingest(agent, batch.results, sent_at)
     return json_response(outcome)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reconciler import __version__
 from reconciler.core.refusal import RequestRefused
@@ -22,6 +22,8 @@ from reconciler.server.http import (
     screenshots_api,
     site_api,
 )
+from reconciler.server.http.agent_api import TARGETS_PATH
+from reconciler.server.http.asgi import RequestMetrics, TargetsFastPath
 from reconciler.server.http.common import answer_http_error, answer_refusal
 from reconciler.server.http.parts import Controllers
 from reconciler.server.http.webhook import ReplayGuard
@@ -37,11 +39,35 @@ ROUTERS = tuple(
 ROUTERS += (screenshots_api.router,)  # browser checks' screenshots, apart from results
 
 
+class _App(FastAPI):
+    """FastAPI with the request metrics and the config pull's fast path outermost.
+
+    A pull skips FastAPI's own per-request work (its telemetry check, error page, body
+    limit, router); the metrics still see a request that failed elsewhere, as the 500 the
+    error layer answered.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        control: ControlPlane = self.state.control
+        inner = super().build_middleware_stack()
+        pulls = TargetsFastPath(inner, control, agent_api.router.routes)
+        return RequestMetrics(pulls, control.metrics)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == TARGETS_PATH:
+            if self.middleware_stack is None:
+                self.middleware_stack = self.build_middleware_stack()
+            scope["app"] = self
+            await self.middleware_stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     control: ControlPlane, trigger: Callable[[str], None], controllers: Controllers
 ) -> FastAPI:
     """The app, wired to a control plane, its controllers and the reconcile trigger."""
-    app = FastAPI(
+    app = _App(
         title="canary-reconciler",
         version=__version__,
         description="Control plane of canary-reconciler: agent config and results, "
@@ -57,22 +83,6 @@ def create_app(
     app.add_exception_handler(RequestRefused, answer_refusal)
     # Unknown paths and methods answer in the same shape as every other refusal.
     app.add_exception_handler(StarletteHTTPException, answer_http_error)
-
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        control.metrics.observe(
-            "http_request_duration_seconds",
-            time.perf_counter() - started,
-            route=path,
-            status=f"{response.status_code // 100}xx",
-        )
-        return response
 
     for router in ROUTERS:
         app.include_router(router)
