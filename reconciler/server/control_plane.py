@@ -480,9 +480,7 @@ class ControlPlane:
             since = self.clock() - timedelta(seconds=self.settings.probe_metrics_window)
             # Rendered on the reader thread too: 75,000 checks take 0.3 s to write out.
             try:
-                text = await self.state.read(
-                    lambda c: render_probes(latest_runs(c, since), level)
-                )
+                text = await self.state.read(lambda c: render_probes(latest_runs(c, since), level))
             except Exception:  # noqa: BLE001 - /metrics must answer with the server's own series
                 log.exception("per-check series could not be read; /metrics goes without them")
                 self.metrics.count("probe_metrics_errors_total")
