@@ -45,6 +45,9 @@ class Phases(WireModel):
     dom_content_loaded_ms: float | None = Field(default=None, ge=0)
     load_ms: float | None = Field(default=None, ge=0)
     console_errors: int | None = Field(default=None, ge=0)
+    # http (https) and tls checks: when the peer's certificate expires, Unix seconds
+    # (`probe_ssl_earliest_cert_expiry` on the control plane's /metrics).
+    cert_not_after: float | None = Field(default=None, ge=0)
 
 
 class ResultRow(WireModel):

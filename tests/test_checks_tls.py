@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.checks import CheckOutcome, ClientPool, run_check
+from agent.checks import CheckOutcome, ClientPool, result_row, run_check
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -135,6 +135,10 @@ def test_a_certificate_with_enough_days_left_passes(certificate: Certificate) ->
     assert outcome.phases is not None
     assert 2.9 < outcome.phases["cert_days_left"] <= 3
     assert {"connect_ms", "tls_ms", "total_ms"} <= set(outcome.phases)
+    # The expiry itself reaches the control plane (its probe_ssl_earliest_cert_expiry series).
+    row = result_row("default/t@eu-1", "tls", outcome)
+    assert row.phases is not None and row.phases.cert_not_after is not None
+    assert abs(row.phases.cert_not_after - certificate.not_after.timestamp()) < 1
 
 
 def test_a_certificate_expiring_too_soon_fails(certificate: Certificate) -> None:

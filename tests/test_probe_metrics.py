@@ -49,7 +49,13 @@ def ship(server: InProcessServer, agent: str, status: str, **row: Any) -> None:
         "duration_ms": 250.0,
         "status": status,
         "code": 200 if status == "pass" else 503,
-        "phases": {"connect_ms": 2.0, "tls_ms": 8.0, "first_byte_ms": 120.0, "total_ms": 250.0},
+        "phases": {
+            "connect_ms": 2.0,
+            "tls_ms": 8.0,
+            "first_byte_ms": 120.0,
+            "total_ms": 250.0,
+            "cert_not_after": 1_800_000_000.0,
+        },
         **row,
     }
     answer = server.client.post(
@@ -85,6 +91,7 @@ def test_each_check_has_blackbox_series(repo: ConfigRepo, tmp_path: Path, level:
         eu, us = labels("eu-1", "eu"), labels("us-1", "us")
         assert found["probe_success"] == {eu: 1.0, us: 0.0}
         assert found["probe_duration_seconds"][eu] == 0.25
+        assert found["probe_ssl_earliest_cert_expiry"][eu] == 1_800_000_000.0
         started = found["probe_last_run_timestamp_seconds"][eu]
         assert abs(started - (datetime.now(UTC).timestamp() - 5)) < 60
         if level == "basic":
@@ -141,4 +148,4 @@ def test_promtool_accepts_the_shipped_rules() -> None:
         ["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 5 rules found" in checked.stdout
+    assert "SUCCESS: 6 rules found" in checked.stdout

@@ -336,6 +336,7 @@ async def check_http(
     if expiry is not None:
         days = certs.days_left(expiry, now())
         phases["cert_days_left"] = round(days, 3)
+        phases["cert_not_after"] = expiry.timestamp()
         message = certs.describe(expiry, days)
     textual, parsed = _decode(content, response)
     reply = Reply(

@@ -25,6 +25,7 @@ WIRE_PHASES = (
     "dom_content_loaded_ms",
     "load_ms",
     "console_errors",
+    "cert_not_after",
 )
 
 

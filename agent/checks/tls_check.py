@@ -90,5 +90,6 @@ async def check_tls(check: Mapping[str, Any], now: Callable[[], datetime]) -> Ve
         "tls_ms": round((done - connected) * 1000, 3),
         "total_ms": round((done - start) * 1000, 3),
         "cert_days_left": round(days, 3),
+        "cert_not_after": expiry.timestamp(),
     }
     return judge(failures, described, phases=phases)

@@ -27,6 +27,8 @@ HELP = {
     "probe_http_status_code": "HTTP status of the latest run (0 when none came back).",
     "probe_http_duration_seconds": "Phases of the latest run of an http check.",
     "probe_icmp_packet_loss_ratio": "Echo requests lost in the latest run of an icmp check.",
+    "probe_ssl_earliest_cert_expiry": "When the certificate seen by the latest run expires "
+    "(Unix time; http and tls checks).",
 }
 BASIC = ("probe_success", "probe_duration_seconds", "probe_last_run_timestamp_seconds")
 
@@ -78,9 +80,13 @@ def render(runs: Sequence[ProbeRun], level: ProbeLevel) -> str:
         samples["probe_last_run_timestamp_seconds"].append(
             f"probe_last_run_timestamp_seconds{labels} {_number(run.started_at)}"
         )
+        phases = run.phases or {}
+        if phases.get("cert_not_after") is not None:
+            samples["probe_ssl_earliest_cert_expiry"].append(
+                f"probe_ssl_earliest_cert_expiry{labels} {_number(float(phases['cert_not_after']))}"
+            )
         if level != "full":
             continue
-        phases = run.phases or {}
         if run.check_type == "http":
             samples["probe_http_status_code"].append(
                 f"probe_http_status_code{labels} {run.code or 0}"
