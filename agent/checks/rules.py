@@ -1,4 +1,4 @@
-"""A check's `test` and `display` over the variables its type gives (icmp and grpc checks)."""
+"""A check's `test` and `display` over the variables its type gives (tcp, icmp and grpc checks)."""
 
 from __future__ import annotations
 

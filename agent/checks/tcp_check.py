@@ -14,8 +14,8 @@ from celpy import celtypes
 from agent.checks.endpoint import connect_error, split_endpoint
 from agent.checks.fields import required_text, threshold
 from agent.checks.outcome import Verdict, judge, over_threshold
-from agent.expressions.cel import CelError, check_context, display, evaluate
-from agent.expressions.gotemplate import TemplateError, render
+from agent.checks.rules import apply_rules
+from agent.expressions.cel import CelError
 
 
 async def check_tcp(check: Mapping[str, Any]) -> Verdict:
@@ -50,31 +50,12 @@ async def check_tcp(check: Mapping[str, Any]) -> Verdict:
 
 
 def _expressions(check: Mapping[str, Any], failures: list[str], connect_ms: float) -> str | None:
-    """Apply canary-checker's `test` and `display` to a connect; return the message.
+    """Apply canary-checker's `test` and `display` to a connect (`elapsed`); return the message.
 
     Raises:
         CelError: an expression is broken.
     """
-    test, shown = check.get("test"), check.get("display")
-    if not isinstance(test, Mapping) and not isinstance(shown, Mapping):
-        return None
     elapsed = timedelta(milliseconds=connect_ms)
-    context = {"elapsed": celtypes.DurationType(elapsed), **check_context(check)}
-    expr = test.get("expr") if isinstance(test, Mapping) else None
-    if isinstance(expr, str) and not evaluate(expr, context):
-        failures.append(f"test {expr!r} is false")
-    if not isinstance(shown, Mapping):
-        return None
-    if isinstance(shown.get("expr"), str):
-        message = display(shown["expr"], context)
-    elif isinstance(shown.get("template"), str):
-        data = {"elapsed": elapsed, "check": {"name": check.get("name", "")}}
-        try:
-            message = render(shown["template"], data)
-        except TemplateError as error:
-            raise CelError(str(error)) from error
-    else:
-        return None
-    if failures:
-        failures[:] = [f"{'; '.join(failures)} ({message})"]
-    return message
+    return apply_rules(
+        check, failures, {"elapsed": celtypes.DurationType(elapsed)}, {"elapsed": elapsed}
+    )
