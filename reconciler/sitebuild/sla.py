@@ -48,7 +48,8 @@ def next_month(month: date) -> date:
     return date(month.year + month.month // 12, month.month % 12 + 1, 1)
 
 
-def _epoch(day: date) -> int:
+def epoch_of(day: date) -> int:
+    """The start of a UTC day, in seconds since the epoch."""
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
 
@@ -91,11 +92,11 @@ def refresh_months(
     earliest = _earliest(connection)
     due = []
     for month in months:
-        end = min(_epoch(next_month(month)), today)
+        end = min(epoch_of(next_month(month)), today)
         if earliest is None or end <= earliest:
             continue  # no results yet by then: nothing to count, ever
         counted = stored.get(month)
-        if counted is None or counted < end or (month in late and counted >= _epoch(month)):
+        if counted is None or counted < end or (month in late and counted >= epoch_of(month)):
             due.append((month, end))
     due.sort(reverse=True)
     for month, end in due[:most]:
@@ -120,7 +121,7 @@ def _earliest(connection: Connection) -> int | None:
 
 
 def _compute(connection: Connection, tables: Tables, month: date, end: int) -> None:
-    start = _epoch(month)
+    start = epoch_of(month)
     since, until = datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
     connection.execute(f"DELETE FROM {tables.named('months')} WHERE month = $m", {"m": month})
     if end <= start:

@@ -20,7 +20,14 @@ from reconciler.sitebuild.model import (
     link,
     sla_path,
 )
-from reconciler.sitebuild.sla import Month, budget_spent, month_start, next_month, quarter_of
+from reconciler.sitebuild.sla import (
+    Month,
+    budget_spent,
+    epoch_of,
+    month_start,
+    next_month,
+    quarter_of,
+)
 from reconciler.sitebuild.windows import WINDOWS
 
 CSV_HEADER = (
@@ -51,13 +58,9 @@ def _through(month: Month) -> str:
 
 def _partial(month: Month) -> str | None:
     """`to 2026-11-18 00:00 UTC` for a month still counting (its end not reached), else None."""
-    if month.through >= _epoch_of(next_month(month.month)):
+    if month.through >= epoch_of(next_month(month.month)):
         return None
     return f"to {_through(month)}"
-
-
-def _epoch_of(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
 
 def _label(month: date) -> str:
@@ -168,7 +171,7 @@ def canary_sla_csv(snapshot: Snapshot, canary: CanaryInfo) -> dict[str, Any]:
             f"{spent:.2f}" if spent is not None else "",
             str(incidents),
             *(f"{q:.1f}" if q is not None else "" for q in (month.p50, month.p95, month.p99)),
-            datetime.fromtimestamp(month.through, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            fmt.iso(month.through),
         ]
         lines.append(",".join(cells) + "\n")
     return {"csv": Markup("".join(lines))}
