@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from agent.runtime import Agent
+from reconciler.server.main import Parts
 from tests.conftest import ConfigRepo, agent_doc, region_doc
 from tests.inprocess import BASE_URL, serving, until_ready
 from tests.test_agent_shipping import running_agent, settings
@@ -51,6 +53,14 @@ async def current_etag(client: httpx.AsyncClient, token: str) -> str:
     return first.headers["etag"]
 
 
+async def being_held(parts: Parts, pulled: datetime | None) -> None:
+    """Until the pull started after `pulled` was seen by the server (it then holds it: the
+    pull is recorded right before the wait begins)."""
+    await eventually(
+        lambda: parts.control.agents["eu-1"].last_pull != pulled, 10, "the pull to be held"
+    )
+
+
 async def test_a_held_pull_answers_the_moment_a_commit_changes_the_config(
     repo: ConfigRepo, tmp_path: Path
 ) -> None:
@@ -60,10 +70,11 @@ async def test_a_held_pull_answers_the_moment_a_commit_changes_the_config(
         etag = await current_etag(client, token)
         headers = {"Authorization": f"Bearer {token}", "If-None-Match": etag}
         started = time.monotonic()
+        pulled = parts.control.agents["eu-1"].last_pull
         held = asyncio.create_task(
             client.get("/api/agent/targets", params={"wait": HELD}, headers=headers)
         )
-        await asyncio.sleep(0)  # the pull is held before the commit lands
+        await being_held(parts, pulled)  # before the commit lands
         repo.write("canaries/b.yaml", CANARY.format(name="b"))
         repo.commit("add b")
         answer = await asyncio.wait_for(held, HELD + 10)
@@ -88,6 +99,7 @@ async def test_a_held_pull_of_a_revoked_agent_is_refused_at_once(
         await until_ready(parts)
         token = await parts.control.mint_token("eu-1")
         etag = await current_etag(client, token)
+        pulled = parts.control.agents["eu-1"].last_pull
         held = asyncio.create_task(
             client.get(
                 "/api/agent/targets",
@@ -95,7 +107,7 @@ async def test_a_held_pull_of_a_revoked_agent_is_refused_at_once(
                 headers={"Authorization": f"Bearer {token}", "If-None-Match": etag},
             )
         )
-        await asyncio.sleep(0)
+        await being_held(parts, pulled)
         started = time.monotonic()
         await parts.control.mint_token("eu-1")  # rotated: the old token stops working
         answer = await asyncio.wait_for(held, HELD + 10)
