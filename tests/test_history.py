@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow.dataset
 import pytest
 
 from reconciler.cli.main import main
@@ -137,6 +138,11 @@ def test_old_days_move_to_parquet_and_every_figure_stays_the_same(state: Path) -
             FROM read_parquet('{history}/*/*/*.parquet', hive_partitioning = true)"""
     ).fetchone()
     assert counted == (archived, 2, True)
+
+    # pyarrow reads the layout as Hive partitions too (docs/history.md says so).
+    dataset = pyarrow.dataset.dataset(history, format="parquet", partitioning="hive")
+    assert dataset.count_rows() == archived
+    assert {"day", "region"} <= set(dataset.schema.names)
 
     # The monthly query docs/history.md shows, on the same directory.
     documented = Path(__file__).parent.parent / "docs" / "history.md"
