@@ -88,7 +88,10 @@ def write_repo(root: Path, regions: int, canaries: int) -> None:
 # factor, +-30% noise and a 1% tail of slow runs; 0.5% of runs fail, and region-1 of the first
 # canary is down for the last 40 minutes of the data (an incident).
 INSERT = """
-INSERT INTO results
+INSERT INTO results (
+    agent, region, canary, parent, check_name, check_type, started_at, duration_ms, status,
+    code, message, phases, received_at
+)
 SELECT s.agent, s.region, s.canary, s.parent, 'health', 'http',
        make_timestamptz(CAST(m AS BIGINT) * 60000000 + s.offset_us) AS started_at,
        round(s.base * (0.7 + (hash(m, s.id) % 1000) / 1666.0)

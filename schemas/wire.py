@@ -7,7 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ResultStatus = Literal["pass", "fail", "error"]
+# `degraded`: the check passed but slower than its degraded threshold (counted as up, shown
+# amber); see reconciler/core/outcomes.py for how each status counts.
+ResultStatus = Literal["pass", "degraded", "fail", "error"]
+# The most retries a check may make in one run (`retries` in a check spec, docs/canary.md).
+MAX_RETRIES = 10
 
 
 # Long polls of `GET /api/agent/targets?wait=SECONDS` (docs/agent-protocol.md): the longest
@@ -58,6 +62,9 @@ class ResultRow(WireModel):
     started_at: datetime = Field(description="RFC 3339 time the run started, with offset.")
     duration_ms: float = Field(ge=0, le=86_400_000)
     status: ResultStatus
+    retries: int = Field(
+        default=0, ge=0, le=MAX_RETRIES, description="Retries this run made before its status."
+    )
     code: int | None = Field(default=None, ge=0, le=999, description="HTTP status, if any.")
     message: str | None = Field(default=None, max_length=4096)
     phases: Phases | None = None

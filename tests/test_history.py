@@ -32,7 +32,10 @@ REGIONS = ("eu", "us")
 # Every 20 minutes per canary and region for DAYS days up to NOW; 1 in 7 runs fails, latency
 # varies by canary, region and minute (so quantiles and uptimes are not trivially equal).
 GENERATE = """
-INSERT INTO results
+INSERT INTO results (
+    agent, region, canary, parent, check_name, check_type, started_at, duration_ms, status,
+    code, message, phases, received_at
+)
 SELECT r || '-1', r, c || '@' || r || '-1', c, 'check', 'http',
        $end - INTERVAL (m * 20) MINUTE,
        10 + (hash(c, r, m) % 400) / 4.0,
@@ -160,7 +163,10 @@ def test_late_rows_for_an_archived_day_get_a_file_of_their_own(state: Path) -> N
     assert connection is not None
     with connection:
         connection.execute(
-            """INSERT INTO results VALUES ('eu-1', 'eu', 'web/shop@eu-1', 'web/shop', 'check',
+            """INSERT INTO results (
+    agent, region, canary, parent, check_name, check_type, started_at, duration_ms, status,
+    code, message, phases, received_at
+) VALUES ('eu-1', 'eu', 'web/shop@eu-1', 'web/shop', 'check',
                'http', $at, 12.5, 'pass', 200, NULL, NULL, $at)""",
             {"at": late},
         )

@@ -21,6 +21,7 @@ from reconciler.store.resources import all_resources
 from reconciler.store.status import canary_statuses
 from tests import children
 from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
+from tests.rows import RESULT_COLUMNS_V1
 
 NOW = datetime(2026, 11, 20, 13, 7, tzinfo=UTC)
 START = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
@@ -94,7 +95,8 @@ def store(
     """Store one run of `canary` on an agent's derived canary (received 2 s after it started)."""
     agent, region, duration, status = run
     connection.execute(
-        "INSERT INTO results VALUES (?, ?, ?, ?, 'check', 'http', ?, ?, ?, ?, ?, NULL, ?)",
+        f"INSERT INTO results ({RESULT_COLUMNS_V1}) "
+        "VALUES (?, ?, ?, ?, 'check', 'http', ?, ?, ?, ?, ?, NULL, ?)",
         [
             agent,
             region,

@@ -12,6 +12,7 @@ import duckdb
 import pytest
 
 from tests.conftest import ROOT, ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
+from tests.rows import RESULT_COLUMNS_V1
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -56,7 +57,9 @@ def site(config_repo: ConfigRepo, tmp_path: Path) -> Path:
     ]  # fmt: skip
     with duckdb.connect(str(state)) as connection:
         connection.executemany(
-            "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            f"INSERT INTO results ({RESULT_COLUMNS_V1}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
         )
     out = tmp_path / "site"
     assert run_cli("site", "build", "--state", state, "--out", out).code == 0

@@ -25,7 +25,10 @@ FIRST = datetime(2026, 8, 1, tzinfo=UTC)
 # web/shop every 20 minutes in eu and us from August 1st to NOW: in eu 1 run in 10 fails in
 # September and every run passes otherwise; us passes always. Latencies vary by minute.
 GENERATE = """
-INSERT INTO results
+INSERT INTO results (
+    agent, region, canary, parent, check_name, check_type, started_at, duration_ms, status,
+    code, message, phases, received_at
+)
 SELECT r || '-1', r, 'web/shop@' || r || '-1', 'web/shop', 'check', 'http', started,
        10 + (m % 97), status, 200, NULL, NULL, started + INTERVAL 2 SECOND
 FROM (SELECT r, m, started,
@@ -147,7 +150,10 @@ def test_pages_move_once_a_day_and_archived_months_read_the_same(
     page = site / "sla" / "web.shop.html"
     before = (page.read_text(), page.stat().st_ino)
     connection.execute(
-        """INSERT INTO results VALUES ('eu-1', 'eu', 'web/shop@eu-1', 'web/shop', 'check',
+        """INSERT INTO results (
+    agent, region, canary, parent, check_name, check_type, started_at, duration_ms, status,
+    code, message, phases, received_at
+) VALUES ('eu-1', 'eu', 'web/shop@eu-1', 'web/shop', 'check',
            'http', $at, 12.0, 'fail', 503, 'down', NULL, $at)""",
         {"at": NOW + timedelta(minutes=2)},
     )
@@ -182,7 +188,10 @@ def test_a_month_is_counted_again_only_for_late_rows(shop: tuple[Path, Connectio
     tables = Tables()
     now = int(NOW.timestamp())
     assert refresh_months(connection, tables, now) == []
-    row = """INSERT INTO results VALUES ('eu-1', 'eu', 'web/shop@eu-1', 'web/shop', 'check',
+    row = """INSERT INTO results (
+    agent, region, canary, parent, check_name, check_type, started_at, duration_ms, status,
+    code, message, phases, received_at
+) VALUES ('eu-1', 'eu', 'web/shop@eu-1', 'web/shop', 'check',
              'http', $at, 12.0, 'fail', 503, 'down', NULL, $received)"""
     connection.execute(row, {"at": NOW + timedelta(minutes=1), "received": NOW})
     assert refresh_months(connection, tables, now) == []

@@ -12,6 +12,7 @@ import pytest
 
 from reconciler.store.deployments import synthetic_metrics
 from tests.conftest import ConfigRepo, agent_doc, region_doc, run_cli
+from tests.rows import RESULT_COLUMNS_V1
 
 CANARY = """
 apiVersion: canary-reconciler/v1
@@ -57,7 +58,8 @@ def record(
     """One HTTP check result `seconds` after T0."""
     region = agent.split("-")[0]
     connection.execute(
-        "INSERT INTO results VALUES (?, ?, ?, 'default/probes', ?, 'http', ?, ?, ?, 200,"
+        f"INSERT INTO results ({RESULT_COLUMNS_V1}) "
+        "VALUES (?, ?, ?, 'default/probes', ?, 'http', ?, ?, ?, 200,"
         " NULL, NULL, ?)",
         [agent, region, f"default/probes@{agent}", check, T0 + timedelta(seconds=seconds),
          duration_ms, status, T0],

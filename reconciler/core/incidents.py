@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
+from reconciler.core.outcomes import is_up
 from reconciler.core.resources import Resource
 from schemas.canary import CHECK_TYPES
 from schemas.schedule import parse_schedule
@@ -235,9 +236,9 @@ def group_runs(
         if groups and row.started_at < groups[-1][0] + window:
             start, names, passed = groups[-1]
             names.add(row.check)
-            groups[-1] = (start, names, passed and row.status == "pass")
+            groups[-1] = (start, names, passed and is_up(row.status))
         else:
-            groups.append((row.started_at, {row.check}, row.status == "pass"))
+            groups.append((row.started_at, {row.check}, is_up(row.status)))
     pending = False
     if groups:
         start, names, _ = groups[-1]

@@ -33,6 +33,9 @@ class AcceptedRows:
     started_at: list[datetime] = field(default_factory=list)
     duration_ms: list[float] = field(default_factory=list)
     status: list[str] = field(default_factory=list)
+    retries: list[int] = field(default_factory=list)
+    # Set by the server from its maintenance windows, never by the agent.
+    maintenance: list[bool] = field(default_factory=list)
     code: list[int | None] = field(default_factory=list)
     message: list[str | None] = field(default_factory=list)
     phases: list[str | None] = field(default_factory=list)
@@ -53,6 +56,8 @@ class AcceptedRows:
             started_at=[row.started_at for row in rows],
             duration_ms=[row.duration_ms for row in rows],
             status=[row.status for row in rows],
+            retries=[row.retries for row in rows],
+            maintenance=[False] * len(rows),
             code=[row.code for row in rows],
             message=[row.message for row in rows],
             phases=_phases_column(rows),
@@ -66,6 +71,8 @@ class AcceptedRows:
         self.started_at.append(row.started_at)
         self.duration_ms.append(row.duration_ms)
         self.status.append(row.status)
+        self.retries.append(row.retries)
+        self.maintenance.append(False)
         self.code.append(row.code)
         self.message.append(row.message)
         self.phases.append(_phases(row))

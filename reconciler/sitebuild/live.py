@@ -22,6 +22,7 @@ figures overlaid with them.
 
 from __future__ import annotations
 
+from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
 from reconciler.sitebuild.figures import WINDOW_COLUMNS
 from reconciler.sitebuild.moves import Bounds, parse
 from reconciler.sitebuild.sketch import BIN_SQL, quantiles_sql
@@ -53,7 +54,7 @@ def refresh_live(connection: Connection, tables: Tables) -> None:
     connection.execute(
         f"""CREATE OR REPLACE TEMP TABLE site_open AS
             SELECT parent, region, {BUCKET_SQL} AS bucket, {BIN_SQL} AS bin, count(*) AS n,
-                   count(*) FILTER (WHERE status = 'pass') AS passes
+                   {SQL_RUNS} AS runs, {SQL_PASSES} AS passes
             FROM results WHERE started_at >= $since
             GROUP BY parent, region, bucket, bin""",
         {"since": at(min(ends))},
@@ -79,7 +80,8 @@ def _figures(
     (start, end), (latest_start, latest_end) = published, latest
     connection.execute(
         """CREATE OR REPLACE TEMP TABLE site_open_sums AS
-           SELECT parent, region, sum(n) AS n, sum(passes) AS passes FROM site_open
+           SELECT parent, region, sum(n) AS n, sum(runs) AS runs, sum(passes) AS passes
+           FROM site_open
            WHERE bucket >= $end GROUP BY GROUPING SETS ((parent, region), (parent))""",
         {"end": end},
     )
@@ -88,7 +90,7 @@ def _figures(
     connection.execute(
         f"""CREATE OR REPLACE TEMP TABLE site_open_keys AS
             SELECT coalesce(k.id, -row_number() OVER (ORDER BY o.parent, o.region)) AS id,
-                   o.parent, o.region, o.n, o.passes
+                   o.parent, o.region, o.n, o.runs, o.passes
             FROM site_open_sums o LEFT JOIN {tables.keys} k
               ON k.parent = o.parent AND k.region IS NOT DISTINCT FROM o.region"""
     )
@@ -120,7 +122,7 @@ def _figures(
     connection.execute(
         f"""INSERT INTO {tables.live} ({WINDOW_COLUMNS})
             WITH quantiles AS ({quantiles_sql("site_open_counts", "id")})
-            SELECT $w, o.parent, o.region, o.n + coalesce(s.runs, 0),
+            SELECT $w, o.parent, o.region, o.runs + coalesce(s.runs, 0),
                    o.passes + coalesce(s.passes, 0), q.q[1], q.q[2], q.q[3]
             FROM site_open_keys o
             LEFT JOIN {tables.window} s

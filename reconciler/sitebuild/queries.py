@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from reconciler.core.outcomes import SQL_DOWN
 from reconciler.sitebuild.charts import Points
 from reconciler.sitebuild.figures import WINDOW_COLUMNS
 from reconciler.sitebuild.tables import Tables, read_meta
@@ -242,7 +243,7 @@ def recent_failures(
         f"""SELECT parent, region, agent, check_name, epoch(started_at)::BIGINT, status, code,
                   message, duration_ms
            FROM {tables.failures}
-           WHERE started_at >= $since AND started_at < $until AND status <> 'pass'
+           WHERE started_at >= $since AND started_at < $until AND {SQL_DOWN}
            QUALIFY row_number() OVER (
                PARTITION BY parent ORDER BY started_at DESC, agent, check_name) <= $limit
            ORDER BY parent, started_at DESC, agent, check_name""",

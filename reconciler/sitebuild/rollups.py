@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from reconciler.core.outcomes import SQL_DOWN
 from reconciler.sitebuild.late import OVERLAP_US, recompute_late
 from reconciler.sitebuild.tables import (
     DDL,
@@ -95,7 +96,7 @@ def backfill(connection: Connection, tables: Tables, now: int) -> bool:
             _hist_insert(connection, tables, day * DAY, (day + 1) * DAY)
         connection.execute(
             f"""INSERT INTO {tables.failures} SELECT {FAILURE_COLUMNS} FROM results
-                WHERE started_at >= $since AND status <> 'pass'""",
+                WHERE started_at >= $since AND {SQL_DOWN}""",
             {"since": at(now - LATEST_HORIZON)},
         )
     connection.execute("BEGIN TRANSACTION")
@@ -226,7 +227,7 @@ def _merge_failures(connection: Connection, tables: Tables, since_us: int, now: 
     forget those started more than two days ago."""
     connection.execute(
         f"""INSERT INTO {tables.failures} SELECT {FAILURE_COLUMNS} FROM results r
-            WHERE r.received_at > $since AND r.status <> 'pass' AND r.started_at >= $horizon
+            WHERE r.received_at > $since AND r.{SQL_DOWN} AND r.started_at >= $horizon
               AND NOT EXISTS (
                   SELECT 1 FROM {tables.failures} f
                   WHERE f.agent = r.agent AND f.canary = r.canary

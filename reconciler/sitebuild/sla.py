@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
 from reconciler.sitebuild.tables import Tables, read_meta, write_meta
 from reconciler.sitebuild.windows import DAY
 from reconciler.store.archive import source
@@ -129,8 +130,7 @@ def _compute(connection: Connection, tables: Tables, month: date, end: int) -> N
     connection.execute(
         f"""INSERT INTO {tables.named("months")}
             SELECT parent, region, $m, runs, passes, q[1], q[2], q[3], $through
-            FROM (SELECT parent, region, count(*) AS runs,
-                         count(*) FILTER (WHERE status = 'pass') AS passes,
+            FROM (SELECT parent, region, {SQL_RUNS} AS runs, {SQL_PASSES} AS passes,
                          quantile_cont(duration_ms, [0.5, 0.95, 0.99]) AS q
                   FROM {source(connection, since, until)}
                   WHERE started_at >= $since AND started_at < $until

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
 from reconciler.sitebuild.sketch import BIN_SQL
 from reconciler.sitebuild.windows import DAY, ROLLUP_STEP
 from reconciler.store.db import Connection
@@ -191,10 +192,11 @@ def rollup_select(where: str, relation: str = "results") -> str:
     """SQL computing rollup rows (ROLLUP_COLUMNS) from the results matching `where`
     (`relation`: `results`, or the view with the archived days, `store.archive.source`)."""
     return f"""SELECT parent, region, bucket, runs, passes, p95
-               FROM (SELECT parent, region, bucket, count(*) AS runs,
-                            count(*) FILTER (WHERE status = 'pass') AS passes,
+               FROM (SELECT parent, region, bucket, {SQL_RUNS} AS runs,
+                            {SQL_PASSES} AS passes,
                             quantile_cont(duration_ms, 0.95) AS p95
-                     FROM (SELECT parent, region, {BUCKET_SQL} AS bucket, status, duration_ms
+                     FROM (SELECT parent, region, {BUCKET_SQL} AS bucket, status, maintenance,
+                                  duration_ms
                            FROM {relation} WHERE {where})
                      GROUP BY parent, region, bucket)"""
 

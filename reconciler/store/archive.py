@@ -38,11 +38,11 @@ DEFAULT_ARCHIVE_AFTER = timedelta(days=35)
 # Every column of `results` but `region`, which the path holds.
 FILE_COLUMNS = (
     "agent, canary, parent, check_name, check_type, started_at, duration_ms, status, code, "
-    "message, phases, received_at"
+    "message, phases, received_at, retries, maintenance"
 )
 RESULT_COLUMNS = (
     "agent, region, canary, parent, check_name, check_type, started_at, duration_ms, status, "
-    "code, message, phases, received_at"
+    "code, message, phases, received_at, retries, maintenance"
 )
 VIEW = "results_all"
 # Rows started before this (epoch seconds) may be in the history; none after.
@@ -107,9 +107,14 @@ def _union(paths: list[str]) -> str:
     return f"""SELECT {RESULT_COLUMNS} FROM results
             UNION ALL
             SELECT agent, region, canary, parent, check_name, check_type, started_at,
-                   duration_ms, status, code, message, phases::JSON, received_at
-            FROM read_parquet([{listed}], hive_partitioning = true,
-                              hive_types = {{'day': DATE, 'region': VARCHAR}})"""
+                   duration_ms, status, code, message, phases::JSON, received_at,
+                   coalesce(retries, 0)::SMALLINT, coalesce(maintenance, false)
+            FROM (SELECT * FROM read_parquet([{listed}], hive_partitioning = true,
+                                            union_by_name = true,
+                                            hive_types = {{'day': DATE, 'region': VARCHAR}})
+                  -- Files written before `retries` and `maintenance` existed lack them.
+                  UNION ALL BY NAME
+                  SELECT NULL::SMALLINT AS retries, NULL::BOOLEAN AS maintenance WHERE false)"""
 
 
 def _day_path(directory: Path, day: int, region: str) -> Path:

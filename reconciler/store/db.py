@@ -65,8 +65,14 @@ _SCHEMA = [
         code INTEGER,
         message VARCHAR,
         phases JSON,
-        received_at TIMESTAMPTZ NOT NULL
+        received_at TIMESTAMPTZ NOT NULL,
+        retries SMALLINT DEFAULT 0,
+        maintenance BOOLEAN DEFAULT false
     )""",
+    # Added after the first release: state files created before them gain them here, at the
+    # end of the table (NULL-free: the defaults fill existing rows).
+    "ALTER TABLE results ADD COLUMN IF NOT EXISTS retries SMALLINT DEFAULT 0",
+    "ALTER TABLE results ADD COLUMN IF NOT EXISTS maintenance BOOLEAN DEFAULT false",
     """CREATE TABLE IF NOT EXISTS agent_tokens (
         agent VARCHAR NOT NULL,
         token_hash VARCHAR NOT NULL,

@@ -204,7 +204,7 @@ def synthetic_metrics(
                SELECT DISTINCT b.grp, c.canary, c.name FROM checks c JOIN backends b
                ON rtrim(c.url, '/') = b.base OR starts_with(c.url, b.base || '/')
                   OR starts_with(c.url, b.base || '?'))
-           SELECT m.grp, count(*), count(*) FILTER (WHERE r.status <> 'pass'),
+           SELECT m.grp, count(*), count(*) FILTER (WHERE r.status NOT IN ('pass', 'degraded')),
                   quantile_cont(r.duration_ms, 0.99)
            FROM results r JOIN matched m ON m.canary = r.canary AND m.name = r.check_name
            WHERE r.started_at >= ? AND r.check_type = 'http'

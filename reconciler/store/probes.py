@@ -6,6 +6,7 @@ from datetime import datetime
 
 import orjson
 
+from reconciler.core.outcomes import is_up
 from reconciler.core.probe_metrics import ProbeRun
 from reconciler.store.db import Connection
 
@@ -32,7 +33,7 @@ def latest_runs(connection: Connection, since: datetime) -> list[ProbeRun]:
             agent=row[2],
             check=row[3],
             check_type=row[4],
-            passed=row[5] == "pass",
+            passed=is_up(row[5]),
             duration_ms=float(row[6]),
             started_at=float(row[7]),
             code=row[8],

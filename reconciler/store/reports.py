@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
 from reconciler.core.resources import Resource
 from reconciler.core.status import document
 from reconciler.store.archive import source
@@ -102,8 +103,7 @@ def uptime(
         same per check name, sorted by name.
     """
     rows = connection.execute(
-        f"""SELECT check_name, grouping(check_name) AS overall, count(*),
-                   count(*) FILTER (WHERE status = 'pass')
+        f"""SELECT check_name, grouping(check_name) AS overall, {SQL_RUNS}, {SQL_PASSES}
             FROM {source(connection, since, until)} WHERE {_SCOPE}
             GROUP BY GROUPING SETS ((), (check_name))
             ORDER BY overall DESC, check_name""",
@@ -224,7 +224,7 @@ def region_summaries(
         By region name: total, passed, uptime, p50, p95, last_status, last_run_at.
     """
     rows = connection.execute(
-        f"""SELECT region, count(*), count(*) FILTER (WHERE status = 'pass'), {_QUANTILES},
+        f"""SELECT region, {SQL_RUNS}, {SQL_PASSES}, {_QUANTILES},
                    arg_max(status, started_at),
                    strftime(make_timestamp(max(epoch_us(started_at))), {_RFC3339})
             FROM {source(connection, since, until)} WHERE {_SCOPE} GROUP BY region""",

@@ -40,6 +40,8 @@ def _table(batches: list[IngestBatch]) -> pa.Table:
             "started_at": pa.array(column("started_at"), _UTC_MICROS),
             "duration_ms": pa.array(column("duration_ms"), pa.float64()),
             "status": column("status"),
+            "retries": pa.array(column("retries"), pa.int16()),
+            "maintenance": pa.array(column("maintenance"), pa.bool_()),
             "code": pa.array(column("code"), pa.int32()),
             "message": pa.array(column("message"), pa.string()),
             "phases": pa.array(column("phases"), pa.string()),
@@ -87,7 +89,7 @@ def insert_results(
         connection.execute(
             """INSERT INTO results
                SELECT agent, region, canary, parent, check_name, check_type, started_at,
-                      duration_ms, status, code, message, phases::JSON, ?
+                      duration_ms, status, code, message, phases::JSON, ?, retries, maintenance
                FROM fresh_results""",
             [now],
         )
