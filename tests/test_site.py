@@ -14,7 +14,7 @@ import pytest
 
 from reconciler.sitebuild import build_site
 from reconciler.sitebuild.fleet_pages import verdict
-from reconciler.sitebuild.sketch import ALPHA
+from reconciler.core.sketch import ALPHA
 from reconciler.store.db import Connection, open_state
 from reconciler.store.deployments import add_evaluation, latest_runs, save_run
 from reconciler.store.resources import all_resources

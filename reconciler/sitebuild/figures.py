@@ -31,7 +31,7 @@ from enum import Enum
 from typing import NamedTuple
 
 from reconciler.sitebuild.moves import Move, plan_steps
-from reconciler.sitebuild.sketch import quantiles_sql
+from reconciler.core.sketch import quantiles_sql
 from reconciler.sitebuild.tables import (
     SHOWN_SQL,
     Tables,

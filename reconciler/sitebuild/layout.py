@@ -21,7 +21,7 @@ from reconciler.sitebuild.model import (
     link,
 )
 from reconciler.sitebuild.queries import Figures, WindowState
-from reconciler.sitebuild.sketch import ALPHA
+from reconciler.core.sketch import ALPHA
 from reconciler.sitebuild.windows import WINDOWS, Window
 
 _CURRENT = ' aria-current="page"'

@@ -25,7 +25,7 @@ from __future__ import annotations
 from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
 from reconciler.sitebuild.figures import WINDOW_COLUMNS
 from reconciler.sitebuild.moves import Bounds, parse
-from reconciler.sitebuild.sketch import BIN_SQL, quantiles_sql
+from reconciler.core.sketch import BIN_SQL, quantiles_sql
 from reconciler.sitebuild.tables import (
     BUCKET_SQL,
     LIVE_DDL,

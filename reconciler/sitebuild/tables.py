@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
-from reconciler.sitebuild.sketch import BIN_SQL
+from reconciler.core.sketch import BIN_SQL
 from reconciler.sitebuild.windows import DAY, ROLLUP_STEP
 from reconciler.store.db import Connection
 
