@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.core.sketch import ALPHA
 from reconciler.sitebuild import build_site
 from reconciler.sitebuild.fleet_pages import verdict
-from reconciler.core.sketch import ALPHA
 from reconciler.store.db import Connection, open_state
 from reconciler.store.deployments import add_evaluation, latest_runs, save_run
 from reconciler.store.resources import all_resources
@@ -290,7 +290,7 @@ def test_links_are_relative_and_assets_local(fleet: tuple[Path, Connection]) -> 
     site = state.parent / "site"
     build_site(connection, site, NOW)
     files = sorted(p for p in site.rglob("*") if p.is_file() and p.suffix in (".html", ".css"))
-    assert (site / "static" / "site.css") in files and len(files) == 22  # 21 pages (+ 2 CSV)
+    assert (site / "static" / "site.css") in files and len(files) == 32  # 31 pages (+ 2 CSV)
     for path in files:
         text = path.read_text()
         assert "http://" not in text and "https://" not in text, path
