@@ -240,6 +240,27 @@ def test_figures_match_hand_computed_uptime_and_quantiles(fleet: tuple[Path, Con
     assert 'aria-label="Filter by region"' in index  # two regions
 
 
+def test_90_and_365_day_pages_count_today_and_the_days_before(
+    fleet: tuple[Path, Connection],
+) -> None:
+    state, connection = fleet
+    site = state.parent / "site"
+    every = [duration for _, _, duration, _ in SHOP]
+    # Today: the runs are in the long windows' open part; two days later, in a whole day of
+    # the per-day tier.
+    for now in (NOW, NOW + timedelta(days=2)):
+        build_site(connection, site, now)
+        for name in ("90d", "365d"):
+            page = read(site, f"canary/web.shop-{name}.html")
+            assert kpi(page, f"Uptime ({name})") == "90.00%", (now, name)
+            assert kpi(page, "Runs") == "10"
+            assert near(kpi(page, "p95"), quantile(every, 0.95))
+            assert (row := region_row(page, "eu")) and (row[0], row[3]) == ("87.50%", "8")
+        status = read(site, "status.html")
+        assert "Uptime 365 days" in status
+    assert kpi(read(site, "canary/web.shop.html"), "Runs") != "10"  # 24 hours: none left
+
+
 def test_region_pages_are_scoped(fleet: tuple[Path, Connection]) -> None:
     state, connection = fleet
     site = state.parent / "site"
