@@ -38,6 +38,7 @@ from harness import add_keep_option, timed, workspace
 
 from reconciler.cli.main import main as reconcile
 from reconciler.sitebuild import SiteBuilder
+from reconciler.store import days as tier
 from reconciler.store import reports
 from reconciler.store.archive import DAY_SECONDS, archive
 from reconciler.store.db import Connection, open_state
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
     assert connection is not None
     connection.execute(SERIES)
     moves: list[float] = []
+    fills: list[float] = []
     started = time.perf_counter()
     for day in range(first_day, end_minute // 1440 + 1):
         lower, upper = (
@@ -100,6 +102,11 @@ def run(args: argparse.Namespace, root: Path) -> None:
         connection.execute(
             INSERT, {"lo": lower, "hi": upper, "outage": end_minute + 1, "step": args.period}
         )
+        # As the server's first build after midnight would, the finished day goes to the
+        # per-day tier.
+        finished = datetime.fromtimestamp((day + 1) * DAY_SECONDS + 60, UTC)
+        if finished <= now:
+            fills.append(timed(lambda f=finished: tier.fill(connection, f))[0])
         # As the server would, the day is archived once it is older than the archive age.
         clock = datetime.fromtimestamp((day + 1) * DAY_SECONDS, UTC) + ARCHIVE_AFTER
         if clock <= now:
@@ -139,7 +146,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
     builder = SiteBuilder(out, workers=2, stage_ahead=True)
     full, report = timed(lambda: builder.build(connection, now))
     say(f"  full build phases: {report.timings}")
-    results.append(("full site build (24 h / 7 d / 30 d windows, SLA)", full, FULL_TARGET))
+    results.append(("full site build (24 h ... 365 d windows, SLA)", full, FULL_TARGET))
     ahead, _ = timed(lambda: builder.stage_ahead(connection, now))
     say(f"  between builds (stage_ahead, one more SLA month): {ahead:.2f}s")
     connection.execute(
@@ -151,6 +158,21 @@ def run(args: argparse.Namespace, root: Path) -> None:
     )
     say(f"  rebuild phases: {again.timings}")
     results.append(("rebuild after one more minute", rebuild, REBUILD_TARGET))
+    # The day after: the tier gets today, the 90 d / 365 d windows move (once a day).
+    tomorrow = now + timedelta(days=1)
+    connection.execute(
+        INSERT, {"lo": end_minute + 1, "hi": end_minute + 1440, "outage": end_minute + 1,
+                 "step": args.period},
+    )  # fmt: skip
+    next_day, moved = timed(
+        lambda: SiteBuilder(out, workers=2, stage_ahead=True).build(connection, tomorrow)
+    )
+    say(f"  next day's first build phases: {moved.timings}, windows moved: {moved.windows}")
+    results.append(("first build of a day (tier + 90 d / 365 d move)", next_day, None))
+    if fills:
+        results.append(
+            ("per-day tier: write one finished day, median", statistics.median(fills), None)
+        )
     if moves:
         results.append(("archive one day, median", statistics.median(moves), DAY_TARGET))
         results.append(("archive one day, slowest", max(moves), DAY_TARGET))

@@ -212,9 +212,9 @@ def archive(
     report = ArchiveReport(
         orphans_removed=prepare(connection, directory, archive_after, delete_after)
     )
-    # The per-day tier first (a state file that predates it is backfilled once, here):
-    # each day's move then only has to add what arrived since.
-    days.fill(connection, now, progress)
+    # The per-day tier of the days to move first (a state file that predates the tier is
+    # backfilled once, here): each day's move then only has to add what arrived since.
+    days.fill(connection, now - archive_after, progress)
     for day in due_days(connection, now, archive_after):
         try:
             moved = move_day(connection, directory, day, now, report)
