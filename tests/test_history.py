@@ -205,7 +205,10 @@ def test_history_older_than_its_age_is_deleted(state: Path) -> None:
     assert connection is not None
     with connection:
         first = connection.execute("SELECT min(started_at) FROM results_all").fetchone()
+        tier = connection.execute("SELECT min(day), count(*) FROM result_days").fetchone()
     assert first and first[0] >= NOW - timedelta(days=36)
+    # The per-day tier keeps the archived days still held, and no deleted one.
+    assert tier and tier[1] > 0 and tier[0] == first[0].timestamp() // DAY_SECONDS
 
     code, _, err = reconcile(
         "results", "archive", "--state", str(state), "--archive-after", "30d",

@@ -332,6 +332,8 @@ def _delete_before(connection: Connection, day: int, report: ArchiveReport) -> N
         rows = connection.execute(
             "DELETE FROM archive_files WHERE day < $day RETURNING path, day", {"day": boundary}
         ).fetchall()
+        # The per-day tier forgets the deleted days too: no figure counts runs no row holds.
+        connection.execute("DELETE FROM result_days WHERE day < $day", {"day": day})
         define_view(connection)
         connection.execute("COMMIT")
     except BaseException:
