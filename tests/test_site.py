@@ -449,6 +449,8 @@ def test_incremental_rollups_equal_a_build_from_scratch(fleet: tuple[Path, Conne
         (day + timedelta(hours=14, minutes=1), [("us-1", "us", 52.0, "pass")]),
         (day + timedelta(hours=23, minutes=55), [("eu-1", "eu", 13.0, "pass")]),
         (day + timedelta(days=1, minutes=1), [("eu-1", "eu", 14.0, "pass")]),
+        # The 90- and 365-day windows move at 00:13, by the day that entered.
+        (day + timedelta(days=1, minutes=16), [("us-1", "us", 70.0, "fail")]),
     ]
     for started, runs in arrivals:
         for run in runs:
@@ -475,6 +477,8 @@ def test_incremental_rollups_equal_a_build_from_scratch(fleet: tuple[Path, Conne
         assert stored
     api = read(site, "canary/web.api-7d.html")
     assert kpi(api, "Runs") == "3"  # the late row counts in the 7-day window
+    tiered = _rows(connection, "SELECT win, runs FROM main.site_window WHERE region IS NULL")
+    assert ("365d", 15) in tiered and ("90d", 15) in tiered  # yesterday's runs, moved in
 
 
 def test_a_removed_canary_loses_its_pages(tmp_path: Path) -> None:

@@ -86,11 +86,9 @@ def parse(text: str | None) -> Bounds | None:
 def movable(window: Window, old: Bounds | None, new: Bounds, late_from: int | None) -> bool:
     """Whether figures for `new` can be moved from those for `old`: the window only went
     forward and still overlaps itself, late rows changed nothing before the old end, and
-    (7 d, 30 d) both starts are on a day, so the days that left are whole. Tiered windows
-    (90 d, 365 d) are recomputed from the per-day tier once a day instead."""
+    (7 d, 30 d, 90 d, 365 d) both starts are on a day, so the days that left are whole."""
     return (
-        not window.tier
-        and old is not None
+        old is not None
         and old[0] <= new[0] < old[1] <= new[1]
         and (late_from is None or late_from >= old[1])
         and (window.days is None or (old[0] % DAY == 0 and new[0] % DAY == 0))

@@ -6,8 +6,9 @@ per-day tier (`store/days.py`: runs, passes, exact p95 and a latency histogram p
 region, check and finished day) instead:
 
 * **Stored figures** (`site_window`, `site_whist`, `site_chart`) cover the whole days before
-  today, and are computed from the tier when the window moves, once a day (a quarter of an
-  hour after midnight UTC, `windows.py`), or when late rows changed a day they cover. Runs
+  today. They move once a day (a quarter of an hour after midnight UTC, `windows.py`) by
+  the day that entered and the day that left, read from the tier, and are computed from the
+  whole tier the first time and when late rows changed a day they cover. Runs
   and passes are sums of days (exact); quantiles are read off the merged histograms
   (within 2%, `core/sketch.py`); a chart point is a day's highest per-check p95 (exact).
 * **Today** is the open part, added at every build (`open_part`): runs and passes from the
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from reconciler.core.sketch import quantiles_sql
 from reconciler.sitebuild.moves import Move
-from reconciler.sitebuild.tables import SHOWN_SQL, Tables, both_levels, ensure_keys
+from reconciler.sitebuild.tables import SHOWN_SQL, Tables, ensure_keys
 from reconciler.sitebuild.windows import DAY
 from reconciler.store import days
 from reconciler.store.db import Connection
@@ -31,49 +32,109 @@ _COLUMNS = "win, parent, region, runs, passes, p50, p95, p99"
 
 
 def tier_figures(connection: Connection, tables: Tables, move: Move) -> None:
-    """A tiered window's figures, histogram and chart points for the bounds of `move`, from
-    scratch (in the caller's transaction)."""
+    """A tiered window's figures, histogram and chart points for the bounds of `move` (in
+    the caller's transaction): from scratch, or moved from the old bounds by the days that
+    entered and left (a day's move reads two days of the tier instead of a year)."""
     name = move.window.name
-    tier, parameters = days.relation(connection, move.start // DAY, move.end // DAY)
+    if move.old is None:
+        spans = [(move.start // DAY, move.end // DAY, 1)]
+    else:
+        (enter_lo, enter_hi), (left_lo, left_hi) = move.entered, move.left
+        spans = [(enter_lo // DAY, enter_hi // DAY, 1), (left_lo // DAY, left_hi // DAY, -1)]
     connection.execute(
-        f"""CREATE OR REPLACE TEMP TABLE site_tier AS
-            SELECT parent, region, day, runs, passes, p95, bins, counts FROM {tier}""",
-        parameters,
+        """CREATE OR REPLACE TEMP TABLE site_tier (
+               parent VARCHAR, region VARCHAR, day INTEGER, sign INTEGER, runs BIGINT,
+               passes BIGINT, p95 DOUBLE, bins SMALLINT[], counts BIGINT[])"""
     )
-    bins = "(SELECT parent, region, unnest(bins) AS bin, unnest(counts) AS n FROM site_tier)"
-    connection.execute(f"CREATE OR REPLACE TEMP TABLE site_delta AS {both_levels(bins)}")
+    for first, last, sign in spans:
+        if first < last:
+            tier, parameters = days.relation(connection, first, last)
+            connection.execute(
+                f"""INSERT INTO site_tier SELECT parent, region, day, {sign}, runs, passes, p95,
+                           bins, counts FROM {tier}""",
+                parameters,
+            )
+    # Counts per canary, region and bin first (the one pass over every day's bins), then per
+    # canary from those few rows rather than a second pass (GROUPING SETS) over the days.
+    connection.execute(
+        """CREATE OR REPLACE TEMP TABLE site_leaf AS
+           SELECT parent, region, bin, sum(sign * n)::BIGINT AS n FROM (
+               SELECT parent, region, sign, unnest(bins) AS bin, unnest(counts) AS n
+               FROM site_tier)
+           GROUP BY parent, region, bin"""
+    )
+    connection.execute(
+        """CREATE OR REPLACE TEMP TABLE site_delta AS
+           SELECT parent, region, bin, n FROM site_leaf
+           UNION ALL
+           SELECT parent, NULL AS region, bin, sum(n)::BIGINT FROM site_leaf GROUP BY parent, bin"""
+    )
     ensure_keys(connection, tables, "site_delta")
-    connection.execute(f"DELETE FROM {tables.whist} WHERE win = $w", {"w": name})
     connection.execute(
-        f"""INSERT INTO {tables.whist} (win, id, bin, n)
-            SELECT $w, k.id, d.bin, sum(d.n)::BIGINT FROM site_delta d JOIN {tables.keys} k
+        f"""CREATE OR REPLACE TEMP TABLE site_moved AS
+            SELECT k.id, d.bin, sum(d.n)::BIGINT AS n FROM site_delta d JOIN {tables.keys} k
               ON k.parent = d.parent AND k.region IS NOT DISTINCT FROM d.region
-            GROUP BY k.id, d.bin""",
-        {"w": name},
+            GROUP BY k.id, d.bin HAVING sum(d.n) <> 0"""
     )
+    sums = """SELECT parent, region, sum(sign * runs)::BIGINT AS runs,
+                     sum(sign * passes)::BIGINT AS passes
+              FROM site_tier GROUP BY GROUPING SETS ((parent, region), (parent))"""
+    if move.old is None:
+        connection.execute(f"DELETE FROM {tables.whist} WHERE win = $w", {"w": name})
+        connection.execute(
+            f"INSERT INTO {tables.whist} (win, id, bin, n) SELECT $w, id, bin, n FROM site_moved",
+            {"w": name},
+        )
+        connection.execute(f"DELETE FROM {tables.chart} WHERE win = $w", {"w": name})
+    else:
+        # In place, as the other windows' histograms move (`figures.py`).
+        match = "w.win = $w AND w.id = m.id AND w.bin = m.bin"
+        connection.execute(
+            f"UPDATE {tables.whist} w SET n = w.n + m.n FROM site_moved m WHERE {match}",
+            {"w": name},
+        )
+        connection.execute(
+            f"""INSERT INTO {tables.whist} (win, id, bin, n) SELECT $w, id, bin, n
+                FROM site_moved m
+                WHERE NOT EXISTS (SELECT 1 FROM {tables.whist} w WHERE {match})""",
+            {"w": name},
+        )
+        connection.execute(f"DELETE FROM {tables.whist} WHERE win = $w AND n = 0", {"w": name})
+        sums = f"""SELECT parent, region, sum(runs)::BIGINT AS runs,
+                          sum(passes)::BIGINT AS passes FROM (
+                       SELECT parent, region, runs, passes FROM {tables.window} WHERE win = $w
+                       UNION ALL {sums})
+                   GROUP BY parent, region"""
+        connection.execute(
+            f"DELETE FROM {tables.chart} WHERE win = $w AND slot < $s",
+            {"w": name, "s": move.start},
+        )
+    connection.execute(
+        f"CREATE OR REPLACE TEMP TABLE site_runs AS {sums}",
+        {} if move.old is None else {"w": name},
+    )
+    # Keys with no run left in the window (no histogram counts) have no figures: the inner
+    # join with the quantiles drops them, moved or computed from scratch alike.
     counts = f"(SELECT id, bin, n FROM {tables.whist} WHERE win = $w)"
     connection.execute(f"DELETE FROM {tables.window} WHERE win = $w", {"w": name})
     connection.execute(
         f"""INSERT INTO {tables.window} ({_COLUMNS})
             WITH quantiles AS ({quantiles_sql(counts, "id")})
             SELECT $w, r.parent, r.region, r.runs, r.passes, q.q[1], q.q[2], q.q[3]
-            FROM (SELECT parent, region, sum(runs)::BIGINT AS runs,
-                         sum(passes)::BIGINT AS passes
-                  FROM site_tier GROUP BY GROUPING SETS ((parent, region), (parent))) r
-            LEFT JOIN {tables.keys} k
+            FROM site_runs r
+            JOIN {tables.keys} k
               ON k.parent = r.parent AND k.region IS NOT DISTINCT FROM r.region
-            LEFT JOIN quantiles q ON q.id = k.id""",
+            JOIN quantiles q ON q.id = k.id""",
         {"w": name},
     )
-    connection.execute(f"DELETE FROM {tables.chart} WHERE win = $w", {"w": name})
     connection.execute(
         f"""INSERT INTO {tables.chart} (win, parent, region, slot, p95, shown)
             SELECT $w, parent, region, slot, p95, {SHOWN_SQL.format("p95")} FROM (
                 SELECT parent, region, day * {DAY} AS slot, max(p95) AS p95
-                FROM site_tier GROUP BY parent, region, day)""",
+                FROM site_tier WHERE sign = 1 GROUP BY parent, region, day)""",
         {"w": name},
     )
-    for table in ("site_tier", "site_delta"):
+    for table in ("site_tier", "site_leaf", "site_delta", "site_moved", "site_runs"):
         connection.execute(f"DROP TABLE {table}")
 
 
