@@ -18,7 +18,7 @@ import pytest
 
 from reconciler.cli.main import main
 from reconciler.server.controllers.history import HistoryKeeper
-from reconciler.sitebuild import build_site, queries
+from reconciler.sitebuild import SiteBuilder, build_site, queries
 from reconciler.sitebuild.tables import Tables
 from reconciler.store import days, reports
 from reconciler.store.archive import DAY_SECONDS, source
@@ -520,3 +520,28 @@ def test_the_365_day_figure_reads_the_tier_and_equals_the_raw_rows(state: Path) 
     assert exact is not None
     for key, value in zip(("p50", "p95", "p99"), exact[0], strict=True):
         assert abs(latency[key] - value) <= 0.02 * value, (key, latency[key], value)
+
+
+def test_a_server_backfills_the_tier_a_few_days_a_build(tmp_path: Path) -> None:
+    """A server's builds (staging ahead) write 5 days of the tier each; the long windows
+    wait for the tier to hold every day they cover, then show the raw rows' figures."""
+    path = tmp_path / "state.duckdb"
+    with open_state(path) as connection:
+        generate(connection, days=12)
+        builder = SiteBuilder(tmp_path / "site", stage_ahead=True)
+        shown = []
+        for minute in range(4):
+            builder.build(connection, NOW + timedelta(minutes=minute))
+            held = connection.execute("SELECT count(DISTINCT day) FROM result_days").fetchone()
+            shown.append(
+                (held[0] if held else 0, sorted(queries.window_states(connection, Tables())))
+            )
+        figures_ = queries.window_figures(connection, Tables())
+    long = ["24h", "30d", "365d", "7d", "90d"]
+    assert shown == [(5, ["24h", "30d", "7d"]), (10, ["24h", "30d", "7d"]), (12, long), (12, long)]
+    today = NOW.replace(hour=0, minute=0)
+    runs, passes = raw_uptime(
+        path, "web/api", today - timedelta(days=364), NOW + timedelta(hours=1)
+    )
+    year = figures_[("365d", "web/api", None)]
+    assert (year.runs, year.passes) == (runs, passes)
