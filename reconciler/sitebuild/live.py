@@ -35,7 +35,7 @@ from reconciler.sitebuild.tables import (
     hist_select,
     read_meta,
 )
-from reconciler.sitebuild.tiered import open_part
+from reconciler.sitebuild.tiered import open_part, today_points
 from reconciler.sitebuild.windows import DAY, WINDOWS, Window, floor_to
 from reconciler.store.db import Connection
 
@@ -65,16 +65,26 @@ def refresh_live(connection: Connection, tables: Tables) -> None:
             GROUP BY parent, region, bucket, bin""",
         {"since": at(min(ends))},
     )
+    today: int | None = None  # the end `site_today` was computed from
     for window, bounds in published:
         if bounds is not None and window.tier:
             sums, bins, parameters = open_part(tables, hist_to)
             _insert_live(connection, tables, window, sums, bins, {"end": bounds[1], **parameters})
-            _tail(connection, tables, window, *bounds)
+            if today != bounds[1]:  # the tiered windows share an end nearly always
+                today_points(connection, tables, bounds[1], hist_to)
+                today = bounds[1]
+            connection.execute(
+                f"""INSERT INTO {tables.tail} (win, parent, region, slot, p95, shown)
+                    SELECT $w, parent, region, slot, p95, {SHOWN_SQL.format("p95")}
+                    FROM site_today""",
+                {"w": window.name},
+            )
         elif bounds is not None:
             staged = parse(meta.get(f"window.{window.name}.staged"))
             _figures(connection, tables, window, bounds, staged or bounds)
             _tail(connection, tables, window, *bounds)
     connection.execute("DROP TABLE site_open")
+    connection.execute("DROP TABLE IF EXISTS site_today")
 
 
 def _figures(

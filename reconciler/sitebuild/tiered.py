@@ -14,7 +14,8 @@ region, check and finished day) instead:
 * **Today** is the open part, added at every build (`open_part`): runs and passes from the
   rollup buckets since midnight (kept current to the newest row), latency bins from today's
   daily histogram (`site_hist`, whole 2-hour blocks) plus the raw rows since its last block,
-  which the other windows' open part reads anyway.
+  which the other windows' open part reads anyway. Today's chart point is today's p95 read
+  off the same counts (`today_points`).
 
 These windows are never staged (`moves.py`): moving one costs a read of the tier once a day.
 """
@@ -136,6 +137,28 @@ def tier_figures(connection: Connection, tables: Tables, move: Move) -> None:
     )
     for table in ("site_tier", "site_leaf", "site_delta", "site_moved", "site_runs"):
         connection.execute(f"DROP TABLE {table}")
+
+
+def today_points(connection: Connection, tables: Tables, end: int, hist_to: int) -> None:
+    """The charts' points from a tiered window's stored end on (`temp.site_today`: parent,
+    region, slot, p95): each day's p95 read off its latency histogram (today's daily
+    histogram and the raw rows since its last block, `site_open`), like the stored days'
+    exact p95, rather than the highest 15-minute p95 the other windows' tails show, which on
+    a chart of days would stand out as a spike every day."""
+    counts = f"""(SELECT parent || chr(0) || region || chr(0) || day AS k, bin, sum(n) AS n
+                  FROM (SELECT parent, region, day, bin, n FROM {tables.hist}
+                        WHERE day >= $end // {DAY}
+                        UNION ALL
+                        SELECT parent, region, bucket // {DAY}, bin, n FROM site_open
+                        WHERE bucket >= $hist_to)
+                  GROUP BY k, bin)"""
+    connection.execute(
+        f"""CREATE OR REPLACE TEMP TABLE site_today AS
+            SELECT split_part(k, chr(0), 1) AS parent, split_part(k, chr(0), 2) AS region,
+                   split_part(k, chr(0), 3)::BIGINT * {DAY} AS slot, q[2] AS p95
+            FROM ({quantiles_sql(counts, "k")})""",
+        {"end": end, "hist_to": hist_to},
+    )
 
 
 def open_part(tables: Tables, hist_to: int) -> tuple[str, str, dict[str, object]]:
