@@ -68,11 +68,13 @@ def refresh_live(connection: Connection, tables: Tables) -> None:
     today: int | None = None  # the end `site_today` was computed from
     for window, bounds in published:
         if bounds is not None and window.tier:
-            sums, bins, parameters = open_part(tables, hist_to)
-            _insert_live(connection, tables, window, sums, bins, {"end": bounds[1], **parameters})
-            if today != bounds[1]:  # the tiered windows share an end nearly always
+            if today != bounds[1]:  # the tiered windows share their open part nearly always
+                sums, bins, parameters = open_part(tables, hist_to)
+                _drop_open(connection)
+                _open_tables(connection, tables, sums, bins, {"end": bounds[1], **parameters})
                 today_points(connection, tables, bounds[1], hist_to)
                 today = bounds[1]
+            _insert_window(connection, tables, window)
             connection.execute(
                 f"""INSERT INTO {tables.tail} (win, parent, region, slot, p95, shown)
                     SELECT $w, parent, region, slot, p95, {SHOWN_SQL.format("p95")}
@@ -85,6 +87,7 @@ def refresh_live(connection: Connection, tables: Tables) -> None:
             _tail(connection, tables, window, *bounds)
     connection.execute("DROP TABLE site_open")
     connection.execute("DROP TABLE IF EXISTS site_today")
+    _drop_open(connection)
 
 
 def _figures(
@@ -122,6 +125,16 @@ def _insert_live(
     """`site_live` rows of one window: its stored figures (`site_window`, `site_whist`) plus
     the open part's runs and passes (`sums`: parent, region, runs, passes) and latency
     counts (`bins`: parent, region, bin, n), for every key with runs in the open part."""
+    _open_tables(connection, tables, sums, bins, parameters)
+    _insert_window(connection, tables, window)
+    _drop_open(connection)
+
+
+def _open_tables(
+    connection: Connection, tables: Tables, sums: str, bins: str, parameters: dict[str, object]
+) -> None:
+    """An open part's sums and latency counts by key (`site_open_sums`, `site_open_keys`,
+    `site_open_bins`): the same for windows with the same open part (the tiered ones)."""
     used = {key: value for key, value in parameters.items() if f"${key}" in sums}
     connection.execute(
         f"""CREATE OR REPLACE TEMP TABLE site_open_sums AS
@@ -149,6 +162,10 @@ def _insert_live(
             GROUP BY k.id, b.bin""",
         used,
     )
+
+
+def _insert_window(connection: Connection, tables: Tables, window: Window) -> None:
+    """`site_live` rows of one window from the open part's tables (`_open_tables`)."""
     # Materialised: the quantile query reads its counts twice (running sums and totals).
     # A (key, bin) may come twice (stored and open): the running sum over both rows still
     # first exceeds a rank in the same bin, since every count is positive.
@@ -171,8 +188,12 @@ def _insert_live(
             LEFT JOIN quantiles q USING (id)""",
         {"w": window.name},
     )
-    for table in ("site_open_sums", "site_open_keys", "site_open_bins", "site_open_counts"):
-        connection.execute(f"DROP TABLE {table}")
+    connection.execute("DROP TABLE site_open_counts")
+
+
+def _drop_open(connection: Connection) -> None:
+    for table in ("site_open_sums", "site_open_keys", "site_open_bins"):
+        connection.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _left(
