@@ -162,6 +162,9 @@ def fill(
         if known is None or day >= known:
             progress(f"per-day tier: {_at(day).date()} ({index + 1}/{len(days)}), {rows:,} rows")
     left = days[len(todo) :]
+    newest = int(received[0]) if received and received[0] is not None else None
+    if not todo and known == max(today, known or 0) and newest == _meta(connection, DAYS_RECEIVED):
+        return todo  # nothing new: no commit (builds run every minute)
     connection.execute("BEGIN TRANSACTION")
     try:
         if left:
@@ -170,8 +173,8 @@ def fill(
                 _set_meta(connection, DAYS_UNTIL, left[0])
         else:
             _set_meta(connection, DAYS_UNTIL, max(today, until(connection)))
-            if received and received[0] is not None:
-                _set_meta(connection, DAYS_RECEIVED, int(received[0]))
+            if newest is not None:
+                _set_meta(connection, DAYS_RECEIVED, newest)
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")
