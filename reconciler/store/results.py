@@ -49,11 +49,11 @@ class RecentKeys:
 
     Attributes:
         span: how far back from now the set reaches.
-        max_keys: the most hashes kept (about 60 bytes each).
+        max_keys: the most hashes kept (about 70 bytes each: 1M is ~70 MB).
     """
 
     span: timedelta = timedelta(minutes=10)
-    max_keys: int = 2_000_000
+    max_keys: int = 1_000_000
     horizon: datetime | None = None  # None until loaded from the table
     _minutes: dict[int, set[int]] = field(default_factory=dict)
     _order: deque[int] = field(default_factory=deque)
