@@ -53,6 +53,11 @@ def parse_matcher(text: str) -> Matcher:
     name, op, value = found.groups()
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    elif value[:1] in ("=", "~"):
+        raise ValueError(
+            f"{text!r} is not a matcher: the operators are =, !=, =~ and !~ (quote a value "
+            "that starts with = or ~)"
+        )
     if op in ("=~", "!~"):
         try:
             re.compile(value)

@@ -123,7 +123,11 @@ def event_labels(event: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
         labels["canary"] = (str(canary),)
         namespace = event.get("namespace") or str(canary).partition("/")[0]
         labels["namespace"] = (str(namespace),)
-    severity = event.get("severity") or DEFAULT_SEVERITY.get(kind, "info")
+    severity = (
+        event.get("severity")
+        or labels.get("severity", ("",))[0]
+        or DEFAULT_SEVERITY.get(kind, "info")
+    )
     labels["severity"] = (str(severity),)
     regions = list(event.get("regions_down") or [])
     if event.get("region"):
