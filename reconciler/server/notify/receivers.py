@@ -207,7 +207,7 @@ class Email(Integration):
             await asyncio.to_thread(self._deliver, message)
         except smtplib.SMTPResponseException as error:
             raise DeliveryError(
-                f"SMTP {error.smtp_code}: {error.smtp_error!r}", retry=error.smtp_code >= 400
+                f"SMTP {error.smtp_code}: {error.smtp_error!r}", retry=error.smtp_code < 500
             ) from error
         except (OSError, smtplib.SMTPException) as error:
             raise DeliveryError(f"SMTP: {error}") from error
