@@ -163,6 +163,14 @@ def test_group_by_all_labels_notifies_each_alert_apart() -> None:
     assert sorted(len(n.firing) for n in sent) == [1, 1]
 
 
+def test_an_empty_group_by_puts_everything_in_one_group() -> None:
+    dispatcher = Dispatcher(table([{"receiver": "mail", "group_by": []}], group_by=["canary"]))
+    dispatcher.add(opened("shop/checkout", 1), T0)
+    dispatcher.add({"type": "agent_silent", "agent": "eu-1", "region": "eu"}, T0)
+    [sent] = flush(dispatcher, T0)
+    assert sorted(e["type"] for e in sent.firing) == ["agent_silent", "incident_opened"]
+
+
 def test_group_interval_spaces_out_changes_to_a_notified_group() -> None:
     dispatcher = Dispatcher(table([], group_by=["namespace"], group_interval="5m"))
     dispatcher.add(opened("shop/checkout", 1), T0)

@@ -161,3 +161,42 @@ def test_the_plan_shows_a_routing_change(config_repo: ConfigRepo) -> None:
     before, after = line.split(" -> ")
     assert 'team=\\"payments\\"' in before and 'team=~\\"payments|search\\"' in after
     assert "Plan: 0 to add, 1 to change, 0 to destroy." in result.out
+
+
+REMINDING = """
+apiVersion: canary-reconciler/v1
+kind: Receiver
+metadata: {{name: chat}}
+spec:
+  webhook: {{url: "{url}"}}
+---
+apiVersion: canary-reconciler/v1
+kind: AlertRouting
+metadata: {{name: default}}
+spec: {{receiver: chat, group_wait: 0s, repeat_interval: 2s}}
+"""
+
+
+def test_a_restart_keeps_the_deliveries_and_the_reminders_due(tmp_path: Path) -> None:
+    hook = Webhook()
+    repo = make_repo(tmp_path / "config", hook.url)
+    repo.write("alerting.yaml", REMINDING.format(url=hook.url))
+    repo.commit("remind every 2s")
+    state = tmp_path / "state.duckdb"
+    with running_in_process(repo.path, state, ENV) as server:
+        server.wait_ready()
+        fail_runs(server, 3)
+        wait_for(lambda: len(deliveries(server)["deliveries"]) == 1, 10, "the first delivery")
+    sent_before = len(hook.bodies)
+    with running_in_process(repo.path, state, ENV) as server:
+        server.wait_ready()
+        # What was delivered before the restart is listed, read back from the state file.
+        assert deliveries(server)["deliveries"][-1]["events"] == ["incident_opened"]
+        # The incident is still open: its reminder comes on time, from the stored group.
+        wait_for(lambda: len(hook.bodies) > sent_before, 10, "a reminder after the restart")
+        documents = [orjson.loads(body) for _, body in hook.bodies]
+        assert [d["reminder"] for d in documents[sent_before:]] == [True] * (
+            len(documents) - sent_before
+        )
+        # Nothing sent before the restart was sent again as new.
+        assert [d["reminder"] for d in documents].count(False) == 1

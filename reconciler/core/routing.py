@@ -70,6 +70,11 @@ def _seconds(value: Any, fallback: timedelta) -> timedelta:
     return fallback if value is None else timedelta(seconds=parse_duration(str(value)))
 
 
+def _group_by(value: Any, fallback: tuple[str, ...]) -> tuple[str, ...]:
+    # `[]` is not "unset": it groups everything the route takes into one group.
+    return fallback if value is None else tuple(str(v) for v in value)
+
+
 def routing_table(
     spec: Mapping[str, Any], receivers: Mapping[str, Mapping[str, Any]]
 ) -> RoutingTable:
@@ -84,7 +89,7 @@ def routing_table(
     """
     default = Route(
         receiver=str(spec["receiver"]),
-        group_by=tuple(spec.get("group_by") or DEFAULT_GROUP_BY),
+        group_by=_group_by(spec.get("group_by"), DEFAULT_GROUP_BY),
         group_wait=_seconds(spec.get("group_wait"), DEFAULT_GROUP_WAIT),
         group_interval=_seconds(spec.get("group_interval"), DEFAULT_GROUP_INTERVAL),
         repeat_interval=_seconds(spec.get("repeat_interval"), DEFAULT_REPEAT_INTERVAL),
@@ -96,7 +101,7 @@ def routing_table(
                 receiver=str(route["receiver"]),
                 matchers=tuple(parse_matcher(m) for m in route.get("matchers") or []),
                 continue_=bool(route.get("continue", False)),
-                group_by=tuple(route.get("group_by") or default.group_by),
+                group_by=_group_by(route.get("group_by"), default.group_by),
                 group_wait=_seconds(route.get("group_wait"), default.group_wait),
                 group_interval=_seconds(route.get("group_interval"), default.group_interval),
                 repeat_interval=_seconds(route.get("repeat_interval"), default.repeat_interval),
@@ -330,6 +335,48 @@ class Dispatcher:
             now,
         )
 
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The groups as plain data, to store (`restore` takes it back)."""
+        return [
+            {
+                "key": group.key,
+                "route": [group.route.index, group.route.receiver],
+                "flush_at": _iso(group.flush_at),
+                "last_flush": _iso(group.last_flush),
+                "alerts": [
+                    [a.key, a.event, a.firing, a.notice, a.notified] for a in group.alerts.values()
+                ],
+            }
+            for group in self.groups.values()
+        ]
+
+    def restore(self, stored: Iterable[Mapping[str, Any]]) -> int:
+        """Take back stored groups whose route still exists (same position and receiver).
+
+        Returns:
+            How many groups were restored.
+        """
+        by_slot = {(r.index, r.receiver): r for r in (*self.table.routes, self.table.default)}
+        restored = 0
+        for item in stored:
+            index, receiver = item["route"]
+            route = by_slot.get((int(index), str(receiver)))
+            if route is None:
+                continue
+            group = Group(
+                str(item["key"]),
+                route,
+                flush_at=_parse(item.get("flush_at")),
+                last_flush=_parse(item.get("last_flush")),
+            )
+            for key, event, firing, notice, notified in item.get("alerts", []):
+                group.alerts[key] = Alert(
+                    key, dict(event), bool(firing), bool(notice), bool(notified)
+                )
+            self.groups[group.key] = group
+            restored += 1
+        return restored
+
     def next_due(self) -> datetime | None:
         """When `due` next has something to return, if ever without new events."""
         times = []
@@ -341,6 +388,14 @@ class Dispatcher:
             ):
                 times.append(group.last_flush + group.route.repeat_interval)
         return min(times, default=None)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _parse(value: Any) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(str(value))
 
 
 def route_events(

@@ -101,17 +101,25 @@ async def running_parts(
         control = ControlPlane(settings, state, source, environ, clock)
         hooks = parse_hooks(settings.notify_urls)
         notifications = Notifications(
-            hooks, settings.notify_secret, control.metrics, clock, environ, loops=control.loops
+            hooks,
+            settings.notify_secret,
+            control.metrics,
+            clock,
+            environ,
+            loops=control.loops,
+            state=control.state,
         )
         notifications.start()
-        stack.push_async_callback(notifications.stop)
         if hooks:
             log.info("without an AlertRouting, notifications go to %d webhook(s)", len(hooks))
         # Each served revision's Receivers and AlertRouting (the stored one at start too).
         control.on_publish.append(lambda: notifications.configure(control.resources))
         announce = announcer(notifications)
         stack.push_async_callback(control.stop)  # stores queued results, releases the file
+        # Stopped before the state file is released: its last deliveries are stored.
+        stack.push_async_callback(notifications.stop)
         await control.start_serving()
+        await notifications.restore()
 
         local_agent = LocalAgent(control)
         await local_agent.start()

@@ -25,7 +25,8 @@ MAX_LIMIT = 500
 async def list_notifications(request: Request) -> Response:
     """Each delivery of a notification through one integration of a receiver (or one
     `--notify-url` hook): receiver, integration, event types, status (`delivered`,
-    `failed`, `skipped`), attempts, the last error and the time. Kept in memory, the last 500.
+    `failed`, `skipped`), attempts, the last error and the time. The newest 500 are kept
+    (in the state file, so a restart keeps them).
     `problems` lists receivers that cannot be reached as configured (a missing secret).
     """
     require_read(request)

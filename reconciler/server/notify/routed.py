@@ -5,8 +5,8 @@ this module runs its clock (one timer task), hands due notifications to one work
 receiver (a slow receiver never delays another), retries each integration with backoff, and
 keeps the recent deliveries for `GET /api/v1/notifications` and the counters for `/metrics`.
 Without an AlertRouting in the served revision, events go to the `--notify-url` hooks as
-before. The recent deliveries and the grouping state (reminders due) live in memory: a
-restart starts them empty (docs/notifications.md).
+before. The recent deliveries and the grouping state (reminders due) are stored through the
+state file's writer and read back at start (store/notifications.py).
 """
 
 from __future__ import annotations
@@ -31,6 +31,13 @@ from reconciler.core.routing import Dispatcher, Notification, RoutingTable, rout
 from reconciler.server.notify.hooks import Hook, Notifier
 from reconciler.server.notify.receivers import Broken, DeliveryError, Integration, integrations
 from reconciler.server.supervise import Supervisor
+from reconciler.store.handle import StateHandle
+from reconciler.store.notifications import (
+    load_groups,
+    recent_deliveries,
+    record_delivery,
+    save_groups,
+)
 
 log = logging.getLogger("reconciler.server.notify")
 
@@ -83,8 +90,14 @@ class Notifications:
         loops: Supervisor | None = None,
         attempts: int = 6,
         first_delay: float = 1.0,
+        state: StateHandle | None = None,
     ) -> None:
         self._metrics = metrics
+        self._state = state
+        # Stored groups read at start, taken back once the routing is known.
+        self._stored_groups: list[dict[str, Any]] | None = None
+        self._groups_changed = False
+        self._writes: set[asyncio.Task[None]] = set()
         self._clock = clock
         self._environ = environ
         self._loops = loops
@@ -119,6 +132,45 @@ class Notifications:
             self._legacy.start()
         self._timer = asyncio.create_task(self._tick(), name="notify timer")
 
+    async def restore(self) -> None:
+        """Read the stored deliveries and groups (call once the stored revision is served).
+
+        A state file that cannot be read is reported; notifications start empty then.
+        """
+        if self._state is None:
+            return
+        try:
+            groups = await self._state.read(load_groups)
+            stored = await self._state.read(recent_deliveries)
+        except Exception as error:  # noqa: BLE001 - reported; notifications start empty
+            self._failed(error, "reading the stored notifications")
+            return
+        for item in reversed(stored):
+            self.recent.append(
+                Delivery(
+                    item["receiver"],
+                    item["integration"],
+                    tuple(item["events"]),
+                    item["status"],
+                    item["attempts"],
+                    item["error"],
+                    item["at"],
+                    item["group"],
+                    item["reminder"],
+                )
+            )
+        self._stored_groups = groups if isinstance(groups, list) else None
+        if self._dispatcher is not None and self._stored_groups is not None:
+            self._dispatcher.restore(self._stored_groups)
+            self._stored_groups = None
+        self._wake.set()
+
+    def _failed(self, error: BaseException, doing: str) -> None:
+        if self._loops is None:
+            log.error("%s failed: %s", doing, error)
+        else:
+            self._loops.failed("notify", error, doing)
+
     async def stop(self, wait_seconds: float = 5.0) -> None:
         """Give queued notifications a moment to go out, then stop."""
         if self._legacy is not None:
@@ -127,6 +179,8 @@ class Notifications:
             await asyncio.wait_for(
                 asyncio.gather(*(q.join() for q in self._queues.values())), wait_seconds
             )
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
         tasks = [*self._workers.values(), *([self._timer] if self._timer else [])]
         for task in tasks:
             task.cancel()
@@ -153,6 +207,7 @@ class Notifications:
         if not routing:
             self._dispatcher = None
             self._integrations = {}
+            self.problems = []
             return
         table: RoutingTable = routing_table(
             routing[0].spec, {name: r.spec for name, r in receivers.items()}
@@ -169,6 +224,9 @@ class Notifications:
         self._integrations = built
         if self._dispatcher is None:
             self._dispatcher = Dispatcher(table)
+            if self._stored_groups is not None:
+                self._dispatcher.restore(self._stored_groups)
+                self._stored_groups = None
         else:
             self._dispatcher.replace_table(table)
         self._wake.set()
@@ -184,6 +242,7 @@ class Notifications:
             return
         stamped = {"at": self._clock().isoformat(), **event}
         self._dispatcher.add(stamped, self._clock())
+        self._groups_changed = True
         self._wake.set()
 
     async def _tick(self) -> None:
@@ -196,6 +255,10 @@ class Notifications:
                     now = self._clock()
                     for notification in dispatcher.due(now):
                         self._enqueue(notification)
+                        self._groups_changed = True
+                    if self._groups_changed:
+                        self._groups_changed = False
+                        await self._save_groups(dispatcher)
                     upcoming = dispatcher.next_due()
                     if upcoming is not None:
                         wait = max(0.0, (upcoming - self._clock()).total_seconds())
@@ -208,6 +271,15 @@ class Notifications:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _save_groups(self, dispatcher: Dispatcher) -> None:
+        """Store the grouping state, so a restart keeps reminders on time and re-sends nothing
+        already sent (one small row, written on the state's writer thread)."""
+        if self._state is None:
+            return
+        snapshot = dispatcher.snapshot()
+        now = self._clock()
+        await self._state.write(lambda c: save_groups(c, snapshot, now))
 
     def _enqueue(self, notification: Notification) -> None:
         receiver = notification.receiver
@@ -287,7 +359,7 @@ class Notifications:
                 integration.kind,
                 error,
             )
-        self.recent.append(
+        self._keep(
             Delivery(
                 integration.receiver,
                 integration.kind,
@@ -301,13 +373,32 @@ class Notifications:
             )
         )
 
+    def _keep(self, delivery: Delivery) -> None:
+        """Remember a delivery, and store it through the state's writer (in the background:
+        a delivery never waits on the state file)."""
+        self.recent.append(delivery)
+        if self._state is None:
+            return
+        document = {**delivery.document(), "at": delivery.at}
+        write = self._state.write(lambda c: record_delivery(c, document))
+
+        async def stored() -> None:
+            try:
+                await write
+            except Exception as error:  # noqa: BLE001 - reported; the delivery stays in memory
+                self._failed(error, "storing a notification delivery")
+
+        task = asyncio.create_task(stored())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
     def _record_hook(
         self, url: str, event: dict[str, Any], status: str, attempts: int, error: str | None
     ) -> None:
         # A hook is named by its host only: Slack webhook URLs carry their token in the path.
         receiver = f"notify-url {urlsplit(url).netloc}"
         self._metrics.count(DELIVERY_METRIC, receiver=receiver, integration="hook", outcome=status)
-        self.recent.append(
+        self._keep(
             Delivery(
                 receiver, "hook", (str(event.get("type")),), status, attempts, error, self._clock()
             )
