@@ -231,6 +231,8 @@ class Notifications:
             self._dispatcher.replace_table(table)
         self._wake.set()
         log.info("notifications routed to %d receiver(s) by %s", len(receivers), routing[0].address)
+        if self._legacy is not None:
+            log.warning("--notify-urls is not used: %s routes the events", routing[0].address)
 
     # -- events ----------------------------------------------------------------------------
 
