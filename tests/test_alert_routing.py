@@ -310,3 +310,24 @@ spec:
     assert "spec.email.auth_password_from: give exactly one of env or file" in found
     assert "spec.email: auth_username and auth_password_from go together" in found
     assert "is not a matcher" in found
+
+
+def test_a_second_routing_is_an_error_and_unrouted_receivers_a_warning() -> None:
+    routing = """---
+apiVersion: canary-reconciler/v1
+kind: AlertRouting
+metadata: {{name: {name}}}
+spec: {{receiver: pager}}
+"""
+    found = _load(RECEIVER + routing.format(name="first") + routing.format(name="second"))
+    assert len(found) == 1
+    assert "AlertRouting/second" in found[0]
+    assert (
+        "only one AlertRouting is allowed; AlertRouting/first is declared at alerting.yaml:8"
+        in (found[0])
+    )
+    content = RECEIVER.encode()
+    files = [SourceFile("alerting.yaml", git_blob_sha(content), lambda: content)]
+    [warning] = load_config(files).diagnostics
+    assert warning.severity == "warning"
+    assert "no AlertRouting sends events to this receiver" in warning.format()

@@ -17,7 +17,11 @@ def routing_diagnostics(config: Config) -> list[Diagnostic]:
         warning for receivers declared without any AlertRouting (nothing would reach them).
     """
     found: list[Diagnostic] = []
-    routings = sorted(config.alert_routing.values(), key=lambda d: (d.path, d.location()))
+    # The first in file order is kept; line numbers compare as numbers (":8" before ":13").
+    routings = sorted(
+        config.alert_routing.values(),
+        key=lambda d: (d.path, int(d.location().rpartition(":")[2])),
+    )
     for extra in routings[1:]:
         message = (
             f"only one AlertRouting is allowed; {routings[0].subject} is declared at "
