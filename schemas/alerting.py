@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from schemas.base import API_VERSION, Duration, Metadata, Problem, StrictModel
+from schemas.base import API_VERSION, Duration, Metadata, Problem, Slug, StrictModel
 
 MatchOp = Literal["=", "!=", "=~", "!~"]
 
@@ -224,6 +224,11 @@ class Timing(StrictModel):
 class AlertRoute(Timing):
     """A route: events its matchers all accept go to its receiver."""
 
+    name: Slug | None = Field(
+        default=None,
+        description="Optional; when every route has one, the plan shows each route's changes "
+        "field by field.",
+    )
     receiver: str = Field(min_length=1, description="Name of a Receiver.")
     matchers: list[MatcherText] = Field(
         default_factory=list, description="All must match; none: every event matches."
@@ -241,6 +246,18 @@ class AlertRoutingSpec(Timing):
     receiver: str = Field(min_length=1, description="Receiver of events no route matched.")
     routes: list[AlertRoute] = Field(default_factory=list)
 
+    def problems(self) -> Iterator[Problem]:
+        seen: dict[str, int] = {}
+        for index, route in enumerate(self.routes):
+            if route.name is None:
+                continue
+            if route.name in seen:
+                yield (
+                    ("routes", index, "name"),
+                    f"route name {route.name!r} is already used by routes[{seen[route.name]}]",
+                )
+            seen.setdefault(route.name, index)
+
 
 class AlertRoutingDocument(StrictModel):
     """A `kind: AlertRouting` document (at most one per repository)."""
@@ -249,3 +266,7 @@ class AlertRoutingDocument(StrictModel):
     kind: Literal["AlertRouting"] = "AlertRouting"
     metadata: Metadata
     spec: AlertRoutingSpec
+
+    def problems(self) -> Iterator[Problem]:
+        for path, message in self.spec.problems():
+            yield (("spec", *path), message)

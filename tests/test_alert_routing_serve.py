@@ -200,3 +200,19 @@ def test_a_restart_keeps_the_deliveries_and_the_reminders_due(tmp_path: Path) ->
         )
         # Nothing sent before the restart was sent again as new.
         assert [d["reminder"] for d in documents].count(False) == 1
+
+
+def test_named_routes_show_in_the_plan_field_by_field(config_repo: ConfigRepo) -> None:
+    named = ALERTING.replace("    - receiver: chat\n", "    - name: team\n      receiver: chat\n")
+    named = named.replace(
+        "    - receiver: oncall\n", "    - name: critical\n      receiver: oncall\n"
+    )
+    repo = make_repo(config_repo.path, "https://chat.example.com/hook")
+    repo.write("alerting.yaml", named.format(url="https://chat.example.com/hook", matcher="team=a"))
+    first = repo.commit("named routes")
+    repo.write("alerting.yaml", named.format(url="https://chat.example.com/hook", matcher="team=b"))
+    second = repo.commit("route team b")
+    result = run_cli("plan", "--repo", repo.path, "--ref", second, "--base", first)
+    assert result.code == 0, result.err
+    assert '~ routes[team].matchers = ["team=a"] -> ["team=b"]' in result.out
+    assert "critical" not in result.out  # the unchanged route is not shown
