@@ -250,6 +250,9 @@ class Notifications:
     async def _tick(self) -> None:
         """Flush due groups, then sleep until the next is due or an event arrives."""
         while True:
+            # Cleared before looking, so an event that arrives while due groups are stored
+            # wakes the next round instead of being missed.
+            self._wake.clear()
             wait: float | None = None
             dispatcher = self._dispatcher
             if dispatcher is not None:
@@ -270,7 +273,6 @@ class Notifications:
                     else:
                         self._loops.failed("notify", error, "routing notifications")
                     wait = 1.0
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
