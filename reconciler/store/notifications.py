@@ -8,7 +8,7 @@ bounded: the newest `KEPT_DELIVERIES` rows stay.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -98,7 +98,7 @@ def recent_deliveries(connection: Connection, limit: int = KEPT_DELIVERIES) -> l
     for at, receiver, integration, events, status, attempts, error, group, reminder in rows:
         found.append(
             {
-                "at": at,
+                "at": at.astimezone(UTC),  # DuckDB answers in the session's time zone
                 "receiver": receiver,
                 "integration": integration,
                 "events": orjson.loads(events),
