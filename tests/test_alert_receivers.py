@@ -90,6 +90,8 @@ def pagerduty(path: str, headers: Any, body: Any) -> tuple[int, Any]:
             problems.append("payload.summary is required, at most 1024 characters")
         if not payload.get("source"):
             problems.append("payload.source is required")
+        if any(value is None for value in payload.values()):
+            problems.append("payload fields may not be null")
         if payload.get("severity") not in PD_SEVERITIES:
             problems.append("payload.severity must be critical, error, warning or info")
     if problems:

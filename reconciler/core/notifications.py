@@ -153,7 +153,7 @@ def pagerduty_event(
         "dedup_key": f"canary-reconciler/{key}",
     }
     if action == "trigger":
-        document["payload"] = {
+        payload = {
             "summary": plain_summary(event)[:PAGERDUTY_SUMMARY_CHARS],
             "source": str(event.get("canary") or event.get("agent") or source),
             "severity": _severity(event, severity),
@@ -163,6 +163,8 @@ def pagerduty_event(
             "class": event.get("type"),
             "custom_details": {k: v for k, v in event.items() if v is not None},
         }
+        # Optional fields are left out rather than sent as null.
+        document["payload"] = {k: v for k, v in payload.items() if v is not None}
         document["client"] = source
     return document
 
