@@ -2,7 +2,7 @@
 neither forgets what was sent nor re-sends it, and reminders stay on time.
 
 Both tables are created on first use, so older state files need no migration. Deliveries are
-bounded: the newest `KEPT_DELIVERIES` rows stay.
+bounded: the newest `KEPT_DELIVERIES` rows stay (up to `TRIM_SLACK` more between trims).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import orjson
 from reconciler.store.db import Connection
 
 KEPT_DELIVERIES = 500
+# Trimmed back to KEPT_DELIVERIES once this many more are stored: one trim per 50 inserts.
+TRIM_SLACK = 50
 
 _DELIVERIES = """CREATE TABLE IF NOT EXISTS notification_deliveries (
     delivered_at TIMESTAMPTZ NOT NULL,
@@ -57,7 +59,8 @@ def _exists(connection: Connection, table: str) -> bool:
 
 
 def record_delivery(connection: Connection, delivery: Mapping[str, Any]) -> None:
-    """Store one delivery (the API's document of it) and drop the oldest beyond the bound."""
+    """Store one delivery (the API's document of it); trim to the newest `KEPT_DELIVERIES`
+    once `TRIM_SLACK` more have accumulated."""
     connection.execute(_DELIVERIES)
     connection.execute(
         f"INSERT INTO notification_deliveries ({', '.join(_COLUMNS)}) "
@@ -74,6 +77,9 @@ def record_delivery(connection: Connection, delivery: Mapping[str, Any]) -> None
             bool(delivery.get("reminder", False)),
         ],
     )
+    (count,) = connection.execute("SELECT count(*) FROM notification_deliveries").fetchone() or (0,)
+    if count <= KEPT_DELIVERIES + TRIM_SLACK:
+        return
     oldest = connection.execute(
         "SELECT delivered_at FROM notification_deliveries ORDER BY delivered_at DESC "
         "OFFSET ? LIMIT 1",
