@@ -10,6 +10,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
+import orjson
+
 from reconciler.store.db import Connection
 from reconciler.store.tokens import hash_token
 
@@ -54,12 +56,12 @@ def _exists(connection: Connection) -> bool:
 def heartbeat_is_configured(connection: Connection, canary: str, check: str) -> bool:
     """Whether the applied config has a Canary `canary` with a heartbeat check `check`."""
     found = connection.execute(
-        "SELECT count(*) FROM resources, "
-        "unnest(CAST(json_extract(spec, '$.heartbeat[*].name') AS VARCHAR[])) AS h(name) "
-        "WHERE kind = 'Canary' AND name = ? AND h.name = ?",
-        [canary, check],
+        "SELECT spec FROM resources WHERE kind = 'Canary' AND name = ?", [canary]
     ).fetchone()
-    return bool(found and found[0])
+    if found is None:
+        return False
+    spec = orjson.loads(found[0])
+    return any(h.get("name") == check for h in spec.get("heartbeat", []))
 
 
 def mint_heartbeat_token(connection: Connection, key: Key, now: datetime) -> str:
