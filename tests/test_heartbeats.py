@@ -209,6 +209,8 @@ async def test_pings_keep_it_passing_and_a_missed_ping_fails_and_opens_an_incide
         metrics = (await client.get("/metrics")).text
         assert 'reconciler_heartbeat_pings_total{kind="ping",outcome="stored"} 3' in metrics
         assert "reconciler_heartbeat_missed_total 2" in metrics
+        probe = [line for line in metrics.splitlines() if line.startswith("probe_success{")]
+        assert any('check="nightly"' in line and 'agent="local"' in line for line in probe)
 
 
 @pytest.mark.anyio

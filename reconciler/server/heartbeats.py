@@ -114,6 +114,7 @@ class Heartbeats:
     async def start(self) -> None:
         for name, text in HELP.items():
             self._control.metrics.help.setdefault(name, text)
+        self._control.loops.watch(LOOP)  # in /metrics and /api/v1/status from the start
         await self._control.state.write(ensure_table)
         self._remember(await self._control.state.read(load_heartbeats))
         self._control.on_publish.append(self.refresh)
@@ -161,13 +162,20 @@ class Heartbeats:
         """Every served heartbeat with what is stored of it, by canary and check."""
         return [HeartbeatView(t, self._stored.get(k)) for k, t in sorted(self._targets.items())]
 
-    def _key_of(self, token: str) -> Key:
+    def key_of(self, token: str) -> Key:
         """The heartbeat a token belongs to, or a 404 that does not say what was wrong.
 
         The lookup is by the SHA-256 of the presented token: its timing depends on that
         hash, which an attacker cannot steer towards a stored one, never on how much of
         the token was right; the final comparison is constant time.
         """
+        try:
+            return self._key_of(token)
+        except RequestRefused:
+            self._control.metrics.count("heartbeat_pings_total", outcome="unknown_token")
+            raise
+
+    def _key_of(self, token: str) -> Key:
         if not token.startswith(TOKEN_PREFIX) or len(token) > MAX_TOKEN_CHARS:
             raise RequestRefused(404, UNKNOWN)
         presented = hash_token(token)
@@ -181,19 +189,17 @@ class Heartbeats:
 
     # -- pings -----------------------------------------------------------------------------
 
-    async def ping(self, token: str, kind: PingKind, message: str | None) -> str:
-        """Take one ping; returns what became of it (`stored` or `coalesced`).
+    async def ping(self, key: Key, kind: PingKind, message: str | None) -> str:
+        """Take one ping of the heartbeat `key_of` found; returns what became of it
+        (`stored`, `coalesced`, or `dropped` when ingest refused the row).
 
         Raises:
-            RequestRefused: 404 for any token that is not a served heartbeat's.
+            RequestRefused: 404 when the heartbeat left the served revision meanwhile.
         """
         metrics = self._control.metrics
-        try:
-            key = self._key_of(token)
-        except RequestRefused:
-            metrics.count("heartbeat_pings_total", outcome="unknown_token")
-            raise
-        target = self._targets[key]
+        target = self._targets.get(key)
+        if target is None:
+            raise RequestRefused(404, UNKNOWN)
         now = self._control.clock()
         previous = self._last.get((key, kind))
         if previous is not None and now - previous < MIN_PING_SPACING:

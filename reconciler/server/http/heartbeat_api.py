@@ -75,8 +75,9 @@ def _message(body: bytes) -> str | None:
 
 async def _ping(request: Request, token: str, kind: PingKind) -> Response:
     heartbeats = _heartbeats(request)
+    key = heartbeats.key_of(token)  # before the body: an unknown token reads nothing
     body = await read_body(request, MAX_PING_BODY_BYTES, "the ping's body")
-    outcome = await heartbeats.ping(token, kind, _message(body))
+    outcome = await heartbeats.ping(key, kind, _message(body))
     return json_response({"ok": True, "outcome": outcome})
 
 
