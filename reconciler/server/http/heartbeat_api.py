@@ -86,15 +86,18 @@ def _ping_route(path: str, kind: PingKind, summary: str) -> None:
         return await _ping(request, token, kind)
 
     endpoint.__name__ = f"heartbeat_{kind}"
-    router.add_api_route(
-        path,
-        endpoint,
-        methods=["GET", "POST"],
-        summary=summary,
-        description=_PING_DOC,
-        responses={**_PING_ANSWER, **errors(404, 408, 413)},
-        openapi_extra=_TEXT_BODY,
-    )
+    # One route per method: a route with two methods would give both one operation id.
+    for method in ("GET", "POST"):
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=[method],
+            summary=summary,
+            description=_PING_DOC,
+            operation_id=f"heartbeat_{kind}_{method.lower()}",
+            responses={**_PING_ANSWER, **errors(404, 408, 413)},
+            openapi_extra=_TEXT_BODY if method == "POST" else None,
+        )
 
 
 _ping_route(PING_PATH, "ping", "A heartbeat's job ran: stores a passing run")
