@@ -155,7 +155,14 @@ async def running_parts(
 
         site_dir = settings.site_dir or settings.state.with_name(settings.state.name + ".site")
         site = SiteRebuilder(
-            control.state, clock, site_dir, settings.site_interval, loops=control.loops
+            control.state,
+            clock,
+            site_dir,
+            settings.site_interval,
+            loops=control.loops,
+            agent_silent_after=timedelta(seconds=settings.agent_silent_after)
+            if settings.agent_silent_after > 0
+            else None,
         )
         control.on_publish.append(site.wake)
         await site.start()

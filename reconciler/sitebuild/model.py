@@ -12,6 +12,7 @@ import orjson
 
 from reconciler.core.resources import Resource
 from reconciler.sitebuild.queries import Figures, Series, Tails, WindowState
+from reconciler.sitebuild.silence import SilentAgent
 from reconciler.sitebuild.sla import Month
 from reconciler.sitebuild.windows import WINDOWS, Window
 from reconciler.store.refusals import Refusal
@@ -77,6 +78,8 @@ class Snapshot:
     month_incidents: dict[tuple[str, date], int] = field(default_factory=dict)
     # by canary: the newest screenshot of each of its browser checks (`store/screenshots.py`)
     screenshots: dict[str, list[Screenshot]] = field(default_factory=dict)
+    # enabled agents not heard from for the server's `--agent-silent-after` (`silence.py`)
+    silent: list[SilentAgent] = field(default_factory=list)
 
     def figure(self, window: str, canary: str, region: str | None) -> Figures | None:
         """A stored figure, or None without runs."""
