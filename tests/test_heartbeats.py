@@ -211,6 +211,12 @@ async def test_pings_keep_it_passing_and_a_missed_ping_fails_and_opens_an_incide
         assert "reconciler_heartbeat_missed_total 2" in metrics
         probe = [line for line in metrics.splitlines() if line.startswith("probe_success{")]
         assert any('check="nightly"' in line and 'agent="local"' in line for line in probe)
+        # The status site shows the heartbeat and its runs like any check's.
+        await parts.controllers.site.build(tmp_path / "site")
+        page = (tmp_path / "site" / "canary" / "ops.backup.html").read_text()
+        assert "heartbeat check <code>nightly</code>" in page
+        assert "a ping expected every 1m, 30s late at most" in page
+        assert "no ping since" in page  # among the recent failures
 
 
 @pytest.mark.anyio
