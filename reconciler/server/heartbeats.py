@@ -130,6 +130,8 @@ class Heartbeats:
     def refresh(self) -> None:
         """Follow the served revision's heartbeat checks."""
         self._targets = heartbeat_targets(self._control.resources.values())
+        for gone in [key for key in self._written if key not in self._targets]:
+            del self._written[gone]
 
     def _remember(self, stored: dict[Key, Heartbeat]) -> None:
         self._stored = stored
