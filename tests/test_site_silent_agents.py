@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.server.main import running_parts
+from reconciler.server.settings import load_settings
 from reconciler.store.agent_activity import save_activity
 from reconciler.store.db import open_state
 from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
+from tests.inprocess import server_environ, until_ready
+from tests.test_heartbeats import Clock
 
 
 @pytest.fixture
@@ -65,3 +69,28 @@ def test_a_site_build_shows_the_silent_agent_and_since_when(state: Path, tmp_pat
     again = run_cli("site", "build", "--state", state, "--out", out, "--agent-silent-after", "7200")
     assert again.code == 0, again.err
     assert aside((out / "index.html").read_text()) == ""
+
+
+@pytest.mark.anyio
+async def test_the_servers_site_uses_the_servers_threshold(
+    config_repo: ConfigRepo, tmp_path: Path
+) -> None:
+    config_repo.write("regions.yaml", region_doc("eu"))
+    config_repo.write("agents.yaml", agent_doc("eu-1", "eu"))
+    config_repo.write("canaries/web.yaml", canary_doc("web"))
+    config_repo.commit("fleet")
+    clock = Clock()
+    environ = server_environ()
+    flags = {"repo": str(config_repo.path), "state": tmp_path / "s.duckdb", "debounce": 0.05}
+    settings = load_settings({**flags, "agent_silent_after": 60.0}, environ)
+    async with running_parts(settings, environ, clock, lambda _: None) as parts:
+        parts.loop.trigger("startup")
+        await until_ready(parts)
+        out = tmp_path / "site"
+        await parts.controllers.site.build(out)
+        assert aside((out / "index.html").read_text()) == ""  # configured just now
+        clock.advance(120)  # eu-1 never pulled: silent a minute after it was configured
+        await parts.controllers.site.build(out)
+        overview = aside((out / "index.html").read_text())
+        assert "1 agent silent" in overview and "eu-1" in overview
+        assert "never heard from" in overview
