@@ -220,6 +220,28 @@ async def test_pings_keep_it_passing_and_a_missed_ping_fails_and_opens_an_incide
 
 
 @pytest.mark.anyio
+async def test_a_late_ping_still_stores_the_missed_deadline_and_start_times_the_run(
+    repo: Path, tmp_path: Path
+) -> None:
+    clock = Clock()
+    async with serving(repo, tmp_path / "state.duckdb", clock) as (parts, client, heartbeats):
+        token = await mint(client)
+        clock.advance(91)  # past period + grace of the minting; the watchdog has not looked
+        assert (await client.get(f"/api/v1/heartbeat/{token}/start")).status_code == 200
+        clock.advance(2.5)
+        assert (await client.post(f"/api/v1/heartbeat/{token}")).status_code == 200
+        assert [status for _, status, _ in await rows(parts)] == ["fail", "pass"]
+        assert await heartbeats.look() == 0  # that deadline is stored once
+
+        def durations(connection: Any) -> list[Any]:
+            query = "SELECT duration_ms FROM results WHERE status = 'pass'"
+            return [row[0] for row in connection.execute(query).fetchall()]
+
+        [duration] = await parts.control.state.read(durations)
+        assert 2500 <= duration < 3500  # the 2.5 s the test moved the clock, plus real time
+
+
+@pytest.mark.anyio
 async def test_a_bad_token_is_404_without_saying_what_was_wrong(repo: Path, tmp_path: Path) -> None:
     async with serving(repo, tmp_path / "state.duckdb", Clock()) as (parts, client, _):
         old = await mint(client)

@@ -52,6 +52,8 @@ MAX_TOKEN_CHARS = 128
 MIN_PING_SPACING = timedelta(seconds=1)
 # Missed deadlines are kept a little younger than the oldest row ingest accepts.
 _AGE_MARGIN = timedelta(minutes=1)
+# A ping that arrives at its very deadline is on time.
+_JUST_BEFORE = timedelta(microseconds=1)
 
 HELP = {
     "heartbeat_pings_total": "Heartbeat pings by outcome (stored, coalesced, unknown_token, "
@@ -217,6 +219,9 @@ class Heartbeats:
         if started is not None and now - started <= timedelta(seconds=target.period + target.grace):
             duration = (now - started).total_seconds() * 1000
         row = ping_row(target, now, kind == "fail", message, duration)
+        # A deadline passed since the watchdog's last look is stored before the ping moves
+        # the next one: a ping a moment late is still a missed deadline.
+        await self._store_missed(self._missed(key, now - _JUST_BEFORE))
         await self._control.state.write(lambda c: record_ping(c, key, now))
         stored = self._stored.get(key)
         if stored is not None:
@@ -237,24 +242,30 @@ class Heartbeats:
             How many rows were handed to ingest.
         """
         now = now or self._control.clock()
+        rows = [row for key in self._targets for row in self._missed(key, now)]
+        await self._store_missed(rows)
+        return len(rows)
+
+    def _missed(self, key: Key, now: datetime) -> list[dict[str, Any]]:
+        """The failed rows of the deadlines a heartbeat missed up to `now`, not yet stored."""
+        target, stored = self._targets.get(key), self._stored.get(key)
+        if target is None or stored is None:  # no token yet: nothing can ping it
+            return []
+        since = stored.last_ping_at or stored.minted_at
         oldest = now - self._control.policy.max_age + _AGE_MARGIN
-        rows: list[dict[str, Any]] = []
-        for key, target in self._targets.items():
-            stored = self._stored.get(key)
-            if stored is None:  # no token yet: nothing can ping, nothing is expected
-                continue
-            since = stored.last_ping_at or stored.minted_at
-            missed = missed_deadlines(target, since, now, self._written.get(key), oldest)
-            if missed.skipped:
-                self._control.metrics.count("heartbeat_missed_skipped_total", missed.skipped)
-            if missed.deadlines:
-                rows.extend(missed_row(target, deadline, since) for deadline in missed.deadlines)
-                self._written[key] = missed.deadlines[-1]
+        missed = missed_deadlines(target, since, now, self._written.get(key), oldest)
+        if missed.skipped:
+            self._control.metrics.count("heartbeat_missed_skipped_total", missed.skipped)
+        if not missed.deadlines:
+            return []
+        self._written[key] = missed.deadlines[-1]
+        return [missed_row(target, deadline, since) for deadline in missed.deadlines]
+
+    async def _store_missed(self, rows: list[dict[str, Any]]) -> None:
         if rows:
             # Re-sent after a restart, a deadline is a duplicate row: only new ones count.
             answer = await self._control.ingest(LOCAL, rows, None)
             self._control.metrics.count("heartbeat_missed_total", answer["accepted"])
-        return len(rows)
 
     async def _loop(self) -> None:
         loops = self._control.loops
