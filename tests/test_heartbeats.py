@@ -259,6 +259,10 @@ async def test_a_bad_token_is_404_without_saying_what_was_wrong(repo: Path, tmp_
         assert {a.content for a in answers} == {b'{"error":"no heartbeat has this token"}'}
         assert await rows(parts) == []
         assert (await client.get(f"/api/v1/heartbeat/{token}")).status_code == 200
+        paths = (await client.get("/openapi.json")).json()["paths"]
+        for path in ("/api/v1/heartbeat/{token}", "/api/v1/heartbeat/{token}/fail"):
+            assert set(paths[path]) == {"get", "post"}
+            assert "404" in paths[path]["post"]["responses"]
         too_big = await client.post(f"/api/v1/heartbeat/{token}/fail", content=b"x" * 20_000)
         assert too_big.status_code == 413
         # Minting needs the admin token, and a heartbeat the served revision has.
