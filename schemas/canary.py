@@ -199,10 +199,10 @@ class CanarySpec(UpstreamCheckTypes):
             upstream: whether the document is canary-checker's: there a canary without
                 `schedule` and `interval` (or with `replicas: 0`) does not run.
         """
-        if self.heartbeat:
-            return heartbeat_schedule(self.heartbeat)
         if self.replicas == 0:
             return NEVER
+        if self.heartbeat:
+            return heartbeat_schedule(self.heartbeat)
         if self.schedule is not None:
             return self.schedule
         if self.interval:

@@ -242,6 +242,31 @@ async def test_a_late_ping_still_stores_the_missed_deadline_and_start_times_the_
 
 
 @pytest.mark.anyio
+async def test_a_paused_heartbeat_expects_nothing_and_counts_again_from_its_resumption(
+    config_repo: ConfigRepo, tmp_path: Path
+) -> None:
+    config_repo.write("canaries/backup.yaml", CANARY)
+    config_repo.commit("a heartbeat")
+    clock = Clock()
+    async with serving(config_repo.path, tmp_path / "s.duckdb", clock) as (parts, client, beats):
+        token = await mint(client)
+        paused = CANARY.replace("spec:\n", "spec:\n  replicas: 0\n")
+        config_repo.write("canaries/backup.yaml", paused)
+        config_repo.commit("pause")
+        assert not (await parts.control.reconcile("test")).errors
+        clock.advance(3600)
+        assert await beats.look() == 0  # an hour without a ping, and nothing is due
+        assert (await client.get(f"/api/v1/heartbeat/{token}")).status_code == 404
+        config_repo.write("canaries/backup.yaml", CANARY)
+        config_repo.commit("resume")
+        assert not (await parts.control.reconcile("test")).errors
+        clock.advance(89)
+        assert await beats.look() == 0  # counted from the resumption, not the minting
+        clock.advance(2)
+        assert await beats.look() == 1
+
+
+@pytest.mark.anyio
 async def test_a_bad_token_is_404_without_saying_what_was_wrong(repo: Path, tmp_path: Path) -> None:
     async with serving(repo, tmp_path / "state.duckdb", Clock()) as (parts, client, _):
         old = await mint(client)

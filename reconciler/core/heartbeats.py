@@ -18,6 +18,7 @@ from typing import Any
 from reconciler.core.resources import Resource
 from reconciler.core.selector import LOCAL
 from schemas.canary import HEARTBEAT
+from schemas.checks import NEVER
 from schemas.durations import format_duration, parse_duration
 from schemas.heartbeat import DEFAULT_GRACE
 
@@ -50,6 +51,8 @@ def heartbeat_targets(resources: Iterable[Resource]) -> dict[Key, HeartbeatTarge
     targets = {}
     for resource in resources:
         if resource.kind != "DerivedCanary" or resource.agent != LOCAL:
+            continue
+        if resource.spec.get("schedule") == NEVER:  # paused (`replicas: 0`): nothing is due
             continue
         for check in resource.spec.get(HEARTBEAT, []):
             key = (resource.parent or "", str(check["name"]))

@@ -71,13 +71,13 @@ class HeartbeatView:
 
     target: HeartbeatTarget
     stored: Heartbeat | None
+    since: datetime | None  # what its next deadline counts from (None: no token)
 
     def document(self) -> dict[str, Any]:
         stored = self.stored
-        since = None if stored is None else stored.last_ping_at or stored.minted_at
         due = None
-        if since is not None:
-            due = since + timedelta(seconds=self.target.period + self.target.grace)
+        if self.since is not None:
+            due = self.since + timedelta(seconds=self.target.period + self.target.grace)
         return {
             "canary": self.target.key[0],
             "check": self.target.key[1],
@@ -109,6 +109,12 @@ class Heartbeats:
         self._by_hash: dict[str, Key] = {}
         self._targets: dict[Key, HeartbeatTarget] = {}
         self._written: dict[Key, datetime] = {}  # newest missed deadline stored
+        # When a heartbeat came (back) into the served revision after the start: added, or
+        # resumed after `replicas: 0`. Nothing was due before, so its deadlines count from
+        # then. Heartbeats served at the start count from their last ping, so the deadlines
+        # missed while the server was down are stored.
+        self._appeared: dict[Key, datetime] = {}
+        self._refreshed = False
         self._started: dict[Key, datetime] = {}  # `/start` pings awaiting their end
         self._last: dict[tuple[Key, PingKind], datetime] = {}
         self._task: asyncio.Task[None] | None = None
@@ -131,7 +137,15 @@ class Heartbeats:
 
     def refresh(self) -> None:
         """Follow the served revision's heartbeat checks."""
-        self._targets = heartbeat_targets(self._control.resources.values())
+        targets = heartbeat_targets(self._control.resources.values())
+        if self._refreshed:
+            now = self._control.clock()
+            for key in targets.keys() - self._targets.keys():
+                self._appeared[key] = now
+        self._refreshed = True
+        self._targets = targets
+        for gone in [key for key in self._appeared if key not in targets]:
+            del self._appeared[gone]
         for gone in [key for key in self._written if key not in self._targets]:
             del self._written[gone]
 
@@ -164,7 +178,20 @@ class Heartbeats:
 
     def views(self) -> list[HeartbeatView]:
         """Every served heartbeat with what is stored of it, by canary and check."""
-        return [HeartbeatView(t, self._stored.get(k)) for k, t in sorted(self._targets.items())]
+        return [
+            HeartbeatView(target, self._stored.get(key), self._since(key))
+            for key, target in sorted(self._targets.items())
+        ]
+
+    def _since(self, key: Key) -> datetime | None:
+        """What a heartbeat's next deadline counts from: its last ping, else its token's
+        minting, or when it came (back) into the served revision if that is later."""
+        stored = self._stored.get(key)
+        if stored is None:
+            return None
+        since = stored.last_ping_at or stored.minted_at
+        appeared = self._appeared.get(key)
+        return appeared if appeared is not None and appeared > since else since
 
     def key_of(self, token: str) -> Key:
         """The heartbeat a token belongs to, or a 404 that does not say what was wrong.
@@ -248,10 +275,9 @@ class Heartbeats:
 
     def _missed(self, key: Key, now: datetime) -> list[dict[str, Any]]:
         """The failed rows of the deadlines a heartbeat missed up to `now`, not yet stored."""
-        target, stored = self._targets.get(key), self._stored.get(key)
-        if target is None or stored is None:  # no token yet: nothing can ping it
+        target, since = self._targets.get(key), self._since(key)
+        if target is None or since is None:  # no token yet: nothing can ping it
             return []
-        since = stored.last_ping_at or stored.minted_at
         oldest = now - self._control.policy.max_age + _AGE_MARGIN
         missed = missed_deadlines(target, since, now, self._written.get(key), oldest)
         if missed.skipped:
