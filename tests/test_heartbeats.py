@@ -4,6 +4,9 @@ with an incident policy, an incident); tokens are minted, rotated and survive a 
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -17,9 +20,9 @@ from reconciler.core.heartbeats import HeartbeatTarget, missed_deadlines
 from reconciler.server.heartbeats import Heartbeats
 from reconciler.server.main import Parts, running_parts
 from reconciler.server.settings import load_settings
-from tests.conftest import ConfigRepo, run_cli
+from tests.conftest import ROOT, ConfigRepo, run_cli
 from tests.inprocess import BASE_URL, server_environ, until_ready
-from tests.server import ADMIN_TOKEN
+from tests.server import ADMIN_TOKEN, running_server
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CANARY = """
@@ -330,3 +333,25 @@ async def test_the_token_and_the_last_ping_survive_a_restart(repo: Path, tmp_pat
     async with serving(repo, state, clock) as (parts, client, _):
         assert (await client.get(f"/api/v1/heartbeat/{token}")).status_code == 404
         assert (await client.get(f"/api/v1/heartbeat/{new}")).status_code == 200
+
+
+@pytest.mark.slow
+def test_a_cron_job_pings_a_running_server_with_a_token_minted_through_it(
+    repo: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.duckdb"
+    command = [sys.executable, "-m", "reconciler", "heartbeats", "token", "ops/backup", "nightly"]
+    with running_server(repo, state) as server:
+        server.wait_ready()
+        minted = subprocess.run(
+            [*command, "--state", str(state)],
+            cwd=ROOT, capture_output=True, text=True, check=False,
+            env={**os.environ, "RECONCILER_ADMIN_TOKEN": ADMIN_TOKEN},
+        )  # fmt: skip
+        assert minted.returncode == 0, minted.stderr
+        token = minted.stdout.strip()
+        assert f"The job pings {server.url}/api/v1/heartbeat/{token}" in minted.stderr
+        # What the job runs: curl, here httpx, against the real listener.
+        answer = httpx.post(f"{server.url}/api/v1/heartbeat/{token}", content=b"done")
+        assert answer.status_code == 200 and answer.json()["outcome"] == "stored"
+        assert httpx.get(f"{server.url}/api/v1/heartbeat/{token}x").status_code == 404
