@@ -58,7 +58,8 @@ def silent_of(
     }
     if not regions:
         return []
-    heard = {agent: last_heard(*seen) for agent, seen in load_activity(connection).items()}
+    activity = load_activity(connection) if _has_activity(connection) else {}
+    heard = {agent: last_heard(*seen) for agent, seen in activity.items()}
     configured = dict(
         connection.execute("SELECT name, updated_at FROM resources WHERE kind = 'Agent'").fetchall()
     )
@@ -69,3 +70,14 @@ def silent_of(
         if agent in silent:
             found.append(SilentAgent(agent, region, silent[agent], heard.get(agent) is not None))
     return sorted(found, key=lambda a: (a.region, a.name))
+
+
+def _has_activity(connection: Connection) -> bool:
+    """Whether the state has `agent_activity`: a file written before it, opened read-only
+    (no migration), has not, and its agents were never heard from as far as it knows."""
+    return bool(
+        connection.execute(
+            "SELECT 1 FROM duckdb_tables() WHERE table_name = 'agent_activity' AND "
+            "database_name = current_database() AND NOT temporary"
+        ).fetchall()
+    )
