@@ -3,6 +3,7 @@ with an incident policy, an incident); tokens are minted, rotated and survive a 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -267,6 +268,29 @@ async def test_a_paused_heartbeat_expects_nothing_and_counts_again_from_its_resu
         assert await beats.look() == 0  # counted from the resumption, not the minting
         clock.advance(2)
         assert await beats.look() == 1
+
+
+@pytest.mark.anyio
+async def test_concurrent_pings_of_many_heartbeats_are_all_stored(
+    config_repo: ConfigRepo, tmp_path: Path
+) -> None:
+    beats = "".join(f"    - name: job-{n}\n      period: 1m\n" for n in range(8))
+    config_repo.write(
+        "canaries/jobs.yaml", CANARY.split("  heartbeat:")[0] + "  heartbeat:\n" + beats
+    )
+    config_repo.commit("eight jobs")
+    state = tmp_path / "s.duckdb"
+    async with serving(config_repo.path, state, Clock()) as (_, client, _):
+        tokens = []
+        for n in range(8):
+            body = {"canary": "ops/backup", "check": f"job-{n}"}
+            answer = await client.post("/operator/heartbeats/token", json=body, headers=ADMIN)
+            tokens.append(answer.json()["token"])
+        answers = await asyncio.gather(*(client.get(f"/api/v1/heartbeat/{t}") for t in tokens))
+        assert [a.json()["outcome"] for a in answers] == ["stored"] * 8
+    async with serving(config_repo.path, state, Clock()) as (_, client, _):
+        listed = (await client.get("/operator/heartbeats", headers=ADMIN)).json()["heartbeats"]
+        assert len(listed) == 8 and all(h["last_ping"] for h in listed)
 
 
 @pytest.mark.anyio

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 from dataclasses import dataclass, replace
@@ -34,7 +35,7 @@ from reconciler.store.heartbeats import (
     ensure_table,
     load_heartbeats,
     mint_heartbeat_token,
-    record_ping,
+    record_pings,
 )
 from reconciler.store.tokens import hash_token
 
@@ -118,6 +119,11 @@ class Heartbeats:
         self._started: dict[Key, datetime] = {}  # `/start` pings awaiting their end
         self._last: dict[tuple[Key, PingKind], datetime] = {}
         self._task: asyncio.Task[None] | None = None
+        # Last pings waiting to be written, and the future their write sets (group commit:
+        # pings that arrive while one write runs share the next).
+        self._batch: dict[Key, datetime] = {}
+        self._batch_written: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         for name, text in HELP.items():
@@ -249,7 +255,7 @@ class Heartbeats:
         # A deadline passed since the watchdog's last look is stored before the ping moves
         # the next one: a ping a moment late is still a missed deadline.
         await self._store_missed(self._missed(key, now - _JUST_BEFORE))
-        await self._control.state.write(lambda c: record_ping(c, key, now))
+        await self._save_ping(key, now)
         stored = self._stored.get(key)
         if stored is not None:
             self._stored[key] = replace(stored, last_ping_at=now)
@@ -259,6 +265,28 @@ class Heartbeats:
         if answer["dropped"]:
             log.warning("a ping of %s %r was not stored: %s", *key, answer["dropped"])
         return outcome
+
+    async def _save_ping(self, key: Key, at: datetime) -> None:
+        """Write a last ping, sharing one transaction with the pings that arrive meanwhile."""
+        self._batch[key] = at
+        if self._batch_written is None:
+            self._batch_written = asyncio.get_running_loop().create_future()
+        written = self._batch_written
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_batches(), name="heartbeat-pings")
+        await asyncio.shield(written)
+
+    async def _write_batches(self) -> None:
+        while self._batch:
+            batch, written = self._batch, self._batch_written
+            self._batch, self._batch_written = {}, None
+            assert written is not None
+            try:
+                await self._control.state.write(functools.partial(record_pings, pings=batch))
+            except Exception as error:  # noqa: BLE001 - each waiting ping answers with it
+                written.set_exception(error)
+            else:
+                written.set_result(None)
 
     # -- missed deadlines ------------------------------------------------------------------
 

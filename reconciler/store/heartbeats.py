@@ -7,6 +7,7 @@ is created on first use, so older state files need no migration.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -89,9 +90,17 @@ def load_heartbeats(connection: Connection) -> dict[Key, Heartbeat]:
     return {(canary, check): Heartbeat(*rest) for canary, check, *rest in rows}
 
 
-def record_ping(connection: Connection, key: Key, at: datetime) -> None:
-    """Remember when a heartbeat last pinged."""
-    connection.execute(
-        "UPDATE heartbeats SET last_ping_at = ? WHERE canary = ? AND check_name = ?",
-        [at, *key],
-    )
+def record_pings(connection: Connection, pings: Mapping[Key, datetime]) -> None:
+    """Remember when heartbeats last pinged, in one transaction."""
+    if not pings:
+        return
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        connection.executemany(
+            "UPDATE heartbeats SET last_ping_at = ? WHERE canary = ? AND check_name = ?",
+            [(at, *key) for key, at in pings.items()],
+        )
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
