@@ -43,6 +43,7 @@ from schemas.checks import (
 )
 from schemas.compat import accepted, refused, unsupported_check_type
 from schemas.durations import format_duration, parse_duration
+from schemas.heartbeat import HeartbeatCheck, heartbeat_schedule
 from schemas.limits import MIN_SCHEDULE_SECONDS, limit_hint
 from schemas.schedule import parse_schedule
 
@@ -79,7 +80,10 @@ IncidentPolicy = Annotated[
 ]
 
 CHECK_TYPES = ("http", "tcp", "dns", "tls", "icmp", "multihttp", "grpc", "browser")
-_ANY_TYPE = ", ".join(CHECK_TYPES[:-1]) + " or " + CHECK_TYPES[-1]
+_ANY_TYPE = ", ".join(CHECK_TYPES) + " or heartbeat"
+# Heartbeat checks are not probes an agent runs: the control plane receives their pings
+# (schemas/heartbeat.py), so they are kept apart from CHECK_TYPES.
+HEARTBEAT = "heartbeat"
 
 
 class UpstreamCheckTypes(StrictModel):
@@ -168,6 +172,12 @@ class CanarySpec(UpstreamCheckTypes):
         default_factory=list,
         description="Browser checks; run only by agents started with --allow-browser-checks.",
     )
+    heartbeat: list[HeartbeatCheck] = Field(
+        default_factory=list,
+        description="Heartbeats: jobs that ping the control plane; no ping within "
+        "`period + grace` is a failed run. A canary with heartbeats has no other checks, "
+        "no schedule, and runs on the control plane (agentSelector absent or ['local']).",
+    )
     resultMode: Any = accepted("results stay one per check; no combined JUnit report is made")
     env: Any = accepted("canary-level env is not read by http, tcp or dns checks upstream either")
     retries: Any = refused(
@@ -191,6 +201,8 @@ class CanarySpec(UpstreamCheckTypes):
         """
         if self.replicas == 0:
             return NEVER
+        if self.heartbeat:
+            return heartbeat_schedule(self.heartbeat)
         if self.schedule is not None:
             return self.schedule
         if self.interval:
@@ -237,6 +249,8 @@ class CanarySpec(UpstreamCheckTypes):
                         f"timeout {check.timeout} must be shorter than the schedule period "
                         f"({format_duration(period)})",
                     )
+        yield from self._heartbeat_problems(seen, any_check)
+        any_check = any_check or bool(self.heartbeat)
         other_types = (getattr(self, name) for name in UpstreamCheckTypes.model_fields)
         if not any_check and all(value is None for value in other_types):
             yield (
@@ -246,6 +260,42 @@ class CanarySpec(UpstreamCheckTypes):
 
     def problems(self) -> Iterator[Problem]:
         yield from self.rule_problems(self.effective_schedule())
+
+    def _heartbeat_problems(self, seen: dict[str, str], probes: bool) -> Iterator[Problem]:
+        """Heartbeats are received by the control plane, never run: what that rules out."""
+        if not self.heartbeat:
+            return
+        if probes:
+            yield (
+                (HEARTBEAT,),
+                "a canary with heartbeat checks cannot hold other checks: put those in a "
+                "canary of their own",
+            )
+        for written in ("schedule", "interval"):
+            if getattr(self, written) is not None:
+                yield (
+                    (written,),
+                    f"a heartbeat canary has no {written}: it is evaluated every "
+                    "`period + grace` of its heartbeats",
+                )
+        selector = [p.strip().lower() for p in self.agentSelector or []]
+        if self.agentSelector is not None and selector != ["local"]:
+            yield (
+                ("agentSelector",),
+                "heartbeat pings are received by the control plane: leave agentSelector out "
+                "or write ['local']",
+            )
+        for index, heartbeat in enumerate(self.heartbeat):
+            where: tuple[str | int, ...] = (HEARTBEAT, index)
+            if heartbeat.name in seen:
+                yield (
+                    (*where, "name"),
+                    f"check name {heartbeat.name!r} is already used by a "
+                    f"{seen[heartbeat.name]} check",
+                )
+            seen[heartbeat.name] = HEARTBEAT
+            for path, message in heartbeat.problems():
+                yield ((*where, *path), message)
 
 
 def effective_timeout(timeout: str | int | None, period: float | None) -> float:
@@ -302,6 +352,9 @@ class CanaryDocument(StrictModel):
         spec["schedule"] = self.schedule
         spec.pop("interval", None)
         spec.pop("replicas", None)
+        if not spec.get(HEARTBEAT):
+            # Absent unless written: canaries stored before heartbeats keep their fingerprints.
+            spec.pop(HEARTBEAT, None)
         for check in spec.get("http", []):
             if "endpoint" in check:
                 check["url"] = check.pop("endpoint")

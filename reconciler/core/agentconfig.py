@@ -12,8 +12,8 @@ import orjson
 
 from agent.expressions.gotemplate import DOLLAR, TemplateError, render
 from reconciler.core.resources import Resource
-from schemas.canary import CHECK_TYPES, effective_timeout
-from schemas.checks import is_templated
+from schemas.canary import CHECK_TYPES, HEARTBEAT, effective_timeout
+from schemas.checks import NEVER, is_templated
 from schemas.schedule import parse_schedule
 
 _ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -165,7 +165,9 @@ def canary_payload(resource: Resource, environment: Mapping[str, str]) -> dict[s
         for check in spec.get(check_type, []):
             where = f"{resource.name} {check_type} check {check['name']!r}"
             checks.append(_check_spec(check_type, check, period, environment, where, canary))
-    return {"id": resource.name, "schedule": spec["schedule"], "checks": checks}
+    # A heartbeat canary has nothing to run: its rows come from pings and missed deadlines.
+    schedule = NEVER if spec.get(HEARTBEAT) else spec["schedule"]
+    return {"id": resource.name, "schedule": schedule, "checks": checks}
 
 
 def agent_configs(
@@ -197,6 +199,12 @@ def agent_configs(
         body = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         checks = {c["id"]: {k["name"]: k["type"] for k in c["checks"]} for c in canaries}
+        for resource in derived:
+            # Heartbeats are not run but their rows are stored as this agent's (`local`): the
+            # control plane writes them (server/heartbeats.py), so ingest knows their names.
+            if resource.name in checks:
+                for heartbeat in resource.spec.get(HEARTBEAT, []):
+                    checks[resource.name][heartbeat["name"]] = HEARTBEAT
         configs[agent] = AgentConfig(
             agent, regions[agent], body, etag, frozenset(checks), checks, tuple(problems)
         )

@@ -82,7 +82,8 @@ class _Rewriter:
         self.routes: list[DemoRoute] = []
 
     def canary(self, spec: CommentedMap, record: Record) -> None:
-        if spec.get("schedule") != DEMO_SCHEDULE:
+        # A heartbeat canary has no schedule: its job's pings set its pace.
+        if "heartbeat" not in spec and spec.get("schedule") != DEMO_SCHEDULE:
             record("spec.schedule", spec.get("schedule"), DEMO_SCHEDULE)
             spec["schedule"] = SingleQuotedScalarString(DEMO_SCHEDULE)
         for i, check in _checks(spec, "http"):

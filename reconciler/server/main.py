@@ -28,6 +28,7 @@ from reconciler.server.controllers.deployments import DeploymentController
 from reconciler.server.controllers.history import HistoryKeeper
 from reconciler.server.controllers.incidents import IncidentController, interval_from
 from reconciler.server.controllers.site_rebuilds import SiteRebuilder
+from reconciler.server.heartbeats import Heartbeats
 from reconciler.server.http.app import Controllers, create_app
 from reconciler.server.http.listener import CUT_METRIC, ReadLimits, guarded_protocol
 from reconciler.server.local_agent import LocalAgent
@@ -124,6 +125,9 @@ async def running_parts(
         local_agent = LocalAgent(control)
         await local_agent.start()
         stack.push_async_callback(local_agent.stop)
+        heartbeats = Heartbeats(control)  # pings and missed deadlines, as agent `local`
+        await heartbeats.start()
+        stack.push_async_callback(heartbeats.stop)
 
         incidents = IncidentController(
             control.state,
@@ -160,7 +164,14 @@ async def running_parts(
 
         site_dir = settings.site_dir or settings.state.with_name(settings.state.name + ".site")
         site = SiteRebuilder(
-            control.state, clock, site_dir, settings.site_interval, loops=control.loops
+            control.state,
+            clock,
+            site_dir,
+            settings.site_interval,
+            loops=control.loops,
+            agent_silent_after=timedelta(seconds=settings.agent_silent_after)
+            if settings.agent_silent_after > 0
+            else None,
         )
         control.on_publish.append(site.wake)
         await site.start()
@@ -213,7 +224,7 @@ async def running_parts(
         for name, work in (("reconcile", loop.run), ("follow-source", follow)):
             stack.push_async_callback(_cancel, control.loops.task(name, work))
 
-        controllers = Controllers(incidents, deployments, site, silence, notifications)
+        controllers = Controllers(incidents, deployments, site, silence, notifications, heartbeats)
         app = create_app(control, loop.trigger, controllers)
         stack.callback(control.release_pulls)  # first at exit: held pulls answer at once
         yield Parts(app, control, controllers, loop, source)

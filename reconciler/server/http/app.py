@@ -15,6 +15,7 @@ from reconciler.server.control_plane import ControlPlane
 from reconciler.server.http import (
     agent_api,
     canary_api,
+    heartbeat_api,
     incidents_api,
     notifications_api,
     operator_api,
@@ -39,6 +40,7 @@ ROUTERS = tuple(
 )
 ROUTERS += (screenshots_api.router,)  # browser checks' screenshots, apart from results
 ROUTERS += (notifications_api.router,)
+ROUTERS += (heartbeat_api.router,)  # heartbeat pings and their tokens
 
 
 class _App(FastAPI):

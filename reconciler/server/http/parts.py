@@ -8,6 +8,7 @@ from reconciler.server.controllers.agent_silence import AgentSilence
 from reconciler.server.controllers.deployments import DeploymentController
 from reconciler.server.controllers.incidents import IncidentController
 from reconciler.server.controllers.site_rebuilds import SiteRebuilder
+from reconciler.server.heartbeats import Heartbeats
 from reconciler.server.notify import Notifications
 
 
@@ -20,3 +21,4 @@ class Controllers:
     site: SiteRebuilder
     silence: AgentSilence | None = None  # None: --agent-silent-after 0
     notifications: Notifications | None = None
+    heartbeats: Heartbeats | None = None
