@@ -8,16 +8,18 @@ from schemas.agent import AgentDocument
 from schemas.base import API_VERSION, CANARY_CHECKER_API_VERSION, StrictModel
 from schemas.canary import CanaryDocument
 from schemas.gateway import GatewayFileModel
+from schemas.maintenance import MaintenanceDocument
 from schemas.region import RegionDocument
 from schemas.route import RouteDocument
 
-Document = RegionDocument | AgentDocument | CanaryDocument | RouteDocument
+Document = RegionDocument | AgentDocument | CanaryDocument | RouteDocument | MaintenanceDocument
 
 KINDS: dict[str, type[StrictModel]] = {
     "Region": RegionDocument,
     "Agent": AgentDocument,
     "Canary": CanaryDocument,
     "Route": RouteDocument,
+    "Maintenance": MaintenanceDocument,
 }
 
 API_VERSIONS: dict[str, frozenset[str]] = {
@@ -32,4 +34,5 @@ JSON_SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "canary": CanaryDocument,
     "route": RouteDocument,
     "gateway-routes": GatewayFileModel,
+    "maintenance": MaintenanceDocument,
 }

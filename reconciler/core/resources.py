@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import orjson
 
-ResourceKind = Literal["Region", "Agent", "Canary", "DerivedCanary", "Route"]
+ResourceKind = Literal["Region", "Agent", "Canary", "DerivedCanary", "Route", "Maintenance"]
 
 ADDRESS_PREFIX: dict[str, str] = {
     "Region": "region",
@@ -16,6 +16,7 @@ ADDRESS_PREFIX: dict[str, str] = {
     "Canary": "canary",
     "DerivedCanary": "derived_canary",
     "Route": "route",
+    "Maintenance": "maintenance",
 }
 KIND_ORDER: dict[str, int] = {kind: index for index, kind in enumerate(ADDRESS_PREFIX)}
 
