@@ -38,6 +38,10 @@ Instant = Annotated[
 ]
 
 
+def _shown(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def zone_problem(name: str) -> str | None:
     """Why a time zone name cannot be used, or None when it can."""
     try:
@@ -100,7 +104,7 @@ class MaintenanceSpec(StrictModel):
                 f"{missing} is required: a window has start and end, or schedule and duration",
             )
         elif self.end <= self.start:
-            yield (("end",), f"end {self.end.isoformat()} is not after start")
+            yield (("end",), f"end {_shown(self.end)} is not after start {_shown(self.start)}")
 
     def _recurring_problems(self) -> Iterator[Problem]:
         zone = zone_problem(self.timezone)
