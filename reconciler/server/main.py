@@ -27,6 +27,7 @@ from reconciler.server.controllers.agent_silence import AgentSilence
 from reconciler.server.controllers.deployments import DeploymentController
 from reconciler.server.controllers.history import HistoryKeeper
 from reconciler.server.controllers.incidents import IncidentController, interval_from
+from reconciler.server.controllers.maintenance import MaintenanceGate
 from reconciler.server.controllers.site_rebuilds import SiteRebuilder
 from reconciler.server.http.app import Controllers, create_app
 from reconciler.server.http.listener import CUT_METRIC, ReadLimits, guarded_protocol
@@ -108,7 +109,10 @@ async def running_parts(
             notifier.start()
             stack.push_async_callback(notifier.stop)
             log.info("notifications go to %d webhook(s)", len(hooks))
-        announce = announcer(notifier)
+        # Incident events of canaries in an open maintenance window stop here, counted.
+        announce = MaintenanceGate(
+            announcer(notifier), lambda: control.maintenance, clock, control.metrics
+        )
         stack.push_async_callback(control.stop)  # stores queued results, releases the file
         await control.start_serving()
 

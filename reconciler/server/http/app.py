@@ -16,6 +16,7 @@ from reconciler.server.http import (
     agent_api,
     canary_api,
     incidents_api,
+    maintenance_api,
     operator_api,
     ops_api,
     read_api,
@@ -37,6 +38,7 @@ ROUTERS = tuple(
     for module in (agent_api, operator_api, ops_api, read_api, incidents_api, canary_api, site_api)
 )
 ROUTERS += (screenshots_api.router,)  # browser checks' screenshots, apart from results
+ROUTERS += (maintenance_api.router,)  # maintenance windows: read, operator edits
 
 
 class _App(FastAPI):
