@@ -191,3 +191,64 @@ def _admin(server: InProcessServer, method: str, path: str, body: Any = None) ->
     )
     assert response.status_code in (200, 201), response.text
     return response.json()
+
+
+def test_an_ad_hoc_window_opened_and_closed_through_the_operator_api(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    repo = make_repo(tmp_path / "config", now)
+    commits = int(repo.git("rev-list", "--count", "HEAD"))
+    with running_in_process(repo.path, tmp_path / "state.duckdb") as server:
+        server.wait_ready()
+        opened = _admin(
+            server,
+            "POST",
+            "/operator/maintenance",
+            {
+                "name": "api-hotfix",
+                "canaries": {"names": ["api"]},
+                "regions": ["eu"],
+                "duration": "2h",
+                "description": "Hotfix deploy",
+            },
+        )
+        assert opened["changed"] is True
+        assert opened["window"]["selected"] == ["default/api"]
+        assert repo.git("log", "-1", "--format=%s").startswith(
+            "operator: open maintenance window api-hotfix until "
+        )
+        listed = _admin(server, "GET", "/operator/maintenance")
+        assert {w["name"] for w in listed["active"]} == {"api-hotfix", "db-upgrade"}
+        assert server.parts.control.maintenance.windows_for("default/api@eu-1")
+        post(server, "api", [(datetime.now(UTC), "fail")])
+        assert metric(server, "reconciler_ingest_rows_maintenance_total") == 1
+
+        closed = _admin(server, "POST", "/operator/maintenance/api-hotfix/close")
+        assert closed["changed"] is True
+        assert repo.git("log", "-1", "--format=%s").startswith(
+            "operator: close maintenance window api-hotfix at "
+        )
+        end = datetime.fromisoformat(closed["window"]["end"])
+        assert end - datetime.now(UTC) <= timedelta(seconds=1)
+        wait_for(
+            lambda: (
+                {w["name"] for w in _admin(server, "GET", "/operator/maintenance")["active"]}
+                == {"db-upgrade"}
+            ),
+            5,
+            "the closed window no longer open",
+        )
+        again = server.client.post("/operator/maintenance/api-hotfix/close", headers=ADMIN)
+        assert again.status_code == 409, again.text
+        assert "already over" in again.json()["error"]
+        unknown = server.client.post("/operator/maintenance/nope/close", headers=ADMIN)
+        assert unknown.status_code == 404
+        bad = server.client.post(
+            "/operator/maintenance",
+            headers=ADMIN,
+            content=json.dumps({"name": "x", "canaries": {}, "duration": "1h"}),
+        )
+        assert bad.status_code == 422 and "selects nothing" in bad.text
+    assert int(repo.git("rev-list", "--count", "HEAD")) == commits + 2
+    document = repo.git("show", "HEAD:maintenance/api-hotfix.yaml")
+    assert "kind: Maintenance" in document and "names: [api]" in document
+    assert repo.git("status", "--porcelain") == ""

@@ -124,8 +124,15 @@ def close_window(tree: ConfigTree, name: str, now: datetime) -> Edited:
         )
     if end is not None and end <= now:
         raise RequestRefused(409, f"maintenance window {name} is already over ({instant(end)})")
-    tree.update(ref, lambda document: apply_fields(document, {"end": instant(now)}))
-    return Edited(f"operator: close maintenance window {name} at {instant(now)}", KIND, name)
+    # Documents hold whole seconds: the end is rounded up, so a run started this second is
+    # still inside and the end stays after a start made this same second.
+    closing = now.replace(microsecond=0) + timedelta(seconds=1 if now.microsecond else 0)
+    if start is not None and closing <= start:
+        tree.remove(ref)  # opened at this very instant: it covered nothing
+        message = f"operator: close maintenance window {name} (removed: never open)"
+        return Edited(message, KIND, name)
+    tree.update(ref, lambda document: apply_fields(document, {"end": instant(closing)}))
+    return Edited(f"operator: close maintenance window {name} at {instant(closing)}", KIND, name)
 
 
 def _read_instant(value: Any) -> datetime | None:
