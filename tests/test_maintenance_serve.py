@@ -170,13 +170,18 @@ def test_a_window_keeps_incidents_and_notifications_away_and_uptime_leaves_it_ou
     assert built.code == 0, built.err
     page = _canary_page(site, "web")
     assert "100%" in _uptime_figure(page), "the site's uptime leaves the window out"
-    assert "db-upgrade" in page and "Database upgrade" in page
-    assert "40" in _uptime_figure(_canary_page(site, "api"))
+    assert "In progress" in page and "db-upgrade" in page and "Database upgrade" in page
+    api = _canary_page(site, "api")
+    assert "40" in _uptime_figure(api) and "db-upgrade" not in api
+    status = (site / "status.html").read_text()
+    assert "db-upgrade" in status and "default/db, default/web" in status
+    assert "db-upgrade" in (site / "index.html").read_text()
+    sla = (site / "sla" / "default.web.html").read_text()
+    assert "Database upgrade" in sla and "left out of uptime" in sla
 
 
 def _canary_page(site: Path, name: str) -> str:
-    (page,) = [p for p in site.rglob("*.html") if f"default-{name}" in p.name or name in p.stem]
-    return page.read_text()
+    return (site / "canary" / f"default.{name}.html").read_text()
 
 
 def _uptime_figure(html: str) -> str:

@@ -9,6 +9,7 @@ from markupsafe import Markup
 
 from reconciler.core.status import HEADLINES, RESERVED, Status, worst
 from reconciler.sitebuild import formatting as fmt
+from reconciler.sitebuild import maintenance_view
 from reconciler.sitebuild.layout import (
     SEVERITY,
     SKETCH_NOTE,
@@ -120,6 +121,7 @@ def overview_context(
         ],
         "rows": Markup("".join(html for _, _, html in rows)),
         "note": SKETCH_NOTE,
+        "maintenance": maintenance_view.section(snapshot),
     }
 
 
@@ -171,4 +173,5 @@ def status_context(snapshot: Snapshot) -> dict[str, Any]:
         "rows": rows,
         "incidents": open_incidents,
         "incidents_href": INCIDENTS,
+        "maintenance": maintenance_view.section(snapshot),
     }

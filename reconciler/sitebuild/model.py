@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from reconciler.core.maintenance import Window as MaintenanceWindow
 from reconciler.core.resources import Resource
 from reconciler.sitebuild.queries import Figures, Series, Tails, WindowState
 from reconciler.sitebuild.sla import Month
@@ -77,6 +78,8 @@ class Snapshot:
     month_incidents: dict[tuple[str, date], int] = field(default_factory=dict)
     # by canary: the newest screenshot of each of its browser checks (`store/screenshots.py`)
     screenshots: dict[str, list[Screenshot]] = field(default_factory=dict)
+    # The served revision's maintenance windows (`core/maintenance.py`).
+    maintenance: list[MaintenanceWindow] = field(default_factory=list)
 
     def figure(self, window: str, canary: str, region: str | None) -> Figures | None:
         """A stored figure, or None without runs."""
