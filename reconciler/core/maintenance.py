@@ -218,16 +218,24 @@ class MaintenanceIndex:
         for index, canary in enumerate(rows.canary):
             if canary in self._by_derived:
                 positions.setdefault(canary, []).append(index)
+        if not positions:
+            return 0
+        started_at = rows.started_at
+        covered = [started_at[i] for indexes in positions.values() for i in indexes]
+        first, last = min(covered), max(covered) + timedelta(microseconds=1)
+        # Each window's openings over the batch's span, once: canaries share windows.
+        spans: dict[str, list[tuple[datetime, datetime]]] = {}
         marked = 0
         for canary, indexes in positions.items():
-            starts = [rows.started_at[i] for i in indexes]
-            first, last = min(starts), max(starts)
-            openings = [
-                span
-                for window in self._by_derived[canary]
-                for span in window.occurrences(first, last + timedelta(microseconds=1))
-            ]
-            for index, started in zip(indexes, starts, strict=True):
+            openings = []
+            for window in self._by_derived[canary]:
+                if window.name not in spans:
+                    spans[window.name] = list(window.occurrences(first, last))
+                openings += spans[window.name]
+            if not openings:
+                continue
+            for index in indexes:
+                started = started_at[index]
                 if any(opened <= started < closed for opened, closed in openings):
                     rows.maintenance[index] = True
                     marked += 1
