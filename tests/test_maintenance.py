@@ -21,7 +21,9 @@ from reconciler.core.maintenance import (
     in_period,
     upcoming,
     windows_of,
+    with_maintenance,
 )
+from reconciler.core.status import CanaryState, RegionState, Status
 from schemas.schedule import parse_schedule
 from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
 
@@ -289,3 +291,34 @@ def test_plan_shows_an_added_window(config_repo: ConfigRepo, tmp_path: Path) -> 
     assert 'selected = ["default/db"]' in result.out.replace("  ", "")
     assert "Plan: 1 to add, 0 to change, 0 to destroy" in result.out
     assert windows_of([]) == []
+
+
+def test_a_region_in_an_open_window_reads_under_maintenance() -> None:
+    def state() -> CanaryState:
+        region = RegionState(Status.UNKNOWN, "unknown", None, "no recent runs")
+        return CanaryState(Status.UNKNOWN, {"eu": region, "us": region}, None, "no recent runs")
+
+    at = utc("2026-03-01 10:30")
+    only_eu = Window(
+        "eu-work",
+        frozenset({"default/web"}),
+        regions=frozenset({"eu"}),
+        start=utc("2026-03-01 10:00"),
+        end=utc("2026-03-01 11:00"),
+    )
+    shown = with_maintenance(state(), "default/web", [only_eu], at)
+    assert shown.regions["eu"].status == Status.UNDER_MAINTENANCE
+    assert shown.regions["us"].status == Status.UNKNOWN
+    assert shown.status == Status.UNKNOWN, "us is not covered: the blend stays"
+    everywhere = Window(
+        "all",
+        frozenset({"default/web"}),
+        start=utc("2026-03-01 10:00"),
+        end=utc("2026-03-01 11:00"),
+    )
+    assert with_maintenance(state(), "default/web", [everywhere], at).status == (
+        Status.UNDER_MAINTENANCE
+    )
+    later = utc("2026-03-01 11:00")
+    assert with_maintenance(state(), "default/web", [everywhere], later).status == Status.UNKNOWN
+    assert with_maintenance(state(), "default/api", [everywhere], at).status == Status.UNKNOWN

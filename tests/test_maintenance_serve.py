@@ -153,6 +153,13 @@ def test_a_window_keeps_incidents_and_notifications_away_and_uptime_leaves_it_ou
         # Uptime: the three failures in the window are left out for web, counted for api.
         assert uptime(server, "default.web") == (2, 2)
         assert uptime(server, "default.api") == (5, 2)
+        targets = server.client.get("/api/v1/targets", headers=READ).json()["targets"]
+        statuses = {t["id"]: t["status"] for t in targets}
+        assert statuses == {
+            "default.web": "under_maintenance",
+            "default.db": "under_maintenance",
+            "default.api": "major_outage",
+        }
         listed = server.client.get("/api/v1/maintenance", headers=READ)
         assert listed.status_code == 200, listed.text
         (active,) = listed.json()["active"]
@@ -170,6 +177,7 @@ def test_a_window_keeps_incidents_and_notifications_away_and_uptime_leaves_it_ou
     assert built.code == 0, built.err
     page = _canary_page(site, "web")
     assert "100%" in _uptime_figure(page), "the site's uptime leaves the window out"
+    assert 'kpi-label">Status</span> <span class="kpi-value">Under maintenance<' in page
     assert "In progress" in page and "db-upgrade" in page and "Database upgrade" in page
     api = _canary_page(site, "api")
     assert "40" in _uptime_figure(api) and "db-upgrade" not in api

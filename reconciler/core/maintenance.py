@@ -10,13 +10,14 @@ time, so a two-hour window stays two hours long across a daylight saving change.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from reconciler.core.ingest import AcceptedRows
 from reconciler.core.resources import Resource
+from reconciler.core.status import CanaryState, Status
 from schemas.durations import parse_duration
 from schemas.schedule import Schedule, parse_schedule
 
@@ -254,3 +255,42 @@ class MaintenanceIndex:
         if not regions:
             return any(not w.regions for w in open_windows)
         return all(any(w.covers(canary, region) for w in open_windows) for region in regions)
+
+
+def with_maintenance(
+    state: CanaryState, canary: str, windows: Sequence[Window], at: datetime
+) -> CanaryState:
+    """A canary's status with its regions under an open window shown as under maintenance.
+
+    Runs inside a window decide no status (they are left out, as for incidents), so a region
+    in a window would drift to "no recent data": it reads "under maintenance" instead. The
+    blended status does too when every region of the canary is covered.
+
+    Args:
+        state: the status `core.status.canary_status` decided.
+        canary: the canary's key.
+        windows: the served windows.
+        at: the time the status is for.
+    """
+    open_now = [w for w in windows if canary in w.canaries and w.open_at(at) is not None]
+    if not open_now:
+        return state
+    regions = dict(state.regions)
+    covered = []
+    for region, found in state.regions.items():
+        window = next((w for w in open_now if w.covers(canary, region)), None)
+        if window is not None:
+            covered.append(region)
+            regions[region] = replace(
+                found, status=Status.UNDER_MAINTENANCE, reason=f"maintenance window {window.name}"
+            )
+    everywhere = [w for w in open_now if not w.regions]
+    if (regions and len(covered) == len(regions)) or (not regions and everywhere):
+        names = ", ".join(sorted({w.name for w in open_now}))
+        return replace(
+            state,
+            status=Status.UNDER_MAINTENANCE,
+            regions=regions,
+            reason=f"maintenance window {names}",
+        )
+    return replace(state, regions=regions)
