@@ -27,7 +27,7 @@ from schemas.durations import parse_duration
 from schemas.maintenance import Instant
 from schemas.selectors import CanarySelector
 
-router = APIRouter(tags=["maintenance"])
+router = APIRouter()
 
 DEFAULT_HORIZON_DAYS = 7
 MAX_HORIZON_DAYS = 366
