@@ -115,7 +115,11 @@ class Agent:
         limits = self.settings.response_limits
         async with ClientPool(size=self.settings.http_clients, limits=limits) as pool:
             self._pool = pool
-            policy = BrowserPolicy(self.settings.allow_browser_checks, self.settings.browser_path)
+            policy = BrowserPolicy(
+                self.settings.allow_browser_checks,
+                self.settings.browser_path,
+                self.settings.browser_priority,
+            )
             allow_browser_checks(pool, policy)
             self._api = self._new_api()
             tasks = [

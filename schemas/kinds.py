@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from schemas.agent import AgentDocument
+from schemas.alerting import AlertRoutingDocument, ReceiverDocument
 from schemas.base import API_VERSION, CANARY_CHECKER_API_VERSION, StrictModel
 from schemas.canary import CanaryDocument
 from schemas.gateway import GatewayFileModel
@@ -12,13 +13,23 @@ from schemas.maintenance import MaintenanceDocument
 from schemas.region import RegionDocument
 from schemas.route import RouteDocument
 
-Document = RegionDocument | AgentDocument | CanaryDocument | RouteDocument | MaintenanceDocument
+Document = (
+    RegionDocument
+    | AgentDocument
+    | CanaryDocument
+    | RouteDocument
+    | ReceiverDocument
+    | AlertRoutingDocument
+    | MaintenanceDocument
+)
 
 KINDS: dict[str, type[StrictModel]] = {
     "Region": RegionDocument,
     "Agent": AgentDocument,
     "Canary": CanaryDocument,
     "Route": RouteDocument,
+    "Receiver": ReceiverDocument,
+    "AlertRouting": AlertRoutingDocument,
     "Maintenance": MaintenanceDocument,
 }
 
@@ -34,5 +45,7 @@ JSON_SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "canary": CanaryDocument,
     "route": RouteDocument,
     "gateway-routes": GatewayFileModel,
+    "receiver": ReceiverDocument,
+    "alert-routing": AlertRoutingDocument,
     "maintenance": MaintenanceDocument,
 }

@@ -53,8 +53,11 @@ def _compile_canary(
 ) -> CompiledCanary:
     key, source = canary.key, canary.location()
     spec = canary.model.resource_spec()
+    if canary.model.metadata.labels:
+        # Alert routes match on them (core/routing.py); agents have no use for them.
+        spec["labels"] = dict(canary.model.metadata.labels)
     resources = [Resource("Canary", key, spec, fingerprint(spec), source=source)]
-    derived_base = {k: v for k, v in spec.items() if k != "agentSelector"}
+    derived_base = {k: v for k, v in spec.items() if k not in ("agentSelector", "labels")}
     base_fingerprint = fingerprint(derived_base)
     selection = select_agents(canary.model.spec.agentSelector, eligible)
     targets = [(agent, region_of[agent]) for agent in selection.agents]
@@ -99,7 +102,12 @@ def compile_config(
         The resources by address, the step schedules by route, and warnings.
     """
     state = DesiredState()
-    for kind, documents in (("Region", config.regions), ("Agent", config.agents)):
+    for kind, documents in (
+        ("Region", config.regions),
+        ("Agent", config.agents),
+        ("Receiver", config.receivers),
+        ("AlertRouting", config.alert_routing),
+    ):
         for key, document in documents.items():
             spec = dump(document.model.spec)
             resource = Resource(kind, key, spec, fingerprint(spec), source=document.location())  # type: ignore[arg-type]

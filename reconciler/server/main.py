@@ -32,7 +32,7 @@ from reconciler.server.controllers.site_rebuilds import SiteRebuilder
 from reconciler.server.http.app import Controllers, create_app
 from reconciler.server.http.listener import CUT_METRIC, ReadLimits, guarded_protocol
 from reconciler.server.local_agent import LocalAgent
-from reconciler.server.notify import Notifier, announcer, parse_hooks
+from reconciler.server.notify import Notifications, announcer, parse_hooks
 from reconciler.server.reconcile_loop import ReconcileLoop
 from reconciler.server.settings import ServeSettings
 from reconciler.sources.follow import ConfigSource, WorktreeSource, open_source, watch_worktree
@@ -100,21 +100,30 @@ async def running_parts(
     async with contextlib.AsyncExitStack() as stack:
         state = StateHandle(settings.state, settings.lock_timeout)
         control = ControlPlane(settings, state, source, environ, clock)
-        notifier = None
         hooks = parse_hooks(settings.notify_urls)
+        notifications = Notifications(
+            hooks,
+            settings.notify_secret,
+            control.metrics,
+            clock,
+            environ,
+            loops=control.loops,
+            state=control.state,
+        )
+        notifications.start()
         if hooks:
-            notifier = Notifier(
-                hooks, settings.notify_secret, control.metrics, clock, loops=control.loops
-            )
-            notifier.start()
-            stack.push_async_callback(notifier.stop)
-            log.info("notifications go to %d webhook(s)", len(hooks))
+            log.info("without an AlertRouting, notifications go to %d webhook(s)", len(hooks))
+        # Each served revision's Receivers and AlertRouting (the stored one at start too).
+        control.on_publish.append(lambda: notifications.configure(control.resources))
         # Incident events of canaries in an open maintenance window stop here, counted.
         announce = MaintenanceGate(
-            announcer(notifier), lambda: control.maintenance, clock, control.metrics
+            announcer(notifications), lambda: control.maintenance, clock, control.metrics
         )
         stack.push_async_callback(control.stop)  # stores queued results, releases the file
+        # Stopped before the state file is released: its last deliveries are stored.
+        stack.push_async_callback(notifications.stop)
         await control.start_serving()
+        await notifications.restore()
 
         local_agent = LocalAgent(control)
         await local_agent.start()
@@ -208,7 +217,7 @@ async def running_parts(
         for name, work in (("reconcile", loop.run), ("follow-source", follow)):
             stack.push_async_callback(_cancel, control.loops.task(name, work))
 
-        controllers = Controllers(incidents, deployments, site, silence)
+        controllers = Controllers(incidents, deployments, site, silence, notifications)
         app = create_app(control, loop.trigger, controllers)
         stack.callback(control.release_pulls)  # first at exit: held pulls answer at once
         yield Parts(app, control, controllers, loop, source)

@@ -17,6 +17,7 @@ from reconciler.server.http import (
     canary_api,
     incidents_api,
     maintenance_api,
+    notifications_api,
     operator_api,
     ops_api,
     read_api,
@@ -39,6 +40,7 @@ ROUTERS = tuple(
 )
 ROUTERS += (screenshots_api.router,)  # browser checks' screenshots, apart from results
 ROUTERS += (maintenance_api.router,)  # maintenance windows: read, operator edits
+ROUTERS += (notifications_api.router,)
 
 
 class _App(FastAPI):

@@ -8,6 +8,7 @@ from reconciler.server.controllers.agent_silence import AgentSilence
 from reconciler.server.controllers.deployments import DeploymentController
 from reconciler.server.controllers.incidents import IncidentController
 from reconciler.server.controllers.site_rebuilds import SiteRebuilder
+from reconciler.server.notify import Notifications
 
 
 @dataclass(frozen=True)
@@ -18,3 +19,4 @@ class Controllers:
     deployments: DeploymentController
     site: SiteRebuilder
     silence: AgentSilence | None = None  # None: --agent-silent-after 0
+    notifications: Notifications | None = None
