@@ -235,6 +235,14 @@ class MaintenanceIndex:
                 openings += spans[window.name]
             if not openings:
                 continue
+            starts = [started_at[i] for i in indexes]
+            earliest, latest = min(starts), max(starts)
+            if any(opened <= earliest and latest < closed for opened, closed in openings):
+                # The usual case: the canary's rows all fall in one opening.
+                for index in indexes:
+                    rows.maintenance[index] = True
+                marked += len(indexes)
+                continue
             for index in indexes:
                 started = started_at[index]
                 if any(opened <= started < closed for opened, closed in openings):
