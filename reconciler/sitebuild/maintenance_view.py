@@ -17,6 +17,8 @@ from reconciler.sitebuild.sla import next_month
 # How far ahead the pages list windows, and how many openings of one month an SLA page lists.
 UPCOMING_HORIZON = timedelta(days=7)
 MONTH_LISTED = 31
+# Canaries named beside a window on the fleet pages (a window may cover the whole fleet).
+CANARIES_LISTED = 10
 EXCLUDED_NOTE = "Runs inside a maintenance window are left out of uptime."
 
 
@@ -32,7 +34,9 @@ def _windows(snapshot: Snapshot, canary: str | None) -> list[Window]:
 
 def _item(occurrence: Occurrence, with_canaries: bool) -> str:
     where = f" in {', '.join(occurrence.regions)}" if occurrence.regions else ""
-    what = f": {', '.join(occurrence.canaries)}" if with_canaries else ""
+    shown = occurrence.canaries[:CANARIES_LISTED]
+    more = len(occurrence.canaries) - len(shown)
+    what = f": {', '.join(shown)}{f' and {more} more' if more else ''}" if with_canaries else ""
     described = f" — {occurrence.description}" if occurrence.description else ""
     return (
         f"<li><strong>{escape(occurrence.window)}</strong>{escape(described)}, "
