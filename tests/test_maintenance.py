@@ -322,3 +322,59 @@ def test_a_region_in_an_open_window_reads_under_maintenance() -> None:
     later = utc("2026-03-01 11:00")
     assert with_maintenance(state(), "default/web", [everywhere], later).status == Status.UNKNOWN
     assert with_maintenance(state(), "default/api", [everywhere], at).status == Status.UNKNOWN
+
+
+def test_sla_months_list_their_windows_and_count_them_in_the_csv() -> None:
+    from datetime import date
+
+    from reconciler.sitebuild.model import CanaryInfo, Snapshot
+    from reconciler.sitebuild.sla import Month
+    from reconciler.sitebuild.sla_pages import canary_sla_context, canary_sla_csv
+
+    canary = CanaryInfo("default/web", "default.web", ("eu", "us"), ("eu-1", "us-1"), ())
+    months = [
+        Month(date(2026, 2, 1), region, 100, 99, 10.0, 20.0, 30.0, 1772323200)
+        for region in (None, "eu", "us")
+    ]
+    nightly = recurring("0 2 * * SAT", timedelta(hours=2))  # four Saturdays in February
+    once = Window(
+        "eu-move",
+        frozenset({"default/web"}),
+        regions=frozenset({"eu"}),
+        description="Moving racks",
+        start=utc("2026-02-10 08:00"),
+        end=utc("2026-02-10 09:00"),
+    )
+    other = Window(
+        "other",
+        frozenset({"default/api"}),
+        start=utc("2026-02-11 08:00"),
+        end=utc("2026-02-11 09:00"),
+    )
+    snapshot = Snapshot(
+        now=int(utc("2026-03-05 12:00").timestamp()),
+        canaries=[canary],
+        regions=[],
+        statuses={},
+        failures={},
+        figures={},
+        windows={},
+        tails={},
+        incidents=[],
+        deployments=[],
+        revision=None,
+        latest=None,
+        months={"default/web": months},
+        maintenance=[nightly, once, other],
+    )
+    page = canary_sla_context(snapshot, canary)
+    # The current month is listed too, before its figures are counted.
+    march, february = page["maintenance"]
+    assert (march["label"], february["label"]) == ("March 2026", "February 2026")
+    assert [w["name"] for w in february["windows"]] == ["w", "eu-move", "w", "w", "w"]
+    assert february["windows"][1]["regions"] == "eu"
+    assert "left out of uptime" in page["maintenance_note"]
+    lines = str(canary_sla_csv(snapshot, canary)["csv"]).splitlines()
+    assert lines[0].endswith(",maintenance_windows")
+    counts = {line.split(",")[1]: line.split(",")[-1] for line in lines[1:]}
+    assert counts == {"": "5", "eu": "5", "us": "4"}

@@ -33,7 +33,7 @@ from reconciler.sitebuild.windows import WINDOWS
 
 CSV_HEADER = (
     "month,region,runs,passes,uptime_percent,slo_percent,budget_spent_percent,incidents,"
-    "p50_ms,p95_ms,p99_ms,counted_until\n"
+    "p50_ms,p95_ms,p99_ms,counted_until,maintenance_windows\n"
 )
 
 
@@ -189,6 +189,13 @@ def canary_sla_csv(snapshot: Snapshot, canary: CanaryInfo) -> dict[str, Any]:
             str(incidents),
             *(f"{q:.1f}" if q is not None else "" for q in (month.p50, month.p95, month.p99)),
             fmt.iso(month.through),
+            str(
+                sum(
+                    1
+                    for o in maintenance_view.month_windows(snapshot, canary.key, month.month)
+                    if month.region is None or not o.regions or month.region in o.regions
+                )
+            ),
         ]
         lines.append(",".join(cells) + "\n")
     return {"csv": Markup("".join(lines))}
