@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -24,6 +24,9 @@ from reconciler.core.maintenance import (
     with_maintenance,
 )
 from reconciler.core.status import CanaryState, RegionState, Status
+from reconciler.sitebuild.model import CanaryInfo, Snapshot
+from reconciler.sitebuild.sla import Month
+from reconciler.sitebuild.sla_pages import canary_sla_context, canary_sla_csv
 from schemas.schedule import parse_schedule
 from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
 
@@ -325,12 +328,6 @@ def test_a_region_in_an_open_window_reads_under_maintenance() -> None:
 
 
 def test_sla_months_list_their_windows_and_count_them_in_the_csv() -> None:
-    from datetime import date
-
-    from reconciler.sitebuild.model import CanaryInfo, Snapshot
-    from reconciler.sitebuild.sla import Month
-    from reconciler.sitebuild.sla_pages import canary_sla_context, canary_sla_csv
-
     canary = CanaryInfo("default/web", "default.web", ("eu", "us"), ("eu-1", "us-1"), ())
     months = [
         Month(date(2026, 2, 1), region, 100, 99, 10.0, 20.0, 30.0, 1772323200)
