@@ -9,6 +9,7 @@ from schemas.alerting import AlertRoutingDocument, ReceiverDocument
 from schemas.base import API_VERSION, CANARY_CHECKER_API_VERSION, StrictModel
 from schemas.canary import CanaryDocument
 from schemas.gateway import GatewayFileModel
+from schemas.maintenance import MaintenanceDocument
 from schemas.region import RegionDocument
 from schemas.route import RouteDocument
 
@@ -19,6 +20,7 @@ Document = (
     | RouteDocument
     | ReceiverDocument
     | AlertRoutingDocument
+    | MaintenanceDocument
 )
 
 KINDS: dict[str, type[StrictModel]] = {
@@ -28,6 +30,7 @@ KINDS: dict[str, type[StrictModel]] = {
     "Route": RouteDocument,
     "Receiver": ReceiverDocument,
     "AlertRouting": AlertRoutingDocument,
+    "Maintenance": MaintenanceDocument,
 }
 
 API_VERSIONS: dict[str, frozenset[str]] = {
@@ -44,4 +47,5 @@ JSON_SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "gateway-routes": GatewayFileModel,
     "receiver": ReceiverDocument,
     "alert-routing": AlertRoutingDocument,
+    "maintenance": MaintenanceDocument,
 }

@@ -159,9 +159,39 @@ def compile_config(
         schedule = step_schedule(key, route.model.spec)
         if schedule is not None:
             state.schedules[key] = schedule
+    for window in _maintenance_resources(config, state.diagnostics):
+        state.resources[window.address] = window
     state.diagnostics.extend(config.notices)
     state.diagnostics.sort()
     return state
+
+
+def _maintenance_resources(config: Config, diagnostics: list[Diagnostic]) -> list[Resource]:
+    """A resource per maintenance window, with the canaries its selector matches now (so the
+    plan shows which canaries a window covers, and the server needs no labels)."""
+    resources = []
+    for key, window in config.maintenance.items():
+        selector = window.model.spec.canaries
+        selected = sorted(
+            canary_key
+            for canary_key, canary in config.canaries.items()
+            if selector.matches(
+                canary.model.metadata.namespace,
+                canary.model.metadata.name,
+                canary.model.metadata.labels,
+            )
+        )
+        if not selected:
+            diagnostics.append(
+                window.diagnostic(("spec", "canaries"), "selects no canary", "warning")
+            )
+        spec = {**dump(window.model.spec), "selected": selected}
+        if not window.model.spec.recurring:
+            spec.pop("timezone", None)  # the default, read by nothing for a one-off window
+        resources.append(
+            Resource("Maintenance", key, spec, fingerprint(spec), source=window.location())
+        )
+    return resources
 
 
 def _drive_diagnostics(route: Located[RouteDocument], decision: DriveDecision) -> list[Diagnostic]:

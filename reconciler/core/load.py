@@ -152,6 +152,7 @@ def _collect(documents: Iterable[Located[Any]]) -> tuple[Config, list[Diagnostic
         "Route": config.routes,
         "Receiver": config.receivers,
         "AlertRouting": config.alert_routing,
+        "Maintenance": config.maintenance,
     }
     diagnostics: list[Diagnostic] = []
     for document in documents:
@@ -174,6 +175,12 @@ def _reference_diagnostics(config: Config) -> list[Diagnostic]:
             known = ", ".join(sorted(config.regions)) or "none defined"
             message = f"region {region!r} does not exist (regions: {known})"
             found.append(agent.diagnostic(("spec", "region"), message))
+    for window in config.maintenance.values():
+        for index, region in enumerate(window.model.spec.regions):
+            if region not in config.regions:
+                known = ", ".join(sorted(config.regions)) or "none defined"
+                message = f"region {region!r} does not exist (regions: {known})"
+                found.append(window.diagnostic(("spec", "regions", index), message))
     return found + routing_diagnostics(config)
 
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import orjson
 
 ResourceKind = Literal[
-    "Region", "Agent", "Canary", "DerivedCanary", "Route", "Receiver", "AlertRouting"
+    "Region", "Agent", "Canary", "DerivedCanary", "Route", "Receiver", "AlertRouting", "Maintenance"
 ]
 
 ADDRESS_PREFIX: dict[str, str] = {
@@ -20,6 +20,7 @@ ADDRESS_PREFIX: dict[str, str] = {
     "Route": "route",
     "Receiver": "receiver",
     "AlertRouting": "alert_routing",
+    "Maintenance": "maintenance",
 }
 KIND_ORDER: dict[str, int] = {kind: index for index, kind in enumerate(ADDRESS_PREFIX)}
 

@@ -27,6 +27,7 @@ from reconciler.server.controllers.agent_silence import AgentSilence
 from reconciler.server.controllers.deployments import DeploymentController
 from reconciler.server.controllers.history import HistoryKeeper
 from reconciler.server.controllers.incidents import IncidentController, interval_from
+from reconciler.server.controllers.maintenance import MaintenanceGate
 from reconciler.server.controllers.site_rebuilds import SiteRebuilder
 from reconciler.server.heartbeats import Heartbeats
 from reconciler.server.http.app import Controllers, create_app
@@ -115,7 +116,10 @@ async def running_parts(
             log.info("without an AlertRouting, notifications go to %d webhook(s)", len(hooks))
         # Each served revision's Receivers and AlertRouting (the stored one at start too).
         control.on_publish.append(lambda: notifications.configure(control.resources))
-        announce = announcer(notifications)
+        # Incident events of canaries in an open maintenance window stop here, counted.
+        announce = MaintenanceGate(
+            announcer(notifications), lambda: control.maintenance, clock, control.metrics
+        )
         stack.push_async_callback(control.stop)  # stores queued results, releases the file
         # Stopped before the state file is released: its last deliveries are stored.
         stack.push_async_callback(notifications.stop)

@@ -23,6 +23,7 @@ from typing import Any
 import duckdb
 
 from reconciler.core.collector import collector_paused
+from reconciler.core.maintenance import windows_of
 from reconciler.core.status import document
 from reconciler.sitebuild import figures, queries
 from reconciler.sitebuild.canary_page import FAILURES_SHOWN
@@ -245,6 +246,7 @@ class SiteBuilder:
             month_incidents=queries.incidents_by_month(connection, now - timedelta(days=400)),
             screenshots=_screenshots_by_canary(connection, resources),
             silent=silent_of(connection, resources, now, self.silent_after),
+            maintenance=windows_of(resources),
         )
         read = time.perf_counter()
         pages = plan(snapshot)

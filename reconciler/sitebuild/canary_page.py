@@ -9,6 +9,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from reconciler.sitebuild import formatting as fmt
+from reconciler.sitebuild import maintenance_view
 from reconciler.sitebuild.charts import latency_chart
 from reconciler.sitebuild.layout import (
     SKETCH_NOTE,
@@ -50,6 +51,7 @@ def canary_digest(snapshot: Snapshot, canary: CanaryInfo) -> str:
         snapshot.region_names(),
         snapshot.refusal and (snapshot.refusal.label, snapshot.refusal.refused_at.isoformat()),
         [(s.check, s.started_at.isoformat()) for s in snapshot.screenshots.get(canary.key, [])],
+        maintenance_view.digest(snapshot, canary.key),
     )
 
 
@@ -241,6 +243,7 @@ def canary_context(
         "screenshots": screenshot_figures(path, canary, snapshot),
         "checks": checks,
         "note": SKETCH_NOTE,
+        "maintenance": maintenance_view.section(snapshot, canary.key),
     }
 
 

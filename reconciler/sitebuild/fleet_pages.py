@@ -9,6 +9,7 @@ from markupsafe import Markup
 
 from reconciler.core.status import HEADLINES, RESERVED, Status, worst
 from reconciler.sitebuild import formatting as fmt
+from reconciler.sitebuild import maintenance_view
 from reconciler.sitebuild.layout import (
     SEVERITY,
     SKETCH_NOTE,
@@ -121,6 +122,7 @@ def overview_context(
         "rows": Markup("".join(html for _, _, html in rows)),
         "note": SKETCH_NOTE,
         "silent": _silent(snapshot, path, window, region),
+        "maintenance": maintenance_view.section(snapshot),
     }
 
 
@@ -189,4 +191,5 @@ def status_context(snapshot: Snapshot) -> dict[str, Any]:
         "rows": rows,
         "incidents": open_incidents,
         "incidents_href": INCIDENTS,
+        "maintenance": maintenance_view.section(snapshot),
     }

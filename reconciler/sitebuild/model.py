@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from reconciler.core.maintenance import Window as MaintenanceWindow
 from reconciler.core.resources import Resource
 from reconciler.sitebuild.queries import Figures, Series, Tails, WindowState
 from reconciler.sitebuild.silence import SilentAgent
@@ -81,6 +82,8 @@ class Snapshot:
     screenshots: dict[str, list[Screenshot]] = field(default_factory=dict)
     # enabled agents not heard from for the server's `--agent-silent-after` (`silence.py`)
     silent: list[SilentAgent] = field(default_factory=list)
+    # The served revision's maintenance windows (`core/maintenance.py`).
+    maintenance: list[MaintenanceWindow] = field(default_factory=list)
 
     def figure(self, window: str, canary: str, region: str | None) -> Figures | None:
         """A stored figure, or None without runs."""
