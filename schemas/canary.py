@@ -171,8 +171,8 @@ class CanarySpec(UpstreamCheckTypes):
     resultMode: Any = accepted("results stay one per check; no combined JUnit report is made")
     env: Any = accepted("canary-level env is not read by http, tcp or dns checks upstream either")
     retries: Any = refused(
-        "failed checks are not retried; failureThreshold sets how many "
-        "failed runs in a row make a target down"
+        "retries are set on each check (retries: {count, delay}); failureThreshold sets "
+        "how many failed runs in a row make a target down"
     )
 
     def checks(self) -> Iterator[tuple[str, int, CheckBase]]:
@@ -237,6 +237,8 @@ class CanarySpec(UpstreamCheckTypes):
                         f"timeout {check.timeout} must be shorter than the schedule period "
                         f"({format_duration(period)})",
                     )
+            if check.retries is not None and period is not None:
+                yield from _retry_problems(check, where, period)
         other_types = (getattr(self, name) for name in UpstreamCheckTypes.model_fields)
         if not any_check and all(value is None for value in other_types):
             yield (
@@ -246,6 +248,38 @@ class CanarySpec(UpstreamCheckTypes):
 
     def problems(self) -> Iterator[Problem]:
         yield from self.rule_problems(self.effective_schedule())
+
+
+def retries_time(check: CheckBase, period: float) -> float:
+    """The longest a run of a check with retries takes: every attempt timing out, with the
+    delays between them (seconds)."""
+    retries = check.retries
+    if retries is None or not retries.count:
+        return effective_timeout(check.timeout, period)
+    timeout = effective_timeout(check.timeout, period)
+    return (retries.count + 1) * timeout + retries.count * parse_duration(retries.delay)
+
+
+def _retry_problems(
+    check: CheckBase, where: tuple[str | int, ...], period: float
+) -> Iterator[Problem]:
+    """All attempts of a run must end before the next run is due (else runs would be
+    skipped: a check still running at its next due time is not started again)."""
+    retries = check.retries
+    if retries is None or not retries.count:
+        return
+    if isinstance(check.timeout, str) and parse_duration(check.timeout) >= period:
+        return  # the timeout's own error says it
+    total = retries_time(check, period)
+    if total >= period:
+        timeout = format_duration(effective_timeout(check.timeout, period))
+        yield (
+            (*where, "retries"),
+            f"{retries.count} retries {retries.delay} apart with timeout {timeout} take up "
+            f"to {format_duration(total)}, not less than the schedule period "
+            f"({format_duration(period)}): lower retries.count, retries.delay or timeout, "
+            "or run less often",
+        )
 
 
 def effective_timeout(timeout: str | int | None, period: float | None) -> float:
@@ -308,4 +342,10 @@ class CanaryDocument(StrictModel):
         return spec
 
 
-__all__ = ["CANARY_CHECKER_API_VERSION", "CanaryDocument", "CanarySpec", "effective_timeout"]
+__all__ = [
+    "CANARY_CHECKER_API_VERSION",
+    "CanaryDocument",
+    "CanarySpec",
+    "effective_timeout",
+    "retries_time",
+]

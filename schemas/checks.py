@@ -27,6 +27,7 @@ from schemas.base import (
 from schemas.compat import NEEDS_KUBERNETES, accepted, refused
 from schemas.durations import parse_duration
 from schemas.limits import MAX_TIMEOUT_SECONDS
+from schemas.wire import MAX_RETRIES
 
 MAX_CHECK_NAME = 128
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$")
@@ -162,6 +163,20 @@ def _nested(name: str, value: Any) -> Iterator[Problem]:
             yield ((*where, *path), message)
 
 
+class Retries(StrictModel):
+    """How often a run that failed or errored is tried again before its result is kept
+    (Checkly's fixed retry strategy; canary-checker and Grafana SM have no per-check
+    retries)."""
+
+    count: int = Field(
+        ge=0,
+        le=MAX_RETRIES,
+        description=f"Attempts after the first, 0 to {MAX_RETRIES}; the run stops at the "
+        "first attempt that passes.",
+    )
+    delay: Duration = Field(default="1s", description="Wait between two attempts.")
+
+
 class CheckBase(StrictModel):
     """Fields every check type shares (canary-checker's `Description`)."""
 
@@ -183,9 +198,16 @@ class CheckBase(StrictModel):
     markFailOnEmpty: Any = accepted("only applies to transform, which is not supported")
     relationships: Any = accepted("links results to Mission Control components and configs")
     dependsOn: Any = refused("the checks of a canary run independently here")
-    retries: Any = refused(
-        "failed checks are not retried; failureThreshold sets how many "
-        "failed runs in a row make a target down"
+    retries: Retries | None = Field(
+        default=None,
+        description="Try a run that did not pass again, within the same run: the result is "
+        "the last attempt's, with the retries it took.",
+    )
+    degradedThresholdMillis: int | None = Field(
+        default=None,
+        ge=1,
+        description="A run that passes but takes longer than this is 'degraded': up for "
+        "uptime, shown amber.",
     )
 
     @classmethod
@@ -205,6 +227,13 @@ class CheckBase(StrictModel):
     def problems(self) -> Iterator[Problem]:
         if not self.name:
             yield (("name",), "required field is missing (no name, description or target)")
+        degraded, threshold = self.degradedThresholdMillis, self.thresholdMillis
+        if degraded is not None and threshold is not None and degraded >= threshold:
+            yield (
+                ("degradedThresholdMillis",),
+                f"{degraded} must be lower than thresholdMillis ({threshold}): a run slower "
+                "than thresholdMillis fails, so it could never be degraded",
+            )
 
 
 class TemplatableCheck(CheckBase):

@@ -131,7 +131,6 @@ def test_accepted_fields_give_one_notice_per_kind() -> None:
         ("      connection: connection://http/x\n", "connection", "Mission Control"),
         ("      transform:\n        expr: '[]'\n", "transform", "result pipeline"),
         ("      dependsOn: [other]\n", "dependsOn", "run independently"),
-        ("      retries:\n        maxRetries: 2\n", "retries", "not retried"),
         ("      test:\n        template: 'true'\n", "template", "use expr"),
         ("      test:\n        javascript: 'true'\n", "javascript", "JavaScript"),
         ("      display:\n        jsonPath: $.a\n", "jsonPath", "JSONPath"),
@@ -181,9 +180,9 @@ def test_a_refused_field_says_what_and_why(extra: str, field: str, reason: str) 
 def test_canary_level_retries_are_refused() -> None:
     result = load(upstream("  retries:\n    maxRetries: 1\n  tcp:\n    - endpoint: x:1\n"))
     assert messages(result) == [
-        "canary.yaml:7:3: Canary/default/c: spec.retries: not supported: retries (failed checks "
-        "are not retried; failureThreshold sets how many failed runs in a row make a target "
-        "down)"
+        "canary.yaml:7:3: Canary/default/c: spec.retries: not supported: retries (retries are "
+        "set on each check (retries: {count, delay}); failureThreshold sets how many failed "
+        "runs in a row make a target down)"
     ]
 
 

@@ -16,11 +16,12 @@ from agent.checks.grpc_check import check_grpc
 from agent.checks.http_check import check_http
 from agent.checks.icmp_check import check_icmp
 from agent.checks.multihttp_check import check_multihttp
-from agent.checks.outcome import CheckOutcome, Verdict, clip
+from agent.checks.outcome import CheckOutcome, RunStatus, Verdict, clip
 from agent.checks.pool import ClientPool
 from agent.checks.tcp_check import check_tcp
 from agent.checks.tls_check import check_tls
 from schemas.checks import DEFAULT_TIMEOUT_SECONDS
+from schemas.wire import MAX_RETRIES
 
 Clock = Callable[[], datetime]
 CheckFunction = Callable[[Mapping[str, Any], ClientPool, Clock], Awaitable[Verdict]]
@@ -114,31 +115,91 @@ async def _verdict(check: Mapping[str, Any], clients: ClientPool, now: Clock) ->
         return Verdict("error", describe_error(error))
 
 
+def _retries(check: Mapping[str, Any]) -> tuple[int, float]:
+    """The check's retries as served (`{count, delay_ms}`): how many, and the delay in seconds."""
+    retries = check.get("retries")
+    if retries is None:
+        return 0, 0.0
+    count = retries.get("count") if isinstance(retries, Mapping) else None
+    delay_ms = retries.get("delay_ms", 0) if isinstance(retries, Mapping) else None
+    valid = isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_RETRIES
+    if not valid or isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or delay_ms < 0:
+        raise ValueError(
+            f"retries must be {{count: 0-{MAX_RETRIES}, delay_ms: >= 0}}, got {retries!r}"
+        )
+    assert isinstance(count, int)
+    return count, delay_ms / 1000
+
+
+def _judged(
+    check: Mapping[str, Any], verdict: Verdict, duration_ms: float
+) -> tuple[RunStatus, str | None]:
+    """The run's status and message: a passing verdict slower than `degradedThresholdMillis`
+    is `degraded`, with why added to its message.
+
+    Slowness is measured as `thresholdMillis` measures it: an icmp check's average round
+    trip, every other check's run time.
+    """
+    threshold = check.get("degradedThresholdMillis")
+    if verdict.status != "pass" or isinstance(threshold, bool):
+        return verdict.status, verdict.message
+    if not isinstance(threshold, int | float):
+        return verdict.status, verdict.message
+    measured = duration_ms
+    rtt = (verdict.phases or {}).get("rtt_avg_ms")
+    if check.get("type") == "icmp" and isinstance(rtt, int | float):
+        measured = float(rtt)
+    if measured <= threshold:
+        return verdict.status, verdict.message
+    slow = f"took {measured:.1f}ms, over degradedThresholdMillis {threshold}"
+    return "degraded", slow if verdict.message is None else f"{verdict.message} ({slow})"
+
+
 async def run_check(check: Mapping[str, Any], clients: ClientPool, now: Clock) -> CheckOutcome:
-    """Run one check as served to the agent; never raises (except on cancellation).
+    """Run one check as served to the agent, with its retries; never raises (except on
+    cancellation).
+
+    An attempt that fails or errors is tried again after `retries.delay_ms`, up to
+    `retries.count` times; the first pass ends the run. The outcome is the last attempt's
+    (status, duration, code, message, phases) with the number of retries it took, and starts
+    when the first attempt started (the run's scheduled start, which groups the checks of a
+    run). A pass slower than `degradedThresholdMillis` is `degraded`.
 
     Args:
         check: The check: `name`, `type` (http, tcp, dns, tls, icmp, multihttp, grpc or browser),
-            `timeout_ms` and the
-            fields of its type.
+            `timeout_ms`, optional `retries` (`{count, delay_ms}`) and
+            `degradedThresholdMillis`, and the fields of its type.
         clients: The shared HTTP clients.
         now: The clock for `started_at` and certificate days left (UTC, aware).
 
     Returns:
-        The outcome: "pass"; "fail" when the target answered but a condition failed; or
-        "error" when the check could not run (an exception, as `Type: text`, or
-        "timed out after Nms").
+        The outcome: "pass"; "degraded" (passed, but slow); "fail" when the target answered
+        but a condition failed; or "error" when the check could not run (an exception, as
+        `Type: text`, or "timed out after Nms").
     """
     started_at = _utc(now)
-    start = time.perf_counter()
-    verdict = await _verdict(check, clients, now)
-    duration_ms = round((time.perf_counter() - start) * 1000, 3)
+    try:
+        count, delay = _retries(check)
+    except ValueError as error:
+        return CheckOutcome(started_at, 0.0, "error", message=clip(describe_error(error)))
+    attempt = 0
+    while True:
+        start = time.perf_counter()
+        verdict = await _verdict(check, clients, now)
+        duration_ms = round((time.perf_counter() - start) * 1000, 3)
+        if verdict.status == "pass" or attempt >= count:
+            break
+        attempt += 1
+        # Only this check's task waits: the scheduler runs every check in a task of its own.
+        await asyncio.sleep(delay)
+    status, message = _judged(check, verdict, duration_ms)
     return CheckOutcome(
         started_at=started_at,
         duration_ms=duration_ms,
-        status=verdict.status,
+        status=status,
         code=verdict.code,
-        message=clip(verdict.message),
+        message=clip(message),
         phases=verdict.phases,
         screenshot=verdict.screenshot,
+        retries=attempt,
     )

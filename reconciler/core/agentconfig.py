@@ -14,6 +14,7 @@ from agent.expressions.gotemplate import DOLLAR, TemplateError, render
 from reconciler.core.resources import Resource
 from schemas.canary import CHECK_TYPES, effective_timeout
 from schemas.checks import is_templated
+from schemas.durations import parse_duration
 from schemas.schedule import parse_schedule
 
 _ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -115,6 +116,11 @@ def _check_spec(
 ) -> dict[str, Any]:
     spec = {"type": check_type, **{k: v for k, v in check.items() if k != "timeout"}}
     spec["timeout_ms"] = round(effective_timeout(check.get("timeout"), period) * 1000)
+    retries = spec.pop("retries", None)
+    if retries and retries.get("count"):
+        # In milliseconds, as the timeout: the agent parses no durations.
+        delay_ms = round(parse_duration(retries.get("delay", "1s")) * 1000)
+        spec["retries"] = {"count": retries["count"], "delay_ms": delay_ms}
     if check_type in ("http", "tcp", "icmp", "grpc") and ("test" in check or "display" in check):
         spec["canary"] = dict(canary)
     if check_type == "http":

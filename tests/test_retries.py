@@ -1,0 +1,221 @@
+"""Retries and the degraded outcome: what a check spec may say, and how the agent runs it
+against a real HTTP target on 127.0.0.1 (a target failing twice then passing, one that never
+passes, a slow one)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import pytest
+
+from agent.checks import CheckOutcome, ClientPool, result_row, run_check
+from reconciler.core.agentconfig import agent_configs
+from reconciler.core.compile import compile_config
+from reconciler.core.documents import SourceFile
+from reconciler.core.load import LoadResult, load_config
+
+NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+RELEASE = threading.Event()
+
+
+class Flaky(BaseHTTPRequestHandler):
+    """`/flaky/<key>?every=N`: only every Nth request of a key answers 200, the others 503;
+    `/status/<code>`; `/slow?ms=N`: answers no sooner than N ms."""
+
+    protocol_version = "HTTP/1.1"
+    seen: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        code = 200
+        if url.path.startswith("/flaky/"):
+            with self.lock:
+                self.seen[url.path] += 1
+                count = self.seen[url.path]
+            code = 200 if count % int(query.get("every", ["3"])[0]) == 0 else 503
+        elif url.path.startswith("/status/"):
+            code = int(url.path.rsplit("/", 1)[1])
+        elif url.path == "/slow":
+            RELEASE.wait(int(query["ms"][0]) / 1000)
+        body = b"ok" if code == 200 else b"no"
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    RELEASE.set()
+    server.shutdown()
+    server.server_close()
+
+
+def run(check: Mapping[str, Any]) -> CheckOutcome:
+    async def main() -> CheckOutcome:
+        async with ClientPool(size=2, trust_env=False) as pool:
+            return await run_check(check, pool, lambda: NOW)
+
+    return asyncio.run(main())
+
+
+def http(url: str, **fields: Any) -> dict[str, Any]:
+    return {"name": "web", "type": "http", "timeout_ms": 2000, "url": url, **fields}
+
+
+# --- the agent ------------------------------------------------------------------------------
+
+
+def test_a_target_failing_twice_then_passing_passes_after_two_retries(target: str) -> None:
+    outcome = run(http(f"{target}/flaky/a?every=3", retries={"count": 3, "delay_ms": 5}))
+    assert (outcome.status, outcome.retries, outcome.code) == ("pass", 2, 200)
+    row = result_row("web/shop@eu-1", "web", outcome)
+    assert (row.status, row.retries) == ("pass", 2)
+    # The run starts when its first attempt started: it stays grouped with its tick.
+    assert row.started_at == NOW
+
+
+def test_a_target_that_never_passes_fails_after_every_retry(target: str) -> None:
+    outcome = run(http(f"{target}/status/500", retries={"count": 2, "delay_ms": 5}))
+    assert (outcome.status, outcome.retries, outcome.code) == ("fail", 2, 500)
+    assert outcome.message is not None and "500" in outcome.message
+
+
+def test_a_pass_at_the_first_attempt_makes_no_retry(target: str) -> None:
+    outcome = run(http(f"{target}/status/200", retries={"count": 2, "delay_ms": 5}))
+    assert (outcome.status, outcome.retries) == ("pass", 0)
+
+
+def test_without_retries_a_failure_is_kept_at_once(target: str) -> None:
+    outcome = run(http(f"{target}/flaky/b?every=2"))
+    assert (outcome.status, outcome.retries) == ("fail", 0)
+
+
+def test_a_pass_slower_than_the_degraded_threshold_is_degraded(target: str) -> None:
+    outcome = run(http(f"{target}/slow?ms=150", degradedThresholdMillis=50))
+    assert outcome.status == "degraded"
+    assert outcome.message is not None and "over degradedThresholdMillis 50" in outcome.message
+    assert outcome.duration_ms >= 150
+    assert result_row("web/shop@eu-1", "web", outcome).status == "degraded"
+
+
+def test_a_fast_pass_is_not_degraded_and_a_slow_failure_stays_a_failure(target: str) -> None:
+    assert run(http(f"{target}/status/200", degradedThresholdMillis=1000)).status == "pass"
+    slow_failure = run(http(f"{target}/status/503", degradedThresholdMillis=1))
+    assert slow_failure.status == "fail"
+
+
+def test_a_degraded_run_after_retries_keeps_both(target: str) -> None:
+    check = http(
+        f"{target}/flaky/c?every=2", retries={"count": 1, "delay_ms": 5}, degradedThresholdMillis=1
+    )
+    outcome = run(check)
+    assert (outcome.status, outcome.retries) == ("degraded", 1)
+
+
+@pytest.mark.parametrize(
+    "retries", [{"count": 11, "delay_ms": 0}, {"count": "2"}, {"count": 1, "delay_ms": -1}, 3]
+)
+def test_malformed_retries_are_an_error_not_a_crash(target: str, retries: object) -> None:
+    outcome = run(http(f"{target}/status/200", retries=retries))
+    assert outcome.status == "error"
+    assert outcome.message is not None and outcome.message.startswith("ValueError: retries")
+
+
+# --- the spec -------------------------------------------------------------------------------
+
+
+def load(text: str) -> LoadResult:
+    return load_config([SourceFile("canary.yaml", "sha", lambda: text.encode())])
+
+
+def errors(result: LoadResult) -> list[str]:
+    return [d.format() for d in result.diagnostics if d.severity == "error"]
+
+
+def canary(check: str, schedule: str = "@every 30s") -> str:
+    return (
+        "apiVersion: canary-reconciler/v1\nkind: Canary\nmetadata:\n  name: shop\n"
+        f"spec:\n  schedule: '{schedule}'\n  agentSelector: [local]\n  http:\n"
+        "    - name: home\n      url: http://127.0.0.1:9/\n" + check
+    )
+
+
+def test_retries_that_cannot_fit_the_period_are_an_error_naming_the_line() -> None:
+    text = canary("      retries:\n        count: 2\n        delay: 1s\n")
+    assert errors(load(text)) == [
+        "canary.yaml:11:7: Canary/default/shop: spec.http[0].retries: 2 retries 1s apart with "
+        "timeout 10s take up to 32s, not less than the schedule period (30s): lower "
+        "retries.count, retries.delay or timeout, or run less often"
+    ]
+
+
+def test_retries_with_an_explicit_timeout_count_it_for_every_attempt() -> None:
+    fits = canary("      timeout: 5s\n      retries: {count: 4, delay: 1s}\n")
+    assert errors(load(fits)) == []  # 5 × 5s + 4 × 1s = 29s < 30s
+    too_long = canary("      timeout: 5s\n      retries: {count: 4, delay: 2s}\n")
+    assert [e.split(": ", 3)[2:] for e in errors(load(too_long))] == [
+        [
+            "spec.http[0].retries",
+            "4 retries 2s apart with timeout 5s take up to 33s, not less than the schedule "
+            "period (30s): lower retries.count, retries.delay or timeout, or run less often",
+        ]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("check", "field", "message"),
+    [
+        ("      retries: {count: 11}\n", "retries.count", "less than or equal to 10"),
+        ("      retries: {count: -1}\n", "retries.count", "greater than or equal to 0"),
+        ("      retries: {delay: 1s}\n", "retries.count", "required field is missing"),
+        ("      retries: {count: 1, delay: soon}\n", "retries.delay", "invalid duration"),
+        ("      retries: {count: 1, backoff: linear}\n", "retries.backoff", "unknown field"),
+        ("      degradedThresholdMillis: 0\n", "degradedThresholdMillis", "greater than or"),
+        (
+            "      degradedThresholdMillis: 800\n      thresholdMillis: 500\n",
+            "degradedThresholdMillis",
+            "800 must be lower than thresholdMillis (500)",
+        ),
+    ],
+)
+def test_bad_retries_and_thresholds_name_the_field(check: str, field: str, message: str) -> None:
+    found = errors(load(canary(check)))
+    assert len(found) == 1, found
+    assert f"spec.http[0].{field}: " in found[0] and message in found[0], found
+
+
+def test_agents_get_retries_in_milliseconds_and_the_degraded_threshold() -> None:
+    text = canary(
+        "      timeout: 2s\n      retries: {count: 2, delay: 250ms}\n"
+        "      degradedThresholdMillis: 300\n"
+        "    - name: plain\n      url: http://127.0.0.1:9/plain\n"
+        "      retries: {count: 0}\n"
+    )
+    result = load(text)
+    assert result.ok, errors(result)
+    compiled = compile_config(result.config)
+    served = agent_configs(compiled.resources.values(), {})["local"]
+    checks = {c["name"]: c for c in orjson.loads(served.body)["canaries"][0]["checks"]}
+    assert checks["home"]["retries"] == {"count": 2, "delay_ms": 250}
+    assert checks["home"]["degradedThresholdMillis"] == 300
+    assert "retries" not in checks["plain"]  # count 0: no retries to make
