@@ -5,11 +5,13 @@ passes, a slow one)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,6 +23,11 @@ from reconciler.core.agentconfig import agent_configs
 from reconciler.core.compile import compile_config
 from reconciler.core.documents import SourceFile
 from reconciler.core.load import LoadResult, load_config
+from reconciler.sitebuild import build_site
+from reconciler.store.db import open_state
+from tests.conftest import ConfigRepo, region_doc
+from tests.inprocess import running_in_process
+from tests.waiting import wait_for
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 RELEASE = threading.Event()
@@ -219,3 +226,94 @@ def test_agents_get_retries_in_milliseconds_and_the_degraded_threshold() -> None
     assert checks["home"]["retries"] == {"count": 2, "delay_ms": 250}
     assert checks["home"]["degradedThresholdMillis"] == 300
     assert "retries" not in checks["plain"]  # count 0: no retries to make
+
+
+# --- end to end: the local agent, the store, the read API and the site -----------------------
+
+
+def _canary(name: str, check: str) -> str:
+    return (
+        "apiVersion: canary-reconciler/v1\nkind: Canary\n"
+        f"metadata:\n  name: {name}\nspec:\n  schedule: '@every 2s'\n  agentSelector: [local]\n"
+        "  http:\n" + check + "---\n"
+    )
+
+
+def test_retried_and_degraded_runs_are_stored_counted_and_shown(
+    config_repo: ConfigRepo, tmp_path: Path, target: str
+) -> None:
+    retry = "      timeout: 500ms\n      retries: {count: 2, delay: 20ms}\n"
+    config_repo.write("regions.yaml", region_doc("default"))
+    config_repo.write(
+        "canaries.yaml",
+        # Every third request passes: each run passes at its third attempt.
+        _canary("flaky", f"    - name: home\n      url: {target}/flaky/e2e?every=3\n{retry}")
+        + _canary("broken", f"    - name: home\n      url: {target}/status/500\n{retry}")
+        + _canary(
+            "slow",
+            f"    - name: home\n      url: {target}/slow?ms=250\n      timeout: 1500ms\n"
+            "      degradedThresholdMillis: 100\n",
+        ),
+    )
+    config_repo.commit("retries and a degraded threshold")
+    state = tmp_path / "state.duckdb"
+    with running_in_process(config_repo.path, state) as server:
+        server.wait_ready()
+
+        def results(name: str) -> list[dict[str, Any]]:
+            response = server.client.get(f"/api/v1/targets/default.{name}/results")
+            rows: list[dict[str, Any]] = response.json()["results"]
+            return rows
+
+        # Two runs of each: the newest run is then one the status looks back on.
+        wait_for(lambda: all(len(results(n)) >= 2 for n in ("flaky", "broken", "slow")), 30, "runs")
+        flaky, broken, slow = results("flaky")[0], results("broken")[0], results("slow")[0]
+        assert (flaky["status"], flaky["retries"], flaky["code"]) == ("pass", 2, 200)
+        assert (broken["status"], broken["retries"], broken["code"]) == ("fail", 2, 500)
+        assert (slow["status"], slow["retries"]) == ("degraded", 0)
+        assert "over degradedThresholdMillis 100" in slow["message"]
+
+        uptime = server.client.get("/api/v1/targets/default.slow/uptime").json()
+        assert uptime["uptime"] == 1.0  # degraded counts as up
+        assert uptime["degraded"] == uptime["passed"] == uptime["total"] >= 2
+        uptime = server.client.get("/api/v1/targets/default.flaky/uptime").json()
+        assert uptime["retried"] == uptime["passed"] == uptime["total"] >= 2
+        assert uptime["degraded"] == 0
+
+        targets = {t["id"]: t for t in server.client.get("/api/v1/targets").json()["targets"]}
+        assert targets["default.flaky"]["last_run"]["status"] == "pass"
+        assert targets["default.flaky"]["last_run"]["retries"] == 2
+        assert targets["default.slow"]["last_run"]["status"] == "degraded"
+    connection = open_state(state)
+    assert connection is not None
+    with connection:
+        build_site(connection, tmp_path / "site", datetime.now(UTC))
+    pages = tmp_path / "site" / "canary"
+    flaky_page = (pages / "default.flaky.html").read_text()
+    assert '<li class="kpi last-retried"><span class="kpi-label">Last run</span> ' in flaky_page
+    assert '<span class="kpi-value">passed after 2 retries</span>' in flaky_page
+    assert _card(flaky_page, "Passed after retries (24 h)") >= 2
+    assert _card(flaky_page, "Degraded (24 h)") == 0
+    slow_page = (pages / "default.slow.html").read_text()
+    assert '<li class="kpi last-degraded"><span class="kpi-label">Last run</span> ' in slow_page
+    assert _card(slow_page, "Degraded (24 h)") >= 2
+    broken_page = (pages / "default.broken.html").read_text()
+    assert "<td>fail after 2 retries</td>" in broken_page  # the recent failures
+    assert '<span class="kpi-value">failed after 2 retries</span>' in broken_page
+    status_page = (tmp_path / "site" / "status.html").read_text()
+    assert '<span class="last-run last-retried">last run passed after 2 retries</span>' in (
+        status_page
+    )
+    assert '<span class="last-run last-degraded">last run degraded (slow)</span>' in status_page
+    css = (tmp_path / "site" / "static" / "site.css").read_text()
+    assert ".last-run.last-degraded, .last-run.last-retried { color: var(--degraded); }" in css
+
+
+def _card(page: str, label: str) -> int:
+    """The number on a canary page's first KPI card with this label."""
+    match = re.search(
+        rf'<span class="kpi-label">{re.escape(label)}</span> <span class="kpi-value">([\d,]+)<',
+        page,
+    )
+    assert match is not None, label
+    return int(match.group(1).replace(",", ""))

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from reconciler.core.incidents import (
     STALE_PERIODS,
@@ -80,6 +81,15 @@ class LastRun:
 
     started_at: datetime
     passed: bool
+    degraded: bool = False  # passed, but slower than a check's degraded threshold
+    retries: int = 0  # the most retries one of its checks made
+
+    @property
+    def outcome(self) -> str:
+        """`pass`, `degraded` or `fail` (core/outcomes.py says how each counts)."""
+        if not self.passed:
+            return "fail"
+        return "degraded" if self.degraded else "pass"
 
 
 @dataclass(frozen=True)
@@ -146,7 +156,9 @@ def _start(run: Run) -> datetime:
 
 def _last(runs: Iterable[Run]) -> LastRun | None:
     newest = max(runs, key=_start, default=None)
-    return LastRun(newest.started_at, newest.passed) if newest is not None else None
+    if newest is None:
+        return None
+    return LastRun(newest.started_at, newest.passed, newest.degraded, newest.retries)
 
 
 def _region(
@@ -255,10 +267,12 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _last_run_document(run: LastRun | None, times: bool) -> dict[str, str] | None:
+def _last_run_document(run: LastRun | None, times: bool) -> dict[str, Any] | None:
     if run is None:
         return None
-    outcome = {"status": "pass" if run.passed else "fail"}
+    outcome: dict[str, Any] = {"status": run.outcome}
+    if run.retries:  # present only when some check retried, as most runs never do
+        outcome["retries"] = run.retries
     return {"at": _iso(run.started_at), **outcome} if times else outcome
 
 
@@ -271,7 +285,8 @@ def document(state: CanaryState | None, times: bool = True) -> dict[str, object]
             showed them would change with every run, not only when the status does.
 
     Returns:
-        `status`, `reason`, `last_run` (`at`, `status`: pass or fail; null without runs),
+        `status`, `reason`, `last_run` (`at`, `status`: pass, degraded or fail, and
+        `retries` when a check of the run retried; null without runs),
         `regions_down` (regions the incident engine's thresholds call down) and
         `region_status`: by region, its `status`, `reason` and `last_run`.
     """

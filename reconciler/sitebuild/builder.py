@@ -239,6 +239,7 @@ class SiteBuilder:
             months=months_of(connection, self.tables),
             month_incidents=queries.incidents_by_month(connection, now - timedelta(days=400)),
             screenshots=_screenshots_by_canary(connection, resources),
+            outcome_counts=queries.outcome_counts(connection, now - timedelta(days=1), now),
         )
         read = time.perf_counter()
         pages = plan(snapshot)

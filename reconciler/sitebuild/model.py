@@ -77,6 +77,8 @@ class Snapshot:
     month_incidents: dict[tuple[str, date], int] = field(default_factory=dict)
     # by canary: the newest screenshot of each of its browser checks (`store/screenshots.py`)
     screenshots: dict[str, list[Screenshot]] = field(default_factory=dict)
+    # by canary, then region (None: all): (degraded, retried) runs of the last 24 hours
+    outcome_counts: dict[str, dict[str | None, tuple[int, int]]] = field(default_factory=dict)
 
     def figure(self, window: str, canary: str, region: str | None) -> Figures | None:
         """A stored figure, or None without runs."""
