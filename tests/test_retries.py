@@ -9,7 +9,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,12 @@ from agent.checks import CheckOutcome, ClientPool, result_row, run_check
 from reconciler.core.agentconfig import agent_configs
 from reconciler.core.compile import compile_config
 from reconciler.core.documents import SourceFile
+from reconciler.core.incidents import CheckRow, Run, group_runs
 from reconciler.core.load import LoadResult, load_config
+from reconciler.core.status import CanaryState, LastRun, Status, document
 from reconciler.sitebuild import build_site
+from reconciler.sitebuild import formatting as fmt
+from reconciler.sitebuild.layout import badge
 from reconciler.store.db import open_state
 from tests.conftest import ConfigRepo, region_doc
 from tests.inprocess import running_in_process
@@ -317,3 +321,56 @@ def _card(page: str, label: str) -> int:
     )
     assert match is not None, label
     return int(match.group(1).replace(",", ""))
+
+
+# --- how runs read ------------------------------------------------------------------------
+
+
+def test_a_run_is_degraded_when_a_check_is_and_keeps_the_most_retries() -> None:
+    rows = [
+        CheckRow(NOW, "home", "pass", 2),
+        CheckRow(NOW + timedelta(milliseconds=5), "api", "degraded"),
+        CheckRow(NOW + timedelta(seconds=30), "home", "pass"),
+        CheckRow(NOW + timedelta(seconds=30, milliseconds=5), "api", "degraded", 1),
+        CheckRow(NOW + timedelta(seconds=60), "home", "fail", 3),
+        CheckRow(NOW + timedelta(seconds=60, milliseconds=5), "api", "degraded"),
+    ]
+    runs, _ = group_runs(rows, 30.0, 2, NOW + timedelta(minutes=5))
+    assert runs == (
+        Run(NOW, True, True, 2),
+        Run(NOW + timedelta(seconds=30), True, True, 1),
+        # A failed run is failed, not degraded; its retries are still told.
+        Run(NOW + timedelta(seconds=60), False, False, 3),
+    )
+
+
+@pytest.mark.parametrize(
+    ("run", "words", "outcome"),
+    [
+        ({"status": "pass"}, "passed", "pass"),
+        ({"status": "pass", "retries": 1}, "passed after 1 retry", "retried"),
+        ({"status": "pass", "retries": 2}, "passed after 2 retries", "retried"),
+        ({"status": "degraded"}, "degraded (slow)", "degraded"),
+        ({"status": "degraded", "retries": 2}, "degraded (slow), after 2 retries", "degraded"),
+        ({"status": "fail"}, "failed", "fail"),
+        ({"status": "fail", "retries": 3}, "failed after 3 retries", "fail"),
+    ],
+)
+def test_each_outcome_reads_as_its_own(run: dict[str, Any], words: str, outcome: str) -> None:
+    assert fmt.outcome_text(run) == words
+    assert fmt.last_run(run) == f"last run {words}"
+    assert fmt.run_outcome(run) == outcome
+    assert badge("operational", run).endswith(
+        f'<span class="last-run last-{outcome}">last run {words}</span>'
+    )
+
+
+def test_the_last_run_document_says_degraded_and_retries() -> None:
+    state = CanaryState(Status.OPERATIONAL, {}, LastRun(NOW, True, False, 2), "passing")
+    assert document(state)["last_run"] == {
+        "at": "2030-01-02T03:04:05Z",
+        "status": "pass",
+        "retries": 2,
+    }
+    state = CanaryState(Status.OPERATIONAL, {}, LastRun(NOW, True, True), "passing")
+    assert document(state, times=False)["last_run"] == {"status": "degraded"}
