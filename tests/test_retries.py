@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.checks import CheckOutcome, ClientPool, result_row, run_check
 from reconciler.core.agentconfig import agent_configs
@@ -24,13 +25,16 @@ from reconciler.core.compile import compile_config
 from reconciler.core.documents import SourceFile
 from reconciler.core.incidents import CheckRow, Run, group_runs
 from reconciler.core.load import LoadResult, load_config
+from reconciler.core.probe_metrics import render as probe_render
 from reconciler.core.status import CanaryState, LastRun, Status, document
 from reconciler.sitebuild import build_site
 from reconciler.sitebuild import formatting as fmt
 from reconciler.sitebuild.layout import badge
 from reconciler.store.db import open_state
+from reconciler.store.probes import latest_runs
 from tests.conftest import ConfigRepo, region_doc
 from tests.inprocess import running_in_process
+from tests.rows import RESULT_COLUMNS_V1
 from tests.waiting import wait_for
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -374,3 +378,27 @@ def test_the_last_run_document_says_degraded_and_retries() -> None:
     }
     state = CanaryState(Status.OPERATIONAL, {}, LastRun(NOW, True, True), "passing")
     assert document(state, times=False)["last_run"] == {"status": "degraded"}
+
+
+def test_a_degraded_run_is_up_in_probe_success_and_flagged_in_probe_degraded(
+    tmp_path: Path,
+) -> None:
+    connection = open_state(tmp_path / "state.duckdb")
+    assert connection is not None
+    with connection:
+        connection.execute(
+            f"""INSERT INTO results ({RESULT_COLUMNS_V1}, retries) VALUES
+                ('eu-1', 'eu', 'shop/web@eu-1', 'shop/web', 'home', 'http', $at, 912.5,
+                 'degraded', 200, 'took 912.5ms, over degradedThresholdMillis 800', NULL,
+                 $at, 1)""",
+            {"at": NOW},
+        )
+        [run] = latest_runs(connection, NOW - timedelta(hours=1))
+    assert (run.passed, run.degraded) == (True, True)
+    families = {
+        f.name: f.samples[0].value
+        for f in text_string_to_metric_families(probe_render([run], "full"))
+    }
+    assert (families["probe_success"], families["probe_degraded"]) == (1.0, 1.0)
+    basic = {f.name for f in text_string_to_metric_families(probe_render([run], "basic"))}
+    assert "probe_degraded" not in basic
