@@ -106,9 +106,9 @@ _KPIS = (
     '<li class="kpi"><span class="kpi-label">p99</span> <span class="kpi-value">{}</span></li>\n'
     '<li class="kpi"><span class="kpi-label">Runs</span> <span class="kpi-value">{}</span></li>\n'
     # Up runs counted apart, always over the last 24 hours (queries.outcome_counts).
-    '<li class="kpi outcome-degraded"><span class="kpi-label">Degraded (24 h)</span> '
+    '<li class="kpi outcome-degraded"><span class="kpi-label">Degraded (24h)</span> '
     '<span class="kpi-value">{}</span></li>\n'
-    '<li class="kpi outcome-retried"><span class="kpi-label">Passed after retries (24 h)</span> '
+    '<li class="kpi outcome-retried"><span class="kpi-label">Passed after retries (24h)</span> '
     '<span class="kpi-value">{}</span></li>\n'
 )
 
