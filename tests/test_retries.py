@@ -287,6 +287,8 @@ def test_retried_and_degraded_runs_are_stored_counted_and_shown(
         uptime = server.client.get("/api/v1/targets/default.flaky/uptime").json()
         assert uptime["retried"] == uptime["passed"] == uptime["total"] >= 2
         assert uptime["degraded"] == 0
+        [region] = server.client.get("/api/v1/targets/default.slow/regions").json()["regions"]
+        assert region["degraded"] == region["passed"] == region["total"] >= 2
 
         targets = {t["id"]: t for t in server.client.get("/api/v1/targets").json()["targets"]}
         assert targets["default.flaky"]["last_run"]["status"] == "pass"

@@ -235,21 +235,24 @@ def region_summaries(
         region: only this region, or every region when None.
 
     Returns:
-        By region name: total, passed, uptime, p50, p95, last_status, last_run_at.
+        By region name: total, passed (with degraded and retried, as `uptime` counts them),
+        uptime, p50, p95, last_status, last_run_at.
     """
     rows = connection.execute(
-        f"""SELECT region, {SQL_RUNS}, {SQL_PASSES}, {_QUANTILES},
+        f"""SELECT region, {SQL_RUNS}, {SQL_PASSES}, {SQL_DEGRADED}, {SQL_RETRIED}, {_QUANTILES},
                    arg_max(status, started_at),
                    strftime(make_timestamp(max(epoch_us(started_at))), {_RFC3339})
             FROM {source(connection, since, until)} WHERE {_SCOPE} GROUP BY region""",
         _scope(parent, since, until, region),
     ).fetchall()
     summaries = {}
-    for name, total, passed, quantiles, last_status, last_run_at in rows:
+    for name, total, passed, degraded, retried, quantiles, last_status, last_run_at in rows:
         p50, p95, _ = quantiles
         summaries[name] = {
             "total": total,
             "passed": passed,
+            "degraded": degraded,
+            "retried": retried,
             "uptime": _ratio(passed, total),
             "p50": p50,
             "p95": p95,

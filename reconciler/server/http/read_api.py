@@ -432,6 +432,8 @@ async def target_regions(request: Request, id: str) -> Response:
         empty: dict[str, Any] = {
             "total": 0,
             "passed": 0,
+            "degraded": 0,
+            "retried": 0,
             "uptime": None,
             "p50": None,
             "p95": None,
