@@ -80,6 +80,26 @@ def test_a_slow_check_does_not_delay_the_schedule_and_its_overdue_runs_are_skipp
     asyncio.run(scenario())
 
 
+def test_a_check_still_retrying_blocks_neither_its_canarys_other_checks_nor_its_schedule() -> None:
+    runs: Counter[str] = Counter()
+    release = asyncio.Event()
+
+    async def run(canary_id: str, check: Mapping[str, Any]) -> None:
+        runs[check["name"]] += 1
+        if check["name"] == "retrying":
+            await release.wait()  # as a run waiting between its attempts
+
+    async def scenario() -> None:
+        scheduler = Scheduler(run, random.Random(3))
+        scheduler.update([canary("c", every="30ms", checks=("retrying", "quick"))])
+        await _until(lambda: runs["quick"] >= 4)
+        assert runs["retrying"] == 1 and scheduler.skipped >= 2
+        release.set()
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+
+
 class _NoOffset(random.Random):
     """First runs at once: a canary that is scheduled at all runs within the test."""
 
