@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 
@@ -115,20 +115,20 @@ async def _verdict(check: Mapping[str, Any], clients: ClientPool, now: Clock) ->
         return Verdict("error", describe_error(error))
 
 
+def _whole(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _retries(check: Mapping[str, Any]) -> tuple[int, float]:
     """The check's retries as served (`{count, delay_ms}`): how many, and the delay in seconds."""
     retries = check.get("retries")
     if retries is None:
         return 0, 0.0
-    count = retries.get("count") if isinstance(retries, Mapping) else None
-    delay_ms = retries.get("delay_ms", 0) if isinstance(retries, Mapping) else None
-    valid = isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_RETRIES
-    if not valid or isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or delay_ms < 0:
-        raise ValueError(
-            f"retries must be {{count: 0-{MAX_RETRIES}, delay_ms: >= 0}}, got {retries!r}"
-        )
-    assert isinstance(count, int)
-    return count, delay_ms / 1000
+    if isinstance(retries, Mapping):
+        count, delay_ms = retries.get("count"), retries.get("delay_ms", 0)
+        if _whole(count) and 0 <= count <= MAX_RETRIES and _whole(delay_ms) and delay_ms >= 0:
+            return count, delay_ms / 1000
+    raise ValueError(f"retries must be {{count: 0-{MAX_RETRIES}, delay_ms: >= 0}}, got {retries!r}")
 
 
 def _judged(
@@ -141,9 +141,7 @@ def _judged(
     trip, every other check's run time.
     """
     threshold = check.get("degradedThresholdMillis")
-    if verdict.status != "pass" or isinstance(threshold, bool):
-        return verdict.status, verdict.message
-    if not isinstance(threshold, int | float):
+    if verdict.status != "pass" or not _whole(threshold):
         return verdict.status, verdict.message
     measured = duration_ms
     rtt = (verdict.phases or {}).get("rtt_avg_ms")
