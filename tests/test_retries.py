@@ -23,10 +23,10 @@ from agent.checks import CheckOutcome, ClientPool, result_row, run_check
 from reconciler.core.agentconfig import agent_configs
 from reconciler.core.compile import compile_config
 from reconciler.core.documents import SourceFile
-from reconciler.core.incidents import CheckRow, Run, group_runs
+from reconciler.core.incidents import CheckRow, Run, Target, group_runs
 from reconciler.core.load import LoadResult, load_config
 from reconciler.core.probe_metrics import render as probe_render
-from reconciler.core.status import CanaryState, LastRun, Status, document
+from reconciler.core.status import CanaryState, LastRun, Status, canary_status, document
 from reconciler.sitebuild import build_site
 from reconciler.sitebuild import formatting as fmt
 from reconciler.sitebuild.layout import badge
@@ -294,6 +294,8 @@ def test_retried_and_degraded_runs_are_stored_counted_and_shown(
         assert targets["default.flaky"]["last_run"]["status"] == "pass"
         assert targets["default.flaky"]["last_run"]["retries"] == 2
         assert targets["default.slow"]["last_run"]["status"] == "degraded"
+        assert targets["default.slow"]["status"] == "degraded_performance"
+        assert targets["default.flaky"]["status"] == "operational"
     connection = open_state(state)
     assert connection is not None
     with connection:
@@ -307,6 +309,9 @@ def test_retried_and_degraded_runs_are_stored_counted_and_shown(
     slow_page = (pages / "default.slow.html").read_text()
     assert '<li class="kpi last-degraded"><span class="kpi-label">Last run</span> ' in slow_page
     assert _card(slow_page, "Degraded (24h)") >= 2
+    assert '<span class="badge status-degraded_performance">Degraded performance</span>' in (
+        slow_page
+    )
     broken_page = (pages / "default.broken.html").read_text()
     assert "<td>fail after 2 retries</td>" in broken_page  # the recent failures
     assert '<span class="kpi-value">failed after 2 retries</span>' in broken_page
@@ -404,3 +409,37 @@ def test_a_degraded_run_is_up_in_probe_success_and_flagged_in_probe_degraded(
     assert (families["probe_success"], families["probe_degraded"]) == (1.0, 1.0)
     basic = {f.name for f in text_string_to_metric_families(probe_render([run], "basic"))}
     assert "probe_degraded" not in basic
+
+
+def _runs(outcomes: str) -> list[Run]:
+    """`outcomes` ("p" pass, "d" degraded, "r" passed after retries, "f" fail), a minute
+    apart, the last one now."""
+    return [
+        Run(NOW - timedelta(minutes=len(outcomes) - 1 - i), o != "f", o == "d", int(o == "r"))
+        for i, o in enumerate(outcomes)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("eu", "us", "blended", "eu_status"),
+    [
+        ("ppd", "ppp", Status.DEGRADED_PERFORMANCE, Status.DEGRADED_PERFORMANCE),
+        ("pdp", "ppp", Status.DEGRADED_PERFORMANCE, Status.DEGRADED_PERFORMANCE),
+        # successThreshold (2) plain passes clear it, as they clear a failure.
+        ("dpp", "ppp", Status.OPERATIONAL, Status.OPERATIONAL),
+        # A pass after retries is a pass: nothing to clear.
+        ("prr", "ppp", Status.OPERATIONAL, Status.OPERATIONAL),
+        # A failure is worse than slowness, in the region and blended.
+        ("dfp", "ppp", Status.PARTIAL_OUTAGE, Status.PARTIAL_OUTAGE),
+        ("ppd", "pfp", Status.PARTIAL_OUTAGE, Status.DEGRADED_PERFORMANCE),
+    ],
+)
+def test_degraded_runs_make_degraded_performance_until_cleared(
+    eu: str, us: str, blended: Status, eu_status: Status
+) -> None:
+    target = Target("web/shop", "majority", 3, 2, 60.0, {"eu": ("eu-1",), "us": ("us-1",)})
+    state = canary_status(target, {"eu-1": _runs(eu), "us-1": _runs(us)}, False, NOW)
+    assert (state.status, state.regions["eu"].status) == (blended, eu_status)
+    if eu_status is Status.DEGRADED_PERFORMANCE:
+        assert state.regions["eu"].reason == "slow on eu-1"
+        assert state.regions["eu"].verdict == "up"  # never an incident
