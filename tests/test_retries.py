@@ -5,6 +5,7 @@ passes, a slow one)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 from collections import Counter
@@ -20,6 +21,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.checks import CheckOutcome, ClientPool, result_row, run_check
+from agent.runtime import Agent
+from agent.settings import AgentSettings
 from reconciler.core.agentconfig import agent_configs
 from reconciler.core.compile import compile_config
 from reconciler.core.documents import SourceFile
@@ -443,3 +446,18 @@ def test_degraded_runs_make_degraded_performance_until_cleared(
     if eu_status is Status.DEGRADED_PERFORMANCE:
         assert state.regions["eu"].reason == "slow on eu-1"
         assert state.regions["eu"].verdict == "up"  # never an incident
+
+
+def test_the_agent_counts_skipped_runs_and_logs_each_check_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = AgentSettings(url="http://127.0.0.1:9", token="cra_eu-1.t", spool=tmp_path / "s")
+    agent = Agent(settings)
+    caplog.set_level(logging.WARNING, logger="agent")
+    check = {"name": "home", "type": "http"}
+    for _ in range(3):
+        agent._skipped("web/shop@eu-1", check)
+    assert 'agent_checks_skipped_total{type="http"} 3' in agent.metrics.render()
+    skips = [r for r in caplog.records if "still running when due again" in r.getMessage()]
+    assert len(skips) == 1
+    agent.spool.close()
