@@ -98,7 +98,7 @@ class RegionState:
     """A canary's status in one region.
 
     Attributes:
-        status: operational, partial outage, major outage or unknown.
+        status: operational, degraded performance, partial outage, major outage or unknown.
         verdict: the incident engine's verdict on the region (`up`, `down`, `unknown`).
         last_run: the region's most recent run (any agent), or None.
         reason: why, in a few words.
@@ -115,7 +115,7 @@ class CanaryState:
     """A canary's status blended across its regions, and each region's.
 
     Attributes:
-        status: operational, partial outage, major outage or unknown.
+        status: operational, degraded performance, partial outage, major outage or unknown.
         regions: by region name.
         last_run: the canary's most recent run anywhere, or None.
         reason: why, in a few words.

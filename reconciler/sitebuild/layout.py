@@ -128,7 +128,8 @@ def region_state(snapshot: Snapshot, canary: str, region: str) -> dict[str, Any]
 
 
 def region_status(snapshot: Snapshot, canary: str, region: str) -> str:
-    """A canary's status in one region: operational, partial_outage, major_outage, unknown."""
+    """A canary's status in one region: operational, degraded_performance, partial_outage,
+    major_outage or unknown."""
     return str(region_state(snapshot, canary, region)["status"])
 
 
