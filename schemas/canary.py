@@ -33,6 +33,7 @@ from schemas.checks import (
     NEVER,
     BrowserCheck,
     CheckBase,
+    CheckRetries,
     DnsCheck,
     GrpcCheck,
     HttpCheck,
@@ -41,7 +42,7 @@ from schemas.checks import (
     TcpCheck,
     TlsCheck,
 )
-from schemas.compat import accepted, refused, unsupported_check_type
+from schemas.compat import accepted, unsupported_check_type
 from schemas.durations import format_duration, parse_duration
 from schemas.limits import MIN_SCHEDULE_SECONDS, limit_hint
 from schemas.schedule import parse_schedule
@@ -170,9 +171,10 @@ class CanarySpec(UpstreamCheckTypes):
     )
     resultMode: Any = accepted("results stay one per check; no combined JUnit report is made")
     env: Any = accepted("canary-level env is not read by http, tcp or dns checks upstream either")
-    retries: Any = refused(
-        "retries are set on each check (retries: {count, delay}); failureThreshold sets "
-        "how many failed runs in a row make a target down"
+    retries: CheckRetries | None = Field(
+        default=None,
+        description="Retries of every check of the canary; a check's own `retries` fields "
+        "win, field by field.",
     )
 
     def checks(self) -> Iterator[tuple[str, int, CheckBase]]:
@@ -237,8 +239,11 @@ class CanarySpec(UpstreamCheckTypes):
                         f"timeout {check.timeout} must be shorter than the schedule period "
                         f"({format_duration(period)})",
                     )
-            if check.retries is not None and period is not None:
-                yield from _retry_problems(check, where, period)
+            if period is not None:
+                yield from _retry_problems(self.retries, check, where, period)
+        if self.retries is not None:
+            for path, message in self.retries.problems():
+                yield (("retries", *path), message)
         other_types = (getattr(self, name) for name in UpstreamCheckTypes.model_fields)
         if not any_check and all(value is None for value in other_types):
             yield (
@@ -250,36 +255,43 @@ class CanarySpec(UpstreamCheckTypes):
         yield from self.rule_problems(self.effective_schedule())
 
 
-def retries_time(check: CheckBase, period: float) -> float:
-    """The longest a run of a check with retries takes: every attempt timing out, with the
-    delays between them (seconds)."""
-    retries = check.retries
-    if retries is None or not retries.count:
-        return effective_timeout(check.timeout, period)
-    timeout = effective_timeout(check.timeout, period)
-    return (retries.count + 1) * timeout + retries.count * parse_duration(retries.delay)
+def check_retries(defaults: CheckRetries | None, check: CheckBase) -> CheckRetries | None:
+    """A check's retries: its own fields over the canary's (canary-checker's merge)."""
+    if defaults is None:
+        return check.retries
+    return defaults.merged(check.retries)
 
 
 def _retry_problems(
-    check: CheckBase, where: tuple[str | int, ...], period: float
+    defaults: CheckRetries | None, check: CheckBase, where: tuple[str | int, ...], period: float
 ) -> Iterator[Problem]:
     """All attempts of a run must end before the next run is due (else runs would be
     skipped: a check still running at its next due time is not started again)."""
-    retries = check.retries
-    if retries is None or not retries.count:
+    retries = check_retries(defaults, check)
+    plan = retries.plan() if retries is not None else None
+    if plan is None:
         return
     if isinstance(check.timeout, str) and parse_duration(check.timeout) >= period:
         return  # the timeout's own error says it
-    total = retries_time(check, period)
-    if total >= period:
-        timeout = format_duration(effective_timeout(check.timeout, period))
-        yield (
-            (*where, "retries"),
-            f"{retries.count} retries {retries.delay} apart with timeout {timeout} take up "
-            f"to {format_duration(total)}, not less than the schedule period "
-            f"({format_duration(period)}): lower retries.count, retries.delay or timeout, "
-            "or run less often",
-        )
+    attempt = effective_timeout(check.timeout, period)
+    longest = plan.longest(attempt)
+    if longest < period:
+        return
+    told = [f"{plan.count} retries {format_duration(plan.interval)} apart"]
+    if plan.timeout:
+        told.append(f"within retries.timeout {format_duration(plan.timeout)}")
+    if plan.delay:
+        told.append(f"after a delay of {format_duration(plan.delay)}")
+    told.append(f"with timeout {format_duration(attempt)}")
+    message = (
+        f"{' '.join(told)} take up to {format_duration(longest)}, not less than the schedule "
+        f"period ({format_duration(period)}): lower retries.maxRetries, retries.interval or "
+        "timeout, or run less often"
+    )
+    if check.retries is not None:
+        yield ((*where, "retries"), message)
+    else:  # the canary's retries alone make it too long
+        yield (("retries",), f"check {check.name!r}: {message}")
 
 
 def effective_timeout(timeout: str | int | None, period: float | None) -> float:
@@ -346,6 +358,6 @@ __all__ = [
     "CANARY_CHECKER_API_VERSION",
     "CanaryDocument",
     "CanarySpec",
+    "check_retries",
     "effective_timeout",
-    "retries_time",
 ]

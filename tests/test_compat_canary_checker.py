@@ -177,13 +177,14 @@ def test_a_refused_field_says_what_and_why(extra: str, field: str, reason: str) 
     assert result.config.canaries["default/c"] is not None
 
 
-def test_canary_level_retries_are_refused() -> None:
-    result = load(upstream("  retries:\n    maxRetries: 1\n  tcp:\n    - endpoint: x:1\n"))
-    assert messages(result) == [
-        "canary.yaml:7:3: Canary/default/c: spec.retries: not supported: retries (retries are "
-        "set on each check (retries: {count, delay}); failureThreshold sets how many failed "
-        "runs in a row make a target down)"
-    ]
+def test_retries_load_as_canary_checker_reads_them() -> None:
+    # Canary-level retries are defaults of every check (tests/test_retries.py runs them).
+    checks = "  tcp:\n    - endpoint: x:1\n      retries: {interval: 2s}\n"
+    result = load(upstream("  retries:\n    maxRetries: 1\n" + checks))
+    assert messages(result) == []
+    spec = result.config.canaries["default/c"].model.resource_spec()
+    assert spec["retries"] == {"maxRetries": 1}
+    assert spec["tcp"][0]["retries"] == {"interval": "2s"}
 
 
 @pytest.mark.parametrize("check_type", sorted(UpstreamCheckTypes.model_fields))

@@ -104,7 +104,7 @@ def http(url: str, **fields: Any) -> dict[str, Any]:
 
 
 def test_a_target_failing_twice_then_passing_passes_after_two_retries(target: str) -> None:
-    outcome = run(http(f"{target}/flaky/a?every=3", retries={"count": 3, "delay_ms": 5}))
+    outcome = run(http(f"{target}/flaky/a?every=3", retries={"count": 3, "interval_ms": 5}))
     assert (outcome.status, outcome.retries, outcome.code) == ("pass", 2, 200)
     row = result_row("web/shop@eu-1", "web", outcome)
     assert (row.status, row.retries) == ("pass", 2)
@@ -113,13 +113,13 @@ def test_a_target_failing_twice_then_passing_passes_after_two_retries(target: st
 
 
 def test_a_target_that_never_passes_fails_after_every_retry(target: str) -> None:
-    outcome = run(http(f"{target}/status/500", retries={"count": 2, "delay_ms": 5}))
+    outcome = run(http(f"{target}/status/500", retries={"count": 2, "interval_ms": 5}))
     assert (outcome.status, outcome.retries, outcome.code) == ("fail", 2, 500)
     assert outcome.message is not None and "500" in outcome.message
 
 
 def test_a_pass_at_the_first_attempt_makes_no_retry(target: str) -> None:
-    outcome = run(http(f"{target}/status/200", retries={"count": 2, "delay_ms": 5}))
+    outcome = run(http(f"{target}/status/200", retries={"count": 2, "interval_ms": 5}))
     assert (outcome.status, outcome.retries) == ("pass", 0)
 
 
@@ -144,14 +144,17 @@ def test_a_fast_pass_is_not_degraded_and_a_slow_failure_stays_a_failure(target: 
 
 def test_a_degraded_run_after_retries_keeps_both(target: str) -> None:
     check = http(
-        f"{target}/flaky/c?every=2", retries={"count": 1, "delay_ms": 5}, degradedThresholdMillis=1
+        f"{target}/flaky/c?every=2",
+        retries={"count": 1, "interval_ms": 5},
+        degradedThresholdMillis=1,
     )
     outcome = run(check)
     assert (outcome.status, outcome.retries) == ("degraded", 1)
 
 
 @pytest.mark.parametrize(
-    "retries", [{"count": 11, "delay_ms": 0}, {"count": "2"}, {"count": 1, "delay_ms": -1}, 3]
+    "retries",
+    [{"count": 11}, {"count": "2"}, {"count": 1, "interval_ms": -1}, {"timeout_ms": 5}, 3],
 )
 def test_malformed_retries_are_an_error_not_a_crash(target: str, retries: object) -> None:
     outcome = run(http(f"{target}/status/200", retries=retries))
@@ -179,23 +182,43 @@ def canary(check: str, schedule: str = "@every 30s") -> str:
 
 
 def test_retries_that_cannot_fit_the_period_are_an_error_naming_the_line() -> None:
-    text = canary("      retries:\n        count: 2\n        delay: 1s\n")
+    text = canary("      retries:\n        maxRetries: 2\n")
     assert errors(load(text)) == [
         "canary.yaml:11:7: Canary/default/shop: spec.http[0].retries: 2 retries 1s apart with "
         "timeout 10s take up to 32s, not less than the schedule period (30s): lower "
-        "retries.count, retries.delay or timeout, or run less often"
+        "retries.maxRetries, retries.interval or timeout, or run less often"
     ]
 
 
 def test_retries_with_an_explicit_timeout_count_it_for_every_attempt() -> None:
-    fits = canary("      timeout: 5s\n      retries: {count: 4, delay: 1s}\n")
+    fits = canary("      timeout: 5s\n      retries: {maxRetries: 4, interval: 1s}\n")
     assert errors(load(fits)) == []  # 5 × 5s + 4 × 1s = 29s < 30s
-    too_long = canary("      timeout: 5s\n      retries: {count: 4, delay: 2s}\n")
+    too_long = canary(
+        "      timeout: 5s\n      retries: {maxRetries: 4, interval: 1s, delay: 2s}\n"
+    )
     assert [e.split(": ", 3)[2:] for e in errors(load(too_long))] == [
         [
             "spec.http[0].retries",
-            "4 retries 2s apart with timeout 5s take up to 33s, not less than the schedule "
-            "period (30s): lower retries.count, retries.delay or timeout, or run less often",
+            "4 retries 1s apart after a delay of 2s with timeout 5s take up to 31s, not less "
+            "than the schedule period (30s): lower retries.maxRetries, retries.interval or "
+            "timeout, or run less often",
+        ]
+    ]
+    # A retries timeout bounds the run: no attempt starts after it.
+    bounded = canary("      timeout: 5s\n      retries: {maxRetries: 10, timeout: 20s}\n")
+    assert errors(load(bounded)) == []  # 20s + one more attempt of 5s = 25s < 30s
+
+
+def test_the_canarys_retries_are_every_checks_and_a_too_long_one_names_the_check() -> None:
+    text = canary("", schedule="@every 30s").replace(
+        "  agentSelector: [local]\n", "  agentSelector: [local]\n  retries: {maxRetries: 3}\n"
+    )
+    assert [e.split(": ", 3)[2:] for e in errors(load(text))] == [
+        [
+            "spec.retries",
+            "check 'home': 3 retries 1s apart with timeout 10s take up to 43s, not less than "
+            "the schedule period (30s): lower retries.maxRetries, retries.interval or timeout, "
+            "or run less often",
         ]
     ]
 
@@ -203,11 +226,15 @@ def test_retries_with_an_explicit_timeout_count_it_for_every_attempt() -> None:
 @pytest.mark.parametrize(
     ("check", "field", "message"),
     [
-        ("      retries: {count: 11}\n", "retries.count", "less than or equal to 10"),
-        ("      retries: {count: -1}\n", "retries.count", "greater than or equal to 0"),
-        ("      retries: {delay: 1s}\n", "retries.count", "required field is missing"),
-        ("      retries: {count: 1, delay: soon}\n", "retries.delay", "invalid duration"),
-        ("      retries: {count: 1, backoff: linear}\n", "retries.backoff", "unknown field"),
+        ("      retries: {maxRetries: 11}\n", "retries.maxRetries", "less than or equal to 10"),
+        ("      retries: {maxRetries: -1}\n", "retries.maxRetries", "greater than or equal to 0"),
+        ("      retries: {maxRetries: 1, interval: soon}\n", "retries.interval", "duration"),
+        ("      retries: {maxRetries: 1, backoff: linear}\n", "retries.backoff", "unknown field"),
+        (
+            "      retries: {timeout: 5s, interval: 0s}\n",
+            "retries.interval",
+            "must be greater than zero when timeout is set",
+        ),
         ("      degradedThresholdMillis: 0\n", "degradedThresholdMillis", "greater than or"),
         (
             "      degradedThresholdMillis: 800\n      thresholdMillis: 500\n",
@@ -222,21 +249,84 @@ def test_bad_retries_and_thresholds_name_the_field(check: str, field: str, messa
     assert f"spec.http[0].{field}: " in found[0] and message in found[0], found
 
 
-def test_agents_get_retries_in_milliseconds_and_the_degraded_threshold() -> None:
-    text = canary(
-        "      timeout: 2s\n      retries: {count: 2, delay: 250ms}\n"
-        "      degradedThresholdMillis: 300\n"
-        "    - name: plain\n      url: http://127.0.0.1:9/plain\n"
-        "      retries: {count: 0}\n"
-    )
+def served_checks(text: str) -> dict[str, dict[str, Any]]:
     result = load(text)
     assert result.ok, errors(result)
     compiled = compile_config(result.config)
     served = agent_configs(compiled.resources.values(), {})["local"]
-    checks = {c["name"]: c for c in orjson.loads(served.body)["canaries"][0]["checks"]}
-    assert checks["home"]["retries"] == {"count": 2, "delay_ms": 250}
+    return {c["name"]: c for c in orjson.loads(served.body)["canaries"][0]["checks"]}
+
+
+def test_agents_get_retries_in_milliseconds_and_the_degraded_threshold() -> None:
+    checks = served_checks(
+        canary(
+            "      timeout: 2s\n      retries: {maxRetries: 2, interval: 250ms}\n"
+            "      degradedThresholdMillis: 300\n"
+            "    - name: plain\n      url: http://127.0.0.1:9/plain\n"
+            "      retries: {maxRetries: 0}\n"
+            "    - name: bounded\n      url: http://127.0.0.1:9/bounded\n      timeout: 1s\n"
+            "      retries: {timeout: 10s, delay: 500ms}\n"
+        )
+    )
+    assert checks["home"]["retries"] == {
+        "count": 2,
+        "interval_ms": 250,
+        "delay_ms": 0,
+        "timeout_ms": 0,
+    }
     assert checks["home"]["degradedThresholdMillis"] == 300
-    assert "retries" not in checks["plain"]  # count 0: no retries to make
+    assert "retries" not in checks["plain"]  # maxRetries 0: no retries to make
+    # A timeout alone retries (canary-checker's rule), at most as often as a row can say.
+    assert checks["bounded"]["retries"] == {
+        "count": 10,
+        "interval_ms": 1000,
+        "delay_ms": 500,
+        "timeout_ms": 10000,
+    }
+
+
+def test_a_checks_retries_fields_win_over_the_canarys_field_by_field() -> None:
+    text = canary(
+        "      timeout: 1s\n      retries: {interval: 2s}\n"
+        "    - name: none\n      url: http://127.0.0.1:9/none\n      retries: {disabled: true}\n"
+        "    - name: inherits\n      url: http://127.0.0.1:9/inherits\n      timeout: 1s\n"
+    ).replace(
+        "  agentSelector: [local]\n", "  agentSelector: [local]\n  retries: {maxRetries: 3}\n"
+    )
+    checks = served_checks(text)
+    assert checks["home"]["retries"]["count"] == 3
+    assert checks["home"]["retries"]["interval_ms"] == 2000
+    assert checks["inherits"]["retries"]["interval_ms"] == 1000
+    assert "retries" not in checks["none"]
+
+
+def test_canary_checkers_own_retries_document_loads_and_runs_its_retries() -> None:
+    text = (
+        "apiVersion: canaries.flanksource.com/v1\nkind: Canary\nmetadata:\n  name: c\n"
+        "spec:\n  schedule: '@every 1m'\n  agentSelector: [local]\n"
+        "  retries: {maxRetries: 2, interval: 5s}\n"
+        "  http:\n    - name: web\n      url: https://example.com/\n"
+        "      retries: {maxRetries: 1, disabled: false}\n"
+    )
+    assert served_checks(text)["web"]["retries"] == {
+        "count": 1,
+        "interval_ms": 5000,
+        "delay_ms": 0,
+        "timeout_ms": 0,
+    }
+
+
+def test_a_retries_timeout_stops_retrying_once_it_has_passed(target: str) -> None:
+    retries = {"count": 10, "interval_ms": 60, "timeout_ms": 100}
+    outcome = run(http(f"{target}/status/500", retries=retries))
+    # Attempts start at about 0, 60 and 100 ms (the last wait shrinks to what is left).
+    assert outcome.status == "fail" and 1 <= outcome.retries <= 3
+
+
+def test_a_delay_waits_before_the_first_attempt(target: str) -> None:
+    outcome = run(http(f"{target}/flaky/d?every=1", retries={"count": 1, "delay_ms": 50}))
+    assert (outcome.status, outcome.retries) == ("pass", 0)
+    assert outcome.started_at == NOW  # the run's start, before the delay
 
 
 # --- end to end: the local agent, the store, the read API and the site -----------------------
@@ -253,7 +343,7 @@ def _canary(name: str, check: str) -> str:
 def test_retried_and_degraded_runs_are_stored_counted_and_shown(
     config_repo: ConfigRepo, tmp_path: Path, target: str
 ) -> None:
-    retry = "      timeout: 500ms\n      retries: {count: 2, delay: 20ms}\n"
+    retry = "      timeout: 500ms\n      retries: {maxRetries: 2, interval: 20ms}\n"
     config_repo.write("regions.yaml", region_doc("default"))
     config_repo.write(
         "canaries.yaml",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
@@ -119,16 +120,36 @@ def _whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _retries(check: Mapping[str, Any]) -> tuple[int, float]:
-    """The check's retries as served (`{count, delay_ms}`): how many, and the delay in seconds."""
+@dataclass(frozen=True)
+class _Retries:
+    """A check's retries as served: seconds, and 0 for no timeout."""
+
+    count: int = 0
+    interval: float = 0.0
+    delay: float = 0.0
+    timeout: float = 0.0
+
+
+_MILLIS = ("interval_ms", "delay_ms", "timeout_ms")
+
+
+def _retries(check: Mapping[str, Any]) -> _Retries:
+    """The check's retries as served (`{count, interval_ms, delay_ms, timeout_ms}`)."""
     retries = check.get("retries")
     if retries is None:
-        return 0, 0.0
+        return _Retries()
     if isinstance(retries, Mapping):
-        count, delay_ms = retries.get("count"), retries.get("delay_ms", 0)
-        if _whole(count) and 0 <= count <= MAX_RETRIES and _whole(delay_ms) and delay_ms >= 0:
-            return count, delay_ms / 1000
-    raise ValueError(f"retries must be {{count: 0-{MAX_RETRIES}, delay_ms: >= 0}}, got {retries!r}")
+        count, millis = retries.get("count"), [retries.get(name, 0) for name in _MILLIS]
+        if (
+            _whole(count)
+            and 0 <= count <= MAX_RETRIES
+            and all(_whole(ms) and ms >= 0 for ms in millis)
+        ):
+            return _Retries(count, *(ms / 1000 for ms in millis))
+    raise ValueError(
+        f"retries must be {{count: 0-{MAX_RETRIES}, interval_ms, delay_ms, timeout_ms: >= 0}}, "
+        f"got {retries!r}"
+    )
 
 
 def _judged(
@@ -157,15 +178,16 @@ async def run_check(check: Mapping[str, Any], clients: ClientPool, now: Clock) -
     """Run one check as served to the agent, with its retries; never raises (except on
     cancellation).
 
-    An attempt that fails or errors is tried again after `retries.delay_ms`, up to
-    `retries.count` times; the first pass ends the run. The outcome is the last attempt's
-    (status, duration, code, message, phases) with the number of retries it took, and starts
-    when the first attempt started (the run's scheduled start, which groups the checks of a
-    run). A pass slower than `degradedThresholdMillis` is `degraded`.
+    After waiting `retries.delay_ms`, an attempt that fails or errors is tried again
+    `retries.interval_ms` later, up to `retries.count` times and, with a `timeout_ms`, only
+    while that long has not passed since the first attempt began; the first pass ends the run.
+    The outcome is the last attempt's (status, duration, code, message, phases) with the
+    number of retries it took, and starts at the run's scheduled start (which groups the
+    checks of a run). A pass slower than `degradedThresholdMillis` is `degraded`.
 
     Args:
         check: The check: `name`, `type` (http, tcp, dns, tls, icmp, multihttp, grpc or browser),
-            `timeout_ms`, optional `retries` (`{count, delay_ms}`) and
+            `timeout_ms`, optional `retries` (`{count, interval_ms, delay_ms, timeout_ms}`) and
             `degradedThresholdMillis`, and the fields of its type.
         clients: The shared HTTP clients.
         now: The clock for `started_at` and certificate days left (UTC, aware).
@@ -177,19 +199,29 @@ async def run_check(check: Mapping[str, Any], clients: ClientPool, now: Clock) -
     """
     started_at = _utc(now)
     try:
-        count, delay = _retries(check)
+        retries = _retries(check)
     except ValueError as error:
         return CheckOutcome(started_at, 0.0, "error", message=clip(describe_error(error)))
+    # Only this check's task waits: the scheduler runs every check in a task of its own.
+    await asyncio.sleep(retries.delay)
+    first = time.perf_counter()
     attempt = 0
     while True:
         start = time.perf_counter()
         verdict = await _verdict(check, clients, now)
         duration_ms = round((time.perf_counter() - start) * 1000, 3)
-        if verdict.status == "pass" or attempt >= count:
+        if verdict.status == "pass" or attempt >= retries.count:
             break
+        wait = retries.interval
+        if retries.timeout:
+            # canary-checker's rule: no attempt starts once the timeout has passed, and the
+            # wait before the last one shrinks to what is left of it.
+            left = retries.timeout - (time.perf_counter() - first)
+            if left <= 0:
+                break
+            wait = min(wait, left)
         attempt += 1
-        # Only this check's task waits: the scheduler runs every check in a task of its own.
-        await asyncio.sleep(delay)
+        await asyncio.sleep(wait)
     status, message = _judged(check, verdict, duration_ms)
     return CheckOutcome(
         started_at=started_at,
