@@ -33,6 +33,7 @@ from schemas.checks import (
     NEVER,
     BrowserCheck,
     CheckBase,
+    CheckRetries,
     DnsCheck,
     GrpcCheck,
     HttpCheck,
@@ -41,7 +42,7 @@ from schemas.checks import (
     TcpCheck,
     TlsCheck,
 )
-from schemas.compat import accepted, refused, unsupported_check_type
+from schemas.compat import accepted, unsupported_check_type
 from schemas.durations import format_duration, parse_duration
 from schemas.heartbeat import HeartbeatCheck, heartbeat_schedule
 from schemas.limits import MIN_SCHEDULE_SECONDS, limit_hint
@@ -180,9 +181,10 @@ class CanarySpec(UpstreamCheckTypes):
     )
     resultMode: Any = accepted("results stay one per check; no combined JUnit report is made")
     env: Any = accepted("canary-level env is not read by http, tcp or dns checks upstream either")
-    retries: Any = refused(
-        "failed checks are not retried; failureThreshold sets how many "
-        "failed runs in a row make a target down"
+    retries: CheckRetries | None = Field(
+        default=None,
+        description="Retries of every check of the canary; a check's own `retries` fields "
+        "win, field by field.",
     )
 
     def checks(self) -> Iterator[tuple[str, int, CheckBase]]:
@@ -249,8 +251,13 @@ class CanarySpec(UpstreamCheckTypes):
                         f"timeout {check.timeout} must be shorter than the schedule period "
                         f"({format_duration(period)})",
                     )
+            if period is not None:
+                yield from _retry_problems(self.retries, check, where, period)
         yield from self._heartbeat_problems(seen, any_check)
         any_check = any_check or bool(self.heartbeat)
+        if self.retries is not None:
+            for path, message in self.retries.problems():
+                yield (("retries", *path), message)
         other_types = (getattr(self, name) for name in UpstreamCheckTypes.model_fields)
         if not any_check and all(value is None for value in other_types):
             yield (
@@ -296,6 +303,45 @@ class CanarySpec(UpstreamCheckTypes):
             seen[heartbeat.name] = HEARTBEAT
             for path, message in heartbeat.problems():
                 yield ((*where, *path), message)
+
+
+def check_retries(defaults: CheckRetries | None, check: CheckBase) -> CheckRetries | None:
+    """A check's retries: its own fields over the canary's (canary-checker's merge)."""
+    if defaults is None:
+        return check.retries
+    return defaults.merged(check.retries)
+
+
+def _retry_problems(
+    defaults: CheckRetries | None, check: CheckBase, where: tuple[str | int, ...], period: float
+) -> Iterator[Problem]:
+    """All attempts of a run must end before the next run is due (else runs would be
+    skipped: a check still running at its next due time is not started again)."""
+    retries = check_retries(defaults, check)
+    plan = retries.plan() if retries is not None else None
+    if plan is None:
+        return
+    if isinstance(check.timeout, str) and parse_duration(check.timeout) >= period:
+        return  # the timeout's own error says it
+    attempt = effective_timeout(check.timeout, period)
+    longest = plan.longest(attempt)
+    if longest < period:
+        return
+    told = [f"{plan.count} retries {format_duration(plan.interval)} apart"]
+    if plan.timeout:
+        told.append(f"within retries.timeout {format_duration(plan.timeout)}")
+    if plan.delay:
+        told.append(f"after a delay of {format_duration(plan.delay)}")
+    told.append(f"with timeout {format_duration(attempt)}")
+    message = (
+        f"{' '.join(told)} take up to {format_duration(longest)}, not less than the schedule "
+        f"period ({format_duration(period)}): lower retries.maxRetries, retries.interval or "
+        "timeout, or run less often"
+    )
+    if check.retries is not None:
+        yield ((*where, "retries"), message)
+    else:  # the canary's retries alone make it too long
+        yield (("retries",), f"check {check.name!r}: {message}")
 
 
 def effective_timeout(timeout: str | int | None, period: float | None) -> float:
@@ -361,4 +407,10 @@ class CanaryDocument(StrictModel):
         return spec
 
 
-__all__ = ["CANARY_CHECKER_API_VERSION", "CanaryDocument", "CanarySpec", "effective_timeout"]
+__all__ = [
+    "CANARY_CHECKER_API_VERSION",
+    "CanaryDocument",
+    "CanarySpec",
+    "check_retries",
+    "effective_timeout",
+]

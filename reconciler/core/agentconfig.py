@@ -13,7 +13,7 @@ import orjson
 from agent.expressions.gotemplate import DOLLAR, TemplateError, render
 from reconciler.core.resources import Resource
 from schemas.canary import CHECK_TYPES, HEARTBEAT, effective_timeout
-from schemas.checks import NEVER, is_templated
+from schemas.checks import NEVER, CheckRetries, is_templated
 from schemas.schedule import parse_schedule
 
 _ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -112,9 +112,22 @@ def _check_spec(
     env: Mapping[str, str],
     where: str,
     canary: Mapping[str, str],
+    defaults: CheckRetries | None = None,
 ) -> dict[str, Any]:
     spec = {"type": check_type, **{k: v for k, v in check.items() if k != "timeout"}}
     spec["timeout_ms"] = round(effective_timeout(check.get("timeout"), period) * 1000)
+    written = spec.pop("retries", None)
+    own = CheckRetries(**written) if written else None
+    retries = defaults.merged(own) if defaults is not None else own
+    plan = retries.plan() if retries is not None else None
+    if plan is not None:
+        # In milliseconds, as the timeout: the agent parses no durations.
+        spec["retries"] = {
+            "count": plan.count,
+            "interval_ms": round(plan.interval * 1000),
+            "delay_ms": round(plan.delay * 1000),
+            "timeout_ms": round(plan.timeout * 1000),
+        }
     if check_type in ("http", "tcp", "icmp", "grpc") and ("test" in check or "display" in check):
         spec["canary"] = dict(canary)
     if check_type == "http":
@@ -160,11 +173,15 @@ def canary_payload(resource: Resource, environment: Mapping[str, str]) -> dict[s
     period = parse_schedule(spec["schedule"]).period_seconds()
     namespace, _, name = str(spec.get("parent", resource.name)).partition("/")
     canary = {"name": name, "namespace": namespace}
+    # The canary's retries are defaults of its checks' (canary-checker merges them so).
+    defaults = CheckRetries(**spec["retries"]) if spec.get("retries") else None
     checks = []
     for check_type in CHECK_TYPES:
         for check in spec.get(check_type, []):
             where = f"{resource.name} {check_type} check {check['name']!r}"
-            checks.append(_check_spec(check_type, check, period, environment, where, canary))
+            checks.append(
+                _check_spec(check_type, check, period, environment, where, canary, defaults)
+            )
     # A heartbeat canary has nothing to run: its rows come from pings and missed deadlines.
     schedule = NEVER if spec.get(HEARTBEAT) else spec["schedule"]
     return {"id": resource.name, "schedule": schedule, "checks": checks}

@@ -247,6 +247,7 @@ class SiteBuilder:
             screenshots=_screenshots_by_canary(connection, resources),
             silent=silent_of(connection, resources, now, self.silent_after),
             maintenance=windows_of(resources),
+            outcome_counts=queries.outcome_counts(connection, now - timedelta(days=1), now),
         )
         read = time.perf_counter()
         pages = plan(snapshot)

@@ -84,6 +84,8 @@ class Snapshot:
     silent: list[SilentAgent] = field(default_factory=list)
     # The served revision's maintenance windows (`core/maintenance.py`).
     maintenance: list[MaintenanceWindow] = field(default_factory=list)
+    # by canary, then region (None: all): (degraded, retried) runs of the last 24 hours
+    outcome_counts: dict[str, dict[str | None, tuple[int, int]]] = field(default_factory=dict)
 
     def figure(self, window: str, canary: str, region: str | None) -> Figures | None:
         """A stored figure, or None without runs."""

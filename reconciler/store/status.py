@@ -37,7 +37,7 @@ def _recent_rows(
                       unnest($since::BIGINT[]) AS since,
                       unnest($caps::BIGINT[]) AS cap
            )
-           SELECT r.canary, epoch_us(r.started_at), r.check_name, r.status
+           SELECT r.canary, epoch_us(r.started_at), r.check_name, r.status, r.retries
            FROM results r JOIN wanted w
              ON r.canary = w.canary AND epoch_us(r.started_at) >= w.since
            WHERE r.started_at >= make_timestamptz($earliest)
@@ -54,11 +54,11 @@ def _recent_rows(
         },
     ).fetchall()
     loaded: dict[str, list[CheckRow]] = {}
-    for canary, micros, check, status in rows:
+    for canary, micros, check, status, retries in rows:
         found = loaded.get(canary)
         if found is None:
             found = loaded[canary] = []
-        found.append(CheckRow(_EPOCH + timedelta(microseconds=micros), check, status))
+        found.append(CheckRow(_EPOCH + timedelta(microseconds=micros), check, status, retries or 0))
     return loaded
 
 
