@@ -24,6 +24,7 @@ from reconciler.core.compile import compile_config
 from reconciler.core.documents import SourceFile, git_blob_sha
 from reconciler.core.load import load_config
 from reconciler.core.resources import Resource
+from reconciler.core.routing import Notification
 from reconciler.server.notify import SIGNATURE_HEADER, Notifications, sign
 from tests.waiting import eventually
 
@@ -415,3 +416,38 @@ spec: {receiver: oncall, group_wait: 0s}
     notes.send(opened(1))
     await eventually(lambda: len(notes.recent) == 1, 10, "the failed delivery")
     assert notes.recent[0].status == "failed" and "PD_ROUTING_KEY" in (notes.recent[0].error or "")
+
+
+async def test_held_reminders_are_skipped_and_resume_when_released(notifications: Any) -> None:
+    hook = Webhook()
+    notes = notifications({})
+    held: list[Notification] = []
+    holding = [True]
+
+    def hold(reminder: Notification) -> bool:
+        held.append(reminder)
+        return holding[0]
+
+    notes.hold_reminders(hold)
+    notes.configure(
+        resources_of(
+            f"""
+apiVersion: canary-reconciler/v1
+kind: Receiver
+metadata: {{name: chat}}
+spec:
+  webhook: {{url: "{hook.url}"}}
+---
+apiVersion: canary-reconciler/v1
+kind: AlertRouting
+metadata: {{name: default}}
+spec: {{receiver: chat, group_wait: 0s, group_interval: 0s, repeat_interval: 200ms}}
+"""
+        )
+    )
+    notes.send(opened(11))
+    await eventually(lambda: len(held) >= 2, 10, "two reminders due and held")
+    assert [orjson.loads(body)["reminder"] for _, body in hook.bodies] == [False]
+    holding[0] = False
+    await eventually(lambda: len(hook.bodies) >= 2, 10, "a reminder once released")
+    assert orjson.loads(hook.bodies[-1][1])["reminder"] is True

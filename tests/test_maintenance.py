@@ -375,3 +375,30 @@ def test_sla_months_list_their_windows_and_count_them_in_the_csv() -> None:
     assert lines[0].endswith(",maintenance_windows")
     counts = {line.split(",")[1]: line.split(",")[-1] for line in lines[1:]}
     assert counts == {"": "5", "eu": "5", "us": "4"}
+
+
+def test_reminders_of_an_incident_open_before_a_window_are_held_during_it() -> None:
+    from agent.metrics import Metrics
+    from reconciler.core.routing import Notification
+    from reconciler.server.controllers.maintenance import MaintenanceGate
+
+    window = window_doc(
+        "w", "canaries: {names: [web]}\nstart: 2026-03-01T10:00:00Z\nend: 2026-03-01T11:00:00Z"
+    )
+    index = _compiled_windows({**FLEET, "w.yaml": window})
+    now = [utc("2026-03-01 10:30")]
+    sent: list[dict[str, object]] = []
+    metrics = Metrics()
+    gate = MaintenanceGate(sent.append, lambda: index, lambda: now[0], metrics)
+
+    def reminder(*canaries: str) -> Notification:
+        firing = tuple(
+            {"type": "incident_opened", "canary": c, "regions_down": ["eu"]} for c in canaries
+        )
+        return Notification("chat", "g", firing, (), True, now[0])
+
+    assert gate.holds(reminder("default/web"))
+    assert not gate.holds(reminder("default/web", "shop/api")), "an alert outside the window"
+    assert 'notifications_suppressed_total{reason="maintenance"} 1' in metrics.render()
+    now[0] = utc("2026-03-01 11:00")  # the window has closed: reminders go out again
+    assert not gate.holds(reminder("default/web"))

@@ -120,6 +120,7 @@ async def running_parts(
         announce = MaintenanceGate(
             announcer(notifications), lambda: control.maintenance, clock, control.metrics
         )
+        notifications.hold_reminders(announce.holds)  # and reminders of incidents open before
         stack.push_async_callback(control.stop)  # stores queued results, releases the file
         # Stopped before the state file is released: its last deliveries are stored.
         stack.push_async_callback(notifications.stop)

@@ -9,6 +9,7 @@ from typing import Any
 
 from agent.metrics import Metrics
 from reconciler.core.maintenance import MaintenanceIndex
+from reconciler.core.routing import Notification
 
 log = logging.getLogger("reconciler.server.controllers.maintenance")
 
@@ -46,11 +47,27 @@ class MaintenanceGate:
         )
         metrics.count(SUPPRESSED, 0, reason="maintenance")
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def silences(self, event: dict[str, Any]) -> bool:
+        """Whether an open window covers the event's canary (in the regions it names)."""
         canary = event.get("canary")
         regions = event.get("regions_down") or []
-        if isinstance(canary, str) and self._index().silenced(canary, regions, self._clock()):
-            log.info("event %s for %s not notified: maintenance window", event.get("type"), canary)
+        return isinstance(canary, str) and self._index().silenced(canary, regions, self._clock())
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.silences(event):
+            log.info(
+                "event %s for %s not notified: maintenance window",
+                event.get("type"), event.get("canary"),
+            )  # fmt: skip
             self._metrics.count(SUPPRESSED, reason="maintenance")
             return
         self._announce(event)
+
+    def holds(self, reminder: Notification) -> bool:
+        """Whether to hold a reminder back: every alert still firing in it is of a canary
+        under maintenance now (an incident opened before the window). Counted like events."""
+        if not reminder.firing or not all(self.silences(e) for e in reminder.firing):
+            return False
+        log.info("reminder to %s held: maintenance window", reminder.receiver)
+        self._metrics.count(SUPPRESSED, reason="maintenance")
+        return True

@@ -118,7 +118,14 @@ class Notifications:
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
+        # Says which due reminders to hold back (an open maintenance window): `hold_reminders`.
+        self._hold: Callable[[Notification], bool] | None = None
         metrics.help.setdefault(DELIVERY_METRIC, DELIVERY_HELP)
+
+    def hold_reminders(self, hold: Callable[[Notification], bool]) -> None:
+        """Skip each due reminder `hold` says to hold (it is due again a `repeat_interval`
+        later, and goes out then unless held again); first notices and resolves always go."""
+        self._hold = hold
 
     @property
     def routed(self) -> bool:
@@ -259,8 +266,10 @@ class Notifications:
                 try:
                     now = self._clock()
                     for notification in dispatcher.due(now):
-                        self._enqueue(notification)
                         self._groups_changed = True
+                        if notification.reminder and self._hold and self._hold(notification):
+                            continue
+                        self._enqueue(notification)
                     if self._groups_changed:
                         self._groups_changed = False
                         await self._save_groups(dispatcher)
