@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Chromium binary of browser checks (default: chromium on PATH, else "
         "/usr/bin/chromium; $AGENT_BROWSER_PATH)",
     )
+    run.add_argument(
+        "--browser-priority",
+        choices=["idle", "normal"],
+        help="how Chromium and the Playwright driver are scheduled: idle (default) gives them "
+        "only the CPU other work leaves, so page loads never delay other checks; normal "
+        "runs them like the agent ($AGENT_BROWSER_PRIORITY)",
+    )
     run.add_argument("--log-format", choices=["text", "json"], default=None)
     return parser
 
@@ -100,7 +107,7 @@ async def _run(args: argparse.Namespace) -> int:
             "url", "pull_interval", "pull_wait", "flush_interval", "buffer_capacity", "batch_size",
             "spool", "listen", "reconnect_after", "shutdown_timeout", "http_clients",
             "max_response_headers", "max_response_header_bytes", "max_response_header_line",
-            "max_response_body_bytes", "allow_browser_checks", "browser_path",
+            "max_response_body_bytes", "allow_browser_checks", "browser_path", "browser_priority",
         )
     }  # fmt: skip
     settings = load_settings(flags, os.environ)

@@ -41,6 +41,9 @@ DROP_REASONS = ("spool_full", "spool_corrupt", "http_400", "http_413", "http_422
 HELP = {
     "checks_run_total": "Check runs by type.",
     "checks_failed_total": "Check runs that failed or errored, by type and status.",
+    "checks_degraded_total": "Check runs that passed slower than degradedThresholdMillis.",
+    "check_retries_total": "Retries check runs made (attempts after the first), by type.",
+    "checks_skipped_total": "Check runs not started: the previous run was still running.",
     "pulls_total": "Config pulls by outcome.",
     "pushes_total": "Result batches sent, by outcome.",
     "rows_shipped_total": "Result rows the control plane accepted or already had.",
@@ -79,7 +82,8 @@ class Agent:
         self.screenshots = ScreenshotQueue(self.metrics)
         self.series = CheckSeries()
         self.spool = Spool(settings.spool, settings.buffer_capacity)
-        self.scheduler = Scheduler(self._run_check, self.rng)
+        self.scheduler = Scheduler(self._run_check, self.rng, self._skipped)
+        self._skips_logged: set[tuple[str, str]] = set()
         self.etag: str | None = None
         self.ready = False
         self.connected = True
@@ -115,7 +119,11 @@ class Agent:
         limits = self.settings.response_limits
         async with ClientPool(size=self.settings.http_clients, limits=limits) as pool:
             self._pool = pool
-            policy = BrowserPolicy(self.settings.allow_browser_checks, self.settings.browser_path)
+            policy = BrowserPolicy(
+                self.settings.allow_browser_checks,
+                self.settings.browser_path,
+                self.settings.browser_priority,
+            )
             allow_browser_checks(pool, policy)
             self._api = self._new_api()
             tasks = [
@@ -298,8 +306,12 @@ class Agent:
         kind = str(check.get("type"))
         self.metrics.count("checks_run_total", type=kind)
         self.series.record(canary_id, str(check.get("name")), kind, outcome)
-        if outcome.status != "pass":
+        if outcome.status in ("fail", "error"):
             self.metrics.count("checks_failed_total", type=kind, status=outcome.status)
+        elif outcome.status == "degraded":
+            self.metrics.count("checks_degraded_total", type=kind)
+        if outcome.retries:
+            self.metrics.count("check_retries_total", outcome.retries, type=kind)
         row = result_row(canary_id, str(check.get("name")), outcome).model_dump(mode="json")
         if outcome.screenshot is not None:
             shot = PendingShot(
@@ -311,6 +323,20 @@ class Agent:
         await self.spool.append_async([row])
         if self.spool.depth() >= self.settings.buffer_capacity // 2:
             self._ship_now.set()
+
+    def _skipped(self, canary_id: str, check: Mapping[str, Any]) -> None:
+        """A run not started because the previous one still runs: counted, logged once per
+        check (a check that always overruns would otherwise log on every tick)."""
+        name = str(check.get("name"))
+        self.metrics.count("checks_skipped_total", type=str(check.get("type")))
+        if (canary_id, name) not in self._skips_logged:
+            self._skips_logged.add((canary_id, name))
+            log.warning(
+                "check %r of %s was still running when due again; skipped that run "
+                "(counted in agent_checks_skipped_total)",
+                name,
+                canary_id,
+            )
 
     async def _screenshot_loop(self) -> None:
         """Post browser check screenshots as they come (best effort, apart from the rows)."""

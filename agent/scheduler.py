@@ -20,6 +20,8 @@ CRON_JITTER_CAP_SECONDS = 30.0
 
 # Called once per check run with the canary id and the check spec.
 RunCheck = Callable[[str, Mapping[str, Any]], Coroutine[Any, Any, None]]
+# Called with the canary id and the check spec when a run is skipped.
+OnSkip = Callable[[str, Mapping[str, Any]], None]
 
 
 @dataclass
@@ -49,15 +51,26 @@ class Scheduler:
 
     Each canary's first run is offset by a random fraction of its period (spreading load);
     later runs follow the plan, not the finishing time of the previous run, so slow checks
-    never make a schedule drift. `update` starts, restarts and stops only the canaries whose
-    spec changed.
+    never make a schedule drift. A check whose previous run (retries included) is still
+    running when it is due again is not started a second time: that run is skipped and
+    reported to `on_skip`, so slow checks never pile up. `update` starts, restarts and stops
+    only the canaries whose spec changed.
     """
 
-    def __init__(self, run_check: RunCheck, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        run_check: RunCheck,
+        rng: random.Random | None = None,
+        on_skip: OnSkip | None = None,
+    ) -> None:
         self._run_check = run_check
         self._rng = rng or random.Random()
+        self._on_skip = on_skip
         self._tasks: dict[str, tuple[bytes, asyncio.Task[None]]] = {}
         self._runs: set[asyncio.Task[None]] = set()
+        # The run in progress of each (canary id, check name).
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.skipped = 0
         self.lateness = Lateness()
 
     @property
@@ -112,10 +125,27 @@ class Scheduler:
             await asyncio.sleep(max(0.0, target - loop.time()))
             self.lateness.record(max(0.0, loop.time() - target))
             for check in canary["checks"]:
-                run = asyncio.create_task(self._run_check(canary["id"], check))
-                self._runs.add(run)
-                run.add_done_callback(self._runs.discard)
+                self._start(canary["id"], check)
             target = self._next_target(schedule, target, loop.time(), jitter)
+
+    def _start(self, canary_id: str, check: Mapping[str, Any]) -> None:
+        key = (canary_id, str(check.get("name")))
+        previous = self._running.get(key)
+        if previous is not None and not previous.done():
+            self.skipped += 1
+            if self._on_skip is not None:
+                self._on_skip(canary_id, check)
+            return
+        run = asyncio.create_task(self._run_check(canary_id, check))
+        self._runs.add(run)
+        self._running[key] = run
+
+        def finished(task: asyncio.Task[None]) -> None:
+            self._runs.discard(task)
+            if self._running.get(key) is task:
+                del self._running[key]
+
+        run.add_done_callback(finished)
 
     @staticmethod
     def _next_target(schedule: Schedule, previous: float, now: float, jitter: float) -> float:

@@ -8,7 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.checks.browser_check import default_browser_path
+from agent.checks.browser_check import (
+    BROWSER_PRIORITIES,
+    DEFAULT_BROWSER_PRIORITY,
+    BrowserPriority,
+    default_browser_path,
+)
 from agent.checks.limits import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_HEADER_BYTES,
@@ -49,6 +54,8 @@ class AgentSettings:
     # operator starting the agent says so, with the flag (never from the environment).
     allow_browser_checks: bool = False
     browser_path: Path = field(default_factory=default_browser_path)
+    # How Chromium and the Playwright driver are scheduled beside the agent's other checks.
+    browser_priority: BrowserPriority = DEFAULT_BROWSER_PRIORITY
 
     @property
     def response_limits(self) -> ResponseLimits:
@@ -135,6 +142,14 @@ def load_settings(
         values["listen"] = parse_listen(str(listen))
     if flags.get("allow_browser_checks"):
         values["allow_browser_checks"] = True
+    priority = flags.get("browser_priority") or environ.get("AGENT_BROWSER_PRIORITY")
+    if priority:
+        if priority not in BROWSER_PRIORITIES:
+            raise SettingsError(
+                f"browser_priority: expected one of {', '.join(BROWSER_PRIORITIES)}, "
+                f"got {priority!r}"
+            )
+        values["browser_priority"] = priority
     browser = flags.get("browser_path") or environ.get("AGENT_BROWSER_PATH")
     if browser:
         values["browser_path"] = Path(str(browser))

@@ -312,6 +312,7 @@ def start_agent(
         command += ["--http-clients", str(arguments.http_clients)]
     if arguments.browser:
         command += ["--allow-browser-checks"]
+        command += ["--browser-priority", arguments.browser_priority]
     agent = Process("agent run", command, base / "agent.log", cwd=arguments.agent_root, env=env)
     return agent, f"http://127.0.0.1:{port}"
 
@@ -544,6 +545,12 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="N",
         help=f"passing checks/s judged PASS ({TARGET_CHECKS_PER_SECOND:.0f}; 1000 with "
         "--canaries 500)",
+    )
+    parser.add_argument(
+        "--browser-priority",
+        choices=["idle", "normal"],
+        default="idle",
+        help="agent flag for the browser canaries (idle)",
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window (20)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before it (5)")

@@ -33,6 +33,7 @@ from schemas.checks import (
     NEVER,
     BrowserCheck,
     CheckBase,
+    CheckRetries,
     DnsCheck,
     GrpcCheck,
     HttpCheck,
@@ -41,8 +42,9 @@ from schemas.checks import (
     TcpCheck,
     TlsCheck,
 )
-from schemas.compat import accepted, refused, unsupported_check_type
+from schemas.compat import accepted, unsupported_check_type
 from schemas.durations import format_duration, parse_duration
+from schemas.heartbeat import HeartbeatCheck, heartbeat_schedule
 from schemas.limits import MIN_SCHEDULE_SECONDS, limit_hint
 from schemas.schedule import parse_schedule
 
@@ -79,7 +81,10 @@ IncidentPolicy = Annotated[
 ]
 
 CHECK_TYPES = ("http", "tcp", "dns", "tls", "icmp", "multihttp", "grpc", "browser")
-_ANY_TYPE = ", ".join(CHECK_TYPES[:-1]) + " or " + CHECK_TYPES[-1]
+_ANY_TYPE = ", ".join(CHECK_TYPES) + " or heartbeat"
+# Heartbeat checks are not probes an agent runs: the control plane receives their pings
+# (schemas/heartbeat.py), so they are kept apart from CHECK_TYPES.
+HEARTBEAT = "heartbeat"
 
 
 class UpstreamCheckTypes(StrictModel):
@@ -168,11 +173,18 @@ class CanarySpec(UpstreamCheckTypes):
         default_factory=list,
         description="Browser checks; run only by agents started with --allow-browser-checks.",
     )
+    heartbeat: list[HeartbeatCheck] = Field(
+        default_factory=list,
+        description="Heartbeats: jobs that ping the control plane; no ping within "
+        "`period + grace` is a failed run. A canary with heartbeats has no other checks, "
+        "no schedule, and runs on the control plane (agentSelector absent or ['local']).",
+    )
     resultMode: Any = accepted("results stay one per check; no combined JUnit report is made")
     env: Any = accepted("canary-level env is not read by http, tcp or dns checks upstream either")
-    retries: Any = refused(
-        "failed checks are not retried; failureThreshold sets how many "
-        "failed runs in a row make a target down"
+    retries: CheckRetries | None = Field(
+        default=None,
+        description="Retries of every check of the canary; a check's own `retries` fields "
+        "win, field by field.",
     )
 
     def checks(self) -> Iterator[tuple[str, int, CheckBase]]:
@@ -191,6 +203,8 @@ class CanarySpec(UpstreamCheckTypes):
         """
         if self.replicas == 0:
             return NEVER
+        if self.heartbeat:
+            return heartbeat_schedule(self.heartbeat)
         if self.schedule is not None:
             return self.schedule
         if self.interval:
@@ -237,6 +251,13 @@ class CanarySpec(UpstreamCheckTypes):
                         f"timeout {check.timeout} must be shorter than the schedule period "
                         f"({format_duration(period)})",
                     )
+            if period is not None:
+                yield from _retry_problems(self.retries, check, where, period)
+        yield from self._heartbeat_problems(seen, any_check)
+        any_check = any_check or bool(self.heartbeat)
+        if self.retries is not None:
+            for path, message in self.retries.problems():
+                yield (("retries", *path), message)
         other_types = (getattr(self, name) for name in UpstreamCheckTypes.model_fields)
         if not any_check and all(value is None for value in other_types):
             yield (
@@ -246,6 +267,81 @@ class CanarySpec(UpstreamCheckTypes):
 
     def problems(self) -> Iterator[Problem]:
         yield from self.rule_problems(self.effective_schedule())
+
+    def _heartbeat_problems(self, seen: dict[str, str], probes: bool) -> Iterator[Problem]:
+        """Heartbeats are received by the control plane, never run: what that rules out."""
+        if not self.heartbeat:
+            return
+        if probes:
+            yield (
+                (HEARTBEAT,),
+                "a canary with heartbeat checks cannot hold other checks: put those in a "
+                "canary of their own",
+            )
+        for written in ("schedule", "interval"):
+            if getattr(self, written) is not None:
+                yield (
+                    (written,),
+                    f"a heartbeat canary has no {written}: it is evaluated every "
+                    "`period + grace` of its heartbeats",
+                )
+        selector = [p.strip().lower() for p in self.agentSelector or []]
+        if self.agentSelector is not None and selector != ["local"]:
+            yield (
+                ("agentSelector",),
+                "heartbeat pings are received by the control plane: leave agentSelector out "
+                "or write ['local']",
+            )
+        for index, heartbeat in enumerate(self.heartbeat):
+            where: tuple[str | int, ...] = (HEARTBEAT, index)
+            if heartbeat.name in seen:
+                yield (
+                    (*where, "name"),
+                    f"check name {heartbeat.name!r} is already used by a "
+                    f"{seen[heartbeat.name]} check",
+                )
+            seen[heartbeat.name] = HEARTBEAT
+            for path, message in heartbeat.problems():
+                yield ((*where, *path), message)
+
+
+def check_retries(defaults: CheckRetries | None, check: CheckBase) -> CheckRetries | None:
+    """A check's retries: its own fields over the canary's (canary-checker's merge)."""
+    if defaults is None:
+        return check.retries
+    return defaults.merged(check.retries)
+
+
+def _retry_problems(
+    defaults: CheckRetries | None, check: CheckBase, where: tuple[str | int, ...], period: float
+) -> Iterator[Problem]:
+    """All attempts of a run must end before the next run is due (else runs would be
+    skipped: a check still running at its next due time is not started again)."""
+    retries = check_retries(defaults, check)
+    plan = retries.plan() if retries is not None else None
+    if plan is None:
+        return
+    if isinstance(check.timeout, str) and parse_duration(check.timeout) >= period:
+        return  # the timeout's own error says it
+    attempt = effective_timeout(check.timeout, period)
+    longest = plan.longest(attempt)
+    if longest < period:
+        return
+    told = [f"{plan.count} retries {format_duration(plan.interval)} apart"]
+    if plan.timeout:
+        told.append(f"within retries.timeout {format_duration(plan.timeout)}")
+    if plan.delay:
+        told.append(f"after a delay of {format_duration(plan.delay)}")
+    told.append(f"with timeout {format_duration(attempt)}")
+    message = (
+        f"{' '.join(told)} take up to {format_duration(longest)}, not less than the schedule "
+        f"period ({format_duration(period)}): lower retries.maxRetries, retries.interval or "
+        "timeout, or run less often"
+    )
+    if check.retries is not None:
+        yield ((*where, "retries"), message)
+    else:  # the canary's retries alone make it too long
+        yield (("retries",), f"check {check.name!r}: {message}")
 
 
 def effective_timeout(timeout: str | int | None, period: float | None) -> float:
@@ -302,10 +398,19 @@ class CanaryDocument(StrictModel):
         spec["schedule"] = self.schedule
         spec.pop("interval", None)
         spec.pop("replicas", None)
+        if not spec.get(HEARTBEAT):
+            # Absent unless written: canaries stored before heartbeats keep their fingerprints.
+            spec.pop(HEARTBEAT, None)
         for check in spec.get("http", []):
             if "endpoint" in check:
                 check["url"] = check.pop("endpoint")
         return spec
 
 
-__all__ = ["CANARY_CHECKER_API_VERSION", "CanaryDocument", "CanarySpec", "effective_timeout"]
+__all__ = [
+    "CANARY_CHECKER_API_VERSION",
+    "CanaryDocument",
+    "CanarySpec",
+    "check_retries",
+    "effective_timeout",
+]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ from schemas.base import (
 from schemas.compat import NEEDS_KUBERNETES, accepted, refused
 from schemas.durations import parse_duration
 from schemas.limits import MAX_TIMEOUT_SECONDS
+from schemas.wire import MAX_RETRIES
 
 MAX_CHECK_NAME = 128
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$")
@@ -162,6 +164,76 @@ def _nested(name: str, value: Any) -> Iterator[Problem]:
             yield ((*where, *path), message)
 
 
+class CheckRetries(StrictModel):
+    """canary-checker's `retries`: how a run that failed or errored is tried again within
+    the same run. On a check; on the canary's spec, defaults for its checks, merged field by
+    field (a check's own fields win)."""
+
+    maxRetries: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_RETRIES,
+        description=f"Attempts after the first, 0 to {MAX_RETRIES}; the run stops at the "
+        "first attempt that passes.",
+    )
+    interval: Duration | None = Field(
+        default=None, description="Wait between two attempts. Default: 1s."
+    )
+    delay: Duration | None = Field(
+        default=None, description="Wait before the first attempt. Default: none."
+    )
+    timeout: Duration | None = Field(
+        default=None,
+        description="Start no attempt after this long since the first one began; with no "
+        f"maxRetries, retry up to {MAX_RETRIES} times within it.",
+    )
+    disabled: bool | None = Field(
+        default=None,
+        description="No retries; false on a check re-enables what the canary disabled.",
+    )
+
+    def problems(self) -> Iterator[Problem]:
+        interval = self.interval
+        if self.timeout is not None and interval is not None and not parse_duration(interval):
+            yield (("interval",), "must be greater than zero when timeout is set")
+
+    def merged(self, override: CheckRetries | None) -> CheckRetries:
+        """These retries as defaults, with `override`'s fields set over them."""
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_none=True))
+
+    def plan(self) -> RetryPlan | None:
+        """What an agent does with these retries (None: no retries), as canary-checker runs
+        them: retried when `maxRetries` > 0 or a `timeout` is set, unless `disabled`."""
+        timeout = parse_duration(self.timeout) if self.timeout is not None else 0.0
+        if self.disabled or not (self.maxRetries or timeout):
+            return None
+        count = self.maxRetries if self.maxRetries is not None else MAX_RETRIES
+        interval = parse_duration(self.interval) if self.interval is not None else 1.0
+        delay = parse_duration(self.delay) if self.delay is not None else 0.0
+        return RetryPlan(count, interval, delay, timeout)
+
+
+@dataclass(frozen=True)
+class RetryPlan:
+    """Retries as an agent runs them: at most `count` after the first attempt, `interval`
+    seconds apart, after waiting `delay` once; with `timeout` > 0, none starts `timeout`
+    seconds or more after the first attempt began."""
+
+    count: int
+    interval: float
+    delay: float
+    timeout: float
+
+    def longest(self, attempt: float) -> float:
+        """The longest a run takes when each attempt takes up to `attempt` seconds."""
+        bounded = (self.count + 1) * attempt + self.count * self.interval
+        if self.timeout:
+            bounded = min(bounded, self.timeout + attempt)
+        return self.delay + bounded
+
+
 class CheckBase(StrictModel):
     """Fields every check type shares (canary-checker's `Description`)."""
 
@@ -183,9 +255,16 @@ class CheckBase(StrictModel):
     markFailOnEmpty: Any = accepted("only applies to transform, which is not supported")
     relationships: Any = accepted("links results to Mission Control components and configs")
     dependsOn: Any = refused("the checks of a canary run independently here")
-    retries: Any = refused(
-        "failed checks are not retried; failureThreshold sets how many "
-        "failed runs in a row make a target down"
+    retries: CheckRetries | None = Field(
+        default=None,
+        description="Try a run that failed or errored again, within the same run: the "
+        "result is the last attempt's, with the retries it took.",
+    )
+    degradedThresholdMillis: int | None = Field(
+        default=None,
+        ge=1,
+        description="A run that passes but takes longer than this is 'degraded': up for "
+        "uptime, shown amber.",
     )
 
     @classmethod
@@ -205,6 +284,14 @@ class CheckBase(StrictModel):
     def problems(self) -> Iterator[Problem]:
         if not self.name:
             yield (("name",), "required field is missing (no name, description or target)")
+        yield from _nested("retries", self.retries)
+        degraded, threshold = self.degradedThresholdMillis, self.thresholdMillis
+        if degraded is not None and threshold is not None and degraded >= threshold:
+            yield (
+                ("degradedThresholdMillis",),
+                f"{degraded} must be lower than thresholdMillis ({threshold}): a run slower "
+                "than thresholdMillis fails, so it could never be degraded",
+            )
 
 
 class TemplatableCheck(CheckBase):

@@ -28,6 +28,8 @@ MAX_INTEGER: Final = 2**63 - 1
 MAX_DURATION_SECONDS: Final = 366 * 24 * 3600
 # `@every` schedules: the agent cannot usefully run one canary more often than this.
 MIN_SCHEDULE_SECONDS: Final = 0.1
+# Heartbeat checks: how often a job must ping at the least (one row per ping is stored).
+MIN_HEARTBEAT_PERIOD_SECONDS: Final = 1.0
 # A check's timeout: above 0 (0 would fail every run) and at most an hour.
 MIN_TIMEOUT_SECONDS: Final = 0.001
 MAX_TIMEOUT_SECONDS: Final = 3600.0

@@ -6,7 +6,7 @@ import bisect
 import calendar
 import itertools
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Literal
 
 from schemas.durations import parse_duration
@@ -154,6 +154,35 @@ class Schedule:
             return None
         result = self._cron.next_after(t.astimezone(UTC))
         return None if result is None else result.astimezone(t.tzinfo)
+
+    def next_local_after(self, t: datetime, zone: tzinfo) -> datetime | None:
+        """Return the next fire time strictly after ``t``, the cron fields read on the wall
+        clock of ``zone`` (maintenance windows: "Sundays 02:00 in Europe/Berlin").
+
+        A wall time skipped by a daylight saving change fires at the same distance after the
+        change (02:30 on a spring-forward night is 03:30); a wall time that occurs twice fires
+        once, at its first occurrence.
+
+        Args:
+            t: A timezone-aware datetime.
+            zone: The time zone whose wall clock the cron fields describe.
+
+        Returns:
+            The next fire time in UTC, or ``None`` for a schedule that never fires.
+        """
+        if self._cron is None:
+            found = self.next_after(t)
+            return None if found is None else found.astimezone(UTC)
+        # The cron walk works on naive-looking fields: hand it the wall clock tagged UTC.
+        wall = t.astimezone(zone).replace(tzinfo=UTC, fold=0)
+        while True:
+            fired = self._cron.next_after(wall)
+            if fired is None:
+                return None
+            moment = fired.replace(tzinfo=zone, fold=0).astimezone(UTC)
+            if moment > t:
+                return moment
+            wall = fired  # the wall time came back to before t (the repeated hour): go on
 
 
 def parse_schedule(text: str) -> Schedule:

@@ -4,6 +4,8 @@ console errors, a screenshot when it fails, the agent's flag and a missing brows
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -15,7 +17,12 @@ from typing import Any
 import pytest
 
 from agent.checks import CheckOutcome, ClientPool, run_check
-from agent.checks.browser_check import NOT_ALLOWED, BrowserPolicy, allow_browser_checks
+from agent.checks.browser_check import (
+    NOT_ALLOWED,
+    BrowserPolicy,
+    BrowserSession,
+    allow_browser_checks,
+)
 from agent.checks.outcome import result_row
 from agent.checks.series import CheckSeries
 from reconciler.core.documents import SourceFile
@@ -216,3 +223,65 @@ def test_only_the_flag_allows_browser_checks_and_the_path_comes_from_flag_or_env
     assert allowed.allow_browser_checks is True
     moved = load_settings(flags, {**environ, "AGENT_BROWSER_PATH": "/opt/chromium"})
     assert moved.browser_path == Path("/opt/chromium")
+
+
+def _descendants() -> dict[int, int]:
+    """Every process below this one, with its scheduling policy."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    policies = {}
+    for pid in found:
+        with contextlib.suppress(OSError):
+            policies[pid] = os.sched_getscheduler(pid)
+    return policies
+
+
+@pytest.mark.slow
+@needs_chromium
+@pytest.mark.parametrize(
+    ("priority", "policy"), [("idle", os.SCHED_IDLE), ("normal", os.sched_getscheduler(0))]
+)
+def test_chromium_and_its_driver_yield_the_cpu_to_other_checks(priority: str, policy: int) -> None:
+    async def main() -> tuple[dict[int, int], Path | None]:
+        session = BrowserSession(Path(CHROMIUM), priority)  # type: ignore[arg-type]
+        try:
+            browser = await session.browser()
+            context = await browser.new_context()
+            page = await context.new_page()
+            await page.goto("data:text/html,<h1>hi</h1>")  # a renderer is running too
+            wrapper = Path(session._wrapper.name) if session._wrapper else None
+            policies = _descendants()
+            await context.close()
+            return policies, wrapper
+        finally:
+            await session.close()
+
+    policies, wrapper = asyncio.run(main())
+    assert len(policies) >= 4  # the driver, the browser, a renderer and helper processes
+    assert set(policies.values()) == {policy}
+    assert wrapper is None or not wrapper.exists()  # the launcher script goes with the browser
+
+
+def test_browser_priority_comes_from_flag_or_environment() -> None:
+    from agent.cli import build_parser
+    from agent.settings import SettingsError, load_settings
+
+    environ = {"AGENT_TOKEN": "t"}
+    flags = {"url": "http://127.0.0.1:1"}
+    assert load_settings(flags, environ).browser_priority == "idle"
+    args = build_parser().parse_args(["run", "--browser-priority", "normal"])
+    assert args.browser_priority == "normal"
+    from_flag = load_settings({**flags, "browser_priority": "normal"}, environ)
+    assert from_flag.browser_priority == "normal"
+    from_environment = load_settings(flags, {**environ, "AGENT_BROWSER_PRIORITY": "normal"})
+    assert from_environment.browser_priority == "normal"
+    with pytest.raises(SettingsError, match="browser_priority: expected one of idle, normal"):
+        load_settings(flags, {**environ, "AGENT_BROWSER_PRIORITY": "low"})

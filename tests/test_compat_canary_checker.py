@@ -131,7 +131,6 @@ def test_accepted_fields_give_one_notice_per_kind() -> None:
         ("      connection: connection://http/x\n", "connection", "Mission Control"),
         ("      transform:\n        expr: '[]'\n", "transform", "result pipeline"),
         ("      dependsOn: [other]\n", "dependsOn", "run independently"),
-        ("      retries:\n        maxRetries: 2\n", "retries", "not retried"),
         ("      test:\n        template: 'true'\n", "template", "use expr"),
         ("      test:\n        javascript: 'true'\n", "javascript", "JavaScript"),
         ("      display:\n        jsonPath: $.a\n", "jsonPath", "JSONPath"),
@@ -178,13 +177,14 @@ def test_a_refused_field_says_what_and_why(extra: str, field: str, reason: str) 
     assert result.config.canaries["default/c"] is not None
 
 
-def test_canary_level_retries_are_refused() -> None:
-    result = load(upstream("  retries:\n    maxRetries: 1\n  tcp:\n    - endpoint: x:1\n"))
-    assert messages(result) == [
-        "canary.yaml:7:3: Canary/default/c: spec.retries: not supported: retries (failed checks "
-        "are not retried; failureThreshold sets how many failed runs in a row make a target "
-        "down)"
-    ]
+def test_retries_load_as_canary_checker_reads_them() -> None:
+    # Canary-level retries are defaults of every check (tests/test_retries.py runs them).
+    checks = "  tcp:\n    - endpoint: x:1\n      retries: {interval: 2s}\n"
+    result = load(upstream("  retries:\n    maxRetries: 1\n" + checks))
+    assert messages(result) == []
+    spec = result.config.canaries["default/c"].model.resource_spec()
+    assert spec["retries"] == {"maxRetries": 1}
+    assert spec["tcp"][0]["retries"] == {"interval": "2s"}
 
 
 @pytest.mark.parametrize("check_type", sorted(UpstreamCheckTypes.model_fields))

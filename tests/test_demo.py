@@ -235,10 +235,12 @@ def test_the_rewritten_sample_points_only_at_loopback_and_is_valid(tmp_path: Pat
     fields = {(c.file, c.field) for c in changes}
     assert ("routes/checkout.yaml", "spec.canary.steps[0].pause") in fields
     assert ("canaries/dns.yaml", "spec.dns[1].server") in fields
+    assert ("alerting/receivers.yaml", "(document)") in fields  # no notifications leave
     schedules = [
         document["spec"]["schedule"]
         for path in sorted((config / "canaries").glob("*.yaml"))
         for document in yaml.safe_load_all(path.read_text())
+        if "heartbeat" not in document["spec"]  # pinged, so no schedule of its own
     ]
     assert set(schedules) == {"@every 10s"}
 

@@ -97,7 +97,9 @@ def test_each_check_has_blackbox_series(repo: ConfigRepo, tmp_path: Path, level:
         if level == "basic":
             assert "probe_http_status_code" not in found
             assert "probe_http_duration_seconds" not in found
+            assert "probe_degraded" not in found
         else:
+            assert found["probe_degraded"] == {eu: 0.0, us: 0.0}
             assert found["probe_http_status_code"] == {eu: 200.0, us: 503.0}
             phases = found["probe_http_duration_seconds"]
             assert phases[labels("eu-1", "eu", phase="connect")] == 0.002

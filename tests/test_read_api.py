@@ -182,7 +182,14 @@ def test_uptime_overall_by_check_and_by_region(server: InProcessServer) -> None:
     assert (report["total"], report["passed"]) == (10, 7)
     assert report["uptime"] == pytest.approx(0.7)
     assert report["checks"] == [
-        {"check": "check", "total": 10, "passed": 7, "uptime": pytest.approx(0.7)}
+        {
+            "check": "check",
+            "total": 10,
+            "passed": 7,
+            "degraded": 0,
+            "retried": 0,
+            "uptime": pytest.approx(0.7),
+        }
     ]
     assert report["region"] is None
 
@@ -279,6 +286,7 @@ def test_results_newest_first_with_filters(server: InProcessServer) -> None:
         "started_at": started(10).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "duration_ms": 12.0,
         "status": "pass",
+        "retries": 0,
         "code": 200,
         "message": None,
         "phases": {"connect_ms": 1.0, "total_ms": 12.0},

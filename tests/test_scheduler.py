@@ -55,22 +55,47 @@ def test_runs_every_check_and_applies_updates_in_place() -> None:
     asyncio.run(scenario())
 
 
-def test_a_slow_check_does_not_delay_the_schedule() -> None:
+def test_a_slow_check_does_not_delay_the_schedule_and_its_overdue_runs_are_skipped() -> None:
     started: list[float] = []
+    skipped: list[str] = []
     release = asyncio.Event()
 
     async def run(canary_id: str, check: Mapping[str, Any]) -> None:
         started.append(asyncio.get_running_loop().time())
-        await release.wait()  # every run hangs until the end of the test
+        await release.wait()  # the run hangs until released
 
     async def scenario() -> None:
-        scheduler = Scheduler(run, random.Random(2))
+        scheduler = Scheduler(run, random.Random(2), lambda c, check: skipped.append(c))
         scheduler.update([canary("slow", every="40ms")])
-        # Every run hangs until released, so five starts prove runs never queue behind it.
-        await _until(lambda: len(started) >= 5)
+        # The ticks keep coming on time while the first run hangs; each is skipped, not
+        # stacked behind it (retries must never pile runs up).
+        await _until(lambda: len(skipped) >= 4)
+        assert len(started) == 1 and scheduler.skipped == len(skipped)
         release.set()
+        # Once the run ended, the next tick starts the check again.
+        await _until(lambda: len(started) >= 2)
         await scheduler.stop()
         assert scheduler.lateness.runs >= 5
+
+    asyncio.run(scenario())
+
+
+def test_a_check_still_retrying_blocks_neither_its_canarys_other_checks_nor_its_schedule() -> None:
+    runs: Counter[str] = Counter()
+    release = asyncio.Event()
+
+    async def run(canary_id: str, check: Mapping[str, Any]) -> None:
+        runs[check["name"]] += 1
+        if check["name"] == "retrying":
+            await release.wait()  # as a run waiting between its attempts
+
+    async def scenario() -> None:
+        scheduler = Scheduler(run, random.Random(3))
+        scheduler.update([canary("c", every="30ms", checks=("retrying", "quick"))])
+        await _until(lambda: runs["quick"] >= 4)
+        assert runs["retrying"] == 1 and scheduler.skipped >= 2
+        release.set()
+        await scheduler.stop()
 
     asyncio.run(scenario())
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import os
+import shlex
 import shutil
+import tempfile
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agent.checks.outcome import Verdict
 from agent.checks.pool import ClientPool
@@ -28,6 +31,13 @@ NOT_ALLOWED = (
 # the script only reaches it through the DevTools protocol.
 CHROMIUM_FLAGS = ("--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--mute-audio")
 MAX_CONSOLE_ERRORS = 20
+# How Chromium and the Playwright driver are scheduled (docs/agent.md, --browser-priority): a
+# page load takes a quarter of a second of CPU or more in bursts, and at the agent's priority
+# those bursts delay its other checks on a small machine. `idle` runs them under SCHED_IDLE,
+# which Chromium keeps for every process it forks (it resets niceness, not the policy).
+BrowserPriority = Literal["idle", "normal"]
+BROWSER_PRIORITIES: tuple[BrowserPriority, ...] = ("idle", "normal")
+DEFAULT_BROWSER_PRIORITY: BrowserPriority = "idle"
 # How long closing or killing the browser may take before we stop waiting for it.
 CLOSE_SECONDS = 5.0
 # Navigation timing entries of the first page load, as the result's phases (milliseconds).
@@ -49,6 +59,7 @@ class BrowserPolicy:
 
     allowed: bool = False
     executable: Path = Path("/usr/bin/chromium")
+    priority: BrowserPriority = DEFAULT_BROWSER_PRIORITY
 
 
 def allow_browser_checks(pool: ClientPool, policy: BrowserPolicy) -> None:
@@ -72,9 +83,13 @@ class BrowserMissing(RuntimeError):
 class BrowserSession:
     """One Chromium, started on first use and shared by browser checks (a context each)."""
 
-    def __init__(self, executable: Path) -> None:
-        """Remember the binary; nothing starts until `browser()` is awaited."""
+    def __init__(
+        self, executable: Path, priority: BrowserPriority = DEFAULT_BROWSER_PRIORITY
+    ) -> None:
+        """Remember the binary and its priority; nothing starts until `browser()` is awaited."""
         self.executable = executable
+        self.priority = priority
+        self._wrapper: tempfile.TemporaryDirectory[str] | None = None
         self._driver: Any = None
         self._browser: Any = None
         self._lock = asyncio.Lock()
@@ -94,11 +109,28 @@ class BrowserSession:
                     "pip install 'canary-reconciler[browser]'"
                 ) from error
 
+            before = _children()
             self._driver = await async_playwright().start()
+            for pid in _children() - before:  # the driver Playwright just started
+                _schedule_idle(pid, self.priority)
             self._browser = await self._driver.chromium.launch(
-                executable_path=str(self.executable), args=list(CHROMIUM_FLAGS), headless=True
+                executable_path=self._launcher(), args=list(CHROMIUM_FLAGS), headless=True
             )
             return self._browser
+
+    def _launcher(self) -> str:
+        """The binary Playwright starts: Chromium itself, or a script starting it under
+        SCHED_IDLE (so every process it forks, renderers included, inherits the policy)."""
+        if self.priority == "normal" or shutil.which("chrt") is None:
+            return str(self.executable)
+        if self._wrapper is None:
+            self._wrapper = tempfile.TemporaryDirectory(prefix="agent-browser-")
+        script = Path(self._wrapper.name) / "chromium"
+        script.write_text(
+            f'#!/bin/sh\nexec chrt --idle 0 {shlex.quote(str(self.executable))} "$@"\n'
+        )
+        script.chmod(0o700)
+        return str(script)
 
     async def close(self) -> None:
         """Stop the browser and the Playwright driver; kill them if they do not stop in time."""
@@ -114,17 +146,45 @@ class BrowserSession:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_SECONDS):
                     await driver.stop()
+        if self._wrapper is not None:
+            self._wrapper.cleanup()
+            self._wrapper = None
+
+
+def _children() -> set[int]:
+    """This process's child processes (Linux: from /proc; elsewhere none are known)."""
+    me = str(os.getpid())
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == me:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _schedule_idle(pid: int, priority: BrowserPriority) -> None:
+    """Run a process under SCHED_IDLE when the priority says so (`chrt --idle 0`)."""
+    if priority == "idle":
+        with contextlib.suppress(OSError, AttributeError):  # gone; not ours; not Linux
+            os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
 
 
 async def _close_session(session: Any) -> None:
     await session.close()
 
 
-def _session(pool: ClientPool, executable: Path) -> BrowserSession:
+def _session(pool: ClientPool, policy: BrowserPolicy) -> BrowserSession:
     session = pool.kept(BROWSER_KEY)
-    if isinstance(session, BrowserSession) and session.executable == executable:
+    if (
+        isinstance(session, BrowserSession)
+        and session.executable == policy.executable
+        and session.priority == policy.priority
+    ):
         return session
-    session = BrowserSession(executable)
+    session = BrowserSession(policy.executable, policy.priority)
     pool.keep(BROWSER_KEY, session, _close_session)
     return session
 
@@ -288,7 +348,7 @@ async def check_browser(check: Mapping[str, Any], clients: ClientPool) -> Verdic
             f"no browser at {policy.executable}: install Chromium (Debian: apt-get install "
             "chromium) or point --browser-path at it",
         )
-    session = _session(clients, policy.executable)
+    session = _session(clients, policy)
     session.runs += 1
     try:
         return await _run_browser(check, session)

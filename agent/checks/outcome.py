@@ -9,6 +9,9 @@ from typing import Any, Literal
 from schemas.wire import Phases, ResultRow
 
 Status = Literal["pass", "fail", "error"]
+# A run's status: a check's verdict, or `degraded` for a pass slower than the check's
+# `degradedThresholdMillis` (decided after the verdict, by the dispatcher).
+RunStatus = Literal["pass", "degraded", "fail", "error"]
 MAX_MESSAGE = 1024
 WIRE_PHASES = (
     "connect_ms",
@@ -35,12 +38,14 @@ class CheckOutcome:
 
     started_at: datetime
     duration_ms: float
-    status: Status
+    status: RunStatus
     code: int | None = None
     message: str | None = None
     phases: dict[str, Any] | None = None
     # A browser check's PNG of the page when it did not pass; shipped apart from the row.
     screenshot: bytes | None = None
+    # Attempts after the first (the check's `retries`); the rest is the last attempt's.
+    retries: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,7 @@ def result_row(canary: str, check: str, outcome: CheckOutcome) -> ResultRow:
         started_at=outcome.started_at,
         duration_ms=max(0.0, outcome.duration_ms),
         status=outcome.status,
+        retries=outcome.retries,
         code=outcome.code if outcome.code is not None and 0 <= outcome.code <= 999 else None,
         message=clip(outcome.message),
         phases=phases,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 
@@ -16,11 +17,12 @@ from agent.checks.grpc_check import check_grpc
 from agent.checks.http_check import check_http
 from agent.checks.icmp_check import check_icmp
 from agent.checks.multihttp_check import check_multihttp
-from agent.checks.outcome import CheckOutcome, Verdict, clip
+from agent.checks.outcome import CheckOutcome, RunStatus, Verdict, clip
 from agent.checks.pool import ClientPool
 from agent.checks.tcp_check import check_tcp
 from agent.checks.tls_check import check_tls
 from schemas.checks import DEFAULT_TIMEOUT_SECONDS
+from schemas.wire import MAX_RETRIES
 
 Clock = Callable[[], datetime]
 CheckFunction = Callable[[Mapping[str, Any], ClientPool, Clock], Awaitable[Verdict]]
@@ -114,31 +116,120 @@ async def _verdict(check: Mapping[str, Any], clients: ClientPool, now: Clock) ->
         return Verdict("error", describe_error(error))
 
 
+def _whole(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class _Retries:
+    """A check's retries as served: seconds, and 0 for no timeout."""
+
+    count: int = 0
+    interval: float = 0.0
+    delay: float = 0.0
+    timeout: float = 0.0
+
+
+_MILLIS = ("interval_ms", "delay_ms", "timeout_ms")
+
+
+def _retries(check: Mapping[str, Any]) -> _Retries:
+    """The check's retries as served (`{count, interval_ms, delay_ms, timeout_ms}`)."""
+    retries = check.get("retries")
+    if retries is None:
+        return _Retries()
+    if isinstance(retries, Mapping):
+        count, millis = retries.get("count"), [retries.get(name, 0) for name in _MILLIS]
+        if (
+            _whole(count)
+            and 0 <= count <= MAX_RETRIES
+            and all(_whole(ms) and ms >= 0 for ms in millis)
+        ):
+            return _Retries(count, *(ms / 1000 for ms in millis))
+    raise ValueError(
+        f"retries must be {{count: 0-{MAX_RETRIES}, interval_ms, delay_ms, timeout_ms: >= 0}}, "
+        f"got {retries!r}"
+    )
+
+
+def _judged(
+    check: Mapping[str, Any], verdict: Verdict, duration_ms: float
+) -> tuple[RunStatus, str | None]:
+    """The run's status and message: a passing verdict slower than `degradedThresholdMillis`
+    is `degraded`, with why added to its message.
+
+    Slowness is measured as `thresholdMillis` measures it: an icmp check's average round
+    trip, every other check's run time.
+    """
+    threshold = check.get("degradedThresholdMillis")
+    if verdict.status != "pass" or not _whole(threshold):
+        return verdict.status, verdict.message
+    measured = duration_ms
+    rtt = (verdict.phases or {}).get("rtt_avg_ms")
+    if check.get("type") == "icmp" and isinstance(rtt, int | float):
+        measured = float(rtt)
+    if measured <= threshold:
+        return verdict.status, verdict.message
+    slow = f"took {measured:.1f}ms, over degradedThresholdMillis {threshold}"
+    return "degraded", slow if verdict.message is None else f"{verdict.message} ({slow})"
+
+
 async def run_check(check: Mapping[str, Any], clients: ClientPool, now: Clock) -> CheckOutcome:
-    """Run one check as served to the agent; never raises (except on cancellation).
+    """Run one check as served to the agent, with its retries; never raises (except on
+    cancellation).
+
+    After waiting `retries.delay_ms`, an attempt that fails or errors is tried again
+    `retries.interval_ms` later, up to `retries.count` times and, with a `timeout_ms`, only
+    while that long has not passed since the first attempt began; the first pass ends the run.
+    The outcome is the last attempt's (status, duration, code, message, phases) with the
+    number of retries it took, and starts at the run's scheduled start (which groups the
+    checks of a run). A pass slower than `degradedThresholdMillis` is `degraded`.
 
     Args:
         check: The check: `name`, `type` (http, tcp, dns, tls, icmp, multihttp, grpc or browser),
-            `timeout_ms` and the
-            fields of its type.
+            `timeout_ms`, optional `retries` (`{count, interval_ms, delay_ms, timeout_ms}`) and
+            `degradedThresholdMillis`, and the fields of its type.
         clients: The shared HTTP clients.
         now: The clock for `started_at` and certificate days left (UTC, aware).
 
     Returns:
-        The outcome: "pass"; "fail" when the target answered but a condition failed; or
-        "error" when the check could not run (an exception, as `Type: text`, or
-        "timed out after Nms").
+        The outcome: "pass"; "degraded" (passed, but slow); "fail" when the target answered
+        but a condition failed; or "error" when the check could not run (an exception, as
+        `Type: text`, or "timed out after Nms").
     """
     started_at = _utc(now)
-    start = time.perf_counter()
-    verdict = await _verdict(check, clients, now)
-    duration_ms = round((time.perf_counter() - start) * 1000, 3)
+    try:
+        retries = _retries(check)
+    except ValueError as error:
+        return CheckOutcome(started_at, 0.0, "error", message=clip(describe_error(error)))
+    # Only this check's task waits: the scheduler runs every check in a task of its own.
+    await asyncio.sleep(retries.delay)
+    first = time.perf_counter()
+    attempt = 0
+    while True:
+        start = time.perf_counter()
+        verdict = await _verdict(check, clients, now)
+        duration_ms = round((time.perf_counter() - start) * 1000, 3)
+        if verdict.status == "pass" or attempt >= retries.count:
+            break
+        wait = retries.interval
+        if retries.timeout:
+            # canary-checker's rule: no attempt starts once the timeout has passed, and the
+            # wait before the last one shrinks to what is left of it.
+            left = retries.timeout - (time.perf_counter() - first)
+            if left <= 0:
+                break
+            wait = min(wait, left)
+        attempt += 1
+        await asyncio.sleep(wait)
+    status, message = _judged(check, verdict, duration_ms)
     return CheckOutcome(
         started_at=started_at,
         duration_ms=duration_ms,
-        status=verdict.status,
+        status=status,
         code=verdict.code,
-        message=clip(verdict.message),
+        message=clip(message),
         phases=verdict.phases,
         screenshot=verdict.screenshot,
+        retries=attempt,
     )

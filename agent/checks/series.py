@@ -16,7 +16,7 @@ from agent.checks.outcome import CheckOutcome
 SERIES_TYPES = frozenset({"icmp", "multihttp", "grpc", "browser"})
 GRPC_SERVING_STATUSES = ("UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")
 HELP = {
-    "probe_success": "1 when the check's last run passed.",
+    "probe_success": "1 when the check's last run passed (degraded included).",
     "probe_duration_seconds": "How long the check's last run took.",
     "probe_icmp_packets_sent_count": "Number of ICMP packets sent.",
     "probe_icmp_packets_received_count": "Number of ICMP packets received.",
@@ -48,7 +48,7 @@ def _escape(value: str) -> str:
 
 def _samples(kind: str, outcome: CheckOutcome) -> Iterator[tuple[str, Labels, float]]:
     phases: dict[str, Any] = outcome.phases or {}
-    yield "probe_success", (), float(outcome.status == "pass")
+    yield "probe_success", (), float(outcome.status in ("pass", "degraded"))
     yield "probe_duration_seconds", (), outcome.duration_ms / 1000
     if kind == "icmp":
         for key, name in (

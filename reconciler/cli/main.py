@@ -13,6 +13,7 @@ from reconciler.cli import (
     apply,
     canary,
     demo,
+    heartbeats,
     plan,
     results,
     revisions,
@@ -26,7 +27,8 @@ from reconciler.cli.options import EXIT_ERROR, Command, Parser
 
 # In the order `reconcile --help` lists them: the config workflow first, then the server.
 COMMANDS: tuple[Command, ...] = (
-    validate, plan, apply, schema, serve, agents, canary, site, results, demo, revisions,
+    validate, plan, apply, schema, serve, agents, heartbeats, canary, site, results, demo,
+    revisions,
 )  # fmt: skip
 
 DESCRIPTION = """\

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from reconciler.cli import options
 from reconciler.cli.console import Console
 from reconciler.cli.options import EXIT_ERROR, EXIT_OK, Subcommands
-from reconciler.server.settings import SECRETS
+from reconciler.server.settings import SECRETS, ServeSettings
 
 ADMIN_TOKEN_ENV = SECRETS["admin_token"]
 
 NAME = "site"
 # A full build of a large fleet through a busy server; the server keeps building if we give up.
 SERVER_TIMEOUT = 300.0
+# As `reconcile serve --agent-silent-after`, so both show the same agents as silent.
+DEFAULT_SILENT_AFTER = ServeSettings.agent_silent_after
 
 DESCRIPTION = """\
 Render the status site (fleet overview, a report per region, a page per canary, incidents,
@@ -56,6 +59,14 @@ def register(commands: Subcommands) -> None:
         default=min(2, os.cpu_count() or 1),
         metavar="N",
         help="processes rendering pages (default: up to 2)",
+    )
+    build.add_argument(
+        "--agent-silent-after",
+        type=float,
+        default=DEFAULT_SILENT_AFTER,
+        metavar="SECONDS",
+        help="show enabled agents not heard from for longer as silent, as `reconcile serve "
+        f"--agent-silent-after` does (default {DEFAULT_SILENT_AFTER:g}; 0: show none)",
     )
     options.add_quiet(build, help="print nothing on success")
 
@@ -111,7 +122,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
     assert connection is not None
     try:
         with connection:
-            report = build_site(connection, args.out, workers=args.workers, temporary=temporary)
+            report = build_site(
+                connection,
+                args.out,
+                workers=args.workers,
+                temporary=temporary,
+                agent_silent_after=timedelta(seconds=args.agent_silent_after)
+                if args.agent_silent_after > 0
+                else None,
+            )
     except (SiteError, StateError, OSError) as error:
         console.error(str(error))
         return EXIT_ERROR

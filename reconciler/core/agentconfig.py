@@ -12,8 +12,8 @@ import orjson
 
 from agent.expressions.gotemplate import DOLLAR, TemplateError, render
 from reconciler.core.resources import Resource
-from schemas.canary import CHECK_TYPES, effective_timeout
-from schemas.checks import is_templated
+from schemas.canary import CHECK_TYPES, HEARTBEAT, effective_timeout
+from schemas.checks import NEVER, CheckRetries, is_templated
 from schemas.schedule import parse_schedule
 
 _ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -112,9 +112,22 @@ def _check_spec(
     env: Mapping[str, str],
     where: str,
     canary: Mapping[str, str],
+    defaults: CheckRetries | None = None,
 ) -> dict[str, Any]:
     spec = {"type": check_type, **{k: v for k, v in check.items() if k != "timeout"}}
     spec["timeout_ms"] = round(effective_timeout(check.get("timeout"), period) * 1000)
+    written = spec.pop("retries", None)
+    own = CheckRetries(**written) if written else None
+    retries = defaults.merged(own) if defaults is not None else own
+    plan = retries.plan() if retries is not None else None
+    if plan is not None:
+        # In milliseconds, as the timeout: the agent parses no durations.
+        spec["retries"] = {
+            "count": plan.count,
+            "interval_ms": round(plan.interval * 1000),
+            "delay_ms": round(plan.delay * 1000),
+            "timeout_ms": round(plan.timeout * 1000),
+        }
     if check_type in ("http", "tcp", "icmp", "grpc") and ("test" in check or "display" in check):
         spec["canary"] = dict(canary)
     if check_type == "http":
@@ -160,12 +173,18 @@ def canary_payload(resource: Resource, environment: Mapping[str, str]) -> dict[s
     period = parse_schedule(spec["schedule"]).period_seconds()
     namespace, _, name = str(spec.get("parent", resource.name)).partition("/")
     canary = {"name": name, "namespace": namespace}
+    # The canary's retries are defaults of its checks' (canary-checker merges them so).
+    defaults = CheckRetries(**spec["retries"]) if spec.get("retries") else None
     checks = []
     for check_type in CHECK_TYPES:
         for check in spec.get(check_type, []):
             where = f"{resource.name} {check_type} check {check['name']!r}"
-            checks.append(_check_spec(check_type, check, period, environment, where, canary))
-    return {"id": resource.name, "schedule": spec["schedule"], "checks": checks}
+            checks.append(
+                _check_spec(check_type, check, period, environment, where, canary, defaults)
+            )
+    # A heartbeat canary has nothing to run: its rows come from pings and missed deadlines.
+    schedule = NEVER if spec.get(HEARTBEAT) else spec["schedule"]
+    return {"id": resource.name, "schedule": schedule, "checks": checks}
 
 
 def agent_configs(
@@ -197,6 +216,12 @@ def agent_configs(
         body = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         checks = {c["id"]: {k["name"]: k["type"] for k in c["checks"]} for c in canaries}
+        for resource in derived:
+            # Heartbeats are not run but their rows are stored as this agent's (`local`): the
+            # control plane writes them (server/heartbeats.py), so ingest knows their names.
+            if resource.name in checks:
+                for heartbeat in resource.spec.get(HEARTBEAT, []):
+                    checks[resource.name][heartbeat["name"]] = HEARTBEAT
         configs[agent] = AgentConfig(
             agent, regions[agent], body, etag, frozenset(checks), checks, tuple(problems)
         )

@@ -53,8 +53,11 @@ def _compile_canary(
 ) -> CompiledCanary:
     key, source = canary.key, canary.location()
     spec = canary.model.resource_spec()
+    if canary.model.metadata.labels:
+        # Alert routes match on them (core/routing.py); agents have no use for them.
+        spec["labels"] = dict(canary.model.metadata.labels)
     resources = [Resource("Canary", key, spec, fingerprint(spec), source=source)]
-    derived_base = {k: v for k, v in spec.items() if k != "agentSelector"}
+    derived_base = {k: v for k, v in spec.items() if k not in ("agentSelector", "labels")}
     base_fingerprint = fingerprint(derived_base)
     selection = select_agents(canary.model.spec.agentSelector, eligible)
     targets = [(agent, region_of[agent]) for agent in selection.agents]
@@ -99,7 +102,12 @@ def compile_config(
         The resources by address, the step schedules by route, and warnings.
     """
     state = DesiredState()
-    for kind, documents in (("Region", config.regions), ("Agent", config.agents)):
+    for kind, documents in (
+        ("Region", config.regions),
+        ("Agent", config.agents),
+        ("Receiver", config.receivers),
+        ("AlertRouting", config.alert_routing),
+    ):
         for key, document in documents.items():
             spec = dump(document.model.spec)
             resource = Resource(kind, key, spec, fingerprint(spec), source=document.location())  # type: ignore[arg-type]
@@ -151,9 +159,39 @@ def compile_config(
         schedule = step_schedule(key, route.model.spec)
         if schedule is not None:
             state.schedules[key] = schedule
+    for window in _maintenance_resources(config, state.diagnostics):
+        state.resources[window.address] = window
     state.diagnostics.extend(config.notices)
     state.diagnostics.sort()
     return state
+
+
+def _maintenance_resources(config: Config, diagnostics: list[Diagnostic]) -> list[Resource]:
+    """A resource per maintenance window, with the canaries its selector matches now (so the
+    plan shows which canaries a window covers, and the server needs no labels)."""
+    resources = []
+    for key, window in config.maintenance.items():
+        selector = window.model.spec.canaries
+        selected = sorted(
+            canary_key
+            for canary_key, canary in config.canaries.items()
+            if selector.matches(
+                canary.model.metadata.namespace,
+                canary.model.metadata.name,
+                canary.model.metadata.labels,
+            )
+        )
+        if not selected:
+            diagnostics.append(
+                window.diagnostic(("spec", "canaries"), "selects no canary", "warning")
+            )
+        spec = {**dump(window.model.spec), "selected": selected}
+        if not window.model.spec.recurring:
+            spec.pop("timezone", None)  # the default, read by nothing for a one-off window
+        resources.append(
+            Resource("Maintenance", key, spec, fingerprint(spec), source=window.location())
+        )
+    return resources
 
 
 def _drive_diagnostics(route: Located[RouteDocument], decision: DriveDecision) -> list[Diagnostic]:

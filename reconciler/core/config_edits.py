@@ -23,8 +23,8 @@ from reconciler.core.yaml_edit import (
     split_documents,
 )
 
-KIND_DIRECTORY = {"Region": "regions", "Agent": "agents"}
-SCHEMA_FILE = {"Region": "region.json", "Agent": "agent.json"}
+KIND_DIRECTORY = {"Region": "regions", "Agent": "agents", "Maintenance": "maintenance"}
+SCHEMA_FILE = {"Region": "region.json", "Agent": "agent.json", "Maintenance": "maintenance.json"}
 
 # -- the tree being edited ---------------------------------------------------------------------
 

@@ -10,8 +10,10 @@ from typing import Any, Generic, TypeVar
 from reconciler.core.diagnostics import Diagnostic, FieldPath, Severity, format_field
 from reconciler.core.yamlparse import locate
 from schemas.agent import AgentDocument
+from schemas.alerting import AlertRoutingDocument, ReceiverDocument
 from schemas.base import StrictModel
 from schemas.canary import CanaryDocument
+from schemas.maintenance import MaintenanceDocument
 from schemas.region import RegionDocument
 from schemas.route import RouteDocument
 
@@ -94,6 +96,9 @@ class Config:
     agents: dict[str, Located[AgentDocument]] = field(default_factory=dict)
     canaries: dict[str, Located[CanaryDocument]] = field(default_factory=dict)
     routes: dict[str, Located[RouteDocument]] = field(default_factory=dict)
+    maintenance: dict[str, Located[MaintenanceDocument]] = field(default_factory=dict)
+    receivers: dict[str, Located[ReceiverDocument]] = field(default_factory=dict)
+    alert_routing: dict[str, Located[AlertRoutingDocument]] = field(default_factory=dict)
     # How files were read (gateway sections not read, files left out): nothing to fix.
     notices: list[Diagnostic] = field(default_factory=list)
 

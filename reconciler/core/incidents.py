@@ -65,14 +65,21 @@ class CheckRow:
     started_at: datetime
     check: str
     status: str
+    retries: int = 0
 
 
 @dataclass(frozen=True)
 class Run:
-    """The checks of a derived canary at one schedule tick; failed when any did not pass."""
+    """The checks of a derived canary at one schedule tick; failed when any did not pass.
+
+    `degraded`: it passed, and some check was degraded (slow); `retries`: the most retries
+    one of its checks made (shown, never deciding anything).
+    """
 
     started_at: datetime
     passed: bool
+    degraded: bool = False
+    retries: int = 0
 
 
 @dataclass(frozen=True)
@@ -231,22 +238,28 @@ def group_runs(
         The final runs, oldest first, and whether a run was kept back.
     """
     window = run_window(period)
-    groups: list[tuple[datetime, set[str], bool]] = []
+    groups: list[tuple[datetime, set[str], bool, bool, int]] = []
     for row in sorted(rows, key=lambda r: r.started_at):
+        slow = row.status == "degraded"
         if groups and row.started_at < groups[-1][0] + window:
-            start, names, passed = groups[-1]
+            start, names, passed, degraded, retries = groups[-1]
             names.add(row.check)
-            groups[-1] = (start, names, passed and is_up(row.status))
+            passed = passed and is_up(row.status)
+            groups[-1] = (start, names, passed, degraded or slow, max(retries, row.retries))
         else:
-            groups.append((row.started_at, {row.check}, is_up(row.status)))
+            groups.append((row.started_at, {row.check}, is_up(row.status), slow, row.retries))
     pending = False
     if groups:
-        start, names, _ = groups[-1]
+        start, names, *_ = groups[-1]
         settled = now - start >= timedelta(seconds=period + RUN_SETTLE_SECONDS)
         if truncated or not (len(names) >= checks or settled):
             groups.pop()
             pending = True
-    return tuple(Run(start, passed) for start, _, passed in groups), pending
+    runs = (
+        Run(start, passed, passed and degraded, retries)
+        for start, _, passed, degraded, retries in groups
+    )
+    return tuple(runs), pending
 
 
 def advance(agent: AgentHealth, runs: Sequence[Run], failures: int, successes: int) -> AgentHealth:

@@ -63,6 +63,12 @@ class AcceptedRows:
             phases=_phases_column(rows),
         )
 
+    def take(self, indices: list[int]) -> AcceptedRows:
+        """The rows at `indices`, in that order."""
+        return AcceptedRows(
+            **{name: [column[i] for i in indices] for name, column in vars(self).items()}
+        )
+
     def append(self, row: ResultRow, check_type: str) -> None:
         self.canary.append(row.canary)
         self.parent.append(row.canary.rsplit("@", 1)[0])

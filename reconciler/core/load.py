@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from reconciler.core.alert_config import routing_diagnostics
 from reconciler.core.compat import compat_diagnostics, one_notice_per_kind
 from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.documents import Config, Located, SourceFile, UnreadableFile
@@ -149,6 +150,9 @@ def _collect(documents: Iterable[Located[Any]]) -> tuple[Config, list[Diagnostic
         "Agent": config.agents,
         "Canary": config.canaries,
         "Route": config.routes,
+        "Receiver": config.receivers,
+        "AlertRouting": config.alert_routing,
+        "Maintenance": config.maintenance,
     }
     diagnostics: list[Diagnostic] = []
     for document in documents:
@@ -171,7 +175,13 @@ def _reference_diagnostics(config: Config) -> list[Diagnostic]:
             known = ", ".join(sorted(config.regions)) or "none defined"
             message = f"region {region!r} does not exist (regions: {known})"
             found.append(agent.diagnostic(("spec", "region"), message))
-    return found
+    for window in config.maintenance.values():
+        for index, region in enumerate(window.model.spec.regions):
+            if region not in config.regions:
+                known = ", ".join(sorted(config.regions)) or "none defined"
+                message = f"region {region!r} does not exist (regions: {known})"
+                found.append(window.diagnostic(("spec", "regions", index), message))
+    return found + routing_diagnostics(config)
 
 
 def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) -> LoadResult:

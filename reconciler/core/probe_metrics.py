@@ -24,6 +24,8 @@ HELP = {
     "probe_success": "1 if the latest run of the check passed, else 0.",
     "probe_duration_seconds": "How long the latest run took.",
     "probe_last_run_timestamp_seconds": "When the latest run started (Unix time).",
+    "probe_degraded": "1 if the latest run passed slower than the check's "
+    "degradedThresholdMillis (probe_success is 1 then too), else 0.",
     "probe_http_status_code": "HTTP status of the latest run (0 when none came back).",
     "probe_http_duration_seconds": "Phases of the latest run of an http check.",
     "probe_icmp_packet_loss_ratio": "Echo requests lost in the latest run of an icmp check.",
@@ -47,6 +49,7 @@ class ProbeRun:
     started_at: float  # Unix seconds
     code: int | None
     phases: dict[str, Any] | None
+    degraded: bool = False  # passed, slower than the check's degradedThresholdMillis
 
 
 def _escape(value: str) -> str:
@@ -87,6 +90,7 @@ def render(runs: Sequence[ProbeRun], level: ProbeLevel) -> str:
             )
         if level != "full":
             continue
+        samples["probe_degraded"].append(f"probe_degraded{labels} {int(run.degraded)}")
         if run.check_type == "http":
             samples["probe_http_status_code"].append(
                 f"probe_http_status_code{labels} {run.code or 0}"
@@ -116,4 +120,4 @@ def series_per_check(level: ProbeLevel, check_type: str = "http") -> int:
         return 0
     if level == "basic":
         return len(BASIC)
-    return len(BASIC) + (1 + len(HTTP_PHASES) if check_type == "http" else 0)
+    return len(BASIC) + 1 + (1 + len(HTTP_PHASES) if check_type == "http" else 0)

@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 import orjson
 
-ResourceKind = Literal["Region", "Agent", "Canary", "DerivedCanary", "Route"]
+ResourceKind = Literal[
+    "Region", "Agent", "Canary", "DerivedCanary", "Route", "Receiver", "AlertRouting", "Maintenance"
+]
 
 ADDRESS_PREFIX: dict[str, str] = {
     "Region": "region",
@@ -16,6 +18,9 @@ ADDRESS_PREFIX: dict[str, str] = {
     "Canary": "canary",
     "DerivedCanary": "derived_canary",
     "Route": "route",
+    "Receiver": "receiver",
+    "AlertRouting": "alert_routing",
+    "Maintenance": "maintenance",
 }
 KIND_ORDER: dict[str, int] = {kind: index for index, kind in enumerate(ADDRESS_PREFIX)}
 

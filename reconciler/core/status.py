@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from reconciler.core.incidents import (
     STALE_PERIODS,
@@ -29,20 +30,21 @@ from reconciler.core.incidents import (
 class Status(StrEnum):
     """Atlassian Statuspage's component scale, plus `unknown` for no recent data.
 
-    `DEGRADED_PERFORMANCE` and `UNDER_MAINTENANCE` are reserved: nothing decides them yet
-    (the on-call work adds latency objectives and maintenance windows); every place that
-    shows a status already has a label, a colour and a rank for them.
+    `DEGRADED_PERFORMANCE` is decided by degraded runs (passes slower than a check's
+    `degradedThresholdMillis`); `UNDER_MAINTENANCE` is reserved: nothing decides it yet (the
+    on-call work adds maintenance windows). Every place that shows a status has a label, a
+    colour and a rank for each.
     """
 
     OPERATIONAL = "operational"
-    DEGRADED_PERFORMANCE = "degraded_performance"  # reserved
+    DEGRADED_PERFORMANCE = "degraded_performance"
     PARTIAL_OUTAGE = "partial_outage"
     MAJOR_OUTAGE = "major_outage"
     UNDER_MAINTENANCE = "under_maintenance"  # reserved
     UNKNOWN = "unknown"
 
 
-# Nothing decides these yet; pages list them only when some canary has them.
+# Rare statuses: pages list them only when some canary has them.
 RESERVED = frozenset({Status.DEGRADED_PERFORMANCE, Status.UNDER_MAINTENANCE})
 
 LABELS: Mapping[Status, str] = {
@@ -80,6 +82,15 @@ class LastRun:
 
     started_at: datetime
     passed: bool
+    degraded: bool = False  # passed, but slower than a check's degraded threshold
+    retries: int = 0  # the most retries one of its checks made
+
+    @property
+    def outcome(self) -> str:
+        """`pass`, `degraded` or `fail` (core/outcomes.py says how each counts)."""
+        if not self.passed:
+            return "fail"
+        return "degraded" if self.degraded else "pass"
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,7 @@ class RegionState:
     """A canary's status in one region.
 
     Attributes:
-        status: operational, partial outage, major outage or unknown.
+        status: operational, degraded performance, partial outage, major outage or unknown.
         verdict: the incident engine's verdict on the region (`up`, `down`, `unknown`).
         last_run: the region's most recent run (any agent), or None.
         reason: why, in a few words.
@@ -104,7 +115,7 @@ class CanaryState:
     """A canary's status blended across its regions, and each region's.
 
     Attributes:
-        status: operational, partial outage, major outage or unknown.
+        status: operational, degraded performance, partial outage, major outage or unknown.
         regions: by region name.
         last_run: the canary's most recent run anywhere, or None.
         reason: why, in a few words.
@@ -140,13 +151,27 @@ def _uncleared(runs: Sequence[Run], successes: int) -> bool:
     return False
 
 
+def _slow(runs: Sequence[Run], successes: int) -> bool:
+    """Whether the latest degraded run is not yet followed by `successes` plain passes (and
+    no failure came since: that is `_uncleared`'s to tell). Degraded performance clears as a
+    partial outage does."""
+    for index in range(len(runs) - 1, -1, -1):
+        if not runs[index].passed:
+            return False
+        if runs[index].degraded:
+            return len(runs) - 1 - index < successes
+    return False
+
+
 def _start(run: Run) -> datetime:
     return run.started_at
 
 
 def _last(runs: Iterable[Run]) -> LastRun | None:
     newest = max(runs, key=_start, default=None)
-    return LastRun(newest.started_at, newest.passed) if newest is not None else None
+    if newest is None:
+        return None
+    return LastRun(newest.started_at, newest.passed, newest.degraded, newest.retries)
 
 
 def _region(
@@ -178,6 +203,11 @@ def _region(
         return RegionState(
             Status.PARTIAL_OUTAGE, verdict, last, f"failing on {', '.join(sorted(failing))}"
         )
+    slow = [a for a in fresh if _slow(mine[a], target.success_threshold)]
+    if slow:
+        return RegionState(
+            Status.DEGRADED_PERFORMANCE, verdict, last, f"slow on {', '.join(sorted(slow))}"
+        )
     return RegionState(Status.OPERATIONAL, verdict, last, "passing")
 
 
@@ -194,11 +224,14 @@ def canary_status(
     - partial outage: the region is down but no incident is open (the policy does not hold),
       or an agent's latest failure is not yet cleared by `successThreshold` passes (failing,
       but not for `failureThreshold` runs in a row);
+    - degraded performance: an agent's latest degraded run (passed, slowly) is not yet
+      cleared by `successThreshold` plain passes;
     - operational: otherwise.
 
     Blended: major outage when an incident is open or the policy holds over the regions'
     verdicts now (the engine opens one at its next evaluation); else partial outage when any
-    region is failing; else operational when any region has recent runs; else unknown.
+    region is failing; else degraded performance when any region is; else operational when
+    any region has recent runs; else unknown.
 
     Args:
         target: the canary's policy, thresholds, period and agents by region.
@@ -234,6 +267,10 @@ def canary_status(
     failing = [name for name, r in regions.items() if r.status is Status.PARTIAL_OUTAGE]
     if failing:
         return CanaryState(Status.PARTIAL_OUTAGE, regions, last, f"failing in {', '.join(failing)}")
+    slow = [name for name, r in regions.items() if r.status is Status.DEGRADED_PERFORMANCE]
+    if slow:
+        why = f"slow in {', '.join(slow)}"
+        return CanaryState(Status.DEGRADED_PERFORMANCE, regions, last, why)
     if any(r.status is Status.OPERATIONAL for r in regions.values()):
         return CanaryState(Status.OPERATIONAL, regions, last, "passing")
     return CanaryState(Status.UNKNOWN, regions, last, "no recent runs")
@@ -255,10 +292,12 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _last_run_document(run: LastRun | None, times: bool) -> dict[str, str] | None:
+def _last_run_document(run: LastRun | None, times: bool) -> dict[str, Any] | None:
     if run is None:
         return None
-    outcome = {"status": "pass" if run.passed else "fail"}
+    outcome: dict[str, Any] = {"status": run.outcome}
+    if run.retries:  # present only when some check retried, as most runs never do
+        outcome["retries"] = run.retries
     return {"at": _iso(run.started_at), **outcome} if times else outcome
 
 
@@ -271,7 +310,8 @@ def document(state: CanaryState | None, times: bool = True) -> dict[str, object]
             showed them would change with every run, not only when the status does.
 
     Returns:
-        `status`, `reason`, `last_run` (`at`, `status`: pass or fail; null without runs),
+        `status`, `reason`, `last_run` (`at`, `status`: pass, degraded or fail, and
+        `retries` when a check of the run retried; null without runs),
         `regions_down` (regions the incident engine's thresholds call down) and
         `region_status`: by region, its `status`, `reason` and `last_run`.
     """

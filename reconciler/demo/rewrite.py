@@ -16,6 +16,9 @@ reports, exactly these fields; everything else is the sample as written:
 6. Route backends: one local backend per backend URL, answering with its name.
 7. Route canary timing: each step's `pause` to 30s, analysis `interval` to 5s and
    `min_requests` to at most 10, so a run steps within minutes on a trickle of traffic.
+8. `Receiver` and `AlertRouting` documents are removed: their destinations (PagerDuty,
+   Opsgenie, Slack, SMTP, chat webhooks) are outside this machine and their secrets are not
+   set, so the demo sends no notifications; its events are in the server's log.
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ class DemoRoute:
 
 Record = Callable[[str, object, object], None]
 
+ALERTING_KINDS = ("Receiver", "AlertRouting")
+REMOVED = "removed: the demo sends no notifications (events are in the server log)"
+
 
 def _is_loopback(url: str) -> bool:
     return (urlsplit(url).hostname or "") in LOOPBACK_HOSTS
@@ -82,7 +88,8 @@ class _Rewriter:
         self.routes: list[DemoRoute] = []
 
     def canary(self, spec: CommentedMap, record: Record) -> None:
-        if spec.get("schedule") != DEMO_SCHEDULE:
+        # A heartbeat canary has no schedule: its job's pings set its pace.
+        if "heartbeat" not in spec and spec.get("schedule") != DEMO_SCHEDULE:
             record("spec.schedule", spec.get("schedule"), DEMO_SCHEDULE)
             spec["schedule"] = SingleQuotedScalarString(DEMO_SCHEDULE)
         for i, check in _checks(spec, "http"):
@@ -220,6 +227,16 @@ def rewrite_config(root: Path, backends: DemoBackends) -> tuple[list[Rewrite], l
             try:
                 data = yaml.load(segment.body, Loader=yaml.CSafeLoader)
             except yaml.YAMLError:
+                continue
+            if isinstance(data, dict) and data.get("kind") in ALERTING_KINDS:
+                name = (data.get("metadata") or {}).get("name")
+                changes.append(
+                    Rewrite(
+                        relative, f"{data['kind']} {name}", "(document)", "(as written)", REMOVED
+                    )
+                )
+                segment.marker = segment.body = ""
+                changed = True
                 continue
             subject = _subject(data) if isinstance(data, dict) else None
             if subject is None:

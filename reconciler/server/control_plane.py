@@ -17,6 +17,7 @@ from agent.metrics import Metrics
 from reconciler.core.agentconfig import AgentConfig, agent_access, agent_configs
 from reconciler.core.documents import SourceFile
 from reconciler.core.ingest import IngestPolicy, validate_rows
+from reconciler.core.maintenance import MaintenanceIndex
 from reconciler.core.plan import Revision, Summary
 from reconciler.core.probe_metrics import ProbeLevel
 from reconciler.core.probe_metrics import render as render_probes
@@ -94,6 +95,9 @@ class ControlPlane:
         self.environ = environ
         self.clock = clock
         self.metrics = Metrics()
+        self.metrics.help["ingest_rows_maintenance_total"] = (
+            "Result rows marked as run in a maintenance window (duplicates included)."
+        )
         # Every background loop of the server reports its failures here.
         self.loops = Supervisor(self.metrics, clock, self._secrets)
         self.session = Session(Settings(local_region=settings.local_region))
@@ -103,6 +107,8 @@ class ControlPlane:
             max_age=timedelta(seconds=settings.max_result_age),
         )
         self.resources: dict[str, Resource] = {}
+        # The served revision's maintenance windows, by derived canary (core/maintenance.py).
+        self.maintenance = MaintenanceIndex(())
         self.configs: dict[str, AgentConfig] = {}
         self.access: dict[str, str | None] = {}
         self.agents: dict[str, AgentStatus] = {}
@@ -348,6 +354,7 @@ class ControlPlane:
     def _publish(self, resources: list[Resource], configs: dict[str, AgentConfig]) -> None:
         """Swap in new agent configs; readers see the old set or the new, never a mix."""
         self.resources = {r.address: r for r in resources}
+        self.maintenance = MaintenanceIndex(resources)
         self.configs = configs
         self.access = agent_access(resources)
         self._wake_pulls()
@@ -432,6 +439,9 @@ class ControlPlane:
             self.metrics.count("ingest_rows_dropped_total", len(rows), reason="unassigned_canary")
             return {"accepted": 0, "duplicates": 0, "dropped": {"unassigned_canary": len(rows)}}
         verdict = validate_rows(rows, config, self.clock(), sent_at, self.policy)
+        marked = self.maintenance.mark(verdict.accepted)
+        if marked:
+            self.metrics.count("ingest_rows_maintenance_total", marked)
         inserted = await self.ingest_queue.submit(agent, config.region, verdict.accepted)
         if inserted:
             self.results_version += 1

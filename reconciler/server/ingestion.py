@@ -13,7 +13,7 @@ from agent.metrics import Metrics
 from reconciler.core.ingest import AcceptedRows
 from reconciler.server.supervise import Supervisor
 from reconciler.store.handle import StateHandle
-from reconciler.store.results import IngestBatch, insert_results
+from reconciler.store.results import IngestBatch, RecentKeys, insert_results
 
 MAX_ROWS_PER_INSERT = 50_000
 
@@ -45,6 +45,8 @@ class IngestQueue:
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self._loops: Supervisor | None = None
+        # This writer is the only one inserting results while the server holds the file.
+        self._recent = RecentKeys()
 
     def start(self, loops: Supervisor | None = None) -> None:
         """Start the writer; under `loops`, a writer that fails is reported and restarted."""
@@ -79,7 +81,9 @@ class IngestQueue:
             batches = [p.batch for p in group]
             try:
                 counts = await self._state.write(
-                    functools.partial(insert_results, batches=batches, now=self._clock())
+                    functools.partial(
+                        insert_results, batches=batches, now=self._clock(), recent=self._recent
+                    )
                 )
                 for pending in group:
                     if not pending.done.done():

@@ -27,11 +27,13 @@ from reconciler.server.controllers.agent_silence import AgentSilence
 from reconciler.server.controllers.deployments import DeploymentController
 from reconciler.server.controllers.history import HistoryKeeper
 from reconciler.server.controllers.incidents import IncidentController, interval_from
+from reconciler.server.controllers.maintenance import MaintenanceGate
 from reconciler.server.controllers.site_rebuilds import SiteRebuilder
+from reconciler.server.heartbeats import Heartbeats
 from reconciler.server.http.app import Controllers, create_app
 from reconciler.server.http.listener import CUT_METRIC, ReadLimits, guarded_protocol
 from reconciler.server.local_agent import LocalAgent
-from reconciler.server.notify import Notifier, announcer, parse_hooks
+from reconciler.server.notify import Notifications, announcer, parse_hooks
 from reconciler.server.reconcile_loop import ReconcileLoop
 from reconciler.server.settings import ServeSettings
 from reconciler.sources.follow import ConfigSource, WorktreeSource, open_source, watch_worktree
@@ -99,22 +101,38 @@ async def running_parts(
     async with contextlib.AsyncExitStack() as stack:
         state = StateHandle(settings.state, settings.lock_timeout)
         control = ControlPlane(settings, state, source, environ, clock)
-        notifier = None
         hooks = parse_hooks(settings.notify_urls)
+        notifications = Notifications(
+            hooks,
+            settings.notify_secret,
+            control.metrics,
+            clock,
+            environ,
+            loops=control.loops,
+            state=control.state,
+        )
+        notifications.start()
         if hooks:
-            notifier = Notifier(
-                hooks, settings.notify_secret, control.metrics, clock, loops=control.loops
-            )
-            notifier.start()
-            stack.push_async_callback(notifier.stop)
-            log.info("notifications go to %d webhook(s)", len(hooks))
-        announce = announcer(notifier)
+            log.info("without an AlertRouting, notifications go to %d webhook(s)", len(hooks))
+        # Each served revision's Receivers and AlertRouting (the stored one at start too).
+        control.on_publish.append(lambda: notifications.configure(control.resources))
+        # Incident events of canaries in an open maintenance window stop here, counted.
+        announce = MaintenanceGate(
+            announcer(notifications), lambda: control.maintenance, clock, control.metrics
+        )
+        notifications.hold_reminders(announce.holds)  # and reminders of incidents open before
         stack.push_async_callback(control.stop)  # stores queued results, releases the file
+        # Stopped before the state file is released: its last deliveries are stored.
+        stack.push_async_callback(notifications.stop)
         await control.start_serving()
+        await notifications.restore()
 
         local_agent = LocalAgent(control)
         await local_agent.start()
         stack.push_async_callback(local_agent.stop)
+        heartbeats = Heartbeats(control)  # pings and missed deadlines, as agent `local`
+        await heartbeats.start()
+        stack.push_async_callback(heartbeats.stop)
 
         incidents = IncidentController(
             control.state,
@@ -151,7 +169,14 @@ async def running_parts(
 
         site_dir = settings.site_dir or settings.state.with_name(settings.state.name + ".site")
         site = SiteRebuilder(
-            control.state, clock, site_dir, settings.site_interval, loops=control.loops
+            control.state,
+            clock,
+            site_dir,
+            settings.site_interval,
+            loops=control.loops,
+            agent_silent_after=timedelta(seconds=settings.agent_silent_after)
+            if settings.agent_silent_after > 0
+            else None,
         )
         control.on_publish.append(site.wake)
         await site.start()
@@ -204,7 +229,7 @@ async def running_parts(
         for name, work in (("reconcile", loop.run), ("follow-source", follow)):
             stack.push_async_callback(_cancel, control.loops.task(name, work))
 
-        controllers = Controllers(incidents, deployments, site, silence)
+        controllers = Controllers(incidents, deployments, site, silence, notifications, heartbeats)
         app = create_app(control, loop.trigger, controllers)
         stack.callback(control.release_pulls)  # first at exit: held pulls answer at once
         yield Parts(app, control, controllers, loop, source)

@@ -23,6 +23,7 @@ from typing import Any
 import duckdb
 
 from reconciler.core.collector import collector_paused
+from reconciler.core.maintenance import windows_of
 from reconciler.core.status import document
 from reconciler.sitebuild import figures, queries
 from reconciler.sitebuild.canary_page import FAILURES_SHOWN
@@ -31,6 +32,7 @@ from reconciler.sitebuild.model import Page, Snapshot, canaries_of, regions_of
 from reconciler.sitebuild.pages import plan
 from reconciler.sitebuild.publish import SITE_DIR, Published, Publisher
 from reconciler.sitebuild.rollups import backfill, update
+from reconciler.sitebuild.silence import silent_of
 from reconciler.sitebuild.sla import has_months, months_of, refresh_months
 from reconciler.sitebuild.tables import Tables, ensure_tables
 from reconciler.store import days
@@ -119,6 +121,8 @@ class SiteBuilder:
         stage_ahead: the caller calls `stage_ahead` after each build (a server rebuilding
             every minute): builds leave the figures of a window that moved to it, so that
             neither the build of that minute nor the next pays for computing them.
+        agent_silent_after: agents not heard from for longer are shown as silent (the
+            server's `--agent-silent-after`); None shows none.
     """
 
     def __init__(
@@ -129,7 +133,9 @@ class SiteBuilder:
         workers: int = 1,
         temporary: bool = False,
         stage_ahead: bool = False,
+        agent_silent_after: timedelta | None = None,
     ) -> None:
+        self.silent_after = agent_silent_after
         self.tables = Tables("temp" if temporary else "main")
         self.staging = figures.Staging.DEFERRED if stage_ahead else figures.Staging.WITH_BUILD
         self.publisher = Publisher(out_dir, site_dir, workers)
@@ -266,6 +272,9 @@ class SiteBuilder:
             months=months_of(connection, self.tables),
             month_incidents=queries.incidents_by_month(connection, now - timedelta(days=400)),
             screenshots=_screenshots_by_canary(connection, resources),
+            silent=silent_of(connection, resources, now, self.silent_after),
+            maintenance=windows_of(resources),
+            outcome_counts=queries.outcome_counts(connection, now - timedelta(days=1), now),
         )
         read = time.perf_counter()
         pages = plan(snapshot)
@@ -316,6 +325,7 @@ def build_site(
     workers: int = 1,
     temporary: bool = False,
     site_dir: Path = SITE_DIR,
+    agent_silent_after: timedelta | None = None,
 ) -> Report:
     """Build (or rebuild) the status site from a state file connection.
 
@@ -326,8 +336,15 @@ def build_site(
         workers: processes rendering pages.
         temporary: keep rollups in `temp` (read-only connection: a full build every time).
         site_dir: the templates and static files.
+        agent_silent_after: show agents not heard from for longer as silent (None: off).
     """
-    builder = SiteBuilder(out_dir, site_dir=site_dir, workers=workers, temporary=temporary)
+    builder = SiteBuilder(
+        out_dir,
+        site_dir=site_dir,
+        workers=workers,
+        temporary=temporary,
+        agent_silent_after=agent_silent_after,
+    )
     return builder.build(connection, now)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from reconciler.sitebuild import formatting as fmt
+from reconciler.sitebuild import maintenance_view
 from reconciler.sitebuild.charts import latency_chart
 from reconciler.sitebuild.layout import (
     SKETCH_NOTE,
@@ -33,7 +34,7 @@ from reconciler.sitebuild.model import (
     screenshot_path,
     sla_path,
 )
-from reconciler.sitebuild.queries import Figures
+from reconciler.sitebuild.queries import Figures, OutcomeCounts
 from reconciler.sitebuild.windows import Window
 
 FAILURES_SHOWN = 10
@@ -49,7 +50,9 @@ def canary_digest(snapshot: Snapshot, canary: CanaryInfo) -> str:
         regions,
         snapshot.region_names(),
         snapshot.refusal and (snapshot.refusal.label, snapshot.refusal.refused_at.isoformat()),
+        sorted((r or "", c) for r, c in snapshot.outcome_counts.get(canary.key, {}).items()),
         [(s.check, s.started_at.isoformat()) for s in snapshot.screenshots.get(canary.key, [])],
+        maintenance_view.digest(snapshot, canary.key),
     )
 
 
@@ -96,7 +99,7 @@ _REGION = (
 _KPIS = (
     '<li class="kpi status-{}"><span class="kpi-label">Status</span> '
     '<span class="kpi-value">{}</span></li>\n'
-    '<li class="kpi"><span class="kpi-label">Last run</span> '
+    '<li class="kpi last-{}"><span class="kpi-label">Last run</span> '
     '<span class="kpi-value">{}</span></li>\n'
     '<li class="kpi"><span class="kpi-label">Uptime ({})</span> '
     '<span class="kpi-value">{}</span></li>\n'
@@ -104,6 +107,11 @@ _KPIS = (
     '<li class="kpi"><span class="kpi-label">p95</span> <span class="kpi-value">{}</span></li>\n'
     '<li class="kpi"><span class="kpi-label">p99</span> <span class="kpi-value">{}</span></li>\n'
     '<li class="kpi"><span class="kpi-label">Runs</span> <span class="kpi-value">{}</span></li>\n'
+    # Up runs counted apart, always over the last 24 hours (queries.outcome_counts).
+    '<li class="kpi outcome-degraded"><span class="kpi-label">Degraded (24h)</span> '
+    '<span class="kpi-value">{}</span></li>\n'
+    '<li class="kpi outcome-retried"><span class="kpi-label">Passed after retries (24h)</span> '
+    '<span class="kpi-value">{}</span></li>\n'
 )
 
 
@@ -118,7 +126,7 @@ def failure_rows(failures: list[dict[str, Any]]) -> Markup:
                 html(f["region"]),
                 html(f["agent"]),
                 html(f["check"]),
-                html(f["status"]),
+                html(_failure_status(f)),
                 f["code"] if f["code"] is not None else "",
                 fmt.millis(f["duration_ms"]),
                 escape((f["message"] or "")[:300]),
@@ -126,6 +134,12 @@ def failure_rows(failures: list[dict[str, Any]]) -> Markup:
             for f in failures[:FAILURES_SHOWN]
         )
     )
+
+
+def _failure_status(failure: dict[str, Any]) -> str:
+    """`fail`, `error`, or `fail after 2 retries` when the check retried."""
+    count = failure.get("retries") or 0
+    return f"{failure['status']} after {fmt.retries(count)}" if count else str(failure["status"])
 
 
 _SCREENSHOT = (
@@ -154,11 +168,12 @@ def screenshot_figures(path: str, canary: CanaryInfo, snapshot: Snapshot) -> Mar
     )
 
 
-def last_run_label(run: dict[str, str] | None) -> str:
-    """The last run's outcome as a KPI value: `passed`, `failed` or `—`."""
+def last_run_label(run: dict[str, Any] | None) -> str:
+    """The last run's outcome as a KPI value: `passed`, `passed after 2 retries`, `degraded
+    (slow)`, `failed`, `failed after 2 retries` or `—`."""
     if run is None:
         return fmt.NO_DATA
-    return "passed" if run["status"] == "pass" else "failed"
+    return fmt.outcome_text(run)
 
 
 def canary_context(
@@ -190,7 +205,9 @@ def canary_context(
         if len(regions) > 1:
             # A view per region, chosen without a server or a script: radio buttons, and
             # rules hiding the other regions' cards, lines and rows.
-            scopes.append((name, _kpis(window, here["status"], here["last_run"], figure, cells)))
+            counts = snapshot.outcome_counts.get(canary.key, {}).get(name)
+            cards = _kpis(window, here["status"], here["last_run"], figure, cells, counts)
+            scopes.append((name, cards))
         by_region.append(
             _REGION.format(
                 html(name),
@@ -214,7 +231,8 @@ def canary_context(
             f"p95 latency by region, {window.label} from {view['start']}",
         )
     last_run = snapshot.statuses.get(canary.key, {}).get("last_run")
-    kpis = _kpis(window, status, last_run, overall, figure_cells(overall))
+    counts = snapshot.outcome_counts.get(canary.key, {}).get(None)
+    kpis = _kpis(window, status, last_run, overall, figure_cells(overall), counts)
     return {
         **base_context(path, canary.key, "overview"),
         "heading": canary.key,
@@ -241,22 +259,27 @@ def canary_context(
         "screenshots": screenshot_figures(path, canary, snapshot),
         "checks": checks,
         "note": SKETCH_NOTE,
+        "maintenance": maintenance_view.section(snapshot, canary.key),
     }
 
 
 def _kpis(
     window: Window,
     status: str,
-    last_run: dict[str, str] | None,
+    last_run: dict[str, Any] | None,
     figure: Figures | None,
     cells: dict[str, str],
+    counts: OutcomeCounts | None,
 ) -> Markup:
-    """The KPI cards: status, last run, uptime, p50, p95, p99 and runs (pre-formatted list
-    items; `cells`: the figure's `figure_cells`)."""
+    """The KPI cards: status, last run, uptime, p50, p95, p99, runs, and the degraded and
+    retried runs of the last 24 hours (pre-formatted list items; `cells`: the figure's
+    `figure_cells`)."""
+    degraded, retried = counts if counts is not None else (0, 0)
     return Markup(
         _KPIS.format(
             status,
             fmt.status_label(status),
+            fmt.run_outcome(last_run) if last_run is not None else "none",
             last_run_label(last_run),
             window.name,
             cells["uptime"],
@@ -264,6 +287,8 @@ def _kpis(
             cells["p95"],
             fmt.millis(figure.p99 if figure else None),
             cells["runs"],
+            fmt.count(degraded),
+            fmt.count(retried),
         )
     )
 

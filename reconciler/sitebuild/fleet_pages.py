@@ -9,6 +9,7 @@ from markupsafe import Markup
 
 from reconciler.core.status import HEADLINES, RESERVED, Status, worst
 from reconciler.sitebuild import formatting as fmt
+from reconciler.sitebuild import maintenance_view
 from reconciler.sitebuild.layout import (
     SEVERITY,
     SKETCH_NOTE,
@@ -120,7 +121,26 @@ def overview_context(
         ],
         "rows": Markup("".join(html for _, _, html in rows)),
         "note": SKETCH_NOTE,
+        "silent": _silent(snapshot, path, window, region),
+        "maintenance": maintenance_view.section(snapshot),
     }
+
+
+def _silent(
+    snapshot: Snapshot, path: str, window: Window, region: RegionInfo | None
+) -> list[dict[str, Any]]:
+    """The silent agents a page lists: all of them on the overview (each linked to its
+    region's report when it has one), the region's own on a region's report."""
+    reports = set(snapshot.region_names())
+    shown = []
+    for agent in snapshot.silent:
+        if region is not None and agent.region != region.name:
+            continue
+        href = None
+        if region is None and agent.region in reports:
+            href = link(path, region_path(agent.region, window))
+        shown.append({**agent.view(), "href": href})
+    return shown
 
 
 def verdict(statuses: list[str]) -> tuple[str, str]:
@@ -171,4 +191,5 @@ def status_context(snapshot: Snapshot) -> dict[str, Any]:
         "rows": rows,
         "incidents": open_incidents,
         "incidents_href": INCIDENTS,
+        "maintenance": maintenance_view.section(snapshot),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from datetime import UTC, datetime
+from typing import Any
 
 from reconciler.core.status import LABELS, Status
 
@@ -53,11 +54,36 @@ def status_label(status: str) -> str:
         return status.replace("_", " ").capitalize()
 
 
-def last_run(run: dict[str, str] | None) -> str:
-    """A status's last run as shown beside it: `last run passed` / `last run failed` / ``."""
+def retries(count: int) -> str:
+    """`1 retry`, `2 retries`."""
+    return f"{count} retr{'y' if count == 1 else 'ies'}"
+
+
+def run_outcome(run: dict[str, Any]) -> str:
+    """A run's outcome as the pages tell them apart (and name its CSS class): `pass`,
+    `retried` (passed only after retries), `degraded` (passed, slowly) or `fail`."""
+    status = str(run["status"])
+    if status == "pass" and run.get("retries"):
+        return "retried"
+    return status if status in ("pass", "degraded") else "fail"
+
+
+def outcome_text(run: dict[str, Any]) -> str:
+    """A run's outcome in words: `passed`, `passed after 2 retries`, `degraded (slow)`,
+    `failed`, `failed after 2 retries`."""
+    outcome, count = run_outcome(run), run.get("retries") or 0
+    after = f" after {retries(count)}" if count else ""
+    if outcome == "degraded":
+        return f"degraded (slow){',' if after else ''}{after}"
+    return ("passed" if outcome in ("pass", "retried") else "failed") + after
+
+
+def last_run(run: dict[str, Any] | None) -> str:
+    """A status's last run as shown beside it: `last run passed`, `last run passed after 2
+    retries`, `last run degraded (slow)`, `last run failed` or `` (`outcome_text`)."""
     if run is None:
         return ""
-    return "last run passed" if run["status"] == "pass" else "last run failed"
+    return f"last run {outcome_text(run)}"
 
 
 def ratio(value: float | None, digits: int = 2) -> str:

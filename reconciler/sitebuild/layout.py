@@ -128,7 +128,8 @@ def region_state(snapshot: Snapshot, canary: str, region: str) -> dict[str, Any]
 
 
 def region_status(snapshot: Snapshot, canary: str, region: str) -> str:
-    """A canary's status in one region: operational, partial_outage, major_outage, unknown."""
+    """A canary's status in one region: operational, degraded_performance, partial_outage,
+    major_outage or unknown."""
     return str(region_state(snapshot, canary, region)["status"])
 
 
@@ -137,12 +138,13 @@ def blended(snapshot: Snapshot, canary: str) -> str:
     return str(snapshot.statuses.get(canary, {}).get("status", "unknown"))
 
 
-def badge(status: str, run: dict[str, str] | None) -> str:
+def badge(status: str, run: dict[str, Any] | None) -> str:
     """A status badge with the last run beside it, as HTML."""
     shown = f'<span class="badge status-{html(status)}">{html(fmt.status_label(status))}</span>'
     if run is None:
         return shown
-    return f'{shown} <span class="last-run last-{html(run["status"])}">{fmt.last_run(run)}</span>'
+    outcome = fmt.run_outcome(run)
+    return f'{shown} <span class="last-run last-{outcome}">{fmt.last_run(run)}</span>'
 
 
 def figure_cells(figure: Figures | None) -> dict[str, str]:

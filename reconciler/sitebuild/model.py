@@ -10,13 +10,16 @@ from typing import Any
 
 import orjson
 
+from reconciler.core.maintenance import Window as MaintenanceWindow
 from reconciler.core.resources import Resource
 from reconciler.sitebuild.queries import Figures, Series, Tails, WindowState
+from reconciler.sitebuild.silence import SilentAgent
 from reconciler.sitebuild.sla import Month
 from reconciler.sitebuild.windows import WINDOWS, Window
 from reconciler.store.refusals import Refusal
 from reconciler.store.screenshots import Screenshot
-from schemas.canary import CHECK_TYPES
+from schemas.canary import CHECK_TYPES, HEARTBEAT
+from schemas.heartbeat import DEFAULT_GRACE
 
 INDEX, STATUS, INCIDENTS, DEPLOYMENTS, SLA = (
     "index.html",
@@ -77,6 +80,12 @@ class Snapshot:
     month_incidents: dict[tuple[str, date], int] = field(default_factory=dict)
     # by canary: the newest screenshot of each of its browser checks (`store/screenshots.py`)
     screenshots: dict[str, list[Screenshot]] = field(default_factory=dict)
+    # enabled agents not heard from for the server's `--agent-silent-after` (`silence.py`)
+    silent: list[SilentAgent] = field(default_factory=list)
+    # The served revision's maintenance windows (`core/maintenance.py`).
+    maintenance: list[MaintenanceWindow] = field(default_factory=list)
+    # by canary, then region (None: all): (degraded, retried) runs of the last 24 hours
+    outcome_counts: dict[str, dict[str | None, tuple[int, int]]] = field(default_factory=dict)
 
     def figure(self, window: str, canary: str, region: str | None) -> Figures | None:
         """A stored figure, or None without runs."""
@@ -117,6 +126,21 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.blake2b(orjson.dumps(parts), digest_size=16).hexdigest()
 
 
+# Heartbeat checks are received rather than run, but listed with the others.
+SHOWN_CHECK_TYPES = (*CHECK_TYPES, HEARTBEAT)
+
+
+def _description(kind: str, check: dict[str, Any]) -> str:
+    """A check's description as its canary's page shows it; a heartbeat says its pace."""
+    text = str(check.get("description", ""))
+    if kind != HEARTBEAT:
+        return text
+    pace = (
+        f"a ping expected every {check['period']}, {check.get('grace', DEFAULT_GRACE)} late at most"
+    )
+    return f"{text} ({pace})" if text else pace
+
+
 def canaries_of(resources: list[Resource]) -> list[CanaryInfo]:
     """The canaries of a revision with their derived canaries' regions, agents and checks."""
     derived: dict[str, list[Resource]] = {}
@@ -128,16 +152,16 @@ def canaries_of(resources: list[Resource]) -> list[CanaryInfo]:
         mine = derived.get(canary.name, [])
         checks = tuple(
             (kind, str(check["name"]))
-            for kind in CHECK_TYPES
+            for kind in SHOWN_CHECK_TYPES
             for check in canary.spec.get(kind, [])
         )
         notes = tuple(
             (
-                str(check.get("description", "")),
+                _description(kind, check),
                 ", ".join(f"{k}={v}" for k, v in sorted(check.get("labels", {}).items())),
                 str(check.get("icon", "")),
             )
-            for kind in CHECK_TYPES
+            for kind in SHOWN_CHECK_TYPES
             for check in canary.spec.get(kind, [])
         )
         about = tuple(

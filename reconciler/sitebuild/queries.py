@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from reconciler.core.outcomes import SQL_DOWN
+from reconciler.core.outcomes import SQL_DEGRADED, SQL_DOWN, SQL_RETRIED
 from reconciler.sitebuild.charts import Points
 from reconciler.sitebuild.figures import WINDOW_COLUMNS
 from reconciler.sitebuild.tables import Tables, read_meta
@@ -43,6 +43,10 @@ class Figures:
     p50: float | None
     p95: float | None
     p99: float | None
+
+
+# Up runs counted apart: (degraded, passed after retries).
+OutcomeCounts = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -237,20 +241,25 @@ def recent_failures(
 
     Returns:
         By canary key: region, agent, check, started_at (whole seconds since the epoch),
-        status, code, message, duration_ms.
+        status, code, message, duration_ms, retries.
     """
+    # The retries come from the live rows (`site_failures` keeps none), for the few shown.
     rows = connection.execute(
-        f"""SELECT parent, region, agent, check_name, epoch(started_at)::BIGINT, status, code,
-                  message, duration_ms
-           FROM {tables.failures}
-           WHERE started_at >= $since AND started_at < $until AND {SQL_DOWN}
-           QUALIFY row_number() OVER (
-               PARTITION BY parent ORDER BY started_at DESC, agent, check_name) <= $limit
-           ORDER BY parent, started_at DESC, agent, check_name""",
+        f"""WITH shown AS (
+               SELECT * FROM {tables.failures}
+               WHERE started_at >= $since AND started_at < $until AND {SQL_DOWN}
+               QUALIFY row_number() OVER (
+                   PARTITION BY parent ORDER BY started_at DESC, agent, check_name) <= $limit)
+           SELECT s.parent, s.region, s.agent, s.check_name, epoch(s.started_at)::BIGINT,
+                  s.status, s.code, s.message, s.duration_ms, coalesce(r.retries, 0)
+           FROM shown s LEFT JOIN results r
+             ON r.started_at = s.started_at AND r.agent = s.agent AND r.canary = s.canary
+                AND r.check_name = s.check_name AND r.started_at >= $since
+           ORDER BY s.parent, s.started_at DESC, s.agent, s.check_name""",
         {"since": since, "until": until, "limit": limit},
     ).fetchall()
     failures: dict[str, list[dict[str, Any]]] = {}
-    for parent, region, agent, check, started_at, status, code, message, duration in rows:
+    for parent, region, agent, check, started_at, status, code, message, duration, retries in rows:
         failures.setdefault(parent, []).append(
             {
                 "region": region,
@@ -261,9 +270,33 @@ def recent_failures(
                 "code": code,
                 "message": message,
                 "duration_ms": duration,
+                "retries": retries,
             }
         )
     return failures
+
+
+def outcome_counts(
+    connection: Connection, since: datetime, until: datetime
+) -> dict[str, dict[str | None, OutcomeCounts]]:
+    """Degraded runs and runs that passed only after retries, per canary and region and per
+    canary (region None), started in [since, until): one grouped query over the live
+    `results` table (the window tables keep no such counts).
+
+    Canaries and regions with neither are left out (their counts are 0)."""
+    rows = connection.execute(
+        f"""SELECT parent, region, grouping(region) AS overall, {SQL_DEGRADED}, {SQL_RETRIED}
+            FROM results
+            WHERE started_at >= $since AND started_at < $until
+              AND (status = 'degraded' OR retries > 0)
+            GROUP BY GROUPING SETS ((parent, region), (parent))""",
+        {"since": since, "until": until},
+    ).fetchall()
+    counts: dict[str, dict[str | None, OutcomeCounts]] = {}
+    for parent, region, overall, degraded, retried in rows:
+        if degraded or retried:
+            counts.setdefault(parent, {})[None if overall else region] = (degraded, retried)
+    return counts
 
 
 def run_steps(connection: Connection, run_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:

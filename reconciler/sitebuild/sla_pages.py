@@ -10,6 +10,7 @@ from typing import Any
 from markupsafe import Markup
 
 from reconciler.sitebuild import formatting as fmt
+from reconciler.sitebuild import maintenance_view
 from reconciler.sitebuild.layout import base_context, stamp
 from reconciler.sitebuild.model import (
     SLA,
@@ -32,7 +33,7 @@ from reconciler.sitebuild.windows import WINDOWS
 
 CSV_HEADER = (
     "month,region,runs,passes,uptime_percent,slo_percent,budget_spent_percent,incidents,"
-    "p50_ms,p95_ms,p99_ms,counted_until\n"
+    "p50_ms,p95_ms,p99_ms,counted_until,maintenance_windows\n"
 )
 
 
@@ -79,7 +80,19 @@ def sla_key(snapshot: Snapshot, canary: CanaryInfo) -> str:
             for m in months
         ],
         incidents,
+        [
+            [o.document() for o in maintenance_view.month_windows(snapshot, canary.key, month)]
+            for month in _months_shown(snapshot, canary.key)
+        ],
     )
+
+
+def _months_shown(snapshot: Snapshot, canary: str) -> list[date]:
+    """The months whose maintenance windows a page lists: those with figures, and the
+    current one (whose figures may not be counted yet)."""
+    current = month_start(datetime.fromtimestamp(snapshot.now, UTC).date())
+    counted = {m.month for m in snapshot.months.get(canary, [])}
+    return sorted(counted | {current})
 
 
 def _overall(months: Sequence[Month]) -> list[Month]:
@@ -148,6 +161,10 @@ def canary_sla_context(snapshot: Snapshot, canary: CanaryInfo) -> dict[str, Any]
         "regions": regions,
         "months": rows,
         "quarters": quarter_rows,
+        "maintenance": maintenance_view.month_rows(
+            snapshot, canary.key, _months_shown(snapshot, canary.key)
+        ),
+        "maintenance_note": maintenance_view.EXCLUDED_NOTE,
     }
 
 
@@ -172,6 +189,13 @@ def canary_sla_csv(snapshot: Snapshot, canary: CanaryInfo) -> dict[str, Any]:
             str(incidents),
             *(f"{q:.1f}" if q is not None else "" for q in (month.p50, month.p95, month.p99)),
             fmt.iso(month.through),
+            str(
+                sum(
+                    1
+                    for o in maintenance_view.month_windows(snapshot, canary.key, month.month)
+                    if month.region is None or not o.regions or month.region in o.regions
+                )
+            ),
         ]
         lines.append(",".join(cells) + "\n")
     return {"csv": Markup("".join(lines))}

@@ -3,13 +3,15 @@
 A year of raw results (or of the site's 15-minute rollups) is too much to read for one
 figure, so every finished day is summarised once into `result_days`:
 
-    parent, region, check_name, day (days since the epoch), runs, passes, p95, bins, counts
+    parent, region, check_name, day (days since the epoch), runs, passes, degraded, retried,
+    p95, bins, counts
 
-`runs` and `passes` follow `core/outcomes.py` (degraded is up, maintenance runs are left
-out); `p95` is the exact p95 of the day's durations (every run); `bins`/`counts` are the
-day's latency histogram in the sketch's bins (`core/sketch.py`, within 2%), as two lists of
-the same length, bins ascending. Sums of days are exact, so uptime over any whole days is
-exact; quantiles over many days are read off the merged histograms.
+`runs`, `passes`, `degraded` and `retried` follow `core/outcomes.py` (degraded is up,
+maintenance runs are left out); `p95` is the exact p95 of the day's durations (every run);
+`bins`/`counts` are the day's latency histogram in the sketch's bins (`core/sketch.py`,
+within 2%), as two lists of the same length, bins ascending. Sums of days are exact, so
+uptime over any whole days is exact; quantiles over many days are read off the merged
+histograms.
 
 Who writes it:
 
@@ -32,13 +34,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
+from reconciler.core.outcomes import SQL_DEGRADED, SQL_PASSES, SQL_RETRIED, SQL_RUNS
 from reconciler.core.sketch import BIN_SQL
 from reconciler.store.archive import DAY_SECONDS, source
 from reconciler.store.db import Connection
 
 TABLE = "result_days"
-DAY_COLUMNS = "parent, region, check_name, day, runs, passes, p95, bins, counts"
+DAY_COLUMNS = "parent, region, check_name, day, runs, passes, degraded, retried, p95, bins, counts"
 # Every day before this (days since the epoch) is in the tier, or had no results.
 DAYS_UNTIL = "days_until"
 # Results received up to this (µs since the epoch) are counted in the tier's days.
@@ -55,19 +57,21 @@ def day_select(relation: str, where: str) -> str:
     """SQL computing tier rows (DAY_COLUMNS) from the results of `relation` matching `where`."""
     return f"""WITH raw AS MATERIALIZED (
                    SELECT parent, region, check_name, {_DAY_SQL} AS day, {BIN_SQL} AS bin,
-                          duration_ms, status, maintenance
+                          duration_ms, status, maintenance, retries
                    FROM {relation} WHERE {where}),
                binned AS (
                    SELECT parent, region, check_name, day, bin, count(*) AS n,
-                          {SQL_RUNS} AS runs, {SQL_PASSES} AS passes
+                          {SQL_RUNS} AS runs, {SQL_PASSES} AS passes,
+                          {SQL_DEGRADED} AS degraded, {SQL_RETRIED} AS retried
                    FROM raw GROUP BY parent, region, check_name, day, bin),
                exact AS (
                    SELECT parent, region, check_name, day,
                           quantile_cont(duration_ms, 0.95) AS p95
                    FROM raw GROUP BY parent, region, check_name, day)
-               SELECT parent, region, check_name, day, runs, passes, p95, bins, counts
+               SELECT {DAY_COLUMNS}
                FROM (SELECT parent, region, check_name, day, sum(runs)::BIGINT AS runs,
-                            sum(passes)::BIGINT AS passes,
+                            sum(passes)::BIGINT AS passes, sum(degraded)::BIGINT AS degraded,
+                            sum(retried)::BIGINT AS retried,
                             list(bin ORDER BY bin) AS bins, list(n ORDER BY bin) AS counts
                      FROM binned GROUP BY parent, region, check_name, day)
                JOIN exact USING (parent, region, check_name, day)"""

@@ -156,6 +156,8 @@ _SCHEMA = [
         day INTEGER NOT NULL,
         runs BIGINT NOT NULL,
         passes BIGINT NOT NULL,
+        degraded BIGINT NOT NULL,
+        retried BIGINT NOT NULL,
         p95 DOUBLE NOT NULL,
         bins SMALLINT[] NOT NULL,
         counts BIGINT[] NOT NULL

@@ -123,7 +123,8 @@ def changed_canaries(connection: Connection, since: datetime) -> set[str]:
 def recent_rows(
     connection: Connection, cursors: Mapping[str, datetime], cap: int
 ) -> dict[str, tuple[list[CheckRow], bool]]:
-    """Each derived canary's result rows that started at or after its cursor, oldest first.
+    """Each derived canary's result rows that started at or after its cursor, oldest first;
+    runs in a maintenance window are left out (they neither open nor resolve an incident).
 
     Args:
         connection: a state file connection or cursor.
@@ -142,7 +143,7 @@ def recent_rows(
            )
            SELECT r.canary, r.started_at, r.check_name, r.status
            FROM results r JOIN cursors c ON r.canary = c.canary AND r.started_at >= c.after
-           WHERE r.started_at >= $earliest
+           WHERE r.started_at >= $earliest AND NOT coalesce(r.maintenance, false)
            QUALIFY row_number() OVER (PARTITION BY r.canary ORDER BY r.started_at) <= $cap + 1
            ORDER BY r.canary, r.started_at""",
         {

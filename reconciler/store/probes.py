@@ -38,6 +38,7 @@ def latest_runs(connection: Connection, since: datetime) -> list[ProbeRun]:
             started_at=float(row[7]),
             code=row[8],
             phases=orjson.loads(row[9]) if row[9] else None,
+            degraded=row[5] == "degraded",
         )
         for row in rows
     ]

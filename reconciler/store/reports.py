@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
+from reconciler.core.outcomes import SQL_DEGRADED, SQL_PASSES, SQL_RETRIED, SQL_RUNS
 from reconciler.core.resources import Resource
 from reconciler.core.sketch import ALPHA, BIN_SQL, quantiles_sql
 from reconciler.core.status import document
@@ -87,11 +87,11 @@ def recent_results(
 
     Returns:
         One dict per run: agent, region, check, started_at (RFC 3339), duration_ms, status,
-        code, message and phases.
+        retries, code, message and phases.
     """
     rows = connection.execute(
-        f"""SELECT agent, region, check_name, {_ISO_STARTED}, duration_ms, status, code,
-                   message, phases
+        f"""SELECT agent, region, check_name, {_ISO_STARTED}, duration_ms, status,
+                   coalesce(retries, 0), code, message, phases
             FROM {source(connection, since, until)} WHERE {_SCOPE}
             ORDER BY started_at DESC, agent, check_name LIMIT $limit""",
         {**_scope(parent, since, until, region), "limit": limit},
@@ -104,18 +104,31 @@ def recent_results(
             "started_at": started_at,
             "duration_ms": duration_ms,
             "status": status,
+            "retries": retries,
             "code": code,
             "message": message,
             "phases": orjson.loads(phases) if phases is not None else None,
         }
-        for agent, region_, check, started_at, duration_ms, status, code, message, phases in rows
+        for (
+            agent,
+            region_,
+            check,
+            started_at,
+            duration_ms,
+            status,
+            retries,
+            code,
+            message,
+            phases,
+        ) in rows
     ]
 
 
 def uptime(
     connection: Connection, parent: str, since: datetime, until: datetime, region: str | None
 ) -> dict[str, Any]:
-    """Runs, passed runs and their ratio for a canary in a window, overall and per check.
+    """Runs, passed runs and their ratio for a canary in a window, overall and per check,
+    with the passed runs that were degraded or passed only after retries counted apart.
 
     Args:
         connection: a state file connection or cursor.
@@ -125,13 +138,14 @@ def uptime(
         region: only this region's runs, or every region's when None.
 
     Returns:
-        `total`, `passed`, `uptime` (passed / total, None without runs) and `checks`: the
-        same per check name, sorted by name.
+        `total`, `passed`, `degraded` and `retried` (both among `passed`), `uptime` (passed /
+        total, None without runs) and `checks`: the same per check name, sorted by name.
     """
     whole = _whole_days(since, until)
     if whole is None:
         rows = connection.execute(
-            f"""SELECT check_name, grouping(check_name) AS overall, {SQL_RUNS}, {SQL_PASSES}
+            f"""SELECT check_name, grouping(check_name) AS overall, {SQL_RUNS}, {SQL_PASSES},
+                       {SQL_DEGRADED}, {SQL_RETRIED}
                 FROM {source(connection, since, until)} WHERE {_SCOPE}
                 GROUP BY GROUPING SETS ((), (check_name))
                 ORDER BY overall DESC, check_name""",
@@ -139,16 +153,16 @@ def uptime(
         ).fetchall()
     else:
         rows = _uptime_by_days(connection, parent, since, until, region, *whole)
-    total = passed = 0
+    figures: dict[str, Any] = {"total": 0, "passed": 0, "degraded": 0, "retried": 0}
     checks = []
-    for check, overall, count, ok in rows:
+    for check, overall, count, ok, degraded, retried in rows:
+        counts = {"total": count, "passed": ok, "degraded": degraded, "retried": retried}
         if overall:
-            total, passed = count, ok
+            figures = counts
         else:
-            checks.append(
-                {"check": check, "total": count, "passed": ok, "uptime": _ratio(ok, count)}
-            )
-    return {"total": total, "passed": passed, "uptime": _ratio(passed, total), "checks": checks}
+            checks.append({"check": check, **counts, "uptime": _ratio(ok, count)})
+    passed, total = figures["passed"], figures["total"]
+    return {**figures, "uptime": _ratio(passed, total), "checks": checks}
 
 
 def _uptime_by_days(
@@ -164,12 +178,12 @@ def _uptime_by_days(
     for the partial days around them: the same sums, without reading a year of rows."""
     tier, parameters = days.relation(connection, first, last, parent)
     parts = [
-        f"""SELECT check_name, runs, passes FROM {tier}
+        f"""SELECT check_name, runs, passes, degraded, retried FROM {tier}
             WHERE $region::VARCHAR IS NULL OR region = $region"""
     ]
     for index, (low, high) in enumerate(_edges(since, until, first, last)):
         parts.append(
-            f"""SELECT check_name, {SQL_RUNS}, {SQL_PASSES}
+            f"""SELECT check_name, {SQL_RUNS}, {SQL_PASSES}, {SQL_DEGRADED}, {SQL_RETRIED}
                 FROM {source(connection, low, high)}
                 WHERE parent = $parent AND started_at >= $lo{index} AND started_at < $hi{index}
                   AND ($region::VARCHAR IS NULL OR region = $region)
@@ -178,7 +192,7 @@ def _uptime_by_days(
         parameters.update({f"lo{index}": low, f"hi{index}": high})
     return connection.execute(
         f"""SELECT check_name, grouping(check_name) AS overall, sum(runs)::BIGINT,
-                   sum(passes)::BIGINT
+                   sum(passes)::BIGINT, sum(degraded)::BIGINT, sum(retried)::BIGINT
             FROM ({" UNION ALL ".join(parts)})
             GROUP BY GROUPING SETS ((), (check_name))
             ORDER BY overall DESC, check_name""",
@@ -342,21 +356,24 @@ def region_summaries(
         region: only this region, or every region when None.
 
     Returns:
-        By region name: total, passed, uptime, p50, p95, last_status, last_run_at.
+        By region name: total, passed (with degraded and retried, as `uptime` counts them),
+        uptime, p50, p95, last_status, last_run_at.
     """
     rows = connection.execute(
-        f"""SELECT region, {SQL_RUNS}, {SQL_PASSES}, {_QUANTILES},
+        f"""SELECT region, {SQL_RUNS}, {SQL_PASSES}, {SQL_DEGRADED}, {SQL_RETRIED}, {_QUANTILES},
                    arg_max(status, started_at),
                    strftime(make_timestamp(max(epoch_us(started_at))), {_RFC3339})
             FROM {source(connection, since, until)} WHERE {_SCOPE} GROUP BY region""",
         _scope(parent, since, until, region),
     ).fetchall()
     summaries = {}
-    for name, total, passed, quantiles, last_status, last_run_at in rows:
+    for name, total, passed, degraded, retried, quantiles, last_status, last_run_at in rows:
         p50, p95, _ = quantiles
         summaries[name] = {
             "total": total,
             "passed": passed,
+            "degraded": degraded,
+            "retried": retried,
             "uptime": _ratio(passed, total),
             "p50": p50,
             "p95": p95,

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from reconciler.core.incidents import CheckRow, Run, group_runs, targets_of
+from reconciler.core.maintenance import windows_of, with_maintenance
 from reconciler.core.resources import Resource
 from reconciler.core.status import CanaryState, canary_status, lookback
 from reconciler.store.db import Connection
@@ -23,7 +24,8 @@ def _micros(moment: datetime) -> int:
 def _recent_rows(
     connection: Connection, since: Mapping[str, datetime], caps: Mapping[str, int], now: datetime
 ) -> dict[str, list[CheckRow]]:
-    """Each derived canary's newest rows (at most its cap) started in [its since, now]."""
+    """Each derived canary's newest rows (at most its cap) started in [its since, now], runs
+    in a maintenance window left out."""
     if not since:
         return {}
     # Times cross the boundary as integers both ways: binding thousands of TIMESTAMPTZ
@@ -35,11 +37,12 @@ def _recent_rows(
                       unnest($since::BIGINT[]) AS since,
                       unnest($caps::BIGINT[]) AS cap
            )
-           SELECT r.canary, epoch_us(r.started_at), r.check_name, r.status
+           SELECT r.canary, epoch_us(r.started_at), r.check_name, r.status, r.retries
            FROM results r JOIN wanted w
              ON r.canary = w.canary AND epoch_us(r.started_at) >= w.since
            WHERE r.started_at >= make_timestamptz($earliest)
              AND r.started_at <= make_timestamptz($now)
+             AND NOT coalesce(r.maintenance, false)
            QUALIFY row_number() OVER (PARTITION BY r.canary ORDER BY r.started_at DESC)
                    <= any_value(w.cap) OVER (PARTITION BY r.canary)""",
         {
@@ -51,11 +54,11 @@ def _recent_rows(
         },
     ).fetchall()
     loaded: dict[str, list[CheckRow]] = {}
-    for canary, micros, check, status in rows:
+    for canary, micros, check, status, retries in rows:
         found = loaded.get(canary)
         if found is None:
             found = loaded[canary] = []
-        found.append(CheckRow(_EPOCH + timedelta(microseconds=micros), check, status))
+        found.append(CheckRow(_EPOCH + timedelta(microseconds=micros), check, status, retries or 0))
     return loaded
 
 
@@ -78,6 +81,7 @@ def canary_statuses(
     Returns:
         By canary key. Canaries that never run (`@never`) are absent: their status is unknown.
     """
+    resources = list(resources)
     targets, probes = targets_of(resources)
     since: dict[str, datetime] = {}
     caps: dict[str, int] = {}
@@ -94,7 +98,12 @@ def canary_statuses(
         final, _ = group_runs(found, targets[probe.canary].period, probe.checks, now)
         runs.setdefault(probe.canary, {}).setdefault(probe.agent, []).extend(final)
     incidents = open_incident_canaries(connection)
+    # Runs in a maintenance window decide nothing (left out above); a canary in an open
+    # window reads "under maintenance" (core/maintenance.py).
+    windows = windows_of(resources)
     return {
-        key: canary_status(target, runs.get(key, {}), key in incidents, now)
+        key: with_maintenance(
+            canary_status(target, runs.get(key, {}), key in incidents, now), key, windows, now
+        )
         for key, target in targets.items()
     }

@@ -25,7 +25,8 @@ from reconciler.core.incidents import (
     run_window,
     targets_of,
 )
-from reconciler.core.resources import Resource
+from reconciler.core.notifications import canary_context
+from reconciler.core.resources import Resource, address_of
 from reconciler.server.supervise import Supervisor
 from reconciler.store.handle import StateHandle
 from reconciler.store.incidents import (
@@ -76,9 +77,16 @@ def interval_from(environ: Mapping[str, str]) -> float:
     return seconds
 
 
-def event_document(event: IncidentEvent, incident: int, target: Target | None) -> dict[str, Any]:
-    """The JSON form of an incident event, as notifications carry it."""
+def event_document(
+    event: IncidentEvent,
+    incident: int,
+    target: Target | None,
+    canary: Resource | None = None,
+) -> dict[str, Any]:
+    """The JSON form of an incident event, as notifications carry it (with the canary's
+    namespace, labels and severity, which alert routes match on)."""
     return {
+        **canary_context(event.canary, canary.spec if canary is not None else None),
         "type": event.type,
         "incident": incident,
         "canary": event.canary,
@@ -288,7 +296,8 @@ class IncidentController:
             self._open.pop(canary, None)
             self._metrics.count("incidents_resolved_total")
         for event in decision.events:
-            self._announce(event_document(event, incident, self._targets.get(canary)))
+            parent = (self._resources or {}).get(address_of("Canary", canary))
+            self._announce(event_document(event, incident, self._targets.get(canary), parent))
 
     def _announce(self, document: dict[str, Any]) -> None:
         try:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from reconciler.server.supervise import Supervisor
@@ -32,6 +32,7 @@ class SiteRebuilder:
         out_dir: Path,
         interval: float,
         loops: Supervisor | None = None,
+        agent_silent_after: timedelta | None = None,
     ) -> None:
         """Args:
         state: the server's hold on the state file.
@@ -39,12 +40,15 @@ class SiteRebuilder:
         out_dir: the site directory kept up to date.
         interval: seconds between rebuilds when nothing else asks for one.
         loops: where a failed rebuild is reported (it is tried again after a backoff).
+        agent_silent_after: the server's silence threshold, for the site's silent agents
+            (None: none shown).
         """
         self._state = state
         self._clock = clock
         self.out_dir = out_dir
         self.interval = interval
         self._loops = loops
+        self._silent_after = agent_silent_after
         self._builders: dict[Path, SiteBuilder] = {}
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -68,7 +72,8 @@ class SiteRebuilder:
         # Not `resolve()`: the site's directory is a link to its current version.
         target = site_root(out_dir or self.out_dir)
         builder = self._builders.setdefault(
-            target, SiteBuilder(target, workers=1, stage_ahead=True)
+            target,
+            SiteBuilder(target, workers=1, stage_ahead=True, agent_silent_after=self._silent_after),
         )
         async with self._lock:
             now = self._clock()

@@ -15,7 +15,10 @@ from reconciler.server.control_plane import ControlPlane
 from reconciler.server.http import (
     agent_api,
     canary_api,
+    heartbeat_api,
     incidents_api,
+    maintenance_api,
+    notifications_api,
     operator_api,
     ops_api,
     read_api,
@@ -37,6 +40,9 @@ ROUTERS = tuple(
     for module in (agent_api, operator_api, ops_api, read_api, incidents_api, canary_api, site_api)
 )
 ROUTERS += (screenshots_api.router,)  # browser checks' screenshots, apart from results
+ROUTERS += (maintenance_api.router,)  # maintenance windows: read, operator edits
+ROUTERS += (notifications_api.router,)
+ROUTERS += (heartbeat_api.router,)  # heartbeat pings and their tokens
 
 
 class _App(FastAPI):

@@ -120,3 +120,40 @@ def merged(*parts: dict[str, Any]) -> dict[str, Any]:
             else:
                 result[key] = value
     return result
+
+
+# `GET /api/v1/notifications`: recent deliveries, newest first.
+DELIVERY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "receiver": {"type": "string", "description": "Receiver name (or `notify-url HOST`)."},
+        "integration": {
+            "type": "string",
+            "enum": ["webhook", "slack", "pagerduty", "opsgenie", "email", "hook"],
+        },
+        "events": {"type": "array", "items": {"type": "string"}, "description": "Event types."},
+        "status": {"type": "string", "enum": ["delivered", "failed", "skipped"]},
+        "attempts": {"type": "integer", "minimum": 0},
+        "error": {"type": ["string", "null"], "description": "Why the last attempt failed."},
+        "at": {"type": "string", "format": "date-time"},
+        "group": {"type": ["string", "null"], "description": "The routing group's key."},
+        "reminder": {"type": "boolean", "description": "A repeat_interval reminder."},
+    },
+}
+NOTIFICATIONS_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Recent deliveries, newest first, and receivers that cannot be reached.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "routed": {"type": "boolean"},
+                        "problems": {"type": "array", "items": {"type": "string"}},
+                        "deliveries": {"type": "array", "items": DELIVERY_SCHEMA},
+                    },
+                }
+            }
+        },
+    }
+}

@@ -8,6 +8,8 @@ from reconciler.server.controllers.agent_silence import AgentSilence
 from reconciler.server.controllers.deployments import DeploymentController
 from reconciler.server.controllers.incidents import IncidentController
 from reconciler.server.controllers.site_rebuilds import SiteRebuilder
+from reconciler.server.heartbeats import Heartbeats
+from reconciler.server.notify import Notifications
 
 
 @dataclass(frozen=True)
@@ -18,3 +20,5 @@ class Controllers:
     deployments: DeploymentController
     site: SiteRebuilder
     silence: AgentSilence | None = None  # None: --agent-silent-after 0
+    notifications: Notifications | None = None
+    heartbeats: Heartbeats | None = None

@@ -4,9 +4,9 @@ Target ids are canary keys with '/' replaced by '.' (`monitoring/api-health` is
 `monitoring.api-health`); namespaces and names are slugs, so the '.' is unambiguous.
 
 Status of a target (GET /api/v1/targets, and per region in GET /api/v1/targets/{id}/regions):
-`core/status.py` decides it, as for the site: operational, partial_outage, major_outage or
-unknown, from the incident engine's thresholds and policy, with the last run beside it
-(docs/status.md).
+`core/status.py` decides it, as for the site: operational, degraded_performance,
+partial_outage, major_outage or unknown, from the incident engine's thresholds and policy,
+with the last run beside it (docs/status.md).
 
 Windows: `since` and `until` take RFC 3339 times with an offset, or a duration before now
 (`24h`, `7d`, `90m`); the default is the 24h ending now, start inclusive, end exclusive.
@@ -432,6 +432,8 @@ async def target_regions(request: Request, id: str) -> Response:
         empty: dict[str, Any] = {
             "total": 0,
             "passed": 0,
+            "degraded": 0,
+            "retried": 0,
             "uptime": None,
             "p50": None,
             "p95": None,

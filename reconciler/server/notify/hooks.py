@@ -1,4 +1,5 @@
-"""Delivers events to notification webhooks: signed, in order per hook, retried with backoff."""
+"""`--notify-url` webhooks: every event to every hook, signed, in order per hook, retried with
+backoff. Used when the config repository declares no AlertRouting."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from reconciler.core.notifications import payload
 from reconciler.server.supervise import Supervisor
 
 log = logging.getLogger("reconciler.server.notify")
+
+# Told of every delivery: (hook URL, event, outcome, attempts, error or None).
+Recorder = Callable[[str, dict[str, Any], str, int, str | None], None]
 
 SIGNATURE_HEADER = "X-Canary-Reconciler-Signature-256"
 EVENT_HEADER = "X-Canary-Reconciler-Event"
@@ -65,6 +69,7 @@ class Notifier:
         attempts: int = 6,
         first_delay: float = 1.0,
         loops: Supervisor | None = None,
+        record: Recorder | None = None,
     ) -> None:
         self._hooks = hooks
         self._secret = secret
@@ -73,6 +78,7 @@ class Notifier:
         self._attempts = attempts
         self._first_delay = first_delay
         self._loops = loops
+        self._record = record
         self._queues: list[asyncio.Queue[dict[str, Any]]] = [asyncio.Queue() for _ in hooks]
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
@@ -109,6 +115,7 @@ class Notifier:
                 await self._post(hook, event)
             except Exception as error:  # noqa: BLE001 - one bad event must not stop the hook
                 self._metrics.count("notifications_total", outcome="failed")
+                self._note(hook, event, "failed", 0, str(error) or type(error).__name__)
                 if self._loops is None:
                     log.exception("notification %s to %s failed", event.get("type"), hook.url)
                 else:
@@ -118,6 +125,12 @@ class Notifier:
                     self._loops.succeeded("notify")
             finally:
                 queue.task_done()
+
+    def _note(
+        self, hook: Hook, event: dict[str, Any], outcome: str, attempts: int, error: str | None
+    ) -> None:
+        if self._record is not None:
+            self._record(hook.url, event, outcome, attempts, error)
 
     async def _post(self, hook: Hook, event: dict[str, Any]) -> None:
         assert self._client is not None
@@ -131,6 +144,7 @@ class Notifier:
                 response = await self._client.post(hook.url, content=body, headers=headers)
                 if response.status_code < 300:
                     self._metrics.count("notifications_total", outcome="delivered")
+                    self._note(hook, event, "delivered", attempt, None)
                     return
                 problem = f"HTTP {response.status_code}"
                 if 400 <= response.status_code < 500 and response.status_code != 429:
@@ -145,15 +159,5 @@ class Notifier:
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 300.0)
         self._metrics.count("notifications_total", outcome="failed")
+        self._note(hook, event, "failed", attempt, problem)
         log.error("gave up on notification %s to %s: %s", event.get("type"), hook.url, problem)
-
-
-def announcer(notifier: Notifier | None) -> Callable[[dict[str, Any]], None]:
-    """Where controllers hand their events: the log always, the webhooks when configured."""
-
-    def announce(event: dict[str, Any]) -> None:
-        log.info("event %s", orjson.dumps(event).decode())
-        if notifier is not None:
-            notifier.send(event)
-
-    return announce

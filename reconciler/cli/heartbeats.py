@@ -1,0 +1,113 @@
+"""`reconcile heartbeats token CANARY CHECK`: mint (or rotate) a heartbeat check's token."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+
+from reconciler.cli import options
+from reconciler.cli.console import Console
+from reconciler.cli.options import EXIT_ERROR, EXIT_OK, Subcommands
+from reconciler.server.settings import SECRETS
+
+ADMIN_TOKEN_ENV = SECRETS["admin_token"]
+
+NAME = "heartbeats"
+PING_PATH = "/api/v1/heartbeat/"
+# As `agents token`: another command holds the file for moments, a server for good.
+PROBE_LOCK_SECONDS = 0.5
+SERVER_TIMEOUT = 10.0
+
+
+def register(commands: Subcommands) -> None:
+    """Add `heartbeats token` to the CLI."""
+    heartbeats = commands.add_parser(
+        NAME,
+        help="manage heartbeat checks (tokens)",
+        description="Manage heartbeat checks. They are YAML in the config repository; "
+        "the tokens their jobs ping with are not, and are minted here.",
+    )
+    actions = options.subcommands(heartbeats, "heartbeats_command")
+    token = actions.add_parser(
+        "token",
+        help="mint (or rotate) a heartbeat's ping token; shown once",
+        description="Mint the token a job pings a heartbeat check with "
+        "(`/api/v1/heartbeat/TOKEN`). Minting again rotates it: the old token stops "
+        "working. When `reconcile serve` holds the state file, the token is minted "
+        f"through its operator API (needs {ADMIN_TOKEN_ENV}).",
+    )
+    token.add_argument("canary", help="the canary, NAMESPACE/NAME (or NAME: namespace default)")
+    token.add_argument("check", help="the heartbeat check's name")
+    options.add_state(token, "the control plane's state file")
+    options.add_server(token)
+
+
+def _canary_key(text: str) -> str:
+    return text if "/" in text else f"default/{text}"
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    """Print a new token on stdout; 1 when the heartbeat is unknown or the server refuses."""
+    from reconciler.store.db import StateError, StateLocked, open_state
+    from reconciler.store.heartbeats import heartbeat_is_configured, mint_heartbeat_token
+
+    if args.heartbeats_command != "token":
+        console.error("say what to do: `reconcile heartbeats token CANARY CHECK`")
+        return EXIT_ERROR
+    canary = _canary_key(args.canary)
+    if args.server:
+        return _mint_through_server(args, canary, console)
+    if not args.state.exists():
+        console.error(
+            f"no state file at {args.state}; apply the config first, pass --state, or "
+            "pass --server URL to mint through a running server"
+        )
+        return EXIT_ERROR
+    try:
+        connection = open_state(args.state, lock_timeout=PROBE_LOCK_SECONDS)
+    except StateLocked:
+        return _mint_through_server(args, canary, console)
+    except StateError as error:
+        console.error(str(error))
+        return EXIT_ERROR
+    assert connection is not None
+    with connection:
+        if not heartbeat_is_configured(connection, canary, args.check):
+            console.error(
+                f"canary {canary} has no heartbeat check {args.check!r} in {args.state}; "
+                "add it to the config repository and apply first"
+            )
+            return EXIT_ERROR
+        token = mint_heartbeat_token(connection, (canary, args.check), datetime.now(UTC))
+    console.say(token)
+    console.note(
+        f"Minted a token for heartbeat {args.check!r} of {canary}; it is shown only once and "
+        f"any earlier one is revoked. The job pings <server URL>{PING_PATH}<token>."
+    )
+    return EXIT_OK
+
+
+def _mint_through_server(args: argparse.Namespace, canary: str, console: Console) -> int:
+    from reconciler.cli.server_client import ServerClient, ServerError, admin_token, server_url
+
+    url, admin = server_url(args.state, args.server), admin_token()
+    if url is None or admin is None:
+        console.error(
+            f"{args.state} is held by a running `reconcile serve`; to mint through its "
+            f"operator API set {ADMIN_TOKEN_ENV} (the server's admin token)"
+            + ("" if url else " and pass --server URL")
+        )
+        return EXIT_ERROR
+    try:
+        answer = ServerClient(url, admin).post(
+            "/operator/heartbeats/token",
+            timeout=SERVER_TIMEOUT,
+            expect=201,
+            body={"canary": canary, "check": args.check},
+        )
+    except ServerError as error:
+        console.error(str(error))
+        return EXIT_ERROR
+    console.say(str(answer["token"]))
+    console.note(f"The job pings {url}{answer['ping_path']}")
+    return EXIT_OK
