@@ -17,9 +17,12 @@ import pyarrow.dataset
 import pytest
 
 from reconciler.cli.main import main
+from reconciler.core.outcomes import SQL_DEGRADED, SQL_PASSES, SQL_RETRIED, SQL_RUNS
 from reconciler.server.controllers.history import HistoryKeeper
-from reconciler.sitebuild import build_site
-from reconciler.store import reports
+from reconciler.sitebuild import SiteBuilder, build_site, queries
+from reconciler.sitebuild.tables import Tables
+from reconciler.store import days, reports
+from reconciler.store.archive import DAY_SECONDS, source
 from reconciler.store.db import Connection, open_state
 from reconciler.store.handle import StateHandle
 from tests.waiting import eventually, wait_for
@@ -92,6 +95,10 @@ def figures(path: Path) -> dict[str, object]:
                     seen[key + " latency"] = reports.latency(
                         connection, canary, since, until, region, 6 * 3600
                     )
+                    # Whole-day buckets over a long range: read off the per-day histograms.
+                    seen[key + " daily latency"] = reports.latency(
+                        connection, canary, since, until, region, DAY_SECONDS
+                    )
                 seen[f"{canary} {days}d regions"] = reports.region_summaries(
                     connection, canary, since, until, None
                 )
@@ -133,6 +140,9 @@ def test_old_days_move_to_parquet_and_every_figure_stays_the_same(state: Path) -
         oldest_live = connection.execute("SELECT min(started_at) FROM results").fetchone()
     assert oldest_live and oldest_live[0] >= (NOW - timedelta(days=36)).replace(hour=0, minute=0)
     assert figures(state) == before
+    year = before["web/shop 365d None daily latency"]
+    assert isinstance(year, dict) and year["quantiles"] == "histogram"
+    assert year["quantile_error"] == 0.02 and len(year["series"]) == DAYS + 1
 
     # Another engine (here plain DuckDB, no state file) reads the directory as Hive partitions.
     plain = duckdb.connect()
@@ -196,7 +206,10 @@ def test_history_older_than_its_age_is_deleted(state: Path) -> None:
     assert connection is not None
     with connection:
         first = connection.execute("SELECT min(started_at) FROM results_all").fetchone()
+        tier = connection.execute("SELECT min(day), count(*) FROM result_days").fetchone()
     assert first and first[0] >= NOW - timedelta(days=36)
+    # The per-day tier keeps the archived days still held, and no deleted one.
+    assert tier and tier[1] > 0 and tier[0] == first[0].timestamp() // DAY_SECONDS
 
     code, _, err = reconcile(
         "results", "archive", "--state", str(state), "--archive-after", "30d",
@@ -342,3 +355,210 @@ def test_archive_and_export_refuse_what_they_cannot_use(state: Path, tmp_path: P
     assert code == 1 and "is not a directory" in err
     code, _, err = reconcile("results", "archive", "--state", str(state), "--history", str(plain))
     assert code == 1 and "cannot create history directory" in err
+
+
+def raw_uptime(path: Path, canary: str, since: datetime, until: datetime) -> tuple[int, int]:
+    """Runs and passes of a canary in [since, until), counted from every raw row."""
+    connection = open_state(path, read_only=True)
+    assert connection is not None
+    with connection:
+        row = connection.execute(
+            """SELECT count(*) FILTER (WHERE NOT coalesce(maintenance, false)),
+                      count(*) FILTER (WHERE status IN ('pass', 'degraded')
+                                       AND NOT coalesce(maintenance, false))
+               FROM """
+            + source(connection, since, until)
+            + " WHERE parent = $p AND started_at >= $s AND started_at < $u",
+            {"p": canary, "s": since, "u": until},
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def tier_rows(path: Path) -> list[tuple[object, ...]]:
+    connection = open_state(path, read_only=True)
+    assert connection is not None
+    with connection:
+        return connection.execute("SELECT * FROM result_days ORDER BY ALL").fetchall()
+
+
+@pytest.fixture
+def long_state(tmp_path: Path) -> Iterator[Path]:
+    """130 days of results: longer than the 90-day window, shorter than the year."""
+    path = tmp_path / "state.duckdb"
+    connection = open_state(path)
+    assert connection is not None
+    generate(connection, days=130)
+    # Some runs in maintenance and some degraded: the tier follows core/outcomes.py.
+    connection.execute(
+        """UPDATE results SET maintenance = true
+           WHERE started_at < $end - INTERVAL 100 DAY AND hash(started_at) % 5 = 0""",
+        {"end": NOW},
+    )
+    connection.execute(
+        "UPDATE results SET status = 'degraded' WHERE status = 'pass' AND hash(started_at) % 9 = 0"
+    )
+    connection.close()
+    yield path
+
+
+def test_90_and_365_day_windows_on_the_pages_equal_the_raw_rows(
+    long_state: Path, tmp_path: Path
+) -> None:
+    def shown() -> dict[tuple[str, str], tuple[int, int]]:
+        connection = open_state(long_state)
+        assert connection is not None
+        with connection:
+            build_site(connection, tmp_path / "site", NOW)
+            found = queries.window_figures(connection, Tables())
+        return {
+            (window, canary): (figure.runs, figure.passes)
+            for (window, canary, region), figure in found.items()
+            if region is None and window in ("90d", "365d")
+        }
+
+    today = NOW.replace(hour=0, minute=0)
+    expected = {
+        (name, canary): raw_uptime(
+            long_state, canary, today - timedelta(days=length - 1), NOW + timedelta(minutes=1)
+        )
+        for name, length in (("90d", 90), ("365d", 365))
+        for canary in CANARIES
+    }
+    assert expected[("90d", "web/shop")][0] < expected[("365d", "web/shop")][0]
+    assert shown() == expected
+
+    # Archived, and with a late run for a day of the 90-day window: the same, plus it.
+    assert reconcile("results", "archive", "--state", str(long_state))[0] == 0
+    late = today - timedelta(days=60, minutes=-7)
+    connection = open_state(long_state)
+    assert connection is not None
+    with connection:
+        connection.execute(
+            """INSERT INTO results (agent, region, canary, parent, check_name, check_type,
+                                   started_at, duration_ms, status, received_at)
+               VALUES ('eu-1', 'eu', 'web/shop@eu-1', 'web/shop', 'check', 'http', $at, 9.0,
+                       'fail', now())""",
+            {"at": late},
+        )
+    for name in ("90d", "365d"):
+        runs, passes = expected[(name, "web/shop")]
+        expected[(name, "web/shop")] = (runs + 1, passes)
+    assert shown() == expected
+
+
+def test_the_per_day_tier_survives_archiving_and_a_restart(state: Path) -> None:
+    code, out, err = reconcile("results", "archive", "--state", str(state))
+    assert code == 0, err
+    # The first run meets a state file without the tier: it is backfilled, with progress.
+    moved = int(out.split("archived ")[-1].split(" day(s)")[0])
+    assert moved >= 5 and err.count("per-day tier: ") == moved, err
+    filled = tier_rows(state)
+    assert {row[0] for row in filled} == set(CANARIES)
+    connection = open_state(state, read_only=True)
+    assert connection is not None
+    with connection:
+        known = days.until(connection)
+    assert known == (NOW - timedelta(days=35)).timestamp() // DAY_SECONDS
+
+    # Reopened (a restart) and archived again: the same rows, nothing written again.
+    code, _, err = reconcile("results", "archive", "--state", str(state))
+    assert code == 0 and "per-day tier" not in err
+    assert tier_rows(state) == filled
+
+    # Runs, passes and p95 are those of the raw rows, archived or not.
+    connection = open_state(state, read_only=True)
+    assert connection is not None
+    with connection:
+        mismatched = connection.execute(
+            """SELECT count(*) FROM result_days t FULL JOIN (
+                   SELECT parent, region, check_name,
+                          (epoch_us(started_at) // 86400000000)::INTEGER AS day, count(*) AS runs,
+                          count(*) FILTER (WHERE status = 'pass') AS passes,
+                          quantile_cont(duration_ms, 0.95) AS p95
+                   FROM results_all WHERE started_at < $today
+                   GROUP BY ALL) r USING (parent, region, check_name, day)
+               WHERE t.runs IS DISTINCT FROM r.runs OR t.passes IS DISTINCT FROM r.passes
+                  OR t.p95 IS DISTINCT FROM r.p95 OR len(t.bins) <> len(t.counts)
+                  OR list_sum(t.counts) <> t.runs""",
+            {"today": datetime.fromtimestamp(known * DAY_SECONDS, UTC)},
+        ).fetchone()
+    assert mismatched == (0,)
+
+    # A state file whose archived days predate the tier gets it once, from the files.
+    connection = open_state(state)
+    assert connection is not None
+    with connection:
+        connection.execute("DELETE FROM result_days")
+        connection.execute("DELETE FROM meta WHERE key LIKE 'days_%'")
+    code, _, err = reconcile("results", "archive", "--state", str(state))
+    assert code == 0 and err.count("per-day tier: ") == moved
+    assert tier_rows(state) == filled
+
+    # The site fills the days after them, and reads them all.
+    with open_state(state) as connection:
+        build_site(connection, state.parent / "site", NOW)
+        assert days.until(connection) == NOW.timestamp() // DAY_SECONDS
+        held = connection.execute("SELECT count(DISTINCT day) FROM result_days").fetchone()
+    assert held == (DAYS,)
+
+
+def test_the_365_day_figure_reads_the_tier_and_equals_the_raw_rows(state: Path) -> None:
+    since, until = NOW - timedelta(days=365), NOW + timedelta(minutes=1)
+    with open_state(state) as connection:
+        # Slow and retried runs are counted apart (core/outcomes.py), by the tier too.
+        connection.execute(
+            "UPDATE results SET status = 'degraded' "
+            "WHERE status = 'pass' AND hash(started_at) % 9 = 0"
+        )
+        connection.execute("UPDATE results SET retries = 1 WHERE hash(started_at) % 11 = 0")
+        counted = connection.execute(
+            f"""SELECT {SQL_RUNS}, {SQL_PASSES}, {SQL_DEGRADED}, {SQL_RETRIED} FROM results
+                WHERE parent = 'web/shop'"""
+        ).fetchone()
+    assert counted is not None and counted[2] > 0 and counted[3] > 0
+    raw = dict(zip(("total", "passed", "degraded", "retried"), counted, strict=True))
+    assert reconcile("results", "archive", "--state", str(state))[0] == 0
+    connection = open_state(state, read_only=True)
+    assert connection is not None
+    with connection:
+        assert days.until(connection) > 0  # the whole days below come from the tier
+        whole = reports.uptime(connection, "web/shop", since, until, None)
+        assert {key: whole[key] for key in raw} == raw
+        year = reports.uptime(connection, "web/shop", since, until, "eu")
+        latency = reports.latency(connection, "web/shop", since, until, None, DAY_SECONDS)
+        exact = connection.execute(
+            """SELECT quantile_cont(duration_ms, [0.5, 0.95, 0.99]) FROM results_all
+               WHERE parent = 'web/shop'"""
+        ).fetchone()
+    eu = raw_uptime(state, "web/shop", since, until)
+    assert (year["total"], year["passed"]) != eu  # one region of two
+    assert year["total"] == DAYS * 72 and year["checks"][0]["total"] == year["total"]
+    assert exact is not None
+    for key, value in zip(("p50", "p95", "p99"), exact[0], strict=True):
+        assert abs(latency[key] - value) <= 0.02 * value, (key, latency[key], value)
+
+
+def test_a_server_backfills_the_tier_a_few_days_a_build(tmp_path: Path) -> None:
+    """A server's builds (staging ahead) write 5 days of the tier each; the long windows
+    wait for the tier to hold every day they cover, then show the raw rows' figures."""
+    path = tmp_path / "state.duckdb"
+    with open_state(path) as connection:
+        generate(connection, days=12)
+        builder = SiteBuilder(tmp_path / "site", stage_ahead=True)
+        shown = []
+        for minute in range(4):
+            builder.build(connection, NOW + timedelta(minutes=minute))
+            held = connection.execute("SELECT count(DISTINCT day) FROM result_days").fetchone()
+            shown.append(
+                (held[0] if held else 0, sorted(queries.window_states(connection, Tables())))
+            )
+        figures_ = queries.window_figures(connection, Tables())
+    long = ["24h", "30d", "365d", "7d", "90d"]
+    assert shown == [(5, ["24h", "30d", "7d"]), (10, ["24h", "30d", "7d"]), (12, long), (12, long)]
+    today = NOW.replace(hour=0, minute=0)
+    runs, passes = raw_uptime(
+        path, "web/api", today - timedelta(days=364), NOW + timedelta(hours=1)
+    )
+    year = figures_[("365d", "web/api", None)]
+    assert (year.runs, year.passes) == (runs, passes)

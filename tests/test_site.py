@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.core.sketch import ALPHA
 from reconciler.sitebuild import build_site
 from reconciler.sitebuild.fleet_pages import verdict
-from reconciler.sitebuild.sketch import ALPHA
 from reconciler.store.db import Connection, open_state
 from reconciler.store.deployments import add_evaluation, latest_runs, save_run
 from reconciler.store.resources import all_resources
@@ -240,6 +240,27 @@ def test_figures_match_hand_computed_uptime_and_quantiles(fleet: tuple[Path, Con
     assert 'aria-label="Filter by region"' in index  # two regions
 
 
+def test_90_and_365_day_pages_count_today_and_the_days_before(
+    fleet: tuple[Path, Connection],
+) -> None:
+    state, connection = fleet
+    site = state.parent / "site"
+    every = [duration for _, _, duration, _ in SHOP]
+    # Today: the runs are in the long windows' open part; two days later, in a whole day of
+    # the per-day tier.
+    for now in (NOW, NOW + timedelta(days=2)):
+        build_site(connection, site, now)
+        for name in ("90d", "365d"):
+            page = read(site, f"canary/web.shop-{name}.html")
+            assert kpi(page, f"Uptime ({name})") == "90.00%", (now, name)
+            assert kpi(page, "Runs") == "10"
+            assert near(kpi(page, "p95"), quantile(every, 0.95))
+            assert (row := region_row(page, "eu")) and (row[0], row[3]) == ("87.50%", "8")
+        status = read(site, "status.html")
+        assert "Uptime 365 days" in status
+    assert kpi(read(site, "canary/web.shop.html"), "Runs") != "10"  # 24 hours: none left
+
+
 def test_region_pages_are_scoped(fleet: tuple[Path, Connection]) -> None:
     state, connection = fleet
     site = state.parent / "site"
@@ -290,7 +311,7 @@ def test_links_are_relative_and_assets_local(fleet: tuple[Path, Connection]) -> 
     site = state.parent / "site"
     build_site(connection, site, NOW)
     files = sorted(p for p in site.rglob("*") if p.is_file() and p.suffix in (".html", ".css"))
-    assert (site / "static" / "site.css") in files and len(files) == 22  # 21 pages (+ 2 CSV)
+    assert (site / "static" / "site.css") in files and len(files) == 32  # 31 pages (+ 2 CSV)
     for path in files:
         text = path.read_text()
         assert "http://" not in text and "https://" not in text, path
@@ -428,6 +449,8 @@ def test_incremental_rollups_equal_a_build_from_scratch(fleet: tuple[Path, Conne
         (day + timedelta(hours=14, minutes=1), [("us-1", "us", 52.0, "pass")]),
         (day + timedelta(hours=23, minutes=55), [("eu-1", "eu", 13.0, "pass")]),
         (day + timedelta(days=1, minutes=1), [("eu-1", "eu", 14.0, "pass")]),
+        # The 90- and 365-day windows move at 00:13, by the day that entered.
+        (day + timedelta(days=1, minutes=16), [("us-1", "us", 70.0, "fail")]),
     ]
     for started, runs in arrivals:
         for run in runs:
@@ -454,6 +477,8 @@ def test_incremental_rollups_equal_a_build_from_scratch(fleet: tuple[Path, Conne
         assert stored
     api = read(site, "canary/web.api-7d.html")
     assert kpi(api, "Runs") == "3"  # the late row counts in the 7-day window
+    tiered = _rows(connection, "SELECT win, runs FROM main.site_window WHERE region IS NULL")
+    assert ("365d", 15) in tiered and ("90d", 15) in tiered  # yesterday's runs, moved in
 
 
 def test_a_removed_canary_loses_its_pages(tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ def test_an_outage_seconds_before_a_build_shows_in_every_figure(
     assert row and "75.00%" in row.group(1) and ">12<" in row.group(1)
     status = read(site, "status.html")
     row = re.search(r'web\.shop\.html">web/shop</a></th>(.*?)</tr>', status)
-    assert row and re.findall(r"<td>([^<]*)</td>", row.group(1)) == ["75.00%"] * 3
+    assert row and re.findall(r"<td>([^<]*)</td>", row.group(1)) == ["75.00%"] * 5
     region = read(site, "region-us.html")
     row = re.search(r'web\.shop\.html">web/shop</a></th>(.*?)</tr>', region)
     assert row and "50.00%" in row.group(1)
@@ -125,7 +125,13 @@ def test_a_rebuild_with_nothing_new_rewrites_no_canary_page(
     build_site(connection, site, NOW + timedelta(minutes=1))
     after = {p: p.stat().st_ino for p in (site / "canary").iterdir()}
     changed = sorted(p.name for p in before if before[p] != after[p])
-    assert changed == ["web.api-30d.html", "web.api-7d.html", "web.api.html"]
+    assert changed == [
+        "web.api-30d.html",
+        "web.api-365d.html",
+        "web.api-7d.html",
+        "web.api-90d.html",
+        "web.api.html",
+    ]
     assert kpi(read(site, "canary/web.api-30d.html"), "Runs") == "3"
 
 

@@ -40,7 +40,7 @@ def test_no_two_windows_move_in_the_same_minute() -> None:
 
 def test_the_first_build_computes_and_publishes_every_window() -> None:
     steps = plan_steps({}, NOON, None, None)
-    assert [s.window.name for s in steps] == ["24h", "7d", "30d"]
+    assert [s.window.name for s in steps] == ["24h", "7d", "30d", "90d", "365d"]
     for step in steps:
         assert step.compute is not None and step.compute.old is None  # from scratch
         assert not step.stage and step.published == step.window.bounds(NOON)

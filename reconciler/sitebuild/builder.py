@@ -35,6 +35,8 @@ from reconciler.sitebuild.rollups import backfill, update
 from reconciler.sitebuild.silence import silent_of
 from reconciler.sitebuild.sla import has_months, months_of, refresh_months
 from reconciler.sitebuild.tables import Tables, ensure_tables
+from reconciler.store import days
+from reconciler.store.archive import DAY_SECONDS
 from reconciler.store.db import Connection
 from reconciler.store.deployments import run_views
 from reconciler.store.incidents import list_incidents
@@ -49,6 +51,8 @@ INCIDENTS_SHOWN = 200
 # Half of DuckDB's `wal_autocheckpoint` default (16 MiB).
 CHECKPOINT_FROM = 8 * 2**20
 EVALUATIONS_SHOWN = 10
+# Days of the per-day tier a server's build writes at most (a backfill spreads over builds).
+TIER_DAYS_PER_BUILD = 5
 
 
 @dataclass
@@ -148,12 +152,19 @@ class SiteBuilder:
         started = time.perf_counter()
         ensure_tables(connection, self.tables)
         backfill(connection, self.tables, _seconds(now))
+        tier_late_from, tier_until = self._fill_tier(connection, now)
         connection.execute("BEGIN TRANSACTION")
         try:
             refreshed = update(connection, self.tables, _seconds(now))
             middle = time.perf_counter()
             updated = figures.update_windows(
-                connection, self.tables, _seconds(now), refreshed.late_from, self.staging
+                connection,
+                self.tables,
+                _seconds(now),
+                refreshed.late_from,
+                self.staging,
+                tier_late_from,
+                tier_until,
             )
             self.windows, self.staged = updated.published, updated.staged
             # Staging ahead, the months move between builds, except the first time: the
@@ -178,6 +189,22 @@ class SiteBuilder:
             "windows": time.perf_counter() - middle,
         }
         return self.windows
+
+    def _fill_tier(self, connection: Connection, now: datetime) -> tuple[int | None, int | None]:
+        """Bring the per-day tier up to date (`store/days.py`); returns the earliest day (s)
+        late rows changed in it, and its watermark (None: the tables are temporary, the
+        state file is not written, and the long windows read raw rows for the days the
+        tier lacks).
+
+        A builder rebuilding every minute writes a few days a build, so that a state file
+        that predates the tier is backfilled without holding the writer for minutes.
+        """
+        if self.tables.temporary:
+            return None, None
+        known = days.until(connection)
+        most = None if self.staging is figures.Staging.WITH_BUILD else TIER_DAYS_PER_BUILD
+        late = [day for day in days.fill(connection, now, most=most) if day < known]
+        return (min(late) * DAY_SECONDS if late else None), days.until(connection)
 
     def stage_ahead(self, connection: Connection, now: datetime) -> list[str]:
         """Compute the figures of the windows that moved since the last build and keep them

@@ -77,6 +77,8 @@ def _nice(value: float) -> float:
 
 def _slot_label(window: Window, moment: int) -> str:
     when = datetime.fromtimestamp(moment, UTC)
+    if window.step % DAY == 0:
+        return when.strftime("%d %b %Y")
     return when.strftime("%H:%M" if window.days is None else "%d %b %H:%M")
 
 
@@ -92,8 +94,19 @@ def _row_heads(window: Window, start: int, slots: int) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=8)
 def _x_axis(window: Window, start: int, slots: int) -> str:
-    """Tick labels: every 6 hours (24h), every day (7d), every 5 days (30d)."""
-    every = 6 * 3600 if window.days is None else DAY if window.days <= 7 else 5 * DAY
+    """Tick labels: every 6 hours (24h), every day (7d), every 5 days (30d), every 15 days
+    (90d), every 60 days (365d)."""
+    if window.days is None:
+        every = 6 * 3600
+    else:
+        every = next(
+            (
+                each
+                for most, each in ((7, DAY), (30, 5 * DAY), (90, 15 * DAY))
+                if window.days <= most
+            ),
+            60 * DAY,
+        )
     fmt = "%H:%M" if window.days is None else "%d %b"
     parts = []
     first = -(-start // every) * every  # ticks on whole 6 hours, days, 5 days

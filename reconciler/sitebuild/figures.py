@@ -30,16 +30,19 @@ from __future__ import annotations
 from enum import Enum
 from typing import NamedTuple
 
+from reconciler.core.sketch import quantiles_sql
 from reconciler.sitebuild.moves import Move, plan_steps
-from reconciler.sitebuild.sketch import quantiles_sql
 from reconciler.sitebuild.tables import (
     SHOWN_SQL,
     Tables,
     at,
+    both_levels,
+    ensure_keys,
     hist_select,
     read_meta,
     write_meta,
 )
+from reconciler.sitebuild.tiered import tier_figures
 from reconciler.sitebuild.windows import DAY, ROLLUP_STEP, Window
 from reconciler.store.db import Connection
 
@@ -73,6 +76,8 @@ def update_windows(
     now: int,
     late_from: int | None,
     staging: Staging = Staging.WITH_BUILD,
+    tier_late_from: int | None = None,
+    tier_until: int | None = None,
 ) -> Updated:
     """Compute, stage and publish window figures as `moves.plan_steps` decides (in the
     caller's transaction).
@@ -82,10 +87,22 @@ def update_windows(
     staging them) without paying for the move, and the next build publishes the staged
     figures. A builder that never makes the `AHEAD` call loses nothing: the next build,
     finding nothing staged, stages or publishes as usual.
+
+    Tiered windows (`tiered.py`) take `tier_late_from` as their `late_from`, and wait while
+    the per-day tier lacks days they cover (`tier_until`, its watermark; None: do not wait,
+    days it lacks are read from raw rows).
     """
     meta = read_meta(connection, tables)
     built = meta.get("built")
-    steps = plan_steps(meta, now, late_from, int(built) if built else None)
+    steps = [
+        step
+        for step in plan_steps(
+            meta, now, late_from, int(built) if built else None, tier_late_from=tier_late_from
+        )
+        if not step.window.tier
+        or tier_until is None
+        or step.window.bounds(now)[1] // DAY <= tier_until
+    ]
     if staging is Staging.DEFERRED:
         steps = [step for step in steps if not step.stage]
     elif staging is Staging.AHEAD:
@@ -100,7 +117,10 @@ def update_windows(
                 {"w": name, "staged": staged_name(name)},
             )
         move = step.compute
-        if move is not None:
+        if move is not None and step.window.tier:
+            # Figures and chart points at once, from the per-day tier (never staged).
+            tier_figures(connection, tables, move)
+        elif move is not None:
             target = staged_name(name) if step.stage else name
             # Sums move from the last computed figures (staged ones if any).
             source = staged_name(name) if meta.get(f"window.{name}.staged") else name
@@ -114,7 +134,8 @@ def update_windows(
         connection.execute(
             f"DELETE FROM {tables.window} WHERE win = $staged", {"staged": staged_name(name)}
         )
-        _chart(connection, tables, step.chart)
+        if not step.window.tier:
+            _chart(connection, tables, step.chart)
         _series(connection, tables, step.chart.window)
         changed[f"window.{name}"] = f"{step.chart.start}:{step.chart.end}"
         changed[f"window.{name}.staged"] = ""
@@ -126,12 +147,6 @@ def update_windows(
         [step.window.name for step in steps if step.stage],
         [step.window.name for step in steps if step.promote],
     )
-
-
-def _both_levels(relation: str, sign: str = "") -> str:
-    """(parent, region, bin, n) summed per canary and region and per canary (region NULL)."""
-    return f"""SELECT parent, region, bin, {sign}sum(n) AS n FROM {relation}
-               GROUP BY GROUPING SETS ((parent, region, bin), (parent, bin))"""
 
 
 def _histogram(connection: Connection, tables: Tables, move: Move, hist_to: int) -> None:
@@ -146,13 +161,13 @@ def _histogram(connection: Connection, tables: Tables, move: Move, hist_to: int)
     if move.window.days is None:
         # Rolling: raw rows, a day of them from scratch, minutes of them entering and leaving.
         if move.old is None:
-            delta = _both_levels(counted)
+            delta = both_levels(counted)
             parameters: dict[str, object] = {"lo": at(move.start), "hi": at(move.end)}
         else:
             (enter_lo, enter_hi), (left_lo, left_hi) = move.entered, move.left
             left = hist_select("started_at >= $l0 AND started_at < $l1")
             left = f"(SELECT parent, region, bin, n FROM ({left}))"
-            delta = f"{_both_levels(counted)} UNION ALL {_both_levels(left, '-')}"
+            delta = f"{both_levels(counted)} UNION ALL {both_levels(left, '-')}"
             parameters = {
                 "lo": at(enter_lo),
                 "hi": at(enter_hi),
@@ -163,7 +178,7 @@ def _histogram(connection: Connection, tables: Tables, move: Move, hist_to: int)
         # The days the window touches, less what the last of them holds after its end.
         last = (move.end - 1) // DAY
         days = f"(SELECT parent, region, bin, n FROM {tables.hist} WHERE day BETWEEN $d0 AND $d1)"
-        delta = f"{_both_levels(days)} UNION ALL {_both_levels(counted, '-')}"
+        delta = f"{both_levels(days)} UNION ALL {both_levels(counted, '-')}"
         parameters = {
             "d0": move.start // DAY,
             "d1": last,
@@ -175,7 +190,7 @@ def _histogram(connection: Connection, tables: Tables, move: Move, hist_to: int)
         # calendar window starts at midnight) are read back from the daily histograms.
         (enter_lo, enter_hi), (left_lo, left_hi) = move.entered, move.left
         left = f"(SELECT parent, region, bin, n FROM {tables.hist} WHERE day >= $l0 AND day < $l1)"
-        delta = f"{_both_levels(counted)} UNION ALL {_both_levels(left, '-')}"
+        delta = f"{both_levels(counted)} UNION ALL {both_levels(left, '-')}"
         parameters = {
             "lo": at(enter_lo),
             "hi": at(enter_hi),
@@ -183,7 +198,7 @@ def _histogram(connection: Connection, tables: Tables, move: Move, hist_to: int)
             "l1": left_hi // DAY,
         }
     connection.execute(f"CREATE OR REPLACE TEMP TABLE site_delta AS {delta}", parameters)
-    _ensure_keys(connection, tables, "site_delta")
+    ensure_keys(connection, tables, "site_delta")
     connection.execute(
         f"""CREATE OR REPLACE TEMP TABLE site_moved AS
             SELECT k.id, d.bin, sum(d.n)::BIGINT AS n FROM site_delta d JOIN {tables.keys} k
@@ -213,19 +228,6 @@ def _histogram(connection: Connection, tables: Tables, move: Move, hist_to: int)
         connection.execute(f"DELETE FROM {tables.whist} WHERE win = $w AND n = 0", {"w": name})
     connection.execute("DROP TABLE site_delta")
     connection.execute("DROP TABLE site_moved")
-
-
-def _ensure_keys(connection: Connection, tables: Tables, relation: str) -> None:
-    """Give every (canary, region) and (canary, NULL) of `relation` an id in `site_keys`."""
-    connection.execute(
-        f"""INSERT INTO {tables.keys} (id, parent, region)
-            SELECT (SELECT coalesce(max(id), 0) FROM {tables.keys})
-                       + row_number() OVER (ORDER BY parent, region), parent, region
-            FROM (SELECT DISTINCT parent, region FROM {relation}) fresh
-            WHERE NOT EXISTS (
-                SELECT 1 FROM {tables.keys} k
-                WHERE k.parent = fresh.parent AND k.region IS NOT DISTINCT FROM fresh.region)"""
-    )
 
 
 def _sketch_figures(

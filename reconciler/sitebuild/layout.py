@@ -8,6 +8,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from reconciler.core.sketch import ALPHA
 from reconciler.core.status import SEVERITY as STATUS_SEVERITY
 from reconciler.sitebuild import formatting as fmt
 from reconciler.sitebuild.model import (
@@ -21,7 +22,6 @@ from reconciler.sitebuild.model import (
     link,
 )
 from reconciler.sitebuild.queries import Figures, WindowState
-from reconciler.sitebuild.sketch import ALPHA
 from reconciler.sitebuild.windows import WINDOWS, Window
 
 _CURRENT = ' aria-current="page"'

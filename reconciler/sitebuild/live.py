@@ -23,9 +23,9 @@ figures overlaid with them.
 from __future__ import annotations
 
 from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
+from reconciler.core.sketch import BIN_SQL, quantiles_sql
 from reconciler.sitebuild.figures import WINDOW_COLUMNS
 from reconciler.sitebuild.moves import Bounds, parse
-from reconciler.sitebuild.sketch import BIN_SQL, quantiles_sql
 from reconciler.sitebuild.tables import (
     BUCKET_SQL,
     LIVE_DDL,
@@ -35,6 +35,7 @@ from reconciler.sitebuild.tables import (
     hist_select,
     read_meta,
 )
+from reconciler.sitebuild.tiered import open_part, today_points
 from reconciler.sitebuild.windows import DAY, WINDOWS, Window, floor_to
 from reconciler.store.db import Connection
 
@@ -46,7 +47,12 @@ def refresh_live(connection: Connection, tables: Tables) -> None:
     for name, columns in LIVE_DDL.items():
         connection.execute(f"CREATE OR REPLACE TEMP TABLE site_{name} ({columns})")
     published = [(window, parse(meta.get(f"window.{window.name}"))) for window in WINDOWS]
-    ends = [bounds[1] for _, bounds in published if bounds is not None]
+    # A tiered window's open part is today, from the rollups and today's histogram, and the
+    # raw rows after the histogram's last block (`tiered.py`).
+    hist_to = int(meta.get("hist_to", "0"))
+    ends = [
+        hist_to if window.tier else bounds[1] for window, bounds in published if bounds is not None
+    ]
     if not ends:
         return
     # Every window's end is on a rollup bucket: one pass groups the rows by bucket, and
@@ -59,12 +65,29 @@ def refresh_live(connection: Connection, tables: Tables) -> None:
             GROUP BY parent, region, bucket, bin""",
         {"since": at(min(ends))},
     )
+    today: int | None = None  # the end `site_today` was computed from
     for window, bounds in published:
-        if bounds is not None:
+        if bounds is not None and window.tier:
+            if today != bounds[1]:  # the tiered windows share their open part nearly always
+                sums, bins, parameters = open_part(tables, hist_to)
+                _drop_open(connection)
+                _open_tables(connection, tables, sums, bins, {"end": bounds[1], **parameters})
+                today_points(connection, tables, bounds[1], hist_to)
+                today = bounds[1]
+            _insert_window(connection, tables, window)
+            connection.execute(
+                f"""INSERT INTO {tables.tail} (win, parent, region, slot, p95, shown)
+                    SELECT $w, parent, region, slot, p95, {SHOWN_SQL.format("p95")}
+                    FROM site_today""",
+                {"w": window.name},
+            )
+        elif bounds is not None:
             staged = parse(meta.get(f"window.{window.name}.staged"))
             _figures(connection, tables, window, bounds, staged or bounds)
             _tail(connection, tables, window, *bounds)
     connection.execute("DROP TABLE site_open")
+    connection.execute("DROP TABLE IF EXISTS site_today")
+    _drop_open(connection)
 
 
 def _figures(
@@ -78,36 +101,71 @@ def _figures(
     calendar window's days), less what entered, which the open part holds anyway.
     """
     (start, end), (latest_start, latest_end) = published, latest
+    left, parameters = _left(tables, window, start, latest_start)
+    _insert_live(
+        connection,
+        tables,
+        window,
+        "SELECT parent, region, runs, passes FROM site_open WHERE bucket >= $end",
+        f"""SELECT parent, region, bin, n FROM site_open WHERE bucket >= $latest
+            UNION ALL
+            {left}""",
+        {"end": end, "latest": latest_end, **parameters},
+    )
+
+
+def _insert_live(
+    connection: Connection,
+    tables: Tables,
+    window: Window,
+    sums: str,
+    bins: str,
+    parameters: dict[str, object],
+) -> None:
+    """`site_live` rows of one window: its stored figures (`site_window`, `site_whist`) plus
+    the open part's runs and passes (`sums`: parent, region, runs, passes) and latency
+    counts (`bins`: parent, region, bin, n), for every key with runs in the open part."""
+    _open_tables(connection, tables, sums, bins, parameters)
+    _insert_window(connection, tables, window)
+    _drop_open(connection)
+
+
+def _open_tables(
+    connection: Connection, tables: Tables, sums: str, bins: str, parameters: dict[str, object]
+) -> None:
+    """An open part's sums and latency counts by key (`site_open_sums`, `site_open_keys`,
+    `site_open_bins`): the same for windows with the same open part (the tiered ones)."""
+    used = {key: value for key, value in parameters.items() if f"${key}" in sums}
     connection.execute(
-        """CREATE OR REPLACE TEMP TABLE site_open_sums AS
-           SELECT parent, region, sum(n) AS n, sum(runs) AS runs, sum(passes) AS passes
-           FROM site_open
-           WHERE bucket >= $end GROUP BY GROUPING SETS ((parent, region), (parent))""",
-        {"end": end},
+        f"""CREATE OR REPLACE TEMP TABLE site_open_sums AS
+            SELECT parent, region, sum(runs) AS runs, sum(passes) AS passes FROM ({sums})
+            GROUP BY GROUPING SETS ((parent, region), (parent))""",
+        used,
     )
     # Keys of the window histogram; a key new since the last move has no histogram rows, so
     # it takes a negative id of this build's own rather than one written to `site_keys`.
     connection.execute(
         f"""CREATE OR REPLACE TEMP TABLE site_open_keys AS
             SELECT coalesce(k.id, -row_number() OVER (ORDER BY o.parent, o.region)) AS id,
-                   o.parent, o.region, o.n, o.runs, o.passes
+                   o.parent, o.region, o.runs, o.passes
             FROM site_open_sums o LEFT JOIN {tables.keys} k
               ON k.parent = o.parent AND k.region IS NOT DISTINCT FROM o.region"""
     )
-    left, parameters = _left(tables, window, start, latest_start)
+    used = {key: value for key, value in parameters.items() if f"${key}" in bins}
     connection.execute(
         f"""CREATE OR REPLACE TEMP TABLE site_open_bins AS
             SELECT k.id, b.bin, sum(b.n) AS n FROM (
-                SELECT parent, region, bin, sum(n) AS n FROM (
-                    SELECT parent, region, bin, n FROM site_open WHERE bucket >= $latest
-                    UNION ALL
-                    {left})
+                SELECT parent, region, bin, sum(n) AS n FROM ({bins})
                 GROUP BY GROUPING SETS ((parent, region, bin), (parent, bin))) b
             JOIN site_open_keys k
               ON k.parent = b.parent AND k.region IS NOT DISTINCT FROM b.region
             GROUP BY k.id, b.bin""",
-        {"latest": latest_end, **parameters},
+        used,
     )
+
+
+def _insert_window(connection: Connection, tables: Tables, window: Window) -> None:
+    """`site_live` rows of one window from the open part's tables (`_open_tables`)."""
     # Materialised: the quantile query reads its counts twice (running sums and totals).
     # A (key, bin) may come twice (stored and open): the running sum over both rows still
     # first exceeds a rank in the same bin, since every count is positive.
@@ -130,8 +188,12 @@ def _figures(
             LEFT JOIN quantiles q USING (id)""",
         {"w": window.name},
     )
-    for table in ("site_open_sums", "site_open_keys", "site_open_bins", "site_open_counts"):
-        connection.execute(f"DROP TABLE {table}")
+    connection.execute("DROP TABLE site_open_counts")
+
+
+def _drop_open(connection: Connection) -> None:
+    for table in ("site_open_sums", "site_open_keys", "site_open_bins"):
+        connection.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _left(

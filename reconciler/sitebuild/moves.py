@@ -86,7 +86,7 @@ def parse(text: str | None) -> Bounds | None:
 def movable(window: Window, old: Bounds | None, new: Bounds, late_from: int | None) -> bool:
     """Whether figures for `new` can be moved from those for `old`: the window only went
     forward and still overlaps itself, late rows changed nothing before the old end, and
-    (7 d, 30 d) both starts are on a day, so the days that left are whole."""
+    (7 d, 30 d, 90 d, 365 d) both starts are on a day, so the days that left are whole."""
     return (
         old is not None
         and old[0] <= new[0] < old[1] <= new[1]
@@ -101,6 +101,7 @@ def plan_steps(
     late_from: int | None,
     previous_build: int | None,
     windows: tuple[Window, ...] = WINDOWS,
+    tier_late_from: int | None = None,
 ) -> list[Step]:
     """What to do with each window at `now`, from the stored bounds (`window.<name>`
     published, `window.<name>.staged`).
@@ -111,10 +112,16 @@ def plan_steps(
         late_from: the earliest time late rows changed (s), or None.
         previous_build: when the previous build ran (s), or None.
         windows: the windows.
+        tier_late_from: the earliest day (s) whose per-day tier rows late rows changed, or
+            None: what `late_from` is to the other windows, for the tiered ones.
     """
-    stage = previous_build is not None and 0 <= now - previous_build <= STAGE_WITHIN
+    rollup_late_from = late_from
+    staging = previous_build is not None and 0 <= now - previous_build <= STAGE_WITHIN
     steps = []
     for window in windows:
+        # Tiered windows move once a day and are published at once (`tiered.py`).
+        stage = staging and not window.tier
+        late_from = tier_late_from if window.tier else rollup_late_from
         bounds = window.bounds(now)
         published = parse(meta.get(f"window.{window.name}"))
         staged = parse(meta.get(f"window.{window.name}.staged"))

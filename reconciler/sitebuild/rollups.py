@@ -43,7 +43,14 @@ from reconciler.sitebuild.tables import (
     scalar,
     write_meta,
 )
-from reconciler.sitebuild.windows import DAY, LONG_STEP, ROLLUP_STEP, SETTLE, WINDOWS, floor_to
+from reconciler.sitebuild.windows import (
+    DAY,
+    LONG_STEP,
+    ROLLUP_STEP,
+    ROLLUP_WINDOWS,
+    SETTLE,
+    floor_to,
+)
 from reconciler.store.archive import source
 from reconciler.store.db import Connection
 
@@ -78,10 +85,10 @@ def backfill(connection: Connection, tables: Tables, now: int) -> bool:
         connection.execute(f"DELETE FROM {tables.named(name)}")
     long_end = floor_to(now - SETTLE, LONG_STEP)
     today = long_end // DAY
-    # From scratch, back to the longest window's first day (and one more): older rows,
+    # From scratch, back to the longest rollup window's first day (and one more): older rows,
     # live or archived (`store.archive`), are in no window. The rows of the horizon's days
     # may be in history files; `source` picks each day's own.
-    horizon = at((today - max(window.days or 1 for window in WINDOWS) - 1) * DAY)
+    horizon = at((today - max(window.days or 1 for window in ROLLUP_WINDOWS) - 1) * DAY)
     received = scalar(connection, "SELECT epoch_us(max(received_at)) FROM results")
     first, last = connection.execute(
         "SELECT epoch_us(min(started_at)), epoch_us(max(started_at)) FROM "

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
-from reconciler.sitebuild.sketch import BIN_SQL
+from reconciler.core.sketch import BIN_SQL
 from reconciler.sitebuild.windows import DAY, ROLLUP_STEP
 from reconciler.store.db import Connection
 
@@ -206,3 +206,22 @@ def hist_select(where: str, relation: str = "results") -> str:
     return f"""SELECT parent, region, {DAY_SQL} AS day, {BIN_SQL} AS bin, count(*) AS n
                FROM {relation} WHERE {where}
                GROUP BY parent, region, day, bin"""
+
+
+def both_levels(relation: str, sign: str = "") -> str:
+    """(parent, region, bin, n) summed per canary and region and per canary (region NULL)."""
+    return f"""SELECT parent, region, bin, {sign}sum(n) AS n FROM {relation}
+               GROUP BY GROUPING SETS ((parent, region, bin), (parent, bin))"""
+
+
+def ensure_keys(connection: Connection, tables: Tables, relation: str) -> None:
+    """Give every (canary, region) and (canary, NULL) of `relation` an id in `site_keys`."""
+    connection.execute(
+        f"""INSERT INTO {tables.keys} (id, parent, region)
+            SELECT (SELECT coalesce(max(id), 0) FROM {tables.keys})
+                       + row_number() OVER (ORDER BY parent, region), parent, region
+            FROM (SELECT DISTINCT parent, region FROM {relation}) fresh
+            WHERE NOT EXISTS (
+                SELECT 1 FROM {tables.keys} k
+                WHERE k.parent = fresh.parent AND k.region IS NOT DISTINCT FROM fresh.region)"""
+    )

@@ -1,4 +1,5 @@
-"""The report windows (24 h, 7 d, 30 d): where each starts and ends, and its chart frame.
+"""The report windows (24 h, 7 d, 30 d, 90 d, 365 d): where each starts and ends, and its
+chart frame.
 
 Every window's stored figures end on a step boundary, some time behind the clock
 (`Window.settle`), so that they are moved when a step closes rather than on every new result
@@ -18,6 +19,11 @@ times a day. Lagging 7 d by 3 minutes and 30 d by 8 puts their moves in minutes 
 own, at least 2 minutes from any move of the 24-hour window (which moves at :01, :16, :31,
 :46), so a server rebuilding every minute moves at most one window in a build. The lag does
 not show: the open part covers it.
+
+`90d` and `365d` are calendar windows too, read from the per-day tier (`store/days.py`,
+`tiered.py`) rather than from the rollups: their stored figures are the whole days before
+today, moved once a day (a quarter of an hour after midnight, in a minute of their own), and
+today is their open part. Their charts have one point per day.
 
 All times here are whole seconds since the Unix epoch.
 """
@@ -48,6 +54,7 @@ class Window:
         span: length in seconds of a rolling window (`days` is None).
         days: calendar days covered (today included), or None for a rolling window.
         settle: how far behind the clock the window ends (before rounding down to a step).
+        tier: stored figures come from the per-day tier (whole days), not the rollups.
     """
 
     name: str
@@ -57,6 +64,7 @@ class Window:
     span: int = 0
     days: int | None = None
     settle: int = SETTLE
+    tier: bool = False
 
     def bounds(self, now: int) -> tuple[int, int]:
         """The window's [start, end) at a time."""
@@ -84,7 +92,11 @@ WINDOWS: tuple[Window, ...] = (
     Window("24h", "24 hours", step=ROLLUP_STEP, end_step=ROLLUP_STEP, span=DAY),
     Window("7d", "7 days", step=7_200, end_step=LONG_STEP, days=7, settle=3 * 60),
     Window("30d", "30 days", step=21_600, end_step=LONG_STEP, days=30, settle=8 * 60),
+    Window("90d", "90 days", step=DAY, end_step=DAY, days=90, settle=11 * 60, tier=True),
+    Window("365d", "365 days", step=DAY, end_step=DAY, days=365, settle=13 * 60, tier=True),
 )
+# The windows kept from the rollups (every one but the tiered).
+ROLLUP_WINDOWS = tuple(window for window in WINDOWS if not window.tier)
 
 
 def window_named(name: str) -> Window:

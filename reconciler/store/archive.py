@@ -206,10 +206,15 @@ def archive(
     """
     import duckdb  # here: the CLI imports this module's constants without loading DuckDB
 
+    from reconciler.store import days  # here: it imports this module
+
     directory = directory.absolute()
     report = ArchiveReport(
         orphans_removed=prepare(connection, directory, archive_after, delete_after)
     )
+    # The per-day tier of the days to move first (a state file that predates the tier is
+    # backfilled once, here): each day's move then only has to add what arrived since.
+    days.fill(connection, now - archive_after, progress)
     for day in due_days(connection, now, archive_after):
         try:
             moved = move_day(connection, directory, day, now, report)
@@ -256,8 +261,13 @@ def _move_day(
     high = low + timedelta(days=1)
     span = {"lo": low, "hi": high}
     stamp = int(now.timestamp() * 1_000_000)
+    from reconciler.store import days  # here: it imports this module
+
     connection.execute("BEGIN TRANSACTION")
     try:
+        # The day's tier rows, from the rows about to move and the day's earlier files: in
+        # this transaction, so the tier never counts a row the history does not hold.
+        days.ensure(connection, day)
         regions = [
             row[0]
             for row in connection.execute(
@@ -322,6 +332,8 @@ def _delete_before(connection: Connection, day: int, report: ArchiveReport) -> N
         rows = connection.execute(
             "DELETE FROM archive_files WHERE day < $day RETURNING path, day", {"day": boundary}
         ).fetchall()
+        # The per-day tier forgets the deleted days too: no figure counts runs no row holds.
+        connection.execute("DELETE FROM result_days WHERE day < $day", {"day": day})
         define_view(connection)
         connection.execute("COMMIT")
     except BaseException:

@@ -148,6 +148,20 @@ _SCHEMA = [
         bytes BIGINT NOT NULL,
         archived_at TIMESTAMPTZ NOT NULL
     )""",
+    # The per-day tier (store/days.py): one row per canary, region, check and finished day.
+    """CREATE TABLE IF NOT EXISTS result_days (
+        parent VARCHAR NOT NULL,
+        region VARCHAR NOT NULL,
+        check_name VARCHAR NOT NULL,
+        day INTEGER NOT NULL,
+        runs BIGINT NOT NULL,
+        passes BIGINT NOT NULL,
+        degraded BIGINT NOT NULL,
+        retried BIGINT NOT NULL,
+        p95 DOUBLE NOT NULL,
+        bins SMALLINT[] NOT NULL,
+        counts BIGINT[] NOT NULL
+    )""",
     """CREATE VIEW IF NOT EXISTS results_all AS
        SELECT agent, region, canary, parent, check_name, check_type, started_at, duration_ms,
               status, code, message, phases, received_at

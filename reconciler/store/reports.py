@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
 from reconciler.core.outcomes import SQL_DEGRADED, SQL_PASSES, SQL_RETRIED, SQL_RUNS
 from reconciler.core.resources import Resource
+from reconciler.core.sketch import ALPHA, BIN_SQL, quantiles_sql
 from reconciler.core.status import document
-from reconciler.store.archive import source
+from reconciler.store import days
+from reconciler.store.archive import DAY_SECONDS, source
 from reconciler.store.db import Connection
 from reconciler.store.handle import StateHandle
 from reconciler.store.status import canary_statuses
@@ -26,6 +28,30 @@ _BUCKET = "epoch_us(started_at) // $step * $step"
 _BUCKET_AT = "strftime(make_timestamp(bucket), '%Y-%m-%dT%H:%M:%SZ')"
 _SCOPE = """parent = $parent AND started_at >= $since AND started_at < $until
             AND ($region::VARCHAR IS NULL OR region = $region)"""
+
+
+# Latency over a range longer than this (s) is read off per-day histograms (`store/days.py`)
+# when its buckets are whole days: quantiles within ALPHA of the exact ones.
+LONG_RANGE = 31 * DAY_SECONDS
+
+
+def _whole_days(since: datetime, until: datetime) -> tuple[int, int] | None:
+    """The whole UTC days [first, last) inside [since, until), or None when there are none."""
+    first = -(-int(since.timestamp()) // DAY_SECONDS)
+    last = int(until.timestamp()) // DAY_SECONDS
+    return (first, last) if first < last else None
+
+
+def _edges(
+    since: datetime, until: datetime, first: int, last: int
+) -> list[tuple[datetime, datetime]]:
+    """The partial days around [first, last): raw rows are read only there."""
+    start, end = _day_at(first), _day_at(last)
+    return [(low, high) for low, high in ((since, start), (end, until)) if low < high]
+
+
+def _day_at(day: int) -> datetime:
+    return datetime.fromtimestamp(day * DAY_SECONDS, UTC)
 
 
 def _scope(parent: str, since: datetime, until: datetime, region: str | None) -> dict[str, Any]:
@@ -115,14 +141,18 @@ def uptime(
         `total`, `passed`, `degraded` and `retried` (both among `passed`), `uptime` (passed /
         total, None without runs) and `checks`: the same per check name, sorted by name.
     """
-    rows = connection.execute(
-        f"""SELECT check_name, grouping(check_name) AS overall, {SQL_RUNS}, {SQL_PASSES},
-                   {SQL_DEGRADED}, {SQL_RETRIED}
-            FROM {source(connection, since, until)} WHERE {_SCOPE}
-            GROUP BY GROUPING SETS ((), (check_name))
-            ORDER BY overall DESC, check_name""",
-        _scope(parent, since, until, region),
-    ).fetchall()
+    whole = _whole_days(since, until)
+    if whole is None:
+        rows = connection.execute(
+            f"""SELECT check_name, grouping(check_name) AS overall, {SQL_RUNS}, {SQL_PASSES},
+                       {SQL_DEGRADED}, {SQL_RETRIED}
+                FROM {source(connection, since, until)} WHERE {_SCOPE}
+                GROUP BY GROUPING SETS ((), (check_name))
+                ORDER BY overall DESC, check_name""",
+            _scope(parent, since, until, region),
+        ).fetchall()
+    else:
+        rows = _uptime_by_days(connection, parent, since, until, region, *whole)
     figures: dict[str, Any] = {"total": 0, "passed": 0, "degraded": 0, "retried": 0}
     checks = []
     for check, overall, count, ok, degraded, retried in rows:
@@ -133,6 +163,41 @@ def uptime(
             checks.append({"check": check, **counts, "uptime": _ratio(ok, count)})
     passed, total = figures["passed"], figures["total"]
     return {**figures, "uptime": _ratio(passed, total), "checks": checks}
+
+
+def _uptime_by_days(
+    connection: Connection,
+    parent: str,
+    since: datetime,
+    until: datetime,
+    region: str | None,
+    first: int,
+    last: int,
+) -> list[tuple[Any, ...]]:
+    """`uptime`'s rows from the per-day tier for the whole days [first, last) and raw rows
+    for the partial days around them: the same sums, without reading a year of rows."""
+    tier, parameters = days.relation(connection, first, last, parent)
+    parts = [
+        f"""SELECT check_name, runs, passes, degraded, retried FROM {tier}
+            WHERE $region::VARCHAR IS NULL OR region = $region"""
+    ]
+    for index, (low, high) in enumerate(_edges(since, until, first, last)):
+        parts.append(
+            f"""SELECT check_name, {SQL_RUNS}, {SQL_PASSES}, {SQL_DEGRADED}, {SQL_RETRIED}
+                FROM {source(connection, low, high)}
+                WHERE parent = $parent AND started_at >= $lo{index} AND started_at < $hi{index}
+                  AND ($region::VARCHAR IS NULL OR region = $region)
+                GROUP BY check_name"""
+        )
+        parameters.update({f"lo{index}": low, f"hi{index}": high})
+    return connection.execute(
+        f"""SELECT check_name, grouping(check_name) AS overall, sum(runs)::BIGINT,
+                   sum(passes)::BIGINT, sum(degraded)::BIGINT, sum(retried)::BIGINT
+            FROM ({" UNION ALL ".join(parts)})
+            GROUP BY GROUPING SETS ((), (check_name))
+            ORDER BY overall DESC, check_name""",
+        {**parameters, "parent": parent, "region": region},
+    ).fetchall()
 
 
 def latency(
@@ -161,6 +226,13 @@ def latency(
         point per bucket, oldest first, with `at` (the bucket's start, RFC 3339), `count`
         and the three quantiles.
     """
+    whole = _whole_days(since, until)
+    if (
+        whole is not None
+        and until - since > timedelta(seconds=LONG_RANGE)
+        and step_seconds % DAY_SECONDS == 0
+    ):
+        return _latency_by_days(connection, parent, since, until, region, step_seconds, *whole)
     rows = connection.execute(
         f"""SELECT {_BUCKET} AS bucket, grouping(bucket) AS overall, {_BUCKET_AT},
                    count(*), {_QUANTILES}
@@ -169,7 +241,56 @@ def latency(
             ORDER BY overall DESC, bucket""",
         {**_scope(parent, since, until, region), "step": step_seconds * 1_000_000},
     ).fetchall()
-    return _series_of(rows)
+    return {**_series_of(rows), "quantiles": "exact"}
+
+
+def _latency_by_days(
+    connection: Connection,
+    parent: str,
+    since: datetime,
+    until: datetime,
+    region: str | None,
+    step_seconds: int,
+    first: int,
+    last: int,
+) -> dict[str, Any]:
+    """`latency` over a long range from histograms: the per-day tier's for the whole days,
+    raw rows binned the same way for the partial days around them; each bucket's and the
+    range's quantiles are read off the merged counts (`core/sketch.py`, within ALPHA)."""
+    tier, parameters = days.relation(connection, first, last, parent)
+    parts = [
+        f"""SELECT day * {DAY_SECONDS} // $step * $step AS bucket, unnest(bins) AS bin,
+                   unnest(counts) AS n
+            FROM {tier} WHERE $region::VARCHAR IS NULL OR region = $region"""
+    ]
+    for index, (low, high) in enumerate(_edges(since, until, first, last)):
+        parts.append(
+            f"""SELECT epoch(started_at)::BIGINT // $step * $step AS bucket, {BIN_SQL} AS bin,
+                       count(*) AS n
+                FROM {source(connection, low, high)}
+                WHERE parent = $parent AND started_at >= $lo{index} AND started_at < $hi{index}
+                  AND ($region::VARCHAR IS NULL OR region = $region)
+                GROUP BY bucket, bin"""
+        )
+        parameters.update({f"lo{index}": low, f"hi{index}": high})
+    # Key -1 is the whole range; the others are bucket starts (s).
+    counts = f"""(SELECT coalesce(bucket, -1) AS k, bin, sum(n)::BIGINT AS n
+                 FROM ({" UNION ALL ".join(parts)})
+                 GROUP BY GROUPING SETS ((bucket, bin), (bin)))"""
+    rows = connection.execute(
+        f"""SELECT k, total, list_transform(q, lambda v: round(v, 3))
+            FROM ({quantiles_sql(counts, "k")}) ORDER BY k""",
+        {**parameters, "parent": parent, "region": region, "step": step_seconds},
+    ).fetchall()
+    summary: dict[str, Any] = {"count": 0, **_quantiles(None)}
+    series = []
+    for key, total, quantiles in rows:
+        if key == -1:
+            summary = {"count": int(total), **_quantiles(quantiles)}
+        else:
+            at = datetime.fromtimestamp(key, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            series.append({"at": at, "count": int(total), **_quantiles(quantiles)})
+    return {**summary, "series": series, "quantiles": "histogram", "quantile_error": ALPHA}
 
 
 def latency_by_region(
