@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# The gRPC tests run a server in this process and start agents with subprocess: with gRPC's
+# fork support on, a child can die before exec with "epoll_wait error: Bad file descriptor"
+# (grpc/grpc#43055). Off before anything imports gRPC.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from reconciler.cli.main import main
 from tests.children import children_die_with_the_run  # noqa: F401 - a session-wide fixture

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-import grpc
+# gRPC's fork handlers restart its poller thread in a forked child, which then dies with
+# "epoll_wait error: Bad file descriptor" when the child closes descriptors before exec
+# (grpc/grpc#43055). The agent forks only to exec (a browser check's Playwright driver),
+# so it needs no fork support; set before gRPC is imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc  # noqa: E402 - after the setting above
 from celpy import celtypes
 from grpc_health.v1 import health_pb2
 
