@@ -31,6 +31,23 @@ def count(value: int) -> str:
     return f"{value:,}"
 
 
+_UNITS = ((12, "T"), (9, "G"), (6, "M"), (3, "k"))
+
+
+def compact(value: int) -> str:
+    """A whole number in three significant digits, never rounded up (`987`, `1.23 k`,
+    `45.6 k`, `1.30 M`): how the long windows' pages show runs, which then read the same
+    from one run to the next (`canary_page.summary`)."""
+    if value < 1_000:
+        return str(value)
+    power, unit = next((power, unit) for power, unit in _UNITS if value >= 10**power or power == 3)
+    # Integer arithmetic: a float would round 1,299,999 up to `1.30 M`.
+    digits = 3 - len(str(value // 10**power))
+    shown = value // 10 ** (power - digits)
+    whole, part = divmod(shown, 10**digits)
+    return f"{whole}.{part:0{digits}d} {unit}" if digits else f"{whole} {unit}"
+
+
 def moment(value: datetime | int | None, seconds: bool = False) -> str:
     """A UTC time as `2026-11-20 13:05 UTC` (an int is seconds since the epoch)."""
     if value is None:

@@ -147,15 +147,15 @@ def badge(status: str, run: dict[str, Any] | None) -> str:
     return f'{shown} <span class="last-run last-{outcome}">{fmt.last_run(run)}</span>'
 
 
-def figure_cells(figure: Figures | None) -> dict[str, str]:
-    """Uptime, p50, p95 and runs, formatted."""
+def figure_cells(figure: Figures | None, compact: bool = False) -> dict[str, str]:
+    """Uptime, p50, p95 and runs, formatted (runs as `fmt.compact` with `compact`)."""
     if figure is None:
         return {"uptime": fmt.NO_DATA, "p50": fmt.NO_DATA, "p95": fmt.NO_DATA, "runs": "0"}
     return {
         "uptime": fmt.percent(figure.passes, figure.runs),
         "p50": fmt.millis(figure.p50),
         "p95": fmt.millis(figure.p95),
-        "runs": fmt.count(figure.runs),
+        "runs": fmt.compact(figure.runs) if compact else fmt.count(figure.runs),
     }
 
 

@@ -113,15 +113,17 @@ def plan_steps(
         previous_build: when the previous build ran (s), or None.
         windows: the windows.
         tier_late_from: the earliest day (s) whose per-day tier rows late rows changed, or
-            None: what `late_from` is to the other windows, for the tiered ones.
+            None: the tiered windows take the earlier of it and `late_from`.
     """
     rollup_late_from = late_from
     staging = previous_build is not None and 0 <= now - previous_build <= STAGE_WITHIN
     steps = []
     for window in windows:
-        # Tiered windows move once a day and are published at once (`tiered.py`).
-        stage = staging and not window.tier
-        late_from = tier_late_from if window.tier else rollup_late_from
+        stage = staging
+        late_from = rollup_late_from
+        if window.tier and tier_late_from is not None:
+            # Whole days from the tier, today's blocks from the rollups (`tiered.py`).
+            late_from = min(tier_late_from, late_from if late_from is not None else tier_late_from)
         bounds = window.bounds(now)
         published = parse(meta.get(f"window.{window.name}"))
         staged = parse(meta.get(f"window.{window.name}.staged"))

@@ -92,8 +92,8 @@ WINDOWS: tuple[Window, ...] = (
     Window("24h", "24 hours", step=ROLLUP_STEP, end_step=ROLLUP_STEP, span=DAY),
     Window("7d", "7 days", step=7_200, end_step=LONG_STEP, days=7, settle=3 * 60),
     Window("30d", "30 days", step=21_600, end_step=LONG_STEP, days=30, settle=8 * 60),
-    Window("90d", "90 days", step=DAY, end_step=DAY, days=90, settle=11 * 60, tier=True),
-    Window("365d", "365 days", step=DAY, end_step=DAY, days=365, settle=13 * 60, tier=True),
+    Window("90d", "90 days", step=DAY, end_step=LONG_STEP, days=90, settle=11 * 60, tier=True),
+    Window("365d", "365 days", step=DAY, end_step=LONG_STEP, days=365, settle=13 * 60, tier=True),
 )
 # The windows kept from the rollups (every one but the tiered).
 ROLLUP_WINDOWS = tuple(window for window in WINDOWS if not window.tier)
