@@ -26,6 +26,19 @@ def millis(value: float | None) -> str:
     return NO_DATA if value is None else f"{value:,.1f} ms"
 
 
+def brief_millis(value: float | None) -> str:
+    """A latency in three significant digits (`1.23 ms`, `45.6 ms`, `789 ms`, `1,230 ms`):
+    the long windows' quantiles, read off histograms within 2%, need no more, and the finer
+    digits would move with every run (`canary_page.summary`)."""
+    if value is None:
+        return NO_DATA
+    if value <= 0:
+        return "0.0 ms"
+    rounded = float(f"{value:.3g}")
+    digits = 2 - math.floor(math.log10(rounded))
+    return f"{rounded:,.{max(digits, 0)}f} ms"
+
+
 def count(value: int) -> str:
     """A whole number with thousands separators."""
     return f"{value:,}"

@@ -209,7 +209,12 @@ def today_points(connection: Connection, tables: Tables, end: int, hist_to: int)
     connection.execute(
         f"""CREATE OR REPLACE TEMP TABLE site_today AS
             SELECT split_part(k, chr(0), 1) AS parent, split_part(k, chr(0), 2) AS region,
-                   split_part(k, chr(0), 3)::BIGINT * {DAY} AS slot, q[2] AS p95
+                   split_part(k, chr(0), 3)::BIGINT * {DAY} AS slot,
+                   -- Two significant digits: on a chart of days the finer ones are not
+                   -- seen, and they move with every run (each redrawing the page).
+                   CASE WHEN q[2] > 0
+                        THEN round(q[2], 1 - CAST(floor(log10(q[2])) AS INTEGER))
+                        ELSE q[2] END AS p95
             FROM ({quantiles_sql(counts, "k")})""",
         {"end": end, "hist_to": hist_to},
     )
