@@ -13,6 +13,10 @@ build`, a server that was stopped) publishes at once: nothing says another build
     build at 12:02   staged figures published; the 24h pages are drawn again
     build at 12:03   7d would move here if it were a 2-hour boundary (windows.py)
 
+The 90- and 365-day windows are staged the same way (at 11 and 13 minutes past each 2-hour
+boundary); their pages, which show what changes over days (`canary_page.summary`), are
+drawn again only when something they print changed.
+
 Whether a figure can be moved from the last computed bounds rather than recomputed is
 decided here too (`Move.old`); `figures.py` does the work.
 """
