@@ -67,11 +67,19 @@ def refresh_live(connection: Connection, tables: Tables) -> None:
         {"since": at(min(ends))},
     )
     today: int | None = None  # the day `site_today` was computed from
+    shared: tuple[int, int] | None = None  # the open part the `site_open_*` tables hold
     for window, bounds in published:
         if bounds is None:
             continue
-        staged = parse(meta.get(f"window.{window.name}.staged"))
-        _figures(connection, tables, window, bounds, staged or bounds)
+        latest = parse(meta.get(f"window.{window.name}.staged")) or bounds
+        # Windows with the same ends and nothing left between their published and latest
+        # bounds (7 d, 30 d, 90 d and 365 d, most minutes) have the same open part.
+        same = (bounds[1], latest[1]) if latest[0] == bounds[0] else None
+        if same is None or same != shared:
+            _drop_open(connection)
+            _figures(connection, tables, window, bounds, latest)
+        _insert_window(connection, tables, window)
+        shared = same
         if not window.tier:
             _tail(connection, tables, window, *bounds)
             continue
@@ -92,7 +100,8 @@ def refresh_live(connection: Connection, tables: Tables) -> None:
 def _figures(
     connection: Connection, tables: Tables, window: Window, published: Bounds, latest: Bounds
 ) -> None:
-    """`site_live` rows of one window: published figures plus the rows started since.
+    """The open part's tables (`_open_tables`) of one window: the rows started since its
+    published end, to add to its published figures (`_insert_window`).
 
     The window's histogram (`site_whist`) is at the `latest` bounds, staged ones when a
     build computed figures for the next publish (`moves.py`): the published bounds' counts
@@ -101,32 +110,15 @@ def _figures(
     """
     (start, end), (latest_start, latest_end) = published, latest
     left, parameters = _left(connection, tables, window, start, latest_start)
-    _insert_live(
+    _open_tables(
         connection,
         tables,
-        window,
         "SELECT parent, region, runs, passes FROM site_open WHERE bucket >= $end",
         f"""SELECT parent, region, bin, n FROM site_open WHERE bucket >= $latest
             UNION ALL
             {left}""",
         {"end": end, "latest": latest_end, **parameters},
     )
-
-
-def _insert_live(
-    connection: Connection,
-    tables: Tables,
-    window: Window,
-    sums: str,
-    bins: str,
-    parameters: dict[str, object],
-) -> None:
-    """`site_live` rows of one window: its stored figures (`site_window`, `site_whist`) plus
-    the open part's runs and passes (`sums`: parent, region, runs, passes) and latency
-    counts (`bins`: parent, region, bin, n), for every key with runs in the open part."""
-    _open_tables(connection, tables, sums, bins, parameters)
-    _insert_window(connection, tables, window)
-    _drop_open(connection)
 
 
 def _open_tables(
