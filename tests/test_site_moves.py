@@ -84,7 +84,9 @@ def test_late_rows_recompute_from_scratch_and_publish() -> None:
     meta = published_at(NOON)
     start, end = SEVEN.bounds(NOON)
     steps = {s.window.name: s for s in plan_steps(meta, NOON, end - 3600, NOON - 60)}
-    assert set(steps) == {"24h", "7d", "30d"}  # each covers the changed hour
+    # Each covers the changed hour: the tiered windows too, whose stored figures hold
+    # today's 2-hour blocks (read from the rollups, not the per-day tier).
+    assert set(steps) == {"24h", "7d", "30d", "90d", "365d"}
     for step in steps.values():
         assert step.compute is not None and step.compute.old is None and not step.stage
 
@@ -100,3 +102,17 @@ def test_long_windows_move_only_by_whole_days_and_never_backwards() -> None:
     earlier = published_at(midnight + DAY)  # a clock that went back: recompute
     steps = {s.window.name: s for s in plan_steps(earlier, midnight, None, None)}
     assert all(s.compute is not None and s.compute.old is None for s in steps.values())
+
+
+def test_the_long_tiered_windows_move_every_two_hours_and_are_staged() -> None:
+    """90 d and 365 d end on the last 2-hour boundary, like 7 d and 30 d, each in a minute
+    of its own, and their moves are staged ahead for the next build like the others'."""
+    for name, lag in (("90d", 11), ("365d", 13)):
+        window = window_named(name)
+        moving = NOON + 2 * 3600 + lag * 60
+        assert window.bounds(moving)[1] == NOON + 2 * 3600
+        assert window.bounds(moving - 60)[1] == NOON
+        meta = published_at(moving - 60)
+        (step,) = plan_steps(meta, moving, None, moving - 60)
+        assert step.window == window and step.stage and step.published is None
+        assert step.compute is not None and step.compute.old == window.bounds(moving - 60)

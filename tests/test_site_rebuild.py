@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from reconciler.sitebuild.publish import Publisher
 from reconciler.sitebuild.queries import chart_tails, window_figures, window_states
 from reconciler.sitebuild.tables import SHOWN_SQL, Tables
 from reconciler.store.db import Connection
+from tests.rows import RESULT_COLUMNS_V1
 from tests.test_site import NOW, SHOP, START, fleet, kpi, near, quantile, read, store
 
 __all__ = ["fleet"]  # the fixture of test_site.py, requested by name below
@@ -268,3 +269,97 @@ def test_a_skeleton_prints_values_as_jinja_does(tmp_path: Path) -> None:
     finally:
         publish._ENVIRONMENT = previous
         publish._SKELETONS.clear()
+
+
+def _history(connection: Connection, runs: int, until: datetime) -> None:
+    """`runs` passing runs of web/shop at 50 ms on each agent, 30 s apart up to `until`."""
+    for agent, region in (("eu-1", "eu"), ("eu-2", "eu"), ("us-1", "us")):
+        connection.execute(
+            f"""INSERT INTO results ({RESULT_COLUMNS_V1})
+                SELECT $agent, $region, 'web/shop@' || $agent, 'web/shop', 'check', 'http',
+                       started, 50.0, 'pass', 200, NULL, NULL, started + INTERVAL 2 SECOND
+                FROM (SELECT $until - to_seconds(30 * i) AS started FROM range($runs) t(i))""",
+            {"agent": agent, "region": region, "until": until, "runs": runs},
+        )
+
+
+def test_long_window_pages_are_drawn_only_when_what_they_show_changes(
+    fleet: tuple[Path, Connection],
+) -> None:
+    """A new run changes the 24-hour, 7-day and 30-day pages (runs, last run), but not what
+    the 90- and 365-day pages print (runs in three digits, uptime to 0.01%, the same p95):
+    those are not drawn again. They leave out the last run and recent failures, linking to
+    the 24-hour page."""
+    state, connection = fleet
+    site = state.parent / "site"
+    _history(connection, 1_100, NOW - timedelta(minutes=7))
+    build_site(connection, site, NOW)
+    before = snapshot(site)
+    long_pages = [f"canary/web.shop-{name}.html" for name in ("90d", "365d")]
+    page = read(site, long_pages[0])
+    assert kpi(page, "Runs") == "3.31 k" and kpi(page, "Uptime (90d)") == "99.96%"
+    assert "Last run" not in page and "Degraded (24h)" not in page
+    assert 'href="web.shop.html">24-hour page</a>' in page
+    assert 'kpi-label">Last run' in read(site, SHOP_PAGES[0])
+
+    store(connection, "web/shop", ("eu-1", "eu", 50.0, "pass"), NOW + timedelta(seconds=30))
+    report = build_site(connection, site, NOW + timedelta(minutes=1))
+    assert report.windows == [] and report.staged == []
+    after = snapshot(site)
+    for shown in SHOP_PAGES:
+        assert after[shown] != before[shown], shown  # 3,311 runs
+    for kept in long_pages:
+        assert after[kept] == before[kept], kept  # same bytes, same file: not drawn
+    assert kpi(read(site, SHOP_PAGES[0]), "Runs") == "3,311"
+
+
+@pytest.mark.parametrize("ahead", [False, True], ids=["staged-in-build", "staged-ahead"])
+def test_tiered_windows_moved_every_two_hours_equal_figures_from_scratch(
+    fleet: tuple[Path, Connection], ahead: bool
+) -> None:
+    """The 90- and 365-day windows end at the last 2-hour boundary: across midnight (the
+    day's blocks become a day of the per-day tier, a day leaves) and the next boundary,
+    minute by minute, staged and then published, their stored figures, histograms and
+    chart points equal a build from scratch, and pages count every run."""
+    state, connection = fleet
+    site = state.parent / "site"
+    midnight = NOW.replace(hour=0, minute=0) + timedelta(days=1)
+    store(connection, "web/shop", ("eu-2", "eu", 42.0, "fail"), midnight - timedelta(minutes=2))
+    store(connection, "web/shop", ("us-1", "us", 61.0, "pass"), midnight + timedelta(minutes=70))
+    # A run on the day that leaves the 90-day window at midnight (the 365-day one keeps it).
+    store(
+        connection, "web/shop", ("eu-1", "eu", 9.0, "pass"), midnight - timedelta(days=90, hours=-1)
+    )
+    build_site(connection, site, midnight - timedelta(minutes=30))  # the per-day tier filled
+    staged: list[str] = []
+    minutes = [*range(9, 16), *range(120 + 9, 120 + 16)]
+    for minute in minutes:
+        moment = midnight + timedelta(minutes=minute, seconds=30)
+        if minute == 130:
+            store(connection, "web/api", ("us-1", "us", 7.0, "pass"), moment)
+        builder = SiteBuilder(site, stage_ahead=ahead)
+        report = builder.build(connection, moment)
+        staged += builder.stage_ahead(connection, moment) if ahead else report.staged
+        assert kpi(read(site, "canary/web.shop-365d.html"), "Runs") == "13"
+    assert kpi(read(site, "canary/web.shop-90d.html"), "Runs") == "12"
+    assert staged.count("90d") == 2 and staged.count("365d") == 2
+    stored = Tables()
+    refresh_live(connection, stored)
+    live = window_figures(connection, stored)
+    tails = chart_tails(connection, stored, window_states(connection, stored))
+    build_site(connection, state.parent / "scratch", moment, temporary=True)
+    scratch = Tables("temp")
+    assert live == window_figures(connection, scratch)
+    assert tails == chart_tails(connection, scratch, window_states(connection, scratch))
+    tiered = "win IN ('90d', '365d')"
+    for query in (
+        "SELECT * FROM {0}.site_window WHERE " + tiered,
+        "SELECT * FROM {0}.site_chart WHERE " + tiered,
+        "SELECT win, parent, region, bin, n FROM {0}.site_whist JOIN {0}.site_keys USING (id) "
+        "WHERE " + tiered,
+    ):
+        main = connection.execute(f"{query.format('main')} ORDER BY ALL").fetchall()
+        assert main == connection.execute(f"{query.format('temp')} ORDER BY ALL").fetchall()
+        assert main, query
+    ends = {w: s.end for w, s in window_states(connection, Tables()).items()}
+    assert ends["90d"] == ends["365d"] == int((midnight + timedelta(hours=2)).timestamp())

@@ -151,8 +151,9 @@ class SiteBuilder:
         """
         started = time.perf_counter()
         ensure_tables(connection, self.tables)
-        backfill(connection, self.tables, _seconds(now))
+        # The tier first: the rollups' daily histograms of finished days are summed from it.
         tier_late_from, tier_until = self._fill_tier(connection, now)
+        backfill(connection, self.tables, _seconds(now))
         connection.execute("BEGIN TRANSACTION")
         try:
             refreshed = update(connection, self.tables, _seconds(now))

@@ -1,5 +1,12 @@
 """A canary's page, one per window: KPI cards, the latency chart, regions, recent failures,
-and a region selector scoping them (radio buttons and CSS: no server, no script)."""
+and a region selector scoping them (radio buttons and CSS: no server, no script).
+
+The long windows' pages (90 d, 365 d: `summary`) show what changes over days, not minutes:
+no last run, recent failures, screenshots or 24-hour outcome counts (they link to the 24-hour
+page for those), and runs as a compact count (`1.30 M`). Their key digests what they display
+(formatted figures, statuses without the last run), so the 2,000 of them at 1,000 canaries
+are drawn again when something shown changes rather than at every new run.
+"""
 
 from __future__ import annotations
 
@@ -35,9 +42,14 @@ from reconciler.sitebuild.model import (
     sla_path,
 )
 from reconciler.sitebuild.queries import Figures, OutcomeCounts
-from reconciler.sitebuild.windows import Window
+from reconciler.sitebuild.windows import WINDOWS, Window
 
 FAILURES_SHOWN = 10
+
+
+def summary(window: Window) -> bool:
+    """Whether a window's canary pages leave out what moves with every run (see above)."""
+    return window.tier
 
 
 def canary_digest(snapshot: Snapshot, canary: CanaryInfo) -> str:
@@ -56,6 +68,22 @@ def canary_digest(snapshot: Snapshot, canary: CanaryInfo) -> str:
     )
 
 
+def summary_digest(snapshot: Snapshot, canary: CanaryInfo) -> str:
+    """What a canary's `summary` pages show whatever the window, digested: its statuses
+    without the last runs, and the rest of `canary_digest` but the minute-level parts."""
+    regions = [r for r in snapshot.regions if r.name in canary.regions]
+    states = snapshot.statuses.get(canary.key, {})
+    return fingerprint(
+        states.get("status", "unknown"),
+        sorted((name, state["status"]) for name, state in states.get("region_status", {}).items()),
+        canary,
+        regions,
+        snapshot.region_names(),
+        snapshot.refusal and (snapshot.refusal.label, snapshot.refusal.refused_at.isoformat()),
+        maintenance_view.digest(snapshot, canary.key),
+    )
+
+
 def canary_key(
     snapshot: Snapshot,
     canary: str,
@@ -68,22 +96,34 @@ def canary_key(
     Args:
         snapshot: the build's snapshot.
         canary: the canary's key.
-        shared: the canary's `canary_digest`.
+        shared: the canary's `canary_digest`, or `summary_digest` for a `summary` window.
         window: the page's window.
         figures: the canary's figures in that window, by region (None: all regions).
     """
     state = snapshot.windows.get(window.name)
+    shown: list[Any]
+    if summary(window):
+        # What the page prints, not the figures: they move with every run, what is printed
+        # of them (uptime to 0.01%, runs in 3 digits) seldom does.
+        shown = sorted((r or "", _summary_cells(f)) for r, f in figures.items() if f is not None)
+    else:
+        shown = sorted(((r or "", f) for r, f in figures.items()), key=lambda item: item[0])
     return fingerprint(
         shared,
         window.name,
         None if state is None else (state.start, state.end, state.version),
-        sorted(((r or "", f) for r, f in figures.items()), key=lambda item: item[0]),
+        shown,
         # The chart's newest points move without the window moving.
         sorted(
             (region, tail.slots[0], len(tail.slots), tail.shown)
             for region, tail in snapshot.tails.get((window.name, canary), {}).items()
         ),
     )
+
+
+def _summary_cells(figure: Figures) -> tuple[str, ...]:
+    cells = figure_cells(figure, compact=True)
+    return cells["uptime"], cells["p50"], cells["p95"], cells["runs"]
 
 
 _FAILURE = (
@@ -112,6 +152,22 @@ _KPIS = (
     '<span class="kpi-value">{}</span></li>\n'
     '<li class="kpi outcome-retried"><span class="kpi-label">Passed after retries (24h)</span> '
     '<span class="kpi-value">{}</span></li>\n'
+)
+# A `summary` page's cards: no last run, no 24-hour counts, no p99 (`_summary_kpis`).
+_SUMMARY_KPIS = (
+    '<li class="kpi status-{}"><span class="kpi-label">Status</span> '
+    '<span class="kpi-value">{}</span></li>\n'
+    '<li class="kpi"><span class="kpi-label">Uptime ({})</span> '
+    '<span class="kpi-value">{}</span></li>\n'
+    '<li class="kpi"><span class="kpi-label">p50</span> <span class="kpi-value">{}</span></li>\n'
+    '<li class="kpi"><span class="kpi-label">p95</span> <span class="kpi-value">{}</span></li>\n'
+    '<li class="kpi"><span class="kpi-label">Runs</span> <span class="kpi-value">{}</span></li>\n'
+)
+_CAPTION = "status now in each region, with its last run"
+_SUMMARY_CAPTION = "status now in each region"
+_RECENT = (
+    '<p class="note">The last runs, recent failures and screenshots are on the '
+    '<a href="{}">24-hour page</a>.</p>\n'
 )
 
 
@@ -190,6 +246,7 @@ def canary_context(
     The template is flat (`Page.flat`): every value is printed whole or tested for truth."""
     path = canary_path(canary.ident, window)
     state = snapshot.windows.get(window.name)
+    brief = summary(window)
     status = blended(snapshot, canary.key)
     overall = figures.get(None)
     regions = sorted(set(canary.regions) | {r for r in figures if r is not None})
@@ -200,13 +257,17 @@ def canary_context(
         if name in site_regions:
             label = f'<a href="{html(link(path, region_path(name, window)))}">{label}</a>'
         here = region_state(snapshot, canary.key, name)
+        last = None if brief else here["last_run"]
         figure = figures.get(name)
-        cells = figure_cells(figure)
+        cells = figure_cells(figure, compact=brief)
         if len(regions) > 1:
             # A view per region, chosen without a server or a script: radio buttons, and
             # rules hiding the other regions' cards, lines and rows.
-            counts = snapshot.outcome_counts.get(canary.key, {}).get(name)
-            cards = _kpis(window, here["status"], here["last_run"], figure, cells, counts)
+            if brief:
+                cards = _summary_kpis(window, here["status"], figure, cells)
+            else:
+                counts = snapshot.outcome_counts.get(canary.key, {}).get(name)
+                cards = _kpis(window, here["status"], last, figure, cells, counts)
             scopes.append((name, cards))
         by_region.append(
             _REGION.format(
@@ -216,7 +277,7 @@ def canary_context(
                 cells["p50"],
                 cells["p95"],
                 cells["runs"],
-                badge(here["status"], here["last_run"]),
+                badge(here["status"], last),
             )
         )
     view = window_view(state, window)
@@ -230,9 +291,13 @@ def canary_context(
             f"chart-{window.name}",
             f"p95 latency by region, {window.label} from {view['start']}",
         )
-    last_run = snapshot.statuses.get(canary.key, {}).get("last_run")
-    counts = snapshot.outcome_counts.get(canary.key, {}).get(None)
-    kpis = _kpis(window, status, last_run, overall, figure_cells(overall), counts)
+    if brief:
+        kpis = _summary_kpis(window, status, overall, figure_cells(overall, compact=True))
+        recent = Markup(_RECENT.format(html(link(path, canary_path(canary.ident, WINDOWS[0])))))
+    else:
+        last_run = snapshot.statuses.get(canary.key, {}).get("last_run")
+        counts = snapshot.outcome_counts.get(canary.key, {}).get(None)
+        kpis = _kpis(window, status, last_run, overall, figure_cells(overall), counts)
     return {
         **base_context(path, canary.key, "overview"),
         "heading": canary.key,
@@ -255,12 +320,32 @@ def canary_context(
         "chart_head": chart.head if chart else None,
         "chart_body": chart.body if chart else None,
         "by_region": Markup("".join(by_region)),
-        "failures": failures,
-        "screenshots": screenshot_figures(path, canary, snapshot),
+        "regions_caption": _SUMMARY_CAPTION if brief else _CAPTION,
+        "failures": recent if brief else failures,
+        "screenshots": None if brief else screenshot_figures(path, canary, snapshot),
         "checks": checks,
         "note": SKETCH_NOTE,
         "maintenance": maintenance_view.section(snapshot, canary.key),
     }
+
+
+def _summary_kpis(
+    window: Window, status: str, figure: Figures | None, cells: dict[str, str]
+) -> Markup:
+    """A `summary` page's KPI cards: status, uptime, p50, p95 and runs (no p99: over months
+    of runs with a slow tail of about 1%, it lies between the body and the tail and moves
+    with every run whatever its precision)."""
+    return Markup(
+        _SUMMARY_KPIS.format(
+            status,
+            fmt.status_label(status),
+            window.name,
+            cells["uptime"],
+            cells["p50"],
+            cells["p95"],
+            cells["runs"],
+        )
+    )
 
 
 def _kpis(

@@ -42,7 +42,7 @@ from reconciler.sitebuild.tables import (
     read_meta,
     write_meta,
 )
-from reconciler.sitebuild.tiered import tier_figures
+from reconciler.sitebuild.tiered import tier_chart, tier_figures
 from reconciler.sitebuild.windows import DAY, ROLLUP_STEP, Window
 from reconciler.store.db import Connection
 
@@ -117,13 +117,14 @@ def update_windows(
                 {"w": name, "staged": staged_name(name)},
             )
         move = step.compute
-        if move is not None and step.window.tier:
-            # Figures and chart points at once, from the per-day tier (never staged).
-            tier_figures(connection, tables, move)
-        elif move is not None:
+        if move is not None:
             target = staged_name(name) if step.stage else name
             # Sums move from the last computed figures (staged ones if any).
             source = staged_name(name) if meta.get(f"window.{name}.staged") else name
+        if move is not None and step.window.tier:
+            # Whole days from the per-day tier, today's blocks as the other windows'.
+            tier_figures(connection, tables, move, target, source, int(meta["hist_to"]))
+        elif move is not None:
             _histogram(connection, tables, move, int(meta["hist_to"]))
             _sketch_figures(connection, tables, move, target, source)
         if step.stage:
@@ -134,7 +135,9 @@ def update_windows(
         connection.execute(
             f"DELETE FROM {tables.window} WHERE win = $staged", {"staged": staged_name(name)}
         )
-        if not step.window.tier:
+        if step.window.tier:
+            tier_chart(connection, tables, step.chart)
+        else:
             _chart(connection, tables, step.chart)
         _series(connection, tables, step.chart.window)
         changed[f"window.{name}"] = f"{step.chart.start}:{step.chart.end}"

@@ -26,9 +26,39 @@ def millis(value: float | None) -> str:
     return NO_DATA if value is None else f"{value:,.1f} ms"
 
 
+def brief_millis(value: float | None) -> str:
+    """A latency in three significant digits (`1.23 ms`, `45.6 ms`, `789 ms`, `1,230 ms`):
+    the long windows' quantiles, read off histograms within 2%, need no more, and the finer
+    digits would move with every run (`canary_page.summary`)."""
+    if value is None:
+        return NO_DATA
+    if value <= 0:
+        return "0.0 ms"
+    rounded = float(f"{value:.3g}")
+    digits = 2 - math.floor(math.log10(rounded))
+    return f"{rounded:,.{max(digits, 0)}f} ms"
+
+
 def count(value: int) -> str:
     """A whole number with thousands separators."""
     return f"{value:,}"
+
+
+_UNITS = ((12, "T"), (9, "G"), (6, "M"), (3, "k"))
+
+
+def compact(value: int) -> str:
+    """A whole number in three significant digits, never rounded up (`987`, `1.23 k`,
+    `45.6 k`, `1.30 M`): how the long windows' pages show runs, which then read the same
+    from one run to the next (`canary_page.summary`)."""
+    if value < 1_000:
+        return str(value)
+    power, unit = next((power, unit) for power, unit in _UNITS if value >= 10**power or power == 3)
+    # Integer arithmetic: a float would round 1,299,999 up to `1.30 M`.
+    digits = 3 - len(str(value // 10**power))
+    shown = value // 10 ** (power - digits)
+    whole, part = divmod(shown, 10**digits)
+    return f"{whole}.{part:0{digits}d} {unit}" if digits else f"{whole} {unit}"
 
 
 def moment(value: datetime | int | None, seconds: bool = False) -> str:

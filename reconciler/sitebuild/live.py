@@ -35,8 +35,9 @@ from reconciler.sitebuild.tables import (
     hist_select,
     read_meta,
 )
-from reconciler.sitebuild.tiered import open_part, today_points
+from reconciler.sitebuild.tiered import today_points
 from reconciler.sitebuild.windows import DAY, WINDOWS, Window, floor_to
+from reconciler.store import days as tier_days
 from reconciler.store.db import Connection
 
 
@@ -47,14 +48,14 @@ def refresh_live(connection: Connection, tables: Tables) -> None:
     for name, columns in LIVE_DDL.items():
         connection.execute(f"CREATE OR REPLACE TEMP TABLE site_{name} ({columns})")
     published = [(window, parse(meta.get(f"window.{window.name}"))) for window in WINDOWS]
-    # A tiered window's open part is today, from the rollups and today's histogram, and the
-    # raw rows after the histogram's last block (`tiered.py`).
     hist_to = int(meta.get("hist_to", "0"))
-    ends = [
-        hist_to if window.tier else bounds[1] for window, bounds in published if bounds is not None
-    ]
+    ends = [bounds[1] for _, bounds in published if bounds is not None]
     if not ends:
         return
+    if any(window.tier for window, bounds in published if bounds is not None):
+        # The tiered windows' chart point of today reads the rows after the daily
+        # histogram's last block (`tiered.today_points`).
+        ends.append(hist_to)
     # Every window's end is on a rollup bucket: one pass groups the rows by bucket, and
     # each window takes the buckets from its end on.
     connection.execute(
@@ -65,26 +66,32 @@ def refresh_live(connection: Connection, tables: Tables) -> None:
             GROUP BY parent, region, bucket, bin""",
         {"since": at(min(ends))},
     )
-    today: int | None = None  # the end `site_today` was computed from
+    today: int | None = None  # the day `site_today` was computed from
+    shared: tuple[int, int] | None = None  # the open part the `site_open_*` tables hold
     for window, bounds in published:
-        if bounds is not None and window.tier:
-            if today != bounds[1]:  # the tiered windows share their open part nearly always
-                sums, bins, parameters = open_part(tables, hist_to)
-                _drop_open(connection)
-                _open_tables(connection, tables, sums, bins, {"end": bounds[1], **parameters})
-                today_points(connection, tables, bounds[1], hist_to)
-                today = bounds[1]
-            _insert_window(connection, tables, window)
-            connection.execute(
-                f"""INSERT INTO {tables.tail} (win, parent, region, slot, p95, shown)
-                    SELECT $w, parent, region, slot, p95, {SHOWN_SQL.format("p95")}
-                    FROM site_today""",
-                {"w": window.name},
-            )
-        elif bounds is not None:
-            staged = parse(meta.get(f"window.{window.name}.staged"))
-            _figures(connection, tables, window, bounds, staged or bounds)
+        if bounds is None:
+            continue
+        latest = parse(meta.get(f"window.{window.name}.staged")) or bounds
+        # Windows with the same ends and nothing left between their published and latest
+        # bounds (7 d, 30 d, 90 d and 365 d, most minutes) have the same open part.
+        same = (bounds[1], latest[1]) if latest[0] == bounds[0] else None
+        if same is None or same != shared:
+            _drop_open(connection)
+            _figures(connection, tables, window, bounds, latest)
+        _insert_window(connection, tables, window)
+        shared = same
+        if not window.tier:
             _tail(connection, tables, window, *bounds)
+            continue
+        if today != bounds[1] // DAY:  # the tiered windows share it nearly always
+            today_points(connection, tables, bounds[1], hist_to)
+            today = bounds[1] // DAY
+        connection.execute(
+            f"""INSERT INTO {tables.tail} (win, parent, region, slot, p95, shown)
+                SELECT $w, parent, region, slot, p95, {SHOWN_SQL.format("p95")}
+                FROM site_today""",
+            {"w": window.name},
+        )
     connection.execute("DROP TABLE site_open")
     connection.execute("DROP TABLE IF EXISTS site_today")
     _drop_open(connection)
@@ -93,7 +100,8 @@ def refresh_live(connection: Connection, tables: Tables) -> None:
 def _figures(
     connection: Connection, tables: Tables, window: Window, published: Bounds, latest: Bounds
 ) -> None:
-    """`site_live` rows of one window: published figures plus the rows started since.
+    """The open part's tables (`_open_tables`) of one window: the rows started since its
+    published end, to add to its published figures (`_insert_window`).
 
     The window's histogram (`site_whist`) is at the `latest` bounds, staged ones when a
     build computed figures for the next publish (`moves.py`): the published bounds' counts
@@ -101,33 +109,16 @@ def _figures(
     calendar window's days), less what entered, which the open part holds anyway.
     """
     (start, end), (latest_start, latest_end) = published, latest
-    left, parameters = _left(tables, window, start, latest_start)
-    _insert_live(
+    left, parameters = _left(connection, tables, window, start, latest_start)
+    _open_tables(
         connection,
         tables,
-        window,
         "SELECT parent, region, runs, passes FROM site_open WHERE bucket >= $end",
         f"""SELECT parent, region, bin, n FROM site_open WHERE bucket >= $latest
             UNION ALL
             {left}""",
         {"end": end, "latest": latest_end, **parameters},
     )
-
-
-def _insert_live(
-    connection: Connection,
-    tables: Tables,
-    window: Window,
-    sums: str,
-    bins: str,
-    parameters: dict[str, object],
-) -> None:
-    """`site_live` rows of one window: its stored figures (`site_window`, `site_whist`) plus
-    the open part's runs and passes (`sums`: parent, region, runs, passes) and latency
-    counts (`bins`: parent, region, bin, n), for every key with runs in the open part."""
-    _open_tables(connection, tables, sums, bins, parameters)
-    _insert_window(connection, tables, window)
-    _drop_open(connection)
 
 
 def _open_tables(
@@ -197,12 +188,19 @@ def _drop_open(connection: Connection) -> None:
 
 
 def _left(
-    tables: Tables, window: Window, start: int, latest_start: int
+    connection: Connection, tables: Tables, window: Window, start: int, latest_start: int
 ) -> tuple[str, dict[str, object]]:
     """SQL selecting the (parent, region, bin, n) of the rows in [start, latest_start): what
     left the window between its published and its latest bounds."""
     if latest_start == start:
         return "SELECT parent, region, bin, n FROM site_open WHERE false", {}
+    if window.tier:
+        tier, parameters = tier_days.relation(connection, start // DAY, latest_start // DAY)
+        return (
+            f"""SELECT parent, region, unnest(bins) AS bin, unnest(counts) AS n
+                FROM {tier}""",
+            parameters,
+        )
     if window.days is None:
         counted = hist_select("started_at >= $l0 AND started_at < $l1")
         return f"SELECT parent, region, bin, n FROM ({counted})", {

@@ -13,6 +13,10 @@ build`, a server that was stopped) publishes at once: nothing says another build
     build at 12:02   staged figures published; the 24h pages are drawn again
     build at 12:03   7d would move here if it were a 2-hour boundary (windows.py)
 
+The 90- and 365-day windows are staged the same way (at 11 and 13 minutes past each 2-hour
+boundary); their pages, which show what changes over days (`canary_page.summary`), are
+drawn again only when something they print changed.
+
 Whether a figure can be moved from the last computed bounds rather than recomputed is
 decided here too (`Move.old`); `figures.py` does the work.
 """
@@ -113,15 +117,17 @@ def plan_steps(
         previous_build: when the previous build ran (s), or None.
         windows: the windows.
         tier_late_from: the earliest day (s) whose per-day tier rows late rows changed, or
-            None: what `late_from` is to the other windows, for the tiered ones.
+            None: the tiered windows take the earlier of it and `late_from`.
     """
     rollup_late_from = late_from
     staging = previous_build is not None and 0 <= now - previous_build <= STAGE_WITHIN
     steps = []
     for window in windows:
-        # Tiered windows move once a day and are published at once (`tiered.py`).
-        stage = staging and not window.tier
-        late_from = tier_late_from if window.tier else rollup_late_from
+        stage = staging
+        late_from = rollup_late_from
+        if window.tier and tier_late_from is not None:
+            # Whole days from the tier, today's blocks from the rollups (`tiered.py`).
+            late_from = min(tier_late_from, late_from if late_from is not None else tier_late_from)
         bounds = window.bounds(now)
         published = parse(meta.get(f"window.{window.name}"))
         staged = parse(meta.get(f"window.{window.name}.staged"))

@@ -17,6 +17,8 @@ from reconciler.sitebuild.canary_page import (
     canary_digest,
     canary_key,
     failure_rows,
+    summary,
+    summary_digest,
 )
 from reconciler.sitebuild.fleet_pages import overview_context, status_context
 from reconciler.sitebuild.layout import refusal_banner
@@ -59,14 +61,16 @@ def plan(snapshot: Snapshot) -> list[Page]:
         )
         checks = Fragment("_checks.html", _bind(_checks, canary))
         shared = canary_digest(snapshot, canary)
+        steady = summary_digest(snapshot, canary)
         for window in WINDOWS:
             figures = by_canary.get((window.name, canary.key), {})
+            digest = steady if summary(window) else shared
             pages.append(
                 Page(
                     canary_path(canary.ident, window),
                     "canary.html",
                     _bind(canary_context, snapshot, canary, window, figures, failures, checks),
-                    key=canary_key(snapshot, canary.key, shared, window, figures),
+                    key=canary_key(snapshot, canary.key, digest, window, figures),
                     leaf=True,
                     flat=True,
                     chart=(window.name, canary.key),

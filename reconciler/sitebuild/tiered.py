@@ -1,30 +1,37 @@
-"""The 90-day and 365-day windows: whole days from the per-day tier, today from the rollups.
+"""The 90-day and 365-day windows: whole days from the per-day tier, today's blocks from the
+rollups and the daily histogram.
 
 A year of the site's daily histograms and 15-minute rollups is too much to keep and to add
 up (at 5,000 derived canaries, hundreds of millions of rows), so the long windows read the
 per-day tier (`store/days.py`: runs, passes, exact p95 and a latency histogram per canary,
-region, check and finished day) instead:
+region, check and finished day) for the days before today, and are otherwise kept like the
+7- and 30-day windows (`windows.py`, `figures.py`):
 
-* **Stored figures** (`site_window`, `site_whist`, `site_chart`) cover the whole days before
-  today. They move once a day (a quarter of an hour after midnight UTC, `windows.py`) by
-  the day that entered and the day that left, read from the tier, and are computed from the
-  whole tier the first time and when late rows changed a day they cover. Runs
-  and passes are sums of days (exact); quantiles are read off the merged histograms
-  (within 2%, `core/sketch.py`); a chart point is a day's highest per-check p95 (exact).
-* **Today** is the open part, added at every build (`open_part`): runs and passes from the
-  rollup buckets since midnight (kept current to the newest row), latency bins from today's
-  daily histogram (`site_hist`, whole 2-hour blocks) plus the raw rows since its last block,
-  which the other windows' open part reads anyway. Today's chart point is today's p95 read
-  off the same counts (`today_points`).
+* **Stored figures** (`site_window`, `site_whist`) cover the whole days before today from the
+  tier, plus today up to the last 2-hour boundary (today's rollup buckets and daily
+  histogram, less the raw rows after the boundary that the histogram already holds). They
+  move at each 2-hour boundary (in a minute of their own, staged ahead like the others,
+  `moves.py`) by the raw rows of the two hours that entered, and at midnight also by the
+  tier's day that left; they are computed from the whole tier the first time and when late
+  rows changed what they cover. Runs and passes are sums (exact); quantiles are read off
+  the merged histograms (within 2%, `core/sketch.py`).
+* **Chart points** (`site_chart`, `tier_chart`) are the whole days before the day of the
+  window's end, a day's highest per-check p95 (exact), moved when the window's figures are
+  published; the point of the day of the end and after is read off that day's histogram at
+  every build (`today_points`).
+* **The open part** (the raw rows since the stored end) is added at every build as for the
+  other windows (`live.py`).
 
-These windows are never staged (`moves.py`): moving one costs a read of the tier once a day.
+A day's raw rows and its tier row count the same runs, passes and latency bins, so figures
+moved across midnight (the day's blocks from raw rows) equal those computed from the tier: a
+test compares the two.
 """
 
 from __future__ import annotations
 
 from reconciler.core.sketch import quantiles_sql
 from reconciler.sitebuild.moves import Move
-from reconciler.sitebuild.tables import SHOWN_SQL, Tables, ensure_keys
+from reconciler.sitebuild.tables import SHOWN_SQL, Tables, at, ensure_keys, hist_select
 from reconciler.sitebuild.windows import DAY
 from reconciler.store import days
 from reconciler.store.db import Connection
@@ -32,37 +39,65 @@ from reconciler.store.db import Connection
 _COLUMNS = "win, parent, region, runs, passes, p50, p95, p99"
 
 
-def tier_figures(connection: Connection, tables: Tables, move: Move) -> None:
-    """A tiered window's figures, histogram and chart points for the bounds of `move` (in
-    the caller's transaction): from scratch, or moved from the old bounds by the days that
-    entered and left (a day's move reads two days of the tier instead of a year)."""
+def tier_figures(
+    connection: Connection, tables: Tables, move: Move, target: str, source: str, hist_to: int
+) -> None:
+    """A tiered window's figures (into the rows `target`) and histogram for the bounds of
+    `move`, in the caller's transaction: from scratch, or moved from the old bounds (figures
+    from the rows `source`) by the raw rows that entered and the tier's days that left.
+
+    `hist_to`: today's daily histogram (`site_hist`) counts the rows started before this.
+    """
     name = move.window.name
-    if move.old is None:
-        spans = [(move.start // DAY, move.end // DAY, 1)]
-    else:
-        (enter_lo, enter_hi), (left_lo, left_hi) = move.entered, move.left
-        spans = [(enter_lo // DAY, enter_hi // DAY, 1), (left_lo // DAY, left_hi // DAY, -1)]
     connection.execute(
         """CREATE OR REPLACE TEMP TABLE site_tier (
-               parent VARCHAR, region VARCHAR, day INTEGER, sign INTEGER, runs BIGINT,
-               passes BIGINT, p95 DOUBLE, bins SMALLINT[], counts BIGINT[])"""
+               parent VARCHAR, region VARCHAR, sign INTEGER, runs BIGINT, passes BIGINT,
+               bins SMALLINT[], counts BIGINT[])"""
     )
+    # Latency counts besides the tier's (parent, region, bin, n), and the span of rollup
+    # buckets whose runs and passes entered.
+    bins: list[str] = []
+    parameters: dict[str, object] = {}
+    if move.old is None:
+        midnight = move.end // DAY * DAY
+        spans = [(move.start // DAY, midnight // DAY, 1)]
+        runs_from, runs_to = midnight, move.end
+        if move.end > midnight and hist_to >= move.end:
+            # Today's blocks: the daily histogram, less what it holds after the end.
+            bins.append(f"SELECT parent, region, bin, n FROM {tables.hist} WHERE day = $today")
+            cut = hist_select("started_at >= $cut AND started_at < $upto")
+            bins.append(f"SELECT parent, region, bin, -n FROM ({cut})")
+            upto = min(hist_to, midnight + DAY)
+            parameters = {"today": midnight // DAY, "cut": at(move.end), "upto": at(upto)}
+        elif move.end > midnight:
+            counted = hist_select("started_at >= $lo AND started_at < $hi")
+            bins.append(f"SELECT parent, region, bin, n FROM ({counted})")
+            parameters = {"lo": at(midnight), "hi": at(move.end)}
+    else:
+        (enter_lo, enter_hi), (left_lo, left_hi) = move.entered, move.left
+        spans = [(left_lo // DAY, left_hi // DAY, -1)]
+        runs_from, runs_to = enter_lo, enter_hi
+        counted = hist_select("started_at >= $lo AND started_at < $hi")
+        bins.append(f"SELECT parent, region, bin, n FROM ({counted})")
+        parameters = {"lo": at(enter_lo), "hi": at(enter_hi)}
     for first, last, sign in spans:
         if first < last:
-            tier, parameters = days.relation(connection, first, last)
+            tier, tier_parameters = days.relation(connection, first, last)
             connection.execute(
-                f"""INSERT INTO site_tier SELECT parent, region, day, {sign}, runs, passes, p95,
-                           bins, counts FROM {tier}""",
-                parameters,
+                f"""INSERT INTO site_tier SELECT parent, region, {sign}, runs, passes, bins,
+                           counts FROM {tier}""",
+                tier_parameters,
             )
     # Counts per canary, region and bin first (the one pass over every day's bins), then per
     # canary from those few rows rather than a second pass (GROUPING SETS) over the days.
+    others = "".join(f" UNION ALL {part}" for part in bins)
     connection.execute(
-        """CREATE OR REPLACE TEMP TABLE site_leaf AS
-           SELECT parent, region, bin, sum(sign * n)::BIGINT AS n FROM (
-               SELECT parent, region, sign, unnest(bins) AS bin, unnest(counts) AS n
-               FROM site_tier)
-           GROUP BY parent, region, bin"""
+        f"""CREATE OR REPLACE TEMP TABLE site_leaf AS
+            SELECT parent, region, bin, sum(n)::BIGINT AS n FROM (
+                SELECT parent, region, unnest(bins) AS bin, sign * unnest(counts) AS n
+                FROM site_tier{others})
+            GROUP BY parent, region, bin""",
+        parameters,
     )
     connection.execute(
         """CREATE OR REPLACE TEMP TABLE site_delta AS
@@ -77,16 +112,20 @@ def tier_figures(connection: Connection, tables: Tables, move: Move) -> None:
               ON k.parent = d.parent AND k.region IS NOT DISTINCT FROM d.region
             GROUP BY k.id, d.bin HAVING sum(d.n) <> 0"""
     )
-    sums = """SELECT parent, region, sum(sign * runs)::BIGINT AS runs,
-                     sum(sign * passes)::BIGINT AS passes
-              FROM site_tier GROUP BY GROUPING SETS ((parent, region), (parent))"""
+    sums = f"""SELECT parent, region, sum(runs)::BIGINT AS runs, sum(passes)::BIGINT AS passes
+               FROM (SELECT parent, region, sign * runs AS runs, sign * passes AS passes
+                     FROM site_tier
+                     UNION ALL
+                     SELECT parent, region, runs, passes FROM {tables.rollup}
+                     WHERE bucket >= $r0 AND bucket < $r1)
+               GROUP BY GROUPING SETS ((parent, region), (parent))"""
+    sum_parameters: dict[str, object] = {"r0": runs_from, "r1": runs_to}
     if move.old is None:
         connection.execute(f"DELETE FROM {tables.whist} WHERE win = $w", {"w": name})
         connection.execute(
             f"INSERT INTO {tables.whist} (win, id, bin, n) SELECT $w, id, bin, n FROM site_moved",
             {"w": name},
         )
-        connection.execute(f"DELETE FROM {tables.chart} WHERE win = $w", {"w": name})
     else:
         # In place, as the other windows' histograms move (`figures.py`).
         match = "w.win = $w AND w.id = m.id AND w.bin = m.bin"
@@ -103,40 +142,55 @@ def tier_figures(connection: Connection, tables: Tables, move: Move) -> None:
         connection.execute(f"DELETE FROM {tables.whist} WHERE win = $w AND n = 0", {"w": name})
         sums = f"""SELECT parent, region, sum(runs)::BIGINT AS runs,
                           sum(passes)::BIGINT AS passes FROM (
-                       SELECT parent, region, runs, passes FROM {tables.window} WHERE win = $w
+                       SELECT parent, region, runs, passes FROM {tables.window}
+                       WHERE win = $source
                        UNION ALL {sums})
                    GROUP BY parent, region"""
-        connection.execute(
-            f"DELETE FROM {tables.chart} WHERE win = $w AND slot < $s",
-            {"w": name, "s": move.start},
-        )
-    connection.execute(
-        f"CREATE OR REPLACE TEMP TABLE site_runs AS {sums}",
-        {} if move.old is None else {"w": name},
-    )
+        sum_parameters["source"] = source
+    connection.execute(f"CREATE OR REPLACE TEMP TABLE site_runs AS {sums}", sum_parameters)
     # Keys with no run left in the window (no histogram counts) have no figures: the inner
     # join with the quantiles drops them, moved or computed from scratch alike.
     counts = f"(SELECT id, bin, n FROM {tables.whist} WHERE win = $w)"
-    connection.execute(f"DELETE FROM {tables.window} WHERE win = $w", {"w": name})
+    connection.execute(f"DELETE FROM {tables.window} WHERE win = $t", {"t": target})
     connection.execute(
         f"""INSERT INTO {tables.window} ({_COLUMNS})
             WITH quantiles AS ({quantiles_sql(counts, "id")})
-            SELECT $w, r.parent, r.region, r.runs, r.passes, q.q[1], q.q[2], q.q[3]
+            SELECT $t, r.parent, r.region, r.runs, r.passes, q.q[1], q.q[2], q.q[3]
             FROM site_runs r
             JOIN {tables.keys} k
               ON k.parent = r.parent AND k.region IS NOT DISTINCT FROM r.region
             JOIN quantiles q ON q.id = k.id""",
-        {"w": name},
+        {"w": name, "t": target},
     )
+    for table in ("site_tier", "site_leaf", "site_delta", "site_moved", "site_runs"):
+        connection.execute(f"DROP TABLE {table}")
+
+
+def tier_chart(connection: Connection, tables: Tables, move: Move) -> None:
+    """A tiered window's chart points for the published bounds of `move`: a point per whole
+    day before the day of its end, each the day's highest per-check p95 from the tier; moved
+    by the days that left and the days that became whole."""
+    name = move.window.name
+    last = move.end // DAY
+    if move.old is None:
+        first = move.start // DAY
+        connection.execute(f"DELETE FROM {tables.chart} WHERE win = $w", {"w": name})
+    else:
+        first = max(move.start, move.old[1]) // DAY
+        connection.execute(
+            f"DELETE FROM {tables.chart} WHERE win = $w AND (slot < $s OR slot >= $f)",
+            {"w": name, "s": move.start, "f": first * DAY},
+        )
+    if first >= last:
+        return
+    tier, parameters = days.relation(connection, first, last)
     connection.execute(
         f"""INSERT INTO {tables.chart} (win, parent, region, slot, p95, shown)
             SELECT $w, parent, region, slot, p95, {SHOWN_SQL.format("p95")} FROM (
                 SELECT parent, region, day * {DAY} AS slot, max(p95) AS p95
-                FROM site_tier WHERE sign = 1 GROUP BY parent, region, day)""",
-        {"w": name},
+                FROM {tier} GROUP BY parent, region, day)""",
+        {"w": name, **parameters},
     )
-    for table in ("site_tier", "site_leaf", "site_delta", "site_moved", "site_runs"):
-        connection.execute(f"DROP TABLE {table}")
 
 
 def today_points(connection: Connection, tables: Tables, end: int, hist_to: int) -> None:
@@ -155,21 +209,12 @@ def today_points(connection: Connection, tables: Tables, end: int, hist_to: int)
     connection.execute(
         f"""CREATE OR REPLACE TEMP TABLE site_today AS
             SELECT split_part(k, chr(0), 1) AS parent, split_part(k, chr(0), 2) AS region,
-                   split_part(k, chr(0), 3)::BIGINT * {DAY} AS slot, q[2] AS p95
+                   split_part(k, chr(0), 3)::BIGINT * {DAY} AS slot,
+                   -- Two significant digits: on a chart of days the finer ones are not
+                   -- seen, and they move with every run (each redrawing the page).
+                   CASE WHEN q[2] > 0
+                        THEN round(q[2], 1 - CAST(floor(log10(q[2])) AS INTEGER))
+                        ELSE q[2] END AS p95
             FROM ({quantiles_sql(counts, "k")})""",
         {"end": end, "hist_to": hist_to},
     )
-
-
-def open_part(tables: Tables, hist_to: int) -> tuple[str, str, dict[str, object]]:
-    """SQL for a tiered window's open part (today, from `$end`): its (parent, region, runs,
-    passes) and its (parent, region, bin, n), and the parameters they take besides `$end`.
-
-    `hist_to`: today's daily histogram counts the rows started before it; `site_open` (the
-    raw rows of every window's open part, `live.py`) holds those after it.
-    """
-    sums = f"""SELECT parent, region, runs, passes FROM {tables.rollup} WHERE bucket >= $end"""
-    bins = f"""SELECT parent, region, bin, n FROM {tables.hist} WHERE day >= $end // {DAY}
-               UNION ALL
-               SELECT parent, region, bin, n FROM site_open WHERE bucket >= $hist_to"""
-    return sums, bins, {"hist_to": hist_to}

@@ -92,6 +92,11 @@ def until(connection: Connection) -> int:
     return _meta(connection, DAYS_UNTIL) or 0
 
 
+def held(connection: Connection) -> int:
+    """`until`, or 0 when the state file has no tier table (opened read-only, older)."""
+    return until(connection) if _has_tier(connection) else 0
+
+
 def compute(connection: Connection, day: int, relation: str | None = None) -> int:
     """(Re)write one day's tier rows (in the caller's transaction, if any); returns how many.
 
