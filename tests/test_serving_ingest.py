@@ -92,8 +92,20 @@ async def test_concurrent_batches_share_inserts_and_every_row_is_counted(
         await until_ready(parts)
         token = await parts.control.mint_token("eu-1")
 
+        # One clock reading for every row: rows read from the clock batch by batch could
+        # come out equal to the microsecond (and be stored once, as duplicates should).
+        base = datetime.now(UTC)
+
         async def send(batch: int) -> httpx.Response:
-            rows = [row(1 + (batch * size + i) / 1000) for i in range(size)]
+            rows = [
+                row(0)
+                | {
+                    "started_at": (
+                        base - timedelta(milliseconds=1000 + batch * size + i)
+                    ).isoformat()
+                }
+                for i in range(size)
+            ]
             return await client.post(
                 "/api/agent/results",
                 headers={"Authorization": f"Bearer {token}"},
