@@ -438,8 +438,10 @@ def test_90_and_365_day_windows_on_the_pages_equal_the_raw_rows(
             """INSERT INTO results (agent, region, canary, parent, check_name, check_type,
                                    started_at, duration_ms, status, received_at)
                VALUES ('eu-1', 'eu', 'web/shop@eu-1', 'web/shop', 'check', 'http', $at, 9.0,
-                       'fail', now())""",
-            {"at": late},
+                       'fail', $received)""",
+            # Received after every generated row, on the test's clock rather than the real
+            # one (which may be earlier than the newest generated row's arrival).
+            {"at": late, "received": NOW + timedelta(minutes=1)},
         )
     for name in ("90d", "365d"):
         runs, passes = expected[(name, "web/shop")]
