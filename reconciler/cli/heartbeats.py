@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from reconciler.cli import options
 from reconciler.cli.console import Console
+from reconciler.cli.minting import ADMIN_TOKEN_ENV, SERVER_TIMEOUT, mint
 from reconciler.cli.options import EXIT_ERROR, EXIT_OK, Subcommands
-from reconciler.server.settings import SECRETS
 
-ADMIN_TOKEN_ENV = SECRETS["admin_token"]
+if TYPE_CHECKING:
+    from reconciler.cli.server_client import ServerClient
+    from reconciler.store.db import Connection
 
 NAME = "heartbeats"
 PING_PATH = "/api/v1/heartbeat/"
-# As `agents token`: another command holds the file for moments, a server for good.
-PROBE_LOCK_SECONDS = 0.5
-SERVER_TIMEOUT = 10.0
 
 
 def register(commands: Subcommands) -> None:
@@ -48,66 +48,36 @@ def _canary_key(text: str) -> str:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Print a new token on stdout; 1 when the heartbeat is unknown or the server refuses."""
-    from reconciler.store.db import StateError, StateLocked, open_state
-    from reconciler.store.heartbeats import heartbeat_is_configured, mint_heartbeat_token
-
     if args.heartbeats_command != "token":
         console.error("say what to do: `reconcile heartbeats token CANARY CHECK`")
         return EXIT_ERROR
     canary = _canary_key(args.canary)
-    if args.server:
-        return _mint_through_server(args, canary, console)
-    if not args.state.exists():
-        console.error(
-            f"no state file at {args.state}; apply the config first, pass --state, or "
-            "pass --server URL to mint through a running server"
-        )
-        return EXIT_ERROR
-    try:
-        connection = open_state(args.state, lock_timeout=PROBE_LOCK_SECONDS)
-    except StateLocked:
-        return _mint_through_server(args, canary, console)
-    except StateError as error:
-        console.error(str(error))
-        return EXIT_ERROR
-    assert connection is not None
-    with connection:
+
+    def in_state(connection: Connection) -> int:
+        from reconciler.store.heartbeats import heartbeat_is_configured, mint_heartbeat_token
+
         if not heartbeat_is_configured(connection, canary, args.check):
             console.error(
                 f"canary {canary} has no heartbeat check {args.check!r} in {args.state}; "
                 "add it to the config repository and apply first"
             )
             return EXIT_ERROR
-        token = mint_heartbeat_token(connection, (canary, args.check), datetime.now(UTC))
-    console.say(token)
-    console.note(
-        f"Minted a token for heartbeat {args.check!r} of {canary}; it is shown only once and "
-        f"any earlier one is revoked. The job pings <server URL>{PING_PATH}<token>."
-    )
-    return EXIT_OK
-
-
-def _mint_through_server(args: argparse.Namespace, canary: str, console: Console) -> int:
-    from reconciler.cli.server_client import ServerClient, ServerError, admin_token, server_url
-
-    url, admin = server_url(args.state, args.server), admin_token()
-    if url is None or admin is None:
-        console.error(
-            f"{args.state} is held by a running `reconcile serve`; to mint through its "
-            f"operator API set {ADMIN_TOKEN_ENV} (the server's admin token)"
-            + ("" if url else " and pass --server URL")
+        console.say(mint_heartbeat_token(connection, (canary, args.check), datetime.now(UTC)))
+        console.note(
+            f"Minted a token for heartbeat {args.check!r} of {canary}; it is shown only once "
+            f"and any earlier one is revoked. The job pings <server URL>{PING_PATH}<token>."
         )
-        return EXIT_ERROR
-    try:
-        answer = ServerClient(url, admin).post(
+        return EXIT_OK
+
+    def through_server(client: ServerClient, url: str) -> int:
+        answer = client.post(
             "/operator/heartbeats/token",
             timeout=SERVER_TIMEOUT,
             expect=201,
             body={"canary": canary, "check": args.check},
         )
-    except ServerError as error:
-        console.error(str(error))
-        return EXIT_ERROR
-    console.say(str(answer["token"]))
-    console.note(f"The job pings {url}{answer['ping_path']}")
-    return EXIT_OK
+        console.say(str(answer["token"]))
+        console.note(f"The job pings {url}{answer['ping_path']}")
+        return EXIT_OK
+
+    return mint(args, console, in_state, through_server)
