@@ -37,8 +37,8 @@ from reconciler.sitebuild.tables import (
     Tables,
     at,
     both_levels,
-    ensure_keys,
     hist_select,
+    move_histogram,
     read_meta,
     write_meta,
 )
@@ -201,34 +201,7 @@ def _histogram(connection: Connection, tables: Tables, move: Move, hist_to: int)
             "l1": left_hi // DAY,
         }
     connection.execute(f"CREATE OR REPLACE TEMP TABLE site_delta AS {delta}", parameters)
-    ensure_keys(connection, tables, "site_delta")
-    connection.execute(
-        f"""CREATE OR REPLACE TEMP TABLE site_moved AS
-            SELECT k.id, d.bin, sum(d.n)::BIGINT AS n FROM site_delta d JOIN {tables.keys} k
-              ON k.parent = d.parent AND k.region IS NOT DISTINCT FROM d.region
-            GROUP BY k.id, d.bin HAVING sum(d.n) <> 0"""
-    )
-    if move.old is None:
-        connection.execute(f"DELETE FROM {tables.whist} WHERE win = $w", {"w": name})
-        connection.execute(
-            f"INSERT INTO {tables.whist} (win, id, bin, n) SELECT $w, id, bin, n FROM site_moved",
-            {"w": name},
-        )
-    else:
-        # In place: a move changes a fraction of the rows, and rewriting the histogram (350,000
-        # rows a window at 1,000 canaries) would log megabytes each time.
-        match = "w.win = $w AND w.id = m.id AND w.bin = m.bin"
-        connection.execute(
-            f"UPDATE {tables.whist} w SET n = w.n + m.n FROM site_moved m WHERE {match}",
-            {"w": name},
-        )
-        connection.execute(
-            f"""INSERT INTO {tables.whist} (win, id, bin, n) SELECT $w, id, bin, n
-                FROM site_moved m
-                WHERE NOT EXISTS (SELECT 1 FROM {tables.whist} w WHERE {match})""",
-            {"w": name},
-        )
-        connection.execute(f"DELETE FROM {tables.whist} WHERE win = $w AND n = 0", {"w": name})
+    move_histogram(connection, tables, name, fresh=move.old is None)
     connection.execute("DROP TABLE site_delta")
     connection.execute("DROP TABLE site_moved")
 

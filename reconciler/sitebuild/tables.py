@@ -225,3 +225,37 @@ def ensure_keys(connection: Connection, tables: Tables, relation: str) -> None:
                 SELECT 1 FROM {tables.keys} k
                 WHERE k.parent = fresh.parent AND k.region IS NOT DISTINCT FROM fresh.region)"""
     )
+
+
+def move_histogram(connection: Connection, tables: Tables, window: str, fresh: bool) -> None:
+    """Apply `temp.site_delta` (parent, region, bin, n: counts entering, or leaving with a
+    negative n) to a window's histogram, through `temp.site_moved` (by key id; left for the
+    caller to drop): replaced when `fresh`, else updated in place — a move changes a fraction
+    of the rows, and rewriting the histogram (350,000 rows a window at 1,000 canaries) would
+    log megabytes each time."""
+    ensure_keys(connection, tables, "site_delta")
+    connection.execute(
+        f"""CREATE OR REPLACE TEMP TABLE site_moved AS
+            SELECT k.id, d.bin, sum(d.n)::BIGINT AS n FROM site_delta d JOIN {tables.keys} k
+              ON k.parent = d.parent AND k.region IS NOT DISTINCT FROM d.region
+            GROUP BY k.id, d.bin HAVING sum(d.n) <> 0"""
+    )
+    if fresh:
+        connection.execute(f"DELETE FROM {tables.whist} WHERE win = $w", {"w": window})
+        connection.execute(
+            f"INSERT INTO {tables.whist} (win, id, bin, n) SELECT $w, id, bin, n FROM site_moved",
+            {"w": window},
+        )
+        return
+    match = "w.win = $w AND w.id = m.id AND w.bin = m.bin"
+    connection.execute(
+        f"UPDATE {tables.whist} w SET n = w.n + m.n FROM site_moved m WHERE {match}",
+        {"w": window},
+    )
+    connection.execute(
+        f"""INSERT INTO {tables.whist} (win, id, bin, n) SELECT $w, id, bin, n
+            FROM site_moved m
+            WHERE NOT EXISTS (SELECT 1 FROM {tables.whist} w WHERE {match})""",
+        {"w": window},
+    )
+    connection.execute(f"DELETE FROM {tables.whist} WHERE win = $w AND n = 0", {"w": window})

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from reconciler.core.sketch import quantiles_sql
 from reconciler.sitebuild.moves import Move
-from reconciler.sitebuild.tables import SHOWN_SQL, Tables, at, ensure_keys, hist_select
+from reconciler.sitebuild.tables import SHOWN_SQL, Tables, at, hist_select, move_histogram
 from reconciler.sitebuild.windows import DAY
 from reconciler.store import days
 from reconciler.store.db import Connection
@@ -105,13 +105,7 @@ def tier_figures(
            UNION ALL
            SELECT parent, NULL AS region, bin, sum(n)::BIGINT FROM site_leaf GROUP BY parent, bin"""
     )
-    ensure_keys(connection, tables, "site_delta")
-    connection.execute(
-        f"""CREATE OR REPLACE TEMP TABLE site_moved AS
-            SELECT k.id, d.bin, sum(d.n)::BIGINT AS n FROM site_delta d JOIN {tables.keys} k
-              ON k.parent = d.parent AND k.region IS NOT DISTINCT FROM d.region
-            GROUP BY k.id, d.bin HAVING sum(d.n) <> 0"""
-    )
+    move_histogram(connection, tables, name, fresh=move.old is None)
     sums = f"""SELECT parent, region, sum(runs)::BIGINT AS runs, sum(passes)::BIGINT AS passes
                FROM (SELECT parent, region, sign * runs AS runs, sign * passes AS passes
                      FROM site_tier
@@ -120,26 +114,7 @@ def tier_figures(
                      WHERE bucket >= $r0 AND bucket < $r1)
                GROUP BY GROUPING SETS ((parent, region), (parent))"""
     sum_parameters: dict[str, object] = {"r0": runs_from, "r1": runs_to}
-    if move.old is None:
-        connection.execute(f"DELETE FROM {tables.whist} WHERE win = $w", {"w": name})
-        connection.execute(
-            f"INSERT INTO {tables.whist} (win, id, bin, n) SELECT $w, id, bin, n FROM site_moved",
-            {"w": name},
-        )
-    else:
-        # In place, as the other windows' histograms move (`figures.py`).
-        match = "w.win = $w AND w.id = m.id AND w.bin = m.bin"
-        connection.execute(
-            f"UPDATE {tables.whist} w SET n = w.n + m.n FROM site_moved m WHERE {match}",
-            {"w": name},
-        )
-        connection.execute(
-            f"""INSERT INTO {tables.whist} (win, id, bin, n) SELECT $w, id, bin, n
-                FROM site_moved m
-                WHERE NOT EXISTS (SELECT 1 FROM {tables.whist} w WHERE {match})""",
-            {"w": name},
-        )
-        connection.execute(f"DELETE FROM {tables.whist} WHERE win = $w AND n = 0", {"w": name})
+    if move.old is not None:
         sums = f"""SELECT parent, region, sum(runs)::BIGINT AS runs,
                           sum(passes)::BIGINT AS passes FROM (
                        SELECT parent, region, runs, passes FROM {tables.window}
