@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request, Response
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -134,6 +135,29 @@ async def read_json(request: Request, expected: str, limit: int = MAX_BODY_BYTES
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise RequestRefused(422, f"the body is not JSON ({error}); expected {expected}") from None
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+async def read_model(request: Request, model: type[Model], expected: dict[str, str]) -> Model:
+    """The body as a JSON object validated by `model`.
+
+    Raises:
+        RequestRefused: 413 over the size limit; 422 for a body that is not a JSON object or
+            not valid, with each problem (`field: message`) and the `expected` fields.
+    """
+    data = await read_json(request, "a JSON object")
+    if not isinstance(data, dict):
+        raise RequestRefused(422, "the body must be a JSON object", expected=expected)
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        errors = [
+            f"{'.'.join(str(part) for part in e['loc']) or 'body'}: {e['msg']}"
+            for e in error.errors()
+        ]
+        raise RequestRefused(422, "invalid body", errors=errors, expected=expected) from None
 
 
 def require_read(request: Request) -> None:

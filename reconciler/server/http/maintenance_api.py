@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from reconciler.core import maintenance_edits
 from reconciler.core.maintenance import active, upcoming
@@ -16,7 +16,7 @@ from reconciler.server.control_plane import ControlPlane
 from reconciler.server.http.common import (
     control_of,
     json_response,
-    read_json,
+    read_model,
     require_admin,
     require_read,
 )
@@ -118,17 +118,7 @@ OPEN_FIELDS = {
 
 
 async def _open_fields(request: Request) -> dict[str, Any]:
-    data = await read_json(request, "a JSON object")
-    if not isinstance(data, dict):
-        raise RequestRefused(422, "the body must be a JSON object", expected=OPEN_FIELDS)
-    try:
-        body = WindowOpen.model_validate(data)
-    except ValidationError as error:
-        found = [
-            f"{'.'.join(str(part) for part in e['loc']) or 'body'}: {e['msg']}"
-            for e in error.errors()
-        ]
-        raise RequestRefused(422, "invalid body", errors=found, expected=OPEN_FIELDS) from None
+    body = await read_model(request, WindowOpen, OPEN_FIELDS)
     problems = [
         f"canaries{'.' if path else ''}{'.'.join(map(str, path))}: {message}"
         for path, message in body.canaries.problems()

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, ParamSpec
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from reconciler.core import config_edits
 from reconciler.core.refusal import RequestRefused
@@ -16,7 +16,7 @@ from reconciler.server.http.common import (
     control_of,
     controllers_of,
     json_response,
-    read_json,
+    read_model,
     require_admin,
 )
 from reconciler.server.http.docs import errors, json_body, model_schema
@@ -181,17 +181,7 @@ async def _parse_body(
     Raises:
         RequestRefused: 413 or 422, saying what was expected.
     """
-    data = await read_json(request, "a JSON object")
-    if not isinstance(data, dict):
-        raise RequestRefused(422, "the body must be a JSON object", expected=expected)
-    try:
-        body = model.model_validate(data)
-    except ValidationError as error:
-        errors = [
-            f"{'.'.join(str(part) for part in e['loc']) or 'body'}: {e['msg']}"
-            for e in error.errors()
-        ]
-        raise RequestRefused(422, "invalid body", errors=errors, expected=expected) from None
+    body = await read_model(request, model, expected)
     given = body.model_fields_set
     fields = {key: getattr(body, key) for key in type(body).model_fields if key in given}
     nulls = sorted(key for key in fields if key in NOT_NULL and fields[key] is None)
