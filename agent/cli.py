@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.process import configure_logging, loop_factory
+from agent.process import configure_logging, freeze_survivors, loop_factory
 from agent.settings import SettingsError, load_settings
 
 EPILOG = """\
@@ -112,6 +112,7 @@ async def _run(args: argparse.Namespace) -> int:
     }  # fmt: skip
     settings = load_settings(flags, os.environ)
     agent = Agent(settings)
+    freeze_survivors()  # the modules: imported by now
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, agent.stop)
     loop.add_signal_handler(signal.SIGINT, agent.stop)

@@ -19,6 +19,7 @@ from agent.checks import ClientPool, result_row, run_check
 from agent.checks.browser_check import BrowserPolicy, allow_browser_checks
 from agent.checks.series import CheckSeries
 from agent.metrics import Metrics
+from agent.process import freeze_survivors
 from agent.scheduler import Scheduler
 from agent.screenshots import HELP as SCREENSHOT_HELP
 from agent.screenshots import PendingShot, ScreenshotQueue
@@ -274,6 +275,7 @@ class Agent:
         document = orjson.loads(response.content)
         self.etag = response.headers.get("etag")
         added, changed, removed = self.scheduler.update(document["canaries"])
+        freeze_survivors()  # the config's canaries live until the next one
         log.info(
             "config %s for %s in %s: %d canaries (%d added, %d changed, %d removed)",
             (self.etag or "").strip('"')[:12],
