@@ -16,6 +16,7 @@ from reconciler.core.status import (
     canary_status,
     document,
     lookback,
+    paused,
     worst,
 )
 
@@ -149,6 +150,20 @@ def test_a_page_headline_is_its_worst_known_status() -> None:
     assert worst([Status.UNKNOWN, Status.OPERATIONAL]) is Status.OPERATIONAL
     assert worst([Status.OPERATIONAL, Status.PARTIAL_OUTAGE]) is Status.PARTIAL_OUTAGE
     assert worst([Status.MAJOR_OUTAGE, Status.PARTIAL_OUTAGE]) is Status.MAJOR_OUTAGE
+    # A paused canary neither hides the others nor makes the page look healthy.
+    assert worst([Status.PAUSED, Status.PARTIAL_OUTAGE]) is Status.PARTIAL_OUTAGE
+    assert worst([Status.PAUSED]) is Status.UNKNOWN
+
+
+def test_a_canary_that_never_runs_is_paused_in_each_region_not_unknown() -> None:
+    shown = document(paused(["us", "eu"]))
+    assert shown["status"] == "paused" and "replicas: 0" in str(shown["reason"])
+    assert {r: s["status"] for r, s in shown["region_status"].items()} == {
+        "eu": "paused",
+        "us": "paused",
+    }
+    assert (shown["last_run"], shown["regions_down"]) == (None, [])
+    assert LABELS[Status.PAUSED] == "Paused"
 
 
 def test_each_status_says_why() -> None:

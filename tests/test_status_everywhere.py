@@ -26,7 +26,7 @@ metadata:
   namespace: web
 spec:
   schedule: '@every 1m'
-  agentSelector: ['*']
+  agentSelector: ['*']{extra}
   http:
     - name: check
       url: https://example.com/{name}
@@ -40,12 +40,14 @@ RUNS = {
     "checkout": {"eu-1": "fff", "us-1": "fff"},
     "home": {"eu-1": "ppp", "us-1": "ppp"},
     "idle": {},
+    "paused": {},  # replicas: 0
 }
 EXPECTED = {
     "search": ("partial_outage", "Partial outage", {"eu": "partial_outage", "us": "operational"}),
     "checkout": ("major_outage", "Major outage", {"eu": "major_outage", "us": "major_outage"}),
     "home": ("operational", "Operational", {"eu": "operational", "us": "operational"}),
     "idle": ("unknown", "No recent data", {"eu": "unknown", "us": "unknown"}),
+    "paused": ("paused", "Paused", {"eu": "paused", "us": "paused"}),
 }
 LABELS = {status: label for status, label, _ in EXPECTED.values()}
 
@@ -70,8 +72,9 @@ def server(config_repo: ConfigRepo, tmp_path: Path) -> Iterator[ServerProcess]:
     config_repo.write("regions.yaml", region_doc("eu") + "---\n" + region_doc("us"))
     config_repo.write("agents.yaml", agent_doc("eu-1", "eu") + "---\n" + agent_doc("us-1", "us"))
     for name in RUNS:
-        config_repo.write(f"canaries/{name}.yaml", CANARY.format(name=name))
-    config_repo.commit("four canaries")
+        extra = "\n  replicas: 0" if name == "paused" else ""
+        config_repo.write(f"canaries/{name}.yaml", CANARY.format(name=name, extra=extra))
+    config_repo.commit("five canaries")
     env = {"RECONCILER_INCIDENT_INTERVAL": "0.2"}
     with running_server(config_repo.path, tmp_path / "state.duckdb", env=env) as process:
         process.wait_ready()

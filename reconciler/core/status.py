@@ -28,24 +28,26 @@ from reconciler.core.incidents import (
 
 
 class Status(StrEnum):
-    """Atlassian Statuspage's component scale, plus `unknown` for no recent data.
+    """Atlassian Statuspage's component scale, plus `unknown` for no recent data and `paused`
+    for a canary that never runs (`replicas: 0` or `@never`).
 
     `DEGRADED_PERFORMANCE` is decided by degraded runs (passes slower than a check's
-    `degradedThresholdMillis`); `UNDER_MAINTENANCE` is reserved: nothing decides it yet (the
-    on-call work adds maintenance windows). Every place that shows a status has a label, a
-    colour and a rank for each.
+    `degradedThresholdMillis`), `UNDER_MAINTENANCE` by an open maintenance window
+    (`core/maintenance.py`). Every place that shows a status has a label, a colour and a rank
+    for each.
     """
 
     OPERATIONAL = "operational"
     DEGRADED_PERFORMANCE = "degraded_performance"
     PARTIAL_OUTAGE = "partial_outage"
     MAJOR_OUTAGE = "major_outage"
-    UNDER_MAINTENANCE = "under_maintenance"  # reserved
+    UNDER_MAINTENANCE = "under_maintenance"
     UNKNOWN = "unknown"
+    PAUSED = "paused"
 
 
 # Rare statuses: pages list them only when some canary has them.
-RESERVED = frozenset({Status.DEGRADED_PERFORMANCE, Status.UNDER_MAINTENANCE})
+RESERVED = frozenset({Status.DEGRADED_PERFORMANCE, Status.UNDER_MAINTENANCE, Status.PAUSED})
 
 LABELS: Mapping[Status, str] = {
     Status.OPERATIONAL: "Operational",
@@ -54,6 +56,7 @@ LABELS: Mapping[Status, str] = {
     Status.MAJOR_OUTAGE: "Major outage",
     Status.UNDER_MAINTENANCE: "Under maintenance",
     Status.UNKNOWN: "No recent data",
+    Status.PAUSED: "Paused",
 }
 
 # Worst first: lists of canaries sort by this, and a page's headline is its worst status.
@@ -64,6 +67,7 @@ SEVERITY: Mapping[Status, int] = {
     Status.UNDER_MAINTENANCE: 3,
     Status.UNKNOWN: 4,
     Status.OPERATIONAL: 5,
+    Status.PAUSED: 6,
 }
 
 HEADLINES: Mapping[Status, str] = {
@@ -73,6 +77,7 @@ HEADLINES: Mapping[Status, str] = {
     Status.MAJOR_OUTAGE: "Major outage",
     Status.UNDER_MAINTENANCE: "Under maintenance",
     Status.UNKNOWN: "No data yet",
+    Status.PAUSED: "No data yet",
 }
 
 
@@ -279,10 +284,10 @@ def canary_status(
 def worst(statuses: Iterable[Status]) -> Status:
     """The headline status of several canaries (a status page): the worst of those with data.
 
-    Unknown canaries do not hide the others' status; only when every one is unknown (or
-    there are none) is the headline unknown.
+    Unknown and paused canaries do not hide the others' status; only when every one is
+    unknown or paused (or there are none) is the headline unknown.
     """
-    known = [s for s in statuses if s is not Status.UNKNOWN]
+    known = [s for s in statuses if s not in (Status.UNKNOWN, Status.PAUSED)]
     if not known:
         return Status.UNKNOWN
     return min(known, key=lambda s: SEVERITY[s])
@@ -299,6 +304,15 @@ def _last_run_document(run: LastRun | None, times: bool) -> dict[str, Any] | Non
     if run.retries:  # present only when some check retried, as most runs never do
         outcome["retries"] = run.retries
     return {"at": _iso(run.started_at), **outcome} if times else outcome
+
+
+PAUSED_REASON = "paused: the canary never runs (replicas: 0 or schedule @never)"
+
+
+def paused(regions: Iterable[str]) -> CanaryState:
+    """The state of a canary that never runs, in each region it would run in."""
+    state = RegionState(Status.PAUSED, "unknown", None, PAUSED_REASON)
+    return CanaryState(Status.PAUSED, dict.fromkeys(sorted(regions), state), None, PAUSED_REASON)
 
 
 def document(state: CanaryState | None, times: bool = True) -> dict[str, object]:

@@ -128,8 +128,7 @@ def region_state(snapshot: Snapshot, canary: str, region: str) -> dict[str, Any]
 
 
 def region_status(snapshot: Snapshot, canary: str, region: str) -> str:
-    """A canary's status in one region: operational, degraded_performance, partial_outage,
-    major_outage or unknown."""
+    """A canary's status in one region (`core.status.Status`: operational … paused)."""
     return str(region_state(snapshot, canary, region)["status"])
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from reconciler.core.incidents import CheckRow, Run, group_runs, targets_of
 from reconciler.core.maintenance import windows_of, with_maintenance
 from reconciler.core.resources import Resource
-from reconciler.core.status import CanaryState, canary_status, lookback
+from reconciler.core.status import CanaryState, canary_status, lookback, paused
 from reconciler.store.db import Connection
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -79,7 +79,7 @@ def canary_statuses(
         now: the time the statuses are for; later runs are ignored.
 
     Returns:
-        By canary key. Canaries that never run (`@never`) are absent: their status is unknown.
+        By canary key; a canary that never runs (`replicas: 0`, `@never`) is paused.
     """
     resources = list(resources)
     targets, probes = targets_of(resources)
@@ -101,9 +101,17 @@ def canary_statuses(
     # Runs in a maintenance window decide nothing (left out above); a canary in an open
     # window reads "under maintenance" (core/maintenance.py).
     windows = windows_of(resources)
-    return {
+    states = {
         key: with_maintenance(
             canary_status(target, runs.get(key, {}), key in incidents, now), key, windows, now
         )
         for key, target in targets.items()
     }
+    never: dict[str, set[str]] = {
+        r.name: set() for r in resources if r.kind == "Canary" and r.name not in targets
+    }
+    for resource in resources:
+        if resource.kind == "DerivedCanary" and resource.parent in never:
+            never[resource.parent].add(str(resource.spec.get("region", "")))
+    states.update((key, paused(regions)) for key, regions in never.items())
+    return states

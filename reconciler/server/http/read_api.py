@@ -5,8 +5,8 @@ Target ids are canary keys with '/' replaced by '.' (`monitoring/api-health` is
 
 Status of a target (GET /api/v1/targets, and per region in GET /api/v1/targets/{id}/regions):
 `core/status.py` decides it, as for the site: operational, degraded_performance,
-partial_outage, major_outage or unknown, from the incident engine's thresholds and policy,
-with the last run beside it (docs/status.md).
+partial_outage, major_outage, under_maintenance, unknown or paused, from the incident
+engine's thresholds and policy, with the last run beside it (docs/status.md).
 
 Windows: `since` and `until` take RFC 3339 times with an offset, or a duration before now
 (`24h`, `7d`, `90m`); the default is the 24h ending now, start inclusive, end exclusive.
