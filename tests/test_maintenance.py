@@ -296,6 +296,38 @@ def test_plan_shows_an_added_window(config_repo: ConfigRepo, tmp_path: Path) -> 
     assert windows_of([]) == []
 
 
+def test_the_text_plan_cuts_a_fleet_wide_windows_list_and_shows_what_it_gained(
+    config_repo: ConfigRepo, tmp_path: Path
+) -> None:
+    for path, text in FLEET.items():
+        config_repo.write(path, text)
+    for index in range(25):
+        config_repo.write(f"fleet/c{index:02}.yaml", canary_doc(f"c{index:02}", namespace="fleet"))
+    everything = (
+        "canaries: {namespaces: [fleet]}\nstart: 2026-03-01T10:00:00Z\nend: 2026-03-01T11:00:00Z"
+    )
+    config_repo.write("maintenance/w.yaml", window_doc("fleet-wide", everything))
+    config_repo.commit("25 canaries in one window")
+    state = tmp_path / "state.duckdb"
+    plan = run_cli("plan", "--repo", config_repo.path, "--state", state)
+    assert plan.code == 0, plan.err
+    line = next(line for line in plan.out.splitlines() if "selected" in line)
+    assert '"fleet/c09", … 15 more] (25 items)' in line and "fleet/c10" not in line
+    assert (
+        run_cli("apply", "--repo", config_repo.path, "--state", state, "--auto-approve").code == 0
+    )
+
+    config_repo.write("fleet/c25.yaml", canary_doc("c25", namespace="fleet"))
+    config_repo.remove("fleet/c00.yaml")
+    config_repo.commit("one canary more, one less")
+    plan = run_cli("plan", "--repo", config_repo.path, "--state", state)
+    line = next(line for line in plan.out.splitlines() if "selected" in line)
+    assert line.split("= ", 1)[1] == '25 -> 25 items, + ["fleet/c25"], - ["fleet/c00"]'
+    # The JSON plan keeps every item.
+    shown = run_cli("plan", "--repo", config_repo.path, "--state", state, "--format", "json")
+    assert shown.out.count("fleet/c1") >= 15
+
+
 def test_a_region_in_an_open_window_reads_under_maintenance() -> None:
     def state() -> CanaryState:
         region = RegionState(Status.UNKNOWN, "unknown", None, "no recent runs")

@@ -13,11 +13,35 @@ from schemas.durations import format_duration
 
 _SYMBOL = {"create": "+", "update": "~", "delete": "-"}
 _VERB = {"create": "created", "update": "updated in-place", "delete": "destroyed"}
+# Items of a list the text plan prints; longer lists (a fleet-wide maintenance window's
+# `selected` canaries) end in "… N more", and a changed one shows what came and went. The
+# JSON plan (`--json`) always has every item.
+LIST_SHOWN = 10
 
 
 def value_text(value: Any) -> str:
-    """A value as JSON, the way plans show it."""
+    """A value as JSON, the way plans show it (a long list cut to its first `LIST_SHOWN`)."""
+    if isinstance(value, list) and len(value) > LIST_SHOWN:
+        shown = orjson.dumps(value[:LIST_SHOWN]).decode()[:-1]
+        return f"{shown}, … {len(value) - LIST_SHOWN} more] ({len(value)} items)"
     return orjson.dumps(value).decode()
+
+
+def _change_text(before: Any, after: Any) -> str:
+    """`before -> after`; for long lists, the items added and removed instead."""
+    lists = isinstance(before, list) and isinstance(after, list)
+    if not lists or max(len(before), len(after)) <= LIST_SHOWN:
+        return f"{value_text(before)} -> {value_text(after)}"
+    added = [item for item in after if item not in before]
+    removed = [item for item in before if item not in after]
+    parts = [f"{len(before)} -> {len(after)} items"]
+    if added:
+        parts.append(f"+ {value_text(added)}")
+    if removed:
+        parts.append(f"- {value_text(removed)}")
+    if not added and not removed:
+        parts.append("the same items in another order")
+    return ", ".join(parts)
 
 
 def _field_lines(fields: list[FieldChange], symbol: str) -> list[str]:
@@ -30,7 +54,7 @@ def _field_lines(fields: list[FieldChange], symbol: str) -> list[str]:
             elif change.after is None:
                 mark, text = "-", f"{value_text(change.before)} -> null"
             else:
-                mark, text = "~", f"{value_text(change.before)} -> {value_text(change.after)}"
+                mark, text = "~", _change_text(change.before, change.after)
         else:
             mark = symbol
             text = value_text(change.after if symbol == "+" else change.before)
