@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import httpx
 import pytest
 
@@ -21,6 +22,7 @@ from reconciler.core.heartbeats import HeartbeatTarget, missed_deadlines
 from reconciler.server.heartbeats import Heartbeats
 from reconciler.server.main import Parts, running_parts
 from reconciler.server.settings import load_settings
+from reconciler.store.heartbeats import ensure_table, load_heartbeats, record_start
 from tests.conftest import ROOT, ConfigRepo, run_cli
 from tests.inprocess import BASE_URL, server_environ, until_ready
 from tests.server import ADMIN_TOKEN, running_server
@@ -325,6 +327,46 @@ async def test_a_bad_token_is_404_without_saying_what_was_wrong(repo: Path, tmp_
         )
         assert missing.status_code == 404
         assert "has no heartbeat check 'weekly'" in missing.json()["error"]
+
+
+@pytest.mark.anyio
+async def test_a_run_started_before_a_restart_is_timed_by_its_end_after_it(
+    repo: Path, tmp_path: Path
+) -> None:
+    state, clock = tmp_path / "state.duckdb", Clock()
+    async with serving(repo, state, clock) as (_, client, _):
+        token = await mint(client)
+        assert (await client.get(f"/api/v1/heartbeat/{token}/start")).status_code == 200
+    clock.advance(20)  # the server restarts while the job runs
+    async with serving(repo, state, clock) as (parts, client, _):
+        assert (await client.get(f"/api/v1/heartbeat/{token}")).status_code == 200
+
+        def durations(connection: Any) -> list[Any]:
+            query = "SELECT duration_ms FROM results WHERE status = 'pass'"
+            return [row[0] for row in connection.execute(query).fetchall()]
+
+        [duration] = await parts.control.state.read(durations)
+        assert 20_000 <= duration < 21_000  # from the /start before the restart
+        # The end clears it: the next run without a /start has no duration.
+        clock.advance(30)
+        assert (await client.get(f"/api/v1/heartbeat/{token}")).status_code == 200
+        assert sorted(await parts.control.state.read(durations)) == [0.0, duration]
+
+
+def test_a_state_file_from_before_start_times_were_kept_is_read_and_extended(
+    tmp_path: Path,
+) -> None:
+    connection = duckdb.connect(str(tmp_path / "old.duckdb"))
+    connection.execute(
+        """CREATE TABLE heartbeats (canary VARCHAR NOT NULL, check_name VARCHAR NOT NULL,
+           token_hash VARCHAR NOT NULL, minted_at TIMESTAMPTZ NOT NULL,
+           last_ping_at TIMESTAMPTZ, PRIMARY KEY (canary, check_name))"""
+    )
+    connection.execute("INSERT INTO heartbeats VALUES ('ops/backup', 'nightly', 'h', now(), NULL)")
+    ensure_table(connection)
+    record_start(connection, ("ops/backup", "nightly"), datetime(2026, 12, 5, 1, 0, tzinfo=UTC))
+    [stored] = load_heartbeats(connection).values()
+    assert (stored.token_hash, stored.started_at) == ("h", datetime(2026, 12, 5, 1, 0, tzinfo=UTC))
 
 
 @pytest.mark.anyio

@@ -36,6 +36,7 @@ from reconciler.store.heartbeats import (
     load_heartbeats,
     mint_heartbeat_token,
     record_pings,
+    record_start,
 )
 from reconciler.store.tokens import hash_token
 
@@ -130,7 +131,10 @@ class Heartbeats:
             self._control.metrics.help.setdefault(name, text)
         self._control.loops.watch(LOOP)  # in /metrics and /api/v1/status from the start
         await self._control.state.write(ensure_table)
-        self._remember(await self._control.state.read(load_heartbeats))
+        stored = await self._control.state.read(load_heartbeats)
+        self._remember(stored)
+        # Runs started before a restart are timed by their end as if it had not happened.
+        self._started = {k: h.started_at for k, h in stored.items() if h.started_at is not None}
         self._control.on_publish.append(self.refresh)
         self.refresh()
         self._task = self._control.loops.task(LOOP, self._loop)
@@ -179,7 +183,10 @@ class Heartbeats:
         key = self.target(canary, check).key
         now = self._control.clock()
         token = await self._control.state.write(lambda c: mint_heartbeat_token(c, key, now))
-        self._remember(await self._control.state.read(load_heartbeats))
+        stored = await self._control.state.read(load_heartbeats)
+        self._remember(stored)
+        # Runs started before a restart are timed by their end as if it had not happened.
+        self._started = {k: h.started_at for k, h in stored.items() if h.started_at is not None}
         return token
 
     def views(self) -> list[HeartbeatView]:
@@ -245,6 +252,7 @@ class Heartbeats:
         self._last[(key, kind)] = now
         if kind == "start":
             self._started[key] = now
+            await self._control.state.write(functools.partial(record_start, key=key, at=now))
             metrics.count("heartbeat_pings_total", outcome="stored", kind=kind)
             return "stored"
         duration = 0.0

@@ -1,7 +1,9 @@
-"""Heartbeat tokens and last pings: minted at random, shown once, stored only as a hash.
+"""Heartbeat tokens, last pings and started runs: tokens minted at random, shown once, stored
+only as a hash.
 
 One row per heartbeat check (`namespace/name` of its canary and the check's name). The table
-is created on first use, so older state files need no migration.
+is created on first use, and `started_at` added to older ones, so older state files need no
+migration.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ _TABLE = """CREATE TABLE IF NOT EXISTS heartbeats (
     token_hash VARCHAR NOT NULL,
     minted_at TIMESTAMPTZ NOT NULL,
     last_ping_at TIMESTAMPTZ,
+    started_at TIMESTAMPTZ,
     PRIMARY KEY (canary, check_name)
 )"""
+# Tables of state files written before `/start` times were kept.
+_STARTED_COLUMN = "ALTER TABLE heartbeats ADD COLUMN IF NOT EXISTS started_at TIMESTAMPTZ"
 
 Key = tuple[str, str]  # (canary `namespace/name`, check name)
 
@@ -38,11 +43,13 @@ class Heartbeat:
     token_hash: str
     minted_at: datetime
     last_ping_at: datetime | None
+    started_at: datetime | None = None  # a `/start` not yet followed by its end
 
 
 def ensure_table(connection: Connection) -> None:
     """Create the table if this state file has none yet (a writing connection)."""
     connection.execute(_TABLE)
+    connection.execute(_STARTED_COLUMN)
 
 
 def _exists(connection: Connection) -> bool:
@@ -73,7 +80,8 @@ def mint_heartbeat_token(connection: Connection, key: Key, now: datetime) -> str
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     ensure_table(connection)
     connection.execute(
-        "INSERT INTO heartbeats VALUES (?, ?, ?, ?, NULL) ON CONFLICT (canary, check_name) "
+        "INSERT INTO heartbeats (canary, check_name, token_hash, minted_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (canary, check_name) "
         "DO UPDATE SET token_hash = excluded.token_hash, minted_at = excluded.minted_at",
         [*key, hash_token(token), now],
     )
@@ -81,23 +89,32 @@ def mint_heartbeat_token(connection: Connection, key: Key, now: datetime) -> str
 
 
 def load_heartbeats(connection: Connection) -> dict[Key, Heartbeat]:
-    """Every heartbeat with a token: its token's hash, when it was minted, its last ping."""
+    """Every heartbeat with a token: its token's hash, when it was minted, its last ping, and
+    the `/start` of a run not yet ended (`ensure_table` first, for an older state file)."""
     if not _exists(connection):
         return {}
     rows = connection.execute(
-        "SELECT canary, check_name, token_hash, minted_at, last_ping_at FROM heartbeats"
+        "SELECT canary, check_name, token_hash, minted_at, last_ping_at, started_at FROM heartbeats"
     ).fetchall()
     return {(canary, check): Heartbeat(*rest) for canary, check, *rest in rows}
 
 
+def record_start(connection: Connection, key: Key, at: datetime) -> None:
+    """Remember a `/start` ping until the run's end, so that a restart still times the run."""
+    connection.execute(
+        "UPDATE heartbeats SET started_at = ? WHERE canary = ? AND check_name = ?", [at, *key]
+    )
+
+
 def record_pings(connection: Connection, pings: Mapping[Key, datetime]) -> None:
-    """Remember when heartbeats last pinged, in one transaction."""
+    """Remember when heartbeats last pinged (ending any started run), in one transaction."""
     if not pings:
         return
     connection.execute("BEGIN TRANSACTION")
     try:
         connection.executemany(
-            "UPDATE heartbeats SET last_ping_at = ? WHERE canary = ? AND check_name = ?",
+            "UPDATE heartbeats SET last_ping_at = ?, started_at = NULL "
+            "WHERE canary = ? AND check_name = ?",
             [(at, *key) for key, at in pings.items()],
         )
         connection.execute("COMMIT")
