@@ -202,6 +202,13 @@ def test_the_live_site_shows_figures_and_a_stepped_canary_within_two_minutes(
             with contextlib.suppress(AssertionError):  # judged below, with what was seen
                 wait_for(live, FIRST_MINUTES, "figures and a stepped canary")
             best = _regions_with_figures(live.site) if live.version else ("", 0)
+            # What the summary says to try with the heartbeat works as printed.
+            pinged = subprocess.run(
+                ["bash", "-ec", _heartbeat_commands(output.read_text())],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=60) == 0, output.read_text()[-4000:]
         finally:
@@ -212,6 +219,15 @@ def test_the_live_site_shows_figures_and_a_stepped_canary_within_two_minutes(
           f"{live.stepped_at}s")  # fmt: skip
     assert live.figures_at is not None, f"after {FIRST_MINUTES}s the best canary page: {best}"
     assert live.stepped_at is not None, "route checkout did not step within two minutes"
+    assert pinged.returncode == 0, pinged.stderr
+    assert pinged.stdout.count('"outcome":"stored"') == 2, pinged.stdout
+
+
+def _heartbeat_commands(output: str) -> str:
+    """The shell lines of the summary's heartbeat item (mint a token, ping start and end)."""
+    item = re.search(r"\n  \d+\. Be shop/nightly-backup's job.*?\n((?:       .*\n)+)", output)
+    assert item, output[-3000:]
+    return "\n".join(line.split("   #")[0].strip() for line in item.group(1).splitlines())
 
 
 # -- the pieces, in-process -------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -84,6 +85,7 @@ class Summary:
     regions: Sequence[str]
     duration: float | None
     cli: str = "reconcile"
+    heartbeat: tuple[str, str] | None = None  # (canary, check) of a heartbeat check
 
 
 def summary_text(s: Summary) -> str:
@@ -150,6 +152,18 @@ def summary_text(s: Summary) -> str:
         ]
     elif s.route:
         lines += ["", f"  2. Canary steps of route {s.route} need a gateway: {INSTALL_NGINX}."]
+    if s.heartbeat:
+        canary, check = (shlex.quote(part) for part in s.heartbeat)
+        number = 1 + sum(1 for line in lines if re.match(r"  \d+\. ", line))
+        lines += [
+            "",
+            f"  {number}. Be {s.heartbeat[0]}'s job: mint its heartbeat token, then ping it "
+            "(it reads Operational at the next build):",
+            f"       TOKEN=$(RECONCILER_ADMIN_TOKEN={s.admin_token} {s.cli} heartbeats token "
+            f"{canary} {check} --state {state})",
+            f"       curl -s {s.server_url}/api/v1/heartbeat/$TOKEN/start   # the job starts",
+            f"       curl -s {s.server_url}/api/v1/heartbeat/$TOKEN         # and is done",
+        ]
     stop = (
         f"Stops by itself after {s.duration:g}s (--duration)"
         if s.duration

@@ -328,6 +328,7 @@ class Demo:
             regions=regions,
             duration=self.options.duration,
             cli=_cli(),
+            heartbeat=self.server.first_heartbeat(),
         )
 
     # -- running --------------------------------------------------------------------------

@@ -125,6 +125,11 @@ class DemoServer:
         response.raise_for_status()
         return response.json()
 
+    def first_heartbeat(self) -> tuple[str, str] | None:
+        """The (canary, check) of the served revision's first heartbeat check, if any."""
+        listed = self.get("/operator/heartbeats", admin=True).get("heartbeats", [])
+        return (str(listed[0]["canary"]), str(listed[0]["check"])) if listed else None
+
     def mint_token(self, agent: str) -> str:
         """Mint an agent's token through the operator API.
 
