@@ -143,6 +143,9 @@ def test_every_surface_shows_the_same_status(server: ServerProcess, tmp_path: Pa
     # The headline is the worst status; the issue's flapping canary is not "Down".
     assert 'class="verdict status-major_outage"' in status_page and "Major outage" in status_page
     assert ">Down<" not in overview + status_page
+    paused = (out / "canary" / "web.paused.html").read_text()
+    assert "Paused: this canary never runs (it has <code>replicas: 0</code>" in paused
+    assert "this canary never runs" not in (out / "canary" / "web.idle.html").read_text()
     search = (out / "canary" / "web.search.html").read_text()
     assert re.search(r'kpi-label">Last run</span> <span class="kpi-value">passed<', search)
     eu = (out / "region-eu.html").read_text()

@@ -163,6 +163,10 @@ _SUMMARY_KPIS = (
     '<li class="kpi"><span class="kpi-label">p95</span> <span class="kpi-value">{}</span></li>\n'
     '<li class="kpi"><span class="kpi-label">Runs</span> <span class="kpi-value">{}</span></li>\n'
 )
+_PAUSED = Markup(
+    "Paused: this canary never runs (it has <code>replicas: 0</code> or the schedule "
+    "<code>@never</code>), so no agent runs its checks and it opens no incident."
+)
 _CAPTION = "status now in each region, with its last run"
 _SUMMARY_CAPTION = "status now in each region"
 _RECENT = (
@@ -326,6 +330,7 @@ def canary_context(
         "checks": checks,
         "note": SKETCH_NOTE,
         "maintenance": maintenance_view.section(snapshot, canary.key),
+        "paused_note": _PAUSED if status == "paused" else None,
     }
 
 
