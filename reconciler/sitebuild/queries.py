@@ -243,19 +243,14 @@ def recent_failures(
         By canary key: region, agent, check, started_at (whole seconds since the epoch),
         status, code, message, duration_ms, retries.
     """
-    # The retries come from the live rows (`site_failures` keeps none), for the few shown.
     rows = connection.execute(
-        f"""WITH shown AS (
-               SELECT * FROM {tables.failures}
-               WHERE started_at >= $since AND started_at < $until AND {SQL_DOWN}
-               QUALIFY row_number() OVER (
-                   PARTITION BY parent ORDER BY started_at DESC, agent, check_name) <= $limit)
-           SELECT s.parent, s.region, s.agent, s.check_name, epoch(s.started_at)::BIGINT,
-                  s.status, s.code, s.message, s.duration_ms, coalesce(r.retries, 0)
-           FROM shown s LEFT JOIN results r
-             ON r.started_at = s.started_at AND r.agent = s.agent AND r.canary = s.canary
-                AND r.check_name = s.check_name AND r.started_at >= $since
-           ORDER BY s.parent, s.started_at DESC, s.agent, s.check_name""",
+        f"""SELECT parent, region, agent, check_name, epoch(started_at)::BIGINT, status, code,
+                   message, duration_ms, retries
+            FROM {tables.failures}
+            WHERE started_at >= $since AND started_at < $until AND {SQL_DOWN}
+            QUALIFY row_number() OVER (
+                PARTITION BY parent ORDER BY started_at DESC, agent, check_name) <= $limit
+            ORDER BY parent, started_at DESC, agent, check_name""",
         {"since": since, "until": until, "limit": limit},
     ).fetchall()
     failures: dict[str, list[dict[str, Any]]] = {}

@@ -17,7 +17,7 @@ from reconciler.sitebuild.windows import DAY, ROLLUP_STEP
 from reconciler.store.db import Connection
 
 # Bump when a table's shape or meaning changes: the tables are then dropped and rebuilt.
-FORMAT = "7"
+FORMAT = "8"
 US = 1_000_000
 BUCKET_SQL = f"epoch_us(started_at) // {ROLLUP_STEP * US} * {ROLLUP_STEP}"
 DAY_SQL = f"CAST(epoch_us(started_at) // {DAY * US} AS INTEGER)"
@@ -26,7 +26,8 @@ ROLLUP_COLUMNS = "parent, region, bucket, runs, passes, p95"
 # exact binary value correctly; a test compares them on ties and large values).
 SHOWN_SQL = "printf('%.1f', {})"
 FAILURE_COLUMNS = (
-    "parent, region, agent, canary, check_name, started_at, status, code, message, duration_ms"
+    "parent, region, agent, canary, check_name, started_at, status, code, message, duration_ms, "
+    "coalesce(retries, 0)"
 )
 HIST_COLUMNS = "parent, region, day, bin, n"
 
@@ -128,7 +129,7 @@ DDL = {
     "failures": """parent VARCHAR NOT NULL, region VARCHAR NOT NULL, agent VARCHAR NOT NULL,
                    canary VARCHAR NOT NULL, check_name VARCHAR NOT NULL,
                    started_at TIMESTAMPTZ NOT NULL, status VARCHAR NOT NULL, code INTEGER,
-                   message VARCHAR, duration_ms DOUBLE NOT NULL""",
+                   message VARCHAR, duration_ms DOUBLE NOT NULL, retries SMALLINT NOT NULL""",
     # Long windows' latency histograms: counts per key (canary and region, or canary) and bin.
     "whist": "win VARCHAR NOT NULL, id INTEGER NOT NULL, bin SMALLINT NOT NULL, n BIGINT NOT NULL",
     "keys": "id INTEGER NOT NULL, parent VARCHAR NOT NULL, region VARCHAR",
