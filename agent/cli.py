@@ -111,7 +111,7 @@ async def _run(args: argparse.Namespace) -> int:
         )
     }  # fmt: skip
     settings = load_settings(flags, os.environ)
-    agent = Agent(settings)
+    agent = Agent(settings, on_long_lived=freeze_survivors)
     freeze_survivors()  # the modules: imported by now
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, agent.stop)

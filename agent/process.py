@@ -64,9 +64,9 @@ def freeze_survivors() -> None:
     and its kept clients, which live as long as the process. With 600 HTTP checks a second
     and browser checks beside them, such a pass took 70-120 ms a few times a minute, and
     every check due meanwhile started that much late (`bench/agent_load.py --browser 2`);
-    with them frozen, 10-35 ms. Called after start-up and after each config or browser
-    start; objects made later are collected as before. A frozen object that later becomes
-    part of a garbage cycle is not reclaimed: a config's removed canaries, a few kilobytes a
-    commit.
+    with them frozen, 10-35 ms. `agent run` calls it after start-up, after each applied config
+    and after the first browser check; objects made later are collected as before. A frozen
+    object that later becomes part of a garbage cycle is not reclaimed: a config's removed
+    canaries, a few kilobytes a commit.
     """
     gc.freeze()

@@ -19,7 +19,6 @@ from agent.checks import ClientPool, result_row, run_check
 from agent.checks.browser_check import BrowserPolicy, allow_browser_checks
 from agent.checks.series import CheckSeries
 from agent.metrics import Metrics
-from agent.process import freeze_survivors
 from agent.scheduler import Scheduler
 from agent.screenshots import HELP as SCREENSHOT_HELP
 from agent.screenshots import PendingShot, ScreenshotQueue
@@ -65,6 +64,7 @@ class Agent:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
         api_transport: httpx.AsyncBaseTransport | None = None,
+        on_long_lived: Callable[[], None] | None = None,
     ) -> None:
         """Set the agent up; nothing runs before `run()`.
 
@@ -74,8 +74,15 @@ class Agent:
             rng: Randomness for start offsets and jitter.
             api_transport: How to reach the control plane (tests hand in the app itself);
                 by default over the network to `settings.url`.
+            on_long_lived: Called when objects that live as long as the agent were just made:
+                a config applied, the browser started by the first browser check. `agent
+                run` freezes them out of the collector's full passes
+                (`agent.process.freeze_survivors`); an agent inside another process (tests)
+                leaves that process's collector alone.
         """
         self.settings = settings
+        self._on_long_lived = on_long_lived or (lambda: None)
+        self._browser_started = False
         self._api_transport = api_transport
         self.clock = clock
         self.rng = rng or random.Random()
@@ -275,7 +282,7 @@ class Agent:
         document = orjson.loads(response.content)
         self.etag = response.headers.get("etag")
         added, changed, removed = self.scheduler.update(document["canaries"])
-        freeze_survivors()  # the config's canaries live until the next one
+        self._on_long_lived()  # the config's canaries live until the next one
         log.info(
             "config %s for %s in %s: %d canaries (%d added, %d changed, %d removed)",
             (self.etag or "").strip('"')[:12],
@@ -306,6 +313,9 @@ class Agent:
         assert self._pool is not None
         outcome = await run_check(check, self._pool, self.clock)
         kind = str(check.get("type"))
+        if kind == "browser" and not self._browser_started:
+            self._browser_started = True
+            self._on_long_lived()  # Playwright's modules and the browser session
         self.metrics.count("checks_run_total", type=kind)
         self.series.record(canary_id, str(check.get("name")), kind, outcome)
         if outcome.status in ("fail", "error"):

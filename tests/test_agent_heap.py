@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 
+from agent.process import freeze_survivors
 from agent.runtime import Agent
 from agent.settings import AgentSettings
 
@@ -48,7 +49,8 @@ async def test_an_applied_config_is_frozen_and_a_later_one_is_not_lost(
     tmp_path: Path, unfrozen: None
 ) -> None:
     agent = Agent(
-        AgentSettings(url="http://127.0.0.1:9", token="cra_eu-1.test", spool=tmp_path / "s.db")
+        AgentSettings(url="http://127.0.0.1:9", token="cra_eu-1.test", spool=tmp_path / "s.db"),
+        on_long_lived=freeze_survivors,  # as `agent run` builds it
     )
     response = config("checkout", "search")
     agent._apply_config(response)
@@ -59,5 +61,19 @@ async def test_an_applied_config_is_frozen_and_a_later_one_is_not_lost(
         agent._apply_config(config("search", "login"))
         assert sorted(agent.scheduler.canaries) == ["login-eu-1", "search-eu-1"]
         assert not tracked("login")
+    finally:
+        agent.scheduler.clear()
+
+
+@pytest.mark.anyio
+async def test_an_agent_inside_another_process_leaves_its_collector_alone(
+    tmp_path: Path, unfrozen: None
+) -> None:
+    agent = Agent(
+        AgentSettings(url="http://127.0.0.1:9", token="cra_eu-1.test", spool=tmp_path / "s.db")
+    )
+    agent._apply_config(config("checkout"))
+    try:
+        assert gc.get_freeze_count() == 0 and tracked("checkout")
     finally:
         agent.scheduler.clear()

@@ -226,13 +226,15 @@ def test_only_the_flag_allows_browser_checks_and_the_path_comes_from_flag_or_env
 
 
 def _descendants() -> dict[int, int]:
-    """Every process below this one, with its scheduling policy."""
+    """Every running process below this one (zombies left out), with its scheduling policy."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
             continue
+        if state != "Z":
+            parents[int(stat.parent.name)] = int(parent)
     found, frontier = set(), {os.getpid()}
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
@@ -252,13 +254,14 @@ def _descendants() -> dict[int, int]:
 def test_chromium_and_its_driver_yield_the_cpu_to_other_checks(priority: str, policy: int) -> None:
     async def main() -> tuple[dict[int, int], Path | None]:
         session = BrowserSession(Path(CHROMIUM), priority)  # type: ignore[arg-type]
+        others = set(_descendants())  # children of earlier tests, still running
         try:
             browser = await session.browser()
             context = await browser.new_context()
             page = await context.new_page()
             await page.goto("data:text/html,<h1>hi</h1>")  # a renderer is running too
             wrapper = Path(session._wrapper.name) if session._wrapper else None
-            policies = _descendants()
+            policies = {p: s for p, s in _descendants().items() if p not in others}
             await context.close()
             return policies, wrapper
         finally:

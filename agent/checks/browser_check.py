@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 from agent.checks.outcome import Verdict
 from agent.checks.pool import ClientPool
-from agent.process import freeze_survivors
 from schemas.checks import browser_script_source
 
 # Keys under which the pool keeps the agent's policy and the running browser.
@@ -117,7 +116,6 @@ class BrowserSession:
             self._browser = await self._driver.chromium.launch(
                 executable_path=self._launcher(), args=list(CHROMIUM_FLAGS), headless=True
             )
-            freeze_survivors()  # Playwright's modules and the browser's objects
             return self._browser
 
     def _launcher(self) -> str:
