@@ -25,6 +25,7 @@ from reconciler.core.incidents import (
     policy_holds,
     region_status,
 )
+from reconciler.core.resources import Resource
 
 
 class Status(StrEnum):
@@ -313,6 +314,21 @@ def paused(regions: Iterable[str]) -> CanaryState:
     """The state of a canary that never runs, in each region it would run in."""
     state = RegionState(Status.PAUSED, "unknown", None, PAUSED_REASON)
     return CanaryState(Status.PAUSED, dict.fromkeys(sorted(regions), state), None, PAUSED_REASON)
+
+
+def paused_canaries(
+    resources: Iterable[Resource], targets: Mapping[str, Target]
+) -> dict[str, CanaryState]:
+    """The paused state of every Canary of a revision that is not a target (never runs),
+    in the regions of its derived canaries."""
+    resources = list(resources)
+    never: dict[str, set[str]] = {
+        r.name: set() for r in resources if r.kind == "Canary" and r.name not in targets
+    }
+    for resource in resources:
+        if resource.kind == "DerivedCanary" and resource.parent in never:
+            never[resource.parent].add(str(resource.spec.get("region", "")))
+    return {key: paused(regions) for key, regions in never.items()}
 
 
 def document(state: CanaryState | None, times: bool = True) -> dict[str, object]:

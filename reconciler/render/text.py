@@ -15,7 +15,7 @@ _SYMBOL = {"create": "+", "update": "~", "delete": "-"}
 _VERB = {"create": "created", "update": "updated in-place", "delete": "destroyed"}
 # Items of a list the text plan prints; longer lists (a fleet-wide maintenance window's
 # `selected` canaries) end in "… N more", and a changed one shows what came and went. The
-# JSON plan (`--json`) always has every item.
+# JSON plan (`--format json`) always has every item.
 LIST_SHOWN = 10
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from reconciler.core.incidents import CheckRow, Run, group_runs, targets_of
 from reconciler.core.maintenance import windows_of, with_maintenance
 from reconciler.core.resources import Resource
-from reconciler.core.status import CanaryState, canary_status, lookback, paused
+from reconciler.core.status import CanaryState, canary_status, lookback, paused_canaries
 from reconciler.store.db import Connection
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -107,11 +107,5 @@ def canary_statuses(
         )
         for key, target in targets.items()
     }
-    never: dict[str, set[str]] = {
-        r.name: set() for r in resources if r.kind == "Canary" and r.name not in targets
-    }
-    for resource in resources:
-        if resource.kind == "DerivedCanary" and resource.parent in never:
-            never[resource.parent].add(str(resource.spec.get("region", "")))
-    states.update((key, paused(regions)) for key, regions in never.items())
+    states.update(paused_canaries(resources, targets))
     return states
