@@ -183,10 +183,7 @@ class Heartbeats:
         key = self.target(canary, check).key
         now = self._control.clock()
         token = await self._control.state.write(lambda c: mint_heartbeat_token(c, key, now))
-        stored = await self._control.state.read(load_heartbeats)
-        self._remember(stored)
-        # Runs started before a restart are timed by their end as if it had not happened.
-        self._started = {k: h.started_at for k, h in stored.items() if h.started_at is not None}
+        self._remember(await self._control.state.read(load_heartbeats))
         return token
 
     def views(self) -> list[HeartbeatView]:
