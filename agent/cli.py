@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         "only the CPU other work leaves, so page loads never delay other checks; normal "
         "runs them like the agent ($AGENT_BROWSER_PRIORITY)",
     )
+    run.add_argument(
+        "--browser-cpus",
+        metavar="LIST",
+        help="the CPUs Chromium and the Playwright driver may run on, as taskset writes them "
+        "(1-3, 0,2); e.g. all but the first, to keep a CPU for the other checks "
+        "($AGENT_BROWSER_CPUS; default: any)",
+    )
     run.add_argument("--log-format", choices=["text", "json"], default=None)
     return parser
 
@@ -108,6 +115,7 @@ async def _run(args: argparse.Namespace) -> int:
             "spool", "listen", "reconnect_after", "shutdown_timeout", "http_clients",
             "max_response_headers", "max_response_header_bytes", "max_response_header_line",
             "max_response_body_bytes", "allow_browser_checks", "browser_path", "browser_priority",
+            "browser_cpus",
         )
     }  # fmt: skip
     settings = load_settings(flags, os.environ)

@@ -131,6 +131,7 @@ class Agent:
                 self.settings.allow_browser_checks,
                 self.settings.browser_path,
                 self.settings.browser_priority,
+                self.settings.browser_cpus,
             )
             allow_browser_checks(pool, policy)
             self._api = self._new_api()

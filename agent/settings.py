@@ -56,6 +56,8 @@ class AgentSettings:
     browser_path: Path = field(default_factory=default_browser_path)
     # How Chromium and the Playwright driver are scheduled beside the agent's other checks.
     browser_priority: BrowserPriority = DEFAULT_BROWSER_PRIORITY
+    # The CPUs Chromium and the driver may run on (None: any), e.g. all but the first.
+    browser_cpus: frozenset[int] | None = None
 
     @property
     def response_limits(self) -> ResponseLimits:
@@ -153,4 +155,33 @@ def load_settings(
     browser = flags.get("browser_path") or environ.get("AGENT_BROWSER_PATH")
     if browser:
         values["browser_path"] = Path(str(browser))
+    cpus = flags.get("browser_cpus") or environ.get("AGENT_BROWSER_CPUS")
+    if cpus:
+        values["browser_cpus"] = parse_cpu_list(str(cpus), os.cpu_count() or 1)
     return AgentSettings(url=str(url).rstrip("/"), token=token, **values)
+
+
+def parse_cpu_list(text: str, available: int) -> frozenset[int]:
+    """CPUs as `taskset -c` writes them (`1-3`, `0,2`), each below `available`.
+
+    Raises:
+        SettingsError: not such a list, or a CPU this machine does not have.
+    """
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            first, last = int(low), int(high if dash else low)
+        except ValueError:
+            raise SettingsError(
+                f"browser_cpus: expected CPUs like 1-3 or 0,2, got {text!r}"
+            ) from None
+        if first < 0 or last < first:
+            raise SettingsError(f"browser_cpus: {part.strip()!r} is not a range of CPUs")
+        cpus.update(range(first, last + 1))
+    beyond = sorted(cpu for cpu in cpus if cpu >= available)
+    if beyond:
+        raise SettingsError(
+            f"browser_cpus: this machine has CPUs 0-{available - 1}, not {beyond[0]}"
+        )
+    return frozenset(cpus)

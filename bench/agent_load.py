@@ -313,6 +313,8 @@ def start_agent(
     if arguments.browser:
         command += ["--allow-browser-checks"]
         command += ["--browser-priority", arguments.browser_priority]
+        if arguments.browser_cpus:
+            command += ["--browser-cpus", arguments.browser_cpus]
     agent = Process("agent run", command, base / "agent.log", cwd=arguments.agent_root, env=env)
     return agent, f"http://127.0.0.1:{port}"
 
@@ -551,6 +553,11 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=["idle", "normal"],
         default="idle",
         help="agent flag for the browser canaries (idle)",
+    )
+    parser.add_argument(
+        "--browser-cpus",
+        metavar="LIST",
+        help="agent flag for the browser canaries (default: any CPU)",
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window (20)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before it (5)")

@@ -288,3 +288,49 @@ def test_browser_priority_comes_from_flag_or_environment() -> None:
     assert from_environment.browser_priority == "normal"
     with pytest.raises(SettingsError, match="browser_priority: expected one of idle, normal"):
         load_settings(flags, {**environ, "AGENT_BROWSER_PRIORITY": "low"})
+
+
+@pytest.mark.slow
+@needs_chromium
+@pytest.mark.parametrize("priority", ["idle", "normal"])
+def test_chromium_and_its_driver_run_only_on_the_cpus_given(priority: str) -> None:
+    async def main() -> dict[int, set[int]]:
+        session = BrowserSession(Path(CHROMIUM), priority, frozenset({0}))  # type: ignore[arg-type]
+        others = set(_descendants())
+        try:
+            browser = await session.browser()
+            context = await browser.new_context()
+            page = await context.new_page()
+            await page.goto("data:text/html,<h1>hi</h1>")
+            cpus = {}
+            for pid in set(_descendants()) - others:
+                with contextlib.suppress(OSError):
+                    cpus[pid] = os.sched_getaffinity(pid)
+            await context.close()
+            return cpus
+        finally:
+            await session.close()
+
+    cpus = asyncio.run(main())
+    assert len(cpus) >= 4  # the driver, the browser, a renderer and helper processes
+    assert all(found == {0} for found in cpus.values()), cpus
+
+
+def test_browser_cpus_come_from_flag_or_environment_as_taskset_writes_them() -> None:
+    from agent.cli import build_parser
+    from agent.settings import SettingsError, load_settings, parse_cpu_list
+
+    environ = {"AGENT_TOKEN": "t"}
+    flags = {"url": "http://127.0.0.1:1"}
+    assert load_settings(flags, environ).browser_cpus is None  # any CPU
+    args = build_parser().parse_args(["run", "--browser-cpus", "0"])
+    assert load_settings({**flags, "browser_cpus": args.browser_cpus}, environ).browser_cpus == {0}
+    assert load_settings(flags, {**environ, "AGENT_BROWSER_CPUS": "0"}).browser_cpus == {0}
+    assert parse_cpu_list("1-3", 8) == {1, 2, 3}
+    assert parse_cpu_list("0, 2,4-5", 8) == {0, 2, 4, 5}
+    with pytest.raises(SettingsError, match=r"browser_cpus: expected CPUs like 1-3 or 0,2"):
+        parse_cpu_list("all", 8)
+    with pytest.raises(SettingsError, match=r"'3-1' is not a range of CPUs"):
+        parse_cpu_list("3-1", 8)
+    with pytest.raises(SettingsError, match=r"this machine has CPUs 0-1, not 2"):
+        parse_cpu_list("1-2", 2)

@@ -60,6 +60,7 @@ class BrowserPolicy:
     allowed: bool = False
     executable: Path = Path("/usr/bin/chromium")
     priority: BrowserPriority = DEFAULT_BROWSER_PRIORITY
+    cpus: frozenset[int] | None = None  # the CPUs Chromium and its driver may run on
 
 
 def allow_browser_checks(pool: ClientPool, policy: BrowserPolicy) -> None:
@@ -84,11 +85,16 @@ class BrowserSession:
     """One Chromium, started on first use and shared by browser checks (a context each)."""
 
     def __init__(
-        self, executable: Path, priority: BrowserPriority = DEFAULT_BROWSER_PRIORITY
+        self,
+        executable: Path,
+        priority: BrowserPriority = DEFAULT_BROWSER_PRIORITY,
+        cpus: frozenset[int] | None = None,
     ) -> None:
-        """Remember the binary and its priority; nothing starts until `browser()` is awaited."""
+        """Remember the binary, its priority and its CPUs (None: any); nothing starts until
+        `browser()` is awaited."""
         self.executable = executable
         self.priority = priority
+        self.cpus = cpus
         self._wrapper: tempfile.TemporaryDirectory[str] | None = None
         self._driver: Any = None
         self._browser: Any = None
@@ -112,7 +118,7 @@ class BrowserSession:
             before = _children()
             self._driver = await async_playwright().start()
             for pid in _children() - before:  # the driver Playwright just started
-                _schedule_idle(pid, self.priority)
+                _schedule(pid, self.priority, self.cpus)
             self._browser = await self._driver.chromium.launch(
                 executable_path=self._launcher(), args=list(CHROMIUM_FLAGS), headless=True
             )
@@ -120,15 +126,20 @@ class BrowserSession:
 
     def _launcher(self) -> str:
         """The binary Playwright starts: Chromium itself, or a script starting it under
-        SCHED_IDLE (so every process it forks, renderers included, inherits the policy)."""
-        if self.priority == "normal" or shutil.which("chrt") is None:
+        SCHED_IDLE and on its CPUs (so every process it forks, renderers included, inherits
+        the policy and the CPUs)."""
+        prefix = []
+        if self.cpus and shutil.which("taskset"):
+            prefix += ["taskset", "-c", ",".join(str(cpu) for cpu in sorted(self.cpus))]
+        if self.priority == "idle" and shutil.which("chrt"):
+            prefix += ["chrt", "--idle", "0"]
+        if not prefix:
             return str(self.executable)
         if self._wrapper is None:
             self._wrapper = tempfile.TemporaryDirectory(prefix="agent-browser-")
         script = Path(self._wrapper.name) / "chromium"
-        script.write_text(
-            f'#!/bin/sh\nexec chrt --idle 0 {shlex.quote(str(self.executable))} "$@"\n'
-        )
+        command = " ".join(shlex.quote(part) for part in [*prefix, str(self.executable)])
+        script.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
         script.chmod(0o700)
         return str(script)
 
@@ -165,11 +176,15 @@ def _children() -> set[int]:
     return found
 
 
-def _schedule_idle(pid: int, priority: BrowserPriority) -> None:
-    """Run a process under SCHED_IDLE when the priority says so (`chrt --idle 0`)."""
+def _schedule(pid: int, priority: BrowserPriority, cpus: frozenset[int] | None) -> None:
+    """Run a process under SCHED_IDLE when the priority says so (`chrt --idle 0`), and only
+    on `cpus` when given (`taskset -c`)."""
     if priority == "idle":
         with contextlib.suppress(OSError, AttributeError):  # gone; not ours; not Linux
             os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+    if cpus:
+        with contextlib.suppress(OSError, AttributeError):
+            os.sched_setaffinity(pid, cpus)
 
 
 async def _close_session(session: Any) -> None:
@@ -182,9 +197,10 @@ def _session(pool: ClientPool, policy: BrowserPolicy) -> BrowserSession:
         isinstance(session, BrowserSession)
         and session.executable == policy.executable
         and session.priority == policy.priority
+        and session.cpus == policy.cpus
     ):
         return session
-    session = BrowserSession(policy.executable, policy.priority)
+    session = BrowserSession(policy.executable, policy.priority, policy.cpus)
     pool.keep(BROWSER_KEY, session, _close_session)
     return session
 
