@@ -30,7 +30,6 @@ from __future__ import annotations
 from enum import Enum
 from typing import NamedTuple
 
-from reconciler.core.sketch import quantiles_sql
 from reconciler.sitebuild.moves import Move, plan_steps
 from reconciler.sitebuild.tables import (
     SHOWN_SQL,
@@ -40,13 +39,12 @@ from reconciler.sitebuild.tables import (
     hist_select,
     move_histogram,
     read_meta,
+    store_window_figures,
     write_meta,
 )
 from reconciler.sitebuild.tiered import tier_chart, tier_figures
 from reconciler.sitebuild.windows import DAY, ROLLUP_STEP, Window
 from reconciler.store.db import Connection
-
-WINDOW_COLUMNS = "win, parent, region, runs, passes, p50, p95, p99"
 
 
 def staged_name(window: str) -> str:
@@ -242,18 +240,7 @@ def _sketch_figures(
         f"CREATE OR REPLACE TEMP TABLE site_runs AS {runs}",
         parameters,
     )
-    counts = f"(SELECT id, bin, n FROM {tables.whist} WHERE win = $w)"
-    connection.execute(f"DELETE FROM {tables.window} WHERE win = $target", {"target": target})
-    connection.execute(
-        f"""INSERT INTO {tables.window} ({WINDOW_COLUMNS})
-            WITH quantiles AS ({quantiles_sql(counts, "id")})
-            SELECT $target, r.parent, r.region, r.runs, r.passes, q.q[1], q.q[2], q.q[3]
-            FROM site_runs r
-            LEFT JOIN {tables.keys} k
-              ON k.parent = r.parent AND k.region IS NOT DISTINCT FROM r.region
-            LEFT JOIN quantiles q ON q.id = k.id""",
-        {"w": name, "target": target},
-    )
+    store_window_figures(connection, tables, name, target, every_key=True)
     connection.execute("DROP TABLE site_runs")
 
 

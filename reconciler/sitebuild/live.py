@@ -24,12 +24,12 @@ from __future__ import annotations
 
 from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
 from reconciler.core.sketch import BIN_SQL, quantiles_sql
-from reconciler.sitebuild.figures import WINDOW_COLUMNS
 from reconciler.sitebuild.moves import Bounds, parse
 from reconciler.sitebuild.tables import (
     BUCKET_SQL,
     LIVE_DDL,
     SHOWN_SQL,
+    WINDOW_COLUMNS,
     Tables,
     at,
     hist_select,

@@ -23,8 +23,7 @@ import orjson
 
 from reconciler.core.outcomes import SQL_DEGRADED, SQL_DOWN, SQL_RETRIED
 from reconciler.sitebuild.charts import Points
-from reconciler.sitebuild.figures import WINDOW_COLUMNS
-from reconciler.sitebuild.tables import Tables, read_meta
+from reconciler.sitebuild.tables import WINDOW_COLUMNS, Tables, read_meta
 from reconciler.sitebuild.windows import WINDOWS, Window
 from reconciler.store.db import Connection
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
-from reconciler.core.sketch import BIN_SQL
+from reconciler.core.sketch import BIN_SQL, quantiles_sql
 from reconciler.sitebuild.windows import DAY, ROLLUP_STEP
 from reconciler.store.db import Connection
 
@@ -30,6 +30,8 @@ FAILURE_COLUMNS = (
     "coalesce(retries, 0)"
 )
 HIST_COLUMNS = "parent, region, day, bin, n"
+# A window's stored figures (`site_window`) and their open part (`site_live`).
+WINDOW_COLUMNS = "win, parent, region, runs, passes, p50, p95, p99"
 
 
 @dataclass(frozen=True)
@@ -260,3 +262,29 @@ def move_histogram(connection: Connection, tables: Tables, window: str, fresh: b
         {"w": window},
     )
     connection.execute(f"DELETE FROM {tables.whist} WHERE win = $w AND n = 0", {"w": window})
+
+
+def store_window_figures(
+    connection: Connection, tables: Tables, window: str, target: str, *, every_key: bool
+) -> None:
+    """Replace the stored figures `target` with `temp.site_runs` (parent, region, runs,
+    passes) and the quantiles of the window's histogram (`site_whist` rows `window`).
+
+    Args:
+        every_key: keep the keys the histogram has no counts for, without quantiles; else
+            they are left out (the tiered windows: a key with no run left in the window
+            has no figures).
+    """
+    join = "LEFT JOIN" if every_key else "JOIN"
+    counts = f"(SELECT id, bin, n FROM {tables.whist} WHERE win = $w)"
+    connection.execute(f"DELETE FROM {tables.window} WHERE win = $target", {"target": target})
+    connection.execute(
+        f"""INSERT INTO {tables.window} ({WINDOW_COLUMNS})
+            WITH quantiles AS ({quantiles_sql(counts, "id")})
+            SELECT $target, r.parent, r.region, r.runs, r.passes, q.q[1], q.q[2], q.q[3]
+            FROM site_runs r
+            {join} {tables.keys} k
+              ON k.parent = r.parent AND k.region IS NOT DISTINCT FROM r.region
+            {join} quantiles q ON q.id = k.id""",
+        {"w": window, "target": target},
+    )

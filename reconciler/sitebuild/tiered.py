@@ -31,12 +31,17 @@ from __future__ import annotations
 
 from reconciler.core.sketch import quantiles_sql
 from reconciler.sitebuild.moves import Move
-from reconciler.sitebuild.tables import SHOWN_SQL, Tables, at, hist_select, move_histogram
+from reconciler.sitebuild.tables import (
+    SHOWN_SQL,
+    Tables,
+    at,
+    hist_select,
+    move_histogram,
+    store_window_figures,
+)
 from reconciler.sitebuild.windows import DAY
 from reconciler.store import days
 from reconciler.store.db import Connection
-
-_COLUMNS = "win, parent, region, runs, passes, p50, p95, p99"
 
 
 def tier_figures(
@@ -123,20 +128,9 @@ def tier_figures(
                    GROUP BY parent, region"""
         sum_parameters["source"] = source
     connection.execute(f"CREATE OR REPLACE TEMP TABLE site_runs AS {sums}", sum_parameters)
-    # Keys with no run left in the window (no histogram counts) have no figures: the inner
-    # join with the quantiles drops them, moved or computed from scratch alike.
-    counts = f"(SELECT id, bin, n FROM {tables.whist} WHERE win = $w)"
-    connection.execute(f"DELETE FROM {tables.window} WHERE win = $t", {"t": target})
-    connection.execute(
-        f"""INSERT INTO {tables.window} ({_COLUMNS})
-            WITH quantiles AS ({quantiles_sql(counts, "id")})
-            SELECT $t, r.parent, r.region, r.runs, r.passes, q.q[1], q.q[2], q.q[3]
-            FROM site_runs r
-            JOIN {tables.keys} k
-              ON k.parent = r.parent AND k.region IS NOT DISTINCT FROM r.region
-            JOIN quantiles q ON q.id = k.id""",
-        {"w": name, "t": target},
-    )
+    # Keys with no run left in the window (no histogram counts) have no figures, moved or
+    # computed from scratch alike.
+    store_window_figures(connection, tables, name, target, every_key=False)
     for table in ("site_tier", "site_leaf", "site_delta", "site_moved", "site_runs"):
         connection.execute(f"DROP TABLE {table}")
 
