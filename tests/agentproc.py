@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from tests import children
+from tests import children, httpd
 from tests.conftest import ROOT
 from tests.server import wait_for
 
@@ -46,14 +46,8 @@ class _Target(http.server.BaseHTTPRequestHandler):
 @contextmanager
 def http_target() -> Iterator[str]:
     """A small HTTP service on 127.0.0.1 answering 200 with JSON."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Target)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/health"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with httpd.serving(_Target) as server:
+        yield httpd.url(server, "/health")
 
 
 class SwitchProxy:
@@ -108,9 +102,8 @@ class SwitchProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = httpd.start(Handler)
+        self.url = httpd.url(self._server)
 
     def release(self) -> None:
         """Let held requests go (unanswered) and stop holding new ones."""
@@ -119,8 +112,7 @@ class SwitchProxy:
 
     def close(self) -> None:
         self.release()
-        self._server.shutdown()
-        self._server.server_close()
+        httpd.stop(self._server)
 
 
 class AgentProcess:

@@ -8,10 +8,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from agent.runtime import Agent
 from agent.settings import AgentSettings
 from agent.spool import Spool
 from reconciler.server.main import Parts
+from tests import httpd
 from tests.conftest import ConfigRepo, agent_doc, region_doc
 from tests.inprocess import BASE_URL, serving, until_ready
 from tests.waiting import eventually
@@ -206,13 +206,11 @@ class StrictServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
-        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+        self._http = httpd.start(Handler)
+        self.url = httpd.url(self._http)
 
     def close(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
+        httpd.stop(self._http)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 
 from agent.runtime import Agent
 from reconciler.core.agent_silence import changes, silent_agents
+from tests import httpd
 from tests.conftest import ConfigRepo, agent_doc, region_doc
 from tests.inprocess import BASE_URL, serving, until_ready
 from tests.test_agent_shipping import running_agent, settings
@@ -49,7 +50,7 @@ def repo(config_repo: ConfigRepo) -> ConfigRepo:
 def hook() -> Iterator[Receiver]:
     receiver = Receiver(failures=0)
     yield receiver
-    receiver.server.shutdown()
+    httpd.stop(receiver.server)
 
 
 def delivered(hook: Receiver, kind: str, agent: str) -> bool:

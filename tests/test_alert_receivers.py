@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.server
 import re
 import socket
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from reconciler.core.load import load_config
 from reconciler.core.resources import Resource
 from reconciler.core.routing import Notification
 from reconciler.server.notify import SIGNATURE_HEADER, Notifications, sign
+from tests import httpd
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
@@ -61,9 +61,8 @@ class FakeApi:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = httpd.start(Handler)
+        self.url = httpd.url(self.server)
 
     def bodies(self, path: str) -> list[Any]:
         return [body for p, _, body in self.requests if p == path]
@@ -348,9 +347,8 @@ class Webhook:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = httpd.start(Handler)
+        self.url = httpd.url(self.server, "/hook")
 
 
 async def test_a_reminder_is_sent_while_the_incident_stays_open(notifications: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import httpd
 from tests.agentproc import free_port
 from tests.conftest import ConfigRepo
 from tests.server import ServerProcess, running_server, wait_for
@@ -76,13 +77,11 @@ class Backend:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = httpd.start(Handler)
+        self.url = httpd.url(self.server)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        httpd.stop(self.server)
 
 
 @contextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import shutil
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests import httpd
 from tests.agentproc import AgentProcess, free_port
 from tests.conftest import ConfigRepo, agent_doc, region_doc
 from tests.server import ServerProcess, running_server, wait_for
@@ -65,13 +65,11 @@ class Backend:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = httpd.start(Handler)
+        self.url = httpd.url(self.server)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        httpd.stop(self.server)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from agent.checks.outcome import result_row
 from agent.checks.series import CheckSeries
 from reconciler.core.documents import SourceFile
 from reconciler.core.load import load_config
+from tests import httpd
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -60,12 +61,8 @@ class _Pages(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with httpd.serving(_Pages) as server:
+        yield httpd.url(server)
 
 
 def _run(check: dict[str, Any], policy: BrowserPolicy) -> CheckOutcome:

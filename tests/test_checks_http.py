@@ -8,13 +8,14 @@ import socket
 import threading
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from agent.checks import CheckOutcome, ClientPool, result_row, run_check
+from tests import httpd
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 RELEASE = threading.Event()
@@ -69,14 +70,9 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    RELEASE.set()
-    server.shutdown()
-    server.server_close()
+    with httpd.serving(Handler) as server:
+        yield httpd.url(server)
+        RELEASE.set()  # handlers still waiting on it end before the server stops
 
 
 @pytest.fixture

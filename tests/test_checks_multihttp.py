@@ -9,7 +9,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from reconciler.core.agentconfig import agent_configs
 from reconciler.core.compile import compile_config
 from reconciler.core.documents import SourceFile
 from reconciler.core.load import LoadResult, load_config
+from tests import httpd
 from tests.conftest import ConfigRepo, region_doc
 from tests.inprocess import running_in_process
 from tests.server import wait_for
@@ -74,13 +75,8 @@ class Shop(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Shop)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with httpd.serving(Shop) as server:
+        yield httpd.url(server)
 
 
 def _run(check: dict[str, Any]) -> CheckOutcome:

@@ -8,10 +8,9 @@ import asyncio
 import base64
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -28,6 +27,7 @@ from reconciler.sitebuild import build_site
 from reconciler.store.db import open_state
 from reconciler.store.tokens import agent_of
 from schemas.canary import UpstreamCheckTypes, effective_timeout
+from tests import httpd
 from tests.conftest import ConfigRepo, run_cli
 
 CORPUS = Path(__file__).parent / "compat" / "canary_checker"
@@ -347,13 +347,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def target() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with httpd.serving(Handler) as server:
+        yield f"127.0.0.1:{server.server_address[1]}"
 
 
 def _run_all(checks: list[dict[str, Any]]) -> dict[str, CheckOutcome]:

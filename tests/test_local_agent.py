@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import http.server
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import httpd
 from tests.conftest import ConfigRepo, region_doc
 from tests.inprocess import running_in_process
 from tests.server import wait_for
@@ -30,11 +30,8 @@ class _Ok(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def target() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/health"
-    server.shutdown()
+    with httpd.serving(_Ok) as server:
+        yield httpd.url(server, "/health")
 
 
 def _closed_port() -> int:

@@ -4,11 +4,10 @@ answered at once on a commit or a revoked token, and agents that fall back to po
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 
 from agent.runtime import Agent
 from reconciler.server.main import Parts
+from tests import httpd
 from tests.conftest import ConfigRepo, agent_doc, region_doc
 from tests.inprocess import BASE_URL, serving, until_ready
 from tests.test_agent_shipping import running_agent, settings
@@ -168,12 +168,8 @@ class _OldServer(BaseHTTPRequestHandler):
 @pytest.fixture
 def old_server() -> Iterator[str]:
     _OldServer.pulls = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _OldServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with httpd.serving(_OldServer) as server:
+        yield httpd.url(server)
 
 
 async def test_an_agent_polls_a_server_that_does_not_hold_pulls(

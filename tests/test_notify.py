@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 
 from agent.metrics import Metrics
 from reconciler.server.notify import SIGNATURE_HEADER, Hook, Notifier, parse_hooks, sign
+from tests import httpd
 
 
 class Receiver:
@@ -39,16 +39,15 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = httpd.start(Handler)
+        self.url = httpd.url(self.server, "/hook")
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     hook = Receiver(failures=2)
     yield hook
-    hook.server.shutdown()
+    httpd.stop(hook.server)
 
 
 def _deliver(hooks: list[Hook], events: list[dict[str, Any]], metrics: Metrics) -> None:

@@ -11,7 +11,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -35,6 +35,7 @@ from reconciler.sitebuild import formatting as fmt
 from reconciler.sitebuild.layout import badge
 from reconciler.store.db import open_state
 from reconciler.store.probes import latest_runs
+from tests import httpd
 from tests.conftest import ConfigRepo, region_doc
 from tests.inprocess import running_in_process
 from tests.rows import RESULT_COLUMNS_V1
@@ -78,14 +79,9 @@ class Flaky(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def target() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    RELEASE.set()
-    server.shutdown()
-    server.server_close()
+    with httpd.serving(Flaky) as server:
+        yield httpd.url(server)
+        RELEASE.set()  # handlers still waiting on it end before the server stops
 
 
 def run(check: Mapping[str, Any]) -> CheckOutcome:

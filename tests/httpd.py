@@ -1,0 +1,36 @@
+"""Small HTTP servers on 127.0.0.1 for tests: a handler class in, a running server out."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def start(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """A threaded HTTP server on a free port of 127.0.0.1, serving from a daemon thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def url(server: ThreadingHTTPServer, path: str = "") -> str:
+    """`http://127.0.0.1:PORT` of a started server, then `path`."""
+    return f"http://127.0.0.1:{server.server_address[1]}{path}"
+
+
+def stop(server: ThreadingHTTPServer) -> None:
+    """Stop serving and release the port."""
+    server.shutdown()
+    server.server_close()
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServer]:
+    """`start` a server for the block, `stop` it after."""
+    server = start(handler)
+    try:
+        yield server
+    finally:
+        stop(server)
