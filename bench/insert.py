@@ -28,20 +28,19 @@ def batches(count: int, size: int, now: datetime) -> list[IngestBatch]:
     made = []
     for index in range(count):
         agent = f"agent-{index % 20}"
-        rows = AcceptedRows()
-        for k in range(size):
-            rows.canary.append(f"web/c{k % 50}@{agent}")
-            rows.parent.append(f"web/c{k % 50}")
-            rows.check_name.append("health")
-            rows.check_type.append("http")
-            rows.started_at.append(now - timedelta(seconds=random.random() * 60))
-            rows.duration_ms.append(12.0)
-            rows.status.append("pass")
-            rows.retries.append(0)
-            rows.maintenance.append(False)
-            rows.code.append(200)
-            rows.message.append(None)
-            rows.phases.append('{"total_ms": 12.0}')
+        rows = AcceptedRows.of(
+            canary=[f"web/c{k % 50}@{agent}" for k in range(size)],
+            parent=[f"web/c{k % 50}" for k in range(size)],
+            check_name=["health"] * size,
+            check_type=["http"] * size,
+            started_at=[now - timedelta(seconds=random.random() * 60) for _ in range(size)],
+            duration_ms=[12.0] * size,
+            status=["pass"] * size,
+            retries=[0] * size,
+            code=[200] * size,
+            message=[None] * size,
+            phases=['{"total_ms":12.0}'] * size,
+        )
         made.append(IngestBatch(index, agent, "eu", rows))
     return made
 

@@ -108,11 +108,7 @@ def main() -> int:
         built = time.perf_counter() - started
 
         def fresh() -> AcceptedRows:
-            return AcceptedRows(
-                canary=verdict.accepted.canary,
-                started_at=verdict.accepted.started_at,
-                maintenance=[False] * BATCH,
-            )
+            return AcceptedRows(verdict.accepted.table)
 
         base = _best(fresh, args.rounds)
         marking = max(0.0, _best(functools.partial(_mark, index, fresh), args.rounds) - base)

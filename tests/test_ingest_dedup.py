@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from reconciler.core.ingest import AcceptedRows
@@ -16,21 +17,18 @@ NOW = datetime(2026, 12, 5, 12, 0, 30, tzinfo=UTC)
 
 
 def rows(*minutes_ago: float, zone: timezone = UTC) -> AcceptedRows:
-    accepted = AcceptedRows()
-    for minutes in minutes_ago:
-        accepted.canary.append("web/shop@eu-1")
-        accepted.parent.append("web/shop")
-        accepted.check_name.append("home")
-        accepted.check_type.append("http")
-        accepted.started_at.append((NOW - timedelta(minutes=minutes)).astimezone(zone))
-        accepted.duration_ms.append(10.0)
-        accepted.status.append("pass")
-        accepted.retries.append(0)
-        accepted.maintenance.append(False)
-        accepted.code.append(200)
-        accepted.message.append(None)
-        accepted.phases.append(None)
-    return accepted
+    count = len(minutes_ago)
+    return AcceptedRows.of(
+        canary=["web/shop@eu-1"] * count,
+        parent=["web/shop"] * count,
+        check_name=["home"] * count,
+        check_type=["http"] * count,
+        started_at=[(NOW - timedelta(minutes=m)).astimezone(zone) for m in minutes_ago],
+        duration_ms=[10.0] * count,
+        status=["pass"] * count,
+        retries=[0] * count,
+        code=[200] * count,
+    )
 
 
 def stored(connection: Connection) -> int:
@@ -100,12 +98,11 @@ def test_a_full_memory_forgets_its_oldest_minutes_and_stays_exact(connection: Co
     assert stored(connection) == len(minutes)
 
 
-def test_a_remembered_hash_without_its_row_still_stores_the_row(connection: Connection) -> None:
-    """A hash collision (or a forgotten rollback) must never drop a new row."""
+def test_a_remembered_key_without_its_row_still_stores_the_row(connection: Connection) -> None:
+    """The memory only sends a row to the table to decide; it never drops one on its own."""
     recent = RecentKeys()
     insert_results(connection, [IngestBatch(1, "eu-1", "eu", rows(5))], NOW, recent)
     fresh = rows(1)
-    started = fresh.started_at[0]
-    recent.add([(int(started.timestamp()) // 60, hash(("eu-1", "web/shop@eu-1", "home", started)))])
+    recent.add(recent.keys(fresh.table.append_column("agent", pa.array(["eu-1"]))))
     assert insert_results(connection, [IngestBatch(2, "eu-1", "eu", fresh)], NOW, recent) == {2: 1}
     assert stored(connection) == 2

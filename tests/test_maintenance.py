@@ -179,14 +179,18 @@ def test_a_region_filter_covers_only_that_region() -> None:
     index = _compiled_windows({**FLEET, "w.yaml": window})
     assert index.windows_for("default/web@eu-1")
     assert not index.windows_for("default/web@us-1")
-    rows = AcceptedRows(
+    rows = AcceptedRows.of(
         canary=["default/web@eu-1", "default/web@eu-1", "default/web@us-1", "default/api@eu-1"],
         started_at=[utc(t) for t in ("2026-03-01 10:30", "2026-03-01 11:00")]
         + [utc("2026-03-01 10:30")] * 2,
-        maintenance=[False] * 4,
     )
     assert index.mark(rows) == 1
-    assert rows.maintenance == [True, False, False, False]  # end excluded; us; other canary
+    assert rows.table["maintenance"].to_pylist() == [
+        True,
+        False,
+        False,
+        False,
+    ]  # end excluded; us; other canary
     at = utc("2026-03-01 10:30")
     assert index.silenced("default/web", ["eu"], at)
     assert not index.silenced("default/web", ["eu", "us"], at)

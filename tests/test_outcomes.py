@@ -43,7 +43,7 @@ def _store(connection: Connection, rows: list[dict[str, object]], maintenance: s
     verdict = validate_rows(rows, _config(), NOW)
     assert not verdict.dropped
     accepted = verdict.accepted
-    accepted.maintenance = [i in maintenance for i in range(len(accepted))]
+    accepted.mark_maintenance(sorted(maintenance))
     insert_results(connection, [IngestBatch(1, "eu-1", "eu", accepted)], NOW)
 
 

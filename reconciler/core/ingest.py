@@ -1,17 +1,25 @@
-"""Validate a batch of agent results row by row: what lands, and what is dropped and why."""
+"""Validate a batch of agent results: what lands, and what is dropped and why.
+
+Each row is judged on its own, but on whole columns at once: a batch is read into Arrow
+columns (`result_columns`), and the time window, the agent's canaries and their checks are
+checked column by column. Only a batch with a malformed row is read row by row with the wire
+models, so that row alone is dropped.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Final
 
-import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import TypeAdapter, ValidationError
 
 from reconciler.core.agentconfig import AgentConfig
-from schemas.wire import Phases, ResultRow
+from reconciler.core.result_columns import TIMESTAMP, model_columns, read_columns
+from schemas.wire import ResultRow
 
 
 @dataclass(frozen=True)
@@ -22,84 +30,63 @@ class IngestPolicy:
     max_age: timedelta = timedelta(hours=24)
 
 
+ACCEPTED_SCHEMA: Final = pa.schema(
+    [
+        ("canary", pa.string()),
+        ("parent", pa.string()),
+        ("check_name", pa.string()),
+        ("check_type", pa.string()),
+        ("started_at", TIMESTAMP),
+        ("duration_ms", pa.float64()),
+        ("status", pa.string()),
+        ("retries", pa.int16()),
+        # Set by the server from its maintenance windows, never by the agent.
+        ("maintenance", pa.bool_()),
+        ("code", pa.int32()),
+        ("message", pa.string()),
+        ("phases", pa.string()),
+    ]
+)
+
+
 @dataclass
 class AcceptedRows:
-    """Rows that passed validation, column by column, ready for one bulk insert."""
+    """Rows that passed validation, as Arrow columns (`ACCEPTED_SCHEMA`), ready for one bulk
+    insert."""
 
-    canary: list[str] = field(default_factory=list)
-    parent: list[str] = field(default_factory=list)
-    check_name: list[str] = field(default_factory=list)
-    check_type: list[str] = field(default_factory=list)
-    started_at: list[datetime] = field(default_factory=list)
-    duration_ms: list[float] = field(default_factory=list)
-    status: list[str] = field(default_factory=list)
-    retries: list[int] = field(default_factory=list)
-    # Set by the server from its maintenance windows, never by the agent.
-    maintenance: list[bool] = field(default_factory=list)
-    code: list[int | None] = field(default_factory=list)
-    message: list[str | None] = field(default_factory=list)
-    phases: list[str | None] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.canary)
+    table: pa.Table = field(default_factory=ACCEPTED_SCHEMA.empty_table)
 
     @classmethod
-    def of(cls, rows: list[ResultRow], check_types: list[str]) -> AcceptedRows:
-        """Columns of valid rows at once: a comprehension per column, not ten appends a row."""
-        canary = [row.canary for row in rows]
-        parents = {name: name.rsplit("@", 1)[0] for name in set(canary)}
+    def of(cls, **columns: list[Any]) -> AcceptedRows:
+        """Rows from lists by column name; a column not given is all null (`maintenance`:
+        all false)."""
+        count = len(next(iter(columns.values()), []))
+        given = {"maintenance": [False] * count, **columns}
         return cls(
-            canary=canary,
-            parent=[parents[name] for name in canary],
-            check_name=[row.check for row in rows],
-            check_type=check_types,
-            started_at=[row.started_at for row in rows],
-            duration_ms=[row.duration_ms for row in rows],
-            status=[row.status for row in rows],
-            retries=[row.retries for row in rows],
-            maintenance=[False] * len(rows),
-            code=[row.code for row in rows],
-            message=[row.message for row in rows],
-            phases=_phases_column(rows),
+            pa.table(
+                [pa.array(given.get(f.name, [None] * count), f.type) for f in ACCEPTED_SCHEMA],
+                schema=ACCEPTED_SCHEMA,
+            )
         )
 
-    def take(self, indices: list[int]) -> AcceptedRows:
-        """The rows at `indices`, in that order."""
-        return AcceptedRows(
-            **{name: [column[i] for i in indices] for name, column in vars(self).items()}
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+    def canaries(self) -> list[str]:
+        return self.table["canary"].to_pylist()  # type: ignore[no-any-return]
+
+    def started_at(self) -> list[datetime]:
+        return self.table["started_at"].to_pylist()  # type: ignore[no-any-return]
+
+    def mark_maintenance(self, indices: list[int]) -> None:
+        """Set `maintenance` on the rows at `indices`."""
+        flags = self.table["maintenance"].to_pylist()
+        for index in indices:
+            flags[index] = True
+        position = ACCEPTED_SCHEMA.get_field_index("maintenance")
+        self.table = self.table.set_column(
+            position, ACCEPTED_SCHEMA.field(position), pa.array(flags, pa.bool_())
         )
-
-    def append(self, row: ResultRow, check_type: str) -> None:
-        self.canary.append(row.canary)
-        self.parent.append(row.canary.rsplit("@", 1)[0])
-        self.check_name.append(row.check)
-        self.check_type.append(check_type)
-        self.started_at.append(row.started_at)
-        self.duration_ms.append(row.duration_ms)
-        self.status.append(row.status)
-        self.retries.append(row.retries)
-        self.maintenance.append(False)
-        self.code.append(row.code)
-        self.message.append(row.message)
-        self.phases.append(_phases(row))
-
-
-_PHASES = TypeAdapter(list[Phases | None])
-
-
-def _phases_column(rows: list[ResultRow]) -> list[str | None]:
-    """Every row's phases as stored, dumped to dicts in one call into pydantic-core."""
-    dumped = _PHASES.dump_python([row.phases for row in rows], exclude_none=True)
-    return [orjson.dumps(phases).decode() if phases else None for phases in dumped]
-
-
-def _phases(row: ResultRow) -> str | None:
-    """A row's phases as stored: JSON of the values given, NULL when there are none."""
-    if row.phases is None:
-        return None
-    # One call into pydantic's serializer rather than a dump to a dict, then to JSON.
-    text = row.phases.model_dump_json(exclude_none=True)
-    return text if text != "{}" else None
 
 
 # A whole batch validated in one call into pydantic-core: per-row calls cost more than the
@@ -132,12 +119,63 @@ class BatchVerdict:
     dropped: Counter[str]
 
 
+@dataclass(frozen=True)
+class _Assignment:
+    """An agent's config as value sets to look result rows up in."""
+
+    canaries: pa.Array  # derived canary ids
+    parents: pa.Array  # the canary each one derives from, at the same index
+    pairs: pa.Array  # "canary\x00check" of every check of every canary
+    types: pa.Array  # each pair's check type, at the same index
+
+
+# A canary id never holds a NUL, so "canary\x00check" names one pair of a known canary.
+_PAIR = "\x00"
+_ASSIGNMENTS: dict[int, tuple[AgentConfig, _Assignment]] = {}
+
+
+def _assignment(config: AgentConfig) -> _Assignment:
+    """The value sets of a config, made once per config object (configs are immutable)."""
+    cached = _ASSIGNMENTS.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    canaries = sorted(config.checks)
+    pairs = [
+        (f"{canary}{_PAIR}{check}", kind)
+        for canary in canaries
+        for check, kind in config.checks[canary].items()
+    ]
+    assignment = _Assignment(
+        canaries=pa.array(canaries, pa.string()),
+        parents=pa.array([canary.rsplit("@", 1)[0] for canary in canaries], pa.string()),
+        pairs=pa.array([pair for pair, _ in pairs], pa.string()),
+        types=pa.array([kind for _, kind in pairs], pa.string()),
+    )
+    if len(_ASSIGNMENTS) > 4096:  # configs replaced by newer ones: forget them all
+        _ASSIGNMENTS.clear()
+    _ASSIGNMENTS[id(config)] = (config, assignment)
+    return assignment
+
+
+def _row_columns(rows: list[Any], dropped: Counter[str]) -> pa.Table:
+    """The valid rows as columns: the whole batch at once, else row by row."""
+    columns = read_columns(rows)
+    if columns is not None:
+        return columns
+    models = _models(rows, dropped)
+    aware = [row for row in models if row.started_at.tzinfo is not None]
+    if len(aware) < len(models):
+        dropped["malformed"] += len(models) - len(aware)
+    return model_columns(aware)
+
+
 def validate_rows(
     rows: list[Any],
     config: AgentConfig,
     now: datetime,
     sent_at: datetime | None = None,
     policy: IngestPolicy = IngestPolicy(),  # noqa: B008 - frozen, never mutated
+    columns: pa.Table | None = None,
 ) -> BatchVerdict:
     """Check each row on its own; the agent and region come from its token, not the rows.
 
@@ -152,43 +190,55 @@ def validate_rows(
         now: the server's clock.
         sent_at: the agent's clock when it sent the batch, if it said.
         policy: the skew window and maximum age.
+        columns: the rows already read into columns (`result_columns.decode_batch`), if
+            they were.
     """
     dropped = Counter[str]()
     if sent_at is not None and abs(sent_at - now) > policy.skew:
-        dropped["clock_skew"] = len(rows)
+        dropped["clock_skew"] = len(rows) if columns is None else columns.num_rows
         return BatchVerdict(AcceptedRows(), dropped)
-    newest, oldest = now + policy.skew, now - policy.max_age
-    checks = config.checks
-    kept: list[ResultRow] = []
-    check_types: list[str] = []
-    # The window in each offset the rows use: two datetimes with the very same tzinfo compare
-    # field by field, while mixed ones call `utcoffset` on both sides (ten times slower).
-    windows: dict[tzinfo, tuple[datetime, datetime]] = {}
-    for row in _models(rows, dropped):
-        started = row.started_at
-        of_canary = checks.get(row.canary)
-        zone = started.tzinfo
-        if zone is None:
-            dropped["malformed"] += 1
-            continue
-        window = windows.get(zone)
-        if window is None:
-            # Only a fixed offset (what JSON carries) may be compared field by field; a zone
-            # with daylight saving time keeps the exact comparison.
-            fixed = zone.utcoffset(None) is not None
-            window = (
-                (newest.astimezone(zone), oldest.astimezone(zone)) if fixed else (newest, oldest)
-            )
-            windows[zone] = window
-        if started > window[0]:
-            dropped["clock_skew"] += 1
-        elif started < window[1]:
-            dropped["too_old"] += 1
-        elif of_canary is None:
-            dropped["unassigned_canary"] += 1
-        elif row.check not in of_canary:
-            dropped["unknown_check"] += 1
-        else:
-            kept.append(row)
-            check_types.append(of_canary[row.check])
-    return BatchVerdict(AcceptedRows.of(kept, check_types), dropped)
+    table = columns if columns is not None else _row_columns(rows, dropped)
+    if not table.num_rows:
+        return BatchVerdict(AcceptedRows(), dropped)
+    assignment = _assignment(config)
+    canary, started = table["canary"], table["started_at"]
+    pair = pc.binary_join_element_wise(canary, table["check_name"], _PAIR)
+    canary_at = pc.index_in(canary, value_set=assignment.canaries)
+    pair_at = pc.index_in(pair, value_set=assignment.pairs)
+    future = pc.greater(started, pa.scalar(now + policy.skew, TIMESTAMP))
+    old = pc.less(started, pa.scalar(now - policy.max_age, TIMESTAMP))
+    in_window = pc.invert(pc.or_(future, old))
+    keep = pc.and_(in_window, pc.is_valid(pair_at))
+    kept = int(pc.sum(keep).as_py() or 0)
+    if kept < table.num_rows:
+        for reason, mask in (
+            ("clock_skew", future),
+            ("too_old", pc.and_(old, pc.invert(future))),
+            ("unassigned_canary", pc.and_(in_window, pc.is_null(canary_at))),
+            (
+                "unknown_check",
+                pc.and_(pc.and_(in_window, pc.is_valid(canary_at)), pc.is_null(pair_at)),
+            ),
+        ):
+            count = int(pc.sum(mask).as_py() or 0)
+            if count:
+                dropped[reason] += count
+        table, canary_at, pair_at = table.filter(keep), canary_at.filter(keep), pair_at.filter(keep)
+    accepted = pa.table(
+        [
+            table["canary"],
+            pc.take(assignment.parents, canary_at),
+            table["check_name"],
+            pc.take(assignment.types, pair_at),
+            table["started_at"],
+            table["duration_ms"],
+            table["status"],
+            table["retries"],
+            pa.array([False] * table.num_rows, pa.bool_()),
+            table["code"],
+            table["message"],
+            table["phases"],
+        ],
+        schema=ACCEPTED_SCHEMA,
+    )
+    return BatchVerdict(AcceptedRows(accepted), dropped)

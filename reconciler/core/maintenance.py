@@ -216,17 +216,17 @@ class MaintenanceIndex:
         if not self._by_derived or not len(rows):
             return 0
         positions: dict[str, list[int]] = {}
-        for index, canary in enumerate(rows.canary):
+        for index, canary in enumerate(rows.canaries()):
             if canary in self._by_derived:
                 positions.setdefault(canary, []).append(index)
         if not positions:
             return 0
-        started_at = rows.started_at
+        started_at = rows.started_at()
         covered = [started_at[i] for indexes in positions.values() for i in indexes]
         first, last = min(covered), max(covered) + timedelta(microseconds=1)
         # Each window's openings over the batch's span, once: canaries share windows.
         spans: dict[str, list[tuple[datetime, datetime]]] = {}
-        marked = 0
+        marked: list[int] = []
         for canary, indexes in positions.items():
             openings = []
             for window in self._by_derived[canary]:
@@ -239,16 +239,16 @@ class MaintenanceIndex:
             earliest, latest = min(starts), max(starts)
             if any(opened <= earliest and latest < closed for opened, closed in openings):
                 # The usual case: the canary's rows all fall in one opening.
-                for index in indexes:
-                    rows.maintenance[index] = True
-                marked += len(indexes)
+                marked += indexes
                 continue
-            for index in indexes:
-                started = started_at[index]
-                if any(opened <= started < closed for opened, closed in openings):
-                    rows.maintenance[index] = True
-                    marked += 1
-        return marked
+            marked += [
+                index
+                for index in indexes
+                if any(opened <= started_at[index] < closed for opened, closed in openings)
+            ]
+        if marked:
+            rows.mark_maintenance(marked)
+        return len(marked)
 
     def silenced(self, canary: str, regions: Sequence[str], at: datetime) -> bool:
         """Whether an event about a canary is to be kept quiet at `at`.

@@ -3,18 +3,20 @@
 A row's identity is (agent, derived canary, check, started_at): a re-sent row is a
 duplicate, whichever batch it comes in, and is stored once. Looking every incoming row up
 in the table costs a scan of every row stored over the same minutes, which grows with the
-ingest rate; so the server's writer keeps `RecentKeys`, the hashes of every row it stored
-recently, and only rows whose hash it has seen (a re-send, or a hash collision) or that
-started before its horizon (an agent's spool replayed after an outage) are looked up.
+ingest rate; so the server's writer keeps `RecentKeys`, the keys of every row it stored
+recently, and only rows whose key it has seen (a re-send) or that started before its horizon
+(an agent's spool replayed after an outage) are looked up. Keys are made for whole columns
+at once, and a group of rows none of which was seen is let through by one set operation.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from reconciler.core.ingest import AcceptedRows
 from reconciler.store.db import Connection
@@ -30,26 +32,33 @@ class IngestBatch:
     rows: AcceptedRows
 
 
-_UTC_MICROS = pa.timestamp("us", tz="UTC")
-
 _COLUMNS = (
     "agent, region, canary, parent, check_name, check_type, started_at, duration_ms, status, "
     "code, message, phases::JSON, $now, retries, maintenance"
 )
 
+_MICROS_PER_MINUTE = 60_000_000
+# A key: the identity's number above the low 40 bits of `started_at` in µs (12.7 days).
+# Keys are kept per minute, so two keys of one minute differ exactly when the rows differ.
+_TIME_BITS = 40
+_TIME_MASK = (1 << _TIME_BITS) - 1
+_MAX_IDENTITIES = 1 << 22  # numbers stay below 2**23, keys below 2**63
+
+Keys = tuple[pa.Array, pa.Array]  # each row's minute and key (int64)
+
 
 @dataclass
 class RecentKeys:
-    """The hashes of every row stored with `started_at` at or after `horizon`.
+    """The keys of every row stored with `started_at` at or after `horizon`.
 
-    A hash not in the set is a row never stored (the set holds all of them since the
-    horizon); a hash in it may be a duplicate, and the table decides. Kept per minute of
-    `started_at` so the oldest minutes are forgotten as time passes or as the set reaches
-    `max_keys`; forgetting only raises the horizon, it never makes an answer wrong.
+    A key not in the set is a row never stored (the set holds all of them since the
+    horizon); a key in it is a duplicate. Kept per minute of `started_at` so the oldest
+    minutes are forgotten as time passes or as the set reaches `max_keys`; forgetting only
+    raises the horizon, it never makes an answer wrong.
 
     Attributes:
         span: how far back from now the set reaches.
-        max_keys: the most hashes kept (about 70 bytes each: 1M is ~70 MB).
+        max_keys: the most keys kept (about 40 bytes each: 1M is ~40 MB).
     """
 
     span: timedelta = timedelta(minutes=10)
@@ -58,24 +67,27 @@ class RecentKeys:
     _minutes: dict[int, set[int]] = field(default_factory=dict)
     _order: deque[int] = field(default_factory=deque)
     _size: int = 0
+    # "agent\x00canary\x00check" -> its number in keys
+    _identities: dict[str, int] = field(default_factory=dict)
 
     def load(self, connection: Connection, now: datetime) -> None:
         """Fill the set from the rows stored since `now - span`."""
         self._minutes.clear()
         self._order.clear()
         self._size = 0
+        self._identities.clear()
         self.horizon = _minute_start(now - self.span)
-        rows = connection.execute(
+        stored = connection.sql(
             """SELECT agent, canary, check_name, started_at FROM results
-               WHERE started_at >= $horizon ORDER BY started_at""",
-            {"horizon": self.horizon},
-        ).fetchall()
-        for agent, canary, check, started in rows:
-            self._add(_minute(started), hash((agent, canary, check, started)))
-        self._trim()
+               WHERE started_at >= $horizon""",
+            params={"horizon": self.horizon},
+        ).to_arrow_table()
+        self.add(self.keys(stored))
 
     def advance(self, now: datetime) -> None:
         """Forget the minutes older than `now - span`."""
+        if len(self._identities) > _MAX_IDENTITIES:
+            self.horizon = None  # numbered too many identities: start again from the table
         horizon = _minute_start(now - self.span)
         if self.horizon is None or horizon <= self.horizon:
             return
@@ -84,29 +96,47 @@ class RecentKeys:
             self._size -= len(self._minutes.pop(self._order.popleft()))
         self.horizon = horizon
 
-    def __contains__(self, key: tuple[int, int]) -> bool:
-        minute, digest = key
-        hashes = self._minutes.get(minute)
-        return hashes is not None and digest in hashes
+    def keys(self, rows: pa.Table) -> Keys:
+        """Each row's minute and key, from its agent, canary, check_name and started_at."""
+        identity = pc.binary_join_element_wise(
+            rows["agent"], rows["canary"], rows["check_name"], "\x00"
+        )
+        encoded = pc.dictionary_encode(identity.combine_chunks())
+        numbers = self._identities
+        number_of = pa.array(
+            [numbers.setdefault(name, len(numbers)) for name in encoded.dictionary.to_pylist()],
+            pa.int64(),
+        )
+        micros = rows["started_at"].combine_chunks().cast(pa.int64())
+        keys = pc.bit_wise_or(
+            pc.shift_left(pc.take(number_of, encoded.indices), _TIME_BITS),
+            pc.bit_wise_and(micros, _TIME_MASK),
+        )
+        return pc.divide(micros, _MICROS_PER_MINUTE), keys
 
-    def add(self, keys: list[tuple[int, int]]) -> None:
+    def seen(self, minute: int) -> set[int] | None:
+        """The keys stored for one minute, if any."""
+        return self._minutes.get(minute)
+
+    def add(self, keys: Keys) -> None:
         """Remember stored rows (after their transaction committed)."""
-        for minute, digest in keys:
-            self._add(minute, digest)
+        minutes, values = keys
+        for minute in pc.unique(minutes).to_pylist():
+            self._add(minute, values.filter(pc.equal(minutes, minute)).to_pylist())
         self._trim()
 
-    def _add(self, minute: int, digest: int) -> None:
-        hashes = self._minutes.get(minute)
-        if hashes is None:
-            hashes = self._minutes[minute] = set()
+    def _add(self, minute: int, keys: list[int]) -> None:
+        known = self._minutes.get(minute)
+        if known is None:
+            known = self._minutes[minute] = set()
             if self._order and minute < self._order[-1]:
                 # A late minute: keep the order sorted (rare; the deque is short).
                 self._order = deque(sorted([*self._order, minute]))
             else:
                 self._order.append(minute)
-        if digest not in hashes:
-            hashes.add(digest)
-            self._size += 1
+        before = len(known)
+        known.update(keys)
+        self._size += len(known) - before
 
     def _trim(self) -> None:
         while self._size > self.max_keys and len(self._order) > 1:
@@ -124,73 +154,61 @@ def _minute_start(moment: datetime) -> datetime:
 
 
 def _table(batches: list[IngestBatch]) -> pa.Table:
-    def column(name: str) -> list[object]:
-        return [value for b in batches for value in getattr(b.rows, name)]
-
-    return pa.table(
-        {
-            "batch": pa.array([b.batch for b in batches for _ in range(len(b.rows))], pa.int64()),
-            "agent": [b.agent for b in batches for _ in range(len(b.rows))],
-            "region": [b.region for b in batches for _ in range(len(b.rows))],
-            "canary": column("canary"),
-            "parent": column("parent"),
-            "check_name": column("check_name"),
-            "check_type": column("check_type"),
-            "started_at": pa.array(column("started_at"), _UTC_MICROS),
-            "duration_ms": pa.array(column("duration_ms"), pa.float64()),
-            "status": column("status"),
-            "retries": pa.array(column("retries"), pa.int16()),
-            "maintenance": pa.array(column("maintenance"), pa.bool_()),
-            "code": pa.array(column("code"), pa.int32()),
-            "message": pa.array(column("message"), pa.string()),
-            "phases": pa.array(column("phases"), pa.string()),
-        }
-    )
+    """The batches' rows as one table, each with its batch id, agent and region."""
+    parts = []
+    for b in batches:
+        count = len(b.rows)
+        parts.append(
+            b.rows.table.add_column(0, "batch", pa.repeat(pa.scalar(b.batch, pa.int64()), count))
+            .add_column(1, "agent", pa.repeat(pa.scalar(b.agent, pa.string()), count))
+            .add_column(2, "region", pa.repeat(pa.scalar(b.region, pa.string()), count))
+        )
+    return pa.concat_tables(parts)
 
 
 @dataclass
 class _Split:
-    """An insert's rows: those surely new, and those the table must check."""
+    """An insert's rows: those surely new (with their keys), and those the table must check."""
 
-    new: list[IngestBatch] = field(default_factory=list)
-    new_keys: list[tuple[int, int]] = field(default_factory=list)
-    check: list[IngestBatch] = field(default_factory=list)
+    new: pa.Table
+    new_keys: Keys
+    check: pa.Table
 
 
-def _split(batches: list[IngestBatch], recent: RecentKeys) -> _Split:
+def _split(rows: pa.Table, recent: RecentKeys) -> _Split:
     assert recent.horizon is not None
-    horizon = recent.horizon
-    split = _Split()
-    seen: set[tuple[int, int]] = set()
-    # The horizon in each row offset: same-tzinfo datetimes compare field by field.
-    horizons: dict[tzinfo | None, datetime] = {}
-    for b in batches:
-        rows, agent = b.rows, b.agent
-        new, check = [], []
-        for i, (canary, name, started) in enumerate(
-            zip(rows.canary, rows.check_name, rows.started_at, strict=True)
-        ):
-            zone = started.tzinfo
-            edge = horizons.get(zone)
-            if edge is None:
-                edge = horizons[zone] = horizon.astimezone(zone) if zone else horizon
-            if started < edge:
-                check.append(i)
-                continue
-            key = (int(started.timestamp()) // 60, hash((agent, canary, name, started)))
-            if key in recent or key in seen:
-                check.append(i)
-            else:
-                seen.add(key)
-                split.new_keys.append(key)
-                new.append(i)
-        if len(new) == len(rows):
-            split.new.append(b)
+    minutes, keys = recent.keys(rows)
+    new = pc.greater_equal(minutes, _minute(recent.horizon))
+    repeated: list[int] = []
+    for minute in pc.unique(minutes.filter(new)).to_pylist():
+        at = pc.and_(new, pc.equal(minutes, minute))
+        values = keys.filter(at).to_pylist()
+        known = recent.seen(minute)
+        distinct = set(values)
+        if len(distinct) == len(values) and (known is None or known.isdisjoint(distinct)):
             continue
-        if new:
-            split.new.append(IngestBatch(b.batch, agent, b.region, rows.take(new)))
-        split.check.append(IngestBatch(b.batch, agent, b.region, rows.take(check)))
-    return split
+        # A re-send: the first of each key not stored yet is new, the rest are checked.
+        firsts: set[int] = set()
+        for index, key in zip(pc.indices_nonzero(at).to_pylist(), values, strict=True):
+            if (known is not None and key in known) or key in firsts:
+                repeated.append(index)
+            else:
+                firsts.add(key)
+    if repeated:
+        flags = new.to_pylist()
+        for index in repeated:
+            flags[index] = False
+        new = pa.array(flags, pa.bool_())
+    if new.false_count == 0:
+        return _Split(rows, (minutes, keys), rows.slice(0, 0))
+    return _Split(
+        rows.filter(new), (minutes.filter(new), keys.filter(new)), rows.filter(pc.invert(new))
+    )
+
+
+def _per_batch(rows: pa.Table) -> dict[int, int]:
+    counted = pc.value_counts(rows["batch"]).to_pylist()
+    return {entry["values"]: entry["counts"] for entry in counted}
 
 
 def insert_results(
@@ -212,22 +230,25 @@ def insert_results(
         The number of rows inserted for each batch id; the rest were duplicates.
     """
     counts = {b.batch: 0 for b in batches}
-    if not any(len(b.rows) for b in batches):
+    rows = (
+        _table([b for b in batches if len(b.rows)]) if any(len(b.rows) for b in batches) else None
+    )
+    if rows is None:
         return counts
     if recent is None:
-        split = _Split(check=batches)
+        split = _Split(rows.slice(0, 0), (pa.array([], pa.int64()),) * 2, rows)
     else:
+        recent.advance(now)
         if recent.horizon is None:
             recent.load(connection, now)
-        recent.advance(now)
-        split = _split(batches, recent)
+        split = _split(rows, recent)
     connection.execute("BEGIN TRANSACTION")
     try:
-        if split.new:
+        if split.new.num_rows:
             _insert_new(connection, split.new, now)
-            for b in split.new:
-                counts[b.batch] += len(b.rows)
-        if any(len(b.rows) for b in split.check):
+            for batch, stored in _per_batch(split.new).items():
+                counts[batch] += stored
+        if split.check.num_rows:
             for batch, stored in _insert_checked(connection, split.check, now).items():
                 counts[batch] += stored
         connection.execute("COMMIT")
@@ -239,22 +260,19 @@ def insert_results(
     return counts
 
 
-def _insert_new(connection: Connection, batches: list[IngestBatch], now: datetime) -> None:
-    connection.register("new_results", _table(batches))
+def _insert_new(connection: Connection, rows: pa.Table, now: datetime) -> None:
+    connection.register("new_results", rows)
     try:
         connection.execute(f"INSERT INTO results SELECT {_COLUMNS} FROM new_results", {"now": now})
     finally:
         connection.unregister("new_results")
 
 
-def _insert_checked(
-    connection: Connection, batches: list[IngestBatch], now: datetime
-) -> dict[int, int]:
+def _insert_checked(connection: Connection, rows: pa.Table, now: datetime) -> dict[int, int]:
     """Insert the rows not yet in the table (nor twice among themselves); counts per batch."""
     # Constants, not subqueries: DuckDB skips the stored row groups outside them (zone maps).
-    earliest = min(min(b.rows.started_at) for b in batches if len(b.rows))
-    latest = max(max(b.rows.started_at) for b in batches if len(b.rows))
-    connection.register("incoming_results", _table(batches))
+    span = pc.min_max(rows["started_at"]).as_py()
+    connection.register("incoming_results", rows)
     try:
         connection.execute(
             """CREATE OR REPLACE TEMP TABLE fresh_results AS
@@ -270,7 +288,7 @@ def _insert_checked(
                      AND r.agent = i.agent AND r.canary = i.canary
                      AND r.check_name = i.check_name AND r.started_at = i.started_at
                )""",
-            {"earliest": earliest, "latest": latest},
+            {"earliest": span["min"], "latest": span["max"]},
         )
         connection.execute(
             f"INSERT INTO results SELECT {_COLUMNS} FROM fresh_results", {"now": now}

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
+import pyarrow as pa
 from fastapi import APIRouter, Request, Response
-from pydantic import ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from reconciler.core.refusal import RequestRefused
+from reconciler.core.result_columns import decode_batch
 from reconciler.server.control_plane import ControlPlane
 from reconciler.server.http.common import (
     control_of,
@@ -19,7 +23,7 @@ from reconciler.server.http.common import (
     read_body,
 )
 from reconciler.server.http.docs import errors, header, json_body, merged, model_schema, query
-from schemas.wire import MAX_PULL_WAIT, Phases, ResultBatch, ResultRow, WireModel
+from schemas.wire import MAX_PULL_WAIT, ResultBatch, ResultRow
 from schemas.wire import PULL_WAIT_HEADER as WAIT_HEADER
 
 router = APIRouter(prefix="/api/agent", tags=["agent"])
@@ -125,51 +129,32 @@ async def answer_targets(
 # GIL from each other (and from the loop and the state writer) to do the same work.
 _PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-parser")
 
-_FINITE = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+@dataclass(frozen=True)
+class ParsedBatch:
+    """A results body: the agent's clock, and either its rows as columns (every one was
+    read at once) or its rows as decoded JSON, to be validated row by row."""
+
+    results: list[Any]
+    sent_at: datetime | None
+    columns: pa.Table | None
 
 
-class _FinitePhases(Phases):
-    model_config = _FINITE
-
-
-class _FiniteRow(ResultRow):
-    """A result row read straight from JSON; `Infinity`, `NaN` and numbers too large for a
-    double fail here as they fail orjson, so the slow path refuses them as before."""
-
-    model_config = _FINITE
-    phases: _FinitePhases | None = None
-
-
-class _WellFormedBatch(WireModel):
-    """A batch whose every row is a valid result row: the common case, read in one pass."""
-
-    model_config = _FINITE
-    results: list[_FiniteRow]
-    sent_at: datetime | None = None
-
-
-def _well_formed(body: bytes) -> _WellFormedBatch | None:
-    try:
-        return _WellFormedBatch.model_validate_json(body)
-    except ValidationError:
-        return None
-
-
-def parse_batch(body: bytes, max_rows: int) -> ResultBatch:
+def parse_batch(body: bytes, max_rows: int) -> ParsedBatch:
     """A results body as a batch of at most `max_rows` rows.
 
     CPU-bound on a large body, so the route runs it in a worker thread. A body whose rows
-    are all valid is read and validated in one pass from its JSON (the rows come back as
-    `ResultRow`s, not validated again); any other body is decoded first, its row count
-    checked, and its rows validated one by one later (`validate_rows`), so each bad row is
-    dropped on its own.
+    are all valid is read into columns in one pass from its JSON
+    (`result_columns.decode_batch`); any other body is decoded first, its row count checked,
+    and its rows validated one by one later (`validate_rows`), so each bad row is dropped on
+    its own.
 
     Raises:
         RequestRefused: 400 for a body that is not a batch, 413 for too many rows.
     """
-    checked = _well_formed(body)
-    if checked is not None and len(checked.results) <= max_rows:
-        return ResultBatch.model_construct(results=checked.results, sent_at=checked.sent_at)
+    decoded = decode_batch(body)
+    if decoded is not None and decoded.columns.num_rows <= max_rows:
+        return ParsedBatch([], decoded.sent_at, decoded.columns)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -183,9 +168,10 @@ def parse_batch(body: bytes, max_rows: int) -> ResultBatch:
             limit=max_rows,
         )
     try:
-        return ResultBatch.model_validate(document)
+        batch = ResultBatch.model_validate(document)
     except ValidationError as error:
         raise RequestRefused(400, f'expected {{"results": [row, ...]}}: {error}') from None
+    return ParsedBatch(batch.results, batch.sent_at, None)
 
 
 @router.post(
@@ -203,6 +189,5 @@ async def results(request: Request) -> Response:
     )
     loop = asyncio.get_running_loop()
     batch = await loop.run_in_executor(_PARSER, parse_batch, body, settings.max_batch_rows)
-    sent_at: datetime | None = batch.sent_at
-    outcome = await control.ingest(agent, batch.results, sent_at)
+    outcome = await control.ingest(agent, batch.results, batch.sent_at, batch.columns)
     return json_response(outcome)
