@@ -16,6 +16,13 @@ from reconciler.store.handle import StateHandle
 from reconciler.store.results import IngestBatch, RecentKeys, insert_results
 
 MAX_ROWS_PER_INSERT = 50_000
+# Under load (the last insert ended less than BUSY_SECONDS ago) the writer waits up to
+# LINGER_SECONDS for more requests while a group has fewer than GROUP_ROWS: DuckDB stores a
+# row of a 4,000-row insert for about 60 % of the CPU of a 500-row one. A lone request on an
+# idle server is inserted at once.
+GROUP_ROWS = 10_000
+LINGER_SECONDS = 0.01
+BUSY_SECONDS = 0.1
 
 # Group commit made visible: rows per insert is the ratio of the first to the second.
 ROWS_METRIC = "ingest_insert_rows_total"
@@ -47,6 +54,7 @@ class IngestQueue:
         self._loops: Supervisor | None = None
         # This writer is the only one inserting results while the server holds the file.
         self._recent = RecentKeys()
+        self._last_insert = float("-inf")  # event-loop time the last insert ended
 
     def start(self, loops: Supervisor | None = None) -> None:
         """Start the writer; under `loops`, a writer that fails is reported and restarted."""
@@ -71,8 +79,20 @@ class IngestQueue:
             if first is None:
                 return
             group, rows = [first], len(first.batch.rows)
-            while not self._queue.empty() and rows < MAX_ROWS_PER_INSERT:
-                item = self._queue.get_nowait()
+            loop = asyncio.get_running_loop()
+            linger_until = loop.time() + LINGER_SECONDS
+            busy = loop.time() - self._last_insert < BUSY_SECONDS
+            while rows < MAX_ROWS_PER_INSERT:
+                if self._queue.empty():
+                    remaining = linger_until - loop.time()
+                    if not busy or rows >= GROUP_ROWS or remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                else:
+                    item = self._queue.get_nowait()
                 if item is None:
                     stopping = True
                     break
@@ -80,11 +100,14 @@ class IngestQueue:
                 rows += len(item.batch.rows)
             batches = [p.batch for p in group]
             try:
-                counts = await self._state.write(
-                    functools.partial(
-                        insert_results, batches=batches, now=self._clock(), recent=self._recent
+                try:
+                    counts = await self._state.write(
+                        functools.partial(
+                            insert_results, batches=batches, now=self._clock(), recent=self._recent
+                        )
                     )
-                )
+                finally:
+                    self._last_insert = loop.time()
                 for pending in group:
                     if not pending.done.done():
                         pending.done.set_result(counts[pending.batch.batch])
