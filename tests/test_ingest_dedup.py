@@ -106,3 +106,25 @@ def test_a_remembered_key_without_its_row_still_stores_the_row(connection: Conne
     recent.add(recent.keys(fresh.table.append_column("agent", pa.array(["eu-1"]))))
     assert insert_results(connection, [IngestBatch(2, "eu-1", "eu", fresh)], NOW, recent) == {2: 1}
     assert stored(connection) == 2
+
+
+def test_a_memory_numbering_too_many_identities_starts_again_and_stays_exact(
+    connection: Connection,
+) -> None:
+    """Configs come and go: identities no longer sent are forgotten by starting again."""
+    recent = RecentKeys(max_keys=2)
+    old = ["eu-1", "eu-2", "eu-3", "eu-4", "eu-5"]
+    for batch, agent in enumerate(old):
+        fresh = insert_results(connection, [IngestBatch(batch, agent, "eu", rows(30))], NOW, recent)
+        assert fresh == {batch: 1}
+    assert len(recent._identities) == 5
+    assert insert_results(connection, [IngestBatch(9, "eu-6", "eu", rows(1))], NOW, recent) == {
+        9: 1
+    }
+    assert len(recent._identities) == 1, "only the identity sent since it started again"
+    again = [
+        IngestBatch(10 + i, agent, "eu", rows(m))
+        for i, (agent, m) in enumerate([("eu-1", 30), ("eu-6", 1)])
+    ]
+    assert insert_results(connection, again, NOW, recent) == {10: 0, 11: 0}
+    assert stored(connection) == 6

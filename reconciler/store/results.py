@@ -42,7 +42,6 @@ _MICROS_PER_MINUTE = 60_000_000
 # Keys are kept per minute, so two keys of one minute differ exactly when the rows differ.
 _TIME_BITS = 40
 _TIME_MASK = (1 << _TIME_BITS) - 1
-_MAX_IDENTITIES = 1 << 22  # numbers stay below 2**23, keys below 2**63
 
 Keys = tuple[pa.Array, pa.Array]  # each row's minute and key (int64)
 
@@ -58,7 +57,8 @@ class RecentKeys:
 
     Attributes:
         span: how far back from now the set reaches.
-        max_keys: the most keys kept (about 40 bytes each: 1M is ~40 MB).
+        max_keys: the most keys kept (about 50 bytes each: 1M is ~50 MB); at most twice as
+            many (agent, canary, check) identities are numbered.
     """
 
     span: timedelta = timedelta(minutes=10)
@@ -86,8 +86,11 @@ class RecentKeys:
 
     def advance(self, now: datetime) -> None:
         """Forget the minutes older than `now - span`."""
-        if len(self._identities) > _MAX_IDENTITIES:
-            self.horizon = None  # numbered too many identities: start again from the table
+        if len(self._identities) > 2 * self.max_keys:
+            # Identities seen long ago (configs since replaced) are still numbered: start
+            # again from the table, which numbers only the recent ones. This also keeps the
+            # numbers below 2**23, and so the keys below 2**63.
+            self.horizon = None
         horizon = _minute_start(now - self.span)
         if self.horizon is None or horizon <= self.horizon:
             return
