@@ -270,6 +270,48 @@ def test_chromium_and_its_driver_yield_the_cpu_to_other_checks(priority: str, po
     assert wrapper is None or not wrapper.exists()  # the launcher script goes with the browser
 
 
+def _autogroup(pid: int | str) -> tuple[str, int]:
+    """A process's scheduling autogroup and its nice value (`/autogroup-12 nice 0`)."""
+    name, _, nice = Path(f"/proc/{pid}/autogroup").read_text().split()
+    return name, int(nice)
+
+
+@pytest.mark.slow
+@needs_chromium
+@pytest.mark.skipif(
+    not Path("/proc/self/autogroup").exists(), reason="the kernel has no autogroup scheduling"
+)
+def test_chromium_in_a_session_of_its_own_gets_the_lowest_group_weight() -> None:
+    """Playwright starts Chromium in a new session, which autogroup scheduling weighs as
+    much as the agent's own group: at idle priority that group must weigh least, or
+    SCHED_IDLE inside it does not keep a page load from taking the agent's CPU."""
+
+    async def main() -> dict[int, tuple[str, int]]:
+        session = BrowserSession(Path(CHROMIUM), "idle")
+        others = set(_descendants())
+        try:
+            browser = await session.browser()
+            context = await browser.new_context()
+            page = await context.new_page()
+            await page.goto("data:text/html,<h1>hi</h1>")
+            groups = {}
+            for pid in set(_descendants()) - others:
+                with contextlib.suppress(OSError):
+                    groups[pid] = _autogroup(pid)
+            await context.close()
+            return groups
+        finally:
+            await session.close()
+
+    ours = _autogroup("self")
+    groups = asyncio.run(main())
+    assert len(groups) >= 4  # the driver, the browser, a renderer and helper processes
+    apart = {group for group in groups.values() if group[0] != ours[0]}
+    assert apart, "Chromium shares the agent's session (then SCHED_IDLE is enough)"
+    assert all(nice == 19 for _, nice in apart), groups
+    assert _autogroup("self") == ours, "the agent's own group is left alone"
+
+
 def test_browser_priority_comes_from_flag_or_environment() -> None:
     from agent.cli import build_parser
     from agent.settings import SettingsError, load_settings

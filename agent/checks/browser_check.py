@@ -38,6 +38,8 @@ MAX_CONSOLE_ERRORS = 20
 BrowserPriority = Literal["idle", "normal"]
 BROWSER_PRIORITIES: tuple[BrowserPriority, ...] = ("idle", "normal")
 DEFAULT_BROWSER_PRIORITY: BrowserPriority = "idle"
+# The autogroup nice of Chromium's session at idle priority (`_launcher`): the lowest weight.
+AUTOGROUP_NICE = 19
 # How long closing or killing the browser may take before we stop waiting for it.
 CLOSE_SECONDS = 5.0
 # Navigation timing entries of the first page load, as the result's phases (milliseconds).
@@ -125,21 +127,32 @@ class BrowserSession:
             return self._browser
 
     def _launcher(self) -> str:
-        """The binary Playwright starts: Chromium itself, or a script starting it under
-        SCHED_IDLE and on its CPUs (so every process it forks, renderers included, inherits
-        the policy and the CPUs)."""
+        """The binary Playwright starts: Chromium itself, or a script starting it at idle
+        priority and on its CPUs (so every process it forks, renderers included, inherits
+        the priority and the CPUs).
+
+        Idle priority is two things on Linux. Playwright starts Chromium in a session of its
+        own, and with the kernel's autogroup scheduling (the default on desktop and many
+        server kernels) a session is a group that gets as much CPU as the agent's whole
+        group, whatever the policy of the processes inside it: so the script first gives
+        that group the lowest weight (nice 19 in /proc/self/autogroup, which any process may
+        do to its own group), then runs Chromium under SCHED_IDLE (`chrt --idle 0`).
+        """
         prefix = []
         if self.cpus and shutil.which("taskset"):
             prefix += ["taskset", "-c", ",".join(str(cpu) for cpu in sorted(self.cpus))]
         if self.priority == "idle" and shutil.which("chrt"):
             prefix += ["chrt", "--idle", "0"]
-        if not prefix:
+        lines = ["#!/bin/sh"]
+        if self.priority == "idle":
+            lines.append(f"echo {AUTOGROUP_NICE} > /proc/self/autogroup 2>/dev/null")
+        if len(lines) == 1 and not prefix:
             return str(self.executable)
         if self._wrapper is None:
             self._wrapper = tempfile.TemporaryDirectory(prefix="agent-browser-")
         script = Path(self._wrapper.name) / "chromium"
         command = " ".join(shlex.quote(part) for part in [*prefix, str(self.executable)])
-        script.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+        script.write_text("\n".join([*lines, f'exec {command} "$@"', ""]))
         script.chmod(0o700)
         return str(script)
 
