@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -318,3 +319,65 @@ def test_requests_that_cannot_fit_in_an_explicit_timeout_are_refused_at_load() -
     assert errors[0].endswith(
         "spec.icmp[0].interval: 5 requests 500ms apart take 2s, not less than timeout 1s"
     )
+
+
+# Brings `lo` up in a new network namespace (SIOCGIFFLAGS / SIOCSIFFLAGS, IFF_UP), then lets
+# every group send unprivileged pings there: the namespace's own sysctl, not the host's.
+_OPEN_PINGS_HERE = (
+    "import fcntl, socket, struct\n"
+    "probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "flags = struct.unpack('16sH', fcntl.ioctl(probe, 0x8913, struct.pack('16sH', b'lo', 0)))[1]\n"
+    "fcntl.ioctl(probe, 0x8914, struct.pack('16sH', b'lo', flags | 1))\n"
+    "with open('/proc/sys/net/ipv4/ping_group_range', 'w') as handle:\n"
+    "    handle.write('0 2147483647')\n"
+)
+
+
+def _network_namespaces() -> bool:
+    """Whether this process may make a network namespace (root, and CAP_SYS_ADMIN: not in a
+    container that withholds it)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    tried = subprocess.run(["unshare", "--net", "true"], capture_output=True, timeout=30)
+    return tried.returncode == 0
+
+
+@pytest.mark.skipif(
+    not _network_namespaces(),
+    reason="needs root, unshare (util-linux) and the right to make a network namespace",
+)
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1"])
+def test_an_agent_without_root_pings_where_the_kernel_allows_unprivileged_pings(
+    address: str,
+) -> None:
+    """The datagram path: no raw socket, no CAP_NET_RAW, only net.ipv4.ping_group_range."""
+    script = _OPEN_PINGS_HERE + (
+        "import asyncio, json, concurrent.futures.thread\n"
+        "from agent.checks import ClientPool, run_check\n"
+        "from agent.checks import icmp_socket\n"
+        "from datetime import UTC, datetime\n"
+        "import os\n"
+        "async def main():\n"
+        "    async with ClientPool(size=1, trust_env=False) as pool:\n"
+        "        os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+        "        o = await run_check({'name': 'p', 'type': 'icmp', 'timeout_ms': 2000,\n"
+        f"            'endpoint': '{address}', 'packetCount': 2, 'interval': '10ms'}},\n"
+        "            pool, lambda: datetime.now(UTC))\n"
+        "    print(json.dumps([o.status, o.message, o.phases, os.geteuid()]))\n"
+        "asyncio.run(main())\n"
+    )
+    result = subprocess.run(
+        ["unshare", "--net", sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    status, message, phases, uid = json.loads(result.stdout)
+    assert uid == 65534
+    assert status == "pass"
+    assert message.startswith(f"2/2 replies from {address} (0% loss)")
+    assert phases["packets_sent"] == 2 and phases["packets_received"] == 2
+    assert phases["packet_loss_percent"] == 0
