@@ -4,7 +4,9 @@ them: the same answers, counted on /metrics by route, and rows per insert measur
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
+import weakref
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -168,3 +170,28 @@ def test_the_time_window_holds_in_every_offset_a_row_uses() -> None:
     verdict = validate_rows(rows, config, now)
     assert dict(verdict.dropped) == {"clock_skew": 1, "too_old": 1, "malformed": 1}
     assert len(verdict.accepted) == 3
+
+
+def test_a_replaced_config_is_not_kept_alive_by_ingest() -> None:
+    """Each commit gives an agent a new config (its whole body): validating rows against it
+    must not keep the previous ones in memory."""
+
+    def config(etag: str) -> AgentConfig:
+        return AgentConfig(
+            agent="eu-1",
+            region="eu",
+            body=b"x" * 100_000,
+            etag=etag,
+            canaries=frozenset({"default/web@eu-1"}),
+            checks={"default/web@eu-1": {"check": "http"}},
+        )
+
+    now = datetime.now(UTC)
+    first = config('"1"')
+    assert len(validate_rows([row(1)], first, now).accepted) == 1
+    gone = weakref.ref(first)
+    del first
+    second = config('"2"')
+    assert len(validate_rows([row(1), row(2)], second, now).accepted) == 2
+    gc.collect()
+    assert gone() is None

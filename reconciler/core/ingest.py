@@ -131,12 +131,14 @@ class _Assignment:
 
 # A canary id never holds a NUL, so "canary\x00check" names one pair of a known canary.
 _PAIR = "\x00"
-_ASSIGNMENTS: dict[int, tuple[AgentConfig, _Assignment]] = {}
+# By agent: its current config and that config's value sets (one entry per agent, so an old
+# config, and its body, is not kept alive once the agent has a newer one).
+_ASSIGNMENTS: dict[str, tuple[AgentConfig, _Assignment]] = {}
 
 
 def _assignment(config: AgentConfig) -> _Assignment:
     """The value sets of a config, made once per config object (configs are immutable)."""
-    cached = _ASSIGNMENTS.get(id(config))
+    cached = _ASSIGNMENTS.get(config.agent)
     if cached is not None and cached[0] is config:
         return cached[1]
     canaries = sorted(config.checks)
@@ -151,9 +153,7 @@ def _assignment(config: AgentConfig) -> _Assignment:
         pairs=pa.array([pair for pair, _ in pairs], pa.string()),
         types=pa.array([kind for _, kind in pairs], pa.string()),
     )
-    if len(_ASSIGNMENTS) > 4096:  # configs replaced by newer ones: forget them all
-        _ASSIGNMENTS.clear()
-    _ASSIGNMENTS[id(config)] = (config, assignment)
+    _ASSIGNMENTS[config.agent] = (config, assignment)
     return assignment
 
 
