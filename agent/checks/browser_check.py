@@ -145,7 +145,8 @@ class BrowserSession:
             prefix += ["chrt", "--idle", "0"]
         lines = ["#!/bin/sh"]
         if self.priority == "idle":
-            lines.append(f"echo {AUTOGROUP_NICE} > /proc/self/autogroup 2>/dev/null")
+            # Braces: a kernel without autogroups (no such file) says nothing, and Chromium starts.
+            lines.append(f"{{ echo {AUTOGROUP_NICE} > /proc/self/autogroup; }} 2>/dev/null")
         if len(lines) == 1 and not prefix:
             return str(self.executable)
         if self._wrapper is None:
