@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from pydantic import TypeAdapter, ValidationError
 
 from reconciler.core.agentconfig import AgentConfig
-from reconciler.core.result_columns import TIMESTAMP, model_columns, read_columns
+from reconciler.core.result_columns import ROW_SCHEMA, TIMESTAMP, model_columns, read_columns
 from schemas.wire import ResultRow
 
 
@@ -30,23 +30,14 @@ class IngestPolicy:
     max_age: timedelta = timedelta(hours=24)
 
 
-ACCEPTED_SCHEMA: Final = pa.schema(
-    [
-        ("canary", pa.string()),
-        ("parent", pa.string()),
-        ("check_name", pa.string()),
-        ("check_type", pa.string()),
-        ("started_at", TIMESTAMP),
-        ("duration_ms", pa.float64()),
-        ("status", pa.string()),
-        ("retries", pa.int16()),
-        # Set by the server from its maintenance windows, never by the agent.
-        ("maintenance", pa.bool_()),
-        ("code", pa.int32()),
-        ("message", pa.string()),
-        ("phases", pa.string()),
-    ]
+# A row as read (`ROW_SCHEMA`), then what the server adds: the canary it derives from, the
+# check's type, and `maintenance`, set from the server's windows, never by the agent.
+_ADDED: Final = (
+    pa.field("parent", pa.string()),
+    pa.field("check_type", pa.string()),
+    pa.field("maintenance", pa.bool_()),
 )
+ACCEPTED_SCHEMA: Final = pa.schema([*ROW_SCHEMA, *_ADDED])
 
 
 @dataclass
@@ -224,21 +215,10 @@ def validate_rows(
             if count:
                 dropped[reason] += count
         table, canary_at, pair_at = table.filter(keep), canary_at.filter(keep), pair_at.filter(keep)
-    accepted = pa.table(
-        [
-            table["canary"],
-            pc.take(assignment.parents, canary_at),
-            table["check_name"],
-            pc.take(assignment.types, pair_at),
-            table["started_at"],
-            table["duration_ms"],
-            table["status"],
-            table["retries"],
-            pa.array([False] * table.num_rows, pa.bool_()),
-            table["code"],
-            table["message"],
-            table["phases"],
-        ],
-        schema=ACCEPTED_SCHEMA,
+    added = (
+        pc.take(assignment.parents, canary_at),
+        pc.take(assignment.types, pair_at),
+        pa.array([False] * table.num_rows, pa.bool_()),
     )
+    accepted = pa.Table.from_arrays([*table.columns, *added], schema=ACCEPTED_SCHEMA)
     return BatchVerdict(AcceptedRows(accepted), dropped)
