@@ -233,11 +233,10 @@ def insert_results(
         The number of rows inserted for each batch id; the rest were duplicates.
     """
     counts = {b.batch: 0 for b in batches}
-    rows = (
-        _table([b for b in batches if len(b.rows)]) if any(len(b.rows) for b in batches) else None
-    )
-    if rows is None:
+    filled = [b for b in batches if len(b.rows)]
+    if not filled:
         return counts
+    rows = _table(filled)
     if recent is None:
         split = _Split(rows.slice(0, 0), (pa.array([], pa.int64()),) * 2, rows)
     else:
