@@ -8,11 +8,11 @@ import contextlib
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -222,8 +222,8 @@ def test_only_the_flag_allows_browser_checks_and_the_path_comes_from_flag_or_env
     assert moved.browser_path == Path("/opt/chromium")
 
 
-def _descendants() -> dict[int, int]:
-    """Every running process below this one (zombies left out), with its scheduling policy."""
+def _descendants() -> set[int]:
+    """Every running process below this one (zombies left out)."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -236,11 +236,37 @@ def _descendants() -> dict[int, int]:
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
         found |= frontier
-    policies = {}
-    for pid in found:
-        with contextlib.suppress(OSError):
-            policies[pid] = os.sched_getscheduler(pid)
-    return policies
+    return found
+
+
+T = TypeVar("T")
+
+
+def _browser_processes(
+    session: BrowserSession, read: Callable[[int], T]
+) -> tuple[dict[int, T], Path | None]:
+    """Start the session's browser and load a page (so a renderer runs too), then `read` each
+    process it started; also the launcher script's folder while the browser ran. The browser
+    is stopped before this returns."""
+
+    async def main() -> tuple[dict[int, T], Path | None]:
+        others = _descendants()  # children of earlier tests, still running
+        try:
+            browser = await session.browser()
+            context = await browser.new_context()
+            page = await context.new_page()
+            await page.goto("data:text/html,<h1>hi</h1>")
+            wrapper = Path(session._wrapper.name) if session._wrapper else None
+            found = {}
+            for pid in _descendants() - others:
+                with contextlib.suppress(OSError):  # gone meanwhile
+                    found[pid] = read(pid)
+            await context.close()
+            return found, wrapper
+        finally:
+            await session.close()
+
+    return asyncio.run(main())
 
 
 @pytest.mark.slow
@@ -249,22 +275,8 @@ def _descendants() -> dict[int, int]:
     ("priority", "policy"), [("idle", os.SCHED_IDLE), ("normal", os.sched_getscheduler(0))]
 )
 def test_chromium_and_its_driver_yield_the_cpu_to_other_checks(priority: str, policy: int) -> None:
-    async def main() -> tuple[dict[int, int], Path | None]:
-        session = BrowserSession(Path(CHROMIUM), priority)  # type: ignore[arg-type]
-        others = set(_descendants())  # children of earlier tests, still running
-        try:
-            browser = await session.browser()
-            context = await browser.new_context()
-            page = await context.new_page()
-            await page.goto("data:text/html,<h1>hi</h1>")  # a renderer is running too
-            wrapper = Path(session._wrapper.name) if session._wrapper else None
-            policies = {p: s for p, s in _descendants().items() if p not in others}
-            await context.close()
-            return policies, wrapper
-        finally:
-            await session.close()
-
-    policies, wrapper = asyncio.run(main())
+    session = BrowserSession(Path(CHROMIUM), priority)  # type: ignore[arg-type]
+    policies, wrapper = _browser_processes(session, os.sched_getscheduler)
     assert len(policies) >= 4  # the driver, the browser, a renderer and helper processes
     assert set(policies.values()) == {policy}
     assert wrapper is None or not wrapper.exists()  # the launcher script goes with the browser
@@ -286,25 +298,8 @@ def test_chromium_in_a_session_of_its_own_gets_the_lowest_group_weight() -> None
     much as the agent's own group: at idle priority that group must weigh least, or
     SCHED_IDLE inside it does not keep a page load from taking the agent's CPU."""
 
-    async def main() -> dict[int, tuple[str, int]]:
-        session = BrowserSession(Path(CHROMIUM), "idle")
-        others = set(_descendants())
-        try:
-            browser = await session.browser()
-            context = await browser.new_context()
-            page = await context.new_page()
-            await page.goto("data:text/html,<h1>hi</h1>")
-            groups = {}
-            for pid in set(_descendants()) - others:
-                with contextlib.suppress(OSError):
-                    groups[pid] = _autogroup(pid)
-            await context.close()
-            return groups
-        finally:
-            await session.close()
-
     ours = _autogroup("self")
-    groups = asyncio.run(main())
+    groups, _ = _browser_processes(BrowserSession(Path(CHROMIUM), "idle"), _autogroup)
     assert len(groups) >= 4  # the driver, the browser, a renderer and helper processes
     apart = {group for group in groups.values() if group[0] != ours[0]}
     assert apart, "Chromium shares the agent's session (then SCHED_IDLE is enough)"
@@ -333,24 +328,8 @@ def test_browser_priority_comes_from_flag_or_environment() -> None:
 @needs_chromium
 @pytest.mark.parametrize("priority", ["idle", "normal"])
 def test_chromium_and_its_driver_run_only_on_the_cpus_given(priority: str) -> None:
-    async def main() -> dict[int, set[int]]:
-        session = BrowserSession(Path(CHROMIUM), priority, frozenset({0}))  # type: ignore[arg-type]
-        others = set(_descendants())
-        try:
-            browser = await session.browser()
-            context = await browser.new_context()
-            page = await context.new_page()
-            await page.goto("data:text/html,<h1>hi</h1>")
-            cpus = {}
-            for pid in set(_descendants()) - others:
-                with contextlib.suppress(OSError):
-                    cpus[pid] = os.sched_getaffinity(pid)
-            await context.close()
-            return cpus
-        finally:
-            await session.close()
-
-    cpus = asyncio.run(main())
+    session = BrowserSession(Path(CHROMIUM), priority, frozenset({0}))  # type: ignore[arg-type]
+    cpus, _ = _browser_processes(session, os.sched_getaffinity)
     assert len(cpus) >= 4  # the driver, the browser, a renderer and helper processes
     assert all(found == {0} for found in cpus.values()), cpus
 
