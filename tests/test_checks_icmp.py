@@ -170,30 +170,31 @@ def test_the_error_names_both_missing_permissions() -> None:
     assert "raw ICMP sockets need root or CAP_NET_RAW (running as uid 1000)" in message
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
-def test_a_process_without_either_permission_gets_an_error_naming_what_is_missing() -> None:
-    with open("/proc/sys/net/ipv4/ping_group_range") as handle:
-        low, high = (int(x) for x in handle.read().split())
-    if low <= 65534 <= high:
-        pytest.skip("nobody's group may send unprivileged pings here")
-    # The child imports everything and opens its HTTP clients as root, then drops to nobody:
-    # the interpreter's own files may not be readable by nobody on this machine.
-    script = (
-        "import asyncio, json, concurrent.futures.thread\n"
+def _ping_as_nobody(
+    check: dict[str, Any], setup: str = "", launcher: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Run an icmp check in a child process that drops to `nobody` first; its status,
+    message, phases and effective uid.
+
+    The child runs `setup` (as root), imports everything and opens its HTTP clients as root,
+    then drops: the interpreter's own files may not be readable by nobody on this machine.
+    `launcher` goes before the interpreter (`unshare --net`).
+    """
+    script = setup + (
+        "import asyncio, json, os, sys, concurrent.futures.thread\n"
         "from agent.checks import ClientPool, run_check\n"
         "from datetime import UTC, datetime\n"
-        "import os\n"
         "async def main():\n"
         "    async with ClientPool(size=1, trust_env=False) as pool:\n"
         "        os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
-        "        o = await run_check({'name': 'p', 'type': 'icmp', 'timeout_ms': 2000,\n"
-        "            'endpoint': '127.0.0.1', 'packetCount': 1}, pool, lambda: datetime.now(UTC))\n"
-        "    print(json.dumps([o.status, o.message]))\n"
+        "        o = await run_check(json.loads(sys.argv[1]), pool, lambda: datetime.now(UTC))\n"
+        "    print(json.dumps({'status': o.status, 'message': o.message, 'phases': o.phases,\n"
+        "                      'uid': os.geteuid()}))\n"
         "asyncio.run(main())\n"
     )
-
+    spec = {"name": "p", "type": "icmp", "timeout_ms": 2000, **check}
     result = subprocess.run(
-        [sys.executable, "-c", script],
+        [*launcher, sys.executable, "-c", script, json.dumps(spec)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -201,7 +202,18 @@ def test_a_process_without_either_permission_gets_an_error_naming_what_is_missin
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    status, message = json.loads(result.stdout)
+    outcome: dict[str, Any] = json.loads(result.stdout)
+    return outcome
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
+def test_a_process_without_either_permission_gets_an_error_naming_what_is_missing() -> None:
+    with open("/proc/sys/net/ipv4/ping_group_range") as handle:
+        low, high = (int(x) for x in handle.read().split())
+    if low <= 65534 <= high:
+        pytest.skip("nobody's group may send unprivileged pings here")
+    outcome = _ping_as_nobody({"endpoint": "127.0.0.1", "packetCount": 1})
+    status, message = outcome["status"], outcome["message"]
     assert status == "error"
     assert message.startswith("IcmpUnavailable: cannot open an ICMP socket: ")
     assert "net.ipv4.ping_group_range" in message
@@ -351,31 +363,12 @@ def test_an_agent_without_root_pings_where_the_kernel_allows_unprivileged_pings(
     address: str,
 ) -> None:
     """The datagram path: no raw socket, no CAP_NET_RAW, only net.ipv4.ping_group_range."""
-    script = _OPEN_PINGS_HERE + (
-        "import asyncio, json, concurrent.futures.thread\n"
-        "from agent.checks import ClientPool, run_check\n"
-        "from agent.checks import icmp_socket\n"
-        "from datetime import UTC, datetime\n"
-        "import os\n"
-        "async def main():\n"
-        "    async with ClientPool(size=1, trust_env=False) as pool:\n"
-        "        os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
-        "        o = await run_check({'name': 'p', 'type': 'icmp', 'timeout_ms': 2000,\n"
-        f"            'endpoint': '{address}', 'packetCount': 2, 'interval': '10ms'}},\n"
-        "            pool, lambda: datetime.now(UTC))\n"
-        "    print(json.dumps([o.status, o.message, o.phases, os.geteuid()]))\n"
-        "asyncio.run(main())\n"
+    outcome = _ping_as_nobody(
+        {"endpoint": address, "packetCount": 2, "interval": "10ms"},
+        setup=_OPEN_PINGS_HERE,
+        launcher=("unshare", "--net"),
     )
-    result = subprocess.run(
-        ["unshare", "--net", sys.executable, "-c", script],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    status, message, phases, uid = json.loads(result.stdout)
+    status, message, phases, uid = (outcome[key] for key in ("status", "message", "phases", "uid"))
     assert uid == 65534
     assert status == "pass"
     assert message.startswith(f"2/2 replies from {address} (0% loss)")
