@@ -12,23 +12,13 @@ import pytest
 from reconciler.core.ingest import AcceptedRows
 from reconciler.store.db import Connection, open_state
 from reconciler.store.results import IngestBatch, RecentKeys, insert_results
+from tests.rows import accepted_rows
 
 NOW = datetime(2026, 12, 5, 12, 0, 30, tzinfo=UTC)
 
 
 def rows(*minutes_ago: float, zone: timezone = UTC) -> AcceptedRows:
-    count = len(minutes_ago)
-    return AcceptedRows.of(
-        canary=["web/shop@eu-1"] * count,
-        parent=["web/shop"] * count,
-        check_name=["home"] * count,
-        check_type=["http"] * count,
-        started_at=[(NOW - timedelta(minutes=m)).astimezone(zone) for m in minutes_ago],
-        duration_ms=[10.0] * count,
-        status=["pass"] * count,
-        retries=[0] * count,
-        code=[200] * count,
-    )
+    return accepted_rows([(NOW - timedelta(minutes=m)).astimezone(zone) for m in minutes_ago])
 
 
 def stored(connection: Connection) -> int:

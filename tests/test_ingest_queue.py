@@ -10,6 +10,7 @@ from agent.metrics import Metrics
 from reconciler.core.ingest import AcceptedRows
 from reconciler.server.ingestion import INSERTS_METRIC, REQUESTS_METRIC, IngestQueue
 from reconciler.store.handle import StateHandle
+from tests.rows import accepted_rows
 
 NOW = datetime(2026, 12, 5, 12, 0, 30, tzinfo=UTC)
 # Far longer than any test takes: an insert that waited for it would time the test out.
@@ -17,17 +18,7 @@ LINGER = 60.0
 
 
 def rows(*seconds_ago: int) -> AcceptedRows:
-    count = len(seconds_ago)
-    return AcceptedRows.of(
-        canary=["web/shop@eu-1"] * count,
-        parent=["web/shop"] * count,
-        check_name=["home"] * count,
-        check_type=["http"] * count,
-        started_at=[NOW - timedelta(seconds=s) for s in seconds_ago],
-        duration_ms=[10.0] * count,
-        status=["pass"] * count,
-        retries=[0] * count,
-    )
+    return accepted_rows([NOW - timedelta(seconds=s) for s in seconds_ago])
 
 
 def total(metrics: Metrics, name: str) -> float:
