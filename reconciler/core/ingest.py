@@ -161,12 +161,11 @@ def _row_columns(rows: list[Any], dropped: Counter[str]) -> pa.Table:
 
 
 def validate_rows(
-    rows: list[Any],
+    rows: list[Any] | pa.Table,
     config: AgentConfig,
     now: datetime,
     sent_at: datetime | None = None,
     policy: IngestPolicy = IngestPolicy(),  # noqa: B008 - frozen, never mutated
-    columns: pa.Table | None = None,
 ) -> BatchVerdict:
     """Check each row on its own; the agent and region come from its token, not the rows.
 
@@ -176,19 +175,18 @@ def validate_rows(
     (not one of this agent's derived canaries) or `unknown_check` (no such check in it).
 
     Args:
-        rows: the batch's `results` list as decoded JSON.
+        rows: the batch's `results` list as decoded JSON, or its rows already read into
+            columns (`result_columns.decode_batch`).
         config: the agent's current config.
         now: the server's clock.
         sent_at: the agent's clock when it sent the batch, if it said.
         policy: the skew window and maximum age.
-        columns: the rows already read into columns (`result_columns.decode_batch`), if
-            they were.
     """
     dropped = Counter[str]()
     if sent_at is not None and abs(sent_at - now) > policy.skew:
-        dropped["clock_skew"] = len(rows) if columns is None else columns.num_rows
+        dropped["clock_skew"] = len(rows)
         return BatchVerdict(AcceptedRows(), dropped)
-    table = columns if columns is not None else _row_columns(rows, dropped)
+    table = rows if isinstance(rows, pa.Table) else _row_columns(rows, dropped)
     if not table.num_rows:
         return BatchVerdict(AcceptedRows(), dropped)
     assignment = _assignment(config)

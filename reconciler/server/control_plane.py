@@ -435,21 +435,17 @@ class ControlPlane:
         return config
 
     async def ingest(
-        self,
-        agent: str,
-        rows: list[Any],
-        sent_at: datetime | None,
-        columns: pa.Table | None = None,
+        self, agent: str, rows: list[Any] | pa.Table, sent_at: datetime | None
     ) -> dict[str, Any]:
         """Validate a batch row by row and store the rest; says what landed and what did not.
 
-        `columns` are the rows already read into columns (`result_columns.shape_columns`)."""
+        `rows` are decoded JSON, or already read into columns (`result_columns.decode_batch`).
+        """
         config = self.configs.get(agent)
         if config is None:  # e.g. no canary selects `local` any more
-            count = len(rows) if columns is None else columns.num_rows
-            self.metrics.count("ingest_rows_dropped_total", count, reason="unassigned_canary")
-            return {"accepted": 0, "duplicates": 0, "dropped": {"unassigned_canary": count}}
-        verdict = validate_rows(rows, config, self.clock(), sent_at, self.policy, columns)
+            self.metrics.count("ingest_rows_dropped_total", len(rows), reason="unassigned_canary")
+            return {"accepted": 0, "duplicates": 0, "dropped": {"unassigned_canary": len(rows)}}
+        verdict = validate_rows(rows, config, self.clock(), sent_at, self.policy)
         marked = self.maintenance.mark(verdict.accepted)
         if marked:
             self.metrics.count("ingest_rows_maintenance_total", marked)

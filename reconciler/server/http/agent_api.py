@@ -132,12 +132,11 @@ _PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-parser")
 
 @dataclass(frozen=True)
 class ParsedBatch:
-    """A results body: the agent's clock, and either its rows as columns (every one was
-    read at once) or its rows as decoded JSON, to be validated row by row."""
+    """A results body: its rows, as columns when every one was read at once, else as decoded
+    JSON to be validated row by row; and the agent's clock."""
 
-    results: list[Any]
+    rows: list[Any] | pa.Table
     sent_at: datetime | None
-    columns: pa.Table | None
 
 
 def parse_batch(body: bytes, max_rows: int) -> ParsedBatch:
@@ -154,7 +153,7 @@ def parse_batch(body: bytes, max_rows: int) -> ParsedBatch:
     """
     decoded = decode_batch(body)
     if decoded is not None and decoded.columns.num_rows <= max_rows:
-        return ParsedBatch([], decoded.sent_at, decoded.columns)
+        return ParsedBatch(decoded.columns, decoded.sent_at)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -171,7 +170,7 @@ def parse_batch(body: bytes, max_rows: int) -> ParsedBatch:
         batch = ResultBatch.model_validate(document)
     except ValidationError as error:
         raise RequestRefused(400, f'expected {{"results": [row, ...]}}: {error}') from None
-    return ParsedBatch(batch.results, batch.sent_at, None)
+    return ParsedBatch(batch.results, batch.sent_at)
 
 
 @router.post(
@@ -191,5 +190,5 @@ async def results(request: Request) -> Response:
         )
         loop = asyncio.get_running_loop()
         batch = await loop.run_in_executor(_PARSER, parse_batch, body, settings.max_batch_rows)
-    outcome = await control.ingest(agent, batch.results, batch.sent_at, batch.columns)
+    outcome = await control.ingest(agent, batch.rows, batch.sent_at)
     return json_response(outcome)
