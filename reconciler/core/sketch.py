@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import numpy.typing as npt
+
 ALPHA = 0.02
 GAMMA = (1 + ALPHA) / (1 - ALPHA)
 LN_GAMMA = math.log(GAMMA)
 # Durations below this (including 0 ms) share the lowest bin.
 MIN_MS = 0.001
 QUANTILES = (0.5, 0.95, 0.99)
+
+Ints = npt.NDArray[np.int64]
+Floats = npt.NDArray[np.float64]
 
 # SQL: the bin of `duration_ms`.
 BIN_SQL = f"CAST(ceil(ln(greatest(duration_ms, {MIN_MS})) / {LN_GAMMA!r}) AS SMALLINT)"
@@ -75,3 +81,44 @@ def quantiles_sql(counts: str, keys: str) -> str:
             ) JOIN (SELECT {keys}, sum(n) AS total FROM {counts} GROUP BY {keys}) USING ({keys})
             GROUP BY {keys}
         )"""
+
+
+def quantiles(ids: Ints, bins: Ints, counts: Ints) -> tuple[Ints, Ints, list[Floats]]:
+    """p50, p95 and p99 of many histograms at once, by the rule of `quantiles_sql`.
+
+    What `quantiles_sql` does with a window function (a running sum per key, sorted), this
+    does with one running sum over every row and a binary search per key and rank: about a
+    third of the time on the site's window histograms (350,000 rows over 6,000 keys), whose
+    rows DuckDB sorts on both cores on the way out.
+
+    Args:
+        ids: each row's key, the rows of one key together.
+        bins: each row's bin, ascending within a key; a bin may come twice (counts of two
+            sources of the same key: the running sum first exceeds a rank in the same bin).
+        counts: each row's count, positive.
+
+    Returns:
+        The keys in the order of the rows, each key's total count, and one array of values
+        per quantile of `QUANTILES`, in the order of the keys.
+    """
+    if not len(ids):
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, [np.zeros(0, dtype=np.float64) for _ in QUANTILES]
+    running = np.cumsum(counts, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+    before = np.concatenate(([0], running[:-1]))[starts]  # the rows of the keys before
+    ends = np.concatenate((starts[1:], [len(ids)]))
+    totals = running[ends - 1] - before
+    scale = 2 / (GAMMA + 1)
+    values = []
+    for q in QUANTILES:
+        position = q * (totals - 1)
+        low = np.floor(position)
+        high = np.minimum(low + 1, totals - 1)
+        # The first row of the key whose running sum exceeds the rank.
+        low_bin = bins[np.searchsorted(running, before + low, side="right")]
+        high_bin = bins[np.searchsorted(running, before + high, side="right")]
+        low_value = np.exp(low_bin * LN_GAMMA) * scale
+        high_value = np.exp(high_bin * LN_GAMMA) * scale
+        values.append(low_value + (position - low) * (high_value - low_value))
+    return ids[starts], totals, values

@@ -22,8 +22,11 @@ figures overlaid with them.
 
 from __future__ import annotations
 
+import numpy as np
+import pyarrow as pa
+
 from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
-from reconciler.core.sketch import BIN_SQL, quantiles_sql
+from reconciler.core.sketch import BIN_SQL, quantiles
 from reconciler.sitebuild.moves import Bounds, parse
 from reconciler.sitebuild.tables import (
     BUCKET_SQL,
@@ -156,30 +159,37 @@ def _open_tables(
 
 
 def _insert_window(connection: Connection, tables: Tables, window: Window) -> None:
-    """`site_live` rows of one window from the open part's tables (`_open_tables`)."""
-    # Materialised: the quantile query reads its counts twice (running sums and totals).
-    # A (key, bin) may come twice (stored and open): the running sum over both rows still
-    # first exceeds a rank in the same bin, since every count is positive.
-    connection.execute(
-        f"""CREATE OR REPLACE TEMP TABLE site_open_counts AS
-            SELECT id, bin, n FROM {tables.whist}
+    """`site_live` rows of one window from the open part's tables (`_open_tables`): the
+    quantiles of its histogram plus the open bins (`sketch.quantiles`), the sums added."""
+    # DuckDB sorts the rows on both cores; the rest is a running sum and binary searches.
+    rows = connection.execute(
+        f"""SELECT id, bin, n FROM {tables.whist}
             WHERE win = $w AND id IN (SELECT id FROM site_open_keys)
             UNION ALL
-            SELECT id, bin, n FROM site_open_bins WHERE id IN (SELECT id FROM site_open_keys)""",
+            SELECT id, bin, n FROM site_open_bins WHERE id IN (SELECT id FROM site_open_keys)
+            ORDER BY id, bin""",
         {"w": window.name},
+    ).fetchnumpy()
+    ids, _, (p50, p95, p99) = quantiles(
+        rows["id"].astype(np.int64), rows["bin"].astype(np.int64), rows["n"].astype(np.int64)
     )
-    connection.execute(
-        f"""INSERT INTO {tables.live} ({WINDOW_COLUMNS})
-            WITH quantiles AS ({quantiles_sql("site_open_counts", "id")})
-            SELECT $w, o.parent, o.region, o.runs + coalesce(s.runs, 0),
-                   o.passes + coalesce(s.passes, 0), q.q[1], q.q[2], q.q[3]
-            FROM site_open_keys o
-            LEFT JOIN {tables.window} s
-              ON s.win = $w AND s.parent = o.parent AND s.region IS NOT DISTINCT FROM o.region
-            LEFT JOIN quantiles q USING (id)""",
-        {"w": window.name},
+    connection.register(
+        "site_open_quantiles", pa.table({"id": ids, "p50": p50, "p95": p95, "p99": p99})
     )
-    connection.execute("DROP TABLE site_open_counts")
+    try:
+        connection.execute(
+            f"""INSERT INTO {tables.live} ({WINDOW_COLUMNS})
+                SELECT $w, o.parent, o.region, o.runs + coalesce(s.runs, 0),
+                       o.passes + coalesce(s.passes, 0), q.p50, q.p95, q.p99
+                FROM site_open_keys o
+                LEFT JOIN {tables.window} s
+                  ON s.win = $w AND s.parent = o.parent
+                 AND s.region IS NOT DISTINCT FROM o.region
+                LEFT JOIN site_open_quantiles q USING (id)""",
+            {"w": window.name},
+        )
+    finally:
+        connection.unregister("site_open_quantiles")
 
 
 def _drop_open(connection: Connection) -> None:
