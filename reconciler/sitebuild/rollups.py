@@ -54,6 +54,7 @@ from reconciler.sitebuild.windows import (
 from reconciler.store import days
 from reconciler.store.archive import source
 from reconciler.store.db import Connection
+from reconciler.store.results import newest_received
 
 # `site_failures` keeps the failed runs of this far back.
 LATEST_HORIZON = 2 * DAY
@@ -90,7 +91,7 @@ def backfill(connection: Connection, tables: Tables, now: int) -> bool:
     # live or archived (`store.archive`), are in no window. The rows of the horizon's days
     # may be in history files; `source` picks each day's own.
     horizon = at((today - max(window.days or 1 for window in ROLLUP_WINDOWS) - 1) * DAY)
-    received = scalar(connection, "SELECT epoch_us(max(received_at)) FROM results")
+    received = newest_received(connection)
     first, last = connection.execute(
         "SELECT epoch_us(min(started_at)), epoch_us(max(started_at)) FROM "
         + source(connection, horizon)
@@ -162,11 +163,7 @@ def update(connection: Connection, tables: Tables, now: int) -> Refresh:
     if long_end > hist_to:
         _hist_add(connection, tables, hist_to, long_end)
         hist_to = long_end
-    received = scalar(
-        connection,
-        "SELECT epoch_us(max(received_at)) FROM results WHERE received_at > $since",
-        {"since": datetime.fromtimestamp(since / US, UTC)},
-    )
+    received = newest_received(connection, since)
     write_meta(
         connection,
         tables,

@@ -22,6 +22,7 @@ from reconciler.sitebuild.tables import Tables, read_meta, write_meta
 from reconciler.sitebuild.windows import DAY
 from reconciler.store.archive import source
 from reconciler.store.db import Connection
+from reconciler.store.results import newest_received
 
 MONTHS_KEPT = 13  # this month and the twelve before it
 CHECKED = "months.checked"  # received_at watermark (µs) of the late-row check
@@ -75,8 +76,7 @@ def refresh_months(
     )
     meta = read_meta(connection, tables)
     checked = int(meta.get(CHECKED, "0"))
-    newest = connection.execute("SELECT epoch_us(max(received_at)) FROM results").fetchone()
-    received = int(newest[0]) if newest and newest[0] is not None else checked
+    received = newest_received(connection, checked or None) or checked
     late: set[date] = set()
     if checked:
         # Rows received since the last check that started before today: in a month's
@@ -90,15 +90,16 @@ def refresh_months(
                 {"checked": checked, "today": datetime.fromtimestamp(today, UTC)},
             ).fetchall()
         }
-    earliest = _earliest(connection)
     due = []
     for month in months:
         end = min(epoch_of(next_month(month)), today)
-        if earliest is None or end <= earliest:
-            continue  # no results yet by then: nothing to count, ever
         counted = stored.get(month)
         if counted is None or counted < end or (month in late and counted >= epoch_of(month)):
             due.append((month, end))
+    if due:  # once a day at most, in steady state: the scan of every start is not free
+        earliest = _earliest(connection)
+        # Months that ended before the first result have nothing to count, ever.
+        due = [(month, end) for month, end in due if earliest is not None and end > earliest]
     due.sort(reverse=True)
     for month, end in due[:most]:
         _compute(connection, tables, month, end)

@@ -38,6 +38,7 @@ from reconciler.core.outcomes import SQL_DEGRADED, SQL_PASSES, SQL_RETRIED, SQL_
 from reconciler.core.sketch import BIN_SQL
 from reconciler.store.archive import DAY_SECONDS, source
 from reconciler.store.db import Connection
+from reconciler.store.results import newest_received
 
 TABLE = "result_days"
 DAY_COLUMNS = "parent, region, check_name, day, runs, passes, degraded, retried, p95, bins, counts"
@@ -155,7 +156,8 @@ def fill(
     reported through `progress`). `most` caps the days written in one call (a server spreads
     a backfill over its builds): the watermark then moves to the first day not written.
     """
-    received = connection.execute("SELECT epoch_us(max(received_at)) FROM results").fetchone()
+    counted = _meta(connection, DAYS_RECEIVED)
+    newest = newest_received(connection, counted) or counted
     days = pending(connection, now)
     today = int(now.timestamp()) // DAY_SECONDS
     known = _meta(connection, DAYS_UNTIL)
@@ -171,8 +173,7 @@ def fill(
         if known is None or day >= known:
             progress(f"per-day tier: {_at(day).date()} ({index + 1}/{len(days)}), {rows:,} rows")
     left = days[len(todo) :]
-    newest = int(received[0]) if received and received[0] is not None else None
-    if not todo and known == max(today, known or 0) and newest == _meta(connection, DAYS_RECEIVED):
+    if not todo and known == max(today, known or 0) and newest == counted:
         return todo  # nothing new: no commit (builds run every minute)
     connection.execute("BEGIN TRANSACTION")
     try:

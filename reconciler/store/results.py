@@ -306,6 +306,26 @@ def _insert_checked(connection: Connection, rows: pa.Table, now: datetime) -> di
     return {batch: int(count) for batch, count in counts.items()}
 
 
+def newest_received(connection: Connection, after: int | None = None) -> int | None:
+    """When the newest result was received (epoch µs), or None.
+
+    Args:
+        after: a time (epoch µs) known to be received already: only newer rows are looked at
+            (rows are stored in the order they are received, so DuckDB's zone maps skip the
+            rest; a scan of every row's `received_at` is 30 ms a build at 50 M rows). None
+            is returned when there are none.
+    """
+    if after is None:
+        row = connection.execute("SELECT epoch_us(max(received_at)) FROM results").fetchone()
+    else:
+        row = connection.execute(
+            """SELECT epoch_us(max(received_at)) FROM results
+               WHERE received_at > make_timestamptz($after)""",
+            {"after": after},
+        ).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
 def results_per_agent(connection: Connection, since: datetime) -> dict[str, int]:
     """How many rows each agent stored since a time."""
     rows = connection.execute(
