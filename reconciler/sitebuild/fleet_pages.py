@@ -52,6 +52,32 @@ def _heads(snapshot: Snapshot, window: Window) -> dict[str, str]:
     }
 
 
+# A canary's status in one scope (None: blended), its badge and the cell ending its row.
+_Standing = tuple[str, str, str]
+
+
+def _standings(snapshot: Snapshot, scope: str | None) -> dict[str, _Standing]:
+    """Each canary's `_Standing` in `scope`: the same on that scope's page of every window
+    (five pages each), so worked out once per snapshot and render process."""
+    key = ("standings", scope)
+    found: dict[str, _Standing] | None = snapshot.derived.get(key)
+    if found is None:
+        found = snapshot.derived[key] = {
+            canary.key: _standing(snapshot, canary.key, len(canary.regions), scope)
+            for canary in snapshot.canaries
+        }
+    return found
+
+
+def _standing(snapshot: Snapshot, canary: str, regions: int, scope: str | None) -> _Standing:
+    if scope is None:
+        status = blended(snapshot, canary)
+        run = snapshot.statuses.get(canary, {}).get("last_run")
+        return status, badge(status, run), f'<td class="opt">{regions}</td>'
+    state = region_state(snapshot, canary, scope)
+    return state["status"], badge(state["status"], state["last_run"]), ""
+
+
 def overview_context(
     snapshot: Snapshot, window: Window, region: RegionInfo | None
 ) -> dict[str, Any]:
@@ -61,25 +87,19 @@ def overview_context(
     scope = region.name if region else None
     figures = snapshot.figures
     heads = _heads(snapshot, window)
+    standings = _standings(snapshot, scope)
     rows: list[tuple[int, str, str]] = []
     statuses = []
     for canary in snapshot.canaries:
         figure = figures.get((window.name, canary.key, scope))
-        if scope is None:
-            status = blended(snapshot, canary.key)
-            run = snapshot.statuses.get(canary.key, {}).get("last_run")
-            end = f'<td class="opt">{len(canary.regions)}</td>'
-        elif scope in canary.regions or figure:
-            state = region_state(snapshot, canary.key, scope)
-            status, run = state["status"], state["last_run"]
-            end = ""
-        else:
+        if scope is not None and scope not in canary.regions and not figure:
             continue
+        status, shown, end = standings[canary.key]
         cells = _NO_FIGURES
         if figure is not None:
             uptime = fmt.percent(figure.passes, figure.runs)
             cells = (uptime, fmt.millis(figure.p95), f"{figure.runs:,}")
-        row = heads[canary.key] + _CELLS.format(badge(status, run), *cells, end)
+        row = heads[canary.key] + _CELLS.format(shown, *cells, end)
         statuses.append(status)
         rows.append((SEVERITY.get(status, 9), canary.key, row))
     rows.sort(key=lambda row: (row[0], row[1]))

@@ -86,6 +86,9 @@ class Snapshot:
     maintenance: list[MaintenanceWindow] = field(default_factory=list)
     # by canary, then region (None: all): (degraded, retried) runs of the last 24 hours
     outcome_counts: dict[str, dict[str | None, tuple[int, int]]] = field(default_factory=dict)
+    # What pages work out from the rest and share (`fleet_pages.py`), by the page code's key:
+    # filled as pages are drawn, in each render process.
+    derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def figure(self, window: str, canary: str, region: str | None) -> Figures | None:
         """A stored figure, or None without runs."""
