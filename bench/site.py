@@ -16,18 +16,19 @@ Steps:
    a regional outage, an incident with a timeline and canary evaluations.
 3. **Full build**: `SiteBuilder.build` on a fresh output directory (rollups from scratch, every
    page).
-4. **Rebuilds**: insert one more minute of results, advance the clock a minute, rebuild
-   (a fresh `SiteBuilder`, as `reconcile site build` would, on the open connection). Every
-   canary runs every minute, so every rebuild after one more minute adds it to every
-   canary's figures (the windows' open part) and draws every canary page. The minutes
-   timed: one inside a 15-minute step; the minute the 24-hour window moves and the next one
-   (its new figures published); the same two minutes for 7 days (at midnight: the day's
-   histogram is finished too) and for 30 days; a rebuild after 8 minutes without one, which
-   moves every window at once and publishes at once (informational); and a rebuild with
-   nothing new. As the server does, each build is followed by `SiteBuilder.stage_ahead`,
-   which computes a moved window's figures between builds (printed apart, not in the
-   builds' times); `--stage-with-build` computes them inside the build of the minute the
-   window moved instead (a one-off `reconcile site build`).
+4. **Rebuilds**: insert one more minute of results, advance the clock a minute, rebuild (a
+   fresh `SiteBuilder`, as `reconcile site build` would, on the open connection). Every canary
+   runs every minute, so every rebuild after one more minute adds it to every canary's figures
+   (the windows' open part) and draws every canary page. The minutes timed: the first, which
+   catches up what the full build left to later builds (the per-day tier's last days, the 90-
+   and 365-day windows published: informational, a server pays it once); one inside a 15-minute
+   step; the minute the 24-hour window moves and the next one (its new figures published); the
+   same two minutes for 7 days (at midnight: the day's histogram is finished too) and for 30
+   days; a rebuild after 8 minutes without one, which moves every window at once and publishes
+   at once (informational); and a rebuild with nothing new. As the server does, each build is
+   followed by `SiteBuilder.stage_ahead`, which computes a moved window's figures between
+   builds (printed apart, not in the builds' times); `--stage-with-build` computes them inside
+   the build of the minute the window moved instead (a one-off `reconcile site build`).
 
 Targets: full build <= 15 s, rebuild after one more minute <= 2 s; PASS or MISS is printed for
 each, exit code 0.
@@ -196,7 +197,12 @@ def run(args: argparse.Namespace, root: Path) -> None:
     moves = [first_move(window, origin) for window in WINDOWS]
     minute = timedelta(minutes=1)
     cases: tuple[tuple[str, timedelta, int, float | None], ...] = (
-        ("rebuild, +1 minute within a 15-minute step", minute, 1, REBUILD_TARGET),
+        # Not the target either: the full build wrote the per-day tier's first days only (a
+        # server's builder writes 5 a build, `TIER_DAYS_PER_BUILD`), so this one writes the
+        # rest and publishes the 90- and 365-day windows, whose pages are all drawn. A
+        # server pays it once, in its first builds on a state file.
+        ("rebuild, +1 minute, catching up the per-day tier", minute, 1, None),
+        ("rebuild, +1 minute within a 15-minute step", 2 * minute, 1, REBUILD_TARGET),
         ("rebuild, +1 minute moving the 24 h window", moves[0], 1, REBUILD_TARGET),
         ("  next minute: its figures published", moves[0] + minute, 1, REBUILD_TARGET),
         ("rebuild, +1 minute moving 7 d (midnight)", moves[1], 1, REBUILD_TARGET),
@@ -215,9 +221,9 @@ def run(args: argparse.Namespace, root: Path) -> None:
             after(now)
         while now < origin + offset:
             add_minute()
-        if args.profile and not profiled:
-            # The first case, once more a minute later (untimed): what a rebuild spends, by
-            # function, in this process (render workers, with --workers 2, are not seen).
+        if args.profile and not profiled and target is not None:
+            # The first timed case, once more a minute later (untimed): what a rebuild spends,
+            # by function, in this process (render workers, with --workers 2, are not seen).
             seconds, report = timed(lambda: build(now))
             say(f"{label}: {seconds:.2f}s: {describe(report)}")
             results.append((label, seconds, target, report))
@@ -268,7 +274,7 @@ def main() -> None:
         type=int,
         default=0,
         metavar="N",
-        help="cProfile one more rebuild after the first case (one more minute) and print its "
+        help="cProfile one more rebuild after the first timed case (one more minute) and print its "
         "N functions of highest cumulative time; with --workers 1 rendering is included",
     )
     parser.add_argument(
