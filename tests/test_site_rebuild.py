@@ -105,39 +105,6 @@ def test_each_build_is_swapped_in_whole(fleet: tuple[Path, Connection]) -> None:
     assert not list(state.parent.glob(".site.link-*")) and not list(site.rglob("*.tmp"))
 
 
-def test_a_build_short_of_spares_writes_its_pages_into_the_retired_files(
-    fleet: tuple[Path, Connection], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With more pages to write than spare files, a build first retires the version before
-    the current one, and writes into its files rather than creating new ones next to those
-    deletions (slow on ext4); the pages are the same either way."""
-    state, connection = fleet
-    site = state.parent / "site"
-    versions = state.parent / ".site.versions"
-    build_site(connection, site, NOW)  # version 1: every page a new file, no spares
-    store(connection, "web/api", ("us-1", "us", 50.0, "fail"), NOW + timedelta(minutes=1))
-    build_site(connection, site, NOW + timedelta(minutes=2))  # version 2: no version retired
-    # The files only version 1 has (the pages version 2 wrote anew, its manifest).
-    retired = {
-        path.stat().st_ino
-        for path in (versions / "000001").rglob("*")
-        if path.is_file() and path.stat().st_nlink == 1
-    }
-    assert retired and not list((versions / "spare").iterdir())  # no spare files yet
-
-    monkeypatch.setattr(publish, "WAIT_FOR_SPARES_FROM", 1)
-    store(connection, "web/api", ("us-1", "us", 70.0, "fail"), NOW + timedelta(minutes=3))
-    build_site(connection, site, NOW + timedelta(minutes=4))  # version 3 retires version 1
-    before = snapshot(versions / "000002")
-    written = {
-        page: inode
-        for page, (data, inode) in snapshot(site).items()
-        if page not in before or before[page] != (data, inode)
-    }
-    assert written
-    assert set(written.values()) <= retired  # every page written into a retired file
-
-
 def test_a_site_built_before_versions_is_adopted(fleet: tuple[Path, Connection]) -> None:
     state, connection = fleet
     site = state.parent / "site"

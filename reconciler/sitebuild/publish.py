@@ -43,11 +43,6 @@ SITE_DIR = Path(__file__).resolve().parents[2] / "site"
 # for the 210 pages of a minute's rebuild either way).
 PARALLEL_FROM = 400
 CHUNK = 48  # pages per task handed to a worker (a multiple of 3: a canary's pages together)
-# Pages to write beyond the spare files at hand from which a build waits for the retired
-# version's files to become spares before it renders (`versions.SiteDir.prune`): creating a
-# file while thousands are deleted beside it cost 0.3-0.7 ms here, against 0.03 ms to write
-# into a spare, and retiring a version of 7,000 files takes about 0.15 s.
-WAIT_FOR_SPARES_FROM = 500
 
 __all__ = ["SITE_DIR", "Published", "Publisher", "SiteError"]
 
@@ -258,11 +253,7 @@ class Publisher:
             render = list(pages)
         new = self.site.begin()
         # The version before `current` goes now: it had a whole build's time for its readers.
-        short = len(render) - len(self.site.spares())
         pruning = self.site.prune([new] if current is None else [current, new], len(pages))
-        if short >= WAIT_FOR_SPARES_FROM:
-            # Mostly while a server catches up: pages are not created beside the deletions.
-            pruning.join()
         try:
             written, keep = self._static(current, new)
             for folder in {str(Path(page.path).parent) for page in pages}:
