@@ -11,6 +11,7 @@ from reconciler.core.ingest import AcceptedRows
 from reconciler.server.ingestion import INSERTS_METRIC, REQUESTS_METRIC, IngestQueue
 from reconciler.store.handle import StateHandle
 from tests.rows import accepted_rows
+from tests.test_serving_ingest import counter
 
 NOW = datetime(2026, 12, 5, 12, 0, 30, tzinfo=UTC)
 # Far longer than any test takes: an insert that waited for it would time the test out.
@@ -22,7 +23,8 @@ def rows(*seconds_ago: int) -> AcceptedRows:
 
 
 def total(metrics: Metrics, name: str) -> float:
-    return sum(metrics._counters[name].values())
+    """A counter's value as `/metrics` would show it."""
+    return counter(metrics.render(), name)
 
 
 def test_a_request_on_its_way_joins_the_insert_of_the_one_queued_before_it(
