@@ -234,9 +234,7 @@ def test_canary_pages_filled_from_skeletons_are_what_jinja_draws(
         assert len(flat) == 10  # 2 canaries x 5 windows
         for page in flat:
             context = {
-                name: Markup(environment.get_template(value.template).render(value.context()))
-                if isinstance(value, Fragment)
-                else value
+                name: Markup(value.make()) if isinstance(value, Fragment) else value
                 for name, value in page.context().items()
             }
             drawn = environment.get_template(page.template).render(context)

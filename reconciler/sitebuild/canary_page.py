@@ -196,6 +196,54 @@ def failure_rows(failures: list[dict[str, Any]]) -> Markup:
     )
 
 
+_FAILURES_HEAD = (
+    '  <div class="table-wrap">\n  <table>\n'
+    "    <caption>The latest runs that did not pass, last 24 hours, newest first</caption>\n"
+    '    <thead><tr><th scope="col">Started</th><th scope="col">Region</th>'
+    '<th scope="col">Agent</th><th scope="col">Check</th><th scope="col">Status</th>'
+    '<th scope="col">Code</th><th scope="col">Duration</th><th scope="col">Error</th></tr>'
+    "</thead>\n    <tbody>\n"
+)
+_FAILURES_TAIL = "    </tbody>\n  </table>\n  </div>\n"
+_NO_FAILURES = "  <p>No failed runs in the last 24 hours.</p>\n"
+
+
+def failures_section(failures: list[dict[str, Any]]) -> str:
+    """A canary's recent failures: the table, or a line saying there were none (made once,
+    shown on its three pages; Python rather than a template, as for the rows)."""
+    if not failures:
+        return _NO_FAILURES
+    return "".join((_FAILURES_HEAD, failure_rows(failures), _FAILURES_TAIL))
+
+
+_CHECK = "    <li>{} check <code>{}</code>{}</li>\n"
+
+
+def checks_section(canary: CanaryInfo) -> str:
+    """A canary's checks (with their descriptions, labels and icons) and agents."""
+    parts = [
+        '<section aria-labelledby="checks-heading">\n'
+        '  <h2 id="checks-heading">Checks and agents</h2>\n'
+    ]
+    if canary.about:
+        about = "; ".join(f"{html(label)}: {html(value)}" for label, value in canary.about)
+        parts.append(f'  <p class="about">{about}.</p>\n')
+    parts.append('  <ul class="plain">\n')
+    for index, (kind, name) in enumerate(canary.checks):
+        description, labels, icon = (
+            canary.check_notes[index] if canary.check_notes else ("", "", "")
+        )
+        note = f": {html(description)}" if description else ""
+        if labels:
+            note += f' <span class="labels">({html(labels)})</span>'
+        if icon:
+            note += f' <span class="icon">icon {html(icon)}</span>'
+        parts.append(_CHECK.format(html(kind), html(name), note))
+    agents = ", ".join(html(agent) for agent in canary.agents) if canary.agents else "none"
+    parts.append(f"  </ul>\n  <p>Agents: {agents}.</p>\n</section>\n")
+    return "".join(parts)
+
+
 def _failure_status(failure: dict[str, Any]) -> str:
     """`fail`, `error`, or `fail after 2 retries` when the check retried."""
     count = failure.get("retries") or 0

@@ -101,10 +101,9 @@ class Snapshot:
 
 @dataclass(eq=False)
 class Fragment:
-    """Part of several pages, rendered once per build and reused (a canary's failures)."""
+    """Part of several pages, made once per build and reused (a canary's failures): HTML."""
 
-    template: str
-    context: Callable[[], dict[str, Any]]
+    make: Callable[[], str]
 
 
 @dataclass

@@ -2,11 +2,12 @@
 
 Canary pages carry a `key`, a fingerprint of everything they show, so that a rebuild renders
 only the pages whose key moved; they are `leaf`s, written before the pages linking to them.
-A canary's recent failures are a `Fragment` rendered once for its three pages.
+A canary's recent failures and its checks are `Fragment`s made once for its pages.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,8 @@ from reconciler.sitebuild.canary_page import (
     canary_context,
     canary_digest,
     canary_key,
-    failure_rows,
+    checks_section,
+    failures_section,
     summary,
     summary_digest,
 )
@@ -27,7 +29,6 @@ from reconciler.sitebuild.model import (
     INCIDENTS,
     SLA,
     STATUS,
-    CanaryInfo,
     Fragment,
     Page,
     Snapshot,
@@ -55,11 +56,9 @@ def plan(snapshot: Snapshot) -> list[Page]:
         by_canary.setdefault((window_name, parent), {})[scope] = figure
     pages: list[Page] = []
     for canary in snapshot.canaries:
-        failures = Fragment(
-            "_failures.html",
-            _bind(_failures, snapshot.failures.get(canary.key, [])),
-        )
-        checks = Fragment("_checks.html", _bind(_checks, canary))
+        recent = snapshot.failures.get(canary.key, [])
+        failures = Fragment(functools.partial(failures_section, recent))
+        checks = Fragment(functools.partial(checks_section, canary))
         shared = canary_digest(snapshot, canary)
         steady = summary_digest(snapshot, canary)
         for window in WINDOWS:
@@ -129,14 +128,6 @@ def _with_banner(
     context: Callable[[], dict[str, Any]], banner: Markup | None
 ) -> Callable[[], dict[str, Any]]:
     return lambda: {**context(), "banner": banner}
-
-
-def _failures(failures: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"failures": failure_rows(failures)}
-
-
-def _checks(canary: CanaryInfo) -> dict[str, Any]:
-    return {"canary": canary}
 
 
 def _bind(function: Callable[..., dict[str, Any]], *args: Any) -> Callable[[], dict[str, Any]]:

@@ -116,8 +116,7 @@ def _context(page: Page) -> dict[str, Any]:
         if isinstance(value, Fragment):
             html = _FRAGMENTS.get(id(value))
             if html is None:
-                template = _ENVIRONMENT.get_template(value.template)
-                html = _FRAGMENTS[id(value)] = Markup(template.render(value.context()))
+                html = _FRAGMENTS[id(value)] = Markup(value.make())
             context[name] = html
     return context
 
