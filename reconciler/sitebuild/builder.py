@@ -346,7 +346,10 @@ def build_site(
         temporary=temporary,
         agent_silent_after=agent_silent_after,
     )
-    return builder.build(connection, now)
+    try:
+        return builder.build(connection, now)
+    finally:
+        builder.publisher.settle()  # one build: leave no version being retired behind
 
 
 def _screenshots_by_canary(

@@ -7,7 +7,7 @@
   be written, and a reader never sees a half-built site.
 * With `workers` > 1 and many pages to render, forked processes share the rendering (the
   pages' data is inherited, not pickled), taking chunks of pages as they go: a canary page
-  takes 0.4-0.8 ms of one core (context, chart, Jinja, digest, write). The parent links the
+  takes 0.3-0.5 ms of one core (context, chart, filling, digest, write). The parent links the
   untouched pages meanwhile.
 """
 
@@ -207,6 +207,10 @@ class Publisher:
         # Seconds the last publish spent rendering, and linking, writing and swapping.
         self.timings: dict[str, float] = {}
 
+    def settle(self) -> None:
+        """Wait until the old versions the last publish retires are gone (`SiteDir.prune`)."""
+        self.site.settle()
+
     def _load(self, current: Path | None) -> dict[str, tuple[str | None, str]]:
         if current is None:
             return {}
@@ -246,13 +250,13 @@ class Publisher:
             SiteError: the output directory exists, is not empty and was not built here.
         """
         started = time.perf_counter()
+        self.site.settle()  # the last build's retiring: its spares are this build's
         current = self.site.adopt()
         if current is None:
             self.manifest = {}
             render = list(pages)
         new = self.site.begin()
-        # The version before `current` goes now: it had a whole build's time for its readers.
-        pruning = self.site.prune([new] if current is None else [current, new], len(pages))
+        kept = [new] if current is None else [current, new]
         try:
             written, keep = self._static(current, new)
             for folder in {str(Path(page.path).parent) for page in pages}:
@@ -281,6 +285,7 @@ class Publisher:
             if current is not None and not written and not removed:
                 # Nothing a reader would see changed: keep the current version.
                 shutil.rmtree(new)
+                kept = [current]
                 if (current / MANIFEST).read_bytes() != document:
                     write_atomic(current / MANIFEST, document)
             else:
@@ -290,8 +295,8 @@ class Publisher:
         except BaseException:
             shutil.rmtree(new, ignore_errors=True)
             raise
-        finally:
-            pruning.join()
+        # The version before `current` goes now: it had a whole build's time for its readers.
+        self.site.prune(kept, len(pages))
         self.manifest = manifest
         done = time.perf_counter()
         self.timings = {

@@ -21,9 +21,9 @@ retired version had goes to `spare/` (up to one site's worth), and a page with n
 written into a spare (rename, overwrite, truncate), which allocates no inode.
 
 The previous version stays until the next build, so a reader that resolved the link just
-before a swap still finds its files; older ones are retired then. Serve `out` by its path
-(`nginx root`, `python -m http.server -d out`): a process whose working directory is inside
-a version keeps that version until it is retired.
+before a swap still finds its files; older ones are retired after that build's swap, on a
+thread. Serve `out` by its path (`nginx root`, `python -m http.server -d out`): a process
+whose working directory is inside a version keeps that version until it is retired.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ from pathlib import Path
 
 MANIFEST = ".sitebuild.json"
 SPARE = "spare"
+# The thread retiring old versions of each site (by store), to wait for before the next build.
+_RETIRING: dict[Path, threading.Thread] = {}
+_RETIRING_LOCK = threading.Lock()
 
 
 class SiteError(Exception):
@@ -134,14 +137,21 @@ class SiteDir:
         """The names of the spare files."""
         return os.listdir(self.spare) if self.spare.is_dir() else []
 
-    def prune(self, keep: list[Path], limit: int) -> threading.Thread:
-        """Retire every version but `keep`, on a thread (it runs while pages render).
+    def prune(self, keep: list[Path], limit: int) -> None:
+        """Retire every version but `keep`, on a thread, after a build has published (the
+        next build, or `settle`, waits for it).
 
         A file only a retired version had (one link) is moved to `spare/`, up to `limit`
-        spares, for a later build to write a page into; the rest are unlinked.
+        spares, for a later build to write a page into; the rest are unlinked. Done after
+        the swap rather than while pages render, it takes no core from the rendering
+        (0.1-0.15 s of unlinking and renaming a build at 7,000 pages), and the next build
+        finds its spares ready.
         """
+        self.settle()
         kept = {path.name for path in keep}
         stale = [p for p in self._versions() if p.name not in kept]
+        if not stale:
+            return
         spare = self.spare
         room = limit - len(self.spares())
 
@@ -160,8 +170,16 @@ class SiteDir:
                 shutil.rmtree(version, ignore_errors=True)
 
         thread = threading.Thread(target=retire, name="site-prune")
+        with _RETIRING_LOCK:
+            _RETIRING[self.store] = thread
         thread.start()
-        return thread
+
+    def settle(self) -> None:
+        """Wait until the versions this process is retiring (`prune`) are gone."""
+        with _RETIRING_LOCK:
+            thread = _RETIRING.pop(self.store, None)
+        if thread is not None:
+            thread.join()
 
     def _point_at(self, version: Path) -> None:
         link = self.out.with_name(f".{self.out.name}.link-{os.getpid()}")
