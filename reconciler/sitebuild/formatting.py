@@ -35,8 +35,14 @@ def brief_millis(value: float | None) -> str:
     if value <= 0:
         return "0.0 ms"
     rounded = float(f"{value:.3g}")
-    digits = 2 - math.floor(math.log10(rounded))
-    return f"{rounded:,.{max(digits, 0)}f} ms"
+    # Decimals: 2 minus the power of ten (the three tests below are its common cases).
+    if rounded >= 100:
+        return f"{rounded:,.0f} ms"
+    if rounded >= 10:
+        return f"{rounded:.1f} ms"
+    if rounded >= 1:
+        return f"{rounded:.2f} ms"
+    return f"{rounded:.{2 - math.floor(math.log10(rounded))}f} ms"
 
 
 def count(value: int) -> str:
