@@ -42,14 +42,19 @@ _NO_FIGURES = (fmt.NO_DATA, fmt.NO_DATA, "0")
 
 
 def _heads(snapshot: Snapshot, window: Window) -> dict[str, str]:
-    """Each canary's row head (its linked name) on the pages at the site's root."""
-    return {
-        canary.key: (
-            f'<tr><th scope="row"><a href="{html(canary_path(canary.ident, window))}">'
-            f"{html(canary.key)}</a></th>"
-        )
-        for canary in snapshot.canaries
-    }
+    """Each canary's row head (its linked name) on the pages at the site's root: the same
+    on the overview and every region's report of a window, so made once per window."""
+    key = ("heads", window.name)
+    found: dict[str, str] | None = snapshot.derived.get(key)
+    if found is None:
+        found = snapshot.derived[key] = {
+            canary.key: (
+                f'<tr><th scope="row"><a href="{html(canary_path(canary.ident, window))}">'
+                f"{html(canary.key)}</a></th>"
+            )
+            for canary in snapshot.canaries
+        }
+    return found
 
 
 # A canary's status in one scope (None: blended), its badge and the cell ending its row.
