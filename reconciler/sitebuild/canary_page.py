@@ -11,6 +11,7 @@ are drawn again when something shown changes rather than at every new run.
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -23,10 +24,10 @@ from reconciler.sitebuild.layout import (
     badge,
     base_context,
     blended,
+    canary_switcher,
     figure_cells,
     html,
     region_state,
-    switcher,
     window_view,
 )
 from reconciler.sitebuild.model import (
@@ -181,8 +182,7 @@ def failure_rows(failures: list[dict[str, Any]]) -> Markup:
         "".join(
             _FAILURE.format(
                 html(f["region"]),
-                fmt.iso(f["started_at"]),
-                fmt.moment(f["started_at"], seconds=True),
+                *_iso_and_moment(f["started_at"]),
                 html(f["region"]),
                 html(f["agent"]),
                 html(f["check"]),
@@ -242,6 +242,12 @@ def checks_section(canary: CanaryInfo) -> str:
     agents = ", ".join(html(agent) for agent in canary.agents) if canary.agents else "none"
     parts.append(f"  </ul>\n  <p>Agents: {agents}.</p>\n</section>\n")
     return "".join(parts)
+
+
+def _iso_and_moment(started_at: datetime | int) -> tuple[str, str]:
+    """`fmt.iso` and `fmt.moment` (with seconds) of one time, formatted once."""
+    iso = fmt.iso(started_at)
+    return iso, f"{iso[:10]} {iso[11:19]} UTC"
 
 
 def _failure_status(failure: dict[str, Any]) -> str:
@@ -307,7 +313,7 @@ def canary_context(
     for name in regions:
         label = html(name)
         if name in site_regions:
-            label = f'<a href="{html(link(path, region_path(name, window)))}">{label}</a>'
+            label = f'<a href="{_region_href(name, window)}">{label}</a>'
         here = region_state(snapshot, canary.key, name)
         last = None if brief else here["last_run"]
         figure = figures.get(name)
@@ -358,7 +364,7 @@ def canary_context(
         "status_label": fmt.status_label(status),
         "window_label": view["label"],
         "window_range": view["range"],
-        "windows": switcher(path, lambda w: canary_path(canary.ident, w), window),
+        "windows": canary_switcher(canary.ident, window),
         "overview_href": link(path, overview_path(window)),
         "sla_href": link(path, sla_path(canary.ident)),
         # Pre-formatted rows: Jinja loops cost more than the rest of the page.
@@ -380,6 +386,12 @@ def canary_context(
         "maintenance": maintenance_view.section(snapshot, canary.key),
         "paused_note": _PAUSED if status == "paused" else None,
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def _region_href(region: str, window: Window) -> str:
+    """A region's report in a window, linked from a canary page (all in one folder)."""
+    return html(link(canary_path("-", window), region_path(region, window)))
 
 
 def _summary_kpis(

@@ -19,6 +19,7 @@ from reconciler.sitebuild.model import (
     STATUS,
     STYLESHEET,
     Snapshot,
+    canary_path,
     link,
 )
 from reconciler.sitebuild.queries import Figures, WindowState
@@ -118,6 +119,22 @@ def switcher(path: str, target: Callable[[Window], str], current: Window) -> Mar
             for w in WINDOWS
         )
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _canary_tabs(current: Window) -> str:
+    """`switcher` for a canary page, as a format of its page name: every canary page is in
+    one folder, so the links differ only by the name."""
+    return "".join(
+        f'    <li><a href="{canary_path("{0}", w).rpartition("/")[2]}"'
+        f"{_CURRENT if w == current else ''}>{w.label}</a></li>\n"
+        for w in WINDOWS
+    )
+
+
+def canary_switcher(ident: str, current: Window) -> Markup:
+    """Links to a canary's page in each window, from one of its pages (`switcher`)."""
+    return Markup(_canary_tabs(current).format(escape(ident)))
 
 
 def region_state(snapshot: Snapshot, canary: str, region: str) -> dict[str, Any]:
