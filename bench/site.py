@@ -27,7 +27,8 @@ Steps:
    days; a rebuild after 8 minutes without one, which moves every window at once and publishes
    at once (informational); and a rebuild with nothing new. As the server does, each build is
    followed by `SiteBuilder.stage_ahead`, which computes a moved window's figures between
-   builds (printed apart, not in the builds' times); `--stage-with-build` computes them inside
+   builds, and `SiteBuilder.tidy`, which frees the build's objects and collects (both
+   printed apart, not in the builds' times); `--stage-with-build` computes them inside
    the build of the minute the window moved instead (a one-off `reconcile site build`).
 
 Targets: full build <= 15 s, rebuild after one more minute <= 2 s; PASS or MISS is printed for
@@ -153,20 +154,24 @@ def run(args: argparse.Namespace, root: Path) -> None:
     )
 
     ahead: list[float] = []  # seconds of each build's staging ahead (after it, untimed)
-    builders: list[SiteBuilder] = []
+    tidied: list[float] = []  # seconds of each build's tidying (after it, untimed)
+    builders: list[SiteBuilder] = []  # the last build's
 
     def build(moment: datetime) -> Report:
         builder = SiteBuilder(out, workers=args.workers, stage_ahead=args.stage_ahead)
-        builders.append(builder)
+        builders[:] = [builder]
         return builder.build(connection, moment)
 
     def after(moment: datetime) -> None:
-        """What the server does between builds (not in the builds' times)."""
+        """What the server does between builds (not in the builds' times): stage the windows
+        that moved, then free the build's objects and collect (`SiteBuilder.tidy`)."""
+        builder = builders[-1]
         if args.stage_ahead:
-            seconds, staged = timed(lambda: builders[-1].stage_ahead(connection, moment))
+            seconds, staged = timed(lambda: builder.stage_ahead(connection, moment))
             if staged:
                 say(f"  after the build, staged ahead: {','.join(staged)} in {seconds:.2f}s")
                 ahead.append(seconds)
+        tidied.append(timed(builder.tidy)[0])
 
     say("full build (rollups from scratch, every page)")
     full, report = timed(lambda: build(now))
@@ -232,6 +237,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
             add_minute()
             profiler = cProfile.Profile()
             profiler.runcall(build, now)
+            after(now)
             text = io.StringIO()
             stats = pstats.Stats(profiler, stream=text).sort_stats("cumulative")
             stats.print_stats(args.profile)
@@ -261,6 +267,11 @@ def run(args: argparse.Namespace, root: Path) -> None:
         print(
             f"staging ahead, after the builds of the minutes windows moved (not timed above, "
             f"off the path of any build): {', '.join(f'{x:.2f}' for x in ahead)} s"
+        )
+    if tidied:
+        print(
+            f"tidying after each build (freeing its objects, collecting; not timed above): "
+            f"{min(tidied):.2f}-{max(tidied):.2f} s"
         )
     print(f"\nsite: {out}; state: {state}")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from reconciler.core.collector import collector_paused
+from reconciler.core.collector import collect_kept, collector_paused
 from reconciler.core.maintenance import windows_of
 from reconciler.core.status import document
 from reconciler.sitebuild import figures, queries
@@ -118,9 +118,10 @@ class SiteBuilder:
         workers: processes rendering pages (forked; use 1 inside a threaded server).
         temporary: keep the rollups in the connection's `temp` catalog (for a read-only
             connection: every build then starts from scratch).
-        stage_ahead: the caller calls `stage_ahead` after each build (a server rebuilding
-            every minute): builds leave the figures of a window that moved to it, so that
-            neither the build of that minute nor the next pays for computing them.
+        stage_ahead: the caller calls `stage_ahead` and then `tidy` after each build (a
+            server rebuilding every minute): builds leave the figures of a window that
+            moved, and the freeing of their own objects, to them, so that neither the build
+            of that minute nor the next pays for them.
         agent_silent_after: agents not heard from for longer are shown as silent (the
             server's `--agent-silent-after`); None shows none.
     """
@@ -142,6 +143,9 @@ class SiteBuilder:
         self.windows: list[str] = []  # windows whose published figures changed
         self.staged: list[str] = []  # windows whose figures were staged (`moves.py`)
         self.timings: dict[str, float] = {}
+        # The last build's snapshot and pages, a million small objects (0.05-0.1 s to free):
+        # kept until `tidy`, not freed on the way out of the build that published them.
+        self.spent: Build | None = None
 
     def refresh(self, connection: Connection, now: datetime) -> list[str]:
         """Update rollups and window tables in one transaction (needs a writing connection).
@@ -231,6 +235,13 @@ class SiteBuilder:
             checkpoint_if_due(connection)
         return updated.staged
 
+    def tidy(self) -> None:
+        """Free the last build's snapshot and pages and collect the garbage it left (0.1-0.2 s
+        at 1,000 canaries): with `stage_ahead`, call it between builds, holding no lock (the
+        next build does it otherwise)."""
+        self.spent = None
+        collect_kept()
+
     def collect(self, connection: Connection, now: datetime) -> Build:
         """Read what the pages show and decide which pages to render (reads only; the
         windows' open parts go to this connection's temporary tables)."""
@@ -313,9 +324,14 @@ class SiteBuilder:
         # One pause for the three: resumed between collect and publish, the collector's
         # first pass walked every object of the snapshot, still alive (0.03-0.07 s); after
         # the build they are freed, and its first pass finds little.
-        with collector_paused():
+        if self.spent is not None:
+            self.tidy()
+        # Staging ahead, the caller calls `tidy` between builds (after `stage_ahead`), which
+        # frees this build's objects and collects: the build leaves them to it.
+        with collector_paused(keep=self.staging is figures.Staging.DEFERRED):
             self.refresh(connection, moment)
-            return self.publish(self.collect(connection, moment))
+            self.spent = self.collect(connection, moment)
+            return self.publish(self.spent)
 
 
 def build_site(

@@ -82,6 +82,7 @@ class SiteRebuilder:
             report = await asyncio.to_thread(builder.publish, collected)
             # A window that moved is computed now, between builds, for the next to publish.
             await self._state.write(lambda c: builder.stage_ahead(c, now))
+            await asyncio.to_thread(builder.tidy)  # holding no lock of the state
             return report
 
     async def _loop(self) -> None:
