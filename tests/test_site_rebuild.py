@@ -18,6 +18,7 @@ from reconciler.sitebuild.model import Fragment
 from reconciler.sitebuild.publish import Publisher
 from reconciler.sitebuild.queries import chart_tails, window_figures, window_states
 from reconciler.sitebuild.tables import SHOWN_SQL, Tables
+from reconciler.sitebuild.versions import Folders, write_file
 from reconciler.store.db import Connection
 from tests.rows import RESULT_COLUMNS_V1
 from tests.test_site import NOW, SHOP, START, fleet, kpi, near, quantile, read, store
@@ -361,3 +362,22 @@ def test_tiered_windows_moved_every_two_hours_equal_figures_from_scratch(
         assert main, query
     ends = {w: s.end for w, s in window_states(connection, Tables()).items()}
     assert ends["90d"] == ends["365d"] == int((midnight + timedelta(hours=2)).timestamp())
+
+
+@pytest.mark.parametrize("spare", [b"x" * 100, b"y" * 5, b"z" * 11])
+def test_a_page_written_into_a_spare_file_is_exactly_its_bytes(
+    tmp_path: Path, spare: bytes
+) -> None:
+    """A spare (a retired version's file) may be longer or shorter than the page: the file
+    ends up holding the page's bytes, no more."""
+    (tmp_path / "new" / "canary").mkdir(parents=True)
+    (tmp_path / "spare").mkdir()
+    (tmp_path / "spare" / "7.1").write_bytes(spare)
+    target, spares = Folders(tmp_path / "new"), Folders(tmp_path / "spare")
+    try:
+        write_file(target, "canary/page.html", b"<p>page</p>", spares, "7.1")
+    finally:
+        target.close()
+        spares.close()
+    assert (tmp_path / "new" / "canary" / "page.html").read_bytes() == b"<p>page</p>"
+    assert not (tmp_path / "spare" / "7.1").exists()

@@ -253,7 +253,9 @@ def write_file(target: Folders, path: str, data: bytes, spares: Folders, spare: 
         view = memoryview(data)
         while view:
             view = view[os.write(descriptor, view) :]
-        if not flags & os.O_TRUNC:
+        # A spare longer than the page is cut to length (a cut to the same length costs
+        # five times the look).
+        if not flags & os.O_TRUNC and os.fstat(descriptor).st_size > len(data):
             os.ftruncate(descriptor, len(data))
     finally:
         os.close(descriptor)
