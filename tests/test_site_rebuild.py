@@ -18,7 +18,7 @@ from reconciler.sitebuild.model import Fragment
 from reconciler.sitebuild.publish import Publisher
 from reconciler.sitebuild.queries import chart_tails, window_figures, window_states
 from reconciler.sitebuild.tables import SHOWN_SQL, Tables
-from reconciler.sitebuild.versions import Folders, write_file
+from reconciler.sitebuild.versions import BLOCK, Folders, match_spares, write_file
 from reconciler.store.db import Connection
 from tests.rows import RESULT_COLUMNS_V1
 from tests.test_site import NOW, SHOP, START, fleet, kpi, near, quantile, read, store
@@ -239,7 +239,8 @@ def test_canary_pages_filled_from_skeletons_are_what_jinja_draws(
                 for name, value in page.context().items()
             }
             drawn = environment.get_template(page.template).render(context)
-            assert read(site, page.path) == drawn, page.path
+            # Pages are padded with spaces to whole blocks (`versions.write_file`).
+            assert read(site, page.path).rstrip(" \n") == drawn.rstrip(" \n"), page.path
     assert "No runs in this window." in read(site, SHOP_PAGES[0])
     assert "<svg" in read(site, SHOP_PAGES[1])
 
@@ -381,3 +382,48 @@ def test_a_page_written_into_a_spare_file_is_exactly_its_bytes(
         spares.close()
     assert (tmp_path / "new" / "canary" / "page.html").read_bytes() == b"<p>page</p>"
     assert not (tmp_path / "spare" / "7.1").exists()
+
+
+def _write_into(tmp_path: Path, spare: bytes | None, data: bytes) -> bytes:
+    (tmp_path / "new").mkdir()
+    (tmp_path / "spare").mkdir()
+    if spare is not None:
+        (tmp_path / "spare" / "7.1.0").write_bytes(spare)
+    target, spares = Folders(tmp_path / "new"), Folders(tmp_path / "spare")
+    try:
+        write_file(target, "page.html", data, spares, "7.1.0" if spare else None, pad=True)
+    finally:
+        target.close()
+        spares.close()
+    return (tmp_path / "new" / "page.html").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("spare", "length"),
+    [
+        (None, BLOCK * 3),  # a new file: whole blocks
+        (b"x" * 100, BLOCK * 3),  # a shorter spare grows to whole blocks
+        (b"x" * (BLOCK * 4 + 10), BLOCK * 5),  # a spare a little longer is kept whole
+        (b"x" * (BLOCK * 10), BLOCK * 3),  # one much longer is cut
+    ],
+)
+def test_an_html_page_is_padded_with_spaces_to_whole_blocks(
+    tmp_path: Path, spare: bytes | None, length: int
+) -> None:
+    """Written in whole blocks (no read of a spare's old bytes, no cut when it is a little
+    longer), and what a browser reads is the page: spaces and a newline follow it."""
+    page = b"<!doctype html><p>page</p>\n" * 400  # 10,800 bytes
+    written = _write_into(tmp_path, spare, page)
+    assert len(written) == length
+    assert written.startswith(page) and written.endswith(b"\n")
+    assert not written[len(page) :].strip()
+
+
+def test_spares_go_to_the_pages_of_about_their_length() -> None:
+    spares = ["1.1.40960", "1.2.300000", "1.3.16384", "1.4.36864", "0.9"]
+    chosen = match_spares(spares, [36000, 15000, 250000, 38000, 900000, 100])
+    # 36,000 bytes take 9 blocks: the longest spare within 2 blocks more is 40,960; a page
+    # of 250,000 grows the longest one not past that rather than cutting 300,000
+    assert chosen[:3] == ["1.1.40960", "1.3.16384", "1.4.36864"]
+    assert chosen[3:5] == ["0.9", "1.2.300000"]  # what is left, a cut when nothing fits
+    assert chosen[5] is None  # none left: a new file

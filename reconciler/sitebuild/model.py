@@ -122,6 +122,11 @@ class Page:
     # A file written as these bytes, not rendered (a browser check's screenshot).
     raw: bytes | None = None
 
+    @property
+    def html(self) -> bool:
+        """Whether the page is HTML (where trailing white space means nothing)."""
+        return self.path.endswith(".html")
+
 
 def fingerprint(*parts: Any) -> str:
     """A digest of JSON-serialisable parts."""

@@ -34,6 +34,7 @@ from reconciler.sitebuild.versions import (
     SiteDir,
     SiteError,
     link_files,
+    match_spares,
     write_file,
 )
 
@@ -153,6 +154,11 @@ def _fill(template: str, context: dict[str, Any]) -> str:
     return "".join(out)
 
 
+def _current_size(current: Folders | None, path: str) -> int:
+    """The length of a page's file in the current version (0: none)."""
+    return 0 if current is None else current.size(path)
+
+
 def _emit(page: Page, previous: str | None, spare: str | None) -> tuple[str, str, bool]:
     """Render a page; write it unless the current version has these bytes: (path, digest,
     written)."""
@@ -166,7 +172,7 @@ def _emit(page: Page, previous: str | None, spare: str | None) -> tuple[str, str
     digest = _digest(data)
     if digest == previous and _CURRENT is not None and _CURRENT.exists(page.path):
         return page.path, digest, False
-    write_file(_TARGET, page.path, data, _SPARES, spare)
+    write_file(_TARGET, page.path, data, _SPARES, spare, pad=page.raw is None and page.html)
     return page.path, digest, True
 
 
@@ -347,14 +353,11 @@ class Publisher:
         _ENVIRONMENT = self.environment
         _TARGET, _SPARES = Folders(root), Folders(self.site.spare)
         _CURRENT = Folders(current) if current is not None else None
-        spares = self.site.spares()
+        # Each page gets a spare of about its current file's length (`match_spares`).
+        spares = match_spares(self.site.spares(), [_current_size(_CURRENT, p.path) for p in pages])
         _JOBS = [
-            (
-                page,
-                (self.manifest.get(page.path) or (None, None))[1],
-                spares[index] if index < len(spares) else None,
-            )
-            for index, page in enumerate(pages)
+            (page, (self.manifest.get(page.path) or (None, None))[1], spare)
+            for page, spare in zip(pages, spares, strict=True)
         ]
         try:
             if self.workers == 1 or len(pages) < PARALLEL_FROM:
