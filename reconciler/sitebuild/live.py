@@ -146,14 +146,14 @@ def _open_tables(
               ON k.parent = o.parent AND k.region IS NOT DISTINCT FROM o.region"""
     )
     used = {key: value for key, value in parameters.items() if f"${key}" in bins}
+    # Rows' regions are never NULL: the grouping sets give one row a key and bin.
     connection.execute(
         f"""CREATE OR REPLACE TEMP TABLE site_open_bins AS
-            SELECT k.id, b.bin, sum(b.n) AS n FROM (
+            SELECT k.id, b.bin, b.n FROM (
                 SELECT parent, region, bin, sum(n) AS n FROM ({bins})
                 GROUP BY GROUPING SETS ((parent, region, bin), (parent, bin))) b
             JOIN site_open_keys k
-              ON k.parent = b.parent AND k.region IS NOT DISTINCT FROM b.region
-            GROUP BY k.id, b.bin""",
+              ON k.parent = b.parent AND k.region IS NOT DISTINCT FROM b.region""",
         used,
     )
 
