@@ -144,7 +144,7 @@ class SiteBuilder:
         self.staged: list[str] = []  # windows whose figures were staged (`moves.py`)
         self.timings: dict[str, float] = {}
         # The last build's snapshot and pages, a million small objects (0.05-0.1 s to free):
-        # kept until `tidy`, not freed on the way out of the build that published them.
+        # staging ahead, kept until `tidy`, not freed on the way out of the build.
         self.spent: Build | None = None
 
     def refresh(self, connection: Connection, now: datetime) -> list[str]:
@@ -321,17 +321,19 @@ class SiteBuilder:
     def build(self, connection: Connection, now: datetime | None = None) -> Report:
         """Refresh, collect and publish on one writing connection."""
         moment = now or datetime.now(UTC)
-        # One pause for the three: resumed between collect and publish, the collector's
-        # first pass walked every object of the snapshot, still alive (0.03-0.07 s); after
-        # the build they are freed, and its first pass finds little.
         if self.spent is not None:
             self.tidy()
-        # Staging ahead, the caller calls `tidy` between builds (after `stage_ahead`), which
-        # frees this build's objects and collects: the build leaves them to it.
-        with collector_paused(keep=self.staging is figures.Staging.DEFERRED):
+        # One pause for the three: resumed between collect and publish, the collector's
+        # first pass walked every object of the snapshot, still alive (0.03-0.07 s). Staging
+        # ahead, the build also leaves its objects, kept and set aside, to `tidy` between
+        # builds; otherwise they are freed on the way out and the first pass finds little.
+        keep = self.staging is figures.Staging.DEFERRED
+        with collector_paused(keep=keep):
             self.refresh(connection, moment)
-            self.spent = self.collect(connection, moment)
-            return self.publish(self.spent)
+            build = self.collect(connection, moment)
+            if keep:
+                self.spent = build
+            return self.publish(build)
 
 
 def build_site(

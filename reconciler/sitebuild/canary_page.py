@@ -11,7 +11,6 @@ are drawn again when something shown changes rather than at every new run.
 from __future__ import annotations
 
 import functools
-from datetime import datetime
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -182,7 +181,7 @@ def failure_rows(failures: list[dict[str, Any]]) -> Markup:
         "".join(
             _FAILURE.format(
                 html(f["region"]),
-                *_iso_and_moment(f["started_at"]),
+                *fmt.iso_and_moment(f["started_at"]),
                 html(f["region"]),
                 html(f["agent"]),
                 html(f["check"]),
@@ -242,12 +241,6 @@ def checks_section(canary: CanaryInfo) -> str:
     agents = ", ".join(html(agent) for agent in canary.agents) if canary.agents else "none"
     parts.append(f"  </ul>\n  <p>Agents: {agents}.</p>\n</section>\n")
     return "".join(parts)
-
-
-def _iso_and_moment(started_at: datetime | int) -> tuple[str, str]:
-    """`fmt.iso` and `fmt.moment` (with seconds) of one time, formatted once."""
-    iso = fmt.iso(started_at)
-    return iso, f"{iso[:10]} {iso[11:19]} UTC"
 
 
 def _failure_status(failure: dict[str, Any]) -> str:

@@ -44,17 +44,16 @@ _NO_FIGURES = (fmt.NO_DATA, fmt.NO_DATA, "0")
 def _heads(snapshot: Snapshot, window: Window) -> dict[str, str]:
     """Each canary's row head (its linked name) on the pages at the site's root: the same
     on the overview and every region's report of a window, so made once per window."""
-    key = ("heads", window.name)
-    found: dict[str, str] | None = snapshot.derived.get(key)
-    if found is None:
-        found = snapshot.derived[key] = {
+    return snapshot.shared(
+        ("heads", window.name),
+        lambda: {
             canary.key: (
                 f'<tr><th scope="row"><a href="{html(canary_path(canary.ident, window))}">'
                 f"{html(canary.key)}</a></th>"
             )
             for canary in snapshot.canaries
-        }
-    return found
+        },
+    )
 
 
 # A canary's status in one scope (None: blended), its badge and the cell ending its row.
@@ -64,14 +63,13 @@ _Standing = tuple[str, str, str]
 def _standings(snapshot: Snapshot, scope: str | None) -> dict[str, _Standing]:
     """Each canary's `_Standing` in `scope`: the same on that scope's page of every window
     (five pages each), so worked out once per snapshot and render process."""
-    key = ("standings", scope)
-    found: dict[str, _Standing] | None = snapshot.derived.get(key)
-    if found is None:
-        found = snapshot.derived[key] = {
+    return snapshot.shared(
+        ("standings", scope),
+        lambda: {
             canary.key: _standing(snapshot, canary.key, len(canary.regions), scope)
             for canary in snapshot.canaries
-        }
-    return found
+        },
+    )
 
 
 def _standing(snapshot: Snapshot, canary: str, regions: int, scope: str | None) -> _Standing:

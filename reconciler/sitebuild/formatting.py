@@ -81,6 +81,12 @@ def iso(value: datetime | int) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def iso_and_moment(value: datetime | int) -> tuple[str, str]:
+    """`iso` and `moment` (with seconds) of one time, formatted once (a failure row has both)."""
+    stamp = iso(value)
+    return stamp, f"{stamp[:10]} {stamp[11:19]} UTC"
+
+
 @functools.lru_cache(maxsize=64)
 def status_label(status: str) -> str:
     """`partial_outage` → `Partial outage`, `unknown` → `No recent data` (core/status.py)."""

@@ -125,11 +125,7 @@ def switcher(path: str, target: Callable[[Window], str], current: Window) -> Mar
 def _canary_tabs(current: Window) -> str:
     """`switcher` for a canary page, as a format of its page name: every canary page is in
     one folder, so the links differ only by the name."""
-    return "".join(
-        f'    <li><a href="{canary_path("{0}", w).rpartition("/")[2]}"'
-        f"{_CURRENT if w == current else ''}>{w.label}</a></li>\n"
-        for w in WINDOWS
-    )
+    return str(switcher(canary_path("{0}", current), lambda w: canary_path("{0}", w), current))
 
 
 def canary_switcher(ident: str, current: Window) -> Markup:

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -20,6 +20,8 @@ from reconciler.store.refusals import Refusal
 from reconciler.store.screenshots import Screenshot
 from schemas.canary import CHECK_TYPES, HEARTBEAT
 from schemas.heartbeat import DEFAULT_GRACE
+
+T = TypeVar("T")
 
 INDEX, STATUS, INCIDENTS, DEPLOYMENTS, SLA = (
     "index.html",
@@ -86,9 +88,17 @@ class Snapshot:
     maintenance: list[MaintenanceWindow] = field(default_factory=list)
     # by canary, then region (None: all): (degraded, retried) runs of the last 24 hours
     outcome_counts: dict[str, dict[str | None, tuple[int, int]]] = field(default_factory=dict)
-    # What pages work out from the rest and share (`fleet_pages.py`), by the page code's key:
+    # What pages work out from the rest and share (`shared`), by the page code's key:
     # filled as pages are drawn, in each render process.
     derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def shared(self, key: Any, make: Callable[[], T]) -> T:
+        """What pages work out from the snapshot and share, made by the first that asks
+        (in each render process) and kept in `derived` under `key`."""
+        found = self.derived.get(key)
+        if found is None:
+            found = self.derived[key] = make()
+        return cast(T, found)
 
     def figure(self, window: str, canary: str, region: str | None) -> Figures | None:
         """A stored figure, or None without runs."""

@@ -154,11 +154,6 @@ def _fill(template: str, context: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def _current_size(current: Folders | None, path: str) -> int:
-    """The length of a page's file in the current version (0: none)."""
-    return 0 if current is None else current.size(path)
-
-
 def _emit(page: Page, previous: str | None, spare: str | None) -> tuple[str, str, bool]:
     """Render a page; write it unless the current version has these bytes: (path, digest,
     written)."""
@@ -172,7 +167,7 @@ def _emit(page: Page, previous: str | None, spare: str | None) -> tuple[str, str
     digest = _digest(data)
     if digest == previous and _CURRENT is not None and _CURRENT.exists(page.path):
         return page.path, digest, False
-    write_file(_TARGET, page.path, data, _SPARES, spare, pad=page.raw is None and page.html)
+    write_file(_TARGET, page.path, data, _SPARES, spare, pad=page.html)
     return page.path, digest, True
 
 
@@ -354,7 +349,8 @@ class Publisher:
         _TARGET, _SPARES = Folders(root), Folders(self.site.spare)
         _CURRENT = Folders(current) if current is not None else None
         # Each page gets a spare of about its current file's length (`match_spares`).
-        spares = match_spares(self.site.spares(), [_current_size(_CURRENT, p.path) for p in pages])
+        sizes = [_CURRENT.size(p.path) if _CURRENT else 0 for p in pages]
+        spares = match_spares(self.site.spares(), sizes)
         _JOBS = [
             (page, (self.manifest.get(page.path) or (None, None))[1], spare)
             for page, spare in zip(pages, spares, strict=True)

@@ -96,7 +96,9 @@ def refresh_months(
         counted = stored.get(month)
         if counted is None or counted < end or (month in late and counted >= epoch_of(month)):
             due.append((month, end))
-    if due:  # once a day at most, in steady state: the scan of every start is not free
+    # The scan of every start (30-170 ms at 50 M rows) only when a month is due: once a day
+    # with a year of history, but every call while months before the first result are kept.
+    if due:
         earliest = _earliest(connection)
         # Months that ended before the first result have nothing to count, ever.
         due = [(month, end) for month, end in due if earliest is not None and end > earliest]

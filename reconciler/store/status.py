@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from reconciler.core.incidents import CheckRow, Probe, Run, Target, group_runs, targets_of
+from reconciler.core.incidents import CheckRow, Run, group_runs, targets_of
 from reconciler.core.maintenance import windows_of, with_maintenance
 from reconciler.core.resources import Resource
 from reconciler.core.status import CanaryState, canary_status, lookback, paused_canaries
@@ -22,13 +21,9 @@ def _micros(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-# A derived canary's recent row as read: started_at (µs), check, status, retries.
-RawRow = tuple[int, str, str, int | None]
-
-
 def _recent_rows(
     connection: Connection, since: Mapping[str, datetime], caps: Mapping[str, int], now: datetime
-) -> dict[str, list[RawRow]]:
+) -> dict[str, list[CheckRow]]:
     """Each derived canary's newest rows (at most its cap) started in [its since, now], runs
     in a maintenance window left out."""
     if not since:
@@ -58,12 +53,12 @@ def _recent_rows(
             "now": _micros(now),
         },
     ).fetchall()
-    loaded: dict[str, list[RawRow]] = {}
-    for canary, *row in rows:
+    loaded: dict[str, list[CheckRow]] = {}
+    for canary, micros, check, status, retries in rows:
         found = loaded.get(canary)
         if found is None:
             found = loaded[canary] = []
-        found.append(tuple(row))
+        found.append(CheckRow(_EPOCH + timedelta(microseconds=micros), check, status, retries or 0))
     return loaded
 
 
@@ -71,69 +66,6 @@ def open_incident_canaries(connection: Connection) -> set[str]:
     """The canary keys with an open incident."""
     rows = connection.execute("SELECT DISTINCT canary FROM incidents WHERE state = 'open'")
     return {str(canary) for (canary,) in rows.fetchall()}
-
-
-@dataclass(frozen=True)
-class StatusInputs:
-    """What the statuses at one moment are decided from, read from the state file."""
-
-    resources: list[Resource]
-    now: datetime
-    targets: dict[str, Target]  # by canary
-    probes: dict[str, Probe]  # by derived canary
-    rows: dict[str, list[RawRow]]  # by derived canary, newest first
-    incidents: set[str]  # canaries with an open incident
-
-
-def status_inputs(
-    connection: Connection, resources: Iterable[Resource], now: datetime
-) -> StatusInputs:
-    """Read what `decide_statuses` needs: each derived canary's runs within its lookback,
-    and the open incidents."""
-    resources = list(resources)
-    targets, probes = targets_of(resources)
-    since: dict[str, datetime] = {}
-    caps: dict[str, int] = {}
-    for derived, probe in probes.items():
-        target = targets[probe.canary]
-        reach = lookback(target)
-        since[derived] = now - reach
-        periods = int(reach.total_seconds() // target.period) + _SLACK_RUNS
-        caps[derived] = max(probe.checks, 1) * periods
-    rows = _recent_rows(connection, since, caps, now)
-    return StatusInputs(resources, now, targets, probes, rows, open_incident_canaries(connection))
-
-
-def decide_statuses(inputs: StatusInputs) -> dict[str, CanaryState]:
-    """The status of every canary of a revision that runs on a schedule (pure: no I/O).
-
-    Returns:
-        By canary key; a canary that never runs (`replicas: 0`, `@never`) is paused.
-    """
-    resources, now, targets, probes = inputs.resources, inputs.now, inputs.targets, inputs.probes
-    runs: dict[str, dict[str, list[Run]]] = {}
-    for derived, found in inputs.rows.items():
-        probe = probes[derived]
-        checked = [
-            CheckRow(_EPOCH + timedelta(microseconds=micros), check, status, retries or 0)
-            for micros, check, status, retries in found
-        ]
-        final, _ = group_runs(checked, targets[probe.canary].period, probe.checks, now)
-        runs.setdefault(probe.canary, {}).setdefault(probe.agent, []).extend(final)
-    # Runs in a maintenance window decide nothing (left out above); a canary in an open
-    # window reads "under maintenance" (core/maintenance.py).
-    windows = windows_of(resources)
-    states = {
-        key: with_maintenance(
-            canary_status(target, runs.get(key, {}), key in inputs.incidents, now),
-            key,
-            windows,
-            now,
-        )
-        for key, target in targets.items()
-    }
-    states.update(paused_canaries(resources, targets))
-    return states
 
 
 def canary_statuses(
@@ -149,4 +81,31 @@ def canary_statuses(
     Returns:
         By canary key; a canary that never runs (`replicas: 0`, `@never`) is paused.
     """
-    return decide_statuses(status_inputs(connection, resources, now))
+    resources = list(resources)
+    targets, probes = targets_of(resources)
+    since: dict[str, datetime] = {}
+    caps: dict[str, int] = {}
+    for derived, probe in probes.items():
+        target = targets[probe.canary]
+        reach = lookback(target)
+        since[derived] = now - reach
+        periods = int(reach.total_seconds() // target.period) + _SLACK_RUNS
+        caps[derived] = max(probe.checks, 1) * periods
+    rows = _recent_rows(connection, since, caps, now)
+    runs: dict[str, dict[str, list[Run]]] = {}
+    for derived, found in rows.items():
+        probe = probes[derived]
+        final, _ = group_runs(found, targets[probe.canary].period, probe.checks, now)
+        runs.setdefault(probe.canary, {}).setdefault(probe.agent, []).extend(final)
+    incidents = open_incident_canaries(connection)
+    # Runs in a maintenance window decide nothing (left out above); a canary in an open
+    # window reads "under maintenance" (core/maintenance.py).
+    windows = windows_of(resources)
+    states = {
+        key: with_maintenance(
+            canary_status(target, runs.get(key, {}), key in incidents, now), key, windows, now
+        )
+        for key, target in targets.items()
+    }
+    states.update(paused_canaries(resources, targets))
+    return states
