@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from reconciler.sitebuild.publish import Publisher
 from reconciler.sitebuild.queries import chart_tails, window_figures, window_states
 from reconciler.sitebuild.tables import SHOWN_SQL, Tables
 from reconciler.sitebuild.versions import BLOCK, Folders, match_spares, write_file
-from reconciler.store.db import Connection
+from reconciler.store.db import Connection, open_state
 from tests.rows import RESULT_COLUMNS_V1
 from tests.test_site import NOW, SHOP, START, fleet, kpi, near, quantile, read, store
 
@@ -363,6 +364,56 @@ def test_tiered_windows_moved_every_two_hours_equal_figures_from_scratch(
         assert main, query
     ends = {w: s.end for w, s in window_states(connection, Tables()).items()}
     assert ends["90d"] == ends["365d"] == int((midnight + timedelta(hours=2)).timestamp())
+
+
+def test_a_builder_kept_between_builds_draws_what_a_fresh_one_draws(
+    fleet: tuple[Path, Connection],
+) -> None:
+    """The server keeps one builder, which keeps the windows' histograms and chart series
+    from build to build (`kept.py`). Minute by minute across midnight, as each window is
+    staged and published, with runs on time, late and of a region new to a canary, its
+    pages are byte for byte those a fresh builder draws from a twin of the state file."""
+    state, connection = fleet
+    connection.execute("CHECKPOINT")
+    shutil.copyfile(state, state.parent / "twin.duckdb")
+    twin = open_state(state.parent / "twin.duckdb")
+    assert twin is not None
+    server = SiteBuilder(state.parent / "kept", stage_ahead=True)
+    midnight = NOW.replace(hour=0, minute=0) + timedelta(days=1)
+    # Both canaries run every minute (every chart is drawn, its window's series read
+    # whole), a few runs fail, one arrives 40 minutes late, one is web/api's first in eu.
+    on_time, late = timedelta(0), -timedelta(minutes=40)
+    arrivals = {
+        -1: [("web/shop", ("eu-2", "eu", 42.0, "fail"), on_time)],
+        5: [("web/shop", ("eu-1", "eu", 7.0, "pass"), late)],
+        9: [("web/api", ("eu-1", "eu", 0.4, "pass"), on_time)],
+    }
+    builds = 0
+    for minute in range(-2, 12):
+        moment = midnight + timedelta(minutes=minute, seconds=30)
+        runs = [
+            ("web/shop", ("us-1", "us", 100.0 + 90 * (minute % 4), "pass"), on_time),
+            ("web/api", ("us-1", "us", 20.0 + minute, "pass" if minute % 5 else "fail"), on_time),
+            *arrivals.get(minute, []),
+        ]
+        for canary, run, shift in runs:
+            for target in (connection, twin):
+                store(target, canary, run, moment - timedelta(seconds=20) + shift)
+        server.build(connection, moment)
+        server.stage_ahead(connection, moment)
+        server.tidy()
+        fresh = SiteBuilder(state.parent / "fresh", stage_ahead=True)
+        fresh.build(twin, moment)
+        fresh.stage_ahead(twin, moment)
+        builds += 1
+        kept_pages = snapshot(state.parent / "kept")
+        fresh_pages = snapshot(state.parent / "fresh")
+        assert kept_pages.keys() == fresh_pages.keys()
+        for page, (html, _) in kept_pages.items():
+            assert html == fresh_pages[page][0], (minute, page)
+    # Most builds took the rows kept: a read per window, and one per move of it.
+    assert 0 < server.kept.reads < builds * 3
+    assert kpi(read(state.parent / "kept", "canary/web.api.html"), "Runs") != "0"
 
 
 @pytest.mark.parametrize("spare", [b"x" * 100, b"y" * 5, b"z" * 11])

@@ -10,7 +10,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from reconciler.core.sketch import QUANTILES, bin_of, quantiles, quantiles_sql, value_of
+from reconciler.core.sketch import (
+    QUANTILES,
+    bin_of,
+    merged_quantiles,
+    packed,
+    quantiles,
+    quantiles_sql,
+    value_of,
+)
 
 
 def _histograms(seed: int) -> list[tuple[int, int, int]]:
@@ -63,3 +71,31 @@ def test_no_rows_no_keys() -> None:
     keys, totals, values = quantiles(empty, empty, empty)
     assert len(keys) == len(totals) == 0
     assert [len(v) for v in values] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_histogram_merged_with_more_rows_reads_as_both_sorted_together(seed: int) -> None:
+    """A builder keeps a window's histogram between builds and merges each build's open
+    part into it: the quantiles equal those of both sets of rows sorted together, new keys
+    (negative ids, as a build gives keys not stored yet) and sub-millisecond bins included."""
+    rng = random.Random(seed)
+    stored = sorted(_histograms(seed))
+    more = sorted(
+        {
+            (rng.choice([-2, -1, 3, 5, 150, 400]), bin_of(rng.lognormvariate(1, 3)))
+            for _ in range(300)
+        }
+    )
+    more_rows = [(key, bin_, rng.randint(1, 9)) for key, bin_ in more]
+    assert any(bin_ < 0 for _, bin_, _ in more_rows)  # durations under 1 ms
+    ids, bins, counts = (np.array(c, dtype=np.int64) for c in zip(*stored, strict=True))
+    extra = [np.array(c, dtype=np.int64) for c in zip(*more_rows, strict=True)]
+
+    merged = merged_quantiles(packed(ids, bins), counts, *extra)
+
+    together = sorted(stored + more_rows, key=lambda row: (row[0], row[1]))
+    expected = quantiles(*(np.array(c, dtype=np.int64) for c in zip(*together, strict=True)))
+    assert merged[0].tolist() == expected[0].tolist()
+    assert merged[1].tolist() == expected[1].tolist()
+    for got, want in zip(merged[2], expected[2], strict=True):
+        assert got.tolist() == want.tolist()

@@ -27,6 +27,7 @@ from reconciler.core.maintenance import windows_of
 from reconciler.core.status import document
 from reconciler.sitebuild import figures, queries
 from reconciler.sitebuild.canary_page import FAILURES_SHOWN
+from reconciler.sitebuild.kept import Kept
 from reconciler.sitebuild.live import refresh_live
 from reconciler.sitebuild.model import Page, Snapshot, canaries_of, regions_of
 from reconciler.sitebuild.pages import plan
@@ -146,6 +147,8 @@ class SiteBuilder:
         # The last build's snapshot and pages, a million small objects (0.05-0.1 s to free):
         # staging ahead, kept until `tidy`, not freed on the way out of the build.
         self.spent: Build | None = None
+        # Stored rows that change only when a window moves, kept from build to build.
+        self.kept = Kept()
 
     def refresh(self, connection: Connection, now: datetime) -> list[str]:
         """Update rollups and window tables in one transaction (needs a writing connection).
@@ -250,7 +253,7 @@ class SiteBuilder:
 
     def _collect(self, connection: Connection, now: datetime) -> Build:
         started = time.perf_counter()
-        refresh_live(connection, self.tables)
+        refresh_live(connection, self.tables, self.kept)
         opened = time.perf_counter()
         resources = all_resources(connection)
         canaries = canaries_of(resources)
@@ -297,6 +300,7 @@ class SiteBuilder:
             [page.chart for page in render if page.chart],
             len(canaries),
             snapshot.tails,
+            self.kept,
         )
         done = time.perf_counter()
         return Build(

@@ -30,6 +30,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import NamedTuple
 
+from reconciler.sitebuild.kept import new_token, series_token
 from reconciler.sitebuild.moves import Move, plan_steps
 from reconciler.sitebuild.tables import (
     SHOWN_SQL,
@@ -141,6 +142,7 @@ def update_windows(
         changed[f"window.{name}"] = f"{step.chart.start}:{step.chart.end}"
         changed[f"window.{name}.staged"] = ""
         changed[f"window.{name}.version"] = str(int(meta.get(f"window.{name}.version", "0")) + 1)
+        changed[series_token(name)] = new_token()
     if changed:
         write_meta(connection, tables, changed)
     return Updated(

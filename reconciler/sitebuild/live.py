@@ -26,7 +26,8 @@ import numpy as np
 import pyarrow as pa
 
 from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
-from reconciler.core.sketch import BIN_SQL, quantiles
+from reconciler.core.sketch import BIN_SQL, Ints, merged_quantiles, packed
+from reconciler.sitebuild.kept import Kept, histogram_token
 from reconciler.sitebuild.moves import Bounds, parse
 from reconciler.sitebuild.tables import (
     BUCKET_SQL,
@@ -44,9 +45,15 @@ from reconciler.store import days as tier_days
 from reconciler.store.db import Connection
 
 
-def refresh_live(connection: Connection, tables: Tables) -> None:
+def refresh_live(connection: Connection, tables: Tables, kept: Kept | None = None) -> None:
     """Compute `temp.site_live` and `temp.site_tail` for the published bounds (reads only,
-    after the rollups and the windows were brought up to date and committed)."""
+    after the rollups and the windows were brought up to date and committed).
+
+    Args:
+        kept: the windows' histograms as the builder read them last (`kept.py`); None reads
+            them on every call.
+    """
+    kept = Kept() if kept is None else kept
     meta = read_meta(connection, tables)
     for name, columns in LIVE_DDL.items():
         connection.execute(f"CREATE OR REPLACE TEMP TABLE site_{name} ({columns})")
@@ -81,7 +88,7 @@ def refresh_live(connection: Connection, tables: Tables) -> None:
         if same is None or same != shared:
             _drop_open(connection)
             _figures(connection, tables, window, bounds, latest)
-        _insert_window(connection, tables, window)
+        _insert_window(connection, tables, window, kept, meta.get(histogram_token(window.name)))
         shared = same
         if not window.tier:
             _tail(connection, tables, window, *bounds)
@@ -158,20 +165,19 @@ def _open_tables(
     )
 
 
-def _insert_window(connection: Connection, tables: Tables, window: Window) -> None:
+def _insert_window(
+    connection: Connection, tables: Tables, window: Window, kept: Kept, token: str | None
+) -> None:
     """`site_live` rows of one window from the open part's tables (`_open_tables`): the
     quantiles of its histogram plus the open bins (`sketch.quantiles`), the sums added."""
-    # DuckDB sorts the rows on both cores; the rest is a running sum and binary searches.
-    rows = connection.execute(
-        f"""SELECT id, bin, n FROM {tables.whist}
-            WHERE win = $w AND id IN (SELECT id FROM site_open_keys)
-            UNION ALL
-            SELECT id, bin, n FROM site_open_bins WHERE id IN (SELECT id FROM site_open_keys)
-            ORDER BY id, bin""",
-        {"w": window.name},
-    ).fetchnumpy()
-    ids, _, (p50, p95, p99) = quantiles(
-        rows["id"].astype(np.int64), rows["bin"].astype(np.int64), rows["n"].astype(np.int64)
+    # The histogram as kept while its token stands; the open bins merged into it.
+    keys, counts = kept.get(
+        f"whist.{window.name}", token, lambda: _histogram(connection, tables, window)
+    )
+    opened = connection.execute("SELECT id, bin, n FROM site_open_bins ORDER BY id, bin")
+    columns = opened.fetchnumpy()
+    ids, _, (p50, p95, p99) = merged_quantiles(
+        keys, counts, *(columns[name].astype(np.int64) for name in ("id", "bin", "n"))
     )
     connection.register(
         "site_open_quantiles", pa.table({"id": ids, "p50": p50, "p95": p95, "p99": p99})
@@ -190,6 +196,16 @@ def _insert_window(connection: Connection, tables: Tables, window: Window) -> No
         )
     finally:
         connection.unregister("site_open_quantiles")
+
+
+def _histogram(connection: Connection, tables: Tables, window: Window) -> tuple[Ints, Ints]:
+    """A window's whole histogram: `sketch.packed` keys, ascending, and their counts."""
+    rows = connection.execute(
+        f"SELECT id, bin, n FROM {tables.whist} WHERE win = $w ORDER BY id, bin",
+        {"w": window.name},
+    ).fetchnumpy()
+    keys = packed(rows["id"].astype(np.int64), rows["bin"].astype(np.int64))
+    return keys, rows["n"].astype(np.int64)
 
 
 def _drop_open(connection: Connection) -> None:

@@ -17,12 +17,14 @@ import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
 
 from reconciler.core.outcomes import SQL_DEGRADED, SQL_DOWN, SQL_RETRIED
 from reconciler.sitebuild.charts import Points
+from reconciler.sitebuild.kept import Kept, series_token
 from reconciler.sitebuild.tables import WINDOW_COLUMNS, Tables, read_meta
 from reconciler.sitebuild.windows import WINDOWS, Window
 from reconciler.store.db import Connection
@@ -58,9 +60,12 @@ class WindowState:
     version: int
 
 
-def window_states(connection: Connection, tables: Tables) -> dict[str, WindowState]:
-    """Each window's stored bounds and version (windows never computed are left out)."""
-    meta = read_meta(connection, tables)
+def window_states(
+    connection: Connection, tables: Tables, meta: dict[str, str] | None = None
+) -> dict[str, WindowState]:
+    """Each window's stored bounds and version (windows never computed are left out;
+    `meta`: `site_meta` if read already)."""
+    meta = read_meta(connection, tables) if meta is None else meta
     states = {}
     for window in WINDOWS:
         bounds = meta.get(f"window.{window.name}")
@@ -129,6 +134,7 @@ def chart_series(
     wanted: Iterable[tuple[str, str]],
     canaries: int,
     tails: dict[tuple[str, str], Tails] | None = None,
+    kept: Kept | None = None,
 ) -> dict[tuple[str, str], Series]:
     """Chart points by (window, canary key), then region: slots and p95 values, the stored
     ones followed by each window's tail (`chart_tails`).
@@ -148,9 +154,11 @@ def chart_series(
         wanted: the (window, canary key) pairs to load.
         canaries: how many canaries there are (a window wanted for all is read whole).
         tails: the charts' tails (`chart_tails`).
+        kept: the series of whole windows as the builder read them last (`kept.py`); None
+            reads them on every call.
     """
     wanted = list(wanted)
-    series = _stored_series(connection, tables, wanted, canaries)
+    series = _stored_series(connection, tables, wanted, canaries, kept)
     for key in wanted:
         for region, tail in (tails or {}).get(key, {}).items():
             by_region = series.setdefault(key, {})
@@ -181,10 +189,15 @@ def _with_tail(points: Points | None, tail: Points) -> Points:
 
 
 def _stored_series(
-    connection: Connection, tables: Tables, wanted: list[tuple[str, str]], canaries: int
+    connection: Connection,
+    tables: Tables,
+    wanted: list[tuple[str, str]],
+    canaries: int,
+    kept: Kept | None,
 ) -> dict[tuple[str, str], Series]:
     """The stored chart points of the wanted charts (`site_series`: `site_chart` joined per
-    series when the window's points changed)."""
+    series when the window's points changed); a window wanted whole is taken from `kept`
+    while its token is the one it was read under."""
     by_window: dict[str, list[str]] = {}
     for window, parent in wanted:
         by_window.setdefault(window, []).append(parent)
@@ -192,6 +205,38 @@ def _stored_series(
         return {}
     whole = [window for window, parents in by_window.items() if len(parents) >= canaries]
     pairs = [(w, p) for w, parents in by_window.items() if w not in whole for p in parents]
+    meta = read_meta(connection, tables)
+    frames = {
+        state.window.name: (state.window.frame(state.start), state.window.step)
+        for state in window_states(connection, tables, meta).values()
+    }
+    series: dict[tuple[str, str], Series] = {}
+    kept = Kept() if kept is None else kept
+    for window in whole:
+        stored = kept.get(
+            f"series.{window}",
+            meta.get(series_token(window)),
+            partial(_read_series, connection, tables, frames, [window], []),
+        )
+        for parent in by_window[window]:
+            found = stored.get((window, parent))
+            if found is not None:
+                # Copied: the caller adds each window's tail to its canary's series.
+                series[(window, parent)] = dict(found)
+    if pairs:
+        series.update(_read_series(connection, tables, frames, [], pairs))
+    return series
+
+
+def _read_series(
+    connection: Connection,
+    tables: Tables,
+    frames: dict[str, tuple[int, int]],
+    whole: list[str],
+    pairs: list[tuple[str, str]],
+) -> dict[tuple[str, str], Series]:
+    """`site_series` rows of the `whole` windows and of the (window, canary key) `pairs`, as
+    points by (window, canary key), then region."""
     where = """WHERE win IN (SELECT unnest($whole::VARCHAR[]))
                   OR (win, parent) IN (
                       SELECT (unnest($windows::VARCHAR[]), unnest($parents::VARCHAR[])))"""
@@ -199,10 +244,6 @@ def _stored_series(
         "whole": whole,
         "windows": [w for w, _ in pairs],
         "parents": [p for _, p in pairs],
-    }
-    frames = {
-        state.window.name: (state.window.frame(state.start), state.window.step)
-        for state in window_states(connection, tables).values()
     }
     relation = connection.sql(
         f"""SELECT win, parent, region, low, count, shown, highest, latest, slots

@@ -13,6 +13,7 @@ from typing import Any
 
 from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
 from reconciler.core.sketch import BIN_SQL, quantiles_sql
+from reconciler.sitebuild.kept import histogram_token, new_token
 from reconciler.sitebuild.windows import DAY, ROLLUP_STEP
 from reconciler.store.db import Connection
 
@@ -235,7 +236,8 @@ def move_histogram(connection: Connection, tables: Tables, window: str, fresh: b
     negative n) to a window's histogram, through `temp.site_moved` (by key id; left for the
     caller to drop): replaced when `fresh`, else updated in place — a move changes a fraction
     of the rows, and rewriting the histogram (350,000 rows a window at 1,000 canaries) would
-    log megabytes each time."""
+    log megabytes each time. The histogram's token changes (`kept.py`)."""
+    write_meta(connection, tables, {histogram_token(window): new_token()})
     ensure_keys(connection, tables, "site_delta")
     connection.execute(
         f"""CREATE OR REPLACE TEMP TABLE site_moved AS
