@@ -105,3 +105,11 @@ def test_a_refused_commit_shows_as_a_banner_on_every_page_until_one_is_applied(
             30,
             "the banner to go",
         )
+
+        # The server's builder is kept from build to build: a canary applied later gets
+        # its pages (what it keeps of the served resources goes with the state's serial).
+        config_repo.write("canaries/shop.yaml", canary_doc("shop"))
+        config_repo.commit("a second canary")
+        assert server.webhook().status_code == 202
+        wait_for(lambda: (site / "canary/default.shop.html").exists(), 30, "the new canary's page")
+        assert "default/shop" in (site / "index.html").read_text()

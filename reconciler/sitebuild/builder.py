@@ -23,13 +23,22 @@ from typing import Any
 import duckdb
 
 from reconciler.core.collector import collect_kept, collector_paused
+from reconciler.core.incidents import Probe, Target, targets_of
 from reconciler.core.maintenance import windows_of
+from reconciler.core.resources import Resource
 from reconciler.core.status import document
 from reconciler.sitebuild import figures, queries
 from reconciler.sitebuild.canary_page import FAILURES_SHOWN
 from reconciler.sitebuild.kept import Kept
 from reconciler.sitebuild.live import refresh_live
-from reconciler.sitebuild.model import Page, Snapshot, canaries_of, regions_of
+from reconciler.sitebuild.model import (
+    CanaryInfo,
+    Page,
+    RegionInfo,
+    Snapshot,
+    canaries_of,
+    regions_of,
+)
 from reconciler.sitebuild.pages import plan
 from reconciler.sitebuild.publish import SITE_DIR, Published, Publisher
 from reconciler.sitebuild.rollups import backfill, update
@@ -38,7 +47,7 @@ from reconciler.sitebuild.sla import has_months, months_of, refresh_months
 from reconciler.sitebuild.tables import Tables, ensure_tables
 from reconciler.store import days
 from reconciler.store.archive import DAY_SECONDS
-from reconciler.store.db import Connection
+from reconciler.store.db import Connection, state_ref
 from reconciler.store.deployments import run_views
 from reconciler.store.incidents import list_incidents
 from reconciler.store.refusals import latest_refusal
@@ -64,6 +73,21 @@ class Build:
     pages: list[Page]
     render: list[Page]
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Served:
+    """The served revision's resources, and what every build derives from them."""
+
+    resources: list[Resource]
+    canaries: list[CanaryInfo]
+    regions: list[RegionInfo]
+    targets: tuple[dict[str, Target], dict[str, Probe]]
+
+    @classmethod
+    def of(cls, resources: list[Resource]) -> Served:
+        canaries = canaries_of(resources)
+        return cls(resources, canaries, regions_of(resources, canaries), targets_of(resources))
 
 
 @dataclass(frozen=True)
@@ -255,11 +279,11 @@ class SiteBuilder:
         started = time.perf_counter()
         refresh_live(connection, self.tables, self.kept)
         opened = time.perf_counter()
-        resources = all_resources(connection)
-        canaries = canaries_of(resources)
+        served = self._served(connection)
+        resources, canaries = served.resources, served.canaries
         statuses = {
             key: document(state, times=False)
-            for key, state in canary_statuses(connection, resources, now).items()
+            for key, state in canary_statuses(connection, resources, now, served.targets).items()
         }
         live = time.perf_counter()
         latest = revisions(connection, 1)
@@ -267,7 +291,7 @@ class SiteBuilder:
         snapshot = Snapshot(
             now=_seconds(now),
             canaries=canaries,
-            regions=regions_of(resources, canaries),
+            regions=served.regions,
             statuses=statuses,
             failures=queries.recent_failures(
                 connection,
@@ -313,6 +337,14 @@ class SiteBuilder:
                 "snapshot": read - live,
                 "plan+charts": done - read,
             },
+        )
+
+    def _served(self, connection: Connection) -> Served:
+        """The served revision's resources and what the site derives from them, kept while
+        the state's serial stands (only an apply changes resources, and it moves the serial)."""
+        ref = state_ref(connection)
+        return self.kept.get(
+            "resources", f"{ref.lineage}:{ref.serial}", lambda: Served.of(all_resources(connection))
         )
 
     def publish(self, build: Build) -> Report:

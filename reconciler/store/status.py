@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from reconciler.core.incidents import CheckRow, Run, group_runs, targets_of
+from reconciler.core.incidents import CheckRow, Probe, Run, Target, group_runs, targets_of
 from reconciler.core.maintenance import windows_of, with_maintenance
 from reconciler.core.resources import Resource
 from reconciler.core.status import CanaryState, canary_status, lookback, paused_canaries
@@ -69,7 +69,10 @@ def open_incident_canaries(connection: Connection) -> set[str]:
 
 
 def canary_statuses(
-    connection: Connection, resources: Iterable[Resource], now: datetime
+    connection: Connection,
+    resources: Iterable[Resource],
+    now: datetime,
+    known: tuple[dict[str, Target], dict[str, Probe]] | None = None,
 ) -> dict[str, CanaryState]:
     """The status of every canary of a revision that runs on a schedule, at `now`.
 
@@ -77,12 +80,13 @@ def canary_statuses(
         connection: a state file connection or cursor.
         resources: the revision's resources (canaries and derived canaries are used).
         now: the time the statuses are for; later runs are ignored.
+        known: `targets_of(resources)`, if the caller has it already.
 
     Returns:
         By canary key; a canary that never runs (`replicas: 0`, `@never`) is paused.
     """
     resources = list(resources)
-    targets, probes = targets_of(resources)
+    targets, probes = targets_of(resources) if known is None else known
     since: dict[str, datetime] = {}
     caps: dict[str, int] = {}
     for derived, probe in probes.items():
