@@ -4,7 +4,7 @@ Window figures are stored up to a step boundary behind the clock (`figures.py`):
 minutes for 24 hours and 2 hours for 7 and 30 days. Pages showing only them would hide the
 newest results (an outage a minute ago, a new canary's first runs), so each build adds what
 started since the published end of each window, read from raw rows: the last two hours at
-most, a scan that zone maps keep to them, grouped once by bucket and latency bin.
+most, a scan that zone maps keep to them, grouped once by part (`_part_sql`) and latency bin.
 
 * `site_live`: for each canary and region (and each canary, region NULL) with rows in a
   window's open part, the window's figures with them: the stored sums plus the open rows'
@@ -30,9 +30,9 @@ from reconciler.core.sketch import BIN_SQL, Ints, merged_quantiles, packed
 from reconciler.sitebuild.kept import Kept, histogram_token
 from reconciler.sitebuild.moves import Bounds, parse
 from reconciler.sitebuild.tables import (
-    BUCKET_SQL,
     LIVE_DDL,
     SHOWN_SQL,
+    US,
     WINDOW_COLUMNS,
     Tables,
     at,
@@ -66,12 +66,19 @@ def refresh_live(connection: Connection, tables: Tables, kept: Kept | None = Non
         # The tiered windows' chart point of today reads the rows after the daily
         # histogram's last block (`tiered.today_points`).
         ends.append(hist_to)
-    # Every window's end is on a rollup bucket: one pass groups the rows by bucket, and
-    # each window takes the buckets from its end on.
+    # One pass groups the open rows by the part of it they fall in: the parts start at each
+    # window's published and staged ends, at `hist_to` and at midnight, all that a window
+    # or today's chart point tells apart (rather than by 15-minute bucket: a third of the
+    # groups, at 0.05-0.1 s a build fewer).
+    cuts = set(ends)
+    for window, bounds in published:
+        staged = parse(meta.get(f"window.{window.name}.staged"))
+        if bounds is not None and staged is not None:
+            cuts.add(staged[1])
     connection.execute(
         f"""CREATE OR REPLACE TEMP TABLE site_open AS
-            SELECT parent, region, {BUCKET_SQL} AS bucket, {BIN_SQL} AS bin, count(*) AS n,
-                   {SQL_RUNS} AS runs, {SQL_PASSES} AS passes
+            SELECT parent, region, {_part_sql(sorted(cuts))} AS bucket, {BIN_SQL} AS bin,
+                   count(*) AS n, {SQL_RUNS} AS runs, {SQL_PASSES} AS passes
             FROM results WHERE started_at >= $since
             GROUP BY parent, region, bucket, bin""",
         {"since": at(min(ends))},
@@ -105,6 +112,13 @@ def refresh_live(connection: Connection, tables: Tables, kept: Kept | None = Non
     connection.execute("DROP TABLE site_open")
     connection.execute("DROP TABLE IF EXISTS site_today")
     _drop_open(connection)
+
+
+def _part_sql(cuts: list[int]) -> str:
+    """SQL: the start (s) of the part of the open rows a row falls in, between `cuts`
+    (ascending, the first at or before every row) and midnights."""
+    when = " ".join(f"WHEN epoch_us(started_at) >= {cut * US} THEN {cut}" for cut in cuts[::-1])
+    return f"greatest(CASE {when} END, epoch_us(started_at) // {DAY * US} * {DAY})"
 
 
 def _figures(
