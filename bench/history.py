@@ -165,19 +165,17 @@ def run(args: argparse.Namespace, root: Path) -> None:
         INSERT, {"lo": end_minute, "hi": end_minute + 1, "outage": end_minute + 1, "step": 1}
     )
     later = now + timedelta(minutes=1)
-    untimed = SiteBuilder(out, workers=2, stage_ahead=True)
-    untimed.build(connection, later)
-    untimed.stage_ahead(connection, later)
-    untimed.tidy()
+    builder.build(connection, later)  # the same builder: the server keeps one
+    builder.stage_ahead(connection, later)
+    builder.tidy()
     end_minute += 1
     connection.execute(
         INSERT, {"lo": end_minute, "hi": end_minute + 1, "outage": end_minute + 1, "step": 1}
     )
     later += timedelta(minutes=1)
-    rebuilder = SiteBuilder(out, workers=2, stage_ahead=True)
-    rebuild, again = timed(lambda: rebuilder.build(connection, later))
+    rebuild, again = timed(lambda: builder.build(connection, later))
     say(f"  rebuild phases: {again.timings}")
-    rebuilder.tidy()
+    builder.tidy()
     results.append(("rebuild after one more minute", rebuild, REBUILD_TARGET))
     # The day after: the tier gets today, the 90 d / 365 d windows move (once a day).
     tomorrow = now + timedelta(days=1)
