@@ -139,8 +139,14 @@ class Page:
 
 
 def fingerprint(*parts: Any) -> str:
-    """A digest of JSON-serialisable parts."""
-    return hashlib.blake2b(orjson.dumps(parts), digest_size=16).hexdigest()
+    """A digest of JSON-serialisable parts (named tuples as lists)."""
+    return hashlib.blake2b(orjson.dumps(parts, default=_as_list), digest_size=16).hexdigest()
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, tuple):  # a named tuple (orjson takes only plain ones)
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
 # Heartbeat checks are received rather than run, but listed with the others.

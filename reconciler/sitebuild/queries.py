@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -35,9 +35,9 @@ Series = dict[str, Points]
 Tails = dict[str, Points]
 
 
-@dataclass(frozen=True)
-class Figures:
-    """A window's figures for a canary in one region or in all (region None)."""
+class Figures(NamedTuple):
+    """A window's figures for a canary in one region or in all (region None); a tuple: a
+    build reads tens of thousands."""
 
     runs: int
     passes: int
@@ -95,7 +95,7 @@ def window_figures(
         {"names": [window.name for window in WINDOWS]},
     ).fetchall()
     return {
-        (window, parent, region): Figures(int(runs), int(passes), p50, p95, p99)
+        (window, parent, region): Figures(runs, passes, p50, p95, p99)
         for window, parent, region, runs, passes, p50, p95, p99 in rows
     }
 
