@@ -89,6 +89,14 @@ def near(shown: str, exact: float) -> bool:
     return abs(value / exact - 1) <= ALPHA + 0.001  # and the last digit's rounding
 
 
+def state_schema(connection: Connection) -> str:
+    """The state file's `main` schema, named with its database: once a temporary build made
+    `temp.site_*` tables, `main.site_*` names them rather than the state file's."""
+    row = connection.execute("SELECT current_database()").fetchone()
+    assert row is not None
+    return f'"{row[0]}".main'
+
+
 def store(
     connection: Connection, canary: str, run: tuple[str, str, float, str], started: datetime
 ) -> None:
@@ -472,12 +480,15 @@ def test_incremental_rollups_equal_a_build_from_scratch(fleet: tuple[Path, Conne
         "SELECT win, parent, region, bin, n FROM {0}.site_whist JOIN {0}.site_keys USING (id)",
         "SELECT * FROM {}.site_failures",
     ):
-        stored = _rows(connection, query.format("main"))
+        stored = _rows(connection, query.format(state_schema(connection)))
         assert stored == _rows(connection, query.format("temp")), query
         assert stored
     api = read(site, "canary/web.api-7d.html")
     assert kpi(api, "Runs") == "3"  # the late row counts in the 7-day window
-    tiered = _rows(connection, "SELECT win, runs FROM main.site_window WHERE region IS NULL")
+    tiered = _rows(
+        connection,
+        f"SELECT win, runs FROM {state_schema(connection)}.site_window WHERE region IS NULL",
+    )
     assert ("365d", 15) in tiered and ("90d", 15) in tiered  # yesterday's runs, moved in
 
 

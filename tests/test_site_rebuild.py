@@ -22,7 +22,18 @@ from reconciler.sitebuild.tables import SHOWN_SQL, Tables
 from reconciler.sitebuild.versions import BLOCK, Folders, match_spares, write_file
 from reconciler.store.db import Connection, open_state
 from tests.rows import RESULT_COLUMNS_V1
-from tests.test_site import NOW, SHOP, START, fleet, kpi, near, quantile, read, store
+from tests.test_site import (
+    NOW,
+    SHOP,
+    START,
+    fleet,
+    kpi,
+    near,
+    quantile,
+    read,
+    state_schema,
+    store,
+)
 
 __all__ = ["fleet"]  # the fixture of test_site.py, requested by name below
 
@@ -187,18 +198,71 @@ def test_staged_and_moved_figures_equal_figures_from_scratch(
     live = window_figures(connection, stored)
     tails = chart_tails(connection, stored, window_states(connection, stored))
     build_site(connection, state.parent / "scratch", moment + timedelta(seconds=30), temporary=True)
+    schema = state_schema(connection)
     scratch = Tables("temp")
     assert live == window_figures(connection, scratch)
     assert tails == chart_tails(connection, scratch, window_states(connection, scratch)) and tails
     for query in (
         "SELECT * FROM {}.site_window",
         "SELECT * FROM {}.site_chart",
+        # Staged ahead, a window's series are joined before its figures are published.
+        "SELECT * FROM {}.site_series",
         "SELECT win, parent, region, bin, n FROM {0}.site_whist JOIN {0}.site_keys USING (id)",
     ):
-        stored = connection.execute(f"{query.format('main')} ORDER BY ALL").fetchall()
+        stored = connection.execute(f"{query.format(schema)} ORDER BY ALL").fetchall()
         assert stored == connection.execute(f"{query.format('temp')} ORDER BY ALL").fetchall()
         assert stored, query
     assert kpi(read(site, "canary/web.shop-7d.html"), "Runs") == "11"
+
+
+def test_a_late_run_after_staging_is_in_the_published_chart(
+    fleet: tuple[Path, Connection],
+) -> None:
+    """A window's chart series are joined when its figures are staged; a run that arrives
+    late for a slot inside the new bounds, before they are published, is in the published
+    chart all the same (the series are joined again, as a build from scratch has them)."""
+    state, connection = fleet
+    site = state.parent / "site"
+    midnight = NOW.replace(hour=0, minute=0) + timedelta(days=1)
+    builder = SiteBuilder(site, stage_ahead=True)
+    for minute in (-1, 0, 1):  # 24 h moves at 00:01 (staged), published at 00:02
+        moment = midnight + timedelta(minutes=minute, seconds=30)
+        builder.build(connection, moment)
+        staged = builder.stage_ahead(connection, moment)
+    print(
+        "STAGED",
+        [
+            r[:2] + (r[5][-40:],)
+            for r in connection.execute(
+                "SELECT * FROM main.site_series WHERE win LIKE '24h%' ORDER BY ALL"
+            ).fetchall()
+        ],
+    )
+    assert staged == ["24h"]
+    # Started at 23:40, inside the staged 24 hours, slower than anything the slot had, and
+    # received now.
+    moment = midnight + timedelta(minutes=2, seconds=30)
+    store(connection, "web/shop", ("eu-1", "eu", 4321.0, "pass"), midnight - timedelta(minutes=20))
+    connection.execute(
+        "UPDATE results SET received_at = $now WHERE duration_ms = 4321.0",
+        {"now": moment - timedelta(seconds=5)},
+    )
+    report = builder.build(connection, moment)
+    print(
+        "SER",
+        [
+            r[:2] + (r[5][-40:],)
+            for r in connection.execute(
+                "SELECT * FROM main.site_series WHERE win LIKE '24h%' ORDER BY ALL"
+            ).fetchall()
+        ],
+    )
+    assert "24h" in report.windows  # with every window the late run is in, recomputed
+    build_site(connection, state.parent / "scratch", moment, temporary=True)
+    query = "SELECT * FROM {}.site_series WHERE win = '24h' ORDER BY ALL"
+    stored = connection.execute(query.format(state_schema(connection))).fetchall()
+    assert stored == connection.execute(query.format("temp")).fetchall()
+    assert any("4321.0" in row[5] for row in stored)
 
 
 def test_a_series_with_a_gap_is_drawn_in_pieces(fleet: tuple[Path, Connection]) -> None:
@@ -349,6 +413,7 @@ def test_tiered_windows_moved_every_two_hours_equal_figures_from_scratch(
     live = window_figures(connection, stored)
     tails = chart_tails(connection, stored, window_states(connection, stored))
     build_site(connection, state.parent / "scratch", moment, temporary=True)
+    schema = state_schema(connection)
     scratch = Tables("temp")
     assert live == window_figures(connection, scratch)
     assert tails == chart_tails(connection, scratch, window_states(connection, scratch))
@@ -359,7 +424,7 @@ def test_tiered_windows_moved_every_two_hours_equal_figures_from_scratch(
         "SELECT win, parent, region, bin, n FROM {0}.site_whist JOIN {0}.site_keys USING (id) "
         "WHERE " + tiered,
     ):
-        main = connection.execute(f"{query.format('main')} ORDER BY ALL").fetchall()
+        main = connection.execute(f"{query.format(schema)} ORDER BY ALL").fetchall()
         assert main == connection.execute(f"{query.format('temp')} ORDER BY ALL").fetchall()
         assert main, query
     ends = {w: s.end for w, s in window_states(connection, Tables()).items()}
