@@ -134,13 +134,13 @@ def plan_steps(
         latest = staged or published
         late = late_from is not None and late_from < bounds[1]
         # The chart points follow the published figures, from the published bounds.
-        chart = _move(window, published, bounds, late_from)
+        chart = moved(window, published, bounds, late_from)
         if late or published is None:
             steps.append(Step(window, Move(window, *bounds, None), False, False, chart))
         elif staged == bounds:
             steps.append(Step(window, None, False, True, chart))
         elif latest != bounds:
-            compute = _move(window, latest, bounds, late_from)
+            compute = moved(window, latest, bounds, late_from)
             # Staged figures not published soon enough (builds came further apart) are
             # replaced, and the new ones published at once.
             if stage and staged is None:
@@ -150,5 +150,6 @@ def plan_steps(
     return steps
 
 
-def _move(window: Window, old: Bounds | None, new: Bounds, late_from: int | None) -> Move:
+def moved(window: Window, old: Bounds | None, new: Bounds, late_from: int | None) -> Move:
+    """The move of a window from `old` to `new` bounds: from `old` when `movable`."""
     return Move(window, *new, old if movable(window, old, new, late_from) else None)
