@@ -318,12 +318,11 @@ class SiteBuilder:
         read = time.perf_counter()
         pages = plan(snapshot)
         render = self.publisher.stale(pages)
-        snapshot.charts = queries.chart_series(
+        snapshot.stored = queries.stored_series(
             connection,
             self.tables,
             [page.chart for page in render if page.chart],
             len(canaries),
-            snapshot.tails,
             self.kept,
         )
         done = time.perf_counter()

@@ -338,7 +338,7 @@ def canary_context(
             window,
             window.frame(state.start),
             regions,
-            snapshot.charts.get((window.name, canary.key), {}),
+            snapshot.chart(window.name, canary.key),
             f"chart-{window.name}",
             f"p95 latency by region, {window.label} from {view['start']}",
         )

@@ -12,7 +12,7 @@ import orjson
 
 from reconciler.core.maintenance import Window as MaintenanceWindow
 from reconciler.core.resources import Resource
-from reconciler.sitebuild.queries import Figures, Series, Tails, WindowState
+from reconciler.sitebuild.queries import Figures, Series, Tails, WindowState, with_tails
 from reconciler.sitebuild.silence import SilentAgent
 from reconciler.sitebuild.sla import Month
 from reconciler.sitebuild.windows import WINDOWS, Window
@@ -76,7 +76,8 @@ class Snapshot:
     revision: dict[str, Any] | None
     latest: datetime | None
     refusal: Refusal | None = None
-    charts: dict[tuple[str, str], Series] = field(default_factory=dict)
+    # Stored chart points by window, then (window, canary key); `chart` adds the tails.
+    stored: dict[str, dict[tuple[str, str], Series]] = field(default_factory=dict)
     months: dict[str, list[Month]] = field(default_factory=dict)  # by canary (`sla.py`)
     # incidents opened per (canary, month start)
     month_incidents: dict[tuple[str, date], int] = field(default_factory=dict)
@@ -103,6 +104,12 @@ class Snapshot:
     def figure(self, window: str, canary: str, region: str | None) -> Figures | None:
         """A stored figure, or None without runs."""
         return self.figures.get((window, canary, region))
+
+    def chart(self, window: str, canary: str) -> Series:
+        """A canary's chart points in a window, by region: the stored ones and the tail
+        (merged by the page drawing it, in its render process)."""
+        key = (window, canary)
+        return with_tails(self.stored.get(window, {}).get(key), self.tails.get(key))
 
     def region_names(self) -> list[str]:
         """The site's regions, sorted."""

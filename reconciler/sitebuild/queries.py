@@ -105,7 +105,7 @@ def chart_tails(
 ) -> dict[tuple[str, str], Tails]:
     """Every chart's points from the slot holding its window's stored end on (`site_tail`),
     by (window, canary key): a few per chart, read on every build (pages' keys digest them),
-    joined into one string per series as `chart_series` reads stored points."""
+    joined into one string per series as `stored_series` reads stored points."""
     steps = " ".join(f"WHEN '{w.name}' THEN {w.step}" for w in WINDOWS)
     rows = connection.execute(
         f"""SELECT win, parent, region, min(slot), count(*), string_agg(shown, ',' ORDER BY slot),
@@ -128,16 +128,16 @@ def chart_tails(
     return tails
 
 
-def chart_series(
+def stored_series(
     connection: Connection,
     tables: Tables,
     wanted: Iterable[tuple[str, str]],
     canaries: int,
-    tails: dict[tuple[str, str], Tails] | None = None,
     kept: Kept | None = None,
-) -> dict[tuple[str, str], Series]:
-    """Chart points by (window, canary key), then region: slots and p95 values, the stored
-    ones followed by each window's tail (`chart_tails`).
+) -> dict[str, dict[tuple[str, str], Series]]:
+    """The stored chart points of the wanted charts, by window, then (window, canary key),
+    then region: slots and p95 values, to be followed by each window's tail
+    (`chart_tails`, `with_tail`), which pages do as they draw their chart.
 
     Slots are stored by their start time and returned as indexes into the window's current
     frame (`Window.frame`): slot i starts at frame + i · step; a run of slots without a gap
@@ -153,16 +153,42 @@ def chart_series(
         tables: where the site's tables are.
         wanted: the (window, canary key) pairs to load.
         canaries: how many canaries there are (a window wanted for all is read whole).
-        tails: the charts' tails (`chart_tails`).
-        kept: the series of whole windows as the builder read them last (`kept.py`); None
-            reads them on every call.
+        kept: the series of whole windows as the builder read them last (`kept.py`), handed
+            out as they are (never changed); None reads them on every call.
     """
-    wanted = list(wanted)
-    series = _stored_series(connection, tables, wanted, canaries, kept)
-    for key in wanted:
-        for region, tail in (tails or {}).get(key, {}).items():
-            by_region = series.setdefault(key, {})
-            by_region[region] = _with_tail(by_region.get(region), tail)
+    by_window: dict[str, list[str]] = {}
+    for window, parent in wanted:
+        by_window.setdefault(window, []).append(parent)
+    if not by_window:
+        return {}
+    whole = [window for window, parents in by_window.items() if len(parents) >= canaries]
+    pairs = [(w, p) for w, parents in by_window.items() if w not in whole for p in parents]
+    meta = read_meta(connection, tables)
+    frames = {
+        state.window.name: (state.window.frame(state.start), state.window.step)
+        for state in window_states(connection, tables, meta).values()
+    }
+    kept = Kept() if kept is None else kept
+    series = {
+        window: kept.get(
+            f"series.{window}",
+            meta.get(series_token(window)),
+            partial(_read_series, connection, tables, frames, [window], []),
+        )
+        for window in whole
+    }
+    if pairs:
+        for key, points in _read_series(connection, tables, frames, [], pairs).items():
+            series.setdefault(key[0], {})[key] = points
+    return series
+
+
+def with_tails(stored: Series | None, tails: Tails | None) -> Series:
+    """A chart's points by region: the stored ones followed by the window's tail (a new
+    mapping; `stored` is left as it is)."""
+    series = dict(stored or {})
+    for region, tail in (tails or {}).items():
+        series[region] = _with_tail(series.get(region), tail)
     return series
 
 
@@ -186,46 +212,6 @@ def _with_tail(points: Points | None, tail: Points) -> Points:
     if not slots:
         slots = [*points.slots[:kept], *tail.slots]
     return Points(slots, f"{stored},{tail.shown}", max(tail.highest, points.highest), tail.latest)
-
-
-def _stored_series(
-    connection: Connection,
-    tables: Tables,
-    wanted: list[tuple[str, str]],
-    canaries: int,
-    kept: Kept | None,
-) -> dict[tuple[str, str], Series]:
-    """The stored chart points of the wanted charts (`site_series`: `site_chart` joined per
-    series when the window's points changed); a window wanted whole is taken from `kept`
-    while its token is the one it was read under."""
-    by_window: dict[str, list[str]] = {}
-    for window, parent in wanted:
-        by_window.setdefault(window, []).append(parent)
-    if not by_window:
-        return {}
-    whole = [window for window, parents in by_window.items() if len(parents) >= canaries]
-    pairs = [(w, p) for w, parents in by_window.items() if w not in whole for p in parents]
-    meta = read_meta(connection, tables)
-    frames = {
-        state.window.name: (state.window.frame(state.start), state.window.step)
-        for state in window_states(connection, tables, meta).values()
-    }
-    series: dict[tuple[str, str], Series] = {}
-    kept = Kept() if kept is None else kept
-    for window in whole:
-        stored = kept.get(
-            f"series.{window}",
-            meta.get(series_token(window)),
-            partial(_read_series, connection, tables, frames, [window], []),
-        )
-        for parent in by_window[window]:
-            found = stored.get((window, parent))
-            if found is not None:
-                # Copied: the caller adds each window's tail to its canary's series.
-                series[(window, parent)] = dict(found)
-    if pairs:
-        series.update(_read_series(connection, tables, frames, [], pairs))
-    return series
 
 
 def _read_series(
