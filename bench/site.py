@@ -252,11 +252,13 @@ def run(args: argparse.Namespace, root: Path) -> None:
         results.append((label, seconds, target, report))
     seconds, report = timed(lambda: build(now))
     after(now)
+    say(f"rebuild, nothing new: {seconds:.2f}s: {describe(report)}")
     results.append(("rebuild, nothing new", seconds, REBUILD_TARGET, report))
     # A one-off `reconcile site build` each minute: a fresh builder keeps nothing.
     add_minute()
     builders.append(SiteBuilder(out, workers=args.workers, stage_ahead=args.stage_ahead))
     seconds, report = timed(lambda: build(now))
+    say(f"rebuild, +1 minute, a fresh builder: {seconds:.2f}s: {describe(report)}")
     results.append(("rebuild, +1 minute, a fresh builder", seconds, None, report))
     connection.close()
 
