@@ -276,15 +276,11 @@ def _chart(connection: Connection, tables: Tables, move: Move) -> None:
             f"DELETE FROM {tables.chart} WHERE win = $w AND (slot < $s OR slot >= $tail)",
             {"w": name, "s": move.start, "tail": tail},
         )
-        which = "(bucket // $step * $step < $s OR bucket // $step * $step >= $tail)"
+        which = _MOVED_SLOTS
         parameters = {"tail": tail}
     connection.execute(
         f"""INSERT INTO {tables.chart} (win, parent, region, slot, p95, shown)
-            SELECT $w, parent, region, slot, p95, {SHOWN_SQL.format("p95")} FROM (
-                SELECT parent, region, bucket // $step * $step AS slot, max(p95) AS p95
-                FROM {tables.rollup}
-                WHERE bucket >= $s AND bucket + $bucket <= $e AND {which}
-                GROUP BY parent, region, slot)""",
+            SELECT $w, * FROM ({_slots_select(tables, which)})""",
         {
             "w": name,
             "s": move.start,
@@ -294,6 +290,32 @@ def _chart(connection: Connection, tables: Tables, move: Move) -> None:
             **parameters,
         },
     )
+
+
+# The slots `_chart` recomputes after a move (`$tail`: from the slot of the old end's last
+# bucket on), and the slots before the new start that lost buckets.
+_MOVED_SLOTS = "(bucket // $step * $step < $s OR bucket // $step * $step >= $tail)"
+
+
+def _slots_select(tables: Tables, which: str) -> str:
+    """SQL: chart points (parent, region, slot, p95, shown) of the rollup buckets wholly in
+    [$s, $e) matching `which`, each slot the highest bucket p95 (slots of $step s)."""
+    return f"""SELECT parent, region, slot, p95, {SHOWN_SQL.format("p95")} AS shown FROM (
+                   SELECT parent, region, bucket // $step * $step AS slot, max(p95) AS p95
+                   FROM {tables.rollup}
+                   WHERE bucket >= $s AND bucket + $bucket <= $e AND {which}
+                   GROUP BY parent, region, slot)"""
+
+
+def _joined(points: str) -> str:
+    """SQL: chart points (parent, region, slot, p95, shown) joined into one `site_series`
+    row per series, but its window: the first slot and how many, the values shown by slot,
+    the highest p95 and the last slot's, and every slot when there are gaps ($step s)."""
+    return f"""SELECT parent, region, min(slot), count(*),
+                      string_agg(shown, ',' ORDER BY slot), max(p95), arg_max(p95, slot),
+                      CASE WHEN (max(slot) - min(slot)) // $step + 1 <> count(*)
+                           THEN list(slot ORDER BY slot) END
+               FROM ({points}) GROUP BY parent, region"""
 
 
 def series_staged(window: str) -> str:
@@ -326,22 +348,12 @@ def _stage_series(connection: Connection, tables: Tables, meta: dict[str, str], 
         return ""
     step = window.step
     tail = (chart.old[1] - ROLLUP_STEP) // step * step
+    # The points `_chart` keeps, and those it recomputes.
+    points = f"""SELECT parent, region, slot, p95, shown FROM {tables.chart}
+                 WHERE win = $w AND slot >= $s AND slot < $tail
+                 UNION ALL {_slots_select(tables, _MOVED_SLOTS)}"""
     connection.execute(
-        f"""INSERT INTO {tables.series}
-            SELECT $staged, parent, region, min(slot), count(*),
-                   string_agg(shown, ',' ORDER BY slot), max(p95), arg_max(p95, slot),
-                   CASE WHEN (max(slot) - min(slot)) // $step + 1 <> count(*)
-                        THEN list(slot ORDER BY slot) END
-            FROM (SELECT parent, region, slot, p95, shown FROM {tables.chart}
-                  WHERE win = $w AND slot >= $s AND slot < $tail
-                  UNION ALL
-                  SELECT parent, region, slot, p95, {SHOWN_SQL.format("p95")} FROM (
-                      SELECT parent, region, bucket // $step * $step AS slot, max(p95) AS p95
-                      FROM {tables.rollup}
-                      WHERE bucket >= $s AND bucket + $bucket <= $e
-                        AND (bucket // $step * $step < $s OR bucket // $step * $step >= $tail)
-                      GROUP BY parent, region, slot))
-            GROUP BY parent, region""",
+        f"INSERT INTO {tables.series} SELECT $staged, * FROM ({_joined(points)})",
         {
             "w": name,
             "staged": staged_name(name),
@@ -363,13 +375,8 @@ def _series(connection: Connection, tables: Tables, window: Window) -> None:
     publish of the window it is a tenth of that each minute.
     """
     connection.execute(f"DELETE FROM {tables.series} WHERE win = $w", {"w": window.name})
+    points = f"SELECT parent, region, slot, p95, shown FROM {tables.chart} WHERE win = $w"
     connection.execute(
-        f"""INSERT INTO {tables.series}
-            SELECT win, parent, region, min(slot), count(*),
-                   string_agg(shown, ',' ORDER BY slot), max(p95), arg_max(p95, slot),
-                   CASE WHEN (max(slot) - min(slot)) // $step + 1 <> count(*)
-                        THEN list(slot ORDER BY slot) END
-            FROM {tables.chart} WHERE win = $w
-            GROUP BY win, parent, region""",
+        f"INSERT INTO {tables.series} SELECT $w, * FROM ({_joined(points)})",
         {"w": window.name, "step": window.step},
     )
