@@ -30,6 +30,10 @@ Design, and why (the figures: bench/README.md, `site.py`):
   pre-formatted in Python (Jinja loops cost more than the rest of a page) and drawn by two
   forked processes; canary pages, drawn every build in a busy fleet, fill a skeleton of their
   flat template instead of going through Jinja one by one (`Page.flat`).
+* **What a window's move wrote, read once per move** (`kept.py`): a builder kept from build
+  to build (the server's) keeps each window's histogram and chart series, and the served
+  resources, under a token written with them, and reads them again only when it changed;
+  a moved window's chart series are joined when its figures are staged, between builds.
 * **Builds without the garbage collector** (`builder.py`): a build's objects live for one
   build; the collector's passes over the whole heap cost a third of reading the snapshot.
 * **The site swapped whole** (`versions.py`): `out` is a link to a version directory; a build
@@ -39,10 +43,11 @@ Design, and why (the figures: bench/README.md, `site.py`):
 Modules: `windows` (bounds), `moves` (when figures are computed and published), `sketch`
 (histogram bins), `tables` (schema, watermarks), `rollups` and `late` (incremental
 maintenance), `figures` (window tables), `live` (the open parts), `queries` (reads),
-`charts` (SVG), `formatting`, `model` (snapshot, pages, paths), `layout` (shared view
-parts), `canary_page`, `fleet_pages` and `ops_pages` (template contexts), `pages` (the page
-plan), `publish` (Jinja, manifest, rendering processes), `versions` (the output directory),
-`builder` (the three phases). Templates and the stylesheet are in `site/` at the project root.
+`kept` (rows kept between builds), `charts` (SVG), `formatting`, `model` (snapshot, pages,
+paths), `layout` (shared view parts), `canary_page`, `fleet_pages` and `ops_pages` (template
+contexts), `pages` (the page plan), `publish` (Jinja, manifest, rendering processes),
+`versions` (the output directory), `builder` (the three phases). Templates and the
+stylesheet are in `site/` at the project root.
 """
 
 from reconciler.sitebuild.builder import Build, Report, SiteBuilder, build_site
