@@ -20,9 +20,9 @@ Steps:
    the builder of the full build, kept from build to build as the server keeps its own (it
    keeps stored rows that change only when a window moves, `sitebuild/kept.py`; a last,
    informational case rebuilds with a fresh `SiteBuilder`, as `reconcile site build` does on
-   each run). Every canary
-   runs every minute, so every rebuild after one more minute adds it to every canary's figures
-   (the windows' open part) and draws every canary page. The minutes timed: the first, which
+   each run). Every canary runs every minute, so every rebuild after one more minute adds it
+   to every canary's figures (the windows' open part) and draws every canary page. The
+   minutes timed: the first, which
    catches up what the full build left to later builds (the per-day tier's last days, the 90-
    and 365-day windows published: informational, a server pays it once); one inside a 15-minute
    step; the minute the 24-hour window moves and the next one (its new figures published); the

@@ -229,15 +229,6 @@ def test_a_late_run_after_staging_is_in_the_published_chart(
         moment = midnight + timedelta(minutes=minute, seconds=30)
         builder.build(connection, moment)
         staged = builder.stage_ahead(connection, moment)
-    print(
-        "STAGED",
-        [
-            r[:2] + (r[5][-40:],)
-            for r in connection.execute(
-                "SELECT * FROM main.site_series WHERE win LIKE '24h%' ORDER BY ALL"
-            ).fetchall()
-        ],
-    )
     assert staged == ["24h"]
     # Started at 23:40, inside the staged 24 hours, slower than anything the slot had, and
     # received now.
@@ -248,15 +239,6 @@ def test_a_late_run_after_staging_is_in_the_published_chart(
         {"now": moment - timedelta(seconds=5)},
     )
     report = builder.build(connection, moment)
-    print(
-        "SER",
-        [
-            r[:2] + (r[5][-40:],)
-            for r in connection.execute(
-                "SELECT * FROM main.site_series WHERE win LIKE '24h%' ORDER BY ALL"
-            ).fetchall()
-        ],
-    )
     assert "24h" in report.windows  # with every window the late run is in, recomputed
     build_site(connection, state.parent / "scratch", moment, temporary=True)
     query = "SELECT * FROM {}.site_series WHERE win = '24h' ORDER BY ALL"

@@ -183,7 +183,8 @@ def _insert_window(
     connection: Connection, tables: Tables, window: Window, kept: Kept, token: str | None
 ) -> None:
     """`site_live` rows of one window from the open part's tables (`_open_tables`): the
-    quantiles of its histogram plus the open bins (`sketch.quantiles`), the sums added."""
+    quantiles of its histogram plus the open bins (`sketch.merged_quantiles`), the sums
+    added."""
     # The histogram as kept while its token stands; the open bins merged into it.
     keys, counts = kept.get(
         f"whist.{window.name}", token, lambda: _histogram(connection, tables, window)

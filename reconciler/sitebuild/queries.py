@@ -137,7 +137,7 @@ def stored_series(
 ) -> dict[str, dict[tuple[str, str], Series]]:
     """The stored chart points of the wanted charts, by window, then (window, canary key),
     then region: slots and p95 values, to be followed by each window's tail
-    (`chart_tails`, `with_tail`), which pages do as they draw their chart.
+    (`chart_tails`, `with_tails`), which pages do as they draw their chart.
 
     Slots are stored by their start time and returned as indexes into the window's current
     frame (`Window.frame`): slot i starts at frame + i · step; a run of slots without a gap
