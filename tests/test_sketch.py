@@ -12,6 +12,7 @@ import pytest
 
 from reconciler.core.sketch import (
     QUANTILES,
+    Histogram,
     bin_of,
     merged_quantiles,
     packed,
@@ -91,7 +92,9 @@ def test_a_histogram_merged_with_more_rows_reads_as_both_sorted_together(seed: i
     ids, bins, counts = (np.array(c, dtype=np.int64) for c in zip(*stored, strict=True))
     extra = [np.array(c, dtype=np.int64) for c in zip(*more_rows, strict=True)]
 
-    merged = merged_quantiles(packed(ids, bins), counts, *extra)
+    merged = merged_quantiles(
+        Histogram.of(packed(ids, bins), counts), Histogram.of(packed(*extra[:2]), extra[2])
+    )
 
     together = sorted(stored + more_rows, key=lambda row: (row[0], row[1]))
     expected = quantiles(*(np.array(c, dtype=np.int64) for c in zip(*together, strict=True)))
@@ -99,3 +102,74 @@ def test_a_histogram_merged_with_more_rows_reads_as_both_sorted_together(seed: i
     assert merged[1].tolist() == expected[1].tolist()
     for got, want in zip(merged[2], expected[2], strict=True):
         assert got.tolist() == want.tolist()
+
+
+def _rows(rng: random.Random, keys: range, most: int, count: int) -> list[tuple[int, int, int]]:
+    return [
+        (key, bin_of(rng.lognormvariate(3, 1.5)), rng.randint(1, count))
+        for key in keys
+        for _ in range(rng.randint(0, most))
+    ]
+
+
+def _columns(rows: list[tuple[int, int, int]]) -> list[np.ndarray]:
+    if not rows:
+        return [np.zeros(0, dtype=np.int64) for _ in range(3)]
+    return [np.array(c, dtype=np.int64) for c in zip(*sorted(rows), strict=True)]
+
+
+@pytest.mark.parametrize(
+    ("kept_keys", "kept_count", "added_keys", "added_count"),
+    [
+        (range(-5, 300), 400, range(-9, 310), 3),  # a build's open part: a few runs a key
+        (range(300), 20, range(300), 20),  # a staged move: as much added as kept
+        (range(50), 1, range(25, 75), 500),  # more added than kept, keys on one side only
+        (range(0), 1, range(40), 9),  # nothing kept: a first build's open part
+        (range(40), 9, range(0), 1),  # nothing added
+    ],
+)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_merged_quantiles_equal_those_of_all_rows_together(
+    kept_keys: range, kept_count: int, added_keys: range, added_count: int, seed: int
+) -> None:
+    rng = random.Random(seed)
+    kept, added = _rows(rng, kept_keys, 30, kept_count), _rows(rng, added_keys, 6, added_count)
+    ids, bins, counts = _columns(kept)
+    more_ids, more_bins, more = _columns(added)
+
+    merged = merged_quantiles(
+        Histogram.of(packed(ids, bins), counts), Histogram.of(packed(more_ids, more_bins), more)
+    )
+
+    expected = quantiles(*_columns(kept + added))
+    assert merged[0].tolist() == expected[0].tolist()
+    assert merged[1].tolist() == expected[1].tolist()
+    for got, want in zip(merged[2], expected[2], strict=True):
+        assert got.tolist() == want.tolist()
+
+
+def test_added_runs_faster_than_every_kept_one_come_first() -> None:
+    """Half the runs are new and faster than any kept one: the median is theirs, though the
+    kept histogram's median bin holds both of the ranks it would look between."""
+    fast, slow = bin_of(5.0), bin_of(10.0)
+    kept = Histogram.of(packed(np.array([1]), np.array([slow])), np.array([100]))
+    added = Histogram.of(packed(np.array([1]), np.array([fast])), np.array([100]))
+
+    _, totals, (p50, _, _) = merged_quantiles(kept, added)
+
+    assert totals.tolist() == [200]
+    assert p50[0] == pytest.approx(value_of(fast) + 0.5 * (value_of(slow) - value_of(fast)))
+
+
+def test_a_rank_on_the_last_run_of_a_bin_reads_the_next_bin() -> None:
+    """Five runs in each of two kept bins and one new slower run: rank 5 (the median of
+    eleven) is the first run of the second bin, not the last of the first."""
+    first, second, third = bin_of(100.0), bin_of(200.0), bin_of(400.0)
+    kept = Histogram.of(packed(np.array([7, 7]), np.array([first, second])), np.array([5, 5]))
+    added = Histogram.of(packed(np.array([7]), np.array([third])), np.array([1]))
+
+    _, totals, (p50, _, p99) = merged_quantiles(kept, added)
+
+    assert totals.tolist() == [11]
+    assert p50[0] == pytest.approx(value_of(second))
+    assert p99[0] == pytest.approx(value_of(second) + 0.9 * (value_of(third) - value_of(second)))

@@ -15,6 +15,7 @@ against ~225,000 at 1%, and building them is the largest part of a first build (
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -130,24 +131,123 @@ _BIN_OFFSET = 1 << (_BIN_BITS - 1)
 _BIN_SPAN = 1 << _BIN_BITS
 
 
-def packed(ids: Ints, bins: Ints) -> Ints:
+def packed(ids: Ints, bins: Ints | int) -> Ints:
     """One integer per (id, bin) row, ascending as the rows sorted by id, then bin."""
     return ids * _BIN_SPAN + (bins + _BIN_OFFSET)
 
 
-def merged_quantiles(
-    keys: Ints, counts: Ints, ids: Ints, bins: Ints, more: Ints
-) -> tuple[Ints, Ints, list[Floats]]:
-    """`quantiles` of a histogram given as ascending `packed` keys and their counts, plus
-    rows (ids, bins, more; sorted by id, then bin) added to it: merged in one pass, rather
-    than sorting the histogram's rows again with them.
+# The lowest and highest bins a `packed` key holds.
+_LOWEST, _HIGHEST = -_BIN_OFFSET, _BIN_OFFSET - 1
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Many keys' histograms as rows sorted by key, then bin, indexed for `merged_quantiles`."""
+
+    keys: Ints  # `packed` (id, bin), ascending
+    bins: Ints  # each row's bin
+    running: Ints  # the running sum of the counts
+    ids: Ints  # the ids, each once, ascending
+
+    @classmethod
+    def of(cls, keys: Ints, counts: Ints) -> Histogram:
+        """Rows given as ascending `packed` keys and their (positive) counts."""
+        ids = keys >> _BIN_BITS
+        return cls(
+            keys,
+            (keys & (_BIN_SPAN - 1)) - _BIN_OFFSET,
+            np.cumsum(counts, dtype=np.int64),
+            np.unique(ids),
+        )
+
+    def upto(self, ids: Ints, bins: Ints) -> Ints:
+        """The running sum up to and including the row (id, bin), or the last one before."""
+        return self.before(np.searchsorted(self.keys, packed(ids, bins), "right"))
+
+    def before(self, positions: Ints) -> Ints:
+        """The running sum of the rows before each position."""
+        if not len(self.running):
+            return np.zeros(len(positions), dtype=np.int64)
+        return np.where(positions > 0, self.running[np.maximum(positions - 1, 0)], 0)
+
+
+class _Side:
+    """One of two histograms merged (`merged_quantiles`), at the keys of both."""
+
+    def __init__(self, histogram: Histogram, keys: Ints) -> None:
+        self.histogram = histogram
+        self.first = np.searchsorted(histogram.keys, packed(keys, _LOWEST), "left")
+        self.last = np.searchsorted(histogram.keys, packed(keys, _HIGHEST), "right")
+        self.base = histogram.before(self.first)
+        self.total = histogram.before(self.last) - self.base
+
+    def row(self, rank: Ints) -> Ints:
+        """Each key's row holding its count's `rank` (0-based; valid below `total`)."""
+        return np.searchsorted(self.histogram.running, self.base + rank, "right")
+
+
+def merged_quantiles(kept: Histogram, added: Histogram) -> tuple[Ints, Ints, list[Floats]]:
+    """`quantiles` of two histograms' counts added together, without merging their rows.
+
+    A builder keeps a window's histogram (up to millions of rows) and adds each build's open
+    part (a few rows a key). Both sides' rows are in one order (by key, then bin), so the
+    running sum of both together at a row of either is its own running sum plus the other
+    side's up to the same key and bin. A rank's row is then the first of either side whose
+    sum exceeds it: on the added side a binary search over all rows at once; on the kept
+    side one over the few rows between the key's ranks r - a and r, a being what the key
+    gains (the rows before hold at most r - a, the row of r more than r).
 
     Returns:
-        As `quantiles`: every key of either, its total, and one array per quantile.
+        As `quantiles`: every key of either, ascending, its total, and one array per quantile.
     """
-    extra = packed(ids, bins)
-    at = np.searchsorted(keys, extra)
-    merged = np.insert(keys, at, extra)
-    return quantiles(
-        merged >> _BIN_BITS, (merged & (_BIN_SPAN - 1)) - _BIN_OFFSET, np.insert(counts, at, more)
-    )
+    keys = np.union1d(kept.ids, added.ids)
+    old, new = _Side(kept, keys), _Side(added, keys)
+    totals = old.total + new.total
+    # Both sides' running sum at each added row (ascending: a binary search finds a rank).
+    both = added.running + kept.upto(added.keys >> _BIN_BITS, added.bins)
+    scale = 2 / (GAMMA + 1)
+    values = []
+    for q in QUANTILES:
+        position = q * (totals - 1)
+        low = np.floor(position)
+        high = np.minimum(low + 1, totals - 1)
+        low_bin = _bin_at(old, new, both, low.astype(np.int64))
+        high_bin = _bin_at(old, new, both, high.astype(np.int64))
+        low_value = np.exp(low_bin * LN_GAMMA) * scale
+        high_value = np.exp(high_bin * LN_GAMMA) * scale
+        values.append(low_value + (position - low) * (high_value - low_value))
+    return keys, totals, values
+
+
+def _bin_at(old: _Side, new: _Side, both: Ints, rank: Ints) -> Ints:
+    """The bin holding each key's `rank` (0-based) of both sides' counts together."""
+    target = old.base + new.base + rank
+    # The added side: its first row past the rank, if it is the key's.
+    row = np.searchsorted(both, target, "right")
+    added = new.histogram.bins[np.minimum(row, max(len(both) - 1, 0))] if len(both) else row
+    best = np.where(row < new.last, added, _HIGHEST + 1)
+    # The kept side: its first row past the rank, between the rows of ranks r - a and r.
+    kept = old.histogram
+    lower = rank - new.total
+    low = np.where(lower >= 0, old.row(np.maximum(lower, 0)), old.first)
+    high = np.where(rank < old.total, old.row(rank) + 1, old.last)
+    active = np.flatnonzero(low < high)
+    low, high, goal = low[active], high[active], target[active]
+    while len(active):
+        middle = (low + high) // 2
+        past = (
+            kept.running[middle]
+            + new.histogram.upto(kept.keys[middle] >> _BIN_BITS, kept.bins[middle])
+            > goal
+        )
+        high = np.where(past, middle, high)
+        low = np.where(past, low, middle + 1)
+        open_ = low < high
+        if not open_.all():
+            done = ~open_
+            found = active[done]
+            at = low[done]
+            inside = at < old.last[found]
+            best[found[inside]] = np.minimum(best[found[inside]], kept.bins[at[inside]])
+            active, low, high, goal = active[open_], low[open_], high[open_], goal[open_]
+    return best

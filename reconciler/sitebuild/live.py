@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
-from reconciler.core.sketch import BIN_SQL, Ints, merged_quantiles, packed
+from reconciler.core.sketch import BIN_SQL, Histogram, merged_quantiles, packed
 from reconciler.sitebuild.kept import Kept, histogram_token
 from reconciler.sitebuild.moves import Bounds, parse
 from reconciler.sitebuild.tables import (
@@ -185,15 +185,13 @@ def _insert_window(
     """`site_live` rows of one window from the open part's tables (`_open_tables`): the
     quantiles of its histogram plus the open bins (`sketch.merged_quantiles`), the sums
     added."""
-    # The histogram as kept while its token stands; the open bins merged into it.
-    keys, counts = kept.get(
+    # The histogram as kept while its token stands; the open bins added to it.
+    histogram = kept.get(
         f"whist.{window.name}", token, lambda: _histogram(connection, tables, window)
     )
     opened = connection.execute("SELECT id, bin, n FROM site_open_bins ORDER BY id, bin")
-    columns = opened.fetchnumpy()
-    ids, _, (p50, p95, p99) = merged_quantiles(
-        keys, counts, *(columns[name].astype(np.int64) for name in ("id", "bin", "n"))
-    )
+    ids, bins, counts = (column.astype(np.int64) for column in opened.fetchnumpy().values())
+    ids, _, (p50, p95, p99) = merged_quantiles(histogram, Histogram.of(packed(ids, bins), counts))
     connection.register(
         "site_open_quantiles", pa.table({"id": ids, "p50": p50, "p95": p95, "p99": p99})
     )
@@ -213,14 +211,14 @@ def _insert_window(
         connection.unregister("site_open_quantiles")
 
 
-def _histogram(connection: Connection, tables: Tables, window: Window) -> tuple[Ints, Ints]:
-    """A window's whole histogram: `sketch.packed` keys, ascending, and their counts."""
+def _histogram(connection: Connection, tables: Tables, window: Window) -> Histogram:
+    """A window's whole histogram, indexed for adding open parts to it."""
     rows = connection.execute(
         f"SELECT id, bin, n FROM {tables.whist} WHERE win = $w ORDER BY id, bin",
         {"w": window.name},
     ).fetchnumpy()
     keys = packed(rows["id"].astype(np.int64), rows["bin"].astype(np.int64))
-    return keys, rows["n"].astype(np.int64)
+    return Histogram.of(keys, rows["n"].astype(np.int64))
 
 
 def _drop_open(connection: Connection) -> None:
