@@ -160,3 +160,21 @@ def test_a_refusal_polled_again_keeps_its_first_time_and_clears_on_apply(
     clear_refusal(connection)
     build_site(connection, site, NOW)
     assert "was refused" not in read(site, PAGES["7d"]) + read(site, "index.html")
+
+
+def test_a_refusal_reaches_the_sla_pages_drawn_before_it(fleet: tuple[Path, Connection]) -> None:
+    """SLA pages are drawn only when their months move: a refusal after they were drawn
+    still puts its banner on them, and an apply takes it off."""
+    state, connection = fleet
+    site = state.parent / "site"
+    build_site(connection, site, NOW)
+    assert "was refused" not in read(site, "sla/web.shop.html")
+
+    refusal = Refusal("e" * 40, "e" * 12, NOW, ("canaries/shop.yaml:1:1: bad",), "a" * 40, "a" * 12)
+    record_refusal(connection, refusal)
+    build_site(connection, site, NOW)
+    assert "Commit <code>eeeeeeeeeeee</code> was refused" in read(site, "sla/web.shop.html")
+
+    clear_refusal(connection)
+    build_site(connection, site, NOW)
+    assert "was refused" not in read(site, "sla/web.shop.html")

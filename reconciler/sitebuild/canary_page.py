@@ -26,6 +26,7 @@ from reconciler.sitebuild.layout import (
     canary_switcher,
     figure_cells,
     html,
+    refusal_mark,
     region_state,
     window_view,
 )
@@ -61,7 +62,7 @@ def canary_digest(snapshot: Snapshot, canary: CanaryInfo) -> str:
         canary,
         regions,
         snapshot.region_names(),
-        snapshot.refusal and (snapshot.refusal.label, snapshot.refusal.refused_at.isoformat()),
+        refusal_mark(snapshot),
         sorted((r or "", c) for r, c in snapshot.outcome_counts.get(canary.key, {}).items()),
         [(s.check, s.started_at.isoformat()) for s in snapshot.screenshots.get(canary.key, [])],
         maintenance_view.digest(snapshot, canary.key),
@@ -79,7 +80,7 @@ def summary_digest(snapshot: Snapshot, canary: CanaryInfo) -> str:
         canary,
         regions,
         snapshot.region_names(),
-        snapshot.refusal and (snapshot.refusal.label, snapshot.refusal.refused_at.isoformat()),
+        refusal_mark(snapshot),
         maintenance_view.digest(snapshot, canary.key),
     )
 

@@ -173,6 +173,13 @@ def figure_cells(figure: Figures | None, compact: bool = False) -> dict[str, str
     }
 
 
+def refusal_mark(snapshot: Snapshot) -> tuple[str, str] | None:
+    """What the refusal banner shows that a keyed page's key must carry (`refusal_banner`):
+    a page drawn before a refusal, or before it cleared, is drawn again."""
+    refusal = snapshot.refusal
+    return None if refusal is None else (refusal.label, refusal.refused_at.isoformat())
+
+
 def refusal_banner(snapshot: Snapshot) -> Markup | None:
     """The banner every page carries while the newest revision is refused: the commit, its
     first error (file:line where the loader knows it) and the revision still served."""

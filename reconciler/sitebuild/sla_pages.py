@@ -11,7 +11,7 @@ from markupsafe import Markup
 
 from reconciler.sitebuild import formatting as fmt
 from reconciler.sitebuild import maintenance_view
-from reconciler.sitebuild.layout import base_context, stamp
+from reconciler.sitebuild.layout import base_context, refusal_mark, stamp
 from reconciler.sitebuild.model import (
     SLA,
     CanaryInfo,
@@ -75,6 +75,7 @@ def sla_key(snapshot: Snapshot, canary: CanaryInfo) -> str:
     return fingerprint(
         canary.slo,
         canary.regions,
+        refusal_mark(snapshot),
         [
             (str(m.month), m.region, m.runs, m.passes, m.p50, m.p95, m.p99, m.through)
             for m in months
