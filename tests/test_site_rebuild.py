@@ -413,6 +413,36 @@ def test_tiered_windows_moved_every_two_hours_equal_figures_from_scratch(
     assert ends["90d"] == ends["365d"] == int((midnight + timedelta(hours=2)).timestamp())
 
 
+def test_the_sla_pages_of_a_new_day_are_drawn_between_builds(
+    fleet: tuple[Path, Connection],
+) -> None:
+    """After midnight the SLA months count one more day. A builder staging ahead (the
+    server's) draws their pages right then, between builds (`draw_ahead`), and the next
+    build, whose minute has enough else to draw, leaves them as they are."""
+    state, connection = fleet
+    site = state.parent / "site"
+    builder = SiteBuilder(site, stage_ahead=True)
+    midnight = NOW.replace(hour=0, minute=0) + timedelta(days=2)
+    page = "sla/web.shop.html"
+    day = f"{midnight:%Y-%m-%d} 00:00 UTC"
+
+    drawn = []
+    for moment in (midnight - timedelta(days=1), midnight - timedelta(minutes=2), midnight):
+        builder.build(connection, moment)
+        assert day not in read(site, page)
+        builder.stage_ahead(connection, moment)
+        drawn.append(builder.draw_ahead())
+        builder.tidy()
+    assert drawn[-1] == 4  # web/api's and web/shop's page and table
+    assert day in read(site, page)
+    inode = (site / page).stat().st_ino
+    assert builder.draw_ahead() == 0  # drawn once
+
+    report = builder.build(connection, midnight + timedelta(minutes=1))
+    assert report.published.rendered > 0
+    assert (site / page).stat().st_ino == inode
+
+
 def test_a_builder_kept_between_builds_draws_what_a_fresh_one_draws(
     fleet: tuple[Path, Connection],
 ) -> None:
@@ -448,10 +478,12 @@ def test_a_builder_kept_between_builds_draws_what_a_fresh_one_draws(
                 store(target, canary, run, moment - timedelta(seconds=20) + shift)
         server.build(connection, moment)
         server.stage_ahead(connection, moment)
+        server.draw_ahead()
         server.tidy()
         fresh = SiteBuilder(state.parent / "fresh", stage_ahead=True)
         fresh.build(twin, moment)
         fresh.stage_ahead(twin, moment)
+        fresh.draw_ahead()
         builds += 1
         kept_pages = snapshot(state.parent / "kept")
         fresh_pages = snapshot(state.parent / "fresh")

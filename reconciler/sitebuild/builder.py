@@ -39,7 +39,7 @@ from reconciler.sitebuild.model import (
     canaries_of,
     regions_of,
 )
-from reconciler.sitebuild.pages import plan
+from reconciler.sitebuild.pages import plan, sla_pages
 from reconciler.sitebuild.publish import SITE_DIR, Published, Publisher
 from reconciler.sitebuild.rollups import backfill, update
 from reconciler.sitebuild.silence import silent_of
@@ -173,6 +173,8 @@ class SiteBuilder:
         self.spent: Build | None = None
         # Stored rows that change only when a window moves, kept from build to build.
         self.kept = Kept()
+        # What `stage_ahead` left for `draw_ahead` to draw (the SLA pages' snapshot).
+        self.ahead: Snapshot | None = None
 
     def refresh(self, connection: Connection, now: datetime) -> list[str]:
         """Update rollups and window tables in one transaction (needs a writing connection).
@@ -253,14 +255,56 @@ class SiteBuilder:
                 connection, self.tables, _seconds(now), None, figures.Staging.AHEAD
             )
             # The SLA months move once a day, and a day's first count reads a month of rows.
-            refresh_months(connection, self.tables, _seconds(now), most=1)
+            moved = refresh_months(connection, self.tables, _seconds(now), most=1)
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
+        if moved:
+            # Their pages, thousands at once, are drawn between builds too (`draw_ahead`).
+            self.ahead = self._sla_snapshot(connection, now)
         if not self.tables.temporary:
             checkpoint_if_due(connection)
         return updated.staged
+
+    def _sla_snapshot(self, connection: Connection, now: datetime) -> Snapshot:
+        """What the SLA pages read of the state (`pages.sla_pages`), and nothing else."""
+        served = self._served(connection)
+        latest = revisions(connection, 1)
+        return Snapshot(
+            now=_seconds(now),
+            canaries=served.canaries,
+            regions=served.regions,
+            statuses={},
+            failures={},
+            figures={},
+            windows={},
+            tails={},
+            incidents=[],
+            deployments=[],
+            revision=latest[0] if latest else None,
+            latest=queries.latest_result(connection, now),
+            refusal=latest_refusal(connection),
+            months=months_of(connection, self.tables),
+            month_incidents=queries.incidents_by_month(connection, now - timedelta(days=400)),
+            maintenance=windows_of(served.resources),
+        )
+
+    def draw_ahead(self) -> int:
+        """Draw the pages that `stage_ahead` moved, the SLA pages of a new day (2,000 pages
+        at 1,000 canaries), into a new version of the site, so that the next build does not
+        (reads no state: call it after `stage_ahead`, holding no lock). Returns the pages
+        drawn; a build that comes first draws them itself."""
+        snapshot, self.ahead = self.ahead, None
+        if snapshot is None or self.publisher.site.current() is None:
+            return 0
+        pages = sla_pages(snapshot)
+        render = self.publisher.stale(pages)
+        if not render:
+            return 0
+        with collector_paused():
+            self.publisher.publish(pages, render, partial=True)
+        return len(render)
 
     def tidy(self) -> None:
         """Free the last build's snapshot and pages and collect the garbage it left (0.1-0.2 s
@@ -356,6 +400,7 @@ class SiteBuilder:
     def build(self, connection: Connection, now: datetime | None = None) -> Report:
         """Refresh, collect and publish on one writing connection."""
         moment = now or datetime.now(UTC)
+        self.ahead = None  # not drawn ahead: this build draws those pages
         if self.spent is not None:
             self.tidy()
         # One pause for the three: resumed between collect and publish, the collector's

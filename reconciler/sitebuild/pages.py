@@ -88,6 +88,32 @@ def plan(snapshot: Snapshot) -> list[Page]:
                     _bind(overview_context, snapshot, window, region),
                 )
             )
+    pages += _sla_pages(snapshot)
+    pages += [
+        Page(SLA, "sla_index.html", _bind(sla_index_context, snapshot)),
+        Page(INCIDENTS, "incidents.html", _bind(incidents_context, snapshot)),
+        Page(DEPLOYMENTS, "deployments.html", _bind(deployments_context, snapshot)),
+        Page(STATUS, "status.html", _bind(status_context, snapshot)),
+    ]
+    pages += [
+        Page(overview_path(w), "overview.html", _bind(overview_context, snapshot, w, None))
+        for w in WINDOWS
+    ]
+    _add_banner(pages, snapshot)
+    return pages
+
+
+def sla_pages(snapshot: Snapshot) -> list[Page]:
+    """The canaries' SLA pages and tables alone (`SiteBuilder.draw_ahead`), as `plan` has
+    them: what they read of a snapshot is its months, incidents by month, maintenance
+    windows, canaries, refusal and build stamp."""
+    pages = _sla_pages(snapshot)
+    _add_banner(pages, snapshot)
+    return pages
+
+
+def _sla_pages(snapshot: Snapshot) -> list[Page]:
+    pages = []
     for canary in snapshot.canaries:
         key = sla_key(snapshot, canary)
         pages.append(
@@ -108,20 +134,13 @@ def plan(snapshot: Snapshot) -> list[Page]:
                 leaf=True,
             )
         )
-    pages += [
-        Page(SLA, "sla_index.html", _bind(sla_index_context, snapshot)),
-        Page(INCIDENTS, "incidents.html", _bind(incidents_context, snapshot)),
-        Page(DEPLOYMENTS, "deployments.html", _bind(deployments_context, snapshot)),
-        Page(STATUS, "status.html", _bind(status_context, snapshot)),
-    ]
-    pages += [
-        Page(overview_path(w), "overview.html", _bind(overview_context, snapshot, w, None))
-        for w in WINDOWS
-    ]
+    return pages
+
+
+def _add_banner(pages: list[Page], snapshot: Snapshot) -> None:
     banner = refusal_banner(snapshot)
     for page in pages:
         page.context = _with_banner(page.context, banner)
-    return pages
 
 
 def _with_banner(

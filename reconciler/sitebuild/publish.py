@@ -244,8 +244,14 @@ class Publisher:
             files.close()
         return chosen
 
-    def publish(self, pages: Sequence[Page], render: Sequence[Page]) -> Published:
+    def publish(
+        self, pages: Sequence[Page], render: Sequence[Page], *, partial: bool = False
+    ) -> Published:
         """Write the site: `render` (a subset of `pages`) is rendered; the rest are kept.
+
+        Args:
+            partial: `pages` are some of the site's (`SiteBuilder.draw_ahead`): every other
+                page of the current version is kept as it is, rather than removed.
 
         Raises:
             SiteError: the output directory exists, is not empty and was not built here.
@@ -260,12 +266,13 @@ class Publisher:
         kept = [new] if current is None else [current, new]
         try:
             written, keep = self._static(current, new)
-            # Folders from the paths' text: a `Path` per page cost 0.03 s at 7,000 pages.
-            for folder in {page.path.rpartition("/")[0] for page in pages}:
-                (new / folder).mkdir(parents=True, exist_ok=True)
             keys = {page.path: page.key for page in pages}
+            others = [path for path in self.manifest if path not in keys] if partial else []
+            # Folders from the paths' text: a `Path` per page cost 0.03 s at 7,000 pages.
+            for folder in {path.rpartition("/")[0] for path in [*keys, *others]}:
+                (new / folder).mkdir(parents=True, exist_ok=True)
             chosen = {page.path for page in render}
-            untouched = [path for path in keys if path not in chosen]
+            untouched = [path for path in keys if path not in chosen] + others
             # Pages that list others first: they take longest, and workers take chunks in order.
             jobs = sorted(render, key=lambda page: page.leaf)
             rendering = time.perf_counter()
@@ -273,14 +280,16 @@ class Publisher:
                 self._render(new, current, jobs, lambda: self._link(current, new, untouched))
             )
             rendered = time.perf_counter()
-            manifest = {path: entry for path, entry in self.manifest.items() if path in keys}
+            manifest = {
+                path: entry for path, entry in self.manifest.items() if partial or path in keys
+            }
             same = []
             for path, digest, changed in results:
                 manifest[path] = (keys[path], digest)
                 written += changed
                 if not changed:
                     same.append(path)
-            removed = [path for path in self.manifest if path not in keys]
+            removed = [] if partial else [path for path in self.manifest if path not in keys]
             document = orjson.dumps(
                 {"version": self.version, "pages": {p: list(e) for p, e in manifest.items()}}
             )
@@ -298,7 +307,7 @@ class Publisher:
             shutil.rmtree(new, ignore_errors=True)
             raise
         # The version before `current` goes now: it had a whole build's time for its readers.
-        self.site.prune(kept, len(pages))
+        self.site.prune(kept, len(manifest))
         self.manifest = manifest
         done = time.perf_counter()
         self.timings = {

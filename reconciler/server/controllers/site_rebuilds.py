@@ -82,7 +82,10 @@ class SiteRebuilder:
             report = await asyncio.to_thread(builder.publish, collected)
             # A window that moved is computed now, between builds, for the next to publish.
             await self._state.write(lambda c: builder.stage_ahead(c, now))
-            await asyncio.to_thread(builder.tidy)  # holding no lock of the state
+            # Holding no lock of the state: the pages staging moved (a new day's SLA pages),
+            # then the build's objects freed.
+            await asyncio.to_thread(builder.draw_ahead)
+            await asyncio.to_thread(builder.tidy)
             return report
 
     async def _loop(self) -> None:
