@@ -443,6 +443,31 @@ def test_the_sla_pages_of_a_new_day_are_drawn_between_builds(
     assert (site / page).stat().st_ino == inode
 
 
+def test_a_late_run_of_last_month_reaches_the_sla_page_of_a_kept_builder(
+    fleet: tuple[Path, Connection],
+) -> None:
+    """The builder keeps the SLA months from build to build; a run of last month received
+    today makes staging count that month again, and its page shows it."""
+    state, connection = fleet
+    site = state.parent / "site"
+    builder = SiteBuilder(site, stage_ahead=True)
+    builder.build(connection, NOW)
+    builder.stage_ahead(connection, NOW)
+    page = "sla/web.shop.html"
+    assert "October 2026" not in read(site, page)  # counted to today: no results yet
+
+    started = NOW - timedelta(days=30)
+    store(connection, "web/shop", ("eu-1", "eu", 12.0, "pass"), started)
+    connection.execute("UPDATE results SET received_at = ? WHERE started_at = ?", [NOW, started])
+    later = NOW + timedelta(minutes=1)
+    builder.build(connection, later)
+    builder.stage_ahead(connection, later)
+    builder.draw_ahead()
+
+    october = re.search(r"October 2026.*?</th><td>([^<]*)</td>", read(site, page))
+    assert october is not None and october.group(1) == "1"
+
+
 def test_a_builder_kept_between_builds_draws_what_a_fresh_one_draws(
     fleet: tuple[Path, Connection],
 ) -> None:

@@ -29,6 +29,11 @@ def histogram_token(window: str) -> str:
     return f"window.{window}.whist"
 
 
+def months_token() -> str:
+    """The `site_meta` key of the SLA months' token (`sla.refresh_months`)."""
+    return "months.token"
+
+
 def series_token(window: str) -> str:
     """The `site_meta` key of a window's chart series token."""
     return f"window.{window}.series"

@@ -79,6 +79,8 @@ class Snapshot:
     # Stored chart points by window, then (window, canary key); `chart` adds the tails.
     stored: dict[str, dict[tuple[str, str], Series]] = field(default_factory=dict)
     months: dict[str, list[Month]] = field(default_factory=dict)  # by canary (`sla.py`)
+    # by canary: its months digested (`sla_pages.month_digest`), where the builder kept them
+    month_digests: dict[str, str] = field(default_factory=dict)
     # incidents opened per (canary, month start)
     month_incidents: dict[tuple[str, date], int] = field(default_factory=dict)
     # by canary: the newest screenshot of each of its browser checks (`store/screenshots.py`)

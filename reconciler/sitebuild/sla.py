@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
+from reconciler.sitebuild.kept import months_token, new_token
 from reconciler.sitebuild.tables import Tables, read_meta, write_meta
 from reconciler.sitebuild.windows import DAY
 from reconciler.store.archive import source
@@ -105,13 +106,18 @@ def refresh_months(
     due.sort(reverse=True)
     for month, end in due[:most]:
         _compute(connection, tables, month, end)
-    connection.execute(
+    dropped = connection.execute(
         f"DELETE FROM {tables.named('months')} WHERE month < $first", {"first": months[0]}
-    )
+    ).fetchall()
+    values = {}
+    if due[:most] or (dropped and dropped[0][0]):
+        values[months_token()] = new_token()  # the months changed (`kept.py`)
     if most is None or len(due) <= most:
         # Everything due is counted: late rows received so far are in. (Otherwise the next
         # call looks at the same late rows again, and counts what is left.)
-        write_meta(connection, tables, {CHECKED: str(received)})
+        values[CHECKED] = str(received)
+    if values:
+        write_meta(connection, tables, values)
     return [month for month, _ in due[:most]]
 
 

@@ -72,19 +72,25 @@ def sla_key(snapshot: Snapshot, canary: CanaryInfo) -> str:
     """Everything a canary's SLA page shows: it is drawn again only when this moves."""
     months = snapshot.months.get(canary.key, [])
     incidents = [snapshot.month_incidents.get((canary.key, m.month), 0) for m in months]
+    digest = snapshot.month_digests.get(canary.key)
     return fingerprint(
         canary.slo,
         canary.regions,
         refusal_mark(snapshot),
-        [
-            (str(m.month), m.region, m.runs, m.passes, m.p50, m.p95, m.p99, m.through)
-            for m in months
-        ],
+        month_digest(months) if digest is None else digest,
         incidents,
         [
             [o.document() for o in maintenance_view.month_windows(snapshot, canary.key, month)]
             for month in _months_shown(snapshot, canary.key)
         ],
+    )
+
+
+def month_digest(months: list[Month]) -> str:
+    """What a canary's SLA page shows of its stored months, digested (`sla_key`; a builder
+    keeps them from build to build with the months, `SiteBuilder._months`)."""
+    return fingerprint(
+        [(str(m.month), m.region, m.runs, m.passes, m.p50, m.p95, m.p99, m.through) for m in months]
     )
 
 
