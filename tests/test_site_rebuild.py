@@ -360,6 +360,34 @@ def test_long_window_pages_are_drawn_only_when_what_they_show_changes(
     assert kpi(read(site, SHOP_PAGES[0]), "Runs") == "3,311"
 
 
+def test_yesterday_stays_on_the_long_charts_until_their_windows_take_it(
+    fleet: tuple[Path, Connection],
+) -> None:
+    """In the minutes after midnight, before the 90- and 365-day windows move to the new
+    day, their charts show yesterday (read off its whole daily histogram, which a builder
+    kept from build to build keeps) and today (the runs since midnight)."""
+    state, connection = fleet
+    site = state.parent / "site"
+    midnight = NOW.replace(hour=0, minute=0) + timedelta(days=1)
+    builder = SiteBuilder(site, stage_ahead=True)
+    store(connection, "web/shop", ("us-1", "us", 480.0, "pass"), midnight + timedelta(minutes=2))
+    for moment in (
+        midnight - timedelta(minutes=30),
+        *(midnight + timedelta(minutes=m) for m in (5, 6)),
+    ):
+        builder.build(connection, moment)
+        builder.stage_ahead(connection, moment)
+        builder.tidy()
+    for name in ("90d", "365d"):
+        table = read(site, f"canary/web.shop-{name}.html").split('<table class="data">')[1]
+        days = dict(
+            re.findall(r'<time datetime="(\d{4}-\d\d-\d\d)T00:00Z">.*?</th>(.*?)</tr>', table)
+        )
+        assert f"{midnight:%Y-%m-%d}" in days and "<td>480.0</td>" in days[f"{midnight:%Y-%m-%d}"]
+        yesterday = days[f"{midnight - timedelta(days=1):%Y-%m-%d}"]
+        assert re.search(r"<td>\d", yesterday), name
+
+
 @pytest.mark.parametrize("ahead", [False, True], ids=["staged-in-build", "staged-ahead"])
 def test_tiered_windows_moved_every_two_hours_equal_figures_from_scratch(
     fleet: tuple[Path, Connection], ahead: bool

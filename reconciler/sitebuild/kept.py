@@ -29,6 +29,11 @@ def histogram_token(window: str) -> str:
     return f"window.{window}.whist"
 
 
+def days_token() -> str:
+    """The `site_meta` key of the daily histograms' token (`rollups.update`)."""
+    return "hist.token"
+
+
 def months_token() -> str:
     """The `site_meta` key of the SLA months' token (`sla.refresh_months`)."""
     return "months.token"

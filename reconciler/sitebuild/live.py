@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from reconciler.core.outcomes import SQL_PASSES, SQL_RUNS
 from reconciler.core.sketch import BIN_SQL, Histogram, merged_quantiles, packed
-from reconciler.sitebuild.kept import Kept, histogram_token
+from reconciler.sitebuild.kept import Kept, days_token, histogram_token
 from reconciler.sitebuild.moves import Bounds, parse
 from reconciler.sitebuild.tables import (
     LIVE_DDL,
@@ -101,7 +101,7 @@ def refresh_live(connection: Connection, tables: Tables, kept: Kept | None = Non
             _tail(connection, tables, window, *bounds)
             continue
         if today != bounds[1] // DAY:  # the tiered windows share it nearly always
-            today_points(connection, tables, bounds[1], hist_to)
+            today_points(connection, tables, bounds[1], hist_to, kept, meta.get(days_token()))
             today = bounds[1] // DAY
         connection.execute(
             f"""INSERT INTO {tables.tail} (win, parent, region, slot, p95, shown)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from reconciler.core.outcomes import SQL_DOWN
+from reconciler.sitebuild.kept import days_token, new_token
 from reconciler.sitebuild.late import OVERLAP_US, recompute_late
 from reconciler.sitebuild.tables import (
     DDL,
@@ -119,6 +120,7 @@ def backfill(connection: Connection, tables: Tables, now: int) -> bool:
             "hist_days": str(today),
             "hist_to": str(today * DAY),
             "received": str(received or 0),
+            days_token(): new_token(),
         },
     )
     connection.execute("COMMIT")
@@ -164,16 +166,15 @@ def update(connection: Connection, tables: Tables, now: int) -> Refresh:
         _hist_add(connection, tables, hist_to, long_end)
         hist_to = long_end
     received = newest_received(connection, since)
-    write_meta(
-        connection,
-        tables,
-        {
-            "cursor": str(settled),
-            "hist_days": str(hist_days),
-            "hist_to": str(hist_to),
-            "received": str(received or meta["received"]),
-        },
-    )
+    values = {
+        "cursor": str(settled),
+        "hist_days": str(hist_days),
+        "hist_to": str(hist_to),
+        "received": str(received or meta["received"]),
+    }
+    if late_from is not None or values["hist_to"] != meta["hist_to"]:
+        values[days_token()] = new_token()  # the daily histograms changed (`kept.py`)
+    write_meta(connection, tables, values)
     return Refresh(late_from)
 
 

@@ -29,7 +29,10 @@ test compares the two.
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from reconciler.core.sketch import quantiles_sql
+from reconciler.sitebuild.kept import Kept
 from reconciler.sitebuild.moves import Move
 from reconciler.sitebuild.tables import (
     SHOWN_SQL,
@@ -162,28 +165,71 @@ def tier_chart(connection: Connection, tables: Tables, move: Move) -> None:
     )
 
 
-def today_points(connection: Connection, tables: Tables, end: int, hist_to: int) -> None:
+def today_points(
+    connection: Connection,
+    tables: Tables,
+    end: int,
+    hist_to: int,
+    kept: Kept | None = None,
+    token: str | None = None,
+) -> None:
     """The charts' points from a tiered window's stored end on (`temp.site_today`: parent,
     region, slot, p95): each day's p95 read off its latency histogram (today's daily
     histogram and the raw rows since its last block, `site_open`), like the stored days'
     exact p95, rather than the highest 15-minute p95 the other windows' tails show, which on
-    a chart of days would stand out as a spike every day."""
+    a chart of days would stand out as a spike every day.
+
+    The days the daily histogram holds whole (yesterday, in the hours after midnight the
+    tier has not taken it yet) read no open rows: their points are kept under the daily
+    histograms' `token` (`kept.py`), and only the days from `hist_to` on are read again.
+    """
+    first, current = end // DAY, hist_to // DAY
+    connection.execute(
+        f"CREATE OR REPLACE TEMP TABLE site_today AS {_points_sql(tables, True)}",
+        {"first": max(first, current), "last": None, "hist_to": hist_to},
+    )
+    if first >= current:
+        return
+    kept = Kept() if kept is None else kept
+    whole = kept.get(
+        "days.points",
+        token and f"{token}:{first}:{current}",
+        lambda: _whole_days(connection, tables, first, current),
+    )
+    connection.register("site_whole_days", whole)
+    try:
+        connection.execute("INSERT INTO site_today SELECT * FROM site_whole_days")
+    finally:
+        connection.unregister("site_whole_days")
+
+
+def _whole_days(connection: Connection, tables: Tables, first: int, last: int) -> pa.Table:
+    """The points of the days [first, last), which the daily histogram holds whole."""
+    relation = connection.sql(_points_sql(tables, False), params={"first": first, "last": last})
+    assert relation is not None  # a SELECT always gives a relation
+    return relation.to_arrow_table()
+
+
+def _points_sql(tables: Tables, with_open: bool) -> str:
+    """SQL: each day's p95 per canary and region from day `$first` (before `$last` if not
+    NULL), from the daily histogram and, `with_open`, the raw rows since `$hist_to`."""
+    open_rows = (
+        f"""UNION ALL
+            SELECT parent, region, bucket // {DAY}, bin, n FROM site_open
+            WHERE bucket >= $hist_to"""
+        if with_open
+        else ""
+    )
     counts = f"""(SELECT parent || chr(0) || region || chr(0) || day AS k, bin, sum(n) AS n
                   FROM (SELECT parent, region, day, bin, n FROM {tables.hist}
-                        WHERE day >= $end // {DAY}
-                        UNION ALL
-                        SELECT parent, region, bucket // {DAY}, bin, n FROM site_open
-                        WHERE bucket >= $hist_to)
+                        WHERE day >= $first AND ($last IS NULL OR day < $last)
+                        {open_rows})
                   GROUP BY k, bin)"""
-    connection.execute(
-        f"""CREATE OR REPLACE TEMP TABLE site_today AS
-            SELECT split_part(k, chr(0), 1) AS parent, split_part(k, chr(0), 2) AS region,
+    return f"""SELECT split_part(k, chr(0), 1) AS parent, split_part(k, chr(0), 2) AS region,
                    split_part(k, chr(0), 3)::BIGINT * {DAY} AS slot,
                    -- Two significant digits: on a chart of days the finer ones are not
                    -- seen, and they move with every run (each redrawing the page).
                    CASE WHEN q[2] > 0
                         THEN round(q[2], 1 - CAST(floor(log10(q[2])) AS INTEGER))
                         ELSE q[2] END AS p95
-            FROM ({quantiles_sql(counts, "k")})""",
-        {"end": end, "hist_to": hist_to},
-    )
+               FROM ({quantiles_sql(counts, "k")})"""
