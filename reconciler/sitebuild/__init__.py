@@ -30,10 +30,12 @@ Design, and why (the figures: bench/README.md, `site.py`):
   pre-formatted in Python (Jinja loops cost more than the rest of a page) and drawn by two
   forked processes; canary pages, drawn every build in a busy fleet, fill a skeleton of their
   flat template instead of going through Jinja one by one (`Page.flat`).
-* **What a window's move wrote, read once per move** (`kept.py`): a builder kept from build
-  to build (the server's) keeps each window's histogram and chart series, and the served
-  resources, under a token written with them, and reads them again only when it changed;
-  a moved window's chart series are joined when its figures are staged, between builds.
+* **What changes seldom, read once per change** (`kept.py`): a builder kept from build to
+  build (the server's) keeps each window's histogram (indexed, so that the open bins are
+  added by binary searches, `core/sketch.py`) and chart series, the SLA months, the long
+  charts' whole days and the served resources, under a token written with them, and reads
+  them again only when it changed; a moved window's chart series are joined when its
+  figures are staged, and a new day's SLA pages drawn (`draw_ahead`), between builds.
 * **Builds without the garbage collector** (`builder.py`): a build's objects live for one
   build; the collector's passes over the whole heap cost a third of reading the snapshot.
 * **The site swapped whole** (`versions.py`): `out` is a link to a version directory; a build
