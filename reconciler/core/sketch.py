@@ -242,12 +242,12 @@ def _bin_at(old: _Side, new: _Side, both: Ints, rank: Ints) -> Ints:
         )
         high = np.where(past, middle, high)
         low = np.where(past, low, middle + 1)
-        open_ = low < high
-        if not open_.all():
-            done = ~open_
-            found = active[done]
-            at = low[done]
-            inside = at < old.last[found]
+        searching = low < high
+        if not searching.all():
+            done = ~searching
+            found, at = active[done], low[done]
+            inside = at < old.last[found]  # else no kept row of the key is past the rank
             best[found[inside]] = np.minimum(best[found[inside]], kept.bins[at[inside]])
-            active, low, high, goal = active[open_], low[open_], high[open_], goal[open_]
+            active, low, high = active[searching], low[searching], high[searching]
+            goal = goal[searching]
     return best
