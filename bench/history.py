@@ -160,6 +160,8 @@ def run(args: argparse.Namespace, root: Path) -> None:
     say(f"  between builds (draw_ahead, that month's SLA pages): {drawn} in {drawing:.2f}s")
     tidied, _ = timed(builder.tidy)
     say(f"  between builds (tidy: the build's objects freed, collected): {tidied:.2f}s")
+    settled, _ = timed(builder.publisher.settle)
+    say(f"  between builds (the version before retired, spares made up): {settled:.2f}s")
     # One untimed minute first, as a server rebuilding every minute would have built: the
     # first rebuild after a full build has no spare files to write its pages into (they
     # come from the version a build retires), and creates thousands of files.
@@ -171,6 +173,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
     builder.stage_ahead(connection, later)
     builder.draw_ahead()
     builder.tidy()
+    builder.publisher.settle()  # a minute passes on a server: the version before is retired
     end_minute += 1
     connection.execute(
         INSERT, {"lo": end_minute, "hi": end_minute + 1, "outage": end_minute + 1, "step": 1}

@@ -19,7 +19,15 @@ from reconciler.sitebuild.model import Fragment
 from reconciler.sitebuild.publish import Publisher
 from reconciler.sitebuild.queries import chart_tails, window_figures, window_states
 from reconciler.sitebuild.tables import SHOWN_SQL, Tables
-from reconciler.sitebuild.versions import BLOCK, Folders, match_spares, write_file
+from reconciler.sitebuild.versions import (
+    BLOCK,
+    MANIFEST,
+    Folders,
+    SiteDir,
+    match_spares,
+    spare_size,
+    write_file,
+)
 from reconciler.store.db import Connection, open_state
 from tests.rows import RESULT_COLUMNS_V1
 from tests.test_site import (
@@ -546,6 +554,64 @@ def test_a_builder_kept_between_builds_draws_what_a_fresh_one_draws(
     # Most builds took the rows kept: a read per window, and one per move of it.
     assert 0 < server.kept.reads < builds * 3
     assert kpi(read(state.parent / "kept", "canary/web.api.html"), "Runs") != "0"
+
+
+def test_a_server_builder_keeps_a_spare_file_for_every_page(
+    fleet: tuple[Path, Connection],
+) -> None:
+    """A builder staging ahead (the server's) makes the spares up to one a page after each
+    publish, of the lengths of the pages it wrote: a minute that draws more pages than were
+    retired (the first of a day) still writes every page over a spare. The pages are the
+    same as a one-off build's."""
+    state, connection = fleet
+    site, versions = state.parent / "site", state.parent / ".site.versions"
+    builder = SiteBuilder(site, stage_ahead=True)
+    for minute in range(4):
+        later = NOW + timedelta(minutes=minute)
+        store(connection, "web/shop", ("eu-1", "eu", 20.0 + minute, "pass"), later)
+        builder.build(connection, later + timedelta(seconds=30))
+        builder.publisher.settle()
+    pages = json.loads((site / MANIFEST).read_text())["pages"]
+    spares = list((versions / "spare").iterdir())
+    assert len(spares) == len(pages)
+    made = [p for p in spares if "-fill." in p.name]
+    assert made and all(p.read_bytes() == b" " * spare_size(p.name) for p in made)
+
+    one_off = state.parent / "one-off"
+    build_site(connection, one_off, later + timedelta(seconds=30))
+    kept_pages, fresh_pages = snapshot(site), snapshot(one_off)
+    # The same canary pages (SLA pages keep the time they were drawn at), but for the spaces
+    # a page written over a longer spare ends with.
+    assert {p: b.rstrip() for p, (b, _) in kept_pages.items() if p.startswith("canary/")} == {
+        p: b.rstrip() for p, (b, _) in fresh_pages.items() if p.startswith("canary/")
+    }
+    assert not (state.parent / ".one-off.versions" / "spare").exists() or not any(
+        "-fill." in p.name for p in (state.parent / ".one-off.versions" / "spare").iterdir()
+    )
+
+
+def test_spares_are_made_like_the_files_the_last_build_wrote(tmp_path: Path) -> None:
+    """Made up after the retiring: as many as the limit allows, each as long as one of the
+    files the newest version has alone (those its build wrote), none like a linked one."""
+    site = SiteDir(tmp_path / "site")
+    old, current, new = (site.store / f"00000{n}" for n in (1, 2, 3))
+    for version in (old, current, new):
+        (version / "canary").mkdir(parents=True)
+    (old / "canary" / "kept.html").write_bytes(b"k" * 300)
+    for version in (current, new):
+        os.link(old / "canary" / "kept.html", version / "canary" / "kept.html")
+    (old / "canary" / "gone.html").write_bytes(b"g" * 100)
+    (current / "canary" / "before.html").write_bytes(b"c" * 2048)
+    (new / "canary" / "a.html").write_bytes(b"a" * 4096)
+    (new / "canary" / "b.html").write_bytes(b"b" * 8192)
+
+    site.prune([current, new], limit=6, fill=True)
+    site.settle()
+
+    spares = site.spares()
+    assert len(spares) == 6 and not old.exists()
+    assert [spare_size(name) for name in spares if "-fill." not in name] == [100]  # gone.html
+    assert {spare_size(name) for name in spares if "-fill." in name} == {4096, 8192}
 
 
 @pytest.mark.parametrize("spare", [b"x" * 100, b"y" * 5, b"z" * 11])

@@ -178,7 +178,7 @@ class SiteBuilder:
         self.silent_after = agent_silent_after
         self.tables = Tables("temp" if temporary else "main")
         self.staging = figures.Staging.DEFERRED if stage_ahead else figures.Staging.WITH_BUILD
-        self.publisher = Publisher(out_dir, site_dir, workers)
+        self.publisher = Publisher(out_dir, site_dir, workers, fill_spares=stage_ahead)
         self.windows: list[str] = []  # windows whose published figures changed
         self.staged: list[str] = []  # windows whose figures were staged (`moves.py`)
         self.timings: dict[str, float] = {}

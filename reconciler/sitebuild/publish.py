@@ -185,8 +185,16 @@ def _chunks(count: int, workers: int) -> list[tuple[int, int]]:
 class Publisher:
     """Renders pages into new versions of one site, build after build."""
 
-    def __init__(self, out_dir: Path, site_dir: Path = SITE_DIR, workers: int = 1) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        site_dir: Path = SITE_DIR,
+        workers: int = 1,
+        fill_spares: bool = False,
+    ) -> None:
         self.site = SiteDir(out_dir)
+        # Spares made up to one a page after each publish (`SiteDir.prune`): a server's.
+        self.fill_spares = fill_spares
         self.out = self.site.out
         self.site_dir = site_dir
         self.workers = max(1, workers)
@@ -307,7 +315,7 @@ class Publisher:
             shutil.rmtree(new, ignore_errors=True)
             raise
         # The version before `current` goes now: it had a whole build's time for its readers.
-        self.site.prune(kept, len(manifest))
+        self.site.prune(kept, len(manifest), fill=self.fill_spares)
         self.manifest = manifest
         done = time.perf_counter()
         self.timings = {
