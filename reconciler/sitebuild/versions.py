@@ -325,16 +325,20 @@ def _fill_spares(spare: Path, model: Path, count: int) -> None:
     sizes.sort()
     for index in range(count):
         size = sizes[index * len(sizes) // count]
-        with contextlib.suppress(OSError):  # a spare less is no harm
-            descriptor = os.open(
-                spare / f"{model.name}-fill.{index}.{size}",
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                0o644,
-            )
+        path = spare / f"{model.name}-fill.{index}.{size}"
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 os.write(descriptor, b" " * size)
             finally:
                 os.close(descriptor)
+        except FileExistsError:
+            continue
+        except OSError:
+            # Fewer spares are no harm; a full disk is no place for more.
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return
 
 
 def _blocks(length: int) -> int:
