@@ -15,7 +15,9 @@ against ~225,000 at 1%, and building them is the largest part of a first build (
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -110,19 +112,27 @@ def quantiles(ids: Ints, bins: Ints, counts: Ints) -> tuple[Ints, Ints, list[Flo
     before = np.concatenate(([0], running[:-1]))[starts]  # the rows of the keys before
     ends = np.concatenate((starts[1:], [len(ids)]))
     totals = running[ends - 1] - before
+
+    def bin_at(rank: Ints) -> Ints:
+        """The bin of the first row of each key whose running sum exceeds the rank."""
+        return bins[np.searchsorted(running, before + rank, side="right")]
+
+    return ids[starts], totals, _interpolated(totals, bin_at)
+
+
+def _interpolated(totals: Ints, bin_at: Callable[[Ints], Ints]) -> list[Floats]:
+    """Each quantile of `QUANTILES` of keys with `totals` counts, by the rule of
+    `quantiles_sql`, from `bin_at`: the bin holding each key's rank (0-based)."""
     scale = 2 / (GAMMA + 1)
     values = []
     for q in QUANTILES:
         position = q * (totals - 1)
         low = np.floor(position)
         high = np.minimum(low + 1, totals - 1)
-        # The first row of the key whose running sum exceeds the rank.
-        low_bin = bins[np.searchsorted(running, before + low, side="right")]
-        high_bin = bins[np.searchsorted(running, before + high, side="right")]
-        low_value = np.exp(low_bin * LN_GAMMA) * scale
-        high_value = np.exp(high_bin * LN_GAMMA) * scale
+        low_value = np.exp(bin_at(low.astype(np.int64)) * LN_GAMMA) * scale
+        high_value = np.exp(bin_at(high.astype(np.int64)) * LN_GAMMA) * scale
         values.append(low_value + (position - low) * (high_value - low_value))
-    return ids[starts], totals, values
+    return values
 
 
 # `packed` keys: a key id and a bin in one integer, ordered as (id, bin) are.
@@ -205,18 +215,7 @@ def merged_quantiles(kept: Histogram, added: Histogram) -> tuple[Ints, Ints, lis
     totals = old.total + new.total
     # Both sides' running sum at each added row (ascending: a binary search finds a rank).
     both = added.running + kept.upto(added.keys >> _BIN_BITS, added.bins)
-    scale = 2 / (GAMMA + 1)
-    values = []
-    for q in QUANTILES:
-        position = q * (totals - 1)
-        low = np.floor(position)
-        high = np.minimum(low + 1, totals - 1)
-        low_bin = _bin_at(old, new, both, low.astype(np.int64))
-        high_bin = _bin_at(old, new, both, high.astype(np.int64))
-        low_value = np.exp(low_bin * LN_GAMMA) * scale
-        high_value = np.exp(high_bin * LN_GAMMA) * scale
-        values.append(low_value + (position - low) * (high_value - low_value))
-    return keys, totals, values
+    return keys, totals, _interpolated(totals, partial(_bin_at, old, new, both))
 
 
 def _bin_at(old: _Side, new: _Side, both: Ints, rank: Ints) -> Ints:
