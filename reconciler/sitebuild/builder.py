@@ -13,6 +13,7 @@ server can run each part where it belongs:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -281,11 +282,15 @@ class SiteBuilder:
             checkpoint_if_due(connection)
         return updated.staged
 
-    def _sla_snapshot(self, connection: Connection, now: datetime) -> Snapshot:
-        """What the SLA pages read of the state (`pages.sla_pages`), and nothing else."""
+    def _sla_snapshot(
+        self, connection: Connection, now: datetime, meta: dict[str, str] | None = None
+    ) -> Snapshot:
+        """What the SLA pages read of the state (`pages.sla_pages`), and nothing else (a
+        build's snapshot adds the rest to it; `meta`: `site_meta` if read already)."""
         served = self._served(connection)
         latest = revisions(connection, 1)
-        months = self._months(connection, read_meta(connection, self.tables))
+        meta = read_meta(connection, self.tables) if meta is None else meta
+        months = self._months(connection, meta)
         return Snapshot(
             now=_seconds(now),
             canaries=served.canaries,
@@ -346,14 +351,10 @@ class SiteBuilder:
             for key, state in canary_statuses(connection, resources, now, served.targets).items()
         }
         live = time.perf_counter()
-        latest = revisions(connection, 1)
         meta = read_meta(connection, self.tables)
         windows = queries.window_states(connection, self.tables, meta)
-        months = self._months(connection, meta)
-        snapshot = Snapshot(
-            now=_seconds(now),
-            canaries=canaries,
-            regions=served.regions,
+        snapshot = dataclasses.replace(
+            self._sla_snapshot(connection, now, meta),
             statuses=statuses,
             failures=queries.recent_failures(
                 connection,
@@ -367,15 +368,8 @@ class SiteBuilder:
             tails=queries.chart_tails(connection, self.tables, windows),
             incidents=list_incidents(connection, None, None, INCIDENTS_SHOWN),
             deployments=deployments(connection),
-            revision=latest[0] if latest else None,
-            latest=queries.latest_result(connection, now),
-            refusal=latest_refusal(connection),
-            months=months.by_canary,
-            month_digests=months.digests,
-            month_incidents=queries.incidents_by_month(connection, now - timedelta(days=400)),
             screenshots=_screenshots_by_canary(connection, resources),
             silent=silent_of(connection, resources, now, self.silent_after),
-            maintenance=windows_of(resources),
             outcome_counts=queries.outcome_counts(connection, now - timedelta(days=1), now),
         )
         read = time.perf_counter()
