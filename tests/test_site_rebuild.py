@@ -15,7 +15,6 @@ from markupsafe import Markup
 
 from reconciler.sitebuild import SiteBuilder, SiteError, build_site, publish
 from reconciler.sitebuild.live import refresh_live
-from reconciler.sitebuild.model import Fragment
 from reconciler.sitebuild.publish import Publisher
 from reconciler.sitebuild.queries import chart_tails, window_figures, window_states
 from reconciler.sitebuild.tables import SHOWN_SQL, Tables
@@ -29,11 +28,13 @@ from reconciler.sitebuild.versions import (
     write_file,
 )
 from reconciler.store.db import Connection, open_state
+from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc
 from tests.rows import RESULT_COLUMNS_V1
 from tests.test_site import (
     NOW,
     SHOP,
     START,
+    apply,
     fleet,
     kpi,
     near,
@@ -289,11 +290,7 @@ def test_canary_pages_filled_from_skeletons_are_what_jinja_draws(
         flat = [page for page in build.pages if page.flat]
         assert len(flat) == 10  # 2 canaries x 5 windows
         for page in flat:
-            context = {
-                name: Markup(value.make()) if isinstance(value, Fragment) else value
-                for name, value in page.context().items()
-            }
-            drawn = environment.get_template(page.template).render(context)
+            drawn = environment.get_template(page.template).render(page.context())
             # Pages are padded with spaces to whole blocks (`versions.write_file`).
             assert read(site, page.path).rstrip(" \n") == drawn.rstrip(" \n"), page.path
     assert "No runs in this window." in read(site, SHOP_PAGES[0])
@@ -554,6 +551,41 @@ def test_a_builder_kept_between_builds_draws_what_a_fresh_one_draws(
     # Most builds took the rows kept: a read per window, and one per move of it.
     assert 0 < server.kept.reads < builds * 3
     assert kpi(read(state.parent / "kept", "canary/web.api.html"), "Runs") != "0"
+
+
+def test_a_kept_builder_shows_the_checks_of_the_revision_applied_since(
+    tmp_path: Path,
+) -> None:
+    """A builder keeps each canary's checks section between builds (`KeptSections`); a check
+    renamed by an apply shows on the next build's pages, and the old name is gone."""
+    repo = ConfigRepo(tmp_path / "config")
+    repo.write("fleet.yaml", region_doc("eu") + "---\n" + agent_doc("eu-1", "eu"))
+    repo.write("shop.yaml", canary_doc("shop", namespace="web"))
+    repo.commit("shop")
+    state, site = tmp_path / "state.duckdb", tmp_path / "site"
+    apply(repo, state)
+    builder = SiteBuilder(site, stage_ahead=True)
+
+    def build(moment: datetime) -> None:
+        connection = open_state(state)
+        assert connection is not None
+        try:
+            builder.build(connection, moment)
+            builder.stage_ahead(connection, moment)
+        finally:
+            connection.close()
+        builder.tidy()
+
+    build(NOW)
+    assert "<code>check</code>" in read(site, "canary/web.shop.html")
+    renamed = canary_doc("shop", namespace="web").replace("name: check", "name: home")
+    repo.write("shop.yaml", renamed)
+    repo.commit("rename the check")
+    apply(repo, state)
+    build(NOW + timedelta(minutes=1))
+    for page in SHOP_PAGES:
+        html = read(site, page)
+        assert "<code>home</code>" in html and "<code>check</code>" not in html, page
 
 
 def test_a_server_builder_keeps_a_spare_file_for_every_page(

@@ -29,7 +29,7 @@ from reconciler.core.maintenance import windows_of
 from reconciler.core.resources import Resource
 from reconciler.core.status import document
 from reconciler.sitebuild import figures, queries
-from reconciler.sitebuild.canary_page import FAILURES_SHOWN
+from reconciler.sitebuild.canary_page import FAILURES_SHOWN, KeptSections
 from reconciler.sitebuild.kept import Kept, months_token
 from reconciler.sitebuild.live import refresh_live
 from reconciler.sitebuild.model import (
@@ -190,6 +190,8 @@ class SiteBuilder:
         self.kept = Kept()
         # What `stage_ahead` left for `draw_ahead` to draw (the SLA pages' snapshot).
         self.ahead: Snapshot | None = None
+        # Each canary's recent failures and checks as HTML, made again when they change.
+        self.sections = KeptSections()
 
     def refresh(self, connection: Connection, now: datetime) -> list[str]:
         """Update rollups and window tables in one transaction (needs a writing connection).
@@ -373,7 +375,7 @@ class SiteBuilder:
             outcome_counts=queries.outcome_counts(connection, now - timedelta(days=1), now),
         )
         read = time.perf_counter()
-        pages = plan(snapshot)
+        pages = plan(snapshot, self.sections)
         render = self.publisher.stale(pages)
         snapshot.stored = queries.stored_series(
             connection,

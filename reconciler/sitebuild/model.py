@@ -118,13 +118,6 @@ class Snapshot:
         return [region.name for region in self.regions]
 
 
-@dataclass(eq=False)
-class Fragment:
-    """Part of several pages, made once per build and reused (a canary's failures): HTML."""
-
-    make: Callable[[], str]
-
-
 @dataclass
 class Page:
     """One page to produce."""

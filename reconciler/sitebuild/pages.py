@@ -2,23 +2,22 @@
 
 Canary pages carry a `key`, a fingerprint of everything they show, so that a rebuild renders
 only the pages whose key moved; they are `leaf`s, written before the pages linking to them.
-A canary's recent failures and its checks are `Fragment`s made once for its pages.
+A canary's recent failures and its checks are made once for its pages, and kept from build
+to build by the builder's `KeptSections`.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
 from markupsafe import Markup
 
 from reconciler.sitebuild.canary_page import (
+    KeptSections,
     canary_context,
     canary_digest,
     canary_key,
-    checks_section,
-    failures_section,
     summary,
     summary_digest,
 )
@@ -29,7 +28,6 @@ from reconciler.sitebuild.model import (
     INCIDENTS,
     SLA,
     STATUS,
-    Fragment,
     Page,
     Snapshot,
     canary_path,
@@ -49,16 +47,18 @@ from reconciler.sitebuild.sla_pages import (
 from reconciler.sitebuild.windows import WINDOWS
 
 
-def plan(snapshot: Snapshot) -> list[Page]:
-    """Every page of the site for this snapshot (canary pages first)."""
+def plan(snapshot: Snapshot, sections: KeptSections | None = None) -> list[Page]:
+    """Every page of the site for this snapshot (canary pages first; `sections`: what the
+    builder kept of the canaries' sections from its last build)."""
+    sections = KeptSections() if sections is None else sections
     by_canary: dict[tuple[str, str], dict[str | None, Figures]] = {}
     for (window_name, parent, scope), figure in snapshot.figures.items():
         by_canary.setdefault((window_name, parent), {})[scope] = figure
     pages: list[Page] = []
+    sections.retain({canary.key for canary in snapshot.canaries})
     for canary in snapshot.canaries:
-        recent = snapshot.failures.get(canary.key, [])
-        failures = Fragment(functools.partial(failures_section, recent))
-        checks = Fragment(functools.partial(checks_section, canary))
+        failures = sections.failures(canary.key, snapshot.failures.get(canary.key, []))
+        checks = sections.checks(canary)
         shared = canary_digest(snapshot, canary)
         steady = summary_digest(snapshot, canary)
         for window in WINDOWS:

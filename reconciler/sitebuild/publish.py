@@ -27,7 +27,7 @@ import orjson
 from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
-from reconciler.sitebuild.model import Fragment, Page
+from reconciler.sitebuild.model import Page
 from reconciler.sitebuild.versions import (
     MANIFEST,
     Folders,
@@ -102,24 +102,10 @@ _JOBS: list[tuple[Page, str | None, str | None]] = []  # (page, its digest, a sp
 _TARGET: Folders | None = None  # the new version
 _CURRENT: Folders | None = None  # the current version
 _SPARES: Folders | None = None  # spare files
-_FRAGMENTS: dict[int, Markup] = {}
 # Flat pages' skeletons, by template and shape (see `_fill`): literal parts, and the context
 # names whose values go between them.
 _SKELETONS: dict[tuple[Any, ...], tuple[list[str], list[str]]] = {}
 _SLOT = "\x00"  # marks a value in a skeleton (never in a page: HTML has no NUL)
-
-
-def _context(page: Page) -> dict[str, Any]:
-    """A page's context with its fragments rendered (each once per process and publish)."""
-    assert _ENVIRONMENT is not None
-    context = page.context()
-    for name, value in context.items():
-        if isinstance(value, Fragment):
-            html = _FRAGMENTS.get(id(value))
-            if html is None:
-                html = _FRAGMENTS[id(value)] = Markup(value.make())
-            context[name] = html
-    return context
 
 
 def _fill(template: str, context: dict[str, Any]) -> str:
@@ -161,9 +147,9 @@ def _emit(page: Page, previous: str | None, spare: str | None) -> tuple[str, str
     if page.raw is not None:
         data = page.raw
     elif page.flat:
-        data = _fill(page.template, _context(page)).encode()
+        data = _fill(page.template, page.context()).encode()
     else:
-        data = _ENVIRONMENT.get_template(page.template).render(_context(page)).encode()
+        data = _ENVIRONMENT.get_template(page.template).render(page.context()).encode()
     digest = _digest(data)
     if digest == previous and _CURRENT is not None and _CURRENT.exists(page.path):
         return page.path, digest, False
@@ -389,5 +375,4 @@ class Publisher:
                 if folders is not None:
                     folders.close()
             _JOBS, _TARGET, _CURRENT, _SPARES = [], None, None, None
-            _FRAGMENTS.clear()
             _SKELETONS.clear()
