@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/site.py                         # 1,000 canaries x 5 regions x 7 days
     .venv/bin/python bench/site.py --canaries 200 --days 2 # quicker
-    .venv/bin/python bench/site.py --workers 1             # render in one process (the server)
+    .venv/bin/python bench/site.py --workers 1             # render in one process
     .venv/bin/python bench/site.py --keep /tmp/site-bench  # keep the repo, state and site
     .venv/bin/python bench/site.py --profile 30 --workers 1  # cProfile one rebuild (top 30)
 

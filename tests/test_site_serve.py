@@ -113,3 +113,35 @@ def test_a_refused_commit_shows_as_a_banner_on_every_page_until_one_is_applied(
         assert server.webhook().status_code == 202
         wait_for(lambda: (site / "canary/default.shop.html").exists(), 30, "the new canary's page")
         assert "default/shop" in (site / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_a_server_drawing_its_site_in_render_processes_keeps_running(
+    config_repo: ConfigRepo, tmp_path: Path
+) -> None:
+    """With enough pages for forked render processes (90 paused canaries: 450 canary pages),
+    the server rebuilds its site again and again and still stops only when told: the render
+    processes neither hand the pool's SIGTERM to the server's loop nor keep the pool waiting."""
+    config_repo.write("regions.yaml", region_doc("eu") + "---\n" + agent_doc("eu-1", "eu"))
+    for n in range(90):
+        doc = canary_doc(f"c{n:02d}").replace("'@every 30s'", "'@never'")
+        config_repo.write(f"canaries/c{n:02d}.yaml", doc)
+    config_repo.commit("a fleet of paused canaries")
+    state = tmp_path / "state.duckdb"
+    current = tmp_path / "state.duckdb.site"
+    with running_server(config_repo.path, state, extra=("--site-interval", "0.2")) as server:
+        server.wait_ready()
+        wait_for(lambda: (current / "index.html").exists(), 60, "the server's first site")
+        # The first build draws every page in render processes; the later ones (the build
+        # stamp moves each second, so each is a new version) show the server outlived them.
+        versions = {current.resolve()}
+
+        def moved_on() -> bool:
+            versions.add(current.resolve())
+            return len(versions) >= 4
+
+        wait_for(moved_on, 60, "three more rebuilds")
+        assert server.process.poll() is None, server.log.read_text()[-2000:]
+        assert server.client.get("/readyz").status_code == 200
+        assert "default/c89" in (current / "index.html").read_text()
+    assert server.process.returncode == 0, server.log.read_text()[-2000:]
