@@ -9,17 +9,14 @@
 * With `workers` > 1 and many pages to render, forked processes share the rendering (the
   pages' data is inherited, not pickled), taking chunks of pages as they go: a canary page
   takes 0.3-0.5 ms of one core (context, chart, filling, digest, write). The parent links the
-  untouched pages meanwhile. A server forks them too: each first takes the signal handling of
-  a new process (`_as_a_new_process`), not the server's.
+  untouched pages meanwhile. A server forks them too (`render_pool.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import shutil
-import signal
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +28,7 @@ from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, Stric
 from markupsafe import Markup, escape
 
 from reconciler.sitebuild.model import Page
+from reconciler.sitebuild.render_pool import render_pool
 from reconciler.sitebuild.versions import (
     MANIFEST,
     Folders,
@@ -170,19 +168,6 @@ def _emit(page: Page, previous: str | None, spare: str | None) -> tuple[str, str
         return page.path, digest, False
     write_file(_TARGET, page.path, data, _SPARES, spare, pad=page.html)
     return page.path, digest, True
-
-
-def _as_a_new_process() -> None:
-    """Give a render process the signal handling of a new process (the pool's initializer).
-
-    Forked from a server, it inherits the server's SIGTERM handler, and the event loop's
-    wake-up socket, which a signal's number is written to: the SIGTERM with which the pool
-    ends its processes then either stopped the server (its loop read the number) or was
-    taken by the inherited handler and left the pool waiting for the process forever.
-    """
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt is the parent's to handle
 
 
 def _emit_range(bounds: tuple[int, int]) -> list[tuple[str, str, bool]]:
@@ -392,8 +377,7 @@ class Publisher:
                 meanwhile()
                 yield from _emit_range((0, len(_JOBS)))
                 return
-            context = multiprocessing.get_context("fork")
-            with context.Pool(self.workers, initializer=_as_a_new_process) as pool:
+            with render_pool(self.workers) as pool:
                 chunks = pool.imap_unordered(_emit_range, _chunks(len(_JOBS), self.workers))
                 meanwhile()
                 for chunk in chunks:

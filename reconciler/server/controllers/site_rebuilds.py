@@ -81,7 +81,7 @@ class SiteRebuilder:
             SiteBuilder(
                 target,
                 # Forked render processes, as `reconcile site build` has them: they take the
-                # server's signal handling as a new process does (`publish._as_a_new_process`).
+                # server's signals as a process of its own would (`sitebuild/render_pool.py`).
                 workers=RENDER_WORKERS,
                 stage_ahead=True,
                 agent_silent_after=self._silent_after,
