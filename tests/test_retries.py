@@ -47,7 +47,8 @@ RELEASE = threading.Event()
 
 class Flaky(BaseHTTPRequestHandler):
     """`/flaky/<key>?every=N`: only every Nth request of a key answers 200, the others 503;
-    `/status/<code>`; `/slow?ms=N`: answers no sooner than N ms."""
+    `/status/<code>`; `/slow?ms=N`: answers no sooner than N ms (`&ms=N` slows the others
+    too)."""
 
     protocol_version = "HTTP/1.1"
     seen: Counter[str] = Counter()
@@ -67,7 +68,7 @@ class Flaky(BaseHTTPRequestHandler):
             code = 200 if count % int(query.get("every", ["3"])[0]) == 0 else 503
         elif url.path.startswith("/status/"):
             code = int(url.path.rsplit("/", 1)[1])
-        elif url.path == "/slow":
+        if "ms" in query:
             RELEASE.wait(int(query["ms"][0]) / 1000)
         body = b"ok" if code == 200 else b"no"
         self.send_response(code)
@@ -139,10 +140,12 @@ def test_a_fast_pass_is_not_degraded_and_a_slow_failure_stays_a_failure(target: 
 
 
 def test_a_degraded_run_after_retries_keeps_both(target: str) -> None:
+    # Every answer takes 20 ms: the pass after the retry is over the threshold however fast
+    # the loopback is (at 1 ms without the wait, a fast pass was sometimes not degraded).
     check = http(
-        f"{target}/flaky/c?every=2",
+        f"{target}/flaky/c?every=2&ms=20",
         retries={"count": 1, "interval_ms": 5},
-        degradedThresholdMillis=1,
+        degradedThresholdMillis=10,
     )
     outcome = run(check)
     assert (outcome.status, outcome.retries) == ("degraded", 1)
