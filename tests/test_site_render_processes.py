@@ -175,8 +175,8 @@ def publish_a_failing_page(tmp: Path) -> None:
 
 
 def test_a_page_that_cannot_be_drawn_fails_the_build_and_ends_the_pool(tmp_path: Path) -> None:
-    """The render processes ignore SIGTERM, so a pool given up on is killed: the error
-    reaches the caller, and no render process is left."""
+    """A pool given up on ends as any other (its processes ignore the SIGTERM with which a
+    pool is usually ended): the error reaches the caller, and no render process is left."""
     script = (
         "import sys, pathlib\n"
         "from tests.test_site_render_processes import publish_a_failing_page\n"

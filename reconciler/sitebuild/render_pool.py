@@ -12,8 +12,12 @@ So each one first:
 * dies with its parent (Linux `PR_SET_PDEATHSIG`): a parent killed outright leaves no render
   process holding its listening socket and files.
 
-The pool ends by closing its task queue and joining its processes, each of which exits on
-its own; they are killed only when the parent gives up on the pool (an error, an interrupt).
+The pool always ends by closing its task queue and joining its processes, each of which
+exits on its own once the pages handed out are drawn, also when the parent gives up on the
+build (a page that cannot be drawn, an interrupt). Killing them instead races with the pool:
+one killed while taking a task holds the queue's lock for good, and a replacement forked
+behind the pool's back ignores the SIGTERM with which `terminate` ends it; either way the
+pool never ended.
 """
 
 from __future__ import annotations
@@ -32,19 +36,13 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 @contextmanager
 def render_pool(workers: int) -> Iterator[Pool]:
     """A pool of `workers` forked render processes, ended as described above."""
-    before = set(multiprocessing.active_children())
     context = multiprocessing.get_context("fork")
     pool = context.Pool(workers, initializer=_as_a_new_process, initargs=(os.getpid(),))
     try:
         yield pool
-    except BaseException:
-        # They ignore SIGTERM, with which `terminate` ends them.
-        for process in set(multiprocessing.active_children()) - before:
-            process.kill()
-        pool.terminate()
-        raise
-    pool.close()
-    pool.join()
+    finally:
+        pool.close()
+        pool.join()
 
 
 def _as_a_new_process(parent: int) -> None:
