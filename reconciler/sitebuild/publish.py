@@ -8,7 +8,7 @@
   be written, and a reader never sees a half-built site.
 * With `workers` > 1 and many pages to render, forked processes share the rendering (the
   pages' data is inherited, not pickled), taking chunks of pages as they go: a canary page
-  takes 0.3-0.5 ms of one core (context, chart, filling, digest, write). The parent links the
+  takes 0.3-0.5 ms of one core (context, chart, filling, write). The parent links the
   untouched pages meanwhile. A server forks them too (`render_pool.py`).
 """
 
@@ -160,12 +160,12 @@ def _emit(page: Page, previous: str | None, spare: str | None) -> tuple[str, str
         data = _fill(page.template, page.context()).encode()
     else:
         data = _ENVIRONMENT.get_template(page.template).render(page.context()).encode()
-    if page.key is not None:
-        write_file(_TARGET, page.path, data, _SPARES, spare, pad=page.html)
-        return page.path, KEYED, True
-    digest = _digest(data)
-    if digest == previous and _CURRENT is not None and _CURRENT.exists(page.path):
-        return page.path, digest, False
+    if page.key is None:
+        digest = _digest(data)
+        if digest == previous and _CURRENT is not None and _CURRENT.exists(page.path):
+            return page.path, digest, False
+    else:
+        digest = KEYED
     write_file(_TARGET, page.path, data, _SPARES, spare, pad=page.html)
     return page.path, digest, True
 
