@@ -339,12 +339,9 @@ def canary_context(
     status = blended(snapshot, canary.key)
     overall = figures.get(None)
     regions = sorted(set(canary.regions) | {r for r in figures if r is not None})
-    heads: dict[str | None, _Head] = snapshot.shared(("canary heads", canary.key), dict)
     by_region, scopes = [], []
     for name in regions:
-        head = heads.get(name)
-        if head is None:
-            head = heads[name] = _head(snapshot, canary.key, name)
+        head = _head(snapshot, canary.key, name)
         label = head.escaped
         if head.linked:
             label = f'<a href="{_region_href(name, window)}">{label}</a>'
@@ -384,10 +381,7 @@ def canary_context(
         kpis = _summary_kpis(window, status, overall, figure_cells(overall, compact=True))
         recent = Markup(_RECENT.format(html(link(path, canary_path(canary.ident, WINDOWS[0])))))
     else:
-        head = heads.get(None)
-        if head is None:
-            head = heads[None] = _head(snapshot, canary.key, None)
-        kpis = _kpis(window, head, overall, figure_cells(overall))
+        kpis = _kpis(window, _head(snapshot, canary.key, None), overall, figure_cells(overall))
     return {
         **base_context(path, canary.key, "overview"),
         "heading": canary.key,
@@ -458,6 +452,13 @@ class _Head(NamedTuple):
 
 
 def _head(snapshot: Snapshot, canary: str, region: str | None) -> _Head:
+    """A canary's `_Head` in a region, made by the first of its pages to ask."""
+    return snapshot.shared(
+        ("canary head", canary, region), functools.partial(_make_head, snapshot, canary, region)
+    )
+
+
+def _make_head(snapshot: Snapshot, canary: str, region: str | None) -> _Head:
     if region is None:
         status = blended(snapshot, canary)
         last = snapshot.statuses.get(canary, {}).get("last_run")
