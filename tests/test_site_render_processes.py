@@ -1,7 +1,11 @@
 """The render processes a publish forks (`render_pool.py`) must not reach the process that
 forked them: a server stops on SIGTERM through its event loop, and a forked process inherits
 the loop's signal handling (its handler, and the socket it wakes the loop through). Nor may
-they outlive it: they hold its listening socket and files."""
+they outlive it: they hold its listening socket and files.
+
+Each case runs in a process of its own, in a session of its own, with a deadline: a render
+process left waiting goes with the session, and a pool that never ends fails the test
+rather than hanging the suite."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,7 @@ from reconciler.sitebuild.publish import PARALLEL_FROM, Publisher
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
+PAGES = PARALLEL_FROM + 20  # enough for render processes
 
 
 def _signals() -> str:
@@ -30,22 +36,59 @@ def _signals() -> str:
     return f"SIGTERM {signal.getsignal(signal.SIGTERM)!r}, wake-up {fd}"
 
 
-def serve_and_publish(tmp: Path) -> dict[str, Any]:
-    """Publish enough pages for render processes from a thread of an event loop that stops
-    on SIGTERM, as `reconcile serve` does; what the loop saw and what the pages say."""
+def _pages(
+    tmp: Path, template: str, context: Callable[[int], dict[str, Any]]
+) -> tuple[Publisher, list[Page]]:
+    """A publisher with one template into `tmp / "out"`, and `PAGES` keyed pages of it."""
     site_dir = tmp / "site-src"
     (site_dir / "templates").mkdir(parents=True)
     (site_dir / "static").mkdir()
-    (site_dir / "templates" / "page.html").write_text("<p>{{ n }}</p> <p>{{ signals }}</p>\n")
-
-    def context(n: int) -> dict[str, Any]:
-        return {"n": n, "signals": _signals()}
-
+    (site_dir / "templates" / "page.html").write_text(template)
     pages = [
-        Page(f"p/{n}.html", "page.html", lambda n=n: context(n), key=str(n))
-        for n in range(PARALLEL_FROM + 20)
+        Page(f"p/{n}.html", "page.html", lambda n=n: context(n), key=str(n)) for n in range(PAGES)
     ]
-    publisher = Publisher(tmp / "out", site_dir, workers=2)
+    return Publisher(tmp / "out", site_dir, workers=2), pages
+
+
+@contextlib.contextmanager
+def _in_a_session(case: str, tmp: Path, **popen: Any) -> Iterator[subprocess.Popen[str]]:
+    """`case(tmp)` (a function of this module) running in a process and session of its own;
+    whatever is left of the session is killed on the way out."""
+    script = (
+        "import json, sys, pathlib\n"
+        f"from tests.test_site_render_processes import {case}\n"
+        f"print(json.dumps({case}(pathlib.Path(sys.argv[1]))))\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp)],
+        cwd=ROOT,
+        text=True,
+        start_new_session=True,
+        **popen,
+    )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _run(case: str, tmp: Path) -> tuple[int, str, str]:
+    """`case(tmp)` in a session of its own, within 60 s: exit code, output and errors."""
+    with _in_a_session(case, tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        out, err = process.communicate(timeout=60)
+    return process.returncode, out, err
+
+
+def serve_and_publish(tmp: Path) -> dict[str, Any]:
+    """Publish enough pages for render processes from a thread of an event loop that stops
+    on SIGTERM, as `reconcile serve` does; what the loop saw and what the pages say."""
+    publisher, pages = _pages(
+        tmp,
+        "<p>{{ n }}</p> <p>{{ signals }}</p>\n",
+        lambda n: {"n": n, "signals": _signals()},
+    )
 
     async def serve() -> dict[str, Any]:
         stops: list[str] = []
@@ -54,8 +97,9 @@ def serve_and_publish(tmp: Path) -> dict[str, Any]:
         try:
             here = _signals()
             await asyncio.to_thread(publisher.publish, pages, pages)
-            for _ in range(20):  # a signal on the wake-up socket is handled within a turn
-                await asyncio.sleep(0.01)
+            # A signal number on the wake-up socket is read in one turn, handled in the next.
+            for _ in range(3):
+                await asyncio.sleep(0)
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
         return {"stops": stops, "server": here}
@@ -74,29 +118,10 @@ def test_render_processes_forked_from_a_server_loop_neither_stop_nor_hang_it(
 ) -> None:
     """The render processes draw every page, ignore SIGTERM (the parent ends the pool) and
     have no way into the loop: the pool's ending of them neither reaches the loop's handler
-    nor leaves the pool waiting. (Run in a process of its own, with a deadline: forked with
-    the server's signal handling, they did one or the other.)"""
-    script = (
-        "import json, sys, pathlib\n"
-        "from tests.test_site_render_processes import serve_and_publish\n"
-        "print(json.dumps(serve_and_publish(pathlib.Path(sys.argv[1]))))\n"
-    )
-    # A session of its own: a render process left waiting goes with it at the deadline.
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = process.communicate(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    assert process.returncode == 0, err
+    nor leaves the pool waiting (forked with the server's signal handling, they did one or
+    the other)."""
+    code, out, err = _run("serve_and_publish", tmp_path)
+    assert code == 0, err
     seen = json.loads(out)
     assert seen["stops"] == []
     assert "wake-up -1" not in seen["server"]  # the loop had its socket: the test's premise
@@ -108,10 +133,6 @@ def test_render_processes_forked_from_a_server_loop_neither_stop_nor_hang_it(
 def render_until_killed(tmp: Path) -> None:
     """Publish pages whose drawing never ends (each render process waits on a pipe nobody
     writes), after leaving a file named after the process."""
-    site_dir = tmp / "site-src"
-    (site_dir / "templates").mkdir(parents=True)
-    (site_dir / "static").mkdir()
-    (site_dir / "templates" / "page.html").write_text("<p>{{ n }}</p>\n")
     never = tmp / "never"
     os.mkfifo(never)
 
@@ -119,24 +140,13 @@ def render_until_killed(tmp: Path) -> None:
         (tmp / f"drawing.{os.getpid()}").touch()
         return {"n": never.read_text()}
 
-    pages = [
-        Page(f"p/{n}.html", "page.html", lambda n=n: context(n), key=str(n))
-        for n in range(PARALLEL_FROM + 20)
-    ]
-    Publisher(tmp / "out", site_dir, workers=2).publish(pages, pages)
+    publisher, pages = _pages(tmp, "<p>{{ n }}</p>\n", context)
+    publisher.publish(pages, pages)
 
 
 def test_render_processes_die_with_a_parent_killed_outright(tmp_path: Path) -> None:
     """`kill -9` of the building process mid-render leaves no render process behind."""
-    script = (
-        "import sys, pathlib\n"
-        "from tests.test_site_render_processes import render_until_killed\n"
-        "render_until_killed(pathlib.Path(sys.argv[1]))\n"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, start_new_session=True
-    )
-    try:
+    with _in_a_session("render_until_killed", tmp_path) as process:
         wait_for(lambda: len(list(tmp_path.glob("drawing.*"))) == 2, 30, "two render processes")
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
@@ -149,52 +159,24 @@ def test_render_processes_die_with_a_parent_killed_outright(tmp_path: Path) -> N
             return False
 
         wait_for(gone, 10, "the render processes to die with their parent")
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def publish_a_failing_page(tmp: Path) -> None:
     """Publish pages one of which cannot be drawn."""
-    site_dir = tmp / "site-src"
-    (site_dir / "templates").mkdir(parents=True)
-    (site_dir / "static").mkdir()
-    (site_dir / "templates" / "page.html").write_text("<p>{{ n }}</p>\n")
 
     def context(n: int) -> dict[str, Any]:
         if n == PARALLEL_FROM // 2:
             raise ValueError(f"page {n} cannot be drawn")
         return {"n": n}
 
-    pages = [
-        Page(f"p/{n}.html", "page.html", lambda n=n: context(n), key=str(n))
-        for n in range(PARALLEL_FROM + 20)
-    ]
-    Publisher(tmp / "out", site_dir, workers=2).publish(pages, pages)
+    publisher, pages = _pages(tmp, "<p>{{ n }}</p>\n", context)
+    publisher.publish(pages, pages)
 
 
 def test_a_page_that_cannot_be_drawn_fails_the_build_and_ends_the_pool(tmp_path: Path) -> None:
     """A pool given up on ends as any other (its processes ignore the SIGTERM with which a
     pool is usually ended): the error reaches the caller, and no render process is left."""
-    script = (
-        "import sys, pathlib\n"
-        "from tests.test_site_render_processes import publish_a_failing_page\n"
-        "publish_a_failing_page(pathlib.Path(sys.argv[1]))\n"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path)],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        _, err = process.communicate(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    assert process.returncode == 1
+    code, _, err = _run("publish_a_failing_page", tmp_path)
+    assert code == 1
     assert f"ValueError: page {PARALLEL_FROM // 2} cannot be drawn" in err
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.html"))
