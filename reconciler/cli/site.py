@@ -10,7 +10,7 @@ from pathlib import Path
 from reconciler.cli import options
 from reconciler.cli.console import Console
 from reconciler.cli.options import EXIT_ERROR, EXIT_OK, Subcommands
-from reconciler.server.settings import SECRETS, ServeSettings
+from reconciler.server.settings import SECRETS, SITE_RENDER_WORKERS, ServeSettings
 
 ADMIN_TOKEN_ENV = SECRETS["admin_token"]
 
@@ -56,7 +56,7 @@ def register(commands: Subcommands) -> None:
     build.add_argument(
         "--workers",
         type=int,
-        default=min(2, os.cpu_count() or 1),
+        default=SITE_RENDER_WORKERS,
         metavar="N",
         help="processes rendering pages (default: up to 2)",
     )

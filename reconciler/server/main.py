@@ -35,7 +35,7 @@ from reconciler.server.http.listener import CUT_METRIC, ReadLimits, guarded_prot
 from reconciler.server.local_agent import LocalAgent
 from reconciler.server.notify import Notifications, announcer, parse_hooks
 from reconciler.server.reconcile_loop import ReconcileLoop
-from reconciler.server.settings import ServeSettings
+from reconciler.server.settings import SITE_RENDER_WORKERS, ServeSettings
 from reconciler.sources.follow import ConfigSource, WorktreeSource, open_source, watch_worktree
 from reconciler.store.archive import history_dir
 from reconciler.store.handle import StateHandle
@@ -177,6 +177,7 @@ async def running_parts(
             agent_silent_after=timedelta(seconds=settings.agent_silent_after)
             if settings.agent_silent_after > 0
             else None,
+            workers=SITE_RENDER_WORKERS,
         )
         control.on_publish.append(site.wake)
         await site.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,10 +15,6 @@ from reconciler.sitebuild.versions import site_root
 from reconciler.store.handle import StateHandle
 
 log = logging.getLogger("reconciler.site")
-
-# Processes rendering a rebuild's pages: two on two CPUs draw a minute's 3,200-5,000 pages at
-# 1,000 canaries in about three quarters of the time one takes (bench/README.md).
-RENDER_WORKERS = min(2, os.cpu_count() or 1)
 
 
 class SiteRebuilder:
@@ -38,6 +33,7 @@ class SiteRebuilder:
         interval: float,
         loops: Supervisor | None = None,
         agent_silent_after: timedelta | None = None,
+        workers: int = 1,
     ) -> None:
         """Args:
         state: the server's hold on the state file.
@@ -47,6 +43,8 @@ class SiteRebuilder:
         loops: where a failed rebuild is reported (it is tried again after a backoff).
         agent_silent_after: the server's silence threshold, for the site's silent agents
             (None: none shown).
+        workers: processes rendering pages (forked; they take none of the server's
+            signals: `sitebuild/render_pool.py`).
         """
         self._state = state
         self._clock = clock
@@ -54,6 +52,7 @@ class SiteRebuilder:
         self.interval = interval
         self._loops = loops
         self._silent_after = agent_silent_after
+        self._workers = workers
         self._builders: dict[Path, SiteBuilder] = {}
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -80,9 +79,7 @@ class SiteRebuilder:
             target,
             SiteBuilder(
                 target,
-                # Forked render processes, as `reconcile site build` has them: they take the
-                # server's signals as a process of its own would (`sitebuild/render_pool.py`).
-                workers=RENDER_WORKERS,
+                workers=self._workers,
                 stage_ahead=True,
                 agent_silent_after=self._silent_after,
             ),
