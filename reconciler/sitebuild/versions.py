@@ -161,10 +161,10 @@ class SiteDir:
         self.settle()
         kept = {path.name for path in keep}
         stale = [p for p in self._versions() if p.name not in kept]
-        if not stale:
-            return
         spare = self.spare
         room = limit - len(self.spares())
+        if not stale and not (fill and room > 0):
+            return
 
         def retire() -> None:
             nonlocal room
