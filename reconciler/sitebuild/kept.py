@@ -64,5 +64,10 @@ class Kept:
         self._values[name] = (token, value)
         return value
 
+    def holds(self, name: str, token: str | None) -> bool:
+        """Whether the value kept under `name` was read under `token` (None: never)."""
+        kept = self._values.get(name)
+        return bool(token) and kept is not None and kept[0] == token
+
     def __len__(self) -> int:
         return len(self._values)

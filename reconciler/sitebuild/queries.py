@@ -152,7 +152,8 @@ def stored_series(
         connection: the state.
         tables: where the site's tables are.
         wanted: the (window, canary key) pairs to load.
-        canaries: how many canaries there are (a window wanted for all is read whole).
+        canaries: how many canaries there are (a window wanted for half of them or more is
+            read whole).
         kept: the series of whole windows as the builder read them last (`kept.py`), handed
             out as they are (never changed); None reads them on every call.
     """
@@ -161,14 +162,21 @@ def stored_series(
         by_window.setdefault(window, []).append(parent)
     if not by_window:
         return {}
-    whole = [window for window, parents in by_window.items() if len(parents) >= canaries]
-    pairs = [(w, p) for w, parents in by_window.items() if w not in whole for p in parents]
     meta = read_meta(connection, tables)
+    kept = Kept() if kept is None else kept
+    # A window is read whole (and kept) when most canaries' charts are wanted (a long
+    # window's in the minutes after midnight: most, not all), or when it is kept already.
+    whole = [
+        window
+        for window, parents in by_window.items()
+        if 2 * len(parents) >= canaries
+        or kept.holds(f"series.{window}", meta.get(series_token(window)))
+    ]
+    pairs = [(w, p) for w, parents in by_window.items() if w not in whole for p in parents]
     frames = {
         state.window.name: (state.window.frame(state.start), state.window.step)
         for state in window_states(connection, tables, meta).values()
     }
-    kept = Kept() if kept is None else kept
     series = {
         window: kept.get(
             f"series.{window}",
