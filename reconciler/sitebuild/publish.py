@@ -28,7 +28,7 @@ from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, Stric
 from markupsafe import Markup, escape
 
 from reconciler.sitebuild.model import Page
-from reconciler.sitebuild.render_pool import render_pool
+from reconciler.sitebuild.render_pool import render_pool, settle_pools
 from reconciler.sitebuild.versions import (
     MANIFEST,
     Folders,
@@ -216,8 +216,10 @@ class Publisher:
         self.timings: dict[str, float] = {}
 
     def settle(self) -> None:
-        """Wait until the old versions the last publish retires are gone (`SiteDir.prune`)."""
+        """Wait until the old versions the last publish retires are gone (`SiteDir.prune`),
+        and its render processes have exited (`render_pool.py`)."""
         self.site.settle()
+        settle_pools()
 
     def _load(self, current: Path | None) -> dict[str, tuple[str | None, str]]:
         if current is None:
