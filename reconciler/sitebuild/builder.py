@@ -30,7 +30,8 @@ from reconciler.core.resources import Resource
 from reconciler.core.status import document
 from reconciler.sitebuild import figures, queries
 from reconciler.sitebuild.canary_page import FAILURES_SHOWN, KeptSections
-from reconciler.sitebuild.kept import Kept, months_token
+from reconciler.sitebuild.chart_heads import KeptHeads
+from reconciler.sitebuild.kept import Kept, months_token, series_token
 from reconciler.sitebuild.live import refresh_live
 from reconciler.sitebuild.model import (
     CanaryInfo,
@@ -47,6 +48,7 @@ from reconciler.sitebuild.silence import silent_of
 from reconciler.sitebuild.sla import Month, has_months, months_of, refresh_months
 from reconciler.sitebuild.sla_pages import month_digest
 from reconciler.sitebuild.tables import Tables, ensure_tables, read_meta
+from reconciler.sitebuild.windows import WINDOWS
 from reconciler.store import days
 from reconciler.store.archive import DAY_SECONDS
 from reconciler.store.db import Connection, state_ref
@@ -75,6 +77,8 @@ class Build:
     pages: list[Page]
     render: list[Page]
     timings: dict[str, float] = field(default_factory=dict)
+    # The windows' chart series tokens the snapshot's stored points were read under.
+    series_tokens: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,8 @@ class SiteBuilder:
         self.ahead: Snapshot | None = None
         # Each canary's recent failures and checks as HTML, made again when they change.
         self.sections = KeptSections()
+        # Charts' stored parts, drawn between builds (`tidy`) while their window stays.
+        self.heads = KeptHeads()
 
     def refresh(self, connection: Connection, now: datetime) -> list[str]:
         """Update rollups and window tables in one transaction (needs a writing connection).
@@ -330,9 +336,17 @@ class SiteBuilder:
         return len(render)
 
     def tidy(self) -> None:
-        """Free the last build's snapshot and pages and collect the garbage it left (0.1-0.2 s
-        at 1,000 canaries): with `stage_ahead`, call it between builds, holding no lock (the
-        next build does it otherwise)."""
+        """Draw the stored part of the charts whose window moved (`chart_heads.py`: 0.1 s a
+        window at 1,000 canaries, all windows after the first build), then free the last
+        build's snapshot and pages and collect the garbage it left (0.1-0.2 s): with
+        `stage_ahead`, call it between builds, holding no lock (the next build frees them
+        otherwise, and draws no chart part ahead)."""
+        if self.spent is not None:
+            with collector_paused():
+                self.heads.draw(self.spent.snapshot, self.spent.series_tokens)
+        self._free()
+
+    def _free(self) -> None:
         self.spent = None
         collect_kept()
 
@@ -384,6 +398,8 @@ class SiteBuilder:
             len(canaries),
             self.kept,
         )
+        tokens = {window.name: meta.get(series_token(window.name)) for window in WINDOWS}
+        snapshot.heads = self.heads.usable(tokens)
         done = time.perf_counter()
         return Build(
             snapshot,
@@ -395,6 +411,7 @@ class SiteBuilder:
                 "snapshot": read - live,
                 "plan+charts": done - read,
             },
+            tokens,
         )
 
     def _months(self, connection: Connection, meta: dict[str, str]) -> Months:
@@ -424,7 +441,7 @@ class SiteBuilder:
         moment = now or datetime.now(UTC)
         self.ahead = None  # not drawn ahead: this build draws those pages
         if self.spent is not None:
-            self.tidy()
+            self._free()
         # One pause for the three: resumed between collect and publish, the collector's
         # first pass walked every object of the snapshot, still alive (0.03-0.07 s). Staging
         # ahead, the build also leaves its objects, kept and set aside, to `tidy` between

@@ -11,6 +11,7 @@ are drawn again when something shown changes rather than at every new run.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from markupsafe import Markup, escape
@@ -321,6 +322,12 @@ def last_run_label(run: dict[str, Any] | None) -> str:
     return fmt.outcome_text(run)
 
 
+def chart_regions(canary: CanaryInfo, scopes: Iterable[str | None]) -> list[str]:
+    """The regions a canary page lists in a window, in order: the canary's, and any other
+    its figures there have (`scopes`: their regions, None for all regions)."""
+    return sorted(set(canary.regions) | {r for r in scopes if r is not None})
+
+
 def canary_context(
     snapshot: Snapshot,
     canary: CanaryInfo,
@@ -338,7 +345,7 @@ def canary_context(
     brief = summary(window)
     status = blended(snapshot, canary.key)
     overall = figures.get(None)
-    regions = sorted(set(canary.regions) | {r for r in figures if r is not None})
+    regions = chart_regions(canary, figures)
     by_region, scopes = [], []
     for name in regions:
         head = _head(snapshot, canary.key, name)
@@ -369,13 +376,16 @@ def canary_context(
     view = window_view(state, window)
     chart = None
     if state is not None:
+        stored, tails, drawn = snapshot.chart(window.name, canary.key)
         chart = latency_chart(
             window,
             window.frame(state.start),
             regions,
-            snapshot.chart(window.name, canary.key),
+            stored,
+            tails,
             f"chart-{window.name}",
             f"p95 latency by region, {window.label} from {view['start']}",
+            drawn,
         )
     if brief:
         kpis = _summary_kpis(window, status, overall, figure_cells(overall, compact=True))

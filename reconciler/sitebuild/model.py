@@ -12,7 +12,8 @@ import orjson
 
 from reconciler.core.maintenance import Window as MaintenanceWindow
 from reconciler.core.resources import Resource
-from reconciler.sitebuild.queries import Figures, Series, Tails, WindowState, with_tails
+from reconciler.sitebuild.charts import Head
+from reconciler.sitebuild.queries import Figures, Series, Tails, WindowState
 from reconciler.sitebuild.silence import SilentAgent
 from reconciler.sitebuild.sla import Month
 from reconciler.sitebuild.windows import WINDOWS, Window
@@ -78,6 +79,9 @@ class Snapshot:
     refusal: Refusal | None = None
     # Stored chart points by window, then (window, canary key); `chart` adds the tails.
     stored: dict[str, dict[tuple[str, str], Series]] = field(default_factory=dict)
+    # Charts' parts before their seam, drawn ahead by the builder (`charts.Head`), by
+    # (window, canary key).
+    heads: dict[tuple[str, str], Head] = field(default_factory=dict)
     months: dict[str, list[Month]] = field(default_factory=dict)  # by canary (`sla.py`)
     # by canary: its months digested (`sla_pages.month_digest`), where the builder kept them
     month_digests: dict[str, str] = field(default_factory=dict)
@@ -107,11 +111,11 @@ class Snapshot:
         """A stored figure, or None without runs."""
         return self.figures.get((window, canary, region))
 
-    def chart(self, window: str, canary: str) -> Series:
-        """A canary's chart points in a window, by region: the stored ones and the tail
-        (merged by the page drawing it, in its render process)."""
+    def chart(self, window: str, canary: str) -> tuple[Series | None, Tails | None, Head | None]:
+        """A canary's chart in a window: its stored points and tail by region, and the part
+        drawn ahead (`charts.latency_chart` draws it)."""
         key = (window, canary)
-        return with_tails(self.stored.get(window, {}).get(key), self.tails.get(key))
+        return self.stored.get(window, {}).get(key), self.tails.get(key), self.heads.get(key)
 
     def region_names(self) -> list[str]:
         """The site's regions, sorted."""

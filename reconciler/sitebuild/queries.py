@@ -13,7 +13,6 @@ The live part is read on every build: recent failures from `site_failures` (the 
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -137,7 +136,7 @@ def stored_series(
 ) -> dict[str, dict[tuple[str, str], Series]]:
     """The stored chart points of the wanted charts, by window, then (window, canary key),
     then region: slots and p95 values, to be followed by each window's tail
-    (`chart_tails`, `with_tails`), which pages do as they draw their chart.
+    (`chart_tails`), which pages do as they draw their chart (`charts.latency_chart`).
 
     Slots are stored by their start time and returned as indexes into the window's current
     frame (`Window.frame`): slot i starts at frame + i · step; a run of slots without a gap
@@ -189,37 +188,6 @@ def stored_series(
         for key, points in _read_series(connection, tables, frames, [], pairs).items():
             series.setdefault(key[0], {})[key] = points
     return series
-
-
-def with_tails(stored: Series | None, tails: Tails | None) -> Series:
-    """A chart's points by region: the stored ones followed by the window's tail (a new
-    mapping; `stored` is left as it is)."""
-    series = dict(stored or {})
-    for region, tail in (tails or {}).items():
-        series[region] = _with_tail(series.get(region), tail)
-    return series
-
-
-def _with_tail(points: Points | None, tail: Points) -> Points:
-    """Stored points followed by a tail, which replaces the stored slots it holds (a tail
-    slot is the whole slot: it is at least as high as the stored part it replaces)."""
-    if points is None or not points.slots:
-        return tail
-    kept = bisect.bisect_left(points.slots, tail.slots[0])
-    if not kept:
-        return Points(tail.slots, tail.shown, max(tail.highest, points.highest), tail.latest)
-    dropped = len(points.slots) - kept
-    stored = points.shown.rsplit(",", dropped)[0] if dropped else points.shown
-    slots: Sequence[int]
-    if isinstance(points.slots, range) and isinstance(tail.slots, range):
-        # Both without gaps (nearly always): no list of slots is made.
-        joined = points.slots[kept - 1] + 1 == tail.slots[0]
-        slots = range(points.slots[0], tail.slots[-1] + 1) if joined else []
-    else:
-        slots = []
-    if not slots:
-        slots = [*points.slots[:kept], *tail.slots]
-    return Points(slots, f"{stored},{tail.shown}", max(tail.highest, points.highest), tail.latest)
 
 
 def _read_series(

@@ -1,0 +1,65 @@
+"""Charts' stored parts, drawn between builds and kept while their window stays.
+
+A chart's points before its seam (`charts.seam`) are the window's stored ones, which change
+only when the window moves (its chart series gets a new token, `kept.py`). A builder that
+rebuilds every minute draws that part of each chart once (`charts.draw_head`) after the
+build that read the series (`SiteBuilder.tidy`, between builds), and every later build under
+the same token hands it to the pages, which draw only the points from the seam on. About
+18 KB a chart over 24 hours, 65 KB over 365 days of data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from reconciler.sitebuild.canary_page import chart_regions
+from reconciler.sitebuild.charts import Head, draw_head, seam
+from reconciler.sitebuild.model import Snapshot
+from reconciler.sitebuild.windows import WINDOWS
+
+
+class KeptHeads:
+    """The heads of charts (`charts.Head`) by window, each window's under the series token
+    they were drawn for."""
+
+    def __init__(self) -> None:
+        self._windows: dict[str, tuple[str, dict[str, Head]]] = {}
+
+    def usable(self, tokens: Mapping[str, str | None]) -> dict[tuple[str, str], Head]:
+        """The heads drawn under the windows' current series `tokens`, by (window, canary
+        key)."""
+        return {
+            (window, canary): head
+            for window, (token, heads) in self._windows.items()
+            if tokens.get(window) == token
+            for canary, head in heads.items()
+        }
+
+    def draw(self, snapshot: Snapshot, tokens: Mapping[str, str | None]) -> int:
+        """Draw the heads of the charts whose stored points `snapshot` read that are not
+        drawn under their window's token yet (`tokens`: the series tokens the snapshot's
+        stored points were read under). Returns how many were drawn."""
+        canaries = {canary.key: canary for canary in snapshot.canaries}
+        scopes: dict[tuple[str, str], set[str | None]] = {}
+        for window_name, parent, region in snapshot.figures:
+            scopes.setdefault((window_name, parent), set()).add(region)
+        drawn = 0
+        for window in WINDOWS:
+            token = tokens.get(window.name)
+            state = snapshot.windows.get(window.name)
+            if not token or state is None:
+                self._windows.pop(window.name, None)
+                continue
+            kept = self._windows.get(window.name)
+            heads = kept[1] if kept is not None and kept[0] == token else {}
+            start = window.frame(state.start)
+            at = seam(window, state.start, state.end)
+            for (_, key), points in snapshot.stored.get(window.name, {}).items():
+                canary = canaries.get(key)
+                if key in heads or canary is None:
+                    continue
+                regions = chart_regions(canary, scopes.get((window.name, key), ()))
+                heads[key] = draw_head(window, start, regions, points, at)
+                drawn += 1
+            self._windows[window.name] = (token, heads)
+        return drawn
