@@ -58,7 +58,7 @@ def register(commands: Subcommands) -> None:
         type=int,
         default=SITE_RENDER_WORKERS,
         metavar="N",
-        help="processes rendering pages (default: up to 2)",
+        help="processes rendering pages, this one and N-1 forked (default: up to 2)",
     )
     build.add_argument(
         "--agent-silent-after",
