@@ -31,7 +31,8 @@ Steps:
    at once (informational); and a rebuild with nothing new. As the server does, each build is
    followed by `SiteBuilder.stage_ahead`, which computes a moved window's figures between
    builds and counts a new day into the SLA months, `SiteBuilder.draw_ahead`, which draws
-   those months' pages, `SiteBuilder.tidy`, which frees the build's objects and collects,
+   those months' pages, `SiteBuilder.tidy`, which draws the stored part of the charts of
+   a window that moved (`chart_heads.py`), frees the build's objects and collects,
    and the end of the retiring of the version before, which the server's next build, a
    minute later, finds done (all printed apart, not in the builds' times);
    `--stage-with-build` computes them inside the build of the minute the window moved
@@ -170,7 +171,8 @@ def run(args: argparse.Namespace, root: Path) -> None:
 
     def after(moment: datetime) -> None:
         """What the server does between builds (not in the builds' times): stage the windows
-        that moved, then free the build's objects and collect (`SiteBuilder.tidy`)."""
+        that moved, then draw the chart parts of windows that moved, free the build's objects
+        and collect (`SiteBuilder.tidy`)."""
         builder = builders[-1]
         if args.stage_ahead:
             seconds, staged = timed(lambda: builder.stage_ahead(connection, moment))
@@ -292,7 +294,8 @@ def run(args: argparse.Namespace, root: Path) -> None:
         )
     if tidied:
         print(
-            f"tidying after each build (freeing its objects, collecting; not timed above): "
+            f"tidying after each build (drawing moved windows' chart parts, freeing its "
+            f"objects, collecting; not timed above): "
             f"{min(tidied):.2f}-{max(tidied):.2f} s"
         )
     if settled:
