@@ -113,17 +113,25 @@ def chart_tails(
                         THEN list(slot ORDER BY slot) END
             FROM {tables.tail} GROUP BY win, parent, region"""
     ).fetchall()
+    frames = {
+        name: (state.window.frame(state.start), state.window.step)
+        for name, state in windows.items()
+    }
     tails: dict[tuple[str, str], Tails] = {}
     for window, parent, region, low, count, shown, highest, latest, gaps in rows:
-        state = windows.get(window)
-        if state is None:
+        framed = frames.get(window)
+        if framed is None:
             continue
-        frame, step = state.window.frame(state.start), state.window.step
+        frame, step = framed
         first = (low - frame) // step
         slots: Sequence[int] = (
             range(first, first + count) if gaps is None else [(s - frame) // step for s in gaps]
         )
-        tails.setdefault((window, parent), {})[region] = Points(slots, shown, highest, latest)
+        key = (window, parent)
+        found = tails.get(key)
+        if found is None:
+            found = tails[key] = {}
+        found[region] = Points(slots, shown, highest, latest)
     return tails
 
 
