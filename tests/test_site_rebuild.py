@@ -553,6 +553,31 @@ def test_a_builder_kept_between_builds_draws_what_a_fresh_one_draws(
     assert kpi(read(state.parent / "kept", "canary/web.api.html"), "Runs") != "0"
 
 
+def test_the_build_publishing_a_staged_window_reads_nothing_it_keeps(
+    fleet: tuple[Path, Connection],
+) -> None:
+    """A window's move is staged between builds (`stage_ahead`), which also reads its moved
+    histogram and its next chart series: the build publishing them reads neither again."""
+    state, connection = fleet
+    server = SiteBuilder(state.parent / "kept", stage_ahead=True)
+    midnight = NOW.replace(hour=0, minute=0) + timedelta(days=1)
+    staged_then_published = []
+    staged: list[str] = []
+    for minute in range(-2, 6):
+        moment = midnight + timedelta(minutes=minute, seconds=30)
+        store(connection, "web/shop", ("us-1", "us", 100.0 + minute, "pass"), moment)
+        reads = server.kept.reads
+        report = server.build(connection, moment)
+        if staged:
+            assert set(staged) <= set(report.windows), (minute, staged, report.windows)
+            staged_then_published.append((minute, server.kept.reads - reads))
+        staged = server.stage_ahead(connection, moment)
+        server.draw_ahead()
+        server.tidy()
+    # 24 h is staged at 00:01 and 7 d at 00:03, each published the minute after.
+    assert staged_then_published and all(reads == 0 for _, reads in staged_then_published)
+
+
 def test_a_kept_builder_shows_the_checks_of_the_revision_applied_since(
     tmp_path: Path,
 ) -> None:

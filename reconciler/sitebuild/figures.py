@@ -129,7 +129,9 @@ def update_windows(
         if step.stage:
             assert move is not None
             changed[f"window.{name}.staged"] = f"{move.start}:{move.end}"
-            changed[series_staged(name)] = _stage_series(connection, tables, meta, move)
+            described = _stage_series(connection, tables, meta, move)
+            changed[series_staged(name)] = described
+            changed[staged_series_token(name)] = new_token() if described else ""
             continue
         assert step.chart is not None
         connection.execute(
@@ -139,8 +141,11 @@ def update_windows(
             tier_chart(connection, tables, step.chart)
         else:
             _chart(connection, tables, step.chart)
+        token = new_token()
         if meta.get(series_staged(name)) == _described(step.chart):
-            # Joined between builds, when the figures were staged (`_stage_series`).
+            # Joined between builds, when the figures were staged (`_stage_series`), and
+            # published under the token they were staged with.
+            token = meta.get(staged_series_token(name)) or token
             connection.execute(f"DELETE FROM {tables.series} WHERE win = $w", {"w": name})
             connection.execute(
                 f"UPDATE {tables.series} SET win = $w WHERE win = $staged",
@@ -152,10 +157,11 @@ def update_windows(
             f"DELETE FROM {tables.series} WHERE win = $staged", {"staged": staged_name(name)}
         )
         changed[series_staged(name)] = ""
+        changed[staged_series_token(name)] = ""
         changed[f"window.{name}"] = f"{step.chart.start}:{step.chart.end}"
         changed[f"window.{name}.staged"] = ""
         changed[f"window.{name}.version"] = str(int(meta.get(f"window.{name}.version", "0")) + 1)
-        changed[series_token(name)] = new_token()
+        changed[series_token(name)] = token
     if changed:
         write_meta(connection, tables, changed)
     return Updated(
@@ -321,6 +327,13 @@ def _joined(points: str) -> str:
 def series_staged(window: str) -> str:
     """The `site_meta` key saying which chart move a window's staged series is for."""
     return f"window.{window}.series.staged"
+
+
+def staged_series_token(window: str) -> str:
+    """The `site_meta` key of the token a window's staged series will be published under
+    (`kept.py`): a builder reads them between builds (`SiteBuilder.stage_ahead`), and the
+    build publishing them finds them kept."""
+    return f"window.{window}.series.staged.token"
 
 
 def _described(move: Move) -> str:

@@ -198,15 +198,26 @@ def stored_series(
     return series
 
 
+def staged_series(
+    connection: Connection, tables: Tables, window: Window, staged: str, start: int
+) -> dict[tuple[str, str], Series]:
+    """A window's staged chart series (`site_series` rows of `win` `staged`), as
+    `stored_series` reads them once published (`start`: the staged bounds' start)."""
+    frames = {staged: (window.frame(start), window.step)}
+    return _read_series(connection, tables, frames, [staged], [], {staged: window.name})
+
+
 def _read_series(
     connection: Connection,
     tables: Tables,
     frames: dict[str, tuple[int, int]],
     whole: list[str],
     pairs: list[tuple[str, str]],
+    labels: dict[str, str] | None = None,
 ) -> dict[tuple[str, str], Series]:
     """`site_series` rows of the `whole` windows and of the (window, canary key) `pairs`, as
-    points by (window, canary key), then region."""
+    points by (window, canary key), then region (`labels`: the window each row's `win`
+    stands for, when not itself)."""
     where = """WHERE win IN (SELECT unnest($whole::VARCHAR[]))
                   OR (win, parent) IN (
                       SELECT (unnest($windows::VARCHAR[]), unnest($parents::VARCHAR[])))"""
@@ -232,7 +243,8 @@ def _read_series(
         slots: Sequence[int] = (
             range(first, first + count) if gaps is None else [(s - frame) // step for s in gaps]
         )
-        series.setdefault((window, parent), {})[region] = Points(slots, shown, highest, latest)
+        label = labels.get(window, window) if labels else window
+        series.setdefault((label, parent), {})[region] = Points(slots, shown, highest, latest)
     return series
 
 
