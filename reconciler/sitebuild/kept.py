@@ -8,6 +8,11 @@ transaction; a build reads the token, and reads the rows again only when the tok
 this builder has not seen. A token is random, so rows of another state file, or of tables
 dropped and rebuilt, never pass for kept ones. No token (a state file from before tokens,
 or a builder keeping nothing): the rows are read every time.
+
+A window's move staged between builds (`moves.py`) moves its histogram then, and joins the
+series it will have once published under a token of their own, which the build publishing
+them adopts as the series' token. `SiteBuilder.stage_ahead` reads both right away, so the
+build publishing the move reads neither.
 """
 
 from __future__ import annotations
