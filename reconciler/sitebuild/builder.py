@@ -18,7 +18,6 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,6 @@ from reconciler.sitebuild.model import (
     canaries_of,
     regions_of,
 )
-from reconciler.sitebuild.moves import parse
 from reconciler.sitebuild.pages import plan, sla_pages
 from reconciler.sitebuild.publish import SITE_DIR, Published, Publisher
 from reconciler.sitebuild.rollups import backfill, update
@@ -50,7 +48,7 @@ from reconciler.sitebuild.silence import silent_of
 from reconciler.sitebuild.sla import Month, has_months, months_of, refresh_months
 from reconciler.sitebuild.sla_pages import month_digest
 from reconciler.sitebuild.tables import Tables, ensure_tables, read_meta
-from reconciler.sitebuild.windows import WINDOWS, window_named
+from reconciler.sitebuild.windows import WINDOWS
 from reconciler.store import days
 from reconciler.store.archive import DAY_SECONDS
 from reconciler.store.db import Connection, state_ref
@@ -292,29 +290,10 @@ class SiteBuilder:
             # A staged window's histogram moved and its next series are joined: read them
             # now, not in the build publishing them.
             keep_histograms(connection, self.tables, self.kept)
-            self._keep_staged_series(connection, updated.staged)
+            queries.keep_staged_series(connection, self.tables, self.kept, updated.staged)
         if not self.tables.temporary:
             checkpoint_if_due(connection)
         return updated.staged
-
-    def _keep_staged_series(self, connection: Connection, names: list[str]) -> None:
-        """Read the staged chart series of windows `names` into `kept`, under the token
-        they will be published with (`figures.staged_series_token`)."""
-        meta = read_meta(connection, self.tables)
-        for name in names:
-            token = meta.get(figures.staged_series_token(name))
-            bounds = parse(meta.get(f"window.{name}.staged"))
-            if not token or bounds is None:
-                continue
-            read = partial(
-                queries.staged_series,
-                connection,
-                self.tables,
-                window_named(name),
-                figures.staged_name(name),
-                bounds[0],
-            )
-            self.kept.get(f"series.{name}", token, read)
 
     def _sla_snapshot(
         self, connection: Connection, now: datetime, meta: dict[str, str] | None = None

@@ -188,9 +188,7 @@ def _insert_window(
     quantiles of its histogram plus the open bins (`sketch.merged_quantiles`), the sums
     added."""
     # The histogram as kept while its token stands; the open bins added to it.
-    histogram = kept.get(
-        f"whist.{window.name}", token, lambda: _histogram(connection, tables, window)
-    )
+    histogram = _kept_histogram(connection, tables, window, kept, token)
     opened = connection.execute("SELECT id, bin, n FROM site_open_bins ORDER BY id, bin")
     ids, bins, counts = (column.astype(np.int64) for column in opened.fetchnumpy().values())
     ids, _, (p50, p95, p99) = merged_quantiles(histogram, Histogram.of(packed(ids, bins), counts))
@@ -221,7 +219,14 @@ def keep_histograms(connection: Connection, tables: Tables, kept: Kept) -> None:
     for window in WINDOWS:
         token = meta.get(histogram_token(window.name))
         if token:
-            kept.get(f"whist.{window.name}", token, partial(_histogram, connection, tables, window))
+            _kept_histogram(connection, tables, window, kept, token)
+
+
+def _kept_histogram(
+    connection: Connection, tables: Tables, window: Window, kept: Kept, token: str | None
+) -> Histogram:
+    """A window's histogram as `kept` holds it under `token`, read when it does not."""
+    return kept.get(f"whist.{window.name}", token, partial(_histogram, connection, tables, window))
 
 
 def _histogram(connection: Connection, tables: Tables, window: Window) -> Histogram:

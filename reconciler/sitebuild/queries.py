@@ -23,9 +23,11 @@ import orjson
 
 from reconciler.core.outcomes import SQL_DEGRADED, SQL_DOWN, SQL_RETRIED
 from reconciler.sitebuild.charts import Points
+from reconciler.sitebuild.figures import staged_name, staged_series_token
 from reconciler.sitebuild.kept import Kept, series_token
+from reconciler.sitebuild.moves import parse
 from reconciler.sitebuild.tables import WINDOW_COLUMNS, Tables, read_meta
-from reconciler.sitebuild.windows import WINDOWS, Window
+from reconciler.sitebuild.windows import WINDOWS, Window, window_named
 from reconciler.store.db import Connection
 
 # A canary's chart points in one window, by region.
@@ -177,7 +179,7 @@ def stored_series(
         window
         for window, parents in by_window.items()
         if 2 * len(parents) >= canaries
-        or kept.holds(f"series.{window}", meta.get(series_token(window)))
+        or kept.holds(_series_name(window), meta.get(series_token(window)))
     ]
     pairs = [(w, p) for w, parents in by_window.items() if w not in whole for p in parents]
     frames = {
@@ -186,7 +188,7 @@ def stored_series(
     }
     series = {
         window: kept.get(
-            f"series.{window}",
+            _series_name(window),
             meta.get(series_token(window)),
             partial(_read_series, connection, tables, frames, [window], []),
         )
@@ -198,13 +200,27 @@ def stored_series(
     return series
 
 
-def staged_series(
-    connection: Connection, tables: Tables, window: Window, staged: str, start: int
-) -> dict[tuple[str, str], Series]:
-    """A window's staged chart series (`site_series` rows of `win` `staged`), as
-    `stored_series` reads them once published (`start`: the staged bounds' start)."""
-    frames = {staged: (window.frame(start), window.step)}
-    return _read_series(connection, tables, frames, [staged], [], {staged: window.name})
+def keep_staged_series(
+    connection: Connection, tables: Tables, kept: Kept, windows: Iterable[str]
+) -> None:
+    """Read the staged chart series of `windows` into `kept`, as `stored_series` will read
+    them once published: under the token they will be published with
+    (`figures.staged_series_token`), their slots in the frame of the staged bounds."""
+    meta = read_meta(connection, tables)
+    for name in windows:
+        token = meta.get(staged_series_token(name))
+        bounds = parse(meta.get(f"window.{name}.staged"))
+        if not token or bounds is None:
+            continue
+        window, staged = window_named(name), staged_name(name)
+        frames = {staged: (window.frame(bounds[0]), window.step)}
+        read = partial(_read_series, connection, tables, frames, [staged], [], {staged: name})
+        kept.get(_series_name(name), token, read)
+
+
+def _series_name(window: str) -> str:
+    """The name a window's whole chart series are kept under (`Kept`)."""
+    return f"series.{window}"
 
 
 def _read_series(
