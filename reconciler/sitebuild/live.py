@@ -86,7 +86,9 @@ def refresh_live(connection: Connection, tables: Tables, kept: Kept | None = Non
         {"since": at(min(ends))},
     )
     today: int | None = None  # the day `site_today` was computed from
+    tiered: list[str] = []  # the windows whose tail is `site_today`'s points
     shared: tuple[int, int] | None = None  # the open part the `site_open_*` tables hold
+    opened: Histogram | None = None  # their latency counts, once read
     for window, bounds in published:
         if bounds is None:
             continue
@@ -97,20 +99,27 @@ def refresh_live(connection: Connection, tables: Tables, kept: Kept | None = Non
         if same is None or same != shared:
             _drop_open(connection)
             _figures(connection, tables, window, bounds, latest)
-        _insert_window(connection, tables, window, kept, meta.get(histogram_token(window.name)))
+            opened = None
+        if opened is None:
+            opened = _open_bins(connection)
+        token = meta.get(histogram_token(window.name))
+        _insert_window(
+            connection,
+            tables,
+            window,
+            _kept_histogram(connection, tables, window, kept, token),
+            opened,
+        )
         shared = same
         if not window.tier:
             _tail(connection, tables, window, *bounds)
             continue
         if today != bounds[1] // DAY:  # the tiered windows share it nearly always
+            _today_tails(connection, tables, tiered)
             today_points(connection, tables, bounds[1], hist_to, kept, meta.get(days_token()))
-            today = bounds[1] // DAY
-        connection.execute(
-            f"""INSERT INTO {tables.tail} (win, parent, region, slot, p95, shown)
-                SELECT $w, parent, region, slot, p95, {SHOWN_SQL.format("p95")}
-                FROM site_today""",
-            {"w": window.name},
-        )
+            today, tiered = bounds[1] // DAY, []
+        tiered.append(window.name)
+    _today_tails(connection, tables, tiered)
     connection.execute("DROP TABLE site_open")
     connection.execute("DROP TABLE IF EXISTS site_today")
     _drop_open(connection)
@@ -181,17 +190,33 @@ def _open_tables(
     )
 
 
-def _insert_window(
-    connection: Connection, tables: Tables, window: Window, kept: Kept, token: str | None
-) -> None:
-    """`site_live` rows of one window from the open part's tables (`_open_tables`): the
-    quantiles of its histogram plus the open bins (`sketch.merged_quantiles`), the sums
-    added."""
-    # The histogram as kept while its token stands; the open bins added to it.
-    histogram = _kept_histogram(connection, tables, window, kept, token)
+def _open_bins(connection: Connection) -> Histogram:
+    """The open part's latency counts by key (`site_open_bins`), read once for the windows
+    that share it."""
     opened = connection.execute("SELECT id, bin, n FROM site_open_bins ORDER BY id, bin")
     ids, bins, counts = (column.astype(np.int64) for column in opened.fetchnumpy().values())
-    ids, _, (p50, p95, p99) = merged_quantiles(histogram, Histogram.of(packed(ids, bins), counts))
+    return Histogram.of(packed(ids, bins), counts)
+
+
+def _today_tails(connection: Connection, tables: Tables, windows: list[str]) -> None:
+    """`site_tail` rows of the tiered `windows`: `site_today`'s points, in one statement."""
+    if not windows:
+        return
+    connection.execute(
+        f"""INSERT INTO {tables.tail} (win, parent, region, slot, p95, shown)
+            SELECT w.win, t.parent, t.region, t.slot, t.p95, {SHOWN_SQL.format("t.p95")}
+            FROM site_today t CROSS JOIN (SELECT unnest($w::VARCHAR[]) AS win) w""",
+        {"w": windows},
+    )
+
+
+def _insert_window(
+    connection: Connection, tables: Tables, window: Window, histogram: Histogram, opened: Histogram
+) -> None:
+    """`site_live` rows of one window from the open part's tables (`_open_tables`): the
+    quantiles of its `histogram` (as kept while its token stands) plus the open part's
+    counts (`opened`, `sketch.merged_quantiles`), the sums added."""
+    ids, _, (p50, p95, p99) = merged_quantiles(histogram, opened)
     connection.register(
         "site_open_quantiles", pa.table({"id": ids, "p50": p50, "p95": p95, "p99": p99})
     )
