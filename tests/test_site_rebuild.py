@@ -578,6 +578,32 @@ def test_the_build_publishing_a_staged_window_reads_nothing_it_keeps(
     assert staged_then_published and all(reads == 0 for _, reads in staged_then_published)
 
 
+def test_the_build_publishing_a_staged_window_draws_its_charts_from_heads_drawn_ahead(
+    fleet: tuple[Path, Connection],
+) -> None:
+    """Between builds, `tidy` draws the stored part of a staged window's charts from the
+    series `stage_ahead` read: the build publishing the window hands them to its pages,
+    rather than drawing every chart of the window whole."""
+    state, connection = fleet
+    server = SiteBuilder(state.parent / "kept", stage_ahead=True)
+    midnight = NOW.replace(hour=0, minute=0) + timedelta(days=1)
+    published: list[tuple[int, str, bool]] = []
+    staged: list[str] = []
+    for minute in range(-2, 6):
+        moment = midnight + timedelta(minutes=minute, seconds=30)
+        store(connection, "web/shop", ("us-1", "us", 100.0 + minute, "pass"), moment)
+        server.build(connection, moment)
+        assert server.spent is not None
+        drawn_ahead = {window for window, _ in server.spent.snapshot.heads}
+        published += [(minute, window, window in drawn_ahead) for window in staged]
+        staged = server.stage_ahead(connection, moment)
+        server.draw_ahead()
+        server.tidy()
+    # 24 h is staged at 00:01 and 7 d at 00:03, each published the minute after.
+    assert {window for _, window, _ in published} >= {"24h", "7d"}
+    assert all(ahead for _, _, ahead in published), published
+
+
 def test_a_kept_builder_shows_the_checks_of_the_revision_applied_since(
     tmp_path: Path,
 ) -> None:

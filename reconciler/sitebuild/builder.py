@@ -198,6 +198,8 @@ class SiteBuilder:
         self.sections = KeptSections()
         # Charts' stored parts, drawn between builds (`tidy`) while their window stays.
         self.heads = KeptHeads()
+        # The chart series `stage_ahead` read, their heads drawn by `tidy`.
+        self.staged_series: list[queries.Staged] = []
 
     def refresh(self, connection: Connection, now: datetime) -> list[str]:
         """Update rollups and window tables in one transaction (needs a writing connection).
@@ -290,7 +292,9 @@ class SiteBuilder:
             # A staged window's histogram moved and its next series are joined: read them
             # now, not in the build publishing them.
             keep_histograms(connection, self.tables, self.kept)
-            queries.keep_staged_series(connection, self.tables, self.kept, updated.staged)
+            self.staged_series = queries.keep_staged_series(
+                connection, self.tables, self.kept, updated.staged
+            )
         if not self.tables.temporary:
             checkpoint_if_due(connection)
         return updated.staged
@@ -348,7 +352,8 @@ class SiteBuilder:
         otherwise, and draws no chart part ahead)."""
         if self.spent is not None:
             with collector_paused():
-                self.heads.draw(self.spent.snapshot, self.spent.series_tokens)
+                self.heads.draw(self.spent.snapshot, self.spent.series_tokens, self.staged_series)
+        self.staged_series = []
         self._free()
 
     def _free(self) -> None:

@@ -25,7 +25,7 @@ from reconciler.core.outcomes import SQL_DEGRADED, SQL_DOWN, SQL_RETRIED
 from reconciler.sitebuild.charts import Points
 from reconciler.sitebuild.figures import staged_name, staged_series_token
 from reconciler.sitebuild.kept import Kept, series_token
-from reconciler.sitebuild.moves import parse
+from reconciler.sitebuild.moves import Bounds, parse
 from reconciler.sitebuild.tables import WINDOW_COLUMNS, Tables, read_meta
 from reconciler.sitebuild.windows import WINDOWS, Window, window_named
 from reconciler.store.db import Connection
@@ -202,11 +202,12 @@ def stored_series(
 
 def keep_staged_series(
     connection: Connection, tables: Tables, kept: Kept, windows: Iterable[str]
-) -> None:
+) -> list[Staged]:
     """Read the staged chart series of `windows` into `kept`, as `stored_series` will read
     them once published: under the token they will be published with
     (`figures.staged_series_token`), their slots in the frame of the staged bounds."""
     meta = read_meta(connection, tables)
+    staged_series = []
     for name in windows:
         token = meta.get(staged_series_token(name))
         bounds = parse(meta.get(f"window.{name}.staged"))
@@ -215,7 +216,18 @@ def keep_staged_series(
         window, staged = window_named(name), staged_name(name)
         frames = {staged: (window.frame(bounds[0]), window.step)}
         read = partial(_read_series, connection, tables, frames, [staged], [], {staged: name})
-        kept.get(_series_name(name), token, read)
+        series = kept.get(_series_name(name), token, read)
+        staged_series.append(Staged(window, token, bounds, series))
+    return staged_series
+
+
+class Staged(NamedTuple):
+    """A staged window's chart series (`keep_staged_series`), as they will be published."""
+
+    window: Window
+    token: str  # the series token they will be published with
+    bounds: Bounds  # the staged bounds
+    series: dict[tuple[str, str], Series]
 
 
 def _series_name(window: str) -> str:
