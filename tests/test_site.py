@@ -508,3 +508,20 @@ def test_a_removed_canary_loses_its_pages(tmp_path: Path) -> None:
     assert run_cli("site", "build", "--state", state, "--out", site, "-q").code == 0
     assert not list((site / "canary").glob("web.api*"))
     assert "web/api" not in read(site, "index.html") and "web/shop" in read(site, "index.html")
+
+
+@pytest.mark.parametrize("later", [timedelta(minutes=30), timedelta(hours=5), timedelta(days=3)])
+def test_every_page_says_when_the_newest_result_started_however_long_ago(
+    fleet: tuple[Path, Connection], tmp_path: Path, later: timedelta
+) -> None:
+    """The footer of the pages drawn on every build says when the newest result started,
+    read from the last hour first, then the last day, then every result: a fleet silent
+    for days still shows when it last ran."""
+    _, connection = fleet
+    newest = NOW + timedelta(minutes=3, seconds=17)
+    store(connection, "web/shop", ("us-1", "us", 50.0, "pass"), newest)
+    site = tmp_path / "site"
+    build_site(connection, site, newest + later)
+    stamp = "newest result started 2026-11-20 13:10:17 UTC"
+    for page in ("index.html", "region-us.html", "status.html", "incidents.html"):
+        assert stamp in read(site, page), page
