@@ -119,6 +119,18 @@ def first_move(window: Window, since: datetime) -> timedelta:
     return timedelta(minutes=minutes)
 
 
+def machine_ms() -> float:
+    """How long a fixed piece of Python (dict updates and number formatting, as a build does
+    by the hundred thousand) takes now, in ms: run before each timed build, it shows how fast
+    the machine was then (on a shared machine, the same build takes 1.3-1.6 times as long in
+    its slow periods)."""
+    started = time.perf_counter()
+    shown: dict[int, str] = {}
+    for value in range(200_000):
+        shown[value % 997] = f"{value:,}"
+    return (time.perf_counter() - started) * 1000
+
+
 def verdict(seconds: float, target: float | None) -> str:
     if target is None:
         return "info"
@@ -189,12 +201,13 @@ def run(args: argparse.Namespace, root: Path) -> None:
         settled.append(timed(builder.publisher.settle)[0])
 
     say("full build (rollups from scratch, every page)")
+    calibrated = machine_ms()
     full, report = timed(lambda: build(now))
     after(now)
     pages = report.published.pages
     say(f"  {full:.2f}s: {describe(report)}")
-    results: list[tuple[str, float, float | None, Report]] = [
-        ("full build", full, FULL_TARGET, report)
+    results: list[tuple[str, float, float | None, Report, float]] = [
+        ("full build", full, FULL_TARGET, report, calibrated)
     ]
 
     def add_minute() -> None:
@@ -246,9 +259,10 @@ def run(args: argparse.Namespace, root: Path) -> None:
         if args.profile and not profiled and target is not None:
             # The first timed case, once more a minute later (untimed): what a rebuild spends,
             # by function, in this process (render workers, with --workers 2, are not seen).
+            calibrated = machine_ms()
             seconds, report = timed(lambda: build(now))
             say(f"{label}: {seconds:.2f}s: {describe(report)}")
-            results.append((label, seconds, target, report))
+            results.append((label, seconds, target, report, calibrated))
             add_minute()
             profiler = cProfile.Profile()
             profiler.runcall(build, now)
@@ -259,33 +273,41 @@ def run(args: argparse.Namespace, root: Path) -> None:
             say(f"profile of the next minute's rebuild (cumulative):\n{text.getvalue()}")
             profiled = True
             continue
+        calibrated = machine_ms()
         seconds, report = timed(lambda: build(now))
         after(now)
         say(f"{label}: {seconds:.2f}s: {describe(report)}")
-        results.append((label, seconds, target, report))
+        results.append((label, seconds, target, report, calibrated))
+    calibrated = machine_ms()
     seconds, report = timed(lambda: build(now))
     after(now)
     say(f"rebuild, nothing new: {seconds:.2f}s: {describe(report)}")
-    results.append(("rebuild, nothing new", seconds, REBUILD_TARGET, report))
+    results.append(("rebuild, nothing new", seconds, REBUILD_TARGET, report, calibrated))
     # A one-off `reconcile site build` each minute: a fresh builder keeps nothing.
     add_minute()
     builders.append(SiteBuilder(out, workers=args.workers, stage_ahead=args.stage_ahead))
+    calibrated = machine_ms()
     seconds, report = timed(lambda: build(now))
     say(f"rebuild, +1 minute, a fresh builder: {seconds:.2f}s: {describe(report)}")
-    results.append(("rebuild, +1 minute, a fresh builder", seconds, None, report))
+    results.append(("rebuild, +1 minute, a fresh builder", seconds, None, report, calibrated))
     connection.close()
 
     print(
         f"\nstatus site, {args.canaries} canaries x {args.regions} regions x {args.days} days "
         f"= {rows:,} results, {pages:,} pages, {args.workers} render worker(s)"
     )
-    print(f"{'case':<50} {'seconds':>8}  target  result  rendered/written")
-    for label, seconds, target, report in results:
+    print(f"{'case':<50} {'seconds':>8}  target  result  rendered/written  machine (ms)")
+    for label, seconds, target, report, calibrated in results:
         limit = f"<= {target:>4.0f}" if target is not None else "      -"
+        drawn = f"{report.published.rendered}/{report.published.written}"
         print(
             f"{label:<50} {seconds:>8.2f}  {limit}  {verdict(seconds, target):<6}  "
-            f"{report.published.rendered}/{report.published.written}"
+            f"{drawn:<16}  {calibrated:>12.1f}"
         )
+    print(
+        "machine (ms): a fixed piece of Python timed just before the build (`machine_ms`): "
+        "the higher, the slower the machine was then"
+    )
     if ahead:
         print(
             f"staging and drawing ahead, after the builds of the minutes windows moved or "
