@@ -769,6 +769,35 @@ def test_an_html_page_is_padded_with_spaces_to_whole_blocks(
     assert not written[len(page) :].strip()
 
 
+def test_a_publisher_matches_each_page_to_a_spare_by_the_length_it_drew(
+    fleet: tuple[Path, Connection],
+) -> None:
+    """A kept publisher remembers the length of each page it drew (before padding): its next
+    version of the page gets a spare of about that length without a stat of the current
+    file, and the pages are the bytes a fresh build writes."""
+    state, connection = fleet
+    site = state.parent / "site"
+    builder = SiteBuilder(site, stage_ahead=True)
+    for minute in range(3):
+        later = NOW + timedelta(minutes=minute)
+        store(connection, "web/shop", ("eu-1", "eu", 20.0 + minute, "pass"), later)
+        builder.build(connection, later + timedelta(seconds=30))
+        builder.publisher.settle()
+    lengths = builder.publisher.lengths
+    pages = json.loads((site / MANIFEST).read_text())["pages"]
+    assert set(lengths) <= set(pages) and "canary/web.shop.html" in lengths
+    for path, length in lengths.items():
+        data = (site / path).read_bytes()
+        if path.endswith(".html"):  # padded with spaces and a newline up to whole blocks
+            assert length - len(data.rstrip()) in (0, 1), path  # its own last newline
+        else:
+            assert length == len(data), path
+    fresh = state.parent / "fresh"
+    build_site(connection, fresh, NOW + timedelta(minutes=2, seconds=30))
+    for path in ("canary/web.shop.html", "canary/web.shop-7d.html", "index.html"):
+        assert (site / path).read_bytes().rstrip() == (fresh / path).read_bytes().rstrip(), path
+
+
 def test_spares_go_to_the_pages_of_about_their_length() -> None:
     spares = ["1.1.40960", "1.2.300000", "1.3.16384", "1.4.36864", "0.9"]
     chosen = match_spares(spares, [36000, 15000, 250000, 38000, 900000, 100])
@@ -777,3 +806,12 @@ def test_spares_go_to_the_pages_of_about_their_length() -> None:
     assert chosen[:3] == ["1.1.40960", "1.3.16384", "1.4.36864"]
     assert chosen[3:5] == ["0.9", "1.2.300000"]  # what is left, a cut when nothing fits
     assert chosen[5] is None  # none left: a new file
+
+
+def test_spares_of_one_length_go_last_name_first_and_the_shortest_when_none_fits() -> None:
+    spares = ["1.1.8192", "1.2.8192", "2.1.8192", "1.3.65536", "1.4.65536"]
+    chosen = match_spares(spares, [5000, 5000, 100, 100, 100, 100])
+    assert chosen[:2] == ["2.1.8192", "1.2.8192"]  # the longest within 2 blocks, last name first
+    assert chosen[2] == "1.1.8192"
+    # Nothing within 2 blocks of a 100-byte page is left: the shortest, first name first.
+    assert chosen[3:] == ["1.3.65536", "1.4.65536", None]

@@ -354,15 +354,24 @@ def spare_size(name: str) -> int:
 def match_spares(spares: list[str], sizes: list[int]) -> list[str | None]:
     """A spare for each of the files to write, by their expected `sizes`: the longest one at
     most `SLACK` past the size's whole blocks (written over without a cut: `write_file`),
-    or else the shortest left; None when the spares run out."""
-    pool = sorted((spare_size(name), name) for name in spares)
-    lengths = [length for length, _ in pool]
+    or else the shortest left; None when the spares run out. Among spares of one length, the
+    last by name goes first (the shortest left: the first).
+
+    Spares are kept by length (a few lengths, thousands of spares: a page's is found by a
+    search over the lengths, not over every spare left)."""
+    by_length: dict[int, list[str]] = {}
+    for name in sorted(spares):
+        by_length.setdefault(spare_size(name), []).append(name)
+    lengths = sorted(by_length)
     chosen: list[str | None] = []
     for size in sizes:
-        if not pool:
+        if not lengths:
             chosen.append(None)
             continue
-        index = max(bisect.bisect_right(lengths, _blocks(size) + SLACK) - 1, 0)
-        chosen.append(pool.pop(index)[1])
-        del lengths[index]
+        index = bisect.bisect_right(lengths, _blocks(size) + SLACK) - 1
+        names = by_length[lengths[max(index, 0)]]
+        chosen.append(names.pop() if index >= 0 else names.pop(0))
+        if not names:
+            del by_length[lengths[max(index, 0)]]
+            del lengths[max(index, 0)]
     return chosen
