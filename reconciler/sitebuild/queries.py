@@ -13,7 +13,7 @@ The live part is read on every build: recent failures from `site_failures` (the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
@@ -115,11 +115,29 @@ def chart_tails(
                         THEN list(slot ORDER BY slot) END
             FROM {tables.tail} GROUP BY win, parent, region"""
     ).fetchall()
-    frames = {
-        name: (state.window.frame(state.start), state.window.step)
-        for name, state in windows.items()
-    }
     tails: dict[tuple[str, str], Tails] = {}
+    for window, parent, region, points in _framed(rows, _frames(windows.values())):
+        key = (window, parent)
+        found = tails.get(key)
+        if found is None:
+            found = tails[key] = {}
+        found[region] = points
+    return tails
+
+
+def _frames(states: Iterable[WindowState]) -> dict[str, tuple[int, int]]:
+    """Each window's chart frame: its first slot's start (s) and its step."""
+    return {
+        state.window.name: (state.window.frame(state.start), state.window.step) for state in states
+    }
+
+
+def _framed(
+    rows: Iterable[tuple[Any, ...]], frames: dict[str, tuple[int, int]]
+) -> Iterator[tuple[str, str, str, Points]]:
+    """Rows of joined points (window, canary key, region, first slot's start, count, values,
+    highest, latest, every slot's start when they have a gap) as `Points` in their window's
+    frame (`frames`); rows of a window without one are left out."""
     for window, parent, region, low, count, shown, highest, latest, gaps in rows:
         framed = frames.get(window)
         if framed is None:
@@ -129,12 +147,7 @@ def chart_tails(
         slots: Sequence[int] = (
             range(first, first + count) if gaps is None else [(s - frame) // step for s in gaps]
         )
-        key = (window, parent)
-        found = tails.get(key)
-        if found is None:
-            found = tails[key] = {}
-        found[region] = Points(slots, shown, highest, latest)
-    return tails
+        yield window, parent, region, Points(slots, shown, highest, latest)
 
 
 def stored_series(
@@ -182,10 +195,7 @@ def stored_series(
         or kept.holds(_series_name(window), meta.get(series_token(window)))
     ]
     pairs = [(w, p) for w, parents in by_window.items() if w not in whole for p in parents]
-    frames = {
-        state.window.name: (state.window.frame(state.start), state.window.step)
-        for state in window_states(connection, tables, meta).values()
-    }
+    frames = _frames(window_states(connection, tables, meta).values())
     series = {
         window: kept.get(
             _series_name(window),
@@ -263,16 +273,9 @@ def _read_series(
     table = relation.to_arrow_table()
     columns = [table.column(name).to_pylist() for name in table.column_names]
     series: dict[tuple[str, str], Series] = {}
-    for window, parent, region, low, count, shown, highest, latest, gaps in zip(
-        *columns, strict=True
-    ):
-        frame, step = frames[window]
-        first = (low - frame) // step
-        slots: Sequence[int] = (
-            range(first, first + count) if gaps is None else [(s - frame) // step for s in gaps]
-        )
+    for window, parent, region, points in _framed(zip(*columns, strict=True), frames):
         label = labels.get(window, window) if labels else window
-        series.setdefault((label, parent), {})[region] = Points(slots, shown, highest, latest)
+        series.setdefault((label, parent), {})[region] = points
     return series
 
 
