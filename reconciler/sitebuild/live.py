@@ -88,7 +88,7 @@ def refresh_live(connection: Connection, tables: Tables, kept: Kept | None = Non
     today: int | None = None  # the day `site_today` was computed from
     tiered: list[str] = []  # the windows whose tail is `site_today`'s points
     shared: tuple[int, int] | None = None  # the open part the `site_open_*` tables hold
-    opened: Histogram | None = None  # their latency counts, once read
+    opened: Histogram | None = None  # their latency counts, read once
     for window, bounds in published:
         if bounds is None:
             continue
@@ -99,9 +99,8 @@ def refresh_live(connection: Connection, tables: Tables, kept: Kept | None = Non
         if same is None or same != shared:
             _drop_open(connection)
             _figures(connection, tables, window, bounds, latest)
-            opened = None
-        if opened is None:
             opened = _open_bins(connection)
+        assert opened is not None  # the first window always makes the open part's tables
         token = meta.get(histogram_token(window.name))
         _insert_window(
             connection,

@@ -349,8 +349,8 @@ class Publisher:
         # The version before `current` goes now: it had a whole build's time for its readers.
         self.site.prune(kept, len(manifest), fill=self.fill_spares)
         self.manifest = manifest
-        if len(self.lengths) > len(manifest):  # pages gone
-            self.lengths = {path: n for path, n in self.lengths.items() if path in manifest}
+        for path in removed:
+            self.lengths.pop(path, None)
         done = time.perf_counter()
         self.timings = {
             "render": rendered - rendering,

@@ -368,10 +368,11 @@ def match_spares(spares: list[str], sizes: list[int]) -> list[str | None]:
         if not lengths:
             chosen.append(None)
             continue
-        index = bisect.bisect_right(lengths, _blocks(size) + SLACK) - 1
-        names = by_length[lengths[max(index, 0)]]
-        chosen.append(names.pop() if index >= 0 else names.pop(0))
+        fits = bisect.bisect_right(lengths, _blocks(size) + SLACK) - 1
+        length = lengths[max(fits, 0)]
+        names = by_length[length]
+        chosen.append(names.pop() if fits >= 0 else names.pop(0))
         if not names:
-            del by_length[lengths[max(index, 0)]]
-            del lengths[max(index, 0)]
+            del by_length[length]
+            lengths.remove(length)
     return chosen
