@@ -7,13 +7,15 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from markupsafe import Markup
 
-from reconciler.sitebuild import SiteBuilder, SiteError, build_site, publish
+from reconciler.sitebuild import Report, SiteBuilder, SiteError, build_site, publish
 from reconciler.sitebuild.live import refresh_live
 from reconciler.sitebuild.publish import Publisher
 from reconciler.sitebuild.queries import chart_tails, window_figures, window_states
@@ -553,6 +555,40 @@ def test_a_builder_kept_between_builds_draws_what_a_fresh_one_draws(
     assert kpi(read(state.parent / "kept", "canary/web.api.html"), "Runs") != "0"
 
 
+def build_minutes(builder: SiteBuilder, connection: Connection, minutes: int) -> None:
+    """A run of web/shop on eu-1 each minute from NOW, and a build 30 s after it, each
+    retiring finished before the next (as a minute between a server's builds leaves it)."""
+    for minute in range(minutes):
+        later = NOW + timedelta(minutes=minute)
+        store(connection, "web/shop", ("eu-1", "eu", 20.0 + minute, "pass"), later)
+        builder.build(connection, later + timedelta(seconds=30))
+        builder.publisher.settle()
+
+
+class MidnightBuild(NamedTuple):
+    minute: int  # from midnight
+    staged: list[str]  # the windows staged after the build before
+    report: Report
+    reads: int  # the values the build read into the builder's `kept`
+
+
+def builds_around_midnight(server: SiteBuilder, connection: Connection) -> Iterator[MidnightBuild]:
+    """The minutes from 23:58 to 00:05 as a server goes: a run of web/shop on us-1, a build,
+    then what it does between builds (`stage_ahead`, `draw_ahead`, `tidy`). Yields each
+    build before the work between builds."""
+    midnight = NOW.replace(hour=0, minute=0) + timedelta(days=1)
+    staged: list[str] = []
+    for minute in range(-2, 6):
+        moment = midnight + timedelta(minutes=minute, seconds=30)
+        store(connection, "web/shop", ("us-1", "us", 100.0 + minute, "pass"), moment)
+        reads = server.kept.reads
+        report = server.build(connection, moment)
+        yield MidnightBuild(minute, staged, report, server.kept.reads - reads)
+        staged = server.stage_ahead(connection, moment)
+        server.draw_ahead()
+        server.tidy()
+
+
 def test_the_build_publishing_a_staged_window_reads_nothing_it_keeps(
     fleet: tuple[Path, Connection],
 ) -> None:
@@ -560,20 +596,11 @@ def test_the_build_publishing_a_staged_window_reads_nothing_it_keeps(
     histogram and its next chart series: the build publishing them reads neither again."""
     state, connection = fleet
     server = SiteBuilder(state.parent / "kept", stage_ahead=True)
-    midnight = NOW.replace(hour=0, minute=0) + timedelta(days=1)
     staged_then_published = []
-    staged: list[str] = []
-    for minute in range(-2, 6):
-        moment = midnight + timedelta(minutes=minute, seconds=30)
-        store(connection, "web/shop", ("us-1", "us", 100.0 + minute, "pass"), moment)
-        reads = server.kept.reads
-        report = server.build(connection, moment)
+    for minute, staged, report, reads in builds_around_midnight(server, connection):
         if staged:
             assert set(staged) <= set(report.windows), (minute, staged, report.windows)
-            staged_then_published.append((minute, server.kept.reads - reads))
-        staged = server.stage_ahead(connection, moment)
-        server.draw_ahead()
-        server.tidy()
+            staged_then_published.append((minute, reads))
     # 24 h is staged at 00:01 and 7 d at 00:03, each published the minute after.
     assert staged_then_published and all(reads == 0 for _, reads in staged_then_published)
 
@@ -586,19 +613,11 @@ def test_the_build_publishing_a_staged_window_draws_its_charts_from_heads_drawn_
     rather than drawing every chart of the window whole."""
     state, connection = fleet
     server = SiteBuilder(state.parent / "kept", stage_ahead=True)
-    midnight = NOW.replace(hour=0, minute=0) + timedelta(days=1)
     published: list[tuple[int, str, bool]] = []
-    staged: list[str] = []
-    for minute in range(-2, 6):
-        moment = midnight + timedelta(minutes=minute, seconds=30)
-        store(connection, "web/shop", ("us-1", "us", 100.0 + minute, "pass"), moment)
-        server.build(connection, moment)
+    for minute, staged, _, _ in builds_around_midnight(server, connection):
         assert server.spent is not None
         drawn_ahead = {window for window, _ in server.spent.snapshot.heads}
         published += [(minute, window, window in drawn_ahead) for window in staged]
-        staged = server.stage_ahead(connection, moment)
-        server.draw_ahead()
-        server.tidy()
     # 24 h is staged at 00:01 and 7 d at 00:03, each published the minute after.
     assert {window for _, window, _ in published} >= {"24h", "7d"}
     assert all(ahead for _, _, ahead in published), published
@@ -649,11 +668,7 @@ def test_a_server_builder_keeps_a_spare_file_for_every_page(
     state, connection = fleet
     site, versions = state.parent / "site", state.parent / ".site.versions"
     builder = SiteBuilder(site, stage_ahead=True)
-    for minute in range(4):
-        later = NOW + timedelta(minutes=minute)
-        store(connection, "web/shop", ("eu-1", "eu", 20.0 + minute, "pass"), later)
-        builder.build(connection, later + timedelta(seconds=30))
-        builder.publisher.settle()
+    build_minutes(builder, connection, 4)
     pages = json.loads((site / MANIFEST).read_text())["pages"]
     spares = list((versions / "spare").iterdir())
     assert len(spares) == len(pages)
@@ -778,11 +793,7 @@ def test_a_publisher_matches_each_page_to_a_spare_by_the_length_it_drew(
     state, connection = fleet
     site = state.parent / "site"
     builder = SiteBuilder(site, stage_ahead=True)
-    for minute in range(3):
-        later = NOW + timedelta(minutes=minute)
-        store(connection, "web/shop", ("eu-1", "eu", 20.0 + minute, "pass"), later)
-        builder.build(connection, later + timedelta(seconds=30))
-        builder.publisher.settle()
+    build_minutes(builder, connection, 3)
     lengths = builder.publisher.lengths
     pages = json.loads((site / MANIFEST).read_text())["pages"]
     assert set(lengths) <= set(pages) and "canary/web.shop.html" in lengths
