@@ -14,7 +14,7 @@ import pytest
 
 from reconciler.sitebuild import SiteBuilder
 from reconciler.sitebuild.sla import refresh_months
-from reconciler.sitebuild.tables import Tables
+from reconciler.sitebuild.tables import Tables, ensure_tables
 from reconciler.store.db import Connection, open_state
 from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
 
@@ -214,3 +214,36 @@ def test_a_server_fills_the_months_in_newest_first(shop: tuple[Path, Connection]
     assert refresh_months(connection, tables, now, most=1) == [date(2026, 9, 1)]
     assert refresh_months(connection, tables, now, most=1) == [date(2026, 8, 1)]
     assert refresh_months(connection, tables, now, most=1) == []
+
+
+def test_a_month_with_nothing_to_count_yet_does_not_hold_back_the_older_ones(
+    shop: tuple[Path, Connection],
+) -> None:
+    """On the first day of a month, or the first day of a fleet, the current month has no
+    run before today: counting it finds nothing. It is counted all the same, so that a
+    server counting a month a call goes on to the months before it."""
+    _, connection = shop
+    today = NOW.replace(hour=0, minute=0)
+    connection.execute(
+        "DELETE FROM results WHERE started_at >= '2026-11-01' AND started_at < $today",
+        {"today": today},
+    )
+    tables, now = Tables(), int(NOW.timestamp())
+    ensure_tables(connection, tables)
+    counted = [refresh_months(connection, tables, now, most=1) for _ in range(5)]
+    assert counted == [
+        [date(2026, 11, 1)], [date(2026, 10, 1)], [date(2026, 9, 1)], [date(2026, 8, 1)], [],
+    ]  # fmt: skip
+    # A run of November that arrives late is counted then, as in any month.
+    connection.execute(
+        """INSERT INTO results (agent, region, canary, parent, check_name, check_type,
+                                started_at, duration_ms, status, received_at)
+           VALUES ('eu-1', 'eu', 'web/shop@eu-1', 'web/shop', 'check', 'http', $at, 12.0,
+                   'pass', $received)""",
+        {"at": datetime(2026, 11, 2, tzinfo=UTC), "received": NOW + timedelta(hours=1)},
+    )
+    assert refresh_months(connection, tables, now, most=1) == [date(2026, 11, 1)]
+    runs = connection.execute(
+        "SELECT runs FROM site_months WHERE month = '2026-11-01' AND region IS NULL"
+    ).fetchone()
+    assert runs == (1,)

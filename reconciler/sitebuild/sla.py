@@ -14,6 +14,7 @@ missed).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -27,6 +28,9 @@ from reconciler.store.results import newest_received
 
 MONTHS_KEPT = 13  # this month and the twelve before it
 CHECKED = "months.checked"  # received_at watermark (µs) of the late-row check
+# Months whose last count found no run (so no row of `site_months` says how far they were
+# counted), as JSON: {month's first day (ISO): counted through (s)}.
+EMPTY = "months.empty"
 
 
 @dataclass(frozen=True)
@@ -70,12 +74,19 @@ def refresh_months(
         previous = months[-1]
         months.append(month_start(date.fromordinal(previous.toordinal() - 1)))
     months.reverse()
-    stored = dict(
-        connection.execute(
-            f"SELECT month, min(through) FROM {tables.named('months')} GROUP BY month"
-        ).fetchall()
-    )
     meta = read_meta(connection, tables)
+    # How far each month was counted: its rows say, or else its entry among the empty ones
+    # (the current month on its first day has nothing before today: counted all the same,
+    # it would otherwise be due at every call, ahead of every older month).
+    empty = _empty(meta)
+    stored = {
+        **empty,
+        **dict(
+            connection.execute(
+                f"SELECT month, min(through) FROM {tables.named('months')} GROUP BY month"
+            ).fetchall()
+        ),
+    }
     checked = int(meta.get(CHECKED, "0"))
     received = newest_received(connection, checked or None) or checked
     late: set[date] = set()
@@ -105,11 +116,17 @@ def refresh_months(
         due = [(month, end) for month, end in due if earliest is not None and end > earliest]
     due.sort(reverse=True)
     for month, end in due[:most]:
-        _compute(connection, tables, month, end)
+        if _compute(connection, tables, month, end):
+            empty.pop(month, None)
+        else:
+            empty[month] = end
     dropped = connection.execute(
         f"DELETE FROM {tables.named('months')} WHERE month < $first", {"first": months[0]}
     ).fetchall()
     values = {}
+    kept = json.dumps({m.isoformat(): end for m, end in sorted(empty.items()) if m >= months[0]})
+    if kept != meta.get(EMPTY, "{}"):
+        values[EMPTY] = kept
     if due[:most] or (dropped and dropped[0][0]):
         values[months_token()] = new_token()  # the months changed (`kept.py`)
     if most is None or len(due) <= most:
@@ -130,13 +147,20 @@ def _earliest(connection: Connection) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
-def _compute(connection: Connection, tables: Tables, month: date, end: int) -> None:
+def _empty(meta: dict[str, str]) -> dict[date, int]:
+    """The months whose last count found no run (`EMPTY`), and how far each was counted."""
+    found: dict[str, int] = json.loads(meta.get(EMPTY, "{}"))
+    return {date.fromisoformat(month): int(end) for month, end in found.items()}
+
+
+def _compute(connection: Connection, tables: Tables, month: date, end: int) -> bool:
+    """Count a month through `end` (s) into `site_months`; returns whether it had runs."""
     start = epoch_of(month)
     since, until = datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
     connection.execute(f"DELETE FROM {tables.named('months')} WHERE month = $m", {"m": month})
     if end <= start:
-        return
-    connection.execute(
+        return False
+    inserted = connection.execute(
         f"""INSERT INTO {tables.named("months")}
             SELECT parent, region, $m, runs, passes, q[1], q[2], q[3], $through
             FROM (SELECT parent, region, {SQL_RUNS} AS runs, {SQL_PASSES} AS passes,
@@ -145,7 +169,8 @@ def _compute(connection: Connection, tables: Tables, month: date, end: int) -> N
                   WHERE started_at >= $since AND started_at < $until
                   GROUP BY GROUPING SETS ((parent, region), (parent)))""",
         {"m": month, "through": end, "since": since, "until": until},
-    )
+    ).fetchall()
+    return bool(inserted and inserted[0][0])
 
 
 def has_months(connection: Connection, tables: Tables) -> bool:
