@@ -149,7 +149,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
         results.append((f"{days}-day uptime + p50/p95/p99, first query", cold, target))
         results.append((f"{days}-day uptime + p50/p95/p99, again", warm, target))
     # As the server builds: between builds, `stage_ahead` moves windows and fills the SLA
-    # months in (this month and the last in the first build, older ones a month at a time).
+    # months in (a month at a time, newest first, the first ones too).
     builder = SiteBuilder(out, workers=2, stage_ahead=True)
     full, report = timed(lambda: builder.build(connection, now))
     say(f"  full build phases: {report.timings}")

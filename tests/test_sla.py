@@ -204,15 +204,45 @@ def test_a_month_is_counted_again_only_for_late_rows(shop: tuple[Path, Connectio
     assert runs == (exact(connection, 9, None)[0],)
 
 
-def test_a_server_fills_the_months_in_newest_first(shop: tuple[Path, Connection]) -> None:
+def test_a_server_counts_the_months_between_builds_newest_first_and_its_pages_say_so(
+    shop: tuple[Path, Connection],
+) -> None:
     state, connection = shop
-    builder = SiteBuilder(state.parent / "site", stage_ahead=True)
-    builder.build(connection, NOW)  # the first build counts this month and the last
-    counted = connection.execute("SELECT DISTINCT month FROM site_months ORDER BY month").fetchall()
-    assert counted == [(date(2026, 10, 1),), (date(2026, 11, 1),)]
+    site = state.parent / "site"
+    builder = SiteBuilder(site, stage_ahead=True)
+    builder.build(connection, NOW)  # the build counts no month: they are counted after it
+
+    def counted() -> list[date]:
+        rows = connection.execute("SELECT DISTINCT month FROM site_months ORDER BY month")
+        return [row[0] for row in rows.fetchall()]
+
+    def between_builds() -> str:
+        """What the server does after each build; returns the SLA page as it stands then."""
+        builder.stage_ahead(connection, NOW)
+        builder.draw_ahead()
+        builder.tidy()
+        return (site / "sla" / "web.shop.html").read_text()
+
+    assert counted() == []
+    page = (site / "sla" / "web.shop.html").read_text()
+    assert "Some months are not counted yet" in page and "No month counted yet." in page
+    assert "No results yet." not in page  # the runs are there, only not counted
+    assert "Some months are not counted yet" in (site / "sla.html").read_text()
+
+    page = between_builds()  # seconds after the first build: this month
+    assert counted() == [date(2026, 11, 1)]
+    assert cells(page, "November 2026")[1] == f"{exact(connection, 11, None)[0]:,}"
+    assert "Some months are not counted yet" in page and "October 2026" not in page
+    between_builds()
+    between_builds()
+    assert counted() == [date(2026, 9, 1), date(2026, 10, 1), date(2026, 11, 1)]
+    page = between_builds()  # August: the data starts there, nothing is left to count
+    assert counted() == [date(2026, 8, 1), date(2026, 9, 1), date(2026, 10, 1), date(2026, 11, 1)]
+    assert "Some months are not counted yet" not in page
+    assert cells(page, "August 2026")[1] == f"{exact(connection, 8, None)[0]:,}"
+    builder.build(connection, NOW + timedelta(minutes=5))
+    assert "Some months are not counted yet" not in (site / "sla.html").read_text()
     tables, now = Tables(), int(NOW.timestamp())
-    assert refresh_months(connection, tables, now, most=1) == [date(2026, 9, 1)]
-    assert refresh_months(connection, tables, now, most=1) == [date(2026, 8, 1)]
     assert refresh_months(connection, tables, now, most=1) == []
 
 

@@ -83,6 +83,8 @@ class Snapshot:
     # (window, canary key).
     heads: dict[tuple[str, str], Head] = field(default_factory=dict)
     months: dict[str, list[Month]] = field(default_factory=dict)  # by canary (`sla.py`)
+    # Some months are not counted yet (a server counts them between builds, `sla.py`).
+    months_pending: bool = False
     # by canary: its months digested (`sla_pages.month_digest`), where the builder kept them
     month_digests: dict[str, str] = field(default_factory=dict)
     # incidents opened per (canary, month start)

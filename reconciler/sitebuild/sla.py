@@ -173,11 +173,11 @@ def _compute(connection: Connection, tables: Tables, month: date, end: int) -> b
     return bool(inserted and inserted[0][0])
 
 
-def has_months(connection: Connection, tables: Tables) -> bool:
-    """Whether any month was counted yet."""
-    return (
-        connection.execute(f"SELECT 1 FROM {tables.named('months')} LIMIT 1").fetchone() is not None
-    )
+def months_pending(meta: dict[str, str]) -> bool:
+    """Whether some months are not counted yet, from the site's meta (`read_meta`): the
+    late-row watermark is written once a count left nothing due (a server's first build
+    counts none, and the calls between builds one month each, newest first)."""
+    return CHECKED not in meta
 
 
 def months_of(connection: Connection, tables: Tables) -> dict[str, list[Month]]:

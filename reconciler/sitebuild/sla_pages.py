@@ -31,6 +31,12 @@ from reconciler.sitebuild.sla import (
 )
 from reconciler.sitebuild.windows import WINDOWS
 
+# What the SLA pages say while some months are not counted yet (`Snapshot.months_pending`).
+PENDING_NOTE = (
+    "Some months are not counted yet: the server counts them between its builds, one a "
+    "build, newest first (a month of runs takes seconds at a large fleet). Those missing "
+    "below follow within minutes."
+)
 CSV_HEADER = (
     "month,region,runs,passes,uptime_percent,slo_percent,budget_spent_percent,incidents,"
     "p50_ms,p95_ms,p99_ms,counted_until,maintenance_windows\n"
@@ -77,6 +83,7 @@ def sla_key(snapshot: Snapshot, canary: CanaryInfo) -> str:
         canary.slo,
         canary.regions,
         refusal_mark(snapshot),
+        snapshot.months_pending,
         month_digest(months) if digest is None else digest,
         incidents,
         [
@@ -168,6 +175,7 @@ def canary_sla_context(snapshot: Snapshot, canary: CanaryInfo) -> dict[str, Any]
         "regions": regions,
         "months": rows,
         "quarters": quarter_rows,
+        "pending": PENDING_NOTE if snapshot.months_pending else None,
         "maintenance": maintenance_view.month_rows(
             snapshot, canary.key, _months_shown(snapshot, canary.key)
         ),
@@ -247,4 +255,5 @@ def sla_index_context(snapshot: Snapshot) -> dict[str, Any]:
         "current_label": _label(this_month),
         "previous_label": _label(last_month),
         "rows": rows,
+        "pending": PENDING_NOTE if snapshot.months_pending else None,
     }
