@@ -277,3 +277,21 @@ def test_a_month_with_nothing_to_count_yet_does_not_hold_back_the_older_ones(
         "SELECT runs FROM site_months WHERE month = '2026-11-01' AND region IS NULL"
     ).fetchone()
     assert runs == (1,)
+
+
+def test_a_fleet_new_today_has_no_month_to_count_and_its_pages_stop_saying_so_at_once(
+    shop: tuple[Path, Connection],
+) -> None:
+    """Today's runs are in no month yet. A server's first build says the months are being
+    counted; the count right after it finds none to count, and the SLA pages drawn then
+    say there are no results yet, without waiting for the next build."""
+    state, connection = shop
+    connection.execute("DELETE FROM results WHERE started_at < $today", {"today": NOW.date()})
+    site = state.parent / "site"
+    builder = SiteBuilder(site, stage_ahead=True)
+    builder.build(connection, NOW)
+    assert "Some months are not counted yet" in (site / "sla" / "web.shop.html").read_text()
+    builder.stage_ahead(connection, NOW)
+    assert builder.draw_ahead() > 0
+    page = (site / "sla" / "web.shop.html").read_text()
+    assert "Some months are not counted yet" not in page and "No results yet." in page

@@ -280,12 +280,15 @@ class SiteBuilder:
             )
             # The SLA months move once a day, and a day's first count reads a month of rows;
             # a state file's first months are counted here too, one a call, newest first.
+            pending = months_pending(read_meta(connection, self.tables))
             moved = refresh_months(connection, self.tables, _seconds(now), most=1)
+            # The last of them may have had nothing to count, but the pages said "pending".
+            settled = pending and not months_pending(read_meta(connection, self.tables))
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
-        if moved:
+        if moved or settled:
             # Their pages, thousands at once, are drawn between builds too (`draw_ahead`).
             self.ahead = self._sla_snapshot(connection, now)
         if updated.staged:
