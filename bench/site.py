@@ -25,7 +25,8 @@ Steps:
    minutes timed: the first, which
    catches up what the full build left to later builds (the per-day tier's last days, the 90-
    and 365-day windows published: informational, a server pays it once); one inside a 15-minute
-   step; the minute the 24-hour window moves and the next one (its new figures published); the
+   step; the minute the 24-hour window moves and the next one (its new figures published); a
+   day's first minute (00:00: yesterday is written into the per-day tier); the
    same two minutes for 7 days (at midnight: the day's histogram is finished too) and for 30
    days; a rebuild after 8 minutes without one, which moves every window at once and publishes
    at once (informational); and a rebuild with nothing new. As the server does, each build is
@@ -235,6 +236,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
     profiled = False
     moves = [first_move(window, origin) for window in WINDOWS]
     minute = timedelta(minutes=1)
+    midnight = (origin + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     cases: tuple[tuple[str, timedelta, int, float | None], ...] = (
         # Not the target either: the full build wrote the per-day tier's first days only (a
         # server's builder writes 5 a build, `TIER_DAYS_PER_BUILD`), so this one writes the
@@ -246,6 +248,8 @@ def run(args: argparse.Namespace, root: Path) -> None:
         ("rebuild, +1 minute within a 15-minute step", 3 * minute, 1, REBUILD_TARGET),
         ("rebuild, +1 minute moving the 24 h window", moves[0], 1, REBUILD_TARGET),
         ("  next minute: its figures published", moves[0] + minute, 1, REBUILD_TARGET),
+        # A day's first build: it writes yesterday into the per-day tier (`store/days.py`).
+        ("rebuild, +1 minute, a day's first (00:00)", midnight - origin, 1, REBUILD_TARGET),
         ("rebuild, +1 minute moving 7 d (midnight)", moves[1], 1, REBUILD_TARGET),
         ("  next minute: its figures published", moves[1] + minute, 1, REBUILD_TARGET),
         ("rebuild, +1 minute moving 30 d", moves[2], 1, REBUILD_TARGET),
