@@ -564,3 +564,78 @@ def test_a_server_backfills_the_tier_a_few_days_a_build(tmp_path: Path) -> None:
     )
     year = figures_[("365d", "web/api", None)]
     assert (year.runs, year.passes) == (runs, passes)
+
+
+def test_a_servers_first_build_of_a_day_leaves_yesterday_to_the_tier_between_builds(
+    tmp_path: Path,
+) -> None:
+    """Writing yesterday into the per-day tier (a day of raw rows) is not done in a server's
+    first build of the day: `stage_ahead` does it after that build, and the long windows
+    move onto it minutes later as they would have."""
+    midnight = NOW.replace(hour=0, minute=0) + timedelta(days=1)
+    with open_state(tmp_path / "state.duckdb") as connection:
+        generate(connection, end=midnight - timedelta(minutes=5), days=3)
+        server = SiteBuilder(tmp_path / "site", stage_ahead=True)
+
+        def held() -> int:
+            return days.until(connection)
+
+        yesterday = int(midnight.timestamp()) // DAY_SECONDS - 1
+        for moment in (midnight - timedelta(minutes=2), midnight - timedelta(minutes=1)):
+            server.build(connection, moment)
+            server.stage_ahead(connection, moment)
+        assert held() == yesterday  # the days before yesterday
+        server.build(connection, midnight + timedelta(seconds=30))
+        assert held() == yesterday  # not in the day's first build
+        server.stage_ahead(connection, midnight + timedelta(seconds=30))
+        assert held() == yesterday + 1  # between builds
+        stored = connection.execute(
+            "SELECT sum(runs) FROM result_days WHERE day = $d", {"d": yesterday}
+        ).fetchone()
+        assert stored is not None and stored[0] > 0
+        # A builder nothing stages ahead for (a first build, or a caller that never does)
+        # writes the new days in its builds.
+        alone = SiteBuilder(tmp_path / "alone", stage_ahead=True)
+        connection.execute("DELETE FROM result_days WHERE day = $d", {"d": yesterday})
+        connection.execute("UPDATE meta SET value = $v WHERE key = 'days_until'", {"v": yesterday})
+        alone.build(connection, midnight + timedelta(minutes=1))
+        assert held() == yesterday + 1
+
+
+def test_the_tiers_new_and_late_days_are_written_apart_and_no_late_row_is_lost(
+    tmp_path: Path,
+) -> None:
+    """A server writes the tier's late days in its builds and its new days between them:
+    each call moves only its own watermark, so a late row received in between is still
+    found by the next call for late days."""
+    with open_state(tmp_path / "state.duckdb") as connection:
+        generate(connection, days=4)
+        today = int(NOW.timestamp()) // DAY_SECONDS
+        assert days.fill(connection, NOW) == [today - 4, today - 3, today - 2, today - 1]
+        late_day = today - 2
+        insert = """INSERT INTO results (agent, region, canary, parent, check_name,
+                        check_type, started_at, duration_ms, status, received_at)
+                    VALUES ('eu-1', 'eu', 'web/shop@eu-1', 'web/shop', 'check', 'http', $at,
+                            5.0, 'pass', $received)"""
+        at = datetime.fromtimestamp(late_day * DAY_SECONDS + 3600, UTC)
+        connection.execute(insert, {"at": at, "received": NOW + timedelta(minutes=1)})
+        tomorrow = NOW + timedelta(days=1)
+        # New days only: today is written, the late day is not, and stays late.
+        assert days.fill(connection, tomorrow, late=False) == [today]
+        assert days.until(connection) == today + 1
+        # Late days only: it is written now, and its run counted.
+        assert days.fill(connection, tomorrow, new=False) == [late_day]
+        assert days.fill(connection, tomorrow, new=False) == []
+        runs = connection.execute(
+            "SELECT sum(runs) FROM result_days WHERE day = $d AND parent = 'web/shop'",
+            {"d": late_day},
+        ).fetchone()
+        expected = connection.execute(
+            """SELECT count(*) FROM results WHERE parent = 'web/shop'
+               AND started_at >= $lo AND started_at < $hi""",
+            {
+                "lo": datetime.fromtimestamp(late_day * DAY_SECONDS, UTC),
+                "hi": datetime.fromtimestamp((late_day + 1) * DAY_SECONDS, UTC),
+            },
+        ).fetchone()
+        assert runs == expected

@@ -117,9 +117,10 @@ def compute(connection: Connection, day: int, relation: str | None = None) -> in
     return int(row[0]) if row else 0
 
 
-def pending(connection: Connection, now: datetime) -> list[int]:
-    """The finished days (before `now`'s UTC day) the tier lacks or that got late rows since
-    it last counted them, oldest first."""
+def pending(connection: Connection, now: datetime) -> tuple[list[int], list[int]]:
+    """The finished days (before `now`'s UTC day) to write: those the tier lacks (new, from
+    its watermark on) and those that got late rows since it last counted them (late, before
+    the watermark), each oldest first."""
     today = int(now.timestamp()) // DAY_SECONDS
     known = _meta(connection, DAYS_UNTIL)
     if known is None:
@@ -130,16 +131,16 @@ def pending(connection: Connection, now: datetime) -> list[int]:
                               FROM archive_files))"""
         ).fetchone()
         known = first[0] if first and first[0] is not None else today
-    days = set(range(known, today))
+    late: list[int] = []
     received = _meta(connection, DAYS_RECEIVED)
     if received is not None:
-        late = connection.execute(
+        rows = connection.execute(
             f"""SELECT DISTINCT {_DAY_SQL} FROM results
                 WHERE received_at > $received AND started_at < $known""",
             {"received": datetime.fromtimestamp(received / _US, UTC), "known": _at(known)},
         ).fetchall()
-        days.update(row[0] for row in late)
-    return sorted(days)
+        late = sorted(row[0] for row in rows)
+    return list(range(known, today)), late
 
 
 def fill(
@@ -147,6 +148,9 @@ def fill(
     now: datetime,
     progress: Callable[[str], None] = lambda _: None,
     most: int | None = None,
+    *,
+    new: bool = True,
+    late: bool = True,
 ) -> list[int]:
     """Bring the tier up to date: the pending days, one transaction each, oldest first (call
     outside any transaction). Returns the days written.
@@ -154,14 +158,20 @@ def fill(
     In the common case a day's first refresh writes yesterday and nothing else; the first
     time it meets a state file with results, every day is written (a backfill, each day
     reported through `progress`). `most` caps the days written in one call (a server spreads
-    a backfill over its builds): the watermark then moves to the first day not written.
+    a backfill over its builds).
+
+    `new` and `late` choose the days: those the tier lacks, which move its watermark
+    (`until`) to the first day left unwritten, and those late rows changed, which move the
+    late rows' watermark once none is left. A server writes the late ones in its builds
+    (their windows are computed again from them) and the new ones between builds.
     """
     counted = _meta(connection, DAYS_RECEIVED)
     newest = newest_received(connection, counted) or counted
-    days = pending(connection, now)
+    fresh, changed = pending(connection, now)
     today = int(now.timestamp()) // DAY_SECONDS
     known = _meta(connection, DAYS_UNTIL)
-    todo = days if most is None else days[:most]
+    chosen = sorted((fresh if new else []) + (changed if late else []))
+    todo = chosen if most is None else chosen[:most]
     for index, day in enumerate(todo):
         connection.execute("BEGIN TRANSACTION")
         try:
@@ -171,20 +181,25 @@ def fill(
             connection.execute("ROLLBACK")
             raise
         if known is None or day >= known:
-            progress(f"per-day tier: {_at(day).date()} ({index + 1}/{len(days)}), {rows:,} rows")
-    left = days[len(todo) :]
-    if not todo and known == max(today, known or 0) and newest == counted:
+            progress(f"per-day tier: {_at(day).date()} ({index + 1}/{len(chosen)}), {rows:,} rows")
+    left = chosen[len(todo) :]
+    values: dict[str, int] = {}
+    if new:
+        # Late days come first (they are before the watermark): a backlog of them stops it.
+        if not left:
+            values[DAYS_UNTIL] = max(today, until(connection))
+        elif left[0] in fresh:
+            values[DAYS_UNTIL] = left[0]
+    if late and newest is not None and not any(day in changed for day in left):
+        # Every late day is written: what was received up to `newest` is counted (the
+        # tier's new days, written or not, are counted whole when they are written).
+        values[DAYS_RECEIVED] = newest
+    if not todo and all(_meta(connection, key) == value for key, value in values.items()):
         return todo  # nothing new: no commit (builds run every minute)
     connection.execute("BEGIN TRANSACTION")
     try:
-        if left:
-            # Late days come first (they are before the watermark): a backlog stops it.
-            if left[0] >= (known if known is not None else left[0]):
-                _set_meta(connection, DAYS_UNTIL, left[0])
-        else:
-            _set_meta(connection, DAYS_UNTIL, max(today, until(connection)))
-            if newest is not None:
-                _set_meta(connection, DAYS_RECEIVED, newest)
+        for key, value in values.items():
+            _set_meta(connection, key, value)
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")
