@@ -164,8 +164,9 @@ class SiteBuilder:
             connection: every build then starts from scratch).
         stage_ahead: the caller calls `stage_ahead` and then `tidy` after each build (a
             server rebuilding every minute): builds leave the figures of a window that
-            moved, and the freeing of their own objects, to them, so that neither the build
-            of that minute nor the next pays for them.
+            moved, the SLA months, the per-day tier's new days (once `stage_ahead` ran),
+            and the freeing of their own objects, to them, so that neither the build of
+            that minute nor the next pays for them.
         agent_silent_after: agents not heard from for longer are shown as silent (the
             server's `--agent-silent-after`); None shows none.
     """
