@@ -108,6 +108,8 @@ def test_a_new_canary_has_figures_and_a_chart_a_minute_after_its_first_run(
         assert near(kpi(html, "p95"), quantile([40.0, 60.0], 0.95)), window
         assert "No runs in this window." not in html, window
         assert re.search(r'<path class="line s0" data-region="eu" d="M\d+,40\.0h0"', html), window
+        # The only point of a line is drawn again as a dot a person sees.
+        assert re.search(r'<path class="dot s0" data-region="eu" d="M\d+,40\.0h0"', html), window
     assert chart_cells(read(site, PAGES["24h"]))["13:00"] == ["40.0", "60.0"]
 
 

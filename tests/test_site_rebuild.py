@@ -267,6 +267,10 @@ def test_a_series_with_a_gap_is_drawn_in_pieces(fleet: tuple[Path, Connection]) 
     paths = re.findall(r'<path class="line (s\d)" data-region="[^"]*" d="([^"]*)"', page)
     us = dict(paths)["s1"]  # regions in legend order: eu, us
     assert us.count("M") == 2 and us.endswith("h0")  # 01:00-01:15, then 04:00 alone
+    # Points with no neighbour again as dots (both of us's, none of eu's, a line).
+    assert "L" in dict(paths)["s0"] and "h0" not in dict(paths)["s0"]
+    dots = re.findall(r'<path class="dot (s\d)" data-region="[^"]*" d="([^"]*)"', page)
+    assert dots == [("s1", us)]
     rows = re.findall(r'<time datetime="2026-11-20T(\d\d:\d\d)Z">[^<]*</time></th>(.*?)</tr>', page)
     cells = {at: re.findall(r"<td>([^<]*)</td>", row) for at, row in rows}
     assert cells["04:00"] == ["—", "65.0"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -369,10 +370,10 @@ def latency_chart(
         if not data:
             continue
         style = f"s{index % STYLES}"
-        paths.append(
-            f'<path class="line {style}" data-region="{_html(region)}" '
-            f'd="{data}{"h0" if lone else ""}"/>'
-        )
+        data += "h0" if lone else ""
+        paths.append(f'<path class="line {style}" data-region="{_html(region)}" d="{data}"/>')
+        if "h0" in data:
+            paths.append(_dots(style, region, data))
     svg = Markup(
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-labelledby="{ident}-title {ident}-desc">'
@@ -386,6 +387,18 @@ def latency_chart(
     if head is not None:
         body = head.rows + body
     return Chart(svg, legend, table_head, Markup(body), not body)
+
+
+# A point with no neighbour in the path data (`_trace`): a zero-length subpath.
+_LONE = re.compile(r"M[^MLh]*h0")
+
+
+def _dots(style: str, region: str, data: str) -> str:
+    """The points of a path that have no neighbour, again as dots (`.dot` in site.css): a
+    zero-length subpath of the line alone is a speck as wide as the line (a chart's only
+    point, in its first minutes)."""
+    lone = "".join(_LONE.findall(data))
+    return f'<path class="dot {style}" data-region="{_html(region)}" d="{lone}"/>'
 
 
 @functools.lru_cache(maxsize=256)
