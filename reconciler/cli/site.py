@@ -21,10 +21,11 @@ SERVER_TIMEOUT = 300.0
 DEFAULT_SILENT_AFTER = ServeSettings.agent_silent_after
 
 DESCRIPTION = """\
-Render the status site (fleet overview, a report per region, a page per canary, incidents,
-canary deployments and a public status page; windows 24 h / 7 d / 30 d) as static HTML into
-DIR: it works opened from file:// and from any static host. Rollup tables are kept in the
-state file, so a rebuild only redoes what changed, and pages are replaced atomically.
+Render the status site (fleet overview, a report per region, a page per canary, SLA
+reports, incidents, canary deployments and a public status page; windows 24 h, 7 d, 30 d,
+90 d and 365 d) as static HTML into DIR: it works opened from file:// and from any static
+host. Rollup tables are kept in the state file, so a rebuild only redoes what changed, and
+pages are replaced atomically.
 """
 
 LOCKED = f"""\
