@@ -306,8 +306,16 @@ def test_incidents_deployments_and_status_pages(fleet: tuple[Path, Connection]) 
     assert "step 1 of 2" in deployments and "<td>90%</td>" in deployments
     assert '<td class="failed">5.00% <span class="limit">(≤ 2.00%)</span>' in deployments
     assert "310.0 ms" in deployments and "(≤ 800.0 ms)" in deployments
+    # Each evaluation's reason on a full-width row under its figures, not a squeezed column.
+    evaluations = re.findall(r'<tbody class="evaluation">(.*?)</tbody>', deployments, re.S)
+    assert evaluations and all(
+        re.search(r'</tr>\s*<tr class="reason"><td colspan="7" class="message">.+</td></tr>', e)
+        for e in evaluations
+    )
     status = read(site, "status.html")
     assert "Major outage" in status and "Open incidents" in status
+    # The open incident's start as every other page shows a time, not as the store keeps it.
+    assert re.search(r"incident #7 since <time datetime=\S+>2026-11-20 01:40:00 UTC</time>", status)
     assert verdict(["operational", "partial_outage"]) == ("partial_outage", "Partial outage")
     assert verdict(["major_outage", "unknown"]) == ("major_outage", "Major outage")
     assert verdict(["unknown", "operational"]) == ("operational", "All systems operational")

@@ -200,7 +200,8 @@ def status_context(snapshot: Snapshot) -> dict[str, Any]:
         {
             "id": incident["id"],
             "canary": incident["canary"],
-            "since": incident["opened_at"],
+            "since": fmt.stored_moment(incident["opened_at"]),
+            "since_iso": incident["opened_at"],
             "regions_down": ", ".join(incident["regions_down"]) or "none now",
         }
         for incident in snapshot.incidents

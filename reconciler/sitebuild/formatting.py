@@ -75,6 +75,14 @@ def moment(value: datetime | int | None, seconds: bool = False) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
+def stored_moment(text: str | None) -> str:
+    """An RFC 3339 time as the store keeps it (an incident's opening, an evaluation's time),
+    shown as `2026-11-20 13:05:00 UTC`."""
+    if not text:
+        return NO_DATA
+    return moment(datetime.fromisoformat(text), seconds=True)
+
+
 def iso(value: datetime | int) -> str:
     """A UTC time in RFC 3339 (for `<time datetime>`)."""
     when = datetime.fromtimestamp(value, UTC) if isinstance(value, int) else value.astimezone(UTC)

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from reconciler.sitebuild import formatting as fmt
 from reconciler.sitebuild.layout import base_context, stamp
 from reconciler.sitebuild.model import DEPLOYMENTS, INCIDENTS, Snapshot, canary_path, link
 from reconciler.sitebuild.windows import WINDOWS
-
-
-def _when(text: str | None) -> str:
-    """An RFC 3339 time from the store, shown as `2026-11-20 13:05:00 UTC`."""
-    if not text:
-        return fmt.NO_DATA
-    return fmt.moment(datetime.fromisoformat(text), seconds=True)
 
 
 def incidents_context(snapshot: Snapshot) -> dict[str, Any]:
@@ -30,13 +22,15 @@ def incidents_context(snapshot: Snapshot) -> dict[str, Any]:
                 "canary": incident["canary"],
                 "href": link(INCIDENTS, canary_path(ident, WINDOWS[0])) if ident else None,
                 "state": incident["state"],
-                "opened": _when(incident["opened_at"]),
+                "opened": fmt.stored_moment(incident["opened_at"]),
                 "opened_iso": incident["opened_at"],
-                "resolved": _when(incident["resolved_at"]) if incident["resolved_at"] else None,
+                "resolved": (
+                    fmt.stored_moment(incident["resolved_at"]) if incident["resolved_at"] else None
+                ),
                 "regions_down": ", ".join(incident["regions_down"]) or "none",
                 "timeline": [
                     {
-                        "at": _when(entry["at"]),
+                        "at": fmt.stored_moment(entry["at"]),
                         "at_iso": entry["at"],
                         "region": entry["region"],
                         "change": entry["change"],
@@ -65,7 +59,7 @@ def _evaluation(evaluation: dict[str, Any]) -> dict[str, Any]:
     error_limit = limits.get("error_threshold")
     latency_limit = limits.get("latency_threshold_ms")
     return {
-        "at": _when(evaluation.get("at")),
+        "at": fmt.stored_moment(evaluation.get("at")),
         "at_iso": evaluation.get("at"),
         "step": int(evaluation.get("step", -1)) + 1,
         "verdict": evaluation.get("verdict"),
