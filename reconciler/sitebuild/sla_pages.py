@@ -37,6 +37,12 @@ PENDING_NOTE = (
     "build, newest first (a month of runs takes seconds at a large fleet). Those missing "
     "below follow within minutes."
 )
+# What an SLA page's tables say when no month of the canary has runs counted: its runs may
+# be today's alone, shown everywhere else on the site.
+NOTHING_COUNTED = (
+    "Nothing counted yet: a month counts the runs up to the start of the current day (UTC), "
+    "so today's runs show here from tomorrow."
+)
 CSV_HEADER = (
     "month,region,runs,passes,uptime_percent,slo_percent,budget_spent_percent,incidents,"
     "p50_ms,p95_ms,p99_ms,counted_until,maintenance_windows\n"
@@ -176,6 +182,7 @@ def canary_sla_context(snapshot: Snapshot, canary: CanaryInfo) -> dict[str, Any]
         "months": rows,
         "quarters": quarter_rows,
         "pending": PENDING_NOTE if snapshot.months_pending else None,
+        "nothing_counted": NOTHING_COUNTED,
         "maintenance": maintenance_view.month_rows(
             snapshot, canary.key, _months_shown(snapshot, canary.key)
         ),
