@@ -265,7 +265,7 @@ def test_90_and_365_day_pages_count_today_and_the_days_before(
             assert near(kpi(page, "p95"), quantile(every, 0.95))
             assert (row := region_row(page, "eu")) and (row[0], row[3]) == ("87.50%", "8")
         status = read(site, "status.html")
-        assert "Uptime 365 days" in status
+        assert '<th scope="col">365 days</th>' in status  # under "Uptime"
     assert kpi(read(site, "canary/web.shop.html"), "Runs") != "10"  # 24 hours: none left
 
 
@@ -391,6 +391,19 @@ def test_one_region_has_no_region_filter(tmp_path: Path) -> None:
     index = read(tmp_path / "site", "index.html")
     assert "Filter by region" not in index and "web/shop" in index
     assert (tmp_path / "site" / "region-eu.html").exists()
+
+
+def test_a_site_with_no_canaries_says_so_across_its_tables(tmp_path: Path) -> None:
+    repo = ConfigRepo(tmp_path / "config")
+    repo.write("all.yaml", region_doc("eu") + "---\n" + agent_doc("eu-1", "eu"))
+    repo.commit("a region, no canary yet")
+    state = tmp_path / "state.duckdb"
+    apply(repo, state)
+    assert run_cli("site", "build", "--state", state, "--out", tmp_path / "site", "-q").code == 0
+    status = read(tmp_path / "site", "status.html")
+    # Service, status, and an uptime column per window under one "Uptime" heading.
+    assert '<th scope="colgroup" colspan="5">Uptime</th>' in status
+    assert '<tr><td colspan="7">No services are checked yet.</td></tr>' in status
 
 
 def test_cli_builds_and_refuses_a_foreign_directory(fleet: tuple[Path, Connection]) -> None:
