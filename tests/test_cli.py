@@ -79,6 +79,20 @@ def test_a_negative_lock_timeout_is_a_usage_error(capsys: pytest.CaptureFixture[
     assert "must be 0 or more, got -1" in _usage_error(capsys, "plan", "--lock-timeout", "-1")
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--workers", "0", "argument --workers: must be 1 or more, got 0"),
+        ("--workers", "two", "argument --workers: not a whole number: 'two'"),
+        ("--agent-silent-after", "-5", "argument --agent-silent-after: must be 0 or more, got -5"),
+    ],
+)
+def test_site_build_options_out_of_range_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], option: str, value: str, said: str
+) -> None:
+    assert said in _usage_error(capsys, "site", "build", "--out", "site", option, value)
+
+
 def test_commands_that_ask_the_server_say_when_it_does_not_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -418,6 +418,12 @@ def test_cli_builds_and_refuses_a_foreign_directory(fleet: tuple[Path, Connectio
     refused = run_cli("site", "build", "--state", state, "--out", foreign)
     assert refused.code == 1 and "not empty" in refused.err
     assert (foreign / "keep.txt").read_text() == "mine"
+    # A directory that cannot be made: said plainly, with no traceback.
+    nowhere = state.parent / "a-file"
+    nowhere.write_text("")
+    failed = run_cli("site", "build", "--state", state, "--out", nowhere / "site")
+    assert failed.code == 1 and f"cannot write the site to {nowhere / 'site'}: " in failed.err
+    assert "Traceback" not in failed.err
 
 
 def test_cli_explains_a_state_held_by_another_process(tmp_path: Path) -> None:

@@ -63,6 +63,17 @@ def seconds(text: str) -> float:
     return value
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number, 1 or more (processes, workers)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
+
+
 def days(text: str) -> timedelta:
     """An age in days: `35d` or `35`."""
     found = re.fullmatch(r"\s*(\d+)\s*d?\s*", text)

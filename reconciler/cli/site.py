@@ -56,14 +56,14 @@ def register(commands: Subcommands) -> None:
     options.add_lock_timeout(build)
     build.add_argument(
         "--workers",
-        type=int,
+        type=options.count,
         default=SITE_RENDER_WORKERS,
         metavar="N",
         help="processes rendering pages, this one and N-1 forked (default: up to 2)",
     )
     build.add_argument(
         "--agent-silent-after",
-        type=float,
+        type=options.seconds,
         default=DEFAULT_SILENT_AFTER,
         metavar="SECONDS",
         help="show enabled agents not heard from for longer as silent, as `reconcile serve "
@@ -132,8 +132,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 if args.agent_silent_after > 0
                 else None,
             )
-    except (SiteError, StateError, OSError) as error:
+    except (SiteError, StateError) as error:
         console.error(str(error))
+        return EXIT_ERROR
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename else ""
+        console.error(f"cannot write the site to {args.out}: {error.strerror or error}{where}")
         return EXIT_ERROR
     if not console.quiet:
         if temporary:
