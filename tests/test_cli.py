@@ -93,6 +93,12 @@ def test_site_build_options_out_of_range_are_usage_errors(
     assert said in _usage_error(capsys, "site", "build", "--out", "site", option, value)
 
 
+def test_a_revisions_limit_below_1_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """Not a traceback from the database refusing a negative LIMIT."""
+    err = _usage_error(capsys, "revisions", "--limit", "-1")
+    assert "argument --limit: must be 1 or more, got -1" in err and "Traceback" not in err
+
+
 def test_commands_that_ask_the_server_say_when_it_does_not_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -23,7 +23,11 @@ def register(commands: Subcommands) -> None:
     options.add_state(parser)
     options.add_lock_timeout(parser)
     parser.add_argument(
-        "--limit", type=int, default=20, metavar="N", help="show at most N revisions (default: 20)"
+        "--limit",
+        type=options.count,
+        default=20,
+        metavar="N",
+        help="show at most N revisions (default: 20)",
     )
 
 
