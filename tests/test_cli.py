@@ -93,6 +93,22 @@ def test_site_build_options_out_of_range_are_usage_errors(
     assert said in _usage_error(capsys, "site", "build", "--out", "site", option, value)
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("demo", "--port", "-5"), "argument --port: not a TCP port (0-65535), got -5"),
+        (("demo", "--gateway-port", "99999"), "argument --gateway-port: not a TCP port"),
+        (("serve", "--port", "70000"), "argument --port: not a TCP port (0-65535), got 70000"),
+        (("serve", "--port", "http"), "argument --port: not a port number: 'http'"),
+    ],
+)
+def test_a_port_out_of_range_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], said: str
+) -> None:
+    """Not a traceback from `bind`, nor a server on another port than the one asked for."""
+    assert said in _usage_error(capsys, *args)
+
+
 def test_a_revisions_limit_below_1_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     """Not a traceback from the database refusing a negative LIMIT."""
     err = _usage_error(capsys, "revisions", "--limit", "-1")

@@ -201,6 +201,36 @@ def test_settings_file_refuses_secrets_and_unknown_keys(tmp_path: Path) -> None:
         load_settings({}, {}, config)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        # Port 70000 was taken modulo 65536: the server said :70000 and listened on :4464.
+        ("RECONCILER_PORT", "70000", "port: 70000 is not a TCP port (0-65535; 0: any)"),
+        ("RECONCILER_GATEWAY_LISTEN", "localhost", "gateway_listen: 'localhost' needs a TCP port"),
+        ("RECONCILER_GATEWAY_LISTEN", "127.0.0.1:99999", "needs a TCP port (0-65535)"),
+        ("RECONCILER_SITE_INTERVAL", "-1", "site_interval: -1.0 must be greater than 0"),
+        ("RECONCILER_POLL_INTERVAL", "0", "poll_interval: 0.0 must be greater than 0"),
+        ("RECONCILER_CANARY_INTERVAL", "0", "canary_interval: 0.0 must be greater than 0"),
+        ("RECONCILER_AGENT_SILENT_AFTER", "-3", "agent_silent_after: -3.0 must be 0 or more"),
+        ("RECONCILER_LOCK_TIMEOUT", "-1", "lock_timeout: -1.0 must be 0 or more"),
+    ],
+)
+def test_settings_out_of_range_are_refused_at_start(variable: str, value: str, said: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings({}, {variable: value})
+    assert said in str(refused.value)
+
+
+def test_settings_at_their_edges_are_taken() -> None:
+    edges = {"port": 0, "agent_silent_after": 0, "lock_timeout": 0, "gateway_listen": "[::1]:0"}
+    settings = load_settings(edges, {})
+    assert (settings.port, settings.agent_silent_after, settings.gateway_listen) == (
+        0,
+        0,
+        "[::1]:0",
+    )
+
+
 def test_agents_token_never_creates_a_state_file(tmp_path: Path) -> None:
     state = tmp_path / "typo.duckdb"
     result = run_cli("agents", "token", "eu-1", "--state", state)

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from reconciler.cli import options
 from reconciler.cli.console import Console
 from reconciler.cli.options import Subcommands
 
@@ -70,7 +71,10 @@ def register(commands: Subcommands) -> None:
         help="demo directory, kept after exit (default: a new temporary directory)",
     )
     demo.add_argument(
-        "--port", type=int, default=8080, help="the server's port (default 8080; 0 = any free)"
+        "--port",
+        type=options.port,
+        default=8080,
+        help="the server's port (default 8080; 0 = any free)",
     )
     demo.add_argument(
         "--gateway",
@@ -80,7 +84,7 @@ def register(commands: Subcommands) -> None:
     )
     demo.add_argument(
         "--gateway-port",
-        type=int,
+        type=options.port,
         help="nginx's port (default 8088, or any free one with --port 0)",
     )
     demo.add_argument(

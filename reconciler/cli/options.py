@@ -74,6 +74,17 @@ def count(text: str) -> int:
     return value
 
 
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0: any free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65_535:
+        raise argparse.ArgumentTypeError(f"not a TCP port (0-65535), got {text}")
+    return value
+
+
 def days(text: str) -> timedelta:
     """An age in days: `35d` or `35`."""
     found = re.fullmatch(r"\s*(\d+)\s*d?\s*", text)

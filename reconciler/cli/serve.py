@@ -38,7 +38,9 @@ def register(commands: Subcommands) -> None:
     options.add_state(serve, "DuckDB state file, held until the server exits", settings=True)
     options.add_lock_timeout(serve, settings=True)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8080; 0 = any)")
+    serve.add_argument(
+        "--port", type=options.port, help="port to listen on (default 8080; 0 = any)"
+    )
     serve.add_argument("--branch", help="branch to follow in a git URL or bare repository")
     serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="default 60")
     serve.add_argument("--debounce", type=float, metavar="SECONDS", help="default 0.3")

@@ -61,6 +61,11 @@ SITE_RENDER_WORKERS = min(2, os.cpu_count() or 1)
 
 # Limits of the HTTP listener: zero or less would refuse everything or wait forever.
 POSITIVE = (
+    "poll_interval",
+    "canary_interval",
+    "site_interval",
+    "max_result_age",
+    "probe_metrics_window",
     "max_batch_bytes",
     "max_batch_rows",
     "header_timeout",
@@ -70,6 +75,11 @@ POSITIVE = (
     "max_connections",
     "webhook_replay_window",
 )
+# Settings where 0 means something (try once, no wait, no tolerance, off), below it nothing.
+NOT_NEGATIVE = ("lock_timeout", "debounce", "clock_skew", "agent_silent_after")
+
+
+MAX_PORT = 65_535
 
 
 class SettingsError(ValueError):
@@ -188,4 +198,15 @@ def load_settings(
     for name in POSITIVE:
         if not getattr(settings, name) > 0:
             raise SettingsError(f"{name}: {getattr(settings, name)!r} must be greater than 0")
+    for name in NOT_NEGATIVE:
+        if not getattr(settings, name) >= 0:
+            raise SettingsError(f"{name}: {getattr(settings, name)!r} must be 0 or more")
+    if not 0 <= settings.port <= MAX_PORT:
+        raise SettingsError(f"port: {settings.port} is not a TCP port (0-{MAX_PORT}; 0: any)")
+    gateway_port = settings.gateway_listen.rpartition(":")[2]
+    if not (gateway_port.isdigit() and 0 <= int(gateway_port) <= MAX_PORT):
+        raise SettingsError(
+            f"gateway_listen: {settings.gateway_listen!r} needs a TCP port (0-{MAX_PORT}) "
+            "after its last ':', such as 127.0.0.1:8088"
+        )
     return settings
