@@ -7,12 +7,14 @@ import math
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import NoReturn, Protocol, TypeAlias
+from typing import NoReturn, Protocol, TypeAlias, TypeVar
 
 from reconciler.cli.console import Console
+
+Number = TypeVar("Number", int, float)
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 DEFAULT_STATE = "reconciler.duckdb"
@@ -52,12 +54,17 @@ def subcommands(parser: argparse.ArgumentParser, dest: str, required: bool = Fal
     return actions
 
 
+def _number(text: str, parse: Callable[[str], Number], what: str) -> Number:
+    """`text` read by `parse` (int or float), or an argparse error saying what was expected."""
+    try:
+        return parse(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+
+
 def seconds(text: str) -> float:
     """An argparse type: a non-negative number of seconds (fractions allowed)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    value = _number(text, float, "a number of seconds")
     if value < 0 or math.isnan(value):
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
@@ -65,10 +72,7 @@ def seconds(text: str) -> float:
 
 def count(text: str) -> int:
     """An argparse type: a whole number, 1 or more (processes, workers)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    value = _number(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
     return value
@@ -76,10 +80,7 @@ def count(text: str) -> int:
 
 def port(text: str) -> int:
     """An argparse type: a TCP port, 0 to 65535 (0: any free one)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    value = _number(text, int, "a port number")
     if not 0 <= value <= 65_535:
         raise argparse.ArgumentTypeError(f"not a TCP port (0-65535), got {text}")
     return value
