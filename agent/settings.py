@@ -75,8 +75,11 @@ def parse_listen(text: str) -> tuple[str, int] | None:
     if text == "off":
         return None
     host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise SettingsError(f"--listen {text!r}: expected HOST:PORT (e.g. 127.0.0.1:9470) or off")
+    if not host or not port.isdigit() or int(port) > 65_535:
+        raise SettingsError(
+            f"--listen {text!r}: expected HOST:PORT with a TCP port (0-65535), "
+            "e.g. 127.0.0.1:9470, or off"
+        )
     return host.strip("[]"), int(port)
 
 
@@ -92,6 +95,11 @@ def load_settings(
     token = environ.get("AGENT_TOKEN")
     if not url:
         raise SettingsError("no control plane URL: pass --url or set RECONCILER_URL")
+    if not str(url).lower().startswith(("http://", "https://")):
+        raise SettingsError(
+            f"control plane URL {url!r}: expected http:// or https://, "
+            "e.g. https://reconciler.example.com"
+        )
     if not token:
         raise SettingsError(
             "no agent token: set AGENT_TOKEN (mint one with `reconcile agents token NAME`)"

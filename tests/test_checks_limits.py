@@ -299,3 +299,22 @@ def test_the_limits_come_from_flags_and_environment() -> None:
     assert settings.response_limits == ResponseLimits(max_headers=7, max_body_bytes=1000)
     with pytest.raises(SettingsError, match="max_response_header_line: must be greater than 0"):
         load_settings({"url": "http://x", "max_response_header_line": 0}, environ)
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        # Port 70000 would have been taken modulo 65536.
+        ({"listen": "127.0.0.1:70000"}, "--listen '127.0.0.1:70000': expected HOST:PORT with a"),
+        ({"url": "ftp://x"}, "control plane URL 'ftp://x': expected http:// or https://"),
+        ({"url": "reconciler.internal:8080"}, "expected http:// or https://"),
+    ],
+)
+def test_a_listen_port_or_url_the_agent_cannot_use_stops_it_at_start(
+    flags: dict[str, str], said: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"url": "http://x", **flags}, {"AGENT_TOKEN": "t"})
+    assert said in str(refused.value)
+    edges = load_settings({"url": "HTTPS://x", "listen": "[::1]:65535"}, {"AGENT_TOKEN": "t"})
+    assert edges.listen == ("::1", 65_535)
