@@ -216,6 +216,7 @@ def test_history_older_than_its_age_is_deleted(state: Path) -> None:
         "--delete-after", "20d",
     )  # fmt: skip
     assert code == 1 and "keep history at least as long as the archive age" in err
+    assert "history kept for 20 days would delete days still live (archive age 30 days)" in err
 
 
 def test_export_writes_live_and_archived_rows_in_the_same_layout(

@@ -151,6 +151,11 @@ def sweep(connection: Connection, directory: Path) -> int:
     return removed
 
 
+def _days(age: timedelta) -> str:
+    """`35 days` (ages are whole days), rather than timedelta's `35 days, 0:00:00`."""
+    return f"{age.days} day{'s' if age.days != 1 else ''}"
+
+
 def prepare(
     connection: Connection,
     directory: Path,
@@ -165,8 +170,9 @@ def prepare(
     """
     if delete_after is not None and delete_after < archive_after:
         raise ArchiveError(
-            f"history kept for {delete_after} would delete days still live "
-            f"(archive age {archive_after}): keep history at least as long as the archive age"
+            f"history kept for {_days(delete_after)} would delete days still live "
+            f"(archive age {_days(archive_after)}): keep history at least as long as the "
+            "archive age"
         )
     try:
         directory.mkdir(parents=True, exist_ok=True)
