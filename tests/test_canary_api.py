@@ -210,3 +210,7 @@ def test_canary_cli(repo: ConfigRepo, tmp_path: Path) -> None:
     offline = cli("status", "checkout")
     assert offline.returncode == 0, offline.stderr
     assert "checkout: paused" in offline.stdout
+    unknown = cli("status", "chekout")  # a typo says so, rather than "no canary runs"
+    assert unknown.returncode == 1
+    assert "no canary run for route 'chekout'; routes with one: " in unknown.stderr
+    assert "checkout" in unknown.stderr.rpartition(":")[2]

@@ -83,7 +83,14 @@ def _status(args: argparse.Namespace, url: str | None, console: Console) -> int:
         console.error(str(error))
         return EXIT_ERROR
     if args.route:
+        known = sorted(v["route"] for v in views)
         views = [v for v in views if v["route"] == args.route]
+        if not views:
+            console.error(
+                f"no canary run for route {args.route!r}; routes with one: "
+                + (", ".join(known) or "none (no route has a canary block, or none applied)")
+            )
+            return EXIT_ERROR
     if args.format == "json":
         console.say(orjson.dumps(views, option=orjson.OPT_INDENT_2).decode())
     else:
