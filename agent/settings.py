@@ -21,6 +21,7 @@ from agent.checks.limits import (
     DEFAULT_MAX_HEADERS,
     ResponseLimits,
 )
+from agent.spool import foreign_file
 from schemas.wire import MAX_PULL_WAIT
 
 
@@ -147,6 +148,13 @@ def load_settings(
     spool = flags.get("spool") or environ.get("AGENT_SPOOL")
     if spool:
         values["spool"] = Path(str(spool))
+    path = values.get("spool", AgentSettings.spool)
+    refused = foreign_file(path)
+    if refused is not None:
+        raise SettingsError(
+            f"--spool {path}: the file {refused}; the agent moves a damaged spool aside and "
+            "starts a new one, so it takes only a file of its own: pass another path"
+        )
     listen = flags.get("listen") or environ.get("AGENT_LISTEN")
     if listen:
         values["listen"] = parse_listen(str(listen))

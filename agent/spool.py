@@ -497,6 +497,49 @@ def _rollback(conn: sqlite3.Connection) -> None:
         conn.rollback()
 
 
+SQLITE_HEADER: Final = b"SQLite format 3\x00"
+# The tables of a spool file (SQLite keeps AUTOINCREMENT counters in `sqlite_sequence`).
+SPOOL_TABLES: Final = frozenset({"spool", "sqlite_sequence"})
+
+
+def foreign_file(path: Path) -> str | None:
+    """Why the file at `path` is not a spool the agent may open, or None.
+
+    A spool that is corrupt is moved aside and replaced (`Spool`). That is right for this
+    agent's own file, and wrong for any other: a `--spool` naming another file by mistake
+    must not rename it (a text file such as /etc/passwd), nor add a table to another
+    program's SQLite database. None for a file that is absent, empty, zeroed where a header
+    should be, SQLite with only a spool's tables, or SQLite too damaged to list its tables:
+    those are this agent's spool, or what is left of one.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        return "is a directory"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if not head.strip(b"\x00"):
+        return None  # empty, or zeroed by a crash (some file systems fill lost blocks so)
+    if head != SQLITE_HEADER:
+        return "is not a SQLite file, so not an agent spool"
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            tables = {str(name) for (name,) in rows}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return None
+    others = sorted(tables - SPOOL_TABLES)
+    if others:
+        return f"is a SQLite database with other tables ({', '.join(others[:3])}), not a spool"
+    return None
+
+
 def _open_file(path: Path) -> tuple[sqlite3.Connection, int]:
     """Open (or create) the spool file, check it and return it with its row count."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -406,3 +406,50 @@ def test_a_full_spool_logs_when_it_fills_and_when_it_has_room_not_per_row(
     assert len(lines) == 2, lines
     assert "is full (5 rows)" in lines[0]
     assert lines[1].endswith("has room again: 45 rows were dropped while it was full")
+
+
+def _agent_run(spool: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`agent run` with `--spool`, against a control plane that is not there."""
+    environ = {**os.environ, "AGENT_TOKEN": "cra_x.y", "RECONCILER_URL": "http://127.0.0.1:1"}
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--spool", str(spool), "--listen", "off"],
+        cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_a_spool_path_naming_a_file_of_someone_else_is_refused_and_left_alone(
+    tmp_path: Path,
+) -> None:
+    """The agent moves a damaged spool aside: a --spool naming another file by mistake renamed
+    it (/etc/passwd was replaced by a spool). Now the agent stops at start and touches nothing."""
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    other = tmp_path / "app.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER)")
+    conn.close()
+    before = other.read_bytes()
+    for path, said in (
+        (text, "the file is not a SQLite file, so not an agent spool"),
+        (other, "the file is a SQLite database with other tables (users), not a spool"),
+        (tmp_path, "the file is a directory"),
+    ):
+        refused = _agent_run(path, tmp_path)
+        assert refused.returncode != 0 and f"--spool {path}: {said}" in refused.stderr
+    assert text.read_text() == "root:x:0:0:root:/root:/bin/bash\n"
+    assert other.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db", "passwd"]
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 4096], ids=["empty", "zeroed by a crash"])
+def test_an_empty_or_zeroed_spool_is_still_taken_as_the_agents_own(
+    spool_path: Path, content: bytes
+) -> None:
+    from agent.settings import load_settings
+
+    spool_path.parent.mkdir(parents=True)
+    spool_path.write_bytes(content)
+    settings = load_settings({"url": "http://x", "spool": str(spool_path)}, {"AGENT_TOKEN": "t"})
+    assert settings.spool == spool_path
+    with Spool(spool_path, 10) as spool:  # and the spool's own recovery takes it from there
+        assert spool.durable and spool.depth() == 0
