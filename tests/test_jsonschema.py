@@ -29,6 +29,15 @@ def test_schema_command_writes_one_file_per_kind(tmp_path: Path) -> None:
     )
 
 
+def test_schema_command_names_a_directory_it_cannot_write(tmp_path: Path) -> None:
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    result = run_cli("schema", "--out", taken)
+    assert result.code == 1 and "Traceback" not in result.err
+    assert f"cannot write the schemas to {taken}: File exists ({taken})" in result.err
+    assert taken.read_text() == "mine"
+
+
 def test_schemas_are_strict_and_keep_aliases() -> None:
     canary = json_schemas()["canary"]
     http = canary["$defs"]["HttpCheck"]

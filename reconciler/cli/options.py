@@ -54,6 +54,13 @@ def subcommands(parser: argparse.ArgumentParser, dest: str, required: bool = Fal
     return actions
 
 
+def os_problem(error: OSError) -> str:
+    """What an `OSError` says, for a person: `File exists (out/site)` rather than the
+    `[Errno 17] …` of its `str`."""
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{error.strerror or error}{where}"
+
+
 def _number(text: str, parse: Callable[[str], Number], what: str) -> Number:
     """`text` read by `parse` (int or float), or an argparse error saying what was expected."""
     try:

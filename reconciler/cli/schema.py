@@ -8,8 +8,9 @@ from typing import Any
 
 import orjson
 
+from reconciler.cli import options
 from reconciler.cli.console import Console
-from reconciler.cli.options import EXIT_OK, Subcommands
+from reconciler.cli.options import EXIT_ERROR, EXIT_OK, Subcommands
 
 NAME = "schema"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -69,6 +70,11 @@ def write_json_schemas(directory: Path) -> list[Path]:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Write the schemas and print their paths."""
-    for path in write_json_schemas(args.out):
+    try:
+        written = write_json_schemas(args.out)
+    except OSError as error:
+        console.error(f"cannot write the schemas to {args.out}: {options.os_problem(error)}")
+        return EXIT_ERROR
+    for path in written:
         console.say(str(path))
     return EXIT_OK

@@ -136,8 +136,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.error(str(error))
         return EXIT_ERROR
     except OSError as error:
-        where = f" ({error.filename})" if error.filename else ""
-        console.error(f"cannot write the site to {args.out}: {error.strerror or error}{where}")
+        console.error(f"cannot write the site to {args.out}: {options.os_problem(error)}")
         return EXIT_ERROR
     if not console.quiet:
         if temporary:
