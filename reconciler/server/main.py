@@ -35,7 +35,7 @@ from reconciler.server.http.listener import CUT_METRIC, ReadLimits, guarded_prot
 from reconciler.server.local_agent import LocalAgent
 from reconciler.server.notify import Notifications, announcer, parse_hooks
 from reconciler.server.reconcile_loop import ReconcileLoop
-from reconciler.server.settings import SITE_RENDER_WORKERS, ServeSettings
+from reconciler.server.settings import SITE_RENDER_WORKERS, ServeSettings, listen_address
 from reconciler.sources.follow import ConfigSource, WorktreeSource, open_source, watch_worktree
 from reconciler.store.archive import history_dir
 from reconciler.store.handle import StateHandle
@@ -53,9 +53,8 @@ def open_nginx_gateway(settings: ServeSettings) -> Gateway | None:
     """
     if settings.gateway != "nginx":
         return None
-    host, _, port = settings.gateway_listen.rpartition(":")
     directory = settings.gateway_dir or settings.state.with_name(settings.state.name + ".gateway")
-    gateway = NginxGateway(directory, (host.strip("[]"), int(port)))
+    gateway = NginxGateway(directory, listen_address(settings.gateway_listen))
     gateway.start()
     log.info("nginx gateway on http://%s (prefix %s)", settings.gateway_listen, directory)
     return gateway

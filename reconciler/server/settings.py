@@ -59,7 +59,8 @@ SECRETS = {
 # of the time one takes (bench/README.md).
 SITE_RENDER_WORKERS = min(2, os.cpu_count() or 1)
 
-# Limits of the HTTP listener: zero or less would refuse everything or wait forever.
+# Intervals, and limits of the HTTP listener: zero or less would spin, refuse everything or
+# wait forever.
 POSITIVE = (
     "poll_interval",
     "canary_interval",
@@ -203,10 +204,20 @@ def load_settings(
             raise SettingsError(f"{name}: {getattr(settings, name)!r} must be 0 or more")
     if not 0 <= settings.port <= MAX_PORT:
         raise SettingsError(f"port: {settings.port} is not a TCP port (0-{MAX_PORT}; 0: any)")
-    gateway_port = settings.gateway_listen.rpartition(":")[2]
-    if not (gateway_port.isdigit() and 0 <= int(gateway_port) <= MAX_PORT):
-        raise SettingsError(
-            f"gateway_listen: {settings.gateway_listen!r} needs a TCP port (0-{MAX_PORT}) "
-            "after its last ':', such as 127.0.0.1:8088"
-        )
+    listen_address(settings.gateway_listen)
     return settings
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """`gateway_listen` (`HOST:PORT`, `[::1]:PORT` for IPv6) as a host and a port.
+
+    Raises:
+        SettingsError: no TCP port after the last `:`.
+    """
+    host, _, port = text.rpartition(":")
+    if not (port.isdigit() and 0 <= int(port) <= MAX_PORT):
+        raise SettingsError(
+            f"gateway_listen: {text!r} needs a TCP port (0-{MAX_PORT}) after its last ':', "
+            "such as 127.0.0.1:8088"
+        )
+    return host.strip("[]"), int(port)
