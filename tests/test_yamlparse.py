@@ -57,6 +57,28 @@ def test_syntax_error_keeps_earlier_documents_and_names_the_line() -> None:
     assert problem.line == 4
 
 
+def test_bytes_that_are_not_utf8_are_named_at_their_line_and_column() -> None:
+    # A file saved as Latin-1: "café" is "caf" and one byte 0xE9.
+    [problem] = parse_yaml(b"metadata:\n  name: caf\xe9\n").problems
+    assert (problem.line, problem.column) == (2, 12)
+    assert problem.message == "the file is not UTF-8 text (byte 0xE9 here): save it as UTF-8"
+    # A multi-byte sequence cut short is named where it starts, not at the byte after it.
+    [problem] = parse_yaml(b"a: \xe2\x82\nb: 1\n").problems
+    assert (problem.line, problem.column) == (1, 4)
+
+
+def test_a_control_character_is_named_at_its_line_and_column() -> None:
+    [problem] = parse_yaml(b"a: 1\nb: ring\x07\n").problems
+    assert (problem.line, problem.column) == (2, 8)
+    assert problem.message.startswith("a control character (U+0007) YAML does not allow")
+
+
+def test_a_tab_in_the_indentation_is_called_a_tab() -> None:
+    [problem] = parse_yaml(b"spec:\n\tschedule: x\n").problems
+    assert (problem.line, problem.column) == (2, 1)
+    assert problem.message.endswith("(a tab: YAML indents with spaces only)")
+
+
 def test_an_alias_bomb_is_refused_before_it_expands() -> None:
     import time
     import tracemalloc

@@ -59,6 +59,49 @@ class YamlProblem:
     document: int | None = None  # index in `ParsedYaml.documents` of the document it is in
 
 
+def _character_at(content: bytes, line: int, column: int) -> str:
+    """The character at a 1-based line and column of `content` ("" past its end)."""
+    lines = content.split(b"\n", line)
+    if line > len(lines):
+        return ""
+    text = lines[line - 1].decode("utf-8", errors="replace")
+    return text[column - 1] if 0 < column <= len(text) else ""
+
+
+def _unreadable(content: bytes, error: yaml.reader.ReaderError) -> YamlProblem:
+    """A reader's error (bytes that are not UTF-8, a control character) at its line and
+    column: libyaml gives the byte offset only, and its own text ("unacceptable character
+    #x-001") names neither."""
+    offset = min(max(int(error.position), 0), len(content))
+    line, column = _line_column(content, offset)
+    if error.encoding == "unicode" or (
+        isinstance(error.character, int) and error.character >= 0 and "control" in error.reason
+    ):
+        message = (
+            f"a control character (U+{int(error.character):04X}) YAML does not allow; write it "
+            "as an escape in a double-quoted string"
+        )
+    else:
+        try:
+            content.decode("utf-8")
+        except UnicodeDecodeError as undecodable:  # libyaml names the byte after a cut sequence
+            offset = undecodable.start
+            line, column = _line_column(content, offset)
+        message = (
+            f"the file is not UTF-8 text (byte 0x{content[offset]:02X} here): save it as UTF-8"
+            if offset < len(content)
+            else f"the file is not UTF-8 text ({error.reason}): save it as UTF-8"
+        )
+    return YamlProblem(line, column, message)
+
+
+def _line_column(content: bytes, offset: int) -> Position:
+    """The 1-based line and column (in characters) of a byte offset of `content`."""
+    start = content.rfind(b"\n", 0, offset) + 1
+    column = len(content[start:offset].decode("utf-8", errors="replace")) + 1
+    return content.count(b"\n", 0, offset) + 1, column
+
+
 def _position(node: yaml.Node) -> Position:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
 
@@ -367,7 +410,11 @@ def parse_yaml(content: bytes) -> ParsedYaml:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = " ".join(str(part) for part in (error.context, error.problem) if part)
+        if _character_at(content, line, column) == "\t" and "tab" not in message:
+            message += " (a tab: YAML indents with spaces only)"
         loader.problems.append(YamlProblem(line, column, f"invalid YAML: {message}"))
+    except yaml.reader.ReaderError as error:
+        loader.problems.append(_unreadable(content, error))
     except yaml.YAMLError as error:
         loader.problems.append(YamlProblem(1, 1, f"invalid YAML: {error}"))
     finally:
