@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.core.sketch import ALPHA
+from reconciler.core.status import document
 from reconciler.sitebuild import build_site
 from reconciler.sitebuild.fleet_pages import verdict
 from reconciler.store.db import Connection, open_state
@@ -248,6 +249,34 @@ def test_figures_match_hand_computed_uptime_and_quantiles(fleet: tuple[Path, Con
     assert 'aria-label="Filter by region"' in index  # two regions
 
 
+def test_a_canary_with_no_recent_run_shows_when_it_last_ran(fleet: tuple[Path, Connection]) -> None:
+    state, connection = fleet
+    # web/shop's runs are eleven hours old: no recent data in any region, and its last run
+    # (eu-1's failure at 01:40) and each region's are still told, with their time.
+    shop = canary_statuses(connection, all_resources(connection), NOW)["web/shop"]
+    assert {r.status for r in shop.regions.values()} == {"unknown"}
+    assert shop.last_run is not None
+    assert (shop.last_run.started_at, shop.last_run.passed) == (
+        START + timedelta(minutes=40),
+        False,
+    )
+    us = shop.regions["us"].last_run
+    assert us is not None and (us.started_at, us.passed) == (START + timedelta(minutes=10), True)
+    api = document(shop)["region_status"]["us"]["last_run"]  # type: ignore[index]
+    assert api == {"at": "2026-11-20T01:10:00Z", "status": "pass"}
+
+    site = state.parent / "site"
+    build_site(connection, site, NOW)
+    page = read(site, "canary/web.shop.html")
+    assert kpi(page, "Last run") == "failed at 2026-11-20 01:40 UTC"
+    assert "last run passed at 2026-11-20 01:10 UTC" in page  # the us row
+    assert "last run failed at 2026-11-20 01:40 UTC" in read(site, "index.html")
+
+    # A day after, the last run is no longer looked for.
+    build_site(connection, site, START + timedelta(hours=26))
+    assert kpi(read(site, "canary/web.shop.html"), "Last run") == "—"
+
+
 def test_90_and_365_day_pages_count_today_and_the_days_before(
     fleet: tuple[Path, Connection],
 ) -> None:
@@ -281,7 +310,8 @@ def test_region_pages_are_scoped(fleet: tuple[Path, Connection]) -> None:
     shop = read(site, "canary/web.shop.html")
     assert (
         "No recent data" in shop_eu.group(1)
-        and "last run" not in shop_eu.group(1)  # hours ago: beyond the status's lookback
+        # hours ago, beyond the status's lookback: the last run is told with its time
+        and "last run failed at 2026-11-20 01:40 UTC" in shop_eu.group(1)
         and "87.50%" in shop_eu.group(1)
     )
     assert region_row(shop, "eu")[2] in shop_eu.group(1)  # the canary page's eu p95

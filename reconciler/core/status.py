@@ -336,8 +336,10 @@ def document(state: CanaryState | None, times: bool = True) -> dict[str, object]
 
     Args:
         state: the canary's state, or None when it has none (it never runs).
-        times: include when the last runs started. The site leaves them out: a page that
-            showed them would change with every run, not only when the status does.
+        times: include when the last runs started. The site leaves them out (a page that
+            showed them would change with every run, not only when the status does) but
+            where the status is unknown: no run came lately, and the last one's time is
+            what a reader wants to know.
 
     Returns:
         `status`, `reason`, `last_run` (`at`, `status`: pass, degraded or fail, and
@@ -353,16 +355,22 @@ def document(state: CanaryState | None, times: bool = True) -> dict[str, object]
             "regions_down": [],
             "region_status": {},
         }
+    # No region ran lately (an open incident may still make the canary's a major outage).
+    quiet = state.status is Status.UNKNOWN or (
+        bool(state.regions) and all(r.status is Status.UNKNOWN for r in state.regions.values())
+    )
     return {
         "status": state.status.value,
         "reason": state.reason,
-        "last_run": _last_run_document(state.last_run, times),
+        "last_run": _last_run_document(state.last_run, times or quiet),
         "regions_down": sorted(n for n, r in state.regions.items() if r.verdict == "down"),
         "region_status": {
             name: {
                 "status": region.status.value,
                 "reason": region.reason,
-                "last_run": _last_run_document(region.last_run, times),
+                "last_run": _last_run_document(
+                    region.last_run, times or region.status is Status.UNKNOWN
+                ),
             }
             for name, region in state.regions.items()
         },

@@ -316,10 +316,11 @@ def screenshot_figures(path: str, canary: CanaryInfo, snapshot: Snapshot) -> Mar
 
 def last_run_label(run: dict[str, Any] | None) -> str:
     """The last run's outcome as a KPI value: `passed`, `passed after 2 retries`, `degraded
-    (slow)`, `failed`, `failed after 2 retries` or `—`."""
+    (slow)`, `failed`, `failed after 2 retries` or `—`, and when it ran where the status
+    says no run came lately (`fmt.run_time`)."""
     if run is None:
         return fmt.NO_DATA
-    return fmt.outcome_text(run)
+    return fmt.outcome_text(run) + fmt.run_time(run)
 
 
 def chart_regions(canary: CanaryInfo, scopes: Iterable[str | None]) -> list[str]:

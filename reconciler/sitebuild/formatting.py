@@ -130,10 +130,18 @@ def outcome_text(run: dict[str, Any]) -> str:
 
 def last_run(run: dict[str, Any] | None) -> str:
     """A status's last run as shown beside it: `last run passed`, `last run passed after 2
-    retries`, `last run degraded (slow)`, `last run failed` or `` (`outcome_text`)."""
+    retries`, `last run degraded (slow)`, `last run failed` or `` (`outcome_text`, and
+    `run_time`)."""
     if run is None:
         return ""
-    return f"last run {outcome_text(run)}"
+    return f"last run {outcome_text(run)}{run_time(run)}"
+
+
+def run_time(run: dict[str, Any]) -> str:
+    """` at 2026-11-20 13:05 UTC` for a last run whose time the status carries (a status
+    the site shows with no recent run: `core.status.document`), else ``."""
+    at = run.get("at")
+    return f" at {moment(datetime.fromisoformat(at))}" if at else ""
 
 
 def ratio(value: float | None, digits: int = 2) -> str:
