@@ -166,6 +166,13 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Path, Connection]]:
         "INSERT INTO incident_timeline VALUES (7, ?, 'eu', 'down')",
         [START + timedelta(minutes=40)],
     )
+    record_evaluation(connection)
+    yield state, connection
+    connection.close()
+
+
+def record_evaluation(connection: Connection) -> None:
+    """The `checkout` route (ROUTE) at its first step, with one failed evaluation."""
     run = latest_runs(connection)["checkout"].run_id
     runtime = {"step": 0, "weights": {"stable": 90, "canary": 10}, "consecutive_failures": 1}
     save_run(connection, run, "progressing", runtime, NOW)
@@ -182,8 +189,6 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Path, Connection]]:
         "thresholds": thresholds,
     }  # fmt: skip
     add_evaluation(connection, run, "checkout", NOW, 0, "fail", "error rate too high", detail)
-    yield state, connection
-    connection.close()
 
 
 def read(site: Path, page: str) -> str:

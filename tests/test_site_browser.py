@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import ROOT, ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
 from tests.rows import RESULT_COLUMNS_V1
+from tests.test_site import ROUTE, record_evaluation
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -156,4 +157,32 @@ def test_the_region_selector_scopes_a_canary_page(site: Path) -> None:
         page.click(".scope-bar label[for='scope-all']")
         assert uptime.locator(".kpi-value").inner_text() == "87.50%"
         assert all(_drawn(line) for line in lines.all())
+        browser.close()
+
+
+def test_the_deployments_page_fits_a_laptop_screen(config_repo: ConfigRepo, tmp_path: Path) -> None:
+    # Eight columns of evaluations and a steps table beside the weights: at 1,280 px they
+    # overflowed their boxes, the figures and each reason cut off behind a scroll bar.
+    config_repo.write("route.yaml", ROUTE)
+    config_repo.commit()
+    state = tmp_path / "state.duckdb"
+    assert (
+        run_cli("apply", "--repo", config_repo.path, "--state", state, "--auto-approve").code == 0
+    )
+    with duckdb.connect(str(state)) as connection:
+        record_evaluation(connection)
+    out = tmp_path / "site"
+    assert run_cli("site", "build", "--state", state, "--out", out).code == 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto((out / "deployments.html").as_uri())
+        assert "error rate too high" in page.locator("main").inner_text()
+        boxes = page.eval_on_selector_all(
+            ".table-wrap", "boxes => boxes.map(b => [b.scrollWidth, b.clientWidth])"
+        )
+        assert len(boxes) == 3  # weights, steps, evaluations
+        assert all(scrolled <= shown + 1 for scrolled, shown in boxes), boxes
+        page.screenshot(path=str(ARTIFACTS / "deployments.png"), full_page=True)
         browser.close()
