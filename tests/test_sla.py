@@ -299,3 +299,9 @@ def test_a_fleet_new_today_has_no_month_to_count_and_its_pages_stop_saying_so_at
     assert "Some months are not counted yet" not in page
     # The page says why today's runs, on every other page, are not here yet.
     assert "Nothing counted yet: a month counts the runs up to the start of the current day" in page
+    # So does the index, at the next build (it said the months were being counted).
+    index = (site / "sla.html").read_text()
+    assert "Some months are not counted yet" in index and "Nothing counted yet" not in index
+    builder.build(connection, NOW + timedelta(minutes=1))
+    index = (site / "sla.html").read_text()
+    assert "Nothing counted yet: a month counts the runs up to the start" in index

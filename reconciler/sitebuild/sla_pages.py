@@ -263,4 +263,8 @@ def sla_index_context(snapshot: Snapshot) -> dict[str, Any]:
         "previous_label": _label(last_month),
         "rows": rows,
         "pending": PENDING_NOTE if snapshot.months_pending else None,
+        # A fleet's first day: every cell reads "—", while its runs show on every other page.
+        "nothing_counted": (
+            NOTHING_COUNTED if rows and some is None and not snapshot.months_pending else None
+        ),
     }
