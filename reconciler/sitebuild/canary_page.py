@@ -320,7 +320,9 @@ def last_run_label(run: dict[str, Any] | None) -> str:
     says no run came lately (`fmt.run_time`)."""
     if run is None:
         return fmt.NO_DATA
-    return fmt.outcome_text(run) + fmt.run_time(run)
+    when = fmt.run_time(run)
+    when = f' <span class="kpi-when">{html(when.strip())}</span>' if when else ""
+    return html(fmt.outcome_text(run)) + when
 
 
 def chart_regions(canary: CanaryInfo, scopes: Iterable[str | None]) -> list[str]:
