@@ -283,6 +283,17 @@ def test_a_canary_with_no_recent_run_shows_when_it_last_ran(fleet: tuple[Path, C
     assert kpi(read(site, "canary/web.shop.html"), "Last run") == "—"
 
 
+def test_canary_status_read_from_the_state_file_counts_the_steps(
+    fleet: tuple[Path, Connection],
+) -> None:
+    # Without a running server the CLI reads the state file; it printed "step 1/?".
+    state, connection = fleet
+    connection.close()
+    result = run_cli("canary", "status", "--state", state)
+    assert result.code == 0, result.err
+    assert "checkout: progressing (run checkout#1), step 1/2, weights stable 90%" in result.out
+
+
 def test_90_and_365_day_pages_count_today_and_the_days_before(
     fleet: tuple[Path, Connection],
 ) -> None:

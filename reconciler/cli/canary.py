@@ -41,13 +41,13 @@ def register(commands: Subcommands) -> None:
 
 def _offline_status(args: argparse.Namespace) -> list[dict[str, Any]]:
     from reconciler.store.db import StateError, open_state
-    from reconciler.store.deployments import run_views
+    from reconciler.store.deployments import run_documents
 
     connection = open_state(args.state, read_only=True, lock_timeout=STATUS_LOCK_SECONDS)
     if connection is None:
         raise StateError(f"no state file at {args.state}")
     with connection:
-        return [view.document() for view in run_views(connection, EVALUATIONS_SHOWN)]
+        return run_documents(connection, EVALUATIONS_SHOWN)
 
 
 def _print_views(views: list[dict[str, Any]], console: Console) -> None:

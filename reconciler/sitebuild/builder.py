@@ -52,7 +52,7 @@ from reconciler.sitebuild.windows import WINDOWS
 from reconciler.store import days
 from reconciler.store.archive import DAY_SECONDS
 from reconciler.store.db import Connection, state_ref
-from reconciler.store.deployments import run_views
+from reconciler.store.deployments import run_documents
 from reconciler.store.incidents import list_incidents
 from reconciler.store.refusals import latest_refusal
 from reconciler.store.reports import revisions
@@ -144,13 +144,6 @@ def checkpoint_if_due(connection: Connection) -> None:
 
 def _seconds(now: datetime) -> int:
     return int(now.timestamp())
-
-
-def deployments(connection: Connection) -> list[dict[str, Any]]:
-    """Each route's latest canary run: state, step, weights, steps and latest evaluations."""
-    views = [view.document() for view in run_views(connection, EVALUATIONS_SHOWN)]
-    steps = queries.run_steps(connection, [view["run"] for view in views])
-    return [{**view, "steps": steps.get(view["run"], [])} for view in views]
 
 
 class SiteBuilder:
@@ -421,7 +414,7 @@ class SiteBuilder:
             windows=windows,
             tails=queries.chart_tails(connection, self.tables, windows),
             incidents=list_incidents(connection, None, None, INCIDENTS_SHOWN),
-            deployments=deployments(connection),
+            deployments=run_documents(connection, EVALUATIONS_SHOWN),
             screenshots=_screenshots_by_canary(connection, resources),
             silent=silent_of(connection, resources, now, self.silent_after),
             outcome_counts=queries.outcome_counts(connection, now - timedelta(days=1), now),

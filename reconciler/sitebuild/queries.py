@@ -19,8 +19,6 @@ from datetime import date, datetime, timedelta
 from functools import partial
 from typing import Any, NamedTuple
 
-import orjson
-
 from reconciler.core.outcomes import SQL_DEGRADED, SQL_DOWN, SQL_RETRIED
 from reconciler.sitebuild.charts import Points
 from reconciler.sitebuild.figures import staged_name, staged_series_token
@@ -345,15 +343,6 @@ def outcome_counts(
         if degraded or retried:
             counts.setdefault(parent, {})[None if overall else region] = (degraded, retried)
     return counts
-
-
-def run_steps(connection: Connection, run_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
-    """The steps (weight, pause, group weights) of canary runs, by run id."""
-    rows = connection.execute(
-        "SELECT id, steps FROM canary_runs WHERE id IN (SELECT unnest($ids::VARCHAR[]))",
-        {"ids": list(run_ids)},
-    ).fetchall()
-    return {run_id: orjson.loads(steps) for run_id, steps in rows}
 
 
 def latest_result(connection: Connection, now: datetime) -> datetime | None:

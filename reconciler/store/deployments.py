@@ -135,6 +135,23 @@ def run_views(connection: Connection, evaluations_shown: int) -> list[RunView]:
     ]
 
 
+def run_steps(connection: Connection, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The steps (weight, pause, group weights) of canary runs, by run id."""
+    rows = connection.execute(
+        "SELECT id, steps FROM canary_runs WHERE id IN (SELECT unnest($ids::VARCHAR[]))",
+        {"ids": run_ids},
+    ).fetchall()
+    return {run_id: orjson.loads(steps) for run_id, steps in rows}
+
+
+def run_documents(connection: Connection, evaluations_shown: int) -> list[dict[str, Any]]:
+    """Each route's latest canary run as `GET /canary` shows it from a running server: state,
+    step, weights, latest evaluations, and the steps of its schedule."""
+    views = [view.document() for view in run_views(connection, evaluations_shown)]
+    steps = run_steps(connection, [view["run"] for view in views])
+    return [{**view, "steps": steps.get(view["run"], [])} for view in views]
+
+
 def record_action(
     connection: Connection, run_id: str, route: str, action: str, at: datetime, outcome: str
 ) -> None:
