@@ -344,6 +344,36 @@ def test_bad_parameters_are_400(
     assert expected in response.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("path", "params", "expected"),
+    [
+        # `window=` is no parameter: the answer was for the default 24 hours, silently.
+        (
+            "/api/v1/targets/default.web/latency",
+            {"window": "1h"},
+            "unknown query parameter 'window'; it takes since, until, region, step",
+        ),
+        (
+            "/api/v1/targets/default.web/results",
+            {"limt": "5", "sinse": "1h"},
+            "unknown query parameters 'limt', 'sinse'; it takes since, until, region, limit",
+        ),
+        # The list of targets takes no filter: `region=` did not filter it.
+        ("/api/v1/targets", {"region": "eu"}, "unknown query parameter 'region'; it takes none"),
+        ("/api/v1/incidents", {"status": "open"}, "it takes canary, state, limit"),
+        ("/api/v1/notifications", {"since": "1h"}, "it takes limit"),
+        ("/api/v1/maintenance", {"day": "3"}, "unknown query parameter 'day'; it takes days"),
+        ("/api/v1/status", {"verbose": "1"}, "it takes none"),
+    ],
+)
+def test_unknown_query_parameters_are_400(
+    server: InProcessServer, path: str, params: dict[str, str], expected: str
+) -> None:
+    response = server.client.get(path, params=params)
+    assert response.status_code == 400
+    assert expected in response.json()["error"]
+
+
 def test_relative_windows_and_default_steps(server: InProcessServer) -> None:
     week = get(server, "/api/v1/targets/default.web/latency", since="7d")
     assert (week["step"], week["count"]) == ("1h", 10)

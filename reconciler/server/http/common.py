@@ -171,6 +171,39 @@ def require_read(request: Request) -> None:
         raise RequestRefused(401, "this API requires the read token (RECONCILER_READ_TOKEN)")
 
 
+def documented_query(request: Request) -> None:
+    """Refuses (400) a query parameter the matched route does not document (`docs.query`):
+    a misspelt `?limt=5`, or `?window=1h` where the window is `since=`, must not be answered
+    for the defaults as if it had not been written.
+
+    Raises:
+        RequestRefused: 400, naming the unknown parameters and the ones the route takes.
+    """
+    route = request.scope.get("route")
+    extra = getattr(route, "openapi_extra", None) or {}
+    known = [p["name"] for p in extra.get("parameters", []) if p.get("in") == "query"]
+    unknown = sorted({name for name in request.query_params if name not in known})
+    if unknown:
+        named = ", ".join(repr(name) for name in unknown)
+        takes = f"it takes {', '.join(known)}" if known else "it takes none"
+        plural = "s" if len(unknown) > 1 else ""
+        raise RequestRefused(400, f"unknown query parameter{plural} {named}; {takes}")
+
+
+def query_limit(request: Request, default: int, most: int) -> int:
+    """`limit=`: a whole number from 1 to `most` (`default` without it).
+
+    Raises:
+        RequestRefused: 400, for anything else.
+    """
+    text = request.query_params.get("limit")
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 9) or not 1 <= int(text) <= most:
+        raise RequestRefused(400, f"limit: expected a whole number from 1 to {most}, got {text!r}")
+    return int(text)
+
+
 def require_admin(request: Request) -> None:
     """Refuses a request when the admin APIs are off (404) or the admin token is wrong (401).
 

@@ -7,7 +7,9 @@ from fastapi import APIRouter, Request, Response
 from reconciler.core.refusal import RequestRefused
 from reconciler.server.http.common import (
     controllers_of,
+    documented_query,
     json_response,
+    query_limit,
     require_read,
 )
 from reconciler.server.http.docs import errors, query
@@ -38,20 +40,13 @@ async def list_incidents(request: Request) -> Response:
     were down, and when.
     """
     require_read(request)
+    documented_query(request)
     params = request.query_params
     canary = params.get("canary") or None
     state = params.get("state") or None
     if state is not None and state not in STATES:
         raise RequestRefused(400, f"state: expected 'open' or 'resolved', got {state!r}")
-    limit = DEFAULT_LIMIT
-    text = params.get("limit")
-    if text:
-        digits = text.isascii() and text.isdigit() and len(text) <= 9
-        if not digits or not 1 <= int(text) <= MAX_LIMIT:
-            raise RequestRefused(
-                400, f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {text!r}"
-            )
-        limit = int(text)
+    limit = query_limit(request, DEFAULT_LIMIT, MAX_LIMIT)
     key = canary.replace(".", "/", 1) if canary is not None else None
     found = await controllers_of(request).incidents.recent(key, state, limit)
     incidents = [{"target": str(i["canary"]).replace("/", "."), **i} for i in found]

@@ -15,6 +15,7 @@ from reconciler.core.refusal import RequestRefused
 from reconciler.server.control_plane import ControlPlane
 from reconciler.server.http.common import (
     control_of,
+    documented_query,
     json_response,
     read_model,
     require_admin,
@@ -76,6 +77,7 @@ async def read_maintenance(request: Request) -> Response:
     """Windows open now and upcoming ones (each with its canaries and regions), and every
     configured window as compiled."""
     require_read(request)
+    documented_query(request)
     return json_response(listing(control_of(request), _horizon(request)))
 
 
@@ -89,6 +91,7 @@ async def read_maintenance(request: Request) -> Response:
 async def operator_maintenance(request: Request) -> Response:
     """The read API's listing, behind the admin token."""
     require_admin(request)
+    documented_query(request)
     return json_response(listing(control_of(request), _horizon(request)))
 
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from reconciler.core.refusal import RequestRefused
-from reconciler.server.http.common import controllers_of, json_response, require_read
+from reconciler.server.http.common import (
+    controllers_of,
+    documented_query,
+    json_response,
+    query_limit,
+    require_read,
+)
 from reconciler.server.http.docs import NOTIFICATIONS_RESPONSE, errors, query
 
 router = APIRouter(prefix="/api/v1", tags=["read"])
@@ -30,15 +35,8 @@ async def list_notifications(request: Request) -> Response:
     `problems` lists receivers that cannot be reached as configured (a missing secret).
     """
     require_read(request)
-    limit = DEFAULT_LIMIT
-    text = request.query_params.get("limit")
-    if text:
-        digits = text.isascii() and text.isdigit() and len(text) <= 9
-        if not digits or not 1 <= int(text) <= MAX_LIMIT:
-            raise RequestRefused(
-                400, f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {text!r}"
-            )
-        limit = int(text)
+    documented_query(request)
+    limit = query_limit(request, DEFAULT_LIMIT, MAX_LIMIT)
     notifications = controllers_of(request).notifications
     if notifications is None:
         return json_response({"routed": False, "problems": [], "deliveries": []})

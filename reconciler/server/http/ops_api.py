@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from reconciler.core.refusal import RequestRefused
 from reconciler.server.http.common import (
     control_of,
+    documented_query,
     json_response,
     read_body,
     require_read,
@@ -61,6 +62,7 @@ async def metrics(request: Request) -> Response:
 )
 async def status(request: Request) -> Response:
     require_read(request)
+    documented_query(request)
     control = control_of(request)
     return json_response({**control.status(), "loops": control.loops.status()})
 

@@ -31,7 +31,9 @@ from reconciler.core.resources import Resource, address_of
 from reconciler.server.control_plane import ControlPlane
 from reconciler.server.http.common import (
     control_of,
+    documented_query,
     json_response,
+    query_limit,
     require_read,
 )
 from reconciler.server.http.docs import errors, query
@@ -201,15 +203,6 @@ def _step(request: Request, window: Window) -> int:
     return int(span)
 
 
-def _limit(request: Request, default: int, most: int) -> int:
-    text = request.query_params.get("limit")
-    if not text:
-        return default
-    if not (text.isascii() and text.isdigit() and len(text) <= 9) or not 1 <= int(text) <= most:
-        raise RequestRefused(400, f"limit: expected a whole number from 1 to {most}, got {text!r}")
-    return int(text)
-
-
 def target_id(key: str) -> str:
     """The URL-safe id of a canary key: `namespace/name` → `namespace.name`.
 
@@ -257,8 +250,9 @@ def _regions_of(control: ControlPlane, key: str, window: Window) -> dict[str, li
 async def _respond(
     request: Request, build: Callable[[ControlPlane], Awaitable[dict[str, Any]]]
 ) -> Response:
-    """Check the read token, then build the document."""
+    """Check the read token and the query's names, then build the document."""
     require_read(request)
+    documented_query(request)
     return json_response(await build(control_of(request)))
 
 
@@ -310,7 +304,7 @@ async def target_results(request: Request, id: str) -> Response:
     async def build(control: ControlPlane) -> dict[str, Any]:
         key = _target(control, id).name
         window = _window(request, control)
-        limit = _limit(request, DEFAULT_RESULTS_LIMIT, MAX_RESULTS_LIMIT)
+        limit = query_limit(request, DEFAULT_RESULTS_LIMIT, MAX_RESULTS_LIMIT)
         rows = await control.reports.recent_results(
             key, window.since, window.until, window.region, limit
         )
@@ -464,7 +458,7 @@ async def list_revisions(request: Request) -> Response:
     """Applied revisions, newest first, at most `limit=` (20)."""
 
     async def build(control: ControlPlane) -> dict[str, Any]:
-        limit = _limit(request, DEFAULT_REVISIONS_LIMIT, MAX_REVISIONS_LIMIT)
+        limit = query_limit(request, DEFAULT_REVISIONS_LIMIT, MAX_REVISIONS_LIMIT)
         rows = await control.reports.revisions(limit)
         return {"revisions": rows}
 
