@@ -263,8 +263,18 @@ class Agent:
         if response.status_code == 304:
             self.metrics.count("pulls_total", outcome="not_modified")
         elif response.status_code == 200:
+            document = _config_document(response)
+            if document is None:
+                # A proxy's page, or --url naming another server: not a reason to stop pulling.
+                self.metrics.count("pulls_total", outcome="invalid")
+                log.warning(
+                    "config pull answered 200 without a config document (%s); is --url the "
+                    "control plane? keeping the last config",
+                    _error_text(response)[:80] or "an empty body",
+                )
+                return self.settings.pull_interval / 2
             self.metrics.count("pulls_total", outcome="updated")
-            self._apply_config(response)
+            self._apply_config(document, response.headers.get("etag"))
         elif response.status_code in (401, 403):
             self.metrics.count("pulls_total", outcome=f"denied_{response.status_code}")
             self._revoked(response)
@@ -279,9 +289,8 @@ class Agent:
         self.ready = True
         return None
 
-    def _apply_config(self, response: httpx.Response) -> None:
-        document = orjson.loads(response.content)
-        self.etag = response.headers.get("etag")
+    def _apply_config(self, document: dict[str, Any], etag: str | None) -> None:
+        self.etag = etag
         added, changed, removed = self.scheduler.update(document["canaries"])
         self._on_long_lived()  # the config's canaries live until the next one
         log.info(
@@ -300,7 +309,7 @@ class Agent:
         self.scheduler.clear()
         self.etag = None
         self.ready = False
-        reason = response.json().get("error", "") if response.content else ""
+        reason = _error_text(response)
         log.error(
             "the control plane refused this agent (%d %s)%s; retrying slowly",
             response.status_code,
@@ -455,7 +464,15 @@ class Agent:
             if status not in REFUSED:
                 log.warning("shipping %d rows answered %d; they stay spooled", len(rows), status)
             return status, _error_text(response)
-        outcome = response.json()
+        outcome = _receipt(response)
+        if outcome is None:
+            self.metrics.count("pushes_total", outcome="invalid")
+            log.warning(
+                "shipping %d rows answered 200 without a receipt (%s); they stay spooled",
+                len(rows),
+                _error_text(response)[:80] or "an empty body",
+            )
+            return 0, "an answer that is not a receipt"
         self.metrics.count("pushes_total", outcome="ok")
         self.metrics.count("rows_shipped_total", outcome["accepted"], outcome="accepted")
         self.metrics.count("rows_shipped_total", outcome["duplicates"], outcome="duplicate")
@@ -510,6 +527,41 @@ class Agent:
              (("reason", reason),), counts.get(reason, 0))
             for reason in DROP_REASONS
         ]  # fmt: skip
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    """The answer's body as a JSON object, or None."""
+    try:
+        document = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _config_document(response: httpx.Response) -> dict[str, Any] | None:
+    """A pulled config (`{"canaries": [{"id": ...}, ...], ...}`), or None for anything else."""
+    document = _json_object(response)
+    if document is None:
+        return None
+    canaries = document.get("canaries")
+    if not isinstance(canaries, list):
+        return None
+    if not all(isinstance(c, dict) and isinstance(c.get("id"), str) for c in canaries):
+        return None
+    return document
+
+
+def _receipt(response: httpx.Response) -> dict[str, Any] | None:
+    """The control plane's receipt for shipped rows (`accepted`, `duplicates`, `dropped`)."""
+    document = _json_object(response)
+    if document is None:
+        return None
+    counts = (document.get("accepted"), document.get("duplicates"))
+    if not all(isinstance(n, int) for n in counts):
+        return None
+    if not isinstance(document.get("dropped", {}), dict):
+        return None
+    return document
 
 
 def _error_text(response: httpx.Response) -> str:

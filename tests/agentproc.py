@@ -51,7 +51,8 @@ def http_target() -> Iterator[str]:
 
 
 class SwitchProxy:
-    """Forwards to the control plane, or answers 503 while `failing` is set.
+    """Forwards to the control plane, or answers 503 while `failing` is set, or a 200 HTML
+    page while `captive` is set (a captive portal, a proxy's sign-in page).
 
     While `holding` is set, result POSTs are held unanswered (a ship in flight) until
     `release()`; `held` counts the requests that arrived meanwhile.
@@ -60,6 +61,7 @@ class SwitchProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.failing = False
+        self.captive = False
         self.holding = False
         self.held = 0
         self._released = threading.Event()
@@ -75,6 +77,14 @@ class SwitchProxy:
                     self.send_response(503)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                    return
+                if proxy.captive:
+                    page = b"<html><body>Sign in to continue</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None

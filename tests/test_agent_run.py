@@ -130,6 +130,33 @@ def test_5xx_keeps_the_old_config_running(repo: ConfigRepo, tmp_path: Path) -> N
             proxy.close()
 
 
+def test_a_page_that_is_not_the_control_planes_stops_nothing(
+    repo: ConfigRepo, target: str, tmp_path: Path
+) -> None:
+    # A 200 with an HTML page (a proxy's sign-in page) ended the pull loop: the agent ran on,
+    # and never took a config again.
+    with running_server(repo.path, tmp_path / "state.duckdb") as server:
+        server.wait_ready()
+        proxy = SwitchProxy(server.url)
+        agent = AgentProcess(proxy.url, server.token("eu-1"), tmp_path / "spool.sqlite")
+        try:
+            wait_for(lambda: canaries(agent) == 1, 10, "scheduled")
+            proxy.captive = True
+            wait_for(lambda: agent.metric('pulls_total{outcome="invalid"}') >= 1, 10)
+            wait_for(lambda: agent.metric('pushes_total{outcome="invalid"}') >= 1, 15)
+            assert canaries(agent) == 1  # the last config runs on, its rows spooled
+            assert agent.metric("buffer_rows") > 0
+            proxy.captive = False
+            repo.write("canaries/b.yaml", CANARY.format(name="b", url=target))
+            repo.commit("add b")
+            server.webhook()
+            wait_for(lambda: canaries(agent) == 2, 20, "the next config taken")
+            wait_for(lambda: agent.metric("buffer_rows") == 0, 15, "the backlog shipped")
+        finally:
+            assert agent.stop() == 0
+            proxy.close()
+
+
 def test_control_plane_outage_loses_nothing_and_delivers_once(
     repo: ConfigRepo, tmp_path: Path
 ) -> None:
