@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import http.server
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from reconciler.cli.main import build_parser
 from reconciler.server.settings import ENVIRONMENT
+from tests import httpd
 from tests.agentproc import free_port
 from tests.conftest import SAMPLE_REPO, run_cli
 
@@ -139,6 +141,39 @@ def test_commands_that_ask_the_server_say_when_it_does_not_answer(
     token = run_cli("agents", "token", "eu-1", "--state", state, "--server", dead)
     assert token.code == 1 and f"cannot reach the server at {dead}" in token.err
     assert token.out == ""
+
+
+class _NotTheServer(http.server.BaseHTTPRequestHandler):
+    """Another service on the port: an HTML error page for everything."""
+
+    def _page(self) -> None:
+        page = b"<!DOCTYPE html><html><body><h1>404</h1><p>No such page</p></body></html>"
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    do_GET = do_POST = _page  # noqa: N815
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_server_url_that_is_not_the_servers_is_said_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The whole HTML page was printed, a dozen lines of markup.
+    monkeypatch.setenv("RECONCILER_ADMIN_TOKEN", "admin")
+    with httpd.serving(_NotTheServer) as other:
+        url = httpd.url(other)
+        for args in (["canary", "status"], ["agents", "token", "eu-1"]):
+            result = run_cli(*args, "--state", tmp_path / "s.duckdb", "--server", url)
+            assert result.code == 1
+            assert result.err.strip().splitlines() == [
+                f"Error: the server refused (404): 404 No such page (is {url}/ the reconcile "
+                "server?)"
+            ], args
 
 
 def test_canary_actions_need_the_admin_token(

@@ -7,6 +7,7 @@ While the server holds the state file, commands that need the file (`agents toke
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,7 +48,14 @@ class ServerRefused(ServerError):
             document = None
         if isinstance(document, dict) and "error" in document:
             self.detail = str(document["error"])
-        super().__init__(f"the server refused ({self.status}): {self.text}")
+            shown = self.detail
+        else:
+            # Not our server's answer (a proxy's page, another service): its text, on one line.
+            words = " ".join(re.sub(r"<[^>]*>", " ", self.text).split())
+            shown = (words[:200] or "an empty answer") + (
+                f" (is {response.url.join('/')} the reconcile server?)"
+            )
+        super().__init__(f"the server refused ({self.status}): {shown}")
 
 
 def server_url(state: Path, explicit: str | None = None) -> str | None:
