@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from reconciler.server.settings import ServeSettings, SettingsError, load_settings
+from reconciler.sources.gitrepo import GitSourceError, mirror
 from tests.conftest import ROOT, ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
 from tests.inprocess import running_in_process
 from tests.server import ADMIN_TOKEN, running_server, wait_for
@@ -63,6 +65,26 @@ def test_a_bare_repository_is_mirrored_and_fetched(repo: ConfigRepo, tmp_path: P
         assert server.webhook().status_code == 202
         wait_for(lambda: server.status()["current_revision"]["sha"] == sha, 5, "fetch + apply")
         assert _urls(server.client, token) == ["https://example.com/pushed"]
+
+
+def test_a_remote_that_never_answers_is_given_up_on(tmp_path: Path) -> None:
+    # It takes the connection and says nothing: the clone (and the server's start) waited
+    # for good. It is stopped after the time allowed, and leaves no half mirror behind.
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/config.git"
+    directory = tmp_path / "mirror"
+    try:
+        started = time.monotonic()
+        with pytest.raises(GitSourceError) as refused:
+            mirror(url, directory, seconds=1)
+        assert time.monotonic() - started < 30
+    finally:
+        listener.close()
+    assert (
+        str(refused.value)
+        == f"cloning {url} did not finish within 1 s (the remote does not answer)"
+    )
+    assert not directory.exists()
 
 
 def test_agents_token_without_a_server(repo: ConfigRepo, tmp_path: Path) -> None:

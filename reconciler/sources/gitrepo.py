@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
+import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -191,8 +193,31 @@ def _worktree_revision(location: GitLocation) -> Revision:
     return _revision(head, None, dirty)
 
 
-def mirror(url: str, directory: Path) -> git.Repo:
-    """A bare mirror of a remote repository in `directory`, cloned on first use.
+# A clone or fetch taking longer is stopped: a remote that takes the connection and never
+# answers held the server's start, or its follow loop, for good.
+NETWORK_SECONDS = 300.0
+
+
+def _unattended() -> dict[str, str]:
+    """git's environment for talking to a remote with nobody at the terminal: no credential
+    prompt, and ssh asks nothing either (host key, passphrase); a user's own
+    `GIT_SSH_COMMAND` is kept."""
+    return {
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND") or "ssh -o BatchMode=yes",
+    }
+
+
+def _network_failure(action: str, error: git.GitCommandError, seconds: float) -> str:
+    stderr = str(error.stderr or "").strip()
+    if "Timeout:" in stderr or "did not complete in" in stderr:
+        return f"{action} did not finish within {seconds:g} s (the remote does not answer)"
+    return f"{action} failed: {stderr or error}"
+
+
+def mirror(url: str, directory: Path, seconds: float = NETWORK_SECONDS) -> git.Repo:
+    """A bare mirror of a remote repository in `directory`, cloned on first use (within
+    `seconds`; a clone cut short leaves nothing behind).
 
     Raises:
         GitSourceError: the repository cannot be cloned or opened.
@@ -200,22 +225,37 @@ def mirror(url: str, directory: Path) -> git.Repo:
     try:
         if (directory / "HEAD").exists():
             return git.Repo(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        return git.Repo.clone_from(url, directory, mirror=True)
+    except git.InvalidGitRepositoryError as error:
+        raise GitSourceError(f"cannot open the mirror of {url} in {directory}: {error}") from error
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        git.Git().clone(
+            "--mirror", "--", url, str(directory), env=_unattended(), kill_after_timeout=seconds
+        )
+        return git.Repo(directory)
     except (git.GitCommandError, git.InvalidGitRepositoryError) as error:
+        shutil.rmtree(directory, ignore_errors=True)
+        if isinstance(error, git.GitCommandError):
+            raise GitSourceError(_network_failure(f"cloning {url}", error, seconds)) from error
         raise GitSourceError(f"cannot clone {url}: {error}") from error
 
 
-def fetch(repo: git.Repo) -> None:
-    """Fetch every ref of a mirror from its remote.
+def fetch(repo: git.Repo, seconds: float = NETWORK_SECONDS) -> None:
+    """Fetch every ref of a mirror from its remote (within `seconds`).
 
     Raises:
         GitSourceError: the fetch failed (network, authentication, missing repository).
     """
     try:
-        repo.git.fetch("--prune", "origin", "+refs/heads/*:refs/heads/*")
+        repo.git.fetch(
+            "--prune",
+            "origin",
+            "+refs/heads/*:refs/heads/*",
+            env=_unattended(),
+            kill_after_timeout=seconds,
+        )
     except git.GitCommandError as error:
-        raise GitSourceError(f"git fetch failed: {error.stderr.strip() or error}") from error
+        raise GitSourceError(_network_failure("git fetch", error, seconds)) from error
 
 
 def commit_files(
