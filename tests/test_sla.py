@@ -122,7 +122,8 @@ def test_months_are_exact_and_weighed_against_the_objective(
     assert 'href="sla/web.shop.html">web/shop</a>' in index and "99.5%" in index
     assert "Uptime November 2026" in index and "Uptime October 2026" in index
     api = (site / "sla" / "web.api.html").read_text()
-    assert "none set: add <code>slo: 99.9</code>" in api and escape(NOTHING_COUNTED) in api
+    assert "Objective: <strong>none set</strong>. Add <code>slo: 99.9</code>" in api
+    assert escape(NOTHING_COUNTED) in api
 
 
 def test_the_csv_holds_every_month_and_region(shop: tuple[Path, Connection]) -> None:
