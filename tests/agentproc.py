@@ -32,12 +32,7 @@ class _Target(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         type(self).hits += 1
-        body = b'{"status": "healthy"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        httpd.reply(self, 200, b'{"status": "healthy"}')
 
     def log_message(self, *args: object) -> None:
         pass
@@ -80,11 +75,7 @@ class SwitchProxy:
                     return
                 if proxy.captive:
                     page = b"<html><body>Sign in to continue</body></html>"
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/html")
-                    self.send_header("Content-Length", str(len(page)))
-                    self.end_headers()
-                    self.wfile.write(page)
+                    httpd.reply(self, 200, page, "text/html")
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None

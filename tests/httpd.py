@@ -8,6 +8,20 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def reply(
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    body: bytes,
+    content_type: str = "application/json",
+) -> None:
+    """Answer a request with `status` and `body` (its length and type in the headers)."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def start(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
     """A threaded HTTP server on a free port of 127.0.0.1, serving from a daemon thread."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -148,11 +148,7 @@ class _NotTheServer(http.server.BaseHTTPRequestHandler):
 
     def _page(self) -> None:
         page = b"<!DOCTYPE html><html><body><h1>404</h1><p>No such page</p></body></html>"
-        self.send_response(404)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(page)))
-        self.end_headers()
-        self.wfile.write(page)
+        httpd.reply(self, 404, page, "text/html")
 
     do_GET = do_POST = _page  # noqa: N815
 

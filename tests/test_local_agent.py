@@ -17,12 +17,7 @@ from tests.server import wait_for
 
 class _Ok(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-        body = b'{"status": "healthy"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        httpd.reply(self, 200, b'{"status": "healthy"}')
 
     def log_message(self, *args: object) -> None:
         pass
