@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -111,23 +112,33 @@ def test_401_and_403_stop_probing_and_clear_the_config(
             assert agent.stop() == 0
 
 
-def test_5xx_keeps_the_old_config_running(repo: ConfigRepo, tmp_path: Path) -> None:
+@contextmanager
+def behind_a_proxy(
+    repo: ConfigRepo, tmp_path: Path
+) -> Iterator[tuple[ServerProcess, SwitchProxy, AgentProcess]]:
+    """A server, a proxy in front of it, and an agent through the proxy running its one
+    canary; the agent must stop with 0."""
     with running_server(repo.path, tmp_path / "state.duckdb") as server:
         server.wait_ready()
         proxy = SwitchProxy(server.url)
         agent = AgentProcess(proxy.url, server.token("eu-1"), tmp_path / "spool.sqlite")
         try:
             wait_for(lambda: canaries(agent) == 1, 10, "scheduled")
-            proxy.failing = True
-            wait_for(lambda: agent.metric('pulls_total{outcome="server_error"}') >= 2, 10)
-            runs = agent.metric("checks_run_total")
-            wait_for(lambda: agent.metric("checks_run_total") >= runs + 5, 10, "checks go on")
-            assert canaries(agent) == 1
-            proxy.failing = False
-            wait_for(lambda: agent.metric("buffer_rows") == 0, 10, "the backlog shipped")
+            yield server, proxy, agent
         finally:
             assert agent.stop() == 0
             proxy.close()
+
+
+def test_5xx_keeps_the_old_config_running(repo: ConfigRepo, tmp_path: Path) -> None:
+    with behind_a_proxy(repo, tmp_path) as (_, proxy, agent):
+        proxy.failing = True
+        wait_for(lambda: agent.metric('pulls_total{outcome="server_error"}') >= 2, 10)
+        runs = agent.metric("checks_run_total")
+        wait_for(lambda: agent.metric("checks_run_total") >= runs + 5, 10, "checks go on")
+        assert canaries(agent) == 1
+        proxy.failing = False
+        wait_for(lambda: agent.metric("buffer_rows") == 0, 10, "the backlog shipped")
 
 
 def test_a_page_that_is_not_the_control_planes_stops_nothing(
@@ -135,26 +146,18 @@ def test_a_page_that_is_not_the_control_planes_stops_nothing(
 ) -> None:
     # A 200 with an HTML page (a proxy's sign-in page) ended the pull loop: the agent ran on,
     # and never took a config again.
-    with running_server(repo.path, tmp_path / "state.duckdb") as server:
-        server.wait_ready()
-        proxy = SwitchProxy(server.url)
-        agent = AgentProcess(proxy.url, server.token("eu-1"), tmp_path / "spool.sqlite")
-        try:
-            wait_for(lambda: canaries(agent) == 1, 10, "scheduled")
-            proxy.captive = True
-            wait_for(lambda: agent.metric('pulls_total{outcome="invalid"}') >= 1, 10)
-            wait_for(lambda: agent.metric('pushes_total{outcome="invalid"}') >= 1, 15)
-            assert canaries(agent) == 1  # the last config runs on, its rows spooled
-            assert agent.metric("buffer_rows") > 0
-            proxy.captive = False
-            repo.write("canaries/b.yaml", CANARY.format(name="b", url=target))
-            repo.commit("add b")
-            server.webhook()
-            wait_for(lambda: canaries(agent) == 2, 20, "the next config taken")
-            wait_for(lambda: agent.metric("buffer_rows") == 0, 15, "the backlog shipped")
-        finally:
-            assert agent.stop() == 0
-            proxy.close()
+    with behind_a_proxy(repo, tmp_path) as (server, proxy, agent):
+        proxy.captive = True
+        wait_for(lambda: agent.metric('pulls_total{outcome="invalid"}') >= 1, 10)
+        wait_for(lambda: agent.metric('pushes_total{outcome="invalid"}') >= 1, 15)
+        assert canaries(agent) == 1  # the last config runs on, its rows spooled
+        assert agent.metric("buffer_rows") > 0
+        proxy.captive = False
+        repo.write("canaries/b.yaml", CANARY.format(name="b", url=target))
+        repo.commit("add b")
+        server.webhook()
+        wait_for(lambda: canaries(agent) == 2, 20, "the next config taken")
+        wait_for(lambda: agent.metric("buffer_rows") == 0, 15, "the backlog shipped")
 
 
 def test_control_plane_outage_loses_nothing_and_delivers_once(
