@@ -7,9 +7,8 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import httpx
-import orjson
 import pytest
 
 from agent.process import freeze_survivors
@@ -25,7 +24,7 @@ def unfrozen() -> Iterator[None]:
     gc.unfreeze()
 
 
-def config(*names: str) -> httpx.Response:
+def config(*names: str) -> dict[str, Any]:
     canaries = [
         {
             "id": f"{name}-eu-1",
@@ -35,8 +34,7 @@ def config(*names: str) -> httpx.Response:
         }
         for name in names
     ]
-    body = {"agent": "eu-1", "region": "eu", "canaries": canaries}
-    return httpx.Response(200, content=orjson.dumps(body), headers={"etag": '"v1"'})
+    return {"agent": "eu-1", "region": "eu", "canaries": canaries}
 
 
 def tracked(marker: str) -> bool:
@@ -52,13 +50,12 @@ async def test_an_applied_config_is_frozen_and_a_later_one_is_not_lost(
         AgentSettings(url="http://127.0.0.1:9", token="cra_eu-1.test", spool=tmp_path / "s.db"),
         on_long_lived=freeze_survivors,  # as `agent run` builds it
     )
-    response = config("checkout", "search")
-    agent._apply_config(response)
+    agent._apply_config(config("checkout", "search"), '"v1"')
     try:
         assert gc.get_freeze_count() > 0
         assert not tracked("checkout")
         # A second config is applied as usual: its new canary runs, the removed one stops.
-        agent._apply_config(config("search", "login"))
+        agent._apply_config(config("search", "login"), '"v2"')
         assert sorted(agent.scheduler.canaries) == ["login-eu-1", "search-eu-1"]
         assert not tracked("login")
     finally:
@@ -72,7 +69,7 @@ async def test_an_agent_inside_another_process_leaves_its_collector_alone(
     agent = Agent(
         AgentSettings(url="http://127.0.0.1:9", token="cra_eu-1.test", spool=tmp_path / "s.db")
     )
-    agent._apply_config(config("checkout"))
+    agent._apply_config(config("checkout"), '"v1"')
     try:
         assert gc.get_freeze_count() == 0 and tracked("checkout")
     finally:
