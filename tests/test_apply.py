@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import resource
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -282,3 +285,36 @@ def test_an_empty_directory_is_refused_not_planned_as_delete_all(
     assert result.code == 1
     assert "no YAML files found" in result.err
     assert len(query(state, "SELECT * FROM resources")) == 4
+
+
+def _files_of_at_most(size: int) -> Callable[[], None]:
+    """A child's `preexec_fn`: no file may grow past `size` bytes (a full disk, in effect: a
+    write past it fails with EFBIG rather than killing the process)."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
+def test_a_state_file_that_cannot_be_written_is_an_error_not_a_traceback(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    # The failed COMMIT ended the transaction; the ROLLBACK after it raised "no transaction
+    # is active", and that traceback hid the reason.
+    state = tmp_path / "state.duckdb"
+    apply(repo, state)
+    repo.write("canaries/api.yaml", canary_doc("api"))
+    repo.commit("add api")
+    command = [sys.executable, "-m", "reconciler", "apply", "--repo", str(repo.path),
+               "--state", str(state), "--auto-approve", "-q"]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        preexec_fn=_files_of_at_most(512),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("Error: the state file could not be written: ")
+    assert "Failed to commit" in done.stderr and "File too large" in done.stderr
+    assert serial(state) == 1  # nothing of the second apply was kept

@@ -51,7 +51,7 @@ from reconciler.sitebuild.tables import Tables, ensure_tables, read_meta
 from reconciler.sitebuild.windows import WINDOWS
 from reconciler.store import days
 from reconciler.store.archive import DAY_SECONDS
-from reconciler.store.db import Connection, state_ref
+from reconciler.store.db import Connection, state_ref, transaction
 from reconciler.store.deployments import run_documents
 from reconciler.store.incidents import list_incidents
 from reconciler.store.refusals import latest_refusal
@@ -215,8 +215,7 @@ class SiteBuilder:
         self.staged_since_build = False
         tier_late_from, tier_until = self._fill_tier(connection, now, new=not between)
         backfill(connection, self.tables, _seconds(now))
-        connection.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(connection):
             refreshed = update(connection, self.tables, _seconds(now))
             middle = time.perf_counter()
             updated = figures.update_windows(
@@ -235,10 +234,6 @@ class SiteBuilder:
             # quarter of the first build), and pages say what is not counted yet.
             if self.staging is not figures.Staging.DEFERRED:
                 refresh_months(connection, self.tables, _seconds(now))
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
         # Not in the builds of a window's two minutes (staged, then published): in steady
         # state the others are the quiet ones, and a build catching up is slow anyway. A
         # builder staging ahead checkpoints there, between builds.
@@ -285,8 +280,7 @@ class SiteBuilder:
         # from it; its late days are the builds' (`refresh`).
         _, tier_until = self._fill_tier(connection, now, late=False)
         self.staged_since_build = True
-        connection.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(connection):
             updated = figures.update_windows(
                 connection,
                 self.tables,
@@ -301,10 +295,6 @@ class SiteBuilder:
             moved = refresh_months(connection, self.tables, _seconds(now), most=1)
             # The last of them may have had nothing to count, but the pages said "pending".
             settled = pending and not months_pending(read_meta(connection, self.tables))
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
         if moved or settled:
             # Their pages, thousands at once, are drawn between builds too (`draw_ahead`).
             self.ahead = self._sla_snapshot(connection, now)

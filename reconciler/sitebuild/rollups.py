@@ -54,7 +54,7 @@ from reconciler.sitebuild.windows import (
 )
 from reconciler.store import days
 from reconciler.store.archive import source
-from reconciler.store.db import Connection
+from reconciler.store.db import Connection, transaction
 from reconciler.store.results import newest_received
 
 # `site_failures` keeps the failed runs of this far back.
@@ -109,21 +109,20 @@ def backfill(connection: Connection, tables: Tables, now: int) -> bool:
                 WHERE started_at >= $since AND {SQL_DOWN}""",
             {"since": at(now - LATEST_HORIZON)},
         )
-    connection.execute("BEGIN TRANSACTION")
-    write_meta(
-        connection,
-        tables,
-        {
-            "format": FORMAT,
-            # Everything from the first bucket of the last row on is recomputed next.
-            "cursor": str(floor_to(last // US, ROLLUP_STEP) if last else now),
-            "hist_days": str(today),
-            "hist_to": str(today * DAY),
-            "received": str(received or 0),
-            days_token(): new_token(),
-        },
-    )
-    connection.execute("COMMIT")
+    with transaction(connection):
+        write_meta(
+            connection,
+            tables,
+            {
+                "format": FORMAT,
+                # Everything from the first bucket of the last row on is recomputed next.
+                "cursor": str(floor_to(last // US, ROLLUP_STEP) if last else now),
+                "hist_days": str(today),
+                "hist_to": str(today * DAY),
+                "received": str(received or 0),
+                days_token(): new_token(),
+            },
+        )
     return True
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from reconciler.store.db import Connection
+from reconciler.store.db import Connection, transaction
 
 Activity = tuple[datetime | None, datetime | None]  # (last pull, last push)
 
@@ -21,8 +21,7 @@ def save_activity(connection: Connection, activity: Mapping[str, Activity]) -> N
     if not activity:
         return
     agents = list(activity)
-    connection.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(connection):
         connection.execute(
             "DELETE FROM agent_activity WHERE agent IN (SELECT unnest($agents::VARCHAR[]))",
             {"agents": agents},
@@ -31,7 +30,3 @@ def save_activity(connection: Connection, activity: Mapping[str, Activity]) -> N
             "INSERT INTO agent_activity VALUES (?, ?, ?)",
             [(agent, *activity[agent]) for agent in agents],
         )
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise

@@ -268,9 +268,9 @@ def _move_day(
     span = {"lo": low, "hi": high}
     stamp = int(now.timestamp() * 1_000_000)
     from reconciler.store import days  # here: it imports this module
+    from reconciler.store.db import transaction  # here: see the imports above
 
-    connection.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(connection):
         # The day's tier rows, from the rows about to move and the day's earlier files: in
         # this transaction, so the tier never counts a row the history does not hold.
         days.ensure(connection, day)
@@ -312,10 +312,6 @@ def _move_day(
             raise ArchiveError(f"rows of {low.date()} changed while it was archived; run again")
         _raise_archived_until(connection, int(high.timestamp()))
         define_view(connection)
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
     return written, len(regions), size
 
 
@@ -332,19 +328,16 @@ def _raise_archived_until(connection: Connection, until: int) -> None:
 
 def _delete_before(connection: Connection, day: int, report: ArchiveReport) -> None:
     """Drop history of the days before `day`: unlisted in one transaction, then unlinked."""
+    from reconciler.store.db import transaction  # here: see the imports above
+
     boundary = datetime.fromtimestamp(day * DAY_SECONDS, UTC).date()
-    connection.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(connection):
         rows = connection.execute(
             "DELETE FROM archive_files WHERE day < $day RETURNING path, day", {"day": boundary}
         ).fetchall()
         # The per-day tier forgets the deleted days too: no figure counts runs no row holds.
         connection.execute("DELETE FROM result_days WHERE day < $day", {"day": day})
         define_view(connection)
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
     for path, _ in rows:
         Path(path).unlink(missing_ok=True)
         for folder in (Path(path).parent, Path(path).parent.parent):

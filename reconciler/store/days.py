@@ -37,7 +37,7 @@ from typing import Any
 from reconciler.core.outcomes import SQL_DEGRADED, SQL_PASSES, SQL_RETRIED, SQL_RUNS
 from reconciler.core.sketch import BIN_SQL
 from reconciler.store.archive import DAY_SECONDS, source
-from reconciler.store.db import Connection
+from reconciler.store.db import Connection, transaction
 from reconciler.store.results import newest_received
 
 TABLE = "result_days"
@@ -173,13 +173,8 @@ def fill(
     chosen = sorted((fresh if new else []) + (changed if late else []))
     todo = chosen if most is None else chosen[:most]
     for index, day in enumerate(todo):
-        connection.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(connection):
             rows = compute(connection, day)
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
         if known is None or day >= known:
             progress(f"per-day tier: {_at(day).date()} ({index + 1}/{len(chosen)}), {rows:,} rows")
     left = chosen[len(todo) :]
@@ -196,14 +191,9 @@ def fill(
         values[DAYS_RECEIVED] = newest
     if not todo and all(_meta(connection, key) == value for key, value in values.items()):
         return todo  # nothing new: no commit (builds run every minute)
-    connection.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(connection):
         for key, value in values.items():
             _set_meta(connection, key, value)
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
     return todo
 
 

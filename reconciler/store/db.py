@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -190,6 +191,12 @@ class StateError(Exception):
     """The state file cannot be used as asked."""
 
 
+class StateWriteError(StateError, duckdb.TransactionException):
+    """A transaction could not be committed (a full disk, a file that cannot be written): a
+    `StateError` for the commands that report those, and still DuckDB's error for the code
+    that handles DuckDB's."""
+
+
 class StateLocked(StateError):
     """Another process holds the state file."""
 
@@ -279,6 +286,27 @@ def open_state(
         connection.close()
         raise
     return connection
+
+
+@contextlib.contextmanager
+def transaction(connection: Connection) -> Iterator[None]:
+    """`BEGIN` before the block, `COMMIT` after it, `ROLLBACK` when it raises.
+
+    A `COMMIT` that fails (a full disk: DuckDB cannot write its log) has ended the
+    transaction already; its error is the one raised, not the `ROLLBACK`'s "no transaction
+    is active", which used to hide it.
+    """
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        try:
+            connection.execute("COMMIT")
+        except duckdb.Error as error:
+            raise StateWriteError(f"the state file could not be written: {error}") from error
+    except BaseException:
+        with contextlib.suppress(duckdb.TransactionException):
+            connection.execute("ROLLBACK")
+        raise
 
 
 def state_ref(connection: Connection) -> StateRef:

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import orjson
 
-from reconciler.store.db import Connection
+from reconciler.store.db import Connection, transaction
 from reconciler.store.tokens import hash_token
 
 # Heartbeat tokens stand apart from agent tokens (`cra_`) so a log line says which it is.
@@ -110,14 +110,9 @@ def record_pings(connection: Connection, pings: Mapping[Key, datetime]) -> None:
     """Remember when heartbeats last pinged (ending any started run), in one transaction."""
     if not pings:
         return
-    connection.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(connection):
         connection.executemany(
             "UPDATE heartbeats SET last_ping_at = ?, started_at = NULL "
             "WHERE canary = ? AND check_name = ?",
             [(at, *key) for key, at in pings.items()],
         )
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise

@@ -17,7 +17,7 @@ from reconciler.core.incidents import (
     TimelineEntry,
     Verdict,
 )
-from reconciler.store.db import Connection
+from reconciler.store.db import Connection, transaction
 
 # Column types of the tables written in bulk (see `_SCHEMA` in store/db.py).
 _REGION_TYPES = ("VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "TIMESTAMPTZ")
@@ -226,8 +226,7 @@ def save(connection: Connection, writes: Sequence[IncidentWrite]) -> dict[str, i
         The id of each incident opened or added to, by canary key.
     """
     ids: dict[str, int] = {}
-    connection.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(connection):
         _replace_regions(connection, writes)
         timeline: list[tuple[Any, ...]] = []
         for write in writes:
@@ -245,10 +244,6 @@ def save(connection: Connection, writes: Sequence[IncidentWrite]) -> dict[str, i
                 )
             timeline += [(ids[write.canary], e.at, e.region, e.change) for e in write.timeline]
         _insert(connection, "incident_timeline", timeline, _TIMELINE_TYPES)
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
     return ids
 
 

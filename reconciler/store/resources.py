@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from reconciler.core.plan import Plan, StateRef, Summary
 from reconciler.core.resources import Resource, ResourceHeader
-from reconciler.store.db import Connection, StateError, set_serial, state_ref
+from reconciler.store.db import Connection, StateError, set_serial, state_ref, transaction
 
 
 class StalePlan(StateError):
@@ -151,14 +151,12 @@ def apply_plan(connection: Connection, plan: Plan, now: datetime) -> ApplyResult
     Raises:
         StalePlan: the state's serial or lineage differs from the plan's.
     """
-    connection.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(connection):
         current = state_ref(connection)
         _check_fresh(plan, current)
         summary = plan.summary
         sha = plan.revision.sha if plan.revision else None
         if not plan.changes and not plan.canary_runs and sha == _last_sha(connection):
-            connection.execute("ROLLBACK")
             return ApplyResult(current, summary, (), wrote=False)
         serial = current.serial + 1
         replaced = [c.address for c in plan.changes if c.action in ("update", "delete")]
@@ -188,10 +186,6 @@ def apply_plan(connection: Connection, plan: Plan, now: datetime) -> ApplyResult
             ],
         )
         set_serial(connection, serial)
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
     return ApplyResult(StateRef(serial, current.lineage), summary, tuple(runs), wrote=True)
 
 

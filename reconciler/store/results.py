@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from reconciler.core.ingest import AcceptedRows
-from reconciler.store.db import Connection
+from reconciler.store.db import Connection, transaction
 
 
 @dataclass(frozen=True)
@@ -244,8 +244,7 @@ def insert_results(
         if recent.horizon is None:
             recent.load(connection, now)
         split = _split(rows, recent)
-    connection.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(connection):
         if split.new.num_rows:
             _insert_new(connection, split.new, now)
             for batch, stored in _per_batch(split.new).items():
@@ -253,10 +252,6 @@ def insert_results(
         if split.check.num_rows:
             for batch, stored in _insert_checked(connection, split.check, now).items():
                 counts[batch] += stored
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
     if recent is not None:
         recent.add(split.new_keys)
     return counts

@@ -7,7 +7,7 @@ import hmac
 import secrets
 from datetime import datetime
 
-from reconciler.store.db import Connection
+from reconciler.store.db import Connection, transaction
 
 TOKEN_PREFIX = "cra_"
 
@@ -41,16 +41,11 @@ def agent_is_configured(connection: Connection, agent: str) -> bool:
 def mint_token(connection: Connection, agent: str, now: datetime) -> str:
     """Create a new token for an agent, replacing (and so revoking) any earlier one."""
     token = f"{TOKEN_PREFIX}{agent}.{secrets.token_urlsafe(32)}"
-    connection.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(connection):
         connection.execute("DELETE FROM agent_tokens WHERE agent = ?", [agent])
         connection.execute(
             "INSERT INTO agent_tokens VALUES (?, ?, ?)", [agent, hash_token(token), now]
         )
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
     return token
 
 

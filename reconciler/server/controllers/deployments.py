@@ -39,7 +39,7 @@ from reconciler.core.weights import StepSchedule, step_schedule
 from reconciler.gateway.base import Gateway, GatewayError
 from reconciler.server.supervise import Supervisor
 from reconciler.store import deployments as store
-from reconciler.store.db import Connection
+from reconciler.store.db import Connection, transaction
 from reconciler.store.handle import StateHandle
 from schemas.route import RouteSpec
 
@@ -101,14 +101,9 @@ class _Writes:
 
 def _in_transaction(connection: Connection, work: list[Callable[[Connection], None]]) -> None:
     """Every write of a pass in one transaction: one commit instead of two per route."""
-    connection.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(connection):
         for write in work:
             write(connection)
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
 
 
 def _spec_key(spec: RouteSpec) -> str:
