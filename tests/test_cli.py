@@ -188,3 +188,15 @@ def test_the_demo_finds_the_sample_repo_from_any_directory(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     assert build_parser().parse_args(["demo"]).repo == SAMPLE_REPO
+
+
+def test_a_plan_that_cannot_be_saved_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    """Not a FileNotFoundError traceback after the plan was printed."""
+    out = tmp_path / "missing" / "plan.json"
+    state = tmp_path / "state.duckdb"
+    result = run_cli("plan", "--repo", SAMPLE_REPO, "--state", state, "--out", out)
+    assert result.code == 1
+    assert result.err.strip().endswith(
+        f"Error: cannot save the plan to {out}: No such file or directory ({out})"
+    )
+    assert "Traceback" not in result.err and not out.exists()

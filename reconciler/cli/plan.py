@@ -114,7 +114,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
             return EXIT_ERROR
     console.out.write(render(plan, args.format, str(args.repo)))
     if args.out:
-        args.out.write_bytes(orjson.dumps(plan_to_dict(plan), option=orjson.OPT_INDENT_2))
+        try:
+            args.out.write_bytes(orjson.dumps(plan_to_dict(plan), option=orjson.OPT_INDENT_2))
+        except OSError as error:
+            console.error(f"cannot save the plan to {args.out}: {options.os_problem(error)}")
+            return EXIT_ERROR
         console.progress(
             f"saved the plan to {args.out}; apply it with `reconcile apply {args.out}`"
         )
