@@ -227,20 +227,37 @@ def test_settings_file_refuses_secrets_and_unknown_keys(tmp_path: Path) -> None:
     ("variable", "value", "said"),
     [
         # Port 70000 was taken modulo 65536: the server said :70000 and listened on :4464.
-        ("RECONCILER_PORT", "70000", "port: 70000 is not a TCP port (0-65535; 0: any)"),
-        ("RECONCILER_GATEWAY_LISTEN", "localhost", "gateway_listen: 'localhost' needs a TCP port"),
+        ("RECONCILER_PORT", "70000", "RECONCILER_PORT: 70000 is not a TCP port (0-65535; 0: any)"),
+        ("RECONCILER_GATEWAY_LISTEN", "localhost", "GATEWAY_LISTEN: 'localhost' needs a TCP port"),
         ("RECONCILER_GATEWAY_LISTEN", "127.0.0.1:99999", "needs a TCP port (0-65535)"),
-        ("RECONCILER_SITE_INTERVAL", "-1", "site_interval: -1.0 must be greater than 0"),
-        ("RECONCILER_POLL_INTERVAL", "0", "poll_interval: 0.0 must be greater than 0"),
-        ("RECONCILER_CANARY_INTERVAL", "0", "canary_interval: 0.0 must be greater than 0"),
-        ("RECONCILER_AGENT_SILENT_AFTER", "-3", "agent_silent_after: -3.0 must be 0 or more"),
-        ("RECONCILER_LOCK_TIMEOUT", "-1", "lock_timeout: -1.0 must be 0 or more"),
+        ("RECONCILER_SITE_INTERVAL", "-1", "SITE_INTERVAL: -1.0 must be greater than 0"),
+        ("RECONCILER_POLL_INTERVAL", "0", "POLL_INTERVAL: 0.0 must be greater than 0"),
+        ("RECONCILER_CANARY_INTERVAL", "0", "CANARY_INTERVAL: 0.0 must be greater than 0"),
+        ("RECONCILER_AGENT_SILENT_AFTER", "-3", "SILENT_AFTER: -3.0 must be 0 or more"),
+        ("RECONCILER_LOCK_TIMEOUT", "-1", "LOCK_TIMEOUT: -1.0 must be 0 or more"),
     ],
 )
 def test_settings_out_of_range_are_refused_at_start(variable: str, value: str, said: str) -> None:
     with pytest.raises(SettingsError) as refused:
         load_settings({}, {variable: value})
     assert said in str(refused.value)
+
+
+def test_a_bad_setting_names_where_it_was_read(tmp_path: Path) -> None:
+    # "site_interval: 'abc' is not a valid float" did not say it came from the file.
+    config = tmp_path / "serve.toml"
+    config.write_text("site_interval = 'abc'\nport = 8080\n")
+    with pytest.raises(SettingsError) as refused:
+        load_settings({}, {}, config)
+    assert str(refused.value) == f"{config}: site_interval: 'abc' is not a number"
+    config.write_text("site_interval = -3\n")
+    with pytest.raises(SettingsError) as refused:
+        load_settings({}, {}, config)
+    assert str(refused.value) == f"{config}: site_interval: -3.0 must be greater than 0"
+    # A variable overriding the file's value is the one named.
+    with pytest.raises(SettingsError) as refused:
+        load_settings({}, {"RECONCILER_SITE_INTERVAL": "0"}, config)
+    assert str(refused.value) == "RECONCILER_SITE_INTERVAL: 0.0 must be greater than 0"
 
 
 def test_settings_at_their_edges_are_taken() -> None:

@@ -134,7 +134,9 @@ class ServeSettings:
     notify_secret: str | None = field(default=None, repr=False)
 
 
-def _coerce(name: str, value: Any) -> Any:
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    """A setting's value as its field's type (`origin`: where it was read, named in an error:
+    `file.toml: key`, the environment variable or the flag)."""
     kind = {f.name: f.type for f in fields(ServeSettings)}[name]
     try:
         if kind in ("int", "int | None"):
@@ -144,7 +146,8 @@ def _coerce(name: str, value: Any) -> Any:
         if "Path" in str(kind):
             return Path(value)
     except (TypeError, ValueError) as error:
-        raise SettingsError(f"{name}: {value!r} is not a valid {kind}") from error
+        expected = {"float": "a number"}.get(str(kind), "a whole number")
+        raise SettingsError(f"{origin}: {value!r} is not {expected}") from error
     return str(value)
 
 
@@ -159,6 +162,8 @@ def load_settings(
         SettingsError: an unknown key in the file, or a value of the wrong type.
     """
     values: dict[str, Any] = {}
+    # Where each value was read, to name it in an error: `file.toml: key`, the variable, the flag.
+    origins: dict[str, str] = {}
     if config_file is not None:
         try:
             document = tomllib.loads(config_file.read_text())
@@ -173,42 +178,49 @@ def load_settings(
                 raise SettingsError(
                     f"{config_file}: unknown setting {key!r}{hint}; known: {allowed}"
                 )
-            values[key] = _coerce(key, value)
+            values[key], origins[key] = value, f"{config_file}: {key}"
     for key, variable in ENVIRONMENT.items():
         if environ.get(variable):
-            values[key] = _coerce(key, environ[variable])
+            values[key], origins[key] = environ[variable], variable
     for key, value in flags.items():
         if value is not None:
-            values[key] = _coerce(key, value)
+            values[key], origins[key] = value, f"--{key.replace('_', '-')}"
+    values = {key: _coerce(key, value, origins[key]) for key, value in values.items()}
     for key, variable in SECRETS.items():
         values[key] = environ.get(variable) or None
     settings = replace(ServeSettings(), **values)
+
+    def read(name: str) -> str:  # a refused value's name, as where it was read says it
+        return origins.get(name, name)
+
     if settings.archive_after < 1:
-        raise SettingsError(f"archive_after: {settings.archive_after} days; at least 1")
+        raise SettingsError(f"{read('archive_after')}: {settings.archive_after} days; at least 1")
     if settings.delete_after is not None and settings.delete_after < settings.archive_after:
         raise SettingsError(
-            f"delete_after ({settings.delete_after} days) is less than archive_after "
+            f"{read('delete_after')} ({settings.delete_after} days) is less than archive_after "
             f"({settings.archive_after} days): it would delete days still live"
         )
     if settings.probe_metrics not in ("off", "basic", "full"):
         raise SettingsError(
-            f"probe_metrics: {settings.probe_metrics!r} is not one of: off, basic, full"
+            f"{read('probe_metrics')}: {settings.probe_metrics!r} is not one of: off, basic, full"
         )
     if settings.gateway not in ("none", "nginx"):
-        raise SettingsError(f"gateway: {settings.gateway!r} is not one of: none, nginx")
+        raise SettingsError(f"{read('gateway')}: {settings.gateway!r} is not one of: none, nginx")
     for name in POSITIVE:
         if not getattr(settings, name) > 0:
-            raise SettingsError(f"{name}: {getattr(settings, name)!r} must be greater than 0")
+            raise SettingsError(f"{read(name)}: {getattr(settings, name)!r} must be greater than 0")
     for name in NOT_NEGATIVE:
         if not getattr(settings, name) >= 0:
-            raise SettingsError(f"{name}: {getattr(settings, name)!r} must be 0 or more")
+            raise SettingsError(f"{read(name)}: {getattr(settings, name)!r} must be 0 or more")
     if not 0 <= settings.port <= MAX_PORT:
-        raise SettingsError(f"port: {settings.port} is not a TCP port (0-{MAX_PORT}; 0: any)")
-    listen_address(settings.gateway_listen)
+        raise SettingsError(
+            f"{read('port')}: {settings.port} is not a TCP port (0-{MAX_PORT}; 0: any)"
+        )
+    listen_address(settings.gateway_listen, read("gateway_listen"))
     return settings
 
 
-def listen_address(text: str) -> tuple[str, int]:
+def listen_address(text: str, name: str = "gateway_listen") -> tuple[str, int]:
     """`gateway_listen` (`HOST:PORT`, `[::1]:PORT` for IPv6) as a host and a port.
 
     Raises:
@@ -217,7 +229,7 @@ def listen_address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not (port.isdigit() and 0 <= int(port) <= MAX_PORT):
         raise SettingsError(
-            f"gateway_listen: {text!r} needs a TCP port (0-{MAX_PORT}) after its last ':', "
+            f"{name}: {text!r} needs a TCP port (0-{MAX_PORT}) after its last ':', "
             "such as 127.0.0.1:8088"
         )
     return host.strip("[]"), int(port)
