@@ -120,29 +120,26 @@ def load_settings(
         "max_response_body_bytes": ("AGENT_MAX_RESPONSE_BODY_BYTES", int),
     }
     for name, (variable, kind) in numeric.items():
-        raw = flags.get(name) if flags.get(name) is not None else environ.get(variable)
-        if raw is None or raw == "":
+        raw, origin = _read(flags, environ, name, variable)
+        if raw is None:
             continue
         try:
             value = kind(raw)
         except (TypeError, ValueError) as error:
-            raise SettingsError(f"{name}: {raw!r} is not a valid {kind.__name__}") from error
+            expected = "a number" if kind is float else "a whole number"
+            raise SettingsError(f"{origin}: {raw!r} is not {expected}") from error
         if value <= 0:
-            raise SettingsError(f"{name}: must be greater than 0, got {raw!r}")
+            raise SettingsError(f"{origin}: must be greater than 0, got {raw!r}")
         values[name] = value
-    wait = (
-        flags.get("pull_wait")
-        if flags.get("pull_wait") is not None
-        else environ.get("AGENT_PULL_WAIT")
-    )
-    if wait is not None and wait != "":
+    wait, origin = _read(flags, environ, "pull_wait", "AGENT_PULL_WAIT")
+    if wait is not None:
         try:
             values["pull_wait"] = float(str(wait))
         except (TypeError, ValueError) as error:
-            raise SettingsError(f"pull_wait: {wait!r} is not a valid float") from error
+            raise SettingsError(f"{origin}: {wait!r} is not a number") from error
         if not 0 <= values["pull_wait"] <= MAX_PULL_WAIT:
             raise SettingsError(
-                f"pull_wait: expected seconds from 0 (no long poll) to {MAX_PULL_WAIT:g}, "
+                f"{origin}: expected seconds from 0 (no long poll) to {MAX_PULL_WAIT:g}, "
                 f"got {wait!r}"
             )
     spool = flags.get("spool") or environ.get("AGENT_SPOOL")
@@ -201,3 +198,14 @@ def parse_cpu_list(text: str, available: int) -> frozenset[int]:
             f"browser_cpus: this machine has CPUs 0-{available - 1}, not {beyond[0]}"
         )
     return frozenset(cpus)
+
+
+def _read(
+    flags: Mapping[str, object], environ: Mapping[str, str], name: str, variable: str
+) -> tuple[object | None, str]:
+    """A setting's raw value (None: unset; an empty variable counts as unset) and where it
+    was read, to name in an error: its flag, or its environment variable."""
+    if flags.get(name) is not None:
+        return flags[name], f"--{name.replace('_', '-')}"
+    raw = environ.get(variable)
+    return (raw or None), variable

@@ -297,8 +297,13 @@ def test_the_limits_come_from_flags_and_environment() -> None:
     environ = {"AGENT_TOKEN": "t", "AGENT_MAX_RESPONSE_HEADERS": "7"}
     settings = load_settings({"url": "http://x", "max_response_body_bytes": 1000}, environ)
     assert settings.response_limits == ResponseLimits(max_headers=7, max_body_bytes=1000)
-    with pytest.raises(SettingsError, match="max_response_header_line: must be greater than 0"):
+    with pytest.raises(SettingsError, match="--max-response-header-line: must be greater than 0"):
         load_settings({"url": "http://x", "max_response_header_line": 0}, environ)
+    # A bad value names where it was read (it said "max_response_headers: ... valid int").
+    environ["AGENT_MAX_RESPONSE_HEADERS"] = "many"
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"url": "http://x"}, environ)
+    assert str(refused.value) == "AGENT_MAX_RESPONSE_HEADERS: 'many' is not a whole number"
 
 
 @pytest.mark.parametrize(
