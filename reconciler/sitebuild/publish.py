@@ -47,6 +47,11 @@ SITE_DIR = Path(__file__).resolve().parents[2] / "site"
 # DuckDB's buffers (and the page copies that follow) costs what a second core saves (0.25-0.45 s
 # for the 210 pages of a minute's rebuild either way).
 PARALLEL_FROM = 400
+# A page that lists the canaries (an overview, a region's report, the status page) has a row
+# for each; it weighs as many canary pages as the site has pages over this (at 1,000
+# canaries, 7,034 pages: 50, the 13 ms such a page takes), so that a build drawing only them
+# (nothing new: 34 of them, 0.25 s in one process) forks too.
+LISTING_WEIGHT_PAGES = 140
 CHUNK = 48  # pages per task handed to a worker (a multiple of 3: a canary's pages together)
 
 __all__ = ["SITE_DIR", "Published", "Publisher", "SiteError"]
@@ -315,8 +320,10 @@ class Publisher:
             # Pages that list others first: they take longest, and workers take chunks in order.
             jobs = sorted(render, key=lambda page: page.leaf)
             rendering = time.perf_counter()
+            listing = max(1, len(pages) // LISTING_WEIGHT_PAGES)
+            work = sum(1 if page.leaf else listing for page in jobs)
             results = list(
-                self._render(new, current, jobs, lambda: self._link(current, new, untouched))
+                self._render(new, current, jobs, lambda: self._link(current, new, untouched), work)
             )
             rendered = time.perf_counter()
             manifest = {
@@ -394,8 +401,10 @@ class Publisher:
         current: Path | None,
         pages: Sequence[Page],
         meanwhile: Callable[[], None],
+        work: int,
     ) -> Iterator[Drawn]:
-        """Render `pages` into `root`, calling `meanwhile` while workers are busy."""
+        """Render `pages` into `root`, calling `meanwhile` while workers are busy (`work`:
+        the pages weighed as canary pages; forked from `PARALLEL_FROM`)."""
         global _ENVIRONMENT, _JOBS, _TARGET, _CURRENT, _SPARES, _CHUNKS, _NEXT  # noqa: PLW0603 - shared with forked workers
         _ENVIRONMENT = self.environment
         _TARGET, _SPARES = Folders(root), Folders(self.site.spare)
@@ -416,7 +425,7 @@ class Publisher:
             for page, spare in zip(pages, spares, strict=True)
         ]
         try:
-            if self.workers == 1 or len(pages) < PARALLEL_FROM:
+            if self.workers == 1 or work < PARALLEL_FROM:
                 meanwhile()
                 yield from _emit_range((0, len(_JOBS)))
                 return
