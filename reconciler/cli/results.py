@@ -100,20 +100,14 @@ def add_history_options(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Archive or export; 1 on a missing or locked state file or an unwritable directory."""
+    from reconciler.cli.state_file import existing_state
     from reconciler.store.archive import ArchiveError, archive, export, history_dir
-    from reconciler.store.db import StateError, open_state
 
     read_only = args.results_command == "export"
-    if not args.state.exists():  # archiving must not create an empty state file
-        console.error(f"{args.state} does not exist yet; run `reconcile apply` first")
-        return EXIT_ERROR
-    try:
-        connection = open_state(args.state, read_only=read_only, lock_timeout=args.lock_timeout)
-    except StateError as error:
-        console.error(str(error))
-        return EXIT_ERROR
+    connection = existing_state(
+        args.state, console, read_only=read_only, lock_timeout=args.lock_timeout
+    )
     if connection is None:
-        console.error(f"{args.state} does not exist yet; run `reconcile apply` first")
         return EXIT_ERROR
     with connection:
         try:

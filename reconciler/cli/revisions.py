@@ -33,16 +33,11 @@ def register(commands: Subcommands) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """List the revisions; 1 when the state file is missing or unusable."""
-    from reconciler.store.db import StateError, open_state
+    from reconciler.cli.state_file import existing_state
     from reconciler.store.resources import list_revisions
 
-    try:
-        connection = open_state(args.state, read_only=True, lock_timeout=args.lock_timeout)
-    except StateError as error:
-        console.error(str(error))
-        return EXIT_ERROR
+    connection = existing_state(args.state, console, read_only=True, lock_timeout=args.lock_timeout)
     if connection is None:
-        console.error(f"{args.state} does not exist yet; run `reconcile apply` first")
         return EXIT_ERROR
     with connection:
         for row in list_revisions(connection, args.limit):
