@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections import Counter, deque
@@ -22,7 +23,7 @@ from agent.metrics import Metrics
 from agent.scheduler import Scheduler
 from agent.screenshots import HELP as SCREENSHOT_HELP
 from agent.screenshots import PendingShot, ScreenshotQueue
-from agent.settings import AgentSettings
+from agent.settings import AgentSettings, SettingsError
 from agent.spool import Spool
 from agent.status_server import start_status_server
 from schemas.wire import PULL_WAIT_HEADER
@@ -117,7 +118,11 @@ class Agent:
         status = None
         if self.settings.listen is not None:
             host, port = self.settings.listen
-            status = await start_status_server(self._status, host, port)
+            try:
+                status = await start_status_server(self._status, host, port)
+            except OSError as error:  # the port is taken, the address is not this machine's
+                why = os.strerror(error.errno) if error.errno else str(error)
+                raise SettingsError(f"--listen {host}:{port}: cannot listen there: {why}") from None
             self.status_port = int(status.sockets[0].getsockname()[1])
             log.info(
                 "status endpoint on http://%s:%d (/ready, /disconnect, /metrics)",

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +15,7 @@ import orjson
 import pytest
 
 from tests.agentproc import AgentProcess, SwitchProxy, free_port, http_target
-from tests.conftest import ConfigRepo, agent_doc, region_doc
+from tests.conftest import ROOT, ConfigRepo, agent_doc, region_doc
 from tests.server import running_server, wait_for
 
 # Real processes (a server, agents): the end-to-end tier.
@@ -143,3 +147,23 @@ def test_sigterm_mid_ship_exits_0_and_keeps_the_unacknowledged_rows(
     assert code == 0
     # The batch in flight was never acknowledged by the server, so it is still spooled.
     assert spooled_at_stop(lines) >= 1
+
+
+def test_a_status_port_in_use_is_an_error_at_start(tmp_path: Path) -> None:
+    # --listen on a port another process holds ended in an OSError traceback from uvloop.
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    environ = {**os.environ, "AGENT_TOKEN": "cra_x.y", "RECONCILER_URL": "http://127.0.0.1:1"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "agent", "run", "--spool", str(tmp_path / "spool.sqlite"),
+             "--listen", f"127.0.0.1:{port}", "--log-format", "text"],
+            cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        taken.close()
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith(
+        f"agent: error: --listen 127.0.0.1:{port}: cannot listen there: Address already in use"
+    )
