@@ -87,6 +87,26 @@ def test_a_remote_that_never_answers_is_given_up_on(tmp_path: Path) -> None:
     assert not directory.exists()
 
 
+def test_a_port_another_process_holds_stops_serve_before_it_touches_the_state(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    # uvicorn logged the bind error and exited 3, after the state file was opened and the
+    # config applied.
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    state = tmp_path / "state.duckdb"
+    try:
+        result = run_cli("serve", "--repo", repo.path, "--state", state, "--port", str(port))
+    finally:
+        taken.close()
+    assert result.code == 1
+    assert result.err.strip() == (
+        f"Error: cannot listen on 127.0.0.1:{port}: Address already in use; pass --port "
+        "with another port (0 picks a free one)"
+    )
+    assert not state.exists()
+
+
 def test_agents_token_without_a_server(repo: ConfigRepo, tmp_path: Path) -> None:
     state = tmp_path / "state.duckdb"
     assert run_cli("apply", "--repo", repo.path, "--state", state, "--auto-approve").code == 0

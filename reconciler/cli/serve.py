@@ -143,7 +143,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     from agent.process import configure_logging, loop_factory
     from reconciler.gateway.base import GatewayError
-    from reconciler.server.main import run_server
+    from reconciler.server.main import ListenError, run_server
     from reconciler.sources.gitrepo import GitSourceError
     from reconciler.store.db import StateError
 
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(run_server(settings, os.environ, lambda: datetime.now(UTC)))
-    except (StateError, GitSourceError, GatewayError, FileNotFoundError) as error:
+    except (StateError, GitSourceError, GatewayError, FileNotFoundError, ListenError) as error:
         console.error(str(error))
         return EXIT_ERROR
     except KeyboardInterrupt:

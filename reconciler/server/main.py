@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import gc
 import logging
 import os
 import resource
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -288,6 +290,41 @@ class _Server(uvicorn.Server):
         yield
 
 
+class ListenError(Exception):
+    """The HTTP listener's address cannot be bound."""
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse an address the listener cannot bind (a port another process holds, an address
+    not this machine's): uvicorn would log it and exit 3, once the state was opened and the
+    config applied. Port 0 (any free port) is not checked.
+
+    Raises:
+        ListenError: saying why, and what to do.
+    """
+    if port == 0:
+        return
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise ListenError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    for family, kind, protocol, _, address in found:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                why = os.strerror(error.errno) if error.errno else str(error)
+                hint = (
+                    "pass --port with another port (0 picks a free one)"
+                    if error.errno == errno.EADDRINUSE
+                    else "pass --host with an address of this machine"
+                )
+                raise ListenError(f"cannot listen on {host}:{port}: {why}; {hint}") from None
+
+
 async def run_server(
     settings: ServeSettings,
     environ: Mapping[str, str],
@@ -300,7 +337,9 @@ async def run_server(
         StateError: the state file is locked by another process or unusable.
         GitSourceError, FileNotFoundError: the config repository cannot be opened.
         GatewayError: the gateway does not start.
+        ListenError: the listener's address cannot be bound.
     """
+    check_listen(settings.host, settings.port)
     running = asyncio.get_running_loop()
     stopping = asyncio.Event()
     server: _Server | None = None
