@@ -471,6 +471,11 @@ def test_cli_builds_and_refuses_a_foreign_directory(fleet: tuple[Path, Connectio
     failed = run_cli("site", "build", "--state", state, "--out", nowhere / "site")
     assert failed.code == 1 and f"cannot write the site to {nowhere / 'site'}: " in failed.err
     assert "Traceback" not in failed.err
+    # A file where the site would go is called a file (it was "not empty").
+    refused = run_cli("site", "build", "--state", state, "--out", nowhere)
+    assert refused.code == 1
+    assert f"Error: {nowhere} is a file, not a directory; choose an empty or new" in refused.err
+    assert nowhere.read_text() == ""
 
 
 def test_cli_explains_a_state_held_by_another_process(tmp_path: Path) -> None:

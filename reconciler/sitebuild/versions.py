@@ -108,7 +108,9 @@ class SiteDir:
             return self.current()
         if not out.exists():
             return None
-        if not out.is_dir() or (not (out / MANIFEST).is_file() and any(out.iterdir())):
+        if not out.is_dir():
+            raise SiteError(f"{out} is a file, not a directory; choose an empty or new directory")
+        if not (out / MANIFEST).is_file() and any(out.iterdir()):
             raise SiteError(
                 f"{out} is not empty and holds no site built by `reconcile site build`; "
                 "choose an empty or new directory"
