@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,3 +201,13 @@ def test_a_plan_that_cannot_be_saved_is_an_error_naming_the_file(tmp_path: Path)
         f"Error: cannot save the plan to {out}: No such file or directory ({out})"
     )
     assert "Traceback" not in result.err and not out.exists()
+
+
+def test_validate_counts_the_documents_it_loaded() -> None:
+    """The progress line left out Maintenance, Receiver and AlertRouting documents: it said
+    "loaded 25 documents", and the summary under it "valid (32 documents"."""
+    result = run_cli("validate", "--repo", SAMPLE_REPO)
+    assert result.code == 0, result.err
+    loaded = re.search(r"loaded (\d+) documents", result.err)
+    valid = re.search(r"valid \((\d+) documents", result.out)
+    assert loaded and valid and loaded.group(1) == valid.group(1) == "32"

@@ -23,11 +23,8 @@ def load(args: argparse.Namespace, session: Session, console: Console) -> Loaded
     except SourceError as error:
         console.error(str(error))
         return None
-    config = loaded.result.config
-    documents = len(config.regions) + len(config.agents) + len(config.canaries)
-    documents += len(config.routes)
     console.progress(
-        f"loaded {documents} documents from {loaded.files} files "
+        f"loaded {loaded.result.config.documents} documents from {loaded.files} files "
         f"in {time.perf_counter() - started:.2f}s ({loaded.revision.label})"
     )
     return loaded

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     assert desired is not None
     derived = sum(1 for r in desired.resources.values() if r.kind == "DerivedCanary")
     console.say(
-        f"{args.repo}: valid ({len(desired.resources) - derived} documents, "
+        f"{args.repo}: valid ({loaded.result.config.documents} documents, "
         f"{derived} derived canaries, {len(desired.schedules)} canary schedules)"
     )
     return EXIT_OK

@@ -102,6 +102,22 @@ class Config:
     # How files were read (gateway sections not read, files left out): nothing to fix.
     notices: list[Diagnostic] = field(default_factory=list)
 
+    @property
+    def documents(self) -> int:
+        """How many documents were read, of every kind."""
+        return sum(
+            len(table)
+            for table in (
+                self.regions,
+                self.agents,
+                self.canaries,
+                self.routes,
+                self.maintenance,
+                self.receivers,
+                self.alert_routing,
+            )
+        )
+
 
 def git_blob_sha(content: bytes) -> str:
     """The SHA git gives a blob with this content, so disk and git files share cache keys."""
