@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from reconciler.render.markdown import COMMENT_LIMIT
 from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
 
 
@@ -237,6 +239,27 @@ def test_ci_formats(repo: ConfigRepo, tmp_path: Path, fmt: str) -> None:
         assert "| DerivedCanary | 4 | 0 | 0 |" in result.out
     else:
         assert "::notice title=canary-reconciler plan::Plan: 10 to add" in result.out
+
+
+def test_a_markdown_plan_fits_a_pull_request_comment(repo: ConfigRepo, tmp_path: Path) -> None:
+    # 600 new canaries made a comment of 505 KB; GitHub refuses one over 65,536 characters.
+    for n in range(600):
+        repo.write(f"canaries/bulk-{n}.yaml", canary_doc(f"bulk-{n}", selector="['*']"))
+    result = run_cli(
+        "plan", "--repo", repo.path, "--state", tmp_path / "s.duckdb", "--format", "markdown"
+    )
+    assert result.code == 0, result.err
+    comment = result.out
+    assert len(comment) <= COMMENT_LIMIT
+    assert "**Plan:** 1810 to add, 0 to change, 0 to destroy." in comment
+    assert comment.rstrip().endswith("```\n\n</details>")
+    skipped = re.search(r"… ([\d,]+) more lines of the plan are not shown", comment)
+    assert skipped, comment[-500:]
+    assert "run `reconcile plan` for the whole plan" in comment
+    # The lines shown and left out are the whole text plan.
+    text = run_cli("plan", "--repo", repo.path, "--state", tmp_path / "s.duckdb").out
+    shown = comment.split("```diff\n", 1)[1].split("\n… ", 1)[0].splitlines()
+    assert len(shown) + int(skipped.group(1).replace(",", "")) == len(text.rstrip().splitlines())
 
 
 def test_github_format_annotates_errors(repo: ConfigRepo, tmp_path: Path) -> None:

@@ -8,6 +8,10 @@ from reconciler.core.plan import Plan
 from reconciler.render.text import render_text, run_lines
 
 _ICON = {"create": "+", "update": "~", "delete": "-"}
+# The most a GitHub comment body holds (characters); a longer one is refused, not cut.
+COMMENT_LIMIT = 65_536
+# Warnings or notices listed at most; the rest are counted.
+LISTED = 100
 
 
 def render_markdown(plan: Plan) -> str:
@@ -37,14 +41,39 @@ def render_markdown(plan: Plan) -> str:
         for run in plan.canary_runs:
             lines += run_lines(run)
         lines.append("```")
-    if warnings:
-        lines += ["", "#### Warnings", ""]
-        lines += [f"- `{w.path}:{w.line}` {w.subject}: {w.message}" for w in warnings]
-    if notices:
-        lines += ["", "#### Notices", ""]
-        lines += [f"- `{n.path}:{n.line}` {n.subject}: {n.message}" for n in notices]
+    for title, found in (("Warnings", warnings), ("Notices", notices)):
+        if found:
+            lines += ["", f"#### {title}", ""]
+            lines += [f"- `{d.path}:{d.line}` {d.subject}: {d.message}" for d in found[:LISTED]]
+            if len(found) > LISTED:
+                lines.append(
+                    f"- … and {len(found) - LISTED} more (`reconcile plan` lists them all)"
+                )
     if plan.changes:
         lines += ["", "<details><summary>Full plan</summary>", "", "```diff"]
-        lines += render_text(plan).rstrip("\n").splitlines()
+        lines += _within(render_text(plan).rstrip("\n").splitlines(), _room(lines))
         lines += ["```", "", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+# What the closing of the plan's block and the line saying what was left out may take.
+_RESERVE = 400
+
+
+def _room(lines: list[str]) -> int:
+    """Characters left for the plan's lines under `COMMENT_LIMIT`."""
+    return COMMENT_LIMIT - _RESERVE - sum(len(line) + 1 for line in lines)
+
+
+def _within(plan: list[str], room: int) -> list[str]:
+    """The plan's first lines that fit in `room` characters, and a line counting the rest."""
+    used = 0
+    for index, line in enumerate(plan):
+        used += len(line) + 1
+        if used > room:
+            left = len(plan) - index
+            return plan[:index] + [
+                f"… {left:,} more lines of the plan are not shown: a comment holds "
+                f"{COMMENT_LIMIT:,} characters; run `reconcile plan` for the whole plan"
+            ]
+    return plan
