@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -105,6 +106,25 @@ def test_a_port_another_process_holds_stops_serve_before_it_touches_the_state(
         "with another port (0 picks a free one)"
     )
     assert not state.exists()
+
+
+def test_sighup_reads_the_repository_now(repo: ConfigRepo, tmp_path: Path) -> None:
+    # SIGHUP is how daemons are asked to read their configuration again; it killed the
+    # server (Python's default), leaving its address file and nginx behind.
+    bare = tmp_path / "config.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo.path), str(bare)], check=True)
+    with running_server(
+        bare, tmp_path / "state.duckdb", extra=("--poll-interval", "3600")
+    ) as server:
+        server.wait_ready()
+        repo.write("canaries/web.yaml", canary_doc("web", url="https://example.com/hup"))
+        sha = repo.commit("edit web")
+        repo.git("push", "-q", str(bare), "main")
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: server.status()["current_revision"]["sha"] == sha, 10, "fetch + apply")
+        assert server.process.poll() is None
+        assert server.status()["last_attempt"]["trigger"] == "SIGHUP"
+    assert server.process.returncode == 0
 
 
 def test_agents_token_without_a_server(repo: ConfigRepo, tmp_path: Path) -> None:

@@ -353,13 +353,26 @@ async def run_server(
         if server is not None:
             server.should_exit = True
 
+    reconcile: Callable[[str], None] | None = None
+
+    def hang_up() -> None:
+        # As daemons take it: read the configuration again (here, the repository now, as a
+        # webhook asks), rather than the default of dying.
+        if reconcile is None:
+            log.info("SIGHUP while starting: the first reconcile reads the repository anyway")
+            return
+        log.info("SIGHUP: reading the config repository now")
+        reconcile("SIGHUP")
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         running.add_signal_handler(signum, request_exit)
+    running.add_signal_handler(signal.SIGHUP, hang_up)
     try:
         async with running_parts(settings, environ, clock) as parts:
             if stopping.is_set():  # asked to stop while starting
                 return
             release_pulls = parts.control.release_pulls
+            reconcile = parts.loop.trigger
             _allow_open_files(settings.max_connections)
             _settle_collector()
             config = uvicorn.Config(
@@ -382,7 +395,7 @@ async def run_server(
                 info.unlink(missing_ok=True)
         log.info("stopped; every accepted result is stored")
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             running.remove_signal_handler(signum)
 
 
