@@ -125,6 +125,7 @@ async def _run(args: argparse.Namespace) -> int:
     loop.add_signal_handler(signal.SIGTERM, agent.stop)
     loop.add_signal_handler(signal.SIGINT, agent.stop)
     loop.add_signal_handler(signal.SIGUSR1, agent.disconnect)
+    loop.add_signal_handler(signal.SIGHUP, agent.pull_now)
     logging.getLogger("agent").info("agent starting against %s", settings.url)
     await agent.run()
     return 0

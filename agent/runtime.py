@@ -176,6 +176,12 @@ class Agent:
         """Ask the agent to stop (SIGTERM)."""
         self._stopping.set()
 
+    def pull_now(self) -> None:
+        """Pull the config as soon as the pull under way, if any, ends (SIGHUP: as daemons
+        take it, read the configuration again, rather than the default of dying)."""
+        log.info("SIGHUP: pulling the config now")
+        self._pull_now.set()
+
     def disconnect(self) -> None:
         """Drop the API connection, keep probing and spooling; reconnect after a while."""
         if not self.connected:

@@ -107,6 +107,20 @@ def test_sigterm_while_disconnected_exits_0_and_keeps_the_spool(
     assert spooled_at_stop(lines) >= 3
 
 
+def test_sighup_asks_for_a_pull_and_stops_nothing(tmp_path: Path) -> None:
+    # SIGHUP is how daemons are asked to read their configuration again; it killed the agent.
+    nobody = f"http://127.0.0.1:{free_port()}"
+    agent = start(nobody, "cra_eu-1.not-a-real-token", tmp_path, "--pull-interval", "3600")
+    wait_for(lambda: agent.metric('pulls_total{outcome="unreachable"}') >= 1, 10, "a pull")
+    agent.signal(signal.SIGHUP)
+    # The next pull comes at once, not after the half hour its failure would wait.
+    wait_for(lambda: agent.metric('pulls_total{outcome="unreachable"}') >= 2, 10, "a pull")
+    assert agent.process.poll() is None
+    code, lines = stop_within_bound(agent)
+    assert code == 0
+    assert any(line.get("message") == "SIGHUP: pulling the config now" for line in lines)
+
+
 def test_sigterm_when_never_connected_exits_0(tmp_path: Path) -> None:
     nobody = f"http://127.0.0.1:{free_port()}"
     agent = start(nobody, "cra_eu-1.not-a-real-token", tmp_path)
