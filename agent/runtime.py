@@ -577,9 +577,6 @@ def _receipt(response: httpx.Response) -> dict[str, Any] | None:
 
 def _error_text(response: httpx.Response) -> str:
     """The error an answer gives (`{"error": ...}` or its text), cut to one short line."""
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        error = None
+    error = (_json_object(response) or {}).get("error")
     text = error if isinstance(error, str) else response.text
     return " ".join(text.split())[:200]
