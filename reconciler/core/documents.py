@@ -102,21 +102,22 @@ class Config:
     # How files were read (gateway sections not read, files left out): nothing to fix.
     notices: list[Diagnostic] = field(default_factory=list)
 
+    def by_kind(self) -> dict[str, dict[str, Located[Any]]]:
+        """Each kind's table of documents, by the kind's name."""
+        return {
+            "Region": self.regions,
+            "Agent": self.agents,
+            "Canary": self.canaries,
+            "Route": self.routes,
+            "Receiver": self.receivers,
+            "AlertRouting": self.alert_routing,
+            "Maintenance": self.maintenance,
+        }
+
     @property
     def documents(self) -> int:
         """How many documents were read, of every kind."""
-        return sum(
-            len(table)
-            for table in (
-                self.regions,
-                self.agents,
-                self.canaries,
-                self.routes,
-                self.maintenance,
-                self.receivers,
-                self.alert_routing,
-            )
-        )
+        return sum(len(table) for table in self.by_kind().values())
 
 
 def git_blob_sha(content: bytes) -> str:

@@ -145,15 +145,7 @@ def load_file(path: str, content: bytes) -> FileResult:
 
 def _collect(documents: Iterable[Located[Any]]) -> tuple[Config, list[Diagnostic]]:
     config = Config()
-    tables: dict[str, dict[str, Located[Any]]] = {
-        "Region": config.regions,
-        "Agent": config.agents,
-        "Canary": config.canaries,
-        "Route": config.routes,
-        "Receiver": config.receivers,
-        "AlertRouting": config.alert_routing,
-        "Maintenance": config.maintenance,
-    }
+    tables = config.by_kind()
     diagnostics: list[Diagnostic] = []
     for document in documents:
         table = tables[document.kind]
