@@ -18,6 +18,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from reconciler.server.binding import bind_problem
+
 # Where nginx lives on Debian when /usr/sbin is not on a normal user's PATH.
 SBIN_DIRECTORIES = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 
@@ -31,12 +33,7 @@ def free_port() -> int:
 
 def port_in_use(port: int) -> bool:
     """Whether 127.0.0.1:`port` is taken (something listens or it cannot be bound)."""
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
+    return bind_problem("127.0.0.1", port) is not None
 
 
 def find_nginx() -> str | None:

@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from reconciler.gateway.base import Gateway
 from reconciler.gateway.nginx import NginxGateway
 from reconciler.server.address_file import server_file
+from reconciler.server.binding import bind_problem
 from reconciler.server.control_plane import ControlPlane
 from reconciler.server.controllers.agent_silence import AgentSilence
 from reconciler.server.controllers.deployments import DeploymentController
@@ -295,34 +296,25 @@ class ListenError(Exception):
 
 
 def check_listen(host: str, port: int) -> None:
-    """Refuse an address the listener cannot bind (a port another process holds, an address
-    not this machine's): uvicorn would log it and exit 3, once the state was opened and the
-    config applied. Port 0 (any free port) is not checked.
+    """Refuse an address the listener cannot bind (`binding.bind_problem`): uvicorn would log
+    it and exit 3, once the state was opened and the config applied. Port 0 (any free port)
+    is not checked.
 
     Raises:
         ListenError: saying why, and what to do.
     """
-    if port == 0:
+    problem = bind_problem(host, port) if port else None
+    if problem is None:
         return
-    try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as error:
-        raise ListenError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
-    for family, kind, protocol, _, address in found:
-        with socket.socket(family, kind, protocol) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                probe.bind(address)
-            except OSError as error:
-                why = os.strerror(error.errno) if error.errno else str(error)
-                hint = (
-                    "pass --port with another port (0 picks a free one)"
-                    if error.errno == errno.EADDRINUSE
-                    else "pass --host with an address of this machine"
-                )
-                raise ListenError(f"cannot listen on {host}:{port}: {why}; {hint}") from None
+    why = problem.strerror or str(problem)
+    if isinstance(problem, socket.gaierror):
+        raise ListenError(f"cannot listen on {host}:{port}: {why}")
+    hint = (
+        "pass --port with another port (0 picks a free one)"
+        if problem.errno == errno.EADDRINUSE
+        else "pass --host with an address of this machine"
+    )
+    raise ListenError(f"cannot listen on {host}:{port}: {why}; {hint}")
 
 
 async def run_server(
