@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ import pytest
 
 from reconciler.server.settings import ServeSettings, SettingsError, load_settings
 from reconciler.sources.gitrepo import GitSourceError, mirror
+from tests import httpd
 from tests.conftest import ROOT, ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
 from tests.inprocess import running_in_process
 from tests.server import ADMIN_TOKEN, running_server, wait_for
@@ -125,6 +127,44 @@ def test_sighup_reads_the_repository_now(repo: ConfigRepo, tmp_path: Path) -> No
         assert server.process.poll() is None
         assert server.status()["last_attempt"]["trigger"] == "SIGHUP"
     assert server.process.returncode == 0
+
+
+class _AsksForAPassword(http.server.BaseHTTPRequestHandler):
+    """A git host that wants credentials for everything."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="config"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_git_never_asks_for_a_password(tmp_path: Path) -> None:
+    # From a terminal, git asked "Username for ..." there and the server's start waited on
+    # it; with no terminal it failed for want of one. It now says prompts are off.
+    with httpd.serving(_AsksForAPassword) as host:
+        url = httpd.url(host, "/config.git")
+        with pytest.raises(GitSourceError) as refused:
+            mirror(url, tmp_path / "mirror", seconds=30)
+    assert "terminal prompts disabled" in str(refused.value)
+
+
+def test_git_over_ssh_asks_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # ssh would ask to trust a new host key, or for a key's passphrase, on the terminal.
+    # A stand-in `ssh` first on PATH records how git runs it (no ssh server runs here).
+    bin_dir, said = tmp_path / "bin", tmp_path / "ssh-arguments"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(f'#!/bin/sh\necho "$@" > {said}\nexit 255\n')
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("GIT_SSH_COMMAND", raising=False)
+    monkeypatch.delenv("GIT_SSH", raising=False)
+    with pytest.raises(GitSourceError):
+        mirror("ssh://git@config.example/config.git", tmp_path / "mirror", seconds=30)
+    assert said.read_text().startswith("-o BatchMode=yes ")
 
 
 def test_agents_token_without_a_server(repo: ConfigRepo, tmp_path: Path) -> None:
