@@ -4,6 +4,7 @@ byte for byte, and each build is swapped in whole."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ from typing import NamedTuple
 import pytest
 from markupsafe import Markup
 
+from reconciler.core.sketch import bin_of, value_of
 from reconciler.sitebuild import Report, SiteBuilder, SiteError, build_site, publish
 from reconciler.sitebuild.live import refresh_live
 from reconciler.sitebuild.publish import Publisher
@@ -33,6 +35,7 @@ from reconciler.store.db import Connection, open_state
 from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc
 from tests.rows import RESULT_COLUMNS_V1
 from tests.test_site import (
+    API,
     NOW,
     SHOP,
     START,
@@ -369,6 +372,69 @@ def test_long_window_pages_are_drawn_only_when_what_they_show_changes(
     for kept in long_pages:
         assert after[kept] == before[kept], kept  # same bytes, same file: not drawn
     assert kpi(read(site, SHOP_PAGES[0]), "Runs") == "3,311"
+
+
+def _today_points(site: Path, page: str, day: datetime) -> dict[str, str]:
+    """The point of `day` on a long window's chart, by region, as its data table shows it."""
+    table = read(site, page).split('<table class="data">')[1]
+    regions = re.findall(r'<th scope="col">([^<]*) \(ms\)</th>', table)
+    rows = dict(re.findall(r'<time datetime="(\d{4}-\d\d-\d\d)T00:00Z">.*?</th>(.*?)</tr>', table))
+    return dict(zip(regions, re.findall(r"<td>([^<]*)</td>", rows[f"{day:%Y-%m-%d}"]), strict=True))
+
+
+def _day_point(durations: list[float]) -> str:
+    """The chart point of a day with these runs: their p95 by the histograms' rule (each run
+    as its bin's value, `core/sketch.py`), to two significant digits."""
+    values = sorted(value_of(bin_of(duration)) for duration in durations)
+    p95 = quantile(values, 0.95)
+    return f"{round(p95, 1 - math.floor(math.log10(p95))):.1f}"
+
+
+def test_the_long_charts_point_of_today_counts_every_run_of_the_day(
+    fleet: tuple[Path, Connection],
+) -> None:
+    """The 90- and 365-day charts' point of today is the p95 of every run of the day: those
+    of the day's closed 2-hour blocks (the daily histogram) and the runs since, at every
+    build: the open block's runs, a region whose first run of the day came after the last
+    block closed, and the runs of a block that closed between two builds."""
+    state, connection = fleet
+    site = state.parent / "site"
+    day = NOW.replace(hour=0, minute=0)
+    builder = SiteBuilder(site, stage_ahead=True)
+    runs: dict[tuple[str, str], list[float]] = {
+        ("web/shop", "eu"): [d for _, region, d, _ in SHOP if region == "eu"],
+        ("web/shop", "us"): [d for _, region, d, _ in SHOP if region == "us"],
+        ("web/api", "us"): [d for _, _, d, _ in API],
+    }
+
+    def run(canary: str, agent: str, region: str, duration: float, minute: int) -> None:
+        store(
+            connection, canary, (agent, region, duration, "pass"), day + timedelta(minutes=minute)
+        )
+        runs.setdefault((canary, region), []).append(duration)
+
+    def check(minute: int) -> None:
+        builder.build(connection, day + timedelta(minutes=minute))
+        builder.stage_ahead(connection, day + timedelta(minutes=minute))
+        builder.tidy()
+        for canary in ("web/shop", "web/api"):
+            shown = _today_points(site, f"canary/{canary.replace('/', '.')}-90d.html", day)
+            expected = {region: _day_point(d) for (c, region), d in runs.items() if c == canary}
+            assert shown == expected, (minute, canary)
+            assert _today_points(site, f"canary/{canary.replace('/', '.')}-365d.html", day) == shown
+
+    for minute, duration in ((14 * 60, 700.0), (15 * 60, 820.0), (19 * 60 + 50, 910.0)):
+        run("web/shop", "us-1", "us", duration, minute)  # in blocks that closed by 20:00
+    run("web/shop", "us-1", "us", 1300.0, 20 * 60 + 10)  # after the last block closed
+    run("web/api", "eu-1", "eu", 45.0, 20 * 60 + 12)  # a region's first run of the day
+    check(20 * 60 + 30)
+    run("web/shop", "eu-2", "eu", 2400.0, 20 * 60 + 31)  # the same block still open
+    run("web/api", "eu-1", "eu", 47.0, 20 * 60 + 31)
+    check(20 * 60 + 32)
+    run("web/shop", "us-1", "us", 3100.0, 21 * 60 + 40)
+    check(22 * 60 + 5)  # the block of 20:00-22:00 closed between the builds
+    run("web/shop", "eu-1", "eu", 5.0, 22 * 60 + 6)
+    check(22 * 60 + 7)
 
 
 def test_yesterday_stays_on_the_long_charts_until_their_windows_take_it(

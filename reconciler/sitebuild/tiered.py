@@ -220,16 +220,17 @@ def _points_sql(tables: Tables, with_open: bool) -> str:
         if with_open
         else ""
     )
-    counts = f"""(SELECT parent || chr(0) || region || chr(0) || day AS k, bin, sum(n) AS n
+    # Keyed by the three columns, not one string joining them: 15-20 ms less a build, of
+    # 0.1-0.12 s late in the day at 1,000 canaries (a day of daily histogram rows).
+    counts = f"""(SELECT parent, region, day, bin, sum(n) AS n
                   FROM (SELECT parent, region, day, bin, n FROM {tables.hist}
                         WHERE day >= $first AND ($last IS NULL OR day < $last)
                         {open_rows})
-                  GROUP BY k, bin)"""
-    return f"""SELECT split_part(k, chr(0), 1) AS parent, split_part(k, chr(0), 2) AS region,
-                   split_part(k, chr(0), 3)::BIGINT * {DAY} AS slot,
+                  GROUP BY parent, region, day, bin)"""
+    return f"""SELECT parent, region, day::BIGINT * {DAY} AS slot,
                    -- Two significant digits: on a chart of days the finer ones are not
                    -- seen, and they move with every run (each redrawing the page).
                    CASE WHEN q[2] > 0
                         THEN round(q[2], 1 - CAST(floor(log10(q[2])) AS INTEGER))
                         ELSE q[2] END AS p95
-               FROM ({quantiles_sql(counts, "k")})"""
+               FROM ({quantiles_sql(counts, "parent, region, day")})"""
