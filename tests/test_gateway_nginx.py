@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -16,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.metrics import Metrics
 from reconciler.gateway import GatewayError, GroupMetrics, NginxGateway
 from reconciler.gateway.accesslog import aggregate, parse_line
+from reconciler.server.controllers.gateway_watch import GatewayWatch
 from schemas.route import RouteSpec
 from tests.waiting import wait_for
 
@@ -312,3 +316,117 @@ def test_access_log_aggregation() -> None:
     assert metrics["b"].p99_ms == pytest.approx(20)
     assert metrics["c"] == GroupMetrics()
     assert aggregate(entries, "r", 1_000_500, groups=["a"])["a"].requests == 1
+
+
+def _kill_master(gw: NginxGateway) -> tuple[int, set[int]]:
+    """kill -9 the master, as the OOM killer would; its pid and the workers it leaves."""
+    pid = int((gw.directory / "nginx.pid").read_text())
+    workers = {p for p in _pids() if _group_of(p) == pid and p != pid}
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not gw.running, 10, "the master gone")
+    return pid, workers
+
+
+def _pids() -> set[int]:
+    return {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}
+
+
+def _nginx_runs(pid: int) -> bool:
+    """Whether `pid` is a running nginx process (not gone, nor a zombie nobody reaped)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"nginx")
+    except OSError:
+        return False
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+@pytest.mark.slow
+@needs_nginx
+def test_a_killed_master_is_started_again_with_every_route(
+    gateway: NginxGateway, backends: Backends
+) -> None:
+    """kill -9 of nginx's master leaves its workers serving the old config, holding the port:
+    no reload could change the weights and no new master could bind. `revive` stops them and
+    starts nginx again with the routes as applied; the next weights apply as usual."""
+    applied(gateway, spec(backends), {"stable": 100, "canary": 0})
+    old, workers = _kill_master(gateway)
+    assert workers and all(_nginx_runs(w) for w in workers)  # orphans, still serving
+
+    pid = gateway.revive()
+    assert pid is not None and pid != old and gateway.running
+    assert not any(_nginx_runs(w) for w in workers)
+    assert bodies(gateway, 5) == Counter({"stable": 5})
+    applied(gateway, spec(backends), {"stable": 0, "canary": 100})
+    assert bodies(gateway, 5) == Counter({"canary": 5})
+    assert gateway.revive() is None  # running: nothing to do
+
+
+@pytest.mark.slow
+@needs_nginx
+def test_weights_applied_after_the_master_died_start_nginx_again(
+    gateway: NginxGateway, backends: Backends
+) -> None:
+    applied(gateway, spec(backends), {"stable": 100, "canary": 0})
+    _kill_master(gateway)
+    applied(gateway, spec(backends), {"stable": 0, "canary": 100})
+    assert gateway.running and bodies(gateway, 5) == Counter({"canary": 5})
+
+
+@pytest.mark.slow
+@needs_nginx
+def test_a_restarted_server_starts_nginx_where_a_killed_one_left_workers(
+    gateway: NginxGateway, backends: Backends
+) -> None:
+    """A server restarted after its nginx master was killed: a new adapter on the same
+    directory starts nginx although the old workers held the port."""
+    applied(gateway, spec(backends), {"stable": 0, "canary": 100})
+    _kill_master(gateway)
+    again = NginxGateway(gateway.directory, gateway.listen, worker_processes=1)
+    again.start()
+    try:
+        assert bodies(again, 5) == Counter({"canary": 5})
+    finally:
+        again.stop()
+
+
+@pytest.mark.slow
+@needs_nginx
+def test_a_stopped_gateway_is_not_started_again(gateway: NginxGateway, backends: Backends) -> None:
+    gateway.stop()
+    assert gateway.revive() is None and not gateway.running
+    gateway.apply(ROUTE, spec(backends), {"stable": 100, "canary": 0})  # served from start()
+    assert not gateway.running
+
+
+@pytest.mark.slow
+@needs_nginx
+def test_the_server_watch_starts_a_killed_nginx_again(
+    gateway: NginxGateway, backends: Backends
+) -> None:
+    """The watch `reconcile serve` runs beside its nginx: a killed master is started again
+    within a few of its looks, logged and counted on /metrics."""
+    applied(gateway, spec(backends), {"stable": 100, "canary": 0})
+    metrics = Metrics()
+    watch = GatewayWatch(gateway, metrics, interval=0.05)
+
+    async def scenario() -> None:
+        await watch.start()
+        try:
+            assert "reconciler_gateway_restarts_total 0" in metrics.render()
+            await asyncio.to_thread(_kill_master, gateway)
+            deadline = time.monotonic() + 20
+            while watch.restarts == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # the watch's own pace, not a timing guess
+        finally:
+            await watch.stop()
+
+    asyncio.run(scenario())
+    assert watch.restarts == 1 and gateway.running
+    assert "reconciler_gateway_restarts_total 1" in metrics.render()
+    assert bodies(gateway, 3) == Counter({"stable": 3})

@@ -92,6 +92,18 @@ class Gateway(Protocol):
         """Stop the data plane the server started (an external one is left running)."""
         ...
 
+    def revive(self) -> int | None:
+        """Start the data plane the server started again if it is gone (killed, crashed).
+
+        Returns:
+            Its new process id, or None when nothing was done (it runs, or is not the
+            server's to run).
+
+        Raises:
+            GatewayError: it did not start again.
+        """
+        ...
+
 
 def check_weights(route: str, spec: RouteSpec, weights: Mapping[str, int]) -> dict[str, int]:
     """Every group of the spec with its weight (missing groups get 0), in declaration order.

@@ -105,6 +105,10 @@ class MemoryGateway:
         """Nothing runs; records that the server stopped its data plane."""
         self.stopped = True
 
+    def revive(self) -> int | None:
+        """Nothing runs, so nothing is ever gone."""
+        return None
+
     # -- for tests ---------------------------------------------------------------------------
 
     def record(

@@ -16,8 +16,12 @@ tested is the record of what is applied.
 
 nginx runs in the foreground of its own session (`daemon off`), so it outlives a controller
 restart; a later `start()` adopts the master named by `nginx.pid` when /proc shows it runs our
-config. When run as root, nginx's workers drop to `nobody` and need to traverse `directory`
-to buffer large request bodies in `temp/`.
+config. A master killed outright (`kill -9`, the OOM killer) leaves its workers running, and
+they hold the listening socket, so no new master could bind it: `start()` and `revive()` stop
+them first (they are the rest of the dead master's process group).
+
+When run as root, nginx's workers drop to `nobody` and need to traverse `directory` to buffer
+large request bodies in `temp/`.
 """
 
 from __future__ import annotations
@@ -81,6 +85,31 @@ def _signal(pid: int, number: signal.Signals) -> None:
         os.kill(pid, number)
 
 
+# How long the workers a killed master left get to close their connections (SIGQUIT) before
+# they are killed: until they close the listening socket, no new master can bind it.
+ORPHAN_GRACE_SECONDS = 5.0
+
+
+def _group(pgid: int) -> set[int]:
+    """The pids of the processes in process group `pgid` (empty without /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            group = int(stat.read_text().rsplit(")", 1)[1].split()[2])
+        except (OSError, IndexError, ValueError):
+            continue
+        if group == pgid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _is_nginx(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"nginx")
+    except OSError:
+        return False
+
+
 def _children(pid: int) -> set[int]:
     """The pids of `pid`'s child processes (empty without /proc)."""
     found = set()
@@ -134,6 +163,8 @@ class NginxGateway:
         self._log = LogFollower(self._dir / "logs" / "access.json")
         self._entries: dict[str, deque[LogEntry]] = {}
         self._retiring: set[int] = set()  # workers of configs replaced by a reload
+        # Started and not stopped: a master found gone is started again (`revive`, `apply`).
+        self._wanted = False
 
     # -- interface --------------------------------------------------------------------------
 
@@ -204,43 +235,64 @@ class NginxGateway:
             GatewayError: nginx is missing, or exited at start (its message included).
         """
         with self._lock:
-            binary = self._binary()
-            config = self._main_config()
-            if self._master_pid() is not None:
-                self._swap({self._dir / "nginx.conf": config}, "nginx.conf")
-                return
-            _write_atomic(self._dir / "nginx.conf", config)
-            self._pid_file.unlink(missing_ok=True)
-            stderr_path = self._dir / "logs" / "stderr.log"
-            with open(stderr_path, "ab") as stderr:
-                offset = stderr.tell()
-                self._process = subprocess.Popen(
-                    [binary, *self._args()],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=stderr,
-                    start_new_session=True,  # survives the controller's Ctrl-C and restarts
-                )
-            process = self._process
-            ready = _wait(
-                lambda: process.poll() is not None or self._pid_written(process.pid), timeout
+            self._start(timeout)
+            self._wanted = True
+
+    def revive(self) -> int | None:
+        """Start nginx again if it was started and its master is gone (killed, crashed), with
+        every route's config as applied; the workers the master left are stopped first.
+
+        Returns:
+            The new master's pid, or None when nothing was done (it runs, or was stopped).
+
+        Raises:
+            GatewayError: nginx did not start again (its message included).
+        """
+        with self._lock:
+            if not self._wanted or self._master_pid() is not None:
+                return None
+            self._start()
+            return self._master_pid()
+
+    def _start(self, timeout: float = 10.0) -> None:
+        """`start`, holding the lock."""
+        binary = self._binary()
+        config = self._main_config()
+        if self._master_pid() is not None:
+            self._swap({self._dir / "nginx.conf": config}, "nginx.conf")
+            return
+        self._stop_orphans()
+        _write_atomic(self._dir / "nginx.conf", config)
+        self._pid_file.unlink(missing_ok=True)
+        stderr_path = self._dir / "logs" / "stderr.log"
+        with open(stderr_path, "ab") as stderr:
+            offset = stderr.tell()
+            self._process = subprocess.Popen(
+                [binary, *self._args()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,  # survives the controller's Ctrl-C and restarts
             )
-            if process.poll() is not None or not ready:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)  # its own group: workers too
-                process.wait()
-                self._process = None
-                with open(stderr_path, "rb") as stderr:
-                    stderr.seek(offset)
-                    message = stderr.read().decode(errors="replace").strip()
-                raise GatewayError(
-                    f"nginx did not start (listen {self._listen_address()}, prefix {self._dir}): "
-                    f"{message or f'no pid file after {timeout:g}s'}"
-                )
+        process = self._process
+        ready = _wait(lambda: process.poll() is not None or self._pid_written(process.pid), timeout)
+        if process.poll() is not None or not ready:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # its own group: workers too
+            process.wait()
+            self._process = None
+            with open(stderr_path, "rb") as stderr:
+                stderr.seek(offset)
+                message = stderr.read().decode(errors="replace").strip()
+            raise GatewayError(
+                f"nginx did not start (listen {self._listen_address()}, prefix {self._dir}): "
+                f"{message or f'no pid file after {timeout:g}s'}"
+            )
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop nginx gracefully (SIGQUIT: in-flight requests finish); SIGTERM after `timeout`."""
         with self._lock:
+            self._wanted = False
             pid = self._master_pid()
             if pid is not None:
                 _signal(pid, signal.SIGQUIT)
@@ -354,6 +406,25 @@ class NginxGateway:
         if pid is not None:
             self._retiring |= _children(pid)
             _signal(pid, signal.SIGHUP)
+        elif self._wanted:  # started, and gone since: it reads every route's file at start
+            self._start()
+
+    def _stop_orphans(self) -> None:
+        """Stop the workers of a master of ours that died without them (no master runs): the
+        rest of its process group, named by the pid file. Gracefully first (SIGQUIT: they
+        close the listening socket and finish their requests), for `ORPHAN_GRACE_SECONDS`."""
+        try:
+            group = int(self._pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return
+        orphans = {pid for pid in _group(group) if _is_nginx(pid)}
+        for pid in orphans:
+            _signal(pid, signal.SIGQUIT)
+        if not _wait(lambda: not any(_is_nginx(pid) for pid in orphans), ORPHAN_GRACE_SECONDS):
+            for pid in orphans:
+                if _is_nginx(pid):
+                    _signal(pid, signal.SIGKILL)
+            _wait(lambda: not any(_is_nginx(pid) for pid in orphans), ORPHAN_GRACE_SECONDS)
 
     def _pid_written(self, pid: int) -> bool:
         try:

@@ -28,6 +28,7 @@ from reconciler.server.binding import bind_problem
 from reconciler.server.control_plane import ControlPlane
 from reconciler.server.controllers.agent_silence import AgentSilence
 from reconciler.server.controllers.deployments import DeploymentController
+from reconciler.server.controllers.gateway_watch import GatewayWatch
 from reconciler.server.controllers.history import HistoryKeeper
 from reconciler.server.controllers.incidents import IncidentController, interval_from
 from reconciler.server.controllers.maintenance import MaintenanceGate
@@ -155,6 +156,10 @@ async def running_parts(
         gateway = open_gateway(settings)
         if gateway is not None:
             stack.callback(gateway.stop)
+            # Started again whenever it is found gone (stopped first on the way out).
+            watch = GatewayWatch(gateway, control.metrics, loops=control.loops)
+            await watch.start()
+            stack.push_async_callback(watch.stop)
         deployments = DeploymentController(
             control.state,
             clock,
