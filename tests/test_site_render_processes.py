@@ -239,3 +239,41 @@ def test_a_build_drawing_only_the_listing_pages_of_a_large_site_forks_too(
     assert code == 0, err
     seen = json.loads(out)
     assert set(seen["pids"]) - {seen["parent"]}, seen  # a render process drew some
+
+
+def render_process_killed(tmp: Path) -> dict[str, Any]:
+    """Publish pages with a render process that is killed outright (as the OOM killer would
+    pick it) after taking its first pages; what the site holds afterwards."""
+    parent = os.getpid()
+    taken = tmp / "a render process took pages"
+
+    def context(n: int) -> dict[str, Any]:
+        if os.getpid() != parent:
+            taken.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        wait_for(taken.exists, 30, "a render process taking pages")
+        return {"n": n}
+
+    publisher, pages = _pages(tmp, "<p>{{ n }}</p>\n", context)
+    published = publisher.publish(pages, pages)
+    publisher.settle()
+    out = publisher.site.current()
+    assert out is not None
+    return {
+        "rendered": published.rendered,
+        "pages": sorted((out / page.path).read_text().strip() for page in pages),
+    }
+
+
+def test_a_render_process_killed_mid_build_leaves_its_pages_to_the_publisher(
+    tmp_path: Path,
+) -> None:
+    """A render process killed outright (kill -9, the OOM killer: it is a fork of a large
+    process) never sends back the pages it took. The publish notices it gone, draws those
+    pages itself and completes (it waited forever, and a server's site stopped changing)."""
+    code, out, err = _run("render_process_killed", tmp_path)
+    assert code == 0, err
+    seen = json.loads(out)
+    assert seen["rendered"] == PAGES
+    assert seen["pages"] == sorted(f"<p>{n}</p>" for n in range(PAGES))
+    assert "render process" in err and "killed" in err  # logged: why this build took longer

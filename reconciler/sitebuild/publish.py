@@ -10,11 +10,13 @@
   share the rendering (the pages' data is inherited, not pickled), each taking the next
   chunk of pages as it goes: a canary page takes 0.2-0.3 ms of one core (context, chart,
   filling, write). This process links the untouched pages first. A server forks them too
-  (`render_pool.py`), and draws its share on the thread publishing.
+  (`render_pool.py`), and draws its share on the thread publishing. A render process killed
+  mid-build (the OOM killer) sends nothing back; this process then draws what it took.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -31,7 +33,7 @@ from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, Stric
 from markupsafe import Markup, escape
 
 from reconciler.sitebuild.model import Page
-from reconciler.sitebuild.render_pool import render_pool, settle_pools
+from reconciler.sitebuild.render_pool import collect, fork_render_processes, settle_pools
 from reconciler.sitebuild.versions import (
     MANIFEST,
     Folders,
@@ -434,18 +436,28 @@ class Publisher:
             # at once. Each takes the next chunk of pages as it goes (`_emit_claimed`).
             _CHUNKS = _chunks(len(_JOBS), self.workers)
             _NEXT = multiprocessing.get_context("fork").Value("l", 0)
-            with render_pool(self.workers - 1) as pool:
-                others = [pool.apply_async(_emit_claimed) for _ in range(self.workers - 1)]
+            others = fork_render_processes(self.workers - 1, _emit_claimed)
+            try:
                 meanwhile()
-                try:
-                    mine = _emit_claimed()
-                except BaseException:
-                    with _NEXT.get_lock():  # the others stop after the chunk in hand
-                        _NEXT.value = len(_CHUNKS)
-                    raise
-                yield from mine
+                drawn = _emit_claimed()
+            except BaseException:
+                with _NEXT.get_lock():  # the others stop after the chunk in hand
+                    _NEXT.value = len(_CHUNKS)
                 for other in others:
-                    yield from other.get()
+                    with contextlib.suppress(Exception):
+                        collect(other)
+                raise
+            lost = False
+            for other in others:
+                sent = collect(other)
+                lost |= sent is None
+                drawn += sent or []
+            if lost:
+                # A render process was killed with the pages it took: they are drawn here
+                # (a page it left half written is written whole over it).
+                done = {page.path for page in drawn}
+                drawn += [_emit(*job) for job in _JOBS if job[0].path not in done]
+            yield from drawn
         finally:
             for folders in (_TARGET, _CURRENT, _SPARES):
                 if folders is not None:

@@ -1,71 +1,144 @@
-"""Forked processes rendering a build's pages, as a pool that is safe to fork from a server.
+"""Forked processes rendering a build's pages, safe to fork from a server, and watched.
 
 A render process is forked from whatever builds the site: `reconcile site build`, or a
 running server with its threads, its event loop's signal handling, its sockets and files.
 So each one first:
 
 * ignores the signals sent to a whole process group (a terminal's interrupt, a service
-  manager stopping the server's group): its parent decides when the pool ends, once the
-  pages in hand are drawn;
+  manager stopping the server's group): its parent decides when it ends, once the pages in
+  hand are drawn;
 * forgets the event loop's wake-up socket, into which a signal it received would otherwise
   be written, and which the server's loop reads (it stops on SIGTERM);
 * dies with its parent (Linux `PR_SET_PDEATHSIG`): a parent killed outright leaves no render
   process holding its listening socket and files.
 
-The pool always ends by closing its task queue and joining its processes, each of which
-exits on its own once the pages handed out are drawn, also when the parent gives up on the
-build (a page that cannot be drawn, an interrupt). Killing them instead races with the pool:
-one killed while taking a task holds the queue's lock for good, and a replacement forked
-behind the pool's back ignores the SIGTERM with which `terminate` ends it; either way the
-pool never ended. After a build whose pages were all drawn, the joining (15-25 ms: the
-processes free their memory and exit) is left to a thread, off the build's path; the next
-pool, and `settle_pools`, wait for it.
+Each draws what its `draw` returns (chunks of pages claimed from a counter shared with the
+parent) and sends it back over a pipe of its own, pickled, then exits. A render process that
+is killed outright (`kill -9`, the OOM killer: it is a fork of a large process) closes its
+pipe without sending anything: `collect` says so (None) rather than waiting for good, as
+`multiprocessing.Pool` did (its result never came, and the server's site stopped changing);
+the caller draws those pages itself. The reaping of a process that sent its pages (10-25
+ms: it frees its memory and exits) is left to a thread, off the build's path; the next
+forks, and `settle_pools`, wait for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import multiprocessing
+import logging
 import os
+import pickle
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from multiprocessing.pool import Pool
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+log = logging.getLogger("reconciler.sitebuild")
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-# Pools closed after a build, each joined by a thread of its own (see above).
+# Render processes that sent their pages, each reaped by a thread of its own (see above).
 _ENDING: list[threading.Thread] = []
 
 
-@contextmanager
-def render_pool(workers: int) -> Iterator[Pool]:
-    """A pool of `workers` forked render processes, ended as described above."""
+@dataclass(frozen=True)
+class RenderProcess:
+    """A forked render process and the read end of its pipe."""
+
+    pid: int
+    pipe: int
+
+
+def fork_render_processes(count: int, draw: Callable[[], Any]) -> list[RenderProcess]:
+    """Fork `count` render processes, each running `draw()` and sending back its result
+    (`collect`); `draw` sees the memory of this process as it is now."""
     settle_pools()
-    context = multiprocessing.get_context("fork")
-    pool = context.Pool(workers, initializer=_as_a_new_process, initargs=(os.getpid(),))
+    parent = os.getpid()
+    started: list[RenderProcess] = []
+    for _ in range(count):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the render process: never returns
+            _draw_and_send(parent, draw, write, [read, *(p.pipe for p in started)])
+        os.close(write)
+        started.append(RenderProcess(pid, read))
+    return started
+
+
+def _draw_and_send(parent: int, draw: Callable[[], Any], write: int, others: list[int]) -> NoReturn:
+    code = 1
     try:
-        yield pool
-    except BaseException:
-        pool.close()
-        pool.join()
-        raise
-    pool.close()
-    ending = threading.Thread(target=pool.join, name="render-pool-end", daemon=True)
-    ending.start()
-    _ENDING.append(ending)
+        for descriptor in others:
+            os.close(descriptor)
+        _as_a_new_process(parent)
+        try:
+            message: tuple[str, Any] = ("drawn", draw())
+            code = 0
+        except BaseException as error:  # noqa: BLE001 - sent to the parent, which raises it
+            message = ("failed", _sendable(error))
+        data = memoryview(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        while data:
+            data = data[os.write(write, data) :]
+        os.close(write)
+    finally:
+        os._exit(code)  # no cleanup of the parent's: its files, threads and atexit are not ours
+
+
+def _sendable(error: BaseException) -> BaseException:
+    """`error` if it pickles (to be raised again in the parent), else its text."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:  # noqa: BLE001 - any error that does not travel is sent as text
+        return RuntimeError(f"a render process failed: {type(error).__name__}: {error}")
+    return error
+
+
+def collect(process: RenderProcess) -> Any | None:
+    """What a render process drew, once it sent it; None when it died without sending
+    (killed). An exception it raised is raised here."""
+    with os.fdopen(process.pipe, "rb") as pipe:
+        data = pipe.read()
+    try:
+        kind, value = pickle.loads(data)
+    except (EOFError, pickle.UnpicklingError):
+        _, status = os.waitpid(process.pid, 0)
+        ended = (
+            f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+            if os.WIFSIGNALED(status)
+            else f"exited with code {os.waitstatus_to_exitcode(status)}"
+        )
+        log.warning(
+            "render process %d %s before sending back the pages it drew; they are drawn again",
+            process.pid,
+            ended,
+        )
+        return None
+    reaping = threading.Thread(
+        target=_reap, args=(process.pid,), name="render-process-end", daemon=True
+    )
+    reaping.start()
+    _ENDING.append(reaping)
+    if kind == "failed":
+        raise value
+    return value
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def settle_pools() -> None:
-    """Wait until the render processes of the pools ended so far have exited."""
+    """Wait until the render processes forked so far have exited."""
     while _ENDING:
         _ENDING.pop().join()
 
 
 def _as_a_new_process(parent: int) -> None:
-    """The pool's initializer, in each render process (`parent`: the forking process)."""
+    """First thing in each render process (`parent`: the forking process)."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
