@@ -186,3 +186,53 @@ def test_the_deployments_page_fits_a_laptop_screen(config_repo: ConfigRepo, tmp_
         assert all(scrolled <= shown + 1 for scrolled, shown in boxes), boxes
         page.screenshot(path=str(ARTIFACTS / "deployments.png"), full_page=True)
         browser.close()
+
+
+def test_an_sla_report_of_five_regions_fits_a_laptop_screen(
+    config_repo: ConfigRepo, tmp_path: Path
+) -> None:
+    # The months table has a column per region besides eight of its own: at 1,280 px, with
+    # five regions (the sample repository's), the last regions and the end of its caption
+    # were cut off behind a scroll bar.
+    regions = ["eu-west", "us-east", "ap-south", "sa-east", "af-south"]
+    config_repo.write("regions.yaml", "---\n".join(region_doc(r) for r in regions))
+    config_repo.write("agents.yaml", "---\n".join(agent_doc(f"{r}-1", r) for r in regions))
+    canary = canary_doc("checkout", namespace="shop").replace("spec:\n", "spec:\n  slo: 99.9\n")
+    config_repo.write("canaries/checkout.yaml", canary)
+    config_repo.commit()
+    state = tmp_path / "state.duckdb"
+    assert (
+        run_cli("apply", "--repo", config_repo.path, "--state", state, "--auto-approve").code == 0
+    )
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    rows = [  # yesterday's: a month counts whole days
+        (f"{region}-1", region, f"shop/checkout@{region}-1", "shop/checkout", "check", "http",
+         now - timedelta(days=1, minutes=minute), 120.0 + minute, "pass" if minute % 7 else "fail",
+         200 if minute % 7 else 500, None if minute % 7 else "HTTP 500", None, now)
+        for region in regions
+        for minute in range(1, 30)
+    ]  # fmt: skip
+    with duckdb.connect(str(state)) as connection:
+        connection.executemany(
+            f"INSERT INTO results ({RESULT_COLUMNS_V1}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    out = tmp_path / "site"
+    assert run_cli("site", "build", "--state", state, "--out", out).code == 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto((out / "sla" / "shop.checkout.html").as_uri())
+        months = page.locator("table").first
+        assert months.locator("thead th").all_inner_texts()[-5:] == sorted(regions)
+        shown = months.locator("tbody").inner_text()
+        assert "missed" in shown and "13,793.1%" in shown  # 99.9% is far from met
+        boxes = page.eval_on_selector_all(
+            ".table-wrap", "boxes => boxes.map(b => [b.scrollWidth, b.clientWidth])"
+        )
+        assert len(boxes) == 2  # months, quarters
+        assert all(scrolled <= shown + 1 for scrolled, shown in boxes), boxes
+        page.screenshot(path=str(ARTIFACTS / "sla.png"), full_page=True)
+        browser.close()

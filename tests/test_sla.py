@@ -102,7 +102,7 @@ def test_months_are_exact_and_weighed_against_the_objective(
     assert september[1] == f"{runs:,}" and passes < runs
     failures, allowed = runs - passes, runs * 0.005
     assert september[2] == f"{passes / runs * 100:.2f}% missed" == "95.00% missed"
-    assert september[3] == f"{100 * failures / allowed:.1f}%"
+    assert september[3] == f"{100 * failures / allowed:,.1f}%"
     assert september[6] == f"{p95:,.1f} ms"
     eu_runs, eu_passes, _ = exact(connection, 9, "eu")
     assert september[-2] == f"{int(eu_passes / eu_runs * 10000) / 100:.2f}%"

@@ -55,7 +55,7 @@ def _slo(canary: CanaryInfo) -> str:
 
 def _budget(runs: int, passes: int, slo: float | None) -> str:
     spent = budget_spent(runs, passes, slo)
-    return fmt.NO_DATA if spent is None else f"{spent:.1f}%"
+    return fmt.NO_DATA if spent is None else f"{spent:,.1f}%"
 
 
 def _met(runs: int, passes: int, slo: float | None) -> str:
