@@ -222,3 +222,18 @@ def test_the_memory_gateway_refuses_what_nginx_refuses_and_reports_since_a_time(
     assert (later["a"].requests, later["a"].errors, later["a"].p99_ms) == (1, 0, 20.0)
     with pytest.raises(ValueError, match="errors"):
         gateway.record("x", "a", start, [1.0], errors=2)
+
+
+@pytest.mark.anyio
+async def test_a_route_removed_while_no_server_ran_leaves_the_gateway(rig: Rig) -> None:
+    """The gateway keeps a route's config across restarts (nginx's files); a route taken out
+    of the configuration while the server was down is removed at the next server's first
+    pass, not served for good with its last weights."""
+    await rig.controller.tick_all()
+    assert rig.gateway.routes() == ["checkout"]
+    restarted = DeploymentController(
+        rig.state, rig.clock, list, rig.events.append, rig.gateway, interval=3600
+    )
+    await restarted.tick_all()
+    assert rig.gateway.routes() == [] and rig.gateway.weights("checkout") is None
+    assert applied(rig.gateway)[-1] is None

@@ -277,7 +277,10 @@ def test_metrics_follow_log_truncation_and_rotation(
 @needs_nginx
 def test_remove_stops_serving_the_route(gateway: NginxGateway, backends: Backends) -> None:
     applied(gateway, spec(backends), {"stable": 100, "canary": 0})
+    later = NginxGateway(gateway.directory, gateway.listen)  # a restarted server's adapter
+    assert gateway.routes() == later.routes() == [ROUTE]
     gateway.remove(ROUTE)
+    assert later.routes() == []
     assert gateway.wait_reloaded(timeout=10)
     assert gateway.weights(ROUTE) is None
     assert get(gateway)[0] == 404

@@ -84,6 +84,10 @@ class Gateway(Protocol):
         """The weights currently applied to `route`, or None when it is not applied."""
         ...
 
+    def routes(self) -> list[str]:
+        """The routes applied and not removed, by name (also those of an earlier process)."""
+        ...
+
     def metrics(self, route: str, since: datetime) -> dict[str, GroupMetrics]:
         """Per group of `route`: what was served from `since` (timezone-aware) until now."""
         ...

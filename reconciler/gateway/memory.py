@@ -76,6 +76,11 @@ class MemoryGateway:
             self._served.pop(route, None)
             self.history.append((route, None))
 
+    def routes(self) -> list[str]:
+        """The routes applied and not removed."""
+        with self._lock:
+            return sorted(self._routes)
+
     def weights(self, route: str) -> dict[str, int] | None:
         """The weights applied to `route`, or None when it is not applied."""
         with self._lock:

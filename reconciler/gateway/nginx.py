@@ -191,6 +191,16 @@ class NginxGateway:
         state = _read_state(self._route_file(route, "conf"))
         return None if state is None else dict(state["weights"])
 
+    def routes(self) -> list[str]:
+        """The routes with a config file (applied and not removed, by this adapter or an
+        earlier one), by the name their state line records."""
+        found = []
+        for path in sorted((self._dir / "routes").glob("*.conf")):
+            state = _read_state(path)
+            if state is not None and isinstance(state.get("route"), str):
+                found.append(state["route"])
+        return found
+
     def generation(self, route: str) -> int | None:
         """The config generation `apply` last wrote for `route` (the X-Gateway-Generation)."""
         state = _read_state(self._route_file(route, "conf"))

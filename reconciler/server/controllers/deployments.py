@@ -147,6 +147,7 @@ class DeploymentController:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._applied: dict[str, str] = {}  # route -> the spec last applied to the gateway
+        self._swept = False  # the gateway's routes were compared with the served ones
         self._loops = loops
         self._wake = asyncio.Event()
         self._ticked: dict[str, datetime] = {}  # run id -> when it was last ticked
@@ -287,7 +288,13 @@ class DeploymentController:
                     continue
                 if at is not None and (due is None or at < due):
                     due = at
-            for gone in [r for r in self._applied if r not in routes]:
+            applied = set(self._applied)
+            if not self._swept and self.gateway is not None:
+                # A route that left the configuration while no server ran is still on the
+                # gateway (its files outlive the process): looked for once, at the first pass.
+                applied |= set(await asyncio.to_thread(self.gateway.routes))
+                self._swept = True
+            for gone in sorted(applied - set(routes)):
                 await self._remove(gone)
             # Not stored, not ticked: a failed store is decided again at the next pass.
             await self._store(writes)
