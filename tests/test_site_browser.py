@@ -39,22 +39,21 @@ RUNS = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def site(config_repo: ConfigRepo, tmp_path: Path) -> Path:
-    config_repo.write("regions.yaml", region_doc("eu") + "---\n" + region_doc("us"))
-    config_repo.write("agents.yaml", agent_doc("eu-1", "eu") + "---\n" + agent_doc("us-1", "us"))
-    config_repo.write("canaries/web.yaml", canary_doc("web"))
+Run = tuple[str, str, str, datetime, float, str]  # agent, region, canary, started, ms, status
+
+
+def _built(config_repo: ConfigRepo, tmp_path: Path, runs: list[Run]) -> Path:
+    """The site of the config written to `config_repo`, committed and applied, with `runs`."""
     config_repo.commit()
     state = tmp_path / "state.duckdb"
     assert (
         run_cli("apply", "--repo", config_repo.path, "--state", state, "--auto-approve").code == 0
     )
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    now = datetime.now(UTC)
     rows = [
-        (agent, region, f"default/web@{agent}", "default/web", "check", "http",
-         now - timedelta(minutes=70 - index % 4), float(ms), status,
+        (agent, region, f"{canary}@{agent}", canary, "check", "http", started, ms, status,
          200 if status == "pass" else 500, None if status == "pass" else "HTTP 500", None, now)
-        for index, (agent, region, ms, status) in enumerate(RUNS)
+        for agent, region, canary, started, ms, status in runs
     ]  # fmt: skip
     with duckdb.connect(str(state)) as connection:
         connection.executemany(
@@ -65,6 +64,22 @@ def site(config_repo: ConfigRepo, tmp_path: Path) -> Path:
     out = tmp_path / "site"
     assert run_cli("site", "build", "--state", state, "--out", out).code == 0
     return out
+
+
+@pytest.fixture
+def site(config_repo: ConfigRepo, tmp_path: Path) -> Path:
+    config_repo.write("regions.yaml", region_doc("eu") + "---\n" + region_doc("us"))
+    config_repo.write("agents.yaml", agent_doc("eu-1", "eu") + "---\n" + agent_doc("us-1", "us"))
+    config_repo.write("canaries/web.yaml", canary_doc("web"))
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    return _built(
+        config_repo,
+        tmp_path,
+        [
+            (agent, region, "default/web", now - timedelta(minutes=70 - index % 4), ms, status)
+            for index, (agent, region, ms, status) in enumerate(RUNS)
+        ],
+    )
 
 
 def test_overview_to_canary_and_region_pages(site: Path) -> None:
@@ -199,27 +214,17 @@ def test_an_sla_report_of_five_regions_fits_a_laptop_screen(
     config_repo.write("agents.yaml", "---\n".join(agent_doc(f"{r}-1", r) for r in regions))
     canary = canary_doc("checkout", namespace="shop").replace("spec:\n", "spec:\n  slo: 99.9\n")
     config_repo.write("canaries/checkout.yaml", canary)
-    config_repo.commit()
-    state = tmp_path / "state.duckdb"
-    assert (
-        run_cli("apply", "--repo", config_repo.path, "--state", state, "--auto-approve").code == 0
-    )
     now = datetime.now(UTC).replace(second=0, microsecond=0)
-    rows = [  # yesterday's: a month counts whole days
-        (f"{region}-1", region, f"shop/checkout@{region}-1", "shop/checkout", "check", "http",
-         now - timedelta(days=1, minutes=minute), 120.0 + minute, "pass" if minute % 7 else "fail",
-         200 if minute % 7 else 500, None if minute % 7 else "HTTP 500", None, now)
-        for region in regions
-        for minute in range(1, 30)
-    ]  # fmt: skip
-    with duckdb.connect(str(state)) as connection:
-        connection.executemany(
-            f"INSERT INTO results ({RESULT_COLUMNS_V1}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-    out = tmp_path / "site"
-    assert run_cli("site", "build", "--state", state, "--out", out).code == 0
+    out = _built(
+        config_repo,
+        tmp_path,
+        [  # yesterday's: a month counts whole days
+            (f"{region}-1", region, "shop/checkout", now - timedelta(days=1, minutes=minute),
+             120.0 + minute, "pass" if minute % 7 else "fail")
+            for region in regions
+            for minute in range(1, 30)
+        ],
+    )  # fmt: skip
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=FLAGS)

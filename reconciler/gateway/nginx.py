@@ -92,15 +92,7 @@ ORPHAN_GRACE_SECONDS = 5.0
 
 def _group(pgid: int) -> set[int]:
     """The pids of the processes in process group `pgid` (empty without /proc)."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            group = int(stat.read_text().rsplit(")", 1)[1].split()[2])
-        except (OSError, IndexError, ValueError):
-            continue
-        if group == pgid:
-            found.add(int(stat.parent.name))
-    return found
+    return _with_stat(2, pgid)
 
 
 def _is_nginx(pid: int) -> bool:
@@ -112,13 +104,19 @@ def _is_nginx(pid: int) -> bool:
 
 def _children(pid: int) -> set[int]:
     """The pids of `pid`'s child processes (empty without /proc)."""
+    return _with_stat(1, pid)
+
+
+def _with_stat(field: int, value: int) -> set[int]:
+    """The pids whose /proc stat field `field` (counted after the command: 1 the parent's
+    pid, 2 the process group) is `value`."""
     found = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            number = int(stat.read_text().rsplit(")", 1)[1].split()[field])
         except (OSError, IndexError, ValueError):
             continue
-        if parent == pid:
+        if number == value:
             found.add(int(stat.parent.name))
     return found
 
