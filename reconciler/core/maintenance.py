@@ -289,8 +289,8 @@ def with_maintenance(
         window = next((w for w in open_now if w.covers(canary, region)), None)
         if window is not None:
             covered.append(region)
-            regions[region] = replace(
-                found, status=Status.UNDER_MAINTENANCE, reason=f"maintenance window {window.name}"
+            regions[region] = found._replace(
+                status=Status.UNDER_MAINTENANCE, reason=f"maintenance window {window.name}"
             )
     everywhere = [w for w in open_now if not w.regions]
     if (regions and len(covered) == len(regions)) or (not regions and everywhere):

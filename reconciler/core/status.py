@@ -9,11 +9,12 @@ the scale for users.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from reconciler.core.incidents import (
     STALE_PERIODS,
@@ -82,8 +83,7 @@ HEADLINES: Mapping[Status, str] = {
 }
 
 
-@dataclass(frozen=True)
-class LastRun:
+class LastRun(NamedTuple):
     """The most recent run, shown as "last run" beside the status (it does not decide it)."""
 
     started_at: datetime
@@ -99,8 +99,7 @@ class LastRun:
         return "degraded" if self.degraded else "pass"
 
 
-@dataclass(frozen=True)
-class RegionState:
+class RegionState(NamedTuple):
     """A canary's status in one region.
 
     Attributes:
@@ -169,8 +168,7 @@ def _slow(runs: Sequence[Run], successes: int) -> bool:
     return False
 
 
-def _start(run: Run) -> datetime:
-    return run.started_at
+_start = operator.itemgetter(0)  # a `Run`'s start
 
 
 def _last(runs: Iterable[Run]) -> LastRun | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -181,7 +181,7 @@ def _replace_regions(connection: Connection, writes: Sequence[IncidentWrite]) ->
             regions.append((write.canary, region, state.status, state.last_known, state.changed_at))
             for agent, health in state.agents.items():
                 # AgentHealth fields: verdict, fails, passes, changed_at, last_run_at
-                agents.append((write.canary, region, agent, *astuple(health)))
+                agents.append((write.canary, region, agent, *health))
     _insert(connection, "incident_regions", regions, _REGION_TYPES)
     _insert(connection, "incident_agents", agents, _AGENT_TYPES)
 

@@ -32,15 +32,15 @@ def _micros(moment: datetime) -> int:
 
 
 def _recent_rows(
-    connection: Connection, since: Mapping[str, datetime], caps: Mapping[str, int], now: datetime
+    connection: Connection, since: Mapping[str, int], caps: Mapping[str, int], now: datetime
 ) -> dict[str, list[CheckRow]]:
-    """Each derived canary's newest rows (at most its cap) started in [its since, now], runs
-    in a maintenance window left out."""
+    """Each derived canary's newest rows (at most its cap) started in [its since (µs), now],
+    runs in a maintenance window left out."""
     if not since:
         return {}
     # Times cross the boundary as integers both ways: binding thousands of TIMESTAMPTZ
     # values, or fetching them, costs several times more than the query itself.
-    starts = [_micros(moment) for moment in since.values()]
+    starts = list(since.values())
     rows = connection.execute(
         """WITH wanted AS (
                SELECT unnest($canaries::VARCHAR[]) AS canary,
@@ -135,14 +135,19 @@ def canary_statuses(
     """
     resources = list(resources)
     targets, probes = targets_of(resources) if known is None else known
-    since: dict[str, datetime] = {}
+    since: dict[str, int] = {}  # µs
     caps: dict[str, int] = {}
+    now_us = _micros(now)
+    reaches: dict[str, tuple[int, int]] = {}  # by canary: its lookback (µs), and in periods
     for derived, probe in probes.items():
-        target = targets[probe.canary]
-        reach = lookback(target)
-        since[derived] = now - reach
-        periods = int(reach.total_seconds() // target.period) + _SLACK_RUNS
-        caps[derived] = max(probe.checks, 1) * periods
+        reach = reaches.get(probe.canary)
+        if reach is None:
+            target = targets[probe.canary]
+            span = lookback(target)
+            periods = int(span.total_seconds() // target.period) + _SLACK_RUNS
+            reach = reaches[probe.canary] = (span // timedelta(microseconds=1), periods)
+        since[derived] = now_us - reach[0]
+        caps[derived] = max(probe.checks, 1) * reach[1]
     rows = _recent_rows(connection, since, caps, now)
     # A derived canary with no recent run still shows its last run (its status is unknown):
     # its newest rows are read once more, a day back at most (20-30 ms at 50 M rows, and
