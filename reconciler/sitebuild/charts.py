@@ -42,9 +42,9 @@ STYLES = 8
 _LEGEND = '<li data-region="{}"><span class="swatch {}" aria-hidden="true"></span>{}</li>\n'
 
 
-@dataclass(frozen=True)
-class Chart:
-    """A rendered chart: the SVG, the legend entries and the data table."""
+class Chart(NamedTuple):
+    """A rendered chart: the SVG, the legend entries and the data table (a tuple: one is made
+    for each canary page drawn, thousands a build)."""
 
     svg: Markup
     legend: Markup  # the legend's items: a swatch of each region's style and its name
