@@ -433,3 +433,23 @@ def test_the_server_watch_starts_a_killed_nginx_again(
     assert watch.restarts == 1 and gateway.running
     assert "reconciler_gateway_restarts_total 1" in metrics.render()
     assert bodies(gateway, 3) == Counter({"stable": 3})
+
+
+@pytest.mark.slow
+@needs_nginx
+def test_workers_of_a_pid_now_another_process_are_left_alone(
+    gateway: NginxGateway, tmp_path: Path
+) -> None:
+    """The pid file of a master that died long ago may name another process now, leading a
+    process group of its own: starting nginx again stops nothing of it."""
+    other = NginxGateway(tmp_path / "other", ("127.0.0.1", free_port()), worker_processes=1)
+    other.start()
+    try:
+        foreign = int((other.directory / "nginx.pid").read_text())
+        gateway.stop()
+        (gateway.directory / "nginx.pid").write_text(f"{foreign}\n")
+        gateway.start()
+        assert gateway.running and other.running
+        assert _nginx_runs(foreign)
+    finally:
+        other.stop()

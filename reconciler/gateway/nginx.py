@@ -102,6 +102,14 @@ def _is_nginx(pid: int) -> bool:
         return False
 
 
+def _runs(pid: int) -> bool:
+    """Whether a process runs as `pid` (not gone, nor a zombie: those have no command line)."""
+    try:
+        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
+    except OSError:
+        return False
+
+
 def _children(pid: int) -> set[int]:
     """The pids of `pid`'s child processes (empty without /proc)."""
     return _with_stat(1, pid)
@@ -424,6 +432,8 @@ class NginxGateway:
         try:
             group = int(self._pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
+            return
+        if _runs(group):  # the pid is another process's now: so is the group
             return
         orphans = {pid for pid in _group(group) if _is_nginx(pid)}
         for pid in orphans:
