@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from reconciler.sitebuild import render_pool
 from reconciler.sitebuild.model import Page
 from reconciler.sitebuild.publish import PARALLEL_FROM, Publisher
 from tests.waiting import wait_for
@@ -277,3 +278,40 @@ def test_a_render_process_killed_mid_build_leaves_its_pages_to_the_publisher(
     assert seen["rendered"] == PAGES
     assert seen["pages"] == sorted(f"<p>{n}</p>" for n in range(PAGES))
     assert "render process" in err and "killed" in err  # logged: why this build took longer
+
+
+def render_process_stuck(tmp: Path) -> dict[str, Any]:
+    """Publish pages with a render process that gets stuck on its first page (as a lock
+    held by another of the server's threads at the fork would leave it), waiting a second
+    for it at most; what the site holds afterwards."""
+    render_pool.HUNG_AFTER_SECONDS = 1.0
+    parent = os.getpid()
+    taken = tmp / "a render process took pages"
+
+    def context(n: int) -> dict[str, Any]:
+        if os.getpid() != parent:
+            taken.touch()
+            threading.Event().wait()  # never set
+        wait_for(taken.exists, 30, "a render process taking pages")
+        return {"n": n}
+
+    publisher, pages = _pages(tmp, "<p>{{ n }}</p>\n", context)
+    published = publisher.publish(pages, pages)
+    publisher.settle()
+    out = publisher.site.current()
+    assert out is not None
+    return {
+        "rendered": published.rendered,
+        "pages": sorted((out / page.path).read_text().strip() for page in pages),
+    }
+
+
+def test_a_stuck_render_process_is_killed_and_its_pages_drawn(tmp_path: Path) -> None:
+    """A render process that sends nothing long after every page was taken is stuck: it is
+    killed and its pages drawn by the publisher, which completes (it waited for good)."""
+    code, out, err = _run("render_process_stuck", tmp_path)
+    assert code == 0, err
+    seen = json.loads(out)
+    assert seen["rendered"] == PAGES
+    assert seen["pages"] == sorted(f"<p>{n}</p>" for n in range(PAGES))
+    assert "sent nothing 1 s after the last pages were taken: killed" in err

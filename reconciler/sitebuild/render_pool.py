@@ -17,7 +17,10 @@ parent) and sends it back over a pipe of its own, pickled, then exits. A render 
 is killed outright (`kill -9`, the OOM killer: it is a fork of a large process) closes its
 pipe without sending anything: `collect` says so (None) rather than waiting for good, as
 `multiprocessing.Pool` did (its result never came, and the server's site stopped changing);
-the caller draws those pages itself. The reaping of a process that sent its pages (10-25
+the caller draws those pages itself. So it does for one that sends nothing for
+`HUNG_AFTER_SECONDS` after every page was claimed (stuck: a lock another of the server's
+threads held at the fork, say), which it kills first. The reaping of a process that sent its
+pages (10-25
 ms: it frees its memory and exits) is left to a thread, off the build's path; the next
 forks, and `settle_pools`, wait for it.
 """
@@ -29,8 +32,10 @@ import ctypes
 import logging
 import os
 import pickle
+import select
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -38,6 +43,10 @@ from typing import Any, NoReturn
 log = logging.getLogger("reconciler.sitebuild")
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# A render process that has sent nothing this long after every page was claimed is stuck (it
+# has at most one chunk of pages left: well under a second): it is killed, its pages drawn by
+# the caller.
+HUNG_AFTER_SECONDS = 60.0
 
 
 # Render processes that sent their pages, each reaped by a thread of its own (see above).
@@ -98,18 +107,40 @@ def _sendable(error: BaseException) -> BaseException:
 
 def collect(process: RenderProcess) -> Any | None:
     """What a render process drew, once it sent it; None when it died without sending
-    (killed). An exception it raised is raised here."""
-    with os.fdopen(process.pipe, "rb") as pipe:
-        data = pipe.read()
+    (killed), or sent nothing for `HUNG_AFTER_SECONDS` (then it is killed). An exception
+    it raised is raised here.
+
+    Called once every page is claimed (the caller drew its own share): the process has at
+    most a chunk of pages left to draw, a few hundred milliseconds at most.
+    """
+    data = bytearray()
+    deadline = time.monotonic() + HUNG_AFTER_SECONDS
+    hung = False
+    try:
+        while True:
+            wait = max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([process.pipe], [], [], wait)
+            if not ready:
+                hung = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+                break
+            chunk = os.read(process.pipe, 1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(process.pipe)
     try:
         kind, value = pickle.loads(data)
     except (EOFError, pickle.UnpicklingError):
         _, status = os.waitpid(process.pid, 0)
-        ended = (
-            f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
-            if os.WIFSIGNALED(status)
-            else f"exited with code {os.waitstatus_to_exitcode(status)}"
-        )
+        if hung:
+            ended = f"sent nothing {HUNG_AFTER_SECONDS:g} s after the last pages were taken: killed"
+        elif os.WIFSIGNALED(status):
+            ended = f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        else:
+            ended = f"exited with code {os.waitstatus_to_exitcode(status)}"
         log.warning(
             "render process %d %s before sending back the pages it drew; they are drawn again",
             process.pid,
