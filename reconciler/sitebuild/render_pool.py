@@ -20,9 +20,8 @@ pipe without sending anything: `collect` says so (None) rather than waiting for 
 the caller draws those pages itself. So it does for one that sends nothing for
 `HUNG_AFTER_SECONDS` after every page was claimed (stuck: a lock another of the server's
 threads held at the fork, say), which it kills first. The reaping of a process that sent its
-pages (10-25
-ms: it frees its memory and exits) is left to a thread, off the build's path; the next
-forks, and `settle_pools`, wait for it.
+pages (10-25 ms: it frees its memory and exits) is left to a thread, off the build's path;
+the next forks, and `settle_pools`, wait for it.
 """
 
 from __future__ import annotations
