@@ -237,3 +237,17 @@ async def test_a_route_removed_while_no_server_ran_leaves_the_gateway(rig: Rig) 
     await restarted.tick_all()
     assert rig.gateway.routes() == [] and rig.gateway.weights("checkout") is None
     assert applied(rig.gateway)[-1] is None
+
+
+@pytest.mark.anyio
+async def test_a_route_the_gateway_refused_to_remove_is_removed_at_a_later_pass(
+    rig: Rig,
+) -> None:
+    await rig.controller.tick_all()
+    rig.routes = []
+    rig.gateway.refusing = "nginx -t: configuration file test failed"
+    await rig.controller.tick_all()
+    assert rig.gateway.routes() == ["checkout"]
+    rig.gateway.refusing = None
+    await rig.controller.tick_all()
+    assert rig.gateway.routes() == []

@@ -41,8 +41,8 @@ class MemoryGateway:
     Attributes:
         history: every accepted `apply`, in order, as (route, weights); a `remove` appends
             (route, None). Tests read the steps a canary went through from it.
-        refusing: when set, `apply` raises `GatewayError` with this message (a data plane
-            rejecting its config), and the previous weights stay applied.
+        refusing: when set, `apply` and `remove` raise `GatewayError` with this message (a
+            data plane rejecting its config), and the previous config stays applied.
         stopped: whether `stop` was called.
     """
 
@@ -70,8 +70,10 @@ class MemoryGateway:
             self.history.append((route, dict(full)))
 
     def remove(self, route: str) -> None:
-        """Stop serving `route`; what it served is forgotten."""
+        """Stop serving `route`; what it served is forgotten (refused as `apply` is)."""
         with self._lock:
+            if self.refusing is not None:
+                raise GatewayError(f"route {route!r}: {self.refusing}")
             self._routes.pop(route, None)
             self._served.pop(route, None)
             self.history.append((route, None))

@@ -295,7 +295,8 @@ class DeploymentController:
                 applied |= set(await asyncio.to_thread(self.gateway.routes))
                 self._swept = True
             for gone in sorted(applied - set(routes)):
-                await self._remove(gone)
+                if not await self._remove(gone):
+                    self._swept = False  # looked for again at the next pass
             # Not stored, not ticked: a failed store is decided again at the next pass.
             await self._store(writes)
             live = {run.run_id for run in stored.values()}
@@ -328,17 +329,18 @@ class DeploymentController:
         writes.ticked[run.run_id] = now
         return next_tick_at(result.run, spec, schedule, now)
 
-    async def _remove(self, route: str) -> None:
-        """Stop serving a route that left the configuration."""
+    async def _remove(self, route: str) -> bool:
+        """Stop serving a route that left the configuration; whether the gateway did."""
         self._applied.pop(route, None)
         if self.gateway is None:
-            return
+            return True
         try:
             await asyncio.to_thread(self.gateway.remove, route)
         except GatewayError as error:
             log.error("route %s: removing it from the gateway failed: %s", route, error)
-            return
+            return False
         log.info("route %s: removed from the gateway", route)
+        return True
 
     async def _ensure_weights(
         self, route: str, spec: RouteSpec, weights: dict[str, int] | None
