@@ -242,16 +242,16 @@ def test_a_build_drawing_only_the_listing_pages_of_a_large_site_forks_too(
     assert set(seen["pids"]) - {seen["parent"]}, seen  # a render process drew some
 
 
-def render_process_killed(tmp: Path) -> dict[str, Any]:
-    """Publish pages with a render process that is killed outright (as the OOM killer would
-    pick it) after taking its first pages; what the site holds afterwards."""
+def _publish_with_a_failing_render_process(tmp: Path, fail: Callable[[], None]) -> dict[str, Any]:
+    """Publish pages whose drawing in a render process calls `fail` (the publisher's own
+    pages wait until a render process took some); what the publish and the site say."""
     parent = os.getpid()
     taken = tmp / "a render process took pages"
 
     def context(n: int) -> dict[str, Any]:
         if os.getpid() != parent:
             taken.touch()
-            os.kill(os.getpid(), signal.SIGKILL)
+            fail()
         wait_for(taken.exists, 30, "a render process taking pages")
         return {"n": n}
 
@@ -264,6 +264,11 @@ def render_process_killed(tmp: Path) -> dict[str, Any]:
         "rendered": published.rendered,
         "pages": sorted((out / page.path).read_text().strip() for page in pages),
     }
+
+
+def render_process_killed(tmp: Path) -> dict[str, Any]:
+    """A render process killed outright (as the OOM killer would pick it) on its first page."""
+    return _publish_with_a_failing_render_process(tmp, lambda: os.kill(os.getpid(), signal.SIGKILL))
 
 
 def test_a_render_process_killed_mid_build_leaves_its_pages_to_the_publisher(
@@ -281,29 +286,10 @@ def test_a_render_process_killed_mid_build_leaves_its_pages_to_the_publisher(
 
 
 def render_process_stuck(tmp: Path) -> dict[str, Any]:
-    """Publish pages with a render process that gets stuck on its first page (as a lock
-    held by another of the server's threads at the fork would leave it), waiting a second
-    for it at most; what the site holds afterwards."""
+    """A render process stuck on its first page (as a lock held by another of the server's
+    threads at the fork would leave it), waited for a second at most."""
     render_pool.HUNG_AFTER_SECONDS = 1.0
-    parent = os.getpid()
-    taken = tmp / "a render process took pages"
-
-    def context(n: int) -> dict[str, Any]:
-        if os.getpid() != parent:
-            taken.touch()
-            threading.Event().wait()  # never set
-        wait_for(taken.exists, 30, "a render process taking pages")
-        return {"n": n}
-
-    publisher, pages = _pages(tmp, "<p>{{ n }}</p>\n", context)
-    published = publisher.publish(pages, pages)
-    publisher.settle()
-    out = publisher.site.current()
-    assert out is not None
-    return {
-        "rendered": published.rendered,
-        "pages": sorted((out / page.path).read_text().strip() for page in pages),
-    }
+    return _publish_with_a_failing_render_process(tmp, threading.Event().wait)
 
 
 def test_a_stuck_render_process_is_killed_and_its_pages_drawn(tmp_path: Path) -> None:
