@@ -1,4 +1,4 @@
-"""The render processes a publish forks (`render_pool.py`) must not reach the process that
+"""The render processes a publish forks (`render_processes.py`) must not reach the process that
 forked them: a server stops on SIGTERM through its event loop, and a forked process inherits
 the loop's signal handling (its handler, and the socket it wakes the loop through). Nor may
 they outlive it: they hold its listening socket and files.
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from reconciler.sitebuild import render_pool
+from reconciler.sitebuild import render_processes
 from reconciler.sitebuild.model import Page
 from reconciler.sitebuild.publish import PARALLEL_FROM, Publisher
 from tests.waiting import wait_for
@@ -288,7 +288,7 @@ def test_a_render_process_killed_mid_build_leaves_its_pages_to_the_publisher(
 def render_process_stuck(tmp: Path) -> dict[str, Any]:
     """A render process stuck on its first page (as a lock held by another of the server's
     threads at the fork would leave it), waited for a second at most."""
-    render_pool.HUNG_AFTER_SECONDS = 1.0
+    render_processes.HUNG_AFTER_SECONDS = 1.0
     return _publish_with_a_failing_render_process(tmp, threading.Event().wait)
 
 

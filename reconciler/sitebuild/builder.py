@@ -152,7 +152,7 @@ class SiteBuilder:
     Args:
         out_dir: where the site goes.
         site_dir: the templates and static files (`site/` of the project).
-        workers: processes rendering pages (forked, from a server too: `render_pool.py`).
+        workers: processes rendering pages (forked, from a server too: `render_processes.py`).
         temporary: keep the rollups in the connection's `temp` catalog (for a read-only
             connection: every build then starts from scratch).
         stage_ahead: the caller calls `stage_ahead` and then `tidy` after each build (a

@@ -10,7 +10,7 @@
   share the rendering (the pages' data is inherited, not pickled), each taking the next
   chunk of pages as it goes: a canary page takes 0.2-0.3 ms of one core (context, chart,
   filling, write). This process links the untouched pages first. A server forks them too
-  (`render_pool.py`), and draws its share on the thread publishing. A render process killed
+  (`render_processes.py`), and draws its share on the thread publishing. A render process killed
   mid-build (the OOM killer) sends nothing back; this process then draws what it took.
 """
 
@@ -33,7 +33,11 @@ from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, Stric
 from markupsafe import Markup, escape
 
 from reconciler.sitebuild.model import Page
-from reconciler.sitebuild.render_pool import collect, fork_render_processes, settle_pools
+from reconciler.sitebuild.render_processes import (
+    collect,
+    fork_render_processes,
+    settle_render_processes,
+)
 from reconciler.sitebuild.versions import (
     MANIFEST,
     Folders,
@@ -254,9 +258,9 @@ class Publisher:
 
     def settle(self) -> None:
         """Wait until the old versions the last publish retires are gone (`SiteDir.prune`),
-        and its render processes have exited (`render_pool.py`)."""
+        and its render processes have exited (`render_processes.py`)."""
         self.site.settle()
-        settle_pools()
+        settle_render_processes()
 
     def _load(self, current: Path | None) -> dict[str, tuple[str | None, str]]:
         if current is None:

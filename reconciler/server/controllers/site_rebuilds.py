@@ -44,7 +44,7 @@ class SiteRebuilder:
         agent_silent_after: the server's silence threshold, for the site's silent agents
             (None: none shown).
         workers: processes rendering pages (forked; they take none of the server's
-            signals: `sitebuild/render_pool.py`).
+            signals: `sitebuild/render_processes.py`).
         """
         self._state = state
         self._clock = clock

@@ -21,7 +21,7 @@ the caller draws those pages itself. So it does for one that sends nothing for
 `HUNG_AFTER_SECONDS` after every page was claimed (stuck: a lock another of the server's
 threads held at the fork, say), which it kills first. The reaping of a process that sent its
 pages (10-25 ms: it frees its memory and exits) is left to a thread, off the build's path;
-the next forks, and `settle_pools`, wait for it.
+the next forks, and `settle_render_processes`, wait for it.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class RenderProcess:
 def fork_render_processes(count: int, draw: Callable[[], Any]) -> list[RenderProcess]:
     """Fork `count` render processes, each running `draw()` and sending back its result
     (`collect`); `draw` sees the memory of this process as it is now."""
-    settle_pools()
+    settle_render_processes()
     parent = os.getpid()
     started: list[RenderProcess] = []
     for _ in range(count):
@@ -115,11 +115,14 @@ def collect(process: RenderProcess) -> Any | None:
     data = bytearray()
     deadline = time.monotonic() + HUNG_AFTER_SECONDS
     hung = False
+    # poll, not select: a server with many connections open hands out descriptors past
+    # select's 1,024.
+    waiting = select.poll()
+    waiting.register(process.pipe, select.POLLIN)
     try:
         while True:
             wait = max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([process.pipe], [], [], wait)
-            if not ready:
+            if not waiting.poll(wait * 1000):
                 hung = True
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGKILL)
@@ -161,7 +164,7 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def settle_pools() -> None:
+def settle_render_processes() -> None:
     """Wait until the render processes forked so far have exited."""
     while _ENDING:
         _ENDING.pop().join()
