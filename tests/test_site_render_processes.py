@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -301,3 +302,30 @@ def test_a_stuck_render_process_is_killed_and_its_pages_drawn(tmp_path: Path) ->
     assert seen["rendered"] == PAGES
     assert seen["pages"] == sorted(f"<p>{n}</p>" for n in range(PAGES))
     assert "sent nothing 1 s after the last pages were taken: killed" in err
+
+
+def publish_with_many_files_open(tmp: Path) -> dict[str, Any]:
+    """Publish pages with render processes while over 1,024 descriptors are open, as in a
+    server holding many connections; what the site holds afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    publisher, pages = _pages(tmp, "<p>{{ n }}</p>\n", lambda n: {"n": n})
+    published = publisher.publish(pages, pages)
+    publisher.settle()
+    for descriptor in held:
+        os.close(descriptor)
+    out = publisher.site.current()
+    assert out is not None
+    return {
+        "rendered": published.rendered,
+        "pages": sorted((out / page.path).read_text().strip() for page in pages),
+    }
+
+
+def test_render_processes_are_waited_for_past_1024_open_descriptors(tmp_path: Path) -> None:
+    code, out, err = _run("publish_with_many_files_open", tmp_path)
+    assert code == 0, err
+    seen = json.loads(out)
+    assert seen["rendered"] == PAGES
+    assert seen["pages"] == sorted(f"<p>{n}</p>" for n in range(PAGES))
