@@ -22,8 +22,9 @@ from agent.metrics import Metrics
 from reconciler.gateway import GatewayError, GroupMetrics, NginxGateway
 from reconciler.gateway.accesslog import aggregate, parse_line
 from reconciler.server.controllers.gateway_watch import GatewayWatch
+from reconciler.server.supervise import Supervisor
 from schemas.route import RouteSpec
-from tests.waiting import wait_for
+from tests.waiting import eventually, wait_for
 
 ROUTE = "shop/checkout"
 NGINX = shutil.which("nginx")
@@ -423,9 +424,7 @@ def test_the_server_watch_starts_a_killed_nginx_again(
         try:
             assert "reconciler_gateway_restarts_total 0" in metrics.render()
             await asyncio.to_thread(_kill_master, gateway)
-            deadline = time.monotonic() + 20
-            while watch.restarts == 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)  # the watch's own pace, not a timing guess
+            await eventually(lambda: watch.restarts > 0, 20, "the watch starting nginx again")
         finally:
             await watch.stop()
 
@@ -453,3 +452,38 @@ def test_workers_of_a_pid_now_another_process_are_left_alone(
         assert _nginx_runs(foreign)
     finally:
         other.stop()
+
+
+@pytest.mark.slow
+@needs_nginx
+def test_a_restart_that_fails_shows_in_the_loops_status_until_it_works(
+    gateway: NginxGateway,
+) -> None:
+    """As docs/canary-deployments.md says: nginx that cannot start again (another process
+    took its port) is a failure of the `gateway` loop in the server's status, and a later
+    look starts it once the port is free."""
+    _, workers = _kill_master(gateway)
+    for worker in workers:
+        os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: not any(_nginx_runs(w) for w in workers), 10, "the workers gone")
+    taken = socket.socket()
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind(gateway.listen)
+    taken.listen()
+    metrics = Metrics()
+    loops = Supervisor(metrics, lambda: datetime.now(UTC), first_backoff=0.05)
+    watch = GatewayWatch(gateway, metrics, interval=0.05, loops=loops)
+
+    async def scenario() -> None:
+        await watch.start()
+        try:
+            await eventually(lambda: "gateway" in loops.failing, 20, "the failed start reported")
+            assert "Address already in use" in loops.status()["gateway"]["last_error"]
+            taken.close()
+            await eventually(lambda: watch.restarts > 0, 30, "nginx started once the port is free")
+        finally:
+            await watch.stop()
+            taken.close()
+
+    asyncio.run(scenario())
+    assert gateway.running and not loops.failing
