@@ -219,7 +219,8 @@ def run_window(period: float) -> timedelta:
     return timedelta(seconds=min(RUN_WINDOW_SECONDS, period / 2))
 
 
-_started = operator.itemgetter(0)  # a `CheckRow`'s start
+# A `CheckRow`'s or a `Run`'s start (their first field), as a sort key.
+started_at = operator.itemgetter(0)
 
 
 def group_runs(
@@ -244,7 +245,7 @@ def group_runs(
     """
     window = run_window(period)
     groups: list[tuple[datetime, set[str], bool, bool, int]] = []
-    for row in sorted(rows, key=_started):
+    for row in sorted(rows, key=started_at):
         slow = row.status == "degraded"
         if groups and row.started_at < groups[-1][0] + window:
             start, names, passed, degraded, retries = groups[-1]

@@ -9,7 +9,6 @@ the scale for users.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +24,7 @@ from reconciler.core.incidents import (
     advance,
     policy_holds,
     region_status,
+    started_at,
 )
 from reconciler.core.resources import Resource
 
@@ -168,11 +168,8 @@ def _slow(runs: Sequence[Run], successes: int) -> bool:
     return False
 
 
-_start = operator.itemgetter(0)  # a `Run`'s start
-
-
 def _last(runs: Iterable[Run]) -> LastRun | None:
-    newest = max(runs, key=_start, default=None)
+    newest = max(runs, key=started_at, default=None)
     if newest is None:
         return None
     return LastRun(newest.started_at, newest.passed, newest.degraded, newest.retries)
@@ -185,7 +182,7 @@ def _region(
     incident_open: bool,
     fresh_after: datetime,
 ) -> RegionState:
-    mine = {agent: sorted(runs.get(agent, ()), key=_start) for agent in agents}
+    mine = {agent: sorted(runs.get(agent, ()), key=started_at) for agent in agents}
     last = _last(agent_runs[-1] for agent_runs in mine.values() if agent_runs)
     health: dict[str, AgentHealth] = {
         agent: advance(AgentHealth(), agent_runs, target.failure_threshold,
