@@ -327,7 +327,8 @@ def _kill_master(gw: NginxGateway) -> tuple[int, set[int]]:
     pid = int((gw.directory / "nginx.pid").read_text())
     workers = {p for p in _pids() if _group_of(p) == pid and p != pid}
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not gw.running, 10, "the master gone")
+    # That pid gone, not `gw.running`: a watch may have started a new master already.
+    wait_for(lambda: not _nginx_runs(pid), 10, "the master gone")
     return pid, workers
 
 
