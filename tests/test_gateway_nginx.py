@@ -327,8 +327,9 @@ def _kill_master(gw: NginxGateway) -> tuple[int, set[int]]:
     pid = int((gw.directory / "nginx.pid").read_text())
     workers = {p for p in _pids() if _group_of(p) == pid and p != pid}
     os.kill(pid, signal.SIGKILL)
-    # That pid gone, not `gw.running`: a watch may have started a new master already.
-    wait_for(lambda: not _nginx_runs(pid), 10, "the master gone")
+    # Not `gw.running`: a watch may have started a new master already. Nor the pid's command
+    # line: a killed process has none before its parent can reap it.
+    wait_for(lambda: gw.master_pid != pid, 10, "the master gone")
     return pid, workers
 
 

@@ -244,6 +244,11 @@ class NginxGateway:
         """Whether our nginx master is alive."""
         return self._master_pid() is not None
 
+    @property
+    def master_pid(self) -> int | None:
+        """Our live nginx master's pid; None when it is not running."""
+        return self._master_pid()
+
     def start(self, timeout: float = 10.0) -> None:
         """Write nginx.conf and start nginx, or adopt (and reload) a master already running.
 
