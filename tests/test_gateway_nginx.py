@@ -21,6 +21,7 @@ import pytest
 from agent.metrics import Metrics
 from reconciler.gateway import GatewayError, GroupMetrics, NginxGateway
 from reconciler.gateway.accesslog import aggregate, parse_line
+from reconciler.gateway.nginx import exited
 from reconciler.server.controllers.gateway_watch import GatewayWatch
 from reconciler.server.supervise import Supervisor
 from schemas.route import RouteSpec
@@ -366,7 +367,7 @@ def test_a_killed_master_is_started_again_with_every_route(
 
     pid = gateway.revive()
     assert pid is not None and pid != old and gateway.running
-    assert not any(_nginx_runs(w) for w in workers)
+    assert all(exited(w) for w in workers)  # stopped, their sockets closed
     assert bodies(gateway, 5) == Counter({"stable": 5})
     applied(gateway, spec(backends), {"stable": 0, "canary": 100})
     assert bodies(gateway, 5) == Counter({"canary": 5})
@@ -467,7 +468,7 @@ def test_a_restart_that_fails_shows_in_the_loops_status_until_it_works(
     _, workers = _kill_master(gateway)
     for worker in workers:
         os.kill(worker, signal.SIGKILL)
-    wait_for(lambda: not any(_nginx_runs(w) for w in workers), 10, "the workers gone")
+    wait_for(lambda: all(exited(w) for w in workers), 10, "the workers gone, socket and all")
     taken = socket.socket()
     taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     taken.bind(gateway.listen)

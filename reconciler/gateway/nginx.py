@@ -102,6 +102,18 @@ def _is_nginx(pid: int) -> bool:
         return False
 
 
+def exited(pid: int) -> bool:
+    """Whether the process `pid` was has exited: gone, a zombie, or the pid another program's
+    now. Not by its command line alone: a killed process loses it (with its memory) before it
+    closes its files, nginx's listening socket among them."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X") or (bool(cmdline) and not cmdline.startswith(b"nginx"))
+
+
 def _runs(pid: int) -> bool:
     """Whether a process runs as `pid` (not gone, nor a zombie: those have no command line)."""
     try:
@@ -443,11 +455,12 @@ class NginxGateway:
         orphans = {pid for pid in _group(group) if _is_nginx(pid)}
         for pid in orphans:
             _signal(pid, signal.SIGQUIT)
-        if not _wait(lambda: not any(_is_nginx(pid) for pid in orphans), ORPHAN_GRACE_SECONDS):
+        # Exited, their listening socket closed with them: the new master binds the port.
+        if not _wait(lambda: all(exited(pid) for pid in orphans), ORPHAN_GRACE_SECONDS):
             for pid in orphans:
-                if _is_nginx(pid):
+                if not exited(pid):
                     _signal(pid, signal.SIGKILL)
-            _wait(lambda: not any(_is_nginx(pid) for pid in orphans), ORPHAN_GRACE_SECONDS)
+            _wait(lambda: all(exited(pid) for pid in orphans), ORPHAN_GRACE_SECONDS)
 
     def _pid_written(self, pid: int) -> bool:
         try:
