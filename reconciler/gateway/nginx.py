@@ -103,9 +103,9 @@ def _is_nginx(pid: int) -> bool:
 
 
 def exited(pid: int) -> bool:
-    """Whether the process `pid` was has exited: gone, a zombie, or the pid another program's
-    now. Not by its command line alone: a killed process loses it (with its memory) before it
-    closes its files, nginx's listening socket among them."""
+    """Whether the nginx process that was `pid` has exited: gone, a zombie, or the pid now
+    another program's. Not by its command line alone: a killed process loses it (with its
+    memory) before it closes its files, nginx's listening socket among them."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
