@@ -107,7 +107,7 @@ def exited(pid: int) -> bool:
     another program's. Not by its command line alone: a killed process loses it (with its
     memory) before it closes its files, nginx's listening socket among them."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = _stat_fields(Path(f"/proc/{pid}/stat").read_text())[0]
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, IndexError):
         return True
@@ -127,13 +127,19 @@ def _children(pid: int) -> set[int]:
     return _with_stat(1, pid)
 
 
+def _stat_fields(stat: str) -> list[str]:
+    """The fields of a /proc/<pid>/stat line after the command (which may hold spaces and
+    parentheses): the state, the parent's pid, the process group, …"""
+    return stat.rsplit(")", 1)[1].split()
+
+
 def _with_stat(field: int, value: int) -> set[int]:
-    """The pids whose /proc stat field `field` (counted after the command: 1 the parent's
-    pid, 2 the process group) is `value`."""
+    """The pids whose /proc stat field `field` (of `_stat_fields`: 1 the parent's pid, 2 the
+    process group) is `value`."""
     found = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            number = int(stat.read_text().rsplit(")", 1)[1].split()[field])
+            number = int(_stat_fields(stat.read_text())[field])
         except (OSError, IndexError, ValueError):
             continue
         if number == value:
