@@ -197,7 +197,7 @@ def today_points(
     parameters = {"first": max(first, current), "last": None, "hist_to": hist_to}
     create = "CREATE OR REPLACE TEMP TABLE site_today AS"
     connection.execute(f"{create} {_points_sql(tables, True)}", parameters)
-    if connection.execute("SELECT count(*) > count(DISTINCT k) FROM site_today").fetchall()[0][0]:
+    if _collided(_arrow(connection, "SELECT k FROM site_today", {})):
         connection.execute(f"{create} {_points_sql(tables, True, exact=True)}", parameters)
     if first >= current:
         return
@@ -216,17 +216,23 @@ def today_points(
 
 def _whole_days(connection: Connection, tables: Tables, first: int, last: int) -> pa.Table:
     """The points of the days [first, last), which the daily histogram holds whole."""
-    points = _points(connection, _points_sql(tables, False), first, last)
-    keys = points.column("k")
-    if len(keys) > len(pc.unique(keys)):  # two names joined to one hash
-        points = _points(connection, _points_sql(tables, False, exact=True), first, last)
+    days: dict[str, object] = {"first": first, "last": last}
+    points = _arrow(connection, _points_sql(tables, False), days)
+    if _collided(points):
+        points = _arrow(connection, _points_sql(tables, False, exact=True), days)
     return points
 
 
-def _points(connection: Connection, sql: str, first: int, last: int) -> pa.Table:
-    relation = connection.sql(sql, params={"first": first, "last": last})
+def _arrow(connection: Connection, sql: str, parameters: dict[str, object]) -> pa.Table:
+    relation = connection.sql(sql, params=parameters)
     assert relation is not None  # a SELECT always gives a relation
     return relation.to_arrow_table()
+
+
+def _collided(points: pa.Table) -> bool:
+    """Whether two of the points share a key: two names joined to one hash."""
+    keys = points.column("k")
+    return len(keys) > len(pc.unique(keys))
 
 
 def _points_sql(tables: Tables, with_open: bool, *, exact: bool = False) -> str:
