@@ -43,7 +43,9 @@ from reconciler.sitebuild.model import (
 )
 from reconciler.sitebuild.pages import plan, sla_pages
 from reconciler.sitebuild.publish import SITE_DIR, Published, Publisher
+from reconciler.sitebuild.queries import Figures, Tails, WindowState
 from reconciler.sitebuild.rollups import backfill, update
+from reconciler.sitebuild.side_by_side import side_by_side
 from reconciler.sitebuild.silence import silent_of
 from reconciler.sitebuild.sla import Month, months_of, months_pending, refresh_months
 from reconciler.sitebuild.sla_pages import month_digest
@@ -79,6 +81,16 @@ class Build:
     timings: dict[str, float] = field(default_factory=dict)
     # The windows' chart series tokens the snapshot's stored points were read under.
     series_tokens: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """What a build reads of the windows once their open parts are computed (`refresh_live`)."""
+
+    meta: dict[str, str]
+    windows: dict[str, WindowState]
+    figures: dict[tuple[str, str, str | None], Figures]
+    tails: dict[tuple[str, str], Tails]
 
 
 @dataclass(frozen=True)
@@ -379,35 +391,57 @@ class SiteBuilder:
 
     def _collect(self, connection: Connection, now: datetime) -> Build:
         started = time.perf_counter()
-        refresh_live(connection, self.tables, self.kept)
-        opened = time.perf_counter()
         served = self._served(connection)
         resources, canaries = served.resources, served.canaries
-        statuses = {
-            key: document(state, times=False)
-            for key, state in canary_statuses(connection, resources, now, served.targets).items()
-        }
-        live = time.perf_counter()
-        meta = read_meta(connection, self.tables)
-        windows = queries.window_states(connection, self.tables, meta)
+        marks: dict[str, float] = {}
+
+        def open_parts() -> _Opened:
+            # On `connection`: the open parts are its temporary tables.
+            refresh_live(connection, self.tables, self.kept)
+            marks["live"] = time.perf_counter() - started
+            meta = read_meta(connection, self.tables)
+            windows = queries.window_states(connection, self.tables, meta)
+            return _Opened(
+                meta,
+                windows,
+                queries.window_figures(connection, self.tables),
+                queries.chart_tails(connection, self.tables, windows),
+            )
+
+        def the_rest(reader: Connection) -> Snapshot:
+            begun = time.perf_counter()
+            statuses = {
+                key: document(state, times=False)
+                for key, state in canary_statuses(reader, resources, now, served.targets).items()
+            }
+            marks["statuses"] = time.perf_counter() - begun
+            return dataclasses.replace(
+                self._sla_snapshot(reader, now),
+                statuses=statuses,
+                failures=queries.recent_failures(
+                    reader,
+                    self.tables,
+                    now - FAILURE_HORIZON,
+                    now + timedelta(days=1),
+                    FAILURES_SHOWN,
+                ),
+                incidents=list_incidents(reader, None, None, INCIDENTS_SHOWN),
+                deployments=run_documents(reader, EVALUATIONS_SHOWN),
+                screenshots=_screenshots_by_canary(reader, resources),
+                silent=silent_of(reader, resources, now, self.silent_after),
+                outcome_counts=queries.outcome_counts(reader, now - timedelta(days=1), now),
+            )
+
+        if self.tables.temporary:
+            # The site's tables are this connection's own, out of another cursor's sight.
+            opened, rest = open_parts(), the_rest(connection)
+        else:
+            # The open parts are mostly DuckDB's work, the statuses mostly Python's: on two
+            # cursors, side by side (0.05-0.1 s a build less at 1,000 canaries).
+            with contextlib.closing(connection.cursor()) as reader:
+                opened, rest = side_by_side(open_parts, lambda: the_rest(reader))
         snapshot = dataclasses.replace(
-            self._sla_snapshot(connection, now, meta),
-            statuses=statuses,
-            failures=queries.recent_failures(
-                connection,
-                self.tables,
-                now - FAILURE_HORIZON,
-                now + timedelta(days=1),
-                FAILURES_SHOWN,
-            ),
-            figures=queries.window_figures(connection, self.tables),
-            windows=windows,
-            tails=queries.chart_tails(connection, self.tables, windows),
-            incidents=list_incidents(connection, None, None, INCIDENTS_SHOWN),
-            deployments=run_documents(connection, EVALUATIONS_SHOWN),
-            screenshots=_screenshots_by_canary(connection, resources),
-            silent=silent_of(connection, resources, now, self.silent_after),
-            outcome_counts=queries.outcome_counts(connection, now - timedelta(days=1), now),
+            rest, figures=opened.figures, windows=opened.windows, tails=opened.tails
         )
         read = time.perf_counter()
         pages = plan(snapshot, self.sections)
@@ -419,7 +453,7 @@ class SiteBuilder:
             len(canaries),
             self.kept,
         )
-        tokens = {window.name: meta.get(series_token(window.name)) for window in WINDOWS}
+        tokens = {window.name: opened.meta.get(series_token(window.name)) for window in WINDOWS}
         snapshot.heads = self.heads.usable(tokens)
         done = time.perf_counter()
         return Build(
@@ -427,9 +461,10 @@ class SiteBuilder:
             pages,
             render,
             {
-                "live": opened - started,
-                "statuses": live - opened,
-                "snapshot": read - live,
+                # Side by side: "reads" is the wall time of both, and holds the other two.
+                "live": marks["live"],
+                "statuses": marks["statuses"],
+                "reads": read - started,
                 "plan+charts": done - read,
             },
             tokens,

@@ -17,6 +17,7 @@ build publishing the move reads neither.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -50,11 +51,13 @@ def series_token(window: str) -> str:
 
 
 class Kept:
-    """Values derived from stored rows, one per name, each with the token it was read under."""
+    """Values derived from stored rows, one per name, each with the token it was read under
+    (a build reads some in two threads: `side_by_side.py`)."""
 
     def __init__(self) -> None:
         self._values: dict[str, tuple[str, Any]] = {}
         self.reads = 0  # values read under a token (not kept from before)
+        self._counting = threading.Lock()
 
     def get(self, name: str, token: str | None, read: Callable[[], T]) -> T:
         """The value kept under `name` if it was read under `token`; else `read()` (kept
@@ -65,7 +68,8 @@ class Kept:
         if kept is not None and kept[0] == token:
             return cast(T, kept[1])
         value = read()
-        self.reads += 1
+        with self._counting:
+            self.reads += 1
         self._values[name] = (token, value)
         return value
 
