@@ -41,7 +41,7 @@ from reconciler.sitebuild.model import (
     canaries_of,
     regions_of,
 )
-from reconciler.sitebuild.pages import plan, sla_pages
+from reconciler.sitebuild.pages import Ahead, plan, plan_ahead, sla_pages
 from reconciler.sitebuild.publish import SITE_DIR, Published, Publisher
 from reconciler.sitebuild.queries import Figures, Tails, WindowState
 from reconciler.sitebuild.rollups import backfill, update
@@ -408,14 +408,14 @@ class SiteBuilder:
                 queries.chart_tails(connection, self.tables, windows),
             )
 
-        def the_rest(reader: Connection) -> Snapshot:
+        def the_rest(reader: Connection) -> tuple[Snapshot, Ahead]:
             begun = time.perf_counter()
             statuses = {
                 key: document(state, times=False)
                 for key, state in canary_statuses(reader, resources, now, served.targets).items()
             }
             marks["statuses"] = time.perf_counter() - begun
-            return dataclasses.replace(
+            rest = dataclasses.replace(
                 self._sla_snapshot(reader, now),
                 statuses=statuses,
                 failures=queries.recent_failures(
@@ -431,20 +431,25 @@ class SiteBuilder:
                 silent=silent_of(reader, resources, now, self.silent_after),
                 outcome_counts=queries.outcome_counts(reader, now - timedelta(days=1), now),
             )
+            # What of the pages reads no window, made while the open parts are (the
+            # build completes `rest`, which these pages are bound to, with them).
+            return rest, plan_ahead(rest, self.sections)
 
         if self.tables.temporary:
             # The site's tables are this connection's own, out of another cursor's sight.
-            opened, rest = open_parts(), the_rest(connection)
+            opened, (snapshot, ahead) = open_parts(), the_rest(connection)
         else:
             # The open parts are mostly DuckDB's work, the statuses mostly Python's: on two
             # cursors, side by side (0.05-0.1 s a build less at 1,000 canaries).
             with contextlib.closing(connection.cursor()) as reader:
-                opened, rest = side_by_side(open_parts, lambda: the_rest(reader))
-        snapshot = dataclasses.replace(
-            rest, figures=opened.figures, windows=opened.windows, tails=opened.tails
+                opened, (snapshot, ahead) = side_by_side(open_parts, lambda: the_rest(reader))
+        snapshot.figures, snapshot.windows, snapshot.tails = (
+            opened.figures,
+            opened.windows,
+            opened.tails,
         )
         read = time.perf_counter()
-        pages = plan(snapshot, self.sections)
+        pages = plan(snapshot, ahead=ahead)
         render = self.publisher.stale(pages)
         snapshot.stored = queries.stored_series(
             connection,

@@ -9,7 +9,7 @@ to build by the builder's `KeptSections`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from markupsafe import Markup
 
@@ -47,20 +47,48 @@ from reconciler.sitebuild.sla_pages import (
 from reconciler.sitebuild.windows import WINDOWS
 
 
-def plan(snapshot: Snapshot, sections: KeptSections | None = None) -> list[Page]:
-    """Every page of the site for this snapshot (canary pages first; `sections`: what the
-    builder kept of the canaries' sections from its last build)."""
+class Ahead(NamedTuple):
+    """What `plan` needs of a snapshot but its windows' figures, tails and states: each
+    canary's recent failures and checks as HTML and the digests of what its pages show
+    whatever the window (by canary key), and the SLA pages."""
+
+    canaries: dict[str, tuple[Markup, Markup, str, str]]  # failures, checks, digest, summary's
+    sla: list[Page]
+
+
+def plan_ahead(snapshot: Snapshot, sections: KeptSections | None = None) -> Ahead:
+    """The part of `plan` that reads no window (a build makes it while the windows' open parts
+    are computed: `builder.py`). Its pages are bound to `snapshot`, which the build then
+    completes."""
     sections = KeptSections() if sections is None else sections
+    sections.retain({canary.key for canary in snapshot.canaries})
+    return Ahead(
+        {
+            canary.key: (
+                sections.failures(canary.key, snapshot.failures.get(canary.key, [])),
+                sections.checks(canary),
+                canary_digest(snapshot, canary),
+                summary_digest(snapshot, canary),
+            )
+            for canary in snapshot.canaries
+        },
+        _sla_pages(snapshot),
+    )
+
+
+def plan(
+    snapshot: Snapshot, sections: KeptSections | None = None, ahead: Ahead | None = None
+) -> list[Page]:
+    """Every page of the site for this snapshot (canary pages first; `sections`: what the
+    builder kept of the canaries' sections from its last build; `ahead`: `plan_ahead` of
+    this snapshot, made already)."""
+    ahead = plan_ahead(snapshot, sections) if ahead is None else ahead
     by_canary: dict[tuple[str, str], dict[str | None, Figures]] = {}
     for (window_name, parent, scope), figure in snapshot.figures.items():
         by_canary.setdefault((window_name, parent), {})[scope] = figure
     pages: list[Page] = []
-    sections.retain({canary.key for canary in snapshot.canaries})
     for canary in snapshot.canaries:
-        failures = sections.failures(canary.key, snapshot.failures.get(canary.key, []))
-        checks = sections.checks(canary)
-        shared = canary_digest(snapshot, canary)
-        steady = summary_digest(snapshot, canary)
+        failures, checks, shared, steady = ahead.canaries[canary.key]
         for window in WINDOWS:
             figures = by_canary.get((window.name, canary.key), {})
             digest = steady if summary(window) else shared
@@ -88,7 +116,7 @@ def plan(snapshot: Snapshot, sections: KeptSections | None = None) -> list[Page]
                     _bind(overview_context, snapshot, window, region),
                 )
             )
-    pages += _sla_pages(snapshot)
+    pages += ahead.sla
     pages += [
         Page(SLA, "sla_index.html", _bind(sla_index_context, snapshot)),
         Page(INCIDENTS, "incidents.html", _bind(incidents_context, snapshot)),
