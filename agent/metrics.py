@@ -7,6 +7,7 @@ never the other way round).
 from __future__ import annotations
 
 import bisect
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -26,14 +27,28 @@ HELP = {
 }
 
 
+def label_value(value: str) -> str:
+    """A label value escaped as the exposition format wants: backslash, newline, quote."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def sample_value(value: float) -> str:
+    """A sample's value, exactly: integers in full (`{:g}` had six digits, so a counter
+    past 999,999 read `1e+06` and a timestamp lost its seconds), other numbers as the
+    shortest text that reads back the same, and `+Inf`, `-Inf`, `NaN`."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == int(value) and abs(value) < 2**63:
+        return str(int(value))
+    return repr(float(value))
+
+
 def _labels(labels: Labels) -> str:
     if not labels:
         return ""
-    inner = ",".join(
-        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in labels
-    )
-    return "{" + inner + "}"
+    return "{" + ",".join(f'{k}="{label_value(v)}"' for k, v in labels) + "}"
 
 
 class Metrics:
@@ -66,7 +81,10 @@ class Metrics:
         for name, series in sorted(self._counters.items()):
             lines += [f"# HELP {self.prefix}_{name} {self.help.get(name, name)}"]
             lines += [f"# TYPE {self.prefix}_{name} counter"]
-            lines += [f"{self.prefix}_{name}{_labels(k)} {v:g}" for k, v in sorted(series.items())]
+            lines += [
+                f"{self.prefix}_{name}{_labels(k)} {sample_value(v)}"
+                for k, v in sorted(series.items())
+            ]
         seen: set[str] = set()
         for name, help_text, labels, value in gauges:
             if name not in seen:
@@ -75,7 +93,7 @@ class Metrics:
                     f"# TYPE {self.prefix}_{name} gauge",
                 ]
                 seen.add(name)
-            lines.append(f"{self.prefix}_{name}{_labels(labels)} {value:g}")
+            lines.append(f"{self.prefix}_{name}{_labels(labels)} {sample_value(value)}")
         for name, histograms in sorted(self._histograms.items()):
             lines += [f"# HELP {self.prefix}_{name} {self.help.get(name, name)}"]
             lines += [f"# TYPE {self.prefix}_{name} histogram"]
@@ -84,11 +102,10 @@ class Metrics:
                 for bound, count in zip(LATENCY_BUCKETS, buckets, strict=False):
                     total += count
                     bucket = _labels((*key, ("le", f"{bound:g}")))
-                    lines.append(f"{self.prefix}_{name}_bucket{bucket} {total:g}")
+                    lines.append(f"{self.prefix}_{name}_bucket{bucket} {sample_value(total)}")
                 total += buckets[len(LATENCY_BUCKETS)]
-                lines.append(
-                    f"{self.prefix}_{name}_bucket{_labels(key + (('le', '+Inf'),))} {total:g}"
-                )
-                lines.append(f"{self.prefix}_{name}_count{_labels(key)} {total:g}")
-                lines.append(f"{self.prefix}_{name}_sum{_labels(key)} {buckets[-1]:g}")
+                everything = _labels(key + (("le", "+Inf"),))
+                lines.append(f"{self.prefix}_{name}_bucket{everything} {sample_value(total)}")
+                lines.append(f"{self.prefix}_{name}_count{_labels(key)} {sample_value(total)}")
+                lines.append(f"{self.prefix}_{name}_sum{_labels(key)} {sample_value(buckets[-1])}")
         return "\n".join(lines) + "\n"

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from agent.metrics import label_value, sample_value
+
 ProbeLevel = Literal["off", "basic", "full"]
 LEVELS: tuple[ProbeLevel, ...] = ("off", "basic", "full")
 
@@ -52,21 +54,13 @@ class ProbeRun:
     degraded: bool = False  # passed, slower than the check's degradedThresholdMillis
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
 def _labels(run: ProbeRun, extra: str = "") -> str:
     namespace, _, name = run.parent.rpartition("/")
     return (
-        f'{{canary="{_escape(name)}",namespace="{_escape(namespace)}",'
-        f'check="{_escape(run.check)}",region="{_escape(run.region)}",'
-        f'agent="{_escape(run.agent)}",type="{_escape(run.check_type)}"{extra}}}'
+        f'{{canary="{label_value(name)}",namespace="{label_value(namespace)}",'
+        f'check="{label_value(run.check)}",region="{label_value(run.region)}",'
+        f'agent="{label_value(run.agent)}",type="{label_value(run.check_type)}"{extra}}}'
     )
-
-
-def _number(value: float) -> str:
-    return repr(float(value)) if value != int(value) else str(int(value))
 
 
 def render(runs: Sequence[ProbeRun], level: ProbeLevel) -> str:
@@ -78,15 +72,16 @@ def render(runs: Sequence[ProbeRun], level: ProbeLevel) -> str:
         labels = _labels(run)
         samples["probe_success"].append(f"probe_success{labels} {int(run.passed)}")
         samples["probe_duration_seconds"].append(
-            f"probe_duration_seconds{labels} {_number(run.duration_ms / 1000)}"
+            f"probe_duration_seconds{labels} {sample_value(run.duration_ms / 1000)}"
         )
         samples["probe_last_run_timestamp_seconds"].append(
-            f"probe_last_run_timestamp_seconds{labels} {_number(run.started_at)}"
+            f"probe_last_run_timestamp_seconds{labels} {sample_value(run.started_at)}"
         )
         phases = run.phases or {}
         if phases.get("cert_not_after") is not None:
+            expiry = sample_value(float(phases["cert_not_after"]))
             samples["probe_ssl_earliest_cert_expiry"].append(
-                f"probe_ssl_earliest_cert_expiry{labels} {_number(float(phases['cert_not_after']))}"
+                f"probe_ssl_earliest_cert_expiry{labels} {expiry}"
             )
         if level != "full":
             continue
@@ -98,13 +93,14 @@ def render(runs: Sequence[ProbeRun], level: ProbeLevel) -> str:
             for key, phase in HTTP_PHASES:
                 if phases.get(key) is not None:
                     phased = _labels(run, ',phase="' + phase + '"')
+                    seconds = sample_value(float(phases[key]) / 1000)
                     samples["probe_http_duration_seconds"].append(
-                        f"probe_http_duration_seconds{phased} {_number(float(phases[key]) / 1000)}"
+                        f"probe_http_duration_seconds{phased} {seconds}"
                     )
         if run.check_type == "icmp" and phases.get("packet_loss_percent") is not None:
             samples["probe_icmp_packet_loss_ratio"].append(
                 f"probe_icmp_packet_loss_ratio{labels} "
-                f"{_number(float(phases['packet_loss_percent']) / 100)}"
+                f"{sample_value(float(phases['packet_loss_percent']) / 100)}"
             )
     return "".join(_family(name, lines) for name, lines in samples.items() if lines)
 
