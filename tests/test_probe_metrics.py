@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from reconciler.core.probe_metrics import ProbeRun, render
 from tests.conftest import ROOT, ConfigRepo, agent_doc, canary_doc, region_doc
 from tests.inprocess import InProcessServer, running_in_process
+from tests.server import wait_for
 
 RULES = ROOT / "docs" / "prometheus" / "canary-reconciler-rules.yml"
 DASHBOARD = ROOT / "docs" / "grafana" / "canary-reconciler-dashboard.json"
@@ -131,8 +132,16 @@ def metric_names(text: str) -> set[str]:
 def test_the_shipped_rules_and_dashboard_use_series_the_server_exposes(
     repo: ConfigRepo, tmp_path: Path
 ) -> None:
-    with start(repo, tmp_path, "full") as server:
+    state = tmp_path / "state.duckdb"
+    with running_in_process(repo.path, state, probe_metrics="full", site_interval=0.5) as server:
+        server.wait_ready()
         ship(server, "eu-1", "pass")
+        # The site's series come with its first build.
+        wait_for(
+            lambda: "reconciler_site_last_build_timestamp_seconds" in samples(server),
+            30,
+            "the status site built",
+        )
         exposed = {name.removesuffix("_total") for name in samples(server)} | set(samples(server))
     dashboard = json.loads(DASHBOARD.read_text())
     expressions = " ".join(
@@ -150,4 +159,4 @@ def test_promtool_accepts_the_shipped_rules() -> None:
         ["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 6 rules found" in checked.stdout
+    assert "SUCCESS: 8 rules found" in checked.stdout

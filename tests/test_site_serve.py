@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, ConfigRepo, agent_doc, canary_doc, region_doc
-from tests.inprocess import running_in_process
+from tests.inprocess import InProcessServer, running_in_process
 from tests.server import ADMIN_TOKEN, running_server, wait_for
 
 
@@ -43,6 +45,38 @@ def test_serve_keeps_its_site_and_builds_one_on_request(repo: ConfigRepo, tmp_pa
         relative = server.admin("POST", "/api/site/build", json={"out": "published"})
         assert relative.status_code == 422
         assert "absolute" in relative.json()["error"]
+
+
+def test_metrics_say_when_the_site_was_last_built_how_long_it_took_and_what_it_drew(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    started = time.time()
+    with running_in_process(repo.path, tmp_path / "state.duckdb", site_interval=0.5) as server:
+        server.wait_ready()
+        assert gauges(server)["reconciler_site_interval_seconds"] == 0.5
+        wait_for(lambda: "reconciler_site_last_build_timestamp_seconds" in gauges(server), 30,
+                 "the first build's series")  # fmt: skip
+        first = gauges(server)
+        built = first["reconciler_site_last_build_timestamp_seconds"]
+        assert started <= built <= time.time()
+        assert 0 < first["reconciler_site_last_build_seconds"] < 60
+        assert first["reconciler_site_last_build_pages"] > 0
+        # A build into another directory is the caller's: the server's own site's stay.
+        elsewhere = server.admin("POST", "/api/site/build", json={"out": str(tmp_path / "other")})
+        assert elsewhere.status_code == 200, elsewhere.text
+        wait_for(lambda: gauges(server)["reconciler_site_last_build_timestamp_seconds"] > built,
+                 30, "a later build of its own site")  # fmt: skip
+
+
+def gauges(server: InProcessServer) -> dict[str, float]:
+    """The unlabelled samples of /metrics, by name."""
+    text = server.client.get("/metrics").text
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels
+    }
 
 
 @pytest.mark.slow

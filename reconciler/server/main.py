@@ -189,6 +189,7 @@ async def running_parts(
         control.on_publish.append(site.wake)
         await site.start()
         stack.push_async_callback(site.stop)
+        control.gauges.append(site.gauges)
 
         silence: AgentSilence | None = None
         if settings.agent_silent_after > 0:

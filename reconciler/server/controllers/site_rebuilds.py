@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 from reconciler.server.supervise import Supervisor
 from reconciler.sitebuild.builder import Report, SiteBuilder
@@ -15,6 +17,15 @@ from reconciler.sitebuild.versions import site_root
 from reconciler.store.handle import StateHandle
 
 log = logging.getLogger("reconciler.site")
+
+
+class LastBuild(NamedTuple):
+    """The last build of the server's own site: when it was published, how long it took
+    (refresh, collect and publish: what a reader waits for) and the pages it drew."""
+
+    at: datetime
+    seconds: float
+    pages: int
 
 
 class SiteRebuilder:
@@ -57,6 +68,7 @@ class SiteRebuilder:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self.last_build: LastBuild | None = None
 
     def wake(self) -> None:
         """Rebuild soon (a revision was published)."""
@@ -86,9 +98,14 @@ class SiteRebuilder:
         )
         async with self._lock:
             now = self._clock()
+            started = time.monotonic()
             await self._state.write(lambda c: builder.refresh(c, now))
             collected = await self._state.read(lambda c: builder.collect(c, now))
             report = await asyncio.to_thread(builder.publish, collected)
+            if target == site_root(self.out_dir):
+                self.last_build = LastBuild(
+                    self._clock(), time.monotonic() - started, report.published.rendered
+                )
             # A window that moved is computed now, between builds, for the next to publish.
             await self._state.write(lambda c: builder.stage_ahead(c, now))
             # Holding no lock of the state: the pages staging moved (a new day's SLA pages),
@@ -96,6 +113,42 @@ class SiteRebuilder:
             await asyncio.to_thread(builder.draw_ahead)
             await asyncio.to_thread(builder.tidy)
             return report
+
+    def gauges(self) -> list[tuple[str, str, tuple[tuple[str, str], ...], float]]:
+        """`site_interval_seconds`, and once the server's own site was built, the last
+        build's `site_last_build_timestamp_seconds`, `site_last_build_seconds` and
+        `site_last_build_pages` (builds elsewhere, on request, are not counted)."""
+        gauges: list[tuple[str, str, tuple[tuple[str, str], ...], float]] = [
+            (
+                "site_interval_seconds",
+                "Seconds between status site rebuilds when nothing else asks for one.",
+                (),
+                self.interval,
+            )
+        ]
+        last = self.last_build
+        if last is not None:
+            gauges += [
+                (
+                    "site_last_build_timestamp_seconds",
+                    "When the last status site build was published (Unix time).",
+                    (),
+                    last.at.timestamp(),
+                ),
+                (
+                    "site_last_build_seconds",
+                    "How long the last status site build took, up to its publish.",
+                    (),
+                    last.seconds,
+                ),
+                (
+                    "site_last_build_pages",
+                    "Pages the last status site build drew.",
+                    (),
+                    float(last.pages),
+                ),
+            ]
+        return gauges
 
     async def _loop(self) -> None:
         while True:
