@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from agent.checks.outcome import CheckOutcome
+from agent.metrics import label_value, sample_value
 
 SERIES_TYPES = frozenset({"icmp", "multihttp", "grpc", "browser"})
 GRPC_SERVING_STATUSES = ("UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")
@@ -40,10 +41,6 @@ BROWSER_PHASES = (
 )
 
 Labels = tuple[tuple[str, str], ...]
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _samples(kind: str, outcome: CheckOutcome) -> Iterator[tuple[str, Labels, float]]:
@@ -104,8 +101,8 @@ class CheckSeries:
         for (canary, check), samples in sorted(self._latest.items()):
             for name, labels, value in samples:
                 pairs = (("canary", canary), ("check", check), *labels)
-                text = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
-                by_name.setdefault(name, []).append(f"{name}{{{text}}} {value:g}")
+                text = ",".join(f'{k}="{label_value(v)}"' for k, v in pairs)
+                by_name.setdefault(name, []).append(f"{name}{{{text}}} {sample_value(value)}")
         lines: list[str] = []
         for name, rendered in by_name.items():
             lines += [f"# HELP {name} {HELP[name]}", f"# TYPE {name} gauge", *rendered]
