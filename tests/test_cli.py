@@ -203,6 +203,25 @@ def test_a_plan_that_cannot_be_saved_is_an_error_naming_the_file(tmp_path: Path)
     assert "Traceback" not in result.err and not out.exists()
 
 
+def test_a_damaged_state_file_is_said_so_with_what_to_do_and_left_as_it_is(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.duckdb"
+    assert run_cli("apply", "--repo", SAMPLE_REPO, "--state", state, "--auto-approve").code == 0
+    data = bytearray(state.read_bytes())
+    first_block = 3 * 4096  # after DuckDB's three headers
+    damaged = slice(first_block + 200, first_block + 208)
+    data[damaged] = bytes(byte ^ 0xFF for byte in data[damaged])
+    state.write_bytes(data)
+    for command in (("plan",), ("apply", "--auto-approve")):
+        result = run_cli(*command, "--repo", SAMPLE_REPO, "--state", state)
+        assert result.code == 1, result.err
+        assert f"state file {state} is damaged: Corrupt database file" in result.err
+        assert "move it aside and run `reconcile apply` to start a new one" in result.err
+        assert "Traceback" not in result.err
+        assert state.read_bytes() == data
+
+
 def test_validate_counts_the_documents_it_loaded() -> None:
     """The progress line left out Maintenance, Receiver and AlertRouting documents: it said
     "loaded 25 documents", and the summary under it "valid (32 documents"."""

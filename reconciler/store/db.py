@@ -226,7 +226,23 @@ def _connect(
             sleep(delay)
             delay = min(delay * 2, 0.5)
         except duckdb.Error as error:
+            if _CORRUPT in str(error):
+                raise StateError(_damaged_message(path, error)) from error
             raise StateError(f"cannot open state file {path}: {error}") from error
+
+
+# How DuckDB words a block whose checksum does not match (a damaged file).
+_CORRUPT = "Corrupt database file"
+
+
+def _damaged_message(path: Path, error: Exception) -> str:
+    return (
+        f"state file {path} is damaged: {error}. Nothing was changed. Keep it (and "
+        f"{path.name}.wal, if there is one) to look into; to carry on, put back a copy taken "
+        "while no reconciler held the file, or move it aside and run `reconcile apply` to "
+        "start a new one (the config is applied again; the results, incidents, tokens and "
+        "canary runs it held are not)."
+    )
 
 
 def _migrate(connection: Connection) -> None:
