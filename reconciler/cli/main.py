@@ -20,6 +20,7 @@ from reconciler.cli import (
     schema,
     serve,
     site,
+    state,
     validate,
 )
 from reconciler.cli.console import Console
@@ -28,7 +29,7 @@ from reconciler.cli.options import EXIT_ERROR, Command, Parser
 # In the order `reconcile --help` lists them: the config workflow first, then the server.
 COMMANDS: tuple[Command, ...] = (
     validate, plan, apply, schema, serve, agents, heartbeats, canary, site, results, demo,
-    revisions,
+    revisions, state,
 )  # fmt: skip
 
 DESCRIPTION = """\

@@ -238,10 +238,10 @@ _CORRUPT = "Corrupt database file"
 def _damaged_message(path: Path, error: Exception) -> str:
     return (
         f"state file {path} is damaged: {error}. Nothing was changed. Keep it (and "
-        f"{path.name}.wal, if there is one) to look into; to carry on, put back a copy taken "
-        "while no reconciler held the file, or move it aside and run `reconcile apply` to "
-        "start a new one (the config is applied again; the results, incidents, tokens and "
-        "canary runs it held are not)."
+        f"{path.name}.wal, if there is one) to look into; to carry on, put back a backup "
+        "(`reconcile state backup`) or a copy taken while no reconciler held the file, or "
+        "move it aside and run `reconcile apply` to start a new one (the config is applied "
+        "again; the results, incidents, tokens and canary runs it held are not)."
     )
 
 

@@ -24,6 +24,7 @@ from reconciler.server.http import (
     read_api,
     screenshots_api,
     site_api,
+    state_api,
 )
 from reconciler.server.http.agent_api import TARGETS_PATH
 from reconciler.server.http.asgi import RequestMetrics, TargetsFastPath
@@ -43,6 +44,7 @@ ROUTERS += (screenshots_api.router,)  # browser checks' screenshots, apart from 
 ROUTERS += (maintenance_api.router,)  # maintenance windows: read, operator edits
 ROUTERS += (notifications_api.router,)
 ROUTERS += (heartbeat_api.router,)  # heartbeat pings and their tokens
+ROUTERS += (state_api.router,)  # backups of the state file
 
 
 class _App(FastAPI):
