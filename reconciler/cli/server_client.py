@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from reconciler.cli.console import Console
 from reconciler.server.address_file import read_server_file, server_file, why_stale
 
 ADMIN_TOKEN_ENV = "RECONCILER_ADMIN_TOKEN"
@@ -136,3 +137,23 @@ class ServerClient:
                 f"the server at {self.url} answered {method} {path} with something other "
                 f"than JSON: {response.text[:200]!r}"
             ) from error
+
+
+def post_as_admin(
+    url: str, path: str, body: Any, *, timeout: float, console: Console, state: Path, to: str
+) -> Any | None:
+    """POST `body` to `path` of the server at `url`, which holds `state`, with the admin
+    token; its JSON answer, or None once the console said why not (`to`: what the token is
+    for, as in "set RECONCILER_ADMIN_TOKEN (its admin token) to build the site through it")."""
+    admin = admin_token()
+    if admin is None:
+        console.error(
+            f"{state} is held by the server at {url}; set {ADMIN_TOKEN_ENV} (its admin token) "
+            f"to {to}"
+        )
+        return None
+    try:
+        return ServerClient(url, admin).post(path, timeout=timeout, body=body)
+    except ServerError as error:
+        console.error(str(error))
+        return None

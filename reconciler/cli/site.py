@@ -74,21 +74,18 @@ def register(commands: Subcommands) -> None:
 
 def _build_through_server(args: argparse.Namespace, url: str, console: Console) -> int:
     """The running server holds the state: ask it to build into the same directory."""
-    from reconciler.cli.server_client import ServerClient, ServerError, admin_token
+    from reconciler.cli.server_client import post_as_admin
 
-    admin = admin_token()
-    if admin is None:
-        console.error(
-            f"{args.state} is held by the server at {url}; set {ADMIN_TOKEN_ENV} "
-            "(its admin token) to build the site through it"
-        )
-        return EXIT_ERROR
-    try:
-        report = ServerClient(url, admin).post(
-            "/api/site/build", timeout=SERVER_TIMEOUT, body={"out": str(args.out.absolute())}
-        )
-    except ServerError as error:
-        console.error(str(error))
+    report = post_as_admin(
+        url,
+        "/api/site/build",
+        {"out": str(args.out.absolute())},
+        timeout=SERVER_TIMEOUT,
+        console=console,
+        state=args.state,
+        to="build the site through it",
+    )
+    if report is None:
         return EXIT_ERROR
     if not console.quiet:
         console.say(

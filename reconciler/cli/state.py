@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from reconciler.cli import options
 from reconciler.cli.console import Console
@@ -49,30 +48,9 @@ def register(commands: Subcommands) -> None:
     options.add_quiet(backup, help="print nothing on success")
 
 
-def _through_server(args: argparse.Namespace, url: str, console: Console) -> dict[str, Any] | None:
-    """The running server holds the state: ask it to make the copy."""
-    from reconciler.cli.server_client import ServerClient, ServerError, admin_token
-
-    admin = admin_token()
-    if admin is None:
-        console.error(
-            f"{args.state} is held by the server at {url}; set {ADMIN_TOKEN_ENV} "
-            "(its admin token) to back it up through the server"
-        )
-        return None
-    try:
-        made: dict[str, Any] = ServerClient(url, admin).post(
-            "/api/state/backup", timeout=SERVER_TIMEOUT, body={"out": str(args.out.absolute())}
-        )
-    except ServerError as error:
-        console.error(str(error))
-        return None
-    return made
-
-
 def run(args: argparse.Namespace, console: Console) -> int:
     """Back up the state file, or have the server that holds it do so."""
-    from reconciler.cli.server_client import server_url
+    from reconciler.cli.server_client import post_as_admin, server_url
     from reconciler.store.backup import backup_state
     from reconciler.store.db import StateError, StateLocked, open_state
 
@@ -90,7 +68,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if url is None:
             console.error(str(error))
             return EXIT_ERROR
-        made = _through_server(args, url, console)
+        made = post_as_admin(
+            url,
+            "/api/state/backup",
+            {"out": str(args.out.absolute())},
+            timeout=SERVER_TIMEOUT,
+            console=console,
+            state=args.state,
+            to="back it up through the server",
+        )
         if made is None:
             return EXIT_ERROR
         through = f" through the server at {url}"
