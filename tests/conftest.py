@@ -63,6 +63,17 @@ def config_repo(tmp_path: Path) -> ConfigRepo:
     return ConfigRepo(tmp_path / "config")
 
 
+@pytest.fixture
+def repo(config_repo: ConfigRepo) -> ConfigRepo:
+    """The smallest fleet, committed: region eu, agent eu-1, canary web (a module that needs
+    another defines a `repo` of its own)."""
+    config_repo.write("regions.yaml", region_doc("eu"))
+    config_repo.write("agents.yaml", agent_doc("eu-1", "eu"))
+    config_repo.write("canaries/web.yaml", canary_doc("web"))
+    config_repo.commit("initial")
+    return config_repo
+
+
 @dataclass
 class CliResult:
     code: int

@@ -23,22 +23,13 @@ from reconciler.server.address_file import server_file
 from reconciler.server.http.webhook import ReplayGuard
 from reconciler.server.main import Parts
 from reconciler.server.settings import SettingsError, load_settings
-from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc
+from tests.conftest import ConfigRepo, canary_doc, region_doc
 from tests.inprocess import serving, until_ready
 from tests.server import ADMIN_TOKEN, WEBHOOK_SECRET
 from tests.waiting import eventually
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 READ_TOKEN = "test-read-token"
-
-
-@pytest.fixture
-def repo(config_repo: ConfigRepo) -> ConfigRepo:
-    config_repo.write("regions.yaml", region_doc("eu"))
-    config_repo.write("agents.yaml", agent_doc("eu-1", "eu"))
-    config_repo.write("canaries/web.yaml", canary_doc("web"))
-    config_repo.commit("initial")
-    return config_repo
 
 
 class Counted:

@@ -18,18 +18,9 @@ import pytest
 from reconciler.server.settings import ServeSettings, SettingsError, load_settings
 from reconciler.sources.gitrepo import GitSourceError, mirror
 from tests import httpd
-from tests.conftest import ROOT, ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
+from tests.conftest import ROOT, ConfigRepo, canary_doc, run_cli
 from tests.inprocess import running_in_process
 from tests.server import ADMIN_TOKEN, running_server, wait_for
-
-
-@pytest.fixture
-def repo(config_repo: ConfigRepo) -> ConfigRepo:
-    config_repo.write("regions.yaml", region_doc("eu"))
-    config_repo.write("agents.yaml", agent_doc("eu-1", "eu"))
-    config_repo.write("canaries/web.yaml", canary_doc("web"))
-    config_repo.commit("initial")
-    return config_repo
 
 
 def _urls(server_client: httpx.Client, token: str) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import ROOT, SAMPLE_REPO, ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
+from tests.conftest import ROOT, SAMPLE_REPO, ConfigRepo, run_cli
 from tests.inprocess import running_in_process
 from tests.server import ADMIN_TOKEN, running_server
 
@@ -56,15 +56,6 @@ def test_a_backup_never_replaces_a_file_and_leaves_nothing_when_it_cannot_be_wri
     missing = run_cli("state", "backup", "--state", tmp_path / "none.duckdb", "--out", taken)
     assert missing.code == 1 and "run `reconcile apply` first" in missing.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.duckdb", "taken.duckdb"]
-
-
-@pytest.fixture
-def repo(config_repo: ConfigRepo) -> ConfigRepo:
-    config_repo.write("regions.yaml", region_doc("eu"))
-    config_repo.write("agents.yaml", agent_doc("eu-1", "eu"))
-    config_repo.write("canaries/web.yaml", canary_doc("web"))
-    config_repo.commit("initial")
-    return config_repo
 
 
 def test_the_server_backs_up_the_file_it_holds_with_the_results_it_took(
