@@ -23,7 +23,7 @@ def tables(path: Path) -> dict[str, int]:
     with duckdb.connect(str(path), read_only=True) as connection:
         names = [row[0] for row in connection.execute("SHOW TABLES").fetchall()]
         return {
-            name: connection.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]  # type: ignore[index]
+            name: connection.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
             for name in names
         }
 

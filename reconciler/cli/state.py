@@ -57,9 +57,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if not args.state.exists():
         console.error(f"no state file at {args.state}; run `reconcile apply` first")
         return EXIT_ERROR
-    if args.out.exists():
-        console.error(f"{args.out} exists; a backup never replaces a file: choose a new name")
-        return EXIT_ERROR
     through = None
     try:
         connection = open_state(args.state, read_only=True, lock_timeout=args.lock_timeout)

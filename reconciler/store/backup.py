@@ -22,6 +22,10 @@ import duckdb
 from reconciler.store.db import Connection, StateError, state_ref
 
 
+class BackupExists(StateError):
+    """A file is at the backup's destination already: a backup never replaces one."""
+
+
 @dataclass(frozen=True)
 class Backup:
     """A backup made: where, its size, the state it holds and how long it took."""
@@ -47,12 +51,13 @@ def backup_state(connection: Connection, out: Path) -> Backup:
     """Copy every table of the state `connection` reads into a new DuckDB file at `out`.
 
     Raises:
-        StateError: `out` exists (a backup never replaces a file), its directory does not,
-            or the copy failed; nothing is left at `out` then.
+        BackupExists: `out` exists (a backup never replaces a file).
+        StateError: its directory does not exist, or the copy failed; nothing is left at
+            `out` then.
     """
     started = time.monotonic()
     if out.exists():
-        raise StateError(f"{out} exists; a backup never replaces a file: choose a new name")
+        raise BackupExists(f"{out} exists; a backup never replaces a file: choose a new name")
     if not out.parent.is_dir():
         raise StateError(f"cannot write the backup to {out}: {out.parent} is not a directory")
     partial = out.with_name(f".{out.name}.partial")

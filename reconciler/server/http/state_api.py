@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from reconciler.core.refusal import RequestRefused
 from reconciler.server.http.common import control_of, json_response, read_json, require_admin
 from reconciler.server.http.docs import errors, json_body
-from reconciler.store.backup import backup_state
+from reconciler.store.backup import BackupExists, backup_state
 from reconciler.store.db import StateError
 
 router = APIRouter(tags=["state"])
@@ -41,10 +41,10 @@ async def backup(request: Request) -> Response:
     if not isinstance(out, str) or not Path(out).is_absolute():
         raise RequestRefused(422, "out must be an absolute file path on the server")
     target = Path(out)
-    if target.exists():
-        raise RequestRefused(409, f"{target} exists; a backup never replaces a file")
     try:
         made = await control_of(request).state.read(lambda c: backup_state(c, target))
+    except BackupExists as error:
+        raise RequestRefused(409, str(error)) from error
     except StateError as error:
         raise RequestRefused(422, str(error)) from error
     return json_response(made.document())
