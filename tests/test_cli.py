@@ -13,9 +13,11 @@ import pytest
 
 from reconciler.cli.main import build_parser
 from reconciler.server.settings import ENVIRONMENT
+from reconciler.store.db import StateError
 from tests import httpd
 from tests.agentproc import free_port
 from tests.conftest import SAMPLE_REPO, run_cli
+from tests.inprocess import running_in_process
 
 
 def _parsers(
@@ -207,12 +209,7 @@ def test_a_damaged_state_file_is_said_so_with_what_to_do_and_left_as_it_is(
     tmp_path: Path,
 ) -> None:
     state = tmp_path / "state.duckdb"
-    assert run_cli("apply", "--repo", SAMPLE_REPO, "--state", state, "--auto-approve").code == 0
-    data = bytearray(state.read_bytes())
-    first_block = 3 * 4096  # after DuckDB's three headers
-    damaged = slice(first_block + 200, first_block + 208)
-    data[damaged] = bytes(byte ^ 0xFF for byte in data[damaged])
-    state.write_bytes(data)
+    data = _damaged_state(state)
     for command in (("plan",), ("apply", "--auto-approve")):
         result = run_cli(*command, "--repo", SAMPLE_REPO, "--state", state)
         assert result.code == 1, result.err
@@ -220,6 +217,26 @@ def test_a_damaged_state_file_is_said_so_with_what_to_do_and_left_as_it_is(
         assert "move it aside and run `reconcile apply` to start a new one" in result.err
         assert "Traceback" not in result.err
         assert state.read_bytes() == data
+
+
+def test_serve_does_not_start_on_a_damaged_state_file(tmp_path: Path) -> None:
+    state = tmp_path / "state.duckdb"
+    data = _damaged_state(state)
+    damaged = f"state file {state} is damaged: Corrupt database file"
+    with pytest.raises(StateError, match=damaged), running_in_process(SAMPLE_REPO, state):
+        pass
+    assert state.read_bytes() == data
+
+
+def _damaged_state(state: Path) -> bytes:
+    """An applied state file with a block DuckDB finds damaged; its bytes."""
+    assert run_cli("apply", "--repo", SAMPLE_REPO, "--state", state, "--auto-approve").code == 0
+    data = bytearray(state.read_bytes())
+    first_block = 3 * 4096  # after DuckDB's three headers
+    damaged = slice(first_block + 200, first_block + 208)
+    data[damaged] = bytes(byte ^ 0xFF for byte in data[damaged])
+    state.write_bytes(data)
+    return bytes(data)
 
 
 def test_validate_counts_the_documents_it_loaded() -> None:
