@@ -398,7 +398,10 @@ def test_local_results_that_cannot_be_stored_are_kept_and_stored_later(
 
         execute("ALTER TABLE results RENAME TO results_elsewhere")
         outage_began = datetime.now(UTC)
-        wait_for(lambda: loop_errors(server, "local-agent") >= 1, 15, "a failed store")
+        # Two failed stores: the rows refused the second time include a check that started
+        # after the outage began (checks run every second; the tries are further apart).
+        # After one failure only, the refused rows may all have started just before it.
+        wait_for(lambda: loop_errors(server, "local-agent") >= 2, 15, "two failed stores")
         assert server.status()["loops"]["local-agent"]["ok"] is False
         execute("ALTER TABLE results_elsewhere RENAME TO results")
         restored = datetime.now(UTC)
