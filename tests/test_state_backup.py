@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from tests.conftest import ROOT, SAMPLE_REPO, ConfigRepo, run_cli
 from tests.inprocess import running_in_process
 from tests.server import ADMIN_TOKEN, running_server
+from tests.waiting import wait_for
 
 
 def tables(path: Path) -> dict[str, int]:
@@ -85,6 +87,50 @@ def test_the_server_backs_up_the_file_it_holds_with_the_results_it_took(
     copied, now = tables(copy), tables(state)
     assert copied["results"] == 1 and copied["resources"] == now["resources"] > 0
     assert copied.keys() == now.keys()  # the server wrote on after it (agents' activity)
+
+
+def test_results_are_taken_while_a_backup_is_being_copied(repo: ConfigRepo, tmp_path: Path) -> None:
+    state, copy = tmp_path / "state.duckdb", tmp_path / "copy.duckdb"
+    partial = tmp_path / ".copy.duckdb.partial"  # there while the copy is made
+    older = 1_000_000  # enough rows that the copy takes a while (0.5 s here)
+    with running_in_process(repo.path, state) as server, ThreadPoolExecutor(1) as pool:
+        server.wait_ready()
+        control = server.parts.control
+        server.call(
+            lambda: control.state.write(
+                lambda c: c.execute(
+                    f"""INSERT INTO results (agent, region, canary, parent, check_name,
+                            check_type, started_at, duration_ms, status, received_at)
+                        SELECT 'eu-1', 'eu', 'default/web@eu-1', 'default/web', 'check',
+                               'http', TIMESTAMPTZ '2026-11-01' + to_microseconds(i * 1000),
+                               i % 997, 'pass', TIMESTAMPTZ '2026-11-01'
+                        FROM range({older}) t(i)"""
+                )
+            )
+        )
+        backing_up = server.new_client()
+        made = pool.submit(
+            lambda: backing_up.post(
+                "/api/state/backup",
+                json={"out": str(copy)},
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
+        )
+        wait_for(partial.exists, 10, "the copy to begin")
+        row = {"canary": "default/web@eu-1", "check": "check", "status": "pass",
+               "started_at": datetime.now(UTC).isoformat(), "duration_ms": 3.0}  # fmt: skip
+        shipped = server.client.post(
+            "/api/agent/results",
+            headers={"Authorization": f"Bearer {server.token('eu-1')}"},
+            content=json.dumps({"results": [row]}),
+        )
+        assert shipped.status_code == 200 and shipped.json()["accepted"] == 1, shipped.text
+        assert not made.done() and partial.exists()  # stored before the copy was done
+        assert made.result(60).status_code == 200, made.result().text
+        backing_up.close()
+    assert not partial.exists()
+    assert tables(state)["results"] == older + 1
+    assert tables(copy)["results"] in (older, older + 1)  # as of one moment: all or none
 
 
 @pytest.mark.slow
