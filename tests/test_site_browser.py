@@ -175,6 +175,39 @@ def test_the_region_selector_scopes_a_canary_page(site: Path) -> None:
         browser.close()
 
 
+def test_a_region_view_lists_that_regions_failures_when_others_are_newer(
+    config_repo: ConfigRepo, tmp_path: Path
+) -> None:
+    """The view of every region shows the canary's newest failures; a region's view shows
+    that region's newest, even when the other region's failures crowd them out there."""
+    config_repo.write("regions.yaml", region_doc("eu") + "---\n" + region_doc("us"))
+    config_repo.write("agents.yaml", agent_doc("eu-1", "eu") + "---\n" + agent_doc("us-1", "us"))
+    config_repo.write("canaries/web.yaml", canary_doc("web"))
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    older = [("eu-1", "eu", "default/web", now - timedelta(minutes=60 + i), 50.0, "fail")
+             for i in range(3)]  # fmt: skip
+    newer = [("us-1", "us", "default/web", now - timedelta(minutes=20 + i), 50.0, "fail")
+             for i in range(12)]  # fmt: skip
+    site = _built(config_repo, tmp_path, older + newer)
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto((site / "canary" / "default.web.html").as_uri())
+        rows = page.locator("section", has_text="Recent failures").locator("tbody tr")
+
+        def shown() -> list[str]:
+            return [r.get_attribute("data-region") or "" for r in rows.all() if r.is_visible()]
+
+        assert shown() == ["us"] * 10  # the newest ten, all us's
+        page.click(".scope-bar label[for='scope-eu']")
+        assert shown() == ["eu"] * 3
+        page.click(".scope-bar label[for='scope-us']")
+        assert shown() == ["us"] * 10
+        page.click(".scope-bar label[for='scope-all']")
+        assert shown() == ["us"] * 10
+        browser.close()
+
+
 def test_the_deployments_page_fits_a_laptop_screen(config_repo: ConfigRepo, tmp_path: Path) -> None:
     # Eight columns of evaluations and a steps table beside the weights: at 1,280 px they
     # overflowed their boxes, the figures and each reason cut off behind a scroll bar.

@@ -58,7 +58,7 @@ def canary_digest(snapshot: Snapshot, canary: CanaryInfo) -> str:
     regions = [r for r in snapshot.regions if r.name in canary.regions]
     return fingerprint(
         snapshot.statuses.get(canary.key),
-        snapshot.failures.get(canary.key, [])[:FAILURES_SHOWN],
+        snapshot.failures.get(canary.key, []),
         canary,
         regions,
         snapshot.region_names(),
@@ -128,7 +128,7 @@ def _summary_cells(figure: Figures) -> tuple[str, ...]:
 
 
 _FAILURE = (
-    '<tr data-region="{}"><th scope="row"><time datetime="{}">{}</time></th>'
+    '<tr data-region="{}"{}><th scope="row"><time datetime="{}">{}</time></th>'
     "<td>{}</td><td>{}</td><td>{}</td>"
     '<td>{}</td><td>{}</td><td>{}</td><td class="message">{}</td></tr>\n'
 )
@@ -183,11 +183,15 @@ _RECENT = (
 
 
 def failure_rows(failures: list[dict[str, Any]]) -> Markup:
-    """A canary's recent failures as table rows (formatted once, shown on its three pages)."""
+    """A canary's recent failures as table rows (formatted once, shown on its three pages).
+
+    Those not among the canary's newest (`recent_failures`) are marked `data-scoped`: shown
+    in their region's view only."""
     return Markup(
         "".join(
             _FAILURE.format(
                 html(f["region"]),
+                "" if f.get("overall", True) else " data-scoped",
                 *fmt.iso_and_moment(f["started_at"]),
                 html(f["region"]),
                 html(f["agent"]),
@@ -197,7 +201,7 @@ def failure_rows(failures: list[dict[str, Any]]) -> Markup:
                 fmt.millis(f["duration_ms"]),
                 escape((f["message"] or "")[:300]),
             )
-            for f in failures[:FAILURES_SHOWN]
+            for f in failures
         )
     )
 
@@ -262,10 +266,9 @@ class KeptSections:
 
     def failures(self, canary: str, recent: list[dict[str, Any]]) -> Markup:
         """A canary's recent failures (`failures_section`) for these failures."""
-        shown = recent[:FAILURES_SHOWN]
         kept = self._failures.get(canary)
-        if kept is None or kept[0] != shown:
-            kept = self._failures[canary] = (shown, Markup(failures_section(shown)))
+        if kept is None or kept[0] != recent:
+            kept = self._failures[canary] = (recent, Markup(failures_section(recent)))
         return kept[1]
 
     def checks(self, canary: CanaryInfo) -> Markup:
@@ -549,6 +552,7 @@ def _scope_style(regions: tuple[str, ...]) -> Markup | None:
         rules.append(
             f'{on} * [data-region]:not([data-region="{name}"]), {on} * .scope-all '
             f"{{ display: none; }}\n{on} * .scope-{name} {{ display: block; }}\n"
+            f'{on} * tr[data-scoped][data-region="{name}"] {{ display: table-row; }}\n'
             f'{on} .scope-bar label[for="scope-{name}"] {{ background: var(--fg); '
             "color: var(--bg); }\n"
             f'#scope-{name}:focus-visible ~ .scope-bar label[for="scope-{name}"] '

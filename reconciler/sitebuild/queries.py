@@ -280,32 +280,39 @@ def _read_series(
 def recent_failures(
     connection: Connection, tables: Tables, since: datetime, until: datetime, limit: int
 ) -> dict[str, list[dict[str, Any]]]:
-    """Each canary's latest runs that did not pass, newest first (from `site_failures`, which
-    holds two days of them: `since` must not be further back).
+    """Each canary's latest runs that did not pass, newest first: the newest `limit` of each
+    of its regions (for a region's view), each marked whether it is among the canary's
+    newest `limit` (the view of every region). From `site_failures`, which holds two days
+    of them: `since` must not be further back.
 
     Args:
         connection: the state.
         tables: where the site's tables are.
         since: runs started before this are left out.
         until: runs started at or after this are left out.
-        limit: at most this many per canary.
+        limit: at most this many per canary and region.
 
     Returns:
         By canary key: region, agent, check, started_at (whole seconds since the epoch),
-        status, code, message, duration_ms, retries.
+        status, code, message, duration_ms, retries, and `overall` (among the canary's
+        newest `limit`).
     """
+    order = "started_at DESC, agent, check_name"
     rows = connection.execute(
         f"""SELECT parent, region, agent, check_name, epoch(started_at)::BIGINT, status, code,
-                   message, duration_ms, retries
+                   message, duration_ms, retries,
+                   row_number() OVER (PARTITION BY parent ORDER BY {order}) <= $limit
             FROM {tables.failures}
             WHERE started_at >= $since AND started_at < $until AND {SQL_DOWN}
-            QUALIFY row_number() OVER (
-                PARTITION BY parent ORDER BY started_at DESC, agent, check_name) <= $limit
-            ORDER BY parent, started_at DESC, agent, check_name""",
+            QUALIFY row_number() OVER (PARTITION BY parent, region ORDER BY {order}) <= $limit
+            ORDER BY parent, {order}""",
         {"since": since, "until": until, "limit": limit},
     ).fetchall()
     failures: dict[str, list[dict[str, Any]]] = {}
-    for parent, region, agent, check, started_at, status, code, message, duration, retries in rows:
+    for (
+        parent, region, agent, check, started_at, status, code, message, duration, retries,
+        overall,
+    ) in rows:  # fmt: skip
         failures.setdefault(parent, []).append(
             {
                 "region": region,
@@ -317,6 +324,7 @@ def recent_failures(
                 "message": message,
                 "duration_ms": duration,
                 "retries": retries,
+                "overall": overall,
             }
         )
     return failures
