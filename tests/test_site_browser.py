@@ -175,6 +175,35 @@ def test_the_region_selector_scopes_a_canary_page(site: Path) -> None:
         browser.close()
 
 
+def test_a_phone_sees_the_figures_without_scrolling_sideways(site: Path) -> None:
+    """At 390 px the overview's and status page's uptime and p95 are on screen, not behind a
+    table's scroll bar, and the latency chart opens at its newest end."""
+
+    def on_screen(cell: Any) -> bool:
+        box = cell.bounding_box()
+        return bool(cell.is_visible() and box and box["x"] + box["width"] <= 390 + 1)
+
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.goto((site / "index.html").as_uri())
+        row = page.locator("table.fleet tbody tr").first
+        uptime, p95 = row.locator("td").nth(1), row.locator("td").nth(2)
+        assert uptime.inner_text() == "87.50%" and p95.inner_text().endswith(" ms")
+        assert on_screen(uptime) and on_screen(p95)
+        page.goto((site / "status.html").as_uri())
+        cells = page.locator("table tbody tr").first.locator("td")
+        shown = [c for c in cells.all() if on_screen(c)]
+        assert [c.inner_text() for c in shown[1:]] == ["87.50%"] * 3  # 24 h, 30 d, 365 d
+        page.goto((site / "canary" / "default.web.html").as_uri())
+        scroller = page.locator(".chart-scroll").first
+        assert scroller.evaluate("e => e.scrollWidth > e.clientWidth")  # wider than a phone
+        line = page.locator("svg path.line").first
+        box = line.bounding_box()  # a line of a few points: no box playwright calls visible
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390  # the runs, an hour ago
+        browser.close()
+
+
 def test_a_region_view_lists_that_regions_failures_when_others_are_newer(
     config_repo: ConfigRepo, tmp_path: Path
 ) -> None:

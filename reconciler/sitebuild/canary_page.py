@@ -129,12 +129,12 @@ def _summary_cells(figure: Figures) -> tuple[str, ...]:
 
 _FAILURE = (
     '<tr data-region="{}"{}><th scope="row"><time datetime="{}">{}</time></th>'
-    "<td>{}</td><td>{}</td><td>{}</td>"
-    '<td>{}</td><td>{}</td><td>{}</td><td class="message">{}</td></tr>\n'
+    '<td>{}</td><td class="opt">{}</td><td>{}</td>'
+    '<td>{}</td><td class="opt">{}</td><td class="opt">{}</td><td class="message">{}</td></tr>\n'
 )
 _REGION = (
-    '<tr data-region="{}"><th scope="row">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
-    "<td>{}</td></tr>\n"
+    '<tr data-region="{}"><th scope="row">{}</th><td>{}</td><td class="opt">{}</td><td>{}</td>'
+    '<td class="opt">{}</td><td>{}</td></tr>\n'
 )
 # The cards (six lists a page: all regions, then each region's) in three formats: status
 # and last run, the window's figures, and the last 24 hours' counts. The first and last are
@@ -207,11 +207,12 @@ def failure_rows(failures: list[dict[str, Any]]) -> Markup:
 
 
 _FAILURES_HEAD = (
-    '  <div class="table-wrap">\n  <table>\n'
+    '  <div class="table-wrap">\n  <table class="failures">\n'
     "    <caption>The latest runs that did not pass, last 24 hours, newest first</caption>\n"
     '    <thead><tr><th scope="col">Started</th><th scope="col">Region</th>'
-    '<th scope="col">Agent</th><th scope="col">Check</th><th scope="col">Status</th>'
-    '<th scope="col">Code</th><th scope="col">Duration</th><th scope="col">Error</th></tr>'
+    '<th scope="col" class="opt">Agent</th><th scope="col">Check</th><th scope="col">Status</th>'
+    '<th scope="col" class="opt">Code</th><th scope="col" class="opt">Duration</th>'
+    '<th scope="col">Error</th></tr>'
     "</thead>\n    <tbody>\n"
 )
 _FAILURES_TAIL = "    </tbody>\n  </table>\n  </div>\n"
@@ -552,7 +553,6 @@ def _scope_style(regions: tuple[str, ...]) -> Markup | None:
         rules.append(
             f'{on} * [data-region]:not([data-region="{name}"]), {on} * .scope-all '
             f"{{ display: none; }}\n{on} * .scope-{name} {{ display: block; }}\n"
-            f'{on} * tr[data-scoped][data-region="{name}"] {{ display: table-row; }}\n'
             f'{on} .scope-bar label[for="scope-{name}"] {{ background: var(--fg); '
             "color: var(--bg); }\n"
             f'#scope-{name}:focus-visible ~ .scope-bar label[for="scope-{name}"] '

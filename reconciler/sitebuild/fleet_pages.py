@@ -174,6 +174,10 @@ def verdict(statuses: list[str]) -> tuple[str, str]:
     return headline.value, HEADLINES[headline]
 
 
+# The status page's uptime columns left out on a phone's screen (`.opt`), where five do not fit.
+NARROW_HIDDEN = frozenset({"7d", "90d"})
+
+
 def status_context(snapshot: Snapshot) -> dict[str, Any]:
     """The public status page: a verdict blended over regions, per-canary uptime, incidents."""
     rows: list[dict[str, Any]] = []
@@ -184,7 +188,8 @@ def status_context(snapshot: Snapshot) -> dict[str, Any]:
         uptimes = []
         for window in WINDOWS:
             figure = snapshot.figure(window.name, canary.key, None)
-            uptimes.append(fmt.percent(figure.passes, figure.runs) if figure else fmt.NO_DATA)
+            value = fmt.percent(figure.passes, figure.runs) if figure else fmt.NO_DATA
+            uptimes.append((value, window.name in NARROW_HIDDEN))
         rows.append(
             {
                 "name": canary.key,
@@ -213,7 +218,7 @@ def status_context(snapshot: Snapshot) -> dict[str, Any]:
         "heading": "Service status",
         "verdict": state,
         "headline": headline,
-        "windows": [w.label for w in WINDOWS],
+        "windows": [(w.label, w.name in NARROW_HIDDEN) for w in WINDOWS],
         "rows": rows,
         "incidents": open_incidents,
         "incidents_href": INCIDENTS,
