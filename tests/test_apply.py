@@ -287,6 +287,26 @@ def test_an_empty_directory_is_refused_not_planned_as_delete_all(
     assert len(query(state, "SELECT * FROM resources")) == 4
 
 
+def test_files_with_only_comments_are_refused_not_planned_as_delete_all(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.duckdb"
+    apply(repo, state)
+    commented = tmp_path / "commented"
+    commented.mkdir()
+    (commented / "all.yaml").write_text("# everything moved elsewhere\n---\n")
+    (commented / "empty.yml").write_text("")
+
+    for command in (["plan"], ["apply", "--auto-approve"]):
+        result = run_cli(*command, "--repo", commented, "--state", state)
+        assert result.code == 1, result.out
+        assert (
+            "all.yaml:1:1: no document in 2 file(s) (only comments or empty): refusing to load "
+            "an empty configuration (it would delete everything)"
+        ) in result.out + result.err
+    assert len(query(state, "SELECT * FROM resources")) == 4
+
+
 def _files_of_at_most(size: int) -> Callable[[], None]:
     """A child's `preexec_fn`: no file may grow past `size` bytes (a full disk, in effect: a
     write past it fails with EFBIG rather than killing the process)."""

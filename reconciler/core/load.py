@@ -207,11 +207,27 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
                 cache[cache_key] = result
         documents += result.documents
         diagnostics += result.diagnostics
+    diagnostics += _nothing_loaded(kept, documents, diagnostics)
     config, duplicates = _collect(documents)
     diagnostics += duplicates + _reference_diagnostics(config)
     diagnostics = one_notice_per_kind(sorted(diagnostics))
     config.notices.extend(d for d in diagnostics if d.severity == "notice")
     return LoadResult(config, [d for d in diagnostics if d.severity != "notice"])
+
+
+def _nothing_loaded(
+    kept: list[SourceFile], documents: list[Located[Any]], diagnostics: list[Diagnostic]
+) -> list[Diagnostic]:
+    """An error when files were read and hold no document at all (only comments, or empty):
+    loaded, that would be a plan to delete everything, as with no file at all."""
+    if documents or not kept or any(d.severity == "error" for d in diagnostics):
+        return []
+    first = min(f.path for f in kept)
+    message = (
+        f"no document in {len(kept)} file(s) (only comments or empty): refusing to load an "
+        "empty configuration (it would delete everything)"
+    )
+    return [Diagnostic(first, 1, 1, "", "", message)]
 
 
 def _constant(content: bytes) -> Callable[[], bytes]:
