@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import resource
+import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -305,6 +309,44 @@ def test_files_with_only_comments_are_refused_not_planned_as_delete_all(
             "an empty configuration (it would delete everything)"
         ) in result.out + result.err
     assert len(query(state, "SELECT * FROM resources")) == 4
+
+
+def test_end_of_input_at_the_question_applies_nothing(repo: ConfigRepo, tmp_path: Path) -> None:
+    """Ctrl-D at "Do you want to apply these changes?" in a terminal: a no, not a traceback."""
+    state = tmp_path / "state.duckdb"
+    command = [sys.executable, "-m", "reconciler", "apply", "--repo", str(repo.path),
+               "--state", str(state)]  # fmt: skip
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the CLI, in a terminal
+        os.chdir(ROOT)
+        os.execv(sys.executable, command)
+    shown = _read_terminal(terminal, until=b"Only 'yes' will be accepted: ")
+    os.write(terminal, b"\x04")  # Ctrl-D: end of input
+    shown += _read_terminal(terminal, until=None)
+    os.close(terminal)
+    _, status = os.waitpid(pid, 0)
+    text = shown.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 1, text
+    assert "no answer (end of input): nothing was applied" in text
+    assert "Traceback" not in text
+    assert not state.exists()  # nothing applied, no state file made
+
+
+def _read_terminal(terminal: int, until: bytes | None, timeout: float = 60.0) -> bytes:
+    """What a program writes to its terminal, up to `until` (None: until it closes)."""
+    seen, deadline = b"", time.monotonic() + timeout
+    while until is None or until not in seen:
+        ready, _, _ = select.select([terminal], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"the program wrote nothing more in {timeout}s: {seen[-300:]!r}"
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the program ended and closed the terminal
+            chunk = b""
+        if not chunk:
+            assert until is None, f"the program ended before {until!r}: {seen[-300:]!r}"
+            return seen
+        seen += chunk
+    return seen
 
 
 def _files_of_at_most(size: int) -> Callable[[], None]:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import orjson
 import pytest
 
@@ -237,6 +238,48 @@ def _damaged_state(state: Path) -> bytes:
     data[damaged] = bytes(byte ^ 0xFF for byte in data[damaged])
     state.write_bytes(data)
     return bytes(data)
+
+
+def test_a_state_file_cut_short_is_an_error_and_left_as_it_is(tmp_path: Path) -> None:
+    state = tmp_path / "state.duckdb"
+    assert run_cli("apply", "--repo", SAMPLE_REPO, "--state", state, "--auto-approve").code == 0
+    data = state.read_bytes()[: 300_000]  # a copy interrupted halfway
+    state.write_bytes(data)
+    for command in (
+        ("plan", "--repo", SAMPLE_REPO),
+        ("apply", "--repo", SAMPLE_REPO, "--auto-approve"),
+        ("revisions",),
+    ):
+        result = run_cli(*command, "--state", state)
+        assert result.code == 1, result.err
+        assert "Error: " in result.err and "Could not read enough bytes" in result.err
+        assert str(state) in result.err and "Traceback" not in result.err
+        assert state.read_bytes() == data
+
+
+def test_apply_never_writes_into_another_programs_duckdb_file(tmp_path: Path) -> None:
+    theirs = tmp_path / "analytics.duckdb"
+    with duckdb.connect(str(theirs)) as connection:
+        connection.execute("CREATE TABLE visits (day DATE, n INTEGER)")
+    for command in (("plan",), ("apply", "--auto-approve")):
+        result = run_cli(*command, "--repo", SAMPLE_REPO, "--state", theirs)
+        assert result.code == 1, result.out
+        assert (
+            f"{theirs} is not a canary-reconciler state file (it holds other tables: visits)"
+        ) in result.err
+    with duckdb.connect(str(theirs), read_only=True) as connection:
+        assert connection.execute("SHOW TABLES").fetchall() == [("visits",)]
+
+
+def test_a_state_path_whose_directory_cannot_be_made_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file, not a directory")
+    state = tmp_path / "taken" / "state.duckdb"
+    result = run_cli("apply", "--repo", SAMPLE_REPO, "--state", state, "--auto-approve")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert (
+        f"Error: cannot create state file {state}: its directory {state.parent} cannot be made "
+        "(a file is in the way)"
+    ) in result.err
 
 
 def test_validate_counts_the_documents_it_loaded() -> None:

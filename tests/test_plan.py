@@ -211,6 +211,19 @@ def test_unknown_ref_is_a_clear_error(repo: ConfigRepo) -> None:
     assert "unknown git ref 'no-such-branch'" in result.err
 
 
+def test_an_absent_commit_is_a_clear_error_whichever_way_it_is_given(repo: ConfigRepo) -> None:
+    """A full SHA is looked up only when read; GitHub's `before` of a new branch is all zeros."""
+    zeros, missing = "0" * 40, "1234567890" * 4
+    for option in ("--ref", "--base"):
+        for sha in (zeros, missing):
+            result = run_cli("plan", "--repo", repo.path, option, sha)
+            assert result.code == 1, result.out
+            assert f"Error: unknown git ref '{sha}'" in result.err
+            assert "Traceback" not in result.err
+    result = run_cli("plan", "--repo", repo.path, "--base", zeros)
+    assert "the all-zero SHA names no commit (CI gives it as the commit before" in result.err
+
+
 def test_route_changes_start_canary_runs(config_repo: ConfigRepo, tmp_path: Path) -> None:
     route = (Path(__file__).parent.parent / "sample-repo" / "routes" / "checkout.yaml").read_text()
     config_repo.write("route.yaml", route)

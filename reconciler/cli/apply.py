@@ -73,7 +73,11 @@ def _confirm(console: Console) -> bool:
             "pass --auto-approve to apply from scripts"
         )
         return False
-    answer = input("\nDo you want to apply these changes? Only 'yes' will be accepted: ")
+    try:
+        answer = input("\nDo you want to apply these changes? Only 'yes' will be accepted: ")
+    except EOFError:  # Ctrl-D: no answer is not a yes
+        console.error("no answer (end of input): nothing was applied")
+        return False
     return answer.strip() == "yes"
 
 

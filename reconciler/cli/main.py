@@ -75,7 +75,16 @@ def main(
         parser.print_help(console.out)
         return EXIT_ERROR
     handlers = {command.NAME: command for command in COMMANDS}
-    return handlers[args.command].run(args, console)
+    try:
+        return handlers[args.command].run(args, console)
+    except Exception as error:
+        # DuckDB reads a file as queries need it: a damaged or cut-short state file can fail
+        # any query, not only the opening. Its transaction was rolled back on the way out.
+        duckdb = sys.modules.get("duckdb")
+        if duckdb is None or not isinstance(error, duckdb.Error):
+            raise
+        console.error(f"the state file could not be used, nothing was changed: {error}")
+        return EXIT_ERROR
 
 
 def run() -> None:

@@ -65,11 +65,23 @@ def _revision(commit: git.Commit, ref: str | None, dirty: bool = False) -> Revis
     )
 
 
+# What GitHub gives as the commit before a push that made a branch (`github.event.before`).
+_NO_COMMIT = "0" * 40
+
+
 def _resolve(location: GitLocation, ref: str) -> git.Commit:
+    if ref == _NO_COMMIT:
+        raise GitSourceError(
+            f"unknown git ref {ref!r}: the all-zero SHA names no commit (CI gives it as the "
+            "commit before a new branch's first push; plan against the state, or the "
+            "default branch, instead)"
+        )
     try:
-        return location.repo.commit(ref)
+        commit = location.repo.commit(ref)
+        _ = commit.tree  # a full SHA is only looked up when the commit is read
     except (git.BadName, ValueError, git.GitCommandError) as error:
         raise GitSourceError(f"unknown git ref {ref!r}: {error}") from error
+    return commit
 
 
 def _blob_reader(blob: git.Blob, lock: threading.RLock) -> Callable[[], bytes]:

@@ -287,17 +287,30 @@ def open_state(
     if read_only and not path.exists():
         return None
     if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            reason = "a file is in the way" if isinstance(error, FileExistsError) else None
+            raise StateError(
+                f"cannot create state file {path}: its directory {path.parent} cannot be "
+                f"made ({reason or error.strerror or error})"
+            ) from error
     connection = _connect(path, read_only, lock_timeout, sleep)
     try:
-        if read_only:
-            tables = {row[0] for row in connection.execute("SHOW TABLES").fetchall()}
-            if "meta" not in tables:
-                raise StateError(f"{path} is not a canary-reconciler state file")
-        else:
+        tables = {row[0] for row in connection.execute("SHOW TABLES").fetchall()}
+        if "meta" not in tables and (read_only or tables):
+            # Another program's DuckDB file: never written into, nor read as a state.
+            found = f" (it holds other tables: {', '.join(sorted(tables)[:5])})" if tables else ""
+            raise StateError(f"{path} is not a canary-reconciler state file{found}")
+        if not read_only:
             connection.execute("BEGIN TRANSACTION")
             _migrate(connection)
             connection.execute("COMMIT")
+    except duckdb.Error as error:
+        connection.close()
+        if _CORRUPT in str(error):
+            raise StateError(_damaged_message(path, error)) from error
+        raise StateError(f"cannot read state file {path}: {error}") from error
     except BaseException:
         connection.close()
         raise
