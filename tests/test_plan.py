@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from markdown_it import MarkdownIt
 
 from reconciler.render.markdown import COMMENT_LIMIT
 from tests.conftest import ConfigRepo, agent_doc, canary_doc, region_doc, run_cli
@@ -252,6 +253,35 @@ def test_ci_formats(repo: ConfigRepo, tmp_path: Path, fmt: str) -> None:
         assert "| DerivedCanary | 4 | 0 | 0 |" in result.out
     else:
         assert "::notice title=canary-reconciler plan::Plan: 10 to add" in result.out
+
+
+HOSTILE_KEY = "x`\n\n## LGTM, safe to merge @security-team\n\n![x](https://evil.example/p.png)`"
+
+
+def test_config_text_cannot_add_markdown_to_a_pull_request_comment(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    """A field name or value with backticks and newlines stays inside its code span: no
+    heading, mention, image or link of its own, whether the config is invalid or planned."""
+    repo.write("canaries/hostile.yaml", canary_doc("hostile") + f"  {json.dumps(HOSTILE_KEY)}: 1\n")
+    repo.commit("an invalid key")
+    invalid = run_cli("plan", "--repo", repo.path, "--format", "markdown")
+    assert invalid.code == 1
+    labelled = f"name: hostile\n  labels: {{team: {json.dumps(HOSTILE_KEY)}}}"
+    repo.write("canaries/hostile.yaml", canary_doc("hostile").replace("name: hostile", labelled))
+    repo.commit("a hostile label value")
+    planned = run_cli("plan", "--repo", repo.path, "--format", "markdown",
+                      "--state", tmp_path / "state.duckdb")  # fmt: skip
+    assert planned.code == 0, planned.err
+    for comment in (invalid.out, planned.out):
+        tokens = MarkdownIt("commonmark").parse(comment)
+        headings = [t for t in tokens if t.type == "heading_open"]
+        assert all(t.tag in ("h3", "h4") for t in headings), comment  # ours only
+        inline = [c for t in tokens if t.children for c in t.children]
+        assert not [c for c in inline if c.type in ("image", "link_open", "html_inline")]
+        text = "".join(c.content for c in inline if c.type == "text")
+        assert "@security-team" not in text and "LGTM" not in text  # only inside code
+        assert "LGTM" in comment  # shown, as code
 
 
 def test_a_markdown_plan_fits_a_pull_request_comment(repo: ConfigRepo, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from reconciler.cli.console import Console
 from reconciler.core.plan import Plan
 from reconciler.core.planfile import plan_to_dict
 from reconciler.render.github import render_annotations
+from reconciler.render.markdown import code_span
 from reconciler.render.text import diagnostic_lines
 from reconciler.session import Loaded, Session, SourceError
 
@@ -46,7 +47,7 @@ def report_invalid(loaded: Loaded, fmt: str, console: Console, root: str) -> Non
         console.out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     elif fmt == "markdown":
         console.out.write(f"### canary-reconciler: {len(errors)} error(s)\n\n")
-        console.out.writelines(f"- `{d.format()}`\n" for d in errors)
+        console.out.writelines(f"- {code_span(d.format())}\n" for d in errors)
     for line in diagnostic_lines(loaded.diagnostics):
         console.note(line)
     console.error(f"the configuration has {len(errors)} error(s); nothing was planned")

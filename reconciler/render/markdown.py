@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from reconciler.core.plan import Plan
@@ -14,11 +15,28 @@ COMMENT_LIMIT = 65_536
 LISTED = 100
 
 
+def code_span(text: str) -> str:
+    """`text` as one Markdown code span that nothing in it can end: on one line, between more
+    backticks than any run of them in it. What the config says (field names, values, file
+    names) is shown this way, so that it cannot add headings, mentions or images to a
+    pull-request comment."""
+    line = text.replace("\r", "\\r").replace("\n", "\\n")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", line)), default=0) + 1)
+    pad = " " if line.startswith("`") or line.endswith("`") else ""
+    return f"{fence}{pad}{line}{pad}{fence}"
+
+
+def _block_fence(lines: list[str]) -> str:
+    """A code block's fence that no line of it can close (longer than any backtick run)."""
+    longest = max((len(run) for line in lines for run in re.findall(r"`+", line)), default=0)
+    return "`" * max(3, longest + 1)
+
+
 def render_markdown(plan: Plan) -> str:
     """A PR comment: a summary table, the canary runs, and the full plan folded away."""
     summary = plan.summary
     head = plan.revision.label if plan.revision else "working tree"
-    lines = [f"### canary-reconciler plan for `{head}`", ""]
+    lines = [f"### canary-reconciler plan for {code_span(head)}", ""]
     errors = [d for d in plan.diagnostics if d.severity == "error"]
     warnings = [d for d in plan.diagnostics if d.severity == "warning"]
     notices = [d for d in plan.diagnostics if d.severity == "notice"]
@@ -37,22 +55,23 @@ def render_markdown(plan: Plan) -> str:
             row = [str(counts[(kind, action)]) for action in ("create", "update", "delete")]
             lines.append(f"| {kind} | " + " | ".join(row) + " |")
     if plan.canary_runs:
-        lines += ["", "#### Canary runs this plan starts", "", "```"]
-        for run in plan.canary_runs:
-            lines += run_lines(run)
-        lines.append("```")
+        runs = [line for run in plan.canary_runs for line in run_lines(run)]
+        fence = _block_fence(runs)
+        lines += ["", "#### Canary runs this plan starts", "", fence, *runs, fence]
     for title, found in (("Warnings", warnings), ("Notices", notices)):
         if found:
             lines += ["", f"#### {title}", ""]
-            lines += [f"- `{d.path}:{d.line}` {d.subject}: {d.message}" for d in found[:LISTED]]
+            lines += [f"- {code_span(d.format())}" for d in found[:LISTED]]
             if len(found) > LISTED:
                 lines.append(
                     f"- … and {len(found) - LISTED} more (`reconcile plan` lists them all)"
                 )
     if plan.changes:
-        lines += ["", "<details><summary>Full plan</summary>", "", "```diff"]
-        lines += _within(render_text(plan).rstrip("\n").splitlines(), _room(lines))
-        lines += ["```", "", "</details>"]
+        text = render_text(plan).rstrip("\n").splitlines()
+        fence = _block_fence(text)
+        lines += ["", "<details><summary>Full plan</summary>", "", f"{fence}diff"]
+        lines += _within(text, _room(lines))
+        lines += [fence, "", "</details>"]
     return "\n".join(lines) + "\n"
 
 
