@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Final
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -186,6 +187,41 @@ class Metadata(StrictModel):
     namespace: Slug = "default"
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+
+
+def url_problem(url: str, *, bare: bool = False, shown: str | None = None) -> str | None:
+    """What is wrong with an http(s) URL, or None: its scheme, host and port as a client
+    would read them (a port of 70000 or `abc` is refused here, not at the first probe).
+
+    Args:
+        bare: only `scheme://host[:port]` is allowed (a route's backend: the gateway sends
+            each group the client's own path, so a path, query or credentials cannot be
+            honoured).
+        shown: the URL as the config wrote it, when `url` is it with variables filled in.
+    """
+    quoted = repr(url if shown is None else shown)
+    if any(character.isspace() for character in url):
+        return f"{quoted} has a space in it"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        if "port" in str(error).lower():
+            return f"{quoted}: the port must be a number from 1 to 65535"
+        return f"{quoted} is not a URL ({error})"
+    if parts.scheme not in ("http", "https"):
+        return f"{quoted} is not an http:// or https:// URL"
+    if not parts.hostname:
+        return f"{quoted} has no host"
+    if port == 0:
+        return f"{quoted}: the port must be a number from 1 to 65535"
+    if bare and (parts.username or parts.password or parts.query or parts.fragment or
+                 parts.path not in ("", "/")):  # fmt: skip
+        return (
+            f"{quoted}: a backend is scheme://host[:port] only; the gateway sends each group "
+            "the client's own path, so a path, query or credentials cannot be honoured"
+        )
+    return None
 
 
 def nested(prefix: tuple[str | int, ...], problems: Iterator[Problem]) -> Iterator[Problem]:

@@ -24,6 +24,7 @@ from schemas.base import (
     Problem,
     StrictModel,
     Timeout,
+    url_problem,
 )
 from schemas.compat import NEEDS_KUBERNETES, accepted, refused
 from schemas.durations import parse_duration
@@ -32,7 +33,6 @@ from schemas.wire import MAX_RETRIES
 
 MAX_CHECK_NAME = 128
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$")
-_URL = re.compile(r"^https?://\S+$")
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_SCHEDULE = "@every 1m"
 NEVER = "@never"
@@ -404,8 +404,8 @@ class HttpCheck(TemplatableCheck):
             yield (("url",), "required field is missing")
         elif self.target:
             where = "url" if self.url is not None else "endpoint"
-            if not is_templated(self.target) and not _URL.fullmatch(self.target):
-                yield ((where,), f"{self.target!r} is not an http:// or https:// URL")
+            if not is_templated(self.target) and (problem := url_problem(self.target)):
+                yield ((where,), problem)
         yield from _nested("headers", self.headers)
         yield from _nested("env", self.env)
         yield from _nested("username", self.username)
@@ -561,8 +561,10 @@ class MultiHttpRequest(StrictModel):
     body: str | None = Field(default=None, description="Sent as is, after ${name} substitution.")
 
     def problems(self) -> Iterator[Problem]:
-        if not self.url.startswith("${") and not _URL.match(_VARIABLE_USE.sub("x", self.url)):
-            yield (("url",), f"{self.url!r} is not an http:// or https:// URL")
+        # Variables stand for parts of the URL: checked with a placeholder in their place.
+        filled = _VARIABLE_USE.sub("x", self.url)
+        if not self.url.startswith("${") and (problem := url_problem(filled, shown=self.url)):
+            yield (("url",), problem)
         yield from _nested("headers", self.headers)
 
 
@@ -768,8 +770,8 @@ class BrowserCheck(CheckBase):
 
     def problems(self) -> Iterator[Problem]:
         yield from super().problems()
-        if not _URL.match(self.url):
-            yield (("url",), f"{self.url!r}: expected an http:// or https:// URL")
+        if problem := url_problem(self.url):
+            yield (("url",), problem)
         if self.script is not None:
             try:
                 compile(browser_script_source(self.script), "<script>", "exec", dont_inherit=True)

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from pydantic import Field, create_model
 
-from schemas.base import Duration, Problem, Slug, StrictModel, nested
+from schemas.base import Duration, Problem, Slug, StrictModel, nested, url_problem
 from schemas.route import (
     Analysis,
     Backend,
@@ -75,6 +75,8 @@ class GatewayBackend(StrictModel):
                 f"not supported: backend scheme {scheme!r} (routes here are proxied over http "
                 "or https only)",
             )
+        elif problem := url_problem(self.url, bare=True):
+            yield (("url",), problem)
 
     def backend(self) -> Backend:
         """The Route's backend (the scheme was checked by `problems`)."""

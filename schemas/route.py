@@ -7,7 +7,16 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from schemas.base import API_VERSION, Duration, Metadata, Problem, Slug, StrictModel, nested
+from schemas.base import (
+    API_VERSION,
+    Duration,
+    Metadata,
+    Problem,
+    Slug,
+    StrictModel,
+    nested,
+    url_problem,
+)
 from schemas.routefeatures import (
     OTHER_ROUTE_FIELDS,
     ABTest,
@@ -32,6 +41,10 @@ class Backend(StrictModel):
     health_check: HealthCheck | None = Field(
         default=None, description="The gateway's active health check of this backend."
     )
+
+    def problems(self) -> Iterator[Problem]:
+        if problem := url_problem(self.url, bare=True):
+            yield (("url",), problem)
 
 
 class TrafficGroup(StrictModel):
@@ -139,6 +152,8 @@ class RouteSpec(StrictModel):
             if group.name in seen:
                 yield (("traffic_split", index, "name"), f"group {group.name!r} is listed twice")
             seen.add(group.name)
+            for number, backend in enumerate(group.backends):
+                yield from nested(("traffic_split", index, "backends", number), backend.problems())
         total = sum(group.weight for group in groups)
         if groups and total != 100:
             yield (("traffic_split",), f"group weights sum to {total}; they must sum to 100")

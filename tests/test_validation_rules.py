@@ -243,6 +243,48 @@ CASES: dict[str, tuple[str, str, str]] = {
         "spec.region",
         "required field is missing",
     ),
+    "http url port in range": (
+        canary("http:\n  - name: home\n    url: https://example.com:70000/  #!"),
+        "spec.http[0].url",
+        "'https://example.com:70000/': the port must be a number from 1 to 65535",
+    ),
+    "http url port not 0": (
+        canary("http:\n  - name: home\n    url: https://example.com:0/  #!"),
+        "spec.http[0].url",
+        "the port must be a number from 1 to 65535",
+    ),
+    "http url has a host": (
+        canary("http:\n  - name: home\n    url: 'https://:443/'  #!"),
+        "spec.http[0].url",
+        "'https://:443/' has no host",
+    ),
+    "http url brackets": (
+        canary("http:\n  - name: home\n    url: 'http://[::1/'  #!"),
+        "spec.http[0].url",
+        "is not a URL (Invalid IPv6 URL)",
+    ),
+    "multihttp url port, variables left as written": (
+        canary(
+            "multihttp:\n  - name: flow\n    entries:\n      - request:\n"
+            "          url: 'http://${host}:abc/x'  #!\n"
+        ),
+        "spec.multihttp[0].entries[0].request.url",
+        "'http://${host}:abc/x': the port must be a number from 1 to 65535",
+    ),
+    "route backend port in range": (
+        route(split=SPLIT.replace("http://v2:8080", "http://v2:99999").replace(
+            "      backends: [{url: 'http://v2:99999'}]",
+            "      backends: [{url: 'http://v2:99999'}]  #!")),  # fmt: skip
+        "spec.traffic_split[1].backends[0].url",
+        "'http://v2:99999': the port must be a number from 1 to 65535",
+    ),
+    "route backend is scheme, host and port only": (
+        route(split=SPLIT.replace(
+            "      backends: [{url: 'http://v2:8080'}]",
+            "      backends: [{url: 'http://user:pw@v2:8080/api?x=1'}]  #!")),  # fmt: skip
+        "spec.traffic_split[1].backends[0].url",
+        "a backend is scheme://host[:port] only",
+    ),
     "gateway route ids are slugs": (
         "routes:\n  - id: Bad Id  #!\n    path: /x\n",
         "routes[0].id",
