@@ -272,16 +272,22 @@ CASES: dict[str, tuple[str, str, str]] = {
         "'http://${host}:abc/x': the port must be a number from 1 to 65535",
     ),
     "route backend port in range": (
-        route(split=SPLIT.replace("http://v2:8080", "http://v2:99999").replace(
-            "      backends: [{url: 'http://v2:99999'}]",
-            "      backends: [{url: 'http://v2:99999'}]  #!")),  # fmt: skip
+        route(
+            split=SPLIT.replace("http://v2:8080", "http://v2:99999").replace(
+                "      backends: [{url: 'http://v2:99999'}]",
+                "      backends: [{url: 'http://v2:99999'}]  #!",
+            )
+        ),  # fmt: skip
         "spec.traffic_split[1].backends[0].url",
         "'http://v2:99999': the port must be a number from 1 to 65535",
     ),
     "route backend is scheme, host and port only": (
-        route(split=SPLIT.replace(
-            "      backends: [{url: 'http://v2:8080'}]",
-            "      backends: [{url: 'http://user:pw@v2:8080/api?x=1'}]  #!")),  # fmt: skip
+        route(
+            split=SPLIT.replace(
+                "      backends: [{url: 'http://v2:8080'}]",
+                "      backends: [{url: 'http://user:pw@v2:8080/api?x=1'}]  #!",
+            )
+        ),  # fmt: skip
         "spec.traffic_split[1].backends[0].url",
         "a backend is scheme://host[:port] only",
     ),
@@ -366,3 +372,26 @@ def test_a_union_field_reports_what_is_wrong_once_without_pydantic_tags(tmp_path
     assert len(errors) == 2, errors
     assert "spec.dns[0].timeout: Input should be less than or equal to 3600" in errors[0]
     assert "spec.dns[1].timeout: timeout '0s' is out of range: allowed 1ms to 1h" in errors[1]
+
+
+def test_two_routes_taking_the_same_requests_name_both_places(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(VALID_BASE.lstrip("\n"))
+    (tmp_path / "api.yaml").write_text(
+        route().replace("  path: /api\n", "  path: /api\n  path_prefix: true\n")
+    )
+    (tmp_path / "exact.yaml").write_text(route().replace("name: api", "name: api-root"))
+    (tmp_path / "slash.yaml").write_text(
+        route().replace("name: api", "name: api-tree").replace(
+            "  path: /api\n", "  path: /api/\n  path_prefix: true\n")
+    )  # fmt: skip
+    result = run_cli("validate", "--repo", tmp_path, "-q")
+    assert result.code == 1
+    errors = [row for row in result.out.splitlines() if ".yaml:" in row]
+    assert errors == [
+        "Error: exact.yaml:6:3: Route/api-root: spec.path: the path '/api' is routed by "
+        "Route/api already (api.yaml:6); a request must have one route",
+        "Error: slash.yaml:6:3: Route/api-tree: spec.path: every path under '/api/' is routed "
+        "by Route/api already (api.yaml:6); a request must have one route",
+    ]
+    (tmp_path / "api.yaml").unlink()  # '/api' exactly and '/api/…' are different requests
+    assert run_cli("validate", "--repo", tmp_path, "-q").code == 0

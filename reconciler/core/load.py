@@ -173,7 +173,43 @@ def _reference_diagnostics(config: Config) -> list[Diagnostic]:
                 known = ", ".join(sorted(config.regions)) or "none defined"
                 message = f"region {region!r} does not exist (regions: {known})"
                 found.append(window.diagnostic(("spec", "regions", index), message))
-    return found + routing_diagnostics(config)
+    return found + _path_clashes(config) + routing_diagnostics(config)
+
+
+def _claims(path: str, prefix: bool) -> list[tuple[str, str]]:
+    """The requests a route takes: an exact path, and every path under it for a prefix
+    route (`/api` takes `/api` and `/api/…`; `/api/` only `/api/…`)."""
+    if not prefix:
+        return [("exact", path)]
+    if path.endswith("/"):
+        return [("prefix", path)]
+    return [("exact", path), ("prefix", path + "/")]
+
+
+def _path_clashes(config: Config) -> list[Diagnostic]:
+    """An error for each Route taking requests another Route takes already: which one
+    answers would depend on the gateway (nginx refuses such a config outright)."""
+    found = []
+    taken: dict[tuple[str, str], Located[Any]] = {}
+    for key in sorted(config.routes):
+        route = config.routes[key]
+        spec = route.model.spec
+        for claim in _claims(spec.path, spec.path_prefix):
+            first = taken.setdefault(claim, route)
+            if first is route:
+                continue
+            where = first.diagnostic(("spec", "path"), "")
+            kind, path = claim
+            found.append(
+                route.diagnostic(
+                    ("spec", "path"),
+                    f"{'every path under' if kind == 'prefix' else 'the path'} {path!r} is "
+                    f"routed by {first.subject} already ({where.path}:{where.line}); a request "
+                    "must have one route",
+                )
+            )
+            break
+    return found
 
 
 def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) -> LoadResult:
