@@ -389,6 +389,60 @@ def test_relative_windows_and_default_steps(server: InProcessServer) -> None:
     assert until - since == timedelta(days=7)
 
 
+def midnight_z(moment: datetime) -> str:
+    """The UTC midnight starting `moment`'s day, as RFC 3339 with a Z."""
+    day = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day.isoformat().replace("+00:00", "Z")
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [
+        (midnight_z(NOW - timedelta(days=40)), midnight_z(NOW + timedelta(days=1))),
+        ("1970-01-01T00:00:00Z", "9999-01-01T00:00:00Z"),
+    ],
+    ids=["41 whole days", "1970 to 9999"],
+)
+def test_whole_day_windows_over_a_month_count_every_run(
+    server: InProcessServer, since: str, until: str
+) -> None:
+    """Both ends at UTC midnight and over 31 days apart: read off the per-day tier with no
+    partial day at either end (this answered 500 once)."""
+    window = {"since": since, "until": until}
+    uptime = get(server, "/api/v1/targets/default.web/uptime", **window)
+    assert (uptime["total"], uptime["passed"], uptime["uptime"]) == (10, 7, pytest.approx(0.7))
+    assert [(c["check"], c["total"], c["passed"]) for c in uptime["checks"]] == [("check", 10, 7)]
+    us = get(server, "/api/v1/targets/default.web/uptime", region="us", **window)
+    assert (us["total"], us["passed"]) == (4, 2)
+
+    latency = get(server, "/api/v1/targets/default.web/latency", **window)
+    assert latency["count"] == 10
+    assert sum(point["count"] for point in latency["series"]) == 10
+    error = latency["quantile_error"]
+    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        assert latency[name] == pytest.approx(quantile_cont(durations(), q), rel=error), name
+
+
+def test_a_whole_day_window_without_runs_counts_zero(server: InProcessServer) -> None:
+    """Zero runs, not null ones, when the per-day tier has nothing in the window."""
+    window = {
+        "since": midnight_z(NOW - timedelta(days=80)),
+        "until": midnight_z(NOW - timedelta(days=40)),
+    }
+    uptime = get(server, "/api/v1/targets/default.web/uptime", **window)
+    assert (uptime["total"], uptime["passed"], uptime["uptime"]) == (0, 0, None)
+    assert uptime["checks"] == []
+    latency = get(server, "/api/v1/targets/default.web/latency", **window)
+    assert (latency["count"], latency["p50"], latency["series"]) == (0, None, [])
+
+
+def test_a_step_longer_than_any_window_is_one_bucket(server: InProcessServer) -> None:
+    # 999999999d is too many microseconds for a 64-bit integer (this answered 500 once).
+    latency = get(server, "/api/v1/targets/default.web/latency", step="999999999d")
+    assert latency["count"] == 10
+    assert [(p["at"], p["count"]) for p in latency["series"]] == [("1970-01-01T00:00:00Z", 10)]
+
+
 def test_read_token_is_required_when_set(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "config")
     env = {"RECONCILER_READ_TOKEN": "read-secret"}

@@ -24,8 +24,12 @@ _QUANTILES = "list_transform(quantile_cont(duration_ms, [0.5, 0.95, 0.99]), lamb
 _RFC3339 = "'%Y-%m-%dT%H:%M:%S.%fZ'"
 # Timestamps leave DuckDB as RFC 3339 text in UTC, whatever the session's TimeZone.
 _ISO_STARTED = f"strftime(make_timestamp(epoch_us(started_at)), {_RFC3339})"
-_BUCKET = "epoch_us(started_at) // $step * $step"
+# A step too long for a BIGINT of µs (999999999d) makes $step a HUGEINT; the bucket start
+# itself is never later than the run's start, so it fits.
+_BUCKET = "(epoch_us(started_at) // $step * $step)::BIGINT"
 _BUCKET_AT = "strftime(make_timestamp(bucket), '%Y-%m-%dT%H:%M:%SZ')"
+# A sum over no rows is NULL; a window without runs has 0 of each.
+_SUM = "coalesce(sum({}), 0)::BIGINT"
 _SCOPE = """parent = $parent AND started_at >= $since AND started_at < $until
             AND ($region::VARCHAR IS NULL OR region = $region)"""
 
@@ -48,6 +52,16 @@ def _edges(
     """The partial days around [first, last): raw rows are read only there."""
     start, end = _day_at(first), _day_at(last)
     return [(low, high) for low, high in ((since, start), (end, until)) if low < high]
+
+
+def _edge_parameters(parent: str, index: int, low: datetime, high: datetime) -> dict[str, Any]:
+    """The parameters of the raw-row part for partial day `index`, [low, high).
+
+    `$parent` goes with them rather than with the whole statement: DuckDB refuses a
+    parameter the statement does not use, and a range of whole days (both ends at UTC
+    midnight) has no partial day, so no part that reads it.
+    """
+    return {"parent": parent, f"lo{index}": low, f"hi{index}": high}
 
 
 def _day_at(day: int) -> datetime:
@@ -189,14 +203,14 @@ def _uptime_by_days(
                   AND ($region::VARCHAR IS NULL OR region = $region)
                 GROUP BY check_name"""
         )
-        parameters.update({f"lo{index}": low, f"hi{index}": high})
+        parameters.update(_edge_parameters(parent, index, low, high))
     return connection.execute(
-        f"""SELECT check_name, grouping(check_name) AS overall, sum(runs)::BIGINT,
-                   sum(passes)::BIGINT, sum(degraded)::BIGINT, sum(retried)::BIGINT
+        f"""SELECT check_name, grouping(check_name) AS overall, {_SUM.format("runs")},
+                   {_SUM.format("passes")}, {_SUM.format("degraded")}, {_SUM.format("retried")}
             FROM ({" UNION ALL ".join(parts)})
             GROUP BY GROUPING SETS ((), (check_name))
             ORDER BY overall DESC, check_name""",
-        {**parameters, "parent": parent, "region": region},
+        {**parameters, "region": region},
     ).fetchall()
 
 
@@ -272,7 +286,7 @@ def _latency_by_days(
                   AND ($region::VARCHAR IS NULL OR region = $region)
                 GROUP BY bucket, bin"""
         )
-        parameters.update({f"lo{index}": low, f"hi{index}": high})
+        parameters.update(_edge_parameters(parent, index, low, high))
     # Key -1 is the whole range; the others are bucket starts (s).
     counts = f"""(SELECT coalesce(bucket, -1) AS k, bin, sum(n)::BIGINT AS n
                  FROM ({" UNION ALL ".join(parts)})
@@ -280,7 +294,7 @@ def _latency_by_days(
     rows = connection.execute(
         f"""SELECT k, total, list_transform(q, lambda v: round(v, 3))
             FROM ({quantiles_sql(counts, "k")}) ORDER BY k""",
-        {**parameters, "parent": parent, "region": region, "step": step_seconds},
+        {**parameters, "region": region, "step": step_seconds},
     ).fetchall()
     summary: dict[str, Any] = {"count": 0, **_quantiles(None)}
     series = []
