@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # `degraded`: the check passed but slower than its degraded threshold (counted as up, shown
 # amber); see reconciler/core/outcomes.py for how each status counts.
@@ -77,6 +77,18 @@ class ResultBatch(WireModel):
     sent_at: datetime | None = Field(
         default=None, description="The agent's clock when it sent the batch (skew detection)."
     )
+
+    @field_validator("sent_at")
+    @classmethod
+    def _sent_at_has_an_offset(cls, value: datetime | None) -> datetime | None:
+        """Refuse a `sent_at` without a UTC offset (`2026-12-06T10:00:00`, `2026-12-06`):
+        it names no instant, so the agent's clock cannot be compared with the server's."""
+        if value is not None and value.tzinfo is None:
+            raise ValueError(
+                "sent_at must be an RFC 3339 time with a UTC offset "
+                "(e.g. 2026-12-06T10:00:00Z or +01:00); this one has none"
+            )
+        return value
 
 
 class CheckSpec(BaseModel):

@@ -243,7 +243,7 @@ def _damaged_state(state: Path) -> bytes:
 def test_a_state_file_cut_short_is_an_error_and_left_as_it_is(tmp_path: Path) -> None:
     state = tmp_path / "state.duckdb"
     assert run_cli("apply", "--repo", SAMPLE_REPO, "--state", state, "--auto-approve").code == 0
-    data = state.read_bytes()[: 300_000]  # a copy interrupted halfway
+    data = state.read_bytes()[:300_000]  # a copy interrupted halfway
     state.write_bytes(data)
     for command in (
         ("plan", "--repo", SAMPLE_REPO),

@@ -1,6 +1,7 @@
 """Hostile HTTP input, in process: bodies refused before they are read, slow bodies cut off,
-batches capped by rows, webhook replays refused, readiness without detail, out-of-range
-times, and a server file left behind by a killed server."""
+batches capped by rows, times without an offset, webhook replays and non-ASCII signatures
+refused, admin output paths that cannot be written, readiness without detail, out-of-range
+times, a server file left behind by a killed server, and a stop as the listener binds."""
 
 from __future__ import annotations
 
@@ -17,14 +18,15 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import uvicorn
 
 from reconciler.cli.server_client import server_url
 from reconciler.server.address_file import server_file
 from reconciler.server.http.webhook import ReplayGuard
-from reconciler.server.main import Parts
+from reconciler.server.main import Parts, _serve, _Server
 from reconciler.server.settings import SettingsError, load_settings
 from tests.conftest import ConfigRepo, canary_doc, region_doc
-from tests.inprocess import serving, until_ready
+from tests.inprocess import running, serving, until_ready
 from tests.server import ADMIN_TOKEN, WEBHOOK_SECRET
 from tests.waiting import eventually
 
@@ -135,6 +137,46 @@ async def test_a_batch_over_the_row_limit_is_413_naming_it_and_stores_nothing(
     assert response.json()["dropped"] == {"malformed": 100}
 
 
+# -- times without an offset -----------------------------------------------------------------------
+
+
+def _row(**overrides: Any) -> dict[str, Any]:
+    """A valid result row of the `repo` fixture's canary, started a moment ago."""
+    started = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
+    row = {"canary": "default/web@eu-1", "check": "check", "started_at": started}
+    return {**row, "duration_ms": 12.5, "status": "pass", **overrides}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sent_at", ["2026-12-06T10:00:00", "2026-12-06"])
+async def test_a_sent_at_without_an_offset_is_400_naming_it_and_stores_nothing(
+    server: tuple[Parts, httpx.AsyncClient], sent_at: str
+) -> None:
+    _, client = server
+    agent = await _agent(client)
+    body = orjson.dumps({"results": [_row()], "sent_at": sent_at})
+    response = await client.post("/api/agent/results", content=body, headers=agent)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert "sent_at" in error and "offset" in error and "Z" in error, error
+    results = await client.get("/api/v1/targets/default.web/results")
+    assert results.json()["results"] == []
+
+
+@pytest.mark.anyio
+async def test_a_row_started_without_an_offset_is_dropped_as_malformed(
+    server: tuple[Parts, httpx.AsyncClient],
+) -> None:
+    _, client = server
+    agent = await _agent(client)
+    sent_at = datetime.now(UTC).isoformat()
+    rows = [_row(), _row(started_at="2026-12-06T10:00:00"), _row(started_at="2026-12-06")]
+    body = orjson.dumps({"results": rows, "sent_at": sent_at})
+    response = await client.post("/api/agent/results", content=body, headers=agent)
+    assert response.status_code == 200, response.text
+    assert (response.json()["accepted"], response.json()["dropped"]) == (1, {"malformed": 2})
+
+
 # -- webhook replays -------------------------------------------------------------------------------
 
 
@@ -160,6 +202,22 @@ async def test_a_replayed_webhook_is_refused_and_does_not_reconcile(
     assert triggers == ["webhook", "webhook"]
 
 
+@pytest.mark.anyio
+async def test_a_signature_with_non_ascii_bytes_is_401_like_any_wrong_one(
+    server: tuple[Parts, httpx.AsyncClient],
+) -> None:
+    parts, client = server
+    triggers: list[str] = []
+    parts.app.state.trigger = triggers.append
+    push = b'{"ref": "refs/heads/main", "after": "3333"}'
+    for value in (b"sha256=\xff", b"sha256=" + "\u00e9".encode("latin-1") * 64):
+        headers = {"X-Hub-Signature-256": value}
+        response = await client.post("/hooks/git", content=push, headers=headers)
+        assert response.status_code == 401, (value, response.text)
+        assert "X-Hub-Signature-256" in response.json()["error"]
+    assert triggers == []
+
+
 def test_the_replay_memory_forgets_after_its_window_and_beyond_its_capacity() -> None:
     guard = ReplayGuard(timedelta(seconds=600), capacity=2)
     start = datetime(2026, 1, 1, tzinfo=UTC)
@@ -171,6 +229,63 @@ def test_the_replay_memory_forgets_after_its_window_and_beyond_its_capacity() ->
     assert guard.first_time("c", later) is None  # full: "a", the oldest, is forgotten
     assert guard.first_time("a", later) is None
     assert guard.first_time("c", later) == later
+
+
+# -- admin output paths ----------------------------------------------------------------------------
+
+
+def _unwritable_outs(base: Path) -> list[str]:
+    """Output paths a site build or a backup cannot use, each for a reason of its own."""
+    full = base / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("mine")
+    regular = base / "regular"
+    regular.write_text("mine")
+    return [
+        str(full),  # not empty, and no site
+        str(regular),  # a file
+        str(base / "missing" / "out"),  # under a missing directory
+        str(base / ("n" * 5000)),  # a name far too long
+        str(base / ("n" * 300)),  # a name too long
+        f"{base}/a\u0000b",  # a NUL byte
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_site_build_into_a_path_it_cannot_use_is_422_saying_why(
+    server: tuple[Parts, httpx.AsyncClient], tmp_path: Path
+) -> None:
+    _, client = server
+    base = tmp_path / "outs"
+    base.mkdir()
+    outs = _unwritable_outs(base)
+    before = sorted(os.walk(base))
+    expected = ["is not empty", "is a file", "No such file or directory", "File name too long",
+                "File name too long", "NUL byte"]  # fmt: skip
+    for out, why in zip([*outs, "/"], [*expected, "is not empty"], strict=True):
+        response = await client.post("/api/site/build", json={"out": out}, headers=ADMIN)
+        assert response.status_code == 422, (out[:80], response.text)
+        assert why in response.json()["error"], response.text
+    assert sorted(os.walk(base)) == before, "nothing written"
+
+
+@pytest.mark.anyio
+async def test_a_backup_to_a_path_it_cannot_use_is_422_saying_why(
+    server: tuple[Parts, httpx.AsyncClient], tmp_path: Path
+) -> None:
+    _, client = server
+    base = tmp_path / "outs"
+    base.mkdir()
+    outs = _unwritable_outs(base)[2:]
+    before = sorted(os.walk(base))
+    expected = ["is not a directory", "File name too long", "File name too long",
+                "embedded null byte"]  # fmt: skip
+    for out, why in zip(outs, expected, strict=True):
+        response = await client.post("/api/state/backup", json={"out": out}, headers=ADMIN)
+        assert response.status_code == 422, (out[:80], response.text)
+        error = response.json()["error"]
+        assert error.startswith("cannot write the backup to ") and why in error, error
+    assert sorted(os.walk(base)) == before, "nothing written"
 
 
 # -- readiness -------------------------------------------------------------------------------------
@@ -280,3 +395,29 @@ def test_a_server_file_naming_a_dead_process_is_ignored_with_a_note(
     err = capsys.readouterr().err
     assert f"note: ignoring {info}" in err and "nothing accepts connections" in err
     assert server_url(state, "http://elsewhere:1/") == "http://elsewhere:1"
+
+
+# -- a stop as the listener binds ------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_stop_asked_for_as_the_listener_binds_ends_serving_cleanly(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    """SIGTERM a second after `reconcile serve` started: uvicorn bound, then closed its
+    sockets before the server looked for its port (this raised IndexError, exit 1). A stop
+    asked for before serving starts makes that order certain."""
+    async with running(repo.path, tmp_path / "state.duckdb") as parts:
+        config = uvicorn.Config(
+            parts.app, host="127.0.0.1", port=0, lifespan="off", log_config=None
+        )
+        listener = _Server(config)
+        listener.should_exit = True
+        info = server_file(tmp_path / "state.duckdb")
+        announced: list[str] = []
+        await asyncio.wait_for(
+            _serve(listener, parts.control.settings, parts, info, announced.append), 30
+        )
+        assert listener.started, "it did bind"
+        assert announced == [], "no address to announce: it no longer listens"
+        assert not info.exists()

@@ -367,34 +367,38 @@ async def run_server(
     running.add_signal_handler(signal.SIGHUP, hang_up)
     try:
         async with running_parts(settings, environ, clock) as parts:
-            if stopping.is_set():  # asked to stop while starting
-                return
-            release_pulls = parts.control.release_pulls
-            reconcile = parts.loop.trigger
-            _allow_open_files(settings.max_connections)
-            _settle_collector()
-            config = uvicorn.Config(
-                parts.app,
-                host=settings.host,
-                port=settings.port,
-                log_config=None,
-                lifespan="off",
-                access_log=False,
-                # Read limits (docs/limits.md): slow or oversized requests are cut off.
-                http=guarded_protocol(ReadLimits.of(settings, _counter(parts.control))),
-                timeout_keep_alive=settings.keep_alive_timeout,
-                limit_concurrency=settings.max_connections,
-            )
-            server = _Server(config)
-            info = server_file(settings.state)
-            try:
-                await _serve(server, settings, parts, info, on_ready)
-            finally:
-                info.unlink(missing_ok=True)
+            # Asked to stop while starting: nothing to serve, but stopped as any other stop.
+            if not stopping.is_set():
+                release_pulls = parts.control.release_pulls
+                reconcile = parts.loop.trigger
+                _allow_open_files(settings.max_connections)
+                _settle_collector()
+                server = _Server(_listener_config(settings, parts))
+                info = server_file(settings.state)
+                try:
+                    await _serve(server, settings, parts, info, on_ready)
+                finally:
+                    info.unlink(missing_ok=True)
         log.info("stopped; every accepted result is stored")
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             running.remove_signal_handler(signum)
+
+
+def _listener_config(settings: ServeSettings, parts: Parts) -> uvicorn.Config:
+    """uvicorn's settings for the app of `parts`, with the read limits of `settings`."""
+    return uvicorn.Config(
+        parts.app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        lifespan="off",
+        access_log=False,
+        # Read limits (docs/limits.md): slow or oversized requests are cut off.
+        http=guarded_protocol(ReadLimits.of(settings, _counter(parts.control))),
+        timeout_keep_alive=settings.keep_alive_timeout,
+        limit_concurrency=settings.max_connections,
+    )
 
 
 async def _serve(
@@ -407,8 +411,8 @@ async def _serve(
     serving = asyncio.create_task(server.serve(), name="http")
     while not server.started and not serving.done():
         await asyncio.sleep(0.02)
-    if server.started:
-        port = server.servers[0].sockets[0].getsockname()[1]
+    port = _bound_port(server) if server.started else None
+    if port is not None:
         url = f"http://{settings.host}:{port}"
         # Written aside and renamed: a CLI command that sees the file can read it whole.
         temporary = info.with_name(info.name + ".tmp")
@@ -419,3 +423,16 @@ async def _serve(
             on_ready(url)
         parts.loop.trigger("startup")
     await serving
+
+
+def _bound_port(server: uvicorn.Server) -> int | None:
+    """The port `server` listens on; None when it no longer listens.
+
+    A stop asked for just as the listener bound (SIGTERM a second after start) closes its
+    sockets before `_serve` looks at them: there is then no address to announce, and the
+    server is stopping anyway.
+    """
+    for listener in getattr(server, "servers", []):
+        for bound in listener.sockets:
+            return int(bound.getsockname()[1])
+    return None

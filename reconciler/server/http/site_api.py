@@ -14,6 +14,7 @@ from reconciler.server.http.common import (
     require_admin,
 )
 from reconciler.server.http.docs import errors, json_body
+from reconciler.sitebuild import Report, SiteError
 
 router = APIRouter(tags=["site"])
 
@@ -40,7 +41,7 @@ async def build(request: Request) -> Response:
     out = document.get("out") if isinstance(document, dict) else None
     if out is not None and (not isinstance(out, str) or not Path(out).is_absolute()):
         raise RequestRefused(422, "out must be an absolute directory path on the server")
-    report = await site.build(Path(out) if out else None)
+    report = await _build_into(request, Path(out) if out else None)
     return json_response(
         {
             "out": str(Path(out) if out else site.out_dir),
@@ -49,3 +50,27 @@ async def build(request: Request) -> Response:
             "timings": report.timings,
         }
     )
+
+
+async def _build_into(request: Request, out: Path | None) -> Report:
+    """Build the site into `out` (None: the server's own directory).
+
+    A directory that cannot be a site (not empty and not one, a file, under a missing
+    parent, a name too long, a NUL byte) is the caller's mistake, not the server's: 422
+    with what is wrong, as `reconcile site build` says it. Each is found before anything
+    is written there.
+
+    Raises:
+        RequestRefused: 422 when `out` cannot be written.
+    """
+    if out is not None and "\0" in str(out):
+        raise RequestRefused(422, f"out: a path cannot hold a NUL byte, got {str(out)!r}")
+    try:
+        return await controllers_of(request).site.build(out)
+    except SiteError as error:
+        raise RequestRefused(422, str(error)) from error
+    except OSError as error:
+        if out is None:
+            raise  # the server's own directory: its fault, not the caller's
+        why = error.strerror or str(error)
+        raise RequestRefused(422, f"cannot write the site to {out}: {why}") from error

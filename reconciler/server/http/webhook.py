@@ -15,11 +15,16 @@ MAX_REMEMBERED = 10_000
 
 
 def signature_valid(secret: str, body: bytes, header: str | None) -> bool:
-    """GitHub's `X-Hub-Signature-256: sha256=<hex HMAC of the body>`."""
+    """GitHub's `X-Hub-Signature-256: sha256=<hex HMAC of the body>`.
+
+    Compared as bytes: `hmac.compare_digest` refuses str with non-ASCII characters (a header
+    holding byte 0xff arrives as '\xff'), and such a header is a wrong signature, not an error.
+    """
     if not header or not header.startswith("sha256="):
         return False
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(header[7:], expected)
+    presented = header[7:].encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(presented, expected.encode())
 
 
 class ReplayGuard:
