@@ -222,7 +222,7 @@ def test_figures_match_hand_computed_uptime_and_quantiles(fleet: tuple[Path, Con
     assert near(kpi(shop, "p50"), quantile(every, 0.5))
     assert near(kpi(shop, "p95"), quantile(every, 0.95))
     assert near(kpi(shop, "p99"), quantile(every, 0.99))
-    assert kpi(shop, "Runs") == "10"
+    assert kpi(shop, "Check runs") == "10"
     eu = [d for _, region, d, _ in SHOP if region == "eu"]
     us = [d for _, region, d, _ in SHOP if region == "us"]
     # Region, then: uptime, p50, p95, runs, last status.
@@ -307,12 +307,12 @@ def test_90_and_365_day_pages_count_today_and_the_days_before(
         for name in ("90d", "365d"):
             page = read(site, f"canary/web.shop-{name}.html")
             assert kpi(page, f"Uptime ({name})") == "90.00%", (now, name)
-            assert kpi(page, "Runs") == "10"
+            assert kpi(page, "Check runs") == "10"
             assert near(kpi(page, "p95"), quantile(every, 0.95))
             assert (row := region_row(page, "eu")) and (row[0], row[3]) == ("87.50%", "8")
         status = read(site, "status.html")
         assert '<th scope="col">Uptime 365 days</th>' in status
-    assert kpi(read(site, "canary/web.shop.html"), "Runs") != "10"  # 24 hours: none left
+    assert kpi(read(site, "canary/web.shop.html"), "Check runs") != "10"  # 24 hours: none left
 
 
 def test_region_pages_are_scoped(fleet: tuple[Path, Connection]) -> None:
@@ -563,7 +563,7 @@ def test_incremental_rollups_equal_a_build_from_scratch(fleet: tuple[Path, Conne
         assert stored == _rows(connection, query.format("temp")), query
         assert stored
     api = read(site, "canary/web.api-7d.html")
-    assert kpi(api, "Runs") == "3"  # the late row counts in the 7-day window
+    assert kpi(api, "Check runs") == "3"  # the late row counts in the 7-day window
     tiered = _rows(
         connection,
         f"SELECT win, runs FROM {state_schema(connection)}.site_window WHERE region IS NULL",

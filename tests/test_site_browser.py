@@ -156,7 +156,7 @@ def test_the_region_selector_scopes_a_canary_page(site: Path) -> None:
         page.click(".scope-bar label[for='scope-us']")
         assert uptime.locator(".kpi-value").inner_text() == "75.00%"
         assert abs(_millis(page, "p95") / 385 - 1) <= 0.021  # us: 100, 200, 300, 400 ms
-        assert page.locator(".kpi:visible .kpi-label:text-is('Runs')").count() == 1
+        assert page.locator(".kpi:visible .kpi-label:text-is('Check runs')").count() == 1
         assert [line.get_attribute("data-region") for line in lines.all() if _drawn(line)] == ["us"]
         regions = (
             page.locator("table").filter(has_text="status now in each region").locator("tbody tr")

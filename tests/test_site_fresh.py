@@ -58,7 +58,7 @@ def test_an_outage_seconds_before_a_build_shows_in_every_figure(
     us = [d for _, region, d, _ in SHOP if region == "us"] + [900.0, 900.0]
     for window, page in PAGES.items():
         html = read(site, page)
-        assert kpi(html, "Runs") == "12", window
+        assert kpi(html, "Check runs") == "12", window
         assert kpi(html, f"Uptime ({window})") == "75.00%", window  # 9 of 12
         assert near(kpi(html, "p95"), quantile(every, 0.95)), window
         assert near(kpi(html, "p99"), quantile(every, 0.99)), window
@@ -104,7 +104,7 @@ def test_a_new_canary_has_figures_and_a_chart_a_minute_after_its_first_run(
         build_site(connection, site, NOW)
     for window, page in PAGES.items():
         html = read(site, page)
-        assert kpi(html, "Runs") == "2" and kpi(html, f"Uptime ({window})") == "100%", window
+        assert kpi(html, "Check runs") == "2" and kpi(html, f"Uptime ({window})") == "100%", window
         assert near(kpi(html, "p95"), quantile([40.0, 60.0], 0.95)), window
         assert "No runs in this window." not in html, window
         assert re.search(r'<path class="line s0" data-region="eu" d="M\d+,40\.0h0"', html), window
@@ -134,7 +134,7 @@ def test_a_rebuild_with_nothing_new_rewrites_no_canary_page(
         "web.api-90d.html",
         "web.api.html",
     ]
-    assert kpi(read(site, "canary/web.api-30d.html"), "Runs") == "3"
+    assert kpi(read(site, "canary/web.api-30d.html"), "Check runs") == "3"
 
 
 def test_a_refusal_polled_again_keeps_its_first_time_and_clears_on_apply(

@@ -78,7 +78,7 @@ def test_a_moved_window_is_drawn_the_next_minute_and_other_pages_stay(
     build_site(connection, site, NOW + timedelta(minutes=3))  # 13:10: the run shows at once
     every = [duration for _, _, duration, _ in SHOP] + [500.0]
     shop = read(site, SHOP_PAGES[0])
-    assert kpi(shop, "Runs") == "11" and kpi(shop, "Uptime (24h)") == "90.90%"
+    assert kpi(shop, "Check runs") == "11" and kpi(shop, "Uptime (24h)") == "90.90%"
     assert near(kpi(shop, "p99"), quantile(every, 0.99))
     build_site(connection, site, NOW + timedelta(minutes=8))  # 13:15: a build a minute
     before = snapshot(site)
@@ -89,7 +89,7 @@ def test_a_moved_window_is_drawn_the_next_minute_and_other_pages_stay(
     assert staged.staged == ["24h"] and staged.windows == []
     shop = read(site, SHOP_PAGES[0])
     assert window_range(shop) == "24 hours from 2026-11-19 13:00 UTC"
-    assert kpi(shop, "Runs") == "11"
+    assert kpi(shop, "Check runs") == "11"
     middle = snapshot(site)
     assert all(middle[page] == before[page] for page in before if page.startswith("canary/"))
 
@@ -98,7 +98,7 @@ def test_a_moved_window_is_drawn_the_next_minute_and_other_pages_stay(
     assert published.windows == ["24h"] and published.staged == []
     shop = read(site, SHOP_PAGES[0])
     assert window_range(shop) == "24 hours from 2026-11-19 13:15 UTC"
-    assert kpi(shop, "Runs") == "11" and kpi(shop, "Uptime (24h)") == "90.90%"
+    assert kpi(shop, "Check runs") == "11" and kpi(shop, "Uptime (24h)") == "90.90%"
     assert near(kpi(shop, "p95"), quantile(every, 0.95))
     after = snapshot(site)
     for page in ("canary/web.shop-7d.html", "canary/web.shop-30d.html", "canary/web.api-7d.html"):
@@ -203,7 +203,7 @@ def test_staged_and_moved_figures_equal_figures_from_scratch(
         staged.append(builder.stage_ahead(connection, moment) if ahead else report.staged)
         assert not (ahead and report.staged)
         published.append(report.windows)
-        runs |= {kpi(read(site, page), "Runs") for page in SHOP_PAGES}
+        runs |= {kpi(read(site, page), "Check runs") for page in SHOP_PAGES}
     assert runs == {"11"}  # the 23:58 run counts in every window, staged or not
     assert staged[1:] == [["24h"], [], ["7d"], [], [], [], [], ["30d"], []]
     assert published[1:] == [[], ["24h"], [], ["7d"], [], [], [], [], ["30d"]]
@@ -226,7 +226,7 @@ def test_staged_and_moved_figures_equal_figures_from_scratch(
         stored = connection.execute(f"{query.format(schema)} ORDER BY ALL").fetchall()
         assert stored == connection.execute(f"{query.format('temp')} ORDER BY ALL").fetchall()
         assert stored, query
-    assert kpi(read(site, "canary/web.shop-7d.html"), "Runs") == "11"
+    assert kpi(read(site, "canary/web.shop-7d.html"), "Check runs") == "11"
 
 
 def test_a_late_run_after_staging_is_in_the_published_chart(
@@ -358,7 +358,7 @@ def test_long_window_pages_are_drawn_only_when_what_they_show_changes(
     before = snapshot(site)
     long_pages = [f"canary/web.shop-{name}.html" for name in ("90d", "365d")]
     page = read(site, long_pages[0])
-    assert kpi(page, "Runs") == "3.31 k" and kpi(page, "Uptime (90d)") == "99.96%"
+    assert kpi(page, "Check runs") == "3.31 k" and kpi(page, "Uptime (90d)") == "99.96%"
     assert "Last run" not in page and "Degraded (24h)" not in page
     assert 'href="web.shop.html">24-hour page</a>' in page
     assert 'kpi-label">Last run' in read(site, SHOP_PAGES[0])
@@ -371,7 +371,7 @@ def test_long_window_pages_are_drawn_only_when_what_they_show_changes(
         assert after[shown] != before[shown], shown  # 3,311 runs
     for kept in long_pages:
         assert after[kept] == before[kept], kept  # same bytes, same file: not drawn
-    assert kpi(read(site, SHOP_PAGES[0]), "Runs") == "3,311"
+    assert kpi(read(site, SHOP_PAGES[0]), "Check runs") == "3,311"
 
 
 def _today_points(site: Path, page: str, day: datetime) -> dict[str, str]:
@@ -505,8 +505,8 @@ def test_tiered_windows_moved_every_two_hours_equal_figures_from_scratch(
         builder = SiteBuilder(site, stage_ahead=ahead)
         report = builder.build(connection, moment)
         staged += builder.stage_ahead(connection, moment) if ahead else report.staged
-        assert kpi(read(site, "canary/web.shop-365d.html"), "Runs") == "13"
-    assert kpi(read(site, "canary/web.shop-90d.html"), "Runs") == "12"
+        assert kpi(read(site, "canary/web.shop-365d.html"), "Check runs") == "13"
+    assert kpi(read(site, "canary/web.shop-90d.html"), "Check runs") == "12"
     assert staged.count("90d") == 2 and staged.count("365d") == 2
     stored = Tables()
     refresh_live(connection, stored)
@@ -639,7 +639,7 @@ def test_a_builder_kept_between_builds_draws_what_a_fresh_one_draws(
             assert html == fresh_pages[page][0], (minute, page)
     # Most builds took the rows kept: a read per window, and one per move of it.
     assert 0 < server.kept.reads < builds * 3
-    assert kpi(read(state.parent / "kept", "canary/web.api.html"), "Runs") != "0"
+    assert kpi(read(state.parent / "kept", "canary/web.api.html"), "Check runs") != "0"
 
 
 def build_minutes(builder: SiteBuilder, connection: Connection, minutes: int) -> None:

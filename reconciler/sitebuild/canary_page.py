@@ -151,7 +151,7 @@ _KPIS_FIGURES = (
     '<li class="kpi"><span class="kpi-label">p50</span> <span class="kpi-value">{}</span></li>\n'
     '<li class="kpi"><span class="kpi-label">p95</span> <span class="kpi-value">{}</span></li>\n'
     '<li class="kpi"><span class="kpi-label">p99</span> <span class="kpi-value">{}</span></li>\n'
-    '<li class="kpi"><span class="kpi-label">Runs</span> <span class="kpi-value">{}</span></li>\n'
+    '<li class="kpi"><span class="kpi-label">Check runs</span> <span class="kpi-value">{}</span></li>\n'
 )
 # Up runs counted apart, always over the last 24 hours (queries.outcome_counts).
 _KPIS_COUNTS = (
@@ -168,7 +168,7 @@ _SUMMARY_KPIS = (
     '<span class="kpi-value">{}</span></li>\n'
     '<li class="kpi"><span class="kpi-label">p50</span> <span class="kpi-value">{}</span></li>\n'
     '<li class="kpi"><span class="kpi-label">p95</span> <span class="kpi-value">{}</span></li>\n'
-    '<li class="kpi"><span class="kpi-label">Runs</span> <span class="kpi-value">{}</span></li>\n'
+    '<li class="kpi"><span class="kpi-label">Check runs</span> <span class="kpi-value">{}</span></li>\n'
 )
 _PAUSED = Markup(
     "Paused: this canary never runs (it has <code>replicas: 0</code> or the schedule "
