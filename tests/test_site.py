@@ -363,6 +363,38 @@ def test_incidents_deployments_and_status_pages(fleet: tuple[Path, Connection]) 
     assert "Major outage" in status and "Open incidents" in status
     # The open incident's start as every other page shows a time, not as the store keeps it.
     assert re.search(r"incident #7 since <time datetime=\S+>2026-11-20 01:40:00 UTC</time>", status)
+    assert '<span class="badge state-progressing">Progressing</span>' in deployments
+    assert "<dt>Regions down</dt><dd>eu</dd>" in incidents
+
+    # Resolved, an incident still says which regions were down, and for how long.
+    resolved = START + timedelta(minutes=40, hours=2, seconds=300)
+    connection.execute("UPDATE incidents SET state = 'resolved', resolved_at = ? WHERE id = 7",
+                       [resolved])  # fmt: skip
+    connection.execute("INSERT INTO incident_timeline VALUES (7, ?, 'eu', 'up')", [resolved])
+    build_site(connection, site, NOW + timedelta(minutes=1))
+    incidents = read(site, "incidents.html")
+    assert "<dt>Regions that were down</dt><dd>eu</dd>" in incidents
+    lasted = r"<dd><time datetime=\S+>2026-11-20 03:45:00 UTC</time>, after 2 h 05 min</dd>"
+    assert re.search(lasted, incidents)
+
+
+def test_titles_name_the_window(fleet: tuple[Path, Connection]) -> None:
+    """Tabs, bookmarks and history tell a page's windows apart."""
+    state, connection = fleet
+    site = state.parent / "site"
+    build_site(connection, site, NOW)
+    titles = {
+        page: re.search(r"<title>(.*?) &middot;", read(site, page)).group(1)  # type: ignore[union-attr]
+        for page in ("index.html", "index-7d.html", "region-eu-30d.html",
+                     "canary/web.shop.html", "canary/web.shop-365d.html")
+    }  # fmt: skip
+    assert titles == {
+        "index.html": "Fleet overview, 24 hours",
+        "index-7d.html": "Fleet overview, 7 days",
+        "region-eu-30d.html": "Region eu, 30 days",
+        "canary/web.shop.html": "web/shop, 24 hours",
+        "canary/web.shop-365d.html": "web/shop, 365 days",
+    }
     assert verdict(["operational", "partial_outage"]) == ("partial_outage", "Partial outage")
     assert verdict(["major_outage", "unknown"]) == ("major_outage", "Major outage")
     assert verdict(["unknown", "operational"]) == ("operational", "All systems operational")

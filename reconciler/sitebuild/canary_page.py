@@ -151,7 +151,8 @@ _KPIS_FIGURES = (
     '<li class="kpi"><span class="kpi-label">p50</span> <span class="kpi-value">{}</span></li>\n'
     '<li class="kpi"><span class="kpi-label">p95</span> <span class="kpi-value">{}</span></li>\n'
     '<li class="kpi"><span class="kpi-label">p99</span> <span class="kpi-value">{}</span></li>\n'
-    '<li class="kpi"><span class="kpi-label">Check runs</span> <span class="kpi-value">{}</span></li>\n'
+    '<li class="kpi"><span class="kpi-label">Check runs</span> '
+    '<span class="kpi-value">{}</span></li>\n'
 )
 # Up runs counted apart, always over the last 24 hours (queries.outcome_counts).
 _KPIS_COUNTS = (
@@ -168,7 +169,8 @@ _SUMMARY_KPIS = (
     '<span class="kpi-value">{}</span></li>\n'
     '<li class="kpi"><span class="kpi-label">p50</span> <span class="kpi-value">{}</span></li>\n'
     '<li class="kpi"><span class="kpi-label">p95</span> <span class="kpi-value">{}</span></li>\n'
-    '<li class="kpi"><span class="kpi-label">Check runs</span> <span class="kpi-value">{}</span></li>\n'
+    '<li class="kpi"><span class="kpi-label">Check runs</span> '
+    '<span class="kpi-value">{}</span></li>\n'
 )
 _PAUSED = Markup(
     "Paused: this canary never runs (it has <code>replicas: 0</code> or the schedule "
@@ -400,7 +402,7 @@ def canary_context(
     else:
         kpis = _kpis(window, _head(snapshot, canary.key, None), overall, figure_cells(overall))
     return {
-        **base_context(path, canary.key, "overview"),
+        **base_context(path, f"{canary.key}, {window.label}", "overview"),
         "heading": canary.key,
         "canary_key": canary.key,
         "status": status,

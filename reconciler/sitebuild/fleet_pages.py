@@ -132,7 +132,7 @@ def overview_context(
         overview_path if region is None else (lambda w: region_path(region.name, w))
     )
     return {
-        **base_context(path, title, "overview"),
+        **base_context(path, f"{title}, {window.label}", "overview"),
         **stamp(snapshot),
         "heading": title,
         "region": region,

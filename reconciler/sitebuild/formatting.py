@@ -83,6 +83,18 @@ def stored_moment(text: str | None) -> str:
     return moment(datetime.fromisoformat(text), seconds=True)
 
 
+def lasted(since: str, until: str) -> str:
+    """How long from one stored moment (RFC 3339) to another, in words: `2 h 05 min`,
+    `4 min 10 s`, `12 s`."""
+    seconds = max(0, int((datetime.fromisoformat(until) - datetime.fromisoformat(since))
+                         .total_seconds()))  # fmt: skip
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
 def iso(value: datetime | int) -> str:
     """A UTC time in RFC 3339 (for `<time datetime>`)."""
     when = datetime.fromtimestamp(value, UTC) if isinstance(value, int) else value.astimezone(UTC)

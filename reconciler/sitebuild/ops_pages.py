@@ -27,7 +27,18 @@ def incidents_context(snapshot: Snapshot) -> dict[str, Any]:
                 "resolved": (
                     fmt.stored_moment(incident["resolved_at"]) if incident["resolved_at"] else None
                 ),
+                "resolved_iso": incident["resolved_at"],
+                "lasted": (
+                    fmt.lasted(incident["opened_at"], incident["resolved_at"])
+                    if incident["resolved_at"]
+                    else None
+                ),
                 "regions_down": ", ".join(incident["regions_down"]) or "none",
+                # Once resolved, no region is down: the page says which ones were.
+                "regions_were_down": ", ".join(
+                    sorted({e["region"] for e in incident["timeline"] if e["change"] == "down"})
+                )
+                or "none recorded",
                 "timeline": [
                     {
                         "at": fmt.stored_moment(entry["at"]),
@@ -94,6 +105,22 @@ def _evaluation(evaluation: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# A canary run's state in words (core/deployment.py's RunStatus).
+STATE_LABELS = {
+    "pending": "Pending",
+    "progressing": "Progressing",
+    "paused": "Paused",
+    "completed": "Completed",
+    "rolled_back": "Rolled back",
+}
+# What the weights applied after a final state are, where they may surprise.
+WEIGHTS_NOTES = {
+    "rolled_back": "After a rollback the route takes the weights its rollback_to chose: with "
+    "original (the default) that is the configured traffic_split, the canary group's own "
+    "share included; zero takes the canary group out.",
+}
+
+
 def deployments_context(snapshot: Snapshot) -> dict[str, Any]:
     """Each route's latest canary run: state, current step, weights, steps and evaluations."""
     deployments = []
@@ -105,6 +132,8 @@ def deployments_context(snapshot: Snapshot) -> dict[str, Any]:
                 "route": run["route"],
                 "run": run["run"],
                 "state": run["state"],
+                "state_label": STATE_LABELS.get(run["state"], str(run["state"])),
+                "weights_note": WEIGHTS_NOTES.get(run["state"], ""),
                 "reason": run.get("reason") or "",
                 "step": (
                     f"step {step + 1} of {len(steps)}"
