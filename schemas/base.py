@@ -39,12 +39,19 @@ class StrictModel(BaseModel):
         return iter(())
 
 
+def slug_problem(value: str) -> str | None:
+    """Why `value` is not a name of a Region, Canary, Route... (a slug), or None."""
+    if _SLUG.fullmatch(value):  # fullmatch: `$` alone lets a trailing newline through
+        return None
+    return (
+        f"{value!r} is not a valid name: use lowercase letters, digits and '-', "
+        "starting and ending with a letter or digit, at most 63 characters"
+    )
+
+
 def _check_slug(value: str) -> str:
-    if not _SLUG.fullmatch(value):  # fullmatch: `$` alone lets a trailing newline through
-        raise ValueError(
-            f"{value!r} is not a valid name: use lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit, at most 63 characters"
-        )
+    if problem := slug_problem(value):
+        raise ValueError(problem)
     return value
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import orjson
 import pytest
 
 from reconciler.cli.main import build_parser
-from reconciler.server.settings import ENVIRONMENT
+from reconciler.server.settings import ENVIRONMENT, SettingsError, load_settings
 from reconciler.store.db import StateError
 from tests import httpd
 from tests.agentproc import free_port
@@ -113,6 +114,25 @@ def test_a_port_out_of_range_is_a_usage_error(
 ) -> None:
     """Not a traceback from `bind`, nor a server on another port than the one asked for."""
     assert said in _usage_error(capsys, *args)
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "apply", "serve"])
+def test_a_local_region_that_is_not_a_region_name_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """Not derived canaries written with region '' or 'Bad Name!'. Parsed only: a `serve`
+    that took the name would serve rather than end."""
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([command, "--local-region", "Bad Name!"])
+    assert exited.value.code == 1
+    said = capsys.readouterr().err
+    assert "argument --local-region: 'Bad Name!' is not a valid name: use lowercase" in said
+
+
+def test_serve_refuses_a_local_region_from_the_environment_that_is_not_a_name() -> None:
+    environ = {"RECONCILER_LOCAL_REGION": "EU West"}
+    with pytest.raises(SettingsError, match="RECONCILER_LOCAL_REGION: 'EU West' is not a valid"):
+        load_settings({}, environ)
 
 
 def test_a_revisions_limit_below_1_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -269,6 +289,26 @@ def test_apply_never_writes_into_another_programs_duckdb_file(tmp_path: Path) ->
         ) in result.err
     with duckdb.connect(str(theirs), read_only=True) as connection:
         assert connection.execute("SHOW TABLES").fetchall() == [("visits",)]
+
+
+def test_a_state_path_that_is_not_a_file_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "state.duckdb"
+    os.mkfifo(fifo)  # opened, it would block until something wrote into it
+    for command in (("plan",), ("apply", "--auto-approve")):
+        result = run_cli(*command, "--repo", SAMPLE_REPO, "--state", fifo, "--lock-timeout", "1")
+        assert result.code == 1
+        assert f"Error: {fifo} is not a regular file: a state file is a DuckDB file" in result.err
+
+
+def test_plan_refuses_a_state_file_of_a_newer_schema_as_apply_does(tmp_path: Path) -> None:
+    state = tmp_path / "state.duckdb"
+    assert run_cli("apply", "--repo", SAMPLE_REPO, "--state", state, "--auto-approve").code == 0
+    with duckdb.connect(str(state)) as connection:
+        connection.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    for command in (("plan",), ("apply", "--auto-approve")):
+        result = run_cli(*command, "--repo", SAMPLE_REPO, "--state", state)
+        assert result.code == 1
+        assert "the state file has schema version 99, newer than this reconciler" in result.err
 
 
 def test_a_state_path_whose_directory_cannot_be_made_is_an_error(tmp_path: Path) -> None:

@@ -85,6 +85,15 @@ def count(text: str) -> int:
     return value
 
 
+def region_name(text: str) -> str:
+    """An argparse type: a Region's name (--local-region)."""
+    from schemas.base import slug_problem
+
+    if problem := slug_problem(text):
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def port(text: str) -> int:
     """An argparse type: a TCP port, 0 to 65535 (0: any free one)."""
     value = _number(text, int, "a port number")
@@ -115,6 +124,7 @@ def add_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--local-region",
         default=os.environ.get(LOCAL_REGION_ENV, "default"),
+        type=region_name,
         metavar="NAME",
         help="the control plane's own region, where 'local' checks run (default: %(default)s)",
     )

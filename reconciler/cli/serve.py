@@ -45,7 +45,10 @@ def register(commands: Subcommands) -> None:
     serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="default 60")
     serve.add_argument("--debounce", type=float, metavar="SECONDS", help="default 0.3")
     serve.add_argument(
-        "--local-region", metavar="NAME", help="the control plane's own region (default)"
+        "--local-region",
+        type=options.region_name,
+        metavar="NAME",
+        help="the control plane's own region (default)",
     )
     serve.add_argument("--clock-skew", type=float, metavar="SECONDS", help="default 300")
     serve.add_argument("--max-result-age", type=float, metavar="SECONDS", help="default 86400")

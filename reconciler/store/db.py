@@ -258,9 +258,19 @@ def _migrate(connection: Connection) -> None:
                 ("serial", "0"),
             ],
         )
-    elif int(found[0]) > SCHEMA_VERSION:
+    else:
+        _check_version(found[0])
+
+
+def _check_version(found: object) -> None:
+    """Refuse a state file of a newer schema (or one whose version is not a number): read
+    or written by this reconciler, it would be misread."""
+    text = str(found)
+    if not text.isdigit():
+        raise StateError(f"the state file's schema version is {text!r}, not a number")
+    if int(text) > SCHEMA_VERSION:
         raise StateError(
-            f"the state file has schema version {found[0]}, newer than this reconciler "
+            f"the state file has schema version {text}, newer than this reconciler "
             f"understands ({SCHEMA_VERSION}); upgrade canary-reconciler"
         )
 
@@ -286,6 +296,9 @@ def open_state(
     """
     if read_only and not path.exists():
         return None
+    if path.exists() and not path.is_file():
+        # A directory is DuckDB's own error; a FIFO or a device would block or be consumed.
+        raise StateError(f"{path} is not a regular file: a state file is a DuckDB file")
     if not read_only:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -302,7 +315,10 @@ def open_state(
             # Another program's DuckDB file: never written into, nor read as a state.
             found = f" (it holds other tables: {', '.join(sorted(tables)[:5])})" if tables else ""
             raise StateError(f"{path} is not a canary-reconciler state file{found}")
-        if not read_only:
+        if read_only:
+            version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+            _check_version((version.fetchone() or ("",))[0])
+        else:
             connection.execute("BEGIN TRANSACTION")
             _migrate(connection)
             connection.execute("COMMIT")
