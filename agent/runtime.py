@@ -16,8 +16,10 @@ from typing import Any
 import httpx
 import orjson
 
+from agent.answers import MAX_CONFIG_BYTES, Answer, AnswerTooLarge, exchange
 from agent.checks import ClientPool, result_row, run_check
 from agent.checks.browser_check import BrowserPolicy, allow_browser_checks
+from agent.checks.runner import describe_error
 from agent.checks.series import CheckSeries
 from agent.metrics import Metrics
 from agent.scheduler import Scheduler
@@ -100,6 +102,8 @@ class Agent:
         self.last_push: datetime | None = None
         self._reconnect = asyncio.Event()
         self._reconnect_timer: asyncio.TimerHandle | None = None
+        # Why the API client was last closed under the requests in flight (a disconnect).
+        self._cut_short_because = ""
         self._pull_now = asyncio.Event()
         # Whether the control plane holds pulls (a long poll): assumed until a held pull
         # comes back at once without saying it was held.
@@ -182,14 +186,22 @@ class Agent:
         log.info("SIGHUP: pulling the config now")
         self._pull_now.set()
 
-    def disconnect(self) -> None:
-        """Drop the API connection, keep probing and spooling; reconnect after a while."""
+    def disconnect(self, asked_by: str = "SIGUSR1") -> None:
+        """Drop the API connection, keep probing and spooling; reconnect after a while.
+
+        Args:
+            asked_by: Who asked (`SIGUSR1`, `POST /disconnect`): named in the log lines of
+                the pull and the ship the disconnect cuts short, which would otherwise
+                report the closed connection as an error without a reason.
+        """
         if not self.connected:
             return
         log.warning(
-            "disconnecting from the control plane; checks keep running, reconnecting in %.0fs",
+            "disconnecting from the control plane (%s); checks keep running, reconnecting in %.0fs",
+            asked_by,
             self.settings.reconnect_after,
         )
+        self._cut_short_because = f"disconnected on request ({asked_by})"
         self.connected = False
         self.ready = False
         api, self._api = self._api, None
@@ -213,9 +225,13 @@ class Agent:
         self._ship_now.set()
 
     def _new_api(self) -> httpx.AsyncClient:
+        # Only the codings `agent.answers` inflates within its limits.
         return httpx.AsyncClient(
             base_url=self.settings.url,
-            headers={"Authorization": f"Bearer {self.settings.token}"},
+            headers={
+                "Authorization": f"Bearer {self.settings.token}",
+                "Accept-Encoding": "gzip, deflate",
+            },
             timeout=httpx.Timeout(10.0),
             transport=self._api_transport,
         )
@@ -255,25 +271,48 @@ class Agent:
         wait = self.settings.pull_wait if self.etag else 0.0
         asked = time.monotonic()
         try:
-            response = await api.get(
+            response = await exchange(
+                api,
+                "GET",
                 "/api/agent/targets",
+                ok_limit=MAX_CONFIG_BYTES,
                 headers=headers,
                 params={"wait": f"{wait:g}"} if wait else None,
                 timeout=httpx.Timeout(10.0, read=wait + 10.0),
             )
+        except AnswerTooLarge as error:
+            # An endless or huge body: another server, a portal. Not read past the limit.
+            self.metrics.count("pulls_total", outcome="too_large")
+            log.warning(
+                "config pull: %s; is --url the control plane? keeping the last config", error
+            )
+            return self.settings.pull_interval / 2
         except httpx.HTTPError as error:
-            self.metrics.count("pulls_total", outcome="unreachable")
-            log.warning("config pull failed (%s); keeping the last config", error)
+            self._pull_failed(api, error)
             return self.settings.pull_interval / 2
         # Held: the server says so, and an unchanged config came back only when the wait
         # ended (never spin on a server answering at once).
         if wait > 0:
             self.server_holds_pulls = PULL_WAIT_HEADER in response.headers and (
-                response.status_code != 304 or time.monotonic() - asked >= wait / 2
+                response.status != 304 or time.monotonic() - asked >= wait / 2
             )
-        if response.status_code == 304:
+        return self._pulled(response)
+
+    def _pull_failed(self, api: httpx.AsyncClient, error: httpx.HTTPError) -> None:
+        """Count and log a pull that got no answer, saying why even when `error` has no
+        text (a connection closed under the request is a `ReadError('')`)."""
+        if api is not self._api:  # `disconnect()` closed the client under this pull
+            log.info("config pull cut short: %s; keeping the last config", self._cut_short_because)
+            return
+        self.metrics.count("pulls_total", outcome="unreachable")
+        log.warning("config pull failed (%s); keeping the last config", describe_error(error))
+
+    def _pulled(self, response: Answer) -> float | None:
+        """Act on a pull's answer; None when the agent runs a good config, else the base
+        delay before retrying."""
+        if response.status == 304:
             self.metrics.count("pulls_total", outcome="not_modified")
-        elif response.status_code == 200:
+        elif response.status == 200:
             document = _config_document(response)
             if document is None:
                 # A proxy's page, or --url naming another server: not a reason to stop pulling.
@@ -286,13 +325,13 @@ class Agent:
                 return self.settings.pull_interval / 2
             self.metrics.count("pulls_total", outcome="updated")
             self._apply_config(document, response.headers.get("etag"))
-        elif response.status_code in (401, 403):
-            self.metrics.count("pulls_total", outcome=f"denied_{response.status_code}")
+        elif response.status in (401, 403):
+            self.metrics.count("pulls_total", outcome=f"denied_{response.status}")
             self._revoked(response)
             return max(self.settings.pull_interval, REVOKED_RETRY_SECONDS)
         else:
             self.metrics.count("pulls_total", outcome="server_error")
-            log.warning("config pull answered %d; keeping the last config", response.status_code)
+            log.warning("config pull answered %d; keeping the last config", response.status)
             return self.settings.pull_interval / 2
         if not self.etag:
             self.server_holds_pulls = False  # nothing to hold a pull on: poll
@@ -315,7 +354,7 @@ class Agent:
             removed,
         )
 
-    def _revoked(self, response: httpx.Response) -> None:
+    def _revoked(self, response: Answer) -> None:
         was_running = bool(self.scheduler.canaries)
         self.scheduler.clear()
         self.etag = None
@@ -323,7 +362,7 @@ class Agent:
         reason = _error_text(response)
         log.error(
             "the control plane refused this agent (%d %s)%s; retrying slowly",
-            response.status_code,
+            response.status,
             reason,
             ": stopped all checks and cleared the config" if was_running else "",
         )
@@ -462,14 +501,25 @@ class Agent:
             return 0, "disconnected"
         body = orjson.dumps({"results": rows, "sent_at": self.clock().isoformat()})
         try:
-            response = await api.post(
-                "/api/agent/results", content=body, headers={"Content-Type": "application/json"}
+            response = await exchange(
+                api,
+                "POST",
+                "/api/agent/results",
+                content=body,
+                headers={"Content-Type": "application/json"},
             )
-        except httpx.HTTPError as error:
-            self.metrics.count("pushes_total", outcome="unreachable")
-            log.warning("shipping %d rows failed (%s); they stay spooled", len(rows), error)
+        except AnswerTooLarge as error:
+            # The rows may have been stored: sent again, they are counted as duplicates.
+            self.metrics.count("pushes_total", outcome="too_large")
+            log.warning(
+                "shipping %d rows: %s; is --url the control plane? they stay spooled",
+                len(rows),
+                error,
+            )
             return 0, str(error)
-        status = response.status_code
+        except httpx.HTTPError as error:
+            return 0, self._post_failed(api, len(rows), error)
+        status = response.status
         if status != 200:
             self.metrics.count("pushes_total", outcome=f"http_{status}")
             if status not in REFUSED:
@@ -492,6 +542,17 @@ class Agent:
         self.last_push = self.clock()
         return status, ""
 
+    def _post_failed(self, api: httpx.AsyncClient, rows: int, error: httpx.HTTPError) -> str:
+        """Count and log a batch that got no answer; why, never an empty reason."""
+        if api is not self._api:  # `disconnect()` closed the client under this batch
+            why = self._cut_short_because
+            log.info("shipping %d rows cut short: %s; they stay spooled", rows, why)
+            return why
+        why = describe_error(error)
+        self.metrics.count("pushes_total", outcome="unreachable")
+        log.warning("shipping %d rows failed (%s); they stay spooled", rows, why)
+        return why
+
     # -- status endpoint ---------------------------------------------------------------
 
     def _status(self, method: str, path: str) -> tuple[int, str, bytes]:
@@ -502,7 +563,7 @@ class Agent:
         if path == "/disconnect":
             if method != "POST":
                 return 405, "text/plain", b"use POST\n"
-            self.disconnect()
+            self.disconnect("POST /disconnect")
             return 200, "text/plain", b"disconnected; reconnecting later\n"
         if path == "/metrics":
             return 200, "text/plain; version=0.0.4", self._metrics().encode()
@@ -540,16 +601,16 @@ class Agent:
         ]  # fmt: skip
 
 
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+def _json_object(response: Answer) -> dict[str, Any] | None:
     """The answer's body as a JSON object, or None."""
     try:
-        document = orjson.loads(response.content)
+        document = orjson.loads(response.body)
     except orjson.JSONDecodeError:
         return None
     return document if isinstance(document, dict) else None
 
 
-def _config_document(response: httpx.Response) -> dict[str, Any] | None:
+def _config_document(response: Answer) -> dict[str, Any] | None:
     """A pulled config (`{"canaries": [{"id": ...}, ...], ...}`), or None for anything else."""
     document = _json_object(response)
     if document is None:
@@ -562,7 +623,7 @@ def _config_document(response: httpx.Response) -> dict[str, Any] | None:
     return document
 
 
-def _receipt(response: httpx.Response) -> dict[str, Any] | None:
+def _receipt(response: Answer) -> dict[str, Any] | None:
     """The control plane's receipt for shipped rows (`accepted`, `duplicates`, `dropped`)."""
     document = _json_object(response)
     if document is None:
@@ -575,7 +636,7 @@ def _receipt(response: httpx.Response) -> dict[str, Any] | None:
     return document
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(response: Answer) -> str:
     """The error an answer gives (`{"error": ...}` or its text), cut to one short line."""
     error = (_json_object(response) or {}).get("error")
     text = error if isinstance(error, str) else response.text

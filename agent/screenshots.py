@@ -15,6 +15,7 @@ from datetime import datetime
 
 import httpx
 
+from agent.answers import AnswerTooLarge, exchange
 from agent.metrics import Metrics
 
 log = logging.getLogger("agent")
@@ -73,7 +74,9 @@ class ScreenshotQueue:
         while self._pending:
             shot = self._pending.popleft()
             try:
-                response = await client.post(
+                response = await exchange(
+                    client,
+                    "POST",
                     "/api/agent/screenshots",
                     params={
                         "canary": shot.canary,
@@ -83,11 +86,15 @@ class ScreenshotQueue:
                     content=shot.png,
                     headers={"Content-Type": "image/png"},
                 )
+            except AnswerTooLarge as error:
+                self._metrics.count(DROPPED, reason="refused")
+                log.warning("screenshot of %s/%s not sent: %s", shot.canary, shot.check, error)
+                continue
             except httpx.HTTPError as error:
                 self._metrics.count(DROPPED, reason="unreachable")
                 log.warning("screenshot of %s/%s not sent: %r", shot.canary, shot.check, error)
                 continue
-            if response.status_code == 200:
+            if response.status == 200:
                 self._metrics.count(SENT)
             else:
                 self._metrics.count(DROPPED, reason="refused")
@@ -95,6 +102,6 @@ class ScreenshotQueue:
                     "screenshot of %s/%s refused: %d %s",
                     shot.canary,
                     shot.check,
-                    response.status_code,
+                    response.status,
                     response.text[:200],
                 )

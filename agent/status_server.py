@@ -31,15 +31,17 @@ async def _serve_one(
                 break
         else:
             parts = []
-        if len(parts) < 2:
+        method = parts[0].upper() if len(parts) >= 2 else ""
+        if not method:
             status, kind, body = 400, "text/plain", b"bad request\n"
         else:
-            status, kind, body = handler(parts[0].upper(), parts[1].split("?", 1)[0])
+            status, kind, body = _answer(handler, method, parts[1].split("?", 1)[0])
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\nContent-Type: {kind}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         )
-        writer.write(head.encode() + body)
+        # HEAD: the headers GET would get (its Content-Length too), without the body.
+        writer.write(head.encode() + (b"" if method == "HEAD" else body))
         await writer.drain()
     except (TimeoutError, ConnectionError, ValueError):
         pass  # ValueError: a line longer than the reader's 64 KiB limit
@@ -47,6 +49,12 @@ async def _serve_one(
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+def _answer(handler: Handler, method: str, path: str) -> tuple[int, str, bytes]:
+    """The handler's answer; a HEAD is answered as a GET (RFC 9110: the same headers), so
+    it never acts (`HEAD /disconnect` is refused like `GET /disconnect`)."""
+    return handler("GET" if method == "HEAD" else method, path)
 
 
 async def start_status_server(handler: Handler, host: str, port: int) -> asyncio.Server:
