@@ -291,6 +291,28 @@ CASES: dict[str, tuple[str, str, str]] = {
         "spec.traffic_split[1].backends[0].url",
         "a backend is scheme://host[:port] only",
     ),
+    "kind is missing": (
+        "apiVersion: canary-reconciler/v1  #!\nmetadata:\n  name: x\n",
+        "kind",
+        "kind is missing (expected one of: Agent, AlertRouting, Canary,",
+    ),
+    "values are shown as the YAML wrote them": (
+        "apiVersion: canary-reconciler/v1\nkind: Region\nmetadata:\n  name: eu\nspec:\n"
+        "  displayName: true  #!\n",
+        "spec.displayName",
+        "Input should be a valid string (got a boolean: true)",
+    ),
+    "dates are shown as written": (
+        "apiVersion: canary-reconciler/v1\nkind: Region\nmetadata:\n  name: eu\nspec:\n"
+        "  enabled: 2020-01-01  #!\n",
+        "spec.enabled",
+        "Input should be a valid boolean (got a date: 2020-01-01)",
+    ),
+    "a spec is a mapping of fields": (
+        "apiVersion: canary-reconciler/v1\nkind: Region\nmetadata:\n  name: eu\nspec: 5  #!\n",
+        "spec",
+        "Input should be a mapping of fields (got a number: 5)",
+    ),
     "gateway route ids are slugs": (
         "routes:\n  - id: Bad Id  #!\n    path: /x\n",
         "routes[0].id",

@@ -113,7 +113,11 @@ def _load_document(path: str, raw: Any) -> FileResult:
     if kind not in API_VERSIONS[api_version]:
         line, column = locate(raw, ("kind",)) or raw.start
         known = ", ".join(sorted(API_VERSIONS[api_version]))
-        message = f"unknown kind {kind!r} for {api_version} (expected one of: {known})"
+        message = (
+            f"kind is missing (expected one of: {known})"
+            if kind is None
+            else f"unknown kind {kind!r} for {api_version} (expected one of: {known})"
+        )
         return FileResult([], [Diagnostic(path, line, column, subject, "kind", message)])
     model_type = KINDS[kind]
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import difflib
+import re
 import types
 import typing
 from typing import Any
@@ -62,8 +64,13 @@ def allowed_fields(model: type[BaseModel], path: FieldPath) -> list[str]:
     return sorted({name for candidate in current for name in _field_names(candidate)})
 
 
+_INSTANCE_OF = re.compile(r" or instance of \w+")
+
+
 def type_name(value: Any) -> str:
     """How a YAML value's type is called in messages."""
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return "a date" if not isinstance(value, datetime.datetime) else "a time"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
@@ -80,7 +87,15 @@ def type_name(value: Any) -> str:
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
+    """A value as the YAML wrote it, not as Python shows it (`true`, `2020-01-01`, `null`)."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif value is None:
+        text = "null"
+    elif isinstance(value, (datetime.date, datetime.datetime)):
+        text = value.isoformat()
+    else:
+        text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -99,7 +114,9 @@ def explain(error: ErrorDetails, model: type[BaseModel]) -> str:
         return f"unknown field {name!r}{hint}{listing}"
     if kind == "missing":
         return "required field is missing"
-    message = error["msg"]
+    # pydantic names the model class ("a valid dictionary or instance of RegionSpec"): the
+    # YAML has a mapping of fields there.
+    message = _INSTANCE_OF.sub("", error["msg"]).replace("valid dictionary", "mapping of fields")
     if kind == "value_error":
         message = message.removeprefix("Value error, ")
         return message
