@@ -135,6 +135,12 @@ def test_serve_refuses_a_local_region_from_the_environment_that_is_not_a_name() 
         load_settings({}, environ)
 
 
+def test_every_command_that_reads_a_state_takes_quiet() -> None:
+    """The README calls -q a common option: scripts pass it to each command alike."""
+    for command in (["revisions"], ["plan"], ["apply"], ["state", "backup", "--out", "x"]):
+        assert build_parser().parse_args([*command, "-q"]).quiet is True
+
+
 def test_a_revisions_limit_below_1_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     """Not a traceback from the database refusing a negative LIMIT."""
     err = _usage_error(capsys, "revisions", "--limit", "-1")

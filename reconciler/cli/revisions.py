@@ -22,6 +22,7 @@ def register(commands: Subcommands) -> None:
     )
     options.add_state(parser)
     options.add_lock_timeout(parser)
+    options.add_quiet(parser)  # accepted as by every command: it prints no progress anyway
     parser.add_argument(
         "--limit",
         type=options.count,

@@ -30,8 +30,7 @@ def register(commands: Subcommands) -> None:
     state = commands.add_parser(
         NAME,
         help="back up the state file",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Work on the state file itself. `reconcile state backup --help` says more.",
     )
     actions = options.subcommands(state, "state_command", required=True)
     backup = actions.add_parser(
