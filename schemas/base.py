@@ -196,14 +196,11 @@ class Metadata(StrictModel):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
-def url_problem(url: str, *, bare: bool = False, shown: str | None = None) -> str | None:
+def url_problem(url: str, *, shown: str | None = None) -> str | None:
     """What is wrong with an http(s) URL, or None: its scheme, host and port as a client
     would read them (a port of 70000 or `abc` is refused here, not at the first probe).
 
     Args:
-        bare: only `scheme://host[:port]` is allowed (a route's backend: the gateway sends
-            each group the client's own path, so a path, query or credentials cannot be
-            honoured).
         shown: the URL as the config wrote it, when `url` is it with variables filled in.
     """
     quoted = repr(url if shown is None else shown)
@@ -222,12 +219,6 @@ def url_problem(url: str, *, bare: bool = False, shown: str | None = None) -> st
         return f"{quoted} has no host"
     if port == 0:
         return f"{quoted}: the port must be a number from 1 to 65535"
-    if bare and (parts.username or parts.password or parts.query or parts.fragment or
-                 parts.path not in ("", "/")):  # fmt: skip
-        return (
-            f"{quoted}: a backend is scheme://host[:port] only; the gateway sends each group "
-            "the client's own path, so a path, query or credentials cannot be honoured"
-        )
     return None
 
 

@@ -75,7 +75,7 @@ class GatewayBackend(StrictModel):
                 f"not supported: backend scheme {scheme!r} (routes here are proxied over http "
                 "or https only)",
             )
-        elif problem := url_problem(self.url, bare=True):
+        elif problem := url_problem(self.url):
             yield (("url",), problem)
 
     def backend(self) -> Backend:

@@ -43,7 +43,7 @@ class Backend(StrictModel):
     )
 
     def problems(self) -> Iterator[Problem]:
-        if problem := url_problem(self.url, bare=True):
+        if problem := url_problem(self.url):
             yield (("url",), problem)
 
 

@@ -281,16 +281,6 @@ CASES: dict[str, tuple[str, str, str]] = {
         "spec.traffic_split[1].backends[0].url",
         "'http://v2:99999': the port must be a number from 1 to 65535",
     ),
-    "route backend is scheme, host and port only": (
-        route(
-            split=SPLIT.replace(
-                "      backends: [{url: 'http://v2:8080'}]",
-                "      backends: [{url: 'http://user:pw@v2:8080/api?x=1'}]  #!",
-            )
-        ),  # fmt: skip
-        "spec.traffic_split[1].backends[0].url",
-        "a backend is scheme://host[:port] only",
-    ),
     "kind is missing": (
         "apiVersion: canary-reconciler/v1  #!\nmetadata:\n  name: x\n",
         "kind",
