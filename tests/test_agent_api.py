@@ -247,6 +247,16 @@ def test_agent_clock_skew_drops_the_batch(server: InProcessServer) -> None:
     assert response.json()["dropped"] == {"clock_skew": 1}
 
 
+@pytest.mark.parametrize("sent_at", ["9999-12-31T23:59:59Z", 123])
+def test_an_empty_batch_from_a_skewed_clock_reports_no_drop_reason(
+    server: InProcessServer, sent_at: Any
+) -> None:
+    response = post(server, server.token("eu-1"), [], sent_at=sent_at)
+    assert response.status_code == 200, response.text
+    # Only reasons with a count appear (docs/agent-protocol.md): not `{"clock_skew": 0}`.
+    assert response.json() == {"accepted": 0, "duplicates": 0, "dropped": {}}
+
+
 def test_oversized_batch_is_413(repo: ConfigRepo, tmp_path: Path) -> None:
     with running_in_process(repo.path, tmp_path / "s.duckdb", max_batch_bytes=2000) as server:
         server.wait_ready()

@@ -6,6 +6,7 @@ times, a server file left behind by a killed server, and a stop as the listener 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import hmac
 import os
@@ -111,6 +112,37 @@ async def test_a_body_that_stops_arriving_is_408_naming_the_timeout(
         assert response.headers["connection"] == "close"
     metrics = (await client.get("/metrics")).text
     assert 'reconciler_http_requests_cut_total{reason="body_timeout"} 3' in metrics
+
+
+@pytest.mark.anyio
+async def test_a_compressed_body_is_415_on_every_endpoint_reading_json(
+    server: tuple[Parts, httpx.AsyncClient],
+) -> None:
+    _, client = server
+    agent = await _agent(client)
+    batch = gzip.compress(orjson.dumps({"results": [_row()]}))
+    region = gzip.compress(orjson.dumps({"name": "us", "displayName": "US"}))
+    for path, body, headers in [
+        ("/api/agent/results", batch, agent),
+        ("/operator/regions", region, ADMIN),
+        ("/hooks/git", batch, signed(batch)),
+    ]:
+        for coding in ("gzip", "br", "identity, gzip"):
+            response = await client.post(
+                path, content=body, headers={**headers, "Content-Encoding": coding}
+            )
+            assert response.status_code == 415, (path, coding, response.text)
+            error = response.json()["error"]
+            assert "Content-Encoding" in error and "uncompressed" in error, error
+            assert response.headers["accept-encoding"] == "identity"
+    results = await client.get("/api/v1/targets/default.web/results")
+    assert results.json()["results"] == []
+    plain = await client.post(
+        "/api/agent/results",
+        content=orjson.dumps({"results": [_row()]}),
+        headers={**agent, "Content-Encoding": "identity"},
+    )
+    assert plain.json()["accepted"] == 1, plain.text
 
 
 # -- batches ---------------------------------------------------------------------------------------

@@ -374,6 +374,28 @@ def test_unknown_query_parameters_are_400(
     assert expected in response.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("path", "query", "expected"),
+    [
+        # An empty value was answered for the default (24 hours, 100 rows) as if absent.
+        ("/api/v1/targets/default.web/uptime", "since=", "since: the value is empty"),
+        ("/api/v1/targets/default.web/uptime", "since", "since: the value is empty"),
+        ("/api/v1/targets/default.web/results", "limit=&since=1h", "limit: the value is empty"),
+        ("/api/v1/targets/default.web/latency", "region=", "region: the value is empty"),
+        # A repeated one was answered for whichever value the route read.
+        ("/api/v1/targets/default.web/uptime", "since=1h&since=2h", "since: given twice"),
+        ("/api/v1/incidents", "state=open&state=resolved", "state: given twice"),
+        ("/api/v1/maintenance", "days=1&days=2&days=3", "days: given 3 times"),
+    ],
+)
+def test_empty_or_repeated_query_parameters_are_400_naming_them(
+    server: InProcessServer, path: str, query: str, expected: str
+) -> None:
+    response = server.client.get(f"{path}?{query}")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith(expected), response.text
+
+
 def test_relative_windows_and_default_steps(server: InProcessServer) -> None:
     week = get(server, "/api/v1/targets/default.web/latency", since="7d")
     assert (week["step"], week["count"]) == ("1h", 10)

@@ -106,7 +106,8 @@ def _models(rows: list[Any], dropped: Counter[str]) -> list[ResultRow]:
 
 @dataclass
 class BatchVerdict:
-    """The accepted rows of a batch and the count of dropped rows by reason."""
+    """The accepted rows of a batch and the count of dropped rows by reason (only reasons
+    that dropped at least one row: the agent protocol reports `dropped` as it is)."""
 
     accepted: AcceptedRows
     dropped: Counter[str]
@@ -186,7 +187,9 @@ def validate_rows(
     """
     dropped = Counter[str]()
     if sent_at is not None and abs(sent_at - now) > policy.skew:
-        dropped["clock_skew"] = len(rows)
+        # Only reasons with a count are reported: an empty batch drops nothing.
+        if len(rows):
+            dropped["clock_skew"] = len(rows)
         return BatchVerdict(AcceptedRows(), dropped)
     table = rows if isinstance(rows, pa.Table) else _row_columns(rows, dropped)
     if not table.num_rows:

@@ -444,7 +444,8 @@ class ControlPlane:
         config = self.configs.get(agent)
         if config is None:  # e.g. no canary selects `local` any more
             self.metrics.count("ingest_rows_dropped_total", len(rows), reason="unassigned_canary")
-            return {"accepted": 0, "duplicates": 0, "dropped": {"unassigned_canary": len(rows)}}
+            dropped = {"unassigned_canary": len(rows)} if len(rows) else {}
+            return {"accepted": 0, "duplicates": 0, "dropped": dropped}
         verdict = validate_rows(rows, config, self.clock(), sent_at, self.policy)
         marked = self.maintenance.mark(verdict.accepted)
         if marked:

@@ -288,6 +288,12 @@ def _allow_open_files(connections: int) -> None:
         )
 
 
+# On stop, how long requests in flight (their bodies arrived) get to be answered; then uvicorn
+# cancels them. A client that stops reading its answer cannot hold up the exit longer.
+# Bodies still arriving get `listener.STOP_UPLOAD_GRACE` (1 s) and are cut off with 503.
+DRAIN_SECONDS = 10
+
+
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGTERM once it has stopped, which would kill the process before
     queued results are stored; run_server handles the signals itself instead."""
@@ -295,6 +301,14 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    def force_stop(self) -> None:
+        """Stop serving now, as a second SIGTERM or Ctrl-C asks: every connection is dropped,
+        answered or not, and nothing more is waited for. A request cut off this way got no
+        answer, so its client sends it again; rows already queued are still stored."""
+        self.should_exit = self.force_exit = True
+        for connection in list(self.server_state.connections):
+            connection.transport.abort()
 
 
 class ListenError(Exception):
@@ -331,6 +345,10 @@ async def run_server(
 ) -> None:
     """Run until the process is asked to stop; every accepted result is stored before exit.
 
+    On SIGTERM or SIGINT the listener closes, bodies still arriving are cut off after a second
+    (`listener.STOP_UPLOAD_GRACE`), requests in flight get `DRAIN_SECONDS` to be answered,
+    then the parts stop. A second SIGTERM or SIGINT drops the requests still in flight at once.
+
     Raises:
         StateError: the state file is locked by another process or unusable.
         GitSourceError, FileNotFoundError: the config repository cannot be opened.
@@ -344,6 +362,12 @@ async def run_server(
     release_pulls: Callable[[], None] | None = None
 
     def request_exit() -> None:
+        if stopping.is_set():
+            # Asked again (uvicorn's log says "CTRL+C to force quit"): stop waiting for clients.
+            log.warning("asked again to stop: dropping the requests still in flight")
+            if server is not None:
+                server.force_stop()
+            return
         log.info("stopping: no new requests; finishing in-flight ones and storing queued results")
         stopping.set()
         if release_pulls is not None:
@@ -398,6 +422,7 @@ def _listener_config(settings: ServeSettings, parts: Parts) -> uvicorn.Config:
         http=guarded_protocol(ReadLimits.of(settings, _counter(parts.control))),
         timeout_keep_alive=settings.keep_alive_timeout,
         limit_concurrency=settings.max_connections,
+        timeout_graceful_shutdown=DRAIN_SECONDS,
     )
 
 

@@ -176,7 +176,7 @@ def parse_batch(body: bytes, max_rows: int) -> ParsedBatch:
 @router.post(
     "/results",
     summary="Ingest a batch of check results",
-    responses=errors(400, 401, 403, 408, 413),
+    responses=errors(400, 401, 403, 408, 413, 415),
     openapi_extra=json_body(BATCH_SCHEMA),
 )
 async def results(request: Request) -> Response:

@@ -76,7 +76,7 @@ async def act(request: Request, route: str, action: str) -> Response:
 @router.post(
     "/api/routes/{route}/metrics",
     summary="Per-group metrics pushed by a gateway",
-    responses=errors(401, 404, 408, 413, 422),
+    responses=errors(401, 404, 408, 413, 415, 422),
     openapi_extra=json_body(model_schema(PushedMetrics)),
 )
 async def push(request: Request, route: str) -> Response:

@@ -45,6 +45,9 @@ def json_response(
 def problem(status: int, detail: str, **extra: Any) -> Response:
     """An error body that says what went wrong (401s say which scheme to use)."""
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 415:
+        # RFC 9110: a body refused for its content coding names the codings accepted.
+        headers = {"Accept-Encoding": "identity"}
     if status == 408:
         # The client is too slow to finish its request: do not wait for the rest of it.
         headers = {"Connection": "close"}
@@ -72,6 +75,25 @@ def bearer_matches(authorization: str | None, expected: str) -> bool:
     return hmac.compare_digest(authorization[7:].strip().encode(), expected.encode())
 
 
+def refuse_compressed(request: Request, what: str = "the body") -> None:
+    """Refuses (415) a body sent with a `Content-Encoding` other than `identity`.
+
+    Bodies are read as sent and never decompressed: a gzip batch would otherwise be refused
+    for what its bytes look like (not UTF-8, not JSON) rather than for being compressed.
+
+    Raises:
+        RequestRefused: 415, naming the header and the codings given.
+    """
+    given = ", ".join(request.headers.getlist("content-encoding"))
+    codings = [coding.strip().lower() for coding in given.split(",")]
+    if any(coding not in ("", "identity") for coding in codings):
+        raise RequestRefused(
+            415,
+            f"Content-Encoding: {given.strip()[:40]!r} is not accepted: compressed bodies are "
+            f"not read; send {what} uncompressed (no Content-Encoding, or identity)",
+        )
+
+
 async def read_body(
     request: Request,
     limit: int = MAX_BODY_BYTES,
@@ -91,8 +113,10 @@ async def read_body(
         set_by: the setting (environment variable) the limit comes from; None when fixed.
 
     Raises:
-        RequestRefused: 413 when the body is larger than `limit`, 408 when it is too slow.
+        RequestRefused: 415 for a compressed body (`refuse_compressed`), 413 when the body is
+            larger than `limit`, 408 when it is too slow.
     """
+    refuse_compressed(request, what)
     where = f"set by {set_by}" if set_by else "a fixed limit of this endpoint"
     too_large = RequestRefused(413, f"{what} is larger than {limit} bytes ({where})", limit=limit)
     declared = request.headers.get("content-length")
@@ -126,7 +150,8 @@ async def read_json(request: Request, expected: str, limit: int = MAX_BODY_BYTES
     """The request body parsed as JSON (an empty body is None).
 
     Raises:
-        RequestRefused: 413 over `limit`, 422 for a body that is not JSON, saying `expected`.
+        RequestRefused: 415 for a compressed body, 413 over `limit`, 422 for a body that is
+            not JSON, saying `expected`.
     """
     body = await read_body(request, limit)
     if not body:
@@ -174,10 +199,12 @@ def require_read(request: Request) -> None:
 def documented_query(request: Request) -> None:
     """Refuses (400) a query parameter the matched route does not document (`docs.query`):
     a misspelt `?limt=5`, or `?window=1h` where the window is `since=`, must not be answered
-    for the defaults as if it had not been written.
+    for the defaults as if it had not been written. A parameter given empty or more than
+    once is refused too (`readable_query`).
 
     Raises:
-        RequestRefused: 400, naming the unknown parameters and the ones the route takes.
+        RequestRefused: 400, naming the unknown parameters and the ones the route takes, or
+            the parameter given empty or repeated.
     """
     route = request.scope.get("route")
     extra = getattr(route, "openapi_extra", None) or {}
@@ -188,6 +215,29 @@ def documented_query(request: Request) -> None:
         takes = f"it takes {', '.join(known)}" if known else "it takes none"
         plural = "s" if len(unknown) > 1 else ""
         raise RequestRefused(400, f"unknown query parameter{plural} {named}; {takes}")
+    readable_query(request)
+
+
+def readable_query(request: Request) -> None:
+    """Refuses (400) a query parameter given with an empty value or given more than once.
+
+    `?since=` would otherwise be answered for the default window, and `?since=1h&since=2h`
+    for whichever value a route happened to read, as if the client had asked for that.
+
+    Raises:
+        RequestRefused: 400, naming the first such parameter.
+    """
+    counts: dict[str, int] = {}
+    for name, value in request.query_params.multi_items():
+        counts[name] = counts.get(name, 0) + 1
+        if not value:
+            raise RequestRefused(
+                400, f"{name}: the value is empty; give one, or leave {name} out for its default"
+            )
+    for name, count in counts.items():
+        if count > 1:
+            times = "twice" if count == 2 else f"{count} times"
+            raise RequestRefused(400, f"{name}: given {times}; give each parameter once")
 
 
 def query_limit(request: Request, default: int, most: int) -> int:

@@ -26,6 +26,7 @@ _MEANINGS = {
     408: "The body did not arrive within the body timeout (RECONCILER_BODY_TIMEOUT).",
     409: "Conflicts with the current state (see the error).",
     413: "The body is over this endpoint's size limit, or a batch has too many rows.",
+    415: "The body is compressed (a Content-Encoding other than identity): send it as is.",
     422: "The body or a parameter is well formed but not acceptable (see the error).",
     503: "Not ready yet.",
 }

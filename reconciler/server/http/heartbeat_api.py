@@ -95,7 +95,7 @@ def _ping_route(path: str, kind: PingKind, summary: str) -> None:
             summary=summary,
             description=_PING_DOC,
             operation_id=f"heartbeat_{kind}_{method.lower()}",
-            responses={**_PING_ANSWER, **errors(404, 408, 413)},
+            responses={**_PING_ANSWER, **errors(404, 408, 413, 415)},
             openapi_extra=_TEXT_BODY if method == "POST" else None,
         )
 
@@ -133,7 +133,7 @@ async def list_heartbeats(request: Request) -> Response:
 @router.post(
     "/operator/heartbeats/token",
     summary="Mint or rotate a heartbeat's token (shown once)",
-    responses=errors(401, 404, 413, 422),
+    responses=errors(401, 404, 413, 415, 422),
     openapi_extra=json_body(model_schema(TokenRequest)),
     tags=["operator"],
 )

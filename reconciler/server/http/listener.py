@@ -34,8 +34,8 @@ class ReadLimits:
     def of(cls, settings: ServeSettings, on_cut: Callable[[str], None]) -> ReadLimits:
         """The limits `reconcile serve` is configured with, reporting cuts to `on_cut`.
 
-        `on_cut` is called with `header_timeout`, `header_too_large`, `body_timeout` or
-        `connection_limit`.
+        `on_cut` is called with `header_timeout`, `header_too_large`, `body_timeout`,
+        `connection_limit` or `stopping`.
         """
         return cls(
             settings.header_timeout, settings.body_timeout, settings.max_header_bytes, on_cut
@@ -45,7 +45,18 @@ class ReadLimits:
 # The counter of requests cut off here, by reason; `read_body`'s own 408 counts in it too.
 CUT_METRIC = "http_requests_cut_total"
 
-_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+# On stop, how much longer a request body still arriving may take before the request is cut
+# off with 503: a body nearly sent gets through, a trickled one does not hold up the stop.
+STOP_UPLOAD_GRACE = 1.0
+STOPPING_MESSAGE = (
+    "the server is stopping and the request body had not all arrived; send the request again"
+)
+
+_REASONS = {
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 
 
 def refusal(status: int, message: str) -> bytes:
@@ -69,6 +80,9 @@ class GuardedProtocol(HttpToolsProtocol):
     - Body: from the end of the headers the whole body must arrive within `body_timeout`.
       A route reading the body answers 408 itself (`read_body`); when the app has already
       answered without reading it, the connection is closed instead of draining it forever.
+    - On stop (`shutdown`), a body still arriving gets `STOP_UPLOAD_GRACE` more seconds (at
+      most its own deadline); then the request gets 503 and its connection is closed, so a
+      client trickling a body cannot hold up the server's exit for the body timeout.
     - Each cut, and each request uvicorn refuses (503) over its connection cap, is reported
       to `limits.on_cut` with its reason.
     """
@@ -91,6 +105,20 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """The server is stopping: a request whose body is still arriving is cut off after
+        `STOP_UPLOAD_GRACE` seconds; any other connection is left to uvicorn (closed when idle,
+        else after its answer)."""
+        cycle = self.cycle
+        if self._body_timer is None or cycle is None or cycle.response_complete:
+            super().shutdown()
+            return
+        cycle.keep_alive = False  # whatever happens, no further request on this connection
+        remaining = self._body_timer.when() - self.loop.time()
+        self._body_timer.cancel()
+        grace = max(0.0, min(remaining, STOP_UPLOAD_GRACE))
+        self._body_timer = self.loop.call_later(grace, self._stop_upload)
 
     def data_received(self, data: bytes) -> None:
         # Only chunks that arrive wholly inside a request head are counted, so a chunk that
@@ -164,6 +192,24 @@ class GuardedProtocol(HttpToolsProtocol):
         # The app is still at work: `read_body` answers 408 if it is the one waiting; either
         # way, the connection is not reused for another request.
         cycle.keep_alive = False
+
+    def _stop_upload(self) -> None:
+        """The server is stopping and this request's body is still arriving: 503, closed.
+
+        The route waiting for the body is told at once that the client went away, so it ends
+        without acting on a body it never had (a results batch is not accepted: the agent
+        sends it again), and anything it still answers is dropped, not written after the 503.
+        """
+        self._cancel_timers()
+        cycle = self.cycle
+        if cycle is None or self.transport.is_closing():
+            return
+        self.limits.on_cut("stopping")
+        if not cycle.response_started:
+            self.transport.write(refusal(503, STOPPING_MESSAGE))
+        cycle.disconnected = True
+        cycle.message_event.set()
+        self.transport.close()
 
     def _refuse(self, reason: str, status: int, message: str) -> None:
         """Answer `status` when no response is under way on this connection, then close it."""

@@ -156,7 +156,7 @@ def _window(control: ControlPlane, name: str) -> dict[str, Any] | None:
     "/operator/maintenance",
     summary="Open an ad-hoc maintenance window (committed to the config repository)",
     tags=["operator"],
-    responses=errors(401, 404, 408, 409, 413, 422),
+    responses=errors(401, 404, 408, 409, 413, 415, 422),
     openapi_extra=json_body(model_schema(WindowOpen)),
 )
 async def open_window(request: Request) -> Response:

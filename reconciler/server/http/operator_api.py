@@ -193,7 +193,7 @@ async def _parse_body(
     return fields
 
 
-EDIT_ERRORS = errors(401, 404, 408, 409, 413, 422)
+EDIT_ERRORS = errors(401, 404, 408, 409, 413, 415, 422)
 
 
 async def _commit(request: Request, edit: Edit) -> Committed:

@@ -70,7 +70,7 @@ async def status(request: Request) -> Response:
 @router.post(
     "/hooks/git",
     summary="Reconcile now (a push webhook, HMAC-signed)",
-    responses=errors(401, 404, 408, 409, 413),
+    responses=errors(401, 404, 408, 409, 413, 415),
     openapi_extra=merged(
         json_body({"type": "object", "description": "The push event, as the forge sends it."}),
         header("X-Hub-Signature-256", "sha256=<hex HMAC-SHA256 of the body>", required=True),

@@ -34,7 +34,7 @@ def _started_at(text: str | None) -> datetime:
 @router.post(
     "/screenshots",
     summary="Store the screenshot of a browser check run that did not pass",
-    responses=errors(400, 401, 403, 408, 413),
+    responses=errors(400, 401, 403, 408, 413, 415),
     openapi_extra=merged(
         query(
             ("canary", {"type": "string"}, "Derived canary id of the run."),

@@ -22,7 +22,7 @@ router = APIRouter(tags=["site"])
 @router.post(
     "/api/site/build",
     summary="Rebuild the status site now (admin token)",
-    responses=errors(401, 404, 408, 413, 422),
+    responses=errors(401, 404, 408, 413, 415, 422),
     openapi_extra=json_body(
         {
             "type": "object",

@@ -18,7 +18,7 @@ router = APIRouter(tags=["state"])
 @router.post(
     "/api/state/backup",
     summary="Copy the state file into a new file (admin token)",
-    responses=errors(401, 408, 409, 413, 422),
+    responses=errors(401, 408, 409, 413, 415, 422),
     openapi_extra=json_body(
         {
             "type": "object",
