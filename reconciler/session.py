@@ -98,11 +98,12 @@ class Session:
                 files, revision = files_at(location, ref)
             except GitSourceError as error:
                 raise SourceError(str(error)) from error
-        if not files:
+        if all(f.hidden for f in files):
             where = f"{repo} at {ref}" if ref else str(repo)
+            hidden = f" ({len(files)} under hidden paths, never loaded)" if files else ""
             raise SourceError(
-                f"no YAML files found in {where}: refusing to plan an empty configuration "
-                "(it would delete everything); check --repo"
+                f"no YAML files found in {where}{hidden}: refusing to plan an empty "
+                "configuration (it would delete everything); check --repo"
             )
         return self.load_files(files, revision)
 

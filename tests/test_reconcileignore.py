@@ -11,7 +11,7 @@ import watchfiles
 
 from reconciler.core.ignore import IgnoreRules
 from reconciler.sources.follow import watch_filter
-from tests.conftest import ConfigRepo, run_cli
+from tests.conftest import ConfigRepo, canary_doc, region_doc, run_cli
 from tests.server import running_server, wait_for
 
 CANARY = """
@@ -196,3 +196,32 @@ def test_serve_honours_the_ignore_file_and_reloads_when_it_changes(
             return any("unknown apiVersion 'apps/v1'" in e for e in attempt["errors"])
 
         wait_for(reloaded_with_errors, 20, "a reload after the ignore file changed")
+
+
+def test_config_under_a_hidden_path_is_named_as_left_out(config_repo: ConfigRepo) -> None:
+    """`git mv canaries .canaries` plans the canaries' deletion: hidden paths are not loaded,
+    by design, but a notice names the config files left out, in the tree and at a ref.
+    Other tools' YAML under hidden paths (a CI workflow) is not config and not named."""
+    config_repo.write("regions.yaml", region_doc("eu"))
+    config_repo.write(".canaries/web.yaml", canary_doc("web"))
+    config_repo.write(".draft.yaml", canary_doc("draft"))
+    config_repo.write(".github/workflows/ci.yml", "on: push\njobs: {}\n")
+    config_repo.commit("canaries moved under a hidden directory")
+    notice = (
+        "Notice: .canaries/web.yaml:1:1: left out 2 config file(s) with a hidden path (a "
+        "directory or name starting with '.'): .canaries/web.yaml, .draft.yaml; move them out "
+        "of it to load them"
+    )
+    for ref in ((), ("--ref", "HEAD")):
+        result = run_cli("validate", "--repo", config_repo.path, *ref)
+        assert result.code == 0, result.out
+        assert notice in result.out + result.err
+        assert "ci.yml" not in result.out + result.err
+
+
+def test_only_hidden_config_is_an_empty_configuration(config_repo: ConfigRepo) -> None:
+    config_repo.write(".canaries/web.yaml", canary_doc("web"))
+    config_repo.commit("everything hidden")
+    result = run_cli("validate", "--repo", config_repo.path)
+    assert result.code == 1
+    assert "(1 under hidden paths, never loaded): refusing to plan an empty" in result.err

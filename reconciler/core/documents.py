@@ -30,11 +30,23 @@ class UnreadableFile(Exception):
 @dataclass(frozen=True)
 class SourceFile:
     """A YAML file of the config repository; `read` fetches its bytes only when needed
-    (and raises `UnreadableFile` when the source refuses to read them)."""
+    (and raises `UnreadableFile` when the source refuses to read them).
+
+    A file under a hidden directory or with a hidden name has the blob `HIDDEN`: never read,
+    it is named in a notice so that it is not left out without a word."""
 
     path: str
     blob: str
     read: Callable[[], bytes]
+
+    @property
+    def hidden(self) -> bool:
+        """A YAML file with a hidden path, listed only to be reported as left out."""
+        return self.blob == HIDDEN
+
+
+# The blob of a hidden YAML file (`SourceFile.hidden`).
+HIDDEN = "hidden"
 
 
 def document_key(kind: str, namespace: str, name: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -230,9 +231,12 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
         Notices (how a file was read, nothing to fix) are kept apart in `config.notices`.
     """
     documents: list[Located[Any]] = []
-    listed, unreadable = _readable_ignore_file(list(files))
+    every = list(files)
+    hidden = sorted(f.path for f in every if f.hidden and _looks_like_config(f))
+    listed, unreadable = _readable_ignore_file([f for f in every if not f.hidden])
     kept, left_out = without_ignored(listed)
     diagnostics = unreadable + _ignore_diagnostics(kept, left_out, ignoring=len(listed) > len(kept))
+    diagnostics += _hidden_notice(hidden)
     for source in sorted(kept, key=lambda f: f.path):
         cache_key = (source.path, source.blob)
         result = cache.get(cache_key) if cache is not None else None
@@ -253,6 +257,31 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
     diagnostics = one_notice_per_kind(sorted(diagnostics))
     config.notices.extend(d for d in diagnostics if d.severity == "notice")
     return LoadResult(config, [d for d in diagnostics if d.severity != "notice"])
+
+
+# What only a config file of ours holds (an apiVersion we read, or a gateway file's routes).
+_CONFIG_MARK = re.compile(rb"canary-reconciler/v|canaries\.flanksource\.com/|^routes:", re.M)
+
+
+def _looks_like_config(source: SourceFile) -> bool:
+    """Whether a hidden YAML file would be config (not another tool's, as a CI workflow)."""
+    try:
+        return bool(_CONFIG_MARK.search(source.read()[:MAX_FILE_BYTES]))
+    except UnreadableFile:
+        return False
+
+
+def _hidden_notice(hidden: list[str]) -> list[Diagnostic]:
+    """A notice naming the YAML files left out for their hidden paths (`.canaries/x.yaml`):
+    by design, but never without a word."""
+    if not hidden:
+        return []
+    shown = ", ".join(hidden[:5]) + (f" and {len(hidden) - 5} more" if len(hidden) > 5 else "")
+    message = (
+        f"left out {len(hidden)} config file(s) with a hidden path (a directory or name starting "
+        f"with '.'): {shown}; move them out of it to load them"
+    )
+    return [Diagnostic(hidden[0], 1, 1, "", "", message, "notice")]
 
 
 def _nothing_loaded(

@@ -14,7 +14,7 @@ import git
 
 from reconciler.core.documents import SourceFile, UnreadableFile
 from reconciler.core.plan import Revision
-from reconciler.sources.worktree import is_source_path
+from reconciler.sources.worktree import hidden_file, is_hidden_yaml, is_source_path
 from schemas.limits import MAX_FILE_BYTES, limit_hint
 
 _SYMLINK_MODE = 0o120000
@@ -184,6 +184,8 @@ def _files_at(location: GitLocation, ref: str) -> tuple[list[SourceFile], Revisi
         relative = str(PurePosixPath(path).relative_to(str(tree.path))) if tree.path else path
         if is_source_path(relative):
             files.append(_source_file(root, item, relative, location))
+        elif is_hidden_yaml(relative) and item.mode in _REGULAR_MODES:
+            files.append(hidden_file(relative, _blob_reader(item, location.lock)))
     return files, _revision(commit, ref)
 
 

@@ -8,7 +8,7 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from reconciler.core.documents import SourceFile, UnreadableFile, git_blob_sha
+from reconciler.core.documents import HIDDEN, SourceFile, UnreadableFile, git_blob_sha
 from reconciler.core.ignore import IGNORE_FILE
 from schemas.limits import MAX_FILE_BYTES
 
@@ -24,6 +24,27 @@ def is_config_path(relative: str) -> bool:
 def is_source_path(relative: str) -> bool:
     """A config YAML file, or the root `.reconcileignore` that the loader applies."""
     return relative == IGNORE_FILE or is_config_path(relative)
+
+
+def is_hidden_yaml(relative: str) -> bool:
+    """A YAML file left out for its hidden path (`.canaries/web.yaml`, `.draft.yaml`),
+    which the load names in a notice; git's own directory is not config."""
+    return (
+        relative.endswith(YAML_SUFFIXES)
+        and not is_config_path(relative)
+        and relative.split("/", 1)[0] != ".git"
+    )
+
+
+def hidden_file(relative: str, read: Callable[[], bytes]) -> SourceFile:
+    """A hidden YAML file as the load is handed it: never loaded; `read` lets the load tell
+    config (named in a notice) from other tools' files (`.github/workflows/*.yml`)."""
+    return SourceFile(relative, HIDDEN, read)
+
+
+# How many directories under hidden ones are looked through for YAML files at most (a
+# `.venv` or `.tox` inside the repository can hold thousands).
+MAX_HIDDEN_DIRECTORIES = 2_000
 
 
 def _constant(content: bytes) -> Callable[[], bytes]:
@@ -98,11 +119,13 @@ def read_regular(path: str, root: str) -> bytes:
         return stream.read(MAX_FILE_BYTES + 1)
 
 
-def _walk(root: str) -> Iterator[tuple[str, list[str], list[str], str | None]]:
+def _walk(
+    root: str, hidden: list[str] | None = None
+) -> Iterator[tuple[str, list[str], list[str], str | None]]:
     """(directory, links to directories, other entries, why it cannot be listed or None)
-    for every directory under `root`, skipping hidden directories and never following
-    links, without recursion: Python 3.11's `os.walk` recurses once per level, and a
-    repository can nest deeper than the stack."""
+    for every directory under `root`, skipping hidden directories (added to `hidden`, but
+    `.git`) and never following links, without recursion: Python 3.11's `os.walk` recurses
+    once per level, and a repository can nest deeper than the stack."""
     pending = [root]
     while pending:
         directory = pending.pop()
@@ -122,6 +145,8 @@ def _walk(root: str) -> Iterator[tuple[str, list[str], list[str], str | None]]:
                         links.append(entry.name)
                     elif not entry.name.startswith("."):
                         subdirectories.append(entry.name)
+                    elif hidden is not None and entry.name != ".git":
+                        hidden.append(entry.path)
         except OSError as error:
             yield directory, [], [], error.strerror or str(error)
             continue
@@ -145,7 +170,8 @@ def read_worktree(root: Path) -> list[SourceFile]:
         raise FileNotFoundError(f"config repository {root} is not a directory")
     resolved = os.path.realpath(root)
     files: list[SourceFile] = []
-    for directory, links, names, unlisted in _walk(str(root)):
+    hidden: list[str] = []
+    for directory, links, names, unlisted in _walk(str(root), hidden):
         if unlisted is not None:
             # Its files would be missing from the load without a word: refused by name.
             message = f"is a directory that cannot be listed: {unlisted}"
@@ -162,6 +188,8 @@ def read_worktree(root: Path) -> list[SourceFile]:
         for name in names:
             relative = _relative(os.path.join(directory, name), root)
             if not is_source_path(relative):
+                if is_hidden_yaml(relative):
+                    files.append(hidden_file(relative, _reader(directory, name, resolved)))
                 continue
             try:
                 content = read_regular(os.path.join(directory, name), resolved)
@@ -169,7 +197,31 @@ def read_worktree(root: Path) -> list[SourceFile]:
                 files.append(SourceFile(relative, f"unreadable:{error}", _refusal(str(error))))
                 continue
             files.append(SourceFile(relative, git_blob_sha(content), _constant(content)))
-    return files
+    return files + _hidden_yaml(hidden, root, resolved)
+
+
+def _reader(directory: str, name: str, resolved: str) -> Callable[[], bytes]:
+    return lambda: read_regular(os.path.join(directory, name), resolved)
+
+
+def _hidden_yaml(directories: list[str], root: Path, resolved: str) -> list[SourceFile]:
+    """The YAML files under hidden `directories` (at most `MAX_HIDDEN_DIRECTORIES` of them
+    looked through), named only, never read."""
+    found: list[SourceFile] = []
+    looked = 0
+    for top in directories:
+        for directory, _, names, _ in _walk(top, hidden=None):
+            looked += 1
+            if looked > MAX_HIDDEN_DIRECTORIES:
+                return found
+            found += [
+                hidden_file(relative, _reader(directory, name, resolved))
+                for name in names
+                if (relative := _relative(os.path.join(directory, name), root)).endswith(
+                    YAML_SUFFIXES
+                )
+            ]
+    return found
 
 
 def _relative(path: str, root: Path) -> str:
