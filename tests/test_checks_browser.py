@@ -91,7 +91,7 @@ def test_a_script_that_is_not_python_is_refused_at_load_with_its_line() -> None:
     errors = sorted(d.format() for d in result.diagnostics if d.severity == "error")
     assert len(errors) == 2, errors
     assert errors[0].startswith("c.yaml:8:") and "spec.browser[0].url" in errors[0]
-    assert "expected an http:// or https:// URL" in errors[0]
+    assert "'ftp://shop' is not an http:// or https:// URL" in errors[0]
     assert errors[1].startswith("c.yaml:9:") and "spec.browser[0].script" in errors[1]
     assert "line 2: invalid syntax" in errors[1]
 

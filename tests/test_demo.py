@@ -134,7 +134,7 @@ def _regions_with_figures(site: Path) -> tuple[str, int]:
         shown = sum(
             1
             for row in rows
-            if (cells := re.findall(r"<td>([^<]*)</td>", row))
+            if (cells := re.findall(r"<td[^>]*>([^<]*)</td>", row))
             and cells[0].endswith("%")
             and cells[2].endswith(" ms")
         )

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from schemas.base import slug_problem
-
 ENVIRONMENT = {
     "repo": "RECONCILER_REPO",
     "state": "RECONCILER_STATE",
@@ -206,6 +204,8 @@ def load_settings(
         raise SettingsError(
             f"{read('probe_metrics')}: {settings.probe_metrics!r} is not one of: off, basic, full"
         )
+    from schemas.base import slug_problem  # here: `--help` imports no pydantic (test_startup)
+
     if problem := slug_problem(settings.local_region):
         raise SettingsError(f"{read('local_region')}: {problem}")
     if settings.gateway not in ("none", "nginx"):
