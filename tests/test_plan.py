@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -314,3 +315,22 @@ def test_github_format_annotates_errors(repo: ConfigRepo, tmp_path: Path) -> Non
     assert f"::error file={repo.path}/agents/eu-2.yaml,line=6,col=3,title=Agent/eu-2::" in (
         result.out
     )
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_escaped_in_every_format(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    """Not a TypeError from the JSON encoder: the name is written as its bytes, `caf\\xe9`."""
+    document = canary_doc("cafe").replace(
+        "schedule: '@every 30s'", "schedule: '@every 30s'\n  x: 1"
+    )
+    (repo.path / "canaries").mkdir(exist_ok=True)
+    (repo.path / "canaries").joinpath(os.fsdecode(b"caf\xe9.yaml")).write_text(document)
+    repo.commit("a Latin-1 file name")
+    for ref in ((), ("--ref", "HEAD")):
+        for fmt in ("text", "json", "markdown", "github"):
+            result = run_cli("plan", "--repo", repo.path, *ref, "--format", fmt)
+            assert result.code == 1 and "Traceback" not in result.err, (ref, fmt, result.err)
+            assert "caf\\xe9.yaml" in result.out + result.err, (ref, fmt)
+        shown = json.loads(run_cli("plan", "--repo", repo.path, *ref, "--format", "json").out)
+        assert [d["file"] for d in shown["diagnostics"]] == ["canaries/caf\\xe9.yaml"]

@@ -49,6 +49,17 @@ class SourceFile:
 HIDDEN = "hidden"
 
 
+def shown_path(path: str) -> str:
+    """A file name as text that every output can carry (JSON, a plan file, a PR comment):
+    bytes of the name that are not UTF-8, which the system hands over as surrogates, are
+    written `\\xe9`."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return path
+
+
 def document_key(kind: str, namespace: str, name: str) -> str:
     """The identity of a document within its kind: `namespace/name` or just `name`."""
     return f"{namespace}/{name}" if kind in NAMESPACED_KINDS else name

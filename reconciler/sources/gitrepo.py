@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 
 import git
 
-from reconciler.core.documents import SourceFile, UnreadableFile
+from reconciler.core.documents import SourceFile, UnreadableFile, shown_path
 from reconciler.core.plan import Revision
 from reconciler.sources.worktree import hidden_file, is_hidden_yaml, is_source_path
 from schemas.limits import MAX_FILE_BYTES, limit_hint
@@ -182,6 +182,7 @@ def _files_at(location: GitLocation, ref: str) -> tuple[list[SourceFile], Revisi
             continue
         path = str(item.path)
         relative = str(PurePosixPath(path).relative_to(str(tree.path))) if tree.path else path
+        relative = shown_path(relative)
         if is_source_path(relative):
             files.append(_source_file(root, item, relative, location))
         elif is_hidden_yaml(relative) and item.mode in _REGULAR_MODES:

@@ -8,7 +8,13 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from reconciler.core.documents import HIDDEN, SourceFile, UnreadableFile, git_blob_sha
+from reconciler.core.documents import (
+    HIDDEN,
+    SourceFile,
+    UnreadableFile,
+    git_blob_sha,
+    shown_path,
+)
 from reconciler.core.ignore import IGNORE_FILE
 from schemas.limits import MAX_FILE_BYTES
 
@@ -225,4 +231,5 @@ def _hidden_yaml(directories: list[str], root: Path, resolved: str) -> list[Sour
 
 
 def _relative(path: str, root: Path) -> str:
-    return os.path.relpath(path, root).replace(os.sep, "/")
+    """The file's name in the repository, as diagnostics and plans show it."""
+    return shown_path(os.path.relpath(path, root).replace(os.sep, "/"))
