@@ -22,7 +22,8 @@ PULL_WAIT_HEADER = "X-Pull-Wait"
 
 
 class WireModel(BaseModel):
-    """Wire documents: unknown keys are rejected, values are coerced only where JSON must."""
+    """Wire documents: unknown keys are rejected, values are coerced only where JSON must
+    (numbers are `strict`: `true` or `"200"` is not a number here, as the protocol says)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -30,28 +31,28 @@ class WireModel(BaseModel):
 class Phases(WireModel):
     """Timing phases of a check in milliseconds, and an icmp check's packet counts."""
 
-    connect_ms: float | None = Field(default=None, ge=0)
-    tls_ms: float | None = Field(default=None, ge=0)
-    first_byte_ms: float | None = Field(default=None, ge=0)
-    total_ms: float | None = Field(default=None, ge=0)
+    connect_ms: float | None = Field(default=None, strict=True, ge=0)
+    tls_ms: float | None = Field(default=None, strict=True, ge=0)
+    first_byte_ms: float | None = Field(default=None, strict=True, ge=0)
+    total_ms: float | None = Field(default=None, strict=True, ge=0)
     # icmp checks: what came back of the echo requests.
-    packets_sent: int | None = Field(default=None, ge=0)
-    packets_received: int | None = Field(default=None, ge=0)
-    packet_loss_percent: float | None = Field(default=None, ge=0, le=100)
-    rtt_min_ms: float | None = Field(default=None, ge=0)
-    rtt_avg_ms: float | None = Field(default=None, ge=0)
-    rtt_max_ms: float | None = Field(default=None, ge=0)
+    packets_sent: int | None = Field(default=None, strict=True, ge=0)
+    packets_received: int | None = Field(default=None, strict=True, ge=0)
+    packet_loss_percent: float | None = Field(default=None, strict=True, ge=0, le=100)
+    rtt_min_ms: float | None = Field(default=None, strict=True, ge=0)
+    rtt_avg_ms: float | None = Field(default=None, strict=True, ge=0)
+    rtt_max_ms: float | None = Field(default=None, strict=True, ge=0)
     # multihttp checks: how long each step took, in order.
-    steps_ms: list[float] | None = Field(default=None, max_length=10)
+    steps_ms: list[float] | None = Field(default=None, strict=True, max_length=10)
     # browser checks: navigation timing of the first page (from navigation start; connect_ms,
     # tls_ms and first_byte_ms above too) and how many console errors the page logged.
-    dns_ms: float | None = Field(default=None, ge=0)
-    dom_content_loaded_ms: float | None = Field(default=None, ge=0)
-    load_ms: float | None = Field(default=None, ge=0)
-    console_errors: int | None = Field(default=None, ge=0)
+    dns_ms: float | None = Field(default=None, strict=True, ge=0)
+    dom_content_loaded_ms: float | None = Field(default=None, strict=True, ge=0)
+    load_ms: float | None = Field(default=None, strict=True, ge=0)
+    console_errors: int | None = Field(default=None, strict=True, ge=0)
     # http (https) and tls checks: when the peer's certificate expires, Unix seconds
     # (`probe_ssl_earliest_cert_expiry` on the control plane's /metrics).
-    cert_not_after: float | None = Field(default=None, ge=0)
+    cert_not_after: float | None = Field(default=None, strict=True, ge=0)
 
 
 class ResultRow(WireModel):
@@ -60,12 +61,18 @@ class ResultRow(WireModel):
     canary: str = Field(min_length=1, max_length=300, description="Derived canary id.")
     check: str = Field(min_length=1, max_length=128, description="Check name.")
     started_at: datetime = Field(description="RFC 3339 time the run started, with offset.")
-    duration_ms: float = Field(ge=0, le=86_400_000)
+    duration_ms: float = Field(strict=True, ge=0, le=86_400_000)
     status: ResultStatus
     retries: int = Field(
-        default=0, ge=0, le=MAX_RETRIES, description="Retries this run made before its status."
+        default=0,
+        strict=True,
+        ge=0,
+        le=MAX_RETRIES,
+        description="Retries this run made before its status.",
     )
-    code: int | None = Field(default=None, ge=0, le=999, description="HTTP status, if any.")
+    code: int | None = Field(
+        default=None, strict=True, ge=0, le=999, description="HTTP status, if any."
+    )
     message: str | None = Field(default=None, max_length=4096)
     phases: Phases | None = None
 

@@ -209,6 +209,22 @@ async def test_a_row_started_without_an_offset_is_dropped_as_malformed(
     assert (response.json()["accepted"], response.json()["dropped"]) == (1, {"malformed": 2})
 
 
+@pytest.mark.anyio
+async def test_a_number_sent_as_another_type_is_dropped_as_malformed(
+    server: tuple[Parts, httpx.AsyncClient],
+) -> None:
+    """docs/agent-protocol.md: a wrong type is malformed; `true` is not 1, "5" is not 5."""
+    _, client = server
+    agent = await _agent(client)
+    sent_at = datetime.now(UTC).isoformat()
+    rows = [_row(), _row(code=True), _row(code="200"), _row(duration_ms=" 5 "),
+            _row(retries=True), _row(duration_ms=True)]  # fmt: skip
+    body = orjson.dumps({"results": rows, "sent_at": sent_at})
+    response = await client.post("/api/agent/results", content=body, headers=agent)
+    assert response.status_code == 200, response.text
+    assert (response.json()["accepted"], response.json()["dropped"]) == (1, {"malformed": 5})
+
+
 # -- webhook replays -------------------------------------------------------------------------------
 
 

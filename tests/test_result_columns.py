@@ -43,6 +43,14 @@ TAKEN = [
 
 # Rows the models refuse: the one-pass reader must refuse them too.
 REFUSED = [
+    # A number is a JSON number (docs/agent-protocol.md: a wrong type is malformed).
+    [row(duration_ms="12.5")],
+    [row(duration_ms=True)],
+    [row(code=200.0)],
+    [row(code="200")],
+    [row(code=True)],
+    [row(retries=True)],
+    [row(phases={"packets_sent": True})],
     [row(extra=1)],
     [row(phases={"connect_ms": 1, "surprise": 2})],
     [row(status="maybe")],
@@ -65,9 +73,7 @@ REFUSED = [
 # Rows the models take by coercion, or take for `validate_rows` to drop (a time without an
 # offset), which the one-pass reader leaves to them.
 COERCED = [
-    [row(started_at="2026-12-05T10:00:00")],
-    [row(duration_ms="12.5")],
-    [row(code=200.0)],
+    [row(started_at="2026-12-05T10:00:00")],  # taken, then dropped as malformed by ingest
 ]
 
 

@@ -3,10 +3,11 @@
 Reading 500 rows into 500 pydantic models and back out into columns costs more than storing
 them. So a batch is first decoded with msgspec into structs made from the wire models
 (`schemas.wire.ResultRow` and `Phases`: the same fields, defaults and bounds), straight from
-its JSON bytes, and the structs are turned into columns. msgspec is strict where pydantic
-coerces (a string is never a number here), so it takes a subset of what the models take: a
-batch it refuses is validated row by row with the models, and each bad row is dropped on its
-own. tests/test_result_columns.py holds the two readers side by side.
+its JSON bytes, and the structs are turned into columns. Both are strict about numbers (a
+string or `true` is never a number here); msgspec also refuses a time without an offset,
+which the models take and ingest drops as malformed, so it takes a subset of what the models
+take: a batch it refuses is validated row by row with the models, and each bad row is
+dropped on its own. tests/test_result_columns.py holds the two readers side by side.
 
 The columns (`ROW_SCHEMA`): canary, check_name, started_at (µs, UTC), duration_ms, status,
 retries, code, message, and phases as the JSON text stored in the state file (the values
