@@ -378,6 +378,15 @@ def test_incidents_deployments_and_status_pages(fleet: tuple[Path, Connection]) 
     assert re.search(lasted, incidents)
 
 
+def test_the_24_hour_chart_says_where_the_day_changes(fleet: tuple[Path, Connection]) -> None:
+    """A 24-hour chart spans two dates: its midnight tick is labelled with the day, not 00:00."""
+    state, connection = fleet
+    site = state.parent / "site"
+    build_site(connection, site, NOW)
+    ticks = re.findall(r'<text x="\d+" y="\d+">([^<]*)</text>', read(site, "canary/web.shop.html"))
+    assert ticks == ["18:00", "20 Nov", "06:00", "12:00"]
+
+
 def test_titles_name_the_window(fleet: tuple[Path, Connection]) -> None:
     """Tabs, bookmarks and history tell a page's windows apart."""
     state, connection = fleet

@@ -120,17 +120,29 @@ def _x_axis(window: Window, start: int, slots: int) -> str:
             ),
             60 * DAY,
         )
-    fmt = "%H:%M" if window.days is None else "%d %b"
     parts = []
     first = -(-start // every) * every  # ticks on whole 6 hours, days, 5 days
-    for moment in range(first, start + slots * window.step, every):
-        x = round(LEFT + (moment - start) / (slots * window.step) * PLOT_W)
+    end = start + slots * window.step
+    last = LEFT
+    for moment in range(first, end, every):
+        x = last = round(LEFT + (moment - start) / (slots * window.step) * PLOT_W)
+        # The 24 h chart's midnight says which day begins there, its other ticks the time.
+        fmt = "%H:%M" if window.days is None and moment % DAY else "%d %b"
         label = datetime.fromtimestamp(moment, UTC).strftime(fmt)
         parts.append(
             f'<line class="tick" x1="{x}" x2="{x}" y1="{TOP}" y2="{TOP + PLOT_H}"/>'
             f'<text x="{x}" y="{HEIGHT - 8}">{label}</text>'
         )
+    if WIDTH - RIGHT - last >= _END_LABEL_ROOM:  # the window's end: the build's own time
+        label = datetime.fromtimestamp(end, UTC).strftime(
+            "%H:%M" if window.days is None else "%d %b"
+        )
+        parts.append(f'<text class="end" x="{WIDTH - RIGHT}" y="{HEIGHT - 8}">{label} UTC</text>')
     return "".join(parts)
+
+
+# Pixels free after the last tick for the end's label ("17:05 UTC") not to run into it.
+_END_LABEL_ROOM = 110
 
 
 @functools.lru_cache(maxsize=64)
