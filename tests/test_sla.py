@@ -120,6 +120,8 @@ def test_months_are_exact_and_weighed_against_the_objective(
 
     index = (site / "sla.html").read_text()
     assert 'href="sla/web.shop.html">web/shop</a>' in index and "99.5%" in index
+    # Drawn again only when its months change: no build stamp that would lag the others'.
+    assert "<p>Built <time" in index and "<p>Built <time" not in page
     assert "Uptime November 2026" in index and "Uptime October 2026" in index
     api = (site / "sla" / "web.api.html").read_text()
     assert "Objective: <strong>none set</strong>. Add <code>slo: 99.9</code>" in api

@@ -170,8 +170,10 @@ def canary_sla_context(snapshot: Snapshot, canary: CanaryInfo) -> dict[str, Any]
             }
         )
     return {
+        # No build stamp: a canary's SLA page is drawn again only when its months change, so
+        # the stamp would tell an older build than the other pages'. Its months say how far
+        # they are counted.
         **base_context(path, f"SLA: {canary.key}", "sla"),
-        **stamp(snapshot),
         "heading": f"SLA report: {canary.key}",
         "slo": _slo(canary),
         "has_slo": canary.slo is not None,
