@@ -387,6 +387,28 @@ def test_the_24_hour_chart_says_where_the_day_changes(fleet: tuple[Path, Connect
     assert ticks == ["18:00", "20 Nov", "06:00", "12:00"]
 
 
+def test_a_region_page_lists_the_maintenance_of_its_own_canaries(tmp_path: Path) -> None:
+    repo = ConfigRepo(tmp_path / "config")
+    repo.write("regions.yaml", region_doc("eu") + "---\n" + region_doc("us"))
+    repo.write("agents.yaml", agent_doc("eu-1", "eu") + "---\n" + agent_doc("us-1", "us"))
+    repo.write("shop.yaml", canary_doc("shop", namespace="web"))
+    repo.write("api.yaml", canary_doc("api", selector="['us-*']", namespace="web"))
+    now = datetime.now(UTC).replace(microsecond=0)
+    repo.write(
+        "window.yaml",
+        "apiVersion: canary-reconciler/v1\nkind: Maintenance\nmetadata:\n  name: api-upgrade\n"
+        f"spec:\n  canaries: {{names: [api]}}\n  start: {(now - timedelta(hours=1)).isoformat()}\n"
+        f"  end: {(now + timedelta(hours=1)).isoformat()}\n",
+    )
+    repo.commit("a window for a canary of us only")
+    state, site = tmp_path / "state.duckdb", tmp_path / "site"
+    apply(repo, state)
+    assert run_cli("site", "build", "--state", state, "--out", site, "-q").code == 0
+    assert "api-upgrade" in read(site, "index.html")
+    assert "api-upgrade" in read(site, "region-us.html")
+    assert "api-upgrade" not in read(site, "region-eu.html")  # web/api does not run in eu
+
+
 def test_titles_name_the_window(fleet: tuple[Path, Connection]) -> None:
     """Tabs, bookmarks and history tell a page's windows apart."""
     state, connection = fleet

@@ -147,7 +147,7 @@ def overview_context(
         "rows": Markup("".join(html for _, _, html in rows)),
         "note": SKETCH_NOTE,
         "silent": _silent(snapshot, path, window, region),
-        "maintenance": maintenance_view.section(snapshot),
+        "maintenance": maintenance_view.section(snapshot, region=scope),
     }
 
 

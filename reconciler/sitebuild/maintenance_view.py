@@ -3,6 +3,7 @@ pages, and each SLA month's windows (the windows are the served revision's)."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime, timedelta
 from html import escape
 from typing import Any
@@ -52,10 +53,16 @@ def openings(snapshot: Snapshot, canary: str | None) -> tuple[list[Occurrence], 
     return active(windows, now), upcoming(windows, now, UPCOMING_HORIZON)
 
 
-def section(snapshot: Snapshot, canary: str | None = None) -> Markup | None:
+def section(
+    snapshot: Snapshot, canary: str | None = None, region: str | None = None
+) -> Markup | None:
     """A "Maintenance" section: windows in progress and upcoming (of one canary, or all with
-    the canaries each covers); None when there are none."""
+    the canaries each covers; on a region's page, those covering a canary there, with those
+    canaries); None when there are none."""
     now_open, coming = openings(snapshot, canary)
+    if region is not None:
+        now_open = _in_region(snapshot, now_open, region)
+        coming = _in_region(snapshot, coming, region)
     if not now_open and not coming:
         return None
     parts = [
@@ -68,6 +75,19 @@ def section(snapshot: Snapshot, canary: str | None = None) -> Markup | None:
             parts.append(f"<h3>{title}</h3>\n<ul>\n{items}</ul>\n")
     parts.append(f'<p class="note">{EXCLUDED_NOTE} No incident opens from them.</p>\n</section>\n')
     return Markup("".join(parts))
+
+
+def _in_region(snapshot: Snapshot, found: list[Occurrence], region: str) -> list[Occurrence]:
+    """The openings that cover a canary running in `region`, naming only those canaries."""
+    there = {c.key for c in snapshot.canaries if region in c.regions}
+    kept = []
+    for occurrence in found:
+        if occurrence.regions and region not in occurrence.regions:
+            continue
+        canaries = tuple(key for key in occurrence.canaries if key in there)
+        if canaries:
+            kept.append(dataclasses.replace(occurrence, canaries=canaries))
+    return kept
 
 
 def digest(snapshot: Snapshot, canary: str | None) -> list[Any]:
