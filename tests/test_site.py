@@ -362,7 +362,11 @@ def test_incidents_deployments_and_status_pages(fleet: tuple[Path, Connection]) 
     status = read(site, "status.html")
     assert "Major outage" in status and "Open incidents" in status
     # The open incident's start as every other page shows a time, not as the store keeps it.
-    assert re.search(r"incident #7 since <time datetime=\S+>2026-11-20 01:40:00 UTC</time>", status)
+    assert re.search(
+        r'<a href="canary/web.shop.html">web/shop</a>: <a href="incidents.html#incident-7">'
+        r"incident #7</a> since <time datetime=\S+>2026-11-20 01:40:00 UTC</time>",
+        status,
+    )
     assert '<span class="badge state-progressing">Progressing</span>' in deployments
     assert "<dt>Regions down</dt><dd>eu</dd>" in incidents
 

@@ -201,10 +201,17 @@ def status_context(snapshot: Snapshot) -> dict[str, Any]:
             }
         )
     state, headline = verdict(statuses)
+    pages = {canary.key: canary.ident for canary in snapshot.canaries}
     open_incidents = [
         {
             "id": incident["id"],
             "canary": incident["canary"],
+            "canary_href": (
+                link(STATUS, canary_path(pages[incident["canary"]], WINDOWS[0]))
+                if incident["canary"] in pages
+                else None
+            ),
+            "href": f"{link(STATUS, INCIDENTS)}#incident-{incident['id']}",
             "since": fmt.stored_moment(incident["opened_at"]),
             "since_iso": incident["opened_at"],
             "regions_down": ", ".join(incident["regions_down"]) or "none now",
