@@ -281,6 +281,11 @@ CASES: dict[str, tuple[str, str, str]] = {
         "spec.traffic_split[1].backends[0].url",
         "'http://v2:99999': the port must be a number from 1 to 65535",
     ),
+    "a document that is not a mapping, at its own line": (
+        "# a comment\n---\nhello  #!\n",
+        "",
+        "expected a mapping with apiVersion and kind, got a string",
+    ),
     "kind is missing": (
         "apiVersion: canary-reconciler/v1  #!\nmetadata:\n  name: x\n",
         "kind",

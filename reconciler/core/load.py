@@ -81,9 +81,9 @@ def _rule_diagnostics(document: Located[Any]) -> list[Diagnostic]:
     return found + compat_diagnostics(document)
 
 
-def _load_document(path: str, raw: Any) -> FileResult:
+def _load_document(path: str, raw: Any, start: tuple[int, int] = (1, 1)) -> FileResult:
     if not isinstance(raw, PositionedMap):
-        line, column = getattr(raw, "start", (1, 1))
+        line, column = getattr(raw, "start", start)
         message = f"expected a mapping with apiVersion and kind, got {type_name(raw)}"
         return FileResult([], [Diagnostic(path, line, column, "", "", message)])
     if "apiVersion" not in raw and any(key in GATEWAY_SECTIONS for key in raw):
@@ -139,10 +139,10 @@ def load_file(path: str, content: bytes) -> FileResult:
         )
         for p in parsed.problems
     ]
-    for raw in parsed.documents:
+    for raw, start in zip(parsed.documents, parsed.starts, strict=True):
         if raw is None:
             continue
-        result = _load_document(path, raw)
+        result = _load_document(path, raw, start)
         documents += result.documents
         diagnostics += result.diagnostics
     return FileResult(documents, diagnostics)

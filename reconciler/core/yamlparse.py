@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -356,6 +356,8 @@ class ParsedYaml:
 
     documents: list[Any]
     problems: list[YamlProblem]
+    # Where each document's value begins (a scalar or list document has no other place).
+    starts: list[Position] = field(default_factory=list)
 
 
 def parse_yaml(content: bytes) -> ParsedYaml:
@@ -376,6 +378,7 @@ def parse_yaml(content: bytes) -> ParsedYaml:
     loader = _Loader(content)
     guard = _Guard(loader)
     documents: list[Any] = []
+    starts: list[Position] = []
     try:
         while loader.check_node():
             node = loader.get_node()
@@ -396,6 +399,7 @@ def parse_yaml(content: bytes) -> ParsedYaml:
                 break
             # Out-of-range values are reported, and the document is still built so its other
             # errors are reported too; a load with errors is never compiled or stored.
+            starts.append(_position(node))
             try:
                 documents.append(loader.construct_document(node))
             except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as error:
@@ -426,7 +430,8 @@ def parse_yaml(content: bytes) -> ParsedYaml:
         )
         last = guard.values[-1]  # listed after it
         loader.problems.append(YamlProblem(last.line, last.column + 1, message))
-    return ParsedYaml(documents, loader.problems + guard.values)
+    # A document whose construction failed outright (a MarkedYAMLError) was never added.
+    return ParsedYaml(documents, loader.problems + guard.values, starts[: len(documents)])
 
 
 def locate(document: Any, path: tuple[str | int, ...]) -> Position | None:
