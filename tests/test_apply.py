@@ -291,6 +291,15 @@ def test_an_empty_directory_is_refused_not_planned_as_delete_all(
     assert len(query(state, "SELECT * FROM resources")) == 4
 
 
+def test_apply_says_when_it_starts_a_new_state_file(repo: ConfigRepo, tmp_path: Path) -> None:
+    """A mistyped --state would otherwise start a new lineage without a word."""
+    state = tmp_path / "new" / "dir" / "state.duckdb"
+    first = run_cli("apply", "--repo", repo.path, "--state", state, "--auto-approve")
+    assert first.code == 0 and f"started a new state file {state}" in first.err
+    again = run_cli("apply", "--repo", repo.path, "--state", state, "--auto-approve")
+    assert again.code == 0 and "started a new state file" not in again.err
+
+
 def test_files_with_only_comments_are_refused_not_planned_as_delete_all(
     repo: ConfigRepo, tmp_path: Path
 ) -> None:

@@ -104,6 +104,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             console.out.flush()
             return bool(args.auto_approve) or _confirm(console)
 
+        new = not args.state.exists()
         plan, result = session.apply(loaded, args.state, _now, approve)
     except StateError as error:
         console.error(str(error))
@@ -114,6 +115,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if not plan.changes:
         console.out.write(render_text(plan))
     _applied(result, console)
+    if new and result.wrote:
+        # A mistyped --state starts a new lineage: say so, where the file is.
+        console.progress(f"started a new state file {args.state.resolve()}")
     return EXIT_OK
 
 
