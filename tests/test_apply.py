@@ -300,6 +300,17 @@ def test_apply_says_when_it_starts_a_new_state_file(repo: ConfigRepo, tmp_path: 
     assert again.code == 0 and "started a new state file" not in again.err
 
 
+def test_a_file_that_is_not_a_plan_is_refused_saying_so(repo: ConfigRepo, tmp_path: Path) -> None:
+    state, garbage = tmp_path / "state.duckdb", tmp_path / "plan.json"
+    apply(repo, state)
+    garbage.write_bytes(bytes(range(256)))
+    result = run_cli("apply", garbage, "--state", state)
+    assert result.code == 1
+    assert f"cannot read the plan {garbage}: it is not JSON, so not a plan saved by " in result.err
+    missing = run_cli("apply", tmp_path / "none.json", "--state", state)
+    assert missing.code == 1 and "No such file or directory" in missing.err
+
+
 def test_files_with_only_comments_are_refused_not_planned_as_delete_all(
     repo: ConfigRepo, tmp_path: Path
 ) -> None:

@@ -127,7 +127,16 @@ def _apply_saved(args: argparse.Namespace, session: Session, console: Console) -
 
     try:
         plan = plan_from_dict(orjson.loads(args.plan_file.read_bytes()))
-    except (OSError, orjson.JSONDecodeError, PlanFileError) as error:
+    except OSError as error:
+        console.error(f"cannot read the plan {args.plan_file}: {error.strerror or error}")
+        return EXIT_ERROR
+    except orjson.JSONDecodeError as error:
+        console.error(
+            f"cannot read the plan {args.plan_file}: it is not JSON, so not a plan saved by "
+            f"`reconcile plan --out` ({error})"
+        )
+        return EXIT_ERROR
+    except PlanFileError as error:
         console.error(f"cannot read the plan {args.plan_file}: {error}")
         return EXIT_ERROR
     result = session.apply_saved(plan, args.state, _now)
