@@ -5,18 +5,16 @@ results; a request the agent cut itself (a disconnect) must say so, not fail wit
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from agent.runtime import Agent
@@ -25,6 +23,8 @@ from agent.spool import Spool
 from schemas.wire import PULL_WAIT_HEADER
 from tests import httpd
 from tests.agentproc import AgentProcess
+from tests.test_agent_shipping import running_agent
+from tests.test_agent_shipping import settings as shipping_settings
 from tests.waiting import eventually, wait_for
 
 WAIT = 20.0
@@ -186,31 +186,10 @@ def holding(declared: int = 0) -> Iterator[_HoldingServer]:
         server.close()
 
 
-@contextlib.asynccontextmanager
-async def running_agent(agent: Agent) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the agent on this loop; yield a client of its status endpoint; stop it after."""
-    task = asyncio.create_task(agent.run())
-    try:
-        await eventually(lambda: agent.status_port is not None or task.done(), WAIT, "listening")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{agent.status_port}") as status:
-            yield status
-    finally:
-        agent.stop()
-        await asyncio.wait_for(task, WAIT)
-
-
 def settings(url: str, spool: Path, **changes: Any) -> AgentSettings:
-    values: dict[str, Any] = {
-        "token": "cra_eu-1.test",
-        "spool": spool,
-        "listen": ("127.0.0.1", 0),
-        "flush_interval": 0.05,
-        "pull_interval": 30.0,
-        "pull_wait": 30.0,
-        "shutdown_timeout": 1.0,
-        **changes,
-    }
-    return AgentSettings(url=url, **values)
+    """The shipping tests' agent, with the default batch size, long polls, a quick stop."""
+    defaults = {"pull_wait": 30.0, "shutdown_timeout": 1.0, "batch_size": 500}
+    return shipping_settings(url, spool, **{**defaults, **changes})
 
 
 def agent_lines(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -276,21 +276,6 @@ def test_usage_errors_exit_1_not_2() -> None:
     assert "unrecognized arguments: --no-such-flag" in result.stderr
 
 
-def test_an_empty_directory_is_refused_not_planned_as_delete_all(
-    repo: ConfigRepo, tmp_path: Path
-) -> None:
-    state = tmp_path / "state.duckdb"
-    apply(repo, state)
-    empty = tmp_path / "empty"
-    empty.mkdir()
-
-    result = run_cli("apply", "--repo", empty, "--state", state, "--auto-approve")
-
-    assert result.code == 1
-    assert "no YAML files found" in result.err
-    assert len(query(state, "SELECT * FROM resources")) == 4
-
-
 def test_apply_says_when_it_starts_a_new_state_file(repo: ConfigRepo, tmp_path: Path) -> None:
     """A mistyped --state would otherwise start a new lineage without a word."""
     state = tmp_path / "new" / "dir" / "state.duckdb"
@@ -311,23 +296,31 @@ def test_a_file_that_is_not_a_plan_is_refused_saying_so(repo: ConfigRepo, tmp_pa
     assert missing.code == 1 and "No such file or directory" in missing.err
 
 
-def test_files_with_only_comments_are_refused_not_planned_as_delete_all(
-    repo: ConfigRepo, tmp_path: Path
+@pytest.mark.parametrize(
+    ("files", "said"),
+    [
+        ({}, "no YAML files found"),
+        (
+            {"all.yaml": "# everything moved elsewhere\n---\n", "empty.yml": ""},
+            "all.yaml:1:1: no document in 2 file(s) (only comments or empty): refusing to load "
+            "an empty configuration (it would delete everything)",
+        ),
+    ],
+    ids=["no file", "only comments"],
+)
+def test_a_config_of_nothing_is_refused_not_planned_as_delete_all(
+    repo: ConfigRepo, tmp_path: Path, files: dict[str, str], said: str
 ) -> None:
     state = tmp_path / "state.duckdb"
     apply(repo, state)
-    commented = tmp_path / "commented"
-    commented.mkdir()
-    (commented / "all.yaml").write_text("# everything moved elsewhere\n---\n")
-    (commented / "empty.yml").write_text("")
-
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    for name, text in files.items():
+        (nothing / name).write_text(text)
     for command in (["plan"], ["apply", "--auto-approve"]):
-        result = run_cli(*command, "--repo", commented, "--state", state)
+        result = run_cli(*command, "--repo", nothing, "--state", state)
         assert result.code == 1, result.out
-        assert (
-            "all.yaml:1:1: no document in 2 file(s) (only comments or empty): refusing to load "
-            "an empty configuration (it would delete everything)"
-        ) in result.out + result.err
+        assert said in result.out + result.err
     assert len(query(state, "SELECT * FROM resources")) == 4
 
 

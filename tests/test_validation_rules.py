@@ -412,3 +412,26 @@ def test_two_routes_taking_the_same_requests_name_both_places(tmp_path: Path) ->
     ]
     (tmp_path / "api.yaml").unlink()  # '/api' exactly and '/api/…' are different requests
     assert run_cli("validate", "--repo", tmp_path, "-q").code == 0
+
+
+def test_what_a_tester_found_refused_wrongly_loads(tmp_path: Path) -> None:
+    """A gateway data-plane node's file (listeners, no routes) is a document, not an empty
+    file; an http URL may hold `${env:NAME}`; a route on another's path that nginx never
+    serves (it restricts methods: not driven) is left to the gateway, which tells them apart."""
+    (tmp_path / "base.yaml").write_text(VALID_BASE.lstrip("\n"))
+    (tmp_path / "node.yaml").write_text(
+        "listeners:\n  - id: http\n    address: ':8080'\n    protocol: http\n"
+    )
+    (tmp_path / "web.yaml").write_text(
+        canary("http:\n  - name: home\n    url: 'https://${env:API_HOST}/health'")
+    )
+    (tmp_path / "api.yaml").write_text(route())
+    (tmp_path / "api-posts.yaml").write_text(
+        route().replace("name: api", "name: api-posts") + "  methods: [POST]\n"
+    )
+    result = run_cli("validate", "--repo", tmp_path, "-q")
+    assert result.code == 0, result.out
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "node.yaml").write_text((tmp_path / "node.yaml").read_text())
+    assert run_cli("validate", "--repo", alone, "-q").code == 0

@@ -13,6 +13,7 @@ from reconciler.core.alert_config import routing_diagnostics
 from reconciler.core.compat import compat_diagnostics, one_notice_per_kind
 from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.documents import Config, Located, SourceFile, UnreadableFile
+from reconciler.core.drive import decide
 from reconciler.core.gatewayfile import load_gateway
 from reconciler.core.ignore import IGNORE_FILE, without_ignored
 from reconciler.core.validation import type_name, validation_diagnostics
@@ -31,6 +32,9 @@ class FileResult:
 
     documents: list[Located[Any]]
     diagnostics: list[Diagnostic]
+    # The file holds some YAML document (a gateway file without routes is one, yet loads
+    # none); False when it has only comments or is empty.
+    written: bool = True
 
 
 # Parsed and validated files by (path, git blob SHA): unchanged files are never parsed twice.
@@ -145,7 +149,8 @@ def load_file(path: str, content: bytes) -> FileResult:
         result = _load_document(path, raw, start)
         documents += result.documents
         diagnostics += result.diagnostics
-    return FileResult(documents, diagnostics)
+    written = any(raw is not None for raw in parsed.documents) or bool(parsed.problems)
+    return FileResult(documents, diagnostics, written)
 
 
 def _collect(documents: Iterable[Located[Any]]) -> tuple[Config, list[Diagnostic]]:
@@ -192,13 +197,17 @@ def _claims(path: str, prefix: bool) -> list[tuple[str, str]]:
 
 
 def _path_clashes(config: Config) -> list[Diagnostic]:
-    """An error for each Route taking requests another Route takes already: which one
-    answers would depend on the gateway (nginx refuses such a config outright)."""
+    """An error for each Route taking requests another Route takes already, both put on
+    nginx: which one answers would depend on the gateway (nginx refuses such a config
+    outright). Routes that are not driven (methods, header matches, ...) are left to the
+    gateway project, which tells routes on one path apart by those."""
     found = []
     taken: dict[tuple[str, str], Located[Any]] = {}
     for key in sorted(config.routes):
         route = config.routes[key]
         spec = route.model.spec
+        if not decide(spec).driven:  # kept off nginx: the gateway tells such routes apart
+            continue
         for claim in _claims(spec.path, spec.path_prefix):
             first = taken.setdefault(claim, route)
             if first is route:
@@ -231,6 +240,7 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
         Notices (how a file was read, nothing to fix) are kept apart in `config.notices`.
     """
     documents: list[Located[Any]] = []
+    written = False  # some file holds a YAML document
     every = list(files)
     hidden = sorted(f.path for f in every if f.hidden and _looks_like_config(f))
     listed, unreadable = _readable_ignore_file([f for f in every if not f.hidden])
@@ -251,7 +261,8 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
                 cache[cache_key] = result
         documents += result.documents
         diagnostics += result.diagnostics
-    diagnostics += _nothing_loaded(kept, documents, diagnostics)
+        written = written or result.written
+    diagnostics += _nothing_loaded(kept, written, diagnostics)
     config, duplicates = _collect(documents)
     diagnostics += duplicates + _reference_diagnostics(config)
     diagnostics = one_notice_per_kind(sorted(diagnostics))
@@ -285,11 +296,12 @@ def _hidden_notice(hidden: list[str]) -> list[Diagnostic]:
 
 
 def _nothing_loaded(
-    kept: list[SourceFile], documents: list[Located[Any]], diagnostics: list[Diagnostic]
+    kept: list[SourceFile], written: bool, diagnostics: list[Diagnostic]
 ) -> list[Diagnostic]:
-    """An error when files were read and hold no document at all (only comments, or empty):
-    loaded, that would be a plan to delete everything, as with no file at all."""
-    if documents or not kept or any(d.severity == "error" for d in diagnostics):
+    """An error when files were read and hold no YAML document at all (only comments, or
+    empty): loaded, that would be a plan to delete everything, as with no file at all. A
+    gateway file without routes (a data-plane node's) is a document, and loads."""
+    if written or not kept or any(d.severity == "error" for d in diagnostics):
         return []
     first = min(f.path for f in kept)
     message = (
