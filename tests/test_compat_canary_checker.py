@@ -233,6 +233,15 @@ def test_both_endpoint_and_url_is_an_error() -> None:
         ("display:\n        expr: outputs.a.json", "undeclared reference to 'outputs'"),
         ("display:\n        template: '{{if .code}}up{{end}}'", "not supported: Go template"),
         ("display:\n        template: '{{.code | upper}}'", "not supported: Go template function"),
+        # Go's own parser refuses these: invalid, not unsupported.
+        (
+            "display:\n        template: '{{.code | \"a\" {{.json}}'",
+            "invalid Go template: an action is not closed with }} before the next {{",
+        ),
+        (
+            'display:\n        template: "{{.code | \\"\\n\\"}}"',
+            "invalid Go template: unterminated quoted string in action",
+        ),
     ],
 )
 def test_an_expression_that_can_never_evaluate_fails_validation(block: str, message: str) -> None:

@@ -35,7 +35,21 @@ class Action:
     indent: str
 
 
+def _syntax_problem(source: str) -> str | None:
+    """What Go's template parser refuses in an action before reading it (a quoted string not
+    closed on its line, an action running into the next `{{`), or None."""
+    if "{{" in source:
+        return "an action is not closed with }} before the next {{"
+    for line in source.split("\n"):
+        if (line.count('"') - line.count('\\"')) % 2:
+            return "unterminated quoted string"
+    return None
+
+
 def _action(source: str) -> Action:
+    if problem := _syntax_problem(source):
+        shown = source.strip()[:60]
+        raise TemplateError(f"invalid Go template: {problem} in action {shown!r}")
     parts = [part.strip() for part in source.split("|")]
     lookup, pipes = parts[0], parts[1:]
     if not _PATH.match(lookup) or len(pipes) > 1:
