@@ -242,7 +242,9 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
     documents: list[Located[Any]] = []
     written = False  # some file holds a YAML document
     every = list(files)
-    hidden = sorted(f.path for f in every if f.hidden and _looks_like_config(f))
+    # Looked into at most `MAX_HIDDEN_READ` hidden files (a `.venv` may hold many YAML files).
+    candidates = [f for f in every if f.hidden][:MAX_HIDDEN_READ]
+    hidden = sorted(f.path for f in candidates if _looks_like_config(f))
     listed, unreadable = _readable_ignore_file([f for f in every if not f.hidden])
     kept, left_out = without_ignored(listed)
     diagnostics = unreadable + _ignore_diagnostics(kept, left_out, ignoring=len(listed) > len(kept))
@@ -270,6 +272,8 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
     return LoadResult(config, [d for d in diagnostics if d.severity != "notice"])
 
 
+# Hidden YAML files read at most, to tell config from other tools' files (`_hidden_notice`).
+MAX_HIDDEN_READ = 1_000
 # What only a config file of ours holds (an apiVersion we read, or a gateway file's routes).
 _CONFIG_MARK = re.compile(rb"canary-reconciler/v|canaries\.flanksource\.com/|^routes:", re.M)
 

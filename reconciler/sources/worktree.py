@@ -51,6 +51,8 @@ def hidden_file(relative: str, read: Callable[[], bytes]) -> SourceFile:
 # How many directories under hidden ones are looked through for YAML files at most (a
 # `.venv` or `.tox` inside the repository can hold thousands).
 MAX_HIDDEN_DIRECTORIES = 2_000
+# ... and how many YAML files there are listed at most.
+MAX_HIDDEN_FILES = 1_000
 
 
 def _constant(content: bytes) -> Callable[[], bytes]:
@@ -227,6 +229,8 @@ def _hidden_yaml(directories: list[str], root: Path, resolved: str) -> list[Sour
                     YAML_SUFFIXES
                 )
             ]
+            if len(found) >= MAX_HIDDEN_FILES:
+                return found[:MAX_HIDDEN_FILES]
     return found
 
 
