@@ -521,6 +521,24 @@ def test_a_link_out_of_a_config_subdirectory_is_outside_the_repository(tmp_path:
         assert SECRET not in output
 
 
+def test_a_link_out_of_the_repository_does_not_tell_whether_its_target_exists(
+    tmp_path: Path,
+) -> None:
+    """Reading a repository must not probe the machine: a link to an outside path that exists
+    and one to an outside path that does not get the same words."""
+    repo = ConfigRepo(tmp_path / "repo")
+    (repo.path / "base.yaml").write_text(BASE)
+    (tmp_path / "there.yaml").write_text("x: 1\n")
+    os.symlink(tmp_path / "there.yaml", repo.path / "there.yaml")
+    os.symlink(tmp_path / "not-there.yaml", repo.path / "not-there.yaml")
+    repo.commit("two links out")
+    for ref in ([], ["--ref", "HEAD"]):
+        code, output, _ = _run_bounded("validate", "--repo", repo.path, *ref)
+        assert code == 1, output
+        for name in ("there.yaml", "not-there.yaml"):
+            assert f" {name}:1:1: is a symbolic link to a file outside the repository" in output
+
+
 DEEP_LEVELS = 1_200  # deeper than Python's recursion limit
 
 

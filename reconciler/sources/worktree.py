@@ -96,6 +96,12 @@ def read_regular(path: str, root: str) -> bytes:
     opened = path
     try:
         if os.path.islink(path):
+            # Outside first: whether a path outside the repository exists is not told.
+            if not _inside(os.path.realpath(path), root):
+                raise UnreadableFile(
+                    "is a symbolic link to a file outside the repository; only files inside "
+                    "it are read"
+                )
             try:
                 target = os.path.realpath(path, strict=True)
             except FileNotFoundError:
