@@ -225,3 +225,17 @@ def test_only_hidden_config_is_an_empty_configuration(config_repo: ConfigRepo) -
     result = run_cli("validate", "--repo", config_repo.path)
     assert result.code == 1
     assert "(1 under hidden paths, never loaded): refusing to plan an empty" in result.err
+
+
+def test_a_directory_where_the_ignore_file_belongs_is_an_error(config_repo: ConfigRepo) -> None:
+    """Its rules would not be applied without a word: files meant to be left out would load."""
+    config_repo.write("regions.yaml", region_doc("eu"))
+    config_repo.write(".reconcileignore/rules", "k8s/\n")
+    config_repo.commit("the ignore rules in a directory by mistake")
+    for ref in ((), ("--ref", "HEAD")):
+        result = run_cli("validate", "--repo", config_repo.path, *ref)
+        assert result.code == 1
+        assert (
+            "Error: .reconcileignore:1:1: is a directory, not a regular file; its rules are "
+            "not applied"
+        ) in result.out

@@ -13,8 +13,14 @@ from pathlib import Path, PurePosixPath
 import git
 
 from reconciler.core.documents import SourceFile, UnreadableFile, shown_path
+from reconciler.core.ignore import IGNORE_FILE
 from reconciler.core.plan import Revision
-from reconciler.sources.worktree import hidden_file, is_hidden_yaml, is_source_path
+from reconciler.sources.worktree import (
+    hidden_file,
+    ignore_directory,
+    is_hidden_yaml,
+    is_source_path,
+)
 from schemas.limits import MAX_FILE_BYTES, limit_hint
 
 _SYMLINK_MODE = 0o120000
@@ -187,6 +193,10 @@ def _files_at(location: GitLocation, ref: str) -> tuple[list[SourceFile], Revisi
             files.append(_source_file(root, item, relative, location))
         elif is_hidden_yaml(relative) and item.mode in _REGULAR_MODES:
             files.append(hidden_file(relative, _blob_reader(item, location.lock)))
+        elif relative.startswith(IGNORE_FILE + "/") and not any(
+            f.path == IGNORE_FILE for f in files
+        ):
+            files.append(ignore_directory())  # as in the working tree
     return files, _revision(commit, ref)
 
 

@@ -42,6 +42,13 @@ def is_hidden_yaml(relative: str) -> bool:
     )
 
 
+def ignore_directory() -> SourceFile:
+    """A directory where the root `.reconcileignore` belongs, as the load is handed it: an
+    error, since its rules are not applied."""
+    message = "is a directory, not a regular file; its rules are not applied"
+    return SourceFile(IGNORE_FILE, f"unreadable:{message}", _refusal(message))
+
+
 def hidden_file(relative: str, read: Callable[[], bytes]) -> SourceFile:
     """A hidden YAML file as the load is handed it: never loaded; `read` lets the load tell
     config (named in a notice) from other tools' files (`.github/workflows/*.yml`)."""
@@ -185,6 +192,9 @@ def read_worktree(root: Path) -> list[SourceFile]:
     resolved = os.path.realpath(root)
     files: list[SourceFile] = []
     hidden: list[str] = []
+    ignore = os.path.join(root, IGNORE_FILE)
+    if os.path.isdir(ignore) and not os.path.islink(ignore):
+        files.append(ignore_directory())
     for directory, links, names, unlisted in _walk(str(root), hidden):
         if unlisted is not None:
             # Its files would be missing from the load without a word: refused by name.
