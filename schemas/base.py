@@ -177,7 +177,8 @@ def _check_agent_name(value: str) -> str:
     if not _AGENT_NAME.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid agent name: use lowercase letters, digits, '-' and '.', "
-            "each dot-separated part starting and ending with a letter or digit"
+            "each dot-separated part starting and ending with a letter or digit and at most "
+            "63 characters, 253 characters in all"
         )
     return value
 
