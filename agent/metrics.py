@@ -76,7 +76,10 @@ class Metrics:
         series[-1] += seconds
 
     def render(self, gauges: Iterable[tuple[str, str, Labels, float]] = ()) -> str:
-        """The exposition text; `gauges` are (name, help, labels, value) computed by the caller."""
+        """The exposition text; `gauges` are (name, help, labels, value) computed by the caller.
+
+        A computed value named `…_total` is a count since the process started, typed
+        `counter` as Prometheus names it (`promtool check metrics` flags a gauge so named)."""
         lines: list[str] = []
         for name, series in sorted(self._counters.items()):
             lines += [f"# HELP {self.prefix}_{name} {self.help.get(name, name)}"]
@@ -88,9 +91,10 @@ class Metrics:
         seen: set[str] = set()
         for name, help_text, labels, value in gauges:
             if name not in seen:
+                kind = "counter" if name.endswith("_total") else "gauge"
                 lines += [
                     f"# HELP {self.prefix}_{name} {help_text}",
-                    f"# TYPE {self.prefix}_{name} gauge",
+                    f"# TYPE {self.prefix}_{name} {kind}",
                 ]
                 seen.add(name)
             lines.append(f"{self.prefix}_{name}{_labels(labels)} {sample_value(value)}")

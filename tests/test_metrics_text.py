@@ -65,3 +65,18 @@ def test_infinite_and_undefined_values_are_written_as_prometheus_spells_them() -
     samples = read_back(text)
     assert samples[("reconciler_a", ())] == math.inf
     assert math.isnan(samples[("reconciler_c", ())])
+
+
+def test_a_computed_count_since_start_is_typed_counter_as_its_name_says() -> None:
+    """The agent's `agent_dropped_rows_total` is computed at each scrape; typed gauge, its
+    `_total` name made `promtool check metrics` complain, and `rate()` users guess."""
+    metrics = Metrics(prefix="agent")
+    text = metrics.render(
+        [
+            ("dropped_rows_total", "Rows lost.", (("reason", "spool_full"),), 3.0),
+            ("spool_rows", "Rows waiting.", (), 7.0),
+        ]
+    )
+    families = {family.name: family.type for family in text_string_to_metric_families(text)}
+    assert families == {"agent_dropped_rows": "counter", "agent_spool_rows": "gauge"}
+    assert read_back(text)[("agent_dropped_rows_total", (("reason", "spool_full"),))] == 3.0
