@@ -197,18 +197,20 @@ class Metadata(StrictModel):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
-def url_problem(url: str, *, shown: str | None = None) -> str | None:
+# `${name}` and `${env:NAME}` references, which the agent fills in before a request.
+_REFERENCE = re.compile(r"\$\{[^}]*\}")
+
+
+def url_problem(url: str) -> str | None:
     """What is wrong with an http(s) URL, or None: its scheme, host and port as a client
     would read them (a port of 70000 or `abc` is refused here, not at the first probe).
-
-    Args:
-        shown: the URL as the config wrote it, when `url` is it with variables filled in.
-    """
-    quoted = repr(url if shown is None else shown)
-    if any(character.isspace() for character in url):
+    A `${name}` or `${env:NAME}` reference stands for a part of it: it is checked with a
+    placeholder there."""
+    quoted, filled = repr(url), _REFERENCE.sub("x", url)
+    if any(character.isspace() for character in filled):
         return f"{quoted} has a space in it"
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(filled)
         port = parts.port
     except ValueError as error:
         if "port" in str(error).lower():

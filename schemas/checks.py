@@ -323,10 +323,6 @@ def _publish_alias(schema: dict[str, Any]) -> None:
         properties["maxResponseTime"] = alias
 
 
-# `${env:NAME}` (and `${name}`) references, expanded by the agent before a request.
-_ENV_USE = re.compile(r"\$\{[^}]*\}")
-
-
 def is_templated(text: str) -> bool:
     """Whether a URL or body holds `$(...)` or `{{...}}` references."""
     return "$(" in text or "{{" in text
@@ -408,11 +404,7 @@ class HttpCheck(TemplatableCheck):
             yield (("url",), "required field is missing")
         elif self.target:
             where = "url" if self.url is not None else "endpoint"
-            # `${env:NAME}` stands for a part of the URL: checked with a placeholder there.
-            filled = _ENV_USE.sub("x", self.target)
-            if not is_templated(self.target) and (
-                problem := url_problem(filled, shown=self.target)
-            ):
+            if not is_templated(self.target) and (problem := url_problem(self.target)):
                 yield ((where,), problem)
         yield from _nested("headers", self.headers)
         yield from _nested("env", self.env)
@@ -569,9 +561,7 @@ class MultiHttpRequest(StrictModel):
     body: str | None = Field(default=None, description="Sent as is, after ${name} substitution.")
 
     def problems(self) -> Iterator[Problem]:
-        # Variables stand for parts of the URL: checked with a placeholder in their place.
-        filled = _VARIABLE_USE.sub("x", self.url)
-        if not self.url.startswith("${") and (problem := url_problem(filled, shown=self.url)):
+        if not self.url.startswith("${") and (problem := url_problem(self.url)):
             yield (("url",), problem)
         yield from _nested("headers", self.headers)
 

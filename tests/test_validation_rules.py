@@ -416,7 +416,7 @@ def test_two_routes_taking_the_same_requests_name_both_places(tmp_path: Path) ->
 
 def test_what_a_tester_found_refused_wrongly_loads(tmp_path: Path) -> None:
     """A gateway data-plane node's file (listeners, no routes) is a document, not an empty
-    file; an http URL may hold `${env:NAME}`; a route on another's path that nginx never
+    file; an http or multihttp URL may hold `${env:NAME}`; a route on another's path that nginx never
     serves (it restricts methods: not driven) is left to the gateway, which tells them apart."""
     (tmp_path / "base.yaml").write_text(VALID_BASE.lstrip("\n"))
     (tmp_path / "node.yaml").write_text(
@@ -424,6 +424,12 @@ def test_what_a_tester_found_refused_wrongly_loads(tmp_path: Path) -> None:
     )
     (tmp_path / "web.yaml").write_text(
         canary("http:\n  - name: home\n    url: 'https://${env:API_HOST}/health'")
+    )
+    (tmp_path / "flow.yaml").write_text(
+        canary(
+            "multihttp:\n  - name: flow\n    entries:\n      - request:\n"
+            "          url: 'https://${env:API_HOST}/x'\n"
+        ).replace("name: web", "name: flow")
     )
     (tmp_path / "api.yaml").write_text(route())
     (tmp_path / "api-posts.yaml").write_text(
