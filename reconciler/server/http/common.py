@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -238,6 +239,21 @@ def readable_query(request: Request) -> None:
         if count > 1:
             times = "twice" if count == 2 else f"{count} times"
             raise RequestRefused(400, f"{name}: given {times}; give each parameter once")
+
+
+def out_path(document: Any, kind: str, *, required: bool) -> Path | None:
+    """The `out` of an admin request's body (`{"out": "/absolute/path"}`): where on the
+    server a site or a backup is written. None when it is not given and not `required`.
+
+    Raises:
+        RequestRefused: 422 when it is missing (and required), not a string, or relative.
+    """
+    out = document.get("out") if isinstance(document, dict) else None
+    if out is None and not required:
+        return None
+    if not isinstance(out, str) or not Path(out).is_absolute():
+        raise RequestRefused(422, f"out must be an absolute {kind} path on the server")
+    return Path(out)
 
 
 def query_limit(request: Request, default: int, most: int) -> int:

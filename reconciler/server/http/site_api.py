@@ -10,6 +10,7 @@ from reconciler.core.refusal import RequestRefused
 from reconciler.server.http.common import (
     controllers_of,
     json_response,
+    out_path,
     read_json,
     require_admin,
 )
@@ -38,13 +39,11 @@ async def build(request: Request) -> Response:
     require_admin(request)
     site = controllers_of(request).site
     document = await read_json(request, '{"out": "/absolute/dir"} or nothing')
-    out = document.get("out") if isinstance(document, dict) else None
-    if out is not None and (not isinstance(out, str) or not Path(out).is_absolute()):
-        raise RequestRefused(422, "out must be an absolute directory path on the server")
-    report = await _build_into(request, Path(out) if out else None)
+    out = out_path(document, "directory", required=False)
+    report = await _build_into(request, out)
     return json_response(
         {
-            "out": str(Path(out) if out else site.out_dir),
+            "out": str(out or site.out_dir),
             "pages": report.published.pages,
             "written": report.published.written,
             "timings": report.timings,

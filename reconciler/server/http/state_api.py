@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter, Request, Response
 
 from reconciler.core.refusal import RequestRefused
-from reconciler.server.http.common import control_of, json_response, read_json, require_admin
+from reconciler.server.http.common import (
+    control_of,
+    json_response,
+    out_path,
+    read_json,
+    require_admin,
+)
 from reconciler.server.http.docs import errors, json_body
 from reconciler.store.backup import BackupExists, backup_state
 from reconciler.store.db import StateError
@@ -37,10 +41,8 @@ async def backup(request: Request) -> Response:
     ingest goes on meanwhile. Answers the path, its size, and the serial and lineage it holds."""
     require_admin(request)
     document = await read_json(request, '{"out": "/absolute/path.duckdb"}')
-    out = document.get("out") if isinstance(document, dict) else None
-    if not isinstance(out, str) or not Path(out).is_absolute():
-        raise RequestRefused(422, "out must be an absolute file path on the server")
-    target = Path(out)
+    target = out_path(document, "file", required=True)
+    assert target is not None  # required: given, or refused
     try:
         made = await control_of(request).state.read(lambda c: backup_state(c, target))
     except BackupExists as error:
