@@ -291,12 +291,17 @@ def _hidden_notice(hidden: list[str]) -> list[Diagnostic]:
     by design, but never without a word."""
     if not hidden:
         return []
-    shown = ", ".join(hidden[:5]) + (f" and {len(hidden) - 5} more" if len(hidden) > 5 else "")
     message = (
         f"left out {len(hidden)} config file(s) with a hidden path (a directory or name starting "
-        f"with '.'): {shown}; move them out of it to load them"
+        f"with '.'): {_first_names(hidden)}; move them out of it to load them"
     )
     return [Diagnostic(hidden[0], 1, 1, "", "", message, "notice")]
+
+
+def _first_names(names: list[str], shown: int = 5) -> str:
+    """The first `shown` file names of a notice, and how many more there are."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _nothing_loaded(
@@ -351,6 +356,5 @@ def _ignore_diagnostics(
     if not left_out:
         return []
     names = sorted(f.path for f in left_out)
-    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    message = f"left out {len(names)} file(s): {shown}"
+    message = f"left out {len(names)} file(s): {_first_names(names)}"
     return [Diagnostic(IGNORE_FILE, 1, 1, "", "", message, "notice")]

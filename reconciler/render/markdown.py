@@ -21,15 +21,18 @@ def code_span(text: str) -> str:
     names) is shown this way, so that it cannot add headings, mentions or images to a
     pull-request comment."""
     line = text.replace("\r", "\\r").replace("\n", "\\n")
-    fence = "`" * (max((len(run) for run in re.findall(r"`+", line)), default=0) + 1)
+    fence = "`" * (_longest_backticks(line) + 1)
     pad = " " if line.startswith("`") or line.endswith("`") else ""
     return f"{fence}{pad}{line}{pad}{fence}"
 
 
 def _block_fence(lines: list[str]) -> str:
     """A code block's fence that no line of it can close (longer than any backtick run)."""
-    longest = max((len(run) for line in lines for run in re.findall(r"`+", line)), default=0)
-    return "`" * max(3, longest + 1)
+    return "`" * max(3, max(map(_longest_backticks, lines), default=0) + 1)
+
+
+def _longest_backticks(text: str) -> int:
+    return max((len(run) for run in re.findall(r"`+", text)), default=0)
 
 
 def render_markdown(plan: Plan) -> str:

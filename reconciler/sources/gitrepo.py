@@ -183,6 +183,7 @@ def _files_at(location: GitLocation, ref: str) -> tuple[list[SourceFile], Revisi
                 f"{location.subdirectory!r} does not exist at {ref} ({commit.hexsha[:12]})"
             ) from error
     files = []
+    ignore_is_directory = False
     for item in tree.traverse():
         if not isinstance(item, git.Blob):
             continue
@@ -193,9 +194,8 @@ def _files_at(location: GitLocation, ref: str) -> tuple[list[SourceFile], Revisi
             files.append(_source_file(root, item, relative, location))
         elif is_hidden_yaml(relative) and item.mode in _REGULAR_MODES:
             files.append(hidden_file(relative, _blob_reader(item, location.lock)))
-        elif relative.startswith(IGNORE_FILE + "/") and not any(
-            f.path == IGNORE_FILE for f in files
-        ):
+        elif relative.startswith(IGNORE_FILE + "/") and not ignore_is_directory:
+            ignore_is_directory = True
             files.append(ignore_directory())  # as in the working tree
     return files, _revision(commit, ref)
 

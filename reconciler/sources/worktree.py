@@ -89,6 +89,9 @@ def _kind_of(mode: int) -> str:
     return "not a regular file"
 
 
+_OUTSIDE = "is a symbolic link to a file outside the repository; only files inside it are read"
+
+
 def read_regular(path: str, root: str) -> bytes:
     """The bytes of `path` if it is a regular file inside `root` (after symlinks), at most
     the file-size limit plus one byte (the loader reports a longer file).
@@ -105,10 +108,7 @@ def read_regular(path: str, root: str) -> bytes:
         if os.path.islink(path):
             # Outside first: whether a path outside the repository exists is not told.
             if not _inside(os.path.realpath(path), root):
-                raise UnreadableFile(
-                    "is a symbolic link to a file outside the repository; only files inside "
-                    "it are read"
-                )
+                raise UnreadableFile(_OUTSIDE)
             try:
                 target = os.path.realpath(path, strict=True)
             except FileNotFoundError:
@@ -119,11 +119,8 @@ def read_regular(path: str, root: str) -> bytes:
                 if error.errno == errno.ELOOP:
                     raise UnreadableFile("is a symbolic link loop") from None
                 raise
-            if not _inside(target, root):
-                raise UnreadableFile(
-                    "is a symbolic link to a file outside the repository; only files inside "
-                    "it are read"
-                )
+            if not _inside(target, root):  # changed since the check above
+                raise UnreadableFile(_OUTSIDE)
             opened = target  # what was checked is what is opened
         # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
         # O_NOFOLLOW: a link swapped in since the check above is refused, not followed.
@@ -230,7 +227,8 @@ def _reader(directory: str, name: str, resolved: str) -> Callable[[], bytes]:
 
 def _hidden_yaml(directories: list[str], root: Path, resolved: str) -> list[SourceFile]:
     """The YAML files under hidden `directories` (at most `MAX_HIDDEN_DIRECTORIES` of them
-    looked through), named only, never read."""
+    looked through, `MAX_HIDDEN_FILES` listed), never loaded: the load reads them only to
+    tell config from other tools' files."""
     found: list[SourceFile] = []
     looked = 0
     for top in directories:
