@@ -226,13 +226,19 @@ def _connect(
             sleep(delay)
             delay = min(delay * 2, 0.5)
         except duckdb.Error as error:
-            if _CORRUPT in str(error):
-                raise StateError(_damaged_message(path, error)) from error
-            raise StateError(f"cannot open state file {path}: {error}") from error
+            raise _state_error(path, error, "cannot open state file") from error
 
 
 # How DuckDB words a block whose checksum does not match (a damaged file).
 _CORRUPT = "Corrupt database file"
+
+
+def _state_error(path: Path, error: duckdb.Error, doing: str) -> StateError:
+    """A DuckDB error on the state file as the CLI says it: a damaged file with what to do
+    about it, anything else as `doing` the file failed."""
+    if _CORRUPT in str(error):
+        return StateError(_damaged_message(path, error))
+    return StateError(f"{doing} {path}: {error}")
 
 
 def _damaged_message(path: Path, error: Exception) -> str:
@@ -248,7 +254,7 @@ def _damaged_message(path: Path, error: Exception) -> str:
 def _migrate(connection: Connection) -> None:
     for statement in _SCHEMA:
         connection.execute(statement)
-    found = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    found = _schema_version(connection)
     if found is None:
         connection.executemany(
             "INSERT INTO meta VALUES (?, ?)",
@@ -259,7 +265,13 @@ def _migrate(connection: Connection) -> None:
             ],
         )
     else:
-        _check_version(found[0])
+        _check_version(found)
+
+
+def _schema_version(connection: Connection) -> object | None:
+    """The state's recorded schema version (None in a new file)."""
+    found = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return found[0] if found else None
 
 
 def _check_version(found: object) -> None:
@@ -316,17 +328,14 @@ def open_state(
             found = f" (it holds other tables: {', '.join(sorted(tables)[:5])})" if tables else ""
             raise StateError(f"{path} is not a canary-reconciler state file{found}")
         if read_only:
-            version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-            _check_version((version.fetchone() or ("",))[0])
+            _check_version(_schema_version(connection) or "")
         else:
             connection.execute("BEGIN TRANSACTION")
             _migrate(connection)
             connection.execute("COMMIT")
     except duckdb.Error as error:
         connection.close()
-        if _CORRUPT in str(error):
-            raise StateError(_damaged_message(path, error)) from error
-        raise StateError(f"cannot read state file {path}: {error}") from error
+        raise _state_error(path, error, "cannot read state file") from error
     except BaseException:
         connection.close()
         raise
