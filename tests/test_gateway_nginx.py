@@ -217,6 +217,21 @@ def test_rejected_config_keeps_the_previous_one_serving(
 
 @pytest.mark.slow
 @needs_nginx
+def test_a_backend_with_a_path_is_refused_when_synced(
+    gateway: NginxGateway, backends: Backends
+) -> None:
+    """docs/yaml-reference.md: `validate` takes a backend with a path (other gateways honour
+    it), nginx here does not: it sends each group the client's own path."""
+    applied(gateway, spec(backends), {"stable": 100, "canary": 0})
+    with_path = spec(backends, canary_url=f"{backends['canary'].url}/v2")
+    with pytest.raises(GatewayError, match="a backend is scheme://host\\[:port\\] only"):
+        gateway.apply(ROUTE, with_path, {"canary": 100})
+    assert gateway.weights(ROUTE) == {"stable": 100, "canary": 0}
+    assert bodies(gateway, 10) == {"stable": 10}
+
+
+@pytest.mark.slow
+@needs_nginx
 def test_metrics_per_group_since_a_time(gateway: NginxGateway, backends: Backends) -> None:
     backends["canary"].status = 500
     backends["canary"].delay = 0.02
