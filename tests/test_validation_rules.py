@@ -416,8 +416,9 @@ def test_two_routes_taking_the_same_requests_name_both_places(tmp_path: Path) ->
 
 def test_what_a_tester_found_refused_wrongly_loads(tmp_path: Path) -> None:
     """A gateway data-plane node's file (listeners, no routes) is a document, not an empty
-    file; an http or multihttp URL may hold `${env:NAME}`; a route on another's path that nginx never
-    serves (it restricts methods: not driven) is left to the gateway, which tells them apart."""
+    file; an http or multihttp URL may hold `${env:NAME}`; a route on another's path that
+    nginx never serves (it restricts methods: not driven) is left to the gateway, which tells
+    them apart."""
     (tmp_path / "base.yaml").write_text(VALID_BASE.lstrip("\n"))
     (tmp_path / "node.yaml").write_text(
         "listeners:\n  - id: http\n    address: ':8080'\n    protocol: http\n"
