@@ -242,6 +242,21 @@ def test_both_endpoint_and_url_is_an_error() -> None:
             'display:\n        template: "{{.code | \\"\\n\\"}}"',
             "invalid Go template: unterminated quoted string in action",
         ),
+        # Types every run has: found on sample values of the check's variables.
+        (
+            "test:\n        expr: code == '200'",
+            "can never evaluate: '==' cannot be applied to (int, string)",
+        ),
+        (
+            "test:\n        expr: elapsed < 5",
+            "can never evaluate: '<' cannot be applied to (duration, int)",
+        ),
+        (
+            "display:\n        expr: content + 1",
+            "can never evaluate: '+' cannot be applied to (string, int)",
+        ),
+        ("test:\n        expr: content", "a test must give true or false; this gives a string"),
+        ("test:\n        expr: code && true", "a test must give true or false; this gives an int"),
     ],
 )
 def test_an_expression_that_can_never_evaluate_fails_validation(block: str, message: str) -> None:
@@ -259,6 +274,13 @@ def test_an_expression_that_can_never_evaluate_fails_validation(block: str, mess
         "! ('Authorization' in json.headers.keys())",
         "string(code).charAt(0) == '2' && check.name != '' && canary.name != ''",
         "headers['Location'] == '/get' && content.contains('x') && elapsed < duration('1s')",
+        # What depends on the answer is left to the run: the body's JSON may be of any type,
+        # a key may be missing, a branch the sample does not take is not looked into.
+        "json + 1 == 2",
+        "json.authenticated == true && json.user == 'user'",
+        "int(content) > 3",
+        "code == 200 || content == 1",
+        "code / (code - 200) == 1",
     ],
 )
 def test_published_expression_forms_compile(expr: str) -> None:

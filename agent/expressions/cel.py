@@ -387,7 +387,12 @@ def http_context(
     return {name: build() for name, build in builders.items() if wanted is None or name in wanted}
 
 
-def _value(expr: str, context: dict[str, Any]) -> Any:
+def value_of(expr: str, context: dict[str, Any]) -> Any:
+    """The value of `expr` with these variables (an Optional unwrapped).
+
+    Raises:
+        CelError: the expression does not compile or fails.
+    """
     program = _program(expr)
     try:
         value = program.evaluate(context)
@@ -411,7 +416,7 @@ def evaluate(expr: str, context: dict[str, Any]) -> bool:
     Raises:
         CelError: the expression does not compile, fails, or is not a bool.
     """
-    value = _value(expr, context)
+    value = value_of(expr, context)
     if not isinstance(value, celtypes.BoolType):
         shown = repr(value)[:_MAX_REASON]
         raise CelError(f"CEL expression gave {type(value).__name__} {shown}, not a bool")
@@ -424,7 +429,7 @@ def display(expr: str, context: dict[str, Any]) -> str:
     Raises:
         CelError: the expression does not compile or fails.
     """
-    value = _value(expr, context)
+    value = value_of(expr, context)
     if isinstance(value, celtypes.StringType):
         return str(value)
     if isinstance(value, celtypes.BoolType):

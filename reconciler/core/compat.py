@@ -14,6 +14,7 @@ from agent.expressions.cel import (
     check_expression,
 )
 from agent.expressions.gotemplate import DOLLAR, TemplateError, variables
+from agent.expressions.sample import sample_problem
 from reconciler.core.diagnostics import Diagnostic, Severity
 from reconciler.core.documents import Located
 from schemas.base import Problem
@@ -42,11 +43,15 @@ def _compile_problem(expr: str, names: frozenset[str]) -> str | None:
         return "the expression is nested too deeply to compile; split it or write it flatter"
 
 
-def _expressions(check: TemplatableCheck, names: frozenset[str]) -> Iterator[Problem]:
+def _expressions(
+    check: TemplatableCheck, check_type: str, names: frozenset[str]
+) -> Iterator[Problem]:
     for field in ("test", "display"):
         template = getattr(check, field)
         if template is not None and template.expr is not None:
             reason = _compile_problem(template.expr, names)
+            if reason is None:
+                reason = sample_problem(template.expr, check_type, boolean=field == "test")
             if reason is not None:
                 yield ((field, "expr"), reason)
     display = check.display
@@ -95,7 +100,7 @@ def canary_problems(model: CanaryDocument) -> Iterator[tuple[Problem, Severity]]
             if next(compat_fields(check, REFUSED), None) is not None:
                 continue
             where = ("spec", check_type, index)
-            for path, message in _expressions(check, names):
+            for path, message in _expressions(check, check_type, names):
                 yield (((*where, *path), message), "error")
             if isinstance(check, HttpCheck):
                 for path, message in _templates(check):
