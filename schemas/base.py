@@ -38,6 +38,12 @@ class StrictModel(BaseModel):
         """Yield rule violations that span several fields, each with its exact field path."""
         return iter(())
 
+    def separately(self, problems: Iterator[Problem]) -> Iterator[Problem]:
+        """Rules that the rules after them do not need (one check's among a canary's): in a
+        model rebuilt around fields that failed validation (`schemas.partial`), a rule of
+        these needing such a field ends only these."""
+        return problems
+
 
 def slug_problem(value: str) -> str | None:
     """Why `value` is not a name of a Region, Canary, Route... (a slug), or None."""

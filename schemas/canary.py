@@ -225,34 +225,14 @@ class CanarySpec(UpstreamCheckTypes):
                 f"invalid schedule {schedule!r}: @every interval must be at least {shortest}; "
                 + limit_hint("minimum schedule period", shortest),
             )
-        for pattern_index, pattern in enumerate(self.agentSelector or []):
-            body = pattern.strip()
-            body = body[1:] if body.startswith("!") else body
-            if not body.strip():
-                yield (("agentSelector", pattern_index), "empty pattern")
+        yield from self.separately(self._selector_problems())
         seen: dict[str, str] = {}
         any_check = False
         for check_type, index, check in self.checks():
             any_check = True
             where: tuple[str | int, ...] = (check_type, index)
-            if check.name and check.name in seen:
-                yield (
-                    (*where, "name"),
-                    f"check name {check.name!r} is already used by a {seen[check.name]} check",
-                )
-            seen[check.name] = check_type
-            for path, message in check.problems():
-                yield ((*where, *path), message)
-            if isinstance(check.timeout, str) and period is not None:
-                timeout = parse_duration(check.timeout)
-                if timeout >= period:
-                    yield (
-                        (*where, "timeout"),
-                        f"timeout {check.timeout} must be shorter than the schedule period "
-                        f"({format_duration(period)})",
-                    )
-            if period is not None:
-                yield from _retry_problems(self.retries, check, where, period)
+            yield from self.separately(self._unique_name(where, check, seen))
+            yield from self.separately(self._check_problems(where, check, period))
         yield from self._heartbeat_problems(seen, any_check)
         any_check = any_check or bool(self.heartbeat)
         if self.retries is not None:
@@ -264,6 +244,42 @@ class CanarySpec(UpstreamCheckTypes):
                 (),
                 f"a canary needs at least one check ({_ANY_TYPE})",
             )
+
+    def _selector_problems(self) -> Iterator[Problem]:
+        """Each agentSelector pattern holds a glob besides its '!'."""
+        for pattern_index, pattern in enumerate(self.agentSelector or []):
+            body = pattern.strip()
+            body = body[1:] if body.startswith("!") else body
+            if not body.strip():
+                yield (("agentSelector", pattern_index), "empty pattern")
+
+    def _unique_name(
+        self, where: tuple[str | int, ...], check: CheckBase, seen: dict[str, str]
+    ) -> Iterator[Problem]:
+        """A check's name is not among those `seen` before it, which it joins."""
+        if check.name and check.name in seen:
+            yield (
+                (*where, "name"),
+                f"check name {check.name!r} is already used by a {seen[check.name]} check",
+            )
+        seen[check.name] = str(where[0])
+
+    def _check_problems(
+        self, where: tuple[str | int, ...], check: CheckBase, period: float | None
+    ) -> Iterator[Problem]:
+        """One check's rules, and its timeout and retries against the schedule `period`."""
+        for path, message in check.problems():
+            yield ((*where, *path), message)
+        if isinstance(check.timeout, str) and period is not None:
+            timeout = parse_duration(check.timeout)
+            if timeout >= period:
+                yield (
+                    (*where, "timeout"),
+                    f"timeout {check.timeout} must be shorter than the schedule period "
+                    f"({format_duration(period)})",
+                )
+        if period is not None:
+            yield from _retry_problems(self.retries, check, where, period)
 
     def problems(self) -> Iterator[Problem]:
         yield from self.rule_problems(self.effective_schedule())
@@ -381,8 +397,9 @@ class CanaryDocument(StrictModel):
         for path, message in self.spec.rule_problems(self.schedule):
             yield (("spec", *path), message)
 
-    def notices(self) -> Iterator[Problem]:
-        """Things worth saying that are not errors: a canary-checker Canary that never runs."""
+    def warnings(self) -> Iterator[Problem]:
+        """What asks for attention though it loads: a canary-checker Canary that never runs,
+        check fields saying what the check will not do."""
         spec = self.spec
         if self.upstream and spec.schedule is None and not spec.interval and spec.replicas != 0:
             yield (
@@ -390,6 +407,29 @@ class CanaryDocument(StrictModel):
                 "neither schedule nor interval: canary-checker does not run this canary, "
                 "and neither does this project (schedule @never)",
             )
+        for check_type, index, check in spec.checks():
+            for path, message in check.warnings():
+                yield (("spec", check_type, index, *path), message)
+
+    def notices(self) -> Iterator[Problem]:
+        """How fields are read, nothing to fix: a DNS check's integer timeout (canary-checker's
+        seconds) that the schedule period caps."""
+        try:
+            period = parse_schedule(self.schedule).period_seconds()
+        except ValueError:
+            return  # the schedule's own error says it
+        for index, check in enumerate(self.spec.dns):
+            if isinstance(check.timeout, str) or check.timeout is None or period is None:
+                continue
+            written = float(check.timeout or DNS_DEFAULT_TIMEOUT_SECONDS)
+            used = effective_timeout(check.timeout, period)
+            if used < written:
+                yield (
+                    ("spec", "dns", index, "timeout"),
+                    f"timeout {check.timeout} ({format_duration(written)}) is capped at "
+                    f"{format_duration(used)}, 90 % of the schedule period "
+                    f"({format_duration(period)}): runs of one canary never overlap",
+                )
 
     def resource_spec(self) -> dict[str, Any]:
         """The spec as the plan stores it and agents receive it: schedule resolved, the

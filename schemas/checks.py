@@ -29,6 +29,7 @@ from schemas.base import (
 from schemas.compat import NEEDS_KUBERNETES, accepted, refused
 from schemas.durations import parse_duration
 from schemas.limits import MAX_TIMEOUT_SECONDS
+from schemas.partial import UNKNOWN, UnknownValue
 from schemas.wire import MAX_RETRIES
 
 MAX_CHECK_NAME = 128
@@ -275,16 +276,28 @@ class CheckBase(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _fill_name(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("name") in (None, ""):
-            name = cls.default_name(data)
-            if isinstance(name, str) and name:
-                return {**data, "name": name[:MAX_CHECK_NAME]}
+        if not isinstance(data, dict):
+            return data
+        try:
+            name = cls.default_name(data) if data.get("name") in (None, "") else None
+        except UnknownValue:
+            name = UNKNOWN
+        if name is UNKNOWN:  # in a check rebuilt for its rules: made from a field that failed
+            return {**data, "name": UNKNOWN}
+        if isinstance(name, str) and name:
+            return {**data, "name": name[:MAX_CHECK_NAME]}
         return data
 
     def problems(self) -> Iterator[Problem]:
+        yield from self.separately(self._name_problems())
+        yield from self.separately(_nested("retries", self.retries))
+        yield from self.separately(self._degraded_problems())
+
+    def _name_problems(self) -> Iterator[Problem]:
         if not self.name:
             yield (("name",), "required field is missing (no name, description or target)")
-        yield from _nested("retries", self.retries)
+
+    def _degraded_problems(self) -> Iterator[Problem]:
         degraded, threshold = self.degradedThresholdMillis, self.thresholdMillis
         if degraded is not None and threshold is not None and degraded >= threshold:
             yield (
@@ -292,6 +305,10 @@ class CheckBase(StrictModel):
                 f"{degraded} must be lower than thresholdMillis ({threshold}): a run slower "
                 "than thresholdMillis fails, so it could never be degraded",
             )
+
+    def warnings(self) -> Iterator[Problem]:
+        """Fields that load but say something the check will not do."""
+        return iter(())
 
 
 class TemplatableCheck(CheckBase):
@@ -371,7 +388,10 @@ class HttpCheck(TemplatableCheck):
     )
     followRedirects: bool = True
     maxRedirects: int | None = Field(
-        default=None, ge=0, description="Redirects to follow (default 10); 0 follows none."
+        default=None,
+        ge=0,
+        description="Redirects to follow (default 10); 0 follows none, whatever "
+        "followRedirects says.",
     )
     responseJSONContent: Any = accepted("deprecated, and ignored by canary-checker too")
     ntlm: Any = refused("NTLM authentication is not implemented")
@@ -415,6 +435,15 @@ class HttpCheck(TemplatableCheck):
             yield (("digest",), "digest authentication needs username and password")
         if self.oauth2 is not None and (self.username is None or self.password is None):
             yield (("oauth2",), "oauth2 needs username (the client id) and password (its secret)")
+
+    def warnings(self) -> Iterator[Problem]:
+        written = "followRedirects" in self.model_fields_set
+        if self.maxRedirects == 0 and self.followRedirects and written:
+            yield (
+                ("maxRedirects",),
+                "0 follows no redirect, so followRedirects: true has no effect (a 3xx is the "
+                "result); write followRedirects: false, or a maxRedirects above 0",
+            )
 
 
 class TcpCheck(TemplatableCheck):

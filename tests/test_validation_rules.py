@@ -442,3 +442,141 @@ def test_what_a_tester_found_refused_wrongly_loads(tmp_path: Path) -> None:
     alone.mkdir()
     (alone / "node.yaml").write_text((tmp_path / "node.yaml").read_text())
     assert run_cli("validate", "--repo", alone, "-q").code == 0
+
+
+def _broken_file_errors(tmp_path: Path, text: str) -> list[str]:
+    """The error rows `validate` prints for `team/broken.yaml` beside a valid base."""
+    (tmp_path / "base.yaml").write_text(VALID_BASE.lstrip("\n"))
+    broken = tmp_path / "team" / "broken.yaml"
+    broken.parent.mkdir(exist_ok=True)
+    broken.write_text(text.lstrip("\n"))
+    result = run_cli("validate", "--repo", tmp_path, "-q")
+    assert result.code == 1, result.out
+    return [row for row in result.out.splitlines() if row.startswith("Error: ")]
+
+
+DEGRADED = (
+    "4000 must be lower than thresholdMillis (800): a run slower than thresholdMillis fails, so "
+    "it could never be degraded"
+)
+
+
+def test_a_field_error_does_not_hide_the_cross_field_errors_of_its_check(tmp_path: Path) -> None:
+    """A check's cross-field rule (degradedThresholdMillis below thresholdMillis) is reported
+    beside a type error of another of its fields, each once, at its own line and in the
+    words it has alone."""
+    check = """
+    http:
+      - name: home
+        url: https://example.com/
+        responseCodes: [{codes}]
+        thresholdMillis: 800
+        degradedThresholdMillis: 4000
+    """
+    alone = _broken_file_errors(tmp_path, canary(check.format(codes="200")))
+    assert alone == [
+        "Error: team/broken.yaml:13:7: Canary/default/web: spec.http[0].degradedThresholdMillis: "
+        + DEGRADED
+    ]
+
+    both = _broken_file_errors(tmp_path, canary(check.format(codes="yes")))
+
+    assert both == [
+        "Error: team/broken.yaml:11:23: Canary/default/web: spec.http[0].responseCodes[0]: "
+        "Input should be a valid integer (got a boolean: true)",
+        *alone,
+    ]
+
+
+def test_a_rule_needing_a_field_that_failed_is_skipped(tmp_path: Path) -> None:
+    """Its input is unknown: degradedThresholdMillis is not compared with a thresholdMillis
+    that is not a number, a url that is not a string is not called missing, nor is the name
+    a check would take from an endpoint that is not a string. The other checks' rules run."""
+    body = """
+    http:
+      - name: home
+        url: [https://example.com/]
+        thresholdMillis: '800'
+        degradedThresholdMillis: 4000
+    tcp:
+      - endpoint: 5432
+      - endpoint: db.example.com
+    """
+    errors = _broken_file_errors(tmp_path, canary(body))
+    assert [row.split(": ", 4)[3:] for row in errors] == [
+        ["spec.http[0].url", "Input should be a valid string (got a list: "
+         "['https://example.com/'])"],
+        ["spec.http[0].thresholdMillis", "Input should be a valid integer (got a string: '800')"],
+        ["spec.tcp[0].endpoint", "Input should be a valid string (got a number: 5432)"],
+        ["spec.tcp[1].endpoint", "'db.example.com' is not host:port (e.g. 'db.example.com:5432')"],
+    ]  # fmt: skip
+
+
+def test_field_errors_and_rules_of_other_places_and_kinds_come_in_one_run(tmp_path: Path) -> None:
+    """The same for rules across checks (unique names), refused fields, a check's rules
+    after one needing a field that failed, and other kinds."""
+    body = """
+    http:
+      - name: home
+        url: https://example.com/
+        responseCodes: [yes]
+        dependsOn: [other]
+      - name: slow
+        url: https://example.com/slow
+        retries: 1
+        thresholdMillis: 800
+        degradedThresholdMillis: 4000
+    tcp:
+      - name: home
+        endpoint: db.example.com:5432
+    """
+    route_text = route(SPLIT.replace("weight: 90", "weight: 80")) + "  path_prefix: 'yes'\n"
+    errors = _broken_file_errors(tmp_path, canary(body) + "---\n" + route_text)
+    assert [row.split(": ", 4)[3:] for row in errors] == [
+        ["spec.http[0].responseCodes[0]", "Input should be a valid integer (got a boolean: true)"],
+        ["spec.http[0].dependsOn", "not supported: dependsOn (the checks of a canary run "
+         "independently here)"],
+        ["spec.http[1].retries", "Input should be a mapping of fields (got a number: 1)"],
+        ["spec.http[1].degradedThresholdMillis", DEGRADED],
+        ["spec.tcp[0].name", "check name 'home' is already used by a http check"],
+        ["spec.traffic_split", "group weights sum to 90; they must sum to 100"],
+        ["spec.path_prefix", "Input should be a valid boolean (got a string: 'yes')"],
+    ]  # fmt: skip
+
+
+def _validate_lines(tmp_path: Path, body: str, schedule: str = "'@every 30s'") -> list[str]:
+    """`validate`'s warnings and notices for a canary of `body` beside a valid base."""
+    (tmp_path / "base.yaml").write_text(VALID_BASE.lstrip("\n"))
+    (tmp_path / "web.yaml").write_text(canary(body, schedule).lstrip("\n"))
+    result = run_cli("validate", "--repo", tmp_path, "-q")
+    assert result.code == 0, result.out
+    return [row for row in result.out.splitlines() if row.startswith(("Warning:", "Notice:"))]
+
+
+def test_follow_redirects_true_beside_max_redirects_0_is_a_warning(tmp_path: Path) -> None:
+    """The agent follows no redirect at maxRedirects 0, whatever followRedirects says: a
+    written `followRedirects: true` beside it is said to have no effect."""
+    check = "http:\n  - name: home\n    url: https://example.com/\n    maxRedirects: 0\n"
+    assert _validate_lines(tmp_path, check + "    followRedirects: true\n") == [
+        "Warning: web.yaml:11:7: Canary/default/web: spec.http[0].maxRedirects: 0 follows no "
+        "redirect, so followRedirects: true has no effect (a 3xx is the result); write "
+        "followRedirects: false, or a maxRedirects above 0"
+    ]
+    assert _validate_lines(tmp_path, check) == []  # followRedirects not written
+    assert _validate_lines(tmp_path, check + "    followRedirects: false\n") == []
+
+
+def test_a_dns_integer_timeout_the_schedule_caps_is_a_notice(tmp_path: Path) -> None:
+    """canary-checker's integer seconds load (a duration would be an error), capped at 90 %
+    of the schedule period as the agent is sent them: validate says so."""
+    dns = "dns:\n  - name: mx\n    query: example.com\n    timeout: {}\n"
+    assert _validate_lines(tmp_path, dns.format(60)) == [
+        "Notice: web.yaml:11:7: Canary/default/web: spec.dns[0].timeout: timeout 60 (1m) is "
+        "capped at 27s, 90 % of the schedule period (30s): runs of one canary never overlap"
+    ]
+    assert _validate_lines(tmp_path, dns.format(0), "'@every 5s'") == [
+        "Notice: web.yaml:11:7: Canary/default/web: spec.dns[0].timeout: timeout 0 (10s) is "
+        "capped at 4.5s, 90 % of the schedule period (5s): runs of one canary never overlap"
+    ]
+    assert _validate_lines(tmp_path, dns.format(27)) == []
+    assert _validate_lines(tmp_path, dns.format(60), "'@never'") == []

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from pydantic import BaseModel
+
 from agent.expressions.cel import (
     GRPC_VARIABLES,
     HTTP_VARIABLES,
@@ -108,13 +110,23 @@ def canary_problems(model: CanaryDocument) -> Iterator[tuple[Problem, Severity]]
                     yield (((*where, *path), message), severity)
 
 
+def compat_errors(model: BaseModel) -> Iterator[Problem]:
+    """The errors of `compat_diagnostics` alone: refused fields, expressions that can never
+    evaluate."""
+    yield from compat_fields(model, REFUSED)
+    if isinstance(model, CanaryDocument):
+        yield from (problem for problem, severity in canary_problems(model) if severity == "error")
+
+
 def compat_diagnostics(document: Located[Any]) -> list[Diagnostic]:
-    """Errors for refused fields and broken expressions, notices for accepted fields."""
+    """Errors for refused fields and broken expressions, warnings for accepted fields and
+    what a canary's fields say it will not do, notices for how they are read."""
     model = document.model
     found = [document.diagnostic(path, message) for path, message in compat_fields(model, REFUSED)]
     if isinstance(model, CanaryDocument):
         found += [document.diagnostic(p, m, s) for (p, m), s in canary_problems(model)]
-        found += [document.diagnostic(p, m, "warning") for p, m in model.notices()]
+        found += [document.diagnostic(p, m, "warning") for p, m in model.warnings()]
+        found += [document.diagnostic(p, m, "notice") for p, m in model.notices()]
     found += [
         document.diagnostic(path, message, "warning")
         for path, message in compat_fields(model, ACCEPTED)

@@ -5,23 +5,29 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from pydantic import ValidationError
 
 from reconciler.core.alert_config import routing_diagnostics
-from reconciler.core.compat import compat_diagnostics, one_notice_per_kind
-from reconciler.core.diagnostics import Diagnostic
+from reconciler.core.compat import compat_diagnostics, compat_errors, one_notice_per_kind
+from reconciler.core.diagnostics import Diagnostic, format_field
 from reconciler.core.documents import Config, Located, SourceFile, UnreadableFile
 from reconciler.core.drive import decide
 from reconciler.core.gatewayfile import load_gateway
 from reconciler.core.ignore import IGNORE_FILE, without_ignored
-from reconciler.core.validation import type_name, validation_diagnostics
+from reconciler.core.validation import (
+    MAX_ERRORS_PER_DOCUMENT,
+    type_name,
+    validation_diagnostics,
+)
 from reconciler.core.yamlparse import PositionedMap, locate, parse_yaml
 from schemas.base import StrictModel
 from schemas.gateway import GATEWAY_SECTIONS
 from schemas.kinds import API_VERSIONS, KINDS
 from schemas.limits import MAX_FILE_BYTES, limit_hint
+from schemas.partial import partial_model, until_unknown
 
 _IGNORE_HINT = f"leave it out with a {IGNORE_FILE} (gitignore syntax) at the repository root"
 
@@ -85,6 +91,34 @@ def _rule_diagnostics(document: Located[Any]) -> list[Diagnostic]:
     return found + compat_diagnostics(document)
 
 
+def _rules_beside(
+    path: str,
+    raw: PositionedMap,
+    error: ValidationError,
+    model_type: type[StrictModel],
+    subject: str,
+    field_errors: list[Diagnostic],
+) -> list[Diagnostic]:
+    """The errors of the cross-field rules (and refused fields, broken expressions) of a
+    document whose fields did not all validate, run on the fields that did
+    (`schemas.partial`): pydantic's field errors would hide them until fixed. A rule needing
+    a field that failed is skipped, its input being unknown, and so are the rules after it in
+    its model (or `separately` group); none is reported twice."""
+    details = error.errors(include_url=False)
+    if len(details) > MAX_ERRORS_PER_DOCUMENT:
+        return []  # one mistake repeated: its errors say enough
+    model = partial_model(model_type, raw, [tuple(detail["loc"]) for detail in details])
+    if model is None:
+        return []
+    found: list[Diagnostic] = []
+    for where, message in chain(model.problems(), until_unknown(compat_errors(model))):
+        line, column = locate(raw, where) or (1, 1)
+        diagnostic = Diagnostic(path, line, column, subject, format_field(where), message)
+        if diagnostic not in field_errors and diagnostic not in found:
+            found.append(diagnostic)
+    return found
+
+
 def _load_document(path: str, raw: Any, start: tuple[int, int] = (1, 1)) -> FileResult:
     if not isinstance(raw, PositionedMap):
         line, column = getattr(raw, "start", start)
@@ -128,7 +162,9 @@ def _load_document(path: str, raw: Any, start: tuple[int, int] = (1, 1)) -> File
     try:
         model = model_type.model_validate(raw)
     except ValidationError as error:
-        return FileResult([], validation_diagnostics(path, raw, error, model_type, subject))
+        found = validation_diagnostics(path, raw, error, model_type, subject)
+        found += _rules_beside(path, raw, error, model_type, subject, found)
+        return FileResult([], found)
     located = Located(model, kind, path, raw)
     return FileResult([located], _rule_diagnostics(located))
 
