@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 # Named after the interpreter: a .venv made by another one is made anew.
 STAMP := $(VENV)/.installed$(subst /,-,$(PYTHON))
 
-.PHONY: demo test test-fast lint install clean system-deps browser-deps
+.PHONY: demo test test-fast lint install clean system-deps nginx-deps promtool-deps browser-deps
 
 $(STAMP): pyproject.toml
 	@if [ -d $(VENV) ] && [ ! -e $(STAMP) ]; then rm -rf $(VENV); fi
@@ -26,12 +26,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# nginx is the gateway data plane (reconciler/gateway/nginx.py) and its tests run a real one.
-# Installed from Debian's package when missing (CI runs as root on Debian); a no-op when
-# present; elsewhere a warning, and the nginx tests skip saying why.
-# promtool (Debian's prometheus package, without its recommends) checks the alert rules
-# shipped in docs/prometheus/ (tests/test_probe_metrics.py).
-system-deps:
+# nginx is the gateway data plane (reconciler/gateway/nginx.py), the demo runs one on loopback and
+# its tests run a real one. Installed from Debian's package when missing (CI runs as root on
+# Debian); a no-op when present; elsewhere a warning, and the nginx tests skip saying why.
+nginx-deps:
 	@if command -v nginx >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx; \
@@ -39,17 +37,29 @@ system-deps:
 		echo "warning: nginx is missing and cannot be installed here (needs root and apt-get);" \
 			"install it with: sudo apt-get install nginx" >&2; \
 	fi
-	@if command -v promtool >/dev/null 2>&1; then :; \
-	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		{ DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
-		  || { apt-get update && DEBIAN_FRONTEND=noninteractive \
-		       apt-get install -y --no-install-recommends prometheus; } \
-		  || echo "warning: promtool could not be installed; its test skips" >&2; }; \
+
+# promtool checks the alert rules shipped in docs/prometheus/ (tests/test_probe_metrics.py), the
+# tests' only use of it. It is taken out of Debian's prometheus package into .venv/bin rather
+# than the package installed: that would also enable a Prometheus server on :9090. The test
+# skips, saying why, where neither is possible.
+promtool-deps: $(STAMP)
+	@if command -v promtool >/dev/null 2>&1 || [ -x $(BIN)/promtool ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then \
+		work=$$(mktemp -d) && cd $$work && \
+		{ apt-get download prometheus 2>/dev/null \
+		  || { [ "$$(id -u)" = 0 ] && apt-get update >/dev/null && apt-get download prometheus; }; } && \
+		dpkg-deb -x prometheus_*.deb unpacked && \
+		install -m 755 unpacked/usr/bin/promtool $(CURDIR)/$(BIN)/promtool \
+		|| echo "warning: promtool could not be taken from Debian's prometheus package;" \
+			"its test skips" >&2; \
+		rm -rf $$work; \
 	else \
-		echo "warning: promtool is missing (sudo apt-get install prometheus); its test skips" >&2; \
+		echo "warning: promtool is missing (Debian's prometheus package has it); its test skips" >&2; \
 	fi
 
-demo: system-deps $(STAMP)
+system-deps: nginx-deps promtool-deps
+
+demo: nginx-deps $(STAMP)
 	$(BIN)/reconcile demo
 
 lint: $(STAMP)
