@@ -107,9 +107,9 @@ class MaintenanceSpec(StrictModel):
             yield (("end",), f"end {_shown(self.end)} is not after start {_shown(self.start)}")
 
     def _recurring_problems(self) -> Iterator[Problem]:
-        zone = zone_problem(self.timezone)
-        if zone is not None:
-            yield (("timezone",), zone)
+        unknown_zone = zone_problem(self.timezone)
+        if unknown_zone is not None:
+            yield (("timezone",), unknown_zone)
         assert self.schedule is not None
         try:
             schedule = parse_schedule(self.schedule)
@@ -123,15 +123,21 @@ class MaintenanceSpec(StrictModel):
             yield (("duration",), "duration is required for a recurring window")
             return
         seconds = parse_duration(self.duration)
-        period = schedule.period_seconds() or 0.0
         if seconds <= 0:
             yield (("duration",), "duration must be greater than 0")
-        elif seconds > period:
+            return
+        # Real time between openings: a daylight saving change shortens the pair around it.
+        zone = ZoneInfo("UTC" if unknown_zone else self.timezone)
+        period, change = schedule.shortest_local_gap(zone)
+        if seconds > period:
+            where = ""
+            if change is not None:
+                where = f", across the daylight saving change of {change:%Y-%m-%d} in {zone}"
             yield (
                 ("duration",),
                 f"duration {self.duration} is longer than the shortest gap between two "
-                f"openings of {self.schedule!r} ({format_duration(period)}): windows would "
-                "overlap",
+                f"openings of {self.schedule!r} ({format_duration(period)}{where}): windows "
+                "would overlap",
             )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import calendar
+import functools
 import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -183,6 +184,73 @@ class Schedule:
             if moment > t:
                 return moment
             wall = fired  # the wall time came back to before t (the repeated hour): go on
+
+    def shortest_local_gap(self, zone: tzinfo) -> tuple[float, datetime | None]:
+        """The shortest real time between two consecutive openings on the wall clock of
+        `zone` (`next_local_after`), in seconds, and when it falls: None when it is the
+        cron period itself, else the daylight saving change that shortens it (a spring
+        forward takes an hour from the pair of openings around it: daily 03:00 openings in
+        Europe/Berlin are 23 hours apart that night). Changes from `_GAP_YEARS` are tried.
+
+        Raises:
+            ValueError: the schedule is not a cron expression.
+        """
+        if self._cron is None:
+            raise ValueError(f"{self.text!r} is not a cron expression")
+        shortest: tuple[float, datetime | None] = (float(self._cron.period_minutes() * 60), None)
+        for change in _offset_changes(zone):
+            after = self.next_local_after(change - timedelta(microseconds=1), zone)
+            before = self._last_local_before(after, zone) if after is not None else None
+            if after is not None and before is not None:
+                gap = (after - before).total_seconds()
+                if gap < shortest[0]:
+                    shortest = (gap, change)
+        return shortest
+
+    def _last_local_before(self, moment: datetime, zone: tzinfo) -> datetime | None:
+        """The opening just before `moment` (an opening), looked for further and further
+        back."""
+        reach = timedelta(hours=1)
+        while reach <= timedelta(days=_HORIZON_YEARS * 366):
+            cursor = self.next_local_after(moment - reach, zone)
+            if cursor is not None and cursor < moment:
+                while True:
+                    following = self.next_local_after(cursor, zone)
+                    if following is None or following >= moment:
+                        return cursor
+                    cursor = following
+            reach *= 2
+        return None
+
+
+# Daylight saving changes looked at by `Schedule.shortest_local_gap`: the rules of the coming
+# years, whatever year it is (the pure core reads no clock).
+_GAP_YEARS = range(2026, 2038)
+
+
+@functools.lru_cache(maxsize=64)
+def _offset_changes(zone: tzinfo) -> tuple[datetime, ...]:
+    """The moments (UTC) in `_GAP_YEARS` when `zone`'s offset from UTC changes, to the
+    minute: found day by day, then narrowed down."""
+    found = []
+    moment = datetime(_GAP_YEARS.start, 1, 1, tzinfo=UTC)
+    end = datetime(_GAP_YEARS.stop, 1, 1, tzinfo=UTC)
+    step = timedelta(days=1)
+    offset = moment.astimezone(zone).utcoffset()
+    while moment < end:
+        following = moment + step
+        if following.astimezone(zone).utcoffset() != offset:
+            low, high = moment, following  # the change is in (low, high]
+            while high - low > timedelta(minutes=1):
+                middle = low + (high - low) / 2
+                if middle.astimezone(zone).utcoffset() == offset:
+                    low = middle
+                else:
+                    high = middle
+            found.append(high.replace(second=0, microsecond=0))
+            offset = following.astimezone(zone).utcoffset()
+        moment = following
+    return tuple(found)
 
 
 def parse_schedule(text: str) -> Schedule:

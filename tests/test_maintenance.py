@@ -93,6 +93,22 @@ def _sources(files: dict[str, str]) -> list[SourceFile]:
             8,
             "spec.duration: duration 2h is longer than the shortest gap between two openings",
         ),
+        # Openings are read on the zone's wall clock and last real time: the spring change
+        # takes an hour from the night around it.
+        (
+            "canaries: {names: [web]}\nschedule: '0 3 * * *'\nduration: 24h\n"
+            "timezone: Europe/Berlin",
+            8,
+            "spec.duration: duration 24h is longer than the shortest gap between two openings "
+            "of '0 3 * * *' (23h, across the daylight saving change of 2026-03-29 in "
+            "Europe/Berlin): windows would overlap",
+        ),
+        (
+            "canaries: {names: [web]}\nschedule: '0 3 * * SUN'\nduration: 167h30m\n"
+            "timezone: Europe/Berlin",
+            8,
+            "(167h, across the daylight saving change of 2026-03-29 in Europe/Berlin)",
+        ),
         (
             "canaries: {names: [web]}\nstart: 2026-03-01T10:00:00",
             7,
@@ -438,3 +454,38 @@ def test_reminders_of_an_incident_open_before_a_window_are_held_during_it() -> N
     assert 'notifications_suppressed_total{reason="maintenance"} 1' in metrics.render()
     now[0] = utc("2026-03-01 11:00")  # the window has closed: reminders go out again
     assert not gate.holds(reminder("default/web"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    zone=st.sampled_from(ZONES),
+    form=st.sampled_from(["{m} {h} * * *", "{m} {h} * * 0", "{m} {h} * * 1-5", "{m} */6 * * *"]),
+    hour=st.integers(0, 23),
+    minute=st.integers(0, 59),
+)
+def test_the_longest_duration_validate_takes_never_overlaps_across_daylight_saving(
+    zone: str, form: str, hour: int, minute: int
+) -> None:
+    """A window as long as the shortest gap `validate` measures (in real time) never
+    overlaps the next opening around the changes of 2026 in either hemisphere, and a
+    minute more is refused."""
+    expression = form.format(m=minute, h=hour)
+    gap, _ = parse_schedule(expression).shortest_local_gap(ZoneInfo(zone))
+    window = recurring(expression, timedelta(seconds=gap), zone)
+    for since in (utc("2026-03-20 00:00"), utc("2026-09-25 00:00")):
+        openings = list(window.occurrences(since, since + timedelta(days=45)))
+        for (_, end), (later, _) in zip(openings, openings[1:], strict=False):
+            assert end <= later, f"{expression} in {zone}: overlaps at {later}"
+    spec = (
+        f"canaries: {{names: [web]}}\nschedule: '{expression}'\n"
+        f"duration: {int(gap) // 60}m\ntimezone: {zone}"
+    )
+    assert not [m for m in load_errors(spec) if "spec.duration" in m]
+    longer = spec.replace(f"duration: {int(gap) // 60}m", f"duration: {int(gap) // 60 + 1}m")
+    assert [m for m in load_errors(longer) if "windows would overlap" in m]
+
+
+def load_errors(spec: str) -> list[str]:
+    """The messages loading one Maintenance document with this spec gives."""
+    result = load_file("maintenance/w.yaml", window_doc("w", spec).encode())
+    return [d.format() for d in result.diagnostics if d.severity == "error"]
