@@ -331,3 +331,25 @@ spec: {{receiver: pager}}
     [warning] = load_config(files).diagnostics
     assert warning.severity == "warning"
     assert "no AlertRouting sends events to this receiver" in warning.format()
+
+
+def test_a_document_that_failed_to_load_brings_no_second_error_or_false_warning() -> None:
+    """A Receiver with a field error is still declared: a route naming it is not told it
+    does not exist. An AlertRouting with an error is still there: its Receivers are not
+    told that nothing routes to them (the warning waits for a revision without errors)."""
+    broken_receiver = RECEIVER.replace("{routing_key_from: {env: PD_KEY}}", "{routing_key: abc}")
+    routing = """---
+apiVersion: canary-reconciler/v1
+kind: AlertRouting
+metadata: {name: default}
+spec:
+  receiver: pager
+  routes:
+    - receiver: pager
+      matchers: [MATCHER]
+"""
+    found = _load(broken_receiver + routing.replace("MATCHER", "'severity=\"critical\"'"))
+    assert found and all("spec.pagerduty" in message for message in found), found
+
+    found = _load(RECEIVER + routing.replace("MATCHER", "'a=~('"))
+    assert found and all("spec.routes[0].matchers" in message for message in found), found

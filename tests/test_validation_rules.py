@@ -580,3 +580,20 @@ def test_a_dns_integer_timeout_the_schedule_caps_is_a_notice(tmp_path: Path) -> 
     ]
     assert _validate_lines(tmp_path, dns.format(27)) == []
     assert _validate_lines(tmp_path, dns.format(60), "'@never'") == []
+
+
+def test_an_agent_in_a_region_whose_document_failed_is_not_told_the_region_is_missing(
+    tmp_path: Path,
+) -> None:
+    """The Region's own error says what is wrong; a second error on every Agent in it,
+    saying the region does not exist, would send the reader to the wrong file."""
+    (tmp_path / "fleet.yaml").write_text(
+        "apiVersion: canary-reconciler/v1\nkind: Region\nmetadata: {name: eu}\n"
+        "spec: {enabled: maybe}\n---\n"
+        "apiVersion: canary-reconciler/v1\nkind: Agent\nmetadata: {name: eu-1}\n"
+        "spec: {region: eu}\n"
+    )
+    result = run_cli("validate", "--repo", tmp_path, "-q")
+    errors = [row for row in result.out.splitlines() if row.startswith("Error: fleet")]
+    assert result.code == 1 and len(errors) == 1, result.out
+    assert "Region/eu: spec.enabled" in errors[0]

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from reconciler.core.alert_config import routing_diagnostics
+from reconciler.core.alert_config import routing_diagnostics, unrouted_receivers
 from reconciler.core.compat import compat_diagnostics, compat_errors, one_notice_per_kind
 from reconciler.core.diagnostics import Diagnostic, format_field
 from reconciler.core.documents import Config, Located, SourceFile, UnreadableFile
@@ -41,6 +41,9 @@ class FileResult:
     # The file holds some YAML document (a gateway file without routes is one, yet loads
     # none); False when it has only comments or is empty.
     written: bool = True
+    # (kind, metadata.name) of its documents that did not validate: what names them is not
+    # told that they do not exist (their own errors say what is wrong).
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 # Parsed and validated files by (path, git blob SHA): unchanged files are never parsed twice.
@@ -164,7 +167,9 @@ def _load_document(path: str, raw: Any, start: tuple[int, int] = (1, 1)) -> File
     except ValidationError as error:
         found = validation_diagnostics(path, raw, error, model_type, subject)
         found += _rules_beside(path, raw, error, model_type, subject, found)
-        return FileResult([], found)
+        metadata = raw.get("metadata")
+        named = metadata.get("name") if isinstance(metadata, dict) else None
+        return FileResult([], found, failed=[(kind, named)] if isinstance(named, str) else [])
     located = Located(model, kind, path, raw)
     return FileResult([located], _rule_diagnostics(located))
 
@@ -179,14 +184,16 @@ def load_file(path: str, content: bytes) -> FileResult:
         )
         for p in parsed.problems
     ]
+    failed: list[tuple[str, str]] = []
     for raw, start in zip(parsed.documents, parsed.starts, strict=True):
         if raw is None:
             continue
         result = _load_document(path, raw, start)
         documents += result.documents
         diagnostics += result.diagnostics
+        failed += result.failed
     written = any(raw is not None for raw in parsed.documents) or bool(parsed.problems)
-    return FileResult(documents, diagnostics, written)
+    return FileResult(documents, diagnostics, written, failed)
 
 
 def _collect(documents: Iterable[Located[Any]]) -> tuple[Config, list[Diagnostic]]:
@@ -205,21 +212,24 @@ def _collect(documents: Iterable[Located[Any]]) -> tuple[Config, list[Diagnostic
     return config, diagnostics
 
 
-def _reference_diagnostics(config: Config) -> list[Diagnostic]:
+def _reference_diagnostics(config: Config, failed: set[tuple[str, str]]) -> list[Diagnostic]:
+    """Names of other documents that no document declares (`failed`: declared, but did not
+    validate: their own errors are enough)."""
     found = []
+    regions = set(config.regions) | {name for kind, name in failed if kind == "Region"}
+    known = ", ".join(sorted(config.regions)) or "none defined"
     for agent in config.agents.values():
         region = agent.model.spec.region
-        if region not in config.regions:
-            known = ", ".join(sorted(config.regions)) or "none defined"
+        if region not in regions:
             message = f"region {region!r} does not exist (regions: {known})"
             found.append(agent.diagnostic(("spec", "region"), message))
     for window in config.maintenance.values():
         for index, region in enumerate(window.model.spec.regions):
-            if region not in config.regions:
-                known = ", ".join(sorted(config.regions)) or "none defined"
+            if region not in regions:
                 message = f"region {region!r} does not exist (regions: {known})"
                 found.append(window.diagnostic(("spec", "regions", index), message))
-    return found + _path_clashes(config) + routing_diagnostics(config)
+    receivers = {name for kind, name in failed if kind == "Receiver"}
+    return found + _path_clashes(config) + routing_diagnostics(config, receivers)
 
 
 def _claims(path: str, prefix: bool) -> list[tuple[str, str]]:
@@ -277,6 +287,7 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
     """
     documents: list[Located[Any]] = []
     written = False  # some file holds a YAML document
+    failed: set[tuple[str, str]] = set()  # documents that did not validate (`FileResult`)
     every = list(files)
     # Looked into at most `MAX_HIDDEN_READ` hidden files (a `.venv` may hold many YAML files).
     candidates = [f for f in every if f.hidden][:MAX_HIDDEN_READ]
@@ -300,9 +311,14 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
         documents += result.documents
         diagnostics += result.diagnostics
         written = written or result.written
+        failed.update(result.failed)
     diagnostics += _nothing_loaded(kept, written, diagnostics)
     config, duplicates = _collect(documents)
-    diagnostics += duplicates + _reference_diagnostics(config)
+    diagnostics += duplicates + _reference_diagnostics(config, failed)
+    if not any(d.severity == "error" for d in diagnostics):
+        # Warnings about the repository as a whole: with errors, a document they would
+        # miss may just have failed to load.
+        diagnostics += unrouted_receivers(config)
     diagnostics = one_notice_per_kind(sorted(diagnostics))
     config.notices.extend(d for d in diagnostics if d.severity == "notice")
     return LoadResult(config, [d for d in diagnostics if d.severity != "notice"])
