@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from reconciler.core import yaml_edit as configedit
+from tests.agentproc import free_port
 from tests.conftest import ConfigRepo, canary_doc
 from tests.inprocess import InProcessServer, running_in_process
 from tests.server import ADMIN_TOKEN, wait_for
@@ -545,3 +546,23 @@ def test_values_yaml_1_1_would_misread_are_quoted() -> None:
         assert configedit.safe_scalar(value) == value
         assert type(configedit.safe_scalar(value)) is not str
     assert type(configedit.safe_scalar("eu-west")) is str
+
+
+def test_a_region_counts_the_results_of_the_servers_own_checks(
+    repo: ConfigRepo, tmp_path: Path
+) -> None:
+    """`local` canaries run on the server and report in its region (`--local-region`): no
+    Agent is named `local`, yet the region's count of the last hour holds their rows."""
+    unreachable = f"http://127.0.0.1:{free_port()}/"  # refused at once: a failed run, stored
+    repo.write("canaries/local.yaml", canary_doc("own", selector="['local']", url=unreachable))
+    repo.commit("a local canary")
+    env = {"RECONCILER_LOCAL_REGION": "eu"}
+    with running_in_process(repo.path, tmp_path / "state.duckdb", env) as server:
+        server.wait_ready()
+        wait_for(
+            lambda: regions_of(server)["eu"]["results_last_hour"] > 0,
+            timeout=45,  # the first run comes within the schedule period (30s)
+            what="the local canary's first result counted in region eu",
+        )
+        assert agents_of(server)["eu-1"]["results_last_hour"] == 0
+        assert regions_of(server)["us"]["results_last_hour"] == 0

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from reconciler.core import config_edits
 from reconciler.core.refusal import RequestRefused
+from reconciler.core.selector import LOCAL
 from reconciler.server.control_plane import ControlPlane
 from reconciler.server.http.common import (
     control_of,
@@ -28,7 +29,7 @@ P = ParamSpec("P")
 
 
 def _agent_rows(
-    control: ControlPlane, recent: dict[str, int], silent: Mapping[str, datetime] | None = None
+    control: ControlPlane, recent: Mapping[str, int], silent: Mapping[str, datetime] | None = None
 ) -> list[dict[str, Any]]:
     """Each agent of the served revision; `silent`: the silent ones, with when they were last
     heard from (None: silence is not watched)."""
@@ -72,10 +73,17 @@ async def list_agents(request: Request) -> Response:
     return json_response({"agents": _agent_rows(control, recent, _silent(request))})
 
 
-def _region_rows(control: ControlPlane, agents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _region_rows(
+    control: ControlPlane,
+    recent: Mapping[str, int],
+    silent: Mapping[str, datetime] | None = None,
+) -> list[dict[str, Any]]:
+    agents = _agent_rows(control, recent, silent)
     regions = []
     for resource in control.resources_of("Region"):
         members = [a for a in agents if a["region"] == resource.name]
+        # The server's own checks (`local`) report in its region, though no Agent is named so.
+        local = recent.get(LOCAL, 0) if resource.name == control.settings.local_region else 0
         regions.append(
             {
                 "name": resource.name,
@@ -83,7 +91,7 @@ def _region_rows(control: ControlPlane, agents: list[dict[str, Any]]) -> list[di
                 "location": resource.spec.get("location"),
                 "enabled": resource.spec.get("enabled", True),
                 "agents": [a["name"] for a in members],
-                "results_last_hour": sum(a["results_last_hour"] for a in members),
+                "results_last_hour": sum(a["results_last_hour"] for a in members) + local,
             }
         )
     return regions
@@ -94,9 +102,7 @@ async def list_regions(request: Request) -> Response:
     require_admin(request)
     control = control_of(request)
     recent = await control.results_last_hour()
-    return json_response(
-        {"regions": _region_rows(control, _agent_rows(control, recent, _silent(request)))}
-    )
+    return json_response({"regions": _region_rows(control, recent, _silent(request))})
 
 
 @router.post(
@@ -203,7 +209,7 @@ async def _commit(request: Request, edit: Edit) -> Committed:
 
 async def _region_response(control: ControlPlane, done: Committed, status: int) -> Response:
     recent = await control.results_last_hour()
-    rows = _region_rows(control, _agent_rows(control, recent))
+    rows = _region_rows(control, recent)
     region = next((r for r in rows if r["name"] == done.edited.name), None)
     return json_response({"region": region, **done.document()}, status)
 
