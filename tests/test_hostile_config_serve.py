@@ -71,3 +71,29 @@ async def test_an_operator_edit_of_a_tree_with_a_fifo_is_refused(tmp_path: Path)
         assert response.status_code == 409, response.text
         assert "pipe.yaml: is a FIFO" in response.json()["error"]
         assert repo.git("rev-list", "--count", "HEAD") == commits
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("move", ["hidden", "removed"])
+async def test_a_commit_leaving_no_config_is_refused_and_nothing_is_destroyed(
+    tmp_path: Path, move: str
+) -> None:
+    """`plan` refuses an empty configuration (it would delete everything): so does the
+    server, whether the files went under a hidden path or away."""
+    repo = ConfigRepo(tmp_path / "config")
+    repo.write("base.yaml", BASE)
+    repo.commit("base")
+    async with serving(repo.path, tmp_path / "state.duckdb") as (parts, _client):
+        await until_ready(parts)
+        control = parts.control
+        served = [r.name for r in control.resources_of("Region")]
+        assert served
+        if move == "hidden":
+            repo.git("mv", "base.yaml", ".attic.yaml")
+        else:
+            repo.git("rm", "-q", "base.yaml")
+        repo.commit(f"config {move}")
+        attempt = await control.reconcile("test: no config left")
+        assert not attempt.applied
+        assert "refusing to load an empty configuration" in "\n".join(attempt.errors)
+        assert [r.name for r in control.resources_of("Region")] == served

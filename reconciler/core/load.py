@@ -312,7 +312,15 @@ def load_config(files: Iterable[SourceFile], cache: ParseCache | None = None) ->
         diagnostics += result.diagnostics
         written = written or result.written
         failed.update(result.failed)
-    diagnostics += _nothing_loaded(kept, written, diagnostics)
+    skipped = [
+        f"{len(files)} {why}"
+        for files, why in (
+            (left_out, f"left out by {IGNORE_FILE}"),
+            ([f for f in every if f.hidden], "under hidden paths, never loaded"),
+        )
+        if files
+    ]
+    diagnostics += _nothing_loaded(kept, written, diagnostics, skipped)
     config, duplicates = _collect(documents)
     diagnostics += duplicates + _reference_diagnostics(config, failed)
     if not any(d.severity == "error" for d in diagnostics):
@@ -357,18 +365,23 @@ def _first_names(names: list[str], shown: int = 5) -> str:
 
 
 def _nothing_loaded(
-    kept: list[SourceFile], written: bool, diagnostics: list[Diagnostic]
+    kept: list[SourceFile], written: bool, diagnostics: list[Diagnostic], skipped: list[str]
 ) -> list[Diagnostic]:
-    """An error when files were read and hold no YAML document at all (only comments, or
-    empty): loaded, that would be a plan to delete everything, as with no file at all. A
-    gateway file without routes (a data-plane node's) is a document, and loads."""
-    if written or not kept or any(d.severity == "error" for d in diagnostics):
+    """An error when no file is left to read, or the files read hold no YAML document at all
+    (only comments, or empty): loaded, that would be a plan to delete everything. A gateway
+    file without routes (a data-plane node's) is a document, and loads.
+
+    Args:
+        skipped: why files were not read, if any ("3 under hidden paths").
+    """
+    if written or any(d.severity == "error" for d in diagnostics):
         return []
+    refusing = "refusing to load an empty configuration (it would delete everything)"
+    if not kept:
+        why = f" ({', '.join(skipped)})" if skipped else ""
+        return [Diagnostic(".", 1, 1, "", "", f"no YAML file to read{why}: {refusing}")]
     first = min(f.path for f in kept)
-    message = (
-        f"no document in {len(kept)} file(s) (only comments or empty): refusing to load an "
-        "empty configuration (it would delete everything)"
-    )
+    message = f"no document in {len(kept)} file(s) (only comments or empty): {refusing}"
     return [Diagnostic(first, 1, 1, "", "", message)]
 
 
