@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from reconciler.cli.main import build_parser
-from reconciler.server.settings import ENVIRONMENT, SettingsError, load_settings
+from reconciler.server.settings import ENVIRONMENT, ServeSettings, SettingsError, load_settings
 from reconciler.store.db import StateError
 from tests import httpd
 from tests.agentproc import free_port
@@ -62,6 +62,47 @@ def test_every_serve_setting_is_a_flag() -> None:
     assert set(ENVIRONMENT) <= flags, f"settings without a flag: {set(ENVIRONMENT) - flags}"
 
 
+def test_serve_help_prints_the_default_of_every_setting() -> None:
+    """The help reads them from the settings: `--max-connections` once said 1000 when the
+    server took 10000."""
+    defaults = ServeSettings()
+    wrong = []
+    for action in PARSERS["reconcile serve"]._actions:
+        value = getattr(defaults, action.dest, None)
+        if action.dest not in ENVIRONMENT or value is None:
+            continue  # no default (--branch), or one worked out at start (<state>.cache)
+        text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+        # `default 60`, `(default: .)`, `(default: $RECONCILER_STATE or reconciler.duckdb)`
+        if not re.search(rf"default:? (\$\w+ or )?{re.escape(text)}(?![\d.])", str(action.help)):
+            wrong.append(f"{action.option_strings[0]} says {action.help!r}, the default is {text}")
+    assert wrong == []
+
+
+def test_every_serve_setting_variable_is_its_flag_in_capitals() -> None:
+    """What `serve --help` says of every variable, and the rule holds for each."""
+    assert "RECONCILER_MAX_CONNECTIONS" in str(PARSERS["reconcile serve"].epilog)
+    for key, variable in ENVIRONMENT.items():
+        assert variable == f"RECONCILER_{key.upper()}"
+
+
+@pytest.mark.parametrize(
+    ("option", "variable"),
+    [
+        ("--state", "RECONCILER_STATE"),
+        ("--lock-timeout", "RECONCILER_LOCK_TIMEOUT"),
+        ("--local-region", "RECONCILER_LOCAL_REGION"),
+    ],
+)
+def test_an_option_whose_default_is_a_variable_names_it(option: str, variable: str) -> None:
+    """`validate --help` named no variable for --local-region, though it reads one."""
+    for name, parser in PARSERS.items():
+        if name == "reconcile serve":  # its defaults come from the settings, said there
+            continue
+        for action in parser._actions:
+            if option in action.option_strings:
+                assert f"${variable}" in str(action.help), f"{name} {option}: {action.help!r}"
+
+
 def _usage_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     """argparse exits from inside `main`: the exit code and what it printed."""
     with pytest.raises(SystemExit) as exited:
@@ -80,6 +121,25 @@ def test_lock_timeout_comes_from_the_environment(
     monkeypatch.setenv("RECONCILER_LOCK_TIMEOUT", "0.25")
     assert build_parser().parse_args(["revisions"]).lock_timeout == 0.25
     assert build_parser().parse_args(["revisions", "--lock-timeout", "3"]).lock_timeout == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        (("validate", "--bogus"), "reconcile validate"),
+        (("plan", "--repo", ".", "--bogus"), "reconcile plan"),
+        (("results", "archive", "--bogus"), "reconcile results archive"),
+        (("results", "--bogus", "archive"), "reconcile results"),
+        (("--bogus", "validate"), "reconcile"),
+    ],
+)
+def test_an_unknown_option_is_the_usage_error_of_the_command_it_was_given_to(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], command: str
+) -> None:
+    """Its usage lists the options the command does take; `reconcile`'s lists none."""
+    err = _usage_error(capsys, *args)
+    assert err.startswith(f"usage: {command} [-h]"), err
+    assert f"\n{command}: error: unrecognized arguments: --bogus\n" in err
 
 
 def test_a_negative_lock_timeout_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,6 +22,7 @@ DEFAULT_LOCK_TIMEOUT = "10"
 STATE_ENV = "RECONCILER_STATE"
 LOCK_TIMEOUT_ENV = "RECONCILER_LOCK_TIMEOUT"
 LOCAL_REGION_ENV = "RECONCILER_LOCAL_REGION"
+DEFAULT_LOCAL_REGION = "default"
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,6 +31,16 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """An option a (sub)command does not know is its usage error: argparse would hand it up
+        to `reconcile` and print the top-level usage, which does not list the option's command."""
+        parsed, unknown = super().parse_known_args(args, namespace)
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed, unknown
 
 
 # What `add_subparsers()` returns; argparse names the class privately, typeshed types it.
@@ -123,10 +134,11 @@ def add_source(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--local-region",
-        default=os.environ.get(LOCAL_REGION_ENV, "default"),
+        default=os.environ.get(LOCAL_REGION_ENV, DEFAULT_LOCAL_REGION),
         type=region_name,
         metavar="NAME",
-        help="the control plane's own region, where 'local' checks run (default: %(default)s)",
+        help="the control plane's own region, where 'local' checks run "
+        f"(default: ${LOCAL_REGION_ENV} or {DEFAULT_LOCAL_REGION})",
     )
 
 

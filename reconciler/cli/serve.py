@@ -11,16 +11,29 @@ from pathlib import Path
 from reconciler.cli import options
 from reconciler.cli.console import Console
 from reconciler.cli.options import EXIT_ERROR, EXIT_OK, Subcommands
-from reconciler.server.settings import ENVIRONMENT, SettingsError, load_settings
+from reconciler.server.settings import ENVIRONMENT, ServeSettings, SettingsError, load_settings
 
 NAME = "serve"
 
 EPILOG = """\
 settings: flags override environment variables, which override the TOML file given with
---config (keys as the flag names with '_', under [serve] or at the top level).
+--config (keys as the flag names with '_', under [serve] or at the top level). A setting's
+variable is RECONCILER_ and its flag's name in capitals with '_' (--max-connections:
+RECONCILER_MAX_CONNECTIONS); --config and --log-format have none.
 secrets (environment only): RECONCILER_ADMIN_TOKEN enables /operator/* (unset: 404),
 RECONCILER_READ_TOKEN protects the read API, RECONCILER_WEBHOOK_SECRET enables /hooks/git.
 """
+
+# `--help` reads the defaults it prints from the settings, so the two cannot drift apart.
+DEFAULTS = ServeSettings()
+
+
+def default(name: str) -> str:
+    """The default of setting `name` as `--help` prints it: `60`, not `60.0`."""
+    value = getattr(DEFAULTS, name)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def register(commands: Subcommands) -> None:
@@ -34,42 +47,95 @@ def register(commands: Subcommands) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--repo", help="working tree path, bare repository or git URL")
+    serve.add_argument(
+        "--repo",
+        help=f"working tree path, bare repository or git URL (default: {default('repo')})",
+    )
     options.add_state(serve, "DuckDB state file, held until the server exits", settings=True)
     options.add_lock_timeout(serve, settings=True)
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--host", help=f"address to listen on (default {default('host')})")
     serve.add_argument(
-        "--port", type=options.port, help="port to listen on (default 8080; 0 = any)"
+        "--port", type=options.port, help=f"port to listen on (default {default('port')}; 0 = any)"
     )
-    serve.add_argument("--branch", help="branch to follow in a git URL or bare repository")
-    serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="default 60")
-    serve.add_argument("--debounce", type=float, metavar="SECONDS", help="default 0.3")
+    serve.add_argument(
+        "--branch",
+        help="branch to follow in a git URL or bare repository (default: the remote's default "
+        "branch)",
+    )
+    serve.add_argument(
+        "--poll-interval", type=float, metavar="SECONDS", help=f"default {default('poll_interval')}"
+    )
+    serve.add_argument(
+        "--debounce", type=float, metavar="SECONDS", help=f"default {default('debounce')}"
+    )
     serve.add_argument(
         "--local-region",
         type=options.region_name,
         metavar="NAME",
-        help="the control plane's own region (default)",
+        help="the control plane's own region, where 'local' checks run "
+        f"(default: {default('local_region')})",
     )
-    serve.add_argument("--clock-skew", type=float, metavar="SECONDS", help="default 300")
-    serve.add_argument("--max-result-age", type=float, metavar="SECONDS", help="default 86400")
-    serve.add_argument("--max-batch-bytes", type=int, help="default 4194304 (413 above)")
+    serve.add_argument(
+        "--clock-skew", type=float, metavar="SECONDS", help=f"default {default('clock_skew')}"
+    )
+    serve.add_argument(
+        "--max-result-age",
+        type=float,
+        metavar="SECONDS",
+        help=f"default {default('max_result_age')}",
+    )
+    serve.add_argument(
+        "--max-batch-bytes",
+        type=int,
+        metavar="BYTES",
+        help=f"default {default('max_batch_bytes')} (413 above)",
+    )
     # The listener's read limits (docs/limits.md).
     serve.add_argument(
-        "--max-batch-rows", type=int, metavar="ROWS", help="default 20000 (413 above)"
-    )
-    serve.add_argument("--header-timeout", type=float, metavar="SECONDS", help="default 10")
-    serve.add_argument("--body-timeout", type=float, metavar="SECONDS", help="default 30")
-    serve.add_argument("--keep-alive-timeout", type=int, metavar="SECONDS", help="default 5")
-    serve.add_argument(
-        "--max-header-bytes", type=int, metavar="BYTES", help="default 65536 (431 above)"
+        "--max-batch-rows",
+        type=int,
+        metavar="ROWS",
+        help=f"default {default('max_batch_rows')} (413 above)",
     )
     serve.add_argument(
-        "--max-connections", type=int, metavar="COUNT", help="default 1000 (503 above)"
+        "--header-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"default {default('header_timeout')}",
     )
     serve.add_argument(
-        "--webhook-replay-window", type=float, metavar="SECONDS", help="default 600 (409 within)"
+        "--body-timeout", type=float, metavar="SECONDS", help=f"default {default('body_timeout')}"
     )
-    serve.add_argument("--cache-dir", type=Path, help="where git mirrors are kept")
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=int,
+        metavar="SECONDS",
+        help=f"default {default('keep_alive_timeout')}",
+    )
+    serve.add_argument(
+        "--max-header-bytes",
+        type=int,
+        metavar="BYTES",
+        help=f"default {default('max_header_bytes')} (431 above)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="COUNT",
+        help=f"default {default('max_connections')} (503 above)",
+    )
+    serve.add_argument(
+        "--webhook-replay-window",
+        type=float,
+        metavar="SECONDS",
+        help=f"default {default('webhook_replay_window')} (409 within)",
+    )
+    serve.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="where git mirrors are kept (default <state>.cache)",
+    )
     serve.add_argument(
         "--notify-urls",
         metavar="URLS",
@@ -80,16 +146,32 @@ def register(commands: Subcommands) -> None:
         "--gateway",
         choices=["none", "nginx"],
         help="data plane for canary weights: nginx (managed by the server) or none "
-        "(metrics pushed to /api/routes/ROUTE/metrics only); default none",
-    )
-    serve.add_argument("--gateway-listen", metavar="HOST:PORT", help="default 127.0.0.1:8088")
-    serve.add_argument("--gateway-dir", type=Path, help="nginx prefix (default <state>.gateway)")
-    serve.add_argument("--canary-interval", type=float, metavar="SECONDS", help="default 1")
-    serve.add_argument(
-        "--site-dir", type=Path, help="where the status site is built (default <state>.site)"
+        "(metrics pushed to /api/routes/ROUTE/metrics only); "
+        f"default {default('gateway')}",
     )
     serve.add_argument(
-        "--site-interval", type=float, metavar="SECONDS", help="rebuild period (default 60)"
+        "--gateway-listen", metavar="HOST:PORT", help=f"default {default('gateway_listen')}"
+    )
+    serve.add_argument(
+        "--gateway-dir", type=Path, metavar="DIR", help="nginx prefix (default <state>.gateway)"
+    )
+    serve.add_argument(
+        "--canary-interval",
+        type=float,
+        metavar="SECONDS",
+        help=f"default {default('canary_interval')}",
+    )
+    serve.add_argument(
+        "--site-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the status site is built (default <state>.site)",
+    )
+    serve.add_argument(
+        "--site-interval",
+        type=float,
+        metavar="SECONDS",
+        help=f"rebuild period (default {default('site_interval')})",
     )
     serve.add_argument(
         "--history",
@@ -102,7 +184,8 @@ def register(commands: Subcommands) -> None:
         "--archive-after",
         type=lambda text: options.days(text).days,
         metavar="DAYS",
-        help="move days of results older than this out of the state file, hourly (default 35d)",
+        help="move days of results older than this out of the state file, hourly "
+        f"(default {default('archive_after')}d)",
     )
     serve.add_argument(
         "--delete-after",
@@ -115,20 +198,22 @@ def register(commands: Subcommands) -> None:
         choices=["off", "basic", "full"],
         help="per-check series on /metrics, named as blackbox_exporter names them: basic "
         "(probe_success, probe_duration_seconds, last run), full (also HTTP status and phases), "
-        "off (default basic; docs/metrics.md has the cardinality)",
+        f"off (default {default('probe_metrics')}; docs/metrics.md has the cardinality)",
     )
     serve.add_argument(
         "--probe-metrics-window",
         type=float,
         metavar="SECONDS",
-        help="checks whose latest run is older than this have no series (default 3600)",
+        help="checks whose latest run is older than this have no series "
+        f"(default {default('probe_metrics_window')})",
     )
     serve.add_argument(
         "--agent-silent-after",
         type=float,
         metavar="SECONDS",
         help="announce agent_silent for an enabled agent not heard from (no pull, no push) "
-        "for this long, agent_recovered when it is back (default 300; 0: off)",
+        "for this long, agent_recovered when it is back "
+        f"(default {default('agent_silent_after')}; 0: off)",
     )
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     serve.add_argument(
