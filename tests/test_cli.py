@@ -6,6 +6,8 @@ import argparse
 import http.server
 import os
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -396,3 +398,46 @@ def test_validate_counts_the_documents_it_loaded() -> None:
     loaded = re.search(r"loaded (\d+) documents", result.err)
     valid = re.search(r"valid \((\d+) documents", result.out)
     assert loaded and valid and loaded.group(1) == valid.group(1) == "32"
+
+
+def test_offline_canary_status_lists_the_runs_still_driven_with_their_weights(
+    tmp_path: Path,
+) -> None:
+    """Read from the state file alone: a pending run shows the route's configured weights
+    (it has not moved them); a run left behind by a deleted route or a removed canary block
+    is no longer driven, and is not listed, as a running server does not list it."""
+    repo = tmp_path / "config"
+    shutil.copytree(SAMPLE_REPO, repo)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+
+    def commit(message: str) -> None:
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-qm", message], check=True)
+
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    commit("sample")
+    state = tmp_path / "state.duckdb"
+
+    def apply_and_status() -> str:
+        applied = run_cli("apply", "--repo", repo, "--state", state, "--auto-approve", "-q")
+        assert applied.code == 0, applied.err
+        status = run_cli("canary", "status", "--state", state)
+        assert status.code == 0, status.err
+        return status.out
+
+    shown = apply_and_status()
+    assert "api: pending (run api#1), not started (4 steps), weights stable 95%, canary 5%" in shown
+    assert "checkout: pending (run checkout#1), not started (4 steps), weights stable 60%, " in (
+        shown
+    )
+
+    checkout = repo / "routes" / "checkout.yaml"
+    text = checkout.read_text()
+    checkout.write_text(text[: text.index("  canary:\n")])
+    commit("checkout without a canary")
+    shown = apply_and_status()
+    assert "api: pending" in shown and "checkout" not in shown
+
+    (repo / "gateway" / "routes.yaml").unlink()
+    commit("api deleted")
+    assert apply_and_status().strip() == "no canary runs"

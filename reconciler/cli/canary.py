@@ -56,9 +56,14 @@ def _print_views(views: list[dict[str, Any]], console: Console) -> None:
     for view in views:
         weights = ", ".join(f"{g} {w}%" for g, w in view.get("weights", {}).items())
         steps = len(view.get("steps", [])) or "?"
+        step = (
+            f"step {view['step'] + 1}/{steps}"
+            if view["step"] >= 0
+            else f"not started ({steps} steps)"
+        )
         console.say(
-            f"{view['route']}: {view['state']} (run {view['run']}), step {view['step'] + 1}/"
-            f"{steps}, weights {weights}, consecutive failures {view['consecutive_failures']}"
+            f"{view['route']}: {view['state']} (run {view['run']}), {step}, weights {weights}, "
+            f"consecutive failures {view['consecutive_failures']}"
         )
         if view.get("reason"):
             console.say(f"  {view['reason']}")

@@ -112,8 +112,11 @@ class RunView:
         }
 
 
-def run_view(run: StoredRun, recent: list[dict[str, Any]]) -> RunView:
-    """The view of a stored run, with its most recent evaluations."""
+def run_view(
+    run: StoredRun, recent: list[dict[str, Any]], configured: dict[str, int] | None = None
+) -> RunView:
+    """The view of a stored run, with its most recent evaluations (`configured`: the route's
+    own weights, which a run that has not started yet leaves in place)."""
     runtime = run.runtime or {}
     return RunView(
         route=run.route,
@@ -121,18 +124,34 @@ def run_view(run: StoredRun, recent: list[dict[str, Any]]) -> RunView:
         state=run.state,
         reason=runtime.get("reason") or run.reason,
         step=runtime.get("step", -1),
-        weights=runtime.get("weights") or {},
+        weights=runtime.get("weights") or configured or {},
         consecutive_failures=runtime.get("consecutive_failures", 0),
         evaluations=recent,
     )
 
 
 def run_views(connection: Connection, evaluations_shown: int) -> list[RunView]:
-    """Every route's latest run, by route name."""
-    return [
-        run_view(run, evaluations(connection, run.run_id, evaluations_shown))
-        for _, run in sorted(latest_runs(connection).items())
-    ]
+    """Every route's latest run, by route name, read from the state alone (a server's
+    controller has its own): only of routes the applied revision still has with the canary
+    the run was started for. A run left behind by a deleted route or a removed or disabled
+    canary block is no longer driven, and is not listed (it stays in the state file)."""
+    routes = {
+        name: (run_fingerprint, orjson.loads(split) if split else [])
+        for name, run_fingerprint, split in connection.execute(
+            """SELECT name, run_fingerprint, spec->'traffic_split' FROM resources
+               WHERE kind = 'Route'"""
+        ).fetchall()
+    }
+    views = []
+    for route, run in sorted(latest_runs(connection).items()):
+        current = routes.get(route)
+        if current is None or current[0] != run.run_fingerprint:
+            continue
+        configured = {group["name"]: group["weight"] for group in current[1]}
+        views.append(
+            run_view(run, evaluations(connection, run.run_id, evaluations_shown), configured)
+        )
+    return views
 
 
 def run_steps(connection: Connection, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
