@@ -32,17 +32,18 @@ TARGET_PERCENT = 2.0
 
 
 def route_doc(index: int) -> str:
-    """A route with three groups and a canary that starts by itself and waits for traffic."""
+    """A route with three groups and a canary that starts by itself and waits for traffic
+    (backends are host:port only, nothing listening: a path would keep it off nginx)."""
     name = f"svc-{index:03d}"
     return (
         "apiVersion: canary-reconciler/v1\nkind: Route\nmetadata:\n"
         f"  name: {name}\nspec:\n  path: /{name}\n  path_prefix: true\n  traffic_split:\n"
         f"    - name: stable\n      weight: 80\n      backends:\n"
-        f"        - url: http://127.0.0.1:9/{name}-stable\n"
+        f"        - url: http://127.0.0.1:{10000 + 3 * index}\n"
         f"    - name: beta\n      weight: 10\n      backends:\n"
-        f"        - url: http://127.0.0.1:9/{name}-beta\n"
+        f"        - url: http://127.0.0.1:{10001 + 3 * index}\n"
         f"    - name: canary\n      weight: 10\n      backends:\n"
-        f"        - url: http://127.0.0.1:9/{name}-canary\n"
+        f"        - url: http://127.0.0.1:{10002 + 3 * index}\n"
         "  canary:\n    canary_group: canary\n    auto_start: true\n    steps:\n"
         "      - weight: 10\n        pause: 5m\n      - weight: 50\n        pause: 10m\n"
         "      - weight: 100\n"

@@ -26,13 +26,13 @@ spec:
   traffic_split:
     - name: stable
       weight: 60
-      backends: [{{url: 'http://127.0.0.1:9/stable'}}]
+      backends: [{{url: 'http://127.0.0.1:9001'}}]
     - name: beta
       weight: 30
-      backends: [{{url: 'http://127.0.0.1:9/beta'}}]
+      backends: [{{url: 'http://127.0.0.1:9002'}}]
     - name: canary
       weight: 10
-      backends: [{{url: 'http://127.0.0.1:9/canary'}}]
+      backends: [{{url: 'http://127.0.0.1:9003'}}]
   canary:
     canary_group: canary
     auto_start: {auto_start}

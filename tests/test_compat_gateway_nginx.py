@@ -78,3 +78,54 @@ def test_protected_routes_never_reach_nginx(config_repo: ConfigRepo, tmp_path: P
             wait_for(lambda: _status(client, f"{base}/catalog") == 404, 30, "catalog off nginx")
     finally:
         backend.close()
+
+
+ROUTES = """
+apiVersion: canary-reconciler/v1
+kind: Route
+metadata:
+  name: {name}
+spec:
+  path: /{name}
+  path_prefix: true
+  traffic_split:
+    - {{name: stable, weight: 90, backends: [{{url: "{stable}"}}]}}
+    - {{name: canary, weight: 10, backends: [{{url: "{canary}"}}]}}
+  canary: {{canary_group: canary, auto_start: true, steps: [{{weight: 50}}]}}
+"""
+
+
+def test_a_route_with_a_backend_nginx_cannot_take_gets_neither_nginx_nor_a_run(
+    config_repo: ConfigRepo, tmp_path: Path
+) -> None:
+    """It used to be put on nginx, refused at every try (404) while its run completed."""
+    backend = Backend("backend")
+    port = free_port()
+    gateway_dir = tmp_path / "gateway"
+    good = ROUTES.format(name="good", stable=backend.url, canary=backend.url)
+    bad = ROUTES.format(name="bad", stable=f"{backend.url}/v2", canary=backend.url)
+    config_repo.write("routes.yaml", f"{good}---\n{bad}")
+    config_repo.commit("two routes")
+    extra = (
+        "--gateway", "nginx", "--gateway-listen", f"127.0.0.1:{port}",
+        "--gateway-dir", str(gateway_dir), "--canary-interval", "0.1",
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with (
+            running_server(config_repo.path, tmp_path / "state.duckdb", extra=extra) as server,
+            httpx.Client(timeout=5) as client,
+        ):
+            server.wait_ready()
+            wait_for(lambda: _status(client, f"{base}/good") == 200, 30, "good on nginx")
+
+            def routes() -> set[str]:
+                return {view["route"] for view in server.client.get("/canary").json()["canaries"]}
+
+            wait_for(lambda: "good" in routes(), 30, "the good route's run")
+            assert routes() == {"good"}
+            assert client.get(f"{base}/bad").status_code == 404
+            assert not list(gateway_dir.rglob("bad*"))
+            assert "the gateway refused" not in server.log.read_text()  # nothing retried
+    finally:
+        backend.close()

@@ -30,10 +30,10 @@ spec:
   traffic_split:
     - name: stable
       weight: 95
-      backends: [{url: 'http://127.0.0.1:9/stable'}]
+      backends: [{url: 'http://127.0.0.1:9001'}]
     - name: canary
       weight: 5
-      backends: [{url: 'http://127.0.0.1:9/canary'}]
+      backends: [{url: 'http://127.0.0.1:9003'}]
   canary:
     canary_group: canary
     auto_start: true
@@ -196,8 +196,8 @@ def test_the_memory_gateway_refuses_what_nginx_refuses_and_reports_since_a_time(
         {
             "path": "/x",
             "traffic_split": [
-                {"name": "a", "weight": 50, "backends": [{"url": "http://127.0.0.1:9/a"}]},
-                {"name": "b", "weight": 50, "backends": [{"url": "http://127.0.0.1:9/b"}]},
+                {"name": "a", "weight": 50, "backends": [{"url": "http://127.0.0.1:9011"}]},
+                {"name": "b", "weight": 50, "backends": [{"url": "http://127.0.0.1:9012"}]},
             ],
         },
         strict=False,

@@ -232,6 +232,38 @@ def test_a_backend_with_a_path_is_refused_when_synced(
 
 @pytest.mark.slow
 @needs_nginx
+def test_groups_named_like_map_parameters_each_get_their_traffic(gateway: NginxGateway) -> None:
+    """In a `map` nginx reads default, hostnames, include and volatile as its own parameters
+    (`include` as a file to open): every group must still be a key reached by its name."""
+    names = ["include", "default", "hostnames", "volatile", "canary"]
+    servers = {name: Backend(name) for name in names}
+    for server in servers.values():
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        route_spec = RouteSpec.model_validate(
+            {
+                "path": "/checkout",
+                "path_prefix": True,
+                "traffic_split": [
+                    {"name": name, "weight": 100 if name == "include" else 0,
+                     "backends": [{"url": server.url}]}
+                    for name, server in servers.items()
+                ],
+            }
+        )  # fmt: skip
+        for name in names:
+            applied(gateway, route_spec, {other: 100 if other == name else 0 for other in names})
+            assert bodies(gateway, 10) == {name: 10}
+        applied(gateway, route_spec, dict.fromkeys(names, 20))
+        assert set(bodies(gateway, 200)) == set(names)
+    finally:
+        for server in servers.values():
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.mark.slow
+@needs_nginx
 def test_metrics_per_group_since_a_time(gateway: NginxGateway, backends: Backends) -> None:
     backends["canary"].status = 500
     backends["canary"].delay = 0.02

@@ -54,10 +54,10 @@ spec:
   traffic_split:
     - name: stable
       weight: 90
-      backends: [{url: 'http://127.0.0.1:9/stable'}]
+      backends: [{url: 'http://127.0.0.1:9001'}]
     - name: canary
       weight: 10
-      backends: [{url: 'http://127.0.0.1:9/canary'}]
+      backends: [{url: 'http://127.0.0.1:9003'}]
   canary:
     canary_group: canary
     auto_start: true

@@ -4,9 +4,11 @@ The nginx adapter reproduces a route's path match, traffic split and backends, a
 the gateway project's own features. A feature that protects the backends or changes what a
 client gets (authentication, rate limits, rewriting, header-based routing, ...) cannot be
 left out silently, so a route using one is *not driven*: it is kept in the desired state and
-shown in the plan, but never put on nginx and no canary run starts for it. Features that only
-tune or observe (caching, circuit breaking, timeouts, sticky groups, ...) are served without,
-and the plan says so.
+shown in the plan, but never put on nginx and no canary run starts for it. So is a route with a
+backend nginx cannot take as an upstream server (a path, credentials, an IPv6 zone, ...:
+`core/upstreams.py`, the rule the nginx config is rendered by), which every sync would only
+have refused. Features that only tune or observe (caching, circuit breaking, timeouts, sticky
+groups, ...) are served without, and the plan says so.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.core.upstreams import group_problems
 from schemas.route import RouteSpec
 
 # Gateway route fields (schemas/routefeatures.py OTHER_ROUTE_FIELDS) whose absence changes
@@ -52,12 +55,18 @@ def active(value: Any) -> bool:
 
 
 def _group_reasons(spec: RouteSpec) -> list[str]:
-    return [
-        f"traffic_split[{group.name}].match_headers: nginx here does not choose groups by "
-        "request headers"
-        for group in spec.traffic_split or []
-        if group.match_headers
-    ]
+    reasons = []
+    for group in spec.traffic_split or []:
+        if group.match_headers:
+            reasons.append(
+                f"traffic_split[{group.name}].match_headers: nginx here does not choose groups "
+                "by request headers"
+            )
+        reasons += [
+            f"traffic_split[{group.name}].{field}: {reason}"
+            for field, reason in group_problems(group)
+        ]
+    return reasons
 
 
 def decide(spec: RouteSpec) -> DriveDecision:

@@ -12,15 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import orjson
 
+from reconciler.core import upstreams
 from reconciler.gateway.base import GatewayError, check_weights
 from schemas.route import RouteSpec
 
 _ROUTE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,252}$")
-_HOST = re.compile(r"^[A-Za-z0-9._:-]+$")
 STATE_PREFIX = "# state: "
 LOG_FORMAT = (
     '\'{"time":$msec,"route":"$gw_route","group":"$gw_group","status":$status,'
@@ -43,31 +42,14 @@ def quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def backend_address(route: str, group: str, url: str) -> tuple[str, str]:
-    """(scheme, `host:port`) of a backend URL, rejecting what cannot go into an upstream."""
-    where = f"route {route!r}, group {group!r}: backend {url!r}"
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError as error:
-        raise GatewayError(f"{where}: {error}") from None
-    host = parts.hostname or ""
-    if parts.scheme not in ("http", "https") or not _HOST.match(host):
-        raise GatewayError(f"{where}: expected http(s)://host[:port]")
-    if (
-        parts.username
-        or parts.password
-        or parts.query
-        or parts.fragment
-        or parts.path not in ("", "/")
-    ):
-        raise GatewayError(
-            f"{where}: a backend is scheme://host[:port] only; nginx sends every group the "
-            "client's own path, so a path, query or credentials cannot be honoured"
-        )
-    host = f"[{host}]" if ":" in host else host
-    default = 443 if parts.scheme == "https" else 80
-    return parts.scheme, f"{host}:{default if port is None else port}"
+def map_key(name: str) -> str:
+    """A group name as a `map` source value, read literally whatever it is.
+
+    In a `map` block nginx reads `default`, `hostnames`, `include` and `volatile` as its own
+    parameters (`include` as a file to read), and drops one leading `\\` from any source
+    value; every name gets one, so no group name is ever read as a parameter.
+    """
+    return "\\" + name
 
 
 def render_route(
@@ -92,19 +74,19 @@ def render_route(
     ]
     targets = []
     for group in spec.traffic_split or []:
-        servers = [backend_address(route, group.name, backend.url) for backend in group.backends]
-        weights_of = [f" weight={b.weight}" if b.weight > 1 else "" for b in group.backends]
-        schemes = {scheme for scheme, _ in servers}
-        if len(schemes) > 1:
-            raise GatewayError(f"route {route!r}, group {group.name!r}: mixes http and https")
+        try:
+            servers = upstreams.upstream(group)
+        except upstreams.UnservableBackend as refused:
+            where = f"route {route!r}, group {group.name!r}: {refused.field}"
+            raise GatewayError(f"{where}: {refused}") from None
         upstream = f"gw_{rid}__{ident(group.name)}"
         http += [f"upstream {upstream} {{"]
         http += [
-            f"    server {address}{weight};"
-            for (_, address), weight in zip(servers, weights_of, strict=True)
+            f"    server {address}{f' weight={weight}' if weight > 1 else ''};"
+            for address, weight in servers.servers
         ]
         http += ["    keepalive 16;", "}"]
-        targets.append(f"    {group.name} {schemes.pop()}://{upstream};")
+        targets.append(f"    {map_key(group.name)} {servers.scheme}://{upstream};")
     shares = [(name, weight) for name, weight in full.items() if weight > 0]
     http += [f"split_clients {quote(split_key)} $gw_split_{rid} {{"]
     http += [f"    {weight}% {name};" for name, weight in shares[:-1]]
