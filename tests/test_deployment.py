@@ -20,8 +20,11 @@ from reconciler.core.deployment import (
     baseline_group,
     evaluate,
     new_run,
+    next_tick_at,
+    refused,
     rollback_weights,
     tick,
+    waits_for_gateway,
 )
 from reconciler.core.weights import StepSchedule, step_schedule
 from schemas.route import RouteSpec
@@ -690,3 +693,72 @@ def test_pause_and_resume_notify() -> None:
         "canary_resumed",
     ]
     assert paused.weights_changed is None and resumed.weights_changed is None
+
+
+# --- a gateway that refuses weights --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "action", "waits"),
+    [
+        ("pending", "start", True),
+        ("progressing", "promote", True),
+        ("progressing", "rollback", False),
+        ("paused", "rollback", False),
+        ("progressing", "pause", False),
+        ("paused", "resume", False),
+    ],
+)
+def test_which_actions_wait_for_the_gateway(state: str, action: str, waits: bool) -> None:
+    spec = make_spec()
+    run = in_state(state, spec)
+    result = apply_action(run, action, spec, schedule_of(spec), at(1))
+    assert isinstance(result, TickResult)
+    assert waits_for_gateway(run, result.run) is waits
+    if waits:
+        assert refused(run, result) == TickResult(run), "held: unchanged, no event"
+    else:
+        assert refused(run, result) == result, "stands"
+
+
+def test_a_refused_step_holds_with_its_evaluation_counted() -> None:
+    spec = make_spec(steps=[{"weight": 10, "pause": "1m"}, {"weight": 100}])
+    run = started(spec)
+    moved = tick(run, spec, schedule_of(spec), healthy(), at(60))
+    assert moved.run.step == 1 and moved.evaluation is not None
+    held = refused(run, moved)
+    assert (held.run.state, held.run.step, held.run.weights) == ("progressing", 0, run.weights)
+    assert (held.run.step_passes, held.run.last_evaluation_at) == (1, at(60))
+    assert held.evaluation == moved.evaluation and not held.events
+
+
+def test_completion_waits_for_the_gateway_and_a_rollback_does_not() -> None:
+    spec = make_spec(
+        analysis={"max_failures": 1, "error_threshold": 0.05},
+        steps=[{"weight": 10, "pause": "1m"}],
+    )
+    run = started(spec)
+    done = tick(run, spec, schedule_of(spec), healthy(), at(60))
+    assert done.run.state == "completed" and done.weights_changed is None
+    assert refused(run, done).run == replace(
+        run, step_passes=1, step_judged=1, last_evaluation_at=at(60)
+    )
+    rolled = tick(run, spec, schedule_of(spec), failing(), at(60))
+    assert rolled.run.state == "rolled_back"
+    assert refused(run, rolled) == rolled
+
+
+def test_a_held_run_looks_for_its_move_again_only_after_the_backoff() -> None:
+    spec = make_spec(
+        analysis={"interval": "5m"}, steps=[{"weight": 10, "pause": "1m"}, {"weight": 100}]
+    )
+    schedule = schedule_of(spec)
+    run = started(spec)
+    assert next_tick_at(run, spec, schedule, at(61)) == at(61), "the step may advance at once"
+    assert next_tick_at(run, spec, schedule, at(61), held_until=at(65)) == at(65)
+    assert next_tick_at(run, spec, schedule, at(10), held_until=at(65)) == at(65), "hold end"
+    # The evaluation (which may roll back) keeps its time.
+    assert next_tick_at(run, spec, schedule, at(61), held_until=at(900)) == at(300)
+    pending = new_run("api", "run-1", spec)
+    auto = make_spec(auto_start=True)
+    assert next_tick_at(pending, auto, schedule, at(0), held_until=at(4)) == at(4)

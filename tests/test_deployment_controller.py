@@ -172,13 +172,18 @@ async def test_a_failing_canary_is_rolled_back_on_the_gateway(rig: Rig) -> None:
 async def test_weights_a_gateway_refused_are_applied_once_it_accepts(rig: Rig) -> None:
     rig.gateway.refusing = "nginx -t: configuration file test failed"
     await rig.controller.tick_all()
-    assert (await rig.view())["state"] == "progressing"
+    view = await rig.view()
+    assert view["state"] == "pending", "auto_start waits until the gateway takes step 1"
+    assert "held: the gateway refused weights stable 90%, canary 10%" in view["reason"]
     assert rig.gateway.weights("checkout") is None
+    assert not rig.events
 
     rig.gateway.refusing = None
-    rig.clock.advance(timedelta(seconds=1))
+    rig.clock.advance(timedelta(seconds=1))  # the route's first backoff
     await rig.controller.tick_all()
     assert rig.gateway.weights("checkout") == {"stable": 90, "canary": 10}
+    view = await rig.view()
+    assert (view["state"], view["gateway_refusal"]) == ("progressing", None)
 
 
 @pytest.mark.anyio
@@ -249,5 +254,8 @@ async def test_a_route_the_gateway_refused_to_remove_is_removed_at_a_later_pass(
     await rig.controller.tick_all()
     assert rig.gateway.routes() == ["checkout"]
     rig.gateway.refusing = None
+    await rig.controller.tick_all()
+    assert rig.gateway.routes() == ["checkout"], "not tried again before its backoff"
+    rig.clock.advance(timedelta(seconds=1))
     await rig.controller.tick_all()
     assert rig.gateway.routes() == []

@@ -30,6 +30,10 @@ States: ``pending -> progressing <-> paused -> completed | rolled_back``.
   ``original`` restores the route's configured weights, ``zero`` gives the canary 0 and shares
   100 among the other groups by their original ratios.
 - Completed and rolled-back runs are final; every action on them is refused.
+- The gateway comes first (:func:`refused`): a move forward (start, the next step, completion,
+  promote) happens only once the gateway has taken its weights, so a run never advances on
+  traffic it does not get; a rollback stands whether or not the gateway took its weights
+  (the controller keeps applying them).
 """
 
 from __future__ import annotations
@@ -69,9 +73,11 @@ __all__ = [
     "evaluate",
     "new_run",
     "next_tick_at",
+    "refused",
     "rollback_weights",
     "route_groups",
     "tick",
+    "waits_for_gateway",
 ]
 
 RunStatus = Literal["pending", "progressing", "paused", "completed", "rolled_back"]
@@ -201,7 +207,11 @@ def tick(
 
 
 def next_tick_at(
-    run: RunState, spec: RouteSpec, schedule: StepSchedule, after: datetime
+    run: RunState,
+    spec: RouteSpec,
+    schedule: StepSchedule,
+    after: datetime,
+    held_until: datetime | None = None,
 ) -> datetime | None:
     """The earliest time a :func:`tick` could change `run`, given it was last ticked at `after`.
 
@@ -210,12 +220,16 @@ def next_tick_at(
     deadline passes. None means only an action (or a new run) can move it: pending without
     ``auto_start``, paused, completed, rolled back, or no canary. A time at or before `after`
     means "tick again at once" (``interval: 0s`` evaluates every tick).
+
+    `held_until`: the gateway refused the weights of the run's next move and is not tried
+    again before then, so no move forward is looked for earlier (evaluations, which may roll
+    back, keep their times).
     """
     canary = spec.canary
     if canary is None or not canary.enabled:
         return None
     if run.state == "pending":
-        return after if canary.auto_start and schedule.steps else None
+        return _not_before(after, held_until) if canary.auto_start and schedule.steps else None
     if run.state != "progressing" or run.step_started_at is None:
         return None
     analysis = canary.analysis
@@ -228,16 +242,48 @@ def next_tick_at(
     pause = schedule.steps[run.step].pause
     hold_ends = active_from + timedelta(seconds=parse_duration(pause) if pause else 0.0)
     if hold_ends > after:
-        times.append(hold_ends)
+        times.append(_not_before(hold_ends, held_until))
     elif _may_advance(run, canary, schedule, after):
         # A step just entered with its hold over (none, say): at most one transition per
         # tick, so the next tick moves on.
-        times.append(after)
+        times.append(_not_before(after, held_until))
     if analysis.progress_deadline is not None and not run.step_judged:
         deadline = active_from + timedelta(seconds=parse_duration(analysis.progress_deadline))
         if deadline > after:
             times.append(deadline)
     return min(times)
+
+
+def _not_before(at: datetime, held_until: datetime | None) -> datetime:
+    return at if held_until is None or held_until <= at else held_until
+
+
+def waits_for_gateway(before: RunState, after: RunState) -> bool:
+    """Whether going from `before` to `after` must wait until the gateway has `after`'s
+    weights: a move forward (start, the next step, completion, promote). Pause and resume
+    change no weights, and a rollback never waits."""
+    if after.state == "completed":
+        return before.state != "completed"
+    if after.state != "progressing":
+        return False
+    return before.state == "pending" or after.step != before.step
+
+
+def refused(before: RunState, result: TickResult) -> TickResult:
+    """What stands when the gateway refused the weights `result` needs (`before`: the run the
+    tick or action started from).
+
+    A move forward waits (:func:`waits_for_gateway`): the run stays at `before`, with the
+    evaluation this tick made counted (its verdict holds, whatever the weights), and
+    announces nothing; the controller tries the move again at a later tick. Anything else
+    stands as decided: a rollback is never undone because its weights are late, and the
+    controller keeps applying them.
+    """
+    if not waits_for_gateway(before, result.run):
+        return result
+    evaluation = result.evaluation
+    held = before if evaluation is None else _count(before, evaluation)
+    return TickResult(held, evaluation)
 
 
 # --- transitions ---------------------------------------------------------------------------

@@ -8,11 +8,17 @@ Layout of `directory` (the nginx prefix):
     logs/access.json        one JSON line per response (see `accesslog`)
     logs/error.log          nginx's error log; logs/stderr.log its standard error
     nginx.pid, temp/        the master's pid file and nginx's temporary files
+    generation              the last config generation applied (never reused)
 
 `<id>` is the route name with every character but [a-z0-9] written as `_xx` (hex), so it is
 safe as a file name and inside nginx variable and upstream names. The first lines of each
 `routes/<id>.conf` carry the applied weights and the config generation as JSON: the file nginx
-tested is the record of what is applied.
+tested is the record of what is applied. The generation grows with every applied route config;
+`generation` keeps the last one, so removing every route does not start it again from 1.
+
+A change is written beside the files it replaces, each old file kept aside (a hard link, so
+putting it back needs no free space) until `nginx -t` passes; any failure, a refused config
+or an unwritable directory or full disk alike, is a `GatewayError` and leaves the old files.
 
 nginx runs in the foreground of its own session (`daemon off`), so it outlives a controller
 restart; a later `start()` adopts the master named by `nginx.pid` when /proc shows it runs our
@@ -65,8 +71,48 @@ def _write_atomic(path: Path, text: str | None) -> None:
         path.unlink(missing_ok=True)
         return
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)  # half written on a full disk
+        raise
+
+
+def _set_aside(path: Path) -> Path | None:
+    """Keep the current `path` (a hard link beside it) to put back; None when it is absent."""
+    kept = path.with_name(f".{path.name}.prev")
+    kept.unlink(missing_ok=True)  # left by a process killed mid-change
+    if not path.exists():
+        return None
+    try:
+        os.link(path, kept)
+    except OSError:
+        shutil.copyfile(path, kept)  # a file system without hard links
+    return kept
+
+
+def _put_back(kept: Mapping[Path, Path | None]) -> list[str]:
+    """Put every file set aside back (remove those that were absent); what could not be."""
+    problems = []
+    for path, old in kept.items():
+        try:
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                os.replace(old, path)
+        except OSError as error:
+            problems.append(f"{path}: {error.strerror or error}")
+    return problems
+
+
+def _failure(error: Exception) -> str:
+    """What went wrong, in words: nginx's message, or which file could not be written."""
+    if isinstance(error, OSError):
+        where = f" {error.filename}" if error.filename else ""
+        return f"cannot write{where}: {error.strerror or error}"
+    return str(error)
 
 
 def _wait(condition: Callable[[], bool], timeout: float) -> bool:
@@ -200,13 +246,23 @@ class NginxGateway:
                 config; the previous files are restored and nginx keeps serving them.
         """
         with self._lock:
-            http, locations = render_route(
-                route, spec, weights, self._next_generation(), self._split_key
-            )
-            self._replace(route, http, locations)
+            try:
+                generation = self._next_generation()
+            except OSError as error:
+                raise GatewayError(
+                    f"route {route!r} not applied, the previous config keeps serving: cannot "
+                    f"read {error.filename or self._dir}: {error.strerror or error}"
+                ) from None
+            http, locations = render_route(route, spec, weights, generation, self._split_key)
+            self._replace(route, http, locations, generation)
 
     def remove(self, route: str) -> None:
-        """Stop serving `route` (its requests get 404)."""
+        """Stop serving `route` (its requests get 404).
+
+        Raises:
+            GatewayError: nginx rejected the config left, or the files could not be changed;
+                the route's files are restored and nginx keeps serving them.
+        """
         with self._lock:
             self._replace(route, None, None)
 
@@ -398,33 +454,72 @@ class NginxGateway:
             (self._dir / sub).mkdir(parents=True, exist_ok=True)
         return render_main(self._workers, self._listen_address())
 
-    def _next_generation(self) -> int:
-        states = (_read_state(path) for path in (self._dir / "routes").glob("*.conf"))
-        return 1 + max((int(state["generation"]) for state in states if state), default=0)
+    @property
+    def _generation_file(self) -> Path:
+        return self._dir / "generation"
 
-    def _replace(self, route: str, http: str | None, locations: str | None) -> None:
-        if not (self._dir / "nginx.conf").exists():
-            _write_atomic(self._dir / "nginx.conf", self._main_config())
+    def _next_generation(self) -> int:
+        """One more than any generation applied: the route files' and the one recorded (the
+        files alone would start again from 1 once every route is removed)."""
+        try:
+            recorded = int(self._generation_file.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            recorded = 0
+        states = (_read_state(path) for path in (self._dir / "routes").glob("*.conf"))
+        found = (int(state["generation"]) for state in states if state)
+        return 1 + max([recorded, *found])
+
+    def _replace(
+        self, route: str, http: str | None, locations: str | None, generation: int | None = None
+    ) -> None:
         files = {
             self._route_file(route, "conf"): http,
             self._route_file(route, "locations"): locations,
         }
-        self._swap(files, f"route {route!r}")
+        if generation is not None:
+            files[self._generation_file] = f"{generation}\n"
+        subject = f"route {route!r}"
+        if not (self._dir / "nginx.conf").exists():
+            try:
+                _write_atomic(self._dir / "nginx.conf", self._main_config())
+            except OSError as error:
+                raise GatewayError(
+                    f"{subject} not applied, the previous config keeps serving: {_failure(error)}"
+                ) from None
+        self._swap(files, subject)
 
     def _swap(self, files: Mapping[Path, str | None], subject: str) -> None:
-        """Write `files`; restore the old ones unless `nginx -t` passes, else reload nginx."""
-        previous = {path: path.read_text() if path.exists() else None for path in files}
+        """Write `files`; put the old ones back unless `nginx -t` passes, else reload nginx.
+
+        Raises:
+            GatewayError: `nginx -t` failed, or a file could not be set aside or written (a
+                read-only directory, a full disk); the old files are back in place.
+        """
+        kept: dict[Path, Path | None] = {}
         try:
             for path, text in files.items():
+                kept[path] = _set_aside(path)
                 _write_atomic(path, text)
             self._test_config()
         except (GatewayError, OSError) as error:
-            for path, text in previous.items():
-                _write_atomic(path, text)
+            problems = _put_back(kept)
+            also = (
+                f"; the previous files could not all be put back ({'; '.join(problems)}): "
+                "nginx serves them until its next reload, but the files on disk differ"
+                if problems
+                else ""
+            )
             raise GatewayError(
-                f"{subject} not applied, the previous config keeps serving: {error}"
+                f"{subject} not applied, the previous config keeps serving: {_failure(error)}{also}"
             ) from None
-        self._reload()
+        for old in kept.values():
+            if old is not None:
+                with contextlib.suppress(OSError):
+                    old.unlink()
+        try:
+            self._reload()
+        except OSError as error:
+            raise GatewayError(f"{subject} written, but nginx was not reloaded: {error}") from None
 
     def _test_config(self) -> None:
         """Run `nginx -t` on the files as they are on disk."""

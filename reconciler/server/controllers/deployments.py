@@ -5,6 +5,12 @@ It wakes when something can change a run, not on a fixed tick: when a revision i
 core says a tick could do something (`next_tick_at`: an evaluation due, a step's hold ending,
 a progress deadline). New samples alone never wake it: the core reads them only at those
 times. A pass that failed is tried again after the supervisor's backoff.
+
+A route whose weights the gateway refuses is tried again after a backoff of its own (1 s,
+doubling up to a minute, until the gateway takes them): the other routes keep their pace, and
+a refusal is logged in one line, not as a failure of the loop. A run never moves forward on
+weights the gateway refused (`core.deployment.refused`); a rollback stands, its weights
+applied as soon as the gateway takes them.
 """
 
 from __future__ import annotations
@@ -29,14 +35,17 @@ from reconciler.core.deployment import (
     baseline_group,
     new_run,
     next_tick_at,
+    refused,
     route_groups,
     tick,
+    waits_for_gateway,
 )
 from reconciler.core.drive import decide
 from reconciler.core.refusal import RequestRefused
 from reconciler.core.resources import Resource
 from reconciler.core.weights import StepSchedule, step_schedule
-from reconciler.gateway.base import Gateway, GatewayError
+from reconciler.gateway.base import Gateway
+from reconciler.server.controllers.gateway_sync import GatewaySync, shown
 from reconciler.server.supervise import Supervisor
 from reconciler.store import deployments as store
 from reconciler.store.db import Connection, transaction
@@ -106,9 +115,17 @@ def _in_transaction(connection: Connection, work: list[Callable[[Connection], No
             write(connection)
 
 
-def _spec_key(spec: RouteSpec) -> str:
-    """What the gateway serves of a route besides weights (backends, path)."""
-    return spec.model_dump_json(exclude={"canary"})
+def _rollback_not_applied(action: str, run: RunState, error: str) -> RequestRefused:
+    """The answer to a rollback that stands while the gateway refuses its weights."""
+    return RequestRefused(
+        503,
+        f"{action} recorded (the run is rolled back), but the gateway refused its weights "
+        f"{shown(run.weights)}: {error}; they are not applied yet, and the controller keeps "
+        "trying them (`rollback` again tries at once)",
+        state=run.state,
+        weights=run.weights,
+        gateway_error=error,
+    )
 
 
 class DeploymentController:
@@ -146,7 +163,7 @@ class DeploymentController:
         self.interval = interval
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self._applied: dict[str, str] = {}  # route -> the spec last applied to the gateway
+        self._sync = GatewaySync(gateway, clock)  # applies weights, backs off refusals
         self._swept = False  # the gateway's routes were compared with the served ones
         self._loops = loops
         self._wake = asyncio.Event()
@@ -288,15 +305,18 @@ class DeploymentController:
                     continue
                 if at is not None and (due is None or at < due):
                     due = at
-            applied = set(self._applied)
+            applied = self._sync.routes()
             if not self._swept and self.gateway is not None:
                 # A route that left the configuration while no server ran is still on the
                 # gateway (its files outlive the process): looked for once, at the first pass.
                 applied |= set(await asyncio.to_thread(self.gateway.routes))
                 self._swept = True
             for gone in sorted(applied - set(routes)):
-                if not await self._remove(gone):
+                if not await self._sync.remove(gone):
                     self._swept = False  # looked for again at the next pass
+            retry = self._sync.refusals.next_retry(routes, self.clock())
+            if retry is not None and (due is None or retry < due):
+                due = retry
             # Not stored, not ticked: a failed store is decided again at the next pass.
             await self._store(writes)
             live = {run.run_id for run in stored.values()}
@@ -310,62 +330,30 @@ class DeploymentController:
         """Tick one route's run if anything can change it; when its next tick is due."""
         current = self._run_of(route, spec, stored)
         if current is None:
-            await self._ensure_weights(route, spec, None)
+            await self._sync.ensure(route, spec, None)
             return None
         run, schedule = current
         now = self.clock()
         last = self._ticked.get(run.run_id)
-        due = next_tick_at(run, spec, schedule, last) if last is not None else now
+        held = self._sync.refusals.held_until(route, now)
+        due = next_tick_at(run, spec, schedule, last, held) if last is not None else now
         if due is None or due > now:
             # Nothing can move the run yet: keep the gateway right, and store a run never
             # stored (its first pass), without reading any samples.
-            await self._ensure_weights(route, spec, run.weights)
+            await self._sync.ensure(route, spec, run.weights)
             self._save(run, writes)
             return due
         since = run.step_started_at or run.started_at or now
         samples = await self._samples(route, spec, since)
         result = tick(run, spec, schedule, samples, now)
-        await self._apply(route, spec, result, writes)
+        # A rollback is tried at once: it must not wait for a backoff the refused step began.
+        rolls_back = run.state != "rolled_back" and result.run.state == "rolled_back"
+        if await self._sync.ensure(route, spec, result.run.weights, rolls_back) is not None:
+            result = refused(run, result)
+        self._record(route, result, writes)
         writes.ticked[run.run_id] = now
-        return next_tick_at(result.run, spec, schedule, now)
-
-    async def _remove(self, route: str) -> bool:
-        """Stop serving a route that left the configuration; whether the gateway did."""
-        self._applied.pop(route, None)
-        if self.gateway is None:
-            return True
-        try:
-            await asyncio.to_thread(self.gateway.remove, route)
-        except GatewayError as error:
-            log.error("route %s: removing it from the gateway failed: %s", route, error)
-            return False
-        log.info("route %s: removed from the gateway", route)
-        return True
-
-    async def _ensure_weights(
-        self, route: str, spec: RouteSpec, weights: dict[str, int] | None
-    ) -> None:
-        """Keep the gateway at the weights it should have (self-healing after failures)."""
-        if self.gateway is None or not spec.traffic_split:
-            return
-        wanted = weights or {g.name: g.weight for g in spec.traffic_split}
-        same_spec = self._applied.get(route) == _spec_key(spec)
-        if not same_spec or await asyncio.to_thread(self.gateway.weights, route) != wanted:
-            await self._set_weights(route, spec, wanted)
-
-    async def _set_weights(self, route: str, spec: RouteSpec, weights: Mapping[str, int]) -> bool:
-        if self.gateway is None:
-            return True
-        try:
-            await asyncio.to_thread(self.gateway.apply, route, spec, weights)
-        except GatewayError as error:
-            log.error("route %s: the gateway refused weights %s: %s", route, dict(weights), error)
-            # Tried again at the next pass, which comes after the supervisor's backoff.
-            self._failures.append((f"route {route}: weights {dict(weights)}", error))
-            return False
-        self._applied[route] = _spec_key(spec)
-        log.info("route %s: weights %s", route, dict(weights))
-        return True
+        held = self._sync.refusals.held_until(route, now)
+        return next_tick_at(result.run, spec, schedule, now, held)
 
     def _save(self, run: RunState, writes: _Writes) -> None:
         """Store a run's runtime state with `writes`, unless it is what is stored already."""
@@ -376,13 +364,8 @@ class DeploymentController:
         writes.work.append(lambda c: store.save_run(c, run.run_id, run.state, document, now))
         writes.saved[run.run_id] = document
 
-    async def _apply(
-        self, route: str, spec: RouteSpec, result: TickResult, writes: _Writes
-    ) -> None:
-        if result.weights_changed is not None:
-            await self._set_weights(route, spec, result.weights_changed)
-        else:
-            await self._ensure_weights(route, spec, result.run.weights)
+    def _record(self, route: str, result: TickResult, writes: _Writes) -> None:
+        """Store with `writes` the run a tick or an action left, its evaluation and events."""
         self._save(result.run, writes)
         evaluation = result.evaluation
         if evaluation is not None:
@@ -414,10 +397,14 @@ class DeploymentController:
     async def act(self, route: str, action: str) -> dict[str, Any]:
         """Apply start|pause|resume|promote|rollback and return the route's canary view.
 
+        `rollback` on a run rolled back whose weights the gateway has not taken yet tries them
+        again at once, whatever the route's backoff.
+
         Raises:
             RequestRefused: 404 for a route not in the configuration, 409 without a run or
                 when the run's state does not allow the action (the body says its state),
-                400 for an unknown action.
+                400 for an unknown action, 503 when the gateway refused the action's weights
+                (the run is unchanged, but for a rollback, which stands).
         """
         async with self._lock:
             spec = self._routes().get(route)
@@ -427,16 +414,41 @@ class DeploymentController:
             if current is None:
                 raise RequestRefused(409, f"route {route} has no canary run")
             run, schedule = current
-            outcome = apply_action(run, action, spec, schedule, self.clock())
             now = self.clock()
+            if action == "rollback" and await self._rollback_late(route, spec, run):
+                error = await self._sync.ensure(route, spec, run.weights, force=True)
+                outcome_of = "accepted" if error is None else "refused"
+                await self.state.write(
+                    lambda c: store.record_action(c, run.run_id, route, action, now, outcome_of)
+                )
+                if error is not None:
+                    raise _rollback_not_applied(action, run, error)
+                log.info("route %s: the rollback's weights applied (manual %s)", route, action)
+                return (await self.snapshot(route))[0]
+            outcome = apply_action(run, action, spec, schedule, now)
             if isinstance(outcome, Refused):
                 await self.state.write(
                     lambda c: store.record_action(c, run.run_id, route, action, now, "refused")
                 )
                 status = 400 if outcome.reason.startswith("unknown action") else 409
                 raise RequestRefused(status, outcome.reason, state=outcome.state)
+            # An operator's action tries the gateway at once, whatever the route's backoff.
+            error = await self._sync.ensure(route, spec, outcome.run.weights, force=True)
+            if error is not None and waits_for_gateway(run, outcome.run):
+                await self.state.write(
+                    lambda c: store.record_action(c, run.run_id, route, action, now, "refused")
+                )
+                at = f", step {run.step + 1}/{len(schedule.steps)}" if run.step >= 0 else ""
+                raise RequestRefused(
+                    503,
+                    f"{action} not done: the gateway refused weights "
+                    f"{shown(outcome.run.weights)}: {error}; the run is unchanged "
+                    f"({run.state}{at})",
+                    state=run.state,
+                    gateway_error=error,
+                )
             writes = _Writes()
-            await self._apply(route, spec, outcome, writes)
+            self._record(route, outcome, writes)
             writes.work.append(
                 lambda c: store.record_action(c, run.run_id, route, action, now, "accepted")
             )
@@ -444,7 +456,16 @@ class DeploymentController:
             log.info("route %s: %s -> %s (manual %s)", route, run.state, outcome.run.state, action)
             self._ticked.pop(run.run_id, None)  # the run moved: tick it at the next pass
         self.wake()
+        if error is not None and outcome.run.state == "rolled_back":
+            # The rollback stands though its weights did not get through: say so, loudly.
+            raise _rollback_not_applied(action, outcome.run, error)
         return (await self.snapshot(route))[0]
+
+    async def _rollback_late(self, route: str, spec: RouteSpec, run: RunState) -> bool:
+        """Whether `run` is rolled back and the gateway does not have its weights yet."""
+        if run.state != "rolled_back" or not spec.traffic_split:
+            return False
+        return await self._sync.lacks(route, run.weights)
 
     async def push(self, route: str, groups: dict[str, tuple[int, int, float | None]]) -> None:
         """Store per-group metrics a gateway pushed for a route."""
@@ -468,9 +489,15 @@ class DeploymentController:
             applied = await asyncio.to_thread(self.gateway.weights, route) if self.gateway else None
             stored = (await self.state.read(store.latest_runs))[route]
             recent = await self.state.read(functools.partial(store.evaluations, run_id=run.run_id))
+            view = store.run_view(stored, recent).document()
+            refusal = self._sync.refusals.get(route)
+            if refusal is not None:
+                view["reason"] = "; ".join(
+                    part for part in (view["reason"], refusal.note(run)) if part
+                )
             views.append(
                 {
-                    **store.run_view(stored, recent).document(),
+                    **view,
                     "steps": [
                         {"weight": s.weight, "pause": s.pause, "weights": s.weights}
                         for s in schedule.steps
@@ -478,6 +505,7 @@ class DeploymentController:
                     # What the live run applies now (a run not yet ticked: the route's weights).
                     "weights": run.weights,
                     "gateway_weights": applied,
+                    "gateway_refusal": refusal.document() if refusal is not None else None,
                     "canary_group": spec.canary.canary_group,
                     "baseline_group": baseline_group(groups, spec.canary.canary_group),
                     "max_failures": spec.canary.analysis.max_failures,

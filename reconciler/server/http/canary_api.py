@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -15,11 +17,22 @@ from reconciler.server.http.common import (
     require_admin,
     require_read,
 )
-from reconciler.server.http.docs import errors, json_body, model_schema
+from reconciler.server.http.docs import ERROR_SCHEMA, errors, json_body, model_schema
 
 router = APIRouter(tags=["canary"])
 
 ACTIONS = ("start", "pause", "resume", "promote", "rollback")
+
+# An action whose weights the gateway refused (docs/canary-deployments.md): not done, or for a
+# rollback, recorded but not in effect yet. Either way the traffic did not move.
+GATEWAY_REFUSED: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "The gateway refused the action's weights (the error says why): the "
+        "run is unchanged, except after `rollback`, which stands and is applied as soon as "
+        "the gateway takes its weights.",
+        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+    }
+}
 
 
 class PushedGroup(BaseModel):
@@ -63,7 +76,7 @@ async def status(request: Request) -> Response:
 @router.post(
     "/canary/{route}/{action}",
     summary="start, pause, resume, promote or rollback",
-    responses=errors(401, 404, 409),
+    responses={**errors(401, 404, 409), **GATEWAY_REFUSED},
 )
 async def act(request: Request, route: str, action: str) -> Response:
     require_admin(request)
