@@ -368,6 +368,12 @@ def _canary(server: InProcessServer) -> dict[str, Any]:
     return dict(view)
 
 
+def _seen(server: InProcessServer, *fields: str) -> tuple[Any, ...]:
+    """Fields of the route's view, read together (the controller changes them one by one)."""
+    view = _canary(server)
+    return tuple(view[name] for name in fields)
+
+
 @contextmanager
 def _serving(
     config_repo: ConfigRepo, tmp_path: Path, nginx: NginxGateway, backends: Backends
@@ -381,8 +387,12 @@ def _serving(
         config_repo.path, tmp_path / "state.duckdb", env, gateway=nginx
     ) as server:
         server.wait_ready()
-        wait_for(lambda: _canary(server)["gateway_weights"] == STEP_1, 20, "step 1 on nginx")
-        assert _canary(server)["state"] == "progressing"
+        # nginx takes step 1's weights first, then the run is stored as progressing.
+        wait_for(
+            lambda: _seen(server, "state", "gateway_weights") == ("progressing", STEP_1),
+            20,
+            "the run progressing, step 1 on nginx",
+        )
         yield server
 
 
@@ -414,9 +424,13 @@ def test_an_action_nginx_refuses_answers_503_with_nginx_s_reason(
         assert "weights not applied yet" in view["reason"]
 
         junk.unlink()  # the rollback gets through at the controller's next try
-        wait_for(lambda: _canary(server)["gateway_weights"] == ORIGINAL, 20, "the rollback")
-        view = _canary(server)
-        assert view["gateway_refusal"] is None and view["state"] == "rolled_back"
+        # nginx has the weights a moment before the controller forgets the refusal.
+        wait_for(
+            lambda: _seen(server, "gateway_weights", "gateway_refusal") == (ORIGINAL, None),
+            20,
+            "the rollback on nginx",
+        )
+        assert _canary(server)["state"] == "rolled_back"
         assert "the gateway refused weights" in server.logs()
 
 
