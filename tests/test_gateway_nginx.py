@@ -21,7 +21,7 @@ import pytest
 from agent.metrics import Metrics
 from reconciler.gateway import GatewayError, GroupMetrics, NginxGateway
 from reconciler.gateway.accesslog import aggregate, parse_line
-from reconciler.gateway.nginx import exited
+from reconciler.gateway.processes import exited
 from reconciler.server.controllers.gateway_watch import GatewayWatch
 from reconciler.server.supervise import Supervisor
 from schemas.route import RouteSpec

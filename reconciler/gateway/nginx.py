@@ -40,157 +40,34 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from reconciler.gateway.accesslog import LogEntry, aggregate, parse_line
 from reconciler.gateway.base import GatewayError, GroupMetrics
 from reconciler.gateway.logfollow import LogFollower
-from reconciler.gateway.nginx_config import ident, parse_state, render_main, render_route
-from schemas.route import RouteSpec
-
-_INSTALL_HINT = (
-    "install it with `apt-get install nginx` (Debian/Ubuntu) or pass its path as "
-    "NginxGateway(nginx=...)"
+from reconciler.gateway.nginx_config import ident, render_main, render_route
+from reconciler.gateway.processes import (
+    children,
+    exited,
+    is_nginx,
+    process_group,
+    runs,
+    send_signal,
+    wait_until,
 )
-
-
-def _read_state(path: Path) -> dict[str, Any] | None:
-    """The state line of a route file, None when the file is absent or carries none."""
-    try:
-        return parse_state(path.read_text())
-    except FileNotFoundError:
-        return None
-
-
-def _write_atomic(path: Path, text: str | None) -> None:
-    """Replace `path` with `text` in one rename (remove it when `text` is None)."""
-    if text is None:
-        path.unlink(missing_ok=True)
-        return
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)  # half written on a full disk
-        raise
-
-
-def _set_aside(path: Path) -> Path | None:
-    """Keep the current `path` (a hard link beside it) to put back; None when it is absent."""
-    kept = path.with_name(f".{path.name}.prev")
-    kept.unlink(missing_ok=True)  # left by a process killed mid-change
-    if not path.exists():
-        return None
-    try:
-        os.link(path, kept)
-    except OSError:
-        shutil.copyfile(path, kept)  # a file system without hard links
-    return kept
-
-
-def _put_back(kept: Mapping[Path, Path | None]) -> list[str]:
-    """Put every file set aside back (remove those that were absent); what could not be."""
-    problems = []
-    for path, old in kept.items():
-        try:
-            if old is None:
-                path.unlink(missing_ok=True)
-            else:
-                os.replace(old, path)
-        except OSError as error:
-            problems.append(f"{path}: {error.strerror or error}")
-    return problems
-
-
-def _failure(error: Exception) -> str:
-    """What went wrong, in words: nginx's message, or which file could not be written."""
-    if isinstance(error, OSError):
-        where = f" {error.filename}" if error.filename else ""
-        return f"cannot write{where}: {error.strerror or error}"
-    return str(error)
-
-
-def _wait(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll `condition` until it holds or `timeout` seconds pass; whether it held."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def _signal(pid: int, number: signal.Signals) -> None:
-    """Send a signal to a process that may have exited meanwhile."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, number)
-
+from reconciler.gateway.route_files import failure, put_back, read_state, set_aside, write_atomic
+from schemas.route import RouteSpec
 
 # How long the workers a killed master left get to close their connections (SIGQUIT) before
 # they are killed: until they close the listening socket, no new master can bind it.
 ORPHAN_GRACE_SECONDS = 5.0
-
-
-def _group(pgid: int) -> set[int]:
-    """The pids of the processes in process group `pgid` (empty without /proc)."""
-    return _with_stat(2, pgid)
-
-
-def _is_nginx(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"nginx")
-    except OSError:
-        return False
-
-
-def exited(pid: int) -> bool:
-    """Whether the nginx process that was `pid` has exited: gone, a zombie, or the pid now
-    another program's. Not by its command line alone: a killed process loses it (with its
-    memory) before it closes its files, nginx's listening socket among them."""
-    try:
-        state = _stat_fields(Path(f"/proc/{pid}/stat").read_text())[0]
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, IndexError):
-        return True
-    return state in ("Z", "X") or (bool(cmdline) and not cmdline.startswith(b"nginx"))
-
-
-def _runs(pid: int) -> bool:
-    """Whether a process runs as `pid` (not gone, nor a zombie: those have no command line)."""
-    try:
-        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
-    except OSError:
-        return False
-
-
-def _children(pid: int) -> set[int]:
-    """The pids of `pid`'s child processes (empty without /proc)."""
-    return _with_stat(1, pid)
-
-
-def _stat_fields(stat: str) -> list[str]:
-    """The fields of a /proc/<pid>/stat line after the command (which may hold spaces and
-    parentheses): the state, the parent's pid, the process group, …"""
-    return stat.rsplit(")", 1)[1].split()
-
-
-def _with_stat(field: int, value: int) -> set[int]:
-    """The pids whose /proc stat field `field` (of `_stat_fields`: 1 the parent's pid, 2 the
-    process group) is `value`."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            number = int(_stat_fields(stat.read_text())[field])
-        except (OSError, IndexError, ValueError):
-            continue
-        if number == value:
-            found.add(int(stat.parent.name))
-    return found
+_INSTALL_HINT = (
+    "install it with `apt-get install nginx` (Debian/Ubuntu) or pass its path as "
+    "NginxGateway(nginx=...)"
+)
 
 
 class NginxGateway:
@@ -268,7 +145,7 @@ class NginxGateway:
 
     def weights(self, route: str) -> dict[str, int] | None:
         """The weights in the route's applied config file, None when it has none."""
-        state = _read_state(self._route_file(route, "conf"))
+        state = read_state(self._route_file(route, "conf"))
         return None if state is None else dict(state["weights"])
 
     def routes(self) -> list[str]:
@@ -276,14 +153,14 @@ class NginxGateway:
         earlier one), by the name their state line records."""
         found = []
         for path in sorted((self._dir / "routes").glob("*.conf")):
-            state = _read_state(path)
+            state = read_state(path)
             if state is not None and isinstance(state.get("route"), str):
                 found.append(state["route"])
         return found
 
     def generation(self, route: str) -> int | None:
         """The config generation `apply` last wrote for `route` (the X-Gateway-Generation)."""
-        state = _read_state(self._route_file(route, "conf"))
+        state = read_state(self._route_file(route, "conf"))
         return None if state is None else int(state["generation"])
 
     def metrics(self, route: str, since: datetime) -> dict[str, GroupMetrics]:
@@ -296,7 +173,7 @@ class NginxGateway:
             since = since.replace(tzinfo=UTC)
         with self._lock:
             self._read_log()
-            state = _read_state(self._route_file(route, "conf"))
+            state = read_state(self._route_file(route, "conf"))
             groups = state["weights"] if state is not None else ()
             entries = self._entries.get(route, deque())
             return aggregate(entries, route, int(since.timestamp() * 1000), groups)
@@ -357,7 +234,7 @@ class NginxGateway:
             self._swap({self._dir / "nginx.conf": config}, "nginx.conf")
             return
         self._stop_orphans()
-        _write_atomic(self._dir / "nginx.conf", config)
+        write_atomic(self._dir / "nginx.conf", config)
         self._pid_file.unlink(missing_ok=True)
         stderr_path = self._dir / "logs" / "stderr.log"
         with open(stderr_path, "ab") as stderr:
@@ -370,7 +247,9 @@ class NginxGateway:
                 start_new_session=True,  # survives the controller's Ctrl-C and restarts
             )
         process = self._process
-        ready = _wait(lambda: process.poll() is not None or self._pid_written(process.pid), timeout)
+        ready = wait_until(
+            lambda: process.poll() is not None or self._pid_written(process.pid), timeout
+        )
         if process.poll() is not None or not ready:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)  # its own group: workers too
@@ -390,9 +269,9 @@ class NginxGateway:
             self._wanted = False
             pid = self._master_pid()
             if pid is not None:
-                _signal(pid, signal.SIGQUIT)
+                send_signal(pid, signal.SIGQUIT)
                 if not self._wait_exit(pid, timeout):
-                    _signal(pid, signal.SIGTERM)
+                    send_signal(pid, signal.SIGTERM)
                     self._wait_exit(pid, 5.0)
             self._process = None
             self._log.close()
@@ -408,7 +287,7 @@ class NginxGateway:
         pid = self._master_pid()
         if pid is None:
             return True
-        done = _wait(lambda: not self._retiring & _children(pid), timeout)
+        done = wait_until(lambda: not self._retiring & children(pid), timeout)
         if done:
             self._retiring.clear()
         return done
@@ -417,7 +296,7 @@ class NginxGateway:
         """Make nginx reopen its logs (SIGUSR1), e.g. after logrotate renamed them."""
         pid = self._master_pid()
         if pid is not None:
-            _signal(pid, signal.SIGUSR1)
+            send_signal(pid, signal.SIGUSR1)
 
     def __enter__(self) -> NginxGateway:
         self.start()
@@ -465,7 +344,7 @@ class NginxGateway:
             recorded = int(self._generation_file.read_text().strip() or 0)
         except (FileNotFoundError, ValueError):
             recorded = 0
-        states = (_read_state(path) for path in (self._dir / "routes").glob("*.conf"))
+        states = (read_state(path) for path in (self._dir / "routes").glob("*.conf"))
         found = (int(state["generation"]) for state in states if state)
         return 1 + max([recorded, *found])
 
@@ -481,10 +360,10 @@ class NginxGateway:
         subject = f"route {route!r}"
         if not (self._dir / "nginx.conf").exists():
             try:
-                _write_atomic(self._dir / "nginx.conf", self._main_config())
+                write_atomic(self._dir / "nginx.conf", self._main_config())
             except OSError as error:
                 raise GatewayError(
-                    f"{subject} not applied, the previous config keeps serving: {_failure(error)}"
+                    f"{subject} not applied, the previous config keeps serving: {failure(error)}"
                 ) from None
         self._swap(files, subject)
 
@@ -498,11 +377,11 @@ class NginxGateway:
         kept: dict[Path, Path | None] = {}
         try:
             for path, text in files.items():
-                kept[path] = _set_aside(path)
-                _write_atomic(path, text)
+                kept[path] = set_aside(path)
+                write_atomic(path, text)
             self._test_config()
         except (GatewayError, OSError) as error:
-            problems = _put_back(kept)
+            problems = put_back(kept)
             also = (
                 f"; the previous files could not all be put back ({'; '.join(problems)}): "
                 "nginx serves them until its next reload, but the files on disk differ"
@@ -510,7 +389,7 @@ class NginxGateway:
                 else ""
             )
             raise GatewayError(
-                f"{subject} not applied, the previous config keeps serving: {_failure(error)}{also}"
+                f"{subject} not applied, the previous config keeps serving: {failure(error)}{also}"
             ) from None
         for old in kept.values():
             if old is not None:
@@ -538,8 +417,8 @@ class NginxGateway:
     def _reload(self) -> None:
         pid = self._master_pid()
         if pid is not None:
-            self._retiring |= _children(pid)
-            _signal(pid, signal.SIGHUP)
+            self._retiring |= children(pid)
+            send_signal(pid, signal.SIGHUP)
         elif self._wanted:  # started, and gone since: it reads every route's file at start
             self._start()
 
@@ -551,17 +430,17 @@ class NginxGateway:
             group = int(self._pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return
-        if _runs(group):  # the pid is another process's now: so is the group
+        if runs(group):  # the pid is another process's now: so is the group
             return
-        orphans = {pid for pid in _group(group) if _is_nginx(pid)}
+        orphans = {pid for pid in process_group(group) if is_nginx(pid)}
         for pid in orphans:
-            _signal(pid, signal.SIGQUIT)
+            send_signal(pid, signal.SIGQUIT)
         # Exited, their listening socket closed with them: the new master binds the port.
-        if not _wait(lambda: all(exited(pid) for pid in orphans), ORPHAN_GRACE_SECONDS):
+        if not wait_until(lambda: all(exited(pid) for pid in orphans), ORPHAN_GRACE_SECONDS):
             for pid in orphans:
                 if not exited(pid):
-                    _signal(pid, signal.SIGKILL)
-            _wait(lambda: all(exited(pid) for pid in orphans), ORPHAN_GRACE_SECONDS)
+                    send_signal(pid, signal.SIGKILL)
+            wait_until(lambda: all(exited(pid) for pid in orphans), ORPHAN_GRACE_SECONDS)
 
     def _pid_written(self, pid: int) -> bool:
         try:
@@ -597,7 +476,7 @@ class NginxGateway:
             except subprocess.TimeoutExpired:
                 return False
             return True
-        return _wait(lambda: not self._is_ours(pid), timeout)
+        return wait_until(lambda: not self._is_ours(pid), timeout)
 
     def _read_log(self) -> None:
         """Parse what nginx appended to the access log and forget entries past retention."""
