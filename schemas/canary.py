@@ -402,11 +402,18 @@ class CanaryDocument(StrictModel):
         check fields saying what the check will not do."""
         spec = self.spec
         if self.upstream and spec.schedule is None and not spec.interval and spec.replicas != 0:
-            yield (
-                ("spec",),
-                "neither schedule nor interval: canary-checker does not run this canary, "
-                "and neither does this project (schedule @never)",
-            )
+            if spec.interval == 0:
+                yield (
+                    ("spec", "interval"),
+                    "interval: 0 is no interval: canary-checker needs a positive one and does "
+                    "not run this canary, and neither does this project (schedule @never)",
+                )
+            else:
+                yield (
+                    ("spec",),
+                    "neither schedule nor interval: canary-checker does not run this canary, "
+                    "and neither does this project (schedule @never)",
+                )
         for check_type, index, check in spec.checks():
             for path, message in check.warnings():
                 yield (("spec", check_type, index, *path), message)

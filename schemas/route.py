@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
+from urllib.parse import unquote_to_bytes
 
 from pydantic import Field
 
@@ -146,6 +148,8 @@ class RouteSpec(StrictModel):
     )
 
     def problems(self) -> Iterator[Problem]:
+        if problem := path_problem(self.path):
+            yield (("path",), problem)
         groups = self.traffic_split or []
         seen: set[str] = set()
         for index, group in enumerate(groups):
@@ -171,6 +175,97 @@ class RouteSpec(StrictModel):
         elif len(group_names) < 2:
             yield (("traffic_split",), "a canary needs at least one group besides the canary")
         yield from step_problems(canary.steps)
+
+
+# Not in a route path: C0 controls and DEL (a client sends one only percent-encoded), and
+# percent-encoding (nginx compares a location with the request path decoded).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def normal_path(path: str) -> str:
+    """`path` as nginx normalises a request path before matching it: repeated slashes merged,
+    `.` segments dropped, a `..` segment dropping the one before it."""
+    segments: list[str] = []
+    for segment in path.split("/")[1:]:
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    trailing = bool(segments) and path.rsplit("/", 1)[-1] in ("", ".", "..")
+    return "/" + "/".join(segments) + ("/" if trailing else "")
+
+
+def unreachable_on_nginx(path: str) -> str | None:
+    """Why no request at all reaches `path` on nginx, or None: forms the gateway project
+    still matches as written (its router compares the decoded request path without
+    resolving `.`, `..` or `//`, and takes `%00`), so a gateway file may hold them.
+
+    Args:
+        path: a route's path.
+    """
+    if "\0" in path:
+        return (
+            "the path holds a NUL character (U+0000): nginx answers 400 to every request "
+            "path with one (%00), so no request reaches this route; remove it"
+        )
+    normal = normal_path(path)
+    if normal == path:
+        return None
+    segments = path.split("/")
+    form = "a '..' segment" if ".." in segments else "a '.' segment" if "." in segments else "'//'"
+    return (
+        f"{form} in {path!r}: nginx resolves '.' and '..' segments and merges repeated "
+        f"slashes in a request path before matching it, so no request reaches this path; "
+        f"write {normal!r}"
+    )
+
+
+def path_problem(path: str) -> str | None:
+    """Why a Route's `path` does not take, on nginx, the requests it names, or None.
+
+    nginx matches a location against the request path percent-decoded, with `.` and `..`
+    segments resolved and `//` merged: a path written encoded or unnormalised takes other
+    requests than the ones it names, or none. A control character is refused outright: a
+    client sends one only percent-encoded, and in YAML it is a stray escape (`"\\x1c"`).
+
+    Args:
+        path: a route's path (the field's pattern has already refused whitespace).
+    """
+    if problem := unreachable_on_nginx(path):
+        return problem
+    if control := _CONTROL.search(path):
+        return (
+            f"the path holds the control character U+{ord(control.group()):04X} (at index "
+            f"{control.start()}), most likely from a YAML escape: a client sends one only "
+            "percent-encoded, and a route path takes printable characters only; remove it"
+        )
+    if encoded := _PERCENT.search(path):
+        matched = path.replace("%", "%25")
+        return (
+            f"{encoded.group()!r} is percent-encoding: nginx matches the decoded request path, "
+            f"so this route would take only requests for {matched!r}, not {path!r}; "
+            + _decoded_advice(path)
+        )
+    return None
+
+
+def _decoded_advice(path: str) -> str:
+    """What to write instead of the percent-encoded `path`."""
+    try:
+        decoded = normal_path(unquote_to_bytes(path).decode())
+    except UnicodeDecodeError:
+        return "decoded, it is not UTF-8 text, which no route path can hold"
+    if _CONTROL.search(decoded):
+        reason = "a control character"
+    elif any(character.isspace() for character in decoded):
+        reason = "whitespace"
+    elif _PERCENT.search(decoded):
+        reason = "percent-encoding again"
+    else:
+        return f"write the path decoded: {decoded!r}"
+    return f"decoded, it reads {decoded!r}, which a route path cannot hold ({reason})"
 
 
 def feature_problems(spec: RouteSpec | Any, groups: set[str], canary_on: bool) -> Iterator[Problem]:

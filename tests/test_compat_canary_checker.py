@@ -89,6 +89,23 @@ def test_a_canary_checker_canary_without_schedule_does_not_run() -> None:
     assert ours.config.canaries["default/ours"].model.schedule == "@every 1m"
 
 
+def test_interval_0_is_told_as_written_not_as_missing() -> None:
+    """`interval: 0` is written, so the warning names it (at its line) rather than saying
+    there is no interval; canary-checker runs a Canary only on a positive one."""
+    text = (
+        "apiVersion: canaries.flanksource.com/v1\nkind: Canary\nmetadata:\n  name: zero\n"
+        "spec:\n  interval: 0\n  tcp:\n    - endpoint: example.com:443\n"
+    )
+    result = load(text)
+    assert result.ok, messages(result)
+    assert result.config.canaries["default/zero"].model.schedule == "@never"
+    assert messages(result, "warning") == [
+        "canary.yaml:6:3: Canary/default/zero: spec.interval: interval: 0 is no interval: "
+        "canary-checker needs a positive one and does not run this canary, and neither does "
+        "this project (schedule @never)"
+    ]
+
+
 def test_accepted_fields_give_one_notice_per_kind() -> None:
     result = load((CORPUS / "accepted.yaml").read_text())
     assert result.ok, messages(result)

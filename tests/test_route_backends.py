@@ -194,3 +194,23 @@ def test_the_plan_shows_the_route_not_driven_and_starts_no_run(
         "Warning: route.yaml:1:1: Route/url-path: not driven on the gateway (never put on nginx, "
         f"no canary run): {reason}"
     ) in text
+
+
+@pytest.mark.parametrize(
+    ("path", "said"),
+    [
+        ("/a/../b", "a '..' segment in '/a/../b'"),
+        ("/a//b", "'//' in '/a//b'"),
+        ("/n\0m", "the path holds a NUL character"),
+    ],
+)
+def test_a_gateway_path_no_request_reaches_on_nginx_is_not_driven(path: str, said: str) -> None:
+    """The gateway project matches these as written (a gateway file may hold them); nginx
+    resolves the request path first, so none reaches the route there: kept off it, not
+    written into its config."""
+    route = spec("http://127.0.0.1:18101").model_copy(update={"path": path})
+    decision = decide(route)
+    assert not decision.driven
+    assert [reason for reason in decision.blocking if reason.startswith("path: ")] == [
+        next(reason for reason in decision.blocking if said in reason)
+    ]

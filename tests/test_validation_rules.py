@@ -281,6 +281,53 @@ CASES: dict[str, tuple[str, str, str]] = {
         "spec.traffic_split[1].backends[0].url",
         "'http://v2:99999': the port must be a number from 1 to 65535",
     ),
+    "route path percent-encoded": (
+        route().replace("path: /api", "path: /caf%C3%A9  #!"),
+        "spec.path",
+        "'%C3' is percent-encoding: nginx matches the decoded request path, so this route "
+        "would take only requests for '/caf%25C3%25A9', not '/caf%C3%A9'; write the path "
+        "decoded: '/café'",
+    ),
+    "route path percent-encoding a space": (
+        route().replace("path: /api", "path: /a%20b  #!"),
+        "spec.path",
+        "decoded, it reads '/a b', which a route path cannot hold (whitespace)",
+    ),
+    "route path with a '..' segment": (
+        route().replace("path: /api", "path: /a/../b  #!"),
+        "spec.path",
+        "a '..' segment in '/a/../b': nginx resolves '.' and '..' segments and merges "
+        "repeated slashes in a request path before matching it, so no request reaches this "
+        "path; write '/b'",
+    ),
+    "route path with a '.' segment": (
+        route().replace("path: /api", "path: /a/./b/  #!"),
+        "spec.path",
+        "a '.' segment in '/a/./b/'",
+    ),
+    "route path with '//'": (
+        route().replace("path: /api", "path: /a//b  #!"),
+        "spec.path",
+        "'//' in '/a//b': nginx resolves",
+    ),
+    "route path with a control character": (
+        route().replace("path: /api", 'path: "/a\\x1cb"  #!'),
+        "spec.path",
+        "the path holds the control character U+001C (at index 2), most likely from a YAML "
+        "escape: a client sends one only percent-encoded, and a route path takes printable "
+        "characters only; remove it",
+    ),
+    "route path with DEL": (
+        route().replace("path: /api", 'path: "/a\\x7f"  #!'),
+        "spec.path",
+        "control character U+007F",
+    ),
+    "route path with NUL": (
+        route().replace("path: /api", 'path: "/a\\0b"  #!'),
+        "spec.path",
+        "the path holds a NUL character (U+0000): nginx answers 400 to every request path "
+        "with one (%00), so no request reaches this route; remove it",
+    ),
     "a document that is not a mapping, at its own line": (
         "# a comment\n---\nhello  #!\n",
         "",
@@ -442,6 +489,26 @@ def test_what_a_tester_found_refused_wrongly_loads(tmp_path: Path) -> None:
     alone.mkdir()
     (alone / "node.yaml").write_text((tmp_path / "node.yaml").read_text())
     assert run_cli("validate", "--repo", alone, "-q").code == 0
+
+
+def test_route_paths_nginx_matches_as_written_load(tmp_path: Path) -> None:
+    """A `%` without two hex digits is a literal `%`, and `.b` or `...` is no dot segment, so
+    these paths load; a gateway file's path is the gateway project's: its router matches the
+    decoded request path without resolving `..` or `//`, so such a route there still loads."""
+    (tmp_path / "base.yaml").write_text(VALID_BASE.lstrip("\n"))
+    for name, path in (("pct", "/100%"), ("dots", "/a/.b/..c/.../"), ("utf", "/café")):
+        (tmp_path / f"{name}.yaml").write_text(
+            route().replace("name: api", f"name: {name}").replace("path: /api", f"path: {path}")
+        )
+    (tmp_path / "gateway.yaml").write_text(
+        "routes:\n"
+        + "".join(
+            f"  - id: {name}\n    path: {path}\n    backends: [{{url: 'http://v1:8080'}}]\n"
+            for name, path in (("up", "/a/../b"), ("double", "/a//b"), ("space", "/a%20b"))
+        )
+    )
+    result = run_cli("validate", "--repo", tmp_path, "-q")
+    assert result.code == 0, result.out
 
 
 def _broken_file_errors(tmp_path: Path, text: str) -> list[str]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.core.upstreams import group_problems
-from schemas.route import RouteSpec
+from schemas.route import RouteSpec, unreachable_on_nginx
 
 # Gateway route fields (schemas/routefeatures.py OTHER_ROUTE_FIELDS) whose absence changes
 # neither who reaches the backends nor what a client gets back.
@@ -95,6 +95,8 @@ def decide(spec: RouteSpec) -> DriveDecision:
         blocking.append(
             f"path {spec.path!r} has parameters or wildcards; nginx here matches literal paths"
         )
+    if unreachable := unreachable_on_nginx(spec.path):  # a gateway file's: the gateway takes it
+        blocking.append(f"path: {unreachable}")
     if spec.blue_green is not None and spec.blue_green.enabled:
         blocking.append(
             "blue_green: the gateway's blue-green controller picks the serving group; "
