@@ -259,10 +259,17 @@ def test_a_cel_test_sees_packet_counts_loss_and_round_trips() -> None:
     assert slow.status == "fail"
     assert slow.message is not None and slow.message.startswith("test ")
     assert slow.message.endswith(" is false (3 of 4)")
-    broken = ping_verdict(
-        _spec(), "192.0.2.9", 1, [1.0], 2.0, icmp("x", test={"expr": "rtt.p99 > 1"})
+    broken_test = icmp("x", test={"expr": "rtt.p99 > 1"})
+    broken = ping_verdict(_spec(), "192.0.2.9", 4, [1.0, 2.0, 3.0], 2.0, broken_test)
+    assert (broken.status, broken.message) == (
+        "error",
+        "CEL expression failed: no such member in mapping: 'p99'",
     )
-    assert broken.status == "error"
+    # A run that failed on its own stays a failure: its reason first, the expression's after.
+    short = ping_verdict(_spec(), "192.0.2.9", 1, [1.0], 2.0, broken_test)
+    assert short.status == "fail" and short.message is not None
+    assert short.message.startswith("only 1 of packetCount 3 requests were sent")
+    assert short.message.endswith("; CEL expression failed: no such member in mapping: 'p99'")
 
 
 @needs_icmp

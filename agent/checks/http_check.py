@@ -18,6 +18,7 @@ from agent.checks.oauth import client_credentials_token
 from agent.checks.outcome import Verdict, judge, over_threshold
 from agent.checks.phases import PhaseRecorder
 from agent.checks.pool import ClientPool
+from agent.checks.rules import display_error, settle
 from agent.expressions.cel import (
     CelError,
     canonical_header,
@@ -26,8 +27,9 @@ from agent.expressions.cel import (
     evaluate,
     free_variables,
     http_context,
+    reads,
 )
-from agent.expressions.gotemplate import TemplateError, render
+from agent.expressions.gotemplate import TemplateError, parse, render
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class HttpSpec:
             digest=flag(check, "digest", False),
             max_redirects=integer(check, "maxRedirects"),
             response_content=text(check, "responseContent") or None,
+            # 0 is no limit, as in canary-checker (`if check.MaxSSLExpiry > 0`).
             max_ssl_expiry=integer(check, "maxSSLExpiry") or None,
             display_expr=_expression(check.get("display")),
             display_template=_template(check.get("display")),
@@ -144,23 +147,76 @@ def _peer_expiry(response: httpx.Response) -> datetime | None:
         return None
 
 
+def _text(content: bytes, response: httpx.Response) -> str:
+    try:
+        return content.decode(response.charset_encoding or "utf-8", errors="replace")
+    except LookupError:
+        return content.decode("utf-8", errors="replace")
+
+
+def _json(textual: str) -> Any:
+    """The body parsed as JSON; None when it is not JSON, or nested too deeply to parse
+    (canary-checker, whose Go parser stops at 10,000 levels, then gives `{}` too)."""
+    try:
+        return json.loads(textual) if textual.strip() else None
+    except (ValueError, RecursionError):
+        return None
+
+
 def _decode(content: bytes, response: httpx.Response) -> tuple[str, Any]:
     """The body as text and as parsed JSON (None when it is not JSON)."""
-    try:
-        textual = content.decode(response.charset_encoding or "utf-8", errors="replace")
-    except LookupError:
-        textual = content.decode("utf-8", errors="replace")
-    try:
-        parsed = json.loads(textual) if textual.strip() else None
-    except ValueError:
-        parsed = None
-    return textual, parsed
+    textual = _text(content, response)
+    return textual, _json(textual)
+
+
+class HttpProgress:
+    """How far one run got, for the dispatcher to report when the run ends in an exception:
+    the final response's status once its head arrived, the phases measured so far, and the
+    stage, so a body that stalls after a 200 does not read like a server that never answered.
+    """
+
+    def __init__(self) -> None:
+        """Start the run's clock (the phases are measured from now)."""
+        self.recorder = PhaseRecorder()
+        self.code: int | None = None
+        self.reading = False  # the final response's body
+        self.redirect: str | None = None  # the redirect being followed
+
+    def phases(self) -> dict[str, float] | None:
+        """The phases measured so far; None when nothing was (no connection was made)."""
+        measured = self.recorder.phases(self.recorder.elapsed_ms())
+        return measured if len(measured) > 1 else None
+
+    def describe(self, what: str, timed_out: bool) -> str:
+        """`what` ended the run, said with where the run was.
+
+        An exception's text is kept, with the redirect being followed (the URL that failed
+        is not the check's); its row carries the status. A timeout says the stage too:
+        `timed out after 2000ms reading the body (status 200 received)`.
+        """
+        if not timed_out:
+            return f"{what} ({self.redirect})" if self.redirect else what
+        stage = "reading the body" if self.reading else self.redirect
+        said = f"{what} {stage}" if stage else what
+        return f"{said} (status {self.code} received)" if self.code is not None else said
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The final response of a run, its body, certificate expiry and redirects followed
+    (`unfollowed`: where the last pointed, when its scheme was not http or https)."""
+
+    response: httpx.Response
+    content: bytes
+    expiry: datetime | None
+    redirects: int
+    unfollowed: str | None = None
 
 
 async def _exchange(
-    spec: HttpSpec, client: httpx.AsyncClient, recorder: PhaseRecorder, limits: ResponseLimits
-) -> tuple[httpx.Response, bytes, datetime | None]:
-    """Send the request; return the response, its body and certificate expiry.
+    spec: HttpSpec, client: httpx.AsyncClient, progress: HttpProgress, limits: ResponseLimits
+) -> Answer:
+    """Send the request, follow its redirects and read the final response.
 
     Raises:
         ResponseTooLarge: the response went past one of `limits`.
@@ -180,22 +236,35 @@ async def _exchange(
         headers=headers,
         content=spec.body.encode() if spec.body is not None else None,
         timeout=spec.timeout_s,
-        extensions={"trace": recorder.trace},
+        extensions={"trace": progress.recorder.trace},
     )
     follow = spec.follow_redirects and spec.max_redirects != 0
-    response = await _send(client, request, follow, auth)
+    limit = _redirect_limit(spec, client) if follow else None
+    response, redirects, unfollowed = await _send(client, request, auth, progress, limit)
     try:
+        progress.code, progress.reading = response.status_code, True
         # The probe transport counted the headers already; httpx's own (behind a proxy) not.
         if len(response.headers.raw) > limits.max_headers:
             raise limits.too_many_headers()
-        return response, await read_body(response, limits), _peer_expiry(response)
+        content = await read_body(response, limits)
+        progress.reading = False
+        return Answer(response, content, _peer_expiry(response), redirects, unfollowed)
     finally:
         await response.aclose()
 
 
+def _redirect_limit(spec: HttpSpec, client: httpx.AsyncClient) -> int:
+    """The check's `maxRedirects`, else the client's limit (httpx's 20)."""
+    return client.max_redirects if spec.max_redirects is None else spec.max_redirects
+
+
 async def _send(
-    client: httpx.AsyncClient, request: httpx.Request, follow: bool, auth: httpx.Auth | None
-) -> httpx.Response:
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    auth: httpx.Auth | None,
+    progress: HttpProgress,
+    limit: int | None,
+) -> tuple[httpx.Response, int, str | None]:
     """Send `request` and follow its redirects, never reading a redirect's body.
 
     httpx reads (and decodes) the whole body of each redirect it follows, which a hostile
@@ -203,24 +272,38 @@ async def _send(
     credentials go with the first request only, and a redirect keeps the `Authorization`
     header only within the same origin.
 
-    Raises:
-        httpx.TooManyRedirects: more redirects than the client's `max_redirects` (20).
+    At most `limit + 1` redirects are followed (none when `limit` is None), enough to show
+    that the target redirects more than it may; a redirect to a scheme other than http or
+    https is not followed.
+
+    Returns:
+        The final response (open), the redirects followed, and the URL (as shown) of a
+        redirect that was not followed for its scheme.
     """
     if auth is None:  # the client's default: the URL's user:password@, if any
         response = await client.send(request, stream=True, follow_redirects=False)
     else:
         response = await client.send(request, stream=True, follow_redirects=False, auth=auth)
-    history: list[httpx.Response] = []
-    while follow and response.next_request is not None:
+    followed, unfollowed = 0, None
+    while limit is not None and followed <= limit and response.next_request is not None:
+        target = response.next_request.url
+        if target.scheme not in ("http", "https"):
+            # As the target wrote it: httpx gives `file:///x` the host of the request.
+            unfollowed = _shown(httpx.URL(response.headers["location"]))
+            break
         await response.aclose()
-        history.append(response)
-        if len(history) > client.max_redirects:
-            raise httpx.TooManyRedirects(
-                "Exceeded maximum allowed redirects.", request=response.next_request
-            )
+        followed += 1
+        progress.redirect = f"following redirect {followed} to {_shown(target)!r}"
         response = await client.send(response.next_request, stream=True, follow_redirects=False)
-    response.history = history
-    return response
+    progress.redirect = None
+    return response, followed, unfollowed
+
+
+def _shown(url: httpx.URL) -> str:
+    """A URL as results show it: without `user:password@` and the query, where secrets and
+    tokens travel (results are stored and published on the status site)."""
+    query = "?…" if url.query else ""
+    return f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}{query}"[:200]
 
 
 def _headers(response: httpx.Response) -> list[tuple[str, str]]:
@@ -234,19 +317,38 @@ class Reply:
     code: int
     headers: list[tuple[str, str]]
     text: str
-    body: Any
+    body: Any  # the parsed JSON body; None when it is not JSON or no expression reads it
     elapsed: timedelta
     ssl_age: timedelta | None
 
 
 def _cel_context(expr: str, spec: HttpSpec, reply: Reply) -> dict[str, Any]:
     """The variables `expr` reads, and only those: building the others (header map, JSON
-    body, check and canary) would cost more than most expressions take to evaluate."""
+    body, check and canary) would cost more than most expressions take to evaluate.
+
+    Raises:
+        CelError: the expression does not compile, or the JSON body it reads cannot be
+            given to CEL.
+    """
     wanted = free_variables(expr)
     context = http_context(
         reply.code, reply.headers, reply.text, reply.body, reply.elapsed, reply.ssl_age, wanted
     )
     return {**context, **check_context(spec.context or {}, wanted)}
+
+
+def _reads_json(spec: HttpSpec) -> bool:
+    """Whether the check's `test` or `display` reads the JSON body, which is parsed only
+    then: a large or hostile body costs nothing to a check that does not look at it."""
+    if reads("json", spec.expr, spec.display_expr):
+        return True
+    if spec.display_template is None:
+        return False
+    try:
+        paths = [piece.path for piece in parse(spec.display_template) if not isinstance(piece, str)]
+    except TemplateError:
+        return True  # it fails anyway
+    return any(not path or path[0] == "json" for path in paths)  # `{{.}}` is everything
 
 
 def _template_data(spec: HttpSpec, reply: Reply) -> dict[str, Any]:
@@ -267,7 +369,7 @@ def _display(spec: HttpSpec, reply: Reply) -> str | None:
     """The result message `display` gives (None without one).
 
     Raises:
-        CelError: the display expression is broken.
+        CelError: the display expression or template is broken.
     """
     if spec.display_expr is not None:
         return display(spec.display_expr, _cel_context(spec.display_expr, spec, reply))
@@ -276,6 +378,8 @@ def _display(spec: HttpSpec, reply: Reply) -> str | None:
             return render(spec.display_template, _template_data(spec, reply))
         except TemplateError as error:
             raise CelError(str(error)) from error
+        except RecursionError:  # toJSON of a body nested too deeply
+            raise CelError("the JSON body is nested too deeply to render") from None
     return None
 
 
@@ -296,15 +400,43 @@ def _ssl_failures(spec: HttpSpec, expiry: datetime | None, days: float | None) -
     return []
 
 
-def _redirect_failures(spec: HttpSpec, response: httpx.Response) -> list[str]:
-    limit = spec.max_redirects
-    if limit is not None and limit > 0 and len(response.history) > limit:
-        return [f"followed {len(response.history)} redirects, more than maxRedirects {limit}"]
-    return []
+def _redirect_failures(spec: HttpSpec, answer: Answer, limit: int) -> list[str]:
+    if answer.unfollowed is not None:
+        return [f"redirected to {answer.unfollowed!r}, which is not http(s)"]
+    if answer.redirects <= limit:
+        return []
+    allowed = f"maxRedirects {limit}"
+    if spec.max_redirects is None:
+        allowed = f"the {limit} followed without maxRedirects"
+    return [f"followed {answer.redirects} redirects, more than {allowed}"]
+
+
+def _expressions(spec: HttpSpec, reply: Reply, failures: list[str]) -> str | None:
+    """Apply the `test` and `display`; return the message `display` gives.
+
+    Raises:
+        CelError: an expression broke and no condition failed (see `rules.settle`).
+    """
+    errors: list[str] = []
+    try:
+        if spec.expr is not None and not evaluate(spec.expr, _cel_context(spec.expr, spec, reply)):
+            elapsed_ms = reply.elapsed.total_seconds() * 1000
+            failures.append(f"test {spec.expr!r} is false (code {reply.code}, {elapsed_ms:.1f}ms)")
+    except CelError as error:
+        errors.append(str(error))
+    shown = None
+    try:
+        shown = _display(spec, reply)
+    except CelError as error:
+        errors.append(display_error(error))
+    return settle(failures, errors, shown)
 
 
 async def check_http(
-    check: Mapping[str, Any], clients: ClientPool, now: Callable[[], datetime]
+    check: Mapping[str, Any],
+    clients: ClientPool,
+    now: Callable[[], datetime],
+    progress: HttpProgress | None = None,
 ) -> Verdict:
     """Send the check's request and judge the response.
 
@@ -314,49 +446,47 @@ async def check_http(
             maxRedirects, thresholdMillis, followRedirects, test, display, timeout_ms).
         clients: The shared HTTP clients.
         now: The clock, for certificate days left.
+        progress: Where the run's status, phases and stage are kept as it goes, for the
+            dispatcher to report when the run ends in an exception.
 
     Returns:
-        "pass", "fail" naming every failed condition, or "error" for a broken test or
-        display expression. The message is `display`'s when there is one. Phases carry
-        connect_ms, tls_ms, first_byte_ms, total_ms and, for HTTPS, cert_days_left.
+        "pass"; "fail" naming every failed condition (a broken test or display is named
+        after them); "error" for a broken test or display when nothing else failed. The
+        message is `display`'s when there is one. Phases carry connect_ms, tls_ms,
+        first_byte_ms, total_ms and, for HTTPS, cert_days_left.
     """
     spec = HttpSpec.parse(check)
-    recorder = PhaseRecorder()
+    progress = HttpProgress() if progress is None else progress
     client = clients.client()
     if spec.tls is not None:
         ca = spec.tls.get("ca")
         insecure = bool(spec.tls.get("insecureSkipVerify"))
         client = clients.tls_client(insecure, ca if isinstance(ca, str) else None)
-    response, content, expiry = await _exchange(spec, client, recorder, clients.limits)
-    total_ms = recorder.elapsed_ms()
-    code = response.status_code
-    phases = recorder.phases(total_ms)
+    answer = await _exchange(spec, client, progress, clients.limits)
+    total_ms = progress.recorder.elapsed_ms()
+    code = answer.response.status_code
+    phases = progress.recorder.phases(total_ms)
     message = None
     days = None
-    if expiry is not None:
-        days = certs.days_left(expiry, now())
+    if answer.expiry is not None:
+        days = certs.days_left(answer.expiry, now())
         phases["cert_days_left"] = round(days, 3)
-        phases["cert_not_after"] = expiry.timestamp()
-        message = certs.describe(expiry, days)
-    textual, parsed = _decode(content, response)
+        phases["cert_not_after"] = answer.expiry.timestamp()
+        message = certs.describe(answer.expiry, days)
+    textual = _text(answer.content, answer.response)
     reply = Reply(
         code,
-        _headers(response),
+        _headers(answer.response),
         textual,
-        parsed,
+        _json(textual) if _reads_json(spec) else None,
         timedelta(milliseconds=total_ms),
         None if days is None else timedelta(days=days),
     )
     failures = _code_failures(code, spec.codes) + over_threshold(total_ms, spec.threshold_ms)
-    failures += _redirect_failures(spec, response)
-    failures += _body_failures(spec, reply) + _ssl_failures(spec, expiry, days)
+    failures += _redirect_failures(spec, answer, _redirect_limit(spec, client))
+    failures += _body_failures(spec, reply) + _ssl_failures(spec, answer.expiry, days)
     try:
-        if spec.expr is not None and not evaluate(spec.expr, _cel_context(spec.expr, spec, reply)):
-            failures.append(f"test {spec.expr!r} is false (code {code}, {total_ms:.1f}ms)")
-        shown = _display(spec, reply)
+        shown = _expressions(spec, reply, failures)
     except CelError as error:
         return Verdict("error", str(error), code, phases)
-    if shown is not None:
-        message = shown
-        failures = [f"{'; '.join(failures)} ({shown})"] if failures else []
-    return judge(failures, message, code=code, phases=phases)
+    return judge(failures, message if shown is None else shown, code=code, phases=phases)

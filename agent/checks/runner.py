@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeGuard
 
 import httpx
@@ -14,7 +15,7 @@ import httpx
 from agent.checks.browser_check import check_browser
 from agent.checks.dns_check import check_dns
 from agent.checks.grpc_check import check_grpc
-from agent.checks.http_check import check_http
+from agent.checks.http_check import HttpProgress, check_http
 from agent.checks.icmp_check import check_icmp
 from agent.checks.multihttp_check import check_multihttp
 from agent.checks.outcome import CheckOutcome, RunStatus, Verdict, clip
@@ -93,14 +94,26 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def _stopped(what: str, timed_out: bool, progress: HttpProgress | None) -> Verdict:
+    """The error verdict of a run that ended in an exception, with what an http run had
+    received by then (its status, phases and stage)."""
+    if progress is None:
+        return Verdict("error", what)
+    return Verdict("error", progress.describe(what, timed_out), progress.code, progress.phases())
+
+
 async def _verdict(check: Mapping[str, Any], clients: ClientPool, now: Clock) -> Verdict:
     timeout_ms = None
+    progress = None
     try:
         timeout_ms = _timeout_ms(check)
         check_type = check.get("type")
         run = CHECKS.get(check_type) if isinstance(check_type, str) else None
         if run is None:
             return Verdict("error", f"unknown check type {check_type!r}")
+        if check_type == "http":
+            progress = HttpProgress()
+            run = partial(check_http, progress=progress)
         # HTTP and DNS checks enforce their timeout themselves, so the outer timeout is only a
         # backstop for them: behind a proxy, HTTP checks use httpx's pooled transport, where
         # cancelling a request that waits for a connection can leave the connection stuck
@@ -111,9 +124,9 @@ async def _verdict(check: Mapping[str, Any], clients: ClientPool, now: Clock) ->
     except (TimeoutError, httpx.TimeoutException) as error:
         if timeout_ms is None:
             return Verdict("error", describe_error(error))
-        return Verdict("error", f"timed out after {timeout_ms}ms")
+        return _stopped(f"timed out after {timeout_ms}ms", True, progress)
     except Exception as error:  # a check never raises: any failure is reported as "error"
-        return Verdict("error", describe_error(error))
+        return _stopped(describe_error(error), False, progress)
 
 
 def _whole(value: object) -> TypeGuard[int]:

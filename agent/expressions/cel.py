@@ -294,6 +294,18 @@ def free_variables(expr: str) -> frozenset[str]:
     )
 
 
+def reads(variable: str, *exprs: str | None) -> bool:
+    """Whether any of `exprs` reads `variable` (one that does not compile counts as reading
+    it: it fails when evaluated anyway)."""
+    for expr in exprs:
+        try:
+            if expr is not None and variable in free_variables(expr):
+                return True
+        except CelError:
+            return True
+    return False
+
+
 def check_expression(expr: str, variables: Iterable[str]) -> str | None:
     """Compile an expression and look for names it can never resolve.
 
@@ -352,6 +364,51 @@ def check_context(
     return context
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
+def _json_cel(document: Any) -> Any:
+    if isinstance(document, bool):
+        return celtypes.BoolType(document)
+    if isinstance(document, int):
+        if document in _INT64:
+            return celtypes.IntType(document)
+        return celtypes.DoubleType(float(document))
+    if isinstance(document, float):
+        return celtypes.DoubleType(document)
+    if isinstance(document, str):
+        return celtypes.StringType(document)
+    if document is None:
+        return None
+    if isinstance(document, list):
+        return celtypes.ListType([_json_cel(item) for item in document])
+    if isinstance(document, dict):
+        return celtypes.MapType({celtypes.StringType(k): _json_cel(v) for k, v in document.items()})
+    raise TypeError(f"{type(document).__name__} is not a JSON value")
+
+
+def json_value(document: Any) -> Any:
+    """A parsed JSON body as CEL values.
+
+    canary-checker reads a body with Go's encoding/json, where every number is a float64:
+    an integer beyond CEL's 64 bits becomes a double here rather than failing the run.
+
+    Raises:
+        CelError: the body cannot be given to CEL (nested too deeply, a number too large
+            even for a double).
+    """
+    try:
+        return _json_cel(document)
+    except RecursionError:
+        raise CelError("CEL cannot read the JSON body: it is nested too deeply") from None
+    except OverflowError:
+        raise CelError(
+            "CEL cannot read the JSON body: it holds an integer too large for a double"
+        ) from None
+    except (TypeError, ValueError) as error:
+        raise CelError(f"CEL cannot read the JSON body: {_reason(error)}") from error
+
+
 def http_context(
     code: int,
     headers: Iterable[tuple[str, str]],
@@ -368,6 +425,7 @@ def http_context(
         headers: Header names as sent and their values; repeated names are joined.
         content: The body as text.
         body: The parsed JSON body, or None when the body is not JSON (then `json` is {}).
+            It is converted only when `json` is wanted.
         elapsed: How long the request took.
         ssl_age: Time left until the certificate expires (zero without TLS).
         wanted: Build only these variables (`free_variables` of the expression); all when
@@ -375,12 +433,15 @@ def http_context(
 
     Returns:
         The CEL activation: `code`, `headers`, `content`, `json`, `elapsed`, `sslAge`.
+
+    Raises:
+        CelError: `json` is wanted and the body cannot be given to CEL (`json_value`).
     """
     builders: dict[str, Callable[[], Any]] = {
         "code": lambda: celtypes.IntType(code),
         "headers": lambda: HeaderMap(headers),
         "content": lambda: celtypes.StringType(content),
-        "json": lambda: json_to_cel({} if body is None else body),
+        "json": lambda: json_value({} if body is None else body),
         "elapsed": lambda: celtypes.DurationType(elapsed),
         "sslAge": lambda: celtypes.DurationType(ssl_age or timedelta(0)),
     }
