@@ -390,7 +390,7 @@ class HttpCheck(TemplatableCheck):
     maxRedirects: int | None = Field(
         default=None,
         ge=0,
-        description="Redirects to follow (default 10); 0 follows none, whatever "
+        description="Redirects to follow (default 20); 0 follows none, whatever "
         "followRedirects says.",
     )
     responseJSONContent: Any = accepted("deprecated, and ignored by canary-checker too")
@@ -483,6 +483,15 @@ class DnsCheck(CheckBase):
         return data.get("description") or (
             f"{data.get('querytype', 'A')}/{query}" if query else None
         )
+
+    def problems(self) -> Iterator[Problem]:
+        yield from super().problems()
+        # A host name is resolved by the agent at each run, as canary-checker dials it.
+        if self.server is not None and not _is_host(self.server):
+            yield (
+                ("server",),
+                f"{self.server!r} is not an IP address or host name (a port goes in `port`)",
+            )
 
 
 class TlsCheck(CheckBase):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -14,6 +16,7 @@ import dns.rrset
 import pytest
 
 from agent.checks import CheckOutcome, ClientPool, run_check
+from schemas.checks import DnsCheck
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 ZONE: dict[tuple[str, str], list[str]] = {
@@ -24,6 +27,22 @@ ZONE: dict[tuple[str, str], list[str]] = {
 }
 EXISTING = {name for name, _ in ZONE} | {"hang.test.", "servfail.test."}
 SLOW_SECONDS = 0.05
+# How far past its timeout a run that times out may end: the timeout bounds the whole query
+# (a second more was the dispatcher's backstop, which used to end such runs).
+LATE_MS = 400
+# Replies a resolver must throw away: not parseable, another id, no QR flag.
+INVALID: dict[str, Callable[[dns.message.Message], bytes]] = {
+    "garbage.test.": lambda response: b"\x00\x01garbage",
+    "wrongid.test.": lambda response: (
+        ((response.id + 1) & 0xFFFF).to_bytes(2, "big") + response.to_wire()[2:]
+    ),
+    "noqr.test.": lambda response: _without_qr(response).to_wire(),
+}
+
+
+def _without_qr(response: dns.message.Message) -> dns.message.Message:
+    response.flags &= ~dns.flags.QR
+    return response
 
 
 class Responder(asyncio.DatagramProtocol):
@@ -40,6 +59,9 @@ class Responder(asyncio.DatagramProtocol):
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
         if name == "hang.test.":
+            return
+        if name in INVALID:
+            self.transport.sendto(INVALID[name](response), addr)
             return
         if name == "servfail.test.":
             response.set_rcode(dns.rcode.SERVFAIL)
@@ -142,9 +164,67 @@ def test_slower_than_the_threshold_fails() -> None:
     assert outcome.message.endswith("ms, over thresholdMillis 10")
 
 
-def test_no_answer_in_time_is_a_timeout_error() -> None:
+def test_no_answer_in_time_is_a_timeout_error_at_the_timeout() -> None:
     outcome = run_dns(query="hang.test", timeout_ms=200)
     assert (outcome.status, outcome.message) == ("error", "timed out after 200ms")
+    assert outcome.duration_ms < 200 + LATE_MS
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("garbage.test", "unparseable: The DNS packet passed to from_wire() is too short."),
+        ("wrongid.test", "another id than the query's"),
+        ("noqr.test", "no QR flag: not a response"),
+    ],
+)
+def test_replies_the_resolver_throws_away_are_named(query: str, reason: str) -> None:
+    outcome = run_dns(query=query, timeout_ms=300)
+    assert (outcome.status, outcome.message) == (
+        "fail",
+        f"{query} A: no valid answer in 300ms: the server at 127.0.0.1 answered, but not "
+        f"with a valid reply to this query ({reason})",
+    )
+    assert outcome.duration_ms < 300 + LATE_MS
+
+
+def test_a_server_given_by_name_is_resolved() -> None:
+    """canary-checker dials `server` as given, so a host name works there too."""
+    outcome = run_dns(query="www.test", server="localhost", minrecords=2)
+    assert outcome.status == "pass", outcome.message
+
+
+def test_a_server_name_that_does_not_resolve_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unknown(host: str, *args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unknown)  # asyncio's loop resolves through it
+    outcome = run_dns(query="www.test", server="resolver.invalid")
+    assert (outcome.status, outcome.message) == (
+        "fail",
+        "www.test A: cannot resolve the DNS server resolver.invalid (Name or service not known)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("server", "problems"),
+    [
+        ("1.1.1.1", []),
+        ("2606:4700:4700::1111", []),
+        ("[::1]", []),
+        ("dns.example.com", []),
+        ("1.1.1.1:53", ["'1.1.1.1:53' is not an IP address or host name (a port goes in `port`)"]),
+        (
+            "udp://1.1.1.1",
+            ["'udp://1.1.1.1' is not an IP address or host name (a port goes in `port`)"],
+        ),
+    ],
+)
+def test_validate_takes_an_address_or_a_host_name_as_server(
+    server: str, problems: list[str]
+) -> None:
+    check = DnsCheck.model_validate({"name": "mx", "query": "example.com", "server": server})
+    assert [message for _, message in check.problems()] == problems
 
 
 def test_an_unknown_query_type_is_an_error() -> None:

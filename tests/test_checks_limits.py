@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import zlib
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -323,3 +324,61 @@ def test_a_listen_port_or_url_the_agent_cannot_use_stops_it_at_start(
     assert said in str(refused.value)
     edges = load_settings({"url": "HTTPS://x", "listen": "[::1]:65535"}, {"AGENT_TOKEN": "t"})
     assert edges.listen == ("::1", 65_535)
+
+
+def _deflated(data: bytes, wbits: int) -> bytes:
+    deflater = zlib.compressobj(wbits=wbits)
+    return deflater.compress(data) + deflater.flush()
+
+
+TEXT = bytes(range(256)) * 64  # 16 KiB that does not compress to a few bytes
+CODINGS = {
+    "gzip": gzip.compress(TEXT),
+    "deflate": _deflated(TEXT, zlib.MAX_WBITS),
+    "raw deflate": _deflated(TEXT, -zlib.MAX_WBITS),
+}
+
+
+def encoded(coding: str, body: bytes, method_head: bool = False) -> Handler:
+    """A server answering `body` with `Content-Encoding`, its Content-Length the body's."""
+    name = b"gzip" if coding == "gzip" else b"deflate"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await request_head(reader)
+        head = b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n"
+        writer.write(head % (name, len(body)) + (b"" if method_head else body))
+        await writer.drain()
+        writer.close()
+
+    return handle
+
+
+@pytest.mark.parametrize("coding", sorted(CODINGS))
+def test_a_compressed_body_cut_short_is_an_error(run: Run, coding: str) -> None:
+    """A Content-Length covering part of the compressed stream: what came inflated fine."""
+    outcome = run_one(run, encoded(coding, CODINGS[coding][: len(CODINGS[coding]) // 2]))
+    assert (outcome.status, outcome.message) == (
+        "error",
+        "DecodingError: truncated compressed body: it ended before its gzip or deflate stream did",
+    )
+
+
+@pytest.mark.parametrize("coding", sorted(CODINGS))
+def test_a_whole_compressed_body_is_inflated(run: Run, coding: str) -> None:
+    outcome = run_one(run, encoded(coding, CODINGS[coding]), test="size(content) == 16384")
+    assert outcome.status == "pass", outcome.message
+
+
+def test_an_empty_compressed_answer_to_head_passes(run: Run) -> None:
+    outcome = run_one(run, encoded("gzip", CODINGS["gzip"], method_head=True), method="HEAD")
+    assert outcome.status == "pass", outcome.message
+
+
+def test_a_deflate_body_that_is_no_deflate_at_all_is_a_decoding_error(run: Run) -> None:
+    """After the zlib wrapper failed, raw deflate was tried again and again (RecursionError)."""
+    outcome = run_one(run, encoded("deflate", b"\xff\xff\xff\xff not deflate"))
+    assert outcome.status == "error"
+    assert outcome.message is not None
+    assert outcome.message.startswith("DecodingError: the body is not valid compressed data: "), (
+        outcome.message
+    )

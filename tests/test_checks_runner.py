@@ -53,8 +53,8 @@ def run(check: Mapping[str, Any], now: Callable[[], datetime] = lambda: NOW) -> 
             "ValueError: field 'minrecords' must be an integer, got '2'",
         ),
         (
-            {"name": "x", "type": "dns", "timeout_ms": 100, "query": "a.test", "server": "nope"},
-            "ValueError: ",
+            {"name": "x", "type": "dns", "timeout_ms": 100, "query": "a.test", "server": "nope:53"},
+            "ValueError: server 'nope:53' is not an IP address or host name",
         ),
         (
             {

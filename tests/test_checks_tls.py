@@ -6,21 +6,26 @@ import asyncio
 import ipaddress
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+import struct
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.checks import CheckOutcome, ClientPool, result_row, run_check
+from agent.checks import CheckOutcome, ClientPool, result_row, run_check, tls_check
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @dataclass(frozen=True)
@@ -252,3 +257,93 @@ def test_https_with_canary_checkers_tls_config(
     assert outcome.status == status, outcome.message
     if status == "pass":
         assert outcome.phases is not None and 2.9 < outcome.phases["cert_days_left"] <= 3
+
+
+def test_a_certificate_not_valid_yet_fails_with_its_start_date(certificate: Certificate) -> None:
+    starts = certificate.not_after - timedelta(days=3, hours=1)  # the fixture's notBefore
+    earlier = starts - timedelta(days=2)
+    outcome = run_against(
+        answer_http, tls(maxSSLExpiry=1), server_context(certificate), now=earlier
+    )
+    assert outcome.status == "fail"
+    when = starts.strftime("%Y-%m-%d %H:%M:%SZ")
+    assert outcome.message == f"certificate is not yet valid: valid from {when} (2.0 days from now)"
+
+
+def test_the_tls_context_loads_no_ca_store() -> None:
+    """Nothing is verified, and loading the system's CAs cost the first run ~20 ms."""
+    assert tls_check._context().cert_store_stats()["x509"] == 0
+
+
+@contextmanager
+def blocking_server(serve: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A one-connection server in a thread, with blocking sockets: `serve` gets the accepted
+    connection. Yields the port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)  # a check that never connects does not leave the thread behind
+
+    def accept() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            serve(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(10)
+
+
+def run_on(loop: str, check: dict[str, Any]) -> CheckOutcome:
+    async def main() -> CheckOutcome:
+        async with ClientPool(size=1, trust_env=False) as pool:
+            return await run_check(check, pool, lambda: datetime.now(UTC))
+
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        return runner.run(main())
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_a_reset_during_the_handshake_is_reported_at_once(loop: str) -> None:
+    """The close that followed a failed handshake was awaited, and never ended: the row was a
+    timeout and the reset was lost."""
+
+    def reset(conn: socket.socket) -> None:
+        conn.recv(4096)  # the ClientHello
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    with blocking_server(reset) as port:
+        outcome = run_on(loop, tls(endpoint=f"127.0.0.1:{port}", timeout_ms=3000))
+    assert outcome.status == "error"
+    assert outcome.message == (
+        f"HandshakeError: TLS handshake with 127.0.0.1:{port} failed: "
+        "[Errno 104] Connection reset by peer"
+    )
+    assert outcome.duration_ms < 1000
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_a_server_that_never_answers_the_close_does_not_hold_the_check(
+    loop: str, certificate: Certificate
+) -> None:
+    """The certificate was read, and the run was a timeout waiting for the server's
+    close_notify."""
+    done = threading.Event()
+
+    def handshake_then_nothing(conn: socket.socket) -> None:
+        with server_context(certificate).wrap_socket(conn, server_side=True):
+            done.wait(10)  # holds the connection open, never reading: ends with the test
+
+    with blocking_server(handshake_then_nothing) as port:
+        try:
+            outcome = run_on(loop, tls(endpoint=f"127.0.0.1:{port}", maxSSLExpiry=1))
+        finally:
+            done.set()
+    assert outcome.status == "pass", outcome.message
+    assert outcome.duration_ms < 1000
+    assert outcome.phases is not None and outcome.phases["total_ms"] < 1000

@@ -244,3 +244,75 @@ def test_a_proxy_in_the_environment_is_used(run: Run, monkeypatch: pytest.Monkey
     assert uses_proxy
     assert outcome.status == "pass", outcome.message
     assert lines == [b"GET http://canary.invalid/health HTTP/1.1"]
+
+
+# A target that sends a little at a time, well within the timeout each: a timeout restarted
+# by every chunk never fires, and only the dispatcher's backstop (a second later) ended the run.
+PACE = 0.2  # seconds between two pieces: the target's pace, not a wait of the test's
+TIMEOUT_MS = 1000
+LATE_MS = 400  # how far past its timeout a run may end
+
+
+def trickling(head: bytes, piece: bytes, then: bytes | None = None, pieces: int = 10**6) -> Handler:
+    """A server that writes `head`, then `piece` every PACE seconds, `pieces` times, then
+    `then` (if any)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await read_head(reader)
+        if then is not None and request.startswith(b"GET /next "):
+            await reader.read()  # never answers; returns when the client closes
+            writer.close()
+            return
+        writer.write(head)
+        try:
+            for _ in range(pieces):
+                await writer.drain()
+                await asyncio.sleep(PACE)
+                writer.write(piece)
+            if then is not None:
+                writer.write(then)
+            await writer.drain()
+            await reader.read()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("head", "piece"),
+    [
+        (b"HTTP/1.1 200 OK\r\n", b"X-Drip: 1\r\n"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b"x"),
+    ],
+    ids=["headers", "body"],
+)
+def test_a_trickling_target_times_out_at_the_timeout(run: Run, head: bytes, piece: bytes) -> None:
+    outcome = run_one(run, trickling(head, piece), timeout_ms=TIMEOUT_MS)
+    assert outcome.status == "error"
+    assert outcome.message is not None
+    assert outcome.message.startswith(f"timed out after {TIMEOUT_MS}ms"), outcome.message
+    assert outcome.duration_ms < TIMEOUT_MS + LATE_MS
+
+
+def test_redirects_share_one_deadline(run: Run) -> None:
+    """A redirect that took most of the timeout leaves its target only the rest of it."""
+    slow_redirect = trickling(
+        b"HTTP/1.1 302 Found\r\n",
+        b"X-Drip: 1\r\n",
+        then=b"Location: /next\r\nContent-Length: 0\r\n\r\n",
+        pieces=4,
+    )
+    outcome = run_one(run, slow_redirect, timeout_ms=TIMEOUT_MS)
+    assert outcome.status == "error"
+    assert outcome.message is not None
+    assert outcome.message.startswith(f"timed out after {TIMEOUT_MS}ms"), outcome.message
+    assert outcome.duration_ms < TIMEOUT_MS + LATE_MS
+
+
+def test_a_final_status_000_is_a_response(run: Run) -> None:
+    """Status 0 was taken for "no final response yet": the body was never complete."""
+    outcome = run_one(run, answering(b"HTTP/1.1 000 Zero\r\nContent-Length: 2\r\n\r\nok"))
+    assert (outcome.status, outcome.code) == ("fail", 0), outcome.message

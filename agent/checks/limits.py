@@ -79,6 +79,8 @@ async def read_body(response: httpx.Response, limits: ResponseLimits) -> bytes:
 
     Raises:
         ResponseTooLarge: the body is longer than the limit (what was read is let go).
+        httpx.DecodingError: a gzip or deflate body is not valid compressed data, or ends
+            before its compressed stream does (a truncated body).
     """
     budget = limits.max_body_bytes
     decoders = _decoders(response.headers.get("content-encoding", ""))
@@ -96,7 +98,7 @@ async def read_body(response: httpx.Response, limits: ResponseLimits) -> bytes:
             raise limits.body_too_large()
         chunks.append(chunk)
     for index, decoder in enumerate(decoders):  # what the decoders still hold
-        chunk = decoder.flush()
+        chunk = decoder.finish()
         for later in decoders[index + 1 :]:
             chunk = later.feed(chunk, budget - size)
         size += len(chunk)
@@ -115,20 +117,33 @@ class _Inflater:
         self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
 
     def feed(self, data: bytes, room: int) -> bytes:
+        if not data:  # nothing yet from an outer coding: the stream has not started
+            return b""
+        started, self._started = self._started, True
         try:
             return self._inflate.decompress(data, max(room, 0) + 1)
         except zlib.error as error:
-            if self._gzip or self._started:
+            if self._gzip or started:
                 message = f"the body is not valid compressed data: {error}"
                 raise httpx.DecodingError(message) from None
-            # "deflate" is sometimes sent raw, without the zlib wrapper (httpx accepts both).
+            # "deflate" is sometimes sent raw, without the zlib wrapper (httpx accepts both);
+            # tried once: started now, a second failure is the answer.
             self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
             return self.feed(data, room)
-        finally:
-            self._started = True
 
-    def flush(self) -> bytes:
-        return self._inflate.flush()
+    def finish(self) -> bytes:
+        """What the inflater still holds, once the body has ended.
+
+        Raises:
+            httpx.DecodingError: the body ended before the compressed stream did: a
+                `Content-Length` or a closed connection that cut it short.
+        """
+        rest = self._inflate.flush()
+        if self._started and not self._inflate.eof:
+            raise httpx.DecodingError(
+                "truncated compressed body: it ended before its gzip or deflate stream did"
+            )
+        return rest
 
 
 def _decoders(encoding: str) -> list[_Inflater]:

@@ -8,6 +8,13 @@ handshake. So this transport opens a connection with the event loop's own socket
 parses the response with httptools (C), and closes the connection when the response is
 closed. Cancellation at any point just closes the socket. About 0.1 ms per request.
 
+The request's read timeout is a deadline for the whole exchange, not for each read as in
+httpcore: connecting, the response head and the body must all be done that long after the
+request started, so a target that trickles its headers or body a byte at a time cannot keep
+a check running past its timeout. The deadline is kept in the request's `deadline` extension
+(the event loop's clock), which httpx copies into the requests of redirects and which the
+second request of digest authentication shares: a chain of them ends at the same moment.
+
 It emits the same trace events as httpcore (`connection.connect_tcp.*`,
 `connection.start_tls.*`, `http11.receive_response_headers.complete`) to the `trace`
 extension, and exposes the socket as the `network_stream` extension, so callers see no
@@ -33,6 +40,7 @@ Trace = Callable[[str, dict[str, Any]], Awaitable[None]]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PAUSE_AT = 256 * 1024  # buffered body bytes at which reading pauses until the reader catches up
 _NO_BODY_CODES = frozenset({204, 304})
+DEADLINE = "deadline"  # request extension: when the whole exchange must end (loop.time())
 
 
 class _Exchange(asyncio.Protocol):
@@ -127,7 +135,7 @@ class _Exchange(asyncio.Protocol):
             self.paused = True
 
     def on_message_complete(self) -> None:
-        if self.status:
+        if self.headers_done:  # not after an interim 1xx head (a final `000` status counts)
             self.complete = True
 
     def _head_fits(self, data: bytes) -> bool:
@@ -180,18 +188,23 @@ class _Exchange(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait(self, timeout: float | None, error: type[httpx.TimeoutException]) -> None:
+    async def wait(self, deadline: float | None) -> None:
         """Wait until more of the response arrived (or the connection ended).
 
+        Args:
+            deadline: When the whole exchange must be over (the event loop's clock), or None.
+
         Raises:
-            httpx.TimeoutException: nothing arrived within `timeout` seconds.
+            httpx.ReadTimeout: the deadline passed first.
         """
         self._waiter = asyncio.get_running_loop().create_future()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 await self._waiter
         except TimeoutError:
-            raise error(f"no data from the server within {timeout:g}s") from None
+            raise httpx.ReadTimeout(
+                "the response was not complete within the request's timeout"
+            ) from None
         finally:
             self._waiter = None
 
@@ -230,9 +243,9 @@ class _NetworkStream:
 class _Body(httpx.AsyncByteStream):
     """The response body as it arrives; closing it closes the connection."""
 
-    def __init__(self, exchange: _Exchange, read_timeout: float | None) -> None:
+    def __init__(self, exchange: _Exchange, deadline: float | None) -> None:
         self._exchange = exchange
-        self._read_timeout = read_timeout
+        self._deadline = deadline
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         exchange = self._exchange
@@ -245,7 +258,7 @@ class _Body(httpx.AsyncByteStream):
                 return
             if exchange.error is not None:
                 raise exchange.error
-            await exchange.wait(self._read_timeout, httpx.ReadTimeout)
+            await exchange.wait(self._deadline)
 
     async def aclose(self) -> None:
         self._exchange.close()
@@ -291,8 +304,10 @@ class ProbeTransport(httpx.AsyncBaseTransport):
         Raises:
             httpx.UnsupportedProtocol: the URL is neither http nor https.
             httpx.ConnectError: the connection or the TLS handshake failed.
-            httpx.ConnectTimeout: connecting took longer than the connect timeout.
-            httpx.ReadTimeout: the server sent nothing for longer than the read timeout.
+            httpx.ConnectTimeout: connecting took longer than the connect timeout, or
+                went past the deadline.
+            httpx.ReadTimeout: the response head was not in by the deadline (the read
+                timeout after the request, or its first request, started).
             httpx.RemoteProtocolError: the server closed early or answered with garbage.
             agent.checks.limits.ResponseTooLarge: the response head went past a limit.
         """
@@ -304,10 +319,10 @@ class ProbeTransport(httpx.AsyncBaseTransport):
             )
         timeouts = request.extensions.get("timeout", {})
         trace: Trace | None = request.extensions.get("trace")
-        read_timeout = timeouts.get("read")
+        deadline = _deadline(request)
         exchange = _Exchange(request.method == "HEAD", self._limits)
         try:
-            await self._connect(exchange, url, scheme, timeouts.get("connect"), trace)
+            await self._connect(exchange, url, scheme, timeouts.get("connect"), deadline, trace)
             transport = exchange.transport
             assert transport is not None
             chunked = any(
@@ -319,7 +334,7 @@ class ProbeTransport(httpx.AsyncBaseTransport):
             while not exchange.headers_done:
                 if exchange.error is not None:
                     raise exchange.error
-                await exchange.wait(read_timeout, httpx.ReadTimeout)
+                await exchange.wait(deadline)
             if trace is not None:
                 await trace("http11.receive_response_headers.complete", {})
         except BaseException:
@@ -328,7 +343,7 @@ class ProbeTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             exchange.status,
             headers=exchange.headers,
-            stream=_Body(exchange, read_timeout),
+            stream=_Body(exchange, deadline),
             extensions={
                 "http_version": b"HTTP/1.1",
                 "reason_phrase": exchange.reason,
@@ -342,13 +357,18 @@ class ProbeTransport(httpx.AsyncBaseTransport):
         url: httpx.URL,
         scheme: str,
         timeout: float | None,
+        deadline: float | None,
         trace: Trace | None,
     ) -> None:
         loop = asyncio.get_running_loop()
         host = url.host
         port = url.port or _DEFAULT_PORTS[scheme]
+        begin = loop.time()
+        ends = None if timeout is None else begin + timeout
+        if deadline is not None:
+            ends = deadline if ends is None else min(ends, deadline)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(ends):
                 if trace is not None:
                     await trace("connection.connect_tcp.started", {})
                 await loop.create_connection(lambda: exchange, host, port)
@@ -369,6 +389,20 @@ class ProbeTransport(httpx.AsyncBaseTransport):
                     if trace is not None:
                         await trace("connection.start_tls.complete", {})
         except TimeoutError:
-            raise httpx.ConnectTimeout(f"could not connect within {timeout:g}s") from None
+            seconds = round((ends or begin) - begin, 3)
+            raise httpx.ConnectTimeout(f"could not connect within {seconds:g}s") from None
         except (OSError, ssl.SSLError, ssl.CertificateError) as error:
             raise httpx.ConnectError(str(error) or type(error).__name__) from error
+
+
+def _deadline(request: httpx.Request) -> float | None:
+    """When the exchange of `request` must be over: its `deadline` extension, set here from
+    its read timeout the first time (None: no read timeout, no deadline)."""
+    deadline: float | None = request.extensions.get(DEADLINE)
+    if deadline is None:
+        seconds = request.extensions.get("timeout", {}).get("read")
+        if seconds is None:
+            return None
+        deadline = asyncio.get_running_loop().time() + seconds
+        request.extensions[DEADLINE] = deadline
+    return deadline
