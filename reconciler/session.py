@@ -179,6 +179,7 @@ class Session:
 
     def _plan_on(self, loaded: Loaded, connection: Connection) -> Plan:
         from reconciler.store.db import state_ref
+        from reconciler.store.deployments import open_runs
         from reconciler.store.resources import fetch_resources
 
         assert loaded.desired is not None
@@ -188,6 +189,7 @@ class Session:
             lambda addresses: fetch_resources(connection, addresses),
             state_ref(connection),
             loaded.revision,
+            open_runs=open_runs(connection),
         )
 
     def apply(

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from markdown_it import MarkdownIt
 
@@ -243,6 +244,34 @@ def test_route_changes_start_canary_runs(config_repo: ConfigRepo, tmp_path: Path
     config_repo.write("route.yaml", route.replace("weight: 25", "weight: 30"))
     [rerun] = plan_json(config_repo, state)["canary_runs"]
     assert rerun["reason"] == "traffic split or canary changed"
+    assert rerun["replaces"] == "checkout#1, pending"
+
+
+def test_a_plan_says_which_run_in_flight_a_new_run_abandons(
+    config_repo: ConfigRepo, tmp_path: Path
+) -> None:
+    """A reviewer sees that merging stops a deployment half way: the run is superseded, not
+    rolled back, and the route jumps to the new run's weights."""
+    route = (Path(__file__).parent.parent / "sample-repo" / "routes" / "checkout.yaml").read_text()
+    config_repo.write("route.yaml", route)
+    state = tmp_path / "state.duckdb"
+    apply(config_repo, state)
+    with duckdb.connect(str(state)) as connection:  # as the controller leaves it at step 2
+        connection.execute(
+            """UPDATE canary_runs SET state = 'progressing',
+                   runtime = '{"step": 1, "weights": {"stable": 50, "beta": 25, "canary": 25}}'
+               WHERE route = 'checkout'"""
+        )
+    config_repo.write("route.yaml", route.replace("weight: 25", "weight: 30"))
+    shown = run_cli("plan", "--repo", config_repo.path, "--state", state)
+    assert shown.code == 0, shown.err
+    assert (
+        "    replaces run checkout#1, progressing at step 2 of 4: it is abandoned (superseded, "
+        "not rolled back) and the route goes to this run's weights"
+    ) in shown.out
+    assert plan_json(config_repo, state)["canary_runs"][0]["replaces"] == (
+        "checkout#1, progressing at step 2 of 4"
+    )
 
 
 @pytest.mark.parametrize("fmt", ["markdown", "github"])

@@ -137,6 +137,7 @@ def plan_changes(
     state: StateRef | None = None,
     revision: Revision | None = None,
     base: Revision | None = None,
+    open_runs: Mapping[str, str] | None = None,
 ) -> Plan:
     """Plan what turns the current state into the desired state.
 
@@ -147,6 +148,8 @@ def plan_changes(
         state: the serial and lineage planned against, None for an empty or base state.
         revision: the config revision being planned.
         base: the revision planned against, when that is a ref rather than a state file.
+        open_runs: by route, its run that a new run would abandon (pending, progressing or
+            paused), as people read it.
 
     Returns:
         The plan: creates, updates and deletes, the canary runs it starts, and warnings.
@@ -179,6 +182,7 @@ def plan_changes(
                         reason,
                         resource.run_fingerprint or "",
                         desired.schedules[resource.name],
+                        (open_runs or {}).get(resource.name),
                     )
                 )
     for address in removed:

@@ -79,6 +79,9 @@ class CanaryRun:
     reason: str
     run_fingerprint: str
     schedule: StepSchedule
+    # The route's run this one abandons (`checkout#18, progressing at step 2 of 4`): it is
+    # marked superseded, not rolled back, and the route goes to this run's weights.
+    replaces: str | None = None
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ def _run(run: CanaryRun) -> dict[str, Any]:
         "steps": [
             {"weight": s.weight, "pause": s.pause, "weights": s.weights} for s in run.schedule.steps
         ],
+        "replaces": run.replaces,
     }
 
 
@@ -117,7 +118,14 @@ def _read_run(data: dict[str, Any]) -> CanaryRun:
     schedule = StepSchedule(
         data["route"], data["canary_group"], steps, float(data["min_duration_seconds"])
     )
-    return CanaryRun(data["route"], data["reason"], data["run_fingerprint"], schedule)
+    replaces = data.get("replaces")  # absent from plans saved before it was written
+    return CanaryRun(
+        data["route"],
+        data["reason"],
+        data["run_fingerprint"],
+        schedule,
+        replaces if isinstance(replaces, str) else None,
+    )
 
 
 def plan_from_dict(data: Any) -> Plan:

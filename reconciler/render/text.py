@@ -94,6 +94,11 @@ def run_lines(run: CanaryRun) -> list[str]:
         f'  route "{run.route}": canary group "{schedule.canary_group}", '
         f"{len(schedule.steps)} steps, at least {minimum} ({run.reason})"
     ]
+    if run.replaces is not None:
+        lines.append(
+            f"    replaces run {run.replaces}: it is abandoned (superseded, not rolled back) "
+            "and the route goes to this run's weights"
+        )
     header = ["step"] + ordered + ["hold"]
     rows = [
         [str(index)] + [f"{step.weights[g]}%" for g in ordered] + [step.pause or "-"]

@@ -46,6 +46,20 @@ def latest_runs(connection: Connection) -> dict[str, StoredRun]:
     }
 
 
+def open_runs(connection: Connection) -> dict[str, str]:
+    """Each route's run a new run would abandon (pending, progressing or paused), as a plan
+    names it: `checkout#18, progressing at step 2 of 4`."""
+    found = {}
+    for route, run in latest_runs(connection).items():
+        if run.state not in ("pending", "progressing", "paused"):
+            continue
+        step = (run.runtime or {}).get("step", -1)
+        steps = len(run_steps(connection, [run.run_id]).get(run.run_id, []))
+        where = "" if step < 0 else f" at step {step + 1} of {steps}"
+        found[route] = f"{run.run_id}, {run.state}{where}"
+    return found
+
+
 def save_run(
     connection: Connection, run_id: str, state: str, runtime: dict[str, Any], now: datetime
 ) -> None:
