@@ -36,6 +36,18 @@ def default(name: str) -> str:
     return str(value)
 
 
+def number(
+    parser: argparse.ArgumentParser, flag: str, kind: type, metavar: str, after: str = ""
+) -> None:
+    """A setting given as one number, its help the default (`after`: what follows it)."""
+    parser.add_argument(
+        flag,
+        type=kind,
+        metavar=metavar,
+        help=f"default {default(flag[2:].replace('-', '_'))}{after}",
+    )
+
+
 def register(commands: Subcommands) -> None:
     """Add `serve` to the CLI; every setting's default is left to the environment and file."""
     serve = commands.add_parser(
@@ -62,12 +74,8 @@ def register(commands: Subcommands) -> None:
         help="branch to follow in a git URL or bare repository (default: the remote's default "
         "branch)",
     )
-    serve.add_argument(
-        "--poll-interval", type=float, metavar="SECONDS", help=f"default {default('poll_interval')}"
-    )
-    serve.add_argument(
-        "--debounce", type=float, metavar="SECONDS", help=f"default {default('debounce')}"
-    )
+    number(serve, "--poll-interval", float, "SECONDS")
+    number(serve, "--debounce", float, "SECONDS")
     serve.add_argument(
         "--local-region",
         type=options.region_name,
@@ -75,61 +83,17 @@ def register(commands: Subcommands) -> None:
         help="the control plane's own region, where 'local' checks run "
         f"(default: {default('local_region')})",
     )
-    serve.add_argument(
-        "--clock-skew", type=float, metavar="SECONDS", help=f"default {default('clock_skew')}"
-    )
-    serve.add_argument(
-        "--max-result-age",
-        type=float,
-        metavar="SECONDS",
-        help=f"default {default('max_result_age')}",
-    )
-    serve.add_argument(
-        "--max-batch-bytes",
-        type=int,
-        metavar="BYTES",
-        help=f"default {default('max_batch_bytes')} (413 above)",
-    )
+    number(serve, "--clock-skew", float, "SECONDS")
+    number(serve, "--max-result-age", float, "SECONDS")
+    number(serve, "--max-batch-bytes", int, "BYTES", " (413 above)")
     # The listener's read limits (docs/limits.md).
-    serve.add_argument(
-        "--max-batch-rows",
-        type=int,
-        metavar="ROWS",
-        help=f"default {default('max_batch_rows')} (413 above)",
-    )
-    serve.add_argument(
-        "--header-timeout",
-        type=float,
-        metavar="SECONDS",
-        help=f"default {default('header_timeout')}",
-    )
-    serve.add_argument(
-        "--body-timeout", type=float, metavar="SECONDS", help=f"default {default('body_timeout')}"
-    )
-    serve.add_argument(
-        "--keep-alive-timeout",
-        type=int,
-        metavar="SECONDS",
-        help=f"default {default('keep_alive_timeout')}",
-    )
-    serve.add_argument(
-        "--max-header-bytes",
-        type=int,
-        metavar="BYTES",
-        help=f"default {default('max_header_bytes')} (431 above)",
-    )
-    serve.add_argument(
-        "--max-connections",
-        type=int,
-        metavar="COUNT",
-        help=f"default {default('max_connections')} (503 above)",
-    )
-    serve.add_argument(
-        "--webhook-replay-window",
-        type=float,
-        metavar="SECONDS",
-        help=f"default {default('webhook_replay_window')} (409 within)",
-    )
+    number(serve, "--max-batch-rows", int, "ROWS", " (413 above)")
+    number(serve, "--header-timeout", float, "SECONDS")
+    number(serve, "--body-timeout", float, "SECONDS")
+    number(serve, "--keep-alive-timeout", int, "SECONDS")
+    number(serve, "--max-header-bytes", int, "BYTES", " (431 above)")
+    number(serve, "--max-connections", int, "COUNT", " (503 above)")
+    number(serve, "--webhook-replay-window", float, "SECONDS", " (409 within)")
     serve.add_argument(
         "--cache-dir",
         type=Path,
@@ -155,12 +119,7 @@ def register(commands: Subcommands) -> None:
     serve.add_argument(
         "--gateway-dir", type=Path, metavar="DIR", help="nginx prefix (default <state>.gateway)"
     )
-    serve.add_argument(
-        "--canary-interval",
-        type=float,
-        metavar="SECONDS",
-        help=f"default {default('canary_interval')}",
-    )
+    number(serve, "--canary-interval", float, "SECONDS")
     serve.add_argument(
         "--site-dir",
         type=Path,
