@@ -200,9 +200,15 @@ class Schedule:
         shortest: tuple[float, datetime | None] = (float(self._cron.period_minutes() * 60), None)
         for change in _offset_changes(zone):
             after = self.next_local_after(change - timedelta(microseconds=1), zone)
-            before = self._last_local_before(after, zone) if after is not None else None
-            if after is not None and before is not None:
-                gap = (after - before).total_seconds()
+            if after is None:
+                continue
+            # The opening before the change and the two after it: a wall time the change
+            # skips opens at the old offset, so the pair after it may be the short one.
+            openings = [self._last_local_before(after, zone), after]
+            openings.append(self.next_local_after(after, zone))
+            known = [moment for moment in openings if moment is not None]
+            for earlier, later in itertools.pairwise(known):
+                gap = (later - earlier).total_seconds()
                 if gap < shortest[0]:
                     shortest = (gap, change)
         return shortest
