@@ -230,6 +230,77 @@ def test_notices_are_sent_once_and_never_reminded() -> None:
     assert flush(dispatcher, T0 + timedelta(hours=1)) == []
 
 
+# -- a resolve goes where its alert fired ------------------------------------------------------
+
+# A pager for anything down in eu (and on), the payments team grouped by region.
+EU_AND_PAYMENTS = [
+    {"receiver": "pager", "matchers": ['region="eu"'], "continue": True},
+    {"receiver": "mail", "matchers": ['team="payments"'], "group_by": ["region"]},
+]
+
+
+def test_a_resolve_goes_to_every_group_its_alert_fired_in_whatever_its_labels() -> None:
+    dispatcher = Dispatcher(table(EU_AND_PAYMENTS, repeat_interval="1h", group_interval="0s"))
+    dispatcher.add(opened("default/web", 1, regions=["eu"], labels={"team": "payments"}), T0)
+    assert sorted(n.receiver for n in flush(dispatcher, T0)) == ["mail", "pager"]
+    # eu is back: the resolve names no region down, so its own labels match only `mail`,
+    # and `mail`'s group_by [region] would put it in another group.
+    dispatcher.add(
+        {**resolved("default/web", 1), "regions_down": [], "labels": {"team": "payments"}},
+        T0 + timedelta(minutes=1),
+    )
+    sent = flush(dispatcher, T0 + timedelta(minutes=1))
+    assert sorted((n.receiver, n.group_key, n.status) for n in sent) == [
+        ("mail", "1:mail:{region=eu}", "resolved"),
+        ("pager", "0:pager:incident-1", "resolved"),
+    ]
+    assert all([e["type"] for e in n.resolved] == ["incident_resolved"] for n in sent)
+    # Ended: never reminded of, and no group is left behind.
+    assert dispatcher.next_due() is None
+    assert flush(dispatcher, T0 + timedelta(hours=5)) == []
+    assert dispatcher.groups == {}
+
+
+@pytest.mark.parametrize(
+    "resolve",
+    [
+        # The team moved while the incident was open.
+        {"labels": {"team": "checkout"}},
+        # The canary was removed (or renamed): the resolve carries no labels at all.
+        {"labels": {}, "policy": None, "reason": "the canary no longer runs in any region"},
+    ],
+    ids=["labels-edited", "canary-removed"],
+)
+def test_a_resolve_follows_its_alert_after_the_canary_changed(resolve: dict[str, Any]) -> None:
+    routes = [{"receiver": "pager", "matchers": ['team="payments"']}]
+    dispatcher = Dispatcher(table(routes, repeat_interval="1h", group_interval="0s"))
+    dispatcher.add(opened(labels={"team": "payments"}), T0)
+    [first] = flush(dispatcher, T0)
+    dispatcher.add({**resolved(), **resolve}, T0 + timedelta(minutes=1))
+    [done] = flush(dispatcher, T0 + timedelta(minutes=1))
+    assert (done.receiver, done.group_key, done.status) == (
+        first.receiver,
+        first.group_key,
+        "resolved",
+    )
+    assert dispatcher.next_due() is None, "nothing left to remind of"
+
+
+def test_a_resolve_after_a_restart_goes_to_the_stored_groups() -> None:
+    dispatcher = Dispatcher(table(EU_AND_PAYMENTS, repeat_interval="1h", group_interval="0s"))
+    dispatcher.add(opened("default/web", 1, regions=["eu"], labels={"team": "payments"}), T0)
+    flush(dispatcher, T0)
+    restarted = Dispatcher(table(EU_AND_PAYMENTS, repeat_interval="1h", group_interval="0s"))
+    assert restarted.restore(dispatcher.snapshot()) == 2
+    restarted.add({**resolved("default/web", 1), "regions_down": []}, T0 + timedelta(minutes=1))
+    sent = flush(restarted, T0 + timedelta(minutes=1))
+    assert sorted((n.receiver, n.status) for n in sent) == [
+        ("mail", "resolved"),
+        ("pager", "resolved"),
+    ]
+    assert restarted.next_due() is None
+
+
 def test_a_new_revision_keeps_the_groups_of_routes_that_stay() -> None:
     routes = [{"receiver": "pager", "matchers": ["namespace=shop"]}]
     dispatcher = Dispatcher(table(routes, repeat_interval="1h"))

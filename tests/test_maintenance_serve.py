@@ -265,3 +265,28 @@ def test_an_ad_hoc_window_opened_and_closed_through_the_operator_api(tmp_path: P
     document = repo.git("show", "HEAD:maintenance/api-hotfix.yaml")
     assert "kind: Maintenance" in document and "names: [api]" in document
     assert repo.git("status", "--porcelain") == ""
+
+
+def test_an_incident_that_opened_in_a_window_pages_when_the_window_closes(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    repo = make_repo(tmp_path / "config", now)
+    env = {
+        "RECONCILER_INCIDENT_INTERVAL": "0.05",
+        "RECONCILER_READ_TOKEN": READ_TOKEN,
+        "RECONCILER_NOTIFY_URLS": receiver.url,  # the legacy hooks: no routing, no reminders
+    }
+    with running_in_process(repo.path, tmp_path / "state.duckdb", env) as server:
+        server.wait_ready()
+        # db failed just before the window opened: its incident opens inside it, unpaged.
+        post(server, "db", [(now - timedelta(minutes=m), "fail") for m in (14, 13)])
+        wait_for(lambda: incidents(server) == {"default/db": "open"}, 10, "the db incident")
+        suppressed = 'reconciler_notifications_suppressed_total{reason="maintenance"}'
+        wait_for(lambda: metric(server, suppressed) == 1, 10, "the open held back")
+        assert receiver.received == []
+        _admin(server, "POST", "/operator/maintenance/db-upgrade/close")
+        # The incident outlived the window: the page goes out now.
+        wait_for(lambda: len(receiver.received) >= 1, 10, "the held open sent")
+        delivered = [orjson.loads(body) for _, body in receiver.received]
+        assert [(e["type"], e["canary"]) for e in delivered] == [("incident_opened", "default/db")]

@@ -264,17 +264,31 @@ class Dispatcher:
                 group.route = route
 
     def add(self, event: Mapping[str, Any], now: datetime) -> list[str]:
-        """Route one event into its groups; returns the keys of the groups it joined."""
-        labels = event_labels(event)
+        """Route one event into its groups; returns the keys of the groups it joined.
+
+        An event of an alert some group already holds (its resolve, say) goes to exactly
+        those groups, whatever its labels say now: a resolve names no region down, and the
+        canary's labels may have been edited or the canary removed since it fired, yet the
+        receivers that were told it fires must be told it ended, and the group that holds it
+        must stop reminding of it. Only an alert no group holds is routed by its labels.
+        """
         key = alert_key(event)
         notice = key is None
         if key is None:
             self._notices += 1
             key = f"notice-{self._notices}"
         firing = notice or str(event.get("type")) in FIRING_EVENTS
+        holding = [] if notice else self._holding(key)
+        if holding:
+            targets = [(group.route, group.key) for group in holding]
+        else:
+            labels = event_labels(event)
+            targets = [
+                (route, _group_key(route, labels, key))
+                for route in select_routes(self.table, labels)
+            ]
         joined = []
-        for route in select_routes(self.table, labels):
-            group_key = _group_key(route, labels, key)
+        for route, group_key in targets:
             group = self.groups.get(group_key)
             if group is None:
                 if not firing:
@@ -290,6 +304,10 @@ class Dispatcher:
             group.alerts[key] = Alert(key, dict(event), firing, notice)
             joined.append(group_key)
         return joined
+
+    def _holding(self, key: str) -> list[Group]:
+        """The groups that hold an alert (firing, or resolved and not yet said), by key."""
+        return [self.groups[k] for k in sorted(self.groups) if key in self.groups[k].alerts]
 
     def due(self, now: datetime) -> list[Notification]:
         """The notifications due at `now`, and the groups' state moved past them."""
