@@ -10,6 +10,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,15 +28,45 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document)
 
 
+class HostOnlyUrls(logging.Filter):
+    """Cuts the URLs in httpx's log lines to scheme, host and port.
+
+    httpx logs every request with its full URL at INFO; a Slack webhook carries its token in
+    the path, and a check or a receiver may carry one in the query or the user info.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (record.name == "httpx" or record.name.startswith("httpx.")) and record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(_origin(arg) for arg in args)
+        return True
+
+
+def _origin(value: object) -> object:
+    if isinstance(value, int | float):
+        return value
+    text = str(value)  # httpx passes an `httpx.URL`
+    if not text.startswith(("http://", "https://")):
+        return value
+    parts = urlsplit(text)
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        port = ""
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}{port}"
+
+
 def configure_logging(fmt: str, quiet: Iterable[str] = ()) -> None:
     """Text for people at a terminal, JSON lines for log collectors.
 
     Args:
         fmt: `text` or `json`.
         quiet: loggers that only say warnings and errors (e.g. httpx, which logs every
-            request at INFO, URLs and the secrets in them included).
+            request at INFO; its URLs are cut to the host either way, by `HostOnlyUrls`).
     """
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(HostOnlyUrls())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

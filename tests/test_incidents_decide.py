@@ -355,3 +355,20 @@ def test_targets_come_from_the_served_resources() -> None:
     assert web.regions == {"eu": ("eu-1", "eu-2"), "us": ("us-1",)}
     assert sorted(probes) == ["default/web@eu-1", "default/web@eu-2", "default/web@us-1"]
     assert probes["default/web@eu-1"].checks == 2
+
+
+def test_spooled_runs_that_predate_an_unknown_are_dated_after_it() -> None:
+    # eu goes down, then silent (unknown 3 periods after its last run); then its agent ships
+    # the failing runs it spooled meanwhile, all started before the unknown entry's time.
+    target_, incident = target(["eu"], "any"), OpenIncident(1, at(4))
+    first = decide(target_, {}, {"eu": runs("fff", last=4)}, None, at(4))
+    assert first.action == "open"
+    silent = decide(target_, first.regions, {}, incident, NOW)
+    [unknown] = silent.timeline
+    assert (unknown.region, unknown.change, unknown.at) == ("eu", "unknown", at(1))
+    spooled = decide(target_, silent.regions, {"eu": runs("ff", last=1.5)}, incident, NOW)
+    [down] = spooled.timeline
+    assert (down.region, down.change) == ("eu", "down")
+    # Never before the change it follows: the timeline keeps the order the changes were decided.
+    assert down.at == unknown.at
+    assert spooled.regions["eu"].changed_at == unknown.at

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from agent.metrics import Metrics
+from reconciler.core.notifications import plain_summary, summary
 from reconciler.server.notify import SIGNATURE_HEADER, Hook, Notifier, parse_hooks, sign
 from tests import httpd
 
@@ -94,3 +95,18 @@ def test_parse_hooks() -> None:
         Hook("https://b/y", "slack"),
     ]
     assert parse_hooks(None) == []
+
+
+def test_a_resolve_names_the_regions_still_down() -> None:
+    resolved = {"type": "incident_resolved", "canary": "default/web", "policy": "majority"}
+    assert summary({**resolved, "regions_down": []}) == (
+        ":large_green_circle: Incident resolved for default/web"
+    )
+    assert summary({**resolved, "regions_down": ["ap", "us"]}) == (
+        ":large_green_circle: Incident resolved for default/web "
+        "(policy majority no longer holds; still down: ap, us)"
+    )
+    # The same line reaches PagerDuty, Opsgenie and email, without the emoji.
+    assert plain_summary({**resolved, "policy": "all", "regions_down": ["us"]}) == (
+        "Incident resolved for default/web (policy all no longer holds; still down: us)"
+    )

@@ -364,7 +364,22 @@ def _status_at(
     now: datetime,
     period: float,
 ) -> datetime:
-    """When a region's status changed, from its agents' runs (never later than `now`)."""
+    """When a region's status changed, from its agents' runs: never later than `now`, and
+    never earlier than the region's previous change, so its timeline stays in the order the
+    changes were decided (spooled runs that arrive late can predate an `unknown`)."""
+    found = _run_time(region, status, agents, now, period)
+    if region.changed_at is not None and found < region.changed_at:
+        return min(now, region.changed_at)
+    return found
+
+
+def _run_time(
+    region: RegionHealth,
+    status: RegionStatus,
+    agents: Mapping[str, AgentHealth],
+    now: datetime,
+    period: float,
+) -> datetime:
     runs = [a.last_run_at for a in agents.values() if a.last_run_at is not None]
     if status == "unknown":
         if not runs:

@@ -17,7 +17,15 @@ def summary(event: dict[str, Any]) -> str:
         regions = ", ".join(event.get("regions_down", [])) or "?"
         return f":red_circle: Incident opened for {event.get('canary')}: down in {regions}"
     if kind == "incident_resolved":
-        return f":large_green_circle: Incident resolved for {event.get('canary')}"
+        text = f":large_green_circle: Incident resolved for {event.get('canary')}"
+        # Under `majority`, `all` or `count` an incident resolves with regions still down;
+        # a reader of the chat line alone must not take it for an all-clear.
+        still_down = ", ".join(event.get("regions_down") or [])
+        if not still_down:
+            return text
+        policy = event.get("policy")
+        why = f"policy {policy} no longer holds; " if policy else ""
+        return f"{text} ({why}still down: {still_down})"
     if kind == "agent_silent":
         return (
             f":mute: Agent {event.get('agent')} ({event.get('region')}) is silent: "

@@ -261,7 +261,8 @@ def list_incidents(
     Returns:
         One dict per incident: id, canary, region (always None: an incident covers every
         region), state, opened_at, resolved_at (RFC 3339), regions_down (regions whose
-        latest timeline entry is `down`) and timeline (at, region, change; oldest first).
+        latest recorded timeline entry is `down`) and timeline (at, region, change; oldest
+        first, entries of the same time in the order they were recorded).
     """
     rows = connection.execute(
         """SELECT id, canary, state, opened_at, resolved_at FROM incidents
@@ -273,17 +274,23 @@ def list_incidents(
     ).fetchall()
     timelines: dict[int, list[dict[str, Any]]] = {int(row[0]): [] for row in rows}
     if timelines:
-        for incident, at, region, change in connection.execute(
-            """SELECT incident, changed_at, region, change FROM incident_timeline
+        # rowid is the order the entries were stored, which is the order they were decided:
+        # it breaks ties of time, and says which entry of a region is its latest even where
+        # an older state file holds a change dated before the one decided ahead of it.
+        for incident, at, region, change, stored in connection.execute(
+            """SELECT incident, changed_at, region, change, rowid FROM incident_timeline
                WHERE incident IN (SELECT unnest($ids::BIGINT[]))
-               ORDER BY incident, changed_at, region""",
+               ORDER BY incident, changed_at, region, rowid""",
             {"ids": list(timelines)},
         ).fetchall():
-            timelines[int(incident)].append({"at": _text(at), "region": region, "change": change})
+            entry = {"at": _text(at), "region": region, "change": change, "stored": stored}
+            timelines[int(incident)].append(entry)
     documents = []
     for id_, key, state_, opened_at, resolved_at in rows:
         timeline = timelines[int(id_)]
-        latest = {entry["region"]: entry["change"] for entry in timeline}
+        latest = {e["region"]: e["change"] for e in sorted(timeline, key=lambda e: e["stored"])}
+        for entry in timeline:
+            del entry["stored"]
         documents.append(
             {
                 "id": int(id_),

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import orjson
@@ -52,6 +53,41 @@ def parse_hooks(text: str | None) -> list[Hook]:
     return hooks
 
 
+REDACTED = "<redacted>"
+
+
+def host_of(url: str) -> str:
+    """`host[:port]` of a URL, the only part of a hook's URL a log line or a record names:
+    a Slack webhook carries its token in the path, others in the query or the user info."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = f"[{host}]" if ":" in host else host
+    return host if port is None else f"{host}:{port}"
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The parts of a URL that may be a token: the URL itself, its path and query, its last
+    path segment, its query values and its user info."""
+    parts = urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    found = [url, path, parts.path.rstrip("/").rpartition("/")[2], parts.query]
+    found += [value for _, value in parse_qsl(parts.query)]
+    found += [parts.username or "", parts.password or ""]
+    return tuple(f for f in found if len(f) >= 4)  # "/" or "v2" is no secret
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` with every occurrence of a secret replaced (longest first, so a URL goes
+    before its path)."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 def sign(secret: str, body: bytes) -> str:
     """`sha256=<hex HMAC of the body>`, the way GitHub signs its webhooks."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
@@ -86,7 +122,7 @@ class Notifier:
     def start(self) -> None:
         self._client = httpx.AsyncClient(timeout=10.0)
         self._tasks = [
-            asyncio.create_task(self._deliver(hook, queue), name=f"notify {hook.url}")
+            asyncio.create_task(self._deliver(hook, queue), name=f"notify {host_of(hook.url)}")
             for hook, queue in zip(self._hooks, self._queues, strict=True)
         ]
 
@@ -115,9 +151,12 @@ class Notifier:
                 await self._post(hook, event)
             except Exception as error:  # noqa: BLE001 - one bad event must not stop the hook
                 self._metrics.count("notifications_total", outcome="failed")
-                self._note(hook, event, "failed", 0, str(error) or type(error).__name__)
+                problem = redact(str(error) or type(error).__name__, url_secrets(hook.url))
+                self._note(hook, event, "failed", 0, problem)
                 if self._loops is None:
-                    log.exception("notification %s to %s failed", event.get("type"), hook.url)
+                    log.exception(
+                        "notification %s to %s failed", event.get("type"), host_of(hook.url)
+                    )
                 else:
                     self._loops.failed("notify", error, f"event {event.get('type')}")
             else:
@@ -150,14 +189,16 @@ class Notifier:
                 if 400 <= response.status_code < 500 and response.status_code != 429:
                     break  # the hook rejects it; retrying will not help
             except httpx.HTTPError as error:
-                problem = str(error) or type(error).__name__
+                problem = redact(str(error) or type(error).__name__, url_secrets(hook.url))
             if attempt < self._attempts:
                 log.warning(
                     "notification %s to %s failed (%s); retry %d in %.1fs",
-                    event.get("type"), hook.url, problem, attempt, delay,
+                    event.get("type"), host_of(hook.url), problem, attempt, delay,
                 )  # fmt: skip
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 300.0)
         self._metrics.count("notifications_total", outcome="failed")
         self._note(hook, event, "failed", attempt, problem)
-        log.error("gave up on notification %s to %s: %s", event.get("type"), hook.url, problem)
+        log.error(
+            "gave up on notification %s to %s: %s", event.get("type"), host_of(hook.url), problem
+        )

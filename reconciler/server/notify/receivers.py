@@ -25,7 +25,13 @@ from reconciler.core.notifications import (
     slack_text,
 )
 from reconciler.core.routing import Notification, alert_key
-from reconciler.server.notify.hooks import EVENT_HEADER, SIGNATURE_HEADER, sign
+from reconciler.server.notify.hooks import (
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    redact,
+    sign,
+    url_secrets,
+)
 
 SMTP_TIMEOUT = 10.0
 
@@ -98,9 +104,22 @@ class Integration:
         """Deliver once.
 
         Raises:
-            DeliveryError: the attempt failed.
+            DeliveryError: the attempt failed; its message (logged, listed and stored) has
+                every secret of the integration redacted, as a receiver's answer may echo
+                its key or its URL.
         """
+        try:
+            await self._send(notification, client)
+        except DeliveryError as error:
+            # `from None`: the original error's text would carry the secret on in a traceback.
+            raise DeliveryError(redact(str(error), self.secrets()), error.retry) from None
+
+    async def _send(self, notification: Notification, client: httpx.AsyncClient) -> None:
         raise NotImplementedError
+
+    def secrets(self) -> tuple[str, ...]:
+        """The configured values no message may show."""
+        return ()
 
 
 @dataclass(frozen=True)
@@ -110,7 +129,10 @@ class Webhook(Integration):
     url: str
     secret: str | None
 
-    async def send(self, notification: Notification, client: httpx.AsyncClient) -> None:
+    def secrets(self) -> tuple[str, ...]:
+        return (self.secret,) if self.secret else ()
+
+    async def _send(self, notification: Notification, client: httpx.AsyncClient) -> None:
         body = orjson.dumps(grouped_document(notification))
         headers = {"Content-Type": "application/json", EVENT_HEADER: notification.status}
         if self.secret:
@@ -124,7 +146,10 @@ class Slack(Integration):
 
     url: str
 
-    async def send(self, notification: Notification, client: httpx.AsyncClient) -> None:
+    def secrets(self) -> tuple[str, ...]:
+        return url_secrets(self.url)  # the token is in the path
+
+    async def _send(self, notification: Notification, client: httpx.AsyncClient) -> None:
         body = orjson.dumps({"text": slack_text(notification)})
         await _post(client, self.url, body, {"Content-Type": "application/json"})
 
@@ -142,10 +167,13 @@ class PagerDuty(Integration):
     severity: str | None
     source: str
 
+    def secrets(self) -> tuple[str, ...]:
+        return (self.routing_key,)
+
     def takes(self, notification: Notification) -> bool:
         return _alerts_only(notification)  # a notice would open an incident nothing resolves
 
-    async def send(self, notification: Notification, client: httpx.AsyncClient) -> None:
+    async def _send(self, notification: Notification, client: httpx.AsyncClient) -> None:
         target = self.url.rstrip("/") + "/v2/enqueue"
         headers = {"Content-Type": "application/json"}
         for event, action in (
@@ -166,10 +194,13 @@ class Opsgenie(Integration):
     priority: str | None
     tags: tuple[str, ...]
 
+    def secrets(self) -> tuple[str, ...]:
+        return (self.api_key,)
+
     def takes(self, notification: Notification) -> bool:
         return _alerts_only(notification)
 
-    async def send(self, notification: Notification, client: httpx.AsyncClient) -> None:
+    async def _send(self, notification: Notification, client: httpx.AsyncClient) -> None:
         base = self.url.rstrip("/") + "/v2/alerts"
         headers = {"Content-Type": "application/json", "Authorization": f"GenieKey {self.api_key}"}
         for event in notification.firing:
@@ -197,7 +228,10 @@ class Email(Integration):
     username: str | None
     password: str | None
 
-    async def send(self, notification: Notification, client: httpx.AsyncClient) -> None:
+    def secrets(self) -> tuple[str, ...]:
+        return (self.password,) if self.password else ()
+
+    async def _send(self, notification: Notification, client: httpx.AsyncClient) -> None:
         message = EmailMessage()
         message["Subject"] = email_subject(notification)
         message["From"] = self.sender
@@ -228,7 +262,7 @@ class Broken(Integration):
 
     problem: str
 
-    async def send(self, notification: Notification, client: httpx.AsyncClient) -> None:
+    async def _send(self, notification: Notification, client: httpx.AsyncClient) -> None:
         raise DeliveryError(self.problem, retry=False)
 
 

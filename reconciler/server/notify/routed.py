@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -28,7 +27,7 @@ import orjson
 from agent.metrics import Metrics
 from reconciler.core.resources import Resource
 from reconciler.core.routing import Dispatcher, Notification, RoutingTable, routing_table
-from reconciler.server.notify.hooks import Hook, Notifier
+from reconciler.server.notify.hooks import Hook, Notifier, host_of
 from reconciler.server.notify.receivers import Broken, DeliveryError, Integration, integrations
 from reconciler.server.supervise import Supervisor
 from reconciler.store.handle import StateHandle
@@ -409,7 +408,7 @@ class Notifications:
         self, url: str, event: dict[str, Any], status: str, attempts: int, error: str | None
     ) -> None:
         # A hook is named by its host only: Slack webhook URLs carry their token in the path.
-        receiver = f"notify-url {urlsplit(url).netloc}"
+        receiver = f"notify-url {host_of(url)}"  # never user:password@ of the URL
         self._metrics.count(DELIVERY_METRIC, receiver=receiver, integration="hook", outcome=status)
         self._keep(
             Delivery(
