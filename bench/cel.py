@@ -19,13 +19,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.expressions.cel import (  # noqa: E402
-    _program,
-    check_context,
-    evaluate,
-    free_variables,
-    http_context,
-)
+from agent.expressions.cel import _program, evaluate, free_variables  # noqa: E402
+from agent.expressions.celvars import check_context, http_context  # noqa: E402
 
 EXPRESSIONS = [
     "code == 200",

@@ -10,14 +10,8 @@ from typing import Any
 
 import pytest
 
-from agent.expressions.cel import (
-    CelError,
-    check_context,
-    display,
-    evaluate,
-    free_variables,
-    http_context,
-)
+from agent.expressions.cel import CelError, display, evaluate, free_variables
+from agent.expressions.celvars import check_context, http_context
 
 HEADERS = [("content-type", "application/json"), ("x-trace", "a"), ("X-Trace", "b")]
 BODY = {"status": "healthy", "hits": [1, 2, 3], "nested": {"n": 5}}

@@ -14,7 +14,8 @@ from tests.conftest import ROOT, SAMPLE_REPO
 # Compiles a good and a bad expression and evaluates one, as validate and the agent do.
 PROBE = """
 from datetime import timedelta
-from agent.expressions.cel import check_expression, evaluate, http_context
+from agent.expressions.cel import check_expression, evaluate
+from agent.expressions.celvars import http_context
 print(check_expression("json.hits.size() > 0", ["json"]))
 print(check_expression("code ==", ["code"]))
 context = http_context(200, [("content-type", "application/json")], "{}", {"hits": [1]},

@@ -437,7 +437,7 @@ def test_an_integer_beyond_64_bits_is_a_double_as_in_canary_checker(base_url: st
 
 
 def test_a_body_cel_cannot_hold_is_an_expression_error_naming_why() -> None:
-    from agent.expressions.cel import json_value
+    from agent.expressions.celvars import json_value
 
     deep: list[Any] = []
     for _ in range(5000):

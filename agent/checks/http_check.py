@@ -19,16 +19,8 @@ from agent.checks.outcome import Verdict, judge, over_threshold
 from agent.checks.phases import PhaseRecorder
 from agent.checks.pool import ClientPool
 from agent.checks.rules import display_error, settle
-from agent.expressions.cel import (
-    CelError,
-    canonical_header,
-    check_context,
-    display,
-    evaluate,
-    free_variables,
-    http_context,
-    reads,
-)
+from agent.expressions.cel import CelError, display, evaluate, free_variables, reads
+from agent.expressions.celvars import canonical_header, check_context, http_context
 from agent.expressions.gotemplate import TemplateError, parse, render
 
 

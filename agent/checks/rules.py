@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agent.expressions.cel import CelError, check_context, display, evaluate
+from agent.expressions.cel import CelError, display, evaluate
+from agent.expressions.celvars import check_context
 from agent.expressions.gotemplate import TemplateError, render
 
 

@@ -27,7 +27,8 @@ from typing import Any
 from celpy import celtypes
 from celpy.adapter import json_to_cel
 
-from agent.expressions.cel import CelError, check_context, free_variables, http_context, value_of
+from agent.expressions.cel import CelError, free_variables, value_of
+from agent.expressions.celvars import check_context, http_context
 
 _DURATION = celtypes.DurationType(timedelta(milliseconds=120))
 # What each check type's expressions see on a run, as samples (types are what matters).

@@ -8,12 +8,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agent.expressions.cel import (
+from agent.expressions.cel import check_expression
+from agent.expressions.celvars import (
     GRPC_VARIABLES,
     HTTP_VARIABLES,
     ICMP_VARIABLES,
     TCP_VARIABLES,
-    check_expression,
 )
 from agent.expressions.gotemplate import DOLLAR, TemplateError, variables
 from agent.expressions.sample import sample_problem
