@@ -17,6 +17,7 @@ from reconciler.core.routing import (
     matches,
     routing_table,
     select_routes,
+    without_ended,
 )
 from schemas.alerting import parse_matcher
 
@@ -424,3 +425,21 @@ spec:
 
     found = _load(RECEIVER + routing.replace("MATCHER", "'a=~('"))
     assert found and all("spec.routes[0].matchers" in message for message in found), found
+
+
+def test_groups_stored_by_an_older_version_stop_reminding_of_ended_incidents() -> None:
+    """An older version routed resolves by their own labels, so stored groups can hold the
+    firing alert of an incident that has ended: taken back at start, it would remind for
+    ever. Only the alerts of incidents still open are taken back."""
+    dispatcher = Dispatcher(table([], repeat_interval="1h", group_interval="0s"))
+    dispatcher.add(opened("shop/checkout", 1), T0)
+    dispatcher.add(opened("shop/cart", 2), T0)
+    flush(dispatcher, T0)
+    stored = dispatcher.snapshot()
+
+    restarted = Dispatcher(table([], repeat_interval="1h", group_interval="0s"))
+    restarted.restore(without_ended(stored, open_incidents={2}))
+    reminders = flush(restarted, T0 + timedelta(hours=1))
+    firing = [(n.reminder, [event["incident"] for event in n.firing]) for n in reminders]
+    assert firing == [(True, [2])]
+    assert without_ended(stored, open_incidents=set()) == []

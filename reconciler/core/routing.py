@@ -13,7 +13,7 @@ at most every `group_interval`, and a group with alerts still firing reminds eve
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -406,6 +406,35 @@ class Dispatcher:
             ):
                 times.append(group.last_flush + group.route.repeat_interval)
         return min(times, default=None)
+
+
+def without_ended(
+    stored: Iterable[Mapping[str, Any]], open_incidents: Collection[int]
+) -> list[dict[str, Any]]:
+    """Stored groups (`Dispatcher.snapshot`) without the firing alerts of incidents that are
+    no longer open, and without groups left empty. Groups stored by an older version may
+    hold such alerts (their resolve was routed to other groups), and would remind of them
+    for ever.
+
+    Args:
+        stored: the groups as stored.
+        open_incidents: the ids of the incidents open now.
+    """
+    kept = []
+    for item in stored:
+        alerts = [
+            alert
+            for alert in item.get("alerts", [])
+            if not (alert[2] and _ended(str(alert[0]), open_incidents))
+        ]
+        if alerts:
+            kept.append({**item, "alerts": alerts})
+    return kept
+
+
+def _ended(key: str, open_incidents: Collection[int]) -> bool:
+    prefix, _, number = key.partition("-")
+    return prefix == "incident" and number.isdigit() and int(number) not in open_incidents
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -104,6 +104,12 @@ def load_state(
     return health, incidents
 
 
+def open_incident_ids(connection: Connection) -> set[int]:
+    """The ids of the incidents open now."""
+    rows = connection.execute("SELECT id FROM incidents WHERE state = 'open'").fetchall()
+    return {int(incident) for (incident,) in rows}
+
+
 def changed_canaries(connection: Connection, since: datetime) -> set[str]:
     """The derived canaries with results received since a time.
 

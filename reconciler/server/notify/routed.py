@@ -26,11 +26,18 @@ import orjson
 
 from agent.metrics import Metrics
 from reconciler.core.resources import Resource
-from reconciler.core.routing import Dispatcher, Notification, RoutingTable, routing_table
+from reconciler.core.routing import (
+    Dispatcher,
+    Notification,
+    RoutingTable,
+    routing_table,
+    without_ended,
+)
 from reconciler.server.notify.hooks import Hook, Notifier, host_of
 from reconciler.server.notify.receivers import Broken, DeliveryError, Integration, integrations
 from reconciler.server.supervise import Supervisor
 from reconciler.store.handle import StateHandle
+from reconciler.store.incidents import open_incident_ids
 from reconciler.store.notifications import (
     load_groups,
     recent_deliveries,
@@ -147,6 +154,7 @@ class Notifications:
             return
         try:
             groups = await self._state.read(load_groups)
+            opened = await self._state.read(open_incident_ids)
             stored = await self._state.read(recent_deliveries)
         except Exception as error:  # noqa: BLE001 - reported; notifications start empty
             self._failed(error, "reading the stored notifications")
@@ -165,7 +173,7 @@ class Notifications:
                     item["reminder"],
                 )
             )
-        self._stored_groups = groups if isinstance(groups, list) else None
+        self._stored_groups = without_ended(groups, opened) if isinstance(groups, list) else None
         if self._dispatcher is not None and self._stored_groups is not None:
             self._dispatcher.restore(self._stored_groups)
             self._stored_groups = None
