@@ -422,6 +422,9 @@ def test_an_action_nginx_refuses_answers_503_with_nginx_s_reason(
         )  # fmt: skip
         assert view["gateway_refusal"]["weights"] == ORIGINAL
         assert "weights not applied yet" in view["reason"]
+        # Beside the run, the server's status says the gateway refuses the route.
+        status = server.status()["gateway_refusals"]
+        assert list(status) == ["checkout"] and "unknown directive" in status["checkout"]["error"]
 
         junk.unlink()  # the rollback gets through at the controller's next try
         # nginx has the weights a moment before the controller forgets the refusal.
@@ -431,6 +434,7 @@ def test_an_action_nginx_refuses_answers_503_with_nginx_s_reason(
             "the rollback on nginx",
         )
         assert _canary(server)["state"] == "rolled_back"
+        assert server.status()["gateway_refusals"] == {}
         assert "the gateway refused weights" in server.logs()
 
 

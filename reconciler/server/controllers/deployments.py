@@ -185,6 +185,10 @@ class DeploymentController:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def gateway_refusals(self) -> dict[str, dict[str, Any]]:
+        """Each route whose config the gateway refuses now (`/api/v1/status`)."""
+        return self._sync.refusals.documents()
+
     def wake(self) -> None:
         """Pass over the routes soon (a revision was published, a run was acted on)."""
         self._stored_metrics.clear()  # a new revision may point a group at other backends

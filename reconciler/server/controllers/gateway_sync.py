@@ -88,6 +88,10 @@ class Refusals:
         """The route's last refusal, None when its last try went through."""
         return self._last.get(route)
 
+    def documents(self) -> dict[str, dict[str, Any]]:
+        """Each route the gateway refuses now, as `/api/v1/status` shows it."""
+        return {route: refusal.document() for route, refusal in sorted(self._last.items())}
+
     def removals(self) -> set[str]:
         """The routes the gateway refused to remove."""
         return {route for route, refusal in self._last.items() if refusal.attempt == REMOVAL}

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from reconciler.core.refusal import RequestRefused
 from reconciler.server.http.common import (
     control_of,
+    controllers_of,
     documented_query,
     json_response,
     read_body,
@@ -64,7 +65,10 @@ async def status(request: Request) -> Response:
     require_read(request)
     documented_query(request)
     control = control_of(request)
-    return json_response({**control.status(), "loops": control.loops.status()})
+    refusals = controllers_of(request).deployments.gateway_refusals()
+    return json_response(
+        {**control.status(), "loops": control.loops.status(), "gateway_refusals": refusals}
+    )
 
 
 @router.post(
