@@ -120,9 +120,20 @@ def test_the_held_open_is_released_on_the_running_loop_without_another_event(
     monkeypatch.setattr(maintenance, "RECHECK_SECONDS", 0.01)
     test = Gate({"w.yaml": EU_WINDOW}, "2026-03-01 10:10")
 
+    looks: list[int] = []
+    release_due = test.gate.release_due
+
+    def counted() -> list[dict[str, Any]]:
+        looks.append(1)
+        return release_due()
+
+    monkeypatch.setattr(test.gate, "release_due", counted)
+
     async def scenario() -> None:
         test.gate(event("incident_opened", 5, "eu"))
-        await asyncio.sleep(0.05)
+        async with asyncio.timeout(5):
+            while len(looks) < 2:  # the timer looked twice, the window still open
+                await asyncio.sleep(0.01)
         assert test.sent == [], "still inside the window"
         test.now = utc("2026-03-01 11:00")
         async with asyncio.timeout(5):
