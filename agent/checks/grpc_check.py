@@ -15,7 +15,6 @@ from typing import Any
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import grpc  # noqa: E402 - after the setting above
-from celpy import celtypes
 from grpc_health.v1 import health_pb2
 
 from agent.checks.fields import flag, integer, items, required_text, text, threshold
@@ -23,6 +22,7 @@ from agent.checks.outcome import Verdict, judge, over_threshold
 from agent.checks.pool import ClientPool
 from agent.checks.rules import apply_rules
 from agent.expressions.cel import CelError
+from agent.expressions.celvars import grpc_context
 
 _METHOD = "grpc.health.v1.Health/Check"
 
@@ -163,11 +163,7 @@ async def check_grpc(check: Mapping[str, Any], clients: ClientPool) -> Verdict:
     who = f"service {service!r}" if service else "the server"
     failures = [] if serving == "SERVING" else [f"{who} is {serving}"]
     failures += over_threshold(elapsed, threshold(check))
-    variables = {
-        "status": celtypes.StringType(serving),
-        "code": celtypes.IntType(0),
-        "elapsed": celtypes.DurationType(timedelta(milliseconds=elapsed)),
-    }
+    variables = grpc_context(serving, elapsed)
     data = {"status": serving, "code": 0, "elapsed": timedelta(milliseconds=elapsed)}
     try:
         shown = apply_rules(check, failures, variables, data)

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from celpy import celtypes
-
 from agent.checks.fields import integer, required_text, text, threshold
 from agent.checks.icmp_socket import (
     PROTOCOL,
@@ -28,12 +26,12 @@ from agent.checks.icmp_socket import (
 from agent.checks.outcome import Verdict, judge
 from agent.checks.rules import apply_rules
 from agent.expressions.cel import CelError
+from agent.expressions.celvars import RTT_KEYS, icmp_context
 from schemas.checks import ping_host
 from schemas.durations import parse_duration
 
 _FAMILIES: dict[str, int] = {"Any": socket.AF_UNSPEC, "V4": socket.AF_INET, "V6": socket.AF_INET6}
 _TOKEN = 8  # bytes of the payload that tell this run's replies from others'
-_RTT = ("min", "avg", "max")
 
 
 @dataclass(frozen=True)
@@ -137,21 +135,6 @@ async def _ping(spec: PingSpec, family: int, address: str) -> PingRun:
     return run
 
 
-def _variables(phases: Mapping[str, Any], elapsed_ms: float) -> dict[str, Any]:
-    """The CEL variables of an icmp check: round trips as durations, loss in percent."""
-    rtt = {
-        key: celtypes.DurationType(timedelta(milliseconds=phases.get(f"rtt_{key}_ms", 0.0)))
-        for key in _RTT
-    }
-    return {
-        "elapsed": celtypes.DurationType(timedelta(milliseconds=elapsed_ms)),
-        "packetsSent": celtypes.IntType(phases["packets_sent"]),
-        "packetsReceived": celtypes.IntType(phases["packets_received"]),
-        "packetLoss": celtypes.DoubleType(phases["packet_loss_percent"]),
-        "rtt": celtypes.MapType({celtypes.StringType(k): v for k, v in rtt.items()}),
-    }
-
-
 def ping_verdict(
     spec: PingSpec,
     address: str,
@@ -213,11 +196,11 @@ def ping_verdict(
             "packetsSent": sent,
             "packetsReceived": received,
             "packetLoss": loss,
-            "rtt": {k: timedelta(milliseconds=phases.get(f"rtt_{k}_ms", 0.0)) for k in _RTT},
+            "rtt": {k: timedelta(milliseconds=phases.get(f"rtt_{k}_ms", 0.0)) for k in RTT_KEYS},
             "elapsed": timedelta(milliseconds=elapsed_ms),
         }
         try:
-            shown = apply_rules(check, failures, _variables(phases, elapsed_ms), data)
+            shown = apply_rules(check, failures, icmp_context(phases, elapsed_ms), data)
         except CelError as error:
             return Verdict("error", str(error), phases=phases)
         summary = shown if shown is not None else summary

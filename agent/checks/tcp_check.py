@@ -9,13 +9,12 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from celpy import celtypes
-
 from agent.checks.endpoint import connect_error, split_endpoint
 from agent.checks.fields import required_text, threshold
 from agent.checks.outcome import Verdict, judge, over_threshold
 from agent.checks.rules import apply_rules
 from agent.expressions.cel import CelError
+from agent.expressions.celvars import tcp_context
 
 
 async def check_tcp(check: Mapping[str, Any]) -> Verdict:
@@ -56,6 +55,4 @@ def _expressions(check: Mapping[str, Any], failures: list[str], connect_ms: floa
         CelError: an expression is broken.
     """
     elapsed = timedelta(milliseconds=connect_ms)
-    return apply_rules(
-        check, failures, {"elapsed": celtypes.DurationType(elapsed)}, {"elapsed": elapsed}
-    )
+    return apply_rules(check, failures, tcp_context(elapsed), {"elapsed": elapsed})

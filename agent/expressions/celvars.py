@@ -168,3 +168,38 @@ def http_context(
         "sslAge": lambda: celtypes.DurationType(ssl_age or timedelta(0)),
     }
     return {name: build() for name, build in builders.items() if wanted is None or name in wanted}
+
+
+def tcp_context(elapsed: timedelta) -> dict[str, Any]:
+    """The variables of a tcp check's expressions: how long the connect took."""
+    return {"elapsed": celtypes.DurationType(elapsed)}
+
+
+# The round-trip figures an icmp check gives (`rtt.min`, ...), each a duration.
+RTT_KEYS = ("min", "avg", "max")
+
+
+def icmp_context(phases: Mapping[str, Any], elapsed_ms: float) -> dict[str, Any]:
+    """The variables of an icmp check's expressions, from its phases: round trips as
+    durations, loss in percent."""
+    rtt = {
+        key: celtypes.DurationType(timedelta(milliseconds=phases.get(f"rtt_{key}_ms", 0.0)))
+        for key in RTT_KEYS
+    }
+    return {
+        "elapsed": celtypes.DurationType(timedelta(milliseconds=elapsed_ms)),
+        "packetsSent": celtypes.IntType(phases["packets_sent"]),
+        "packetsReceived": celtypes.IntType(phases["packets_received"]),
+        "packetLoss": celtypes.DoubleType(phases["packet_loss_percent"]),
+        "rtt": celtypes.MapType({celtypes.StringType(k): v for k, v in rtt.items()}),
+    }
+
+
+def grpc_context(serving: str, elapsed_ms: float) -> dict[str, Any]:
+    """The variables of a grpc check's expressions: the serving status's name, the gRPC
+    code of the health call (0: it answered) and how long it took."""
+    return {
+        "status": celtypes.StringType(serving),
+        "code": celtypes.IntType(0),
+        "elapsed": celtypes.DurationType(timedelta(milliseconds=elapsed_ms)),
+    }

@@ -28,27 +28,24 @@ from celpy import celtypes
 from celpy.adapter import json_to_cel
 
 from agent.expressions.cel import CelError, free_variables, value_of
-from agent.expressions.celvars import check_context, http_context
+from agent.expressions.celvars import (
+    check_context,
+    grpc_context,
+    http_context,
+    icmp_context,
+    tcp_context,
+)
 
-_DURATION = celtypes.DurationType(timedelta(milliseconds=120))
-# What each check type's expressions see on a run, as samples (types are what matters).
+_ELAPSED_MS = 120.0
+# What each check type's expressions see on a run, built by the agent's own builders with
+# sample values (types are what matters).
 _SAMPLES: dict[str, dict[str, Any]] = {
-    "http": http_context(200, [], "", None, timedelta(milliseconds=120)),
-    "tcp": {"elapsed": _DURATION},
-    "icmp": {
-        "elapsed": _DURATION,
-        "packetsSent": celtypes.IntType(3),
-        "packetsReceived": celtypes.IntType(3),
-        "packetLoss": celtypes.DoubleType(0.0),
-        "rtt": celtypes.MapType(
-            {celtypes.StringType(key): _DURATION for key in ("min", "avg", "max", "mdev")}
-        ),
-    },
-    "grpc": {
-        "status": celtypes.StringType("SERVING"),
-        "code": celtypes.IntType(0),
-        "elapsed": _DURATION,
-    },
+    "http": http_context(200, [], "", None, timedelta(milliseconds=_ELAPSED_MS)),
+    "tcp": tcp_context(timedelta(milliseconds=_ELAPSED_MS)),
+    "icmp": icmp_context(
+        {"packets_sent": 3, "packets_received": 3, "packet_loss_percent": 0.0}, _ELAPSED_MS
+    ),
+    "grpc": grpc_context("SERVING", _ELAPSED_MS),
 }
 # `json` is the body as parsed, of any JSON type (an object when the body is not JSON).
 _JSON_SAMPLES: tuple[dict[str, Any] | list[Any] | str | int, ...] = ({}, [], "", 0)
