@@ -4,6 +4,8 @@ protection nginx cannot reproduce is never put on it, and a route that gains one
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -11,7 +13,7 @@ import pytest
 
 from tests.agentproc import free_port
 from tests.conftest import ConfigRepo
-from tests.server import running_server, wait_for
+from tests.server import ServerProcess, running_server, wait_for
 from tests.test_canary_e2e import Backend
 
 pytestmark = [
@@ -40,6 +42,25 @@ admin: {{enabled: true, port: 8081}}
 """
 
 
+@contextmanager
+def _serving_on_nginx(
+    config_repo: ConfigRepo, tmp_path: Path
+) -> Iterator[tuple[ServerProcess, httpx.Client, str]]:
+    """`reconcile serve` driving its own nginx on a free loopback port: the server, a
+    client, and the gateway's base URL."""
+    port = free_port()
+    extra = (
+        "--gateway", "nginx", "--gateway-listen", f"127.0.0.1:{port}",
+        "--gateway-dir", str(tmp_path / "gateway"), "--canary-interval", "0.1",
+    )  # fmt: skip
+    with (
+        running_server(config_repo.path, tmp_path / "state.duckdb", extra=extra) as server,
+        httpx.Client(timeout=5) as client,
+    ):
+        server.wait_ready()
+        yield server, client, f"http://127.0.0.1:{port}"
+
+
 def _status(client: httpx.Client, url: str) -> int:
     try:
         return client.get(url).status_code
@@ -49,21 +70,11 @@ def _status(client: httpx.Client, url: str) -> int:
 
 def test_protected_routes_never_reach_nginx(config_repo: ConfigRepo, tmp_path: Path) -> None:
     backend = Backend("backend")
-    port = free_port()
     gateway_dir = tmp_path / "gateway"
     config_repo.write("gateway.yaml", GATEWAY.format(url=backend.url, catalog_extra=""))
     config_repo.commit("gateway file")
-    extra = (
-        "--gateway", "nginx", "--gateway-listen", f"127.0.0.1:{port}",
-        "--gateway-dir", str(gateway_dir), "--canary-interval", "0.1",
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
     try:
-        with (
-            running_server(config_repo.path, tmp_path / "state.duckdb", extra=extra) as server,
-            httpx.Client(timeout=5) as client,
-        ):
-            server.wait_ready()
+        with _serving_on_nginx(config_repo, tmp_path) as (_server, client, base):
             wait_for(lambda: _status(client, f"{base}/catalog") == 200, 30, "catalog on nginx")
             assert client.get(f"{base}/catalog").text == "backend"
             # nginx answers 404 for a path no route file claims: the protected route is absent.
@@ -100,23 +111,13 @@ def test_a_route_with_a_backend_nginx_cannot_take_gets_neither_nginx_nor_a_run(
 ) -> None:
     """It used to be put on nginx, refused at every try (404) while its run completed."""
     backend = Backend("backend")
-    port = free_port()
     gateway_dir = tmp_path / "gateway"
     good = ROUTES.format(name="good", stable=backend.url, canary=backend.url)
     bad = ROUTES.format(name="bad", stable=f"{backend.url}/v2", canary=backend.url)
     config_repo.write("routes.yaml", f"{good}---\n{bad}")
     config_repo.commit("two routes")
-    extra = (
-        "--gateway", "nginx", "--gateway-listen", f"127.0.0.1:{port}",
-        "--gateway-dir", str(gateway_dir), "--canary-interval", "0.1",
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
     try:
-        with (
-            running_server(config_repo.path, tmp_path / "state.duckdb", extra=extra) as server,
-            httpx.Client(timeout=5) as client,
-        ):
-            server.wait_ready()
+        with _serving_on_nginx(config_repo, tmp_path) as (server, client, base):
             wait_for(lambda: _status(client, f"{base}/good") == 200, 30, "good on nginx")
 
             def routes() -> set[str]:
