@@ -36,7 +36,7 @@ from reconciler.store.probes import latest_runs
 from reconciler.store.refusals import Refusal, clear_refusal, record_refusal
 from reconciler.store.reports import Reports
 from reconciler.store.resources import all_resources, list_revisions
-from reconciler.store.results import results_per_agent
+from reconciler.store.results import results_per_agent, results_per_region
 from reconciler.store.tokens import (
     agent_of,
     mint_token,
@@ -486,6 +486,11 @@ class ControlPlane:
         """Rows stored per agent over the last hour."""
         since = self.clock() - timedelta(hours=1)
         return await self.state.read(lambda c: results_per_agent(c, since))
+
+    async def region_results_last_hour(self) -> dict[str, int]:
+        """Rows stored per region over the last hour."""
+        since = self.clock() - timedelta(hours=1)
+        return await self.state.read(lambda c: results_per_region(c, since))
 
     async def probe_series(self) -> str:
         """The per-check series (`core/probe_metrics`), read at most every few seconds: a

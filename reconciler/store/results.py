@@ -321,6 +321,15 @@ def newest_received(connection: Connection, after: int | None = None) -> int | N
     return int(row[0]) if row and row[0] is not None else None
 
 
+def results_per_region(connection: Connection, since: datetime) -> dict[str, int]:
+    """How many rows each region stored since a time (the server's own `local` checks
+    report in its region)."""
+    rows = connection.execute(
+        "SELECT region, count(*) FROM results WHERE started_at >= ? GROUP BY region", [since]
+    ).fetchall()
+    return {region: int(count) for region, count in rows}
+
+
 def results_per_agent(connection: Connection, since: datetime) -> dict[str, int]:
     """How many rows each agent stored since a time."""
     rows = connection.execute(

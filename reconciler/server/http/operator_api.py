@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict
 
 from reconciler.core import config_edits
 from reconciler.core.refusal import RequestRefused
-from reconciler.core.selector import LOCAL
 from reconciler.server.control_plane import ControlPlane
 from reconciler.server.http.common import (
     control_of,
@@ -73,25 +72,20 @@ async def list_agents(request: Request) -> Response:
     return json_response({"agents": _agent_rows(control, recent, _silent(request))})
 
 
-def _region_rows(
-    control: ControlPlane,
-    recent: Mapping[str, int],
-    silent: Mapping[str, datetime] | None = None,
-) -> list[dict[str, Any]]:
-    agents = _agent_rows(control, recent, silent)
+def _region_rows(control: ControlPlane, recent: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Each region of the served revision, its agents, and the rows stored in it over the
+    last hour (`recent`, by region: the server's own `local` checks count in its region)."""
+    agents = control.resources_of("Agent")
     regions = []
     for resource in control.resources_of("Region"):
-        members = [a for a in agents if a["region"] == resource.name]
-        # The server's own checks (`local`) report in its region, though no Agent is named so.
-        local = recent.get(LOCAL, 0) if resource.name == control.settings.local_region else 0
         regions.append(
             {
                 "name": resource.name,
                 "displayName": resource.spec.get("displayName"),
                 "location": resource.spec.get("location"),
                 "enabled": resource.spec.get("enabled", True),
-                "agents": [a["name"] for a in members],
-                "results_last_hour": sum(a["results_last_hour"] for a in members) + local,
+                "agents": [a.name for a in agents if a.spec["region"] == resource.name],
+                "results_last_hour": recent.get(resource.name, 0),
             }
         )
     return regions
@@ -101,8 +95,8 @@ def _region_rows(
 async def list_regions(request: Request) -> Response:
     require_admin(request)
     control = control_of(request)
-    recent = await control.results_last_hour()
-    return json_response({"regions": _region_rows(control, recent, _silent(request))})
+    recent = await control.region_results_last_hour()
+    return json_response({"regions": _region_rows(control, recent)})
 
 
 @router.post(
@@ -208,8 +202,7 @@ async def _commit(request: Request, edit: Edit) -> Committed:
 
 
 async def _region_response(control: ControlPlane, done: Committed, status: int) -> Response:
-    recent = await control.results_last_hour()
-    rows = _region_rows(control, recent)
+    rows = _region_rows(control, await control.region_results_last_hour())
     region = next((r for r in rows if r["name"] == done.edited.name), None)
     return json_response({"region": region, **done.document()}, status)
 
